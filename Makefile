@@ -1,0 +1,38 @@
+# The two set-up commands of README.md:
+#   make demo   -- install, start MariaDB + Elasticsearch, load demo data, run `cdc run`
+#   make test   -- install, start the servers, run unit + integration tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test unit deps servers-up servers-down bench clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+deps:
+	bash scripts/install-system-deps.sh
+
+demo: deps $(BIN)/.installed
+	$(BIN)/python scripts/demo.py
+
+test: deps $(BIN)/.installed
+	$(BIN)/pytest
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest -m "not integration"
+
+servers-up: deps
+	$(PYTHON) scripts/servers.py up
+
+servers-down:
+	$(PYTHON) scripts/servers.py down
+
+bench: deps $(BIN)/.installed
+	$(BIN)/python bench/catchup.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,175 @@
+"""Typed seams between the stages: source -> rules -> batch -> sink -> checkpoint.
+
+Nothing here imports pymysqlreplication or elasticsearch; each stage translates
+its library's objects into these frozen values at its own boundary.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+_FILE_SEQ = re.compile(r"\.(\d+)$")
+
+
+@dataclass(frozen=True, order=True)
+class BinlogPosition:
+    """A place in the binlog: `pos` is the byte offset of the *next* event in `file`."""
+
+    file: str
+    pos: int
+
+    @classmethod
+    def parse(cls, text: str) -> "BinlogPosition":
+        """Parse ``FILE:POS`` (as printed by ``str()``), e.g. ``mysql-bin.000003:157``."""
+        name, sep, pos = text.rpartition(":")
+        if not sep or not name or not pos.isdigit():
+            raise ValueError(f"expected FILE:POS (e.g. binlog.000003:4), got {text!r}")
+        return cls(name, int(pos))
+
+    @property
+    def file_seq(self) -> int:
+        """The numeric suffix of the file name; binlog files are numbered in order."""
+        match = _FILE_SEQ.search(self.file)
+        if not match:
+            raise ValueError(f"binlog file name {self.file!r} has no numeric suffix")
+        return int(match.group(1))
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.pos}"
+
+
+class Op(enum.Enum):
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class ColumnKind(enum.Enum):
+    """What a column holds, as far as value conversion needs to know.
+
+    The source maps the server's field types to these; the converter never sees
+    a MySQL type code.
+    """
+
+    INTEGER = "integer"
+    DECIMAL = "decimal"
+    FLOAT = "float"
+    DATE = "date"
+    DATETIME = "datetime"
+    TIMESTAMP = "timestamp"
+    TIME = "time"
+    YEAR = "year"
+    STRING = "string"
+    BINARY = "binary"
+    ENUM = "enum"
+    SET = "set"
+    BIT = "bit"
+    JSON = "json"
+    GEOMETRY = "geometry"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: ColumnKind
+    # BIT(n) width, needed to tell a BIT(1) flag from a bit field.
+    bits: int | None = None
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One changed row, decoded with the schema the binlog carried at that time.
+
+    `position` is where the row's event ended: an ordering key for document
+    versions, never a place to resume from (see `Commit`).
+    """
+
+    op: Op
+    schema: str
+    table: str
+    columns: tuple[Column, ...]
+    before: Mapping[str, Any] | None  # None for INSERT
+    after: Mapping[str, Any] | None  # None for DELETE
+    position: BinlogPosition
+    timestamp: int
+    # Index of the row inside its rows event (a statement can change many rows).
+    row_index: int = 0
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The end of a transaction: the only kind of position that is safe to resume from."""
+
+    position: BinlogPosition
+    gtid: str | None  # the server's GTID state after this transaction, if known
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A transaction that ended in ROLLBACK in the binlog: discard its rows."""
+
+    position: BinlogPosition
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Nothing new, but the connection is alive (keeps lag and watchdogs honest)."""
+
+    timestamp: float
+
+
+SourceEvent = RowChange | Commit | Rollback | Heartbeat
+
+
+class ActionType(enum.Enum):
+    INDEX = "index"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One Elasticsearch write, with everything needed to explain it if it fails."""
+
+    type: ActionType
+    index: str
+    doc_id: str
+    version: int
+    doc: Mapping[str, Any] | None = None
+    routing: str | None = None
+    # Where it came from, for error messages and dead letters.
+    schema: str = ""
+    table: str = ""
+    position: BinlogPosition | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.index, self.doc_id)
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    STALE = "stale"  # external version conflict: a newer write is already there
+    RETRY = "retry"  # 429 / 5xx / timeout: send again later
+    REJECTED = "rejected"  # the document is bad; retrying will not help
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    action: Action
+    outcome: Outcome
+    status: int
+    error_type: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    items: tuple[ItemResult, ...] = field(default_factory=tuple)
+
+    def with_outcome(self, *outcomes: Outcome) -> list[ItemResult]:
+        return [item for item in self.items if item.outcome in outcomes]

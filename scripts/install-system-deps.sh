@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages the demo and the tests need, only if missing.
+# MariaDB comes from Debian; Elasticsearch comes from Maven Central (scripts/servers.py),
+# so we need mvn, unzip and a JDK 17 here.
+set -euo pipefail
+need=()
+command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server mariadb-client)
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+ls /usr/lib/jvm/*/bin/java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "[deps] installing: ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"

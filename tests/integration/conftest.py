@@ -1,0 +1,66 @@
+"""Fixtures for tests against the real servers: an isolated database and index prefix each."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+from elasticsearch import Elasticsearch
+
+
+class Admin:
+    """A MariaDB admin session for setting up and changing test data."""
+
+    def __init__(self, endpoints, database: str | None = None):
+        self.conn = pymysql.connect(
+            host=endpoints.mariadb_host, port=endpoints.mariadb_port,
+            user=endpoints.admin_user, password=endpoints.admin_password,
+            database=database, autocommit=True, charset="utf8mb4",
+        )
+
+    def execute(self, *statements: str, args=None):
+        with self.conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql, args)
+            return cur.fetchall()
+
+    def query(self, sql: str, args=None) -> list[dict]:
+        with self.conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def close(self):
+        self.conn.close()
+
+
+@pytest.fixture
+def database(servers, unique_name):
+    admin = Admin(servers)
+    admin.execute(f"CREATE DATABASE `{unique_name}`")
+    admin.close()
+    yield unique_name
+    admin = Admin(servers)
+    admin.execute(f"DROP DATABASE IF EXISTS `{unique_name}`")
+    admin.close()
+
+
+@pytest.fixture
+def db(servers, database):
+    admin = Admin(servers, database)
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def es(servers):
+    client = Elasticsearch(servers.es_url, request_timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def index_prefix(es, unique_name):
+    yield unique_name
+    # ES 8 refuses wildcard deletes (action.destructive_requires_name), so name them.
+    names = list(es.indices.get(index=f"{unique_name}*", expand_wildcards="all"))
+    if names:
+        es.indices.delete(index=",".join(names))
