@@ -117,13 +117,20 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class StreamRestarted:
+    """The source reconnected and resumes from its last commit: drop the open transaction."""
+
+    position: BinlogPosition
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Nothing new, but the connection is alive (keeps lag and watchdogs honest)."""
 
     timestamp: float
 
 
-SourceEvent = RowChange | Commit | Rollback | Heartbeat
+SourceEvent = RowChange | Commit | Rollback | StreamRestarted | Heartbeat
 
 
 class ActionType(enum.Enum):

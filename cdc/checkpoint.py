@@ -1,0 +1,133 @@
+"""Where the daemon resumes from: a small JSON file, written atomically and locked.
+
+A checkpoint is a promise (see pipeline.py): its position is a transaction commit
+whose actions Elasticsearch has acknowledged. The file is replaced with
+write-temp, fsync, rename, fsync-dir, so a crash leaves the old or the new
+checkpoint and never a torn one. An exclusive lock on a side file stops a second
+daemon from sharing the checkpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError
+from .model import BinlogPosition
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    position: BinlogPosition
+    gtid: str | None
+    saved_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "file": self.position.file,
+            "pos": self.position.pos,
+            "gtid": self.gtid,
+            "saved_at": self.saved_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, source: str) -> "Checkpoint":
+        try:
+            if data.get("format") != FORMAT_VERSION:
+                raise CheckpointError(f"{source}: unsupported checkpoint format {data.get('format')!r}")
+            file, pos = data["file"], data["pos"]
+            if not isinstance(file, str) or not isinstance(pos, int) or pos < 4:
+                raise CheckpointError(f"{source}: invalid position {file!r}:{pos!r}")
+            gtid = data.get("gtid")
+            if gtid is not None and not isinstance(gtid, str):
+                raise CheckpointError(f"{source}: gtid must be a string")
+            return cls(BinlogPosition(file, pos), gtid, float(data.get("saved_at", 0.0)))
+        except KeyError as exc:
+            raise CheckpointError(f"{source}: missing key {exc.args[0]!r}") from None
+
+
+class FileCheckpointStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Hold an exclusive lock for the life of the process (released by the kernel on exit)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = ""
+            try:
+                holder = lock_path.read_text().strip()
+            except OSError:
+                pass
+            raise CheckpointError(
+                f"{self.path} is in use by another cdc process{f' (pid {holder})' if holder else ''}; "
+                "two daemons must not share a checkpoint"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def is_locked_by_other(self) -> bool:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        if not lock_path.exists():
+            return False
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def load(self) -> Checkpoint | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CheckpointError(f"{self.path}: cannot read: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise CheckpointError(f"{self.path}: not valid JSON; restore it or remove it to start over") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{self.path}: expected a JSON object")
+        return Checkpoint.from_json(data, str(self.path))
+
+    def save(self, position: BinlogPosition, gtid: str | None) -> Checkpoint:
+        checkpoint = Checkpoint(position, gtid, time.time())
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(checkpoint.to_json(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointError(f"{self.path}: cannot save checkpoint: {exc.strerror}") from None
+        return checkpoint

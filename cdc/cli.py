@@ -1,0 +1,190 @@
+"""Command line: parse, set up logging, build, run. Exit codes:
+
+  0  stopped normally (end of replay, or SIGTERM/SIGINT after saving the position)
+  1  fatal runtime error (the message says what and where; the checkpoint is safe)
+  2  configuration, rules or server set-up error (fix and start again)
+  3  the resume position is gone from the server (binlog purged): re-snapshot needed
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from . import __version__
+from .app import Daemon, ReplayRange
+from .checkpoint import FileCheckpointStore
+from .config import Config, load_config
+from .errors import CdcError, CheckpointError, ConfigError, PreflightError, PurgedPositionError
+from .log import redact, setup_logging
+from .model import BinlogPosition
+from .rules import load_rules
+from .source import StartPoint
+
+EXIT_OK, EXIT_FATAL, EXIT_CONFIG, EXIT_PURGED = 0, 1, 2, 3
+log = logging.getLogger("cdc")
+
+CONFIG_HELP = "YAML configuration file (see README: Configuration)."
+
+
+def _load(path: str, log_format: str | None, log_level: str | None) -> Config:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        click.echo(f"configuration error:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    setup_logging(log_level or config.logging.level, log_format or config.logging.format)
+    return config
+
+
+def _install_signals(daemon: Daemon) -> None:
+    def handler(signum, frame):
+        if daemon.stop.is_set():
+            # Second signal: leave now. The checkpoint only ever holds acknowledged
+            # commits, so this loses nothing; it only means more replay next time.
+            log.warning("second %s: exiting without finishing the batch", signal.Signals(signum).name)
+            os._exit(EXIT_FATAL)
+        log.info("%s received: finishing the batch and saving the position", signal.Signals(signum).name)
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _run_guarded(body) -> None:
+    try:
+        body()
+    except (ConfigError, PreflightError) as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_CONFIG)
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_CONFIG)
+    except PurgedPositionError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_PURGED)
+    except CdcError as exc:
+        log.error("fatal: %s", exc)
+        sys.exit(EXIT_FATAL)
+    except Exception as exc:  # a bug: say so plainly, with the traceback, and never exit 0
+        log.exception("unexpected error: %s", redact(str(exc)))
+        sys.exit(EXIT_FATAL)
+    sys.exit(EXIT_OK)
+
+
+_log_opts = [
+    click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
+                 help="Log format (default from config: text on a terminal, else JSON lines)."),
+    click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None),
+]
+
+
+def log_options(fn):
+    for opt in reversed(_log_opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cdc")
+def main() -> None:
+    """Keep Elasticsearch in sync with MySQL/MariaDB by reading the binlog."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@log_options
+def run(config_path: str, log_format: str | None, log_level: str | None) -> None:
+    """Stream changes into Elasticsearch until stopped (SIGTERM/SIGINT save the position)."""
+    config = _load(config_path, log_format, log_level)
+    daemon = Daemon(config)
+    _install_signals(daemon)
+    _run_guarded(daemon.run)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--from-position", help="Start at FILE:POS (a transaction boundary).")
+@click.option("--from-gtid", help="Start after this GTID set (MariaDB 0-1-100 or MySQL uuid:1-100).")
+@click.option("--to-position", help="Stop at the first commit at or after FILE:POS (default: the end of the binlog now).")
+@click.option("--dry-run", is_flag=True, help="Read and convert, but write nothing; print what would be written.")
+@click.option("--move-checkpoint", is_flag=True, help="Also save the daemon's checkpoint as the replay advances.")
+@log_options
+def replay(config_path, from_position, from_gtid, to_position, dry_run, move_checkpoint, log_format, log_level):
+    """Re-apply a range of the binlog to Elasticsearch, then exit.
+
+    Writes carry versions from the binlog position, so replaying over an
+    up-to-date index changes nothing, and replaying into an empty one rebuilds it.
+    """
+    config = _load(config_path, log_format, log_level)
+    if bool(from_position) == bool(from_gtid):
+        raise click.UsageError("give exactly one of --from-position or --from-gtid")
+    try:
+        start = (StartPoint(BinlogPosition.parse(from_position)) if from_position
+                 else StartPoint(None, from_gtid.strip(), by_gtid=True))
+        end = BinlogPosition.parse(to_position) if to_position else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if dry_run and move_checkpoint:
+        raise click.UsageError("--dry-run and --move-checkpoint cannot be combined")
+    daemon = Daemon(config)
+    _install_signals(daemon)
+    counts: dict[str, int] = {}
+
+    def on_batch(actions):
+        if dry_run:
+            for a in actions:
+                key = f"{a.type.value} {a.index}"
+                counts[key] = counts.get(key, 0) + 1
+
+    def body():
+        stats = daemon.replay(ReplayRange(start, end), dry_run=dry_run, move_checkpoint=move_checkpoint,
+                              on_batch=on_batch)
+        summary = {"rows": stats.rows, "transactions": stats.transactions, "actions": stats.actions_sent,
+                   "already_newer": stats.actions_stale,
+                   "last_commit": str(stats.last_commit.position) if stats.last_commit else None}
+        if dry_run:
+            summary["would_write"] = counts
+        click.echo(json.dumps(summary))
+
+    _run_guarded(body)
+
+
+@main.command("check-config")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+def check_config(config_path: str) -> None:
+    """Validate the config and rule files without connecting anywhere."""
+    try:
+        config = load_config(config_path)
+        rules = load_rules(config.resolve(config.rules))
+    except ConfigError as exc:
+        click.echo(f"configuration error:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(f"ok: {config_path}; {len(rules)} rule(s)")
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+def position(config_path: str) -> None:
+    """Print the saved checkpoint as JSON."""
+    try:
+        config = load_config(config_path)
+        store = FileCheckpointStore(config.resolve(config.checkpoint.path))
+        checkpoint = store.load()
+    except (ConfigError, CheckpointError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_CONFIG)
+    if checkpoint is None:
+        click.echo(json.dumps({"checkpoint": None, "locked": store.is_locked_by_other()}))
+        return
+    click.echo(json.dumps({**checkpoint.to_json(), "position": str(checkpoint.position),
+                           "locked": store.is_locked_by_other()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Every error cdc raises, and whether trying again can help.
+
+`retriable` is decided where the error is made (the library boundary knows what
+a failure means); the pipeline alone decides what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class CdcError(Exception):
+    """Base class. `retriable` errors are retried with backoff; others stop the daemon."""
+
+    retriable = False
+
+
+# -- set-up: exit code 2 ---------------------------------------------------------------
+class ConfigError(CdcError):
+    """The configuration or a rule file is invalid; the message names the file and key."""
+
+
+class PreflightError(CdcError):
+    """The server is not set up for CDC (binlog settings, privileges, schema)."""
+
+
+# -- sources and sinks -------------------------------------------------------------------
+class SourceError(CdcError):
+    """Reading the binlog failed."""
+
+
+class SourceConnectionError(SourceError):
+    """The binlog connection dropped or timed out; reconnect from the last commit."""
+
+    retriable = True
+
+
+class PurgedPositionError(SourceError):
+    """The position to resume from is no longer on the server (MySQL error 1236)."""
+
+
+class UnsupportedEventError(SourceError):
+    """The binlog holds something cdc cannot turn into documents without losing data."""
+
+
+class SinkError(CdcError):
+    """Writing to Elasticsearch failed."""
+
+
+class SinkUnavailableError(SinkError):
+    """Elasticsearch is unreachable, timing out or overloaded; send again later."""
+
+    retriable = True
+
+
+class RejectedActionsError(SinkError):
+    """Elasticsearch rejected documents for good (mapping errors and the like)."""
+
+    def __init__(self, message: str, items: tuple = ()):
+        super().__init__(message)
+        self.items = items
+
+
+class CheckpointError(CdcError):
+    """The checkpoint cannot be read, written or locked."""
+
+
+class ConversionError(CdcError, ValueError):
+    """A column value cannot be turned into JSON."""

@@ -1,0 +1,57 @@
+"""Logging set-up: readable lines on a terminal, JSON lines when asked or when not on one.
+
+JSON records carry stable field names (ts, level, logger, msg, and any of
+table, position, gtid, doc_id, error passed via `extra=`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+
+import orjson
+
+FIELDS = ("table", "position", "gtid", "doc_id", "index", "error", "lag_seconds")
+# Belt and braces: never print a password or API key even if a library puts one in a message.
+_SECRET = re.compile(r"(?i)(password|passwd|api_key|apikey|authorization)(['\"]?\s*[:=]\s*['\"]?)([^'\"\s,}]+)")
+
+
+def redact(text: str) -> str:
+    return _SECRET.sub(r"\1\2***", text)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for name in FIELDS:
+            if hasattr(record, name):
+                out[name] = getattr(record, name)
+        if record.exc_info:
+            out["exception"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("cdc").setLevel(level)

@@ -1,0 +1,362 @@
+"""source -> rules -> batch -> sink -> checkpoint.
+
+Invariant: the saved position is always a transaction commit for which
+Elasticsearch has acknowledged every earlier action.
+
+How it holds:
+* Rows are buffered per transaction and join the batch only at their commit
+  (a ROLLBACK or a reconnect drops the open transaction). So a batch holds only
+  whole, committed transactions, and its position is the last commit in it.
+* The writer sends a batch, retries the items that may succeed later, and only
+  when every action is acknowledged (or known stale) saves the batch's commit
+  as the checkpoint. Flush first, checkpoint second, never the other way round:
+  a crash in between replays at most the last batch, and versioned writes make
+  that replay harmless (go-mysql canal saves on XID only; Debezium's offset
+  moves on commit, BinlogOffsetContext.commitTransaction()).
+* Batches are written one at a time, in order, so per-document order holds.
+
+Threads: the source is read on its own thread (decoding overlaps the bulk in
+flight); the writer runs on another; this loop turns rows into actions. Bounded
+queues between them keep memory flat when Elasticsearch is slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import orjson
+
+from .checkpoint import FileCheckpointStore
+from .config import BatchConfig, RetryConfig
+from .errors import CdcError, RejectedActionsError, SinkUnavailableError
+from .model import (
+    Action,
+    ActionType,
+    BinlogPosition,
+    Commit,
+    Heartbeat,
+    Outcome,
+    Rollback,
+    RowChange,
+    SourceEvent,
+    StreamRestarted,
+)
+from .retry import Backoff
+from .rules import RowError, RuleSet, actions_for, document_version
+from .values import ValueOptions
+
+log = logging.getLogger("cdc.pipeline")
+
+
+@dataclass
+class Stats:
+    rows: int = 0
+    transactions: int = 0
+    actions_sent: int = 0
+    actions_stale: int = 0
+    item_retries: int = 0
+    request_retries: int = 0
+    batches: int = 0
+    checkpoints: int = 0
+    last_commit: Commit | None = None
+    last_saved: BinlogPosition | None = None
+    started: float = field(default_factory=time.time)
+
+
+class Batch:
+    """Committed actions waiting to be written: one per document (the last wins)."""
+
+    def __init__(self) -> None:
+        self.actions: dict[tuple[str, str], Action] = {}
+        self.bytes = 0
+        self.commit: Commit | None = None
+        self.opened = time.monotonic()
+
+    def add(self, action: Action) -> None:
+        self.actions.pop(action.key, None)
+        self.actions[action.key] = action
+        self.bytes += 100 + (len(orjson.dumps(action.doc)) if action.doc is not None else 0)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+class _End:
+    pass
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+def chunks(actions: list[Action], max_actions: int, max_bytes: int) -> Iterator[list[Action]]:
+    """Split a batch into bulk requests of bounded size."""
+    chunk: list[Action] = []
+    size = 0
+    for action in actions:
+        weight = 100 + (len(orjson.dumps(action.doc)) if action.doc is not None else 0)
+        if chunk and (len(chunk) >= max_actions or size + weight > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(action)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+class Pipeline:
+    def __init__(
+        self,
+        rules: RuleSet,
+        sink,
+        checkpoints: FileCheckpointStore | None,
+        batch: BatchConfig,
+        retry: RetryConfig,
+        *,
+        version_epoch: int = 0,
+        value_options: ValueOptions | None = None,
+        checkpoint_interval: float = 1.0,
+        dry_run: bool = False,
+        on_batch: Callable[[list[Action]], None] | None = None,
+    ):
+        self.rules = rules
+        self.sink = sink
+        self.checkpoints = checkpoints
+        self.batch_config = batch
+        self.retry = retry
+        self.version_epoch = version_epoch
+        self.value_options = value_options
+        self.checkpoint_interval = checkpoint_interval
+        self.dry_run = dry_run
+        self.on_batch = on_batch
+        self.stats = Stats()
+        self.stop_requested = threading.Event()
+        self._writer_queue: queue.Queue = queue.Queue(maxsize=1)
+        self._writer_error: BaseException | None = None
+        self._last_save = 0.0
+        self._unsaved: Commit | None = None
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    def run(self, events: Callable[[], Iterator[SourceEvent]], close_source: Callable[[], None]) -> Stats:
+        """Consume `events()` until it ends or a stop is requested; raise on a fatal error."""
+        inbox: queue.Queue = queue.Queue(maxsize=10_000)
+        reader = threading.Thread(target=self._read, args=(events, inbox), name="cdc-reader", daemon=True)
+        writer = threading.Thread(target=self._write_loop, name="cdc-writer", daemon=True)
+        reader.start()
+        writer.start()
+        try:
+            self._loop(inbox)
+        finally:
+            self.stop_requested.set()
+            close_source()
+            self._writer_queue.put(None)
+            writer.join()
+            reader.join(timeout=5)
+        if self._writer_error is not None:
+            raise self._writer_error
+        return self.stats
+
+    def _read(self, events: Callable[[], Iterator[SourceEvent]], inbox: queue.Queue) -> None:
+        try:
+            for event in events():
+                while not self.stop_requested.is_set():
+                    try:
+                        inbox.put(event, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop_requested.is_set():
+                    return
+            inbox.put(_End())
+        except BaseException as exc:  # handed to the main loop, which decides
+            if not self.stop_requested.is_set():
+                inbox.put(_Failure(exc))
+
+    # ------------------------------------------------------------------ main loop
+    def _loop(self, inbox: queue.Queue) -> None:
+        batch = Batch()
+        transaction: list[Action] = []
+        event_actions: list[Action] = []
+        event_position: BinlogPosition | None = None
+
+        def end_event() -> None:
+            # Within one rows event, deletes go first: an UPDATE that swaps keys
+            # (id 1->2 and 2->1 in one statement) yields "delete 1, index 2,
+            # delete 2, index 1", and the batch keeps only the last action per id.
+            nonlocal event_actions, event_position
+            transaction.extend(sorted(event_actions, key=lambda a: a.type is not ActionType.DELETE))
+            event_actions, event_position = [], None
+
+        while True:
+            if self._writer_error is not None:
+                return
+            if self.stop_requested.is_set():
+                # The open transaction (if any) is dropped; it is re-read after restart.
+                self._hand_over(batch, final=True)
+                return
+            timeout = max(0.05, self.batch_config.max_interval - (time.monotonic() - batch.opened))
+            try:
+                event = inbox.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            if isinstance(event, RowChange):
+                if event.position != event_position:
+                    end_event()
+                    event_position = event.position
+                event_actions.extend(self._actions(event))
+                self.stats.rows += 1
+            elif isinstance(event, Commit):
+                end_event()
+                for action in transaction:
+                    batch.add(action)
+                transaction.clear()
+                batch.commit = event
+                self.stats.transactions += 1
+                self.stats.last_commit = event
+            elif isinstance(event, (Rollback, StreamRestarted)):
+                if transaction or event_actions:
+                    log.info("dropping %d uncommitted actions (%s at %s)", len(transaction) + len(event_actions),
+                             "rollback" if isinstance(event, Rollback) else "reconnect", event.position)
+                transaction.clear()
+                event_actions, event_position = [], None
+            elif isinstance(event, _Failure):
+                self._hand_over(batch, final=True)
+                raise event.error
+            elif isinstance(event, _End):
+                self._hand_over(batch, final=True)
+                return
+            # Heartbeat and timeouts fall through to the flush check.
+            if self._due(batch):
+                self._hand_over(batch)
+                batch = Batch()
+
+    def _due(self, batch: Batch) -> bool:
+        if batch.commit is None:
+            return False
+        if len(batch) >= self.batch_config.max_actions or batch.bytes >= self.batch_config.max_bytes:
+            return True
+        return time.monotonic() - batch.opened >= self.batch_config.max_interval
+
+    def _actions(self, change: RowChange) -> list[Action]:
+        rule = self.rules.match(change.schema, change.table)
+        if rule is None:
+            return []
+        version = document_version(change.position, self.version_epoch)
+        try:
+            return actions_for(change, rule, version, self.value_options)
+        except (RowError, ValueError) as exc:
+            raise CdcError(f"cannot convert row of {change.schema}.{change.table} at {change.position} "
+                           f"(row {change.row_index} of the event): {exc}") from None
+
+    def _hand_over(self, batch: Batch, final: bool = False) -> None:
+        """Queue a batch for the writer; blocks while the previous one is in flight (backpressure)."""
+        if batch.commit is None and not final:
+            return
+        while self._writer_error is None:
+            try:
+                self._writer_queue.put((batch, final), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    # ------------------------------------------------------------------ writer
+    def _write_loop(self) -> None:
+        while True:
+            item = self._writer_queue.get()
+            if item is None:
+                return
+            batch, final = item
+            try:
+                self._deliver(batch)
+                self._checkpoint(batch.commit, force=final)
+            except BaseException as exc:
+                self._writer_error = exc
+                self.stop_requested.set()
+                return
+
+    def _deliver(self, batch: Batch) -> None:
+        actions = list(batch.actions.values())
+        if not actions:
+            return
+        if self.dry_run:
+            if self.on_batch:
+                self.on_batch(actions)
+            self.stats.actions_sent += len(actions)
+            return
+        for chunk in chunks(actions, self.batch_config.max_actions, self.batch_config.max_bytes):
+            self._deliver_chunk(chunk)
+        self.stats.batches += 1
+        if self.on_batch:
+            self.on_batch(actions)
+
+    def _deliver_chunk(self, pending: list[Action]) -> None:
+        """Send until every action is acknowledged; the one place that picks retry or stop."""
+        backoff = Backoff(self.retry.initial_backoff, self.retry.max_backoff)
+        attempts = 0
+        while pending:
+            try:
+                result = self.sink.write(pending)
+            except SinkUnavailableError as exc:
+                attempts += 1
+                self.stats.request_retries += 1
+                self._wait_or_give_up(backoff, attempts, f"bulk request failed: {exc}", len(pending))
+                continue
+            rejected = result.with_outcome(Outcome.REJECTED)
+            if rejected:
+                raise RejectedActionsError(_describe_rejections(rejected), tuple(rejected))
+            self.stats.actions_stale += len(result.with_outcome(Outcome.STALE))
+            retry = result.with_outcome(Outcome.RETRY)
+            self.stats.actions_sent += len(pending) - len(retry)
+            if retry:
+                attempts += 1
+                self.stats.item_retries += len(retry)
+                first = retry[0]
+                self._wait_or_give_up(backoff, attempts,
+                                      f"{len(retry)} of {len(pending)} items failed with {first.status} "
+                                      f"({first.error_type}: {first.reason})", len(retry))
+            pending = [r.action for r in retry]  # in request order: per-id order is kept
+
+    def _wait_or_give_up(self, backoff: Backoff, attempts: int, why: str, count: int) -> None:
+        if self.retry.max_attempts and attempts >= self.retry.max_attempts:
+            raise SinkUnavailableError(f"{why}; gave up after {attempts} attempts")
+        delay = backoff.next()
+        log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts)
+        # A stop request does not cut a retry short: the batch is finished
+        # first, so that its position can be saved. A second signal kills.
+        time.sleep(delay)
+
+    def _checkpoint(self, commit: Commit | None, force: bool) -> None:
+        if commit is not None:
+            self._unsaved = commit
+        if self._unsaved is None or self.checkpoints is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_save < self.checkpoint_interval:
+            return
+        saved = self._unsaved
+        self.checkpoints.save(saved.position, saved.gtid)
+        self._last_save = now
+        self._unsaved = None
+        self.stats.checkpoints += 1
+        self.stats.last_saved = saved.position
+        log.debug("checkpoint %s gtid=%s", saved.position, saved.gtid)
+
+
+def _describe_rejections(rejected) -> str:
+    lines = [f"Elasticsearch rejected {len(rejected)} document(s); stopping without moving the checkpoint:"]
+    for item in rejected[:5]:
+        a = item.action
+        lines.append(f"  {a.type.value} {a.index}/{a.doc_id} from {a.schema}.{a.table} at {a.position}: "
+                     f"{item.status} {item.error_type}: {item.reason}")
+    if len(rejected) > 5:
+        lines.append(f"  ... and {len(rejected) - 5} more")
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""Writing to Elasticsearch: the only module that imports the elasticsearch client.
+
+`ElasticsearchSink.write(actions)` sends one `_bulk` request and returns a
+`BulkResult` with an `Outcome` per action, in order. It never raises for item
+failures (a 200 can carry failed items; the pipeline decides what to do) and
+raises `SinkUnavailableError` when the request as a whole did not get through.
+
+Every write is versioned (`version_type=external`, the version from the binlog
+position), so a replay or a retry can never overwrite a newer document: a 409
+means "a newer write is already there" and counts as done (`Outcome.STALE`),
+and a delete of a missing document (404) is done as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import elastic_transport
+import orjson
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ConnectionError as EsConnectionError
+from elasticsearch import ConnectionTimeout, TransportError
+from elasticsearch.serializer import JsonSerializer
+
+from .config import ElasticsearchConfig
+from .errors import SinkError, SinkUnavailableError
+from .model import Action, ActionType, BulkResult, ItemResult, Outcome
+
+log = logging.getLogger("cdc.sink")
+
+# Item statuses worth sending again: overload (429) and server-side trouble (5xx).
+# Anything else (400 mapping errors, 413 too large, ...) will fail the same way again.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class _OrjsonSerializer(JsonSerializer):
+    """Documents are already JSON-safe (values.py), so orjson can encode them quickly."""
+
+    def dumps(self, data) -> str:
+        if isinstance(data, str):
+            return data
+        return orjson.dumps(data).decode()
+
+
+def encode_bulk(actions: Sequence[Action]) -> bytes:
+    """The NDJSON body of a `_bulk` request."""
+    lines: list[bytes] = []
+    for action in actions:
+        meta = {"_index": action.index, "_id": action.doc_id, "version": action.version,
+                "version_type": "external"}
+        if action.routing is not None:
+            meta["routing"] = action.routing
+        if action.type is ActionType.INDEX:
+            lines.append(orjson.dumps({"index": meta}))
+            lines.append(orjson.dumps(action.doc))
+        else:
+            lines.append(orjson.dumps({"delete": meta}))
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
+def classify(action: Action, item: dict) -> ItemResult:
+    """One item of a bulk response -> its outcome."""
+    status = int(item.get("status", 0))
+    error = item.get("error")
+    if 200 <= status < 300:
+        return ItemResult(action, Outcome.OK, status)
+    if status == 404 and action.type is ActionType.DELETE and not error:
+        return ItemResult(action, Outcome.OK, status)  # already gone
+    error_type = error.get("type") if isinstance(error, dict) else str(error or "")
+    reason = error.get("reason") if isinstance(error, dict) else None
+    if status == 409 and error_type == "version_conflict_engine_exception":
+        return ItemResult(action, Outcome.STALE, status, error_type, reason)
+    if status in RETRY_STATUSES:
+        return ItemResult(action, Outcome.RETRY, status, error_type, reason)
+    return ItemResult(action, Outcome.REJECTED, status, error_type, reason)
+
+
+def parse_bulk_response(actions: Sequence[Action], body: dict) -> BulkResult:
+    items = body.get("items") or []
+    if len(items) != len(actions):
+        raise SinkError(f"bulk response has {len(items)} items for {len(actions)} actions")
+    # Items come back in request order (Elasticsearch bulk API reference).
+    return BulkResult(tuple(classify(a, next(iter(i.values()))) for a, i in zip(actions, items)))
+
+
+class ElasticsearchSink:
+    def __init__(self, config: ElasticsearchConfig):
+        kwargs: dict = dict(
+            hosts=config.hosts,
+            request_timeout=config.request_timeout,
+            # Retries are the pipeline's job (one place decides); the transport
+            # must not resend a whole bulk behind our back.
+            max_retries=0,
+            retry_on_timeout=False,
+            serializer=_OrjsonSerializer(),
+        )
+        if config.api_key:
+            kwargs["api_key"] = config.api_key
+        elif config.username:
+            kwargs["basic_auth"] = (config.username, config.password or "")
+        if config.ca_certs:
+            kwargs["ca_certs"] = config.ca_certs
+        if not config.verify_certs:
+            kwargs["verify_certs"] = False
+        self.client = Elasticsearch(**kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def check(self) -> str:
+        """Fail fast if the cluster is unreachable or not Elasticsearch; return its health status."""
+        try:
+            return str(self.client.cluster.health(timeout="5s")["status"])
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def write(self, actions: Sequence[Action]) -> BulkResult:
+        if not actions:
+            return BulkResult(())
+        try:
+            resp = self.client.bulk(body=encode_bulk(actions))
+        except Exception as exc:
+            raise self._translate(exc) from None
+        return parse_bulk_response(actions, resp.body)
+
+    def refresh(self, index: str) -> None:
+        try:
+            self.client.indices.refresh(index=index)
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    @staticmethod
+    def _translate(exc: Exception) -> SinkError:
+        if isinstance(exc, (EsConnectionError, ConnectionTimeout, elastic_transport.TransportError)) and not isinstance(exc, ApiError):
+            return SinkUnavailableError(f"Elasticsearch unreachable: {exc}")
+        if isinstance(exc, ApiError):
+            status = exc.meta.status if exc.meta else 0
+            if status in RETRY_STATUSES:
+                return SinkUnavailableError(f"Elasticsearch answered {status}: {exc.message}")
+            if status == 413:
+                return SinkError("bulk request too large for Elasticsearch (413): lower batch.max_bytes "
+                                 "or raise http.max_content_length")
+            return SinkError(f"Elasticsearch answered {status}: {exc.message} {exc.body if exc.body else ''}")
+        if isinstance(exc, TransportError):
+            return SinkUnavailableError(f"Elasticsearch transport error: {exc}")
+        return SinkError(f"Elasticsearch client error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,431 @@
+"""Reading the binlog: the only module that imports pymysqlreplication.
+
+`BinlogSource.events(start)` yields `RowChange`, `Commit`, `Rollback`,
+`StreamRestarted` and `Heartbeat` values, and translates the library's errors
+into cdc's. It guards against the library's traps (python-mysql-replication
+1.0.x, binlogstream.py):
+
+* Its silent reconnect on errors 2006/2013 resumes from the latest *event*
+  (or position 4, or the original GTID set), which can be mid-transaction:
+  rows whose TABLE_MAP is not seen again are dropped without a word. We turn
+  it off and reconnect ourselves from the last commit.
+* A rows event whose TABLE_MAP was never seen is silently dropped, so we must
+  never start inside a transaction: the first commit seen before any
+  transaction start means the start position was mid-transaction.
+* Unknown event types are silently dropped by default; we ask for them and stop
+  on those that carry data we would otherwise lose (compressed transactions).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import pymysql
+import pymysqlreplication.binlogstream as _binlogstream
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
+from pymysqlreplication.event import (
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    NotImplementedEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
+)
+from pymysqlreplication.gtid import Gtid, GtidSet
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    PartialUpdateRowsEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
+
+from .config import MysqlConfig, RetryConfig
+from .errors import PurgedPositionError, SourceConnectionError, SourceError, UnsupportedEventError
+from .model import (
+    BinlogPosition,
+    Column,
+    ColumnKind,
+    Commit,
+    Heartbeat,
+    Op,
+    Rollback,
+    RowChange,
+    SourceEvent,
+    StreamRestarted,
+)
+from .retry import Backoff
+
+log = logging.getLogger("cdc.source")
+
+# Turn off the library's own reconnect (see module docstring). It reads this
+# module global at call time, so emptying it here is enough.
+_binlogstream.MYSQL_EXPECTED_ERROR_CODES = []
+
+# Event types that hold row data the library cannot decode. Each would be
+# dropped as NotImplementedEvent, taking the transaction's rows (and for MySQL's
+# TRANSACTION_PAYLOAD even its XID) with it.
+#   40       MySQL TRANSACTION_PAYLOAD_EVENT (binlog_transaction_compression=ON)
+#   165-171  MariaDB *_COMPRESSED_EVENT (log_bin_compress=ON)
+#   26       INCIDENT_EVENT: the server itself says events were lost
+_FATAL_EVENT_TYPES = {
+    40: "a compressed transaction (binlog_transaction_compression=ON); set it OFF",
+    26: "an INCIDENT event (the server lost binlog events); re-snapshot the tables",
+    **{t: "a compressed event (log_bin_compress=ON); set log_bin_compress=OFF" for t in range(165, 172)},
+}
+
+_INTEGER = {FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG, FIELD_TYPE.INT24}
+_TEXTISH = {FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.TINY_BLOB,
+            FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB, FIELD_TYPE.BLOB}
+_KINDS = {
+    FIELD_TYPE.NEWDECIMAL: ColumnKind.DECIMAL, FIELD_TYPE.DECIMAL: ColumnKind.DECIMAL,
+    FIELD_TYPE.FLOAT: ColumnKind.FLOAT, FIELD_TYPE.DOUBLE: ColumnKind.FLOAT,
+    FIELD_TYPE.DATE: ColumnKind.DATE, FIELD_TYPE.NEWDATE: ColumnKind.DATE,
+    FIELD_TYPE.DATETIME: ColumnKind.DATETIME, 18: ColumnKind.DATETIME,  # DATETIME2
+    FIELD_TYPE.TIMESTAMP: ColumnKind.TIMESTAMP, 17: ColumnKind.TIMESTAMP,  # TIMESTAMP2
+    FIELD_TYPE.TIME: ColumnKind.TIME, 19: ColumnKind.TIME,  # TIME2
+    FIELD_TYPE.YEAR: ColumnKind.YEAR, FIELD_TYPE.ENUM: ColumnKind.ENUM, FIELD_TYPE.SET: ColumnKind.SET,
+    FIELD_TYPE.BIT: ColumnKind.BIT, FIELD_TYPE.JSON: ColumnKind.JSON, FIELD_TYPE.GEOMETRY: ColumnKind.GEOMETRY,
+}
+_DML = re.compile(r"^\s*(/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE|LOAD\s+DATA)\b", re.I | re.S)
+
+# MySQL/MariaDB error 1236 (ER_MASTER_FATAL_ERROR_READING_BINLOG): the requested
+# position or GTID state is gone (purged, or never existed).
+_ER_BINLOG_FATAL = 1236
+# Client-side connection errors (CR_*) and server shutdown (1053): try again.
+_CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1053, 1927}
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where to start reading: always a transaction boundary.
+
+    With `by_gtid`, the server finds the position from the GTID state (used to
+    replay by GTID, e.g. on a new primary after failover); otherwise file/pos.
+    """
+
+    position: BinlogPosition | None
+    gtid: str | None = None
+    by_gtid: bool = False
+
+
+def column_kind(column) -> ColumnKind:
+    if column.type in _INTEGER:
+        return ColumnKind.INTEGER
+    if column.type in _TEXTISH:
+        # With binlog_row_metadata=FULL the charset is known; "binary" means BLOB/VARBINARY.
+        return ColumnKind.BINARY if column.character_set_name == "binary" else ColumnKind.STRING
+    return _KINDS.get(column.type, ColumnKind.OTHER)
+
+
+class GtidTracker:
+    """The server's GTID state as of the last commit read (MariaDB and MySQL forms)."""
+
+    def __init__(self, initial: str | None, mariadb: bool):
+        self.mariadb = mariadb
+        self._pending: str | None = None
+        if mariadb:
+            self._domains: dict[str, str] = {}
+            for gtid in filter(None, (g.strip() for g in (initial or "").split(","))):
+                self._domains[gtid.split("-", 1)[0]] = gtid
+        else:
+            self._set = GtidSet(initial or "")
+
+    def begin(self, gtid: str) -> None:
+        self._pending = gtid
+
+    def commit(self) -> None:
+        if self._pending is None:
+            return
+        if self.mariadb:
+            self._domains[self._pending.split("-", 1)[0]] = self._pending
+        else:
+            gtid = Gtid(self._pending)
+            # Already in the set when a replay re-reads it; merging would raise on overlap.
+            if gtid not in self._set:
+                self._set.merge_gtid(gtid)
+        self._pending = None
+
+    def discard(self) -> None:
+        self._pending = None
+
+    @property
+    def state(self) -> str | None:
+        if self.mariadb:
+            return ",".join(self._domains[d] for d in sorted(self._domains, key=int)) or None
+        text = str(self._set)
+        return text or None
+
+
+class BinlogSource:
+    """Streams one server's binlog, reconnecting from the last commit on connection loss."""
+
+    def __init__(
+        self,
+        config: MysqlConfig,
+        mariadb: bool,
+        tables: set[tuple[str, str]],
+        retry: RetryConfig,
+        stop: threading.Event | None = None,
+        end: BinlogPosition | None = None,
+    ):
+        self.config = config
+        self.mariadb = mariadb
+        self.tables = tables
+        self.schemas = sorted({s for s, _ in tables})
+        self.retry = retry
+        self.stop = stop or threading.Event()
+        self.end = end
+        self._stream: BinLogStreamReader | None = None
+
+    # ------------------------------------------------------------------ connection
+    def _open(self, start: StartPoint) -> BinLogStreamReader:
+        settings = {
+            "host": self.config.host,
+            "port": self.config.port,
+            "user": self.config.user,
+            "passwd": self.config.password,
+            "connect_timeout": self.config.connect_timeout,
+            "read_timeout": self.config.read_timeout,
+        }
+        if self.config.ssl_ca:
+            settings["ssl"] = {"ca": self.config.ssl_ca}
+        kwargs = dict(
+            connection_settings=settings,
+            server_id=self.config.server_id,
+            blocking=True,
+            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, PartialUpdateRowsEvent, XidEvent,
+                         QueryEvent, GtidEvent, MariadbGtidEvent, RotateEvent, HeartbeatLogEvent,
+                         NotImplementedEvent],
+            filter_non_implemented_events=False,
+            only_schemas=self.schemas or None,
+            slave_heartbeat=self.config.heartbeat,
+            report_slave={"hostname": "cdc", "username": "", "password": "", "port": 0},
+            enable_logging=False,
+        )
+        if start.by_gtid:
+            # MariaDB takes the GTID state through @slave_connect_state; with
+            # is_mariadb=True the library ignores file/pos, which is what we want here.
+            kwargs.update(auto_position=start.gtid, is_mariadb=self.mariadb)
+        else:
+            assert start.position is not None
+            # is_mariadb must stay False for file/pos: with True the library sends
+            # position 4 and an empty file name (binlogstream.py __set_mariadb_settings).
+            kwargs.update(resume_stream=True, log_file=start.position.file, log_pos=start.position.pos)
+        return BinLogStreamReader(**kwargs)
+
+    def close(self) -> None:
+        """Close the stream; safe from another thread (wakes a blocked read)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                # close() alone does not wake a recv() blocked in the reader
+                # thread; shutdown() does, so a stop is not delayed to the next heartbeat.
+                sock = getattr(getattr(stream, "_stream_connection", None), "_sock", None)
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                stream.close()
+            except Exception:  # closing a dead socket can fail; nothing to save there
+                pass
+
+    # ------------------------------------------------------------------ reading
+    def events(self, start: StartPoint) -> Iterator[SourceEvent]:
+        """Yield events from `start` until `stop` is set (or `end` is passed).
+
+        Connection loss is retried with backoff from the last commit yielded,
+        preceded by a `StreamRestarted` so the consumer drops the open transaction.
+        """
+        backoff = Backoff(self.retry.initial_backoff, self.retry.max_backoff)
+        resume = start
+        attempts = 0
+        while not self.stop.is_set():
+            committed: list[StartPoint] = []
+            try:
+                for event in self._read(resume, committed):
+                    attempts = 0
+                    backoff.reset()
+                    yield event
+                return
+            except SourceConnectionError as exc:
+                if self.stop.is_set():  # we closed the socket ourselves to stop
+                    return
+                if committed:
+                    resume = committed[-1]
+                attempts += 1
+                if self.retry.max_attempts and attempts >= self.retry.max_attempts:
+                    raise
+                delay = backoff.next()
+                log.warning("binlog connection lost (%s); reconnecting from %s in %.1fs (attempt %d)",
+                            exc, resume.position or resume.gtid, delay, attempts,
+                            extra={"position": str(resume.position), "gtid": resume.gtid})
+                if self.stop.wait(delay):
+                    return
+                yield StreamRestarted(resume.position or BinlogPosition("", 0))
+            finally:
+                self.close()
+
+    def _read(self, start: StartPoint, committed: list[StartPoint]) -> Iterator[SourceEvent]:
+        gtids = GtidTracker(start.gtid, self.mariadb)
+        try:
+            stream = self._stream = self._open(start)
+        except pymysql.err.MySQLError as exc:
+            raise self._translate(exc, start) from None
+        in_transaction = False
+        seen_boundary = False
+        file = start.position.file if start.position else ""
+        while not self.stop.is_set():
+            try:
+                event = stream.fetchone()
+            except pymysql.err.MySQLError as exc:
+                raise self._translate(exc, start) from None
+            except (OSError, EOFError) as exc:
+                raise SourceConnectionError(f"binlog read failed: {exc}") from None
+            if event is None:  # only without blocking=True, or after close()
+                raise SourceConnectionError("binlog stream ended")
+            file = stream.log_file or file
+            end = BinlogPosition(file, event.packet.log_pos)
+
+            if isinstance(event, RotateEvent):
+                file = event.next_binlog
+                # A rotate outside a transaction is a safe resume point in the new file.
+                if not in_transaction and event.timestamp != 0:
+                    point = BinlogPosition(file, event.position)
+                    committed.append(StartPoint(point, gtids.state))
+                    yield Commit(point, gtids.state, event.timestamp)
+                continue
+            if isinstance(event, HeartbeatLogEvent):
+                yield Heartbeat(time.time())
+                continue
+            if self._past_end(end) and not in_transaction:
+                return
+            if isinstance(event, MariadbGtidEvent):
+                gtids.begin(event.gtid)
+                seen_boundary = True
+                # FL_STANDALONE (bit 0): no COMMIT follows (DDL); the statement itself ends it.
+                in_transaction = not (event.flags & 0x01)
+                continue
+            if isinstance(event, GtidEvent):
+                gtids.begin(event.gtid)
+                seen_boundary = True
+                continue
+            if isinstance(event, QueryEvent):
+                query = event.query.strip() if isinstance(event.query, str) else event.query.decode(errors="replace")
+                upper = query.upper()
+                if upper == "BEGIN":
+                    in_transaction = True
+                    seen_boundary = True
+                elif upper == "COMMIT" or upper.startswith("XA COMMIT"):
+                    if not seen_boundary:
+                        raise self._mid_transaction(start)
+                    in_transaction = False
+                    gtids.commit()
+                    committed.append(StartPoint(end, gtids.state))
+                    yield Commit(end, gtids.state, event.timestamp)
+                    if self._past_end(end):
+                        return
+                elif upper == "ROLLBACK" or upper.startswith("XA ROLLBACK"):
+                    in_transaction = False
+                    gtids.discard()
+                    yield Rollback(end)
+                elif _DML.match(query) and event.schema and event.schema.decode(errors="replace") in self.schemas:
+                    raise UnsupportedEventError(
+                        f"statement-format change at {end} in schema {event.schema.decode(errors='replace')}: "
+                        f"{query[:200]!r}. A session changed binlog_format; cdc needs ROW for every write. "
+                        "Fix the client, then replay from a checkpoint before this position.")
+                elif not in_transaction:
+                    # DDL and other standalone statements end their own (implicit) transaction.
+                    seen_boundary = True
+                    gtids.commit()
+                    committed.append(StartPoint(end, gtids.state))
+                    yield Commit(end, gtids.state, event.timestamp)
+                    if self._past_end(end):
+                        return
+                continue
+            if isinstance(event, XidEvent):
+                if not seen_boundary:
+                    raise self._mid_transaction(start)
+                in_transaction = False
+                gtids.commit()
+                committed.append(StartPoint(end, gtids.state))
+                yield Commit(end, gtids.state, event.timestamp)
+                if self._past_end(end):
+                    return
+                continue
+            if isinstance(event, NotImplementedEvent):
+                reason = _FATAL_EVENT_TYPES.get(event.event_type)
+                if reason:
+                    raise UnsupportedEventError(f"binlog event type {event.event_type} at {end} is {reason}")
+                continue
+            if isinstance(event, PartialUpdateRowsEvent):
+                raise UnsupportedEventError(
+                    f"partial JSON update at {end} on {event.schema}.{event.table}: "
+                    "set binlog_row_value_options='' so updates carry the whole row")
+            if isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
+                if (event.schema, event.table) not in self.tables:
+                    continue
+                if not seen_boundary:
+                    raise self._mid_transaction(start)
+                yield from self._rows(event, end)
+
+    def _rows(self, event, end: BinlogPosition) -> Iterator[RowChange]:
+        columns = tuple(Column(c.name, column_kind(c), getattr(c, "bits", None)) for c in event.columns)
+        if any(c.name is None for c in event.columns):
+            raise UnsupportedEventError(
+                f"rows event for {event.schema}.{event.table} at {end} has no column names: "
+                "set binlog_row_metadata=FULL on the server")
+        op = Op.INSERT if isinstance(event, WriteRowsEvent) else Op.DELETE if isinstance(event, DeleteRowsEvent) else Op.UPDATE
+        for i, row in enumerate(event.rows):
+            if op is Op.UPDATE:
+                before = _fix_nones(row["before_values"], row.get("before_none_sources"), event, end)
+                after = _fix_nones(row["after_values"], row.get("after_none_sources"), event, end)
+            else:
+                values = _fix_nones(row["values"], row.get("none_sources"), event, end)
+                before, after = (values, None) if op is Op.DELETE else (None, values)
+            yield RowChange(op, event.schema, event.table, columns, before, after, end, event.timestamp, i)
+
+    def _past_end(self, position: BinlogPosition) -> bool:
+        return self.end is not None and position >= self.end
+
+    # ------------------------------------------------------------------ errors
+    def _mid_transaction(self, start: StartPoint) -> SourceError:
+        return SourceError(
+            f"start position {start.position} is inside a transaction: rows before it in the same "
+            "transaction would be lost. Start at a transaction boundary (an XID/COMMIT end position, "
+            "e.g. from SHOW BINLOG EVENTS or a checkpoint).")
+
+    def _translate(self, exc: pymysql.err.MySQLError, start: StartPoint) -> SourceError:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        message = exc.args[1] if len(exc.args) > 1 else str(exc)
+        if code == _ER_BINLOG_FATAL:
+            where = start.position if not start.by_gtid else f"GTID state {start.gtid}"
+            return PurgedPositionError(
+                f"the server cannot send the binlog from {where}: {message} (error 1236). "
+                "The binlog was probably purged; the index must be rebuilt from a new snapshot.")
+        if code in _CONNECTION_ERRORS or isinstance(exc, pymysql.err.OperationalError) and code and code >= 2000:
+            return SourceConnectionError(f"MySQL error {code}: {message}")
+        return SourceError(f"MySQL error {code}: {message}")
+
+
+def _fix_nones(values: dict, none_sources: dict | None, event, end: BinlogPosition) -> dict:
+    """Tell apart the library's different Nones (row_event.py records why in none_sources)."""
+    if not none_sources:
+        return values
+    for name, source in none_sources.items():
+        if source == NONE_SOURCE.EMPTY_SET:
+            values[name] = set()
+        elif source == NONE_SOURCE.COLS_BITMAP:
+            raise UnsupportedEventError(
+                f"row of {event.schema}.{event.table} at {end} lacks column {name!r}: a session wrote with "
+                "binlog_row_image other than FULL; cdc will not index partial documents. Fix the client, "
+                "then replay from a checkpoint before this position.")
+    return values

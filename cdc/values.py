@@ -1,0 +1,332 @@
+"""Turn column values from the binlog or a snapshot into JSON-ready document values.
+
+Input is what ``mysql-replication`` (pymysqlreplication 1.0.17) decodes from a rows
+event, or what PyMySQL returns for a SELECT. Output is built only from ``None``,
+``bool``, ``int``, ``float``, ``str``, ``list`` and ``dict``, so ``orjson.dumps``
+always accepts it. Pure: no I/O, no server libraries imported. A value that cannot
+be converted raises ``ConversionError``, which names the column.
+
+| Kind      | Arrives as                               | Becomes                                             |
+|-----------|------------------------------------------|-----------------------------------------------------|
+| any       | ``None``                                 | ``null``                                            |
+| INTEGER   | ``int`` / ``bool``                       | unchanged (BIGINT UNSIGNED max stays an integer)    |
+| DECIMAL   | ``Decimal``                              | string without exponent, scale kept (``"1.50"``); number if ``decimal_as="number"`` |
+| FLOAT     | ``float``                                | unchanged; NaN/Infinity -> ``null``                 |
+| DATE      | ``date``; ``"0000-00-00"`` (PyMySQL)     | ``"YYYY-MM-DD"``; zero dates -> ``null`` (counted)  |
+| DATETIME  | naive ``datetime``                       | ``"YYYY-MM-DDTHH:MM:SS[.ffffff]"`` (fraction only if non-zero) |
+| TIMESTAMP | naive ``datetime`` in UTC / aware        | same, in ``timestamp_tz`` with offset (``Z`` for UTC); zero -> ``null`` |
+| TIME      | ``timedelta`` (+-838:59:59.999999)       | ``"[-]HH:MM:SS[.ffffff]"``, hours may exceed 24     |
+| YEAR      | ``int``                                  | ``int`` (the library's 1900 for YEAR 0000 -> ``0``) |
+| STRING    | ``str``; ``bytes`` if undecodable        | ``str``; bytes decoded as UTF-8, else Latin-1       |
+| BINARY    | ``bytes`` (``str`` without charset info) | standard base64 with padding; ``str`` unchanged     |
+| ENUM      | ``str`` label (or ``int`` index)         | unchanged                                           |
+| SET       | ``set`` (library) or ``"a,b"`` (PyMySQL) | sorted list of labels; ``""`` -> ``[]``             |
+| BIT       | ``"0101"`` (library), big-endian ``bytes`` (PyMySQL), ``int`` | ``int``; BIT(1) -> ``bool`` if ``bit1_as_bool`` |
+| JSON      | parsed value with ``bytes`` (MySQL); text (MariaDB, PyMySQL) | JSON value; text parsed if ``parse_json``, invalid text -> error |
+| GEOMETRY  | ``bytes``: 4-byte LE SRID + WKB          | GeoJSON geometry dict (SRID dropped)                |
+| OTHER     | anything                                 | by Python type, using the rules above; unknown types -> ``str()`` |
+
+Inside JSON, numbers stay numbers: a ``Decimal`` becomes a float when that is exact
+(checked through ``repr``), otherwise a string; dates and times become ISO strings.
+Integers outside orjson's 64-bit range become strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+import re
+import struct
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, Mapping, Sequence
+
+import orjson
+
+from . import errors
+from .model import Column, ColumnKind
+
+UTC = datetime.timezone.utc
+_BYTES = (bytes, bytearray, memoryview)
+_EPOCH = datetime.datetime(1970, 1, 1)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson.dumps can write
+_DATE_PREFIX = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_WKB_TYPES = {
+    1: "Point",
+    2: "LineString",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+}
+
+
+@dataclass(frozen=True)
+class ValueOptions:
+    decimal_as: Literal["string", "number"] = "string"  # string is lossless; number gives float
+    timestamp_tz: datetime.tzinfo = UTC  # zone TIMESTAMP values are rendered in, with offset
+    bit1_as_bool: bool = True  # BIT(1) -> bool, wider BIT -> int
+    parse_json: bool = True  # JSON text (MariaDB, PyMySQL) -> objects
+
+
+DEFAULT_OPTIONS = ValueOptions()
+
+
+class ConversionError(errors.ConversionError):
+    """A value that cannot become a document field; carries the column name and why."""
+
+    def __init__(self, column: str, reason: str) -> None:
+        super().__init__(f"column {column!r}: {reason}")
+        self.column = column
+        self.reason = reason
+
+
+@dataclass
+class ConversionStats:
+    """Counters the caller can read after converting (e.g. to log or export them)."""
+
+    zero_dates: int = 0  # zero / partly-zero dates turned into null
+
+
+def convert_value(
+    value: Any,
+    column: Column,
+    options: ValueOptions = DEFAULT_OPTIONS,
+    stats: ConversionStats | None = None,
+) -> Any:
+    """Convert one value of `column`; see the module docstring for the rules."""
+    if value is None:
+        return None
+    try:
+        return _convert(value, column, options, stats)
+    except ConversionError:
+        raise
+    except (ValueError, TypeError, OverflowError, IndexError, struct.error) as exc:
+        raise ConversionError(column.name, f"cannot convert {type(value).__name__}: {exc}") from exc
+
+
+def convert_row(
+    row: Mapping[str, Any],
+    columns: Mapping[str, Column] | Sequence[Column],
+    options: ValueOptions = DEFAULT_OPTIONS,
+    stats: ConversionStats | None = None,
+) -> dict[str, Any]:
+    """Convert every key of `row`; a key without Column info is converted by Python type."""
+    by_name = columns if isinstance(columns, Mapping) else {c.name: c for c in columns}
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        column = by_name.get(name) or Column(name, ColumnKind.OTHER)
+        out[name] = convert_value(value, column, options, stats)
+    return out
+
+
+def _convert(value: Any, column: Column, options: ValueOptions, stats: ConversionStats | None) -> Any:
+    kind = column.kind
+    if kind in (ColumnKind.STRING, ColumnKind.ENUM):
+        if isinstance(value, _BYTES):
+            # row_event.py __read_string hands back raw bytes when Python has no codec
+            # for the column's charset (LookupError, e.g. swe7).
+            return _text(bytes(value))
+    elif kind is ColumnKind.BINARY:
+        if isinstance(value, str):
+            # Without binlog_row_metadata=FULL the library knows no charset and
+            # UTF-8-decodes BINARY/BLOB columns too (row_event.py __read_string).
+            return value
+    elif kind in (ColumnKind.DATE, ColumnKind.DATETIME, ColumnKind.TIMESTAMP):
+        # PyMySQL returns dates it cannot parse ('0000-00-00', '2024-00-10') as str.
+        # The library already returns None for zero DATE/DATETIME (row_event.py
+        # __read_date / __read_datetime2), so those cannot be counted here.
+        if isinstance(value, str) and _is_zero_date(value):
+            return _zero_date(stats)
+        if kind is ColumnKind.TIMESTAMP and isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                # row_event.py reads TIMESTAMP with utcfromtimestamp(), so a zero
+                # TIMESTAMP (stored as 0) arrives as the epoch, which is below
+                # TIMESTAMP's range ('1970-01-01 00:00:01' UTC) and so unambiguous.
+                if value == _EPOCH:
+                    return _zero_date(stats)
+                value = value.replace(tzinfo=UTC)
+            return _iso(value.astimezone(options.timestamp_tz))
+    elif kind is ColumnKind.YEAR:
+        # row_event.py reads YEAR as read_uint8() + 1900, so YEAR 0000 (stored as
+        # 0) arrives as 1900, a year YEAR cannot hold; PyMySQL gives 0.
+        if type(value) is int and value == 1900:
+            return 0
+    elif kind is ColumnKind.SET:
+        if isinstance(value, str):  # PyMySQL: 'a,b' in definition order
+            return sorted(value.split(",")) if value else []
+        if isinstance(value, (list, tuple)):
+            return sorted(value)
+    elif kind is ColumnKind.BIT:
+        return _bit(value, column, options)
+    elif kind is ColumnKind.JSON:
+        return _json_column(value, column, options)
+    elif kind is ColumnKind.GEOMETRY:
+        if isinstance(value, _BYTES):
+            return _geometry(bytes(value))
+    return _by_type(value, options)
+
+
+def _by_type(value: Any, options: ValueOptions) -> Any:
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return _int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None
+        if options.decimal_as == "number":
+            return float(value)
+        # format 'f' never uses an exponent and keeps the scale: Decimal('1E+2')
+        # -> '100', Decimal('0E-10') -> '0.0000000000'. MySQL never prints -0.
+        return format(value.copy_abs() if value.is_zero() else value, "f")
+    if isinstance(value, datetime.datetime):
+        return _iso(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return _time(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, _BYTES):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dict, list, tuple)):
+        return _json(value)
+    return str(value)
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")  # maps every byte, so never fails
+
+
+def _int(value: int) -> int | str:
+    return value if _INT_MIN <= value <= _INT_MAX else str(value)
+
+
+def _iso(value: datetime.datetime) -> str:
+    # isoformat() already omits '.ffffff' when microsecond == 0.
+    text = value.isoformat()
+    return text[:-6] + "Z" if value.utcoffset() == datetime.timedelta(0) else text
+
+
+def _time(value: datetime.timedelta) -> str:
+    # timedelta(seconds=-1) is days=-1, seconds=86399: work from total microseconds.
+    total = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+    seconds, micros = divmod(abs(total), 1_000_000)
+    hours, rest = divmod(seconds, 3600)
+    text = f"{'-' if total < 0 else ''}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{text}.{micros:06d}" if micros else text
+
+
+def _is_zero_date(text: str) -> bool:
+    match = _DATE_PREFIX.match(text)
+    return bool(match) and any(int(part) == 0 for part in match.groups())
+
+
+def _zero_date(stats: ConversionStats | None) -> None:
+    if stats is not None:
+        stats.zero_dates += 1
+    return None
+
+
+def _bit(value: Any, column: Column, options: ValueOptions) -> Any:
+    width = column.bits
+    if isinstance(value, str):
+        # row_event.py __read_bit returns exactly `bits` '0'/'1' digits, most
+        # significant first.
+        width = width or len(value)
+        number = int(value, 2)
+    elif isinstance(value, _BYTES):
+        number = int.from_bytes(bytes(value), "big")  # PyMySQL: b'\x01' for b'1'
+    elif isinstance(value, int):
+        number = int(value)
+    else:
+        return _by_type(value, options)
+    return bool(number) if width == 1 and options.bit1_as_bool else number
+
+
+def _json_column(value: Any, column: Column, options: ValueOptions) -> Any:
+    if type(value).__name__ == "JsonDiff":
+        # packet.py read_binary_json returns a JsonDiff (a path and a change, not
+        # the document) for binlog_row_value_options=PARTIAL_JSON updates.
+        raise ConversionError(column.name, "partial JSON update (PARTIAL_JSON) carries no full document")
+    if isinstance(value, str) and options.parse_json:
+        # MariaDB's JSON is LONGTEXT and PyMySQL returns JSON as text. A bytes
+        # value, in contrast, is a MySQL binary-JSON string scalar (json_binary.py
+        # parse_string returns bytes), so it is not parsed.
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ConversionError(column.name, f"invalid JSON text: {exc}") from None
+    return _json(value)
+
+
+def _json(value: Any) -> Any:
+    """Make a decoded JSON value serialisable; json_binary.py leaves keys and strings as bytes."""
+    if isinstance(value, dict):
+        return {(_text(bytes(k)) if isinstance(k, _BYTES) else str(k)): _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, _BYTES):
+        return _text(bytes(value))
+    if isinstance(value, Decimal):
+        # json_binary.py parse_opaque returns Decimal for DECIMAL members. Keep a
+        # number when the float is exactly the same value, else keep every digit.
+        if not value.is_finite():
+            return None
+        number = float(value)
+        return number if Decimal(repr(number)) == value else format(value, "f")
+    return _by_type(value, DEFAULT_OPTIONS)
+
+
+def _geometry(data: bytes) -> dict[str, Any]:
+    # MySQL's internal geometry format: 4-byte little-endian SRID, then WKB.
+    if len(data) < 5:
+        raise ValueError(f"geometry value too short ({len(data)} bytes)")
+    geometry, end = _wkb(data, 4)
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} trailing bytes after WKB geometry")
+    return geometry
+
+
+def _wkb(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
+    if buf[pos] not in (0, 1):
+        raise ValueError(f"bad WKB byte order {buf[pos]}")
+    order = "<" if buf[pos] == 1 else ">"  # 1 = NDR little-endian, 0 = XDR big-endian
+    (code,) = struct.unpack_from(order + "I", buf, pos + 1)
+    pos += 5
+    name = _WKB_TYPES.get(code)
+    if name is None:
+        raise ValueError(f"unknown WKB geometry type {code}")
+
+    def read(fmt: str) -> tuple[Any, ...]:
+        nonlocal pos
+        out = struct.unpack_from(order + fmt, buf, pos)
+        pos += struct.calcsize(order + fmt)
+        return out
+
+    def points() -> list[list[float]]:
+        return [list(read("dd")) for _ in range(read("I")[0])]
+
+    if code == 1:
+        coordinates: Any = list(read("dd"))
+    elif code == 2:
+        coordinates = points()
+    elif code == 3:
+        coordinates = [points() for _ in range(read("I")[0])]
+    else:  # Multi* and GeometryCollection hold whole WKB geometries, each with its own header
+        parts = []
+        for _ in range(read("I")[0]):
+            part, pos = _wkb(buf, pos)
+            parts.append(part)
+        if code == 7:
+            return {"type": name, "geometries": parts}, pos
+        coordinates = [part["coordinates"] for part in parts]
+    return {"type": name, "coordinates": coordinates}, pos
