@@ -116,7 +116,10 @@ class Daemon:
             store.unlock()
 
     def replay(self, span: ReplayRange, dry_run: bool, move_checkpoint: bool,
-               on_batch: Callable[[list[Action]], None] | None = None) -> Stats:
+               on_batch: Callable[[list[Action]], None] | None = None, server_id: int | None = None) -> Stats:
+        # A replay runs beside the daemon, so it must register with another server_id.
+        mysql = self.config.mysql.model_copy(update={"server_id": server_id or self.config.mysql.server_id + 1})
+        self.config = self.config.model_copy(update={"mysql": mysql})
         store = None
         if move_checkpoint:
             store = FileCheckpointStore(self.config.resolve(self.config.checkpoint.path))

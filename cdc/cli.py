@@ -114,8 +114,11 @@ def run(config_path: str, log_format: str | None, log_level: str | None) -> None
 @click.option("--to-position", help="Stop at the first commit at or after FILE:POS (default: the end of the binlog now).")
 @click.option("--dry-run", is_flag=True, help="Read and convert, but write nothing; print what would be written.")
 @click.option("--move-checkpoint", is_flag=True, help="Also save the daemon's checkpoint as the replay advances.")
+@click.option("--server-id", type=click.IntRange(1, 2**32 - 1), default=None,
+              help="server_id to read the binlog with (default: mysql.server_id + 1, so it can run beside the daemon).")
 @log_options
-def replay(config_path, from_position, from_gtid, to_position, dry_run, move_checkpoint, log_format, log_level):
+def replay(config_path, from_position, from_gtid, to_position, dry_run, move_checkpoint, server_id, log_format,
+           log_level):
     """Re-apply a range of the binlog to Elasticsearch, then exit.
 
     Writes carry versions from the binlog position, so replaying over an
@@ -144,7 +147,7 @@ def replay(config_path, from_position, from_gtid, to_position, dry_run, move_che
 
     def body():
         stats = daemon.replay(ReplayRange(start, end), dry_run=dry_run, move_checkpoint=move_checkpoint,
-                              on_batch=on_batch)
+                              on_batch=on_batch, server_id=server_id)
         summary = {"rows": stats.rows, "transactions": stats.transactions, "actions": stats.actions_sent,
                    "already_newer": stats.actions_stale,
                    "last_commit": str(stats.last_commit.position) if stats.last_commit else None}

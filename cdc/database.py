@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, replace
 
 import pymysql
@@ -182,17 +183,25 @@ class Database:
 
     def _server_id_in_use(self) -> tuple[str | None, str | None]:
         sql = "SHOW SLAVE HOSTS" if self.info.mariadb else "SHOW REPLICAS"
-        try:
-            hosts = self.rows(sql)
-        except pymysql.err.MySQLError:
-            return None, (f"could not run {sql} to check that server_id {self.config.server_id} is unused "
-                          "(MariaDB: GRANT REPLICATION MASTER ADMIN; MySQL: REPLICATION SLAVE)")
-        for host in hosts:
-            if int(host.get("Server_id", 0)) == self.config.server_id:
-                return (f"server_id {self.config.server_id} is already used by a replica connected from "
-                        f"{host.get('Host') or 'unknown host'}: two readers with one id make the server "
-                        "drop one of them; give each cdc daemon its own mysql.server_id"), None
-        return None, None
+        # A reader that just died (crash, SIGKILL) stays registered until the
+        # server fails to send it a heartbeat, so give a stale entry a few
+        # heartbeat periods to go away before calling it a clash.
+        deadline = time.monotonic() + max(5.0, 3 * self.config.heartbeat)
+        while True:
+            try:
+                hosts = self.rows(sql)
+            except pymysql.err.MySQLError:
+                return None, (f"could not run {sql} to check that server_id {self.config.server_id} is unused "
+                              "(MariaDB: GRANT REPLICATION MASTER ADMIN; MySQL: REPLICATION SLAVE)")
+            clash = [h for h in hosts if int(h.get("Server_id", 0)) == self.config.server_id]
+            if not clash:
+                return None, None
+            if time.monotonic() > deadline:
+                host = clash[0].get("Host") or "unknown host"
+                return (f"server_id {self.config.server_id} is already used by a replica ({host}): two readers "
+                        "with one id make the server drop one of them; give each cdc process its own "
+                        "mysql.server_id"), None
+            time.sleep(0.5)
 
     # ------------------------------------------------------------------ rules
     def resolve_rules(self, rules: RuleSet) -> RuleSet:

@@ -19,6 +19,7 @@ into cdc's. It guards against the library's traps (python-mysql-replication
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import threading
@@ -207,7 +208,9 @@ class BinlogSource:
             filter_non_implemented_events=False,
             only_schemas=self.schemas or None,
             slave_heartbeat=self.config.heartbeat,
-            report_slave={"hostname": "cdc", "username": "", "password": "", "port": 0},
+            # Shown in SHOW SLAVE HOSTS, so a server_id clash names the other process.
+            report_slave={"hostname": f"cdc pid {os.getpid()} on {socket.gethostname()}"[:60],
+                          "username": "", "password": "", "port": 0},
             enable_logging=False,
         )
         if start.by_gtid:

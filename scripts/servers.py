@@ -46,6 +46,9 @@ CDC_USER, CDC_PASSWORD = "cdc", "cdc"
 ADMIN_USER, ADMIN_PASSWORD = "cdc_admin", "cdc_admin"
 
 
+_children: list[subprocess.Popen] = []
+
+
 class ServerError(RuntimeError):
     pass
 
@@ -179,10 +182,12 @@ def mariadb_up() -> None:
             check=True, stdout=subprocess.DEVNULL,
         )
     log(f"mariadb: starting on 127.0.0.1:{MARIADB_PORT}")
-    subprocess.Popen(
+    # Detached on purpose (it outlives this process); keep the handle so Python
+    # does not warn about a child still running when the object is collected.
+    _children.append(subprocess.Popen(
         ["mariadbd", f"--defaults-file={cnf}", "--user=root"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    ))
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-import pymysql
 import pytest
 from elasticsearch import Elasticsearch
-
-
-class Admin:
-    """A MariaDB admin session for setting up and changing test data."""
-
-    def __init__(self, endpoints, database: str | None = None):
-        self.conn = pymysql.connect(
-            host=endpoints.mariadb_host, port=endpoints.mariadb_port,
-            user=endpoints.admin_user, password=endpoints.admin_password,
-            database=database, autocommit=True, charset="utf8mb4",
-        )
-
-    def execute(self, *statements: str, args=None):
-        with self.conn.cursor() as cur:
-            for sql in statements:
-                cur.execute(sql, args)
-            return cur.fetchall()
-
-    def query(self, sql: str, args=None) -> list[dict]:
-        with self.conn.cursor(pymysql.cursors.DictCursor) as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-
-    def close(self):
-        self.conn.close()
+from harness import Admin
 
 
 @pytest.fixture

@@ -1,0 +1,227 @@
+"""Run the real `cdc` command against the real servers, and compare Elasticsearch with MariaDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import yaml
+
+_server_ids = iter(range(5000, 9000, 2))  # replay uses id + 1
+
+
+class Admin:
+    """A MariaDB admin session for setting up and changing test data."""
+
+    def __init__(self, endpoints, database: str | None = None):
+        self.conn = pymysql.connect(
+            host=endpoints.mariadb_host, port=endpoints.mariadb_port,
+            user=endpoints.admin_user, password=endpoints.admin_password,
+            database=database, autocommit=True, charset="utf8mb4",
+        )
+
+    def execute(self, *statements: str, args=None):
+        with self.conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql, args)
+            return cur.fetchall()
+
+    def query(self, sql: str, args=None) -> list[dict]:
+        with self.conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def close(self):
+        try:
+            self.conn.close()
+        except Exception:  # already closed (e.g. the server was restarted under it)
+            pass
+
+
+@dataclass
+class CdcProcess:
+    """One `cdc` process; its JSON log lines are kept in a file."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "CdcProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cdc", *self.args, "--log-format", "json", "--log-level", "DEBUG"],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+        )
+        return self
+
+    def logs(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"msg": line})
+        return out
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"cdc exited with {self.proc.returncode} before logging {needle!r}:\n{self.text()[-4000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {needle!r} in cdc log:\n{self.text()[-4000:]}")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if "starting at" in text or "resuming from" in text:
+                return
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"cdc exited with {self.proc.returncode}:\n{text[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"cdc did not start:\n{self.text()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"cdc did not stop within {timeout}s after {sig}:\n{self.text()[-4000:]}")
+        self._log.close()
+        return code
+
+    def wait(self, timeout: float = 120) -> int:
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"cdc did not exit within {timeout}s:\n{self.text()[-4000:]}")
+        self._log.close()
+        return code
+
+
+class CdcSetup:
+    """A config + rules directory for one test."""
+
+    def __init__(self, tmp_path: Path, servers, rules: list[dict], **overrides: Any):
+        self.dir = tmp_path
+        self.servers = servers
+        (tmp_path / "rules").mkdir(exist_ok=True)
+        (tmp_path / "rules" / "rules.yml").write_text(yaml.safe_dump({"rules": rules}))
+        self.server_id = next(_server_ids)
+        config = {
+            "mysql": {"host": servers.mariadb_host, "port": servers.mariadb_port, "user": servers.cdc_user,
+                      "password": "${CDC_TEST_PASSWORD}", "server_id": self.server_id,
+                      "read_timeout": 10, "heartbeat": 1},
+            "elasticsearch": {"hosts": [servers.es_url], "request_timeout": 10},
+            "checkpoint": {"path": "state/checkpoint.json", "min_interval": 0},
+            "rules": "rules",
+            "batch": {"max_interval": 0.2},
+            "retry": {"initial_backoff": 0.2, "max_backoff": 2},
+        }
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition("__")
+            config.setdefault(section, {})[key] = value
+        self.config_path = tmp_path / "cdc.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.env = {"CDC_TEST_PASSWORD": servers.cdc_password}
+        self._runs = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "state" / "checkpoint.json"
+
+    def checkpoint(self) -> dict | None:
+        try:
+            return json.loads(self.checkpoint_path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def process(self, *args: str) -> CdcProcess:
+        self._runs += 1
+        return CdcProcess([*args, "--config", str(self.config_path)], self.dir / f"cdc-{self._runs}.log", self.env)
+
+    def run(self) -> CdcProcess:
+        proc = self.process("run").start()
+        proc.wait_ready()
+        return proc
+
+    def command(self, *args: str, timeout: float = 120) -> tuple[int, str]:
+        proc = self.process(*args).start()
+        code = proc.wait(timeout)
+        return code, proc.text()
+
+
+def binlog_position(db) -> tuple[str, int]:
+    file, pos = db.execute("SHOW MASTER STATUS")[0][:2]
+    return file, int(pos)
+
+
+def plain(value: Any) -> Any:
+    """A MariaDB value as cdc indexes it, for the simple column types used in these tests."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def es_docs(es, index: str) -> dict[str, dict]:
+    if not es.indices.exists(index=index):
+        return {}
+    es.indices.refresh(index=index)
+    docs = {}
+    resp = es.search(index=index, size=10_000, query={"match_all": {}}, sort=["_doc"])
+    for hit in resp["hits"]["hits"]:
+        docs[hit["_id"]] = hit["_source"]
+    return docs
+
+
+def db_docs(db, table: str, id_columns: list[str]) -> dict[str, dict]:
+    out = {}
+    for row in db.query(f"SELECT * FROM `{table}`"):
+        doc_id = ":".join(str(row[c]) for c in id_columns)
+        out[doc_id] = {k: plain(v) for k, v in row.items()}
+    return out
+
+
+def wait_until_equal(db, es, table: str, index: str, id_columns: list[str], timeout: float = 60) -> None:
+    """Wait until the index holds exactly the table's rows (same ids, same values)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        want = db_docs(db, table, id_columns)
+        try:
+            have = es_docs(es, index)
+        except Exception:
+            have = {}
+        if have == want:
+            return
+        if time.monotonic() > deadline:
+            missing = sorted(set(want) - set(have))[:10]
+            extra = sorted(set(have) - set(want))[:10]
+            differ = [k for k in want if k in have and want[k] != have[k]][:5]
+            raise AssertionError(
+                f"{index} != {table} after {timeout}s: {len(want)} rows, {len(have)} docs; "
+                f"missing {missing}, extra {extra}, differ "
+                f"{[(k, want[k], have[k]) for k in differ]}")
+        time.sleep(0.3)

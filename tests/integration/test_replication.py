@@ -1,0 +1,154 @@
+"""The daemon against real MariaDB and Elasticsearch: changes, transactions, schema changes, rotation."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from harness import Admin, CdcSetup, binlog_position, es_docs, wait_until_equal
+
+
+def rules_for(database: str, index_prefix: str, **tables: list[str] | None) -> list[dict]:
+    rules = []
+    for table, id_columns in tables.items():
+        rule = {"schema": database, "table": table, "index": f"{index_prefix}-{table}"}
+        if id_columns:
+            rule["id"] = id_columns
+        rules.append(rule)
+    return rules
+
+
+def test_inserts_updates_deletes_keys_and_transactions(servers, db, database, es, index_prefix, tmp_path):
+    db.execute(
+        "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(12,2), qty INT)",
+        "CREATE TABLE lines_ (order_id INT, line INT, sku VARCHAR(20), PRIMARY KEY (order_id, line))",
+        "CREATE TABLE audit (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=MyISAM",
+    )
+    setup = CdcSetup(tmp_path, servers, rules_for(database, index_prefix, items=None, lines_=None, audit=None))
+    cdc = setup.run()
+    try:
+        # multi-row statements
+        db.execute("INSERT INTO items VALUES (1,'apple',1.50,10),(2,'pear',2.00,5),(3,'fig',3.25,1),(4,'kiwi',0.10,0)")
+        db.execute("INSERT INTO lines_ VALUES (1,1,'a'),(1,2,'b'),(2,1,'c')")
+        # a multi-statement transaction that touches the same row several times
+        db.execute("BEGIN", "UPDATE items SET qty=qty+1 WHERE id=1", "UPDATE items SET qty=qty+1 WHERE id=1",
+                   "DELETE FROM items WHERE id=4", "INSERT INTO items VALUES (4,'kiwi2',0.20,7)",
+                   "UPDATE items SET price=price*2 WHERE id IN (2,3)", "COMMIT")
+        # primary key changes: simple, composite, and a shift chain inside one
+        # statement (2->3 then 1->2: "delete 2" and "index 2" meet in one event)
+        db.execute("UPDATE items SET id=10 WHERE id=3")
+        db.execute("UPDATE lines_ SET line=3 WHERE order_id=1 AND line=2")
+        db.execute("UPDATE items SET id = id + 1 WHERE id IN (1,2) ORDER BY id DESC")
+        db.execute("DELETE FROM items WHERE id=10")
+        # A rolled-back transaction mixing InnoDB and MyISAM: MariaDB (ROW format)
+        # logs the MyISAM row as its own committed transaction (it did persist)
+        # and never logs the InnoDB row (observed with SHOW BINLOG EVENTS).
+        db.execute("BEGIN", "INSERT INTO items VALUES (99,'ghost',9,9)", "INSERT INTO audit VALUES (1,'x')", "ROLLBACK")
+        assert db.query("SELECT COUNT(*) AS n FROM items WHERE id=99")[0]["n"] == 0
+        db.execute("INSERT INTO items VALUES (5,'late',5.55,5)")
+
+        wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
+        wait_until_equal(db, es, "lines_", f"{index_prefix}-lines_", ["order_id", "line"])
+        wait_until_equal(db, es, "audit", f"{index_prefix}-audit", ["id"])
+        docs = es_docs(es, f"{index_prefix}-items")
+        assert "1" not in docs and docs["2"]["name"] == "apple" and docs["3"]["name"] == "pear"
+        assert "99" not in docs
+        assert docs["4"] == {"id": 4, "name": "kiwi2", "price": "0.20", "qty": 7}
+    finally:
+        assert cdc.stop() == 0
+
+
+def test_alter_table_mid_stream_uses_event_time_columns(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, a VARCHAR(10), b INT)")
+    setup = CdcSetup(tmp_path, servers, rules_for(database, index_prefix, t=None))
+    file, pos = binlog_position(db)
+    cdc = setup.run()
+    index = f"{index_prefix}-t"
+    try:
+        db.execute("INSERT INTO t VALUES (1,'one',1)")
+        db.execute("ALTER TABLE t ADD COLUMN c VARCHAR(10) DEFAULT 'dflt' AFTER a")
+        db.execute("INSERT INTO t VALUES (2,'two','c2',2)")
+        db.execute("ALTER TABLE t DROP COLUMN b")
+        db.execute("INSERT INTO t VALUES (3,'three','c3')")
+        db.execute("ALTER TABLE t CHANGE COLUMN a alpha VARCHAR(10)")
+        db.execute("INSERT INTO t VALUES (4,'four','c4')")
+        db.execute("ALTER TABLE t MODIFY COLUMN c VARCHAR(10) FIRST")
+        db.execute("INSERT INTO t (id, alpha, c) VALUES (5,'five','c5')")
+        expected = {
+            "1": {"id": 1, "a": "one", "b": 1},
+            "2": {"id": 2, "a": "two", "c": "c2", "b": 2},
+            "3": {"id": 3, "a": "three", "c": "c3"},
+            "4": {"id": 4, "alpha": "four", "c": "c4"},
+            "5": {"c": "c5", "id": 5, "alpha": "five"},
+        }
+        deadline = time.monotonic() + 30
+        while es_docs(es, index) != expected and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert es_docs(es, index) == expected
+    finally:
+        assert cdc.stop() == 0
+
+    # Replaying those events later, after the table changed again, still decodes
+    # each row with the columns it had when it was written.
+    es.indices.delete(index=index)
+    code, out = setup.command("replay", "--from-position", f"{file}:{pos}")
+    assert code == 0, out
+    assert es_docs(es, index) == expected
+
+
+def test_rotation_and_mariadb_restart(servers, db, database, es, index_prefix, tmp_path):
+    import servers as dev
+
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    setup = CdcSetup(tmp_path, servers, rules_for(database, index_prefix, t=None))
+    cdc = setup.run()
+    index = f"{index_prefix}-t"
+    try:
+        db.execute("INSERT INTO t VALUES (1,1),(2,2)")
+        db.execute("FLUSH BINARY LOGS")
+        db.execute("INSERT INTO t VALUES (3,3)", "UPDATE t SET v=10 WHERE id=1")
+        wait_until_equal(db, es, "t", index, ["id"])
+        before = setup.checkpoint()["file"]
+
+        db.close()
+        dev.mariadb_down()  # table ids are reused after a restart; names must still line up
+        dev.mariadb_up()
+        admin = Admin(servers, database)
+        admin.execute("INSERT INTO t VALUES (4,4)", "DELETE FROM t WHERE id=2", "UPDATE t SET v=30 WHERE id=3")
+        wait_until_equal(admin, es, "t", index, ["id"], timeout=90)
+        assert setup.checkpoint()["file"] != before  # the checkpoint followed the rotation
+        admin.close()
+    finally:
+        assert cdc.stop() == 0
+    assert "reconnecting from" in cdc.text()
+
+
+def test_graceful_stop_saves_position_and_restart_reprocesses_nothing(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    setup = CdcSetup(tmp_path, servers, rules_for(database, index_prefix, t=None))
+    cdc = setup.run()
+    db.execute("INSERT INTO t VALUES (1,1),(2,2),(3,3)", "UPDATE t SET v=5 WHERE id=2")
+    wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+    assert cdc.stop(signal.SIGTERM) == 0
+    file, pos = binlog_position(db)
+    saved = setup.checkpoint()
+    assert (saved["file"], saved["pos"]) == (file, pos)  # nothing else was written since
+    assert saved["gtid"]
+
+    again = setup.run()
+    time.sleep(1.5)
+    assert again.stop(signal.SIGINT) == 0
+    assert "resuming from checkpoint" in again.text()
+    assert "0 rows, 0 transactions, 0 actions written" in again.text()
+
+
+def test_first_start_at_configured_position(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    file, pos = binlog_position(db)
+    db.execute("INSERT INTO t VALUES (1,1)", "INSERT INTO t VALUES (2,2)")
+    setup = CdcSetup(tmp_path, servers, rules_for(database, index_prefix, t=None), start__position=f"{file}:{pos}")
+    cdc = setup.run()
+    try:
+        wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+    finally:
+        assert cdc.stop() == 0

@@ -1,0 +1,264 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from cdc.config import Config, load_config, parse_config
+from cdc.errors import ConfigError
+
+MINIMAL = {"mysql": {"user": "cdc", "server_id": 4242}}
+
+
+def test_minimal_config_gets_documented_defaults():
+    config = parse_config(MINIMAL)
+    assert isinstance(config, Config)
+    assert config.mysql.user == "cdc"
+    assert config.mysql.server_id == 4242
+    assert config.mysql.host == "127.0.0.1"
+    assert config.mysql.port == 3306
+    assert config.mysql.password == ""
+    assert config.mysql.flavor == "auto"
+    assert config.mysql.connect_timeout == 10.0
+    assert config.mysql.read_timeout == 30.0
+    assert config.mysql.heartbeat == 5.0
+    assert config.mysql.ssl_ca is None
+    assert config.elasticsearch.hosts == ["http://127.0.0.1:9200"]
+    assert config.elasticsearch.verify_certs is True
+    assert config.elasticsearch.request_timeout == 30.0
+    assert config.elasticsearch.version_epoch == 0
+    assert config.checkpoint.path == "cdc.checkpoint.json"
+    assert config.checkpoint.min_interval == 1.0
+    assert config.start.position == "end"
+    assert config.start.gtid is None
+    assert config.rules == "rules"
+    assert config.batch.max_actions == 2000
+    assert config.batch.max_bytes == 8 * 1024 * 1024
+    assert config.batch.max_interval == 0.5
+    assert config.retry.initial_backoff == 0.5
+    assert config.retry.max_backoff == 30.0
+    assert config.retry.max_attempts is None
+    assert config.logging.level == "INFO"
+    assert config.logging.format == "auto"
+    assert config.base_dir == "."
+
+
+def test_mysql_section_is_required():
+    with pytest.raises(ConfigError, match=r"mysql: Field required"):
+        parse_config({})
+
+
+def test_non_mapping_is_rejected():
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config(["mysql"], source="x.yml")
+
+
+def test_unknown_top_level_key_is_rejected():
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "mysqll": {}}, source="cdc.yml")
+    assert "cdc.yml: mysqll: unknown key" in str(info.value)
+
+
+def test_unknown_nested_key_names_dotted_path():
+    data = {"mysql": {"user": "cdc", "server_id": 1, "sever_id": 2}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="cdc.yml")
+    assert "mysql.sever_id: unknown key" in str(info.value)
+
+
+def test_unknown_key_deeper_sections():
+    data = {**MINIMAL, "batch": {"max_action": 5}, "retry": {"max_attempts": 3, "jitter": True}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    message = str(info.value)
+    assert "batch.max_action: unknown key" in message
+    assert "retry.jitter: unknown key" in message
+
+
+def test_several_errors_reported_at_once():
+    data = {
+        "mysql": {"user": "cdc", "server_id": 0, "port": 70000, "flavour": "mariadb"},
+        "batch": {"max_actions": 0},
+        "logging": {"level": "TRACE"},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="cdc.yml")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 5
+    assert all(line.startswith("cdc.yml: ") for line in lines)
+    message = str(info.value)
+    assert "mysql.server_id:" in message
+    assert "mysql.port:" in message
+    assert "mysql.flavour: unknown key" in message
+    assert "batch.max_actions:" in message
+    assert "logging.level:" in message
+
+
+def test_env_interpolation(monkeypatch):
+    monkeypatch.setenv("CDC_TEST_PASSWORD", "s3cret")
+    monkeypatch.setenv("CDC_TEST_PORT", "3307")
+    monkeypatch.delenv("CDC_TEST_HOST", raising=False)
+    data = {
+        "mysql": {
+            "user": "cdc",
+            "server_id": 1,
+            "password": "${CDC_TEST_PASSWORD}",
+            "port": "${CDC_TEST_PORT}",
+            "host": "${CDC_TEST_HOST:-db.example}",
+        },
+        "elasticsearch": {"hosts": ["http://${CDC_TEST_HOST:-es}:9200"]},
+    }
+    config = parse_config(data)
+    assert config.mysql.password == "s3cret"
+    assert config.mysql.port == 3307
+    assert config.mysql.host == "db.example"
+    assert config.elasticsearch.hosts == ["http://es:9200"]
+
+
+def test_env_set_wins_over_default(monkeypatch):
+    monkeypatch.setenv("CDC_TEST_USER", "from_env")
+    config = parse_config({"mysql": {"user": "${CDC_TEST_USER:-fallback}", "server_id": 1}})
+    assert config.mysql.user == "from_env"
+
+
+def test_env_empty_default(monkeypatch):
+    monkeypatch.delenv("CDC_TEST_UNSET", raising=False)
+    config = parse_config({"mysql": {"user": "cdc", "server_id": 1, "password": "${CDC_TEST_UNSET:-}"}})
+    assert config.mysql.password == ""
+
+
+def test_missing_env_var_names_key(monkeypatch):
+    monkeypatch.delenv("CDC_TEST_MISSING", raising=False)
+    monkeypatch.delenv("CDC_TEST_MISSING2", raising=False)
+    data = {
+        "mysql": {"user": "cdc", "server_id": 1, "password": "${CDC_TEST_MISSING}"},
+        "elasticsearch": {"hosts": ["http://a:9200", "${CDC_TEST_MISSING2}"]},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="cdc.yml")
+    message = str(info.value)
+    assert "cdc.yml: mysql.password: environment variable CDC_TEST_MISSING is not set" in message
+    assert "elasticsearch.hosts[1]: environment variable CDC_TEST_MISSING2 is not set" in message
+
+
+@pytest.mark.parametrize("position", ["end", "binlog.000003:4", "mysql-bin.000010:157"])
+def test_valid_start_positions(position):
+    config = parse_config({**MINIMAL, "start": {"position": position}})
+    assert config.start.position == position
+
+
+@pytest.mark.parametrize("position", ["start", "binlog.000003", "binlog.000003:", ":4", "binlog.000003:abc"])
+def test_invalid_start_position(position):
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "start": {"position": position}})
+    assert "start.position:" in str(info.value)
+    assert "FILE:POS" in str(info.value)
+
+
+def test_hosts_must_have_scheme():
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "elasticsearch": {"hosts": ["localhost:9200"]}})
+    assert "elasticsearch.hosts:" in str(info.value)
+    assert "must start with http:// or https://" in str(info.value)
+
+
+def test_hosts_must_not_be_empty():
+    with pytest.raises(ConfigError, match="at least one host"):
+        parse_config({**MINIMAL, "elasticsearch": {"hosts": []}})
+
+
+def test_https_host_accepted():
+    config = parse_config({**MINIMAL, "elasticsearch": {"hosts": ["https://es:9200", "http://es2:9200"]}})
+    assert config.elasticsearch.hosts == ["https://es:9200", "http://es2:9200"]
+
+
+def test_version_epoch_bounds():
+    assert parse_config({**MINIMAL, "elasticsearch": {"version_epoch": 127}}).elasticsearch.version_epoch == 127
+    with pytest.raises(ConfigError, match="elasticsearch.version_epoch"):
+        parse_config({**MINIMAL, "elasticsearch": {"version_epoch": 128}})
+
+
+def test_config_is_frozen():
+    config = parse_config(MINIMAL)
+    with pytest.raises(ValidationError):
+        config.rules = "other"  # type: ignore[misc]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_load_config_resolves_paths_relative_to_file(tmp_path, monkeypatch):
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    path = _write(conf_dir / "cdc.yml", (
+        "mysql:\n"
+        "  user: cdc\n"
+        "  server_id: 7\n"
+        "rules: rules.d\n"
+        "checkpoint:\n"
+        "  path: state/cp.json\n"
+    ))
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    config = load_config(path)
+    assert config.base_dir == str(conf_dir.resolve())
+    assert config.resolve(config.rules) == conf_dir.resolve() / "rules.d"
+    assert config.resolve(config.checkpoint.path) == conf_dir.resolve() / "state" / "cp.json"
+    assert config.resolve("/abs/path.json") == Path("/abs/path.json")
+
+
+def test_load_config_relative_path_argument(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    _write(tmp_path / "conf" / "cdc.yml", "mysql: {user: cdc, server_id: 1}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("conf/cdc.yml")
+    assert config.resolve(config.rules) == (tmp_path / "conf").resolve() / "rules"
+
+
+def test_load_config_invalid_yaml_names_file(tmp_path):
+    path = _write(tmp_path / "broken.yml", "mysql: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "invalid YAML" in str(info.value)
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    path = _write(tmp_path / "cdc.yml", "mysql: {user: cdc, server_id: 1, sever_id: 2}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}: mysql.sever_id: unknown key" in str(info.value)
+
+
+def test_load_config_missing_file(tmp_path):
+    path = tmp_path / "nope.yml"
+    with pytest.raises(ConfigError, match="cannot read config") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_config_empty_file(tmp_path):
+    path = _write(tmp_path / "empty.yml", "")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(path)
+
+
+def test_load_config_rejects_base_dir_key(tmp_path):
+    path = _write(tmp_path / "cdc.yml", "mysql: {user: cdc, server_id: 1}\nbase_dir: /tmp\n")
+    with pytest.raises(ConfigError, match="base_dir: unknown key"):
+        load_config(path)
+
+
+def test_parse_config_ignores_base_dir_in_data():
+    config = parse_config({**MINIMAL, "base_dir": "/evil"}, base_dir="/real")
+    assert config.base_dir == "/real"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: load_config does `'base_dir' in (data or {})` on any YAML value; "
+                                         "a scalar document such as `42` raises TypeError instead of ConfigError")
+def test_load_config_scalar_document_is_config_error(tmp_path):
+    path = _write(tmp_path / "cdc.yml", "42\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(path)
