@@ -51,6 +51,8 @@ class Checkpoint:
             return cls(BinlogPosition(file, pos), gtid, float(data.get("saved_at", 0.0)))
         except KeyError as exc:
             raise CheckpointError(f"{source}: missing key {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: invalid value: {exc}") from None
 
 
 class FileCheckpointStore:

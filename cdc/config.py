@@ -174,6 +174,6 @@ def load_config(path: str | Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if "base_dir" in (data or {}):
+    if isinstance(data, dict) and "base_dir" in data:
         raise ConfigError(f"{path}: base_dir: unknown key")
     return parse_config(data, str(path), str(path.parent.resolve()))

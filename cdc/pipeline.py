@@ -158,7 +158,13 @@ class Pipeline:
         finally:
             self.stop_requested.set()
             close_source()
-            self._writer_queue.put(None)
+            # The writer may have died with a batch still queued; never block on it.
+            while writer.is_alive():
+                try:
+                    self._writer_queue.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
             writer.join()
             reader.join(timeout=5)
         if self._writer_error is not None:
@@ -271,7 +277,18 @@ class Pipeline:
     # ------------------------------------------------------------------ writer
     def _write_loop(self) -> None:
         while True:
-            item = self._writer_queue.get()
+            try:
+                item = self._writer_queue.get(timeout=max(0.1, self.checkpoint_interval))
+            except queue.Empty:
+                # Quiet period: save a commit that an earlier batch left unsaved
+                # because of checkpoint_interval, so a crash replays less.
+                try:
+                    self._checkpoint(None, force=False)
+                except BaseException as exc:
+                    self._writer_error = exc
+                    self.stop_requested.set()
+                    return
+                continue
             if item is None:
                 return
             batch, final = item

@@ -13,7 +13,8 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt: random in [ceiling/2, ceiling], ceiling doubling up to the cap."""
-        ceiling = min(self.cap, self.initial * self.factor**self.attempt)
+        # Past ~60 doublings the cap always wins; stop exponentiating before floats overflow.
+        ceiling = self.cap if self.attempt > 60 else min(self.cap, self.initial * self.factor**self.attempt)
         self.attempt += 1
         return ceiling / 2 + self._rng.random() * ceiling / 2
 

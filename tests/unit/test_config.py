@@ -256,8 +256,6 @@ def test_parse_config_ignores_base_dir_in_data():
     assert config.base_dir == "/real"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_config does `'base_dir' in (data or {})` on any YAML value; "
-                                         "a scalar document such as `42` raises TypeError instead of ConfigError")
 def test_load_config_scalar_document_is_config_error(tmp_path):
     path = _write(tmp_path / "cdc.yml", "42\n")
     with pytest.raises(ConfigError, match="expected a mapping"):

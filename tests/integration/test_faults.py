@@ -1,0 +1,269 @@
+"""Crashes, outages, replays and refusals: Elasticsearch ends equal to MariaDB, or cdc stops and says why."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+
+import pytest
+from harness import Admin, CdcSetup, binlog_position, es_docs, wait_until_equal
+
+
+class WriteLoad:
+    """A steady mix of inserts, updates, deletes and multi-row transactions on two tables."""
+
+    def __init__(self, servers, database: str, rate: float = 150.0, seed: int = 7):
+        self.admin = Admin(servers, database)
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.stop_event = threading.Event()
+        self.ops = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "WriteLoad":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+        self.admin.close()
+        if self.error:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self._one()
+                self.ops += 1
+                time.sleep(self.rng.expovariate(self.rate))
+        except BaseException as exc:
+            self.error = exc
+
+    def _one(self) -> None:
+        r = self.rng.random()
+        k = self.rng.randrange(1, 400)
+        if r < 0.45:
+            self.admin.execute("INSERT INTO a (id, v, s) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = v + 1",
+                               args=(k, self.rng.randrange(1000), f"s{k}"))
+        elif r < 0.65:
+            self.admin.execute("UPDATE a SET v = v + 1, s = CONCAT('u', v) WHERE id BETWEEN %s AND %s",
+                               args=(k, k + 3))
+        elif r < 0.75:
+            self.admin.execute("DELETE FROM a WHERE id = %s", args=(k,))
+        else:
+            # a multi-statement transaction across both tables
+            self.admin.execute("BEGIN")
+            for line in range(self.rng.randrange(1, 6)):
+                self.admin.execute("REPLACE INTO b (k1, k2, amount) VALUES (%s, %s, %s)",
+                                   args=(k % 50, line, f"{self.rng.randrange(10**6)}.{self.rng.randrange(100):02d}"))
+            if self.rng.random() < 0.3:
+                self.admin.execute("DELETE FROM b WHERE k1 = %s AND k2 > 2", args=(k % 50,))
+            self.admin.execute("COMMIT")
+
+
+def _two_tables(db, setup_rules_for):
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
+               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
+
+
+def _rules(database, index_prefix):
+    return [{"schema": database, "table": "a", "index": f"{index_prefix}-a"},
+            {"schema": database, "table": "b", "index": f"{index_prefix}-b"}]
+
+
+def test_sigkill_at_random_moments_under_load_loses_nothing(servers, db, database, es, index_prefix, tmp_path):
+    _two_tables(db, None)
+    # Small batches and eager checkpoints put kills between flush and checkpoint often.
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix),
+                     batch__max_actions=50, batch__max_interval=0.1)
+    rng = random.Random(42)
+    kills = 0
+    with WriteLoad(servers, database) as load:
+        for _ in range(12):
+            cdc = setup.run()
+            time.sleep(rng.uniform(0.3, 2.0))
+            cdc.stop(signal.SIGKILL)
+            kills += 1
+        cdc = setup.run()
+        time.sleep(1)
+    assert load.ops > 300
+    try:
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=90)
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=90)
+    finally:
+        assert cdc.stop() == 0
+    assert kills >= 10
+
+
+def test_elasticsearch_down_for_30s_during_writes(servers, db, database, es, index_prefix, tmp_path):
+    import servers as dev
+
+    _two_tables(db, None)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix))
+    cdc = setup.run()
+    try:
+        db.execute("INSERT INTO a VALUES (1, 1, 'before')")
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
+        saved_before = setup.checkpoint()
+        dev.es_down()
+        try:
+            with WriteLoad(servers, database, rate=50) as load:
+                time.sleep(30)
+            assert load.ops > 100
+            # Nothing was acknowledged, so the checkpoint must not have moved.
+            assert setup.checkpoint() == saved_before
+        finally:
+            dev.es_up()
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=120)
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=120)
+    finally:
+        assert cdc.stop() == 0
+    assert "retrying" in cdc.text()
+
+
+def test_replay_over_current_index_changes_nothing_and_rebuilds_a_deleted_one(servers, db, database, es, index_prefix,
+                                                                            tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    file, pos = binlog_position(db)
+    cdc = setup.run()
+    db.execute("INSERT INTO t VALUES (1,1),(2,2),(3,3)", "UPDATE t SET v=20 WHERE id=2", "DELETE FROM t WHERE id=3")
+    middle = binlog_position(db)
+    db.execute("INSERT INTO t VALUES (4,4)", "UPDATE t SET v=40 WHERE id=4")
+    wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+    assert cdc.stop() == 0
+    index = f"{index_prefix}-t"
+    checkpoint = setup.checkpoint()
+
+    def seq_nos():
+        es.indices.refresh(index=index)
+        hits = es.search(index=index, seq_no_primary_term=True, size=100)["hits"]["hits"]
+        return {h["_id"]: h["_seq_no"] for h in hits}
+
+    before = seq_nos()
+    code, out = setup.command("replay", "--from-position", f"{file}:{pos}")
+    assert code == 0, out
+    assert seq_nos() == before  # every write was older than what is there: no document touched
+    assert '"already_newer": ' in out and '"already_newer": 0' not in out
+    assert setup.checkpoint() == checkpoint  # replay leaves the daemon's checkpoint alone
+
+    # dry run: reports, writes nothing
+    es.indices.delete(index=index)
+    code, out = setup.command("replay", "--from-position", f"{file}:{pos}", "--dry-run")
+    assert code == 0, out
+    assert '"would_write": {"index ' in out
+    assert not es.indices.exists(index=index)
+
+    # up to a position: only the first transactions
+    code, out = setup.command("replay", "--from-position", f"{file}:{pos}", "--to-position", f"{middle[0]}:{middle[1]}")
+    assert code == 0, out
+    assert es_docs(es, index) == {"1": {"id": 1, "v": 1}, "2": {"id": 2, "v": 20}}
+
+    # and all of it rebuilds the index exactly
+    code, out = setup.command("replay", "--from-position", f"{file}:{pos}")
+    assert code == 0, out
+    wait_until_equal(db, es, "t", index, ["id"], timeout=10)
+
+    # by GTID (MariaDB domain-server-seq form): from the state at the start
+    gtid_start = db.execute("SELECT BINLOG_GTID_POS(%s, %s)", args=(file, pos))[0][0]
+    es.indices.delete(index=index)
+    code, out = setup.command("replay", "--from-gtid", gtid_start)
+    assert code == 0, out
+    wait_until_equal(db, es, "t", index, ["id"], timeout=10)
+
+
+def test_replay_refuses_a_position_inside_a_transaction(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    file, pos = binlog_position(db)
+    db.execute("INSERT INTO t VALUES (1,1),(2,2)")
+    events = db.query(f"SHOW BINLOG EVENTS IN '{file}' FROM {pos}")
+    rows_event = next(e for e in events if e["Event_type"].startswith(("Write_rows", "Table_map")))
+    code, out = setup.command("replay", "--from-position", f"{file}:{rows_event['Pos']}")
+    assert code == 1, out
+    assert "inside a transaction" in out
+
+
+def test_refuses_to_start_on_bad_rules_or_clashes(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)", "CREATE TABLE nokey (a INT, b INT)")
+    prefix = index_prefix
+
+    def start(sub, rules, **overrides):
+        (tmp_path / sub).mkdir()
+        return CdcSetup(tmp_path / sub, servers, rules, **overrides)
+
+    missing = start("missing", [{"schema": database, "table": "nope", "index": f"{prefix}-x"}])
+    code, out = missing.command("run")
+    assert code == 2 and f"table {database}.nope does not exist" in out
+
+    nokey = start("nokey", [{"schema": database, "table": "nokey", "index": f"{prefix}-x"}])
+    code, out = nokey.command("run")
+    assert code == 2 and "has no primary key" in out
+
+    badcol = start("badcol", [{"schema": database, "table": "t", "index": f"{prefix}-x", "id": ["id", "zz"]}])
+    code, out = badcol.command("run")
+    assert code == 2 and "id column(s) zz not in" in out
+
+    good = start("good", [{"schema": database, "table": "t", "index": f"{prefix}-t"}])
+    first = good.run()
+    try:
+        # same checkpoint: refused by the lock
+        code, out = good.command("run")
+        assert code == 2 and "in use by another cdc process" in out
+        # another checkpoint, same server_id: refused by the server_id check
+        clash = start("clash", [{"schema": database, "table": "t", "index": f"{prefix}-t"}],
+                      mysql__server_id=good.server_id)
+        code, out = clash.command("run")
+        assert code == 2 and f"server_id {good.server_id} is already used" in out
+    finally:
+        assert first.stop() == 0
+
+
+@pytest.mark.parametrize("session_setting, expected", [
+    ("SET SESSION binlog_row_image = 'MINIMAL'", "lacks column"),
+    ("SET SESSION binlog_format = 'STATEMENT'", "statement-format change"),
+])
+def test_stops_on_a_session_that_writes_partial_or_statement_events(servers, db, database, es, index_prefix, tmp_path,
+                                                                   session_setting, expected):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, w INT)")
+    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    cdc = setup.run()
+    db.execute("INSERT INTO t VALUES (1,1,1)")
+    wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+    good = setup.checkpoint()
+    db.execute(session_setting, "UPDATE t SET v = 2 WHERE id = 1")
+    code = cdc.wait(60)
+    assert code == 1, cdc.text()
+    assert expected in cdc.text()
+    # The partial change was not indexed and the checkpoint did not pass it.
+    assert es_docs(es, f"{index_prefix}-t")["1"] == {"id": 1, "v": 1, "w": 1}
+    assert setup.checkpoint()["pos"] <= binlog_position(db)[1] and setup.checkpoint()["file"] == good["file"]
+
+
+def test_purged_binlog_is_a_clear_fatal_error(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    cdc = setup.run()
+    db.execute("INSERT INTO t VALUES (1)")
+    wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+    assert cdc.stop() == 0
+    old = setup.checkpoint()["file"]
+    db.execute("FLUSH BINARY LOGS", "FLUSH BINARY LOGS")
+    current = binlog_position(db)[0]
+    # MariaDB silently keeps a file that a dump thread still reads; the stopped
+    # daemon's thread goes away at its next heartbeat, so retry for a while.
+    deadline = time.monotonic() + 20
+    while old in [r["Log_name"] for r in db.query("SHOW BINARY LOGS")]:
+        assert time.monotonic() < deadline, "could not purge the old binlog"
+        db.execute(f"PURGE BINARY LOGS TO '{current}'")
+        time.sleep(0.5)
+    code, out = setup.command("run")
+    assert code == 3, out
+    assert old in out and "no longer on the server" in out

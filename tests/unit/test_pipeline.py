@@ -1,0 +1,502 @@
+"""Pipeline.run with a scripted fake sink and an in-memory checkpoint store.
+
+Every run goes through `run_pipeline`, which runs it on a daemon thread with a
+deadline, so that a hang fails the test instead of stalling the suite.
+"""
+
+import threading
+import time
+
+import pytest
+
+from cdc.config import BatchConfig, RetryConfig
+from cdc.errors import CdcError, RejectedActionsError, SinkUnavailableError, SourceError
+from cdc.model import (
+    ActionType,
+    BinlogPosition,
+    BulkResult,
+    Column,
+    ColumnKind,
+    Commit,
+    Heartbeat,
+    ItemResult,
+    Op,
+    Outcome,
+    Rollback,
+    RowChange,
+    StreamRestarted,
+)
+from cdc.pipeline import Pipeline, chunks
+from cdc.rules import Rule, RuleSet, actions_for, document_version
+
+FILE = "binlog.000001"
+COLUMNS = (Column("id", ColumnKind.INTEGER), Column("name", ColumnKind.STRING))
+RULES = RuleSet([Rule("shop", "items", "items", ("id",), source="test")])
+RETRY = RetryConfig(initial_backoff=0.001, max_backoff=0.01)
+STATUS = {Outcome.OK: 201, Outcome.STALE: 409, Outcome.RETRY: 429, Outcome.REJECTED: 400}
+ERROR = {
+    Outcome.STALE: ("version_conflict_engine_exception", "version conflict"),
+    Outcome.RETRY: ("es_rejected_execution_exception", "queue full"),
+    Outcome.REJECTED: ("mapper_parsing_exception", "failed to parse field [name]"),
+}
+
+
+def P(pos, file=FILE):
+    return BinlogPosition(file, pos)
+
+
+# ---------------------------------------------------------------- event builders
+def ins(id, pos, name=None, table="items", row_index=0):
+    return RowChange(Op.INSERT, "shop", table, COLUMNS, None, {"id": id, "name": name or f"n{id}"}, P(pos), 0,
+                     row_index)
+
+
+def upd(before, after, pos, row_index=0):
+    """before/after: (id, name)."""
+    return RowChange(Op.UPDATE, "shop", "items", COLUMNS, {"id": before[0], "name": before[1]},
+                     {"id": after[0], "name": after[1]}, P(pos), 0, row_index)
+
+
+def dele(id, pos, row_index=0):
+    return RowChange(Op.DELETE, "shop", "items", COLUMNS, {"id": id, "name": f"n{id}"}, None, P(pos), 0, row_index)
+
+
+def commit(pos, gtid=None):
+    return Commit(P(pos), gtid, 0)
+
+
+# ---------------------------------------------------------------- fakes
+class FakeSink:
+    """Records every write; `script` holds one step per call: None (all OK), an
+    exception to raise, or a dict doc_id -> Outcome (others OK)."""
+
+    def __init__(self, log=None, script=(), always=None, delay=0.0):
+        self.calls = []
+        self.log = log if log is not None else []
+        self.script = list(script)
+        self.always = always
+        self.delay = delay
+
+    def write(self, actions):
+        self.calls.append(list(actions))
+        self.log.append(("write", tuple(a.doc_id for a in actions)))
+        if self.delay:
+            time.sleep(self.delay)
+        step = self.script.pop(0) if self.script else self.always
+        if isinstance(step, BaseException):
+            raise step
+        outcomes = step or {}
+        items = []
+        for action in actions:
+            outcome = outcomes.get(action.doc_id, Outcome.OK)
+            error_type, reason = ERROR.get(outcome, (None, None))
+            items.append(ItemResult(action, outcome, STATUS[outcome], error_type, reason))
+        return BulkResult(tuple(items))
+
+    @property
+    def sent(self):
+        return [a for call in self.calls for a in call]
+
+
+class MemoryStore:
+    def __init__(self, log=None):
+        self.saves = []
+        self.log = log if log is not None else []
+
+    def save(self, position, gtid):
+        self.saves.append((position, gtid))
+        self.log.append(("save", position, gtid))
+
+
+def make(sink, store, max_actions=1000, max_bytes=1 << 20, max_interval=0.05, retry=RETRY, **kw):
+    kw.setdefault("checkpoint_interval", 0.0)
+    return Pipeline(RULES, sink, store, BatchConfig(max_actions=max_actions, max_bytes=max_bytes,
+                                                    max_interval=max_interval), retry, **kw)
+
+
+def run_pipeline(pipeline, events, close=lambda: None, timeout=3.0):
+    """Run with a generator over `events` (a list, or a generator function)."""
+    if callable(events):
+        source = events
+    else:
+        def source():
+            yield from events
+    outcome = {}
+
+    def target():
+        try:
+            outcome["stats"] = pipeline.run(source, close)
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"Pipeline.run did not return within {timeout}s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["stats"]
+
+
+def ids(actions):
+    return [(a.type, a.doc_id) for a in actions]
+
+
+# ---------------------------------------------------------------- transactions
+def test_rows_written_only_after_commit():
+    sink, store = FakeSink(), MemoryStore()
+    seen_before_commit = []
+
+    def events():
+        yield ins(1, 100)
+        yield ins(2, 200)
+        yield Heartbeat(0.0)
+        time.sleep(0.2)  # several flush intervals: nothing may be written yet
+        seen_before_commit.append(len(sink.calls))
+        seen_before_commit.append(len(store.saves))
+        yield commit(300, "0-1-1")
+
+    stats = run_pipeline(make(sink, store), events)
+    assert seen_before_commit == [0, 0]
+    assert ids(sink.sent) == [(ActionType.INDEX, "1"), (ActionType.INDEX, "2")]
+    assert sink.sent[0].doc == {"id": 1, "name": "n1"}
+    assert sink.sent[0].version == document_version(P(100))
+    assert sink.sent[1].version == document_version(P(200))
+    assert store.saves == [(P(300), "0-1-1")]
+    assert stats.rows == 2
+    assert stats.transactions == 1
+    assert stats.last_saved == P(300)
+
+
+def test_uncommitted_tail_is_not_written_or_checkpointed():
+    sink, store = FakeSink(), MemoryStore()
+    stats = run_pipeline(make(sink, store), [
+        ins(1, 100), commit(200, "0-1-1"),
+        ins(2, 300), ins(3, 400),  # input ends inside this transaction
+    ])
+    assert [a.doc_id for a in sink.sent] == ["1"]
+    assert store.saves == [(P(200), "0-1-1")]
+    assert stats.last_commit == commit(200, "0-1-1")
+
+
+def test_only_uncommitted_rows_writes_nothing():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [ins(1, 100), ins(2, 200)])
+    assert sink.calls == []
+    assert store.saves == []
+
+
+def test_rollback_drops_open_transaction():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [
+        ins(1, 100), ins(2, 200), Rollback(P(250)),
+        ins(3, 300), commit(400),
+    ])
+    assert [a.doc_id for a in sink.sent] == ["3"]
+    assert store.saves == [(P(400), None)]
+
+
+def test_rollback_drops_rows_of_current_event_too():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [
+        ins(1, 100, row_index=0), ins(2, 100, row_index=1), Rollback(P(150)),
+        ins(3, 200), commit(300),
+    ])
+    assert [a.doc_id for a in sink.sent] == ["3"]
+
+
+def test_stream_restarted_drops_open_transaction():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [
+        ins(1, 100), commit(200),
+        ins(2, 300), StreamRestarted(P(200)),
+        ins(2, 300, name="again"), commit(400),
+    ])
+    assert [(a.doc_id, a.doc["name"]) for a in sink.sent] == [("1", "n1"), ("2", "again")]
+    assert store.saves[-1] == (P(400), None)
+
+
+def test_heartbeats_alone_write_nothing():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [Heartbeat(1.0), Heartbeat(2.0)])
+    assert sink.calls == []
+    assert store.saves == []
+
+
+def test_commit_of_unmapped_table_moves_checkpoint():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [ins(1, 100, table="other"), commit(200, "0-1-9")])
+    assert sink.calls == []
+    assert store.saves == [(P(200), "0-1-9")]
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_checkpoint_saved_after_each_acknowledged_batch():
+    log = []
+    sink, store = FakeSink(log), MemoryStore(log)
+    run_pipeline(make(sink, store, max_actions=1), [
+        ins(1, 100), commit(200, "0-1-1"),
+        ins(2, 300), commit(400, "0-1-2"),
+        ins(3, 500), commit(600, "0-1-3"),
+    ])
+    assert log == [
+        ("write", ("1",)), ("save", P(200), "0-1-1"),
+        ("write", ("2",)), ("save", P(400), "0-1-2"),
+        ("write", ("3",)), ("save", P(600), "0-1-3"),
+    ]
+
+
+def test_checkpoint_is_last_commit_of_batch():
+    log = []
+    sink, store = FakeSink(log), MemoryStore(log)
+    run_pipeline(make(sink, store), [
+        ins(1, 100), commit(200, "0-1-1"),
+        ins(2, 300), commit(400, "0-1-2"),
+        ins(3, 500), commit(600, "0-1-3"),
+    ])
+    assert store.saves[-1] == (P(600), "0-1-3")
+    # Whatever the batching, each save follows the write of everything it covers.
+    written = set()
+    for entry in log:
+        if entry[0] == "write":
+            written.update(entry[1])
+        else:
+            covered = {"1", "2", "3"} if entry[1] == P(600) else {"1", "2"} if entry[1] == P(400) else {"1"}
+            assert covered <= written
+    assert sorted(written) == ["1", "2", "3"]
+
+
+def test_checkpoint_interval_defers_saves_but_final_is_forced():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store, max_actions=1, checkpoint_interval=3600.0), [
+        ins(1, 100), commit(200), ins(2, 300), commit(400), ins(3, 500), commit(600),
+    ])
+    assert len(sink.calls) == 3
+    assert 1 <= len(store.saves) <= 2
+    assert store.saves[-1] == (P(600), None)
+
+
+def test_no_checkpoint_store():
+    sink = FakeSink()
+    stats = run_pipeline(make(sink, None), [ins(1, 100), commit(200)])
+    assert [a.doc_id for a in sink.sent] == ["1"]
+    assert stats.checkpoints == 0
+
+
+# ---------------------------------------------------------------- batching
+def test_last_action_per_document_wins():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [ins(1, 100), dele(1, 200), commit(300)])
+    assert len(sink.sent) == 1
+    (action,) = sink.sent
+    assert (action.type, action.doc_id, action.doc) == (ActionType.DELETE, "1", None)
+    assert action.version == document_version(P(200))
+
+
+def test_last_index_wins_across_transactions_in_a_batch():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store, max_interval=10.0), [
+        ins(1, 100, name="first"), commit(200),
+        upd((1, "first"), (1, "second"), 300), commit(400),
+    ])
+    assert [(a.doc_id, a.doc["name"]) for a in sink.sent] == [("1", "second")]
+    assert store.saves == [(P(400), None)]
+
+
+def test_pk_swap_in_one_rows_event():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [
+        upd((1, "a"), (2, "a"), 100, row_index=0),
+        upd((2, "b"), (1, "b"), 100, row_index=1),
+        commit(200),
+    ])
+    sent = {a.doc_id: a for a in sink.sent}
+    assert len(sink.sent) == 2
+    assert all(a.type is ActionType.INDEX for a in sink.sent)
+    assert sent["2"].doc == {"id": 2, "name": "a"}
+    assert sent["1"].doc == {"id": 1, "name": "b"}
+
+
+def test_pk_swap_through_temporary_key_in_separate_events():
+    sink, store = FakeSink(), MemoryStore()
+    run_pipeline(make(sink, store), [
+        upd((1, "a"), (3, "a"), 100),
+        upd((2, "b"), (1, "b"), 200),
+        upd((3, "a"), (2, "a"), 300),
+        commit(400),
+    ])
+    sent = {a.doc_id: a for a in sink.sent}
+    assert len(sink.sent) == 3
+    assert sent["1"].type is ActionType.INDEX and sent["1"].doc["name"] == "b"
+    assert sent["2"].type is ActionType.INDEX and sent["2"].doc["name"] == "a"
+    assert sent["3"].type is ActionType.DELETE
+
+
+def test_big_transaction_is_sent_in_chunks_then_checkpointed():
+    log = []
+    sink, store = FakeSink(log), MemoryStore(log)
+    run_pipeline(make(sink, store, max_actions=2), [ins(i, 100 * i) for i in range(1, 6)] + [commit(700)])
+    assert [len(c) for c in sink.calls] == [2, 2, 1]
+    assert log[-1] == ("save", P(700), None)
+    assert [e[0] for e in log] == ["write", "write", "write", "save"]
+
+
+def test_chunks_by_bytes():
+    actions = [index_action(i, "x" * 500) for i in range(4)]
+    assert [len(c) for c in chunks(actions, 100, 1300)] == [2, 2]
+    assert [len(c) for c in chunks(actions, 3, 10_000)] == [3, 1]
+    assert list(chunks([], 3, 10_000)) == []
+
+
+def index_action(i, name):
+    (action,) = actions_for(ins(i, 100 + i, name=name), RULES.match("shop", "items"), 1)
+    return action
+
+
+# ---------------------------------------------------------------- retries
+def test_item_retry_resends_only_failed_items_then_checkpoints():
+    log = []
+    sink, store = FakeSink(log, script=[{"2": Outcome.RETRY}]), MemoryStore(log)
+    stats = run_pipeline(make(sink, store), [ins(1, 100), ins(2, 200), ins(3, 300), commit(400, "0-1-4")])
+    assert log == [("write", ("1", "2", "3")), ("write", ("2",)), ("save", P(400), "0-1-4")]
+    assert stats.item_retries == 1
+    assert stats.actions_sent == 3
+
+
+def test_stale_items_count_as_done():
+    sink, store = FakeSink(script=[{"1": Outcome.STALE}]), MemoryStore()
+    stats = run_pipeline(make(sink, store), [ins(1, 100), ins(2, 200), commit(300)])
+    assert len(sink.calls) == 1
+    assert store.saves == [(P(300), None)]
+    assert stats.actions_stale == 1
+
+
+def test_sink_unavailable_once_then_success():
+    log = []
+    sink, store = FakeSink(log, script=[SinkUnavailableError("down")]), MemoryStore(log)
+    stats = run_pipeline(make(sink, store), [ins(1, 100), ins(2, 200), commit(300)])
+    assert log == [("write", ("1", "2")), ("write", ("1", "2")), ("save", P(300), None)]
+    assert stats.request_retries == 1
+
+
+def test_gives_up_after_max_attempts():
+    sink = FakeSink(always=SinkUnavailableError("down"))
+    store = MemoryStore()
+    # One batch only (see test_writer_failure_with_a_queued_batch_does_not_hang).
+    pipeline = make(sink, store, max_interval=10.0, retry=RetryConfig(initial_backoff=0.001, max_backoff=0.01,
+                                                                       max_attempts=2))
+    with pytest.raises(SinkUnavailableError, match="gave up after 2 attempts"):
+        run_pipeline(pipeline, [ins(1, 100), commit(200)])
+    assert len(sink.calls) == 2
+    assert store.saves == []
+
+
+def test_rejected_item_stops_without_moving_checkpoint():
+    sink = FakeSink(script=[None, {"3": Outcome.REJECTED}])
+    store = MemoryStore()
+    # T1 fills a batch (max_actions=2) and is written; T2 is the last batch.
+    pipeline = make(sink, store, max_actions=2, max_interval=10.0)
+    with pytest.raises(RejectedActionsError) as info:
+        run_pipeline(pipeline, [
+            ins(1, 100), ins(2, 150), commit(200, "0-1-1"),
+            ins(3, 300), commit(400, "0-1-2"),
+        ])
+    message = str(info.value)
+    assert "items/3" in message
+    assert "shop.items" in message
+    assert "binlog.000001:300" in message
+    assert "mapper_parsing_exception" in message
+    assert [i.action.doc_id for i in info.value.items] == ["3"]
+    assert store.saves == [(P(200), "0-1-1")]
+    assert all(pos < P(400) for pos, _ in store.saves)
+
+
+def test_rejected_in_first_batch_saves_nothing():
+    sink = FakeSink(always={"2": Outcome.REJECTED})
+    store = MemoryStore()
+    with pytest.raises(RejectedActionsError, match="items/2"):
+        run_pipeline(make(sink, store, max_interval=10.0), [ins(1, 100), ins(2, 200), commit(300)])
+    assert store.saves == []
+
+
+def test_writer_failure_with_a_queued_batch_does_not_hang():
+    sink = FakeSink(always={"1": Outcome.REJECTED}, delay=0.2)
+    store = MemoryStore()
+    # max_actions=1: the commit hands its batch over at once; the end of input
+    # queues the final batch while the first one is still being written.
+    with pytest.raises(RejectedActionsError):
+        run_pipeline(make(sink, store, max_actions=1), [ins(1, 100), commit(200)], timeout=1.0)
+
+
+# ---------------------------------------------------------------- failures elsewhere
+def test_row_conversion_error_stops_and_names_row():
+    sink, store = FakeSink(), MemoryStore()
+    bad = RowChange(Op.INSERT, "shop", "items", COLUMNS, None, {"name": "no id"}, P(300), 0, 4)
+    with pytest.raises(CdcError) as info:
+        run_pipeline(make(sink, store), [ins(1, 100), commit(200), bad, commit(400)])
+    message = str(info.value)
+    assert "shop.items" in message
+    assert "binlog.000001:300" in message
+    assert "row 4" in message
+    assert all(pos < P(400) for pos, _ in store.saves)
+
+
+def test_source_failure_flushes_committed_rows_then_raises():
+    sink, store = FakeSink(), MemoryStore()
+
+    def events():
+        yield ins(1, 100)
+        yield commit(200, "0-1-1")
+        yield ins(2, 300)
+        raise SourceError("binlog read failed")
+
+    with pytest.raises(SourceError, match="binlog read failed"):
+        run_pipeline(make(sink, store), events)
+    assert [a.doc_id for a in sink.sent] == ["1"]
+    assert store.saves == [(P(200), "0-1-1")]
+
+
+# ---------------------------------------------------------------- stopping
+def test_request_stop_while_source_blocks():
+    sink, store = FakeSink(), MemoryStore()
+    closed = threading.Event()
+    pipeline = make(sink, store, checkpoint_interval=3600.0)
+
+    def events():
+        yield ins(1, 100)
+        yield ins(2, 200)
+        yield commit(300, "0-1-3")
+        yield ins(3, 400)  # open transaction at the stop: dropped
+        closed.wait(5)  # a blocking binlog read, until close()
+
+    timer = threading.Timer(0.2, pipeline.request_stop)
+    timer.start()
+    started = time.monotonic()
+    try:
+        stats = run_pipeline(pipeline, events, close=closed.set)
+    finally:
+        timer.cancel()
+        timer.join()
+    assert time.monotonic() - started < 1.0
+    assert closed.is_set()
+    assert sorted(a.doc_id for a in sink.sent) == ["1", "2"]
+    assert store.saves[-1] == (P(300), "0-1-3")
+    assert stats.last_saved == P(300)
+
+
+def test_stop_requested_before_run():
+    sink, store = FakeSink(), MemoryStore()
+    pipeline = make(sink, store)
+    pipeline.request_stop()
+    run_pipeline(pipeline, [ins(1, 100), commit(200)])
+    assert store.saves == []
+
+
+def test_dry_run_does_not_write():
+    batches = []
+    sink = FakeSink()
+    stats = run_pipeline(make(sink, None, dry_run=True, on_batch=batches.append),
+                         [ins(1, 100), dele(2, 200), commit(300)])
+    assert sink.calls == []
+    assert [ids(b) for b in batches] == [[(ActionType.INDEX, "1"), (ActionType.DELETE, "2")]]
+    assert stats.actions_sent == 2

@@ -1,0 +1,215 @@
+import orjson
+import pytest
+from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+from elasticsearch import ApiError, BadRequestError, ConnectionError, ConnectionTimeout, TransportError
+
+from cdc.errors import SinkError, SinkUnavailableError
+from cdc.model import Action, ActionType, BinlogPosition, BulkResult, Outcome
+from cdc.sink import ElasticsearchSink, classify, encode_bulk, parse_bulk_response
+
+POS = BinlogPosition("binlog.000001", 300)
+
+
+def index(doc_id="1", doc=None, version=10, routing=None, index="items"):
+    return Action(ActionType.INDEX, index, doc_id, version, doc if doc is not None else {"id": doc_id},
+                  routing=routing, schema="shop", table="items", position=POS)
+
+
+def delete(doc_id="1", version=10, routing=None, index="items"):
+    return Action(ActionType.DELETE, index, doc_id, version, routing=routing, schema="shop", table="items",
+                  position=POS)
+
+
+# ---------------------------------------------------------------- encode_bulk
+def test_encode_bulk_index_and_delete():
+    body = encode_bulk([index("1", {"id": 1, "name": "pen"}, version=5), delete("2", version=6)])
+    assert body.endswith(b"\n")
+    lines = body.split(b"\n")
+    assert lines[-1] == b""
+    lines = lines[:-1]
+    assert len(lines) == 3
+    assert orjson.loads(lines[0]) == {"index": {"_index": "items", "_id": "1", "version": 5,
+                                                "version_type": "external"}}
+    assert orjson.loads(lines[1]) == {"id": 1, "name": "pen"}
+    assert orjson.loads(lines[2]) == {"delete": {"_index": "items", "_id": "2", "version": 6,
+                                                 "version_type": "external"}}
+
+
+def test_encode_bulk_routing_only_when_set():
+    body = encode_bulk([index("1", routing="r1"), delete("2", routing="r2"), index("3")])
+    lines = [orjson.loads(line) for line in body.splitlines()]
+    assert lines[0]["index"]["routing"] == "r1"
+    assert lines[2]["delete"]["routing"] == "r2"
+    assert "routing" not in lines[3]["index"]
+
+
+def test_encode_bulk_delete_only():
+    body = encode_bulk([delete("a"), delete("b")])
+    lines = body.splitlines()
+    assert len(lines) == 2
+    assert all("delete" in orjson.loads(line) for line in lines)
+    assert body.count(b"\n") == 2
+
+
+def test_encode_bulk_large_version_and_unicode():
+    body = encode_bulk([index("ü", {"t": "naïve"}, version=2**63 - 1)])
+    meta, doc = (orjson.loads(line) for line in body.splitlines())
+    assert meta["index"]["version"] == 2**63 - 1
+    assert meta["index"]["_id"] == "ü"
+    assert doc == {"t": "naïve"}
+
+
+# ---------------------------------------------------------------- classify
+def test_classify_created_ok():
+    item = classify(index(), {"_index": "items", "_id": "1", "status": 201, "result": "created"})
+    assert item.outcome is Outcome.OK
+    assert item.status == 201
+
+
+def test_classify_updated_ok():
+    assert classify(index(), {"status": 200, "result": "updated"}).outcome is Outcome.OK
+
+
+def test_classify_delete_not_found_ok():
+    item = classify(delete(), {"_index": "items", "_id": "1", "status": 404, "result": "not_found"})
+    assert item.outcome is Outcome.OK
+    assert item.status == 404
+
+
+def test_classify_index_404_is_rejected():
+    item = classify(index(), {"status": 404, "error": {"type": "index_not_found_exception", "reason": "no such"}})
+    assert item.outcome is Outcome.REJECTED
+
+
+def test_classify_version_conflict_stale():
+    item = classify(index(), {"status": 409, "error": {
+        "type": "version_conflict_engine_exception",
+        "reason": "[1]: version conflict, current version [20] is higher or equal to the one provided [10]"}})
+    assert item.outcome is Outcome.STALE
+    assert item.error_type == "version_conflict_engine_exception"
+    assert "version conflict" in item.reason
+
+
+def test_classify_other_409_is_rejected():
+    item = classify(index(), {"status": 409, "error": {"type": "something_else", "reason": "x"}})
+    assert item.outcome is Outcome.REJECTED
+
+
+@pytest.mark.parametrize("status, error_type", [
+    (429, "es_rejected_execution_exception"),
+    (503, "unavailable_shards_exception"),
+    (500, "internal"),
+    (502, "bad_gateway"),
+    (504, "timeout"),
+])
+def test_classify_retry(status, error_type):
+    item = classify(index(), {"status": status, "error": {"type": error_type, "reason": "busy"}})
+    assert item.outcome is Outcome.RETRY
+    assert item.status == status
+    assert item.error_type == error_type
+    assert item.reason == "busy"
+
+
+def test_classify_mapping_error_rejected():
+    item = classify(index(), {"status": 400, "error": {
+        "type": "mapper_parsing_exception", "reason": "failed to parse field [price] of type [long]"}})
+    assert item.outcome is Outcome.REJECTED
+    assert item.status == 400
+    assert item.error_type == "mapper_parsing_exception"
+    assert item.reason == "failed to parse field [price] of type [long]"
+
+
+def test_classify_string_error():
+    item = classify(index(), {"status": 400, "error": "bad thing"})
+    assert item.outcome is Outcome.REJECTED
+    assert item.error_type == "bad thing"
+    assert item.reason is None
+
+
+# ---------------------------------------------------------------- parse_bulk_response
+def test_parse_bulk_response_mixed_in_order():
+    actions = [index("1"), delete("2"), index("3"), index("4"), delete("5")]
+    body = {
+        "took": 3,
+        "errors": True,
+        "items": [
+            {"index": {"_index": "items", "_id": "1", "_version": 10, "result": "created", "status": 201}},
+            {"delete": {"_index": "items", "_id": "2", "_version": 10, "result": "not_found", "status": 404}},
+            {"index": {"_index": "items", "_id": "3", "status": 409,
+                       "error": {"type": "version_conflict_engine_exception", "reason": "conflict"}}},
+            {"index": {"_index": "items", "_id": "4", "status": 429,
+                       "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}},
+            {"delete": {"_index": "items", "_id": "5", "status": 400,
+                        "error": {"type": "illegal_argument_exception", "reason": "bad"}}},
+        ],
+    }
+    result = parse_bulk_response(actions, body)
+    assert isinstance(result, BulkResult)
+    assert [i.action for i in result.items] == actions
+    assert [i.outcome for i in result.items] == [Outcome.OK, Outcome.OK, Outcome.STALE, Outcome.RETRY,
+                                                 Outcome.REJECTED]
+    assert [i.action.doc_id for i in result.with_outcome(Outcome.RETRY, Outcome.REJECTED)] == ["4", "5"]
+
+
+def test_parse_bulk_response_item_count_mismatch():
+    with pytest.raises(SinkError, match="1 items for 2 actions"):
+        parse_bulk_response([index("1"), index("2")], {"items": [{"index": {"status": 201}}]})
+
+
+def test_parse_bulk_response_missing_items():
+    with pytest.raises(SinkError, match="0 items for 1 actions"):
+        parse_bulk_response([index("1")], {"errors": False})
+
+
+# ---------------------------------------------------------------- _translate
+def meta(status):
+    return ApiResponseMeta(status=status, http_version="1.1", headers=HttpHeaders(), duration=0.01,
+                           node=NodeConfig("http", "localhost", 9200))
+
+
+def test_translate_connection_error():
+    exc = ConnectionError("Connection error", errors=(OSError("refused"),))
+    out = ElasticsearchSink._translate(exc)
+    assert isinstance(out, SinkUnavailableError)
+    assert out.retriable
+    assert "unreachable" in str(out)
+
+
+def test_translate_connection_timeout():
+    out = ElasticsearchSink._translate(ConnectionTimeout("Connection timed out"))
+    assert isinstance(out, SinkUnavailableError)
+
+
+def test_translate_generic_transport_error():
+    assert isinstance(ElasticsearchSink._translate(TransportError("boom")), SinkUnavailableError)
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_translate_api_error_retry_statuses(status):
+    exc = ApiError("unavailable", meta(status), {"error": "busy", "status": status})
+    out = ElasticsearchSink._translate(exc)
+    assert isinstance(out, SinkUnavailableError)
+    assert str(status) in str(out)
+
+
+def test_translate_api_error_400_is_not_retriable():
+    body = {"error": {"root_cause": [{"type": "parse_exception", "reason": "bad"}], "type": "parse_exception",
+                      "reason": "request body is required"}, "status": 400}
+    out = ElasticsearchSink._translate(BadRequestError("parse_exception", meta(400), body))
+    assert isinstance(out, SinkError)
+    assert not isinstance(out, SinkUnavailableError)
+    assert not out.retriable
+    assert "400" in str(out)
+    assert "request body is required" in str(out)
+
+
+def test_translate_413():
+    out = ElasticsearchSink._translate(ApiError("too large", meta(413), None))
+    assert type(out) is SinkError
+    assert "batch.max_bytes" in str(out)
+
+
+def test_translate_unknown_exception():
+    out = ElasticsearchSink._translate(RuntimeError("oops"))
+    assert type(out) is SinkError
+    assert "RuntimeError: oops" in str(out)
