@@ -286,6 +286,13 @@ class BinlogSource:
         in_transaction = False
         seen_boundary = False
         file = start.position.file if start.position else ""
+
+        def commit(end: BinlogPosition, timestamp: int) -> Commit:
+            # A commit is the only place a reconnect may resume from.
+            gtids.commit()
+            committed.append(StartPoint(end, gtids.state))
+            return Commit(end, gtids.state, timestamp)
+
         while not self.stop.is_set():
             try:
                 event = stream.fetchone()
@@ -302,9 +309,7 @@ class BinlogSource:
                 file = event.next_binlog
                 # A rotate outside a transaction is a safe resume point in the new file.
                 if not in_transaction and event.timestamp != 0:
-                    point = BinlogPosition(file, event.position)
-                    committed.append(StartPoint(point, gtids.state))
-                    yield Commit(point, gtids.state, event.timestamp)
+                    yield commit(BinlogPosition(file, event.position), event.timestamp)
                 continue
             if isinstance(event, HeartbeatLogEvent):
                 yield Heartbeat(time.time())
@@ -321,21 +326,23 @@ class BinlogSource:
                 gtids.begin(event.gtid)
                 seen_boundary = True
                 continue
+            query = upper = ""
             if isinstance(event, QueryEvent):
                 query = event.query.strip() if isinstance(event.query, str) else event.query.decode(errors="replace")
                 upper = query.upper()
+            # XID ends InnoDB transactions; a COMMIT query ends those of other engines.
+            if isinstance(event, XidEvent) or upper == "COMMIT" or upper.startswith("XA COMMIT"):
+                if not seen_boundary:
+                    raise self._mid_transaction(start)
+                in_transaction = False
+                yield commit(end, event.timestamp)
+                if self._past_end(end):
+                    return
+                continue
+            if isinstance(event, QueryEvent):
                 if upper == "BEGIN":
                     in_transaction = True
                     seen_boundary = True
-                elif upper == "COMMIT" or upper.startswith("XA COMMIT"):
-                    if not seen_boundary:
-                        raise self._mid_transaction(start)
-                    in_transaction = False
-                    gtids.commit()
-                    committed.append(StartPoint(end, gtids.state))
-                    yield Commit(end, gtids.state, event.timestamp)
-                    if self._past_end(end):
-                        return
                 elif upper == "ROLLBACK" or upper.startswith("XA ROLLBACK"):
                     in_transaction = False
                     gtids.discard()
@@ -348,21 +355,9 @@ class BinlogSource:
                 elif not in_transaction:
                     # DDL and other standalone statements end their own (implicit) transaction.
                     seen_boundary = True
-                    gtids.commit()
-                    committed.append(StartPoint(end, gtids.state))
-                    yield Commit(end, gtids.state, event.timestamp)
+                    yield commit(end, event.timestamp)
                     if self._past_end(end):
                         return
-                continue
-            if isinstance(event, XidEvent):
-                if not seen_boundary:
-                    raise self._mid_transaction(start)
-                in_transaction = False
-                gtids.commit()
-                committed.append(StartPoint(end, gtids.state))
-                yield Commit(end, gtids.state, event.timestamp)
-                if self._past_end(end):
-                    return
                 continue
             if isinstance(event, NotImplementedEvent):
                 reason = _FATAL_EVENT_TYPES.get(event.event_type)

@@ -116,6 +116,9 @@ def _stop_pid(pid_file: Path, name: str, timeout: float = 60) -> None:
         log(f"{name}: did not stop in {timeout}s, killing pid {pid}")
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
+    for child in list(_children):  # reap the ones we started, so none is left a zombie
+        if child.poll() is not None:
+            _children.remove(child)
     log(f"{name}: stopped")
 
 

@@ -267,3 +267,37 @@ def test_purged_binlog_is_a_clear_fatal_error(servers, db, database, es, index_p
     code, out = setup.command("run")
     assert code == 3, out
     assert old in out and "no longer on the server" in out
+
+
+@pytest.mark.parametrize("variable, bad, message", [
+    ("binlog_row_image", "MINIMAL", "binlog_row_image=MINIMAL: set binlog_row_image=FULL"),
+    ("binlog_row_metadata", "MINIMAL", "binlog_row_metadata=MINIMAL: set binlog_row_metadata=FULL"),
+    ("binlog_format", "MIXED", "binlog_format=MIXED: set binlog_format=ROW"),
+    ("log_bin_compress", "ON", "log_bin_compress=ON: set it OFF"),
+])
+def test_refuses_a_server_not_set_up_for_cdc(servers, db, database, index_prefix, tmp_path, variable, bad, message):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    good = db.execute(f"SELECT @@GLOBAL.{variable}")[0][0]
+    db.execute(f"SET GLOBAL {variable} = '{bad}'")
+    try:
+        code, out = setup.command("run")
+    finally:
+        db.execute(f"SET GLOBAL {variable} = '{good}'")
+    assert code == 2, out
+    assert message in out
+
+
+def test_refuses_a_user_without_replication_grants(servers, db, database, index_prefix, tmp_path, unique_name):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    user = unique_name[:32]
+    db.execute(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw'", f"GRANT SELECT ON *.* TO '{user}'@'127.0.0.1'")
+    try:
+        setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}],
+                         mysql__user=user)
+        setup.env["CDC_TEST_PASSWORD"] = "pw"
+        code, out = setup.command("run")
+    finally:
+        db.execute(f"DROP USER '{user}'@'127.0.0.1'")
+    assert code == 2, out
+    assert "REPLICATION SLAVE" in out and "GRANT" in out

@@ -1,0 +1,81 @@
+# syntax=docker/dockerfile:1
+#
+# Container image for the cdc daemon (MySQL/MariaDB binlog -> Elasticsearch).
+#
+#   docker build -t cdc:0.1.0 .
+#   docker run --rm \
+#       -v "$PWD/cdc.yml:/etc/cdc/cdc.yml:ro" \
+#       -v "$PWD/rules:/etc/cdc/rules:ro" \
+#       -v cdc-state:/var/lib/cdc \
+#       -e CDC_MYSQL_PASSWORD=... \
+#       cdc:0.1.0
+#
+# Layout inside the image:
+#   /etc/cdc/cdc.yml  the configuration; mount it read-only. ${VAR} in it is read from
+#                     the container's environment, so pass secrets with -e / env_file.
+#   /etc/cdc/rules/   the rule files (*.yml); mount read-only.
+#   /var/lib/cdc/     the checkpoint (a volume, owned by the cdc user). Keep it across
+#                     container restarts, or the daemon starts again from start.position.
+# Relative paths in cdc.yml resolve against the config file's directory (/etc/cdc, which
+# the daemon cannot write to), so the config must say
+#   checkpoint: {path: /var/lib/cdc/checkpoint.json}
+#   rules: /etc/cdc/rules
+# See deploy/docker/cdc.yml for a complete example.
+#
+# Exit codes (cdc/cli.py): 0 stopped, 1 fatal runtime error (a restart may help),
+# 2 configuration/set-up error and 3 binlog purged (a restart cannot help).
+#
+# There is no HEALTHCHECK: cdc has no health endpoint yet. An HTTP /healthz (and
+# metrics) is planned in the operations issue; add the HEALTHCHECK with it.
+
+# ---------------------------------------------------------------- build: wheels only
+FROM python:3.11-slim AS build
+WORKDIR /src
+# .dockerignore keeps .venv, .git, tests, checkpoints and build output out of the context.
+COPY . .
+# The project's wheel, then wheels of its dependencies (all of them ship binary
+# wheels for CPython 3.11 on Linux, so no compiler is needed).
+RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps -w /wheels . \
+ && pip wheel --no-cache-dir --disable-pip-version-check -w /wheels /wheels/cdc-*.whl
+
+# ---------------------------------------------------------------- runtime
+FROM python:3.11-slim
+
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="cdc" \
+      org.opencontainers.image.description="Loss-proof change-data-capture from MySQL/MariaDB binlogs into Elasticsearch" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# Install from the build stage's wheels only (no index), without keeping them in a layer.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+        --no-index --find-links=/wheels cdc
+
+# A fixed, non-root uid/gid so volume ownership is predictable across rebuilds.
+RUN groupadd --system --gid 10001 cdc \
+ && useradd --system --no-log-init --uid 10001 --gid cdc \
+        --home-dir /var/lib/cdc --no-create-home --shell /usr/sbin/nologin cdc \
+ && install -d -m 0755 /etc/cdc /etc/cdc/rules \
+ && install -d -o cdc -g cdc -m 0750 /var/lib/cdc
+
+# Config (/etc/cdc/cdc.yml) and rules (/etc/cdc/rules) are bind-mounted read-only;
+# they are deliberately not a VOLUME (that would add an empty anonymous volume on
+# every `docker run`). The checkpoint directory is a volume: a new named volume is
+# initialised from this directory, so it starts out owned by cdc.
+WORKDIR /var/lib/cdc
+VOLUME ["/var/lib/cdc"]
+
+# Numeric (= cdc:cdc) so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+
+# SIGTERM makes cdc finish the batch and save the position, then exit 0. Allow it
+# time: `docker stop -t 90` / compose stop_grace_period (the default 10 s may cut
+# a slow Elasticsearch flush short; nothing is lost, it only means more replay).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["cdc"]
+CMD ["run", "--config", "/etc/cdc/cdc.yml"]

@@ -1,0 +1,855 @@
+#!/usr/bin/env python3
+"""Throughput and latency of `cdc run` against real MariaDB and Elasticsearch.
+
+    .venv/bin/python bench/catchup.py [--rows 200000] [--repeat 3] [--latency-seconds 30]
+
+Two measurements:
+
+1. Backlog catch-up. A backlog of --rows row changes (about 70% inserts, 20%
+   updates, 10% deletes) is written first, then `cdc run` starts at the backlog's
+   first position with an empty checkpoint. The clock runs from process start
+   until the checkpoint file reaches the backlog's end: cdc saves a checkpoint
+   only once Elasticsearch has acknowledged every action up to it, so that is
+   the moment the whole backlog is durable in the index. The same backlog is
+   replayed --repeat times into fresh indexes. For comparison, the binlog range
+   is also decoded by pymysqlreplication alone (no conversion, no Elasticsearch),
+   which is the ceiling cdc can reach with that library.
+
+2. Latency under steady load. `cdc run` follows the binlog end while a writer
+   commits rows at a steady rate; a poller searches Elasticsearch every 100 ms
+   to see when each row becomes searchable, and the checkpoint file shows when
+   its commit was acknowledged.
+
+The bench uses its own servers (scripts/servers.py with the ports and state
+directory below), never the default ones that the integration tests restart.
+Results go to stdout as Markdown and to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import calendar
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# servers.py reads these at import time. They are forced rather than defaulted:
+# other people's tests stop and restart the servers on the default ports, and an
+# inherited MARIADB_PORT must never point the bench (which drops tables) at them.
+BENCH_ENV = {
+    "CDC_DEV_HOME": "/var/tmp/cdc-bench",
+    "MARIADB_PORT": "23306",
+    "ES_PORT": "29200",
+    "ES_TRANSPORT_PORT": "29300",
+}
+os.environ.update(BENCH_ENV)
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+import pymysql  # noqa: E402
+import servers  # noqa: E402
+import yaml  # noqa: E402
+from elasticsearch import ApiError, Elasticsearch, NotFoundError  # noqa: E402
+from pymysqlreplication import BinLogStreamReader  # noqa: E402
+from pymysqlreplication.event import XidEvent  # noqa: E402
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent  # noqa: E402
+
+from cdc.model import BinlogPosition  # noqa: E402
+
+STATE = Path(BENCH_ENV["CDC_DEV_HOME"]) / "runs"
+RESULTS = ROOT / "bench" / "results"
+SCHEMA, TABLE = "bench", "items"
+INDEX_PREFIX = "bench-items"
+# Latency rows get ids far above the backlog's, so a poll can ask for "id > x".
+LATENCY_ID_BASE = 1_000_000_000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+TABLE_DDL = f"""
+CREATE TABLE `{SCHEMA}`.`{TABLE}` (
+  id         BIGINT        NOT NULL PRIMARY KEY,
+  account_id INT           NOT NULL,
+  qty        INT           NOT NULL,
+  status     TINYINT       NOT NULL,
+  sku        VARCHAR(64)   NOT NULL,
+  price      DECIMAL(12,2) NOT NULL,
+  updated_at DATETIME(6)   NOT NULL,
+  note       TEXT,
+  attrs      JSON,
+  t_commit   DOUBLE
+) ENGINE=InnoDB
+"""
+INSERT_SQL = (f"INSERT INTO `{SCHEMA}`.`{TABLE}` (id, account_id, qty, status, sku, price, updated_at, note, attrs,"
+              " t_commit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+UPDATE_SQL = (f"UPDATE `{SCHEMA}`.`{TABLE}` SET qty = qty + 1, status = %s, price = %s, updated_at = %s, note = %s"
+              " WHERE id = %s")
+DELETE_SQL = f"DELETE FROM `{SCHEMA}`.`{TABLE}` WHERE id = %s"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def admin_conn(ep, autocommit: bool = False) -> pymysql.Connection:
+    return pymysql.connect(host=ep.mariadb_host, port=ep.mariadb_port, user=ep.admin_user,
+                           password=ep.admin_password, autocommit=autocommit, charset="utf8mb4")
+
+
+def scalar(conn, sql: str, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def master_position(conn) -> BinlogPosition:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        file, pos = cur.fetchone()[:2]
+    return BinlogPosition(file, int(pos))
+
+
+def binlog_bytes(conn, start: BinlogPosition, end: BinlogPosition) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SHOW BINARY LOGS")
+        sizes = {row[0]: int(row[1]) for row in cur.fetchall()}
+    total = 0
+    for name in sorted(sizes):
+        if start.file <= name <= end.file:
+            lo = start.pos if name == start.file else 0
+            hi = end.pos if name == end.file else sizes[name]
+            total += hi - lo
+    return total
+
+
+def gtid_seq(state: str | None, domain: str = "0") -> int | None:
+    """The sequence number of one domain in a MariaDB GTID state like '0-1-42'."""
+    for part in (state or "").split(","):
+        bits = part.strip().split("-")
+        if len(bits) == 3 and bits[0] == domain:
+            return int(bits[2])
+    return None
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    # cdc replaces the file atomically (write-temp + rename), so a read never sees half of it.
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def proc_cpu(pid: int) -> float | None:
+    """utime + stime of a process in seconds (works for servers owned by other users)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def server_pids() -> dict[str, int | None]:
+    es_home, run_dir = servers.es_dirs(servers.resolve_es_version())
+    return {"mariadb": servers._pid_alive(servers.MARIADB_PID), "elasticsearch": servers._pid_alive(run_dir / "es.pid")}
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def log_ts(line: dict) -> float | None:
+    """cdc's JSON 'ts' (UTC, millisecond precision) as epoch seconds."""
+    ts = line.get("ts")
+    if not ts:
+        return None
+    base, _, frac = ts.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + int(frac or 0) / 1000
+
+
+def read_log(path: Path) -> list[dict]:
+    out = []
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            out.append({"msg": raw, "level": "raw"})
+    return out
+
+
+# --------------------------------------------------------------------------- cdc process
+
+
+_server_ids = iter(range(7100, 7900))
+
+
+def write_cdc_config(workdir: Path, ep, index: str, start_position: str) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "rules").mkdir(exist_ok=True)
+    (workdir / "rules" / "rules.yml").write_text(
+        yaml.safe_dump({"rules": [{"schema": SCHEMA, "table": TABLE, "index": index}]}))
+    config = {
+        "mysql": {"host": ep.mariadb_host, "port": ep.mariadb_port, "user": ep.cdc_user,
+                  "password": ep.cdc_password, "server_id": next(_server_ids)},
+        "elasticsearch": {"hosts": [ep.es_url]},
+        # min_interval 0: the checkpoint file is the bench's only view of "acknowledged",
+        # and the default 1 s throttle would add up to a second of measurement error.
+        # Batching is left at cdc's defaults.
+        "checkpoint": {"path": str(workdir / "checkpoint.json"), "min_interval": 0},
+        "start": {"position": start_position},
+        "rules": str(workdir / "rules"),
+    }
+    path = workdir / "cdc.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Cdc:
+    """One `cdc run` subprocess with its JSON log in a file."""
+
+    def __init__(self, config: Path, log_path: Path):
+        self.config = config
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cdc", "run", "--config", str(config), "--log-format", "json"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def logs(self) -> list[dict]:
+        return read_log(self.log_path)
+
+    def ready_at(self) -> float | None:
+        for line in self.logs():
+            if "starting at" in line.get("msg", "") or "resuming from" in line.get("msg", ""):
+                return log_ts(line)
+        return None
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"cdc exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 60) -> tuple[int, float]:
+        t = time.time()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+            log(f"cdc did not stop within {timeout}s of SIGTERM; killed")
+        self._log.close()
+        return code, time.time() - t
+
+    def problems(self) -> list[dict]:
+        return [line for line in self.logs() if line.get("level") in ("warning", "error", "critical", "raw")]
+
+    def summary(self) -> str | None:
+        for line in reversed(self.logs()):
+            if line.get("msg", "").startswith("stopped:"):
+                return line["msg"]
+        return None
+
+
+# --------------------------------------------------------------------------- backlog
+
+
+def setup_schema(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{SCHEMA}`")
+        cur.execute(f"DROP TABLE IF EXISTS `{SCHEMA}`.`{TABLE}`")
+        cur.execute(TABLE_DDL)
+        # A table outside the rules, used to end the backlog on a known commit.
+        cur.execute(f"CREATE TABLE IF NOT EXISTS `{SCHEMA}`.marker (id INT PRIMARY KEY, n BIGINT NOT NULL)")
+        cur.execute(f"INSERT IGNORE INTO `{SCHEMA}`.marker VALUES (1, 0)")
+    conn.commit()
+
+
+def row_values(rng: random.Random, row_id: int, t_commit: float | None = None) -> tuple:
+    return (
+        row_id,
+        rng.randint(1, 100_000),
+        rng.randint(0, 1000),
+        rng.randint(0, 5),
+        f"SKU-{row_id:010d}-{rng.randbytes(8).hex()}",
+        f"{rng.randint(0, 10**9) / 100:.2f}",
+        datetime.datetime.now(),
+        rng.randbytes(50).hex(),  # 100 characters
+        json.dumps({"color": rng.choice(["red", "green", "blue"]), "size": rng.randint(1, 50),
+                    "tags": [rng.choice("abcdefgh") for _ in range(3)]}),
+        t_commit,
+    )
+
+
+def generate_backlog(conn, total: int, seed: int = 42) -> dict:
+    """Write `total` row changes; every update and delete hits an existing row (checked by rowcount)."""
+    rng = random.Random(seed)
+    live: list[int] = []  # ids currently in the table; swap-remove keeps deletes O(1)
+    next_id = 1
+    counts = {"insert": 0, "update": 0, "delete": 0, "transactions": 0}
+    done = 0
+    t0 = time.time()
+    with conn.cursor() as cur:
+        while done < total:
+            size = min(rng.randint(100, 500), total - done)
+            n_upd = min(round(size * 0.2), len(live))
+            n_del = min(round(size * 0.1), len(live))
+            n_ins = size - n_upd - n_del  # the first transactions have nothing to update yet
+            inserts = [row_values(rng, next_id + k) for k in range(n_ins)]
+            cur.executemany(INSERT_SQL, inserts)  # PyMySQL turns this into one multi-row INSERT
+            assert cur.rowcount == n_ins, (cur.rowcount, n_ins)
+            live.extend(range(next_id, next_id + n_ins))
+            next_id += n_ins
+            if n_upd:
+                # One statement per row, as an OLTP application would send them.
+                updates = [(rng.randint(0, 5), f"{rng.randint(0, 10**9) / 100:.2f}", datetime.datetime.now(),
+                            rng.randbytes(50).hex(), rng.choice(live)) for _ in range(n_upd)]
+                cur.executemany(UPDATE_SQL, updates)
+                assert cur.rowcount == n_upd, (cur.rowcount, n_upd)
+            if n_del:
+                victims = []
+                for _ in range(n_del):
+                    k = rng.randrange(len(live))
+                    live[k], live[-1] = live[-1], live[k]
+                    victims.append(live.pop())
+                cur.executemany(DELETE_SQL, [(v,) for v in victims])
+                assert cur.rowcount == n_del, (cur.rowcount, n_del)
+            conn.commit()
+            counts["insert"] += n_ins
+            counts["update"] += n_upd
+            counts["delete"] += n_del
+            counts["transactions"] += 1
+            done += size
+    counts["rows"] = done
+    counts["seconds"] = round(time.time() - t0, 2)
+    counts["next_id"] = next_id
+    return counts
+
+
+def end_on_marker_commit(conn) -> BinlogPosition:
+    """Finish with a commit whose end is SHOW MASTER STATUS, in the same binlog file.
+
+    If the last backlog transaction made the server rotate, the status would show
+    the start of a new file, which cdc never checkpoints (it only saves commit
+    positions), so the bench would wait forever. A commit after the rotation
+    gives a position cdc does reach.
+    """
+    while True:
+        before = master_position(conn)
+        with conn.cursor() as cur:
+            cur.execute(f"UPDATE `{SCHEMA}`.marker SET n = n + 1 WHERE id = 1")
+        conn.commit()
+        after = master_position(conn)
+        if after.file == before.file:
+            return after
+
+
+def table_truth(conn) -> dict:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(qty), 0) FROM `{SCHEMA}`.`{TABLE}`"
+                    f" WHERE id < {LATENCY_ID_BASE}")
+        count, sum_id, sum_qty = cur.fetchone()
+    conn.commit()
+    return {"count": int(count), "sum_id": int(sum_id), "sum_qty": int(sum_qty)}
+
+
+def index_truth(es: Elasticsearch, index: str) -> dict:
+    es.indices.refresh(index=index)
+    resp = es.search(index=index, size=0, track_total_hits=True,
+                     aggs={"sum_id": {"sum": {"field": "id"}}, "sum_qty": {"sum": {"field": "qty"}}})
+    return {"count": int(resp["hits"]["total"]["value"]),
+            "sum_id": int(round(resp["aggregations"]["sum_id"]["value"])),
+            "sum_qty": int(round(resp["aggregations"]["sum_qty"]["value"]))}
+
+
+# --------------------------------------------------------------------------- catch-up
+
+
+def catchup_once(i: int, ep, es, run_dir: Path, tag: str, start: BinlogPosition, end: BinlogPosition,
+                 rows: int, truth: dict, timeout: float) -> dict:
+    index = f"{INDEX_PREFIX}-{tag}-catchup-{i}"
+    workdir = run_dir / f"catchup-{i}"
+    config = write_cdc_config(workdir, ep, index, str(start))
+    checkpoint_path = workdir / "checkpoint.json"
+    pids = server_pids()
+    cpu0 = {name: proc_cpu(pid) for name, pid in pids.items() if pid}
+    cdc = Cdc(config, workdir / "cdc.log")
+    t0 = cdc.started
+    progress: list[tuple[float, str]] = []  # (time, checkpoint) each time it moves
+    rss_kb: list[tuple[float, int]] = []
+    last, last_rss_sample = None, 0.0
+    deadline = t0 + timeout
+    while True:
+        now = time.time()
+        cp = read_checkpoint(checkpoint_path)
+        position = BinlogPosition(cp["file"], cp["pos"]) if cp else None
+        if position != last:
+            progress.append((now, str(position)))
+            last = position
+        if position is not None and position >= end:
+            t_done = now
+            break
+        cdc.check_alive()
+        if now - last_rss_sample >= 0.5:
+            rss = proc_status_kb(cdc.proc.pid, "VmRSS")
+            if rss:
+                rss_kb.append((now - t0, rss))
+            last_rss_sample = now
+        if now > deadline:
+            cdc.stop()
+            raise RuntimeError(f"catch-up {i} did not reach {end} in {timeout}s (checkpoint {position})")
+        time.sleep(0.05)
+    # Read CPU and peak memory before SIGTERM, so shutdown work is not counted.
+    cdc_cpu = proc_cpu(cdc.proc.pid)
+    peak_rss = proc_status_kb(cdc.proc.pid, "VmHWM")
+    server_cpu = {}
+    for name, before in cpu0.items():
+        after = proc_cpu(pids[name])
+        if before is not None and after is not None:
+            server_cpu[name] = round(after - before, 2)
+    code, stop_seconds = cdc.stop()
+    ready = cdc.ready_at()
+    total = t_done - t0
+    gaps = [b[0] - a[0] for a, b in zip(progress[1:], progress[2:])]
+    have = index_truth(es, index)
+    result = {
+        "index": index,
+        "log": str(cdc.log_path),
+        "seconds_total": round(total, 3),
+        "seconds_startup": round(ready - t0, 3) if ready else None,
+        "seconds_after_startup": round(t_done - ready, 3) if ready else None,
+        "rows_per_s_total": round(rows / total, 1),
+        "rows_per_s_after_startup": round(rows / (t_done - ready), 1) if ready else None,
+        "cdc_cpu_seconds": round(cdc_cpu, 2) if cdc_cpu is not None else None,
+        "cdc_cpu_cores": round(cdc_cpu / total, 2) if cdc_cpu is not None else None,
+        "server_cpu_seconds": server_cpu,
+        "cdc_peak_rss_mb": round(peak_rss / 1024, 1) if peak_rss else None,
+        "cdc_rss_mb_samples": [(round(t, 1), round(kb / 1024, 1)) for t, kb in rss_kb],
+        "checkpoints_seen": len(progress) - 1,
+        "longest_checkpoint_gap_s": round(max(gaps), 3) if gaps else None,
+        "exit_code": code,
+        "stop_seconds": round(stop_seconds, 2),
+        "summary": cdc.summary(),
+        "log_problems": cdc.problems()[:20],
+        "es": have,
+        "db": truth,
+        "correct": have == truth,
+    }
+    log(f"catch-up {i}: {total:.1f}s total ({result['seconds_startup']}s start-up), "
+        f"{result['rows_per_s_total']} rows/s, cdc {result['cdc_cpu_cores']} cores, "
+        f"peak RSS {result['cdc_peak_rss_mb']} MB, index {'==' if result['correct'] else '!='} table "
+        f"{have} vs {truth}")
+    return result
+
+
+def decode_once(i: int, ep, start: BinlogPosition, end: BinlogPosition) -> dict:
+    """pymysqlreplication alone over the same range: the decode ceiling for cdc."""
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    stream = BinLogStreamReader(
+        connection_settings={"host": ep.mariadb_host, "port": ep.mariadb_port,
+                             "user": ep.cdc_user, "passwd": ep.cdc_password},
+        server_id=next(_server_ids), blocking=False, resume_stream=True,
+        log_file=start.file, log_pos=start.pos,
+        # The same schema filter and event set cdc asks for that matter here.
+        only_schemas=[SCHEMA], only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent],
+    )
+    rows = values = 0
+    reached = False
+    try:
+        for event in stream:
+            if isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)) and event.table == TABLE:
+                for row in event.rows:  # .rows decodes the event
+                    images = ((row["before_values"], row["after_values"]) if isinstance(event, UpdateRowsEvent)
+                              else (row["values"],))
+                    for image in images:
+                        for _ in image.values():
+                            values += 1
+                    rows += 1
+            if BinlogPosition(stream.log_file, event.packet.log_pos) >= end:
+                reached = True
+                break
+    finally:
+        stream.close()
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    result = {"seconds": round(seconds, 3), "rows": rows, "values": values, "reached_end": reached,
+              "rows_per_s": round(rows / seconds, 1), "cpu_seconds": round(cpu, 2)}
+    log(f"decode {i}: {rows} rows in {seconds:.2f}s = {result['rows_per_s']} rows/s (reached end: {reached})")
+    return result
+
+
+# --------------------------------------------------------------------------- latency
+
+
+class SearchPoller(threading.Thread):
+    """Records when each latency row first shows up in a search.
+
+    A hit's time is when the response arrived, so a row's measured latency can
+    be up to one poll interval plus one search late, never early.
+    """
+
+    def __init__(self, es: Elasticsearch, index: str, first_id: int, interval: float = 0.1):
+        super().__init__(name="search-poller", daemon=True)
+        self.es, self.index, self.interval = es, index, interval
+        self.seen: dict[int, float] = {}
+        self.watermark = first_id - 1  # every id <= watermark has been seen
+        self.stop = threading.Event()
+        self.polls = 0
+        self.poll_seconds: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            sent = time.time()
+            try:
+                resp = self.es.search(index=self.index, query={"range": {"id": {"gt": self.watermark}}},
+                                      sort=[{"id": {"order": "asc", "unmapped_type": "long"}}], size=10_000, source=False, track_total_hits=False,
+                                      filter_path="hits.hits._id")
+                hits = resp.body.get("hits", {}).get("hits", [])
+            except NotFoundError:
+                hits = []  # cdc creates the index with its first bulk
+            except ApiError as exc:  # e.g. 503 while the new index's shard is still being allocated
+                self.errors.append(str(exc)[:200])
+                hits = []
+            received = time.time()
+            self.polls += 1
+            self.poll_seconds.append(received - sent)
+            for hit in hits:
+                self.seen.setdefault(int(hit["_id"]), received)
+            while self.watermark + 1 in self.seen:
+                self.watermark += 1
+            self.stop.wait(max(0.0, sent + self.interval - time.time()))
+
+
+class CheckpointWatcher(threading.Thread):
+    """Records when the checkpoint's GTID sequence moves (= those commits are acknowledged)."""
+
+    def __init__(self, path: Path, interval: float = 0.01):
+        super().__init__(name="checkpoint-watcher", daemon=True)
+        self.path, self.interval = path, interval
+        self.times: list[float] = []
+        self.seqs: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            cp = read_checkpoint(self.path)
+            seq = gtid_seq(cp.get("gtid")) if cp else None
+            if seq is not None and (not self.seqs or seq > self.seqs[-1]):
+                self.times.append(time.time())
+                self.seqs.append(seq)
+            self.stop.wait(self.interval)
+
+    def acked_at(self, seq: int) -> float | None:
+        k = bisect.bisect_left(self.seqs, seq)
+        return self.times[k] if k < len(self.times) else None
+
+
+def latency_run(ep, es, run_dir: Path, tag: str, seconds: float, rate: int, rows_per_tx: int,
+                refresh: str) -> dict:
+    index = f"{INDEX_PREFIX}-{tag}-latency-{refresh.replace('default', 'd')}"
+    workdir = run_dir / f"latency-{refresh}"
+    if refresh != "default":
+        # Created up front only to change the refresh interval; mappings stay dynamic, as cdc leaves them.
+        es.indices.create(index=index, settings={"index": {"refresh_interval": refresh}})
+    config = write_cdc_config(workdir, ep, index, "end")
+    cdc = Cdc(config, workdir / "cdc.log")
+    deadline = time.time() + 60
+    while cdc.ready_at() is None:
+        cdc.check_alive()
+        if time.time() > deadline:
+            cdc.stop()
+            raise RuntimeError("cdc did not start within 60 s")
+        time.sleep(0.05)
+    rss_start = proc_status_kb(cdc.proc.pid, "VmRSS")
+    cpu_start = proc_cpu(cdc.proc.pid)
+    pids = server_pids()
+    server_cpu0 = {name: proc_cpu(pid) for name, pid in pids.items() if pid}
+
+    conn = admin_conn(ep, autocommit=True)  # each INSERT is its own transaction
+    seq0 = gtid_seq(scalar(conn, "SELECT @@gtid_binlog_pos"))
+    first_id = LATENCY_ID_BASE + 1
+    poller = SearchPoller(es, index, first_id)
+    watcher = CheckpointWatcher(workdir / "checkpoint.json")
+    poller.start()
+    watcher.start()
+
+    rng = random.Random(7)
+    committed: dict[int, float] = {}  # id -> when COMMIT returned to the client
+    commit_durations: list[float] = []
+    tx_commit_times: list[float] = []  # per transaction, in commit (= GTID) order
+    tick = 0.01
+    interval = rows_per_tx / rate  # seconds between transactions
+    next_id = first_id
+    t_begin = time.time()
+    with conn.cursor() as cur:
+        while True:
+            t_tick = time.time()
+            if t_tick - t_begin >= seconds:
+                break
+            # Pace on an absolute schedule: a slow tick is made up for, not dropped.
+            due = int((t_tick - t_begin) / interval) + 1
+            while len(tx_commit_times) < due:
+                ids = list(range(next_id, next_id + rows_per_tx))
+                t_commit = time.time()
+                rows = [row_values(rng, i, t_commit) for i in ids]
+                if rows_per_tx == 1:
+                    cur.execute(INSERT_SQL, rows[0])
+                else:
+                    cur.executemany(INSERT_SQL, rows)
+                t_done = time.time()
+                commit_durations.append(t_done - t_commit)
+                tx_commit_times.append(t_done)
+                for i in ids:
+                    committed[i] = t_done
+                next_id += rows_per_tx
+            time.sleep(max(0.0, t_tick + tick - time.time()))
+    t_end = time.time()
+    seq_last = gtid_seq(scalar(conn, "SELECT @@gtid_binlog_pos"))
+    conn.close()
+    n_tx = len(tx_commit_times)
+    # GTIDs map to our transactions only if nothing else wrote to the server meanwhile.
+    gtids_ok = seq0 is not None and seq_last == seq0 + n_tx
+    last_id = next_id - 1
+
+    drain_deadline = time.time() + 30
+    while time.time() < drain_deadline:
+        if poller.watermark >= last_id and (not gtids_ok or (watcher.seqs and watcher.seqs[-1] >= seq_last)):
+            break
+        time.sleep(0.1)
+    poller.stop.set()
+    watcher.stop.set()
+    poller.join()
+    watcher.join()
+    rss_end = proc_status_kb(cdc.proc.pid, "VmRSS")
+    cpu_end = proc_cpu(cdc.proc.pid)
+    t_measured = time.time()
+    server_cores = {}
+    for name, before in server_cpu0.items():
+        after = proc_cpu(pids[name])
+        if before is not None and after is not None:
+            server_cores[name] = round((after - before) / (t_measured - t_begin), 2)
+    code, _ = cdc.stop()
+
+    searchable = [poller.seen[i] - t for i, t in committed.items() if i in poller.seen]
+    acked: list[float] = []
+    if gtids_ok:
+        for n, t in enumerate(tx_commit_times):
+            at = watcher.acked_at(seq0 + n + 1)
+            if at is not None:
+                acked.append(at - t)
+
+    def stats(values: list[float]) -> dict:
+        return {"n": len(values), "p50": _r(pct(values, 50)), "p90": _r(pct(values, 90)),
+                "p99": _r(pct(values, 99)), "max": _r(max(values) if values else None)}
+
+    result = {
+        "index": index,
+        "refresh_interval": refresh,
+        "log": str(cdc.log_path),
+        "seconds": round(t_end - t_begin, 2),
+        "target_rows_per_s": rate,
+        "rows_per_transaction": rows_per_tx,
+        "rows_written": len(committed),
+        "achieved_rows_per_s": round(len(committed) / (t_end - t_begin), 1),
+        "commit_call_ms_p50": _r(pct(commit_durations, 50), 1000),
+        "commit_call_ms_p99": _r(pct(commit_durations, 99), 1000),
+        "commit_to_searchable_s": stats(searchable),
+        "never_seen": len(committed) - len(searchable),
+        "commit_to_acknowledged_s": stats(acked) if gtids_ok else None,
+        "gtids_contiguous": gtids_ok,
+        "search_polls": poller.polls,
+        "search_poll_ms_p50": _r(pct(poller.poll_seconds, 50), 1000),
+        "search_poll_ms_p99": _r(pct(poller.poll_seconds, 99), 1000),
+        "search_errors": poller.errors[:5],
+        "cdc_rss_mb_start": round(rss_start / 1024, 1) if rss_start else None,
+        "cdc_rss_mb_end": round(rss_end / 1024, 1) if rss_end else None,
+        # Averaged from the writer's start to the end of the drain wait.
+        "cdc_cpu_cores": round((cpu_end - cpu_start) / (t_measured - t_begin), 2) if cpu_end and cpu_start else None,
+        "server_cpu_cores": server_cores,
+        "exit_code": code,
+        "summary": cdc.summary(),
+        "log_problems": cdc.problems()[:20],
+    }
+    s, a = result["commit_to_searchable_s"], result["commit_to_acknowledged_s"] or {}
+    log(f"latency (refresh {refresh}): {result['achieved_rows_per_s']} rows/s; searchable p50 {s['p50']}s "
+        f"p99 {s['p99']}s; acknowledged p50 {a.get('p50')}s p99 {a.get('p99')}s; never seen {result['never_seen']}")
+    return result
+
+
+def _r(value: float | None, scale: float = 1.0) -> float | None:
+    return None if value is None else round(value * scale, 3)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def versions(conn, es) -> dict:
+    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "unknown")
+    return {
+        "mariadb": scalar(conn, "SELECT VERSION()"),
+        # The integ-test-zip distribution answers GET / with 405, so ask the node.
+        "elasticsearch": next(iter(es.nodes.info(node_id="_local")["nodes"].values()))["version"],
+        "python": platform.python_version(),
+        "mysql-replication": importlib.metadata.version("mysql-replication"),
+        "PyMySQL": importlib.metadata.version("PyMySQL"),
+        "elasticsearch-py": importlib.metadata.version("elasticsearch"),
+        "orjson": importlib.metadata.version("orjson"),
+        "cdc": importlib.metadata.version("cdc"),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+    }
+
+
+def median_of(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def markdown(results: dict) -> str:
+    out = [f"Command: `{results['command']}`", ""]
+    b = results.get("backlog")
+    if b:
+        out += [f"Backlog: {b['rows']} row changes ({b['insert']} inserts, {b['update']} updates, {b['delete']} "
+                f"deletes) in {b['transactions']} transactions, {b['binlog_mb']} MB of binlog, "
+                f"{b['start']} .. {b['end']}", ""]
+        runs, dec = results["catchup"], results["decode"]
+        out += ["| run | cdc total s | start-up s | cdc rows/s (total) | cdc rows/s (excl. start-up) | "
+                "cdc CPU cores | peak RSS MB | decode-only rows/s | index == table |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for n, (r, d) in enumerate(zip(runs, dec), 1):
+            out.append(f"| {n} | {r['seconds_total']} | {r['seconds_startup']} | {r['rows_per_s_total']} | "
+                       f"{r['rows_per_s_after_startup']} | {r['cdc_cpu_cores']} | {r['cdc_peak_rss_mb']} | "
+                       f"{d['rows_per_s']} | {'yes' if r['correct'] else 'NO'} |")
+        m = results["median"]
+        out.append(f"| **median** | {m['seconds_total']} | {m['seconds_startup']} | {m['rows_per_s_total']} | "
+                   f"{m['rows_per_s_after_startup']} | {m['cdc_cpu_cores']} | {m['cdc_peak_rss_mb']} | "
+                   f"{m['decode_rows_per_s']} | |")
+        out += ["", f"cdc / decode-only (excl. start-up, medians): {m['ratio_after_startup']}; "
+                f"including start-up: {m['ratio_total']}", ""]
+    for lat in results.get("latency", []):
+        s, a = lat["commit_to_searchable_s"], lat["commit_to_acknowledged_s"] or {}
+        out += [f"Latency, refresh_interval {lat['refresh_interval']}: {lat['rows_written']} rows at "
+                f"{lat['achieved_rows_per_s']} rows/s ({lat['rows_per_transaction']} row(s) per transaction) "
+                f"for {lat['seconds']} s", "",
+                "| measure | n | p50 s | p90 s | p99 s | max s |", "|---|---|---|---|---|---|",
+                f"| commit -> searchable | {s['n']} | {s['p50']} | {s['p90']} | {s['p99']} | {s['max']} |",
+                f"| commit -> acknowledged (checkpoint) | {a.get('n')} | {a.get('p50')} | {a.get('p90')} | "
+                f"{a.get('p99')} | {a.get('max')} |", ""]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="row changes in the backlog")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--latency-rate", type=int, default=1000, help="rows per second written")
+    parser.add_argument("--latency-rows-per-tx", type=int, default=1)
+    parser.add_argument("--latency-refresh", default="default",
+                        help="comma-separated index refresh intervals to test, e.g. default,200ms")
+    parser.add_argument("--skip-catchup", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args()
+
+    ep = servers.up()
+    es = Elasticsearch(ep.es_url, request_timeout=120)
+    tag = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = STATE / tag
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Old bench indexes only cost heap and disk on the bench's own cluster.
+    for name in es.indices.get(index=f"{INDEX_PREFIX}-*", expand_wildcards="open").body:
+        es.indices.delete(index=name)
+    conn = admin_conn(ep)
+    results: dict = {
+        "command": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT))
+                             else sys.executable, os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_dir": str(run_dir),
+        "versions": versions(conn, es),
+        "loadavg_start": os.getloadavg(),
+    }
+    log(f"versions: {results['versions']}; load average {results['loadavg_start']}")
+
+    if not args.skip_catchup:
+        setup_schema(conn)
+        start = master_position(conn)
+        log(f"writing a backlog of {args.rows} row changes from {start}")
+        backlog = generate_backlog(conn, args.rows)
+        end = end_on_marker_commit(conn)
+        truth = table_truth(conn)
+        backlog.update(start=str(start), end=str(end), binlog_mb=round(binlog_bytes(conn, start, end) / 2**20, 1))
+        results["backlog"] = backlog
+        log(f"backlog: {backlog}")
+        runs, decodes = [], []
+        # Alternate the two so slow phases of a noisy machine hit both alike.
+        for i in range(1, args.repeat + 1):
+            runs.append(catchup_once(i, ep, es, run_dir, tag, start, end, backlog["rows"], truth,
+                                     timeout=max(600, args.rows / 50)))
+            decodes.append(decode_once(i, ep, start, end))
+        results["catchup"], results["decode"] = runs, decodes
+        median = {key: median_of(runs, key) for key in
+                  ("seconds_total", "seconds_startup", "seconds_after_startup", "rows_per_s_total",
+                   "rows_per_s_after_startup", "cdc_cpu_cores", "cdc_peak_rss_mb")}
+        median["decode_rows_per_s"] = median_of(decodes, "rows_per_s")
+        median["decode_seconds"] = median_of(decodes, "seconds")
+        median["ratio_total"] = round(median["rows_per_s_total"] / median["decode_rows_per_s"], 3)
+        median["ratio_after_startup"] = (round(median["rows_per_s_after_startup"] / median["decode_rows_per_s"], 3)
+                                         if median["rows_per_s_after_startup"] else None)
+        results["median"] = median
+        results["all_correct"] = all(r["correct"] for r in runs) and all(
+            d["rows"] == backlog["rows"] and d["reached_end"] for d in decodes)
+
+    if not args.skip_latency:
+        if args.skip_catchup:
+            setup_schema(conn)
+        results["latency"] = [
+            latency_run(ep, es, run_dir, tag, args.latency_seconds, args.latency_rate, args.latency_rows_per_tx,
+                        refresh.strip())
+            for refresh in args.latency_refresh.split(",")]
+    conn.close()
+    results["loadavg_end"] = os.getloadavg()
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(markdown(results))
+    print(f"\nresults: {os.path.relpath(args.results, ROOT)}; logs and configs: {run_dir}")
+    return 0 if results.get("all_correct", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""The deployment files (Dockerfile, docker-compose.yml, deploy/) agree with the code.
+
+No Docker engine is needed (or used): these parse the files and check what they
+promise against the config loader and the CLI. They do not build or run images.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+import cdc
+from cdc.config import parse_config
+from cdc.rules import load_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKER_CONFIG = ROOT / "deploy" / "docker" / "cdc.yml"
+MYSQL_INIT = ROOT / "deploy" / "docker" / "mysql-init.sql"
+UNIT = ROOT / "deploy" / "systemd" / "cdc.service"
+
+BINLOG_FLAGS = [
+    "--log-bin=binlog",
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL",
+    "--gtid-mode=ON",
+    "--enforce-gtid-consistency=ON",
+]
+CONTAINER_CONFIG = PurePosixPath("/etc/cdc/cdc.yml")
+
+
+# ---------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _command_list(service: dict) -> list[str]:
+    command = service.get("command", [])
+    return command.split() if isinstance(command, str) else list(command)
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """Short-syntax volumes as {target: source}."""
+    mounts = {}
+    for spec in service.get("volumes", []):
+        source, target = spec.split(":")[:2]
+        mounts[target] = source
+    return mounts
+
+
+def _compose_default(value: str, name: str) -> str | None:
+    """The default in a compose `${NAME:-default}`, or the literal value."""
+    m = re.fullmatch(r"\$\{" + name + r":-([^}]*)\}", value)
+    return m.group(1) if m else (None if "${" in value else value)
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with comments dropped and `\\` continuations joined."""
+    instructions, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):  # a comment inside a continued instruction
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = (pending + stripped).strip()
+        pending = ""
+        if full:
+            keyword, _, args = full.partition(" ")
+            instructions.append((keyword.upper(), args.strip()))
+    assert not pending, "Dockerfile ends inside a continued line"
+    return instructions
+
+
+def _runtime_stage() -> list[tuple[str, str]]:
+    instructions = _dockerfile_instructions()
+    last_from = max(i for i, (kw, _) in enumerate(instructions) if kw == "FROM")
+    return instructions[last_from:]
+
+
+def _last_json(keyword: str) -> list[str]:
+    values = [args for kw, args in _dockerfile_instructions() if kw == keyword]
+    assert values, f"no {keyword} in the Dockerfile"
+    parsed = json.loads(values[-1])  # exec (JSON array) form, so signals reach cdc directly
+    assert isinstance(parsed, list) and all(isinstance(p, str) for p in parsed)
+    return parsed
+
+
+def _parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """systemd unit syntax: [Section], Key=value, repeated keys kept in order."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line[0] in "#;"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = (pending + line).strip(), ""
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"key outside a section: {line!r}"
+        key, sep, value = line.partition("=")
+        assert sep, f"not a Key=value line: {line!r}"
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+# ---------------------------------------------------------------- (a) docker-compose.yml
+def test_compose_has_the_three_services(compose):
+    assert {"mysql", "elasticsearch", "cdc"} <= set(compose["services"])
+
+
+def test_compose_mysql_is_set_up_for_cdc(compose):
+    mysql = compose["services"]["mysql"]
+    assert mysql["image"].startswith("mysql:8")
+    command = _command_list(mysql)
+    for flag in BINLOG_FLAGS:
+        assert flag in command, f"mysql command lacks {flag}"
+    assert any(c.startswith("--server-id=") for c in command)
+    assert "MYSQL_ROOT_PASSWORD" in mysql["environment"]
+    init_targets = [t for t in _mounts(mysql) if t.startswith("/docker-entrypoint-initdb.d/")]
+    assert init_targets and _mounts(mysql)[init_targets[0]] == "./deploy/docker/mysql-init.sql"
+    assert "mysqladmin" in " ".join(mysql["healthcheck"]["test"])
+
+
+def test_compose_elasticsearch_single_node_with_healthcheck(compose):
+    es = compose["services"]["elasticsearch"]
+    assert es["image"].startswith("docker.elastic.co/elasticsearch/elasticsearch:")
+    env = es["environment"]
+    assert env["discovery.type"] == "single-node"
+    assert str(env["xpack.security.enabled"]).lower() == "false"
+    assert "_cluster/health" in " ".join(es["healthcheck"]["test"])
+
+
+def test_compose_cdc_waits_for_healthy_servers_and_keeps_its_state(compose):
+    svc = compose["services"]["cdc"]
+    assert svc["build"] in (".", {"context": "."})
+    assert svc["depends_on"] == {
+        "mysql": {"condition": "service_healthy"},
+        "elasticsearch": {"condition": "service_healthy"},
+    }
+    assert svc["restart"] == "on-failure"
+    mounts = _mounts(svc)
+    assert mounts[str(CONTAINER_CONFIG)] == "./deploy/docker/cdc.yml"
+    assert mounts["/etc/cdc/rules"] == "./demo/rules"
+    assert mounts["/var/lib/cdc"] == "cdc-state"
+    assert "cdc-state" in (compose.get("volumes") or {})
+    for source in mounts.values():  # every bind mount points at a file in the repo
+        if source.startswith("./"):
+            assert (ROOT / source).exists(), source
+    assert "CDC_MYSQL_PASSWORD" in svc["environment"]
+
+
+def test_compose_password_matches_the_init_sql(compose):
+    sql = MYSQL_INIT.read_text()
+    m = re.search(r"CREATE USER 'cdc'@'%' IDENTIFIED WITH (\w+) BY '([^']*)'", sql)
+    assert m, "mysql-init.sql does not create 'cdc'@'%'"
+    plugin, password = m.groups()
+    default = _compose_default(compose["services"]["cdc"]["environment"]["CDC_MYSQL_PASSWORD"], "CDC_MYSQL_PASSWORD")
+    assert default == password
+    if plugin == "mysql_native_password":  # disabled by default since MySQL 8.4
+        assert "--mysql-native-password=ON" in _command_list(compose["services"]["mysql"])
+
+
+def test_mysql_init_grants_and_demo_tables():
+    sql = MYSQL_INIT.read_text()
+    grant = re.search(r"GRANT (.+?) ON \*\.\* TO 'cdc'@'%'", sql)
+    assert grant
+    privileges = {p.strip().upper() for p in grant.group(1).split(",")}
+    assert {"REPLICATION SLAVE", "REPLICATION CLIENT", "SELECT", "RELOAD"} <= privileges
+    tables = set(re.findall(r"CREATE TABLE (\w+)", sql))
+    rules = load_rules(ROOT / "demo" / "rules")
+    assert {(r.schema, r.table) for r in rules.rules} <= {("shop", t) for t in tables}
+    assert "RESET MASTER" not in sql.upper()  # removed in MySQL 8.4
+
+
+# ---------------------------------------------------------------- (b) deploy/docker/cdc.yml
+def test_docker_config_validates_and_keeps_state_in_the_volume(monkeypatch, compose):
+    monkeypatch.setenv("CDC_MYSQL_PASSWORD", "s3cret")
+    config = parse_config(yaml.safe_load(DOCKER_CONFIG.read_text()), str(DOCKER_CONFIG),
+                          str(CONTAINER_CONFIG.parent))
+    assert config.mysql.password == "s3cret"
+    assert config.mysql.host == "mysql" and config.mysql.port == 3306 and config.mysql.user == "cdc"
+    assert config.elasticsearch.hosts == ["http://elasticsearch:9200"]
+
+    checkpoint = PurePosixPath(config.checkpoint.path)
+    assert checkpoint.is_absolute()
+    assert PurePosixPath("/var/lib/cdc") in checkpoint.parents
+    assert PurePosixPath(config.rules) == PurePosixPath("/etc/cdc/rules")
+
+    # The compose file mounts what the config points at.
+    mounts = _mounts(compose["services"]["cdc"])
+    assert str(checkpoint.parent) in mounts
+    assert config.rules in mounts
+
+    mysql_command = _command_list(compose["services"]["mysql"])
+    server_id = next(int(c.split("=", 1)[1]) for c in mysql_command if c.startswith("--server-id="))
+    assert config.mysql.server_id != server_id
+    if config.start.position != "end":  # a FILE:POS in the binlog that --log-bin names
+        basename = next(c.split("=", 1)[1] for c in mysql_command if c.startswith("--log-bin="))
+        assert config.start.position.startswith(basename + ".")
+
+
+def test_docker_config_needs_the_password_variable(monkeypatch):
+    from cdc.errors import ConfigError
+
+    monkeypatch.delenv("CDC_MYSQL_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="CDC_MYSQL_PASSWORD"):
+        parse_config(yaml.safe_load(DOCKER_CONFIG.read_text()), str(DOCKER_CONFIG), "/etc/cdc")
+
+
+# ---------------------------------------------------------------- (c) Dockerfile
+def test_dockerfile_is_multi_stage_on_python_311_slim():
+    froms = [args.split()[0] for kw, args in _dockerfile_instructions() if kw == "FROM"]
+    assert len(froms) >= 2
+    assert all(f == "python:3.11-slim" for f in froms)
+
+
+def test_dockerfile_runs_as_a_non_root_user():
+    users = [args for kw, args in _runtime_stage() if kw == "USER"]
+    assert users, "the runtime stage has no USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0", "")
+
+
+def test_dockerfile_entrypoint_cmd_and_signal():
+    assert _last_json("ENTRYPOINT") == ["cdc"]
+    assert _last_json("CMD") == ["run", "--config", str(CONTAINER_CONFIG)]
+    runtime = dict(_runtime_stage())
+    assert runtime.get("STOPSIGNAL") == "SIGTERM"
+    volume = runtime["VOLUME"]
+    assert (json.loads(volume) if volume.startswith("[") else volume.split()) == ["/var/lib/cdc"]
+    assert runtime.get("WORKDIR") == "/var/lib/cdc"
+    assert "HEALTHCHECK" not in runtime  # no health endpoint yet
+
+
+def test_dockerfile_version_label_matches_the_package():
+    args = [a for kw, a in _runtime_stage() if kw == "ARG" and a.startswith("VERSION=")]
+    assert args == [f"VERSION={cdc.__version__}"]
+
+
+def test_console_script_is_the_cli():
+    (script,) = entry_points(group="console_scripts", name="cdc")
+    assert script.value == "cdc.cli:main"
+
+
+def _image_command_variants() -> list[list[str]]:
+    variants = [[sys.executable, "-m", "cdc"]]
+    script = Path(sys.executable).parent / "cdc"  # the venv's console script, as in the image
+    if script.exists():
+        variants.append([str(script)])
+    return variants
+
+
+@pytest.mark.parametrize("prefix", _image_command_variants(), ids=lambda p: " ".join(Path(x).name for x in p))
+def test_the_images_command_exists(prefix, tmp_path):
+    entrypoint, cmd = _last_json("ENTRYPOINT"), _last_json("CMD")
+    assert entrypoint[0] == "cdc"
+    argv = prefix + entrypoint[1:] + cmd + ["--help"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--config" in result.stdout
+
+
+# ---------------------------------------------------------------- (d) systemd unit
+@pytest.fixture(scope="module")
+def unit() -> dict[str, dict[str, list[str]]]:
+    return _parse_unit(UNIT.read_text())
+
+
+def _one(unit, section: str, key: str) -> str:
+    values = unit[section].get(key)
+    assert values, f"[{section}] has no {key}="
+    return values[-1]
+
+
+def test_unit_runs_cdc_run_as_user_cdc(unit):
+    assert {"Unit", "Service", "Install"} <= set(unit)
+    argv = _one(unit, "Service", "ExecStart").split()
+    assert PurePosixPath(argv[0]).name == "cdc"
+    assert argv[1:4] == ["run", "--config", "/etc/cdc/cdc.yml"]
+    assert _one(unit, "Service", "User") == "cdc"
+    assert _one(unit, "Service", "Type") == "simple"
+
+
+def test_unit_restarts_only_when_it_can_help(unit):
+    assert _one(unit, "Service", "Restart") == "on-failure"
+    prevent = " ".join(unit["Service"]["RestartPreventExitStatus"]).split()
+    assert {"2", "3"} <= set(prevent)
+    assert _one(unit, "Service", "KillSignal") == "SIGTERM"
+
+
+def test_unit_is_sandboxed_and_can_write_its_state(unit):
+    service = unit["Service"]
+    assert _one(unit, "Service", "NoNewPrivileges") == "yes"
+    assert _one(unit, "Service", "ProtectSystem") == "strict"
+    assert _one(unit, "Service", "StateDirectory") == "cdc"
+    assert "/var/lib/cdc" in " ".join(service["ReadWritePaths"]).split()
+    assert _one(unit, "Service", "WorkingDirectory") == "/var/lib/cdc"
+    assert service["CapabilityBoundingSet"][-1] == ""
+    assert _one(unit, "Service", "EnvironmentFile").lstrip("-") == "/etc/cdc/cdc.env"
+
+
+def test_unit_passes_systemd_analyze_verify():
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    result = subprocess.run([analyze, "verify", str(UNIT)], capture_output=True, text=True, timeout=60)
+    output = (result.stdout + result.stderr).splitlines()
+    # The executable is not installed on a build machine; everything else must be clean.
+    problems = [line for line in output if re.search(r"Unknown (key|section)|Failed to parse|ignoring|Invalid",
+                                                     line, re.I)]
+    assert not problems, "\n".join(problems)
