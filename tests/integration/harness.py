@@ -82,6 +82,7 @@ class CdcProcess:
             if needle in self.text():
                 return
             if self.proc and self.proc.poll() is not None:
+                self._log.close()
                 raise AssertionError(f"cdc exited with {self.proc.returncode} before logging {needle!r}:\n{self.text()[-4000:]}")
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {needle!r} in cdc log:\n{self.text()[-4000:]}")
@@ -93,6 +94,7 @@ class CdcProcess:
             if "starting at" in text or "resuming from" in text:
                 return
             if self.proc and self.proc.poll() is not None:
+                self._log.close()
                 raise AssertionError(f"cdc exited with {self.proc.returncode}:\n{text[-4000:]}")
             time.sleep(0.05)
         raise AssertionError(f"cdc did not start:\n{self.text()[-4000:]}")

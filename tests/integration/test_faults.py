@@ -278,12 +278,13 @@ def test_purged_binlog_is_a_clear_fatal_error(servers, db, database, es, index_p
 def test_refuses_a_server_not_set_up_for_cdc(servers, db, database, index_prefix, tmp_path, variable, bad, message):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
     setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
-    good = db.execute(f"SELECT @@GLOBAL.{variable}")[0][0]
-    db.execute(f"SET GLOBAL {variable} = '{bad}'")
+    good = db.execute(f"SELECT @@GLOBAL.{variable}")[0][0]  # keep its type: booleans come back as 0/1
+    db.execute(f"SET GLOBAL {variable} = %s", args=(bad,))
     try:
         code, out = setup.command("run")
     finally:
-        db.execute(f"SET GLOBAL {variable} = '{good}'")
+        db.execute(f"SET GLOBAL {variable} = %s", args=(good,))
+        assert db.execute(f"SELECT @@GLOBAL.{variable}")[0][0] == good
     assert code == 2, out
     assert message in out
 
