@@ -20,6 +20,7 @@ demo: deps $(BIN)/.installed
 	$(BIN)/python scripts/demo.py
 
 test: deps $(BIN)/.installed
+	$(BIN)/python -m pyflakes cdc scripts tests bench
 	$(BIN)/pytest
 
 unit: $(BIN)/.installed

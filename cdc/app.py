@@ -13,7 +13,8 @@ from .config import Config
 from .database import Database
 from .errors import CdcError, SinkUnavailableError, SourceConnectionError
 from .model import Action, BinlogPosition
-from .pipeline import Pipeline, Stats
+from .observe import Stats
+from .pipeline import Pipeline
 from .retry import Backoff
 from .rules import RuleSet, load_rules
 from .sink import ElasticsearchSink

@@ -26,46 +26,29 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
-
-import orjson
 
 from .checkpoint import FileCheckpointStore
 from .config import BatchConfig, RetryConfig
-from .errors import CdcError, RejectedActionsError, SinkUnavailableError
+from .delivery import BulkWriter, action_weight
+from .errors import CdcError
 from .model import (
     Action,
     ActionType,
     BinlogPosition,
     Commit,
     Heartbeat,
-    Outcome,
     Rollback,
     RowChange,
     SourceEvent,
     StreamRestarted,
 )
-from .retry import Backoff
-from .rules import RowError, RuleSet, actions_for, document_version
+from .observe import Observer, Stats
+from .rules import ActionBuilder, RowError, RuleSet
 from .values import ValueOptions
 
 log = logging.getLogger("cdc.pipeline")
-
-
-@dataclass
-class Stats:
-    rows: int = 0
-    transactions: int = 0
-    actions_sent: int = 0
-    actions_stale: int = 0
-    item_retries: int = 0
-    request_retries: int = 0
-    batches: int = 0
-    checkpoints: int = 0
-    last_commit: Commit | None = None
-    last_saved: BinlogPosition | None = None
-    started: float = field(default_factory=time.time)
 
 
 class Batch:
@@ -80,7 +63,7 @@ class Batch:
     def add(self, action: Action) -> None:
         self.actions.pop(action.key, None)
         self.actions[action.key] = action
-        self.bytes += 100 + (len(orjson.dumps(action.doc)) if action.doc is not None else 0)
+        self.bytes += action_weight(action)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -93,21 +76,6 @@ class _End:
 @dataclass
 class _Failure:
     error: BaseException
-
-
-def chunks(actions: list[Action], max_actions: int, max_bytes: int) -> Iterator[list[Action]]:
-    """Split a batch into bulk requests of bounded size."""
-    chunk: list[Action] = []
-    size = 0
-    for action in actions:
-        weight = 100 + (len(orjson.dumps(action.doc)) if action.doc is not None else 0)
-        if chunk and (len(chunk) >= max_actions or size + weight > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(action)
-        size += weight
-    if chunk:
-        yield chunk
 
 
 class Pipeline:
@@ -124,18 +92,18 @@ class Pipeline:
         checkpoint_interval: float = 1.0,
         dry_run: bool = False,
         on_batch: Callable[[list[Action]], None] | None = None,
+        observer: Observer | None = None,
     ):
         self.rules = rules
-        self.sink = sink
+        self.builder = ActionBuilder(rules, version_epoch, value_options)
         self.checkpoints = checkpoints
         self.batch_config = batch
-        self.retry = retry
-        self.version_epoch = version_epoch
-        self.value_options = value_options
         self.checkpoint_interval = checkpoint_interval
         self.dry_run = dry_run
         self.on_batch = on_batch
+        self.observer = observer or Observer()
         self.stats = Stats()
+        self.writer = BulkWriter(sink, batch, retry, self.stats, self.observer)
         self.stop_requested = threading.Event()
         self._writer_queue: queue.Queue = queue.Queue(maxsize=1)
         self._writer_error: BaseException | None = None
@@ -215,12 +183,16 @@ class Pipeline:
             except queue.Empty:
                 event = None
             if isinstance(event, RowChange):
+                self.observer.on_event(event.timestamp)
+                self.observer.on_row(event)
                 if event.position != event_position:
                     end_event()
                     event_position = event.position
                 event_actions.extend(self._actions(event))
                 self.stats.rows += 1
             elif isinstance(event, Commit):
+                self.observer.on_event(event.timestamp)
+                self.observer.on_commit(event)
                 end_event()
                 for action in transaction:
                     batch.add(action)
@@ -240,7 +212,9 @@ class Pipeline:
             elif isinstance(event, _End):
                 self._hand_over(batch, final=True)
                 return
-            # Heartbeat and timeouts fall through to the flush check.
+            elif isinstance(event, Heartbeat):
+                self.observer.on_event(0)
+            # Heartbeats and timeouts fall through to the flush check.
             if self._due(batch):
                 self._hand_over(batch)
                 batch = Batch()
@@ -253,15 +227,10 @@ class Pipeline:
         return time.monotonic() - batch.opened >= self.batch_config.max_interval
 
     def _actions(self, change: RowChange) -> list[Action]:
-        rule = self.rules.match(change.schema, change.table)
-        if rule is None:
-            return []
-        version = document_version(change.position, self.version_epoch)
         try:
-            return actions_for(change, rule, version, self.value_options)
-        except (RowError, ValueError) as exc:
-            raise CdcError(f"cannot convert row of {change.schema}.{change.table} at {change.position} "
-                           f"(row {change.row_index} of the event): {exc}") from None
+            return self.builder.actions(change)
+        except RowError as exc:
+            raise CdcError(str(exc)) from None
 
     def _hand_over(self, batch: Batch, final: bool = False) -> None:
         """Queue a batch for the writer; blocks while the previous one is in flight (backpressure)."""
@@ -302,54 +271,15 @@ class Pipeline:
 
     def _deliver(self, batch: Batch) -> None:
         actions = list(batch.actions.values())
-        if not actions:
-            return
-        if self.dry_run:
+        if actions:
+            if self.dry_run:
+                self.stats.actions_sent += len(actions)
+            else:
+                self.writer.write(actions)
+                self.stats.batches += 1
             if self.on_batch:
                 self.on_batch(actions)
-            self.stats.actions_sent += len(actions)
-            return
-        for chunk in chunks(actions, self.batch_config.max_actions, self.batch_config.max_bytes):
-            self._deliver_chunk(chunk)
-        self.stats.batches += 1
-        if self.on_batch:
-            self.on_batch(actions)
-
-    def _deliver_chunk(self, pending: list[Action]) -> None:
-        """Send until every action is acknowledged; the one place that picks retry or stop."""
-        backoff = Backoff(self.retry.initial_backoff, self.retry.max_backoff)
-        attempts = 0
-        while pending:
-            try:
-                result = self.sink.write(pending)
-            except SinkUnavailableError as exc:
-                attempts += 1
-                self.stats.request_retries += 1
-                self._wait_or_give_up(backoff, attempts, f"bulk request failed: {exc}", len(pending))
-                continue
-            rejected = result.with_outcome(Outcome.REJECTED)
-            if rejected:
-                raise RejectedActionsError(_describe_rejections(rejected), tuple(rejected))
-            self.stats.actions_stale += len(result.with_outcome(Outcome.STALE))
-            retry = result.with_outcome(Outcome.RETRY)
-            self.stats.actions_sent += len(pending) - len(retry)
-            if retry:
-                attempts += 1
-                self.stats.item_retries += len(retry)
-                first = retry[0]
-                self._wait_or_give_up(backoff, attempts,
-                                      f"{len(retry)} of {len(pending)} items failed with {first.status} "
-                                      f"({first.error_type}: {first.reason})", len(retry))
-            pending = [r.action for r in retry]  # in request order: per-id order is kept
-
-    def _wait_or_give_up(self, backoff: Backoff, attempts: int, why: str, count: int) -> None:
-        if self.retry.max_attempts and attempts >= self.retry.max_attempts:
-            raise SinkUnavailableError(f"{why}; gave up after {attempts} attempts")
-        delay = backoff.next()
-        log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts)
-        # A stop request does not cut a retry short: the batch is finished
-        # first, so that its position can be saved. A second signal kills.
-        time.sleep(delay)
+        self.observer.on_acknowledged(actions, batch.commit)
 
     def _checkpoint(self, commit: Commit | None, force: bool) -> None:
         if commit is not None:
@@ -365,15 +295,6 @@ class Pipeline:
         self._unsaved = None
         self.stats.checkpoints += 1
         self.stats.last_saved = saved.position
+        self.observer.on_checkpoint(saved)
         log.debug("checkpoint %s gtid=%s", saved.position, saved.gtid)
 
-
-def _describe_rejections(rejected) -> str:
-    lines = [f"Elasticsearch rejected {len(rejected)} document(s); stopping without moving the checkpoint:"]
-    for item in rejected[:5]:
-        a = item.action
-        lines.append(f"  {a.type.value} {a.index}/{a.doc_id} from {a.schema}.{a.table} at {a.position}: "
-                     f"{item.status} {item.error_type}: {item.reason}")
-    if len(rejected) > 5:
-        lines.append(f"  ... and {len(rejected) - 5} more")
-    return "\n".join(lines)

@@ -209,3 +209,23 @@ def _columns_for(columns: Sequence[Column], rule: Rule) -> dict[str, Column]:
             column = Column(column.name, ColumnKind.JSON, column.bits)
         out[column.name] = column
     return out
+
+
+class ActionBuilder:
+    """Row change -> actions under the rule set: the one conversion the stream and snapshots share."""
+
+    def __init__(self, rules: RuleSet, version_epoch: int = 0, value_options: ValueOptions | None = None):
+        self.rules = rules
+        self.version_epoch = version_epoch
+        self.value_options = value_options
+
+    def actions(self, change: RowChange) -> list[Action]:
+        rule = self.rules.match(change.schema, change.table)
+        if rule is None:
+            return []
+        version = document_version(change.position, self.version_epoch)
+        try:
+            return actions_for(change, rule, version, self.value_options)
+        except ValueError as exc:  # RowError and ConversionError are ValueErrors
+            raise RowError(f"cannot convert row of {change.schema}.{change.table} at {change.position} "
+                           f"(row {change.row_index} of the event): {exc}") from None

@@ -26,7 +26,8 @@ from cdc.model import (
     RowChange,
     StreamRestarted,
 )
-from cdc.pipeline import Pipeline, chunks
+from cdc.delivery import chunks
+from cdc.pipeline import Pipeline
 from cdc.rules import Rule, RuleSet, actions_for, document_version
 
 FILE = "binlog.000001"

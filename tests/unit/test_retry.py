@@ -1,6 +1,5 @@
 import random
 
-import pytest
 
 from cdc.retry import Backoff
 

@@ -1,0 +1,116 @@
+"""Getting actions into Elasticsearch: the one place that decides retry or stop.
+
+`BulkWriter.write(actions)` returns only when every action is acknowledged (or
+known to be stale); it splits them into bounded bulk requests, re-sends only the
+items that may succeed later (429/5xx) with capped exponential backoff and
+jitter, waits out outages, and raises `RejectedActionsError` for items that will
+never succeed. Used by the stream and by snapshots alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Iterator, Sequence
+
+import orjson
+
+from .config import BatchConfig, RetryConfig
+from .errors import RejectedActionsError, SinkUnavailableError
+from .model import Action, ItemResult, Outcome
+from .observe import Observer, Stats
+from .retry import Backoff
+
+log = logging.getLogger("cdc.delivery")
+
+
+def action_weight(action: Action) -> int:
+    """Approximate bytes of an action in a bulk body (metadata line ~100 bytes)."""
+    return 100 + (len(orjson.dumps(action.doc)) if action.doc is not None else 0)
+
+
+def chunks(actions: Sequence[Action], max_actions: int, max_bytes: int) -> Iterator[list[Action]]:
+    """Split actions into bulk requests of bounded size, keeping their order."""
+    chunk: list[Action] = []
+    size = 0
+    for action in actions:
+        weight = action_weight(action)
+        if chunk and (len(chunk) >= max_actions or size + weight > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(action)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def describe_rejections(rejected: Sequence[ItemResult]) -> str:
+    lines = [f"Elasticsearch rejected {len(rejected)} document(s); stopping without moving the checkpoint:"]
+    for item in rejected[:5]:
+        a = item.action
+        lines.append(f"  {a.type.value} {a.index}/{a.doc_id} from {a.schema}.{a.table} at {a.position}: "
+                     f"{item.status} {item.error_type}: {item.reason}")
+    if len(rejected) > 5:
+        lines.append(f"  ... and {len(rejected) - 5} more")
+    return "\n".join(lines)
+
+
+class BulkWriter:
+    def __init__(self, sink, batch: BatchConfig, retry: RetryConfig, stats: Stats | None = None,
+                 observer: Observer | None = None, abort: threading.Event | None = None):
+        self.sink = sink
+        self.batch = batch
+        self.retry = retry
+        self.stats = stats or Stats()
+        self.observer = observer or Observer()
+        # Set to give up waiting between retries (only where giving up is safe:
+        # nothing is acknowledged that was not written).
+        self.abort = abort
+
+    def write(self, actions: Sequence[Action]) -> None:
+        for chunk in chunks(actions, self.batch.max_actions, self.batch.max_bytes):
+            self._write_chunk(chunk)
+
+    def _write_chunk(self, pending: list[Action]) -> None:
+        backoff = Backoff(self.retry.initial_backoff, self.retry.max_backoff)
+        attempts = 0
+        while pending:
+            started = time.monotonic()
+            try:
+                result = self.sink.write(pending)
+            except SinkUnavailableError as exc:
+                attempts += 1
+                self.stats.request_retries += 1
+                self._wait_or_give_up(backoff, attempts, f"bulk request failed: {exc}", len(pending), "request")
+                continue
+            rejected = result.with_outcome(Outcome.REJECTED)
+            stale = result.with_outcome(Outcome.STALE)
+            retry = result.with_outcome(Outcome.RETRY)
+            self.observer.on_bulk(len(pending), time.monotonic() - started,
+                                  len(pending) - len(rejected) - len(stale) - len(retry),
+                                  len(stale), len(retry), len(rejected))
+            if rejected:
+                raise RejectedActionsError(describe_rejections(rejected), tuple(rejected))
+            self.stats.actions_stale += len(stale)
+            self.stats.actions_sent += len(pending) - len(retry)
+            if retry:
+                attempts += 1
+                self.stats.item_retries += len(retry)
+                first = retry[0]
+                self._wait_or_give_up(backoff, attempts,
+                                      f"{len(retry)} of {len(pending)} items failed with {first.status} "
+                                      f"({first.error_type}: {first.reason})", len(retry), "items")
+            pending = [r.action for r in retry]  # in request order: per-id order is kept
+
+    def _wait_or_give_up(self, backoff: Backoff, attempts: int, why: str, count: int, kind: str) -> None:
+        if self.retry.max_attempts and attempts >= self.retry.max_attempts:
+            raise SinkUnavailableError(f"{why}; gave up after {attempts} attempts")
+        delay = backoff.next()
+        self.observer.on_retry(kind, count, delay)
+        log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts)
+        if self.abort is not None:
+            if self.abort.wait(delay):
+                raise SinkUnavailableError(f"{why}; stopped while waiting to retry")
+        else:
+            time.sleep(delay)

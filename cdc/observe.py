@@ -1,0 +1,79 @@
+"""What the pipeline reports about itself: counters in `Stats`, and hooks for `Observer`s.
+
+The pipeline and the bulk writer call the hooks at the moments that matter; a
+metrics exporter or a systemd notifier implements the ones it needs. Hooks run
+on the pipeline's threads, so they must be quick and must not raise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .model import Action, BinlogPosition, Commit, RowChange
+
+
+@dataclass
+class Stats:
+    rows: int = 0
+    transactions: int = 0
+    actions_sent: int = 0
+    actions_stale: int = 0
+    item_retries: int = 0
+    request_retries: int = 0
+    batches: int = 0
+    checkpoints: int = 0
+    last_commit: Commit | None = None
+    last_saved: BinlogPosition | None = None
+    started: float = field(default_factory=time.time)
+
+
+class Observer:
+    """Base class with no-op hooks; override what you need."""
+
+    def on_row(self, change: RowChange) -> None:
+        """A row change was read from the binlog (before rules are applied)."""
+
+    def on_event(self, timestamp: float) -> None:
+        """Any binlog event or heartbeat arrived; `timestamp` is the event's (0 for heartbeats)."""
+
+    def on_commit(self, commit: Commit) -> None:
+        """A transaction commit was read."""
+
+    def on_bulk(self, actions: int, seconds: float, ok: int, stale: int, retry: int, rejected: int) -> None:
+        """One bulk request finished (whatever its items' outcomes)."""
+
+    def on_retry(self, kind: str, count: int, delay: float) -> None:
+        """`kind` is "request" (the whole bulk failed) or "items" (some items failed)."""
+
+    def on_acknowledged(self, actions: list[Action], commit: Commit | None) -> None:
+        """A batch is fully in Elasticsearch; `commit` is its last transaction."""
+
+    def on_checkpoint(self, commit: Commit) -> None:
+        """The checkpoint was saved at this commit."""
+
+
+class Observers(Observer):
+    """Fan out to several observers; one that raises is logged and ignored."""
+
+    def __init__(self, observers: list[Observer] | None = None):
+        self.observers = list(observers or [])
+
+    def add(self, observer: Observer) -> None:
+        self.observers.append(observer)
+
+    def __getattribute__(self, name: str):
+        if name.startswith("on_"):
+            observers = object.__getattribute__(self, "observers")
+
+            def fan_out(*args, **kwargs) -> None:
+                for observer in observers:
+                    try:
+                        getattr(observer, name)(*args, **kwargs)
+                    except Exception:  # an observer must never break replication
+                        import logging
+
+                        logging.getLogger("cdc.observe").exception("observer %r failed in %s", observer, name)
+
+            return fan_out
+        return object.__getattribute__(self, name)
