@@ -11,13 +11,16 @@ from typing import Callable
 from .checkpoint import FileCheckpointStore
 from .config import Config
 from .database import Database
-from .errors import CdcError, SinkUnavailableError, SourceConnectionError
+from .delivery import BulkWriter
+from .errors import CdcError, ConfigError, PurgedPositionError, SinkUnavailableError, SourceConnectionError
 from .model import Action, BinlogPosition
-from .observe import Stats
+from . import operations
+from .observe import Observers, Stats
 from .pipeline import Pipeline
 from .retry import Backoff
-from .rules import RuleSet, load_rules
+from .rules import ActionBuilder, Rule, RuleSet, load_rules
 from .sink import ElasticsearchSink
+from .snapshot import OnDemandProgress, Snapshot, SnapshotState, TableProgress
 from .source import BinlogSource, StartPoint
 
 log = logging.getLogger("cdc")
@@ -46,6 +49,12 @@ def _patiently(what: str, call: Callable, stop: threading.Event, retry):
                 raise CdcError(f"stopped while waiting for {what}") from None
 
 
+def _saved_at(store: FileCheckpointStore) -> float | None:
+    """When the checkpoint file was last saved; read by a second store so `store`'s state is untouched."""
+    checkpoint = FileCheckpointStore(store.path).load()
+    return checkpoint.saved_at if checkpoint is not None else None
+
+
 class Daemon:
     """One run of cdc: set-up checks, then the pipeline until stopped."""
 
@@ -53,18 +62,22 @@ class Daemon:
         self.config = config
         self.stop = threading.Event()
         self.pipeline: Pipeline | None = None
+        # Metrics, health endpoints and systemd notifications hang off these hooks (cdc/operations.py).
+        self.observers = Observers()
+        self._close_operations: Callable[[], None] = lambda: None
 
     def request_stop(self) -> None:
         self.stop.set()
+        self.observers.on_stopping()
         if self.pipeline is not None:
             self.pipeline.request_stop()
 
-    def _prepare(self) -> tuple[Database, RuleSet, ElasticsearchSink]:
+    def _prepare(self, reads_binlog: bool = True) -> tuple[Database, RuleSet, ElasticsearchSink]:
         rules = load_rules(self.config.resolve(self.config.rules))
         db = _patiently("connecting to MySQL", lambda: Database(self.config.mysql), self.stop, self.config.retry)
         log.info("connected to %s %s at %s:%s", "MariaDB" if db.info.mariadb else "MySQL", db.info.version,
                  self.config.mysql.host, self.config.mysql.port)
-        for warning in db.preflight():
+        for warning in db.preflight(reads_binlog):
             log.warning("%s", warning)
         rules = db.resolve_rules(rules)
         sink = ElasticsearchSink(self.config.elasticsearch)
@@ -79,35 +92,33 @@ class Daemon:
             rules, sink, store, self.config.batch, self.config.retry,
             version_epoch=self.config.elasticsearch.version_epoch,
             checkpoint_interval=self.config.checkpoint.min_interval,
-            dry_run=dry_run, on_batch=on_batch,
+            dry_run=dry_run, on_batch=on_batch, observer=self.observers,
         )
         if self.stop.is_set():
             self.pipeline.request_stop()
         return self.pipeline
 
-    def run(self) -> Stats:
+    def run(self, resnapshot: bool = False) -> Stats:
         store = FileCheckpointStore(self.config.resolve(self.config.checkpoint.path))
         store.lock()
+        self._close_operations = operations.start(self.config, self.observers, self._last_loop)
         db, rules, sink = self._prepare()
+        stats = Stats()
         try:
-            checkpoint = store.load()
-            if checkpoint is not None:
-                db.check_position_available(checkpoint.position)
-                start = StartPoint(checkpoint.position, checkpoint.gtid)
-                log.info("resuming from checkpoint %s (gtid %s)", checkpoint.position, checkpoint.gtid or "-")
-            elif self.config.start.position == "end":
-                position, gtid = db.current_position()
-                start = StartPoint(position, gtid)
-                log.info("no checkpoint: starting at the current end of the binlog, %s", position)
-                store.save(position, gtid)  # so that a restart before the first commit loses nothing
-            else:
-                position = BinlogPosition.parse(self.config.start.position)
-                db.check_position_available(position)
-                start = StartPoint(position, self.config.start.gtid or db.gtid_at(position))
-                log.info("no checkpoint: starting at configured position %s", position)
+            start, copy = self._start_point(db, rules, store, resnapshot)
+            # Start-up checks passed (systemd READY=1): a snapshot is work, not start-up.
+            self.observers.on_start(start.position, start.gtid, _saved_at(store))
+            if copy and not self.stop.is_set():
+                self._snapshot(db, rules, sink, store, start, copy, stats)
             source = self._source(db, rules)
         finally:
             db.close()
+        if self.stop.is_set():
+            sink.close()
+            self._log_summary(stats)
+            store.unlock()
+            self._stop_operations()
+            return stats
         pipeline = self._pipeline(rules, sink, store)
         try:
             return pipeline.run(lambda: source.events(start), source.close)
@@ -115,6 +126,113 @@ class Daemon:
             sink.close()
             self._log_summary(pipeline.stats)
             store.unlock()
+            self._stop_operations()
+
+    def _last_loop(self) -> float | None:
+        """When the pipeline's main loop last turned (monotonic); None before streaming starts."""
+        return self.pipeline.last_loop if self.pipeline is not None else None
+
+    def _stop_operations(self) -> None:
+        self.observers.on_stopping()
+        self._close_operations()
+
+    def _start_point(self, db: Database, rules: RuleSet, store: FileCheckpointStore,
+                     resnapshot: bool) -> tuple[StartPoint, list[Rule]]:
+        """Where to stream from, and which tables to copy first (see cdc/snapshot.py)."""
+        mode = self.config.snapshot.mode
+        names = [r.name for r in rules.rules]
+        checkpoint = store.load()
+        if checkpoint is not None and not resnapshot:
+            try:
+                db.check_position_available(checkpoint.position)
+            except PurgedPositionError:
+                if mode != "when_needed":
+                    raise
+                log.warning("the checkpoint's binlog %s is gone; snapshot.mode=when_needed: copying every table "
+                            "again", checkpoint.position)
+                checkpoint, resnapshot = None, True
+        if checkpoint is not None and not resnapshot:
+            start = StartPoint(checkpoint.position, checkpoint.gtid)
+            log.info("resuming from checkpoint %s (gtid %s)", checkpoint.position, checkpoint.gtid or "-")
+            if store.snapshotted is None:  # a format-1 checkpoint predates snapshots: take the rules as copied
+                store.snapshotted = tuple(names)
+            state = SnapshotState.from_json(store.snapshot)
+            copy = [r for r in rules.rules if r.name in state.pending
+                    or (mode != "never" and r.name not in store.snapshotted and r.name not in state.tables)]
+            return start, copy
+        store.snapshotted, store.snapshot = (), None
+        if self.config.start.position == "end" or resnapshot:
+            position, gtid = db.current_position()
+            start = StartPoint(position, gtid)
+            log.info("%s: starting at the current end of the binlog, %s",
+                     "re-snapshot" if resnapshot else "no checkpoint", position)
+            copy = list(rules.rules) if (mode != "never" or resnapshot) else []
+        else:
+            position = BinlogPosition.parse(self.config.start.position)
+            db.check_position_available(position)
+            start = StartPoint(position, self.config.start.gtid or db.gtid_at(position))
+            log.info("no checkpoint: starting at configured position %s (no snapshot: the binlog from there "
+                     "is replayed instead)", position)
+            copy = []
+        # Saved at once, so that a restart before the first commit loses nothing.
+        store.save(start.position, start.gtid)
+        return start, copy
+
+    def _snapshot(self, db: Database, rules: RuleSet, sink, store: FileCheckpointStore, start: StartPoint,
+                  copy: list[Rule], stats: Stats) -> None:
+        """Copy tables before streaming; progress rides in the checkpoint, whose position does not move."""
+        state = SnapshotState.from_json(store.snapshot)
+        for rule in copy:
+            state.tables.setdefault(rule.name, TableProgress())
+
+        def save(state: SnapshotState) -> None:
+            store.snapshot = state.to_json()
+            store.save(start.position, start.gtid)
+
+        save(state)
+        builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch)
+        writer = BulkWriter(sink, self.config.batch, self.config.retry, stats)
+        snapshot = Snapshot(db, builder, writer, self.config.snapshot, save, self.stop, gc_deletes=sink.gc_deletes)
+        started = time.monotonic()
+        snapshot.run(copy, state)
+        if state.pending:
+            log.info("snapshot stopped with %s still to copy; it resumes on the next start", ", ".join(state.pending))
+            return
+        store.snapshotted = tuple(sorted(set(store.snapshotted or ()) | {r.name for r in copy}))
+        store.snapshot = None
+        store.save(start.position, start.gtid)
+        log.info("snapshot done: %d rows from %d table(s) in %.1fs; streaming from %s", snapshot.rows_written,
+                 len(copy), time.monotonic() - started, start.position)
+
+    def snapshot(self, tables: list[str] | None, where: str | None) -> SnapshotState:
+        """`cdc snapshot`: copy tables again while the daemon streams (its checkpoint is not touched).
+
+        Progress is kept in <checkpoint>.snapshot.json; a run with the same tables
+        and condition resumes where the previous one stopped.
+        """
+        db, rules, sink = self._prepare(reads_binlog=False)
+        try:
+            chosen = [r for r in rules.rules if not tables or r.name in tables]
+            unknown = sorted(set(tables or ()) - {r.name for r in rules.rules})
+            if unknown:
+                raise ConfigError(f"--table {', '.join(unknown)}: no rule maps these tables "
+                                  f"(known: {', '.join(r.name for r in rules.rules)})")
+            progress = OnDemandProgress(self.config.resolve(self.config.checkpoint.path + ".snapshot.json"))
+            state = progress.load([r.name for r in chosen], where)
+            builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch)
+            stats = Stats()
+            writer = BulkWriter(sink, self.config.batch, self.config.retry, stats)
+            snapshot = Snapshot(db, builder, writer, self.config.snapshot, progress.save, self.stop,
+                                gc_deletes=sink.gc_deletes, where=where, online=True)
+            snapshot.run(chosen, state)
+            if not state.pending:
+                progress.finish()
+            log.info("snapshot %s: %d rows written", "finished" if not state.pending else "stopped",
+                     snapshot.rows_written)
+            return state
+        finally:
+            db.close()
+            sink.close()
 
     def replay(self, span: ReplayRange, dry_run: bool, move_checkpoint: bool,
                on_batch: Callable[[list[Action]], None] | None = None, server_id: int | None = None) -> Stats:

@@ -19,7 +19,9 @@ from pathlib import Path
 from .errors import CheckpointError
 from .model import BinlogPosition
 
-FORMAT_VERSION = 1
+# 2 added the snapshot fields; a format-1 file is read as "every table already copied".
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ class Checkpoint:
     position: BinlogPosition
     gtid: str | None
     saved_at: float = 0.0
+    # Tables ("schema.table") whose rows have been copied; None: not recorded (format 1).
+    snapshotted: tuple[str, ...] | None = ()
+    # Progress of a snapshot that has not finished (cdc/snapshot.py SnapshotState).
+    snapshot: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -35,12 +41,14 @@ class Checkpoint:
             "pos": self.position.pos,
             "gtid": self.gtid,
             "saved_at": self.saved_at,
+            "snapshotted": sorted(self.snapshotted) if self.snapshotted is not None else None,
+            "snapshot": self.snapshot,
         }
 
     @classmethod
     def from_json(cls, data: dict, source: str) -> "Checkpoint":
         try:
-            if data.get("format") != FORMAT_VERSION:
+            if data.get("format") not in _READABLE:
                 raise CheckpointError(f"{source}: unsupported checkpoint format {data.get('format')!r}")
             file, pos = data["file"], data["pos"]
             if not isinstance(file, str) or not isinstance(pos, int) or pos < 4:
@@ -48,7 +56,15 @@ class Checkpoint:
             gtid = data.get("gtid")
             if gtid is not None and not isinstance(gtid, str):
                 raise CheckpointError(f"{source}: gtid must be a string")
-            return cls(BinlogPosition(file, pos), gtid, float(data.get("saved_at", 0.0)))
+            snapshotted = data.get("snapshotted") if data["format"] >= 2 else None
+            if snapshotted is not None and not (isinstance(snapshotted, list)
+                                                and all(isinstance(t, str) for t in snapshotted)):
+                raise CheckpointError(f"{source}: snapshotted must be a list of table names")
+            snapshot = data.get("snapshot")
+            if snapshot is not None and not isinstance(snapshot, dict):
+                raise CheckpointError(f"{source}: snapshot must be an object")
+            return cls(BinlogPosition(file, pos), gtid, float(data.get("saved_at", 0.0)),
+                       tuple(snapshotted) if snapshotted is not None else None, snapshot)
         except KeyError as exc:
             raise CheckpointError(f"{source}: missing key {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -59,6 +75,9 @@ class FileCheckpointStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        # Carried into every save, so that stream checkpoints keep the snapshot record.
+        self.snapshotted: tuple[str, ...] | None = ()
+        self.snapshot: dict | None = None
 
     def lock(self) -> None:
         """Hold an exclusive lock for the life of the process (released by the kernel on exit)."""
@@ -113,10 +132,12 @@ class FileCheckpointStore:
             raise CheckpointError(f"{self.path}: not valid JSON; restore it or remove it to start over") from None
         if not isinstance(data, dict):
             raise CheckpointError(f"{self.path}: expected a JSON object")
-        return Checkpoint.from_json(data, str(self.path))
+        checkpoint = Checkpoint.from_json(data, str(self.path))
+        self.snapshotted, self.snapshot = checkpoint.snapshotted, checkpoint.snapshot
+        return checkpoint
 
     def save(self, position: BinlogPosition, gtid: str | None) -> Checkpoint:
-        checkpoint = Checkpoint(position, gtid, time.time())
+        checkpoint = Checkpoint(position, gtid, time.time(), self.snapshotted, self.snapshot)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "w") as fh:

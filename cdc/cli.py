@@ -98,13 +98,43 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--resnapshot", is_flag=True,
+              help="Forget the checkpoint: copy every table again, then stream from the current position.")
 @log_options
-def run(config_path: str, log_format: str | None, log_level: str | None) -> None:
-    """Stream changes into Elasticsearch until stopped (SIGTERM/SIGINT save the position)."""
+def run(config_path: str, resnapshot: bool, log_format: str | None, log_level: str | None) -> None:
+    """Stream changes into Elasticsearch until stopped (SIGTERM/SIGINT save the position).
+
+    On first start (and for tables new to the rules) existing rows are copied
+    first, unless snapshot.mode is never.
+    """
     config = _load(config_path, log_format, log_level)
     daemon = Daemon(config)
     _install_signals(daemon)
-    _run_guarded(daemon.run)
+    _run_guarded(lambda: daemon.run(resnapshot=resnapshot))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
+              help="Copy only this table (repeatable; default: every table in the rules).")
+@click.option("--where", help="Copy only rows matching this SQL condition, e.g. \"updated_at > '2024-01-01'\".")
+@log_options
+def snapshot(config_path: str, tables: tuple[str, ...], where: str | None, log_format, log_level) -> None:
+    """Copy tables into Elasticsearch again, also while the daemon is streaming.
+
+    Chunks are read consistently and written with versions from their binlog
+    position, so they never overwrite newer changes the daemon has written.
+    A stopped run resumes at its last chunk when started again with the same options.
+    """
+    config = _load(config_path, log_format, log_level)
+    daemon = Daemon(config)
+    _install_signals(daemon)
+
+    def body():
+        state = daemon.snapshot(list(tables) or None, where)
+        click.echo(json.dumps({"tables": state.to_json(), "finished": not state.pending}))
+
+    _run_guarded(body)
 
 
 @main.command()

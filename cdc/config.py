@@ -85,6 +85,19 @@ class StartConfig(_Strict):
         return value
 
 
+class SnapshotConfig(_Strict):
+    """Copying existing rows (see cdc/snapshot.py)."""
+
+    # initial: copy the rules' tables on first start, and tables new to the
+    # rules on later starts; never: stream only; when_needed: like initial,
+    # and also copy everything again if the checkpoint's binlog was purged.
+    mode: Literal["initial", "never", "when_needed"] = "initial"
+    chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # A chunk must be in Elasticsearch this soon after it was read, or it is
+    # read again (capped at half the index's gc_deletes; see snapshot.py).
+    max_chunk_age: Annotated[float, Field(gt=0)] = 25.0
+
+
 class BatchConfig(_Strict):
     max_actions: Annotated[int, Field(ge=1)] = 2000
     max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
@@ -104,15 +117,28 @@ class LoggingConfig(_Strict):
     format: Literal["auto", "text", "json"] = "auto"
 
 
+class MetricsConfig(_Strict):
+    """The HTTP port for /metrics, /healthz and /readyz (README: Operations)."""
+
+    enabled: bool = False
+    # Loopback by default: the endpoints have no authentication.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 9108
+    # /readyz fails while cdc is further behind the source than this.
+    max_lag_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+
 class Config(_Strict):
     mysql: MysqlConfig
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     start: StartConfig = StartConfig()
     rules: str = "rules"
+    snapshot: SnapshotConfig = SnapshotConfig()
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     # Set by load_config: relative paths in the file are relative to the file.
     base_dir: str = Field(default=".", exclude=True)

@@ -125,8 +125,11 @@ class Database:
                 "(remove the checkpoint and set start.position).")
 
     # ------------------------------------------------------------------ checks
-    def preflight(self) -> list[str]:
-        """Check the server is set up for CDC. Raise with every problem; return warnings."""
+    def preflight(self, reads_binlog: bool = True) -> list[str]:
+        """Check the server is set up for CDC. Raise with every problem; return warnings.
+
+        `reads_binlog=False` (a snapshot copy beside a running daemon) skips the server_id check.
+        """
         problems: list[str] = []
         warnings: list[str] = []
         names = ["log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata",
@@ -155,7 +158,7 @@ class Database:
         if self.info.server_id == self.config.server_id:
             problems.append(f"mysql.server_id={self.config.server_id} is the server's own server_id: "
                             "choose a number no other server or replica uses")
-        clash, note = self._server_id_in_use()
+        clash, note = self._server_id_in_use() if reads_binlog else (None, None)
         if clash:
             problems.append(clash)
         if note:

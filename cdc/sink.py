@@ -125,6 +125,22 @@ class ElasticsearchSink:
             raise self._translate(exc) from None
         return parse_bulk_response(actions, resp.body)
 
+    def gc_deletes(self, index: str) -> float | None:
+        """The index's `index.gc_deletes` in seconds (how long delete tombstones are kept), if it exists."""
+        try:
+            resp = self.client.options(ignore_status=404).indices.get_settings(
+                index=index, name="index.gc_deletes", include_defaults=True, flat_settings=True)
+        except Exception as exc:
+            raise self._translate(exc) from None
+        for body in (resp.body or {}).values():
+            if not isinstance(body, dict):
+                continue
+            for section in ("settings", "defaults"):
+                value = (body.get(section) or {}).get("index.gc_deletes")
+                if value:
+                    return _seconds(value)
+        return None
+
     def refresh(self, index: str) -> None:
         try:
             self.client.indices.refresh(index=index)
@@ -146,3 +162,12 @@ class ElasticsearchSink:
         if isinstance(exc, TransportError):
             return SinkUnavailableError(f"Elasticsearch transport error: {exc}")
         return SinkError(f"Elasticsearch client error: {type(exc).__name__}: {exc}")
+
+
+def _seconds(value: str) -> float:
+    """An Elasticsearch time value ("60s", "500ms", "1m") in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for unit in ("ms", "s", "m", "h", "d"):
+        if value.endswith(unit) and value[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(value[: -len(unit)]) * units[unit]
+    return float(value) / 1000  # a bare number is milliseconds

@@ -15,6 +15,7 @@ from typing import Any
 
 import pymysql
 import yaml
+from elasticsearch import helpers
 
 _server_ids = iter(range(5000, 9000, 2))  # replay uses id + 1
 
@@ -192,11 +193,8 @@ def es_docs(es, index: str) -> dict[str, dict]:
     if not es.indices.exists(index=index):
         return {}
     es.indices.refresh(index=index)
-    docs = {}
-    resp = es.search(index=index, size=10_000, query={"match_all": {}}, sort=["_doc"])
-    for hit in resp["hits"]["hits"]:
-        docs[hit["_id"]] = hit["_source"]
-    return docs
+    # scan: a plain search returns at most 10,000 hits (index.max_result_window)
+    return {hit["_id"]: hit["_source"] for hit in helpers.scan(es, index=index, query={"query": {"match_all": {}}})}
 
 
 def db_docs(db, table: str, id_columns: list[str]) -> dict[str, dict]:

@@ -87,7 +87,7 @@ def test_non_object_json(store):
     assert str(store.path) in str(info.value)
 
 
-@pytest.mark.parametrize("fmt", [None, 0, 2, "1"])
+@pytest.mark.parametrize("fmt", [None, 0, 3, "1"])
 def test_wrong_format_version(store, fmt):
     data = {"file": "binlog.000001", "pos": 4, "gtid": None, "saved_at": 0}
     if fmt is not None:
@@ -207,3 +207,20 @@ def test_lock_held_by_child_process(tmp_path):
     assert parent.is_locked_by_other() is False
     parent.lock()
     parent.unlock()
+
+
+def test_snapshot_record_survives_stream_saves(store):
+    store.snapshotted = ("db.a", "db.b")
+    store.snapshot = {"db.c": {"last_key": [5], "rows": 5, "done": False}}
+    store.save(BinlogPosition("binlog.000002", 100), "0-1-5")
+    fresh = FileCheckpointStore(store.path)
+    loaded = fresh.load()
+    assert loaded.snapshotted == ("db.a", "db.b")
+    assert loaded.snapshot == {"db.c": {"last_key": [5], "rows": 5, "done": False}}
+    fresh.save(BinlogPosition("binlog.000002", 200), "0-1-6")  # a stream save keeps the record
+    assert FileCheckpointStore(store.path).load().snapshotted == ("db.a", "db.b")
+
+
+def test_format_1_reads_as_snapshot_not_recorded(store):
+    store.path.write_text(json.dumps({"format": 1, "file": "binlog.000001", "pos": 4, "gtid": None}))
+    assert store.load().snapshotted is None

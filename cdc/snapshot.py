@@ -1,0 +1,428 @@
+"""Copying existing rows into Elasticsearch: chunked, consistent, resumable.
+
+Each chunk of a table (up to `chunk_size` rows in key order) is read inside its
+own short `START TRANSACTION WITH CONSISTENT SNAPSHOT`, together with the binlog
+position that snapshot corresponds to (MariaDB: the status variables
+binlog_snapshot_file/position, lock-free, mariadb.com "Enhancements for START
+TRANSACTION WITH CONSISTENT SNAPSHOT"; MySQL: a global read lock held only
+while the position is read). The chunk's documents carry the version of that
+position, exactly as the stream would have written them. So:
+
+* Streaming from any position at or before the snapshot's first chunk (the
+  daemon's checkpoint) converges: events older than a chunk lose to it on
+  version, newer ones win. No long transaction, no lock held for a table.
+* Every chunk is a resume point: progress (the last key written) is saved
+  after Elasticsearch acknowledged the chunk.
+* Deleted rows cannot come back: a stream delete leaves a tombstone that
+  Elasticsearch forgets after `index.gc_deletes` (60 s by default); a chunk
+  that was read before the delete but written after the tombstone expired
+  would resurrect the row. A chunk is therefore written within
+  `max_chunk_age` (at most half of gc_deletes) of being read, or read again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import pymysql
+import pymysql.cursors
+
+from .config import SnapshotConfig
+from .database import Database
+from .delivery import BulkWriter
+from .errors import CdcError, CheckpointError, PreflightError, SinkUnavailableError
+from .model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
+from .rules import ActionBuilder, Rule
+
+log = logging.getLogger("cdc.snapshot")
+
+_INT = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
+_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
+_BLOB = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
+_GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+             "geometrycollection"}
+_SIMPLE = {"decimal": ColumnKind.DECIMAL, "float": ColumnKind.FLOAT, "double": ColumnKind.FLOAT,
+           "date": ColumnKind.DATE, "datetime": ColumnKind.DATETIME, "timestamp": ColumnKind.TIMESTAMP,
+           "time": ColumnKind.TIME, "year": ColumnKind.YEAR, "enum": ColumnKind.ENUM, "set": ColumnKind.SET,
+           "json": ColumnKind.JSON}
+
+
+def column_kind(data_type: str, column_type: str, charset: str | None) -> Column:
+    """information_schema.COLUMNS -> the same Column the binlog source would give."""
+    t = data_type.lower()
+    if t in _INT:
+        return ColumnKind.INTEGER, None
+    if t in _TEXT:
+        return (ColumnKind.BINARY if charset in (None, "binary") else ColumnKind.STRING), None
+    if t in _BLOB:
+        return ColumnKind.BINARY, None
+    if t in _GEOMETRY:
+        return ColumnKind.GEOMETRY, None
+    if t == "bit":
+        match = re.search(r"\((\d+)\)", column_type)
+        return ColumnKind.BIT, int(match.group(1)) if match else 1
+    if t == "double" and hasattr(ColumnKind, "DOUBLE"):
+        return ColumnKind["DOUBLE"], None
+    return _SIMPLE.get(t, ColumnKind.OTHER), None
+
+
+@dataclass
+class TableProgress:
+    """How far the copy of one table has come; saved after every acknowledged chunk."""
+
+    last_key: list[Any] | None = None
+    rows: int = 0
+    done: bool = False
+
+    def to_json(self) -> dict:
+        return {"last_key": self.last_key, "rows": self.rows, "done": self.done}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TableProgress":
+        return cls(data.get("last_key"), int(data.get("rows", 0)), bool(data.get("done", False)))
+
+
+@dataclass
+class SnapshotState:
+    """Progress of one snapshot run, keyed by "schema.table"."""
+
+    tables: dict[str, TableProgress] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {name: p.to_json() for name, p in self.tables.items()}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "SnapshotState":
+        return cls({name: TableProgress.from_json(p) for name, p in (data or {}).items()})
+
+    @property
+    def pending(self) -> list[str]:
+        return [name for name, p in self.tables.items() if not p.done]
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    rule: Rule
+    columns: tuple[Column, ...]
+    names: tuple[str, ...]
+    key: tuple[str, ...]
+    paged: bool  # False: no unique key to page by, so one pass over the whole table
+    estimate: int
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+
+class Progress:
+    """A progress bar per table on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, plan: TablePlan, done: int, interactive: bool | None = None):
+        self.plan = plan
+        self.done = done
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.bar = None
+        if interactive if interactive is not None else sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=max(plan.estimate, done) or None, initial=done, desc=plan.name, unit="rows",
+                            dynamic_ncols=True, leave=True, file=sys.stderr)
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        if self.bar is not None:
+            if self.bar.total is not None and self.done > self.bar.total:
+                self.bar.total = self.done
+            self.bar.update(rows)
+            return
+        now = time.monotonic()
+        if now - self.last_log >= 10:
+            self.last_log = now
+            rate = self.done / max(now - self.started, 1e-9)
+            eta = (self.plan.estimate - self.done) / rate if rate and self.plan.estimate > self.done else 0
+            log.info("snapshot %s: %d of ~%d rows, %.0f rows/s, eta %.0fs", self.plan.name, self.done,
+                     self.plan.estimate, rate, eta, extra={"table": self.plan.name})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Snapshot:
+    """Copies the tables of a rule set, chunk by chunk, into Elasticsearch."""
+
+    def __init__(self, db: Database, builder: ActionBuilder, writer: BulkWriter, config: SnapshotConfig,
+                 save_progress: Callable[[SnapshotState], None], stop: threading.Event,
+                 gc_deletes: Callable[[str], float | None] | None = None, where: str | None = None,
+                 interactive: bool | None = None, online: bool = False):
+        self.db = db
+        self.builder = builder
+        self.writer = writer
+        self.config = config
+        self.save_progress = save_progress
+        self.stop = stop
+        self.gc_deletes = gc_deletes or (lambda index: None)
+        self.where = where
+        self.interactive = interactive
+        # Only a snapshot that runs while the daemon streams can race a delete's
+        # tombstone; the daemon's own snapshot finishes before streaming starts.
+        self.online = online
+        self.rows_written = 0
+        self._locking_logged = False
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, rule: Rule) -> TablePlan:
+        cols = self.db.rows(
+            "SELECT COLUMN_NAME AS name, DATA_TYPE AS dtype, COLUMN_TYPE AS ctype, CHARACTER_SET_NAME AS cs "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
+            (rule.schema, rule.table))
+        if not cols:
+            raise PreflightError(f"{rule.source}: table {rule.name} does not exist")
+        columns = []
+        for c in cols:
+            kind, bits = column_kind(c["dtype"], c["ctype"], c["cs"])
+            columns.append(Column(c["name"], kind, bits))
+        key = tuple(rule.id_columns or ())
+        paged = self._is_unique(rule, key)
+        estimate = self.db.scalar("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s "
+                                  "AND TABLE_NAME=%s", (rule.schema, rule.table)) or 0
+        return TablePlan(rule, tuple(columns), tuple(c.name for c in columns), key, paged, int(estimate))
+
+    def _is_unique(self, rule: Rule, key: tuple[str, ...]) -> bool:
+        """Can we page by `key`? Only if some unique index has exactly these non-null columns."""
+        rows = self.db.rows(
+            "SELECT INDEX_NAME AS idx, COLUMN_NAME AS col, NULLABLE AS nullable FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s AND NON_UNIQUE=0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (rule.schema, rule.table))
+        indexes: dict[str, list[tuple[str, str]]] = {}
+        for r in rows:
+            indexes.setdefault(r["idx"], []).append((r["col"], r["nullable"]))
+        return any(tuple(c for c, _ in cols) == key and all(n != "YES" for _, n in cols)
+                   for cols in indexes.values())
+
+    # ------------------------------------------------------------------ running
+    def run(self, rules: Iterable[Rule], state: SnapshotState) -> SnapshotState:
+        """Copy what is not done yet; returns early (progress saved) when `stop` is set."""
+        for rule in rules:
+            progress = state.tables.setdefault(rule.name, TableProgress())
+            if progress.done:
+                continue
+            if self.stop.is_set():
+                break
+            try:
+                self._copy(self.plan(rule), progress, state)
+            except SinkUnavailableError:
+                if not self.stop.is_set():
+                    raise
+                break  # stopped while waiting for Elasticsearch: the last saved chunk stands
+        return state
+
+    def _copy(self, plan: TablePlan, progress: TableProgress, state: SnapshotState) -> None:
+        if progress.last_key is not None:
+            log.info("resuming snapshot of %s after key %s (%d rows done)", plan.name, progress.last_key,
+                     progress.rows, extra={"table": plan.name})
+        else:
+            log.info("snapshot of %s into %s: ~%d rows, %s", plan.name, plan.rule.index, plan.estimate,
+                     f"chunks of {self.config.chunk_size} by {', '.join(plan.key)}" if plan.paged
+                     else "one pass (no unique key to page by)", extra={"table": plan.name})
+        bar = Progress(plan, progress.rows, self.interactive)
+        try:
+            if not plan.paged and progress.rows:
+                progress.rows = 0  # a single pass cannot resume; copying again is harmless
+            while not self.stop.is_set():
+                rows = self._write_chunk(plan, progress)
+                if rows is None:
+                    break
+                self.save_progress(state)
+                bar.advance(rows)
+                if not plan.paged:
+                    break
+            else:
+                return
+            progress.done = True
+            self.save_progress(state)
+            log.info("snapshot of %s done: %d rows", plan.name, progress.rows, extra={"table": plan.name})
+        finally:
+            bar.close()
+
+    def _max_age(self, index: str) -> float:
+        if not self.online:
+            return float("inf")
+        gc = self.gc_deletes(index)
+        age = self.config.max_chunk_age
+        return min(age, gc / 2) if gc is not None else age
+
+    def _write_chunk(self, plan: TablePlan, progress: TableProgress) -> int | None:
+        """Read, convert and write one chunk; None when the table is finished."""
+        max_age = self._max_age(plan.rule.index)
+        while True:
+            read_at = time.monotonic()
+            position, rows = self._read_chunk(plan, progress.last_key)
+            if not rows:
+                return None
+            actions = self._actions(plan, position, rows)
+            # Give up on this read (and read again) if writing it takes too long; see module docstring.
+            expired = threading.Event()
+            timer = threading.Timer(max(0.0, read_at + max_age - time.monotonic()), expired.set)
+            timer.daemon = True
+            if max_age != float("inf"):
+                timer.start()
+            try:
+                self.writer.abort = _Either(expired, self.stop)
+                self.writer.write(actions)
+            except SinkUnavailableError:
+                if self.stop.is_set():
+                    raise
+                log.warning("snapshot chunk of %s not written within %.1fs of reading it; reading it again",
+                            plan.name, max_age, extra={"table": plan.name})
+                continue
+            finally:
+                timer.cancel()
+                self.writer.abort = None
+            self.rows_written += len(rows)
+            progress.rows += len(rows)
+            if plan.paged:
+                progress.last_key = [_jsonable_key(rows[-1][plan.names.index(k)]) for k in plan.key]
+            return len(rows)
+
+    def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple]) -> list[Action]:
+        actions: list[Action] = []
+        now = int(time.time())
+        for i, row in enumerate(rows):
+            values = dict(zip(plan.names, row))
+            change = RowChange(Op.INSERT, plan.rule.schema, plan.rule.table, plan.columns, None, values, position,
+                               now, i)
+            actions.extend(self.builder.actions(change))
+        return actions
+
+    # ------------------------------------------------------------------ reading
+    def _read_chunk(self, plan: TablePlan, last_key: list | None) -> tuple[BinlogPosition, list[tuple]]:
+        cols = ", ".join(f"`{n}`" for n in plan.names)
+        table = f"`{plan.rule.schema}`.`{plan.rule.table}`"
+        conditions, args = [], []
+        if plan.paged and last_key is not None:
+            keys = ", ".join(f"`{k}`" for k in plan.key)
+            conditions.append(f"({keys}) > ({', '.join(['%s'] * len(plan.key))})")
+            args.extend(key_args(last_key))
+        if self.where:
+            conditions.append(f"({self.where})")
+        sql = f"SELECT {cols} FROM {table}"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        if plan.paged:
+            sql += f" ORDER BY {', '.join(f'`{k}`' for k in plan.key)} LIMIT {int(self.config.chunk_size)}"
+        conn = self.db.conn
+        try:
+            with conn.cursor() as cur:
+                # TIMESTAMP values as UTC, like the binlog gives them (pymysqlreplication uses utcfromtimestamp).
+                cur.execute("SET SESSION time_zone = '+00:00'")
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                position = self._begin_consistent(cur)
+                try:
+                    cur.execute(sql, args)
+                    rows = list(cur.fetchall())
+                finally:
+                    cur.execute("COMMIT")
+        except pymysql.err.MySQLError as exc:
+            raise CdcError(f"snapshot read of {plan.name} failed: {exc.args[-1] if exc.args else exc}") from None
+        return position, rows
+
+    def _begin_consistent(self, cur) -> BinlogPosition:
+        if self.db.info.mariadb:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            cur.execute("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
+            status = {name.lower(): value for name, value in cur.fetchall()}
+            if not self._locking_logged:
+                log.info("snapshot consistency: MariaDB consistent snapshot with binlog_snapshot_position (no locks)")
+                self._locking_logged = True
+            return BinlogPosition(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
+        # MySQL has no binlog_snapshot_* variables: hold a global read lock only
+        # while the snapshot starts and the position is read (Debezium's method).
+        cur.execute("FLUSH TABLES WITH READ LOCK")
+        try:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            try:
+                cur.execute("SHOW BINARY LOG STATUS")
+            except pymysql.err.ProgrammingError:
+                cur.execute("SHOW MASTER STATUS")
+            file, pos = cur.fetchone()[:2]
+        finally:
+            cur.execute("UNLOCK TABLES")
+        if not self._locking_logged:
+            log.info("snapshot consistency: MySQL FLUSH TABLES WITH READ LOCK held while reading the position")
+            self._locking_logged = True
+        return BinlogPosition(file, int(pos))
+
+
+class OnDemandProgress:
+    """Progress of `cdc snapshot` runs, in a file beside the checkpoint (never the checkpoint itself)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.key: dict = {}
+
+    def load(self, tables: list[str], where: str | None) -> SnapshotState:
+        self.key = {"tables": sorted(tables), "where": where}
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            data = None
+        except ValueError:
+            raise CheckpointError(f"{self.path}: not valid JSON; remove it to start the snapshot over") from None
+        if isinstance(data, dict) and data.get("key") == self.key:
+            state = SnapshotState.from_json(data.get("tables"))
+            log.info("resuming the unfinished snapshot recorded in %s", self.path)
+        else:
+            state = SnapshotState()
+        for name in tables:
+            state.tables.setdefault(name, TableProgress())
+        return state
+
+    def save(self, state: SnapshotState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps({"key": self.key, "tables": state.to_json()}))
+        os.replace(tmp, self.path)
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class _Either:
+    """Looks like one threading.Event that is set when either of two is (for BulkWriter.abort)."""
+
+    def __init__(self, a: threading.Event, b: threading.Event):
+        self.a, self.b = a, b
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.a.is_set() or self.b.is_set():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.a.wait(min(left, 0.1))
+
+
+def _jsonable_key(value: Any) -> Any:
+    """Key values are saved as JSON in the checkpoint and sent back as query parameters."""
+    if isinstance(value, (int, str)) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return {"hex": value.hex()}
+    return str(value)
+
+
+def key_args(last_key: list) -> list:
+    return [bytes.fromhex(v["hex"]) if isinstance(v, dict) and "hex" in v else v for v in last_key]

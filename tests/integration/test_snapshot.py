@@ -1,0 +1,172 @@
+"""Snapshots against real servers: consistent under load, resumable, online, and identical to the stream."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+
+import pytest
+from harness import CdcSetup, es_docs, wait_until_equal
+from test_faults import WriteLoad
+
+
+def _tables(db, rows: int = 300) -> None:
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
+               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
+    db.execute("INSERT INTO a SELECT seq, seq * 2, CONCAT('s', seq) FROM seq_1_to_%d" % rows)
+    db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4 FROM seq_1_to_%d" % rows)
+
+
+def _rules(database, index_prefix, *tables):
+    return [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in tables]
+
+
+def _create_index(es, index: str, gc_deletes: str) -> None:
+    es.indices.create(index=index, settings={"index.gc_deletes": gc_deletes, "number_of_replicas": 0})
+
+
+def test_initial_snapshot_under_load_then_streaming_is_exact(servers, db, database, es, index_prefix, tmp_path):
+    _tables(db, 400)
+    # Tombstones forgotten at once: a stale snapshot write after a stream delete would resurrect the row.
+    for t in ("a", "b"):
+        _create_index(es, f"{index_prefix}-{t}", "0s")
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"),
+                     snapshot__chunk_size=37, batch__max_actions=50)
+    with WriteLoad(servers, database, rate=200) as load:
+        cdc = setup.run()
+        cdc.wait_for_log("snapshot done", timeout=120)
+        time.sleep(1.0)  # and some streaming under load after it
+    assert load.ops > 50
+    try:
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=90)
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=90)
+    finally:
+        assert cdc.stop() == 0
+    assert "MariaDB consistent snapshot with binlog_snapshot_position (no locks)" in cdc.text()
+    saved = setup.checkpoint()
+    assert sorted(saved["snapshotted"]) == sorted([f"{database}.a", f"{database}.b"]) and saved["snapshot"] is None
+
+
+def test_killed_snapshot_resumes_at_a_chunk_boundary(servers, db, database, es, index_prefix, tmp_path):
+    rows = 20_000
+    db.execute("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200))")
+    db.execute("INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_%d" % rows)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "big"), snapshot__chunk_size=500)
+    first = setup.run()
+    deadline = time.monotonic() + 60
+    while True:  # kill once some chunks are saved, well before the end
+        progress = ((setup.checkpoint() or {}).get("snapshot") or {}).get(f"{database}.big", {})
+        if progress.get("rows", 0) >= 2000:
+            break
+        assert time.monotonic() < deadline, first.text()[-2000:]
+        time.sleep(0.05)
+    first.stop(signal.SIGKILL)
+    done_before = setup.checkpoint()["snapshot"][f"{database}.big"]
+    assert not done_before["done"] and done_before["rows"] % 500 == 0 and done_before["last_key"] == [done_before["rows"]]
+
+    second = setup.run()
+    second.wait_for_log("snapshot done", timeout=120)
+    assert second.stop() == 0
+    text = second.text()
+    assert f"resuming snapshot of {database}.big after key [{done_before['last_key'][0]}]" in text
+    written = int(re.search(r"snapshot done: (\d+) rows", text).group(1))
+    assert written == rows - done_before["rows"]  # the rest, not everything again
+    wait_until_equal(db, es, "big", f"{index_prefix}-big", ["id"], timeout=30)
+
+
+def test_tables_added_to_the_rules_are_copied_on_next_start_alone(servers, db, database, es, index_prefix, tmp_path):
+    _tables(db, 50)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a"))
+    cdc = setup.run()
+    cdc.wait_for_log("snapshot done")
+    assert cdc.stop() == 0
+    # add table b to the rules
+    (tmp_path / "rules" / "rules.yml").write_text(json.dumps({"rules": _rules(database, index_prefix, "a", "b")}))
+    again = setup.run()
+    again.wait_for_log("snapshot done")
+    db.execute("UPDATE a SET v = -1 WHERE id = 1", "DELETE FROM b WHERE k1 = 1")
+    wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
+    wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"])
+    assert again.stop() == 0
+    assert f"snapshot of {database}.b" in again.text() and f"snapshot of {database}.a" not in again.text()
+
+
+def test_online_snapshot_of_one_table_while_streaming(servers, db, database, es, index_prefix, tmp_path):
+    _tables(db, 400)
+    _create_index(es, f"{index_prefix}-a", "1s")
+    # The daemon streams only (snapshot.mode never), so table a starts out missing its old rows.
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"), snapshot__mode="never",
+                     snapshot__chunk_size=25)
+    db.execute("DELETE FROM b")
+    cdc = setup.run()
+    try:
+        with WriteLoad(servers, database, rate=150):
+            code, out = setup.command("snapshot", "--table", f"{database}.a")
+            assert code == 0, out
+            assert '"finished": true' in out
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=90)
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=90)
+    finally:
+        assert cdc.stop() == 0
+    assert not (tmp_path / "state" / "checkpoint.json.snapshot.json").exists()  # finished runs leave no progress
+
+
+def test_snapshot_where_copies_only_matching_rows(servers, db, database, es, index_prefix, tmp_path):
+    _tables(db, 100)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a"), snapshot__mode="never")
+    code, out = setup.command("snapshot", "--where", "id <= 10")
+    assert code == 0, out
+    assert sorted(es_docs(es, f"{index_prefix}-a"), key=int) == [str(i) for i in range(1, 11)]
+    code, out = setup.command("snapshot", "--table", "nope.nope")
+    assert code == 2 and "no rule maps these tables" in out
+
+
+TYPES = """
+  id INT PRIMARY KEY,
+  i_tiny TINYINT, i_big_u BIGINT UNSIGNED, i_big BIGINT,
+  d DECIMAL(65,30), f FLOAT, g DOUBLE,
+  dt DATE, dtm DATETIME(6), ts TIMESTAMP(3) NULL, tm TIME(6), y YEAR,
+  c CHAR(5), vc VARCHAR(50) CHARACTER SET utf8mb4, tx TEXT CHARACTER SET latin1,
+  bn BINARY(4), vb VARBINARY(10), bl BLOB,
+  e ENUM('red','green'), st SET('a','b','c'), st_empty SET('a','b'),
+  b1 BIT(1), b10 BIT(10), j JSON, geo POINT, n INT NULL
+"""
+VALUES = ("1, 255 - 128, 18446744073709551615, -9223372036854775808, "
+          "'12345678901234567890123456789012345.123456789012345678901234567890', 0.1, 0.1, "
+          "'2024-02-29', '2024-01-02 03:04:05.123456', '2024-06-01 12:00:00.500', '-838:59:59.000000', 2024, "
+          "'ab', 'héllo 😀', 'caf\\xe9', x'00ff1020', x'cafe', x'000102', 'green', 'a,c', '', "
+          "b'1', b'1000000011', '{\"k\": [\"x\", \"y\"], \"num\": 2.5, \"n\": null}', ST_GeomFromText('POINT(1.5 -2)'), NULL")
+
+
+@pytest.mark.xfail(strict=True, reason="FLOAT: the binlog gives the float32 widened to double (0.10000000149011612), "
+                   "PyMySQL gives 0.1; fixed with the FLOAT/DOUBLE split in values.py (issue 4, in progress)")
+def test_snapshot_and_stream_produce_identical_documents_for_every_type(servers, db, database, es, index_prefix,
+                                                                        tmp_path):
+    db.execute(f"CREATE TABLE t ({TYPES})")
+    db.execute("SET SESSION time_zone = '+00:00'")
+    db.execute(f"INSERT INTO t VALUES ({VALUES})")  # copied by the snapshot
+    # BIGINT UNSIGNED max does not fit the `long` that dynamic mapping picks, and this ES build
+    # lacks the unsigned_long module (x-pack mapper-unsigned-long), so keep it as keyword here.
+    es.indices.create(index=f"{index_prefix}-t", mappings={"properties": {"i_big_u": {"type": "keyword"}}})
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "t"))
+    cdc = setup.run()
+    try:
+        cdc.wait_for_log("snapshot done")
+        db.execute(f"INSERT INTO t VALUES ({VALUES.replace('1, ', '2, ', 1)})")  # the same row, via the stream
+        deadline = time.monotonic() + 30
+        while len(docs := es_docs(es, f"{index_prefix}-t")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        assert cdc.stop() == 0
+    snap, stream = dict(docs["1"]), dict(docs["2"])
+    assert snap.pop("id") == 1 and stream.pop("id") == 2
+    differ = {k: (snap.get(k), stream.get(k)) for k in set(snap) | set(stream) if snap.get(k) != stream.get(k)}
+    assert not differ, f"snapshot vs stream documents differ: {differ}"
+    assert snap["f"] == 0.1
+    assert snap["i_big_u"] == 18446744073709551615
+    assert snap["d"] == "12345678901234567890123456789012345.123456789012345678901234567890"
+    assert snap["j"] == {"k": ["x", "y"], "num": 2.5, "n": None} and snap["st"] == ["a", "c"] and snap["st_empty"] == []
+    assert snap["b1"] is True and snap["b10"] == 515 and snap["tm"] == "-838:59:59"
+    assert snap["geo"] == {"type": "Point", "coordinates": [1.5, -2.0]}
