@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """`make demo`: start the servers, load the demo shop, and run `cdc run` on it.
 
-The demo starts cdc at the binlog position taken just before the sample data
-is loaded (start.position), so the sample rows stream into Elasticsearch.
+On its first start cdc copies the demo tables (a snapshot), then streams
+every change made after that.
 """
 
 from __future__ import annotations
@@ -34,16 +34,14 @@ def main() -> int:
     except servers.ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    file, pos = mariadb("SHOW MASTER STATUS").split("\t")[:2]
     mariadb((DEMO / "schema.sql").read_text())
     state = DEMO / "state"
     shutil.rmtree(state, ignore_errors=True)  # a fresh demo every time
-    config = DEMO / "state.cdc.yml"
-    config.write_text((DEMO / "cdc.yml").read_text() + f"start:\n  position: {file}:{pos}\n")
+    config = DEMO / "cdc.yml"
     sock = servers.MARIADB_SOCKET
     print(f"""
   MariaDB {ep.mariadb_host}:{ep.mariadb_port} and Elasticsearch {ep.es_version} at {ep.es_url} are up;
-  the demo shop (3 tables) is loaded. cdc now streams it into Elasticsearch.
+  the demo shop (3 tables) is loaded. cdc copies it into Elasticsearch, then streams changes.
 
   Look at the documents:
       curl -s '{ep.es_url}/shop-products/_search?pretty'

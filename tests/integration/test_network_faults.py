@@ -1,0 +1,119 @@
+"""Network faults between cdc and its servers, injected with a TCP proxy; Elasticsearch ends equal to MariaDB."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+from harness import CdcSetup, es_docs, wait_until_equal
+from proxy import FaultProxy
+from test_faults import WriteLoad
+
+
+@pytest.fixture
+def proxy_to_mariadb(servers):
+    proxy = FaultProxy(servers.mariadb_host, servers.mariadb_port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxy_to_es(servers):
+    host, port = servers.es_url.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port))
+    yield proxy
+    proxy.close()
+
+
+def _rules(database, index_prefix, *tables):
+    return [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in tables]
+
+
+def _tables(db):
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
+               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
+
+
+def test_blackholed_binlog_connection_is_detected_and_resumed(servers, db, database, es, index_prefix, tmp_path,
+                                                             proxy_to_mariadb):
+    _tables(db)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"),
+                     mysql__port=proxy_to_mariadb.port, mysql__read_timeout=3, mysql__heartbeat=1,
+                     mysql__connect_timeout=2)
+    cdc = setup.run()
+    try:
+        db.execute("INSERT INTO a VALUES (1, 1, 'x')")
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
+        cut = time.monotonic()
+        proxy_to_mariadb.set_mode("blackhole")  # packets vanish; no reset, no close
+        with WriteLoad(servers, database, rate=50):
+            cdc.wait_for_log("binlog connection lost", timeout=30)
+            detected = time.monotonic() - cut
+            time.sleep(3)
+            proxy_to_mariadb.set_mode("forward")
+            time.sleep(2)
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=60)
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=60)
+    finally:
+        assert cdc.stop() == 0
+    assert detected < 3 + 5  # read_timeout plus slack: a silent network is noticed in seconds
+    assert "reconnecting from" in cdc.text()
+
+
+def test_bulk_response_that_never_arrives_is_resent_idempotently(servers, db, database, es, index_prefix, tmp_path,
+                                                                proxy_to_es):
+    _tables(db)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"),
+                     elasticsearch__hosts=[f"http://127.0.0.1:{proxy_to_es.port}"], elasticsearch__request_timeout=2)
+    cdc = setup.run()
+    try:
+        db.execute("INSERT INTO a VALUES (1, 1, 'x')")
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
+        proxy_to_es.set_mode("hold")  # requests reach Elasticsearch; their answers do not come back
+        db.execute("BEGIN", "INSERT INTO a VALUES (2, 2, 'y'), (3, 3, 'z')", "UPDATE a SET v = 10 WHERE id = 1",
+                   "COMMIT")  # one transaction, so one batch
+        cdc.wait_for_log("retrying", timeout=30)
+        # The writes were applied although cdc never heard so.
+        deadline = time.monotonic() + 10
+        while len(es_docs(es, f"{index_prefix}-a")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert setup.checkpoint()["pos"] < db.execute("SHOW MASTER STATUS")[0][1]  # not acknowledged, not saved
+        proxy_to_es.set_mode("forward")
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=60)
+    finally:
+        assert cdc.stop() == 0
+    stale = int(re.search(r"\((\d+) already newer\)", cdc.text()).group(1))
+    assert stale >= 3  # the re-sent writes found their own earlier copies: counted done, nothing overwritten
+
+
+def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, index_prefix, tmp_path):
+    _tables(db)
+    for t in ("a", "b"):
+        es.indices.create(index=f"{index_prefix}-{t}")
+    # The flood-stage block makes Elasticsearch answer 429 for every item of index b only.
+    es.indices.put_settings(index=f"{index_prefix}-b", settings={"index.blocks.read_only_allow_delete": True})
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"), snapshot__mode="never")
+    cdc = setup.run()
+    try:
+        db.execute("BEGIN", "INSERT INTO a VALUES (1, 1, 'x'), (2, 2, 'y')", "INSERT INTO b VALUES (1, 1, 1.5)",
+                   "COMMIT")
+        cdc.wait_for_log("items failed with 429", timeout=30)
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])  # the good part of the bulk is in
+        before = setup.checkpoint()
+        time.sleep(1)
+        assert setup.checkpoint() == before  # but the transaction is not done, so no checkpoint past it
+
+        def unblock():
+            es.indices.put_settings(index=f"{index_prefix}-b", settings={"index.blocks.read_only_allow_delete": None})
+
+        threading.Timer(2, unblock).start()
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=60)
+        deadline = time.monotonic() + 10
+        while setup.checkpoint() == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert setup.checkpoint() != before
+    finally:
+        assert cdc.stop() == 0
+    assert "retrying 1 actions" in cdc.text()  # only the failed item went again
