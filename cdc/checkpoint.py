@@ -100,6 +100,9 @@ class FileCheckpointStore:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+        # Temp files of earlier processes killed mid-save; only the lock holder may remove them.
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     def is_locked_by_other(self) -> bool:
         lock_path = self.path.with_name(self.path.name + ".lock")

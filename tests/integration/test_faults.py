@@ -302,3 +302,33 @@ def test_refuses_a_user_without_replication_grants(servers, db, database, index_
         db.execute(f"DROP USER '{user}'@'127.0.0.1'")
     assert code == 2, out
     assert "REPLICATION SLAVE" in out and "GRANT" in out
+
+
+def test_kill_in_the_middle_of_a_200k_row_transaction(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, s VARCHAR(30))")
+    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    cdc = setup.run()
+    before = setup.checkpoint()
+    db.execute("INSERT INTO t SELECT seq, seq MOD 97, CONCAT('row ', seq) FROM seq_1_to_200000")  # one transaction
+    time.sleep(3)  # reading and converting 200k rows takes longer than this
+    cdc.stop(signal.SIGKILL)
+    # Nothing of it can have been checkpointed: only whole, acknowledged transactions move the position.
+    assert setup.checkpoint() == before
+    cdc = setup.run()
+    try:
+        index = f"{index_prefix}-t"
+        deadline = time.monotonic() + 240
+
+        def count() -> int:
+            if not es.indices.exists(index=index):
+                return 0
+            es.indices.refresh(index=index)
+            return es.count(index=index)["count"]
+
+        while count() < 200_000:
+            assert time.monotonic() < deadline, "the transaction did not arrive after the restart"
+            time.sleep(1)
+        db.execute("UPDATE t SET v = -1 WHERE id IN (1, 200000)")
+        wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"], timeout=120)
+    finally:
+        assert cdc.stop() == 0
