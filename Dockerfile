@@ -25,8 +25,10 @@
 # Exit codes (cdc/cli.py): 0 stopped, 1 fatal runtime error (a restart may help),
 # 2 configuration/set-up error and 3 binlog purged (a restart cannot help).
 #
-# There is no HEALTHCHECK: cdc has no health endpoint yet. An HTTP /healthz (and
-# metrics) is planned in the operations issue; add the HEALTHCHECK with it.
+# HEALTHCHECK asks cdc's /healthz, which is served only when cdc.yml enables it:
+#   metrics: {enabled: true, host: 0.0.0.0, port: 9108}
+# (0.0.0.0 so Prometheus in another container can scrape /metrics too). Without it
+# the container reports "unhealthy". Another port: set CDC_HEALTHCHECK_URL.
 
 # ---------------------------------------------------------------- build: wheels only
 FROM python:3.11-slim AS build
@@ -77,5 +79,13 @@ USER 10001:10001
 # time: `docker stop -t 90` / compose stop_grace_period (the default 10 s may cut
 # a slow Elasticsearch flush short; nothing is lost, it only means more replay).
 STOPSIGNAL SIGTERM
+
+# /healthz fails only when the main loop is stuck (waiting out an outage is healthy;
+# /readyz says whether the index is in sync). The slim image has no curl, hence Python;
+# urlopen raises on a refused connection or a 503, which makes the exit status 1.
+ENV CDC_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['CDC_HEALTHCHECK_URL'], timeout=5)"]
+
 ENTRYPOINT ["cdc"]
 CMD ["run", "--config", "/etc/cdc/cdc.yml"]

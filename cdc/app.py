@@ -11,6 +11,7 @@ from typing import Callable
 from .checkpoint import FileCheckpointStore
 from .config import Config
 from .database import Database
+from .deadletter import DeadLetterStore
 from .delivery import BulkWriter
 from .errors import CdcError, ConfigError, PurgedPositionError, SinkUnavailableError, SourceConnectionError
 from .model import Action, BinlogPosition
@@ -22,6 +23,8 @@ from .rules import ActionBuilder, Rule, RuleSet, load_rules
 from .sink import ElasticsearchSink
 from .snapshot import OnDemandProgress, Snapshot, SnapshotState, TableProgress
 from .source import BinlogSource, StartPoint
+from .values import ValueOptions
+from .indices import ensure as ensure_indices
 
 log = logging.getLogger("cdc")
 
@@ -72,6 +75,11 @@ class Daemon:
         if self.pipeline is not None:
             self.pipeline.request_stop()
 
+    def dead_letters(self) -> DeadLetterStore | None:
+        if self.config.dead_letter.on_rejected != "dead_letter":
+            return None
+        return DeadLetterStore(self.config.resolve(self.config.dead_letter.path))
+
     def _prepare(self, reads_binlog: bool = True) -> tuple[Database, RuleSet, ElasticsearchSink]:
         rules = load_rules(self.config.resolve(self.config.rules))
         db = _patiently("connecting to MySQL", lambda: Database(self.config.mysql), self.stop, self.config.retry)
@@ -84,15 +92,21 @@ class Daemon:
         status = _patiently("connecting to Elasticsearch", sink.check, self.stop, self.config.retry)
         log.info("Elasticsearch cluster is %s; %d rule(s): %s", status, len(rules),
                  ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
+        if any(r.create_index is not None for r in rules.rules):  # rules' create_index (cdc/indices.py)
+            options = ValueOptions.from_config(self.config.values)
+            _patiently("creating indices", lambda: ensure_indices(rules.rules, sink, options), self.stop,
+                       self.config.retry)
         return db, rules, sink
 
     def _pipeline(self, rules: RuleSet, sink, store, dry_run: bool = False,
                   on_batch: Callable[[list[Action]], None] | None = None) -> Pipeline:
         self.pipeline = Pipeline(
-            rules, sink, store, self.config.batch, self.config.retry,
+            rules, sink, store, self.config.batch, self.config.retry, dead_letters=self.dead_letters(),
             version_epoch=self.config.elasticsearch.version_epoch,
+            value_options=ValueOptions.from_config(self.config.values),
             checkpoint_interval=self.config.checkpoint.min_interval,
-            dry_run=dry_run, on_batch=on_batch, observer=self.observers,
+            dry_run=dry_run, on_batch=on_batch,
+            observer=self.observers if self.observers.observers else None,  # none: no per-row cost
         )
         if self.stop.is_set():
             self.pipeline.request_stop()
@@ -190,8 +204,10 @@ class Daemon:
             store.save(start.position, start.gtid)
 
         save(state)
-        builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch)
-        writer = BulkWriter(sink, self.config.batch, self.config.retry, stats)
+        builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch,
+                                ValueOptions.from_config(self.config.values))
+        writer = BulkWriter(sink, self.config.batch, self.config.retry, stats, dead_letters=self.dead_letters(),
+                            observer=self.observers if self.observers.observers else None)
         snapshot = Snapshot(db, builder, writer, self.config.snapshot, save, self.stop, gc_deletes=sink.gc_deletes)
         started = time.monotonic()
         snapshot.run(copy, state)
@@ -219,9 +235,10 @@ class Daemon:
                                   f"(known: {', '.join(r.name for r in rules.rules)})")
             progress = OnDemandProgress(self.config.resolve(self.config.checkpoint.path + ".snapshot.json"))
             state = progress.load([r.name for r in chosen], where)
-            builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch)
+            builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch,
+                                ValueOptions.from_config(self.config.values))
             stats = Stats()
-            writer = BulkWriter(sink, self.config.batch, self.config.retry, stats)
+            writer = BulkWriter(sink, self.config.batch, self.config.retry, stats, dead_letters=self.dead_letters())
             snapshot = Snapshot(db, builder, writer, self.config.snapshot, progress.save, self.stop,
                                 gc_deletes=sink.gc_deletes, where=where, online=True)
             snapshot.run(chosen, state)
@@ -268,7 +285,7 @@ class Daemon:
                 store.unlock()
 
     def _source(self, db: Database, rules: RuleSet, end: BinlogPosition | None = None) -> BinlogSource:
-        tables = {(r.schema, r.table) for r in rules.rules}
+        tables = rules.table_filter()  # also lets through tables created later that a pattern matches
         return BinlogSource(self.config.mysql, db.info.mariadb, tables, self.config.retry, stop=self.stop, end=end)
 
     @staticmethod

@@ -13,17 +13,21 @@ import logging
 import os
 import signal
 import sys
+import time
 
 import click
 
 from . import __version__
 from .app import Daemon, ReplayRange
 from .checkpoint import FileCheckpointStore
-from .config import Config, load_config
+from .config import Config, load_config, security_warnings
+from .deadletter import DeadLetterStore
+from .deadletter import retry as retry_dead_letters
 from .errors import CdcError, CheckpointError, ConfigError, PreflightError, PurgedPositionError
 from .log import redact, setup_logging
 from .model import BinlogPosition
 from .rules import load_rules
+from .sink import ElasticsearchSink
 from .source import StartPoint
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG, EXIT_PURGED = 0, 1, 2, 3
@@ -39,6 +43,8 @@ def _load(path: str, log_format: str | None, log_level: str | None) -> Config:
         click.echo(f"configuration error:\n{exc}", err=True)
         sys.exit(EXIT_CONFIG)
     setup_logging(log_level or config.logging.level, log_format or config.logging.format)
+    for warning in security_warnings(config, path):
+        log.warning("%s", warning)
     return config
 
 
@@ -54,6 +60,13 @@ def _install_signals(daemon: Daemon) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+    def hangup(signum, frame):
+        # Not a reload (README: Operations): new rules can need a snapshot of the
+        # tables they add, which only a start does. SIGHUP's default would end the process.
+        log.warning("SIGHUP ignored: cdc does not reload its config or rules; restart it to apply changes")
+
+    signal.signal(signal.SIGHUP, hangup)
 
 
 def _run_guarded(body) -> None:
@@ -188,6 +201,88 @@ def replay(config_path, from_position, from_gtid, to_position, dry_run, move_che
     _run_guarded(body)
 
 
+@main.group()
+def dlq() -> None:
+    """Inspect and re-send documents Elasticsearch rejected (dead_letter.on_rejected: dead_letter)."""
+
+
+def _dead_letters(config_path: str):
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"configuration error:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    return config, DeadLetterStore(config.resolve(config.dead_letter.path))
+
+
+@dlq.command("list")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def dlq_list(config_path: str, as_json: bool) -> None:
+    """List dead letters: id, time, table, document, position and error."""
+    _, store = _dead_letters(config_path)
+    letters = store.list()
+    for letter in letters:
+        if as_json:
+            entry = letter.to_json()
+            entry.pop("action")
+            click.echo(json.dumps(entry, default=str))
+        else:
+            a = letter.action
+            click.echo(f"{letter.id}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(letter.time))}  "
+                       f"{a.schema}.{a.table} -> {a.index}/{a.doc_id}  at {a.position}  "
+                       f"{letter.status} {letter.error_type}: {(letter.reason or '')[:120]}")
+    if not as_json:
+        click.echo(f"{len(letters)} dead letter(s) in {store.path}", err=True)
+
+
+@dlq.command("show")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.argument("letter_id")
+def dlq_show(config_path: str, letter_id: str) -> None:
+    """Print one dead letter in full, with its document."""
+    _, store = _dead_letters(config_path)
+    for letter in store.list():
+        if letter.id == letter_id:
+            click.echo(json.dumps(letter.to_json(), indent=2, default=str))
+            return
+    click.echo(f"no dead letter {letter_id!r} in {store.path}", err=True)
+    sys.exit(EXIT_FATAL)
+
+
+@dlq.command("retry")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.argument("letter_ids", nargs=-1)
+def dlq_retry(config_path: str, letter_ids: tuple[str, ...]) -> None:
+    """Send dead letters again (all, or the ids given); those that now succeed are removed."""
+    config, store = _dead_letters(config_path)
+    setup_logging(config.logging.level, config.logging.format)
+    sink = ElasticsearchSink(config.elasticsearch)
+    try:
+        done, failing = retry_dead_letters(store, sink, set(letter_ids) if letter_ids else None)
+    except CdcError as exc:
+        click.echo(f"retry failed: {exc}", err=True)
+        sys.exit(EXIT_FATAL)
+    finally:
+        sink.close()
+    click.echo(json.dumps({"done": done, "still_failing": [
+        {"id": f.id, "status": f.status, "error_type": f.error_type, "reason": f.reason} for f in failing]}))
+    sys.exit(EXIT_OK if not failing else EXIT_FATAL)
+
+
+@dlq.command("purge")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--all", "purge_all", is_flag=True, help="Remove every dead letter.")
+@click.argument("letter_ids", nargs=-1)
+def dlq_purge(config_path: str, purge_all: bool, letter_ids: tuple[str, ...]) -> None:
+    """Remove dead letters for good (the ids given, or --all)."""
+    if not purge_all and not letter_ids:
+        raise click.UsageError("give dead letter ids, or --all")
+    _, store = _dead_letters(config_path)
+    ids = {letter.id for letter in store.list()} if purge_all else set(letter_ids)
+    click.echo(json.dumps({"removed": store.remove(ids)}))
+
+
 @main.command("check-config")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
 def check_config(config_path: str) -> None:
@@ -198,6 +293,8 @@ def check_config(config_path: str) -> None:
     except ConfigError as exc:
         click.echo(f"configuration error:\n{exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    for warning in security_warnings(config, config_path):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"ok: {config_path}; {len(rules)} rule(s)")
 
 
@@ -217,6 +314,100 @@ def position(config_path: str) -> None:
         return
     click.echo(json.dumps({**checkpoint.to_json(), "position": str(checkpoint.position),
                            "locked": store.is_locked_by_other()}))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def status(config_path: str, as_json: bool) -> None:
+    """Show position, GTID, checkpoint age, lag and whether a daemon is running (README: Operations)."""
+    from .status import format_text, gather
+
+    try:
+        report = gather(load_config(config_path))
+    except (ConfigError, CheckpointError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(json.dumps(report) if as_json else format_text(report))
+
+
+def _config_and_rules(config_path: str):
+    try:
+        config = load_config(config_path)
+        return config, load_rules(config.resolve(config.rules))
+    except ConfigError as exc:
+        click.echo(f"configuration error:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@log_options
+def check(config_path: str, log_format: str | None, log_level: str | None) -> None:
+    """Check the config and every rule against the live schema and both servers; print a report.
+
+    Exit code 0 if `cdc run` would start (warnings are printed too), 2 if not.
+    """
+    from .check import run_check
+
+    config, rules = _config_and_rules(config_path)
+    setup_logging(log_level or "ERROR", log_format or "text")  # the report is the output
+    try:
+        report = run_check(config, rules)
+    except CdcError as exc:
+        click.echo(f"check failed: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(report.text())
+    sys.exit(EXIT_OK if report.ok else EXIT_CONFIG)
+
+
+@main.group()
+def indices() -> None:
+    """Indices and index templates the rules' `create_index` asks for (README: Creating indices)."""
+
+
+def _index_states(config_path: str, create: bool, log_format: str | None, log_level: str | None) -> None:
+    from .database import Database
+    from .indices import create_missing, inspect, plan_indices
+    from .values import ValueOptions
+
+    config, rules = _config_and_rules(config_path)
+    setup_logging(log_level or "ERROR", log_format or "text")  # the JSON is the output
+    sink = None
+    try:
+        db = Database(config.mysql)
+        try:
+            rules = db.resolve_rules(rules)
+        finally:
+            db.close()
+        plans = plan_indices(rules.rules, ValueOptions.from_config(config.values))
+        sink = ElasticsearchSink(config.elasticsearch)
+        states = create_missing(plans, sink) if create else inspect(plans, sink)
+    except CdcError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    finally:
+        if sink is not None:
+            sink.close()
+    click.echo(json.dumps({"indices": [s.to_json() for s in states]}, indent=2))
+    if any(s.state == "failed" for s in states):
+        sys.exit(EXIT_FATAL)
+
+
+@indices.command("plan")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@log_options
+def indices_plan(config_path: str, log_format: str | None, log_level: str | None) -> None:
+    """Print (JSON) what would be created, what exists, and what differs from the rules; change nothing."""
+    _index_states(config_path, False, log_format, log_level)
+
+
+@indices.command("create")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@log_options
+def indices_create(config_path: str, log_format: str | None, log_level: str | None) -> None:
+    """Create the missing indices and templates; never change existing ones (differences are printed)."""
+    _index_states(config_path, True, log_format, log_level)
 
 
 if __name__ == "__main__":

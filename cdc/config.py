@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .model import BinlogPosition
@@ -39,7 +40,39 @@ class MysqlConfig(_Strict):
     # heartbeats every `heartbeat` seconds, so this only fires on a real outage.
     read_timeout: Annotated[float, Field(gt=0)] = 30.0
     heartbeat: Annotated[float, Field(gt=0)] = 5.0
+    # The password in a file (its first line), so it need be neither in the YAML nor in the environment.
+    password_file: str | None = None
+    # TLS is on when ssl_ca or ssl_cert is set. ssl_cert/ssl_key: a client certificate (PEM).
     ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    # Check the server's certificate (against ssl_ca, else the system CAs) and host name.
+    # Turning it off must be said explicitly, and is logged as a warning.
+    ssl_verify: bool = True
+
+    @model_validator(mode="after")
+    def _tls_and_secrets(self) -> "MysqlConfig":
+        if bool(self.ssl_cert) != bool(self.ssl_key):
+            raise ValueError("ssl_cert and ssl_key go together")
+        if self.password and self.password_file:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """PyMySQL's `ssl=` for the query and the binlog connections; None: no TLS.
+
+        A context, not PyMySQL's dict form: the dict is deprecated, checks no
+        certificate when no CA is given, and ignores verify_mode=ssl.CERT_NONE.
+        """
+        if not (self.ssl_ca or self.ssl_cert):
+            return None
+        context = ssl.create_default_context(cafile=self.ssl_ca)  # the system CAs without ssl_ca
+        if self.ssl_cert:
+            context.load_cert_chain(self.ssl_cert, self.ssl_key)
+        if not self.ssl_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 class ElasticsearchConfig(_Strict):
@@ -47,8 +80,14 @@ class ElasticsearchConfig(_Strict):
     username: str | None = None
     password: str | None = None
     api_key: str | None = None
+    password_file: str | None = None  # the password in a file (its first line)
+    api_key_file: str | None = None
     ca_certs: str | None = None
+    # Pin the server's certificate by its SHA-256 fingerprint (hex, colons allowed).
+    ssl_assert_fingerprint: str | None = None
     verify_certs: bool = True
+    # Turns certificate checks off. Must be said explicitly, and is logged as a warning.
+    insecure: bool = False
     request_timeout: Annotated[float, Field(gt=0)] = 30.0
     # High bits of every document version; raise it after RESET MASTER or a
     # failover to a server whose binlog file numbers are lower (README: versions).
@@ -63,6 +102,23 @@ class ElasticsearchConfig(_Strict):
             if not re.match(r"^https?://", host):
                 raise ValueError(f"{host!r} must start with http:// or https://")
         return hosts
+
+    @field_validator("ssl_assert_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{64}", value.replace(":", "")):
+            raise ValueError("expected a SHA-256 fingerprint: 64 hex digits, colons allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_and_secrets(self) -> "ElasticsearchConfig":
+        if not self.verify_certs and not self.insecure:
+            raise ValueError("verify_certs: false turns certificate checks off; say so with insecure: true")
+        if self.password and self.password_file:
+            raise ValueError("give password or password_file, not both")
+        if self.api_key and self.api_key_file:
+            raise ValueError("give api_key or api_key_file, not both")
+        return self
 
 
 class CheckpointConfig(_Strict):
@@ -98,6 +154,15 @@ class SnapshotConfig(_Strict):
     max_chunk_age: Annotated[float, Field(gt=0)] = 25.0
 
 
+class DeadLetterConfig(_Strict):
+    """What to do with documents Elasticsearch rejects for good (see cdc/deadletter.py)."""
+
+    # stop: stop the daemon, naming the document (the checkpoint stays before it);
+    # dead_letter: keep it in `path` and go on (`cdc dlq` lists and re-sends them).
+    on_rejected: Literal["stop", "dead_letter"] = "stop"
+    path: str = "dead-letters.jsonl"
+
+
 class BatchConfig(_Strict):
     max_actions: Annotated[int, Field(ge=1)] = 2000
     max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
@@ -115,6 +180,29 @@ class RetryConfig(_Strict):
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "text", "json"] = "auto"
+
+
+class ValuesConfig(_Strict):
+    """How column values become document values (README "Values"; cdc/values.py)."""
+
+    # string keeps every digit of DECIMAL(65,30); number is a double (loses digits past ~15).
+    decimal_as: Literal["string", "number"] = "string"
+    # TIMESTAMP values are instants; they are written with this zone's offset (IANA name).
+    timestamp_timezone: str = "UTC"
+    bit1_as_bool: bool = True
+    # POINT as GeoJSON, or as {"lat": .., "lon": ..} for a geo_point field.
+    points: Literal["geojson", "geo_point"] = "geojson"
+
+    @field_validator("timestamp_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC or Europe/Paris)") from None
+        return value
 
 
 class MetricsConfig(_Strict):
@@ -135,10 +223,12 @@ class Config(_Strict):
     start: StartConfig = StartConfig()
     rules: str = "rules"
     snapshot: SnapshotConfig = SnapshotConfig()
+    dead_letter: DeadLetterConfig = DeadLetterConfig()
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    values: ValuesConfig = ValuesConfig()
 
     # Set by load_config: relative paths in the file are relative to the file.
     base_dir: str = Field(default=".", exclude=True)
@@ -185,9 +275,87 @@ def parse_config(data: Any, source: str = "config", base_dir: str = ".") -> Conf
     if missing:
         raise ConfigError("\n".join(f"{source}: {m}" for m in missing))
     try:
-        return Config.model_validate({**data, "base_dir": base_dir})
+        config = Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
+    return _with_files(config, source)
+
+
+def _with_files(config: Config, source: str) -> Config:
+    """Resolve TLS file paths against the config's directory and read the *_file secrets."""
+    problems: list[str] = []
+
+    def path(value: str | None) -> str | None:
+        return str(config.resolve(value)) if value else None
+
+    def secret(key: str, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            lines = config.resolve(value).read_text().splitlines()
+        except OSError as exc:
+            problems.append(f"{source}: {key}: cannot read {config.resolve(value)}: {exc.strerror}")
+            return None
+        if not lines or not lines[0].strip():
+            problems.append(f"{source}: {key}: {config.resolve(value)} is empty")
+            return None
+        return lines[0].strip()
+
+    m, e = config.mysql, config.elasticsearch
+    mysql: dict[str, Any] = {"ssl_ca": path(m.ssl_ca), "ssl_cert": path(m.ssl_cert), "ssl_key": path(m.ssl_key)}
+    try:  # a missing or broken certificate is a set-up error, found before connecting
+        m.model_copy(update=mysql).ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(f"{source}: mysql: cannot load the TLS files (ssl_ca, ssl_cert, ssl_key): {exc}")
+    if m.password_file:
+        mysql["password"] = secret("mysql.password_file", m.password_file)
+    es: dict[str, Any] = {"ca_certs": path(e.ca_certs)}
+    if e.password_file:
+        es["password"] = secret("elasticsearch.password_file", e.password_file)
+    if e.api_key_file:
+        es["api_key"] = secret("elasticsearch.api_key_file", e.api_key_file)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config.model_copy(update={"mysql": m.model_copy(update=mysql),
+                                     "elasticsearch": e.model_copy(update=es)})
+
+
+_SECRET_KEYS = (("mysql", "password"), ("elasticsearch", "password"), ("elasticsearch", "api_key"))
+
+
+def security_warnings(config: Config, path: str | Path | None = None) -> list[str]:
+    """Settings that weaken security: worth a warning at start-up, not a refusal."""
+    warnings = []
+    if config.elasticsearch.insecure:
+        warnings.append("elasticsearch.insecure: true: TLS certificates of Elasticsearch are NOT checked; "
+                        "anyone on the path can read and change what cdc sends")
+    if (config.mysql.ssl_ca or config.mysql.ssl_cert) and not config.mysql.ssl_verify:
+        warnings.append("mysql.ssl_verify: false: the MySQL server's TLS certificate is NOT checked")
+    if any(h.startswith("http://") for h in config.elasticsearch.hosts) and (
+            config.elasticsearch.password or config.elasticsearch.api_key):
+        warnings.append("elasticsearch: credentials are sent over plain http://; use https://")
+    if path is not None:
+        warnings.extend(_exposed_secrets(Path(path)))
+    return warnings
+
+
+def _exposed_secrets(path: Path) -> list[str]:
+    try:
+        if not path.stat().st_mode & 0o004:
+            return []
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    found = []
+    for section, key in _SECRET_KEYS:
+        value = (data.get(section) or {}).get(key) if isinstance(data, dict) else None
+        # A ${VAR} reference is not a secret; a literal is.
+        if isinstance(value, (str, int)) and _ENV.sub("", str(value)).strip():
+            found.append(f"{section}.{key}")
+    if not found:
+        return []
+    return [f"{path} is readable by every user and holds {', '.join(found)}: chmod o-r {path}, or move the "
+            "secret to ${VAR} or a password_file"]
 
 
 def load_config(path: str | Path) -> Config:

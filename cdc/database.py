@@ -10,16 +10,28 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pymysql
 
 from .config import MysqlConfig
 from .errors import PreflightError, PurgedPositionError, SourceConnectionError
 from .model import BinlogPosition
-from .rules import Rule, RuleSet
+from .rules import Catalog, ColumnInfo, RuleSet, TableInfo, resolve_rules
 
 log = logging.getLogger("cdc.database")
+
+_SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
+
+
+_FOREIGN_KEY = re.compile(r"CONSTRAINT `((?:[^`]|``)+)` FOREIGN KEY \(.*?\) REFERENCES `((?:[^`]|``)+)`[^\n]*?\)"
+                          r"((?: ON (?:DELETE|UPDATE) (?:CASCADE|SET NULL|SET DEFAULT|RESTRICT|NO ACTION))*)")
+_FK_ACTION = re.compile(r"ON (?:DELETE|UPDATE) (?:CASCADE|SET NULL|SET DEFAULT|RESTRICT|NO ACTION)")
+
+
+def _text(value) -> str:
+    # MySQL 8 returns some information_schema columns as bytes.
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,7 @@ class Database:
                 host=config.host, port=config.port, user=config.user, password=config.password,
                 connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
                 autocommit=True, charset="utf8mb4",
-                ssl={"ca": config.ssl_ca} if config.ssl_ca else None,
+                ssl=config.ssl_context(),
             )
         except pymysql.err.OperationalError as exc:
             code = exc.args[0] if exc.args else None
@@ -208,56 +220,101 @@ class Database:
 
     # ------------------------------------------------------------------ rules
     def resolve_rules(self, rules: RuleSet) -> RuleSet:
-        """Check each rule against the schema and fill in id columns and JSON columns."""
-        problems: list[str] = []
-        resolved: list[Rule] = []
-        for rule in rules.rules:
-            columns = self.rows(
-                "SELECT COLUMN_NAME AS name, DATA_TYPE AS type, COLUMN_KEY AS ckey FROM information_schema.COLUMNS "
-                "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION", (rule.schema, rule.table))
-            if not columns:
-                problems.append(f"{rule.source}: table {rule.name} does not exist (or the cdc user cannot see it)")
-                continue
-            names = [c["name"] for c in columns]
-            id_columns = rule.id_columns
-            if id_columns:
-                unknown = [c for c in id_columns if c not in names]
-                if unknown:
-                    problems.append(f"{rule.source}: id column(s) {', '.join(unknown)} not in {rule.name} "
-                                    f"(columns: {', '.join(names)})")
-                    continue
-            else:
-                pk = [r["name"] for r in self.rows(
-                    "SELECT COLUMN_NAME AS name FROM information_schema.KEY_COLUMN_USAGE "
-                    "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s AND CONSTRAINT_NAME='PRIMARY' "
-                    "ORDER BY ORDINAL_POSITION", (rule.schema, rule.table))]
-                if not pk:
-                    problems.append(f"{rule.source}: table {rule.name} has no primary key; "
-                                    "name the column(s) that identify a row with `id:`")
-                    continue
-                id_columns = tuple(pk)
-            json_columns = frozenset(c["name"] for c in columns if c["type"].lower() == "json")
-            if self.info.mariadb:
-                json_columns |= self._mariadb_json_columns(rule.schema, rule.table)
-            resolved.append(replace(rule, id_columns=id_columns, json_columns=json_columns))
-        if problems:
-            raise PreflightError("rules do not match the database:\n  - " + "\n  - ".join(problems))
-        return rules.replace(resolved)
+        """Check each rule against the schema, expanding globs and regexes to the tables they match now."""
+        resolution = resolve_rules(rules, self.catalog(rules))
+        if resolution.problems:
+            raise PreflightError("rules do not match the database:\n  - " + "\n  - ".join(resolution.problems))
+        for warning in resolution.warnings:
+            log.warning("%s", warning)
+        return resolution.rules
 
-    def _mariadb_json_columns(self, schema: str, table: str) -> frozenset[str]:
+    def catalog(self, rules: RuleSet) -> Catalog:
+        """The tables the rules may name, from information_schema (a few queries per schema)."""
+        schemas = [_text(r["name"]) for r in self.rows("SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA")]
+        wanted: set[str] = set()
+        for rule in rules.rules:
+            if rule.schema_pattern is None:
+                wanted.add(rule.schema)
+            else:  # a pattern never picks the server's own schemas
+                wanted.update(s for s in schemas if s.lower() not in _SYSTEM_SCHEMAS
+                              and rule.schema_pattern.match(s) is not None)
+        tables: dict[tuple[str, str], TableInfo] = {}
+        for schema in sorted(wanted):
+            tables.update(self._schema_tables(schema, rules))
+        return Catalog(tuple(schemas), tables)
+
+    def _schema_tables(self, schema: str, rules: RuleSet) -> dict[tuple[str, str], TableInfo]:
+        kinds = {_text(r["name"]): _text(r["type"]) for r in self.rows(
+            "SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s",
+            (schema,))}
+        names = sorted(t for t in kinds if any(r.bind(schema, t) is not None for r in rules.rules))
+        if not names:
+            return {}
+        where, args = "TABLE_SCHEMA=%s", [schema]
+        if len(names) <= 500:  # else the whole schema: one query either way
+            where += f" AND TABLE_NAME IN ({','.join(['%s'] * len(names))})"
+            args += names
+        columns: dict[str, list[ColumnInfo]] = {}
+        for r in self.rows(
+                "SELECT TABLE_NAME AS t, COLUMN_NAME AS name, DATA_TYPE AS dtype, COLUMN_TYPE AS ctype, "
+                f"CHARACTER_SET_NAME AS cs, IS_NULLABLE AS nullable FROM information_schema.COLUMNS WHERE {where} "
+                "ORDER BY TABLE_NAME, ORDINAL_POSITION", args):
+            columns.setdefault(_text(r["t"]), []).append(ColumnInfo(
+                _text(r["name"]), _text(r["dtype"]).lower(), _text(r["ctype"]).lower(),
+                _text(r["cs"]) if r["cs"] is not None else None, _text(r["nullable"]) == "YES"))
+        keys: dict[str, list[str]] = {}
+        for r in self.rows(
+                f"SELECT TABLE_NAME AS t, COLUMN_NAME AS name FROM information_schema.KEY_COLUMN_USAGE WHERE {where} "
+                "AND CONSTRAINT_NAME='PRIMARY' ORDER BY TABLE_NAME, ORDINAL_POSITION", args):
+            keys.setdefault(_text(r["t"]), []).append(_text(r["name"]))
+        json = self._mariadb_json_columns(schema) if self.info.mariadb else {}
+        out = {}
+        for name in names:
+            cols = tuple(columns.get(name, ()))
+            json_columns = frozenset(c.name for c in cols if c.data_type == "json") | json.get(name, frozenset())
+            out[(schema, name)] = TableInfo(schema, name, cols, tuple(keys.get(name, ())), json_columns,
+                                            view="VIEW" in kinds[name].upper())
+        return out
+
+    def cascading_foreign_keys(self, tables: list[tuple[str, str]]) -> list[str]:
+        """Foreign keys whose ON DELETE/UPDATE changes rows of `tables` behind the binlog's back."""
+        wanted = set(tables)
+        found = []
+        for schema in sorted({s for s, _ in wanted}):
+            # REFERENTIAL_CONSTRAINTS would say it directly, but MariaDB 10.11 shows it
+            # (and TABLE_CONSTRAINTS) empty to a user with only global SELECT, while
+            # KEY_COLUMN_USAGE and SHOW CREATE TABLE work: so find the child tables
+            # here and read their rules from SHOW CREATE TABLE.
+            children = sorted({_text(r["t"]) for r in self.rows(
+                "SELECT DISTINCT TABLE_NAME AS t FROM information_schema.KEY_COLUMN_USAGE "
+                "WHERE TABLE_SCHEMA=%s AND REFERENCED_TABLE_NAME IS NOT NULL", (schema,))} & {t for s, t in wanted
+                                                                                          if s == schema})
+            for child in children:
+                rows = self.rows(f"SHOW CREATE TABLE `{schema}`.`{child.replace('`', '``')}`")
+                ddl = _text(list(rows[0].values())[1]) if rows else ""
+                for name, parent, actions in _FOREIGN_KEY.findall(ddl):
+                    risky = [a.strip() for a in _FK_ACTION.findall(actions)
+                             if a.split(" ", 2)[-1].upper() in ("CASCADE", "SET NULL", "SET DEFAULT")]
+                    if risky:
+                        found.append(f"{schema}.{child}: foreign key {name} to {parent} has {' and '.join(risky)}; "
+                                     "rows it changes are not in the binlog (MySQL 8, MariaDB), so their documents "
+                                     "go stale. Delete/update child rows explicitly, or re-snapshot the table")
+        return found
+
+    def _mariadb_json_columns(self, schema: str) -> dict[str, frozenset[str]]:
         # MariaDB's JSON is LONGTEXT plus CHECK (json_valid(`col`)), so the binlog
         # and information_schema.COLUMNS both call it text (mariadb.com/kb/en/json-data-type).
         try:
             rows = self.rows(
-                "SELECT CHECK_CLAUSE AS clause FROM information_schema.CHECK_CONSTRAINTS "
-                "WHERE CONSTRAINT_SCHEMA=%s AND TABLE_NAME=%s", (schema, table))
+                "SELECT TABLE_NAME AS t, CHECK_CLAUSE AS clause FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA=%s", (schema,))
         except pymysql.err.MySQLError:
-            return frozenset()
-        found = set()
+            return {}
+        found: dict[str, set[str]] = {}
         for row in rows:
-            match = re.fullmatch(r"\s*json_valid\(`([^`]+)`\)\s*", row["clause"] or "", re.I)
+            match = re.fullmatch(r"\s*json_valid\(`([^`]+)`\)\s*", _text(row["clause"] or ""), re.I)
             if match:
-                found.add(match.group(1))
-        return frozenset(found)
+                found.setdefault(_text(row["t"]), set()).add(match.group(1))
+        return {t: frozenset(c) for t, c in found.items()}
 
 

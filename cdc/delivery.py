@@ -17,7 +17,8 @@ from typing import Iterator, Sequence
 import orjson
 
 from .config import BatchConfig, RetryConfig
-from .errors import RejectedActionsError, SinkUnavailableError
+from .deadletter import DeadLetterStore
+from .errors import RejectedActionsError, RequestTooLargeError, SinkUnavailableError
 from .model import Action, ItemResult, Outcome
 from .observe import Observer, Stats
 from .retry import Backoff
@@ -58,8 +59,11 @@ def describe_rejections(rejected: Sequence[ItemResult]) -> str:
 
 class BulkWriter:
     def __init__(self, sink, batch: BatchConfig, retry: RetryConfig, stats: Stats | None = None,
-                 observer: Observer | None = None, abort: threading.Event | None = None):
+                 observer: Observer | None = None, abort: threading.Event | None = None,
+                 dead_letters: DeadLetterStore | None = None):
         self.sink = sink
+        # Where rejected actions go instead of stopping the daemon (dead_letter.on_rejected).
+        self.dead_letters = dead_letters
         self.batch = batch
         self.retry = retry
         self.stats = stats or Stats()
@@ -79,6 +83,14 @@ class BulkWriter:
             started = time.monotonic()
             try:
                 result = self.sink.write(pending)
+            except RequestTooLargeError as exc:
+                if len(pending) > 1:  # halve until each part fits
+                    half = len(pending) // 2
+                    self._write_chunk(pending[:half])
+                    self._write_chunk(pending[half:])
+                    return
+                self._reject([ItemResult(pending[0], Outcome.REJECTED, 413, "request_too_large", str(exc))])
+                return
             except SinkUnavailableError as exc:
                 attempts += 1
                 self.stats.request_retries += 1
@@ -91,9 +103,9 @@ class BulkWriter:
                                   len(pending) - len(rejected) - len(stale) - len(retry),
                                   len(stale), len(retry), len(rejected))
             if rejected:
-                raise RejectedActionsError(describe_rejections(rejected), tuple(rejected))
+                self._reject(rejected)
             self.stats.actions_stale += len(stale)
-            self.stats.actions_sent += len(pending) - len(retry)
+            self.stats.actions_sent += len(pending) - len(retry) - len(rejected)
             if retry:
                 attempts += 1
                 self.stats.item_retries += len(retry)
@@ -102,6 +114,20 @@ class BulkWriter:
                                       f"{len(retry)} of {len(pending)} items failed with {first.status} "
                                       f"({first.error_type}: {first.reason})", len(retry), "items")
             pending = [r.action for r in retry]  # in request order: per-id order is kept
+
+    def _reject(self, rejected: Sequence[ItemResult]) -> None:
+        """Stop, or set the documents aside durably; either way nothing passes silently."""
+        if self.dead_letters is None:
+            raise RejectedActionsError(describe_rejections(rejected), tuple(rejected))
+        self.dead_letters.add(rejected)
+        self.stats.dead_lettered += len(rejected)
+        self.observer.on_dead_letter(len(rejected))
+        for item in rejected:
+            a = item.action
+            log.error("dead letter: %s %s/%s from %s.%s at %s: %s %s: %s", a.type.value, a.index, a.doc_id,
+                      a.schema, a.table, a.position, item.status, item.error_type, item.reason,
+                      extra={"table": f"{a.schema}.{a.table}", "doc_id": a.doc_id, "index": a.index,
+                             "position": str(a.position), "error": item.reason})
 
     def _wait_or_give_up(self, backoff: Backoff, attempts: int, why: str, count: int, kind: str) -> None:
         if self.retry.max_attempts and attempts >= self.retry.max_attempts:

@@ -51,6 +51,10 @@ class SinkUnavailableError(SinkError):
     retriable = True
 
 
+class RequestTooLargeError(SinkError):
+    """Elasticsearch refused the bulk body as too large (HTTP 413); split it and send again."""
+
+
 class RejectedActionsError(SinkError):
     """Elasticsearch rejected documents for good (mapping errors and the like)."""
 
@@ -61,6 +65,10 @@ class RejectedActionsError(SinkError):
 
 class CheckpointError(CdcError):
     """The checkpoint cannot be read, written or locked."""
+
+
+class DeadLetterError(CdcError):
+    """The dead-letter file cannot be read or written."""
 
 
 class ConversionError(CdcError, ValueError):

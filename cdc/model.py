@@ -56,7 +56,8 @@ class ColumnKind(enum.Enum):
 
     INTEGER = "integer"
     DECIMAL = "decimal"
-    FLOAT = "float"
+    FLOAT = "float"  # single precision: rendered as the shortest decimal that is the same float32
+    DOUBLE = "double"
     DATE = "date"
     DATETIME = "datetime"
     TIMESTAMP = "timestamp"
@@ -69,6 +70,7 @@ class ColumnKind(enum.Enum):
     BIT = "bit"
     JSON = "json"
     GEOMETRY = "geometry"
+    POINT = "point"  # a POINT column (the binlog says GEOMETRY; the rules know it from information_schema)
     OTHER = "other"
 
 
@@ -78,6 +80,9 @@ class Column:
     kind: ColumnKind
     # BIT(n) width, needed to tell a BIT(1) flag from a bit field.
     bits: int | None = None
+    # BINARY(n): values are n bytes. The binlog drops trailing 0x00 pad bytes
+    # (SELECT returns them), so the converter pads back to n.
+    pad_to: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ SourceEvent = RowChange | Commit | Rollback | StreamRestarted | Heartbeat
 class ActionType(enum.Enum):
     INDEX = "index"
     DELETE = "delete"
+    UPDATE = "update"  # partial document with doc_as_upsert (rules in `mode: update`)
 
 
 @dataclass(frozen=True)
@@ -152,10 +158,23 @@ class Action:
     schema: str = ""
     table: str = ""
     position: BinlogPosition | None = None
+    pipeline: str | None = None  # ingest pipeline (index actions only)
+    # False for `mode: update` rules: Elasticsearch refuses external versions on
+    # updates, so their writes (and deletes) are sent without a version.
+    versioned: bool = True
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.index, self.doc_id)
+    def key(self) -> tuple:
+        """Actions with the same key replace each other in a batch (the last one wins).
+
+        Routing is part of it: a routing change is "delete at the old routing,
+        index at the new", two writes that must both be sent. Partial updates
+        from different tables build one document together, so none may replace
+        another's.
+        """
+        if self.type is ActionType.UPDATE:
+            return (self.index, self.doc_id, self.routing, self.schema, self.table)
+        return (self.index, self.doc_id, self.routing)
 
 
 class Outcome(enum.Enum):

@@ -23,6 +23,7 @@ class Stats:
     request_retries: int = 0
     batches: int = 0
     checkpoints: int = 0
+    dead_lettered: int = 0
     last_commit: Commit | None = None
     last_saved: BinlogPosition | None = None
     started: float = field(default_factory=time.time)
@@ -30,6 +31,15 @@ class Stats:
 
 class Observer:
     """Base class with no-op hooks; override what you need."""
+
+    def on_start(self, position: BinlogPosition | None, gtid: str | None, saved_at: float | None) -> None:
+        """Start-up checks passed; streaming begins at this commit position.
+
+        `saved_at` is when the checkpoint there was saved (epoch seconds), None if it is not saved yet.
+        """
+
+    def on_stopping(self) -> None:
+        """cdc is shutting down (a signal, or a fatal error); may be called more than once."""
 
     def on_row(self, change: RowChange) -> None:
         """A row change was read from the binlog (before rules are applied)."""
@@ -48,6 +58,9 @@ class Observer:
 
     def on_acknowledged(self, actions: list[Action], commit: Commit | None) -> None:
         """A batch is fully in Elasticsearch; `commit` is its last transaction."""
+
+    def on_dead_letter(self, count: int) -> None:
+        """Rejected actions were put in the dead-letter store."""
 
     def on_checkpoint(self, commit: Commit) -> None:
         """The checkpoint was saved at this commit."""

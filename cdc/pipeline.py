@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 
 from .checkpoint import FileCheckpointStore
 from .config import BatchConfig, RetryConfig
+from .deadletter import DeadLetterStore
 from .delivery import BulkWriter, action_weight
 from .errors import CdcError
 from .model import (
@@ -93,6 +94,7 @@ class Pipeline:
         dry_run: bool = False,
         on_batch: Callable[[list[Action]], None] | None = None,
         observer: Observer | None = None,
+        dead_letters: DeadLetterStore | None = None,
     ):
         self.rules = rules
         self.builder = ActionBuilder(rules, version_epoch, value_options)
@@ -103,12 +105,15 @@ class Pipeline:
         self.on_batch = on_batch
         self.observer = observer or Observer()
         self.stats = Stats()
-        self.writer = BulkWriter(sink, batch, retry, self.stats, self.observer)
+        self.writer = BulkWriter(sink, batch, retry, self.stats, self.observer, dead_letters=dead_letters)
         self.stop_requested = threading.Event()
         self._writer_queue: queue.Queue = queue.Queue(maxsize=1)
         self._writer_error: BaseException | None = None
         self._last_save = 0.0
         self._unsaved: Commit | None = None
+        # Monotonic time of the main loop's last turn (or backpressure wait), for
+        # /healthz and the systemd watchdog: older than a few seconds means stuck.
+        self.last_loop = time.monotonic()
 
     # ------------------------------------------------------------------ control
     def request_stop(self) -> None:
@@ -171,13 +176,19 @@ class Pipeline:
             event_actions, event_position = [], None
 
         while True:
+            self.last_loop = time.monotonic()
             if self._writer_error is not None:
                 return
             if self.stop_requested.is_set():
                 # The open transaction (if any) is dropped; it is re-read after restart.
                 self._hand_over(batch, final=True)
                 return
-            timeout = max(0.05, self.batch_config.max_interval - (time.monotonic() - batch.opened))
+            # Wake for the next flush only when a commit is waiting in the batch;
+            # an idle loop need not spin (heartbeats still arrive every few seconds).
+            if batch.commit is None:
+                timeout = self.batch_config.max_interval
+            else:
+                timeout = max(0.05, self.batch_config.max_interval - (time.monotonic() - batch.opened))
             try:
                 event = inbox.get(timeout=timeout)
             except queue.Empty:
@@ -237,6 +248,8 @@ class Pipeline:
         if batch.commit is None and not final:
             return
         while self._writer_error is None:
+            # Waiting for a slow or unreachable Elasticsearch is not being stuck.
+            self.last_loop = time.monotonic()
             try:
                 self._writer_queue.put((batch, final), timeout=0.2)
                 return

@@ -14,7 +14,7 @@ and a delete of a missing document (404) is done as well.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 import elastic_transport
 import orjson
@@ -24,7 +24,7 @@ from elasticsearch import ConnectionTimeout, TransportError
 from elasticsearch.serializer import JsonSerializer
 
 from .config import ElasticsearchConfig
-from .errors import SinkError, SinkUnavailableError
+from .errors import RequestTooLargeError, SinkError, SinkUnavailableError
 from .model import Action, ActionType, BulkResult, ItemResult, Outcome
 
 log = logging.getLogger("cdc.sink")
@@ -32,6 +32,9 @@ log = logging.getLogger("cdc.sink")
 # Item statuses worth sending again: overload (429) and server-side trouble (5xx).
 # Anything else (400 mapping errors, 413 too large, ...) will fail the same way again.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Per update action: how often Elasticsearch itself re-applies a partial update
+# that lost a race with another write to the same document.
+UPDATE_RETRY_ON_CONFLICT = 3
 
 
 class _OrjsonSerializer(JsonSerializer):
@@ -47,13 +50,24 @@ def encode_bulk(actions: Sequence[Action]) -> bytes:
     """The NDJSON body of a `_bulk` request."""
     lines: list[bytes] = []
     for action in actions:
-        meta = {"_index": action.index, "_id": action.doc_id, "version": action.version,
-                "version_type": "external"}
+        meta: dict = {"_index": action.index, "_id": action.doc_id}
+        # Updates cannot carry an external version (Elasticsearch refuses it), so
+        # rules in mode: update write unversioned, deletes included.
+        if action.versioned and action.type is not ActionType.UPDATE:
+            meta.update(version=action.version, version_type="external")
         if action.routing is not None:
             meta["routing"] = action.routing
         if action.type is ActionType.INDEX:
+            if action.pipeline:
+                meta["pipeline"] = action.pipeline
             lines.append(orjson.dumps({"index": meta}))
             lines.append(orjson.dumps(action.doc))
+        elif action.type is ActionType.UPDATE:
+            # Concurrent updates of one document (several tables building it)
+            # conflict on its internal version; Elasticsearch re-applies them itself.
+            meta["retry_on_conflict"] = UPDATE_RETRY_ON_CONFLICT
+            lines.append(orjson.dumps({"update": meta}))
+            lines.append(orjson.dumps({"doc": action.doc, "doc_as_upsert": True}))
         else:
             lines.append(orjson.dumps({"delete": meta}))
     lines.append(b"")
@@ -71,6 +85,10 @@ def classify(action: Action, item: dict) -> ItemResult:
     error_type = error.get("type") if isinstance(error, dict) else str(error or "")
     reason = error.get("reason") if isinstance(error, dict) else None
     if status == 409 and error_type == "version_conflict_engine_exception":
+        if action.type is ActionType.UPDATE or not action.versioned:
+            # Unversioned: a conflict means another write got in between, not that
+            # a newer one is there. Sending it again is right; counting it done would lose it.
+            return ItemResult(action, Outcome.RETRY, status, error_type, reason)
         return ItemResult(action, Outcome.STALE, status, error_type, reason)
     if status in RETRY_STATUSES:
         return ItemResult(action, Outcome.RETRY, status, error_type, reason)
@@ -102,8 +120,12 @@ class ElasticsearchSink:
             kwargs["basic_auth"] = (config.username, config.password or "")
         if config.ca_certs:
             kwargs["ca_certs"] = config.ca_certs
-        if not config.verify_certs:
-            kwargs["verify_certs"] = False
+        if config.ssl_assert_fingerprint:
+            kwargs["ssl_assert_fingerprint"] = config.ssl_assert_fingerprint
+        if config.insecure:
+            # Explicit in the config and logged at start-up (config.security_warnings);
+            # the client's own warning on every connection would only repeat it.
+            kwargs.update(verify_certs=False, ssl_show_warn=False)
         self.client = Elasticsearch(**kwargs)
 
     def close(self) -> None:
@@ -132,14 +154,32 @@ class ElasticsearchSink:
                 index=index, name="index.gc_deletes", include_defaults=True, flat_settings=True)
         except Exception as exc:
             raise self._translate(exc) from None
+        # A pattern can match several indices: the shortest window is the one to respect.
+        found = []
         for body in (resp.body or {}).values():
             if not isinstance(body, dict):
                 continue
             for section in ("settings", "defaults"):
                 value = (body.get(section) or {}).get("index.gc_deletes")
                 if value:
-                    return _seconds(value)
-        return None
+                    found.append(_seconds(value))
+                    break
+        return min(found) if found else None
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        """One index-administration request (cdc/indices.py): (status, body); a 404 is an answer, not an error."""
+        headers = {"accept": "application/json"}
+        if body is not None:
+            headers["content-type"] = "application/json"
+        try:
+            resp = self.client.perform_request(method, path, headers=headers, body=body)
+        except ApiError as exc:
+            if exc.meta is not None and exc.meta.status == 404:
+                return 404, exc.body
+            raise self._translate(exc) from None
+        except Exception as exc:
+            raise self._translate(exc) from None
+        return resp.meta.status, resp.body
 
     def refresh(self, index: str) -> None:
         try:
@@ -156,8 +196,8 @@ class ElasticsearchSink:
             if status in RETRY_STATUSES:
                 return SinkUnavailableError(f"Elasticsearch answered {status}: {exc.message}")
             if status == 413:
-                return SinkError("bulk request too large for Elasticsearch (413): lower batch.max_bytes "
-                                 "or raise http.max_content_length")
+                return RequestTooLargeError("bulk request too large for Elasticsearch (413): lower "
+                                            "batch.max_bytes or raise http.max_content_length")
             return SinkError(f"Elasticsearch answered {status}: {exc.message} {exc.body if exc.body else ''}")
         if isinstance(exc, TransportError):
             return SinkUnavailableError(f"Elasticsearch transport error: {exc}")

@@ -40,6 +40,7 @@ from .config import SnapshotConfig
 from .database import Database
 from .delivery import BulkWriter
 from .errors import CdcError, CheckpointError, PreflightError, SinkUnavailableError
+from .indices import index_target
 from .model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
 from .rules import ActionBuilder, Rule
 
@@ -264,7 +265,8 @@ class Snapshot:
 
     def _write_chunk(self, plan: TablePlan, progress: TableProgress) -> int | None:
         """Read, convert and write one chunk; None when the table is finished."""
-        max_age = self._max_age(plan.rule.index)
+        # A name built from column values (monthly indices) is asked about as its pattern.
+        max_age = self._max_age(index_target(plan.rule)[1])
         while True:
             read_at = time.monotonic()
             position, rows = self._read_chunk(plan, progress.last_key)
@@ -307,7 +309,10 @@ class Snapshot:
 
     # ------------------------------------------------------------------ reading
     def _read_chunk(self, plan: TablePlan, last_key: list | None) -> tuple[BinlogPosition, list[tuple]]:
-        cols = ", ".join(f"`{n}`" for n in plan.names)
+        # MariaDB prints FLOAT with 6 significant digits over the text protocol
+        # (1.23457); `col + 0e0` reads the stored float32 exactly, as the binlog has it.
+        cols = ", ".join(f"`{c.name}` + 0e0 AS `{c.name}`" if c.kind is ColumnKind.FLOAT else f"`{c.name}`"
+                         for c in plan.columns)
         table = f"`{plan.rule.schema}`.`{plan.rule.table}`"
         conditions, args = [], []
         if plan.paged and last_key is not None:

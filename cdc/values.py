@@ -11,30 +11,34 @@ be converted raises ``ConversionError``, which names the column.
 | any       | ``None``                                 | ``null``                                            |
 | INTEGER   | ``int`` / ``bool``                       | unchanged (BIGINT UNSIGNED max stays an integer)    |
 | DECIMAL   | ``Decimal``                              | string without exponent, scale kept (``"1.50"``); number if ``decimal_as="number"`` |
-| FLOAT     | ``float``                                | unchanged; NaN/Infinity -> ``null``                 |
-| DATE      | ``date``; ``"0000-00-00"`` (PyMySQL)     | ``"YYYY-MM-DD"``; zero dates -> ``null`` (counted)  |
+| FLOAT     | ``float`` (binlog: the float32 widened, 0.10000000149011612) | shortest decimal that is the same float32 (``0.1``); NaN/Infinity -> ``null`` |
+| DOUBLE    | ``float``                                | unchanged; NaN/Infinity -> ``null``                 |
+| DATE      | ``date``; ``"0000-00-00"`` (PyMySQL, and the source for the library's zero-date None) | ``"YYYY-MM-DD"``; zero dates -> ``null`` (counted)  |
 | DATETIME  | naive ``datetime``                       | ``"YYYY-MM-DDTHH:MM:SS[.ffffff]"`` (fraction only if non-zero) |
 | TIMESTAMP | naive ``datetime`` in UTC / aware        | same, in ``timestamp_tz`` with offset (``Z`` for UTC); zero -> ``null`` |
 | TIME      | ``timedelta`` (+-838:59:59.999999)       | ``"[-]HH:MM:SS[.ffffff]"``, hours may exceed 24     |
 | YEAR      | ``int``                                  | ``int`` (the library's 1900 for YEAR 0000 -> ``0``) |
 | STRING    | ``str``; ``bytes`` if undecodable        | ``str``; bytes decoded as UTF-8, else Latin-1       |
-| BINARY    | ``bytes`` (``str`` without charset info) | standard base64 with padding; ``str`` unchanged     |
+| BINARY    | ``bytes`` (``str`` without charset info; ``""`` when empty) | standard base64 with padding (BINARY(n) padded to n bytes first); ``str`` unchanged |
 | ENUM      | ``str`` label (or ``int`` index)         | unchanged                                           |
 | SET       | ``set`` (library) or ``"a,b"`` (PyMySQL) | sorted list of labels; ``""`` -> ``[]``             |
 | BIT       | ``"0101"`` (library), big-endian ``bytes`` (PyMySQL), ``int`` | ``int``; BIT(1) -> ``bool`` if ``bit1_as_bool`` |
 | JSON      | parsed value with ``bytes`` (MySQL); text (MariaDB, PyMySQL) | JSON value; text parsed if ``parse_json``, invalid text -> error |
 | GEOMETRY  | ``bytes``: 4-byte LE SRID + WKB          | GeoJSON geometry dict (SRID dropped)                |
+| POINT     | as GEOMETRY (a POINT column, known from information_schema) | GeoJSON, or ``{"lat", "lon"}`` if ``points="geo_point"`` |
 | OTHER     | anything                                 | by Python type, using the rules above; unknown types -> ``str()`` |
 
 Inside JSON, numbers stay numbers: a ``Decimal`` becomes a float when that is exact
 (checked through ``repr``), otherwise a string; dates and times become ISO strings.
-Integers outside orjson's 64-bit range become strings.
+Integers outside orjson's 64-bit range become strings, in JSON text too (where a
+number beyond double range, such as ``1e400``, also stays its text).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import json
 import math
 import re
 import struct
@@ -69,6 +73,16 @@ class ValueOptions:
     timestamp_tz: datetime.tzinfo = UTC  # zone TIMESTAMP values are rendered in, with offset
     bit1_as_bool: bool = True  # BIT(1) -> bool, wider BIT -> int
     parse_json: bool = True  # JSON text (MariaDB, PyMySQL) -> objects
+    # POINT as GeoJSON (a geo_point or geo_shape field takes it) or as {"lat", "lon"}.
+    points: Literal["geojson", "geo_point"] = "geojson"
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ValueOptions":
+        """From the config's `values:` section (anything with its attribute names)."""
+        from zoneinfo import ZoneInfo
+
+        return cls(decimal_as=config.decimal_as, timestamp_tz=ZoneInfo(config.timestamp_timezone),
+                   bit1_as_bool=config.bit1_as_bool, points=config.points)
 
 
 DEFAULT_OPTIONS = ValueOptions()
@@ -130,10 +144,22 @@ def _convert(value: Any, column: Column, options: ValueOptions, stats: Conversio
             # for the column's charset (LookupError, e.g. swe7).
             return _text(bytes(value))
     elif kind is ColumnKind.BINARY:
+        if value == "":
+            # row_event.py decodes with the charset "binary", an unknown codec, and
+            # keeps the bytes on LookupError; but b"".decode(anything) is "" without
+            # a codec lookup, so an empty value arrives as str.
+            value = b""
         if isinstance(value, str):
             # Without binlog_row_metadata=FULL the library knows no charset and
             # UTF-8-decodes BINARY/BLOB columns too (row_event.py __read_string).
             return value
+        if column.pad_to and isinstance(value, _BYTES) and len(value) < column.pad_to:
+            # BINARY(n) rows in the binlog lack their trailing 0x00 pad bytes;
+            # SELECT returns all n bytes (observed on MariaDB 10.11).
+            value = bytes(value).ljust(column.pad_to, b"\0")
+    elif kind is ColumnKind.FLOAT:
+        if isinstance(value, float):
+            return _float32(value)
     elif kind in (ColumnKind.DATE, ColumnKind.DATETIME, ColumnKind.TIMESTAMP):
         # PyMySQL returns dates it cannot parse ('0000-00-00', '2024-00-10') as str.
         # The library already returns None for zero DATE/DATETIME (row_event.py
@@ -163,9 +189,15 @@ def _convert(value: Any, column: Column, options: ValueOptions, stats: Conversio
         return _bit(value, column, options)
     elif kind is ColumnKind.JSON:
         return _json_column(value, column, options)
-    elif kind is ColumnKind.GEOMETRY:
+    elif kind in (ColumnKind.GEOMETRY, ColumnKind.POINT):
         if isinstance(value, _BYTES):
-            return _geometry(bytes(value))
+            geometry = _geometry(bytes(value))
+            # Only POINT columns: a GEOMETRY column that happens to hold a point
+            # goes to a geo_shape field, which wants GeoJSON.
+            if kind is ColumnKind.POINT and options.points == "geo_point" and geometry["type"] == "Point":
+                lon, lat = geometry["coordinates"]
+                return {"lat": lat, "lon": lon}
+            return geometry
     return _by_type(value, options)
 
 
@@ -204,6 +236,28 @@ def _text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")  # maps every byte, so never fails
+
+
+def _float32(value: float) -> float | None:
+    """The shortest decimal that reads back as the same single-precision float.
+
+    The binlog holds FLOAT as 4 bytes, which the library widens to a double
+    (0.1 arrives as 0.10000000149011612); 9 significant digits always suffice.
+    """
+    if not math.isfinite(value):
+        return None
+    try:
+        packed = struct.pack("<f", value)
+    except OverflowError:  # beyond float32 range: it was never a FLOAT value
+        return value
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        try:
+            if struct.pack("<f", candidate) == packed:
+                return candidate
+        except OverflowError:  # rounded up past FLT_MAX (3.4028235e38); more digits will do
+            continue
+    return value
 
 
 def _int(value: int) -> int | str:
@@ -261,11 +315,37 @@ def _json_column(value: Any, column: Column, options: ValueOptions) -> Any:
         # MariaDB's JSON is LONGTEXT and PyMySQL returns JSON as text. A bytes
         # value, in contrast, is a MySQL binary-JSON string scalar (json_binary.py
         # parse_string returns bytes), so it is not parsed.
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise ConversionError(column.name, f"invalid JSON text: {exc}") from None
+        value = _parse_json_text(value, column)
     return _json(value)
+
+
+# 20+ digits in a row may be an integer beyond 64 bits, which orjson would turn
+# into a float without a word (12345678901234567890123 -> 1.2345678901234568e+22).
+_LONG_DIGITS = re.compile(r"\d{20}")
+
+
+def _parse_json_text(text: str, column: Column) -> Any:
+    if not _LONG_DIGITS.search(text):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass  # maybe valid JSON orjson refuses (1e400); the exact parser decides
+    try:
+        # Exact: big integers stay ints (-> strings past 64 bits in _json), and
+        # numbers beyond double range keep their text instead of becoming inf.
+        return json.loads(text, parse_float=_json_float, parse_constant=_json_constant)
+    except ValueError as exc:
+        raise ConversionError(column.name, f"invalid JSON text: {exc}") from None
+
+
+def _json_float(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _json_constant(name: str) -> Any:
+    # NaN/Infinity are not JSON; MariaDB's json_valid rejects them too.
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _json(value: Any) -> Any:
@@ -330,3 +410,61 @@ def _wkb(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
             return {"type": name, "geometries": parts}, pos
         coordinates = [part["coordinates"] for part in parts]
     return {"type": name, "coordinates": coordinates}, pos
+
+
+# ---------------------------------------------------------------------- per-column conversions
+# Chosen by name in a rule (`convert: {tags: {split: ","}}`) and applied to the
+# converted value; "none"/"optional"/"required" says whether they take an argument.
+CONVERSIONS = {
+    "split": "optional",  # delimiter, default ","
+    "json": "none",
+    "datetime": "required",  # strftime format
+    "lower": "none",
+    "upper": "none",
+    "bool": "none",
+}
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "y", "on"}), frozenset({"0", "false", "no", "n", "off", ""})
+
+
+def apply_conversion(value: Any, name: str, arg: str | None, column: str) -> Any:
+    """One rule conversion of an already converted value; None stays None."""
+    if value is None:
+        return None
+    if name == "split":
+        if not isinstance(value, str):
+            raise ConversionError(column, f"split needs text, got {type(value).__name__}")
+        return value.split(arg or ",") if value else []
+    if name == "json":
+        if isinstance(value, str):
+            return _json(_parse_json_text(value, Column(column, ColumnKind.JSON)))
+        return value  # already JSON (a JSON column)
+    if name in ("lower", "upper"):
+        if isinstance(value, str):
+            return value.lower() if name == "lower" else value.upper()
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [v.lower() if name == "lower" else v.upper() for v in value]
+        raise ConversionError(column, f"{name} needs text, got {type(value).__name__}")
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return value != 0  # MySQL's truth: any non-zero TINYINT(1) is true
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConversionError(column, f"bool cannot read {value!r}")
+    if name == "datetime":
+        return parse_date(value, column).strftime(arg or "%Y-%m-%dT%H:%M:%S")
+    raise ConversionError(column, f"unknown conversion {name!r}")
+
+
+def parse_date(value: Any, column: str) -> datetime.date:
+    """A converted DATE/DATETIME/TIMESTAMP ("2024-01-02", "...T03:04:05", "...Z") back as a date(time)."""
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return (datetime.date.fromisoformat(value) if len(value) == 10
+                    else datetime.datetime.fromisoformat(value))
+        except ValueError:
+            pass
+    raise ConversionError(column, f"{value!r} is not a date")

@@ -46,9 +46,6 @@ CDC_USER, CDC_PASSWORD = "cdc", "cdc"
 ADMIN_USER, ADMIN_PASSWORD = "cdc_admin", "cdc_admin"
 
 
-_children: list[subprocess.Popen] = []
-
-
 class ServerError(RuntimeError):
     pass
 
@@ -101,12 +98,12 @@ def _pid_alive(pid_file: Path) -> int | None:
     return pid
 
 
-def _stop_pid(pid_file: Path, name: str, timeout: float = 60) -> None:
+def _stop_pid(pid_file: Path, name: str, timeout: float = 60, sig: int = signal.SIGTERM) -> None:
     pid = _pid_alive(pid_file)
     if pid is None:
         log(f"{name}: not running")
         return
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _pid_alive(pid_file) is None:
@@ -116,9 +113,6 @@ def _stop_pid(pid_file: Path, name: str, timeout: float = 60) -> None:
         log(f"{name}: did not stop in {timeout}s, killing pid {pid}")
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
-    for child in list(_children):  # reap the ones we started, so none is left a zombie
-        if child.poll() is not None:
-            _children.remove(child)
     log(f"{name}: stopped")
 
 
@@ -185,12 +179,13 @@ def mariadb_up() -> None:
             check=True, stdout=subprocess.DEVNULL,
         )
     log(f"mariadb: starting on 127.0.0.1:{MARIADB_PORT}")
-    # Detached on purpose (it outlives this process); keep the handle so Python
-    # does not warn about a child still running when the object is collected.
-    _children.append(subprocess.Popen(
-        ["mariadbd", f"--defaults-file={cnf}", "--user=root"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    ))
+    # Started through a shell that exits at once, so mariadbd is not our child:
+    # it outlives this process (tests, the demo) and leaves no handle to reap.
+    subprocess.run(
+        ["sh", "-c", 'setsid "$@" >/dev/null 2>&1 </dev/null &', "sh",
+         "mariadbd", f"--defaults-file={cnf}", "--user=root"],
+        check=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -212,8 +207,9 @@ def mariadb_up() -> None:
     log("mariadb: ready")
 
 
-def mariadb_down() -> None:
-    _stop_pid(MARIADB_PID, "mariadb")
+def mariadb_down(kill: bool = False) -> None:
+    """Stop MariaDB; `kill=True` sends SIGKILL, like a crash (for fault tests)."""
+    _stop_pid(MARIADB_PID, "mariadb", sig=signal.SIGKILL if kill else signal.SIGTERM)
 
 
 # --------------------------------------------------------------------------- Elasticsearch

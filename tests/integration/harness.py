@@ -59,8 +59,11 @@ class CdcProcess:
 
     def start(self) -> "CdcProcess":
         self._log = open(self.log_path, "ab")
+        # Only the long-running commands take logging options.
+        logging_flags = ["--log-format", "json", "--log-level", "DEBUG"] if self.args[0] in (
+            "run", "replay", "snapshot") else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cdc", *self.args, "--log-format", "json", "--log-level", "DEBUG"],
+            [sys.executable, "-m", "cdc", *self.args, *logging_flags],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
         )
         return self

@@ -7,7 +7,6 @@ import re
 import signal
 import time
 
-import pytest
 from harness import CdcSetup, es_docs, wait_until_equal
 from test_faults import WriteLoad
 
@@ -140,8 +139,6 @@ VALUES = ("1, 255 - 128, 18446744073709551615, -9223372036854775808, "
           "b'1', b'1000000011', '{\"k\": [\"x\", \"y\"], \"num\": 2.5, \"n\": null}', ST_GeomFromText('POINT(1.5 -2)'), NULL")
 
 
-@pytest.mark.xfail(strict=True, reason="FLOAT: the binlog gives the float32 widened to double (0.10000000149011612), "
-                   "PyMySQL gives 0.1; fixed with the FLOAT/DOUBLE split in values.py (issue 4, in progress)")
 def test_snapshot_and_stream_produce_identical_documents_for_every_type(servers, db, database, es, index_prefix,
                                                                         tmp_path):
     db.execute(f"CREATE TABLE t ({TYPES})")

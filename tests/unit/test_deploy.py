@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path, PurePosixPath
 
@@ -249,12 +250,59 @@ def test_dockerfile_entrypoint_cmd_and_signal():
     volume = runtime["VOLUME"]
     assert (json.loads(volume) if volume.startswith("[") else volume.split()) == ["/var/lib/cdc"]
     assert runtime.get("WORKDIR") == "/var/lib/cdc"
-    assert "HEALTHCHECK" not in runtime  # no health endpoint yet
 
 
 def test_dockerfile_version_label_matches_the_package():
     args = [a for kw, a in _runtime_stage() if kw == "ARG" and a.startswith("VERSION=")]
     assert args == [f"VERSION={cdc.__version__}"]
+
+
+def _healthcheck() -> tuple[list[str], str]:
+    """The HEALTHCHECK's exec-form command, and the URL the image's ENV gives it."""
+    checks = [args for kw, args in _runtime_stage() if kw == "HEALTHCHECK"]
+    assert len(checks) == 1, "the runtime stage needs exactly one HEALTHCHECK"
+    options, sep, command = checks[0].partition(" CMD ")
+    assert sep and "--interval=" in options and "--timeout=" in options
+    envs = " ".join(args for kw, args in _runtime_stage() if kw == "ENV")
+    url = re.search(r"CDC_HEALTHCHECK_URL=(\S+)", envs)
+    assert url, "no ENV CDC_HEALTHCHECK_URL"
+    return json.loads(command), url.group(1)
+
+
+def test_dockerfile_healthcheck_matches_the_docker_config(monkeypatch):
+    argv, url = _healthcheck()
+    assert argv[:2] == ["python", "-c"]  # the slim image has no curl
+    monkeypatch.setenv("CDC_MYSQL_PASSWORD", "x")
+    config = parse_config(yaml.safe_load(DOCKER_CONFIG.read_text()), str(DOCKER_CONFIG), "/etc/cdc")
+    assert config.metrics.enabled, "the image's HEALTHCHECK needs metrics.enabled in deploy/docker/cdc.yml"
+    assert url == f"http://127.0.0.1:{config.metrics.port}/healthz"
+
+
+def test_dockerfile_healthcheck_command_works_when_run_directly():
+    """The image's command, run with this Python against a real /healthz: 0 healthy, 1 otherwise."""
+    from cdc.health import Health, HealthServer
+    from cdc.progress import Progress
+
+    argv, _ = _healthcheck()
+    progress = Progress(heartbeat=1)
+    progress.on_start(None, None, None)
+    loop = {"last": 0.0}
+    server = HealthServer("127.0.0.1", 0, Health(progress, lambda: loop["last"], heartbeat=1, max_lag=60,
+                                                 stuck_after=30))
+    url = f"http://127.0.0.1:{server.port}/healthz"
+
+    def check() -> int:
+        return subprocess.run([sys.executable, *argv[1:]], env={"CDC_HEALTHCHECK_URL": url},
+                              capture_output=True, timeout=30).returncode
+
+    try:
+        loop["last"] = time.monotonic()
+        assert check() == 0
+        loop["last"] = time.monotonic() - 60  # the main loop has not turned for a minute
+        assert check() == 1
+    finally:
+        server.close()
+    assert check() == 1  # nothing listening
 
 
 def test_console_script_is_the_cli():
@@ -298,7 +346,14 @@ def test_unit_runs_cdc_run_as_user_cdc(unit):
     assert PurePosixPath(argv[0]).name == "cdc"
     assert argv[1:4] == ["run", "--config", "/etc/cdc/cdc.yml"]
     assert _one(unit, "Service", "User") == "cdc"
-    assert _one(unit, "Service", "Type") == "simple"
+
+
+def test_unit_is_type_notify_with_a_watchdog(unit):
+    # cdc/notify.py sends READY=1, WATCHDOG=1 (every WatchdogSec/2), STATUS= and STOPPING=1.
+    assert _one(unit, "Service", "Type") == "notify"
+    assert _one(unit, "Service", "WatchdogSec") == "30"
+    # The pings come from a thread of the main process, which NotifyAccess=main (the default) accepts.
+    assert unit["Service"].get("NotifyAccess", ["main"])[-1] in ("main", "all")
 
 
 def test_unit_restarts_only_when_it_can_help(unit):

@@ -3,7 +3,7 @@ import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError, BadRequestError, ConnectionError, ConnectionTimeout, TransportError
 
-from cdc.errors import SinkError, SinkUnavailableError
+from cdc.errors import RequestTooLargeError, SinkError, SinkUnavailableError
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, Outcome
 from cdc.sink import ElasticsearchSink, classify, encode_bulk, parse_bulk_response
 
@@ -205,7 +205,7 @@ def test_translate_api_error_400_is_not_retriable():
 
 def test_translate_413():
     out = ElasticsearchSink._translate(ApiError("too large", meta(413), None))
-    assert type(out) is SinkError
+    assert type(out) is RequestTooLargeError  # the writer splits the bulk on this one
     assert "batch.max_bytes" in str(out)
 
 
@@ -213,3 +213,39 @@ def test_translate_unknown_exception():
     out = ElasticsearchSink._translate(RuntimeError("oops"))
     assert type(out) is SinkError
     assert "RuntimeError: oops" in str(out)
+
+
+# ---------------------------------------------------------------- rules' write modes (issue 4)
+def test_encode_bulk_update_is_partial_upsert_without_version():
+    update = Action(ActionType.UPDATE, "items", "1", 10, {"qty": 5}, routing="r", schema="shop", table="stock",
+                    position=POS, versioned=False)
+    meta, body = (orjson.loads(line) for line in encode_bulk([update]).splitlines())
+    assert meta == {"update": {"_index": "items", "_id": "1", "routing": "r", "retry_on_conflict": 3}}
+    assert body == {"doc": {"qty": 5}, "doc_as_upsert": True}
+
+
+def test_encode_bulk_unversioned_delete_and_pipeline():
+    unversioned = Action(ActionType.DELETE, "items", "1", 10, schema="shop", table="items", position=POS,
+                         versioned=False)
+    piped = Action(ActionType.INDEX, "items", "2", 11, {"a": 1}, schema="shop", table="items", position=POS,
+                   pipeline="enrich")
+    lines = [orjson.loads(line) for line in encode_bulk([unversioned, piped]).splitlines()]
+    assert lines[0] == {"delete": {"_index": "items", "_id": "1"}}
+    assert lines[1] == {"index": {"_index": "items", "_id": "2", "version": 11, "version_type": "external",
+                                  "pipeline": "enrich"}}
+
+
+def test_classify_update_conflict_is_retried_not_stale():
+    update = Action(ActionType.UPDATE, "items", "1", 10, {"qty": 5}, schema="shop", table="stock", position=POS,
+                    versioned=False)
+    conflict = {"status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "busy"}}
+    assert classify(update, conflict).outcome is Outcome.RETRY
+    assert classify(index(), conflict).outcome is Outcome.STALE
+
+
+def test_action_keys_keep_routing_moves_and_partial_updates_apart():
+    assert index("1", routing="a").key != delete("1", routing="b").key
+    assert index("1").key == delete("1").key
+    one = Action(ActionType.UPDATE, "items", "1", 10, {"a": 1}, schema="shop", table="a", versioned=False)
+    two = Action(ActionType.UPDATE, "items", "1", 10, {"b": 1}, schema="shop", table="b", versioned=False)
+    assert one.key != two.key

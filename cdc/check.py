@@ -1,0 +1,117 @@
+"""`cdc check`: the config, the rules and both servers checked the way `cdc run` would, in one report.
+
+Nothing is written anywhere. Problems are what would stop `cdc run` (exit code
+2); warnings are worth reading but do not stop it (exit code 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import Config
+from .database import Database
+from .errors import CdcError, PreflightError
+from .indices import inspect, plan_indices
+from .rules import Resolution, RuleSet, resolve_rules
+from .sink import ElasticsearchSink
+from .values import ValueOptions
+
+
+@dataclass
+class CheckReport:
+    sections: list[tuple[str, list[str]]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self) -> str:
+        lines = []
+        for title, body in self.sections:
+            lines.append(title)
+            lines.extend(f"  {line}" for line in body)
+        for title, items in (("problems", self.problems), ("warnings", self.warnings)):
+            if items:
+                lines.append(f"{title} ({len(items)}):")
+                lines.extend(f"  - {item}" for item in items)
+        lines.append("result: OK" + (f" with {len(self.warnings)} warning(s)" if self.warnings else "")
+                     if self.ok else f"result: FAILED, {len(self.problems)} problem(s)")
+        return "\n".join(lines)
+
+
+def _problem_list(exc: CdcError) -> list[str]:
+    """PreflightError messages hold a headline and "  - item" lines; keep the items."""
+    lines = str(exc).splitlines()
+    items = [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
+    return items or [str(exc)]
+
+
+def run_check(config: Config, rules: RuleSet, connect_db: Callable[[], Database] | None = None,
+              connect_es: Callable[[], object] | None = None) -> CheckReport:
+    report = CheckReport()
+    report.sections.append(("config: ok", [f"{len(rules)} rule(s) from {config.resolve(config.rules)}"]))
+    options = ValueOptions.from_config(config.values)
+    try:
+        db = (connect_db or (lambda: Database(config.mysql)))()
+    except CdcError as exc:
+        report.problems.append(f"MySQL: {exc}")
+        return report
+    try:
+        server = f"{'MariaDB' if db.info.mariadb else 'MySQL'} {db.info.version} at {config.mysql.host}:{config.mysql.port}"
+        try:
+            report.warnings.extend(db.preflight(reads_binlog=False))
+            report.sections.append((f"server: {server}: ready for cdc", []))
+        except PreflightError as exc:
+            report.sections.append((f"server: {server}: NOT ready", []))
+            report.problems.extend(_problem_list(exc))
+        resolution: Resolution = resolve_rules(rules, db.catalog(rules))
+        report.problems.extend(resolution.problems)
+        report.warnings.extend(resolution.warnings)
+        report.sections.append(("rules:", _describe(rules, resolution)))
+        mapped = sorted({(r.schema, r.table) for r in resolution.rules.rules})
+        report.warnings.extend(db.cascading_foreign_keys(mapped))
+    finally:
+        db.close()
+    _check_indices(report, resolution, options, connect_es or (lambda: ElasticsearchSink(config.elasticsearch)))
+    return report
+
+
+def _describe(rules: RuleSet, resolution: Resolution) -> list[str]:
+    lines = []
+    for rule in rules.rules:
+        tables = resolution.tables.get(rule.source)
+        if tables is None:
+            lines.append(f"{rule.source}: {rule.name} -> {rule.index}: not checked (see problems)")
+            continue
+        names = [f"{s}.{t}" for s, t in tables]
+        shown = ", ".join(names[:5]) + (f", ... ({len(names)} tables)" if len(names) > 5 else "")
+        mode = f", mode {rule.mode}" if rule.mode != "index" else ""
+        deletes = f", on_delete {rule.on_delete}" if rule.on_delete != "delete" else ""
+        lines.append(f"{rule.source}: {shown or 'no table'} -> {rule.index}{mode}{deletes}")
+    return lines
+
+
+def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOptions,
+                   connect_es: Callable[[], object]) -> None:
+    plans = plan_indices(resolution.rules.rules, options)
+    sink = connect_es()
+    try:
+        try:
+            status = sink.check()
+        except CdcError as exc:
+            report.problems.append(f"Elasticsearch: {exc}")
+            return
+        lines = [f"cluster health {status}"]
+        for state in inspect(plans, sink):
+            lines.append(f"{state.plan.kind} {state.plan.name}: {state.state}")
+            for note in state.plan.notes:
+                report.warnings.append(f"{state.plan.kind} {state.plan.name}: {note}")
+            if state.state == "differs":
+                report.warnings.append(f"{state.plan.kind} {state.plan.name} differs from the rules (cdc leaves it "
+                                       f"as it is): {'; '.join(state.differences)}")
+        report.sections.append(("elasticsearch:", lines))
+    finally:
+        sink.close()

@@ -1,0 +1,359 @@
+"""Optional index creation: plan indices from the rules, compare them with what exists, create what is missing.
+
+Only rules with `create_index` take part. `plan_indices` is pure: resolved rules
+in (each knows its table's columns from information_schema), `IndexPlan`s out,
+with mappings given in the rule or generated from the column types (README
+"Creating indices"; mappings given in a rule are laid over the generated ones).
+An index name made from a column (`orders-{at:%Y.%m}`)
+cannot be created ahead, so it becomes an index template for `orders-*`.
+
+`inspect` and `create_missing` talk to Elasticsearch only through
+`ElasticsearchSink.admin`. Nothing here ever changes an existing index or
+template: a difference is reported, never fixed, because changing a mapping
+in place is impossible for most changes and unsafe for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Mapping
+
+from .errors import PreflightError, SinkError
+from .rules import ColumnInfo, Rule, parse_template
+from .values import ValueOptions
+
+log = logging.getLogger("cdc.indices")
+
+# Above Elasticsearch's built-in templates (logs-*-*, metrics-*-* ... at 100), so
+# ours win for the names cdc writes.
+TEMPLATE_PRIORITY = 200
+_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
+_BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
+_INTEGER = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"}
+_GEOMETRY = {"geometry", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+             "geometrycollection", "geomcollection"}
+KEYWORD = {"type": "keyword"}
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    kind: Literal["index", "template"]
+    name: str  # the index, or the index template (cdc-<pattern>)
+    body: Mapping[str, Any]  # PUT /<index> or PUT /_index_template/<name>
+    rules: tuple[str, ...]  # the rules that write there
+    notes: tuple[str, ...] = ()  # the rules disagree (a field's type, settings, given mappings)
+    pattern: str | None = None  # templates: the index names they apply to
+
+    @property
+    def mappings(self) -> Mapping[str, Any]:
+        inner = self.body.get("template", self.body) if self.kind == "template" else self.body
+        return inner.get("mappings") or {}
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        inner = self.body.get("template", self.body) if self.kind == "template" else self.body
+        return inner.get("settings") or {}
+
+
+# ---------------------------------------------------------------------- mappings from column types
+def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False) -> dict | None:
+    """The field a column's converted values fit (README "Values"); None: leave it to dynamic mapping."""
+    t = column.data_type
+    if json or t == "json":
+        return {"type": "object"}
+    if t in _INTEGER:
+        if t == "bigint" and "unsigned" in column.column_type:
+            return {"type": "unsigned_long"}
+        return {"type": "long"}
+    if t == "decimal":
+        return {"type": "double"} if options.decimal_as == "number" else dict(KEYWORD)
+    if t == "float":
+        return {"type": "float"}
+    if t in ("double", "real"):
+        return {"type": "double"}
+    if t in ("date", "datetime", "timestamp"):
+        return {"type": "date"}
+    if t == "time":
+        return dict(KEYWORD)
+    if t in _TEXT:
+        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+    if t in ("enum", "set"):
+        return dict(KEYWORD)
+    if t in _BINARY:
+        return {"type": "binary"}
+    if t == "bit":
+        match = re.search(r"\((\d+)\)", column.column_type)
+        bits = int(match.group(1)) if match else 1
+        if bits == 1 and options.bit1_as_bool:
+            return {"type": "boolean"}
+        return {"type": "unsigned_long"} if bits == 64 else {"type": "long"}
+    if t == "point":
+        return {"type": "geo_point"} if options.points == "geo_point" else {"type": "geo_shape"}
+    if t in _GEOMETRY:
+        return {"type": "geo_shape"}
+    return None
+
+
+def _after_conversion(current: dict | None, name: str) -> dict | None:
+    if name in ("split", "datetime"):
+        return dict(KEYWORD)
+    if name == "json":
+        return {"type": "object"}
+    if name == "bool":
+        return {"type": "boolean"}
+    return current  # lower, upper: still text
+
+
+def value_field(value: Any) -> dict | None:
+    """The field for a constant value (`fields:` of a rule)."""
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "long"}
+    if isinstance(value, float):
+        return {"type": "double"}
+    if isinstance(value, str):
+        return dict(KEYWORD)
+    if isinstance(value, dict):
+        return {"type": "object"}
+    if isinstance(value, list):
+        return next((f for f in map(value_field, value) if f), None)
+    return None
+
+
+def generated_mappings(rule: Rule, options: ValueOptions) -> dict:
+    """Mappings for the documents of one resolved rule."""
+    properties: dict[str, Any] = {}
+    conversions = dict(rule.conversions)
+    renames = dict(rule.rename)
+    for column in rule.table_columns:
+        if rule.include is not None and column.name not in rule.include or column.name in rule.exclude:
+            continue
+        spec = column_field(column, options, column.name in rule.json_columns)
+        for conversion in conversions.get(column.name, ()):
+            spec = _after_conversion(spec, conversion.name)
+        if spec is not None:
+            properties[renames.get(column.name, column.name)] = spec
+    for name, value in rule.fields:
+        spec = value_field(value)
+        if spec is not None:
+            properties[name] = spec
+    for name in (rule.add_table_name, rule.add_schema_name):
+        if name:
+            properties[name] = dict(KEYWORD)
+    if rule.on_delete == "soft":
+        properties[rule.soft_delete_field] = {"type": "boolean"}
+    return {"properties": properties}
+
+
+# ---------------------------------------------------------------------- the plan
+def index_target(rule: Rule) -> tuple[Literal["index", "template"], str]:
+    """(index, its name) for a name without columns; (template, the pattern of names) otherwise."""
+    template = parse_template(rule.index)
+    captures = {"schema": rule.schema, "table": rule.table, **dict(rule.captures)}
+    out = []
+    for part in template.parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif part.meta:
+            out.append(captures.get(part.name, ""))
+        else:
+            out.append("*")
+    name = re.sub(r"\*+", "*", "".join(out)).lower()
+    return ("template" if template.columns else "index"), name
+
+
+def template_name(pattern: str) -> str:
+    return "cdc-" + (re.sub(r"[^a-z0-9._-]+", "-", pattern).strip("-.") or "index")
+
+
+def plan_indices(rules: Iterable[Rule], options: ValueOptions) -> list[IndexPlan]:
+    """One plan per index (or template) that rules with `create_index` write to; pure."""
+    groups: dict[tuple[str, str], list[Rule]] = {}
+    for rule in rules:
+        if rule.create_index is not None:
+            groups.setdefault(index_target(rule), []).append(rule)
+    plans = []
+    for (kind, name), members in groups.items():
+        notes: list[str] = []
+        sources = tuple(dict.fromkeys(r.source for r in members))
+        settings = _merge_settings(members, notes)
+        mappings = _merge_mappings(members, options, notes)
+        inner = {"settings": settings, "mappings": mappings}
+        if kind == "index":
+            plans.append(IndexPlan("index", name, inner, sources, tuple(notes)))
+        else:
+            body = {"index_patterns": [name], "priority": TEMPLATE_PRIORITY, "template": inner,
+                    "_meta": {"created_by": "cdc", "rules": list(sources)}}
+            plans.append(IndexPlan("template", template_name(name), body, sources, tuple(notes), name))
+    return sorted(plans, key=lambda p: (p.kind, p.name))
+
+
+def _merge_settings(rules: list[Rule], notes: list[str]) -> dict:
+    given = [(r.source, dict(r.create_index.settings)) for r in rules if r.create_index and r.create_index.settings]
+    distinct = {repr(sorted(_flat(s).items())) for _, s in given}
+    if len(distinct) > 1:
+        notes.append("rules give different settings; using those of " + given[0][0])
+    return given[0][1] if given else {}
+
+
+def _merge_mappings(rules: list[Rule], options: ValueOptions, notes: list[str]) -> dict:
+    """Generated properties of every rule, with the rules' given mappings laid over them (given wins)."""
+    given = [(r.source, dict(r.create_index.mappings)) for r in rules
+             if r.create_index and r.create_index.mappings is not None]
+    if len({repr(m) for _, m in given}) > 1:
+        notes.append("rules give different mappings; using those of " + given[0][0])
+    properties: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for rule in rules:
+        for name, spec in generated_mappings(rule, options)["properties"].items():
+            if name not in properties:
+                properties[name], origin[name] = spec, rule.source
+            elif spec.get("type") != properties[name].get("type"):
+                note = (f"field {name}: {properties[name].get('type')} from {origin[name]}, "
+                        f"{spec.get('type')} from {rule.source}; using {properties[name].get('type')}")
+                if note not in notes:
+                    notes.append(note)
+    if given:
+        mappings = dict(given[0][1])
+        properties.update(mappings.get("properties") or {})
+        mappings["properties"] = properties
+        return mappings
+    return {"properties": properties}
+
+
+# ---------------------------------------------------------------------- compare with what is there
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def _index_settings(settings: Mapping[str, Any]) -> dict[str, str]:
+    return {(k if k.startswith("index.") else f"index.{k}"): v for k, v in _flat(settings).items()}
+
+
+def compare_mappings(want: Mapping[str, Any], have: Mapping[str, Any], path: str = "") -> list[str]:
+    """How `have` (Elasticsearch's) falls short of `want` (the plan's); [] if it has every field as planned."""
+    out = []
+    have_props = have.get("properties") or {}
+    for name, spec in (want.get("properties") or {}).items():
+        where = f"{path}{name}"
+        found = have_props.get(name)
+        if found is None:
+            out.append(f"{where}: not mapped (Elasticsearch would map it dynamically)")
+            continue
+        want_type, have_type = spec.get("type", "object"), found.get("type", "object")
+        if want_type != have_type:
+            out.append(f"{where}: {have_type} in Elasticsearch, {want_type} planned")
+        elif want_type in ("object", "nested"):
+            out.extend(compare_mappings(spec, found, f"{where}."))
+        for sub, sub_spec in (spec.get("fields") or {}).items():
+            have_sub = (found.get("fields") or {}).get(sub)
+            if have_sub is None or have_sub.get("type") != sub_spec.get("type"):
+                out.append(f"{where}.{sub}: {have_sub.get('type') if have_sub else 'missing'} in Elasticsearch, "
+                           f"{sub_spec.get('type')} planned")
+    return out
+
+
+def compare_settings(want: Mapping[str, Any], have_flat: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key, value in _index_settings(want).items():
+        have = have_flat.get(key)
+        if have is None or str(have).lower() != value.lower():
+            out.append(f"setting {key}: {have if have is not None else 'unset'} in Elasticsearch, {value} planned")
+    return out
+
+
+@dataclass
+class PlanState:
+    plan: IndexPlan
+    state: Literal["create", "exists", "differs", "created", "failed"]
+    differences: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        out = {"kind": self.plan.kind, "name": self.plan.name, "state": self.state, "rules": list(self.plan.rules)}
+        if self.plan.pattern:
+            out["index_patterns"] = [self.plan.pattern]
+        if self.differences:
+            out["differences"] = self.differences
+        if self.plan.notes:
+            out["notes"] = list(self.plan.notes)
+        out["body"] = self.plan.body
+        return out
+
+
+def inspect(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
+    """What Elasticsearch has for each plan: missing (create), the same (exists), or not (differs)."""
+    out = []
+    for plan in plans:
+        if plan.kind == "index":
+            status, body = sink.admin("GET", f"/{plan.name}/_mapping")
+            if status == 404:
+                out.append(PlanState(plan, "create"))
+                continue
+            have = next(iter(body.values()), {}).get("mappings", {}) if isinstance(body, dict) else {}
+            _, settings = sink.admin("GET", f"/{plan.name}/_settings?flat_settings=true")
+            have_settings = next(iter(settings.values()), {}).get("settings", {}) if isinstance(settings, dict) else {}
+            diffs = compare_mappings(plan.mappings, have) + compare_settings(plan.settings, have_settings)
+        else:
+            status, body = sink.admin("GET", f"/_index_template/{plan.name}")
+            if status == 404:
+                out.append(PlanState(plan, "create"))
+                continue
+            templates = body.get("index_templates") or [{}]
+            have = templates[0].get("index_template", {})
+            diffs = compare_mappings(plan.mappings, (have.get("template") or {}).get("mappings") or {})
+            diffs += compare_settings(plan.settings, _index_settings((have.get("template") or {}).get("settings") or {}))
+            if have.get("index_patterns") != [plan.pattern]:
+                diffs.append(f"index_patterns: {have.get('index_patterns')} in Elasticsearch, {[plan.pattern]} planned")
+        out.append(PlanState(plan, "differs" if diffs else "exists", diffs))
+    return out
+
+
+def create_missing(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
+    """Create what is missing; never touch what exists (differences are only reported)."""
+    states = inspect(plans, sink)
+    for state in states:
+        if state.state != "create":
+            continue
+        plan = state.plan
+        path = f"/{plan.name}" if plan.kind == "index" else f"/_index_template/{plan.name}"
+        try:
+            sink.admin("PUT", path, dict(plan.body))
+            state.state = "created"
+        except SinkError as exc:
+            if "resource_already_exists_exception" in str(exc):  # created meanwhile (a race with a writer)
+                state.state = "exists"
+                continue
+            state.state = "failed"
+            state.differences.append(str(exc))
+    return states
+
+
+def ensure(rules: Iterable[Rule], sink, options: ValueOptions) -> list[PlanState]:
+    """At start-up: create the missing indices and templates; warn about differences; stop if creation fails."""
+    plans = plan_indices(rules, options)
+    if not plans:
+        return []
+    states = create_missing(plans, sink)
+    for state in states:
+        plan = state.plan
+        for note in plan.notes:
+            log.warning("%s %s: %s", plan.kind, plan.name, note)
+        if state.state == "created":
+            log.info("created %s %s%s", plan.kind, plan.name, f" for {plan.pattern}" if plan.pattern else "")
+        elif state.state == "differs":
+            log.warning("%s %s exists and differs from the rules (cdc leaves it as it is): %s", plan.kind,
+                        plan.name, "; ".join(state.differences))
+    failed = [s for s in states if s.state == "failed"]
+    if failed:
+        raise PreflightError("cannot create indices the rules ask for:\n  - " + "\n  - ".join(
+            f"{s.plan.kind} {s.plan.name} ({', '.join(s.plan.rules)}): {'; '.join(s.differences)}" for s in failed))
+    return states

@@ -1,0 +1,180 @@
+"""Prometheus metrics: the only module that imports prometheus_client.
+
+`PrometheusObserver` counts what the pipeline's hooks report into its own
+`CollectorRegistry` (not the process-global one, so tests and a future second
+pipeline can each have theirs), and computes lag, checkpoint age and positions
+from `Progress` at scrape time, so a scrape never shows a stale gauge.
+`read_metrics(url)` parses another daemon's /metrics (for `cdc status`).
+
+Names are listed in README "Operations"; a metric that is not measured yet
+(snapshot progress) is left out rather than exported as a 0 that never moves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import urllib.request
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from .model import Action, BinlogPosition, Commit, RowChange
+from .observe import Observer
+from .progress import Progress
+
+# A bulk takes milliseconds when healthy and up to request_timeout when not.
+BULK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Commit-to-acknowledged spans batching (max_interval), the bulk and any backlog
+# or outage, and binlog timestamps are whole seconds.
+LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
+
+
+class _ProgressCollector(Collector):
+    """Gauges computed from `Progress` when scraped."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        p = self.progress
+        behind = GaugeMetricFamily(
+            "cdc_seconds_behind_source",
+            "Seconds the stream is behind the source: event time vs. now when read, 0 after a heartbeat, "
+            "growing while nothing arrives for longer than mysql.heartbeat.")
+        lag = p.seconds_behind()
+        if lag is not None:
+            behind.add_metric([], lag)
+        yield behind
+        age = GaugeMetricFamily("cdc_checkpoint_age_seconds",
+                                "Seconds since the checkpoint was last saved (grows while the source is idle).")
+        checkpoint_age = p.checkpoint_age()
+        if checkpoint_age is not None:
+            age.add_metric([], checkpoint_age)
+        yield age
+        file_index = GaugeMetricFamily("cdc_binlog_file_index",
+                                       "Numeric suffix of the binlog file: of the last commit read, or checkpointed.",
+                                       labels=["stage"])
+        offset = GaugeMetricFamily("cdc_binlog_offset_bytes",
+                                   "Byte offset in that binlog file: of the last commit read, or checkpointed.",
+                                   labels=["stage"])
+        for stage, position in (("read", p.read_position), ("checkpoint", p.checkpoint_position)):
+            seq = _file_seq(position)
+            if position is not None and seq is not None:
+                file_index.add_metric([stage], seq)
+                offset.add_metric([stage], position.pos)
+        yield file_index
+        yield offset
+
+
+def _file_seq(position: BinlogPosition | None) -> int | None:
+    if position is None:
+        return None
+    try:
+        return position.file_seq
+    except ValueError:  # a file name without a number: no index to report
+        return None
+
+
+class PrometheusObserver(Observer):
+    def __init__(self, progress: Progress, registry: CollectorRegistry | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.progress = progress
+        self._clock = clock
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("cdc_binlog_events", "Binlog rows events read, per table (schema.table) and operation.",
+                              ["table", "op"], registry=r)
+        self.rows = Counter("cdc_rows", "Rows read from the binlog, per table (schema.table) and operation.",
+                            ["table", "op"], registry=r)
+        self.transactions = Counter("cdc_transactions", "Transaction commits read from the binlog.", registry=r)
+        self.written = Counter("cdc_actions_written",
+                               "Bulk items Elasticsearch accepted: ok, or stale (a newer version is already there).",
+                               ["outcome"], registry=r)
+        self.failed = Counter("cdc_actions_failed",
+                              "Bulk items that failed: retry (429/5xx, sent again) or rejected (stops the daemon).",
+                              ["outcome"], registry=r)
+        self.bulk_seconds = Histogram("cdc_bulk_duration_seconds", "Duration of bulk requests that got an answer.",
+                                      buckets=BULK_BUCKETS, registry=r)
+        self.retries = Counter("cdc_retries",
+                               "Retry waits: request (the whole bulk failed) or items (some items failed).",
+                               ["kind"], registry=r)
+        self.commit_latency = Histogram(
+            "cdc_commit_to_acknowledged_seconds",
+            "End-to-end latency: a batch's last commit (binlog timestamp) to Elasticsearch acknowledging it.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.checkpoints = Counter("cdc_checkpoints", "Checkpoint saves.", registry=r)
+        self.dead_letters = Counter("cdc_dead_letters",
+                                    "Rejected actions put in the dead-letter store (dead_letter.on_rejected).",
+                                    registry=r)
+        r.register(_ProgressCollector(progress))
+        # Known label values start at 0, so rate() works from the first scrape.
+        for outcome in ("ok", "stale"):
+            self.written.labels(outcome)
+        for outcome in ("retry", "rejected"):
+            self.failed.labels(outcome)
+        for kind in ("request", "items"):
+            self.retries.labels(kind)
+        # labels() takes a lock and builds a key per call; rows are hot, so keep the children.
+        self._row_counters: dict[tuple[str, str, str], tuple] = {}
+
+    # ------------------------------------------------------------------ hooks
+    def on_row(self, change: RowChange) -> None:
+        key = (change.schema, change.table, change.op.value)
+        counters = self._row_counters.get(key)
+        if counters is None:
+            table = f"{change.schema}.{change.table}"
+            counters = self._row_counters[key] = (self.events.labels(table, key[2]), self.rows.labels(table, key[2]))
+        if change.row_index == 0:  # each rows event yields its rows numbered from 0
+            counters[0].inc()
+        counters[1].inc()
+
+    def on_commit(self, commit: Commit) -> None:
+        self.transactions.inc()
+
+    def on_bulk(self, actions: int, seconds: float, ok: int, stale: int, retry: int, rejected: int) -> None:
+        self.bulk_seconds.observe(seconds)
+        self.written.labels("ok").inc(ok)
+        self.written.labels("stale").inc(stale)
+        self.failed.labels("retry").inc(retry)
+        self.failed.labels("rejected").inc(rejected)
+
+    def on_retry(self, kind: str, count: int, delay: float) -> None:
+        self.retries.labels(kind).inc()
+
+    def on_acknowledged(self, actions: list[Action], commit: Commit | None) -> None:
+        # Only batches that wrote something: a batch of other tables' commits says
+        # nothing about how fast documents reach Elasticsearch.
+        if actions and commit is not None and commit.timestamp > 0:
+            self.commit_latency.observe(max(0.0, self._clock() - commit.timestamp))
+
+    def on_checkpoint(self, commit: Commit) -> None:
+        self.checkpoints.inc()
+
+    def on_dead_letter(self, count: int) -> None:
+        self.dead_letters.inc(count)
+
+    # ------------------------------------------------------------------ exposition
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format body for GET /metrics, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text format -> {sample name: [(labels, value), ...]}; NaN samples dropped."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not math.isnan(sample.value):
+                out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return out
+
+
+def read_metrics(url: str, timeout: float = 3.0) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Scrape a running daemon's /metrics; raises OSError (URLError) when it does not answer."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return parse_metrics(resp.read().decode())

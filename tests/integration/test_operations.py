@@ -1,0 +1,356 @@
+"""Operations against the real servers: /metrics, /healthz, /readyz, sd_notify and `cdc status`.
+
+Outages are made with a small TCP proxy between cdc and a server (on loopback),
+so the shared servers themselves are never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from harness import CdcSetup, binlog_position, wait_until_equal
+
+from cdc.metrics import parse_metrics
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proxy:
+    """Forwards a loopback port to a server; `cut()` drops every connection and refuses new ones."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                readable, _, _ = select.select([a, b], [], [], 1.0)
+                for src in readable:
+                    data = src.recv(65536)
+                    if not data:
+                        return
+                    (b if src is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.open = False
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self.listener.close()
+
+
+@pytest.fixture
+def proxies(servers):
+    made: list[Proxy] = []
+
+    def make(host: str, port: int) -> Proxy:
+        made.append(Proxy(host, port))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.close()
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_http(url: str, status: int, timeout: float = 30, check=lambda body: True) -> str:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = http_get(url)
+            if last[0] == status and check(last[1]):
+                return last[1]
+        except OSError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer {status} within {timeout}s; last: {last}")
+
+
+def metric(body: str, name: str, **labels) -> float | None:
+    for sample_labels, value in parse_metrics(body).get(name, []):
+        if sample_labels == {k: str(v) for k, v in labels.items()}:
+            return value
+    return None
+
+
+def items_table(db) -> None:
+    db.execute("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50))")
+
+
+def rules(database: str, index_prefix: str) -> list[dict]:
+    return [{"schema": database, "table": "items", "index": f"{index_prefix}-items"}]
+
+
+# ---------------------------------------------------------------- metrics and health
+def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, database, es, index_prefix, tmp_path,
+                                                              proxies):
+    items_table(db)
+    es_proxy = proxies("127.0.0.1", int(servers.es_url.rsplit(":", 1)[1]))
+    mysql_proxy = proxies(servers.mariadb_host, servers.mariadb_port)
+    port = free_port()
+    setup = CdcSetup(tmp_path, servers, rules(database, index_prefix),
+                     mysql__port=mysql_proxy.port, mysql__read_timeout=5,
+                     elasticsearch__hosts=[f"http://127.0.0.1:{es_proxy.port}"],
+                     metrics__enabled=True, metrics__port=port, metrics__max_lag_seconds=30)
+    base = f"http://127.0.0.1:{port}"
+    proc = setup.run()
+    try:
+        assert json.loads(wait_http(f"{base}/healthz", 200))["status"] in ("ok", "starting")
+        ready = json.loads(wait_http(f"{base}/readyz", 200))  # after the first heartbeat (1 s)
+        assert all(check["ok"] for check in ready["checks"].values())
+
+        db.execute("INSERT INTO items VALUES (1,'a'),(2,'b'),(3,'c')")
+        db.execute("UPDATE items SET name='B' WHERE id=2")
+        db.execute("DELETE FROM items WHERE id=3")
+        wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
+        table = f"{database}.items"
+
+        def caught_up(body: str) -> bool:
+            checkpoint = setup.checkpoint()
+            return (metric(body, "cdc_binlog_offset_bytes", stage="checkpoint") == checkpoint["pos"]
+                    and metric(body, "cdc_rows_total", table=table, op="delete") == 1)
+
+        body = wait_http(f"{base}/metrics", 200, check=caught_up)
+        assert metric(body, "cdc_rows_total", table=table, op="insert") == 3
+        assert metric(body, "cdc_binlog_events_total", table=table, op="insert") == 1
+        assert metric(body, "cdc_rows_total", table=table, op="update") == 1
+        assert metric(body, "cdc_transactions_total") >= 3
+        # One action per document and batch: how many depends on how the three commits were batched.
+        assert 3 <= metric(body, "cdc_actions_written_total", outcome="ok") <= 5
+        assert metric(body, "cdc_actions_failed_total", outcome="retry") == 0
+        assert metric(body, "cdc_bulk_duration_seconds_count") >= 1
+        assert metric(body, "cdc_commit_to_acknowledged_seconds_count") >= 1
+        assert metric(body, "cdc_checkpoints_total") >= 1
+        checkpoint = setup.checkpoint()
+        file_index = int(checkpoint["file"].rsplit(".", 1)[1])
+        assert metric(body, "cdc_binlog_file_index", stage="checkpoint") == file_index
+        assert metric(body, "cdc_binlog_file_index", stage="read") == file_index
+        assert metric(body, "cdc_binlog_offset_bytes", stage="read") >= checkpoint["pos"]
+        assert 0 <= metric(body, "cdc_checkpoint_age_seconds") < 10
+        assert 0 <= metric(body, "cdc_seconds_behind_source") < 5
+
+        # Elasticsearch goes away: not ready (the bulk fails), but alive (waiting is not stuck).
+        es_proxy.cut()
+        db.execute("INSERT INTO items VALUES (4,'d')")
+        ready = json.loads(wait_http(f"{base}/readyz", 503, check=lambda b: not json.loads(b)["checks"]
+                                     ["elasticsearch"]["ok"]))
+        assert ready["checks"]["source"]["ok"]
+        time.sleep(2)
+        assert http_get(f"{base}/healthz")[0] == 200
+        assert metric(http_get(f"{base}/metrics")[1], "cdc_retries_total", kind="request") >= 1
+        es_proxy.restore()
+        wait_http(f"{base}/readyz", 200, timeout=30)
+        wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
+
+        # MySQL goes away: no heartbeat for 3 periods, so not ready; the lag grows; still alive.
+        mysql_proxy.cut()
+        ready = json.loads(wait_http(f"{base}/readyz", 503, check=lambda b: not json.loads(b)["checks"]
+                                     ["source"]["ok"]))
+        assert ready["checks"]["elasticsearch"]["ok"]
+        assert http_get(f"{base}/healthz")[0] == 200
+        assert metric(http_get(f"{base}/metrics")[1], "cdc_seconds_behind_source") > 1
+        mysql_proxy.restore()
+        wait_http(f"{base}/readyz", 200, timeout=30)
+        db.execute("INSERT INTO items VALUES (5,'e')")
+        wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.text()[-3000:]
+    with pytest.raises(OSError):  # the port is closed with the daemon
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_metrics_port_in_use_is_a_set_up_error(servers, db, database, index_prefix, tmp_path):
+    items_table(db)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        setup = CdcSetup(tmp_path, servers, rules(database, index_prefix), metrics__enabled=True,
+                         metrics__port=port)
+        code, log = setup.command("run", timeout=60)
+    assert code == 2, log[-3000:]
+    assert f"metrics: cannot listen on 127.0.0.1:{port}" in log
+
+
+# ---------------------------------------------------------------- systemd notify
+def test_systemd_notify_ready_watchdog_status_stopping(servers, db, database, es, index_prefix, tmp_path):
+    items_table(db)
+    directory = tempfile.mkdtemp(prefix="cdcn")  # unix socket paths are limited to 107 bytes
+    address = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(0.1)
+    messages: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def collect():
+        while not done.is_set():
+            try:
+                messages.append((time.monotonic(), sock.recv(4096).decode()))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    collector = threading.Thread(target=collect, daemon=True)
+    collector.start()
+    setup = CdcSetup(tmp_path, servers, rules(database, index_prefix))
+    # The harness passes its env on top of os.environ; systemd would set these two.
+    setup.env.update({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"})
+    proc = setup.run()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(m.startswith("READY=1") for _, m in messages) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        db.execute("INSERT INTO items VALUES (1,'a'),(2,'b')")
+        wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
+        file, pos = binlog_position(db)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the STATUS line catches up with the checkpoint
+            if any(f"checkpoint {file}:{pos}" in m for _, m in messages if m.startswith("STATUS=")):
+                break
+            time.sleep(0.2)
+        watchdogs_before_stop = sum(1 for _, m in messages if m == "WATCHDOG=1")
+        ready_at = next(t for t, m in messages if m.startswith("READY=1"))
+        # SIGHUP is not a reload, and must not end the daemon either (its default action would).
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait_for_log("SIGHUP ignored")
+        db.execute("INSERT INTO items VALUES (3,'c')")
+        wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
+        assert proc.proc.poll() is None
+    finally:
+        code = proc.stop(signal.SIGTERM)
+        time.sleep(0.3)
+        done.set()
+        collector.join(2)
+        sock.close()
+        os.unlink(address)
+        os.rmdir(directory)
+    assert code == 0, proc.text()[-3000:]
+    texts = [m for _, m in messages]
+    ready = [m for m in texts if m.startswith("READY=1")]
+    assert len(ready) == 1 and "\nSTATUS=running: read " in ready[0]
+    # Half of 0.4 s: several pings per second while running.
+    pings_after_ready = [t for t, m in messages if m == "WATCHDOG=1" and t > ready_at]
+    assert watchdogs_before_stop >= 5 and len(pings_after_ready) >= 3, texts
+    status = [m for m in texts if m.startswith("STATUS=running")]
+    assert any(f"checkpoint {file}:{pos}" in m and "lag " in m for m in status), status
+    stopping = [i for i, m in enumerate(texts) if m.startswith("STOPPING=1")]
+    assert len(stopping) == 1, texts
+    assert texts.index(ready[0]) < stopping[0]
+    assert not any(m.startswith(("READY=1", "STATUS=running")) for m in texts[stopping[0]:])
+
+
+# ---------------------------------------------------------------- cdc status
+def cdc_status(setup: CdcSetup, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "cdc", "status", "--config", str(setup.config_path), *args],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, **setup.env})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def status(setup: CdcSetup) -> dict:
+    return json.loads(cdc_status(setup, "--json"))
+
+
+def test_status_reads_a_running_daemons_metrics_then_measures_from_mysql(servers, db, database, es, index_prefix,
+                                                                        tmp_path):
+    items_table(db)
+    port = free_port()
+    setup = CdcSetup(tmp_path, servers, rules(database, index_prefix), metrics__enabled=True, metrics__port=port)
+    proc = setup.run()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", 200)
+        db.execute("INSERT INTO items VALUES (1,'a')")
+        wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
+        report = status(setup)
+        assert report["daemon_running"] is True
+        assert report["lag"]["source"] == f"http://127.0.0.1:{port}/metrics"
+        assert 0 <= report["lag"]["seconds_behind_source"] < 5
+        assert report["lag"]["read_position"].startswith(setup.checkpoint()["file"] + ":")
+        assert report["checkpoint"]["position"] == f"{setup.checkpoint()['file']}:{setup.checkpoint()['pos']}"
+        assert report["snapshot"] is None and report["dead_letters"] is None
+    finally:
+        assert proc.stop() == 0
+    saved = setup.checkpoint()
+    # Stopped: status measures what the server wrote since the checkpoint.
+    report = status(setup)
+    assert report["daemon_running"] is False and report["lag"]["source"] == "mysql"
+    assert report["checkpoint"]["gtid"] == saved["gtid"]
+    caught_up_bytes = report["lag"]["bytes_behind"]
+    db.execute("INSERT INTO items VALUES (2,'%s')" % ("x" * 40))
+    file, pos = binlog_position(db)
+    report = status(setup)
+    assert report["lag"]["server_position"] == f"{file}:{pos}"
+    if file == saved["file"]:
+        assert report["lag"]["files_behind"] == 0
+        assert report["lag"]["bytes_behind"] == pos - saved["pos"] > caught_up_bytes
+    text = cdc_status(setup)
+    assert "daemon        not running" in text and f"behind the server at {file}:{pos}" in text

@@ -1,0 +1,212 @@
+"""TLS end to end: cdc against a throwaway MariaDB that requires X509 client certificates.
+
+The shared servers are not touched: this starts its own mariadbd (TLS only, on
+a free loopback port) from a fresh data directory, with a CA and certificates
+made here by `cryptography`, and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+from cryptography import x509  # installed with PyMySQL[rsa]
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from harness import CdcSetup, wait_until_equal
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CA:
+    """A certificate authority that can sign server and client certificates, written as PEM files."""
+
+    def __init__(self, directory: Path, name: str):
+        self.dir = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(days=1))
+                     .not_valid_after(now + datetime.timedelta(days=30))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                                  content_commitment=False, key_encipherment=False,
+                                                  data_encipherment=False, key_agreement=False,
+                                                  encipher_only=False, decipher_only=False), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+        self.path = self._write(f"{name}-ca.pem", self.cert)
+
+    def _write(self, name: str, cert: x509.Certificate, key=None) -> Path:
+        path = self.dir / name
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            key_path = path.with_suffix(".key")
+            key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                   serialization.PrivateFormat.TraditionalOpenSSL,
+                                                   serialization.NoEncryption()))
+            os.chmod(key_path, 0o644)  # the servers run as other users in some tests
+        return path
+
+    def issue(self, name: str, server: bool) -> tuple[Path, Path, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(self.cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                         else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                                  critical=False))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        path = self._write(f"{name}.pem", cert, key)
+        return path, path.with_suffix(".key"), cert
+
+
+@pytest.fixture(scope="module")
+def certs():
+    directory = Path(tempfile.mkdtemp(prefix="cdctls"))
+    os.chmod(directory, 0o755)
+    ca, other = CA(directory, "test"), CA(directory, "other")
+    server = ca.issue("server", server=True)
+    client = ca.issue("client", server=False)
+    yield {"ca": ca, "other": other, "server": server, "client": client}
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tls_mariadb(servers, certs):
+    """A MariaDB that accepts only TLS, with a cdc user that must present a client certificate."""
+    import servers as dev  # scripts/servers.py: the same binlog settings as the shared server
+
+    directory = Path(tempfile.mkdtemp(prefix="cdcdb"))  # short: the socket path is limited to 107 bytes
+    port = _free_port()
+    cnf = directory / "my.cnf"
+    server_cert, server_key, _ = certs["server"]
+    cnf.write_text(dev.MY_CNF.format(dir=directory, port=port)
+                   + f"ssl-ca={certs['ca'].path}\nssl-cert={server_cert}\nssl-key={server_key}\n"
+                   + "require-secure-transport=ON\n")
+    subprocess.run(["mariadb-install-db", f"--defaults-file={cnf}", "--user=root",
+                    "--auth-root-authentication-method=socket", "--skip-test-db"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(["mariadbd", f"--defaults-file={cnf}", "--user=root"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    sock = str(directory / "mariadb.sock")
+    deadline = time.monotonic() + 60
+    # Polled with the client program: a refused pymysql connect leaks its socket (a ResourceWarning).
+    while subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", "SELECT 1"],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"TLS MariaDB did not start:\n{(directory / 'error.log').read_text()[-3000:]}")
+        time.sleep(0.3)
+    root = pymysql.connect(unix_socket=sock, user="root", autocommit=True)
+    with root.cursor() as cur:
+        cur.execute("SHOW VARIABLES LIKE 'have_ssl'")
+        assert cur.fetchone()[1] == "YES"
+        cur.execute(f"CREATE USER 'cdc'@'127.0.0.1' IDENTIFIED BY '{servers.cdc_password}' "
+                    "REQUIRE SUBJECT '/CN=client' AND ISSUER '/CN=test'")
+        cur.execute("GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, REPLICATION MASTER ADMIN "
+                    "ON *.* TO 'cdc'@'127.0.0.1'")
+        cur.execute("CREATE DATABASE shop")
+        cur.execute("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(20))")
+    yield port, root
+    root.close()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Query:
+    """The bit of harness.Admin that wait_until_equal uses, over the root socket connection."""
+
+    def __init__(self, conn, database: str):
+        self.conn, self.database = conn, database
+
+    def query(self, sql: str, args=None) -> list[dict]:
+        with self.conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute(f"USE `{self.database}`")
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+
+def _setup(tmp_path, servers, port, index, **mysql_tls) -> CdcSetup:
+    overrides = {f"mysql__{k}": str(v) for k, v in mysql_tls.items()}
+    return CdcSetup(tmp_path, servers, [{"schema": "shop", "table": "items", "index": index}],
+                    mysql__port=port, retry__max_attempts=2, **overrides)
+
+
+def test_tls_with_a_client_certificate_streams(tls_mariadb, certs, servers, es, index_prefix, tmp_path):
+    port, root = tls_mariadb
+    cert, key, _ = certs["client"]
+    with root.cursor() as cur:
+        cur.execute("INSERT INTO shop.items VALUES (1, 'before start')")
+    setup = _setup(tmp_path, servers, port, f"{index_prefix}-items", ssl_ca=certs["ca"].path, ssl_cert=cert,
+                   ssl_key=key)
+    proc = setup.run()
+    try:
+        with root.cursor() as cur:
+            cur.execute("INSERT INTO shop.items VALUES (2, 'over TLS'), (3, 'x')")
+            cur.execute("DELETE FROM shop.items WHERE id = 3")
+        wait_until_equal(_Query(root, "shop"), es, "items", f"{index_prefix}-items", ["id"])
+        with root.cursor() as cur:  # both of cdc's connections (query and binlog) are encrypted
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'cdc'")
+            assert cur.fetchone()[0] >= 1
+            cur.execute("SHOW STATUS LIKE 'Ssl_accepts'")
+            assert int(cur.fetchone()[1]) >= 2
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.text()[-3000:]
+
+
+def test_tls_refuses_a_server_certificate_from_another_ca(tls_mariadb, certs, servers, index_prefix, tmp_path):
+    port, _ = tls_mariadb
+    cert, key, _ = certs["client"]
+    setup = _setup(tmp_path, servers, port, f"{index_prefix}-items", ssl_ca=certs["other"].path, ssl_cert=cert,
+                   ssl_key=key)
+    code, log = setup.command("run", timeout=120)
+    assert code != 0
+    assert "certificate verify failed" in log, log[-3000:]
+
+
+def test_tls_without_the_client_certificate_is_refused(tls_mariadb, certs, servers, index_prefix, tmp_path):
+    port, _ = tls_mariadb
+    setup = _setup(tmp_path, servers, port, f"{index_prefix}-items", ssl_ca=certs["ca"].path)
+    code, log = setup.command("run", timeout=120)
+    assert code == 2, log[-3000:]  # access denied: a set-up error
+    assert "Access denied" in log
+
+
+def test_insecure_verify_off_connects_and_is_warned(tls_mariadb, certs, servers, es, index_prefix, tmp_path):
+    port, _ = tls_mariadb
+    cert, key, _ = certs["client"]
+    setup = _setup(tmp_path, servers, port, f"{index_prefix}-items", ssl_ca=certs["other"].path, ssl_cert=cert,
+                   ssl_key=key, ssl_verify="false")
+    proc = setup.run()
+    assert proc.stop() == 0, proc.text()[-3000:]
+    assert "mysql.ssl_verify: false" in proc.text()

@@ -1,0 +1,87 @@
+"""`cdc check` with fake servers: what goes into the report, and when it fails."""
+
+from types import SimpleNamespace
+
+from cdc.check import run_check
+from cdc.config import parse_config
+from cdc.errors import PreflightError, SinkUnavailableError
+from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules
+
+
+class FakeDb:
+    def __init__(self, tables, problems=(), warnings=(), cascades=()):
+        self.info = SimpleNamespace(mariadb=True, version="10.11.19-MariaDB")
+        self.tables = tables
+        self.problems, self.warnings, self.cascades = problems, warnings, cascades
+        self.closed = False
+
+    def preflight(self, reads_binlog=True):
+        assert reads_binlog is False  # a check may run beside the daemon and its server_id
+        if self.problems:
+            raise PreflightError("the MySQL server is not ready for cdc:\n  - " + "\n  - ".join(self.problems))
+        return list(self.warnings)
+
+    def catalog(self, rules):
+        return Catalog(("shop",), {(t.schema, t.table): t for t in self.tables})
+
+    def cascading_foreign_keys(self, tables):
+        return [c for c in self.cascades if tuple(c.split(":")[0].split(".")) in tables]
+
+    def close(self):
+        self.closed = True
+
+
+class FakeEs:
+    def __init__(self, down=False):
+        self.down = down
+
+    def check(self):
+        if self.down:
+            raise SinkUnavailableError("Elasticsearch unreachable: refused")
+        return "green"
+
+    def admin(self, method, path, body=None):
+        return 404, {}
+
+    def close(self):
+        pass
+
+
+def setup(tmp_path, rules):
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yml").write_text(rules)
+    config = parse_config({"mysql": {"user": "cdc", "server_id": 9}, "rules": "rules"}, base_dir=str(tmp_path))
+    return config, load_rules(tmp_path / "rules")
+
+
+TABLE = TableInfo("shop", "t", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("name", "varchar", "varchar(9)")),
+                  ("id",))
+
+
+def test_a_good_setup_passes_with_warnings(tmp_path):
+    config, rules = setup(tmp_path, "rules:\n  - {schema: shop, table: t, index: t, create_index: true}\n"
+                                    "  - {schema: shop, table: {glob: 'z*'}, index: z}\n")
+    db = FakeDb([TABLE], warnings=["gtid_mode is OFF"], cascades=["shop.t: foreign key fk has ON DELETE CASCADE"])
+    report = run_check(config, rules, lambda: db, FakeEs)
+    text = report.text()
+    assert report.ok and db.closed
+    assert "server: MariaDB 10.11.19-MariaDB at 127.0.0.1:3306: ready for cdc" in text
+    assert "r.yml:2: rules[0]: shop.t -> t" in text
+    assert "r.yml:3: rules[1]: no table -> z" in text
+    assert "index t: create" in text
+    assert "gtid_mode is OFF" in text and "ON DELETE CASCADE" in text and "matches no table now" in text
+    assert text.endswith("result: OK with 3 warning(s)")
+
+
+def test_problems_of_the_server_the_rules_and_elasticsearch_all_fail_it(tmp_path):
+    config, rules = setup(tmp_path, "rules:\n  - {schema: shop, table: t, index: t, id: [zz]}\n")
+    report = run_check(config, rules, lambda: FakeDb([TABLE], problems=["binlog_format=MIXED: set ROW"]),
+                       lambda: FakeEs(down=True))
+    assert not report.ok
+    assert report.problems == [
+        "binlog_format=MIXED: set ROW",
+        f"{tmp_path / 'rules' / 'r.yml'}:2: rules[0] (shop.t): id column(s) zz not in shop.t (columns: id, name)",
+        "Elasticsearch: Elasticsearch unreachable: refused",
+    ]
+    assert "server: MariaDB 10.11.19-MariaDB at 127.0.0.1:3306: NOT ready" in report.text()
+    assert report.text().endswith("result: FAILED, 3 problem(s)")

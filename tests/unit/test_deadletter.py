@@ -1,0 +1,95 @@
+"""Dead-letter store and the bulk writer's handling of rejected and oversized requests (fake sink)."""
+
+import pytest
+
+from cdc.config import BatchConfig, RetryConfig
+from cdc.deadletter import DeadLetterStore, retry
+from cdc.delivery import BulkWriter
+from cdc.errors import RejectedActionsError, RequestTooLargeError
+from cdc.model import Action, ActionType, BinlogPosition, BulkResult, ItemResult, Outcome
+
+POS = BinlogPosition("binlog.000003", 1234)
+
+
+def action(i: int, doc=None) -> Action:
+    return Action(ActionType.INDEX, "idx", str(i), 100 + i, doc or {"n": i}, None, "db", "t", POS)
+
+
+class Sink:
+    """Rejects the ids in `bad` (400), refuses bodies over `limit` actions with 413."""
+
+    def __init__(self, bad=(), limit=None):
+        self.bad, self.limit, self.calls = set(bad), limit, []
+
+    def write(self, actions):
+        self.calls.append([a.doc_id for a in actions])
+        if self.limit is not None and len(actions) > self.limit:
+            raise RequestTooLargeError("too large")
+        return BulkResult(tuple(
+            ItemResult(a, Outcome.REJECTED, 400, "document_parsing_exception", f"bad {a.doc_id}")
+            if a.doc_id in self.bad else ItemResult(a, Outcome.OK, 201) for a in actions))
+
+
+def writer(sink, store=None) -> BulkWriter:
+    return BulkWriter(sink, BatchConfig(max_actions=100), RetryConfig(initial_backoff=0.001, max_backoff=0.01),
+                      dead_letters=store)
+
+
+def test_store_round_trip_keeps_everything_needed_to_resend(tmp_path):
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    [letter] = store.add([ItemResult(action(7, {"x": [1, "é"]}), Outcome.REJECTED, 400, "mapper", "why")])
+    [back] = store.list()
+    assert back == letter
+    assert back.action.doc == {"x": [1, "é"]} and back.action.version == 107 and back.action.position == POS
+    assert back.action.schema == "db" and back.action.table == "t" and back.reason == "why"
+
+
+def test_rejected_items_stop_without_a_store():
+    with pytest.raises(RejectedActionsError, match="idx/2 from db.t at binlog.000003:1234"):
+        writer(Sink(bad={"2"})).write([action(1), action(2), action(3)])
+
+
+def test_rejected_items_go_to_the_store_and_the_rest_is_written(tmp_path):
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    w = writer(Sink(bad={"2"}), store)
+    w.write([action(1), action(2), action(3)])
+    assert [letter.action.doc_id for letter in store.list()] == ["2"]
+    assert w.stats.dead_lettered == 1 and w.stats.actions_sent == 2
+
+
+def test_413_splits_the_request_until_it_fits():
+    sink = Sink(limit=2)
+    writer(sink).write([action(i) for i in range(5)])
+    written = [c for c in sink.calls if len(c) <= 2]
+    assert sorted(i for c in written for i in c) == [str(i) for i in range(5)]
+
+
+def test_a_single_document_over_the_limit_is_dead_lettered(tmp_path):
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    sink = Sink(limit=0)  # even one action is too large
+    writer(sink, store).write([action(1)])
+    [letter] = store.list()
+    assert letter.status == 413 and letter.error_type == "request_too_large"
+
+
+def test_retry_removes_what_now_succeeds(tmp_path):
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    store.add([ItemResult(action(i), Outcome.REJECTED, 400, "mapper", "x") for i in (1, 2, 3)])
+    done, failing = retry(store, Sink(bad={"3"}))
+    assert len(done) == 2 and [f.action.doc_id for f in failing] == ["3"]
+    assert [letter.action.doc_id for letter in store.list()] == ["3"]
+
+
+def test_remove_is_atomic_and_selective(tmp_path):
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    letters = store.add([ItemResult(action(i), Outcome.REJECTED, 400, "mapper", "x") for i in range(4)])
+    assert store.remove({letters[0].id, letters[2].id, "nope"}) == 2
+    assert [letter.id for letter in store.list()] == [letters[1].id, letters[3].id]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_update_actions_keep_their_pipeline_and_unversioned_flag(tmp_path):
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    a = Action(ActionType.INDEX, "idx", "9", 5, {"n": 9}, "r1", "db", "t", POS, pipeline="p", versioned=False)
+    store.add([ItemResult(a, Outcome.REJECTED, 400, "x", "y")])
+    assert store.list()[0].action == a
