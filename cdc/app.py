@@ -13,7 +13,7 @@ from .config import Config
 from .database import Database
 from .deadletter import DeadLetterStore
 from .delivery import BulkWriter
-from .errors import CdcError, ConfigError, PurgedPositionError, SinkUnavailableError, SourceConnectionError
+from .errors import CdcError, ConfigError, PreflightError, PurgedPositionError, SinkUnavailableError, SourceConnectionError
 from .model import Action, BinlogPosition
 from . import operations
 from .observe import Observers, Stats
@@ -102,7 +102,7 @@ class Daemon:
                   on_batch: Callable[[list[Action]], None] | None = None) -> Pipeline:
         self.pipeline = Pipeline(
             rules, sink, store, self.config.batch, self.config.retry, dead_letters=self.dead_letters(),
-            version_epoch=self.config.elasticsearch.version_epoch,
+            version_epoch=self._epoch(store),
             value_options=ValueOptions.from_config(self.config.values),
             checkpoint_interval=self.config.checkpoint.min_interval,
             dry_run=dry_run, on_batch=on_batch,
@@ -156,6 +156,10 @@ class Daemon:
         mode = self.config.snapshot.mode
         names = [r.name for r in rules.rules]
         checkpoint = store.load()
+        failover = checkpoint is not None and not resnapshot and (
+            checkpoint.by_gtid or (checkpoint.server is not None and checkpoint.server != db.identity))
+        if failover:
+            return self._failover(db, rules, store, checkpoint)
         if checkpoint is not None and not resnapshot:
             try:
                 db.check_position_available(checkpoint.position)
@@ -175,6 +179,7 @@ class Daemon:
                     or (mode != "never" and r.name not in store.snapshotted and r.name not in state.tables)]
             return start, copy
         store.snapshotted, store.snapshot = (), None
+        store.server = db.identity
         if self.config.start.position == "end" or resnapshot:
             position, gtid = db.current_position()
             start = StartPoint(position, gtid)
@@ -192,6 +197,52 @@ class Daemon:
         store.save(start.position, start.gtid)
         return start, copy
 
+    def _failover(self, db: Database, rules: RuleSet, store: FileCheckpointStore,
+                  checkpoint) -> tuple[StartPoint, list[Rule]]:
+        """The checkpoint's position is another server's: continue by GTID on this one.
+
+        File numbers and offsets of two servers are unrelated, so this server's
+        positions may be lower than those that versioned the existing documents;
+        its writes would then be refused as stale. Raising the epoch (the high
+        bits of every version) keeps versions growing across the switch.
+        """
+        if not checkpoint.gtid:
+            raise PreflightError(
+                f"cdc was following {checkpoint.server} and is now connected to {db.identity}, but its "
+                "checkpoint has no GTID state to find its place on the new server: rebuild the index with "
+                "`cdc run --resnapshot`")
+        if not checkpoint.by_gtid:
+            if store.epoch + self.config.elasticsearch.version_epoch >= 127:
+                raise PreflightError("the version epoch is exhausted (127 failovers); rebuild the indices "
+                                     "and reset it")
+            store.epoch += 1
+            log.warning("failover: checkpoint is from %s, this server is %s; resuming from GTID %s with version "
+                        "epoch %d", checkpoint.server, db.identity, checkpoint.gtid, store.epoch)
+            store.server = db.identity
+            # Until the first commit here is saved, restarts must also resume by GTID.
+            store.save(checkpoint.position, checkpoint.gtid, by_gtid=True)
+        else:
+            log.info("resuming from GTID %s after a failover (version epoch %d)", checkpoint.gtid, store.epoch)
+        state = SnapshotState.from_json(store.snapshot)
+        if state.pending:
+            raise PreflightError("a snapshot was unfinished at the failover; finish it with `cdc run --resnapshot`")
+        copy = [r for r in rules.rules
+                if self.config.snapshot.mode != "never" and r.name not in (store.snapshotted or tuple(
+                    r.name for r in rules.rules))]
+        return StartPoint(checkpoint.position, checkpoint.gtid, by_gtid=True), copy
+
+    def _epoch(self, store: FileCheckpointStore | None) -> int:
+        """Config epoch plus failovers so far. Commands that do not hold the
+        checkpoint (replay, snapshot) read it too: with a lower epoch their
+        writes would be refused as stale."""
+        if store is None:
+            store = FileCheckpointStore(self.config.resolve(self.config.checkpoint.path))
+            try:
+                store.load()
+            except CdcError:
+                pass
+        return self.config.elasticsearch.version_epoch + store.epoch
+
     def _snapshot(self, db: Database, rules: RuleSet, sink, store: FileCheckpointStore, start: StartPoint,
                   copy: list[Rule], stats: Stats) -> None:
         """Copy tables before streaming; progress rides in the checkpoint, whose position does not move."""
@@ -201,10 +252,10 @@ class Daemon:
 
         def save(state: SnapshotState) -> None:
             store.snapshot = state.to_json()
-            store.save(start.position, start.gtid)
+            store.save(start.position, start.gtid, by_gtid=start.by_gtid)
 
         save(state)
-        builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch,
+        builder = ActionBuilder(rules, self._epoch(store),
                                 ValueOptions.from_config(self.config.values))
         writer = BulkWriter(sink, self.config.batch, self.config.retry, stats, dead_letters=self.dead_letters(),
                             observer=self.observers if self.observers.observers else None)
@@ -216,7 +267,7 @@ class Daemon:
             return
         store.snapshotted = tuple(sorted(set(store.snapshotted or ()) | {r.name for r in copy}))
         store.snapshot = None
-        store.save(start.position, start.gtid)
+        store.save(start.position, start.gtid, by_gtid=start.by_gtid)
         log.info("snapshot done: %d rows from %d table(s) in %.1fs; streaming from %s", snapshot.rows_written,
                  len(copy), time.monotonic() - started, start.position)
 
@@ -235,7 +286,7 @@ class Daemon:
                                   f"(known: {', '.join(r.name for r in rules.rules)})")
             progress = OnDemandProgress(self.config.resolve(self.config.checkpoint.path + ".snapshot.json"))
             state = progress.load([r.name for r in chosen], where)
-            builder = ActionBuilder(rules, self.config.elasticsearch.version_epoch,
+            builder = ActionBuilder(rules, self._epoch(None),
                                 ValueOptions.from_config(self.config.values))
             stats = Stats()
             writer = BulkWriter(sink, self.config.batch, self.config.retry, stats, dead_letters=self.dead_letters())
@@ -260,6 +311,7 @@ class Daemon:
         if move_checkpoint:
             store = FileCheckpointStore(self.config.resolve(self.config.checkpoint.path))
             store.lock()
+            store.load()  # so that saves keep its snapshot record, server and epoch
         db, rules, sink = self._prepare()
         try:
             end = span.end

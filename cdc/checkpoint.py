@@ -33,6 +33,12 @@ class Checkpoint:
     snapshotted: tuple[str, ...] | None = ()
     # Progress of a snapshot that has not finished (cdc/snapshot.py SnapshotState).
     snapshot: dict | None = None
+    # The server the position belongs to ("mariadb:<server_id>" / "mysql:<server_uuid>").
+    server: str | None = None
+    # Added to every document version; raised at each failover (see app.py).
+    epoch: int = 0
+    # True right after a failover: file/pos are the old server's; resume by GTID.
+    by_gtid: bool = False
 
     def to_json(self) -> dict:
         return {
@@ -43,6 +49,9 @@ class Checkpoint:
             "saved_at": self.saved_at,
             "snapshotted": sorted(self.snapshotted) if self.snapshotted is not None else None,
             "snapshot": self.snapshot,
+            "server": self.server,
+            "epoch": self.epoch,
+            "by_gtid": self.by_gtid,
         }
 
     @classmethod
@@ -63,8 +72,12 @@ class Checkpoint:
             snapshot = data.get("snapshot")
             if snapshot is not None and not isinstance(snapshot, dict):
                 raise CheckpointError(f"{source}: snapshot must be an object")
+            epoch = data.get("epoch", 0)
+            if not isinstance(epoch, int) or not 0 <= epoch <= 127:
+                raise CheckpointError(f"{source}: epoch must be an integer 0..127")
             return cls(BinlogPosition(file, pos), gtid, float(data.get("saved_at", 0.0)),
-                       tuple(snapshotted) if snapshotted is not None else None, snapshot)
+                       tuple(snapshotted) if snapshotted is not None else None, snapshot,
+                       data.get("server"), epoch, bool(data.get("by_gtid", False)))
         except KeyError as exc:
             raise CheckpointError(f"{source}: missing key {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -78,6 +91,8 @@ class FileCheckpointStore:
         # Carried into every save, so that stream checkpoints keep the snapshot record.
         self.snapshotted: tuple[str, ...] | None = ()
         self.snapshot: dict | None = None
+        self.server: str | None = None
+        self.epoch = 0
 
     def lock(self) -> None:
         """Hold an exclusive lock for the life of the process (released by the kernel on exit)."""
@@ -137,10 +152,12 @@ class FileCheckpointStore:
             raise CheckpointError(f"{self.path}: expected a JSON object")
         checkpoint = Checkpoint.from_json(data, str(self.path))
         self.snapshotted, self.snapshot = checkpoint.snapshotted, checkpoint.snapshot
+        self.server, self.epoch = checkpoint.server, checkpoint.epoch
         return checkpoint
 
-    def save(self, position: BinlogPosition, gtid: str | None) -> Checkpoint:
-        checkpoint = Checkpoint(position, gtid, time.time(), self.snapshotted, self.snapshot)
+    def save(self, position: BinlogPosition, gtid: str | None, by_gtid: bool = False) -> Checkpoint:
+        checkpoint = Checkpoint(position, gtid, time.time(), self.snapshotted, self.snapshot, self.server,
+                                self.epoch, by_gtid)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "w") as fh:

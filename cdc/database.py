@@ -62,6 +62,10 @@ class Database:
             mariadb=("mariadb" in version.lower()) if config.flavor == "auto" else config.flavor == "mariadb",
             server_id=int(self.scalar("SELECT @@server_id")),
         )
+        # Which binlog history positions belong to. MariaDB has no server UUID, but
+        # servers of one replication topology must have distinct server_ids.
+        self.identity = (f"mariadb:{self.info.server_id}" if self.info.mariadb
+                         else f"mysql:{self.scalar('SELECT @@server_uuid')}")
 
     def close(self) -> None:
         try:

@@ -286,7 +286,8 @@ class BinlogSource:
             raise self._translate(exc, start) from None
         in_transaction = False
         seen_boundary = False
-        file = start.position.file if start.position else ""
+        # By GTID the server picks the file; its first (fake) rotate names it.
+        file = start.position.file if start.position and not start.by_gtid else ""
 
         def commit(end: BinlogPosition, timestamp: int) -> Commit:
             # A commit is the only place a reconnect may resume from.

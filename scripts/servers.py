@@ -129,12 +129,14 @@ datadir={dir}/data
 socket={dir}/mariadb.sock
 pid-file={dir}/mariadb.pid
 log-error={dir}/error.log
+# Own temp dir: instances sharing /tmp can collide on temp table names.
+tmpdir={dir}/tmp
 port={port}
 bind-address=127.0.0.1
 skip-name-resolve
 # What cdc requires (checked at its start-up): row events with every column and
 # column names in the table maps.
-server-id=1
+server-id={server_id}
 log-bin={dir}/data/binlog
 binlog-format=ROW
 binlog-row-image=FULL
@@ -154,31 +156,36 @@ collation-server=utf8mb4_general_ci
 """
 
 
-def _mariadb_client(*sql: str) -> str:
-    cmd = ["mariadb", f"--socket={MARIADB_SOCKET}", "-uroot", "--batch", "--skip-column-names"]
+def _mariadb_client(*sql: str, directory: Path = MARIADB_DIR) -> str:
+    cmd = ["mariadb", f"--socket={directory / 'mariadb.sock'}", "-uroot", "--batch", "--skip-column-names"]
     out = subprocess.run(cmd + ["-e", ";\n".join(sql)], capture_output=True, text=True)
     if out.returncode != 0:
         raise ServerError(f"mariadb client failed: {out.stderr.strip()}")
     return out.stdout
 
 
-def mariadb_up() -> None:
+def mariadb_up(directory: Path = MARIADB_DIR, port: int = MARIADB_PORT, server_id: int = 1) -> None:
+    """Start (or reuse) a MariaDB; the defaults are the demo's and the tests' server.
+
+    Other directories, ports and server_ids give more instances, e.g. a replica
+    for the failover test.
+    """
     if not shutil.which("mariadbd"):
         raise ServerError("mariadbd not found: run scripts/install-system-deps.sh (apt-get install mariadb-server)")
-    if _pid_alive(MARIADB_PID):
-        log(f"mariadb: already running on 127.0.0.1:{MARIADB_PORT}")
+    if _pid_alive(directory / "mariadb.pid"):
+        log(f"mariadb: already running on 127.0.0.1:{port}")
         return
-    MARIADB_DIR.mkdir(parents=True, exist_ok=True)
-    cnf = MARIADB_DIR / "my.cnf"
-    cnf.write_text(MY_CNF.format(dir=MARIADB_DIR, port=MARIADB_PORT))
-    if not (MARIADB_DIR / "data" / "mysql").is_dir():
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    cnf = directory / "my.cnf"
+    cnf.write_text(MY_CNF.format(dir=directory, port=port, server_id=server_id))
+    if not (directory / "data" / "mysql").is_dir():
         log("mariadb: initialising data directory")
         subprocess.run(
             ["mariadb-install-db", f"--defaults-file={cnf}", "--user=root",
              "--auth-root-authentication-method=socket", "--skip-test-db"],
             check=True, stdout=subprocess.DEVNULL,
         )
-    log(f"mariadb: starting on 127.0.0.1:{MARIADB_PORT}")
+    log(f"mariadb: starting on 127.0.0.1:{port}")
     # Started through a shell that exits at once, so mariadbd is not our child:
     # it outlives this process (tests, the demo) and leaves no handle to reap.
     subprocess.run(
@@ -189,11 +196,12 @@ def mariadb_up() -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
-            _mariadb_client("SELECT 1")
+            _mariadb_client("SELECT 1", directory=directory)
             break
         except ServerError:
             if time.monotonic() > deadline:
-                raise ServerError(f"MariaDB did not come up in 60s. Tail of {MARIADB_LOG}:\n{_tail(MARIADB_LOG)}")
+                error_log = directory / "error.log"
+                raise ServerError(f"MariaDB did not come up in 60s. Tail of {error_log}:\n{_tail(error_log)}")
             time.sleep(0.5)
     _mariadb_client(
         f"CREATE USER IF NOT EXISTS '{CDC_USER}'@'127.0.0.1' IDENTIFIED BY '{CDC_PASSWORD}'",
@@ -203,13 +211,14 @@ def mariadb_up() -> None:
         f" ON *.* TO '{CDC_USER}'@'127.0.0.1'",
         f"CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED BY '{ADMIN_PASSWORD}'",
         f"GRANT ALL ON *.* TO '{ADMIN_USER}'@'127.0.0.1' WITH GRANT OPTION",
+        directory=directory,
     )
     log("mariadb: ready")
 
 
-def mariadb_down(kill: bool = False) -> None:
+def mariadb_down(kill: bool = False, directory: Path = MARIADB_DIR) -> None:
     """Stop MariaDB; `kill=True` sends SIGKILL, like a crash (for fault tests)."""
-    _stop_pid(MARIADB_PID, "mariadb", sig=signal.SIGKILL if kill else signal.SIGTERM)
+    _stop_pid(directory / "mariadb.pid", "mariadb", sig=signal.SIGKILL if kill else signal.SIGTERM)
 
 
 # --------------------------------------------------------------------------- Elasticsearch

@@ -1,0 +1,93 @@
+"""Failover: cdc follows a promoted replica by GTID, and its writes still win over the old primary's."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pymysql
+import yaml
+from harness import CdcSetup, es_docs, wait_until_equal
+
+
+class Server:
+    def __init__(self, servers, port: int):
+        self.conn = pymysql.connect(host="127.0.0.1", port=port, user=servers.admin_user,
+                                    password=servers.admin_password, autocommit=True)
+
+    def execute(self, *statements, args=None):
+        with self.conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql, args)
+            return cur.fetchall()
+
+    def query(self, sql, args=None):
+        with self.conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def close(self):
+        self.conn.close()
+
+
+def test_failover_to_a_promoted_replica_resumes_by_gtid(servers, db, database, es, index_prefix, tmp_path):
+    import servers as dev
+
+    replica_dir = dev.HOME / "mariadb-replica"
+    replica_port = servers.mariadb_port + 7
+    shutil.rmtree(replica_dir, ignore_errors=True)  # a fresh server: no GTID history of its own
+    dev.mariadb_up(replica_dir, replica_port, server_id=2)
+    replica = Server(servers, replica_port)
+    try:
+        # Replicate from the primary's current GTID state (older binlogs may have been purged by other tests).
+        gtid = db.execute("SELECT @@gtid_binlog_pos")[0][0]
+        replica.execute("SET sql_log_bin = 0", f"CREATE DATABASE `{database}`", "SET sql_log_bin = 1")
+        replica.execute("SET GLOBAL gtid_slave_pos = %s", args=(gtid,))
+        replica.execute(f"CHANGE MASTER TO master_host='127.0.0.1', master_port={servers.mariadb_port}, "
+                        f"master_user='{servers.admin_user}', master_password='{servers.admin_password}', "
+                        "master_use_gtid=slave_pos", "START SLAVE")
+        db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, s VARCHAR(20))")
+        db.execute("INSERT INTO t SELECT seq, seq, 'primary' FROM seq_1_to_50")
+
+        setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+        cdc = setup.run()
+        db.execute("UPDATE t SET v = v + 100 WHERE id <= 25", "DELETE FROM t WHERE id > 45")
+        wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+        assert cdc.stop() == 0
+        old = setup.checkpoint()
+        assert old["server"] == "mariadb:1" and old["epoch"] == 0
+
+        # Wait for the replica to have everything, then promote it.
+        target = db.execute("SELECT @@gtid_binlog_pos")[0][0]
+        deadline = time.monotonic() + 30
+        while replica.execute("SELECT @@gtid_slave_pos")[0][0] != target:
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            time.sleep(0.2)
+        replica.execute("STOP SLAVE", "RESET SLAVE ALL")
+
+        # Point cdc at the new primary. Its binlog file numbers are far lower than
+        # the old primary's, so without a new epoch these writes would look stale.
+        config = yaml.safe_load(setup.config_path.read_text())
+        config["mysql"]["port"] = replica_port
+        setup.config_path.write_text(yaml.safe_dump(config))
+        cdc = setup.run()
+        try:
+            replica.execute(f"USE `{database}`", "UPDATE t SET v = -v, s = 'replica' WHERE id <= 10",
+                            "DELETE FROM t WHERE id BETWEEN 40 AND 45", "INSERT INTO t VALUES (100, 100, 'new')")
+            wait_until_equal(replica, es, "t", f"{index_prefix}-t", ["id"])
+            assert es_docs(es, f"{index_prefix}-t")["1"] == {"id": 1, "v": -101, "s": "replica"}
+        finally:
+            assert cdc.stop() == 0
+        assert "failover: checkpoint is from mariadb:1, this server is mariadb:2" in cdc.text()
+        saved = setup.checkpoint()
+        assert saved["server"] == "mariadb:2" and saved["epoch"] == 1 and saved["by_gtid"] is False
+
+        # A plain restart on the new primary resumes by file/pos and reprocesses nothing.
+        again = setup.run()
+        time.sleep(1)
+        assert again.stop() == 0
+        assert "resuming from checkpoint" in again.text() and "failover:" not in again.text()
+        assert "0 rows, 0 transactions" in again.text()
+    finally:
+        replica.close()
+        dev.mariadb_down(directory=replica_dir)
