@@ -11,9 +11,10 @@ Two measurements:
    until the checkpoint file reaches the backlog's end: cdc saves a checkpoint
    only once Elasticsearch has acknowledged every action up to it, so that is
    the moment the whole backlog is durable in the index. The same backlog is
-   replayed --repeat times into fresh indexes. For comparison, the binlog range
-   is also decoded by pymysqlreplication alone (no conversion, no Elasticsearch),
-   which is the ceiling cdc can reach with that library.
+   replayed --repeat times into fresh indexes. For comparison, the same range is
+   read by pymysqlreplication alone (decode only: the ceiling cdc can reach with
+   that library) and by `cdc replay --dry-run` (cdc's read-and-convert path with
+   Elasticsearch left out).
 
 2. Latency under steady load. `cdc run` follows the binlog end while a writer
    commits rows at a steady rate; a poller searches Elasticsearch every 100 ms
@@ -22,6 +23,8 @@ Two measurements:
 
 The bench uses its own servers (scripts/servers.py with the ports and state
 directory below), never the default ones that the integration tests restart.
+cdc runs from a copy of cdc/ taken when the bench starts, so every number in
+one run is of one version of the code even if the work tree changes meanwhile.
 Results go to stdout as Markdown and to bench/results/latest.json.
 """
 
@@ -31,11 +34,13 @@ import argparse
 import bisect
 import calendar
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -43,6 +48,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +63,6 @@ BENCH_ENV = {
 }
 os.environ.update(BENCH_ENV)
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT))
 
 import pymysql  # noqa: E402
 import servers  # noqa: E402
@@ -67,8 +72,6 @@ from pymysqlreplication import BinLogStreamReader  # noqa: E402
 from pymysqlreplication.event import XidEvent  # noqa: E402
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent  # noqa: E402
 
-from cdc.model import BinlogPosition  # noqa: E402
-
 STATE = Path(BENCH_ENV["CDC_DEV_HOME"]) / "runs"
 RESULTS = ROOT / "bench" / "results"
 SCHEMA, TABLE = "bench", "items"
@@ -76,6 +79,20 @@ INDEX_PREFIX = "bench-items"
 # Latency rows get ids far above the backlog's, so a poll can ask for "id > x".
 LATENCY_ID_BASE = 1_000_000_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BinlogPosition(NamedTuple):
+    """FILE:POS; tuples order correctly because binlog file names have fixed-width numbers.
+
+    Defined here rather than imported from cdc, so the bench does not depend on
+    cdc's internals (only on its command line, config and checkpoint file).
+    """
+
+    file: str
+    pos: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.pos}"
 
 TABLE_DDL = f"""
 CREATE TABLE `{SCHEMA}`.`{TABLE}` (
@@ -174,7 +191,7 @@ def proc_status_kb(pid: int, key: str) -> int | None:
 
 
 def server_pids() -> dict[str, int | None]:
-    es_home, run_dir = servers.es_dirs(servers.resolve_es_version())
+    _, run_dir = servers.es_dirs(servers.resolve_es_version())
     return {"mariadb": servers._pid_alive(servers.MARIADB_PID), "elasticsearch": servers._pid_alive(run_dir / "es.pid")}
 
 
@@ -211,7 +228,77 @@ def read_log(path: Path) -> list[dict]:
 _server_ids = iter(range(7100, 7900))
 
 
-def write_cdc_config(workdir: Path, ep, index: str, start_position: str) -> Path:
+class Code:
+    """The copy of cdc/ that every cdc process of this run executes."""
+
+    def __init__(self, run_dir: Path, source: Path = ROOT, wait_quiet: float = 0):
+        # Others commit to this work tree while it is in use; a copy taken
+        # mid-edit can be a state that never existed in any commit. So wait (up
+        # to wait_quiet seconds) until no file in cdc/ is newer than the last
+        # commit, and record what was newer if that never happened. A copy made
+        # earlier (source) lets several runs measure the very same code.
+        self.source = source
+        self.newer_than_head: list[str] | None = None
+        if source == ROOT:
+            deadline = time.time() + wait_quiet
+            while uncommitted_looking() and time.time() < deadline:
+                time.sleep(2)
+            self.newer_than_head = uncommitted_looking()
+            if self.newer_than_head:
+                log(f"warning: cdc/ files newer than the last commit (probably being edited): {self.newer_than_head}")
+        self.dir = run_dir / "code"
+        shutil.copytree(source / "cdc", self.dir / "cdc", ignore=shutil.ignore_patterns("__pycache__"))
+        digest = hashlib.sha256()
+        for path in sorted((self.dir / "cdc").rglob("*.py")):
+            digest.update(path.relative_to(self.dir).as_posix().encode() + b"\0" + path.read_bytes())
+        self.sha256 = digest.hexdigest()[:16]
+        self.head = git_head()
+        # Streaming only. Versions of cdc with snapshots copy the whole table
+        # before streaming by default, and that copy would be measured as latency.
+        self.extra_config: dict = {}
+        if self.accepts({"snapshot": {"mode": "never"}}, run_dir):
+            self.extra_config["snapshot"] = {"mode": "never"}
+
+    def command(self, *args: str) -> list[str]:
+        # `-m cdc` from this directory finds the copy first (sys.path[0] is the
+        # working directory; the editable install's finder comes after it).
+        return [sys.executable, "-m", "cdc", *args]
+
+    def accepts(self, extra: dict, run_dir: Path) -> bool:
+        probe = run_dir / "probe"
+        (probe / "rules").mkdir(parents=True, exist_ok=True)
+        (probe / "rules" / "r.yml").write_text(yaml.safe_dump(
+            {"rules": [{"schema": SCHEMA, "table": TABLE, "index": "probe"}]}))
+        (probe / "cdc.yml").write_text(yaml.safe_dump({"mysql": {"user": "x", "server_id": 1}, "rules": "rules",
+                                                       **extra}))
+        out = subprocess.run(self.command("check-config", "--config", str(probe / "cdc.yml")), cwd=self.dir,
+                             capture_output=True, text=True)
+        return out.returncode == 0
+
+
+def _head_file() -> Path:
+    head = (ROOT / ".git" / "HEAD").read_text().strip()
+    return ROOT / ".git" / head[5:] if head.startswith("ref: ") else ROOT / ".git" / "HEAD"
+
+
+def git_head() -> str | None:
+    """The commit checked out, read from .git without running git."""
+    try:
+        return _head_file().read_text().strip()
+    except OSError:
+        return None
+
+
+def uncommitted_looking() -> list[str]:
+    """cdc/ files modified after the last commit: a hint (by mtime) that the tree is not that commit."""
+    try:
+        committed = _head_file().stat().st_mtime
+    except OSError:
+        return []
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cdc").rglob("*.py") if p.stat().st_mtime > committed)
+
+
+def write_cdc_config(workdir: Path, ep, index: str, start_position: str, code: Code) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "rules").mkdir(exist_ok=True)
     (workdir / "rules" / "rules.yml").write_text(
@@ -226,23 +313,24 @@ def write_cdc_config(workdir: Path, ep, index: str, start_position: str) -> Path
         "checkpoint": {"path": str(workdir / "checkpoint.json"), "min_interval": 0},
         "start": {"position": start_position},
         "rules": str(workdir / "rules"),
+        **code.extra_config,
     }
     path = workdir / "cdc.yml"
     path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)  # it holds a password; cdc warns about world-readable ones
     return path
 
 
 class Cdc:
     """One `cdc run` subprocess with its JSON log in a file."""
 
-    def __init__(self, config: Path, log_path: Path):
+    def __init__(self, code: Code, config: Path, log_path: Path):
         self.config = config
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.started = time.time()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cdc", "run", "--config", str(config), "--log-format", "json"],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(code.command("run", "--config", str(config), "--log-format", "json"),
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=code.dir)
 
     def logs(self) -> list[dict]:
         return read_log(self.log_path)
@@ -394,15 +482,15 @@ def index_truth(es: Elasticsearch, index: str) -> dict:
 # --------------------------------------------------------------------------- catch-up
 
 
-def catchup_once(i: int, ep, es, run_dir: Path, tag: str, start: BinlogPosition, end: BinlogPosition,
-                 rows: int, truth: dict, timeout: float) -> dict:
+def catchup_once(i: int, ep, es, code: Code, run_dir: Path, tag: str, start: BinlogPosition,
+                 end: BinlogPosition, rows: int, truth: dict, timeout: float) -> dict:
     index = f"{INDEX_PREFIX}-{tag}-catchup-{i}"
     workdir = run_dir / f"catchup-{i}"
-    config = write_cdc_config(workdir, ep, index, str(start))
+    config = write_cdc_config(workdir, ep, index, str(start), code)
     checkpoint_path = workdir / "checkpoint.json"
     pids = server_pids()
     cpu0 = {name: proc_cpu(pid) for name, pid in pids.items() if pid}
-    cdc = Cdc(config, workdir / "cdc.log")
+    cdc = Cdc(code, config, workdir / "cdc.log")
     t0 = cdc.started
     progress: list[tuple[float, str]] = []  # (time, checkpoint) each time it moves
     rss_kb: list[tuple[float, int]] = []
@@ -441,6 +529,8 @@ def catchup_once(i: int, ep, es, run_dir: Path, tag: str, start: BinlogPosition,
     total = t_done - t0
     gaps = [b[0] - a[0] for a, b in zip(progress[1:], progress[2:])]
     have = index_truth(es, index)
+    # Elasticsearch's own account of the time it spent, to set against the wall time.
+    prim = es.indices.stats(index=index, metric="bulk,indexing,refresh,merge")["_all"]["primaries"]
     result = {
         "index": index,
         "log": str(cdc.log_path),
@@ -455,7 +545,13 @@ def catchup_once(i: int, ep, es, run_dir: Path, tag: str, start: BinlogPosition,
         "cdc_peak_rss_mb": round(peak_rss / 1024, 1) if peak_rss else None,
         "cdc_rss_mb_samples": [(round(t, 1), round(kb / 1024, 1)) for t, kb in rss_kb],
         "checkpoints_seen": len(progress) - 1,
+        "checkpoint_gap_s_p50": _r(pct(gaps, 50)),
         "longest_checkpoint_gap_s": round(max(gaps), 3) if gaps else None,
+        "checkpoint_progress": [(round(t - t0, 2), p) for t, p in progress],
+        "es_bulk_seconds": round(prim.get("bulk", {}).get("total_time_in_millis", 0) / 1000, 2),
+        "es_bulk_requests": prim.get("bulk", {}).get("total_operations"),
+        "es_refresh_seconds": round(prim["refresh"]["total_time_in_millis"] / 1000, 2),
+        "es_merge_seconds": round(prim["merges"]["total_time_in_millis"] / 1000, 2),
         "exit_code": code,
         "stop_seconds": round(stop_seconds, 2),
         "summary": cdc.summary(),
@@ -468,6 +564,32 @@ def catchup_once(i: int, ep, es, run_dir: Path, tag: str, start: BinlogPosition,
         f"{result['rows_per_s_total']} rows/s, cdc {result['cdc_cpu_cores']} cores, "
         f"peak RSS {result['cdc_peak_rss_mb']} MB, index {'==' if result['correct'] else '!='} table "
         f"{have} vs {truth}")
+    return result
+
+
+def dryrun_once(i: int, ep, code: Code, run_dir: Path, tag: str, start: BinlogPosition, end: BinlogPosition,
+                rows: int) -> dict:
+    """`cdc replay --dry-run` over the range: cdc's read and convert path, Elasticsearch left out."""
+    workdir = run_dir / f"dryrun-{i}"
+    config = write_cdc_config(workdir, ep, f"{INDEX_PREFIX}-{tag}-dryrun", str(start), code)
+    log_path = workdir / "cdc.log"
+    t0 = time.time()
+    with open(log_path, "wb") as err:
+        out = subprocess.run(
+            code.command("replay", "--config", str(config), "--from-position", str(start), "--to-position", str(end),
+                         "--dry-run", "--server-id", str(next(_server_ids)), "--log-format", "json"),
+            stdout=subprocess.PIPE, stderr=err, cwd=code.dir, timeout=max(600, rows / 50))
+    t_exit = time.time()
+    if out.returncode != 0:
+        raise RuntimeError(f"cdc replay --dry-run exited with {out.returncode}:\n{log_path.read_text()[-3000:]}")
+    summary = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    ready = next((log_ts(line) for line in read_log(log_path) if line.get("msg", "").startswith("replaying from")),
+                 None)
+    result = {"seconds_total": round(t_exit - t0, 3), "seconds_startup": round(ready - t0, 3) if ready else None,
+              "rows": summary.get("rows"), "rows_per_s_total": round(rows / (t_exit - t0), 1),
+              "rows_per_s_after_startup": round(rows / (t_exit - ready), 1) if ready else None,
+              "log": str(log_path)}
+    log(f"dry-run {i}: {result['rows']} rows in {t_exit - t0:.2f}s = {result['rows_per_s_total']} rows/s")
     return result
 
 
@@ -575,15 +697,43 @@ class CheckpointWatcher(threading.Thread):
         return self.times[k] if k < len(self.times) else None
 
 
-def latency_run(ep, es, run_dir: Path, tag: str, seconds: float, rate: int, rows_per_tx: int,
+class RssSampler(threading.Thread):
+    """cdc's resident memory once a second, to tell a steady state from growth."""
+
+    def __init__(self, pid: int, interval: float = 1.0):
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.time()
+        while not self.stop.is_set():
+            kb = proc_status_kb(self.pid, "VmRSS")
+            if kb:
+                self.samples.append((round(time.time() - t0, 1), round(kb / 1024, 1)))
+            self.stop.wait(self.interval)
+
+    def slope_mb_per_min(self) -> float | None:
+        """Least-squares slope, skipping the first 5 s (imports, first batches, allocator warm-up)."""
+        pts = [(t, mb) for t, mb in self.samples if t >= 5]
+        if len(pts) < 3:
+            return None
+        mt = statistics.fmean(t for t, _ in pts)
+        mm = statistics.fmean(mb for _, mb in pts)
+        den = sum((t - mt) ** 2 for t, _ in pts)
+        return round(60 * sum((t - mt) * (mb - mm) for t, mb in pts) / den, 2) if den else None
+
+
+def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rate: int, rows_per_tx: int,
                 refresh: str) -> dict:
     index = f"{INDEX_PREFIX}-{tag}-latency-{refresh.replace('default', 'd')}"
     workdir = run_dir / f"latency-{refresh}"
     if refresh != "default":
         # Created up front only to change the refresh interval; mappings stay dynamic, as cdc leaves them.
         es.indices.create(index=index, settings={"index": {"refresh_interval": refresh}})
-    config = write_cdc_config(workdir, ep, index, "end")
-    cdc = Cdc(config, workdir / "cdc.log")
+    config = write_cdc_config(workdir, ep, index, "end", code)
+    cdc = Cdc(code, config, workdir / "cdc.log")
     deadline = time.time() + 60
     while cdc.ready_at() is None:
         cdc.check_alive()
@@ -601,8 +751,10 @@ def latency_run(ep, es, run_dir: Path, tag: str, seconds: float, rate: int, rows
     first_id = LATENCY_ID_BASE + 1
     poller = SearchPoller(es, index, first_id)
     watcher = CheckpointWatcher(workdir / "checkpoint.json")
+    rss = RssSampler(cdc.proc.pid)
     poller.start()
     watcher.start()
+    rss.start()
 
     rng = random.Random(7)
     committed: dict[int, float] = {}  # id -> when COMMIT returned to the client
@@ -647,10 +799,9 @@ def latency_run(ep, es, run_dir: Path, tag: str, seconds: float, rate: int, rows
         if poller.watermark >= last_id and (not gtids_ok or (watcher.seqs and watcher.seqs[-1] >= seq_last)):
             break
         time.sleep(0.1)
-    poller.stop.set()
-    watcher.stop.set()
-    poller.join()
-    watcher.join()
+    for thread in (poller, watcher, rss):
+        thread.stop.set()
+        thread.join()
     rss_end = proc_status_kb(cdc.proc.pid, "VmRSS")
     cpu_end = proc_cpu(cdc.proc.pid)
     t_measured = time.time()
@@ -694,6 +845,8 @@ def latency_run(ep, es, run_dir: Path, tag: str, seconds: float, rate: int, rows
         "search_errors": poller.errors[:5],
         "cdc_rss_mb_start": round(rss_start / 1024, 1) if rss_start else None,
         "cdc_rss_mb_end": round(rss_end / 1024, 1) if rss_end else None,
+        "cdc_rss_growth_mb_per_min": rss.slope_mb_per_min(),
+        "cdc_rss_mb_samples": rss.samples,
         # Averaged from the writer's start to the end of the drain wait.
         "cdc_cpu_cores": round((cpu_end - cpu_start) / (t_measured - t_begin), 2) if cpu_end and cpu_start else None,
         "server_cpu_cores": server_cores,
@@ -703,7 +856,8 @@ def latency_run(ep, es, run_dir: Path, tag: str, seconds: float, rate: int, rows
     }
     s, a = result["commit_to_searchable_s"], result["commit_to_acknowledged_s"] or {}
     log(f"latency (refresh {refresh}): {result['achieved_rows_per_s']} rows/s; searchable p50 {s['p50']}s "
-        f"p99 {s['p99']}s; acknowledged p50 {a.get('p50')}s p99 {a.get('p99')}s; never seen {result['never_seen']}")
+        f"p99 {s['p99']}s; acknowledged p50 {a.get('p50')}s p99 {a.get('p99')}s; never seen {result['never_seen']}; "
+        f"cdc RSS {result['cdc_rss_mb_start']} -> {result['cdc_rss_mb_end']} MB")
     return result
 
 
@@ -714,7 +868,7 @@ def _r(value: float | None, scale: float = 1.0) -> float | None:
 # --------------------------------------------------------------------------- report
 
 
-def versions(conn, es) -> dict:
+def versions(conn, es, code: Code) -> dict:
     cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), "unknown")
     return {
@@ -727,6 +881,10 @@ def versions(conn, es) -> dict:
         "elasticsearch-py": importlib.metadata.version("elasticsearch"),
         "orjson": importlib.metadata.version("orjson"),
         "cdc": importlib.metadata.version("cdc"),
+        "cdc_commit_at_start": code.head,
+        "cdc_code_sha256_16": code.sha256,
+        "cdc_files_newer_than_commit": code.newer_than_head,
+        "cdc_copied_from": str(code.source),
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model,
         "kernel": platform.release(),
@@ -745,20 +903,22 @@ def markdown(results: dict) -> str:
         out += [f"Backlog: {b['rows']} row changes ({b['insert']} inserts, {b['update']} updates, {b['delete']} "
                 f"deletes) in {b['transactions']} transactions, {b['binlog_mb']} MB of binlog, "
                 f"{b['start']} .. {b['end']}", ""]
-        runs, dec = results["catchup"], results["decode"]
+        runs, dec, dry = results["catchup"], results["decode"], results["dryrun"]
         out += ["| run | cdc total s | start-up s | cdc rows/s (total) | cdc rows/s (excl. start-up) | "
-                "cdc CPU cores | peak RSS MB | decode-only rows/s | index == table |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for n, (r, d) in enumerate(zip(runs, dec), 1):
+                "cdc CPU cores | peak RSS MB | ES bulk s | dry-run rows/s (excl. start-up) | decode-only rows/s | "
+                "index == table |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for n, (r, d, y) in enumerate(zip(runs, dec, dry), 1):
             out.append(f"| {n} | {r['seconds_total']} | {r['seconds_startup']} | {r['rows_per_s_total']} | "
                        f"{r['rows_per_s_after_startup']} | {r['cdc_cpu_cores']} | {r['cdc_peak_rss_mb']} | "
-                       f"{d['rows_per_s']} | {'yes' if r['correct'] else 'NO'} |")
+                       f"{r['es_bulk_seconds']} | {y['rows_per_s_after_startup']} | {d['rows_per_s']} | "
+                       f"{'yes' if r['correct'] else 'NO'} |")
         m = results["median"]
         out.append(f"| **median** | {m['seconds_total']} | {m['seconds_startup']} | {m['rows_per_s_total']} | "
                    f"{m['rows_per_s_after_startup']} | {m['cdc_cpu_cores']} | {m['cdc_peak_rss_mb']} | "
-                   f"{m['decode_rows_per_s']} | |")
+                   f"{m['es_bulk_seconds']} | {m['dryrun_rows_per_s_after_startup']} | {m['decode_rows_per_s']} | |")
         out += ["", f"cdc / decode-only (excl. start-up, medians): {m['ratio_after_startup']}; "
-                f"including start-up: {m['ratio_total']}", ""]
+                f"including start-up: {m['ratio_total']}; cdc dry-run / decode-only: {m['ratio_dryrun']}", ""]
     for lat in results.get("latency", []):
         s, a = lat["commit_to_searchable_s"], lat["commit_to_acknowledged_s"] or {}
         out += [f"Latency, refresh_interval {lat['refresh_interval']}: {lat['rows_written']} rows at "
@@ -783,6 +943,10 @@ def main() -> int:
     parser.add_argument("--skip-catchup", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--code", type=Path, default=ROOT, metavar="DIR",
+                        help="measure the cdc package in DIR/cdc (default: this work tree, copied at start)")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                        help="wait up to this long for cdc/ to match the last commit before copying it")
     args = parser.parse_args()
 
     ep = servers.up()
@@ -794,12 +958,14 @@ def main() -> int:
     for name in es.indices.get(index=f"{INDEX_PREFIX}-*", expand_wildcards="open").body:
         es.indices.delete(index=name)
     conn = admin_conn(ep)
+    code = Code(run_dir, args.code.resolve(), args.wait_quiet)
     results: dict = {
         "command": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT))
                              else sys.executable, os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run_dir": str(run_dir),
-        "versions": versions(conn, es),
+        "versions": versions(conn, es, code),
+        "cdc_extra_config": code.extra_config,
         "loadavg_start": os.getloadavg(),
     }
     log(f"versions: {results['versions']}; load average {results['loadavg_start']}")
@@ -814,34 +980,42 @@ def main() -> int:
         backlog.update(start=str(start), end=str(end), binlog_mb=round(binlog_bytes(conn, start, end) / 2**20, 1))
         results["backlog"] = backlog
         log(f"backlog: {backlog}")
-        runs, decodes = [], []
-        # Alternate the two so slow phases of a noisy machine hit both alike.
+        runs, decodes, dryruns = [], [], []
+        # Interleave the three so slow phases of a noisy machine hit them alike.
         for i in range(1, args.repeat + 1):
-            runs.append(catchup_once(i, ep, es, run_dir, tag, start, end, backlog["rows"], truth,
+            runs.append(catchup_once(i, ep, es, code, run_dir, tag, start, end, backlog["rows"], truth,
                                      timeout=max(600, args.rows / 50)))
             decodes.append(decode_once(i, ep, start, end))
-        results["catchup"], results["decode"] = runs, decodes
+            dryruns.append(dryrun_once(i, ep, code, run_dir, tag, start, end, backlog["rows"]))
+        results["catchup"], results["decode"], results["dryrun"] = runs, decodes, dryruns
         median = {key: median_of(runs, key) for key in
                   ("seconds_total", "seconds_startup", "seconds_after_startup", "rows_per_s_total",
-                   "rows_per_s_after_startup", "cdc_cpu_cores", "cdc_peak_rss_mb")}
+                   "rows_per_s_after_startup", "cdc_cpu_cores", "cdc_peak_rss_mb", "es_bulk_seconds")}
+        median["dryrun_rows_per_s_after_startup"] = median_of(dryruns, "rows_per_s_after_startup")
         median["decode_rows_per_s"] = median_of(decodes, "rows_per_s")
         median["decode_seconds"] = median_of(decodes, "seconds")
         median["ratio_total"] = round(median["rows_per_s_total"] / median["decode_rows_per_s"], 3)
         median["ratio_after_startup"] = (round(median["rows_per_s_after_startup"] / median["decode_rows_per_s"], 3)
                                          if median["rows_per_s_after_startup"] else None)
+        median["ratio_dryrun"] = (round(median["dryrun_rows_per_s_after_startup"] / median["decode_rows_per_s"], 3)
+                                  if median["dryrun_rows_per_s_after_startup"] else None)
         results["median"] = median
-        results["all_correct"] = all(r["correct"] for r in runs) and all(
-            d["rows"] == backlog["rows"] and d["reached_end"] for d in decodes)
+        results["all_correct"] = (all(r["correct"] for r in runs)
+                                  and all(d["rows"] == backlog["rows"] and d["reached_end"] for d in decodes)
+                                  and all(y["rows"] == backlog["rows"] for y in dryruns))
 
     if not args.skip_latency:
         if args.skip_catchup:
             setup_schema(conn)
         results["latency"] = [
-            latency_run(ep, es, run_dir, tag, args.latency_seconds, args.latency_rate, args.latency_rows_per_tx,
-                        refresh.strip())
+            latency_run(ep, es, code, run_dir, tag, args.latency_seconds, args.latency_rate,
+                        args.latency_rows_per_tx, refresh.strip())
             for refresh in args.latency_refresh.split(",")]
     conn.close()
     results["loadavg_end"] = os.getloadavg()
+    # If this differs from cdc_commit_at_start, the work tree moved during the run;
+    # the numbers are still all of the copy taken at the start (cdc_code_sha256_16).
+    results["cdc_commit_at_end"] = git_head()
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -292,7 +292,8 @@ class BinlogSource:
         def commit(end: BinlogPosition, timestamp: int) -> Commit:
             # A commit is the only place a reconnect may resume from.
             gtids.commit()
-            committed.append(StartPoint(end, gtids.state))
+            # Only the latest commit is a resume point; keep one, not one per transaction.
+            committed[:] = [StartPoint(end, gtids.state)]
             return Commit(end, gtids.state, timestamp)
 
         while not self.stop.is_set():
