@@ -21,9 +21,10 @@ from .pipeline import Pipeline
 from .retry import Backoff
 from .rules import ActionBuilder, Rule, RuleSet, load_rules
 from .sink import ElasticsearchSink
-from .snapshot import OnDemandProgress, Snapshot, SnapshotState, TableProgress
+from .snapshot import OnDemandProgress, Snapshot, SnapshotState, TableProgress, TableReader
 from .source import BinlogSource, StartPoint
 from .values import ValueOptions
+from .verify import Verifier, VerifyReport
 from .indices import ensure as ensure_indices
 
 log = logging.getLogger("cdc")
@@ -56,6 +57,15 @@ def _saved_at(store: FileCheckpointStore) -> float | None:
     """When the checkpoint file was last saved; read by a second store so `store`'s state is untouched."""
     checkpoint = FileCheckpointStore(store.path).load()
     return checkpoint.saved_at if checkpoint is not None else None
+
+
+def _chosen(rules: RuleSet, tables: list[str] | None) -> list[Rule]:
+    """The rules of `--table` options (all without); an unknown table is a config error."""
+    unknown = sorted(set(tables or ()) - {r.name for r in rules.rules})
+    if unknown:
+        raise ConfigError(f"--table {', '.join(unknown)}: no rule maps these tables "
+                          f"(known: {', '.join(r.name for r in rules.rules)})")
+    return [r for r in rules.rules if not tables or r.name in tables]
 
 
 class Daemon:
@@ -279,11 +289,7 @@ class Daemon:
         """
         db, rules, sink = self._prepare(reads_binlog=False)
         try:
-            chosen = [r for r in rules.rules if not tables or r.name in tables]
-            unknown = sorted(set(tables or ()) - {r.name for r in rules.rules})
-            if unknown:
-                raise ConfigError(f"--table {', '.join(unknown)}: no rule maps these tables "
-                                  f"(known: {', '.join(r.name for r in rules.rules)})")
+            chosen = _chosen(rules, tables)
             progress = OnDemandProgress(self.config.resolve(self.config.checkpoint.path + ".snapshot.json"))
             state = progress.load([r.name for r in chosen], where)
             builder = ActionBuilder(rules, self._epoch(None),
@@ -298,6 +304,36 @@ class Daemon:
             log.info("snapshot %s: %d rows written", "finished" if not state.pending else "stopped",
                      snapshot.rows_written)
             return state
+        finally:
+            db.close()
+            sink.close()
+
+    def verify(self, tables: list[str] | None, sample: int | None = None, repair: bool = False,
+               interactive: bool | None = None) -> VerifyReport:
+        """`cdc verify`: compare the indices with their tables, also while the daemon streams (cdc/verify.py).
+
+        Reads like `cdc snapshot` and writes only with `repair`; the daemon's checkpoint
+        is only read, to know when the daemon has indexed everything up to a re-read.
+        """
+        db, rules, sink = self._prepare(reads_binlog=False)
+        try:
+            chosen = _chosen(rules, tables)
+            store = FileCheckpointStore(self.config.resolve(self.config.checkpoint.path))
+
+            def caught_up(position: BinlogPosition) -> bool:
+                if not store.is_locked_by_other():
+                    return True  # no daemon: nothing is on its way to Elasticsearch
+                checkpoint = store.load()
+                return checkpoint is not None and (checkpoint.position.file_seq, checkpoint.position.pos) >= (
+                    position.file_seq, position.pos)
+
+            log.info("verify: %d table(s)%s; a daemon is %s", len(chosen), ", repairing" if repair else "",
+                     "running on this checkpoint" if store.is_locked_by_other() else "not running")
+            writer = BulkWriter(sink, self.config.batch, self.config.retry, Stats()) if repair else None
+            verifier = Verifier(TableReader(db, self.config.snapshot.chunk_size), sink, rules, self._epoch(None),
+                                ValueOptions.from_config(self.config.values), caught_up, self.stop, writer=writer,
+                                sample=sample, interactive=interactive)
+            return verifier.run(chosen)
         finally:
             db.close()
             sink.close()

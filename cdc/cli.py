@@ -1,7 +1,8 @@
 """Command line: parse, set up logging, build, run. Exit codes:
 
   0  stopped normally (end of replay, or SIGTERM/SIGINT after saving the position)
-  1  fatal runtime error (the message says what and where; the checkpoint is safe)
+  1  fatal runtime error (the message says what and where; the checkpoint is safe);
+     for `verify`: differences remain
   2  configuration, rules or server set-up error (fix and start again)
   3  the resume position is gone from the server (binlog purged): re-snapshot needed
 """
@@ -146,6 +147,38 @@ def snapshot(config_path: str, tables: tuple[str, ...], where: str | None, log_f
     def body():
         state = daemon.snapshot(list(tables) or None, where)
         click.echo(json.dumps({"tables": state.to_json(), "finished": not state.pending}))
+
+    _run_guarded(body)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
+              help="Verify only this table (repeatable; default: every table in the rules).")
+@click.option("--sample", type=click.IntRange(1), default=None, metavar="N",
+              help="Check N random rows per table instead of all (no orphan check; ORDER BY RAND() reads every key).")
+@click.option("--repair", is_flag=True,
+              help="Re-index missing and differing rows and delete orphans, with versions that never beat the daemon.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@log_options
+def verify(config_path: str, tables: tuple[str, ...], sample: int | None, repair: bool, as_json: bool,
+           log_format: str | None, log_level: str | None) -> None:
+    """Compare Elasticsearch with the tables, also while the daemon streams; optionally repair.
+
+    Reports rows missing in Elasticsearch, documents that differ (field by field)
+    and documents without a row. A difference is reported only if it is still
+    there after the row is read again and the daemon has caught up with that read.
+    Exit code 0: identical (or, with --repair, every difference repaired); 1: differences remain.
+    """
+    config = _load(config_path, log_format, log_level)
+    daemon = Daemon(config)
+    _install_signals(daemon)
+
+    def body():
+        report = daemon.verify(list(tables) or None, sample=sample, repair=repair)
+        click.echo(json.dumps(report.to_json(), default=str) if as_json else report.text())
+        if not report.ok:
+            sys.exit(EXIT_FATAL)
 
     _run_guarded(body)
 

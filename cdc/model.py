@@ -199,3 +199,14 @@ class BulkResult:
 
     def with_outcome(self, *outcomes: Outcome) -> list[ItemResult]:
         return [item for item in self.items if item.outcome in outcomes]
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    """A document as Elasticsearch holds it, read back by `cdc verify`."""
+
+    index: str
+    doc_id: str
+    version: int  # _version: the binlog-position version of its last write (internal for mode: update)
+    source: Mapping[str, Any] | None = None  # None when only ids were asked for
+    routing: str | None = None

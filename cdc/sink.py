@@ -14,18 +14,18 @@ and a delete of a missing document (404) is done as well.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import elastic_transport
 import orjson
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as EsConnectionError
-from elasticsearch import ConnectionTimeout, TransportError
+from elasticsearch import ConnectionTimeout, TransportError, helpers
 from elasticsearch.serializer import JsonSerializer
 
 from .config import ElasticsearchConfig
 from .errors import RequestTooLargeError, SinkError, SinkUnavailableError
-from .model import Action, ActionType, BulkResult, ItemResult, Outcome
+from .model import Action, ActionType, BulkResult, ItemResult, Outcome, StoredDoc
 
 log = logging.getLogger("cdc.sink")
 
@@ -180,6 +180,47 @@ class ElasticsearchSink:
         except Exception as exc:
             raise self._translate(exc) from None
         return resp.meta.status, resp.body
+
+    def mget(self, refs: Sequence[tuple[str, str, str | None]]) -> list[StoredDoc | None]:
+        """(index, id, routing) -> the stored document or None, in order (`cdc verify`).
+
+        mget is realtime (it reads the translog), so no refresh is needed to see
+        what the daemon has just written. A missing index is a missing document:
+        indices named from column values exist only once a row needs them.
+        """
+        if not refs:
+            return []
+        docs = [{"_index": index, "_id": doc_id, **({"routing": routing} if routing is not None else {})}
+                for index, doc_id, routing in refs]
+        try:
+            resp = self.client.mget(docs=docs)
+        except Exception as exc:
+            raise self._translate(exc) from None
+        out: list[StoredDoc | None] = []
+        for (index, doc_id, routing), doc in zip(refs, resp.body["docs"]):
+            error = doc.get("error")
+            if error:
+                if isinstance(error, dict) and error.get("type") == "index_not_found_exception":
+                    out.append(None)
+                    continue
+                raise SinkUnavailableError(f"Elasticsearch could not get {index}/{doc_id}: {error}")
+            out.append(StoredDoc(doc["_index"], doc["_id"], int(doc["_version"]), doc.get("_source") or {},
+                                 doc.get("_routing", routing)) if doc.get("found") else None)
+        return out
+
+    def scan_ids(self, index: str, fields: Sequence[str] = (), batch: int = 1000) -> Iterator[StoredDoc]:
+        """Every document of an index (or pattern) with its version and only `fields` of its source.
+
+        A scroll, in no particular order: Elasticsearch 8 cannot sort by _id. A
+        missing index is an empty one.
+        """
+        body = {"query": {"match_all": {}}, "version": True, "_source": list(fields) if fields else False}
+        try:
+            for hit in helpers.scan(self.client, query=body, index=index, size=batch, ignore_unavailable=True):
+                yield StoredDoc(hit["_index"], hit["_id"], int(hit["_version"]), hit.get("_source") or {},
+                                hit.get("_routing"))
+        except Exception as exc:
+            raise self._translate(exc) from None
 
     def refresh(self, index: str) -> None:
         try:

@@ -127,8 +127,9 @@ class TablePlan:
 class Progress:
     """A progress bar per table on a terminal, periodic log lines otherwise."""
 
-    def __init__(self, plan: TablePlan, done: int, interactive: bool | None = None):
+    def __init__(self, plan: TablePlan, done: int, interactive: bool | None = None, what: str = "snapshot"):
         self.plan = plan
+        self.what = what
         self.done = done
         self.started = time.monotonic()
         self.last_log = self.started
@@ -151,7 +152,7 @@ class Progress:
             self.last_log = now
             rate = self.done / max(now - self.started, 1e-9)
             eta = (self.plan.estimate - self.done) / rate if rate and self.plan.estimate > self.done else 0
-            log.info("snapshot %s: %d of ~%d rows, %.0f rows/s, eta %.0fs", self.plan.name, self.done,
+            log.info("%s %s: %d of ~%d rows, %.0f rows/s, eta %.0fs", self.what, self.plan.name, self.done,
                      self.plan.estimate, rate, eta, extra={"table": self.plan.name})
 
     def close(self) -> None:
@@ -179,37 +180,13 @@ class Snapshot:
         # tombstone; the daemon's own snapshot finishes before streaming starts.
         self.online = online
         self.rows_written = 0
-        self._locking_logged = False
+        self.reader = TableReader(db, config.chunk_size, where)
 
-    # ------------------------------------------------------------------ planning
     def plan(self, rule: Rule) -> TablePlan:
-        cols = self.db.rows(
-            "SELECT COLUMN_NAME AS name, DATA_TYPE AS dtype, COLUMN_TYPE AS ctype, CHARACTER_SET_NAME AS cs "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
-            (rule.schema, rule.table))
-        if not cols:
-            raise PreflightError(f"{rule.source}: table {rule.name} does not exist")
-        columns = []
-        for c in cols:
-            kind, bits = column_kind(c["dtype"], c["ctype"], c["cs"])
-            columns.append(Column(c["name"], kind, bits))
-        key = tuple(rule.id_columns or ())
-        paged = self._is_unique(rule, key)
-        estimate = self.db.scalar("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s "
-                                  "AND TABLE_NAME=%s", (rule.schema, rule.table)) or 0
-        return TablePlan(rule, tuple(columns), tuple(c.name for c in columns), key, paged, int(estimate))
+        return self.reader.plan(rule)
 
-    def _is_unique(self, rule: Rule, key: tuple[str, ...]) -> bool:
-        """Can we page by `key`? Only if some unique index has exactly these non-null columns."""
-        rows = self.db.rows(
-            "SELECT INDEX_NAME AS idx, COLUMN_NAME AS col, NULLABLE AS nullable FROM information_schema.STATISTICS "
-            "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s AND NON_UNIQUE=0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
-            (rule.schema, rule.table))
-        indexes: dict[str, list[tuple[str, str]]] = {}
-        for r in rows:
-            indexes.setdefault(r["idx"], []).append((r["col"], r["nullable"]))
-        return any(tuple(c for c, _ in cols) == key and all(n != "YES" for _, n in cols)
-                   for cols in indexes.values())
+    def _read_chunk(self, plan: TablePlan, last_key: list | None) -> tuple[BinlogPosition, list[tuple]]:
+        return self.reader.read_chunk(plan, last_key)
 
     # ------------------------------------------------------------------ running
     def run(self, rules: Iterable[Rule], state: SnapshotState) -> SnapshotState:
@@ -294,25 +271,76 @@ class Snapshot:
             self.rows_written += len(rows)
             progress.rows += len(rows)
             if plan.paged:
-                progress.last_key = [_jsonable_key(rows[-1][plan.names.index(k)]) for k in plan.key]
+                progress.last_key = last_key(plan, rows)
             return len(rows)
 
     def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple]) -> list[Action]:
         actions: list[Action] = []
         now = int(time.time())
         for i, row in enumerate(rows):
-            values = dict(zip(plan.names, row))
-            change = RowChange(Op.INSERT, plan.rule.schema, plan.rule.table, plan.columns, None, values, position,
-                               now, i)
-            actions.extend(self.builder.actions(change))
+            actions.extend(self.builder.actions(row_change(plan, position, row, now, i)))
         return actions
 
+
+def last_key(plan: TablePlan, rows: Sequence[tuple]) -> list[Any]:
+    """The key of the last row of a chunk, in the JSON form `read_chunk` continues after."""
+    return [_jsonable_key(rows[-1][plan.names.index(k)]) for k in plan.key]
+
+
+def row_change(plan: TablePlan, position: BinlogPosition, row: tuple, now: int, index: int = 0) -> RowChange:
+    """A row as read by a consistent read, as the insert the stream would have seen at `position`."""
+    values = dict(zip(plan.names, row))
+    return RowChange(Op.INSERT, plan.rule.schema, plan.rule.table, plan.columns, None, values, position, now, index)
+
+
+class TableReader:
+    """Plans a table and reads its rows in short consistent reads, each with its binlog position.
+
+    Shared by snapshots (chunks in key order) and `cdc verify` (chunks, and
+    rows by key). A row from here goes through `row_change` and the same
+    ActionBuilder as the stream.
+    """
+
+    def __init__(self, db: Database, chunk_size: int, where: str | None = None):
+        self.db = db
+        self.chunk_size = chunk_size
+        self.where = where
+        self._locking_logged = False
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, rule: Rule) -> TablePlan:
+        cols = self.db.rows(
+            "SELECT COLUMN_NAME AS name, DATA_TYPE AS dtype, COLUMN_TYPE AS ctype, CHARACTER_SET_NAME AS cs "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
+            (rule.schema, rule.table))
+        if not cols:
+            raise PreflightError(f"{rule.source}: table {rule.name} does not exist")
+        columns = []
+        for c in cols:
+            kind, bits = column_kind(c["dtype"], c["ctype"], c["cs"])
+            columns.append(Column(c["name"], kind, bits))
+        key = tuple(rule.id_columns or ())
+        paged = self._is_unique(rule, key)
+        estimate = self.db.scalar("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s "
+                                  "AND TABLE_NAME=%s", (rule.schema, rule.table)) or 0
+        return TablePlan(rule, tuple(columns), tuple(c.name for c in columns), key, paged, int(estimate))
+
+    def _is_unique(self, rule: Rule, key: tuple[str, ...]) -> bool:
+        """Can we page by `key`? Only if some unique index has exactly these non-null columns."""
+        rows = self.db.rows(
+            "SELECT INDEX_NAME AS idx, COLUMN_NAME AS col, NULLABLE AS nullable FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s AND NON_UNIQUE=0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (rule.schema, rule.table))
+        indexes: dict[str, list[tuple[str, str]]] = {}
+        for r in rows:
+            indexes.setdefault(r["idx"], []).append((r["col"], r["nullable"]))
+        return any(tuple(c for c, _ in cols) == key and all(n != "YES" for _, n in cols)
+                   for cols in indexes.values())
+
     # ------------------------------------------------------------------ reading
-    def _read_chunk(self, plan: TablePlan, last_key: list | None) -> tuple[BinlogPosition, list[tuple]]:
-        # MariaDB prints FLOAT with 6 significant digits over the text protocol
-        # (1.23457); `col + 0e0` reads the stored float32 exactly, as the binlog has it.
-        cols = ", ".join(f"`{c.name}` + 0e0 AS `{c.name}`" if c.kind is ColumnKind.FLOAT else f"`{c.name}`"
-                         for c in plan.columns)
+    def read_chunk(self, plan: TablePlan, last_key: list | None) -> tuple[BinlogPosition, list[tuple]]:
+        """The next `chunk_size` rows after `last_key` (JSON form, see _jsonable_key), in key order."""
+        cols = _select_list(plan)
         table = f"`{plan.rule.schema}`.`{plan.rule.table}`"
         conditions, args = [], []
         if plan.paged and last_key is not None:
@@ -325,7 +353,27 @@ class Snapshot:
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         if plan.paged:
-            sql += f" ORDER BY {', '.join(f'`{k}`' for k in plan.key)} LIMIT {int(self.config.chunk_size)}"
+            sql += f" ORDER BY {', '.join(f'`{k}`' for k in plan.key)} LIMIT {int(self.chunk_size)}"
+        return self._consistent(plan, sql, args)
+
+    def read_keys(self, plan: TablePlan, keys: Sequence[Sequence[Any]]) -> tuple[BinlogPosition, list[tuple]]:
+        """The rows with these key values (those that exist), in one consistent read."""
+        if not keys:
+            return self._consistent(plan, "SELECT 1 FROM DUAL WHERE FALSE", [])
+        table = f"`{plan.rule.schema}`.`{plan.rule.table}`"
+        sql = f"SELECT {_select_list(plan)} FROM {table} WHERE {_key_in(plan.key, len(keys))}"
+        return self._consistent(plan, sql, [v for key in keys for v in key])
+
+    def sample_keys(self, plan: TablePlan, count: int) -> list[tuple]:
+        """Up to `count` random key values. ORDER BY RAND() reads and sorts every key of the table:
+        the server's cost grows with the table, ours does not."""
+        keys = ", ".join(f"`{k}`" for k in plan.key)
+        sql = f"SELECT {keys} FROM `{plan.rule.schema}`.`{plan.rule.table}`"
+        if self.where:
+            sql += f" WHERE ({self.where})"
+        return [tuple(row) for row in self._consistent(plan, f"{sql} ORDER BY RAND() LIMIT {int(count)}", [])[1]]
+
+    def _consistent(self, plan: TablePlan, sql: str, args: Sequence[Any]) -> tuple[BinlogPosition, list[tuple]]:
         conn = self.db.conn
         try:
             with conn.cursor() as cur:
@@ -431,3 +479,18 @@ def _jsonable_key(value: Any) -> Any:
 
 def key_args(last_key: list) -> list:
     return [bytes.fromhex(v["hex"]) if isinstance(v, dict) and "hex" in v else v for v in last_key]
+
+
+def _select_list(plan: TablePlan) -> str:
+    # MariaDB prints FLOAT with 6 significant digits over the text protocol
+    # (1.23457); `col + 0e0` reads the stored float32 exactly, as the binlog has it.
+    return ", ".join(f"`{c.name}` + 0e0 AS `{c.name}`" if c.kind is ColumnKind.FLOAT else f"`{c.name}`"
+                     for c in plan.columns)
+
+
+def _key_in(key: Sequence[str], count: int) -> str:
+    """`(k1, k2) IN ((%s, %s), ...)`: a row-constructor IN, which MariaDB and MySQL answer from the key's index."""
+    if len(key) == 1:
+        return f"`{key[0]}` IN ({', '.join(['%s'] * count)})"
+    one = f"({', '.join(['%s'] * len(key))})"
+    return f"({', '.join(f'`{k}`' for k in key)}) IN ({', '.join([one] * count)})"

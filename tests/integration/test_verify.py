@@ -1,0 +1,157 @@
+"""`cdc verify` against real servers, beside a streaming daemon and under a write load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from harness import CdcSetup, wait_until_equal
+from test_faults import WriteLoad
+
+# WriteLoad writes a.id 1..402 and b.k1 0..49; corruption stays above both, so the
+# load cannot mend it by chance and the expected findings are exact.
+
+
+def _tables(db) -> None:
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
+               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
+    db.execute("INSERT INTO a SELECT seq, seq * 2, CONCAT('s', seq) FROM seq_1_to_600")
+    db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4 FROM seq_1_to_600")
+
+
+def _rules(database, index_prefix):
+    return [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in ("a", "b")]
+
+
+def verify(setup: CdcSetup, *args: str) -> tuple[int, dict | None, str]:
+    """Run `cdc verify --json`; (exit code, the report (None if it failed to run), the log)."""
+    proc = subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(setup.config_path), "--json",
+                           "--log-format", "json", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **setup.env})
+    if proc.returncode not in (0, 1):
+        return proc.returncode, None, proc.stderr
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"verify exited {proc.returncode} without a report:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return proc.returncode, report, proc.stderr
+
+
+def _found(report: dict, table: str) -> dict[str, set[str]]:
+    [t] = [t for t in report["tables"] if t["table"].endswith("." + table)]
+    assert t["missing"] + t["differing"] + t["orphans"] <= 10, t  # all shown as examples
+    return {kind: {e["id"] for e in t["examples"] if e["kind"] == kind} for kind in ("missing", "differ", "orphan")}
+
+
+def _started(tmp_path, servers, db, database, index_prefix) -> tuple[CdcSetup, object]:
+    _tables(db)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix), snapshot__chunk_size=100)
+    cdc = setup.run()
+    cdc.wait_for_log("snapshot done", timeout=60)
+    return setup, cdc
+
+
+def test_verify_finds_exactly_the_corruption_and_repair_fixes_it_under_load(servers, db, database, es,
+                                                                             index_prefix, tmp_path):
+    setup, cdc = _started(tmp_path, servers, db, database, index_prefix)
+    ia, ib = f"{index_prefix}-a", f"{index_prefix}-b"
+    try:
+        with WriteLoad(servers, database, rate=100) as load:
+            for doc_id in ("501", "502", "503"):
+                es.delete(index=ia, id=doc_id)
+            es.update(index=ia, id="510", doc={"v": -1})
+            es.update(index=ia, id="511", doc={"s": "changed", "extra": True})
+            es.index(index=ia, id="9001", document={"id": 9001, "v": 1, "s": "orphan"})
+            es.index(index=ia, id="9002", document={"id": 9002})
+            es.delete(index=ib, id="55:1")
+            es.update(index=ib, id="56:2", doc={"amount": "0.00"})
+            es.index(index=ib, id="99:9", document={"k1": 99, "k2": 9, "amount": "1.00"})
+            es.indices.refresh(index=f"{ia},{ib}")  # the orphan scan reads what search sees
+
+            code, report, log = verify(setup)
+            assert code == 1, log[-3000:]
+            assert _found(report, "a") == {"missing": {"501", "502", "503"}, "differ": {"510", "511"},
+                                           "orphan": {"9001", "9002"}}, report
+            assert _found(report, "b") == {"missing": {"55:1"}, "differ": {"56:2"}, "orphan": {"99:9"}}, report
+            [a] = [t for t in report["tables"] if t["table"].endswith(".a")]
+            differ = {e["id"]: e["fields"] for e in a["examples"] if e["kind"] == "differ"}
+            assert differ["510"] == [{"field": "v", "expected": 1020, "actual": -1}]
+            assert differ["511"] == [{"field": "extra", "expected": "<absent>", "actual": True},
+                                     {"field": "s", "expected": "s511", "actual": "changed"}]
+            assert a["rows"] >= 500 and a["docs_scanned"] >= 500 and a["not_verified"] == []
+
+            code, report, log = verify(setup, "--repair")
+            assert code == 0, log[-3000:]
+            summary = report["summary"]
+            assert (summary["missing"], summary["differing"], summary["orphans"]) == (4, 3, 3), summary
+            assert summary["repaired"] == 10 and summary["unrepaired"] == 0 and summary["ok"]
+
+            es.indices.refresh(index=f"{ia},{ib}")
+            code, report, log = verify(setup)
+            assert code == 0 and report["summary"]["ok"], report
+        assert load.ops > 100
+        # The repairs and the daemon's writes converge to the tables.
+        wait_until_equal(db, es, "a", ia, ["id"], timeout=60)
+        wait_until_equal(db, es, "b", ib, ["k1", "k2"], timeout=60)
+    finally:
+        assert cdc.stop() == 0
+
+
+def test_clean_index_under_load_has_no_differences(servers, db, database, es, index_prefix, tmp_path):
+    setup, cdc = _started(tmp_path, servers, db, database, index_prefix)
+    try:
+        with WriteLoad(servers, database, rate=150) as load:
+            code, report, log = verify(setup)
+            assert code == 0, (report, log[-3000:])
+            assert report["summary"]["missing"] == report["summary"]["differing"] == report["summary"]["orphans"] == 0
+            assert all(t["rows"] > 400 for t in report["tables"])
+
+            code, report, log = verify(setup, "--sample", "50", "--table", f"{database}.a")
+            assert code == 0, (report, log[-3000:])
+            [a] = report["tables"]
+            assert a["rows"] == 50 and a["sample"] == 50 and a["docs_scanned"] is None
+            assert a["not_verified"] == ["--sample checks rows only: documents without rows (orphans) NOT VERIFIED"]
+        assert load.ops > 100
+        code, _, log = verify(setup, "--table", "nope.nope")
+        assert code == 2 and "no rule maps these tables" in log
+    finally:
+        assert cdc.stop() == 0
+
+
+def test_foreign_key_cascades_are_found_and_repaired(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE parent (id INT PRIMARY KEY, code VARCHAR(10) NOT NULL UNIQUE)",
+               "CREATE TABLE child (id INT PRIMARY KEY, parent_code VARCHAR(10), note VARCHAR(20), "
+               "FOREIGN KEY (parent_code) REFERENCES parent (code) ON UPDATE CASCADE ON DELETE CASCADE)")
+    db.execute("INSERT INTO parent VALUES (1, 'P1'), (2, 'P2'), (3, 'P3')")
+    db.execute("INSERT INTO child SELECT seq, CONCAT('P', 1 + seq MOD 3), CONCAT('n', seq) FROM seq_1_to_30")
+    rules = [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in ("parent", "child")]
+    setup = CdcSetup(tmp_path, servers, rules)
+    cdc = setup.run()
+    try:
+        cdc.wait_for_log("snapshot done", timeout=60)
+        # The cascades change and delete child rows without any binlog event for them.
+        db.execute("UPDATE parent SET code = 'P1x' WHERE id = 1", "DELETE FROM parent WHERE id = 2")
+        wait_until_equal(db, es, "parent", f"{index_prefix}-parent", ["id"])
+        es.indices.refresh(index=f"{index_prefix}-child")
+
+        code, report, log = verify(setup)
+        assert code == 1, log[-3000:]
+        [parent] = [t for t in report["tables"] if t["table"].endswith(".parent")]
+        [child] = [t for t in report["tables"] if t["table"].endswith(".child")]
+        assert parent["missing"] == parent["differing"] == parent["orphans"] == 0
+        # seq MOD 3 = 0 -> P1 (10 rows, now P1x), = 1 -> P2 (10 rows, deleted)
+        assert (child["missing"], child["differing"], child["orphans"]) == (0, 10, 10), child
+        changed = [e for e in child["examples"] if e["kind"] == "differ"]
+        assert changed and all(e["fields"] == [{"field": "parent_code", "expected": "P1x", "actual": "P1"}]
+                               for e in changed)
+
+        code, report, log = verify(setup, "--repair")
+        assert code == 0 and report["summary"]["repaired"] == 20, (report, log[-3000:])
+        wait_until_equal(db, es, "child", f"{index_prefix}-child", ["id"], timeout=30)
+        es.indices.refresh(index=f"{index_prefix}-child")
+        code, report, _ = verify(setup)
+        assert code == 0 and report["summary"]["ok"], report
+    finally:
+        assert cdc.stop() == 0
