@@ -57,6 +57,7 @@ def load(ep, rows: int) -> None:
             id BIGINT PRIMARY KEY, account_id INT NOT NULL, sku VARCHAR(32) NOT NULL, qty INT NOT NULL,
             price DECIMAL(12,2) NOT NULL, status ENUM('new','paid','shipped') NOT NULL,
             created_at DATETIME(6) NOT NULL, flag TINYINT(1) NOT NULL, note VARCHAR(120), score DOUBLE)""")
+        cur.execute(f"USE {SCHEMA}")  # seq_1_to_N (the Sequence engine) lives in the current database
         cur.execute("SET SESSION sql_log_bin = 0")  # the snapshot reads the table, not the binlog
         for start in range(1, rows + 1, 100_000):
             end = min(start + 99_999, rows)
