@@ -163,6 +163,11 @@ class CdcSetup:
         except FileNotFoundError:
             return None
 
+    def position(self) -> tuple[str, int] | None:
+        """The checkpoint's file/pos (other fields, e.g. snapshot bookkeeping, change on their own)."""
+        saved = self.checkpoint()
+        return (saved["file"], saved["pos"]) if saved else None
+
     def process(self, *args: str) -> CdcProcess:
         self._runs += 1
         return CdcProcess([*args, "--config", str(self.config_path)], self.dir / f"cdc-{self._runs}.log", self.env)

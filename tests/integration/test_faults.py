@@ -112,14 +112,14 @@ def test_elasticsearch_down_for_60s_during_writes(servers, db, database, es, ind
     try:
         db.execute("INSERT INTO a VALUES (1, 1, 'before')")
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
-        saved_before = setup.checkpoint()
+        saved_before = setup.position()
         dev.es_down()
         try:
             with WriteLoad(servers, database, rate=50) as load:
                 time.sleep(60)
             assert load.ops > 200
             # Nothing was acknowledged, so the checkpoint must not have moved.
-            assert setup.checkpoint() == saved_before
+            assert setup.position() == saved_before
         finally:
             dev.es_up()
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=120)
@@ -347,12 +347,12 @@ def test_kill_in_the_middle_of_a_200k_row_transaction(servers, db, database, es,
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, s VARCHAR(30))")
     setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
     cdc = setup.run()
-    before = setup.checkpoint()
+    before = setup.position()
     db.execute("INSERT INTO t SELECT seq, seq MOD 97, CONCAT('row ', seq) FROM seq_1_to_200000")  # one transaction
     time.sleep(3)  # reading and converting 200k rows takes longer than this
     cdc.stop(signal.SIGKILL)
     # Nothing of it can have been checkpointed: only whole, acknowledged transactions move the position.
-    assert setup.checkpoint() == before
+    assert setup.position() == before
     cdc = setup.run()
     try:
         index = f"{index_prefix}-t"
@@ -381,14 +381,14 @@ def test_mapping_conflict_in_a_busy_batch(servers, db, database, es, index_prefi
     setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": index}],
                      dead_letter__on_rejected=on_rejected)
     cdc = setup.run()
-    before = setup.checkpoint()
+    before = setup.position()
     db.execute("BEGIN", *[f"INSERT INTO t VALUES ({i}, {i}, '{i}')" for i in range(1, 50)],
                "INSERT INTO t VALUES (50, 50, 'not a number')",
                *[f"INSERT INTO t VALUES ({i}, {i}, '{i}')" for i in range(51, 100)], "COMMIT")
     if on_rejected == "stop":
         assert cdc.wait(60) == 1
         assert f"index {index}/50 from {database}.t at binlog." in cdc.text() and "document_parsing_exception" in cdc.text()
-        assert setup.checkpoint() == before  # the transaction is not past the checkpoint
+        assert setup.position() == before  # not past the transaction
         return
     try:
         deadline = time.monotonic() + 30

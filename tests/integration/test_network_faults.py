@@ -101,9 +101,9 @@ def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, in
                    "COMMIT")
         cdc.wait_for_log("items failed with 429", timeout=30)
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])  # the good part of the bulk is in
-        before = setup.checkpoint()
+        before = setup.position()
         time.sleep(1)
-        assert setup.checkpoint() == before  # but the transaction is not done, so no checkpoint past it
+        assert setup.position() == before  # but the transaction is not done, so no checkpoint past it
 
         def unblock():
             es.indices.put_settings(index=f"{index_prefix}-b", settings={"index.blocks.read_only_allow_delete": None})
@@ -111,9 +111,9 @@ def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, in
         threading.Timer(2, unblock).start()
         wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=60)
         deadline = time.monotonic() + 10
-        while setup.checkpoint() == before and time.monotonic() < deadline:
+        while setup.position() == before and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert setup.checkpoint() != before
+        assert setup.position() != before
     finally:
         assert cdc.stop() == 0
     assert "retrying 1 actions" in cdc.text()  # only the failed item went again

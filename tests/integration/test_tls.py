@@ -104,7 +104,8 @@ def tls_mariadb(servers, certs):
     port = _free_port()
     cnf = directory / "my.cnf"
     server_cert, server_key, _ = certs["server"]
-    cnf.write_text(dev.MY_CNF.format(dir=directory, port=port)
+    (directory / "tmp").mkdir()  # MY_CNF gives each instance its own tmpdir
+    cnf.write_text(dev.MY_CNF.format(dir=directory, port=port, server_id=1)
                    + f"ssl-ca={certs['ca'].path}\nssl-cert={server_cert}\nssl-key={server_key}\n"
                    + "require-secure-transport=ON\n")
     subprocess.run(["mariadb-install-db", f"--defaults-file={cnf}", "--user=root",
