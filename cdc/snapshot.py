@@ -217,8 +217,20 @@ class Snapshot:
         try:
             if not plan.paged and progress.rows:
                 progress.rows = 0  # a single pass cannot resume; copying again is harmless
+            changes = 0
             while not self.stop.is_set():
-                rows = self._write_chunk(plan, progress)
+                try:
+                    rows = self._write_chunk(plan, progress)
+                except SchemaChanged:
+                    # An ALTER TABLE between planning and reading: plan again with the
+                    # columns as they are now. Chunks are read whole, so none is half old.
+                    changes += 1
+                    if changes > 10:
+                        raise CdcError(f"snapshot of {plan.name}: the table keeps changing under the copy")
+                    log.warning("snapshot of %s: the table's columns changed; reading them again", plan.name,
+                                extra={"table": plan.name})
+                    plan = self.plan(plan.rule)
+                    continue
                 if rows is None:
                     break
                 self.save_progress(state)
@@ -387,6 +399,8 @@ class TableReader:
                 finally:
                     cur.execute("COMMIT")
         except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] == _ER_BAD_FIELD:
+                raise SchemaChanged(plan.name) from None
             raise CdcError(f"snapshot read of {plan.name} failed: {exc.args[-1] if exc.args else exc}") from None
         return position, rows
 
@@ -415,6 +429,14 @@ class TableReader:
             log.info("snapshot consistency: MySQL FLUSH TABLES WITH READ LOCK held while reading the position")
             self._locking_logged = True
         return BinlogPosition(file, int(pos))
+
+
+# MySQL/MariaDB ER_BAD_FIELD_ERROR: "Unknown column"; here, a column an ALTER removed or renamed.
+_ER_BAD_FIELD = 1054
+
+
+class SchemaChanged(Exception):
+    """The table's columns changed between planning a snapshot and reading a chunk."""
 
 
 class OnDemandProgress:

@@ -8,6 +8,8 @@ while the test runs:
   that silently loses packets (no RST, no FIN): only timeouts can notice.
 * `hold`: pass requests on to the server but keep its responses back until the
   mode changes, so the client cannot know whether a request was executed.
+* `cut()`: close every connection and refuse new ones until `restore()`
+  (a server that is down, as opposed to a network that is silent).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int):
         self.upstream = (upstream_host, upstream_port)
         self.mode = "forward"
+        self.refusing = False
         self.connections = 0
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -34,6 +37,19 @@ class FaultProxy:
     def set_mode(self, mode: str) -> None:
         assert mode in ("forward", "blackhole", "hold")
         self.mode = mode
+
+    def cut(self) -> None:
+        self.refusing = True
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def restore(self) -> None:
+        self.refusing = False
 
     def close(self) -> None:
         self._closed.set()
@@ -50,6 +66,9 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:
@@ -75,9 +94,10 @@ class FaultProxy:
         except OSError:
             pass
         finally:
-            if self.mode != "blackhole":
-                for sock in (src, dst):
-                    try:
+            for sock in (src, dst):
+                try:
+                    if self.mode != "blackhole":
                         sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                except OSError:
+                    pass
+                sock.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import urllib.request
 
 import pytest
 from harness import CdcSetup, binlog_position, wait_until_equal
+from proxy import FaultProxy
 
 from cdc.metrics import parse_metrics
 
@@ -30,81 +30,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Proxy:
-    """Forwards a loopback port to a server; `cut()` drops every connection and refuses new ones."""
-
-    def __init__(self, host: str, port: int):
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.open = True
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.open:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        try:
-            while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
-                for src in readable:
-                    data = src.recv(65536)
-                    if not data:
-                        return
-                    (b if src is a else a).sendall(data)
-        except OSError:
-            return
-        finally:
-            for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        self.open = False
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def restore(self) -> None:
-        self.open = True
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        self.listener.close()
-
-
 @pytest.fixture
 def proxies(servers):
-    made: list[Proxy] = []
+    made: list[FaultProxy] = []
 
-    def make(host: str, port: int) -> Proxy:
-        made.append(Proxy(host, port))
+    def make(host: str, port: int) -> FaultProxy:
+        made.append(FaultProxy(host, port))
         return made[-1]
 
     yield make

@@ -60,7 +60,9 @@ def test_inserts_updates_deletes_keys_and_transactions(servers, db, database, es
 
 def test_alter_table_mid_stream_uses_event_time_columns(servers, db, database, es, index_prefix, tmp_path):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, a VARCHAR(10), b INT)")
-    setup = CdcSetup(tmp_path, servers, rules_for(database, index_prefix, t=None))
+    # Streaming only: a snapshot racing these writes would (rightly) copy rows with
+    # the columns of its read, and this test is about the columns of each event.
+    setup = CdcSetup(tmp_path, servers, rules_for(database, index_prefix, t=None), snapshot__mode="never")
     file, pos = binlog_position(db)
     cdc = setup.run()
     index = f"{index_prefix}-t"

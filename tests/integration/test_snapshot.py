@@ -167,3 +167,24 @@ def test_snapshot_and_stream_produce_identical_documents_for_every_type(servers,
     assert snap["j"] == {"k": ["x", "y"], "num": 2.5, "n": None} and snap["st"] == ["a", "c"] and snap["st_empty"] == []
     assert snap["b1"] is True and snap["b10"] == 515 and snap["tm"] == "-838:59:59"
     assert snap["geo"] == {"type": "Point", "coordinates": [1.5, -2.0]}
+
+
+def test_alter_table_during_a_snapshot_replans_and_finishes(servers, db, database, es, index_prefix, tmp_path):
+    rows = 20_000
+    db.execute("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200))")
+    db.execute("INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_%d" % rows)
+    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "big"), snapshot__chunk_size=200)
+    cdc = setup.run()
+    try:
+        deadline = time.monotonic() + 60
+        while ((setup.checkpoint() or {}).get("snapshot") or {}).get(f"{database}.big", {}).get("rows", 0) < 1000:
+            assert time.monotonic() < deadline, cdc.text()[-2000:]
+            time.sleep(0.02)
+        db.execute("ALTER TABLE big CHANGE COLUMN payload body VARCHAR(200)")  # mid-copy
+        cdc.wait_for_log("snapshot done", timeout=120)
+        docs = es_docs(es, f"{index_prefix}-big")
+        assert len(docs) == rows
+        assert "body" in docs[str(rows)] and "payload" in docs["1"]  # each chunk has the columns of its read
+    finally:
+        assert cdc.stop() == 0
+    assert "the table's columns changed; reading them again" in cdc.text()
