@@ -116,7 +116,7 @@ class Daemon:
             value_options=ValueOptions.from_config(self.config.values),
             checkpoint_interval=self.config.checkpoint.min_interval,
             dry_run=dry_run, on_batch=on_batch,
-            observer=self.observers if self.observers.observers else None,  # none: no per-row cost
+            observer=self._observer(),
         )
         if self.stop.is_set():
             self.pipeline.request_stop()
@@ -253,6 +253,19 @@ class Daemon:
                 pass
         return self.config.elasticsearch.version_epoch + store.epoch
 
+    def _builder(self, rules: RuleSet, store: FileCheckpointStore | None) -> ActionBuilder:
+        """Row -> actions as the stream does them: the same epoch and value options everywhere."""
+        return ActionBuilder(rules, self._epoch(store), ValueOptions.from_config(self.config.values))
+
+    def _writer(self, sink, stats: Stats, observed: bool = False, dead_letters: bool = True) -> BulkWriter:
+        return BulkWriter(sink, self.config.batch, self.config.retry, stats,
+                          dead_letters=self.dead_letters() if dead_letters else None,
+                          observer=self._observer() if observed else None)
+
+    def _observer(self) -> Observers | None:
+        """None when nothing listens, so that the hot path pays no per-row hook calls."""
+        return self.observers if self.observers.observers else None
+
     def _snapshot(self, db: Database, rules: RuleSet, sink, store: FileCheckpointStore, start: StartPoint,
                   copy: list[Rule], stats: Stats) -> None:
         """Copy tables before streaming; progress rides in the checkpoint, whose position does not move."""
@@ -265,11 +278,8 @@ class Daemon:
             store.save(start.position, start.gtid, by_gtid=start.by_gtid)
 
         save(state)
-        builder = ActionBuilder(rules, self._epoch(store),
-                                ValueOptions.from_config(self.config.values))
-        writer = BulkWriter(sink, self.config.batch, self.config.retry, stats, dead_letters=self.dead_letters(),
-                            observer=self.observers if self.observers.observers else None)
-        snapshot = Snapshot(db, builder, writer, self.config.snapshot, save, self.stop, gc_deletes=sink.gc_deletes)
+        snapshot = Snapshot(db, self._builder(rules, store), self._writer(sink, stats, observed=True),
+                            self.config.snapshot, save, self.stop, gc_deletes=sink.gc_deletes)
         started = time.monotonic()
         snapshot.run(copy, state)
         if state.pending:
@@ -292,12 +302,8 @@ class Daemon:
             chosen = _chosen(rules, tables)
             progress = OnDemandProgress(self.config.resolve(self.config.checkpoint.path + ".snapshot.json"))
             state = progress.load([r.name for r in chosen], where)
-            builder = ActionBuilder(rules, self._epoch(None),
-                                ValueOptions.from_config(self.config.values))
-            stats = Stats()
-            writer = BulkWriter(sink, self.config.batch, self.config.retry, stats, dead_letters=self.dead_letters())
-            snapshot = Snapshot(db, builder, writer, self.config.snapshot, progress.save, self.stop,
-                                gc_deletes=sink.gc_deletes, where=where, online=True)
+            snapshot = Snapshot(db, self._builder(rules, None), self._writer(sink, Stats()), self.config.snapshot,
+                                progress.save, self.stop, gc_deletes=sink.gc_deletes, where=where, online=True)
             snapshot.run(chosen, state)
             if not state.pending:
                 progress.finish()
@@ -329,7 +335,8 @@ class Daemon:
 
             log.info("verify: %d table(s)%s; a daemon is %s", len(chosen), ", repairing" if repair else "",
                      "running on this checkpoint" if store.is_locked_by_other() else "not running")
-            writer = BulkWriter(sink, self.config.batch, self.config.retry, Stats()) if repair else None
+            # Repairs are checked right after; a rejected one stops verify rather than going to the store.
+            writer = self._writer(sink, Stats(), dead_letters=False) if repair else None
             verifier = Verifier(TableReader(db, self.config.snapshot.chunk_size), sink, rules, self._epoch(None),
                                 ValueOptions.from_config(self.config.values), caught_up, self.stop, writer=writer,
                                 sample=sample, interactive=interactive)

@@ -37,12 +37,16 @@ log = logging.getLogger("cdc")
 CONFIG_HELP = "YAML configuration file (see README: Configuration)."
 
 
-def _load(path: str, log_format: str | None, log_level: str | None) -> Config:
+def _config_or_exit(path: str) -> Config:
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         click.echo(f"configuration error:\n{exc}", err=True)
         sys.exit(EXIT_CONFIG)
+
+
+def _load(path: str, log_format: str | None, log_level: str | None) -> Config:
+    config = _config_or_exit(path)
     setup_logging(log_level or config.logging.level, log_format or config.logging.format)
     for warning in security_warnings(config, path):
         log.warning("%s", warning)
@@ -240,11 +244,7 @@ def dlq() -> None:
 
 
 def _dead_letters(config_path: str):
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"configuration error:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    config = _config_or_exit(config_path)
     return config, DeadLetterStore(config.resolve(config.dead_letter.path))
 
 
@@ -320,12 +320,7 @@ def dlq_purge(config_path: str, purge_all: bool, letter_ids: tuple[str, ...]) ->
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
 def check_config(config_path: str) -> None:
     """Validate the config and rule files without connecting anywhere."""
-    try:
-        config = load_config(config_path)
-        rules = load_rules(config.resolve(config.rules))
-    except ConfigError as exc:
-        click.echo(f"configuration error:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    config, rules = _config_and_rules(config_path)
     for warning in security_warnings(config, config_path):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"ok: {config_path}; {len(rules)} rule(s)")

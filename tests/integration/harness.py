@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -80,28 +82,21 @@ class CdcProcess:
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_log(self, needle: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.text():
-                return
-            if self.proc and self.proc.poll() is not None:
-                self._log.close()
-                raise AssertionError(f"cdc exited with {self.proc.returncode} before logging {needle!r}:\n{self.text()[-4000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {needle!r} in cdc log:\n{self.text()[-4000:]}")
-
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_for_log(self, *needles: str, timeout: float = 60) -> None:
+        """Wait until any of `needles` is in the log; fail at once if cdc exits first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.text()
-            if "starting at" in text or "resuming from" in text:
+            if any(needle in text for needle in needles):
                 return
             if self.proc and self.proc.poll() is not None:
                 self._log.close()
-                raise AssertionError(f"cdc exited with {self.proc.returncode}:\n{text[-4000:]}")
+                raise AssertionError(f"cdc exited with {self.proc.returncode} before logging {needles}:\n{text[-4000:]}")
             time.sleep(0.05)
-        raise AssertionError(f"cdc did not start:\n{self.text()[-4000:]}")
+        raise AssertionError(f"timed out waiting for {needles} in cdc log:\n{self.text()[-4000:]}")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        self.wait_for_log("starting at", "resuming from", timeout=timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.proc is not None
@@ -233,3 +228,74 @@ def wait_until_equal(db, es, table: str, index: str, id_columns: list[str], time
                 f"missing {missing}, extra {extra}, differ "
                 f"{[(k, want[k], have[k]) for k in differ]}")
         time.sleep(0.3)
+
+
+def create_two_tables(db, rows: int = 0) -> None:
+    """Tables `a` (simple key) and `b` (composite key), as WriteLoad writes them; `rows` rows in each."""
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
+               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
+    if rows:
+        db.execute("INSERT INTO a SELECT seq, seq * 2, CONCAT('s', seq) FROM seq_1_to_%d" % rows)
+        db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4 FROM seq_1_to_%d" % rows)
+
+
+def index_rules(database: str, index_prefix: str, *tables: str) -> list[dict]:
+    """One rule per table, each into its own index `<prefix>-<table>`."""
+    return [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in tables]
+
+
+class WriteLoad:
+    """A steady mix of inserts, updates, deletes and multi-row transactions on two tables."""
+
+    def __init__(self, servers, database: str, rate: float = 150.0, seed: int = 7):
+        self.admin = Admin(servers, database)
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.stop_event = threading.Event()
+        self.ops = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "WriteLoad":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+        self.admin.close()
+        if self.error:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self._one()
+                self.ops += 1
+                time.sleep(self.rng.expovariate(self.rate))
+        except BaseException as exc:
+            self.error = exc
+
+    def _one(self) -> None:
+        r = self.rng.random()
+        k = self.rng.randrange(1, 400)
+        if r < 0.45:
+            self.admin.execute("INSERT INTO a (id, v, s) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = v + 1",
+                               args=(k, self.rng.randrange(1000), f"s{k}"))
+        elif r < 0.65:
+            self.admin.execute("UPDATE a SET v = v + 1, s = CONCAT('u', v) WHERE id BETWEEN %s AND %s",
+                               args=(k, k + 3))
+        elif r < 0.75:
+            self.admin.execute("DELETE FROM a WHERE id = %s", args=(k,))
+        else:
+            # a multi-statement transaction across both tables
+            self.admin.execute("BEGIN")
+            for line in range(self.rng.randrange(1, 6)):
+                self.admin.execute("REPLACE INTO b (k1, k2, amount) VALUES (%s, %s, %s)",
+                                   args=(k % 50, line, f"{self.rng.randrange(10**6)}.{self.rng.randrange(100):02d}"))
+            if self.rng.random() < 0.3:
+                self.admin.execute("DELETE FROM b WHERE k1 = %s AND k2 > 2", args=(k % 50,))
+            self.admin.execute("COMMIT")

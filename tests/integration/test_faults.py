@@ -5,84 +5,17 @@ from __future__ import annotations
 import json
 import random
 import signal
-import threading
 import time
 
 import pytest
-from harness import Admin, CdcSetup, binlog_position, es_docs, wait_until_equal
-
-
-class WriteLoad:
-    """A steady mix of inserts, updates, deletes and multi-row transactions on two tables."""
-
-    def __init__(self, servers, database: str, rate: float = 150.0, seed: int = 7):
-        self.admin = Admin(servers, database)
-        self.rate = rate
-        self.rng = random.Random(seed)
-        self.stop_event = threading.Event()
-        self.ops = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "WriteLoad":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(30)
-        self.admin.close()
-        if self.error:
-            raise self.error
-
-    def _run(self) -> None:
-        try:
-            while not self.stop_event.is_set():
-                self._one()
-                self.ops += 1
-                time.sleep(self.rng.expovariate(self.rate))
-        except BaseException as exc:
-            self.error = exc
-
-    def _one(self) -> None:
-        r = self.rng.random()
-        k = self.rng.randrange(1, 400)
-        if r < 0.45:
-            self.admin.execute("INSERT INTO a (id, v, s) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = v + 1",
-                               args=(k, self.rng.randrange(1000), f"s{k}"))
-        elif r < 0.65:
-            self.admin.execute("UPDATE a SET v = v + 1, s = CONCAT('u', v) WHERE id BETWEEN %s AND %s",
-                               args=(k, k + 3))
-        elif r < 0.75:
-            self.admin.execute("DELETE FROM a WHERE id = %s", args=(k,))
-        else:
-            # a multi-statement transaction across both tables
-            self.admin.execute("BEGIN")
-            for line in range(self.rng.randrange(1, 6)):
-                self.admin.execute("REPLACE INTO b (k1, k2, amount) VALUES (%s, %s, %s)",
-                                   args=(k % 50, line, f"{self.rng.randrange(10**6)}.{self.rng.randrange(100):02d}"))
-            if self.rng.random() < 0.3:
-                self.admin.execute("DELETE FROM b WHERE k1 = %s AND k2 > 2", args=(k % 50,))
-            self.admin.execute("COMMIT")
-
-
-def _two_tables(db, setup_rules_for):
-    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
-               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
-
-
-def _rules(database, index_prefix):
-    return [{"schema": database, "table": "a", "index": f"{index_prefix}-a"},
-            {"schema": database, "table": "b", "index": f"{index_prefix}-b"}]
+from harness import (Admin, CdcSetup, WriteLoad, binlog_position, create_two_tables, es_docs, index_rules,
+                     wait_until_equal)
 
 
 def test_sigkill_at_random_moments_under_load_loses_nothing(servers, db, database, es, index_prefix, tmp_path):
-    _two_tables(db, None)
+    create_two_tables(db)
     # Small batches and eager checkpoints put kills between flush and checkpoint often.
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix),
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"),
                      batch__max_actions=50, batch__max_interval=0.1)
     rng = random.Random(42)
     kills = 0
@@ -106,8 +39,8 @@ def test_sigkill_at_random_moments_under_load_loses_nothing(servers, db, databas
 def test_elasticsearch_down_for_60s_during_writes(servers, db, database, es, index_prefix, tmp_path):
     import servers as dev
 
-    _two_tables(db, None)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix))
+    create_two_tables(db)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"))
     cdc = setup.run()
     try:
         db.execute("INSERT INTO a VALUES (1, 1, 'before')")
@@ -285,8 +218,8 @@ def test_purged_binlog_is_a_clear_fatal_error(servers, db, database, es, index_p
 def test_mariadb_killed_under_load_and_restarted(servers, db, database, es, index_prefix, tmp_path):
     import servers as dev
 
-    _two_tables(db, None)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix), mysql__read_timeout=5)
+    create_two_tables(db)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), mysql__read_timeout=5)
     cdc = setup.run()
     try:
         load = WriteLoad(servers, database, rate=100).__enter__()

@@ -7,9 +7,8 @@ import threading
 import time
 
 import pytest
-from harness import CdcSetup, es_docs, wait_until_equal
+from harness import CdcSetup, WriteLoad, create_two_tables, es_docs, index_rules, wait_until_equal
 from proxy import FaultProxy
-from test_faults import WriteLoad
 
 
 @pytest.fixture
@@ -27,19 +26,10 @@ def proxy_to_es(servers):
     proxy.close()
 
 
-def _rules(database, index_prefix, *tables):
-    return [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in tables]
-
-
-def _tables(db):
-    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
-               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
-
-
 def test_blackholed_binlog_connection_is_detected_and_resumed(servers, db, database, es, index_prefix, tmp_path,
                                                              proxy_to_mariadb):
-    _tables(db)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"),
+    create_two_tables(db)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"),
                      mysql__port=proxy_to_mariadb.port, mysql__read_timeout=3, mysql__heartbeat=1,
                      mysql__connect_timeout=2)
     cdc = setup.run()
@@ -64,8 +54,8 @@ def test_blackholed_binlog_connection_is_detected_and_resumed(servers, db, datab
 
 def test_bulk_response_that_never_arrives_is_resent_idempotently(servers, db, database, es, index_prefix, tmp_path,
                                                                 proxy_to_es):
-    _tables(db)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"),
+    create_two_tables(db)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"),
                      elasticsearch__hosts=[f"http://127.0.0.1:{proxy_to_es.port}"], elasticsearch__request_timeout=2)
     cdc = setup.run()
     try:
@@ -89,12 +79,12 @@ def test_bulk_response_that_never_arrives_is_resent_idempotently(servers, db, da
 
 
 def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, index_prefix, tmp_path):
-    _tables(db)
+    create_two_tables(db)
     for t in ("a", "b"):
         es.indices.create(index=f"{index_prefix}-{t}")
     # The flood-stage block makes Elasticsearch answer 429 for every item of index b only.
     es.indices.put_settings(index=f"{index_prefix}-b", settings={"index.blocks.read_only_allow_delete": True})
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"), snapshot__mode="never")
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__mode="never")
     cdc = setup.run()
     try:
         db.execute("BEGIN", "INSERT INTO a VALUES (1, 1, 'x'), (2, 2, 'y')", "INSERT INTO b VALUES (1, 1, 1.5)",

@@ -7,19 +7,7 @@ import re
 import signal
 import time
 
-from harness import CdcSetup, es_docs, wait_until_equal
-from test_faults import WriteLoad
-
-
-def _tables(db, rows: int = 300) -> None:
-    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
-               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
-    db.execute("INSERT INTO a SELECT seq, seq * 2, CONCAT('s', seq) FROM seq_1_to_%d" % rows)
-    db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4 FROM seq_1_to_%d" % rows)
-
-
-def _rules(database, index_prefix, *tables):
-    return [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in tables]
+from harness import CdcSetup, WriteLoad, create_two_tables, es_docs, index_rules, wait_until_equal
 
 
 def _create_index(es, index: str, gc_deletes: str) -> None:
@@ -27,11 +15,11 @@ def _create_index(es, index: str, gc_deletes: str) -> None:
 
 
 def test_initial_snapshot_under_load_then_streaming_is_exact(servers, db, database, es, index_prefix, tmp_path):
-    _tables(db, 400)
+    create_two_tables(db, 400)
     # Tombstones forgotten at once: a stale snapshot write after a stream delete would resurrect the row.
     for t in ("a", "b"):
         _create_index(es, f"{index_prefix}-{t}", "0s")
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"),
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"),
                      snapshot__chunk_size=37, batch__max_actions=50)
     with WriteLoad(servers, database, rate=200) as load:
         cdc = setup.run()
@@ -52,7 +40,7 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(servers, db, database, es, 
     rows = 20_000
     db.execute("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200))")
     db.execute("INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_%d" % rows)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "big"), snapshot__chunk_size=500)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "big"), snapshot__chunk_size=500)
     first = setup.run()
     deadline = time.monotonic() + 60
     while True:  # kill once some chunks are saved, well before the end
@@ -76,13 +64,13 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(servers, db, database, es, 
 
 
 def test_tables_added_to_the_rules_are_copied_on_next_start_alone(servers, db, database, es, index_prefix, tmp_path):
-    _tables(db, 50)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a"))
+    create_two_tables(db, 50)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a"))
     cdc = setup.run()
     cdc.wait_for_log("snapshot done")
     assert cdc.stop() == 0
     # add table b to the rules
-    (tmp_path / "rules" / "rules.yml").write_text(json.dumps({"rules": _rules(database, index_prefix, "a", "b")}))
+    (tmp_path / "rules" / "rules.yml").write_text(json.dumps({"rules": index_rules(database, index_prefix, "a", "b")}))
     again = setup.run()
     again.wait_for_log("snapshot done")
     db.execute("UPDATE a SET v = -1 WHERE id = 1", "DELETE FROM b WHERE k1 = 1")
@@ -93,10 +81,10 @@ def test_tables_added_to_the_rules_are_copied_on_next_start_alone(servers, db, d
 
 
 def test_online_snapshot_of_one_table_while_streaming(servers, db, database, es, index_prefix, tmp_path):
-    _tables(db, 400)
+    create_two_tables(db, 400)
     _create_index(es, f"{index_prefix}-a", "1s")
     # The daemon streams only (snapshot.mode never), so table a starts out missing its old rows.
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a", "b"), snapshot__mode="never",
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__mode="never",
                      snapshot__chunk_size=25)
     db.execute("DELETE FROM b")
     cdc = setup.run()
@@ -113,8 +101,8 @@ def test_online_snapshot_of_one_table_while_streaming(servers, db, database, es,
 
 
 def test_snapshot_where_copies_only_matching_rows(servers, db, database, es, index_prefix, tmp_path):
-    _tables(db, 100)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "a"), snapshot__mode="never")
+    create_two_tables(db, 100)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a"), snapshot__mode="never")
     code, out = setup.command("snapshot", "--where", "id <= 10")
     assert code == 0, out
     assert sorted(es_docs(es, f"{index_prefix}-a"), key=int) == [str(i) for i in range(1, 11)]
@@ -147,7 +135,7 @@ def test_snapshot_and_stream_produce_identical_documents_for_every_type(servers,
     # BIGINT UNSIGNED max does not fit the `long` that dynamic mapping picks, and this ES build
     # lacks the unsigned_long module (x-pack mapper-unsigned-long), so keep it as keyword here.
     es.indices.create(index=f"{index_prefix}-t", mappings={"properties": {"i_big_u": {"type": "keyword"}}})
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "t"))
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "t"))
     cdc = setup.run()
     try:
         cdc.wait_for_log("snapshot done")
@@ -173,7 +161,7 @@ def test_alter_table_during_a_snapshot_replans_and_finishes(servers, db, databas
     rows = 20_000
     db.execute("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200))")
     db.execute("INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_%d" % rows)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix, "big"), snapshot__chunk_size=200)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "big"), snapshot__chunk_size=200)
     cdc = setup.run()
     try:
         deadline = time.monotonic() + 60

@@ -7,22 +7,10 @@ import os
 import subprocess
 import sys
 
-from harness import CdcSetup, wait_until_equal
-from test_faults import WriteLoad
+from harness import CdcSetup, WriteLoad, create_two_tables, index_rules, wait_until_equal
 
 # WriteLoad writes a.id 1..402 and b.k1 0..49; corruption stays above both, so the
 # load cannot mend it by chance and the expected findings are exact.
-
-
-def _tables(db) -> None:
-    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
-               "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
-    db.execute("INSERT INTO a SELECT seq, seq * 2, CONCAT('s', seq) FROM seq_1_to_600")
-    db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4 FROM seq_1_to_600")
-
-
-def _rules(database, index_prefix):
-    return [{"schema": database, "table": t, "index": f"{index_prefix}-{t}"} for t in ("a", "b")]
 
 
 def verify(setup: CdcSetup, *args: str) -> tuple[int, dict | None, str]:
@@ -46,8 +34,8 @@ def _found(report: dict, table: str) -> dict[str, set[str]]:
 
 
 def _started(tmp_path, servers, db, database, index_prefix) -> tuple[CdcSetup, object]:
-    _tables(db)
-    setup = CdcSetup(tmp_path, servers, _rules(database, index_prefix), snapshot__chunk_size=100)
+    create_two_tables(db, 600)
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__chunk_size=100)
     cdc = setup.run()
     cdc.wait_for_log("snapshot done", timeout=60)
     return setup, cdc
