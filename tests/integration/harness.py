@@ -195,6 +195,8 @@ def plain(value: Any) -> Any:
 def es_docs(es, index: str) -> dict[str, dict]:
     if not es.indices.exists(index=index):
         return {}
+    # A just-created index answers searches with 503 until its shard is active.
+    es.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
     es.indices.refresh(index=index)
     # scan: a plain search returns at most 10,000 hits (index.max_result_window)
     return {hit["_id"]: hit["_source"] for hit in helpers.scan(es, index=index, query={"query": {"match_all": {}}})}

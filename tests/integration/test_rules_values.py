@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import yaml
+from elasticsearch import ApiError
 from harness import CdcSetup, es_docs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +48,12 @@ def hits(es, pattern: str) -> dict[tuple[str, str], tuple[str | None, dict]]:
 def wait_hits(es, pattern: str, expected: dict, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        have = hits(es, pattern)
+        try:
+            have = hits(es, pattern)
+        except ApiError as exc:
+            if exc.meta.status != 503:  # 503: a just-created index whose shards are not active yet
+                raise
+            have = {}
         if have == expected:
             return
         if time.monotonic() > deadline:
