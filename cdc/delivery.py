@@ -18,7 +18,7 @@ import orjson
 
 from .config import BatchConfig, RetryConfig
 from .deadletter import DeadLetterStore
-from .errors import RejectedActionsError, RequestTooLargeError, SinkUnavailableError
+from .errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
 from .model import Action, ItemResult, Outcome
 from .observe import Observer, Stats
 from .retry import Backoff
@@ -55,6 +55,10 @@ def describe_rejections(rejected: Sequence[ItemResult]) -> str:
     if len(rejected) > 5:
         lines.append(f"  ... and {len(rejected) - 5} more")
     return "\n".join(lines)
+
+
+# Per-item statuses that mean "this user may not": 401 bad credentials, 403 no privilege.
+ACCESS_STATUSES = frozenset({401, 403})
 
 
 class BulkWriter:
@@ -102,6 +106,13 @@ class BulkWriter:
             self.observer.on_bulk(len(pending), time.monotonic() - started,
                                   len(pending) - len(rejected) - len(stale) - len(retry),
                                   len(stale), len(retry), len(rejected))
+            denied = [r for r in rejected if r.status in ACCESS_STATUSES]
+            if denied:
+                # A missing privilege is the operator's to fix, and every later document
+                # would be refused too: stop with the position unchanged, dead-letter nothing.
+                raise SinkAccessError(
+                    f"Elasticsearch refused {len(denied)} of {len(pending)} actions for lack of access "
+                    f"(README: Minimal Elasticsearch role):\n{describe_rejections(denied)}", tuple(denied))
             if rejected:
                 self._reject(rejected)
             self.stats.actions_stale += len(stale)

@@ -51,6 +51,18 @@ class SinkUnavailableError(SinkError):
     retriable = True
 
 
+class SinkAccessError(SinkError):
+    """Elasticsearch refused the credentials (401) or the role lacks a privilege (403).
+
+    Never dead-lettered: every later document would be refused the same way, and
+    only an operator can fix it. The daemon stops with the position unchanged.
+    """
+
+    def __init__(self, message: str, items: tuple = ()):
+        super().__init__(message)
+        self.items = items
+
+
 class RequestTooLargeError(SinkError):
     """Elasticsearch refused the bulk body as too large (HTTP 413); split it and send again."""
 

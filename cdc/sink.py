@@ -24,7 +24,7 @@ from elasticsearch import ConnectionTimeout, TransportError, helpers
 from elasticsearch.serializer import JsonSerializer
 
 from .config import ElasticsearchConfig
-from .errors import RequestTooLargeError, SinkError, SinkUnavailableError
+from .errors import RequestTooLargeError, SinkAccessError, SinkError, SinkUnavailableError
 from .model import Action, ActionType, BulkResult, ItemResult, Outcome, StoredDoc
 
 log = logging.getLogger("cdc.sink")
@@ -236,6 +236,12 @@ class ElasticsearchSink:
             status = exc.meta.status if exc.meta else 0
             if status in RETRY_STATUSES:
                 return SinkUnavailableError(f"Elasticsearch answered {status}: {exc.message}")
+            if status == 401:
+                return SinkAccessError(f"Elasticsearch refused the credentials (401): {exc.message}; check "
+                                       "elasticsearch.username and password (or password_file), or api_key")
+            if status == 403:
+                return SinkAccessError(f"Elasticsearch denied access (403): {_reason(exc)} "
+                                       "(README: Minimal Elasticsearch role)")
             if status == 413:
                 return RequestTooLargeError("bulk request too large for Elasticsearch (413): lower "
                                             "batch.max_bytes or raise http.max_content_length")
@@ -243,6 +249,15 @@ class ElasticsearchSink:
         if isinstance(exc, TransportError):
             return SinkUnavailableError(f"Elasticsearch transport error: {exc}")
         return SinkError(f"Elasticsearch client error: {type(exc).__name__}: {exc}")
+
+
+def _reason(exc: ApiError) -> str:
+    """The `error.reason` of an error response (it names the action, user and missing privilege)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    if isinstance(error, dict) and error.get("reason"):
+        return str(error["reason"])
+    return str(exc.message)
 
 
 def _seconds(value: str) -> float:

@@ -284,9 +284,10 @@ def _ensure_es_user() -> None:
         subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", ES_USER], check=True)
 
 
-def _es_health(url: str, timeout: float = 2) -> dict | None:
+def _es_health(url: str, timeout: float = 2, context=None, headers: dict | None = None) -> dict | None:
     try:
-        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=timeout) as resp:
+        request = urllib.request.Request(f"{url}/_cluster/health", headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             return json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -296,17 +297,9 @@ def es_dirs(version: str) -> tuple[Path, Path]:
     return HOME / f"elasticsearch-{version}", HOME / f"es-run-{version}"
 
 
-def es_up(selector: str | None = None) -> str:
-    version = resolve_es_version(selector)
-    es_home, run_dir = es_dirs(version)
-    pid_file = run_dir / "es.pid"
-    url = f"http://127.0.0.1:{ES_PORT}"
-    if _pid_alive(pid_file) and _es_health(url):
-        log(f"elasticsearch {version}: already running at {url}")
-        return version
-    other = [p for p in HOME.glob("es-run-*/es.pid") if p != pid_file and _pid_alive(p)]
-    for p in other:  # another version holds the port
-        _stop_pid(p, f"elasticsearch ({p.parent.name})")
+def _es_install(version: str) -> tuple[Path, str]:
+    """Unpack the integ-test-zip once; return ES_HOME and the JDK to run it on."""
+    es_home, _ = es_dirs(version)
     java_home = _java_home(version)
     HOME.mkdir(parents=True, exist_ok=True)
     os.chmod(HOME, 0o755)
@@ -320,27 +313,47 @@ def es_up(selector: str | None = None) -> str:
         (tmp / f"elasticsearch-{version}").rename(es_home)
         shutil.rmtree(tmp, ignore_errors=True)
     _ensure_es_user()
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (run_dir / "data").mkdir(parents=True, exist_ok=True)
-    subprocess.run(["chown", "-R", ES_USER, str(es_home), str(run_dir)], check=True)
-    log(f"elasticsearch {version}: starting at {url} (JDK {java_home})")
+    subprocess.run(["chown", "-R", ES_USER, str(es_home)], check=True)
+    return es_home, java_home
+
+
+def _es_env(java_home: str, run_dir: Path, conf_dir: Path | None = None) -> dict[str, str]:
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "ES_JAVA_HOME": java_home,
         "ES_JAVA_OPTS": os.environ.get("ES_JAVA_OPTS", "-Xms512m -Xmx512m"),
         "HOME": str(run_dir),
     }
+    if conf_dir is not None:
+        env["ES_PATH_CONF"] = str(conf_dir)
+    return env
+
+
+def _es_start(version: str, run_dir: Path, port: int, transport_port: int, cluster: str,
+              settings: list[str], conf_dir: Path | None = None, health=None) -> None:
+    """Start one single-node Elasticsearch as ES_USER and wait until it is green or yellow.
+
+    `health` polls it (default: plain http on `port`); a secured node needs TLS and a user.
+    """
+    es_home, java_home = _es_install(version)
+    pid_file = run_dir / "es.pid"
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
+    url = f"http://127.0.0.1:{port}"
+    health = health or (lambda: _es_health(url))
+    log(f"elasticsearch {version}: starting {cluster} on port {port} (JDK {java_home})")
     start = subprocess.run(
         ["runuser", "-u", ES_USER, "--", str(es_home / "bin" / "elasticsearch"), "-d", "-p", str(pid_file),
-         "-Ediscovery.type=single-node", "-Expack.security.enabled=false",
-         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={ES_PORT}", f"-Etransport.port={ES_TRANSPORT_PORT}",
+         "-Ediscovery.type=single-node",
+         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={port}", f"-Etransport.port={transport_port}",
          f"-Epath.data={run_dir / 'data'}", f"-Epath.logs={run_dir / 'logs'}",
          # Development disks are small and shared; never let a watermark block writes.
          "-Ecluster.routing.allocation.disk.threshold_enabled=false",
-         "-Ecluster.name=cdc-dev"],
-        env=env, capture_output=True, text=True,
+         f"-Ecluster.name={cluster}", *settings],
+        env=_es_env(java_home, run_dir, conf_dir), capture_output=True, text=True,
     )
-    log_file = run_dir / "logs" / "cdc-dev.log"
+    log_file = run_dir / "logs" / f"{cluster}.log"
     if start.returncode != 0:
         raise ServerError(
             f"Elasticsearch {version} failed to start (exit {start.returncode}):\n"
@@ -348,14 +361,101 @@ def es_up(selector: str | None = None) -> str:
         )
     deadline = time.monotonic() + 180
     while True:
-        health = _es_health(url)
-        if health and health.get("status") in ("green", "yellow"):
+        status = health()
+        if status and status.get("status") in ("green", "yellow"):
             break
         if time.monotonic() > deadline or (pid_file.exists() and _pid_alive(pid_file) is None):
             raise ServerError(f"Elasticsearch {version} did not become healthy. Tail of {log_file}:\n{_tail(log_file)}")
         time.sleep(1)
-    log(f"elasticsearch {version}: ready")
+    log(f"elasticsearch {version}: {cluster} ready")
+
+
+def es_up(selector: str | None = None) -> str:
+    version = resolve_es_version(selector)
+    _, run_dir = es_dirs(version)
+    pid_file = run_dir / "es.pid"
+    url = f"http://127.0.0.1:{ES_PORT}"
+    if _pid_alive(pid_file) and _es_health(url):
+        log(f"elasticsearch {version}: already running at {url}")
+        return version
+    other = [p for p in HOME.glob("es-run-*/es.pid") if p != pid_file and _pid_alive(p)]
+    for p in other:  # another version holds the port
+        _stop_pid(p, f"elasticsearch ({p.parent.name})")
+    # Security off also skips its auto-configuration (platform notes); the
+    # secured node for the security tests is es_secure_up.
+    _es_start(version, run_dir, ES_PORT, ES_TRANSPORT_PORT, "cdc-dev", ["-Expack.security.enabled=false"])
     return version
+
+
+@dataclass(frozen=True)
+class SecureEs:
+    """A throwaway Elasticsearch with security on: https with the given certificate, one superuser."""
+
+    url: str
+    run_dir: Path
+    admin_user: str
+    admin_password: str
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "es.pid"
+
+
+def es_secure_up(run_dir: Path, port: int, transport_port: int, cert: Path, key: Path, ca: Path,
+                 users: dict[str, tuple[str, list[str]]], roles: dict[str, dict] | None = None,
+                 admin_user: str = "admin", admin_password: str = "admin-secret",
+                 selector: str | None = None) -> SecureEs:
+    """Start a second Elasticsearch with `xpack.security` on: TLS on HTTP, file-realm users and roles.
+
+    `users` maps a name to (password, roles); `roles` are role descriptors
+    (`{"cluster": [...], "indices": [...]}`), the body of the role API.
+    Both live in the file realm, because the native realm's `.security` index
+    needs analysis-common, which the integ-test-zip lacks (so do API keys).
+    The node gets its own config directory (ES_PATH_CONF), because the
+    certificate files must lie inside it and the file realm's files live there.
+    """
+    import base64
+    import ssl
+
+    version = resolve_es_version(selector)
+    es_home, java_home = _es_install(version)
+    conf = run_dir / "config"
+    shutil.rmtree(conf, ignore_errors=True)
+    shutil.copytree(es_home / "config", conf)
+    (conf / "certs").mkdir()
+    for source, name in ((cert, "http.pem"), (key, "http.key"), (ca, "ca.pem")):
+        shutil.copyfile(source, conf / "certs" / name)
+    # JSON is YAML: roles.yml takes the role API's bodies as they are.
+    (conf / "roles.yml").write_text("".join(f"{json.dumps(name)}: {json.dumps(body)}\n"
+                                            for name, body in (roles or {}).items()))
+    subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
+    os.chmod(run_dir, 0o755)
+    for name, (password, user_roles) in {admin_user: (admin_password, ["superuser"]), **users}.items():
+        # The file realm's tool writes bcrypt hashes into ES_PATH_CONF/users and users_roles.
+        made = subprocess.run(
+            ["runuser", "-u", ES_USER, "--", str(es_home / "bin" / "elasticsearch-users"), "useradd", name,
+             "-p", password, "-r", ",".join(user_roles)],
+            env=_es_env(java_home, run_dir, conf), capture_output=True, text=True)
+        if made.returncode != 0:
+            raise ServerError(f"elasticsearch-users useradd {name} failed:\n{made.stdout[-2000:]}{made.stderr[-2000:]}")
+    context = ssl.create_default_context(cafile=str(ca))
+    token = base64.b64encode(f"{admin_user}:{admin_password}".encode()).decode()
+    url = f"https://127.0.0.1:{port}"
+    _es_start(version, run_dir, port, transport_port, "cdc-secure",
+              ["-Expack.security.enabled=true",
+               "-Expack.security.http.ssl.enabled=true",
+               "-Expack.security.http.ssl.certificate=certs/http.pem",
+               "-Expack.security.http.ssl.key=certs/http.key",
+               "-Expack.security.http.ssl.certificate_authorities=certs/ca.pem",
+               # Single-node discovery needs no TLS between nodes.
+               "-Expack.security.transport.ssl.enabled=false"],
+              conf_dir=conf,
+              health=lambda: _es_health(url, context=context, headers={"Authorization": f"Basic {token}"}))
+    return SecureEs(url, run_dir, admin_user, admin_password)
+
+
+def es_secure_down(es: SecureEs) -> None:
+    _stop_pid(es.pid_file, "elasticsearch (secured)")
 
 
 def es_down() -> None:

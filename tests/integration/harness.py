@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +21,12 @@ import yaml
 from elasticsearch import helpers
 
 _server_ids = iter(range(5000, 9000, 2))  # replay uses id + 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Admin:

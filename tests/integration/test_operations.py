@@ -19,15 +19,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from harness import CdcSetup, binlog_position, wait_until_equal
+from harness import CdcSetup, binlog_position, free_port, wait_until_equal
 from proxy import FaultProxy
 
 from cdc.metrics import parse_metrics
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from cdc.config import BatchConfig, RetryConfig
 from cdc.deadletter import DeadLetterStore, retry
 from cdc.delivery import BulkWriter
-from cdc.errors import RejectedActionsError, RequestTooLargeError
+from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, ItemResult, Outcome
 
 POS = BinlogPosition("binlog.000003", 1234)
@@ -18,15 +18,16 @@ def action(i: int, doc=None) -> Action:
 class Sink:
     """Rejects the ids in `bad` (400), refuses bodies over `limit` actions with 413."""
 
-    def __init__(self, bad=(), limit=None):
+    def __init__(self, bad=(), limit=None, status=400, error="document_parsing_exception"):
         self.bad, self.limit, self.calls = set(bad), limit, []
+        self.status, self.error = status, error
 
     def write(self, actions):
         self.calls.append([a.doc_id for a in actions])
         if self.limit is not None and len(actions) > self.limit:
             raise RequestTooLargeError("too large")
         return BulkResult(tuple(
-            ItemResult(a, Outcome.REJECTED, 400, "document_parsing_exception", f"bad {a.doc_id}")
+            ItemResult(a, Outcome.REJECTED, self.status, self.error, f"bad {a.doc_id}")
             if a.doc_id in self.bad else ItemResult(a, Outcome.OK, 201) for a in actions))
 
 
@@ -55,6 +56,18 @@ def test_rejected_items_go_to_the_store_and_the_rest_is_written(tmp_path):
     w.write([action(1), action(2), action(3)])
     assert [letter.action.doc_id for letter in store.list()] == ["2"]
     assert w.stats.dead_lettered == 1 and w.stats.actions_sent == 2
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_access_refusals_stop_even_with_a_store_and_dead_letter_nothing(tmp_path, status):
+    # A role without the index privilege would otherwise dead-letter every document.
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    w = writer(Sink(bad={"2", "3"}, status=status, error="security_exception"), store)
+    with pytest.raises(SinkAccessError, match=r"refused 2 of 3 actions for lack of access") as info:
+        w.write([action(1), action(2), action(3)])
+    assert "idx/2 from db.t at binlog.000003:1234" in str(info.value)
+    assert not info.value.retriable
+    assert store.list() == [] and w.stats.dead_lettered == 0
 
 
 def test_413_splits_the_request_until_it_fits():

@@ -3,7 +3,7 @@ import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError, BadRequestError, ConnectionError, ConnectionTimeout, TransportError
 
-from cdc.errors import RequestTooLargeError, SinkError, SinkUnavailableError
+from cdc.errors import RequestTooLargeError, SinkAccessError, SinkError, SinkUnavailableError
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, Outcome
 from cdc.sink import ElasticsearchSink, classify, encode_bulk, parse_bulk_response
 
@@ -201,6 +201,23 @@ def test_translate_api_error_400_is_not_retriable():
     assert not out.retriable
     assert "400" in str(out)
     assert "request body is required" in str(out)
+
+
+def test_translate_401_names_the_settings_to_check():
+    body = {"error": {"type": "security_exception", "reason": "unable to authenticate user [cdc] for REST request [/_bulk]"},
+            "status": 401}
+    out = ElasticsearchSink._translate(ApiError("security_exception", meta(401), body))
+    assert type(out) is SinkAccessError and not out.retriable
+    assert "401" in str(out) and "elasticsearch.username" in str(out) and "api_key" in str(out)
+
+
+def test_translate_403_gives_the_servers_reason():
+    reason = ("action [cluster:monitor/health] is unauthorized for user [cdc] with effective roles [writer], "
+              "this action is granted by the cluster privileges [monitor,manage,all]")
+    out = ElasticsearchSink._translate(ApiError("security_exception", meta(403),
+                                                {"error": {"type": "security_exception", "reason": reason}}))
+    assert type(out) is SinkAccessError
+    assert reason in str(out) and "Minimal Elasticsearch role" in str(out)
 
 
 def test_translate_413():
