@@ -24,7 +24,8 @@ from .checkpoint import FileCheckpointStore
 from .config import Config, load_config, security_warnings
 from .deadletter import DeadLetterStore
 from .deadletter import retry as retry_dead_letters
-from .errors import CdcError, CheckpointError, ConfigError, PreflightError, PurgedPositionError, SinkAccessError
+from .errors import (CdcError, CheckpointError, ConfigError, PreflightError, PurgedPositionError, SinkAccessError,
+                     SinkCertificateError)
 from .log import redact, setup_logging
 from .model import BinlogPosition
 from .rules import load_rules
@@ -77,7 +78,7 @@ def _install_signals(daemon: Daemon) -> None:
 def _run_guarded(body) -> None:
     try:
         body()
-    except (ConfigError, PreflightError, SinkAccessError) as exc:
+    except (ConfigError, PreflightError, SinkAccessError, SinkCertificateError) as exc:
         # Restarting cannot fix these (systemd: RestartPreventExitStatus=2).
         log.error("%s", exc)
         sys.exit(EXIT_CONFIG)

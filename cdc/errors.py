@@ -63,6 +63,13 @@ class SinkAccessError(SinkError):
         self.items = items
 
 
+class SinkCertificateError(SinkError):
+    """Elasticsearch's TLS certificate failed verification (unknown CA, wrong host name, fingerprint).
+
+    Not retried: trying again meets the same certificate; only an operator can fix it.
+    """
+
+
 class RequestTooLargeError(SinkError):
     """Elasticsearch refused the bulk body as too large (HTTP 413); split it and send again."""
 

@@ -55,3 +55,7 @@ def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("cdc").setLevel(level)
+    # Libraries speak through `warnings` too (the Elasticsearch client relays the
+    # server's deprecation warnings, e.g. a role that ES 9 will no longer accept);
+    # they belong in the same log stream, in the same format.
+    logging.captureWarnings(True)

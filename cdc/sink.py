@@ -14,6 +14,7 @@ and a delete of a missing document (404) is done as well.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any, Iterator, Sequence
 
 import elastic_transport
@@ -24,7 +25,7 @@ from elasticsearch import ConnectionTimeout, TransportError, helpers
 from elasticsearch.serializer import JsonSerializer
 
 from .config import ElasticsearchConfig
-from .errors import RequestTooLargeError, SinkAccessError, SinkError, SinkUnavailableError
+from .errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from .model import Action, ActionType, BulkResult, ItemResult, Outcome, StoredDoc
 
 log = logging.getLogger("cdc.sink")
@@ -230,6 +231,10 @@ class ElasticsearchSink:
 
     @staticmethod
     def _translate(exc: Exception) -> SinkError:
+        if isinstance(exc, elastic_transport.TlsError) and _certificate_refused(exc):
+            return SinkCertificateError(
+                f"Elasticsearch's TLS certificate was refused: {exc.message}; check elasticsearch.ca_certs "
+                "or ssl_assert_fingerprint, and that the host name in elasticsearch.hosts is in the certificate")
         if isinstance(exc, (EsConnectionError, ConnectionTimeout, elastic_transport.TransportError)) and not isinstance(exc, ApiError):
             return SinkUnavailableError(f"Elasticsearch unreachable: {exc}")
         if isinstance(exc, ApiError):
@@ -249,6 +254,19 @@ class ElasticsearchSink:
         if isinstance(exc, TransportError):
             return SinkUnavailableError(f"Elasticsearch transport error: {exc}")
         return SinkError(f"Elasticsearch client error: {type(exc).__name__}: {exc}")
+
+
+def _certificate_refused(exc: Exception) -> bool:
+    """Did verification fail (as opposed to a handshake cut short by a restarting server)?"""
+    seen: Exception | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        # urllib3 checks a pinned fingerprint itself and says so in a plain SSLError.
+        if "Fingerprints did not match" in str(seen) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: ApiError) -> str:

@@ -30,6 +30,22 @@ def restore_logging():
     yield
     root.handlers[:], root.level = saved[0], saved[1]
     cdc.setLevel(saved[2])
+    logging.captureWarnings(False)
+
+
+def test_library_warnings_become_json_log_lines(capsys):
+    import warnings
+
+    from cdc.log import setup_logging
+
+    setup_logging("INFO", "json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # the suite turns warnings into errors
+        warnings.warn("this privilege will not permit mapping updates in the next major release", UserWarning)
+    [line] = capsys.readouterr().err.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "warning" and record["logger"] == "py.warnings"
+    assert "will not permit mapping updates" in record["msg"]
 
 
 @pytest.fixture

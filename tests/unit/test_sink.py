@@ -1,9 +1,11 @@
+import ssl
+
 import orjson
 import pytest
-from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig, TlsError
 from elasticsearch import ApiError, BadRequestError, ConnectionError, ConnectionTimeout, TransportError
 
-from cdc.errors import RequestTooLargeError, SinkAccessError, SinkError, SinkUnavailableError
+from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, Outcome
 from cdc.sink import ElasticsearchSink, classify, encode_bulk, parse_bulk_response
 
@@ -218,6 +220,37 @@ def test_translate_403_gives_the_servers_reason():
                                                 {"error": {"type": "security_exception", "reason": reason}}))
     assert type(out) is SinkAccessError
     assert reason in str(out) and "Minimal Elasticsearch role" in str(out)
+
+
+def _tls_error(cause: Exception) -> TlsError:
+    try:
+        try:
+            raise cause
+        except Exception as inner:
+            raise TlsError(str(inner)) from inner
+    except TlsError as outer:
+        return outer
+
+
+def test_translate_unknown_ca_is_not_retried():
+    cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                                            "unable to get local issuer certificate (_ssl.c:1006)")
+    out = ElasticsearchSink._translate(_tls_error(cause))
+    assert type(out) is SinkCertificateError and not out.retriable
+    assert "unable to get local issuer certificate" in str(out) and "elasticsearch.ca_certs" in str(out)
+
+
+def test_translate_fingerprint_mismatch_is_not_retried():
+    # As urllib3 reports a pinned fingerprint that does not match (seen against a real node).
+    cause = ssl.SSLError('Fingerprints did not match. Expected "00", got "d2ed"')
+    out = ElasticsearchSink._translate(_tls_error(cause))
+    assert type(out) is SinkCertificateError and "ssl_assert_fingerprint" in str(out)
+
+
+def test_translate_handshake_cut_short_is_retried():
+    # A node restarting mid-handshake is an outage, not a refused certificate.
+    cause = ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:992)")
+    assert type(ElasticsearchSink._translate(_tls_error(cause))) is SinkUnavailableError
 
 
 def test_translate_413():
