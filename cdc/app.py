@@ -339,7 +339,8 @@ class Daemon:
             writer = self._writer(sink, Stats(), dead_letters=False) if repair else None
             verifier = Verifier(TableReader(db, self.config.snapshot.chunk_size), sink, rules, self._epoch(None),
                                 ValueOptions.from_config(self.config.values), caught_up, self.stop, writer=writer,
-                                sample=sample, interactive=interactive)
+                                sample=sample, interactive=interactive,
+                                max_chunk_age=self.config.snapshot.max_chunk_age)
             return verifier.run(chosen)
         finally:
             db.close()

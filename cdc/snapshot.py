@@ -248,43 +248,27 @@ class Snapshot:
     def _max_age(self, index: str) -> float:
         if not self.online:
             return float("inf")
-        gc = self.gc_deletes(index)
-        age = self.config.max_chunk_age
-        return min(age, gc / 2) if gc is not None else age
+        return fresh_window(self.config.max_chunk_age, self.gc_deletes(index))
 
     def _write_chunk(self, plan: TablePlan, progress: TableProgress) -> int | None:
         """Read, convert and write one chunk; None when the table is finished."""
         # A name built from column values (monthly indices) is asked about as its pattern.
         max_age = self._max_age(index_target(plan.rule)[1])
-        while True:
-            read_at = time.monotonic()
+        read: list[tuple] = []
+
+        def chunk() -> list[Action] | None:
             position, rows = self._read_chunk(plan, progress.last_key)
-            if not rows:
-                return None
-            actions = self._actions(plan, position, rows)
-            # Give up on this read (and read again) if writing it takes too long; see module docstring.
-            expired = threading.Event()
-            timer = threading.Timer(max(0.0, read_at + max_age - time.monotonic()), expired.set)
-            timer.daemon = True
-            if max_age != float("inf"):
-                timer.start()
-            try:
-                self.writer.abort = _Either(expired, self.stop)
-                self.writer.write(actions)
-            except SinkUnavailableError:
-                if self.stop.is_set():
-                    raise
-                log.warning("snapshot chunk of %s not written within %.1fs of reading it; reading it again",
-                            plan.name, max_age, extra={"table": plan.name})
-                continue
-            finally:
-                timer.cancel()
-                self.writer.abort = None
-            self.rows_written += len(rows)
-            progress.rows += len(rows)
-            if plan.paged:
-                progress.last_key = last_key(plan, rows)
-            return len(rows)
+            read[:] = rows
+            return self._actions(plan, position, rows) if rows else None
+
+        if write_while_fresh(self.writer, self.stop, max_age, chunk, f"snapshot chunk of {plan.name}",
+                             plan.name) is None:
+            return None
+        self.rows_written += len(read)
+        progress.rows += len(read)
+        if plan.paged:
+            progress.last_key = last_key(plan, read)
+        return len(read)
 
     def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple]) -> list[Action]:
         actions: list[Action] = []
@@ -471,6 +455,46 @@ class OnDemandProgress:
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def fresh_window(max_chunk_age: float, gc_deletes: float | None) -> float:
+    """How long rows read from the table may wait to be written (module docstring: deleted rows)."""
+    return min(max_chunk_age, gc_deletes / 2) if gc_deletes is not None else max_chunk_age
+
+
+def write_while_fresh(writer: BulkWriter, stop: threading.Event, max_age: float,
+                      read: Callable[[], list[Action] | None], what: str, table: str) -> list[Action] | None:
+    """Read, then write what was read within `max_age` of reading it, or read it again.
+
+    Shared by snapshot chunks and `cdc verify --repair`: both write rows read
+    from the table while the stream may be deleting them. `read` returns the
+    actions of a fresh read, or None when there is nothing left to read.
+    """
+    while True:
+        read_at = time.monotonic()
+        actions = read()
+        if actions is None:
+            return None
+        expired = threading.Event()
+        timer = threading.Timer(max(0.0, read_at + max_age - time.monotonic()), expired.set)
+        timer.daemon = True
+        if max_age != float("inf"):
+            timer.start()
+        try:
+            writer.abort = _Either(expired, stop)
+            writer.write(actions)
+        except SinkUnavailableError:
+            # Only the expired read is worth another try here; an outage that
+            # outlasted retry.max_attempts, or a stop, ends the work.
+            if stop.is_set() or not expired.is_set():
+                raise
+            log.warning("%s not written within %.1fs of reading it; reading it again", what, max_age,
+                        extra={"table": table})
+            continue
+        finally:
+            timer.cancel()
+            writer.abort = None
+        return actions
 
 
 class _Either:

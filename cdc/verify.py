@@ -20,8 +20,11 @@ Per rule (one table):
    whose `_version` is above P2's version was written after the read and is
    never a difference. Only what still differs after `rounds` such re-reads
    is reported.
-4. **Repair** writes the documents of that last read, versioned with its
-   position: a newer daemon write wins (409, counted as done by BulkWriter).
+4. **Repair** reads the differing rows once more and writes their documents
+   at once, versioned with that read's position: a newer daemon write wins
+   (409, counted as done by BulkWriter), and the write follows the read within
+   the snapshot's window (`max_chunk_age`, at most half of gc_deletes), so a
+   row deleted meanwhile cannot come back.
    Orphans are deleted with the version of the read that found no row, so a
    re-insert that the daemon indexes after it wins too. Each repair is read
    back; what still differs is reported as not repaired.
@@ -54,7 +57,7 @@ from .errors import CdcError
 from .indices import index_target
 from .model import Action, ActionType, BinlogPosition, ColumnKind, StoredDoc
 from .rules import ActionBuilder, Rule, RuleSet, document_version
-from .snapshot import Progress, TablePlan, TableReader, last_key, row_change
+from .snapshot import Progress, TablePlan, TableReader, fresh_window, last_key, row_change, write_while_fresh
 
 log = logging.getLogger("cdc.verify")
 
@@ -405,7 +408,7 @@ class Verifier:
     def __init__(self, reader: TableReader, sink, rules: RuleSet, epoch: int, value_options,
                  caught_up: Callable[[BinlogPosition], bool], stop: threading.Event, writer=None,
                  sample: int | None = None, rounds: int = 2, settle: float = 10.0, suspect_limit: int | None = None,
-                 interactive: bool | None = None):
+                 interactive: bool | None = None, max_chunk_age: float = 25.0):
         self.reader = reader
         self.sink = sink
         self.rules = rules
@@ -420,6 +423,7 @@ class Verifier:
         # Suspects are confirmed in groups this large; bounds memory on a badly broken index.
         self.suspect_limit = suspect_limit or 10 * reader.chunk_size
         self.interactive = interactive
+        self.max_chunk_age = max_chunk_age  # snapshot.max_chunk_age: repairs write rows read from the table
         self._behind_warned = False
 
     @property
@@ -549,8 +553,17 @@ class Verifier:
                                   f.action.doc_id, f.key, f.diffs))
         if self.writer is None:
             return
-        # The documents of the last read, versioned with its position: a newer daemon write wins.
-        self.writer.write([f.action for f in findings if f.action is not None])
+        # The rows as they are now, versioned with the position of that read: a newer
+        # daemon write wins (409). Read again just before writing, and written within
+        # the snapshot's window, because the last re-check may be long past: a row
+        # deleted since then must not come back once its tombstone has expired.
+        max_age = fresh_window(self.max_chunk_age, self.sink.gc_deletes(index_target(plan.rule)[1]))
+        for batch in batches(keys, self.chunk):
+            def fresh(batch: Sequence[tuple] = batch) -> list[Action]:
+                position, rows = self.reader.read_keys(plan, batch)
+                return [action for _, action in self._expect(plan, builder, position, rows)]
+
+            write_while_fresh(self.writer, self.stop, max_age, fresh, f"repair of {plan.name}", plan.name)
         still = self._recheck_rows(plan, builder, policy, keys)
         result.unrepaired += len(still)
         result.repaired += len(findings) - len(still)

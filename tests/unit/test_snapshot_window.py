@@ -1,0 +1,75 @@
+"""The write window of snapshot chunks and verify repairs (cdc/snapshot.py write_while_fresh), over fakes."""
+
+import threading
+
+import pytest
+
+from cdc.errors import SinkUnavailableError
+from cdc.snapshot import fresh_window, write_while_fresh
+
+
+class Writer:
+    """Fails the first `outages` writes the way BulkWriter does: waits on `abort`, or gives up after `patience`."""
+
+    def __init__(self, outages: int, patience: float = 5.0):
+        self.outages, self.patience = outages, patience
+        self.abort = None
+        self.written: list[list[str]] = []
+
+    def write(self, actions):
+        if self.outages:
+            self.outages -= 1
+            if self.abort.wait(self.patience):
+                raise SinkUnavailableError("bulk request failed; stopped while waiting to retry")
+            raise SinkUnavailableError("bulk request failed; gave up after 3 attempts")
+        self.written.append(list(actions))
+
+
+def reads(*batches):
+    made = iter(batches)
+    calls = []
+
+    def read():
+        calls.append(1)
+        return next(made)
+    return read, calls
+
+
+def test_window_is_half_of_gc_deletes_at_most():
+    assert fresh_window(25.0, 60.0) == 25.0
+    assert fresh_window(25.0, 10.0) == 5.0
+    assert fresh_window(25.0, 0.0) == 0.0
+    assert fresh_window(25.0, None) == 25.0
+
+
+def test_a_write_that_outlasts_the_window_reads_again():
+    writer = Writer(outages=1)
+    read, calls = reads(["old"], ["new"])
+    assert write_while_fresh(writer, threading.Event(), 0.05, read, "chunk", "shop.t") == ["new"]
+    assert len(calls) == 2 and writer.written == [["new"]]  # the stale read was never written
+    assert writer.abort is None
+
+
+def test_giving_up_within_the_window_is_not_hidden_by_reading_again():
+    # retry.max_attempts ran out before the window closed: an outage, not a stale read.
+    writer = Writer(outages=1, patience=0.0)
+    read, calls = reads(["a"], ["b"])
+    with pytest.raises(SinkUnavailableError, match="gave up"):
+        write_while_fresh(writer, threading.Event(), 30.0, read, "chunk", "shop.t")
+    assert len(calls) == 1 and writer.written == []
+
+
+def test_a_stop_ends_the_wait_without_reading_again():
+    stop = threading.Event()
+    stop.set()
+    read, calls = reads(["a"], ["b"])
+    with pytest.raises(SinkUnavailableError, match="stopped"):
+        write_while_fresh(Writer(outages=1), stop, float("inf"), read, "chunk", "shop.t")
+    assert len(calls) == 1
+
+
+def test_nothing_to_read_writes_nothing():
+    writer = Writer(outages=0)
+    read, _ = reads(None)
+    assert write_while_fresh(writer, threading.Event(), 1.0, read, "chunk", "shop.t") is None
+    assert writer.written == []
