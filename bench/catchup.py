@@ -14,7 +14,9 @@ Two measurements:
    replayed --repeat times into fresh indexes. For comparison, the same range is
    read by pymysqlreplication alone (decode only: the ceiling cdc can reach with
    that library) and by `cdc replay --dry-run` (cdc's read-and-convert path with
-   Elasticsearch left out).
+   Elasticsearch left out). With --baseline DIR, the cdc in DIR/cdc runs the
+   same backlog too, alternating with the code measured, and the report
+   compares the two (medians, ratios).
 
 2. Latency under steady load. `cdc run` follows the binlog end while a writer
    commits rows at a steady rate; a poller searches Elasticsearch every 100 ms
@@ -231,7 +233,7 @@ _server_ids = iter(range(7100, 7900))
 class Code:
     """The copy of cdc/ that every cdc process of this run executes."""
 
-    def __init__(self, run_dir: Path, source: Path = ROOT, wait_quiet: float = 0):
+    def __init__(self, run_dir: Path, source: Path = ROOT, wait_quiet: float = 0, name: str = "code"):
         # Others commit to this work tree while it is in use; a copy taken
         # mid-edit can be a state that never existed in any commit. So wait (up
         # to wait_quiet seconds) until no file in cdc/ is newer than the last
@@ -246,7 +248,7 @@ class Code:
             self.newer_than_head = uncommitted_looking()
             if self.newer_than_head:
                 log(f"warning: cdc/ files newer than the last commit (probably being edited): {self.newer_than_head}")
-        self.dir = run_dir / "code"
+        self.dir = run_dir / name
         shutil.copytree(source / "cdc", self.dir / "cdc", ignore=shutil.ignore_patterns("__pycache__"))
         digest = hashlib.sha256()
         for path in sorted((self.dir / "cdc").rglob("*.py")):
@@ -483,9 +485,9 @@ def index_truth(es: Elasticsearch, index: str) -> dict:
 
 
 def catchup_once(i: int, ep, es, code: Code, run_dir: Path, tag: str, start: BinlogPosition,
-                 end: BinlogPosition, rows: int, truth: dict, timeout: float) -> dict:
-    index = f"{INDEX_PREFIX}-{tag}-catchup-{i}"
-    workdir = run_dir / f"catchup-{i}"
+                 end: BinlogPosition, rows: int, truth: dict, timeout: float, label: str = "") -> dict:
+    index = f"{INDEX_PREFIX}-{tag}-catchup-{i}{label}"
+    workdir = run_dir / f"catchup-{i}{label}"
     config = write_cdc_config(workdir, ep, index, str(start), code)
     checkpoint_path = workdir / "checkpoint.json"
     pids = server_pids()
@@ -560,7 +562,7 @@ def catchup_once(i: int, ep, es, code: Code, run_dir: Path, tag: str, start: Bin
         "db": truth,
         "correct": have == truth,
     }
-    log(f"catch-up {i}: {total:.1f}s total ({result['seconds_startup']}s start-up), "
+    log(f"catch-up {i}{label}: {total:.1f}s total ({result['seconds_startup']}s start-up), "
         f"{result['rows_per_s_total']} rows/s, cdc {result['cdc_cpu_cores']} cores, "
         f"peak RSS {result['cdc_peak_rss_mb']} MB, index {'==' if result['correct'] else '!='} table "
         f"{have} vs {truth}")
@@ -568,9 +570,9 @@ def catchup_once(i: int, ep, es, code: Code, run_dir: Path, tag: str, start: Bin
 
 
 def dryrun_once(i: int, ep, code: Code, run_dir: Path, tag: str, start: BinlogPosition, end: BinlogPosition,
-                rows: int) -> dict:
+                rows: int, label: str = "") -> dict:
     """`cdc replay --dry-run` over the range: cdc's read and convert path, Elasticsearch left out."""
-    workdir = run_dir / f"dryrun-{i}"
+    workdir = run_dir / f"dryrun-{i}{label}"
     config = write_cdc_config(workdir, ep, f"{INDEX_PREFIX}-{tag}-dryrun", str(start), code)
     log_path = workdir / "cdc.log"
     t0 = time.time()
@@ -589,7 +591,7 @@ def dryrun_once(i: int, ep, code: Code, run_dir: Path, tag: str, start: BinlogPo
               "rows": summary.get("rows"), "rows_per_s_total": round(rows / (t_exit - t0), 1),
               "rows_per_s_after_startup": round(rows / (t_exit - ready), 1) if ready else None,
               "log": str(log_path)}
-    log(f"dry-run {i}: {result['rows']} rows in {t_exit - t0:.2f}s = {result['rows_per_s_total']} rows/s")
+    log(f"dry-run {i}{label}: {result['rows']} rows in {t_exit - t0:.2f}s = {result['rows_per_s_total']} rows/s")
     return result
 
 
@@ -896,6 +898,46 @@ def median_of(runs: list[dict], key: str) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
+def catchup_medians(runs: list[dict], dryruns: list[dict], decodes: list[dict]) -> dict:
+    median = {key: median_of(runs, key) for key in
+              ("seconds_total", "seconds_startup", "seconds_after_startup", "rows_per_s_total",
+               "rows_per_s_after_startup", "cdc_cpu_seconds", "cdc_cpu_cores", "cdc_peak_rss_mb",
+               "es_bulk_seconds")}
+    median["dryrun_rows_per_s_after_startup"] = median_of(dryruns, "rows_per_s_after_startup")
+    median["decode_rows_per_s"] = median_of(decodes, "rows_per_s")
+    median["decode_seconds"] = median_of(decodes, "seconds")
+    median["ratio_total"] = round(median["rows_per_s_total"] / median["decode_rows_per_s"], 3)
+    median["ratio_after_startup"] = (round(median["rows_per_s_after_startup"] / median["decode_rows_per_s"], 3)
+                                     if median["rows_per_s_after_startup"] else None)
+    median["ratio_dryrun"] = (round(median["dryrun_rows_per_s_after_startup"] / median["decode_rows_per_s"], 3)
+                              if median["dryrun_rows_per_s_after_startup"] else None)
+    return median
+
+
+# What --baseline compares: (result list, key, True if higher is better).
+COMPARED = (
+    ("catchup", "rows_per_s_after_startup", True),
+    ("catchup", "rows_per_s_total", True),
+    ("catchup", "seconds_after_startup", False),
+    ("catchup", "cdc_cpu_seconds", False),
+    ("catchup", "cdc_peak_rss_mb", False),
+    ("dryrun", "rows_per_s_after_startup", True),
+)
+
+
+def compare(base_runs: list[dict], runs: list[dict], base_dryruns: list[dict], dryruns: list[dict]) -> dict:
+    """Medians of the baseline and of the code measured, their ratio (code / baseline), and per-repeat ratios."""
+    lists = {"catchup": (base_runs, runs), "dryrun": (base_dryruns, dryruns)}
+    out = {}
+    for kind, key, _ in COMPARED:
+        base, new = lists[kind]
+        b, n = median_of(base, key), median_of(new, key)
+        pairs = [round(y[key] / x[key], 3) for x, y in zip(base, new) if x.get(key) and y.get(key) is not None]
+        out[f"{kind}.{key}"] = {"baseline": b, "code": n, "ratio": round(n / b, 3) if b and n is not None else None,
+                                "per_repeat_ratios": pairs}
+    return out
+
+
 def markdown(results: dict) -> str:
     out = [f"Command: `{results['command']}`", ""]
     b = results.get("backlog")
@@ -919,6 +961,27 @@ def markdown(results: dict) -> str:
                    f"{m['es_bulk_seconds']} | {m['dryrun_rows_per_s_after_startup']} | {m['decode_rows_per_s']} | |")
         out += ["", f"cdc / decode-only (excl. start-up, medians): {m['ratio_after_startup']}; "
                 f"including start-up: {m['ratio_total']}; cdc dry-run / decode-only: {m['ratio_dryrun']}", ""]
+    comparison = results.get("comparison")
+    if comparison:
+        base_runs, runs = results["baseline"]["catchup"], results["catchup"]
+        base_dry, dry = results["baseline"]["dryrun"], results["dryrun"]
+        out += [f"Baseline: {results['baseline_code']['source']} (sha256 {results['baseline_code']['sha256_16']}); "
+                f"code: {results['versions']['cdc_copied_from']} (sha256 {results['versions']['cdc_code_sha256_16']})",
+                "",
+                "| repeat | first | baseline rows/s (excl. start-up) | code rows/s (excl. start-up) | "
+                "baseline CPU s | code CPU s | baseline dry-run rows/s | code dry-run rows/s | index == table |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for n, (b, r, bd, d) in enumerate(zip(base_runs, runs, base_dry, dry), 1):
+            out.append(f"| {n} | {'baseline' if b['order'] == 1 else 'code'} | {b['rows_per_s_after_startup']} | "
+                       f"{r['rows_per_s_after_startup']} | {b['cdc_cpu_seconds']} | {r['cdc_cpu_seconds']} | "
+                       f"{bd['rows_per_s_after_startup']} | {d['rows_per_s_after_startup']} | "
+                       f"{'yes' if b['correct'] and r['correct'] else 'NO'} |")
+        out += ["", "| median | baseline | code | code / baseline | per-repeat ratios |", "|---|---|---|---|---|"]
+        for kind, key, _ in COMPARED:
+            c = comparison[f"{kind}.{key}"]
+            out.append(f"| {kind} {key} | {c['baseline']} | {c['code']} | {c['ratio']} | "
+                       f"{', '.join(map(str, c['per_repeat_ratios']))} |")
+        out.append("")
     for lat in results.get("latency", []):
         s, a = lat["commit_to_searchable_s"], lat["commit_to_acknowledged_s"] or {}
         out += [f"Latency, refresh_interval {lat['refresh_interval']}: {lat['rows_written']} rows at "
@@ -947,6 +1010,9 @@ def main() -> int:
                         help="measure the cdc package in DIR/cdc (default: this work tree, copied at start)")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="wait up to this long for cdc/ to match the last commit before copying it")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also run the cdc package in DIR/cdc on the same backlog, alternating with --code "
+                             "(which goes first swaps every repeat), and compare the two")
     args = parser.parse_args()
 
     ep = servers.up()
@@ -959,6 +1025,7 @@ def main() -> int:
         es.indices.delete(index=name)
     conn = admin_conn(ep)
     code = Code(run_dir, args.code.resolve(), args.wait_quiet)
+    base = Code(run_dir, args.baseline.resolve(), name="baseline") if args.baseline else None
     results: dict = {
         "command": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT))
                              else sys.executable, os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
@@ -966,6 +1033,8 @@ def main() -> int:
         "run_dir": str(run_dir),
         "versions": versions(conn, es, code),
         "cdc_extra_config": code.extra_config,
+        **({"baseline_code": {"source": str(base.source), "sha256_16": base.sha256,
+                              "extra_config": base.extra_config}} if base else {}),
         "loadavg_start": os.getloadavg(),
     }
     log(f"versions: {results['versions']}; load average {results['loadavg_start']}")
@@ -981,28 +1050,33 @@ def main() -> int:
         results["backlog"] = backlog
         log(f"backlog: {backlog}")
         runs, decodes, dryruns = [], [], []
-        # Interleave the three so slow phases of a noisy machine hit them alike.
+        base_runs: list[dict] = []
+        base_dryruns: list[dict] = []
+        timeout = max(600, args.rows / 50)
+        # Interleave the three (and the baseline) so slow phases of a noisy machine hit them alike.
         for i in range(1, args.repeat + 1):
-            runs.append(catchup_once(i, ep, es, code, run_dir, tag, start, end, backlog["rows"], truth,
-                                     timeout=max(600, args.rows / 50)))
+            pairs = [(code, runs, dryruns, "")]
+            if base:
+                pairs.append((base, base_runs, base_dryruns, "-baseline"))
+                if i % 2:
+                    pairs.reverse()  # the baseline first in odd repeats, second in even ones
+            for order, (c, out, _, label) in enumerate(pairs, 1):
+                out.append(catchup_once(i, ep, es, c, run_dir, tag, start, end, backlog["rows"], truth, timeout,
+                                        label))
+                out[-1]["order"] = order
             decodes.append(decode_once(i, ep, start, end))
-            dryruns.append(dryrun_once(i, ep, code, run_dir, tag, start, end, backlog["rows"]))
+            for c, _, out, label in pairs:
+                out.append(dryrun_once(i, ep, c, run_dir, tag, start, end, backlog["rows"], label))
         results["catchup"], results["decode"], results["dryrun"] = runs, decodes, dryruns
-        median = {key: median_of(runs, key) for key in
-                  ("seconds_total", "seconds_startup", "seconds_after_startup", "rows_per_s_total",
-                   "rows_per_s_after_startup", "cdc_cpu_cores", "cdc_peak_rss_mb", "es_bulk_seconds")}
-        median["dryrun_rows_per_s_after_startup"] = median_of(dryruns, "rows_per_s_after_startup")
-        median["decode_rows_per_s"] = median_of(decodes, "rows_per_s")
-        median["decode_seconds"] = median_of(decodes, "seconds")
-        median["ratio_total"] = round(median["rows_per_s_total"] / median["decode_rows_per_s"], 3)
-        median["ratio_after_startup"] = (round(median["rows_per_s_after_startup"] / median["decode_rows_per_s"], 3)
-                                         if median["rows_per_s_after_startup"] else None)
-        median["ratio_dryrun"] = (round(median["dryrun_rows_per_s_after_startup"] / median["decode_rows_per_s"], 3)
-                                  if median["dryrun_rows_per_s_after_startup"] else None)
-        results["median"] = median
-        results["all_correct"] = (all(r["correct"] for r in runs)
+        results["median"] = catchup_medians(runs, dryruns, decodes)
+        all_runs, all_dryruns = runs + base_runs, dryruns + base_dryruns
+        if base:
+            base_median = catchup_medians(base_runs, base_dryruns, decodes)
+            results["baseline"] = {"catchup": base_runs, "dryrun": base_dryruns, "median": base_median}
+            results["comparison"] = compare(base_runs, runs, base_dryruns, dryruns)
+        results["all_correct"] = (all(r["correct"] for r in all_runs)
                                   and all(d["rows"] == backlog["rows"] and d["reached_end"] for d in decodes)
-                                  and all(y["rows"] == backlog["rows"] for y in dryruns))
+                                  and all(y["rows"] == backlog["rows"] for y in all_dryruns))
 
     if not args.skip_latency:
         if args.skip_catchup:

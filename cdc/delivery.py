@@ -14,8 +14,6 @@ import threading
 import time
 from typing import Iterator, Sequence
 
-import orjson
-
 from .config import BatchConfig, RetryConfig
 from .deadletter import DeadLetterStore
 from .errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
@@ -27,8 +25,12 @@ log = logging.getLogger("cdc.delivery")
 
 
 def action_weight(action: Action) -> int:
-    """Approximate bytes of an action in a bulk body (metadata line ~100 bytes)."""
-    return 100 + (len(orjson.dumps(action.doc)) if action.doc is not None else 0)
+    """Approximate bytes of an action in a bulk body (metadata line ~100 bytes).
+
+    The document is encoded once per action (`Action.doc_json`); the bulk body reuses those bytes.
+    """
+    doc = action.doc_json
+    return 100 + (len(doc) if doc is not None else 0)
 
 
 def chunks(actions: Sequence[Action], max_actions: int, max_bytes: int) -> Iterator[list[Action]]:

@@ -991,6 +991,40 @@ def _columns_for(columns: Sequence[Column], rule: Rule) -> dict[str, Column]:
     return out
 
 
+class ColumnMaps:
+    """`_columns_for` results, built once per rule and table definition instead of once per row.
+
+    All rows of a rows event share one columns tuple, and the source hands out
+    the same tuple again while a table's definition does not change, so the
+    usual check is by identity. A new tuple with equal columns reuses the map;
+    different columns (after an ALTER TABLE) build a new one. The key is the
+    rule's id() because a Rule holds dicts and cannot be hashed; each entry
+    keeps its rule, so that id cannot pass to another rule while the entry
+    lives, and the identity check makes sure of it. Maps are shared: read only.
+    """
+
+    LIMIT = 4096  # rules (one per table); past it, start over rather than grow
+
+    def __init__(self) -> None:
+        # id(rule) -> (rule, columns, map): the latest table definition seen for each rule.
+        self._maps: dict[int, tuple[Rule, tuple[Column, ...], dict[str, Column]]] = {}
+
+    def get(self, columns: tuple[Column, ...], rule: Rule) -> dict[str, Column]:
+        entry = self._maps.get(id(rule))
+        if entry is not None and entry[0] is rule:
+            if entry[1] is columns:
+                return entry[2]
+            if entry[1] == columns:
+                self._maps[id(rule)] = (rule, columns, entry[2])
+                return entry[2]
+        if len(self._maps) >= self.LIMIT:
+            self._maps.clear()
+        mapped = _columns_for(columns, rule)
+        # One tuple per entry: a reader on another thread never sees half an update.
+        self._maps[id(rule)] = (rule, columns, mapped)
+        return mapped
+
+
 class _Row:
     """One row image, converted lazily: a column is converted once, when first needed."""
 
@@ -1090,7 +1124,7 @@ def _document(row: _Row, rule: Rule, schema: str, table: str) -> dict[str, Any]:
 
 
 def actions_for(change: RowChange, rule: Rule, version: int, options: ValueOptions | None = None,
-                stats: ConversionStats | None = None) -> list[Action]:
+                stats: ConversionStats | None = None, column_maps: ColumnMaps | None = None) -> list[Action]:
     """One row change under one rule -> its actions, in the order they must be applied.
 
     index mode: insert -> index; update -> index, and if the document moved (its
@@ -1098,10 +1132,11 @@ def actions_for(change: RowChange, rule: Rule, version: int, options: ValueOptio
     delete. `on_delete: soft` replaces each delete by an index of the old row with
     `soft_delete_field: true` (live documents carry false); `ignore` drops them.
     update mode: the same with partial updates (doc_as_upsert) and unversioned deletes.
+    `column_maps` lets a caller that converts many rows reuse the column map.
     """
     assert rule.id_columns or rule.id_template, f"rule {rule.name} has no id columns (resolve it first)"
     options = options or ValueOptions()
-    columns = _columns_for(change.columns, rule)
+    columns = column_maps.get(change.columns, rule) if column_maps is not None else _columns_for(change.columns, rule)
     versioned = rule.mode == "index"
     common = dict(version=version, schema=change.schema, table=change.table, position=change.position,
                   versioned=versioned)
@@ -1165,6 +1200,7 @@ class ActionBuilder:
         self.value_options = value_options or ValueOptions()
         self.stats = ConversionStats()  # zero dates seen (values written as null)
         self.zero_date_rows: Counter[str] = Counter()  # rows with zero dates, by table
+        self.column_maps = ColumnMaps()
 
     def actions(self, change: RowChange) -> list[Action]:
         rules = self.rules.matches(change.schema, change.table)
@@ -1180,7 +1216,8 @@ class ActionBuilder:
                     "there when cdc checked its rules at start-up. Restart cdc to pick it up; the checkpoint is "
                     "before this row, so nothing is lost.")
             try:
-                actions.extend(actions_for(change, rule, version, self.value_options, self.stats))
+                actions.extend(actions_for(change, rule, version, self.value_options, self.stats,
+                                           self.column_maps))
             except ValueError as exc:  # RowError and ConversionError are ValueErrors
                 raise RowError(f"cannot convert row of {change.schema}.{change.table} at {change.position} "
                                f"(row {change.row_index} of the event{_describe_key(change, rule)}) for "

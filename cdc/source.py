@@ -14,6 +14,9 @@ into cdc's. It guards against the library's traps (python-mysql-replication
   transaction start means the start position was mid-transaction.
 * Unknown event types are silently dropped by default; we ask for them and stop
   on those that carry data we would otherwise lose (compressed transactions).
+
+It also saves the library work: a TABLE_MAP event whose bytes this connection has
+already parsed reuses that parse (see `_TableMaps`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pymysqlreplication.binlogstream as _binlogstream
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 from pymysqlreplication.event import (
+    BinLogEvent,
     GtidEvent,
     HeartbeatLogEvent,
     MariadbGtidEvent,
@@ -45,6 +49,7 @@ from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
     PartialUpdateRowsEvent,
+    TableMapEvent,
     UpdateRowsEvent,
     WriteRowsEvent,
 )
@@ -103,6 +108,87 @@ _DML = re.compile(r"^\s*(/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE|LOAD\s+DATA
 _ER_BINLOG_FATAL = 1236
 # Client-side connection errors (CR_*) and server shutdown (1053): try again.
 _CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1053, 1927}
+
+
+# ---------------------------------------------------------------------- TABLE_MAP reuse
+# The server writes a TABLE_MAP event before the rows of every statement: once
+# per transaction for a multi-row INSERT, but once per row for single-row
+# UPDATEs and DELETEs. The library parses each one afresh (column types,
+# metadata, names, charsets, and two Table objects), which was about a sixth of
+# all samples in a catch-up profile. The result depends only on the event's
+# bytes after the common header (table id, schema and table names, column
+# types and metadata, and with binlog_row_metadata=FULL the column names and
+# charsets) and on the stream's settings, which are fixed per connection. So
+# an event whose bytes this connection has seen before takes the earlier
+# result; a changed table (ALTER TABLE) has other bytes and is parsed anew.
+# Only cdc's streams are affected: the hook below passes every other
+# TableMapEvent straight to the library.
+_TABLE_MAP_CACHE_LIMIT = 4096  # distinct table definitions per connection; past it, start over
+# Per-event state that is not part of the parse (or must not be kept alive by the cache).
+_NOT_CACHED = frozenset({"packet", "table_map", "_ctl_connection"})
+
+
+class _TableMaps(dict):
+    """A stream's table id -> Table map that also carries the connection's parsed TABLE_MAP events.
+
+    The library replaces its map with a plain dict at every rotate; `_read`
+    puts this back before the next event is parsed.
+    """
+
+    def __init__(self, parsed: dict[bytes, dict], tables: dict | None = None):
+        super().__init__(tables or {})
+        self.parsed = parsed
+
+
+# The library's own __init__ (also if this module is imported again).
+_parse_table_map = getattr(TableMapEvent.__init__, "__wrapped__", TableMapEvent.__init__)
+
+
+def _table_map_event_init(self, from_packet, event_size, table_map, ctl_connection, **kwargs):
+    parsed = table_map.parsed if isinstance(table_map, _TableMaps) else None
+    # freeze_schema reads the table map; without the optional metadata the
+    # library asks information_schema for the names. Neither depends on the bytes alone.
+    if parsed is None or kwargs.get("freeze_schema") or not kwargs.get("optional_meta_data"):
+        _parse_table_map(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
+        return
+    data = from_packet.packet.get_all_data()
+    # Skip the OK byte and the 19-byte header (timestamp, position, ...), and the
+    # CRC32 trailer, which covers the header: what is left describes the table.
+    key = data[20:len(data) - 4] if kwargs.get("use_checksum") else data[20:]
+    known = parsed.get(key)
+    if known is not None:
+        self.__dict__.update(known)
+        # After the copy, so this event's own header, packet and connection win.
+        BinLogEvent.__init__(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
+        table_map[self.table_id] = self.table_obj
+        return
+    _parse_table_map(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
+    if self._processed and self.optional_metadata.column_name_list:
+        if len(parsed) >= _TABLE_MAP_CACHE_LIMIT:
+            parsed.clear()
+        parsed[key] = {k: v for k, v in self.__dict__.items() if k not in _NOT_CACHED}
+
+
+_table_map_event_init.__wrapped__ = _parse_table_map  # type: ignore[attr-defined]
+TableMapEvent.__init__ = _table_map_event_init
+
+
+# Table definitions whose _Shape is kept; a miss costs one event what every event used to cost.
+_SHAPES_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What `_rows` needs of a table definition, worked out once per definition rather than per event."""
+
+    columns: tuple[Column, ...]
+    names_missing: bool
+    time2: tuple  # the library's TIME(1..6) columns, for _fix_times
+
+
+def _shape(library_columns) -> _Shape:
+    return _Shape(tuple(Column(c.name, column_kind(c), getattr(c, "bits", None)) for c in library_columns),
+                  any(c.name is None for c in library_columns), _time2_columns(library_columns))
 
 
 @dataclass(frozen=True)
@@ -186,6 +272,10 @@ class BinlogSource:
         self.stop = stop or threading.Event()
         self.end = end
         self._stream: BinLogStreamReader | None = None
+        # id(the library's column list) -> (that list, its _Shape). With TABLE_MAP
+        # reuse, all events of one table definition share one list. Holding the
+        # list keeps its id from passing to another while the entry lives.
+        self._shapes: dict[int, tuple[list, _Shape]] = {}
 
     # ------------------------------------------------------------------ connection
     def _open(self, start: StartPoint) -> BinLogStreamReader:
@@ -284,6 +374,8 @@ class BinlogSource:
             stream = self._stream = self._open(start)
         except pymysql.err.MySQLError as exc:
             raise self._translate(exc, start) from None
+        parsed_table_maps: dict[bytes, dict] = {}  # this connection's, for _table_map_event_init
+        self._shapes.clear()
         in_transaction = False
         seen_boundary = False
         # By GTID the server picks the file; its first (fake) rotate names it.
@@ -297,6 +389,8 @@ class BinlogSource:
             return Commit(end, gtids.state, timestamp)
 
         while not self.stop.is_set():
+            if type(stream.table_map) is not _TableMaps:  # new, or replaced by a plain dict at a rotate
+                stream.table_map = _TableMaps(parsed_table_maps, stream.table_map)
             try:
                 event = stream.fetchone()
             except pymysql.err.MySQLError as exc:
@@ -379,18 +473,29 @@ class BinlogSource:
                 yield from self._rows(event, end)
 
     def _rows(self, event, end: BinlogPosition) -> Iterator[RowChange]:
-        columns = tuple(Column(c.name, column_kind(c), getattr(c, "bits", None)) for c in event.columns)
-        if any(c.name is None for c in event.columns):
+        known = self._shapes.get(id(event.columns))
+        if known is not None and known[0] is event.columns:
+            shape = known[1]
+        else:
+            if len(self._shapes) >= _SHAPES_LIMIT:
+                self._shapes.clear()
+            shape = _shape(event.columns)
+            self._shapes[id(event.columns)] = (event.columns, shape)
+        # One tuple for every row (and every event) of a table definition: rules.ColumnMaps relies on it.
+        columns, time2 = shape.columns, shape.time2
+        if shape.names_missing:
             raise UnsupportedEventError(
                 f"rows event for {event.schema}.{event.table} at {end} has no column names: "
                 "set binlog_row_metadata=FULL on the server")
         op = Op.INSERT if isinstance(event, WriteRowsEvent) else Op.DELETE if isinstance(event, DeleteRowsEvent) else Op.UPDATE
         for i, row in enumerate(event.rows):
             if op is Op.UPDATE:
-                before = _fix_times(_fix_nones(row["before_values"], row.get("before_none_sources"), event, end), event)
-                after = _fix_times(_fix_nones(row["after_values"], row.get("after_none_sources"), event, end), event)
+                before = _fix_times(_fix_nones(row["before_values"], row.get("before_none_sources"), event, end),
+                                    event, time2)
+                after = _fix_times(_fix_nones(row["after_values"], row.get("after_none_sources"), event, end),
+                                   event, time2)
             else:
-                values = _fix_times(_fix_nones(row["values"], row.get("none_sources"), event, end), event)
+                values = _fix_times(_fix_nones(row["values"], row.get("none_sources"), event, end), event, time2)
                 before, after = (values, None) if op is Op.DELETE else (None, values)
             yield RowChange(op, event.schema, event.table, columns, before, after, end, event.timestamp, i)
 
@@ -440,7 +545,11 @@ _ZERO_DATE_SOURCES = (NONE_SOURCE.OUT_OF_DATE_RANGE, NONE_SOURCE.OUT_OF_DATETIME
                       NONE_SOURCE.OUT_OF_DATETIME2_RANGE)
 
 
-def _fix_times(values: dict, event) -> dict:
+def _time2_columns(library_columns) -> tuple:
+    return tuple(c for c in library_columns if c.type == FIELD_TYPE.TIME2 and getattr(c, "fsp", 0))
+
+
+def _fix_times(values: dict, event, time2: tuple | None = None) -> dict:
     """Undo the library's mirrored fraction of negative TIME(1..6) values.
 
     row_event.py __read_time2 (1.0.17) negates the whole-second part but reads
@@ -448,10 +557,9 @@ def _fix_times(values: dict, event) -> dict:
     returns -01:30:00.750000 for -01:30:00.25 (observed on MariaDB 10.11 for
     every fsp). The whole seconds are right, so the true fraction is 1s minus
     the one returned. tests/unit/test_values.py checks the library still does this.
+    `time2` is `_time2_columns(event.columns)`, if the caller has it already.
     """
-    for column in event.columns:
-        if column.type != FIELD_TYPE.TIME2 or not getattr(column, "fsp", 0):
-            continue
+    for column in _time2_columns(event.columns) if time2 is None else time2:
         value = values.get(column.name)
         if isinstance(value, datetime.timedelta) and value < datetime.timedelta(0):
             seconds, micros = divmod(-value // datetime.timedelta(microseconds=1), 1_000_000)

@@ -907,3 +907,58 @@ def test_binary_keys_are_hex_of_the_padded_value(tmp_path):
     (stream,) = builder.actions(change(Op.INSERT, after={"k": b"ab"}, columns=columns, table="b"))
     (select,) = builder.actions(change(Op.INSERT, after={"k": b"ab\0\0"}, columns=columns, table="b"))
     assert stream.doc_id == select.doc_id == "61620000"
+
+
+# ---------------------------------------------------------------- column maps, built once per table definition
+def test_column_map_is_reused_for_the_same_columns_and_rebuilt_when_they_change():
+    from cdc.rules import ColumnMaps
+
+    rule = Rule("shop", "products", "products", ("id",), json_columns=frozenset({"attrs"}))
+    maps = ColumnMaps()
+    cols = (Column("id", K.INTEGER), Column("attrs", K.STRING))
+    first = maps.get(cols, rule)
+    assert first == {"id": Column("id", K.INTEGER), "attrs": Column("attrs", K.JSON)}
+    assert maps.get(cols, rule) is first
+    # Another event of the same table: a new tuple with equal columns.
+    assert maps.get(tuple(cols), rule) is first and maps.get((Column("id", K.INTEGER), Column("attrs", K.STRING)),
+                                                             rule) is first
+    # ALTER TABLE: a column added, a column's type changed, a column renamed.
+    for altered in ((Column("id", K.INTEGER), Column("attrs", K.STRING), Column("b", K.BINARY)),
+                    (Column("id", K.INTEGER), Column("attrs", K.INTEGER)),
+                    (Column("id", K.INTEGER), Column("attributes", K.STRING))):
+        json = {"attrs": Column("attrs", K.JSON)} if Column("attrs", K.STRING) in altered else {}
+        assert maps.get(altered, rule) == {**{c.name: c for c in altered}, **json}
+    assert maps.get(cols, rule) == first
+    # An equal rule that is another object (say, rules resolved again) gets its own map.
+    other = Rule("shop", "products", "products", ("id",), json_columns=frozenset())
+    assert maps.get(cols, other) == {"id": Column("id", K.INTEGER), "attrs": Column("attrs", K.STRING)}
+    assert maps.get(cols, rule)["attrs"].kind is K.JSON
+
+
+def test_column_map_cache_starts_over_past_its_limit(monkeypatch):
+    from cdc.rules import ColumnMaps
+
+    monkeypatch.setattr(ColumnMaps, "LIMIT", 2)
+    maps = ColumnMaps()
+    cols = (Column("id", K.INTEGER),)
+    rules = [Rule("shop", f"t{i}", "i", ("id",)) for i in range(5)]
+    for rule in rules:
+        assert maps.get(cols, rule) == {"id": Column("id", K.INTEGER)}
+    assert len(maps._maps) <= 2
+
+
+def test_builder_follows_alter_table_between_rows():
+    # The stream converts with the columns each event carries; a cached map must not outlive them.
+    rule = Rule("shop", "products", "products", ("id",), json_columns=frozenset({"attrs"}), pad_binary=(("b", 4),))
+    builder = ActionBuilder(RuleSet([rule]))
+    before_alter = (Column("id", K.INTEGER), Column("attrs", K.STRING))
+    after_alter = (Column("id", K.INTEGER), Column("attrs", K.STRING), Column("b", K.BINARY))
+    (one,) = builder.actions(change(Op.INSERT, after={"id": 1, "attrs": '{"a": 1}'}, columns=before_alter))
+    (two,) = builder.actions(change(Op.INSERT, after={"id": 2, "attrs": '{"a": 2}', "b": b"ab"}, columns=after_alter))
+    (three,) = builder.actions(change(Op.INSERT, after={"id": 3, "attrs": "[3]"}, columns=before_alter))
+    assert one.doc == {"id": 1, "attrs": {"a": 1}}
+    assert two.doc == {"id": 2, "attrs": {"a": 2}, "b": "YWIAAA=="}
+    assert three.doc == {"id": 3, "attrs": [3]}
+    # The same as converting the row without the builder's cache.
+    assert [two] == actions_for(change(Op.INSERT, after={"id": 2, "attrs": '{"a": 2}', "b": b"ab"},
+                                       columns=after_alter), rule, V)

@@ -299,3 +299,128 @@ def test_action_keys_keep_routing_moves_and_partial_updates_apart():
     one = Action(ActionType.UPDATE, "items", "1", 10, {"a": 1}, schema="shop", table="a", versioned=False)
     two = Action(ActionType.UPDATE, "items", "1", 10, {"b": 1}, schema="shop", table="b", versioned=False)
     assert one.key != two.key
+
+
+# ---------------------------------------------------------------- documents encoded once
+def test_encode_bulk_bytes_are_unchanged_by_encoding_documents_once():
+    # The body as encode_bulk made it when it serialised every document itself
+    # (orjson.dumps(doc), and {"doc": doc, "doc_as_upsert": true} for updates).
+    actions = [
+        Action(ActionType.INDEX, "items", "1", 5, {"id": 1, "name": "pen", "tags": ["a", "b"], "attrs": {"k": None},
+                                                   "price": "1.50", "ok": True, "f": 0.1}, routing="r1",
+               schema="shop", table="items", position=POS),
+        Action(ActionType.INDEX, "items", "ü", 2**63 - 1, {"t": "naïve \u2028 \"q\" \\"}, pipeline="enrich"),
+        Action(ActionType.DELETE, "items", "2", 6, routing="r2"),
+        Action(ActionType.DELETE, "items", "3", 7, versioned=False),
+        Action(ActionType.UPDATE, "items", "4", 8, {"qty": 5, "nested": {"a": [1, {}]}}, routing="r", versioned=False),
+        Action(ActionType.UPDATE, "items", "5", 9, {}),
+        Action(ActionType.INDEX, "items", "6", 10, {}),
+    ]
+    assert encode_bulk(actions) == (
+        b'{"index":{"_index":"items","_id":"1","version":5,"version_type":"external","routing":"r1"}}\n'
+        b'{"id":1,"name":"pen","tags":["a","b"],"attrs":{"k":null},"price":"1.50","ok":true,"f":0.1}\n'
+        b'{"index":{"_index":"items","_id":"\xc3\xbc","version":9223372036854775807,"version_type":"external",'
+        b'"pipeline":"enrich"}}\n'
+        b'{"t":"na\xc3\xafve \xe2\x80\xa8 \\"q\\" \\\\"}\n'
+        b'{"delete":{"_index":"items","_id":"2","version":6,"version_type":"external","routing":"r2"}}\n'
+        b'{"delete":{"_index":"items","_id":"3"}}\n'
+        b'{"update":{"_index":"items","_id":"4","routing":"r","retry_on_conflict":3}}\n'
+        b'{"doc":{"qty":5,"nested":{"a":[1,{}]}},"doc_as_upsert":true}\n'
+        b'{"update":{"_index":"items","_id":"5","retry_on_conflict":3}}\n'
+        b'{"doc":{},"doc_as_upsert":true}\n'
+        b'{"index":{"_index":"items","_id":"6","version":10,"version_type":"external"}}\n'
+        b'{}\n'
+    )
+    update = actions[4]
+    assert encode_bulk([update]).splitlines()[1] == orjson.dumps({"doc": update.doc, "doc_as_upsert": True})
+
+
+def test_each_document_is_serialised_once_through_batching_splits_and_retries(monkeypatch):
+    import cdc.model
+    from cdc.config import BatchConfig, RetryConfig
+    from cdc.delivery import BulkWriter
+    from cdc.model import ItemResult
+    from cdc.pipeline import Batch
+
+    docs = [{"n": i, "pad": "x" * 50} for i in range(6)]
+    encoded = []
+    real_dumps = orjson.dumps
+
+    def dumps(value, *args, **kwargs):
+        if any(value is doc for doc in docs):
+            encoded.append(value)
+        return real_dumps(value, *args, **kwargs)
+
+    monkeypatch.setattr(cdc.model.orjson, "dumps", dumps)  # the orjson module: every caller
+
+    class Sink:
+        """413 for more than two actions; a 429 for document 1 the first time it is sent."""
+
+        def __init__(self):
+            self.bodies, self.busy = [], {"1"}
+
+        def write(self, actions):
+            body = encode_bulk(actions)
+            if len(actions) > 2:
+                raise RequestTooLargeError("too large")
+            self.bodies.append(body)
+            items = []
+            for a in actions:
+                if a.doc_id in self.busy:
+                    self.busy.discard(a.doc_id)
+                    items.append(ItemResult(a, Outcome.RETRY, 429, "es_rejected_execution_exception", "busy"))
+                else:
+                    items.append(ItemResult(a, Outcome.OK, 201))
+            return BulkResult(tuple(items))
+
+    batch = Batch()
+    for i, doc in enumerate(docs):
+        batch.add(index(str(i), doc))
+    sink = Sink()
+    writer = BulkWriter(sink, BatchConfig(max_actions=4), RetryConfig(initial_backoff=0.001, max_backoff=0.001))
+    writer.write(list(batch.actions.values()))
+    assert encoded == docs  # sizing, chunking, three 413 splits, a retry: one encoding each
+    sent = b"".join(sink.bodies)
+    assert all(sent.count(orjson.dumps(doc)) == (2 if doc["n"] == 1 else 1) for doc in docs)
+    assert batch.bytes == sum(100 + len(orjson.dumps(doc)) for doc in docs)
+
+
+def test_write_asks_only_for_the_fields_it_reads():
+    from cdc.config import ElasticsearchConfig
+
+    sink = ElasticsearchSink(ElasticsearchConfig(hosts=["http://127.0.0.1:9"]))
+    seen = {}
+
+    class Response:
+        # What Elasticsearch answers with that filter_path.
+        body = {"items": [{"index": {"status": 201}},
+                          {"delete": {"status": 404}},
+                          {"index": {"status": 409, "error": {"type": "version_conflict_engine_exception",
+                                                              "reason": "newer"}}}]}
+
+    def bulk(**kwargs):
+        seen.update(kwargs)
+        return Response()
+
+    sink.client.bulk = bulk
+    result = sink.write([index("1"), delete("2"), index("3")])
+    assert seen["filter_path"] == "items.*.status,items.*.error"
+    assert seen["body"] == encode_bulk([index("1"), delete("2"), index("3")])
+    assert [i.outcome for i in result.items] == [Outcome.OK, Outcome.OK, Outcome.STALE]
+    assert result.items[2].reason == "newer"
+
+
+def test_kept_document_bytes_cost_their_length_not_orjsons_buffer():
+    import tracemalloc
+
+    actions = [index(str(i), {"id": i, "note": "a" * 300}) for i in range(500)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        kept = [a.doc_json for a in actions]
+        grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert kept[0] == orjson.dumps({"id": 0, "note": "a" * 300})
+    # About 320 bytes of JSON, a bytes header and the instance dict entry; orjson's own buffer is 4 KB.
+    assert grown / len(actions) < 1000
