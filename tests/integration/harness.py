@@ -177,6 +177,11 @@ class CdcSetup:
     def run(self) -> CdcProcess:
         proc = self.process("run").start()
         proc.wait_ready()
+        # cdc logs where it starts just before it saves that first checkpoint;
+        # tests that read the position right away must not see the gap.
+        deadline = time.monotonic() + 10
+        while not self.checkpoint_path.exists() and proc.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         return proc
 
     def command(self, *args: str, timeout: float = 120) -> tuple[int, str]:
