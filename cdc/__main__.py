@@ -1,3 +1,3 @@
-from .cli import main
+from cdc.cli import main
 
 main()

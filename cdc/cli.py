@@ -18,19 +18,19 @@ import time
 
 import click
 
-from . import __version__
-from .app import Daemon, ReplayRange
-from .checkpoint import FileCheckpointStore
-from .config import Config, load_config, security_warnings
-from .deadletter import DeadLetterStore
-from .deadletter import retry as retry_dead_letters
-from .errors import (CdcError, CheckpointError, ConfigError, PreflightError, PurgedPositionError, SinkAccessError,
+from cdc import __version__
+from cdc.app.daemon import Daemon, ReplayRange
+from cdc.stream.checkpoint import FileCheckpointStore
+from cdc.config import Config, load_config, security_warnings
+from cdc.stream.deadletter import DeadLetterStore
+from cdc.stream.deadletter import retry as retry_dead_letters
+from cdc.errors import (CdcError, CheckpointError, ConfigError, PreflightError, PurgedPositionError, SinkAccessError,
                      SinkCertificateError)
-from .log import redact, setup_logging
-from .model import BinlogPosition
-from .rules import load_rules
-from .sink import ElasticsearchSink
-from .source import StartPoint
+from cdc.log import redact, setup_logging
+from cdc.model import BinlogPosition
+from cdc.rules import load_rules
+from cdc.es.sink import ElasticsearchSink
+from cdc.mysql.source import StartPoint
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG, EXIT_PURGED = 0, 1, 2, 3
 log = logging.getLogger("cdc")
@@ -351,7 +351,7 @@ def position(config_path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def status(config_path: str, as_json: bool) -> None:
     """Show position, GTID, checkpoint age, lag and whether a daemon is running (README: Operations)."""
-    from .status import format_text, gather
+    from cdc.ops.status import format_text, gather
 
     try:
         report = gather(load_config(config_path))
@@ -378,7 +378,7 @@ def check(config_path: str, log_format: str | None, log_level: str | None) -> No
 
     Exit code 0 if `cdc run` would start (warnings are printed too), 2 if not.
     """
-    from .check import run_check
+    from cdc.app.daemon.check import run_check
 
     config, rules = _config_and_rules(config_path)
     setup_logging(log_level or "ERROR", log_format or "text")  # the report is the output
@@ -397,9 +397,9 @@ def indices() -> None:
 
 
 def _index_states(config_path: str, create: bool, log_format: str | None, log_level: str | None) -> None:
-    from .database import Database
-    from .indices import create_missing, inspect, plan_indices
-    from .values import ValueOptions
+    from cdc.mysql.server import Database
+    from cdc.es.indices import create_missing, inspect, plan_indices
+    from cdc.rules.values import ValueOptions
 
     config, rules = _config_and_rules(config_path)
     setup_logging(log_level or "ERROR", log_format or "text")  # the JSON is the output

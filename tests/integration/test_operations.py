@@ -22,7 +22,7 @@ import pytest
 from harness import CdcSetup, binlog_position, free_port, wait_until_equal
 from proxy import FaultProxy
 
-from cdc.metrics import parse_metrics
+from cdc.ops.metrics import parse_metrics
 
 
 @pytest.fixture

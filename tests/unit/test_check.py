@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from cdc.check import run_check
+from cdc.app.check import run_check
 from cdc.config import parse_config
 from cdc.errors import PreflightError, SinkUnavailableError
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc.checkpoint import FORMAT_VERSION, Checkpoint, FileCheckpointStore
+from cdc.stream.checkpoint import FORMAT_VERSION, Checkpoint, FileCheckpointStore
 from cdc.errors import CheckpointError
 from cdc.model import BinlogPosition
 
@@ -181,7 +181,7 @@ def test_lock_held_by_child_process(tmp_path):
     path = tmp_path / "cp.json"
     child_code = textwrap.dedent("""
         import sys
-        from cdc.checkpoint import FileCheckpointStore
+        from cdc.stream.checkpoint import FileCheckpointStore
         store = FileCheckpointStore(sys.argv[1])
         store.lock()
         print("locked", flush=True)

@@ -9,11 +9,11 @@ import sys
 import textwrap
 import time
 
-from cdc.checkpoint import FileCheckpointStore
+from cdc.stream.checkpoint import FileCheckpointStore
 
 WRITER = textwrap.dedent("""
     import sys
-    from cdc.checkpoint import FileCheckpointStore
+    from cdc.stream.checkpoint import FileCheckpointStore
     from cdc.model import BinlogPosition
     store = FileCheckpointStore(sys.argv[1])
     store.snapshotted = tuple(f"db.table_{i}" for i in range(200))  # a bigger file: a longer write

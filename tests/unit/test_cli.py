@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from cdc import __version__
-from cdc.checkpoint import FileCheckpointStore
+from cdc.stream.checkpoint import FileCheckpointStore
 from cdc.cli import main
 from cdc.model import BinlogPosition
 

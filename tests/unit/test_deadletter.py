@@ -3,8 +3,8 @@
 import pytest
 
 from cdc.config import BatchConfig, RetryConfig
-from cdc.deadletter import DeadLetterStore, retry
-from cdc.delivery import BulkWriter
+from cdc.stream.deadletter import DeadLetterStore, retry
+from cdc.stream.delivery import BulkWriter
 from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, ItemResult, Outcome
 

@@ -280,8 +280,8 @@ def test_dockerfile_healthcheck_matches_the_docker_config(monkeypatch):
 
 def test_dockerfile_healthcheck_command_works_when_run_directly():
     """The image's command, run with this Python against a real /healthz: 0 healthy, 1 otherwise."""
-    from cdc.health import Health, HealthServer
-    from cdc.progress import Progress
+    from cdc.ops.health import Health, HealthServer
+    from cdc.ops.progress import Progress
 
     argv, _ = _healthcheck()
     progress = Progress(heartbeat=1)

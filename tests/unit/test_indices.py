@@ -1,7 +1,7 @@
 import pytest
 
 from cdc.errors import PreflightError, SinkError
-from cdc.indices import (
+from cdc.es.indices import (
     IndexPlan,
     column_field,
     compare_mappings,
@@ -13,7 +13,7 @@ from cdc.indices import (
     plan_indices,
 )
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
-from cdc.values import ValueOptions
+from cdc.rules.values import ValueOptions
 
 OPTIONS = ValueOptions()
 TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}

@@ -17,8 +17,8 @@ import pytest
 
 from cdc.config import BatchConfig, Config, RetryConfig, parse_config
 from cdc.errors import ConfigError, SinkUnavailableError
-from cdc.health import Health, HealthServer, stuck_after
-from cdc.metrics import PrometheusObserver, parse_metrics, read_metrics
+from cdc.ops.health import Health, HealthServer, stuck_after
+from cdc.ops.metrics import PrometheusObserver, parse_metrics, read_metrics
 from cdc.model import (
     Action,
     ActionType,
@@ -33,9 +33,9 @@ from cdc.model import (
     Outcome,
     RowChange,
 )
-from cdc.observe import Observers
-from cdc.pipeline import Pipeline
-from cdc.progress import Progress
+from cdc.ops.observe import Observers
+from cdc.stream.pipeline import Pipeline
+from cdc.ops.progress import Progress
 from cdc.rules import Rule, RuleSet
 
 FILE = "binlog.000007"

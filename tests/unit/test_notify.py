@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cdc.model import BinlogPosition, Commit
-from cdc.notify import SystemdNotifier, send, watchdog_interval
-from cdc.progress import Progress
+from cdc.ops.notify import SystemdNotifier, send, watchdog_interval
+from cdc.ops.progress import Progress
 
 
 class Listener:

@@ -26,8 +26,8 @@ from cdc.model import (
     RowChange,
     StreamRestarted,
 )
-from cdc.delivery import chunks
-from cdc.pipeline import Pipeline
+from cdc.stream.delivery import chunks
+from cdc.stream.pipeline import Pipeline
 from cdc.rules import Rule, RuleSet, actions_for, document_version
 
 FILE = "binlog.000001"

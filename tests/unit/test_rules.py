@@ -23,7 +23,7 @@ from cdc.rules import (
     parse_template,
     resolve_rules,
 )
-from cdc.values import ValueOptions
+from cdc.rules.values import ValueOptions
 
 P = BinlogPosition
 K = ColumnKind

@@ -88,8 +88,8 @@ def test_missing_tls_files_are_config_errors(tmp_path):
 
 
 def test_the_tls_context_reaches_both_mysql_connections(monkeypatch, pem):
-    import cdc.database
-    import cdc.source
+    import cdc.mysql.server
+    import cdc.mysql.source
     from cdc.config import RetryConfig
 
     config = config_with(pem, mysql={**MYSQL, "ssl_ca": "cert.pem", "password": "pw"}).mysql
@@ -97,19 +97,19 @@ def test_the_tls_context_reaches_both_mysql_connections(monkeypatch, pem):
 
     def connect(**kwargs):
         seen["query"] = kwargs
-        raise cdc.database.pymysql.err.OperationalError(2003, "stop here")
+        raise cdc.mysql.server.pymysql.err.OperationalError(2003, "stop here")
 
-    monkeypatch.setattr(cdc.database.pymysql, "connect", connect)
+    monkeypatch.setattr(cdc.mysql.server.pymysql, "connect", connect)
     with pytest.raises(Exception):
-        cdc.database.Database(config)
+        cdc.mysql.server.Database(config)
 
     class Reader:
         def __init__(self, **kwargs):
             seen["binlog"] = kwargs["connection_settings"]
 
-    monkeypatch.setattr(cdc.source, "BinLogStreamReader", Reader)
-    source = cdc.source.BinlogSource(config, True, {("s", "t")}, RetryConfig())
-    source._open(cdc.source.StartPoint(cdc.source.BinlogPosition("binlog.000001", 4)))
+    monkeypatch.setattr(cdc.mysql.source, "BinLogStreamReader", Reader)
+    source = cdc.mysql.source.BinlogSource(config, True, {("s", "t")}, RetryConfig())
+    source._open(cdc.mysql.source.StartPoint(cdc.mysql.source.BinlogPosition("binlog.000001", 4)))
     for context in (seen["query"]["ssl"], seen["binlog"]["ssl"]):
         assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
 
@@ -117,7 +117,7 @@ def test_the_tls_context_reaches_both_mysql_connections(monkeypatch, pem):
 # ---------------------------------------------------------------- Elasticsearch TLS
 @pytest.fixture
 def es_kwargs(monkeypatch):
-    import cdc.sink
+    import cdc.es.sink
 
     seen = {}
 
@@ -125,11 +125,11 @@ def es_kwargs(monkeypatch):
         def __init__(self, **kwargs):
             seen.update(kwargs)
 
-    monkeypatch.setattr(cdc.sink, "Elasticsearch", Client)
+    monkeypatch.setattr(cdc.es.sink, "Elasticsearch", Client)
 
     def build(**elasticsearch):
         seen.clear()
-        cdc.sink.ElasticsearchSink(config_with(elasticsearch=elasticsearch).elasticsearch)
+        cdc.es.sink.ElasticsearchSink(config_with(elasticsearch=elasticsearch).elasticsearch)
         return dict(seen)
 
     return build

@@ -7,7 +7,7 @@ from elasticsearch import ApiError, BadRequestError, ConnectionError, Connection
 
 from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, Outcome
-from cdc.sink import ElasticsearchSink, classify, encode_bulk, parse_bulk_response
+from cdc.es.sink import ElasticsearchSink, classify, encode_bulk, parse_bulk_response
 
 POS = BinlogPosition("binlog.000001", 300)
 
@@ -338,9 +338,9 @@ def test_encode_bulk_bytes_are_unchanged_by_encoding_documents_once():
 def test_each_document_is_serialised_once_through_batching_splits_and_retries(monkeypatch):
     import cdc.model
     from cdc.config import BatchConfig, RetryConfig
-    from cdc.delivery import BulkWriter
+    from cdc.stream.delivery import BulkWriter
     from cdc.model import ItemResult
-    from cdc.pipeline import Batch
+    from cdc.stream.pipeline import Batch
 
     docs = [{"n": i, "pad": "x" * 50} for i in range(6)]
     encoded = []

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from cdc.errors import SinkUnavailableError
-from cdc.snapshot import fresh_window, write_while_fresh
+from cdc.copy.snapshot import fresh_window, write_while_fresh
 
 
 class Writer:

@@ -9,10 +9,10 @@ from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
 
-import cdc.source
+import cdc.mysql.source
 from cdc.config import MysqlConfig, RetryConfig
 from cdc.model import BinlogPosition, Column, ColumnKind, Op
-from cdc.source import BinlogSource, _TableMaps
+from cdc.mysql.source import BinlogSource, _TableMaps
 
 # TABLE_MAP events as MariaDB 10.11 sent them (binlog_row_metadata=FULL, CRC32 checksums),
 # OK byte first, for capture.t (id INT PRIMARY KEY, name VARCHAR(20), d TIME(3)), and
@@ -44,13 +44,13 @@ def parse(packet: bytes, table_map, optional_meta_data=True) -> TableMapEvent:
 def parses(monkeypatch):
     """Counts the library's own TABLE_MAP parses."""
     seen = []
-    library = cdc.source._parse_table_map
+    library = cdc.mysql.source._parse_table_map
 
     def counting(self, *args, **kwargs):
         seen.append(1)
         return library(self, *args, **kwargs)
 
-    monkeypatch.setattr(cdc.source, "_parse_table_map", counting)
+    monkeypatch.setattr(cdc.mysql.source, "_parse_table_map", counting)
     return seen
 
 
@@ -98,7 +98,7 @@ def test_other_streams_and_settings_use_the_library_as_it_is(parses):
 
 
 def test_the_cache_starts_over_past_its_limit(parses, monkeypatch):
-    monkeypatch.setattr(cdc.source, "_TABLE_MAP_CACHE_LIMIT", 1)
+    monkeypatch.setattr(cdc.mysql.source, "_TABLE_MAP_CACHE_LIMIT", 1)
     maps = _TableMaps({})
     parse(TABLE_MAP, maps)
     parse(ALTERED, maps)
@@ -148,5 +148,5 @@ def test_rows_without_column_names_are_refused_every_time():
     src = source()
     definition = [library_column(None, FIELD_TYPE.LONG)]
     for _ in range(2):
-        with pytest.raises(cdc.source.UnsupportedEventError, match="binlog_row_metadata=FULL"):
+        with pytest.raises(cdc.mysql.source.UnsupportedEventError, match="binlog_row_metadata=FULL"):
             list(src._rows(rows_event(definition, {"UNKNOWN_COL0": 1}), BinlogPosition("binlog.000001", 4)))

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdc.checkpoint import FileCheckpointStore
+from cdc.stream.checkpoint import FileCheckpointStore
 from cdc.config import parse_config
-from cdc.health import Health, HealthServer
-from cdc.metrics import PrometheusObserver
+from cdc.ops.health import Health, HealthServer
+from cdc.ops.metrics import PrometheusObserver
 from cdc.model import BinlogPosition, Commit
-from cdc.progress import Progress
-from cdc.status import bytes_behind, format_text, gather, metrics_url
+from cdc.ops.progress import Progress
+from cdc.ops.status import bytes_behind, format_text, gather, metrics_url
 
 LOGS = [("binlog.000001", 1000), ("binlog.000002", 5000), ("binlog.000003", 700)]
 
@@ -69,7 +69,7 @@ def test_text_form_from_mysql_lag():
 
 
 def test_dead_letter_count(tmp_path):
-    from cdc.deadletter import DeadLetterStore
+    from cdc.stream.deadletter import DeadLetterStore
     from cdc.model import Action, ActionType, ItemResult, Outcome
 
     base = {"mysql": {"user": "u", "server_id": 1}}

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from cdc.model import Column, ColumnKind
-from cdc.values import (
+from cdc.rules.values import (
     CONVERSIONS,
     ConversionError,
     ConversionStats,
@@ -560,7 +560,7 @@ def test_negative_fractional_time_from_the_library_is_corrected(negative, parts,
     from pymysqlreplication.constants import FIELD_TYPE
     from pymysqlreplication.row_event import RowsEvent
 
-    from cdc.source import _fix_times
+    from cdc.mysql.source import _fix_times
 
     event = RowsEvent.__new__(RowsEvent)
     event.packet = _Packet(_time2_fsp6(negative, *parts))
@@ -568,7 +568,7 @@ def test_negative_fractional_time_from_the_library_is_corrected(negative, parts,
     decoded = event._RowsEvent__read_time2(column)
     if negative and parts[3] not in (0, 500000):  # .5 mirrored is .5
         # The library bug this guards against (1.0.17). If this fails, the library
-        # decodes negative fractions right now: remove cdc.source._fix_times.
+        # decodes negative fractions right now: remove cdc.mysql.source._fix_times.
         assert decoded != true_value
     fixed = _fix_times({"t": decoded, "other": decoded}, SimpleNamespace(columns=[column]))
     assert fixed["t"] == true_value
@@ -580,7 +580,7 @@ def test_time_without_fraction_is_left_alone():
 
     from pymysqlreplication.constants import FIELD_TYPE
 
-    from cdc.source import _fix_times
+    from cdc.mysql.source import _fix_times
 
     value = -datetime.timedelta(seconds=1, microseconds=5)  # cannot come from TIME(0); must stay as is
     column = SimpleNamespace(type=FIELD_TYPE.TIME2, fsp=0, name="t")
@@ -592,7 +592,7 @@ def test_library_zero_dates_become_the_zero_date_text_and_are_counted(source):
     from types import SimpleNamespace
 
     from cdc.model import BinlogPosition
-    from cdc.source import _fix_nones
+    from cdc.mysql.source import _fix_nones
 
     values = _fix_nones({"d": None, "n": None}, {"d": source, "n": "null"}, SimpleNamespace(schema="s", table="t"),
                         BinlogPosition("b.000001", 4))
@@ -607,7 +607,7 @@ def test_source_column_kinds_tell_float_from_double():
 
     from pymysqlreplication.constants import FIELD_TYPE
 
-    from cdc.source import column_kind
+    from cdc.mysql.source import column_kind
 
     assert column_kind(SimpleNamespace(type=FIELD_TYPE.FLOAT)) is K.FLOAT
     assert column_kind(SimpleNamespace(type=FIELD_TYPE.DOUBLE)) is K.DOUBLE

@@ -8,8 +8,8 @@ import pytest
 
 from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, StoredDoc
 from cdc.rules import Rule, RuleSet, document_id, document_version
-from cdc.snapshot import TablePlan
-from cdc.verify import (
+from cdc.copy.snapshot import TablePlan
+from cdc.copy.verify import (
     Difference,
     FieldDiff,
     Policy,

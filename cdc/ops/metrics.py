@@ -23,9 +23,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from .model import Action, BinlogPosition, Commit, RowChange
-from .observe import Observer
-from .progress import Progress
+from cdc.model import Action, BinlogPosition, Commit, RowChange
+from cdc.ops.observe import Observer
+from cdc.ops.progress import Progress
 
 # A bulk takes milliseconds when healthy and up to request_timeout when not.
 BULK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

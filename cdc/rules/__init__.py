@@ -40,9 +40,9 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
-from .model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange
-from .values import (
+from cdc.errors import ConfigError
+from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange
+from cdc.rules.values import (
     CONVERSIONS,
     ConversionError,
     ConversionStats,

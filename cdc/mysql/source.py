@@ -54,9 +54,9 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from .config import MysqlConfig, RetryConfig
-from .errors import PurgedPositionError, SourceConnectionError, SourceError, UnsupportedEventError
-from .model import (
+from cdc.config import MysqlConfig, RetryConfig
+from cdc.errors import PurgedPositionError, SourceConnectionError, SourceError, UnsupportedEventError
+from cdc.model import (
     BinlogPosition,
     Column,
     ColumnKind,
@@ -68,7 +68,7 @@ from .model import (
     SourceEvent,
     StreamRestarted,
 )
-from .retry import Backoff
+from cdc.retry import Backoff
 
 log = logging.getLogger("cdc.source")
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .config import Config
-from .database import Database
-from .errors import CdcError, PreflightError
-from .indices import inspect, plan_indices
-from .rules import Resolution, RuleSet, resolve_rules
-from .sink import ElasticsearchSink
-from .values import ValueOptions
+from cdc.config import Config
+from cdc.mysql.server import Database
+from cdc.errors import CdcError, PreflightError
+from cdc.es.indices import inspect, plan_indices
+from cdc.rules import Resolution, RuleSet, resolve_rules
+from cdc.es.sink import ElasticsearchSink
+from cdc.rules.values import ValueOptions
 
 
 @dataclass

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
-from .errors import PreflightError, SinkError
-from .rules import ColumnInfo, Rule, parse_template
-from .values import ValueOptions
+from cdc.errors import PreflightError, SinkError
+from cdc.rules import ColumnInfo, Rule, parse_template
+from cdc.rules.values import ValueOptions
 
 log = logging.getLogger("cdc.indices")
 

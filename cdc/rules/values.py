@@ -48,8 +48,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import orjson
 
-from . import errors
-from .model import Column, ColumnKind
+from cdc import errors
+from cdc.model import Column, ColumnKind
 
 UTC = datetime.timezone.utc
 _BYTES = (bytes, bytearray, memoryview)

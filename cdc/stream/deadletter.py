@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import DeadLetterError
-from .model import Action, ActionType, BinlogPosition, ItemResult
+from cdc.errors import DeadLetterError
+from cdc.model import Action, ActionType, BinlogPosition, ItemResult
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def retry(store: DeadLetterStore, sink, ids: set[str] | None = None) -> tuple[li
     Returns (ids done, letters still failing). Versions are the original ones,
     so a retry can never overwrite a newer write made since.
     """
-    from .model import Outcome  # local: keeps the module's import list about storage
+    from cdc.model import Outcome  # local: keeps the module's import list about storage
 
     letters = [letter for letter in store.list() if ids is None or letter.id in ids]
     done: list[str] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .model import Action, BinlogPosition, Commit, RowChange
+from cdc.model import Action, BinlogPosition, Commit, RowChange
 
 
 @dataclass

@@ -8,24 +8,24 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .checkpoint import FileCheckpointStore
-from .config import Config
-from .database import Database
-from .deadletter import DeadLetterStore
-from .delivery import BulkWriter
-from .errors import CdcError, ConfigError, PreflightError, PurgedPositionError, SinkUnavailableError, SourceConnectionError
-from .model import Action, BinlogPosition
-from . import operations
-from .observe import Observers, Stats
-from .pipeline import Pipeline
-from .retry import Backoff
-from .rules import ActionBuilder, Rule, RuleSet, load_rules
-from .sink import ElasticsearchSink
-from .snapshot import OnDemandProgress, Snapshot, SnapshotState, TableProgress, TableReader
-from .source import BinlogSource, StartPoint
-from .values import ValueOptions
-from .verify import Verifier, VerifyReport
-from .indices import ensure as ensure_indices
+from cdc.stream.checkpoint import FileCheckpointStore
+from cdc.config import Config
+from cdc.mysql.server import Database
+from cdc.stream.deadletter import DeadLetterStore
+from cdc.stream.delivery import BulkWriter
+from cdc.errors import CdcError, ConfigError, PreflightError, PurgedPositionError, SinkUnavailableError, SourceConnectionError
+from cdc.model import Action, BinlogPosition
+from cdc.ops import build as operations
+from cdc.ops.observe import Observers, Stats
+from cdc.stream.pipeline import Pipeline
+from cdc.retry import Backoff
+from cdc.rules import ActionBuilder, Rule, RuleSet, load_rules
+from cdc.es.sink import ElasticsearchSink
+from cdc.copy.snapshot import OnDemandProgress, Snapshot, SnapshotState, TableProgress, TableReader
+from cdc.mysql.source import BinlogSource, StartPoint
+from cdc.rules.values import ValueOptions
+from cdc.copy.verify import Verifier, VerifyReport
+from cdc.es.indices import ensure as ensure_indices
 
 log = logging.getLogger("cdc")
 

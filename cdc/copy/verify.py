@@ -53,11 +53,11 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import orjson
 
-from .errors import CdcError
-from .indices import index_target
-from .model import Action, ActionType, BinlogPosition, ColumnKind, StoredDoc
-from .rules import ActionBuilder, Rule, RuleSet, document_version
-from .snapshot import Progress, TablePlan, TableReader, fresh_window, last_key, row_change, write_while_fresh
+from cdc.errors import CdcError
+from cdc.es.indices import index_target
+from cdc.model import Action, ActionType, BinlogPosition, ColumnKind, StoredDoc
+from cdc.rules import ActionBuilder, Rule, RuleSet, document_version
+from cdc.copy.snapshot import Progress, TablePlan, TableReader, fresh_window, last_key, row_change, write_while_fresh
 
 log = logging.getLogger("cdc.verify")
 

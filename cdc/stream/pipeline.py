@@ -29,12 +29,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .checkpoint import FileCheckpointStore
-from .config import BatchConfig, RetryConfig
-from .deadletter import DeadLetterStore
-from .delivery import BulkWriter, action_weight
-from .errors import CdcError
-from .model import (
+from cdc.stream.checkpoint import FileCheckpointStore
+from cdc.config import BatchConfig, RetryConfig
+from cdc.stream.deadletter import DeadLetterStore
+from cdc.stream.delivery import BulkWriter, action_weight
+from cdc.errors import CdcError
+from cdc.model import (
     Action,
     ActionType,
     BinlogPosition,
@@ -45,9 +45,9 @@ from .model import (
     SourceEvent,
     StreamRestarted,
 )
-from .observe import Observer, Stats
-from .rules import ActionBuilder, RowError, RuleSet
-from .values import ValueOptions
+from cdc.ops.observe import Observer, Stats
+from cdc.rules import ActionBuilder, RowError, RuleSet
+from cdc.rules.values import ValueOptions
 
 log = logging.getLogger("cdc.pipeline")
 

@@ -24,9 +24,9 @@ from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch import ConnectionTimeout, TransportError, helpers
 from elasticsearch.serializer import JsonSerializer
 
-from .config import ElasticsearchConfig
-from .errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
-from .model import Action, ActionType, BulkResult, ItemResult, Outcome, StoredDoc
+from cdc.config import ElasticsearchConfig
+from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
+from cdc.model import Action, ActionType, BulkResult, ItemResult, Outcome, StoredDoc
 
 log = logging.getLogger("cdc.sink")
 

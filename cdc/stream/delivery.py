@@ -14,12 +14,12 @@ import threading
 import time
 from typing import Iterator, Sequence
 
-from .config import BatchConfig, RetryConfig
-from .deadletter import DeadLetterStore
-from .errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
-from .model import Action, ItemResult, Outcome
-from .observe import Observer, Stats
-from .retry import Backoff
+from cdc.config import BatchConfig, RetryConfig
+from cdc.stream.deadletter import DeadLetterStore
+from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
+from cdc.model import Action, ItemResult, Outcome
+from cdc.ops.observe import Observer, Stats
+from cdc.retry import Backoff
 
 log = logging.getLogger("cdc.delivery")
 

@@ -36,13 +36,13 @@ from typing import Any, Callable, Iterable, Sequence
 import pymysql
 import pymysql.cursors
 
-from .config import SnapshotConfig
-from .database import Database
-from .delivery import BulkWriter
-from .errors import CdcError, CheckpointError, PreflightError, SinkUnavailableError
-from .indices import index_target
-from .model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
-from .rules import ActionBuilder, Rule
+from cdc.config import SnapshotConfig
+from cdc.mysql.server import Database
+from cdc.stream.delivery import BulkWriter
+from cdc.errors import CdcError, CheckpointError, PreflightError, SinkUnavailableError
+from cdc.es.indices import index_target
+from cdc.model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
+from cdc.rules import ActionBuilder, Rule
 
 log = logging.getLogger("cdc.snapshot")
 

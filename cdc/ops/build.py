@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from typing import Callable, Mapping
 
-from .config import Config
-from .health import Health, HealthServer, stuck_after
-from .metrics import PrometheusObserver
-from .notify import SystemdNotifier
-from .observe import Observer, Observers
-from .progress import Progress
+from cdc.config import Config
+from cdc.ops.health import Health, HealthServer, stuck_after
+from cdc.ops.metrics import PrometheusObserver
+from cdc.ops.notify import SystemdNotifier
+from cdc.ops.observe import Observer, Observers
+from cdc.ops.progress import Progress
 
 
 def start(config: Config, observers: Observers, last_loop: Callable[[], float | None],

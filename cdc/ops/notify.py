@@ -19,9 +19,9 @@ import socket
 import threading
 from typing import Callable, Mapping
 
-from .model import BinlogPosition
-from .observe import Observer
-from .progress import Progress
+from cdc.model import BinlogPosition
+from cdc.ops.observe import Observer
+from cdc.ops.progress import Progress
 
 log = logging.getLogger("cdc.notify")
 

@@ -23,9 +23,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from .config import Config
-from .errors import ConfigError
-from .progress import Progress
+from cdc.config import Config
+from cdc.errors import ConfigError
+from cdc.ops.progress import Progress
 
 log = logging.getLogger("cdc.health")
 

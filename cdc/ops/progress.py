@@ -29,8 +29,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .model import Action, BinlogPosition, Commit
-from .observe import Observer
+from cdc.model import Action, BinlogPosition, Commit
+from cdc.ops.observe import Observer
 
 
 class Progress(Observer):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import pymysql
 
-from .config import MysqlConfig
-from .errors import PreflightError, PurgedPositionError, SourceConnectionError
-from .model import BinlogPosition
-from .rules import Catalog, ColumnInfo, RuleSet, TableInfo, resolve_rules
+from cdc.config import MysqlConfig
+from cdc.errors import PreflightError, PurgedPositionError, SourceConnectionError
+from cdc.model import BinlogPosition
+from cdc.rules import Catalog, ColumnInfo, RuleSet, TableInfo, resolve_rules
 
 log = logging.getLogger("cdc.database")
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError
-from .model import BinlogPosition
+from cdc.errors import CheckpointError
+from cdc.model import BinlogPosition
 
 # 2 added the snapshot fields; a format-1 file is read as "every table already copied".
 FORMAT_VERSION = 2

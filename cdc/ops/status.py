@@ -13,10 +13,10 @@ import re
 import time
 from typing import Any
 
-from .checkpoint import FileCheckpointStore
-from .config import Config
-from .errors import CdcError
-from .model import BinlogPosition
+from cdc.stream.checkpoint import FileCheckpointStore
+from cdc.config import Config
+from cdc.errors import CdcError
+from cdc.model import BinlogPosition
 
 Report = dict[str, Any]
 
@@ -60,7 +60,7 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
 
 def _dead_letters(config: Config, problems: list[str]) -> int | None:
     """Entries in the dead-letter store; None when it is not in use and holds nothing."""
-    from .deadletter import DeadLetterStore
+    from cdc.stream.deadletter import DeadLetterStore
 
     path = config.resolve(config.dead_letter.path)
     if not path.exists():
@@ -73,7 +73,7 @@ def _dead_letters(config: Config, problems: list[str]) -> int | None:
 
 
 def _lag_from_metrics(config: Config, report: Report, checkpoint: BinlogPosition | None, timeout: float) -> None:
-    from .metrics import read_metrics  # prometheus_client is only needed here
+    from cdc.ops.metrics import read_metrics  # prometheus_client is only needed here
 
     url = metrics_url(config)
     try:
@@ -103,7 +103,7 @@ def _file_named(like: BinlogPosition | None, index: int) -> str:
 
 
 def _lag_from_mysql(config: Config, report: Report, checkpoint: BinlogPosition) -> None:
-    from .database import Database
+    from cdc.mysql.server import Database
 
     try:
         db = Database(config.mysql)
