@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -42,39 +41,10 @@ from cdc.stream.delivery import BulkWriter
 from cdc.errors import CdcError, CheckpointError, PreflightError, SinkUnavailableError
 from cdc.es.indices import index_target
 from cdc.model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
+from cdc.mysql.types import column_from_schema
 from cdc.rules import ActionBuilder, Rule
 
 log = logging.getLogger("cdc.snapshot")
-
-_INT = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
-_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
-_BLOB = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
-_GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
-             "geometrycollection"}
-_SIMPLE = {"decimal": ColumnKind.DECIMAL, "float": ColumnKind.FLOAT, "double": ColumnKind.FLOAT,
-           "date": ColumnKind.DATE, "datetime": ColumnKind.DATETIME, "timestamp": ColumnKind.TIMESTAMP,
-           "time": ColumnKind.TIME, "year": ColumnKind.YEAR, "enum": ColumnKind.ENUM, "set": ColumnKind.SET,
-           "json": ColumnKind.JSON}
-
-
-def column_kind(data_type: str, column_type: str, charset: str | None) -> Column:
-    """information_schema.COLUMNS -> the same Column the binlog source would give."""
-    t = data_type.lower()
-    if t in _INT:
-        return ColumnKind.INTEGER, None
-    if t in _TEXT:
-        return (ColumnKind.BINARY if charset in (None, "binary") else ColumnKind.STRING), None
-    if t in _BLOB:
-        return ColumnKind.BINARY, None
-    if t in _GEOMETRY:
-        return ColumnKind.GEOMETRY, None
-    if t == "bit":
-        match = re.search(r"\((\d+)\)", column_type)
-        return ColumnKind.BIT, int(match.group(1)) if match else 1
-    if t == "double" and hasattr(ColumnKind, "DOUBLE"):
-        return ColumnKind["DOUBLE"], None
-    return _SIMPLE.get(t, ColumnKind.OTHER), None
-
 
 @dataclass
 class TableProgress:
@@ -311,10 +281,7 @@ class TableReader:
             (rule.schema, rule.table))
         if not cols:
             raise PreflightError(f"{rule.source}: table {rule.name} does not exist")
-        columns = []
-        for c in cols:
-            kind, bits = column_kind(c["dtype"], c["ctype"], c["cs"])
-            columns.append(Column(c["name"], kind, bits))
+        columns = [column_from_schema(c["name"], c["dtype"], c["ctype"], c["cs"]) for c in cols]
         key = tuple(rule.id_columns or ())
         paged = self._is_unique(rule, key)
         estimate = self.db.scalar("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s "

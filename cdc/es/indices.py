@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
 from cdc.errors import PreflightError, SinkError
+from cdc.mysql.types import BINARY_TYPES, GEOMETRY_TYPES, INTEGER_TYPES, TEXT_TYPES
 from cdc.rules import ColumnInfo, Rule, parse_template
 from cdc.rules.values import ValueOptions
 
@@ -29,11 +30,6 @@ log = logging.getLogger("cdc.indices")
 # Above Elasticsearch's built-in templates (logs-*-*, metrics-*-* ... at 100), so
 # ours win for the names cdc writes.
 TEMPLATE_PRIORITY = 200
-_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
-_BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
-_INTEGER = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"}
-_GEOMETRY = {"geometry", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
-             "geometrycollection", "geomcollection"}
 KEYWORD = {"type": "keyword"}
 
 
@@ -63,7 +59,7 @@ def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False) 
     t = column.data_type
     if json or t == "json":
         return {"type": "object"}
-    if t in _INTEGER:
+    if t in INTEGER_TYPES or t == "year":
         if t == "bigint" and "unsigned" in column.column_type:
             return {"type": "unsigned_long"}
         return {"type": "long"}
@@ -77,11 +73,11 @@ def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False) 
         return {"type": "date"}
     if t == "time":
         return dict(KEYWORD)
-    if t in _TEXT:
+    if t in TEXT_TYPES:
         return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     if t in ("enum", "set"):
         return dict(KEYWORD)
-    if t in _BINARY:
+    if t in BINARY_TYPES:
         return {"type": "binary"}
     if t == "bit":
         match = re.search(r"\((\d+)\)", column.column_type)
@@ -91,7 +87,7 @@ def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False) 
         return {"type": "unsigned_long"} if bits == 64 else {"type": "long"}
     if t == "point":
         return {"type": "geo_point"} if options.points == "geo_point" else {"type": "geo_shape"}
-    if t in _GEOMETRY:
+    if t in GEOMETRY_TYPES:  # POINT is handled above
         return {"type": "geo_shape"}
     return None
 

@@ -59,7 +59,6 @@ from cdc.errors import PurgedPositionError, SourceConnectionError, SourceError, 
 from cdc.model import (
     BinlogPosition,
     Column,
-    ColumnKind,
     Commit,
     Heartbeat,
     Op,
@@ -68,6 +67,7 @@ from cdc.model import (
     SourceEvent,
     StreamRestarted,
 )
+from cdc.mysql.types import kind_of_field_type
 from cdc.retry import Backoff
 
 log = logging.getLogger("cdc.source")
@@ -88,19 +88,6 @@ _FATAL_EVENT_TYPES = {
     **{t: "a compressed event (log_bin_compress=ON); set log_bin_compress=OFF" for t in range(165, 172)},
 }
 
-_INTEGER = {FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG, FIELD_TYPE.INT24}
-_TEXTISH = {FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.TINY_BLOB,
-            FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB, FIELD_TYPE.BLOB}
-_KINDS = {
-    FIELD_TYPE.NEWDECIMAL: ColumnKind.DECIMAL, FIELD_TYPE.DECIMAL: ColumnKind.DECIMAL,
-    FIELD_TYPE.FLOAT: ColumnKind.FLOAT, FIELD_TYPE.DOUBLE: ColumnKind.DOUBLE,
-    FIELD_TYPE.DATE: ColumnKind.DATE, FIELD_TYPE.NEWDATE: ColumnKind.DATE,
-    FIELD_TYPE.DATETIME: ColumnKind.DATETIME, 18: ColumnKind.DATETIME,  # DATETIME2
-    FIELD_TYPE.TIMESTAMP: ColumnKind.TIMESTAMP, 17: ColumnKind.TIMESTAMP,  # TIMESTAMP2
-    FIELD_TYPE.TIME: ColumnKind.TIME, 19: ColumnKind.TIME,  # TIME2
-    FIELD_TYPE.YEAR: ColumnKind.YEAR, FIELD_TYPE.ENUM: ColumnKind.ENUM, FIELD_TYPE.SET: ColumnKind.SET,
-    FIELD_TYPE.BIT: ColumnKind.BIT, FIELD_TYPE.JSON: ColumnKind.JSON, FIELD_TYPE.GEOMETRY: ColumnKind.GEOMETRY,
-}
 _DML = re.compile(r"^\s*(/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE|LOAD\s+DATA)\b", re.I | re.S)
 
 # MySQL/MariaDB error 1236 (ER_MASTER_FATAL_ERROR_READING_BINLOG): the requested
@@ -187,7 +174,7 @@ class _Shape:
 
 
 def _shape(library_columns) -> _Shape:
-    return _Shape(tuple(Column(c.name, column_kind(c), getattr(c, "bits", None)) for c in library_columns),
+    return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None)) for c in library_columns),
                   any(c.name is None for c in library_columns), _time2_columns(library_columns))
 
 
@@ -202,15 +189,6 @@ class StartPoint:
     position: BinlogPosition | None
     gtid: str | None = None
     by_gtid: bool = False
-
-
-def column_kind(column) -> ColumnKind:
-    if column.type in _INTEGER:
-        return ColumnKind.INTEGER
-    if column.type in _TEXTISH:
-        # With binlog_row_metadata=FULL the charset is known; "binary" means BLOB/VARBINARY.
-        return ColumnKind.BINARY if column.character_set_name == "binary" else ColumnKind.STRING
-    return _KINDS.get(column.type, ColumnKind.OTHER)
 
 
 class GtidTracker:

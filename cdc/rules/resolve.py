@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 
+from cdc.mysql.types import DATE_TYPES, INTEGER_TYPES, KNOWN_TYPES, TEXT_TYPES
 from cdc.rules.model import ColumnInfo, Rule, RuleSet
 from cdc.rules.names import parse_template
 
@@ -39,23 +40,14 @@ class Resolution:
     tables: Mapping[str, tuple[tuple[str, str], ...]]  # rule source -> the tables it maps
 
 
-# MySQL/MariaDB DATA_TYPEs and how cdc converts them (README "Values").
-_INTEGER_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
-_TEXT_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
-_BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
-_DATE_TYPES = {"date", "datetime", "timestamp"}
-_GEOMETRY_TYPES = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
-                   "geometrycollection", "geomcollection"}
-KNOWN_TYPES = (_INTEGER_TYPES | _TEXT_TYPES | _BINARY_TYPES | _DATE_TYPES | _GEOMETRY_TYPES
-               | {"decimal", "float", "double", "time", "year", "enum", "set", "bit", "json"})
 # What each conversion accepts (by DATA_TYPE), for checks at start-up.
 _CONVERSION_INPUTS = {
-    "split": _TEXT_TYPES | {"enum"},
-    "json": _TEXT_TYPES | {"json"},
-    "lower": _TEXT_TYPES | {"enum", "set"},
-    "upper": _TEXT_TYPES | {"enum", "set"},
-    "bool": _INTEGER_TYPES | {"bit"},
-    "datetime": _DATE_TYPES,
+    "split": TEXT_TYPES | {"enum"},
+    "json": TEXT_TYPES | {"json"},
+    "lower": TEXT_TYPES | {"enum", "set"},
+    "upper": TEXT_TYPES | {"enum", "set"},
+    "bool": INTEGER_TYPES | {"bit"},
+    "datetime": DATE_TYPES,
 }
 
 
@@ -126,7 +118,7 @@ def _check_table(rule: Rule, info: TableInfo) -> tuple[Rule | None, list[str]]:
     index = parse_template(rule.index)
     need("index", index.columns)
     for f in index.fields:
-        if not f.meta and "%" in f.spec and f.name in types and types[f.name].data_type not in _DATE_TYPES:
+        if not f.meta and "%" in f.spec and f.name in types and types[f.name].data_type not in DATE_TYPES:
             problems.append(f"{where}: index: {{{f.name}:{f.spec}}} formats a date, but {f.name} is "
                             f"{types[f.name].column_type or types[f.name].data_type}")
     if rule.routing:

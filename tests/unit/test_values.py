@@ -600,14 +600,3 @@ def test_library_zero_dates_become_the_zero_date_text_and_are_counted(source):
     stats = ConversionStats()
     assert conv(values["d"], K.DATETIME, stats=stats) is None
     assert stats.zero_dates == 1
-
-
-def test_source_column_kinds_tell_float_from_double():
-    from types import SimpleNamespace
-
-    from pymysqlreplication.constants import FIELD_TYPE
-
-    from cdc.mysql.source import column_kind
-
-    assert column_kind(SimpleNamespace(type=FIELD_TYPE.FLOAT)) is K.FLOAT
-    assert column_kind(SimpleNamespace(type=FIELD_TYPE.DOUBLE)) is K.DOUBLE
