@@ -7,6 +7,7 @@ its library's objects into these frozen values at its own boundary.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -16,12 +17,23 @@ import orjson
 _FILE_SEQ = re.compile(r"\.(\d+)$")
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class BinlogPosition:
-    """A place in the binlog: `pos` is the byte offset of the *next* event in `file`."""
+    """A place in the binlog: `pos` is the byte offset of the *next* event in `file`.
+
+    Ordered by (file number, pos), never by the file name as text: the server
+    numbers files with at least six digits and goes on past 999999
+    (`binlog.1000000` follows `binlog.999999`, which sorts after it as text).
+    """
 
     file: str
     pos: int
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, BinlogPosition):
+            return NotImplemented
+        return (self.file_seq, self.pos) < (other.file_seq, other.pos)
 
     @classmethod
     def parse(cls, text: str) -> "BinlogPosition":

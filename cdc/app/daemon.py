@@ -330,8 +330,7 @@ class Daemon:
                 if not store.is_locked_by_other():
                     return True  # no daemon: nothing is on its way to Elasticsearch
                 checkpoint = store.load()
-                return checkpoint is not None and (checkpoint.position.file_seq, checkpoint.position.pos) >= (
-                    position.file_seq, position.pos)
+                return checkpoint is not None and checkpoint.position >= position
 
             log.info("verify: %d table(s)%s; a daemon is %s", len(chosen), ", repairing" if repair else "",
                      "running on this checkpoint" if store.is_locked_by_other() else "not running")
