@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pymysql
 import pymysql.cursors
 
+from cdc.durable import atomic_write
 from cdc.config import SnapshotConfig
 from cdc.mysql.server import Database
 from cdc.stream.delivery import BulkWriter
@@ -416,9 +416,8 @@ class OnDemandProgress:
 
     def save(self, state: SnapshotState) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"key": self.key, "tables": state.to_json()}))
-        os.replace(tmp, self.path)
+        # Durable: after a crash the snapshot resumes from this state, never from a torn file.
+        atomic_write(self.path, json.dumps({"key": self.key, "tables": state.to_json()}))
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdc.durable import atomic_write
 from cdc.errors import CheckpointError
 from cdc.model import BinlogPosition
 
@@ -158,19 +159,8 @@ class FileCheckpointStore:
     def save(self, position: BinlogPosition, gtid: str | None, by_gtid: bool = False) -> Checkpoint:
         checkpoint = Checkpoint(position, gtid, time.time(), self.snapshotted, self.snapshot, self.server,
                                 self.epoch, by_gtid)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w") as fh:
-                json.dump(checkpoint.to_json(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)  # make the rename itself durable
-            finally:
-                os.close(dir_fd)
+            atomic_write(self.path, json.dumps(checkpoint.to_json()))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise CheckpointError(f"{self.path}: cannot save checkpoint: {exc.strerror}") from None
         return checkpoint

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from cdc.durable import atomic_write, sync_directory
 from cdc.errors import DeadLetterError
 from cdc.model import Action, ActionType, BinlogPosition, ItemResult
 
@@ -75,12 +76,15 @@ class DeadLetterStore:
                    for i in items]
         data = "".join(json.dumps(letter.to_json(), default=str) + "\n" for letter in letters).encode()
         with self._locked():
+            created = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if created:  # a new file's directory entry is durable only once the directory is synced
+                sync_directory(self.path.parent)
         return letters
 
     def list(self) -> list[DeadLetter]:
@@ -106,13 +110,7 @@ class DeadLetterStore:
         with self._locked():
             letters = self.list()
             keep = [letter for letter in letters if letter.id not in ids]
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            with open(tmp, "w") as fh:
-                for letter in keep:
-                    fh.write(json.dumps(letter.to_json(), default=str) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            atomic_write(self.path, "".join(json.dumps(letter.to_json(), default=str) + "\n" for letter in keep), 0o600)
         return len(letters) - len(keep)
 
 
