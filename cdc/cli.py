@@ -378,7 +378,7 @@ def check(config_path: str, log_format: str | None, log_level: str | None) -> No
 
     Exit code 0 if `cdc run` would start (warnings are printed too), 2 if not.
     """
-    from cdc.app.daemon.check import run_check
+    from cdc.app.check import run_check
 
     config, rules = _config_and_rules(config_path)
     setup_logging(log_level or "ERROR", log_format or "text")  # the report is the output
