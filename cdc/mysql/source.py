@@ -68,13 +68,9 @@ from cdc.model import (
     StreamRestarted,
 )
 from cdc.mysql.types import kind_of_field_type
-from cdc.retry import Backoff
+from cdc.retry import Attempts
 
 log = logging.getLogger("cdc.source")
-
-# Turn off the library's own reconnect (see module docstring). It reads this
-# module global at call time, so emptying it here is enough.
-_binlogstream.MYSQL_EXPECTED_ERROR_CODES = []
 
 # Event types that hold row data the library cannot decode. Each would be
 # dropped as NotImplementedEvent, taking the transaction's rows (and for MySQL's
@@ -157,7 +153,34 @@ def _table_map_event_init(self, from_packet, event_size, table_map, ctl_connecti
 
 
 _table_map_event_init.__wrapped__ = _parse_table_map  # type: ignore[attr-defined]
-TableMapEvent.__init__ = _table_map_event_init
+
+# The library versions whose internals the hooks below were written against
+# (setup.cfg pins the same range); another version stops cdc at start-up
+# instead of silently losing the guards.
+_SUPPORTED_LIBRARY = ((1, 0, 17), (1, 1, 0))
+
+
+def install_library_hooks() -> None:
+    """Change the library's behaviour where cdc needs it; idempotent, checked against its version.
+
+    * Its own reconnect is turned off (see the module docstring): it reads the
+      module global MYSQL_EXPECTED_ERROR_CODES at call time, so emptying it is enough.
+    * TABLE_MAP events already parsed on this connection are reused (`_TableMaps`).
+    """
+    installed = _library_version()
+    low, high = _SUPPORTED_LIBRARY
+    if not (low <= installed < high) or not hasattr(_binlogstream, "MYSQL_EXPECTED_ERROR_CODES"):
+        raise SourceError(
+            f"mysql-replication {'.'.join(map(str, installed))} is installed; cdc was written and tested against "
+            f">= {'.'.join(map(str, low))}, < {'.'.join(map(str, high))} (setup.cfg): reinstall cdc with its pins")
+    _binlogstream.MYSQL_EXPECTED_ERROR_CODES = []
+    TableMapEvent.__init__ = _table_map_event_init
+
+
+def _library_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in re.findall(r"\d+", version("mysql-replication"))[:3])
 
 
 # Table definitions whose _Shape is kept; a miss costs one event what every event used to cost.
@@ -247,6 +270,7 @@ class BinlogSource:
         self.tables = tables
         self.schemas = sorted({s for s, _ in tables})
         self.retry = retry
+        install_library_hooks()
         self.stop = stop or threading.Event()
         self.end = end
         self._stream: BinLogStreamReader | None = None
@@ -317,15 +341,13 @@ class BinlogSource:
         Connection loss is retried with backoff from the last commit yielded,
         preceded by a `StreamRestarted` so the consumer drops the open transaction.
         """
-        backoff = Backoff(self.retry.initial_backoff, self.retry.max_backoff)
+        attempts = Attempts(self.retry)
         resume = start
-        attempts = 0
         while not self.stop.is_set():
             committed: list[StartPoint] = []
             try:
                 for event in self._read(resume, committed):
-                    attempts = 0
-                    backoff.reset()
+                    attempts.succeeded()
                     yield event
                 return
             except SourceConnectionError as exc:
@@ -333,12 +355,11 @@ class BinlogSource:
                     return
                 if committed:
                     resume = committed[-1]
-                attempts += 1
-                if self.retry.max_attempts and attempts >= self.retry.max_attempts:
+                delay = attempts.failed()
+                if delay is None:
                     raise
-                delay = backoff.next()
                 log.warning("binlog connection lost (%s); reconnecting from %s in %.1fs (attempt %d)",
-                            exc, resume.position or resume.gtid, delay, attempts,
+                            exc, resume.position or resume.gtid, delay, attempts.count,
                             extra={"position": str(resume.position), "gtid": resume.gtid})
                 if self.stop.wait(delay):
                     return

@@ -14,6 +14,12 @@ from cdc.config import MysqlConfig, RetryConfig
 from cdc.model import BinlogPosition, Column, ColumnKind, Op
 from cdc.mysql.source import BinlogSource, _TableMaps
 
+
+@pytest.fixture(autouse=True)
+def library_hooks():
+    """BinlogSource installs them; these tests drive the library's parser directly."""
+    cdc.mysql.source.install_library_hooks()
+
 # TABLE_MAP events as MariaDB 10.11 sent them (binlog_row_metadata=FULL, CRC32 checksums),
 # OK byte first, for capture.t (id INT PRIMARY KEY, name VARCHAR(20), d TIME(3)), and
 # after ALTER TABLE capture.t ADD COLUMN extra INT (the server gave it a new table id).
@@ -150,3 +156,18 @@ def test_rows_without_column_names_are_refused_every_time():
     for _ in range(2):
         with pytest.raises(cdc.mysql.source.UnsupportedEventError, match="binlog_row_metadata=FULL"):
             list(src._rows(rows_event(definition, {"UNKNOWN_COL0": 1}), BinlogPosition("binlog.000001", 4)))
+
+
+def test_library_hooks_are_installed_once_and_only_on_a_known_version(monkeypatch):
+    import pymysqlreplication.binlogstream as binlogstream
+    from pymysqlreplication.row_event import TableMapEvent
+
+    cdc.mysql.source.install_library_hooks()
+    cdc.mysql.source.install_library_hooks()
+    assert binlogstream.MYSQL_EXPECTED_ERROR_CODES == []
+    assert TableMapEvent.__init__ is cdc.mysql.source._table_map_event_init
+    assert TableMapEvent.__init__.__wrapped__ is cdc.mysql.source._parse_table_map
+
+    monkeypatch.setattr(cdc.mysql.source, "_library_version", lambda: (1, 1, 2))
+    with pytest.raises(cdc.mysql.source.SourceError, match=r"mysql-replication 1\.1\.2 is installed.*setup\.cfg"):
+        cdc.mysql.source.install_library_hooks()
