@@ -282,21 +282,28 @@ def test_kill_in_the_middle_of_a_200k_row_transaction(servers, db, database, es,
     cdc = setup.run()
     before = setup.position()
     db.execute("INSERT INTO t SELECT seq, seq MOD 97, CONCAT('row ', seq) FROM seq_1_to_200000")  # one transaction
-    time.sleep(3)  # reading and converting 200k rows takes longer than this
+    index = f"{index_prefix}-t"
+
+    def count() -> int:
+        if not es.indices.exists(index=index):
+            return 0
+        es.indices.refresh(index=index)
+        return es.count(index=index)["count"]
+
+    # Kill while the transaction is half in Elasticsearch: its commit has been read,
+    # some of its actions are acknowledged, not all. Waiting for that (and not for a
+    # fixed time) keeps the kill inside the window however fast cdc gets.
+    deadline = time.monotonic() + 240
+    while not 0 < (seen := count()) < 200_000:
+        assert seen < 200_000, "all 200k rows arrived before the kill: poll faster or use a bigger transaction"
+        assert time.monotonic() < deadline and cdc.proc.poll() is None, cdc.text()[-4000:]
+        time.sleep(0.05)
     cdc.stop(signal.SIGKILL)
     # Nothing of it can have been checkpointed: only whole, acknowledged transactions move the position.
     assert setup.position() == before
     cdc = setup.run()
     try:
-        index = f"{index_prefix}-t"
         deadline = time.monotonic() + 240
-
-        def count() -> int:
-            if not es.indices.exists(index=index):
-                return 0
-            es.indices.refresh(index=index)
-            return es.count(index=index)["count"]
-
         while count() < 200_000:
             assert time.monotonic() < deadline, "the transaction did not arrive after the restart"
             time.sleep(1)
