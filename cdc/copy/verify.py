@@ -506,7 +506,7 @@ class Verifier:
         """(key values, the write the stream would make) for each row read at `position`."""
         at = [plan.names.index(k) for k in plan.key]
         now = int(time.time())
-        out = []
+        out: list[tuple[tuple, Action]] = []
         for i, row in enumerate(rows):
             try:
                 actions = builder.actions(row_change(plan, position, row, now, i))
@@ -541,7 +541,7 @@ class Verifier:
             if not keys or self.stop.is_set():
                 break
             findings = self._recheck_rows(plan, builder, policy, keys)
-            keys = list(dict.fromkeys(f.key for f in findings))
+            keys = list(dict.fromkeys(f.key for f in findings if f.key is not None))  # rows always have one
         if suspects:
             log.info("verify %s: %d suspect row(s) read again %d time(s): %d still differ", plan.name, suspects,
                      self.rounds, len(keys), extra={"table": plan.name})
@@ -656,7 +656,7 @@ class Verifier:
         on_delete: soft, mark it deleted as the stream would have."""
         doc = finding.stored
         assert doc is not None
-        common = dict(version=document_version(finding.position, self.epoch), routing=doc.routing,
+        common: dict[str, Any] = dict(version=document_version(finding.position, self.epoch), routing=doc.routing,
                       schema=plan.rule.schema, table=plan.rule.table, position=finding.position)
         if policy.soft_field:
             return Action(ActionType.INDEX, doc.index, doc.doc_id, doc={**(doc.source or {}), policy.soft_field: True},

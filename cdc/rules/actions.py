@@ -284,7 +284,7 @@ def actions_for(change: RowChange, rule: Rule, version: int, options: ValueOptio
     options = options or ValueOptions()
     columns = column_maps.get(change.columns, rule) if column_maps is not None else _columns_for(change.columns, rule)
     versioned = rule.mode == "index"
-    common = dict(version=version, schema=change.schema, table=change.table, position=change.position,
+    common: dict[str, Any] = dict(version=version, schema=change.schema, table=change.table, position=change.position,
                   versioned=versioned)
     soft = rule.on_delete == "soft"
     before = _Row(change.before, columns, options, stats) if change.before is not None else None

@@ -174,7 +174,9 @@ class TableFilter(frozenset):
     reach ActionBuilder, which stops with "restart cdc to pick it up".
     """
 
-    def __new__(cls, tables: Iterable[tuple[str, str]], rules: RuleSet):
+    _rules: RuleSet
+
+    def __new__(cls, tables: Iterable[tuple[str, str]], rules: RuleSet) -> "TableFilter":
         self = super().__new__(cls, tables)
         self._rules = rules
         return self

@@ -78,8 +78,8 @@ def resolve_rules(rules: RuleSet, catalog: Catalog) -> Resolution:
         for schema, table in names:
             bound = rule.bind(schema, table)
             assert bound is not None
-            concrete, found = _check_table(bound, catalog.tables[(schema, table)])
-            problems.extend(found)
+            concrete, table_problems = _check_table(bound, catalog.tables[(schema, table)])
+            problems.extend(table_problems)
             if concrete is not None:
                 resolved.append(concrete)
                 per_table.setdefault((schema, table), []).append(concrete)

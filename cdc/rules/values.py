@@ -281,7 +281,7 @@ def _time(value: datetime.timedelta) -> str:
 
 def _is_zero_date(text: str) -> bool:
     match = _DATE_PREFIX.match(text)
-    return bool(match) and any(int(part) == 0 for part in match.groups())
+    return match is not None and any(int(part) == 0 for part in match.groups())
 
 
 def _zero_date(stats: ConversionStats | None) -> None:
