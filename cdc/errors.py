@@ -33,6 +33,13 @@ class SourceConnectionError(SourceError):
     retriable = True
 
 
+class SchemaChanged(SourceError):
+    """A table's columns changed under a consistent read (an ALTER between planning and reading).
+
+    Snapshots and `cdc verify` plan the table again and go on; nothing is lost.
+    """
+
+
 class PurgedPositionError(SourceError):
     """The position to resume from is no longer on the server (MySQL error 1236)."""
 

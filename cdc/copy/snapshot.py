@@ -31,14 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import pymysql
-import pymysql.cursors
 
 from cdc.durable import atomic_write
 from cdc.config import SnapshotConfig
 from cdc.mysql.server import Database
 from cdc.stream.delivery import BulkWriter
-from cdc.errors import CdcError, CheckpointError, PreflightError, SinkUnavailableError
+from cdc.errors import CdcError, SchemaChanged, SourceError, CheckpointError, PreflightError, SinkUnavailableError
 from cdc.es.indices import index_target
 from cdc.model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
 from cdc.mysql.types import column_from_schema
@@ -271,7 +269,6 @@ class TableReader:
         self.db = db
         self.chunk_size = chunk_size
         self.where = where
-        self._locking_logged = False
 
     # ------------------------------------------------------------------ planning
     def plan(self, rule: Rule) -> TablePlan:
@@ -337,57 +334,12 @@ class TableReader:
         return [tuple(row) for row in self._consistent(plan, f"{sql} ORDER BY RAND() LIMIT {int(count)}", [])[1]]
 
     def _consistent(self, plan: TablePlan, sql: str, args: Sequence[Any]) -> tuple[BinlogPosition, list[tuple]]:
-        conn = self.db.conn
         try:
-            with conn.cursor() as cur:
-                # TIMESTAMP values as UTC, like the binlog gives them (pymysqlreplication uses utcfromtimestamp).
-                cur.execute("SET SESSION time_zone = '+00:00'")
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                position = self._begin_consistent(cur)
-                try:
-                    cur.execute(sql, args)
-                    rows = list(cur.fetchall())
-                finally:
-                    cur.execute("COMMIT")
-        except pymysql.err.MySQLError as exc:
-            if exc.args and exc.args[0] == _ER_BAD_FIELD:
-                raise SchemaChanged(plan.name) from None
-            raise CdcError(f"snapshot read of {plan.name} failed: {exc.args[-1] if exc.args else exc}") from None
-        return position, rows
-
-    def _begin_consistent(self, cur) -> BinlogPosition:
-        if self.db.info.mariadb:
-            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            cur.execute("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
-            status = {name.lower(): value for name, value in cur.fetchall()}
-            if not self._locking_logged:
-                log.info("snapshot consistency: MariaDB consistent snapshot with binlog_snapshot_position (no locks)")
-                self._locking_logged = True
-            return BinlogPosition(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
-        # MySQL has no binlog_snapshot_* variables: hold a global read lock only
-        # while the snapshot starts and the position is read (Debezium's method).
-        cur.execute("FLUSH TABLES WITH READ LOCK")
-        try:
-            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            try:
-                cur.execute("SHOW BINARY LOG STATUS")
-            except pymysql.err.ProgrammingError:
-                cur.execute("SHOW MASTER STATUS")
-            file, pos = cur.fetchone()[:2]
-        finally:
-            cur.execute("UNLOCK TABLES")
-        if not self._locking_logged:
-            log.info("snapshot consistency: MySQL FLUSH TABLES WITH READ LOCK held while reading the position")
-            self._locking_logged = True
-        return BinlogPosition(file, int(pos))
-
-
-# MySQL/MariaDB ER_BAD_FIELD_ERROR: "Unknown column"; here, a column an ALTER removed or renamed.
-_ER_BAD_FIELD = 1054
-
-
-class SchemaChanged(Exception):
-    """The table's columns changed between planning a snapshot and reading a chunk."""
+            return self.db.consistent_read(sql, args)
+        except SchemaChanged:
+            raise SchemaChanged(plan.name) from None
+        except SourceError as exc:
+            raise CdcError(f"snapshot read of {plan.name} failed: {exc}") from None
 
 
 class OnDemandProgress:

@@ -11,11 +11,12 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import pymysql
 
 from cdc.config import MysqlConfig
-from cdc.errors import PreflightError, PurgedPositionError, SourceConnectionError
+from cdc.errors import PreflightError, PurgedPositionError, SchemaChanged, SourceConnectionError, SourceError
 from cdc.model import BinlogPosition
 from cdc.rules import Catalog, ColumnInfo, RuleSet, TableInfo, resolve_rules
 
@@ -57,6 +58,7 @@ class Database:
             # 1045 access denied is a set-up problem, everything else may pass.
             raise (PreflightError(msg) if code == 1045 else SourceConnectionError(msg)) from None
         version = self.scalar("SELECT VERSION()")
+        self._consistency_logged = False  # say once which consistency method reads use
         self.info = ServerInfo(
             version=version,
             mariadb=("mariadb" in version.lower()) if config.flavor == "auto" else config.flavor == "mariadb",
@@ -93,6 +95,58 @@ class Database:
         placeholders = ",".join(["%s"] * len(names))
         rows = self.rows(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", names)
         return {r["Variable_name"].lower(): str(r["Value"]) for r in rows}
+
+    # ------------------------------------------------------------------ consistent reads
+    def consistent_read(self, sql: str, args: Sequence[Any] = ()) -> tuple[BinlogPosition, list[tuple]]:
+        """One SELECT in a consistent snapshot, and the binlog position it is consistent with.
+
+        For snapshots and `cdc verify`: the rows are the table as of that
+        position, so a stream resumed there misses nothing and repeats nothing.
+        Raises SchemaChanged for an unknown column (an ALTER since the caller
+        planned the table), SourceError for other failures.
+        """
+        try:
+            with self.conn.cursor() as cur:
+                # TIMESTAMP values as UTC, like the binlog gives them (pymysqlreplication uses utcfromtimestamp).
+                cur.execute("SET SESSION time_zone = '+00:00'")
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                position = self._begin_consistent(cur)
+                try:
+                    cur.execute(sql, args)
+                    rows = list(cur.fetchall())
+                finally:
+                    cur.execute("COMMIT")
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] == _ER_BAD_FIELD:
+                raise SchemaChanged(str(exc.args[-1])) from None
+            raise SourceError(str(exc.args[-1] if exc.args else exc)) from None
+        return position, rows
+
+    def _begin_consistent(self, cur) -> BinlogPosition:
+        if self.info.mariadb:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            cur.execute("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
+            status = {name.lower(): value for name, value in cur.fetchall()}
+            if not self._consistency_logged:
+                log.info("snapshot consistency: MariaDB consistent snapshot with binlog_snapshot_position (no locks)")
+                self._consistency_logged = True
+            return BinlogPosition(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
+        # MySQL has no binlog_snapshot_* variables: hold a global read lock only
+        # while the snapshot starts and the position is read (Debezium's method).
+        cur.execute("FLUSH TABLES WITH READ LOCK")
+        try:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            try:
+                cur.execute("SHOW BINARY LOG STATUS")
+            except pymysql.err.ProgrammingError:
+                cur.execute("SHOW MASTER STATUS")
+            file, pos = cur.fetchone()[:2]
+        finally:
+            cur.execute("UNLOCK TABLES")
+        if not self._consistency_logged:
+            log.info("snapshot consistency: MySQL FLUSH TABLES WITH READ LOCK held while reading the position")
+            self._consistency_logged = True
+        return BinlogPosition(file, int(pos))
 
     # ------------------------------------------------------------------ positions
     def binary_log_status(self) -> dict:
@@ -322,3 +376,5 @@ class Database:
         return {t: frozenset(c) for t, c in found.items()}
 
 
+# MySQL/MariaDB ER_BAD_FIELD_ERROR: "Unknown column"; here, a column an ALTER removed or renamed.
+_ER_BAD_FIELD = 1054
