@@ -28,7 +28,7 @@ from cdc.errors import (CdcError, CheckpointError, ConfigError, PreflightError, 
                      SinkCertificateError)
 from cdc.log import redact, setup_logging
 from cdc.model import BinlogPosition
-from cdc.rules import load_rules
+from cdc.rules import load_rules, resolved_or_stop
 from cdc.es.sink import ElasticsearchSink
 from cdc.mysql.source import StartPoint
 
@@ -407,7 +407,7 @@ def _index_states(config_path: str, create: bool, log_format: str | None, log_le
     try:
         db = Database(config.mysql)
         try:
-            rules = db.resolve_rules(rules)
+            rules = resolved_or_stop(rules, db.catalog(rules))
         finally:
             db.close()
         plans = plan_indices(rules.rules, ValueOptions.from_config(config.values))

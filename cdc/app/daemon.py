@@ -19,7 +19,7 @@ from cdc.ops import build as operations
 from cdc.ops.observe import Observers, Stats
 from cdc.stream.pipeline import Pipeline
 from cdc.retry import Backoff
-from cdc.rules import ActionBuilder, Rule, RuleSet, load_rules
+from cdc.rules import ActionBuilder, Rule, RuleSet, load_rules, resolved_or_stop
 from cdc.es.sink import ElasticsearchSink
 from cdc.copy.snapshot import OnDemandProgress, Snapshot, SnapshotState, TableProgress, TableReader
 from cdc.mysql.source import BinlogSource, StartPoint
@@ -97,7 +97,7 @@ class Daemon:
                  self.config.mysql.host, self.config.mysql.port)
         for warning in db.preflight(reads_binlog):
             log.warning("%s", warning)
-        rules = db.resolve_rules(rules)
+        rules = resolved_or_stop(rules, db.catalog(rules))
         sink = ElasticsearchSink(self.config.elasticsearch)
         status = _patiently("connecting to Elasticsearch", sink.check, self.stop, self.config.retry)
         log.info("Elasticsearch cluster is %s; %d rule(s): %s", status, len(rules),

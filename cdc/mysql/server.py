@@ -18,11 +18,10 @@ import pymysql
 from cdc.config import MysqlConfig
 from cdc.errors import PreflightError, PurgedPositionError, SchemaChanged, SourceConnectionError, SourceError
 from cdc.model import BinlogPosition
-from cdc.rules import Catalog, ColumnInfo, RuleSet, TableInfo, resolve_rules
+from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
 
 log = logging.getLogger("cdc.database")
 
-_SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 
 
 _FOREIGN_KEY = re.compile(r"CONSTRAINT `((?:[^`]|``)+)` FOREIGN KEY \(.*?\) REFERENCES `((?:[^`]|``)+)`[^\n]*?\)"
@@ -277,35 +276,19 @@ class Database:
             time.sleep(0.5)
 
     # ------------------------------------------------------------------ rules
-    def resolve_rules(self, rules: RuleSet) -> RuleSet:
-        """Check each rule against the schema, expanding globs and regexes to the tables they match now."""
-        resolution = resolve_rules(rules, self.catalog(rules))
-        if resolution.problems:
-            raise PreflightError("rules do not match the database:\n  - " + "\n  - ".join(resolution.problems))
-        for warning in resolution.warnings:
-            log.warning("%s", warning)
-        return resolution.rules
-
-    def catalog(self, rules: RuleSet) -> Catalog:
-        """The tables the rules may name, from information_schema (a few queries per schema)."""
+    def catalog(self, chooser: TableChooser) -> Catalog:
+        """The tables `chooser` (the rules) may name, from information_schema (a few queries per schema)."""
         schemas = [_text(r["name"]) for r in self.rows("SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA")]
-        wanted: set[str] = set()
-        for rule in rules.rules:
-            if rule.schema_pattern is None:
-                wanted.add(rule.schema)
-            else:  # a pattern never picks the server's own schemas
-                wanted.update(s for s in schemas if s.lower() not in _SYSTEM_SCHEMAS
-                              and rule.schema_pattern.match(s) is not None)
         tables: dict[tuple[str, str], TableInfo] = {}
-        for schema in sorted(wanted):
-            tables.update(self._schema_tables(schema, rules))
+        for schema in sorted(chooser.schemas_among(schemas)):
+            tables.update(self._schema_tables(schema, chooser))
         return Catalog(tuple(schemas), tables)
 
-    def _schema_tables(self, schema: str, rules: RuleSet) -> dict[tuple[str, str], TableInfo]:
+    def _schema_tables(self, schema: str, chooser: TableChooser) -> dict[tuple[str, str], TableInfo]:
         kinds = {_text(r["name"]): _text(r["type"]) for r in self.rows(
             "SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s",
             (schema,))}
-        names = sorted(t for t in kinds if any(r.bind(schema, t) is not None for r in rules.rules))
+        names = sorted(t for t in kinds if chooser.wants(schema, t))
         if not names:
             return {}
         where, args = "TABLE_SCHEMA=%s", [schema]

@@ -35,12 +35,13 @@ The package, one concern per module:
 
 from cdc.rules.actions import ActionBuilder, ColumnMaps, RowError, actions_for, document_id, document_version
 from cdc.rules.load import load_rules
-from cdc.rules.model import ColumnInfo, Conversion, IndexSetup, Rule, RuleSet, TableFilter
+from cdc.mysql.catalog import Catalog, ColumnInfo, TableInfo
+from cdc.rules.model import Conversion, IndexSetup, Rule, RuleSet, TableFilter
 from cdc.rules.names import NamePattern, Template, parse_template
-from cdc.rules.resolve import Catalog, Resolution, TableInfo, resolve_rules
+from cdc.rules.resolve import Resolution, resolve_rules, resolved_or_stop
 
 __all__ = [
     "ActionBuilder", "Catalog", "ColumnInfo", "ColumnMaps", "Conversion", "IndexSetup", "NamePattern", "Resolution",
     "RowError", "Rule", "RuleSet", "TableFilter", "TableInfo", "Template", "actions_for", "document_id",
-    "document_version", "load_rules", "parse_template", "resolve_rules",
+    "document_version", "load_rules", "parse_template", "resolve_rules", "resolved_or_stop",
 ]

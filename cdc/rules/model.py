@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 
+from cdc.mysql.catalog import SYSTEM_SCHEMAS, ColumnInfo
 from cdc.rules.names import NamePattern, parse_template
 
 
@@ -18,17 +19,6 @@ DeleteMode = Literal["delete", "ignore", "soft"]
 class Conversion:
     name: str  # one of values.CONVERSIONS
     arg: str | None = None
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    """One column as information_schema.COLUMNS describes it."""
-
-    name: str
-    data_type: str  # DATA_TYPE, lowercase: "int", "varchar", "json", ...
-    column_type: str = ""  # COLUMN_TYPE: "int(10) unsigned", "binary(16)", "tinyint(1)", ...
-    charset: str | None = None
-    nullable: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,6 +120,21 @@ class RuleSet:
             else:
                 self._exact.setdefault((rule.schema, rule.table), []).append(rule)
         self._cache: dict[tuple[str, str], tuple[Rule, ...]] = {}
+
+    # -- what to read from the server (cdc.mysql.catalog.TableChooser) --
+    def schemas_among(self, schemas: list[str]) -> set[str]:
+        """The schemas whose tables the rules may name: exact ones, and those a pattern matches."""
+        wanted: set[str] = set()
+        for rule in self.rules:
+            if rule.schema_pattern is None:
+                wanted.add(rule.schema)
+            else:
+                wanted.update(s for s in schemas if s.lower() not in SYSTEM_SCHEMAS
+                              and rule.schema_pattern.match(s) is not None)
+        return wanted
+
+    def wants(self, schema: str, table: str) -> bool:
+        return any(r.bind(schema, table) is not None for r in self.rules)
 
     def matches(self, schema: str, table: str) -> tuple[Rule, ...]:
         """Every rule for this table (more than one only if they all say `also: true`)."""

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-
+from cdc.errors import PreflightError
+from cdc.mysql.catalog import Catalog, TableInfo
 from cdc.mysql.types import DATE_TYPES, INTEGER_TYPES, KNOWN_TYPES, TEXT_TYPES
-from cdc.rules.model import ColumnInfo, Rule, RuleSet
+from cdc.rules.model import Rule, RuleSet
 from cdc.rules.names import parse_template
 
-
-@dataclass(frozen=True)
-class TableInfo:
-    schema: str
-    table: str
-    columns: tuple[ColumnInfo, ...]
-    primary_key: tuple[str, ...] = ()
-    json_columns: frozenset[str] = frozenset()  # incl. MariaDB's LONGTEXT CHECK (json_valid(...))
-    view: bool = False
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """What the server has, as far as the rules need to know (read by database.py)."""
-
-    schemas: tuple[str, ...]  # every schema the cdc user can see (for schema patterns)
-    tables: Mapping[tuple[str, str], TableInfo]
+log = logging.getLogger("cdc.rules")
 
 
 @dataclass(frozen=True)
@@ -91,6 +77,16 @@ def resolve_rules(rules: RuleSet, catalog: Catalog) -> Resolution:
     # Only add the patterns as written, for tables created later.
     return Resolution(RuleSet(resolved, tuple(r for r in rules.rules if r.is_pattern)), tuple(problems),
                       tuple(warnings), tables_of)
+
+
+def resolved_or_stop(rules: RuleSet, catalog: Catalog) -> RuleSet:
+    """`resolve_rules` for the daemon: any problem stops it (PreflightError), warnings are logged."""
+    resolution = resolve_rules(rules, catalog)
+    if resolution.problems:
+        raise PreflightError("rules do not match the database:\n  - " + "\n  - ".join(resolution.problems))
+    for warning in resolution.warnings:
+        log.warning("%s", warning)
+    return resolution.rules
 
 
 def _check_table(rule: Rule, info: TableInfo) -> tuple[Rule | None, list[str]]:
