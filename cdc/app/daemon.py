@@ -16,7 +16,7 @@ from cdc.stream.delivery import BulkWriter
 from cdc.errors import CdcError, ConfigError, PreflightError, PurgedPositionError, SinkUnavailableError, SourceConnectionError
 from cdc.model import Action, BinlogPosition
 from cdc.ops import build as operations
-from cdc.ops.observe import Observers, Stats
+from cdc.stream.observe import Observers, Stats
 from cdc.stream.pipeline import Pipeline
 from cdc.retry import Backoff
 from cdc.rules import ActionBuilder, Rule, RuleSet, load_rules, resolved_or_stop

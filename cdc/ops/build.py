@@ -15,7 +15,7 @@ from cdc.config import Config
 from cdc.ops.health import Health, HealthServer, stuck_after
 from cdc.ops.metrics import PrometheusObserver
 from cdc.ops.notify import SystemdNotifier
-from cdc.ops.observe import Observer, Observers
+from cdc.stream.observe import Observer, Observers
 from cdc.ops.progress import Progress
 
 

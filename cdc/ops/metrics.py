@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from cdc.model import Action, BinlogPosition, Commit, RowChange
-from cdc.ops.observe import Observer
+from cdc.stream.observe import Observer
 from cdc.ops.progress import Progress
 
 # A bulk takes milliseconds when healthy and up to request_timeout when not.

@@ -20,7 +20,7 @@ import threading
 from typing import Callable, Mapping
 
 from cdc.model import BinlogPosition
-from cdc.ops.observe import Observer
+from cdc.stream.observe import Observer
 from cdc.ops.progress import Progress
 
 log = logging.getLogger("cdc.notify")

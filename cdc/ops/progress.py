@@ -30,7 +30,7 @@ import time
 from typing import Callable
 
 from cdc.model import Action, BinlogPosition, Commit
-from cdc.ops.observe import Observer
+from cdc.stream.observe import Observer
 
 
 class Progress(Observer):

@@ -18,7 +18,7 @@ from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
 from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
 from cdc.model import Action, ItemResult, Outcome
-from cdc.ops.observe import Observer, Stats
+from cdc.stream.observe import Observer, Stats
 from cdc.retry import Backoff
 
 log = logging.getLogger("cdc.delivery")

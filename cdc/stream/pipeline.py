@@ -45,7 +45,7 @@ from cdc.model import (
     SourceEvent,
     StreamRestarted,
 )
-from cdc.ops.observe import Observer, Stats
+from cdc.stream.observe import Observer, Stats
 from cdc.rules import ActionBuilder, RowError, RuleSet
 from cdc.rules.values import ValueOptions
 

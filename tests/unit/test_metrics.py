@@ -33,7 +33,7 @@ from cdc.model import (
     Outcome,
     RowChange,
 )
-from cdc.ops.observe import Observers
+from cdc.stream.observe import Observers
 from cdc.stream.pipeline import Pipeline
 from cdc.ops.progress import Progress
 from cdc.rules import Rule, RuleSet

@@ -1,0 +1,99 @@
+"""The import graph keeps the shape the Code map in README.md describes.
+
+Folders follow the pipeline and depend only downwards; each outside library is
+seen by one module, which translates its errors into cdc's (cdc/errors.py).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "cdc"
+BASE = {"model", "errors", "config", "retry", "durable", "log"}
+
+# What each folder may import besides the base modules above (and itself).
+ALLOWED = {
+    "mysql": set(),
+    "rules": {"mysql"},
+    "es": {"mysql", "rules"},
+    "stream": {"rules"},
+    "ops": {"mysql", "stream"},
+    "copy": {"mysql", "rules", "es", "stream"},
+    "app": {"mysql", "rules", "es", "stream", "ops", "copy"},
+}
+# Outside libraries and the only modules that may import them.
+LIBRARIES = {
+    "pymysqlreplication": {"cdc.mysql.source"},
+    "pymysql": {"cdc.mysql.source", "cdc.mysql.server"},
+    "elasticsearch": {"cdc.es.sink"},
+    "elastic_transport": {"cdc.es.sink"},
+}
+
+
+def modules() -> dict[str, set[str]]:
+    """module name -> every module it imports (at any depth in the file: function-level imports count)."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        graph[".".join(parts)] = imported
+    return graph
+
+
+def folder(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and (PACKAGE / parts[1]).is_dir() else None
+
+
+GRAPH = modules()
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if folder(m)))
+def test_folders_import_only_downwards(module):
+    own = folder(module)
+    allowed = ALLOWED[own] | {own}
+    wrong = sorted(i for i in GRAPH[module]
+                   if i.startswith("cdc.") and folder(i) is not None and folder(i) not in allowed)
+    assert wrong == [], f"{module} imports {wrong}; cdc/{own}/ may import only {sorted(allowed)} and the base modules"
+
+
+def test_base_modules_import_no_folder():
+    for name in BASE:
+        module = f"cdc.{name}"
+        assert not [i for i in GRAPH[module] if i.startswith("cdc.") and folder(i)], module
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_each_library_is_seen_by_its_own_module_only(library):
+    users = {m for m, imported in GRAPH.items() if any(i == library or i.startswith(library + ".") for i in imported)}
+    assert users <= LIBRARIES[library], f"{sorted(users - LIBRARIES[library])} import {library}"
+
+
+def test_no_import_cycles():
+    known = set(GRAPH)
+    edges = {m: {i for i in imported if i in known and i != m} for m, imported in GRAPH.items()}
+    # A package's __init__ re-exporting its modules is not a cycle of dependence.
+    edges = {m: {i for i in targets if not m.startswith(i + ".")} for m, targets in edges.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for n in edges[m]:
+            if state.get(n) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(n):] + [n]))
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
