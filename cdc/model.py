@@ -140,6 +140,19 @@ class RowChange:
 
 
 @dataclass(frozen=True)
+class StartPoint:
+    """Where to start reading: always a transaction boundary.
+
+    With `by_gtid`, the server finds the position from the GTID state (used to
+    replay by GTID, e.g. on a new primary after failover); otherwise file/pos.
+    """
+
+    position: BinlogPosition | None
+    gtid: str | None = None
+    by_gtid: bool = False
+
+
+@dataclass(frozen=True)
 class Commit:
     """The end of a transaction: the only kind of position that is safe to resume from."""
 

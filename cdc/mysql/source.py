@@ -65,6 +65,7 @@ from cdc.model import (
     Rollback,
     RowChange,
     SourceEvent,
+    StartPoint,
     StreamRestarted,
 )
 from cdc.mysql.types import kind_of_field_type
@@ -199,19 +200,6 @@ class _Shape:
 def _shape(library_columns) -> _Shape:
     return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None)) for c in library_columns),
                   any(c.name is None for c in library_columns), _time2_columns(library_columns))
-
-
-@dataclass(frozen=True)
-class StartPoint:
-    """Where to start reading: always a transaction boundary.
-
-    With `by_gtid`, the server finds the position from the GTID state (used to
-    replay by GTID, e.g. on a new primary after failover); otherwise file/pos.
-    """
-
-    position: BinlogPosition | None
-    gtid: str | None = None
-    by_gtid: bool = False
 
 
 class GtidTracker:

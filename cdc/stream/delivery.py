@@ -18,6 +18,7 @@ from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
 from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
 from cdc.model import Action, ItemResult, Outcome
+from cdc.stream.protocols import Sink
 from cdc.stream.observe import Observer, Stats
 from cdc.retry import Backoff
 
@@ -64,7 +65,7 @@ ACCESS_STATUSES = frozenset({401, 403})
 
 
 class BulkWriter:
-    def __init__(self, sink, batch: BatchConfig, retry: RetryConfig, stats: Stats | None = None,
+    def __init__(self, sink: Sink, batch: BatchConfig, retry: RetryConfig, stats: Stats | None = None,
                  observer: Observer | None = None, abort: threading.Event | None = None,
                  dead_letters: DeadLetterStore | None = None):
         self.sink = sink

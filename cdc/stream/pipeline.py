@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from cdc.stream.checkpoint import FileCheckpointStore
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
 from cdc.stream.delivery import BulkWriter, action_weight
@@ -45,6 +44,7 @@ from cdc.model import (
     SourceEvent,
     StreamRestarted,
 )
+from cdc.stream.protocols import CheckpointStore, Sink
 from cdc.stream.observe import Observer, Stats
 from cdc.rules import ActionBuilder, RowError, RuleSet
 from cdc.rules.values import ValueOptions
@@ -83,8 +83,8 @@ class Pipeline:
     def __init__(
         self,
         rules: RuleSet,
-        sink,
-        checkpoints: FileCheckpointStore | None,
+        sink: Sink,
+        checkpoints: CheckpointStore | None,
         batch: BatchConfig,
         retry: RetryConfig,
         *,

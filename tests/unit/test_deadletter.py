@@ -5,30 +5,16 @@ import pytest
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore, retry
 from cdc.stream.delivery import BulkWriter
-from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError
-from cdc.model import Action, ActionType, BinlogPosition, BulkResult, ItemResult, Outcome
+from cdc.errors import RejectedActionsError, SinkAccessError
+from cdc.model import Action, ActionType, BinlogPosition, ItemResult, Outcome
+
+from .fakes import FakeSink
 
 POS = BinlogPosition("binlog.000003", 1234)
 
 
 def action(i: int, doc=None) -> Action:
     return Action(ActionType.INDEX, "idx", str(i), 100 + i, doc or {"n": i}, None, "db", "t", POS)
-
-
-class Sink:
-    """Rejects the ids in `bad` (400), refuses bodies over `limit` actions with 413."""
-
-    def __init__(self, bad=(), limit=None, status=400, error="document_parsing_exception"):
-        self.bad, self.limit, self.calls = set(bad), limit, []
-        self.status, self.error = status, error
-
-    def write(self, actions):
-        self.calls.append([a.doc_id for a in actions])
-        if self.limit is not None and len(actions) > self.limit:
-            raise RequestTooLargeError("too large")
-        return BulkResult(tuple(
-            ItemResult(a, Outcome.REJECTED, self.status, self.error, f"bad {a.doc_id}")
-            if a.doc_id in self.bad else ItemResult(a, Outcome.OK, 201) for a in actions))
 
 
 def writer(sink, store=None) -> BulkWriter:
@@ -47,12 +33,12 @@ def test_store_round_trip_keeps_everything_needed_to_resend(tmp_path):
 
 def test_rejected_items_stop_without_a_store():
     with pytest.raises(RejectedActionsError, match="idx/2 from db.t at binlog.000003:1234"):
-        writer(Sink(bad={"2"})).write([action(1), action(2), action(3)])
+        writer(FakeSink(bad={"2"})).write([action(1), action(2), action(3)])
 
 
 def test_rejected_items_go_to_the_store_and_the_rest_is_written(tmp_path):
     store = DeadLetterStore(tmp_path / "dl.jsonl")
-    w = writer(Sink(bad={"2"}), store)
+    w = writer(FakeSink(bad={"2"}), store)
     w.write([action(1), action(2), action(3)])
     assert [letter.action.doc_id for letter in store.list()] == ["2"]
     assert w.stats.dead_lettered == 1 and w.stats.actions_sent == 2
@@ -62,7 +48,7 @@ def test_rejected_items_go_to_the_store_and_the_rest_is_written(tmp_path):
 def test_access_refusals_stop_even_with_a_store_and_dead_letter_nothing(tmp_path, status):
     # A role without the index privilege would otherwise dead-letter every document.
     store = DeadLetterStore(tmp_path / "dl.jsonl")
-    w = writer(Sink(bad={"2", "3"}, status=status, error="security_exception"), store)
+    w = writer(FakeSink(bad={"2", "3"}, status=status, error="security_exception"), store)
     with pytest.raises(SinkAccessError, match=r"refused 2 of 3 actions for lack of access") as info:
         w.write([action(1), action(2), action(3)])
     assert "idx/2 from db.t at binlog.000003:1234" in str(info.value)
@@ -71,15 +57,15 @@ def test_access_refusals_stop_even_with_a_store_and_dead_letter_nothing(tmp_path
 
 
 def test_413_splits_the_request_until_it_fits():
-    sink = Sink(limit=2)
+    sink = FakeSink(limit=2)
     writer(sink).write([action(i) for i in range(5)])
-    written = [c for c in sink.calls if len(c) <= 2]
+    written = [c for c in sink.sent_ids if len(c) <= 2]
     assert sorted(i for c in written for i in c) == [str(i) for i in range(5)]
 
 
 def test_a_single_document_over_the_limit_is_dead_lettered(tmp_path):
     store = DeadLetterStore(tmp_path / "dl.jsonl")
-    sink = Sink(limit=0)  # even one action is too large
+    sink = FakeSink(limit=0)  # even one action is too large
     writer(sink, store).write([action(1)])
     [letter] = store.list()
     assert letter.status == 413 and letter.error_type == "request_too_large"
@@ -88,7 +74,7 @@ def test_a_single_document_over_the_limit_is_dead_lettered(tmp_path):
 def test_retry_removes_what_now_succeeds(tmp_path):
     store = DeadLetterStore(tmp_path / "dl.jsonl")
     store.add([ItemResult(action(i), Outcome.REJECTED, 400, "mapper", "x") for i in (1, 2, 3)])
-    done, failing = retry(store, Sink(bad={"3"}))
+    done, failing = retry(store, FakeSink(bad={"3"}))
     assert len(done) == 2 and [f.action.doc_id for f in failing] == ["3"]
     assert [letter.action.doc_id for letter in store.list()] == ["3"]
 

@@ -23,12 +23,10 @@ from cdc.model import (
     Action,
     ActionType,
     BinlogPosition,
-    BulkResult,
     Column,
     ColumnKind,
     Commit,
     Heartbeat,
-    ItemResult,
     Op,
     Outcome,
     RowChange,
@@ -37,6 +35,8 @@ from cdc.stream.observe import Observers
 from cdc.stream.pipeline import Pipeline
 from cdc.ops.progress import Progress
 from cdc.rules import Rule, RuleSet
+
+from .fakes import FakeSink, MemoryStore
 
 FILE = "binlog.000007"
 COLUMNS = (Column("id", ColumnKind.INTEGER),)
@@ -271,29 +271,6 @@ def test_file_without_a_number_has_no_position_gauge():
 
 
 # ---------------------------------------------------------------- through a real Pipeline
-class FakeSink:
-    def __init__(self, script=()):
-        self.script = list(script)
-        self.calls = 0
-
-    def write(self, actions):
-        self.calls += 1
-        step = self.script.pop(0) if self.script else None
-        if isinstance(step, BaseException):
-            raise step
-        outcome = step or Outcome.OK
-        status = {Outcome.OK: 201, Outcome.RETRY: 429, Outcome.STALE: 409}[outcome]
-        return BulkResult(tuple(ItemResult(a, outcome, status) for a in actions))
-
-
-class MemoryStore:
-    def __init__(self):
-        self.saves = []
-
-    def save(self, position, gtid):
-        self.saves.append(position)
-
-
 def run(pipeline: Pipeline, events, timeout: float = 5.0) -> None:
     done = threading.Event()
     errors = []

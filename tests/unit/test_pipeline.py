@@ -14,12 +14,10 @@ from cdc.errors import CdcError, RejectedActionsError, SinkUnavailableError, Sou
 from cdc.model import (
     ActionType,
     BinlogPosition,
-    BulkResult,
     Column,
     ColumnKind,
     Commit,
     Heartbeat,
-    ItemResult,
     Op,
     Outcome,
     Rollback,
@@ -29,19 +27,12 @@ from cdc.model import (
 from cdc.stream.delivery import chunks
 from cdc.stream.pipeline import Pipeline
 from cdc.rules import Rule, RuleSet, actions_for, document_version
+from .fakes import FakeSink, MemoryStore
 
 FILE = "binlog.000001"
 COLUMNS = (Column("id", ColumnKind.INTEGER), Column("name", ColumnKind.STRING))
 RULES = RuleSet([Rule("shop", "items", "items", ("id",), source="test")])
 RETRY = RetryConfig(initial_backoff=0.001, max_backoff=0.01)
-STATUS = {Outcome.OK: 201, Outcome.STALE: 409, Outcome.RETRY: 429, Outcome.REJECTED: 400}
-ERROR = {
-    Outcome.STALE: ("version_conflict_engine_exception", "version conflict"),
-    Outcome.RETRY: ("es_rejected_execution_exception", "queue full"),
-    Outcome.REJECTED: ("mapper_parsing_exception", "failed to parse field [name]"),
-}
-
-
 def P(pos, file=FILE):
     return BinlogPosition(file, pos)
 
@@ -64,49 +55,6 @@ def dele(id, pos, row_index=0):
 
 def commit(pos, gtid=None):
     return Commit(P(pos), gtid, 0)
-
-
-# ---------------------------------------------------------------- fakes
-class FakeSink:
-    """Records every write; `script` holds one step per call: None (all OK), an
-    exception to raise, or a dict doc_id -> Outcome (others OK)."""
-
-    def __init__(self, log=None, script=(), always=None, delay=0.0):
-        self.calls = []
-        self.log = log if log is not None else []
-        self.script = list(script)
-        self.always = always
-        self.delay = delay
-
-    def write(self, actions):
-        self.calls.append(list(actions))
-        self.log.append(("write", tuple(a.doc_id for a in actions)))
-        if self.delay:
-            time.sleep(self.delay)
-        step = self.script.pop(0) if self.script else self.always
-        if isinstance(step, BaseException):
-            raise step
-        outcomes = step or {}
-        items = []
-        for action in actions:
-            outcome = outcomes.get(action.doc_id, Outcome.OK)
-            error_type, reason = ERROR.get(outcome, (None, None))
-            items.append(ItemResult(action, outcome, STATUS[outcome], error_type, reason))
-        return BulkResult(tuple(items))
-
-    @property
-    def sent(self):
-        return [a for call in self.calls for a in call]
-
-
-class MemoryStore:
-    def __init__(self, log=None):
-        self.saves = []
-        self.log = log if log is not None else []
-
-    def save(self, position, gtid):
-        self.saves.append((position, gtid))
-        self.log.append(("save", position, gtid))
 
 
 def make(sink, store, max_actions=1000, max_bytes=1 << 20, max_interval=0.05, retry=RETRY, **kw):

@@ -1,0 +1,93 @@
+"""The one set of unit-test fakes for the stream's swappable parts (cdc/stream/protocols.py).
+
+Pure logic only: integration tests use the real servers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from cdc.errors import RequestTooLargeError
+from cdc.model import Action, BinlogPosition, BulkResult, ItemResult, Outcome
+from cdc.stream.checkpoint import Checkpoint
+from cdc.stream.protocols import CheckpointStore, Sink
+
+STATUS = {Outcome.OK: 201, Outcome.STALE: 409, Outcome.RETRY: 429, Outcome.REJECTED: 400}
+ERROR = {
+    Outcome.STALE: ("version_conflict_engine_exception", "version conflict"),
+    Outcome.RETRY: ("es_rejected_execution_exception", "queue full"),
+    Outcome.REJECTED: ("mapper_parsing_exception", "failed to parse field [name]"),
+}
+
+
+class FakeSink:
+    """Records every bulk request and answers from a script.
+
+    `script` holds one step per call, then `always` is used: None (all OK), an
+    exception to raise, an Outcome for every action, or a dict doc_id -> Outcome
+    (the others OK). `bad` ids are always rejected with `status`/`error`;
+    requests of more than `limit` actions are refused as too large (HTTP 413).
+    """
+
+    def __init__(self, log: list | None = None, script=(), always=None, delay: float = 0.0, *, bad=(),
+                 limit: int | None = None, status: int = 400, error: str = "mapper_parsing_exception"):
+        self.calls: list[list[Action]] = []
+        self.log = log if log is not None else []
+        self.script = list(script)
+        self.always = always
+        self.delay = delay
+        self.bad, self.limit, self.status, self.error = set(bad), limit, status, error
+
+    def write(self, actions: Sequence[Action]) -> BulkResult:
+        self.calls.append(list(actions))
+        self.log.append(("write", tuple(a.doc_id for a in actions)))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.limit is not None and len(actions) > self.limit:
+            raise RequestTooLargeError("too large")
+        step = self.script.pop(0) if self.script else self.always
+        if isinstance(step, BaseException):
+            raise step
+        items = []
+        for action in actions:
+            if action.doc_id in self.bad:
+                items.append(ItemResult(action, Outcome.REJECTED, self.status, self.error, f"bad {action.doc_id}"))
+                continue
+            outcome = step if isinstance(step, Outcome) else (step or {}).get(action.doc_id, Outcome.OK)
+            error_type, reason = ERROR.get(outcome, (None, None))
+            items.append(ItemResult(action, outcome, STATUS[outcome], error_type, reason))
+        return BulkResult(tuple(items))
+
+    @property
+    def sent(self) -> list[Action]:
+        return [a for call in self.calls for a in call]
+
+    @property
+    def sent_ids(self) -> list[list[str]]:
+        return [[a.doc_id for a in call] for call in self.calls]
+
+
+class MemoryStore:
+    """A checkpoint store in memory: `saves` lists (position, gtid) in order."""
+
+    def __init__(self, log: list | None = None):
+        self.saves: list[tuple[BinlogPosition, str | None]] = []
+        self.log = log if log is not None else []
+        self.last: Checkpoint | None = None
+
+    def save(self, position: BinlogPosition, gtid: str | None, by_gtid: bool = False) -> Checkpoint:
+        self.saves.append((position, gtid))
+        self.log.append(("save", position, gtid))
+        self.last = Checkpoint(position, gtid, time.time(), by_gtid=by_gtid)
+        return self.last
+
+    def load(self) -> Checkpoint | None:
+        return self.last
+
+
+def _conforms(sink: Sink, store: CheckpointStore) -> None:
+    """Never called: mypy checks here that the fakes fit the protocols."""
+
+
+_conforms(FakeSink(), MemoryStore())
