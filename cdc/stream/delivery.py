@@ -20,7 +20,7 @@ from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessErr
 from cdc.model import Action, ItemResult, Outcome
 from cdc.stream.protocols import Sink
 from cdc.stream.observe import Observer, Stats
-from cdc.retry import Backoff
+from cdc.retry import Attempts
 
 log = logging.getLogger("cdc.delivery")
 
@@ -84,8 +84,7 @@ class BulkWriter:
             self._write_chunk(chunk)
 
     def _write_chunk(self, pending: list[Action]) -> None:
-        backoff = Backoff(self.retry.initial_backoff, self.retry.max_backoff)
-        attempts = 0
+        attempts = Attempts(self.retry)
         while pending:
             started = time.monotonic()
             try:
@@ -99,9 +98,8 @@ class BulkWriter:
                 self._reject([ItemResult(pending[0], Outcome.REJECTED, 413, "request_too_large", str(exc))])
                 return
             except SinkUnavailableError as exc:
-                attempts += 1
                 self.stats.request_retries += 1
-                self._wait_or_give_up(backoff, attempts, f"bulk request failed: {exc}", len(pending), "request")
+                self._wait_or_give_up(attempts, f"bulk request failed: {exc}", len(pending), "request")
                 continue
             rejected = result.with_outcome(Outcome.REJECTED)
             stale = result.with_outcome(Outcome.STALE)
@@ -121,10 +119,9 @@ class BulkWriter:
             self.stats.actions_stale += len(stale)
             self.stats.actions_sent += len(pending) - len(retry) - len(rejected)
             if retry:
-                attempts += 1
                 self.stats.item_retries += len(retry)
                 first = retry[0]
-                self._wait_or_give_up(backoff, attempts,
+                self._wait_or_give_up(attempts,
                                       f"{len(retry)} of {len(pending)} items failed with {first.status} "
                                       f"({first.error_type}: {first.reason})", len(retry), "items")
             pending = [r.action for r in retry]  # in request order: per-id order is kept
@@ -143,12 +140,12 @@ class BulkWriter:
                       extra={"table": f"{a.schema}.{a.table}", "doc_id": a.doc_id, "index": a.index,
                              "position": str(a.position), "error": item.reason})
 
-    def _wait_or_give_up(self, backoff: Backoff, attempts: int, why: str, count: int, kind: str) -> None:
-        if self.retry.max_attempts and attempts >= self.retry.max_attempts:
-            raise SinkUnavailableError(f"{why}; gave up after {attempts} attempts")
-        delay = backoff.next()
+    def _wait_or_give_up(self, attempts: Attempts, why: str, count: int, kind: str) -> None:
+        delay = attempts.failed()
+        if delay is None:
+            raise SinkUnavailableError(f"{why}; gave up after {attempts.count} attempts")
         self.observer.on_retry(kind, count, delay)
-        log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts)
+        log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts.count)
         if self.abort is not None:
             if self.abort.wait(delay):
                 raise SinkUnavailableError(f"{why}; stopped while waiting to retry")
