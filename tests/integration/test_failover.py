@@ -84,10 +84,13 @@ def test_failover_to_a_promoted_replica_resumes_by_gtid(servers, db, database, e
 
         # A plain restart on the new primary resumes by file/pos and reprocesses nothing.
         again = setup.run()
-        time.sleep(1)
+        again.wait_for_log("resuming from checkpoint")
+        # One new row, waited for: once it is in, everything before it has been read.
+        replica.execute(f"USE `{database}`", "INSERT INTO t VALUES (101, 101, 'after')")
+        wait_until_equal(replica, es, "t", f"{index_prefix}-t", ["id"])
         assert again.stop() == 0
-        assert "resuming from checkpoint" in again.text() and "failover:" not in again.text()
-        assert "0 rows, 0 transactions" in again.text()
+        assert "failover:" not in again.text()
+        assert "1 rows, 1 transactions" in again.text()
     finally:
         replica.close()
         dev.mariadb_down(directory=replica_dir)
