@@ -475,6 +475,8 @@ class BinlogSource:
                 f"rows event for {event.schema}.{event.table} at {end} has no column names: "
                 "set binlog_row_metadata=FULL on the server")
         op = Op.INSERT if isinstance(event, WriteRowsEvent) else Op.DELETE if isinstance(event, DeleteRowsEvent) else Op.UPDATE
+        before: dict | None
+        after: dict | None
         for i, row in enumerate(event.rows):
             if op is Op.UPDATE:
                 before = _fix_times(_fix_nones(row["before_values"], row.get("before_none_sources"), event, end),
