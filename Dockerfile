@@ -25,13 +25,18 @@
 # Exit codes (cdc/cli.py): 0 stopped, 1 fatal runtime error (a restart may help),
 # 2 configuration/set-up error and 3 binlog purged (a restart cannot help).
 #
-# HEALTHCHECK asks cdc's /healthz, which is served only when cdc.yml enables it:
+# HEALTHCHECK asks cdc's /readyz, which is served only when cdc.yml enables it:
 #   metrics: {enabled: true, host: 0.0.0.0, port: 9108}
 # (0.0.0.0 so Prometheus in another container can scrape /metrics too). Without it
 # the container reports "unhealthy". Another port: set CDC_HEALTHCHECK_URL.
+#
+# Base image: python:3.11-slim. Any Debian-like image with python and pip on PATH
+# works: `--build-arg BASE=...` (the tests build on a local Debian base, see
+# scripts/container.py).
 
 # ---------------------------------------------------------------- build: wheels only
-FROM python:3.11-slim AS build
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
 WORKDIR /src
 # .dockerignore keeps .venv, .git, tests, checkpoints and build output out of the context.
 COPY . .
@@ -41,7 +46,7 @@ RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps -w /wheels . 
  && pip wheel --no-cache-dir --disable-pip-version-check -w /wheels /wheels/cdc-*.whl
 
 # ---------------------------------------------------------------- runtime
-FROM python:3.11-slim
+FROM ${BASE}
 
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="cdc" \
@@ -80,10 +85,14 @@ USER 10001:10001
 # a slow Elasticsearch flush short; nothing is lost, it only means more replay).
 STOPSIGNAL SIGTERM
 
-# /healthz fails only when the main loop is stuck (waiting out an outage is healthy;
-# /readyz says whether the index is in sync). The slim image has no curl, hence Python;
-# urlopen raises on a refused connection or a 503, which makes the exit status 1.
-ENV CDC_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz
+# The container's health is "the index is in sync" (/readyz): streaming, the source
+# heard from, the last bulk request accepted, lag under metrics.max_lag_seconds. So an
+# unreachable Elasticsearch or a long snapshot shows as unhealthy, which is what
+# `docker ps` and compose's `service_healthy` should tell. For a restart policy
+# (a Kubernetes livenessProbe) use /healthz instead: it fails only when the main
+# loop is stuck, since a restart cannot cure an outage. The slim image has no curl,
+# hence Python; urlopen raises on a refused connection or a 503 (exit status 1).
+ENV CDC_HEALTHCHECK_URL=http://127.0.0.1:9108/readyz
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['CDC_HEALTHCHECK_URL'], timeout=5)"]
 
