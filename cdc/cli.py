@@ -1,4 +1,6 @@
-"""Command line: parse, set up logging, build, run. Exit codes:
+"""Command line: parse, set up logging, build, and hand to one function of cdc/app per command.
+
+Exit codes come from the error that stopped a command (`exit_code` in cdc/errors.py):
 
   0  stopped normally (end of replay, or SIGTERM/SIGINT after saving the position)
   1  fatal runtime error (the message says what and where; the checkpoint is safe);
@@ -15,54 +17,84 @@ import os
 import signal
 import sys
 import time
+from typing import Any, Callable
 
 import click
 
 from cdc import __version__
-from cdc.app.daemon import Daemon, ReplayRange
-from cdc.stream.checkpoint import FileCheckpointStore
+from cdc.app import copy as copy_app
+from cdc.app import daemon as daemon_app
+from cdc.app import deadletters, position as position_app
+from cdc.app.replay import ReplayRange, replay as replay_app
+from cdc.app.session import Session
 from cdc.config import Config, load_config, security_warnings
-from cdc.stream.deadletter import DeadLetterStore
-from cdc.stream.deadletter import retry as retry_dead_letters
-from cdc.errors import (CdcError, CheckpointError, ConfigError, PreflightError, PurgedPositionError, SinkAccessError,
-                     SinkCertificateError)
+from cdc.errors import CdcError
 from cdc.log import redact, setup_logging
-from cdc.model import BinlogPosition
-from cdc.rules import load_rules, resolved_or_stop
-from cdc.es.sink import ElasticsearchSink
-from cdc.mysql.source import StartPoint
+from cdc.model import BinlogPosition, StartPoint
+from cdc.rules import RuleSet, load_rules
 
-EXIT_OK, EXIT_FATAL, EXIT_CONFIG, EXIT_PURGED = 0, 1, 2, 3
+EXIT_OK, EXIT_FATAL = 0, 1
 log = logging.getLogger("cdc")
 
-CONFIG_HELP = "YAML configuration file (see README: Configuration)."
+
+# ---------------------------------------------------------------------- options
+def config_option(fn):
+    """`--config`, the one option every command takes."""
+    return click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+                        help="YAML configuration file (see README: Configuration).")(fn)
 
 
-def _config_or_exit(path: str) -> Config:
+def log_options(fn):
+    """`--log-format` and `--log-level`, for the commands that log while they work."""
+    fn = click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)(fn)
+    return click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
+                        help="Log format (default from config: text on a terminal, else JSON lines).")(fn)
+
+
+# ---------------------------------------------------------------------- building
+def _exit(exc: CdcError, echo: str | None = None) -> None:
+    """Report a stopping error and exit with its code; `echo`: print it with this prefix instead of logging."""
+    if echo is not None:
+        click.echo(f"{echo}{exc}", err=True)
+    else:
+        log.error("%s%s", "fatal: " if exc.exit_code == EXIT_FATAL else "", exc)
+    sys.exit(exc.exit_code)
+
+
+def _config(path: str) -> Config:
     try:
         return load_config(path)
-    except ConfigError as exc:
-        click.echo(f"configuration error:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    except CdcError as exc:
+        _exit(exc, "configuration error:\n")
+        raise  # unreachable: _exit leaves
 
 
-def _load(path: str, log_format: str | None, log_level: str | None) -> Config:
-    config = _config_or_exit(path)
+def _config_and_rules(path: str) -> tuple[Config, RuleSet]:
+    config = _config(path)
+    try:
+        return config, load_rules(config.resolve(config.rules))
+    except CdcError as exc:
+        _exit(exc, "configuration error:\n")
+        raise
+
+
+def _logged(path: str, log_format: str | None, log_level: str | None) -> Config:
+    config = _config(path)
     setup_logging(log_level or config.logging.level, log_format or config.logging.format)
     for warning in security_warnings(config, path):
         log.warning("%s", warning)
     return config
 
 
-def _install_signals(daemon: Daemon) -> None:
+def _install_signals(session: Session) -> None:
     def handler(signum, frame):
-        if daemon.stop.is_set():
+        if session.stop.is_set():
             # Second signal: leave now. The checkpoint only ever holds acknowledged
             # commits, so this loses nothing; it only means more replay next time.
             log.warning("second %s: exiting without finishing the batch", signal.Signals(signum).name)
             os._exit(EXIT_FATAL)
         log.info("%s received: finishing the batch and saving the position", signal.Signals(signum).name)
-        daemon.request_stop()
+        session.request_stop()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -75,41 +107,24 @@ def _install_signals(daemon: Daemon) -> None:
     signal.signal(signal.SIGHUP, hangup)
 
 
-def _run_guarded(body) -> None:
+def _session(config: Config) -> Session:
+    session = Session(config)
+    _install_signals(session)
+    return session
+
+
+def _guarded(body: Callable[[], Any], echo: str | None = None) -> None:
+    """Run a command's body; an error exits with its own code, a bug with 1 and its traceback."""
     try:
         body()
-    except (ConfigError, PreflightError, SinkAccessError, SinkCertificateError) as exc:
-        # Restarting cannot fix these (systemd: RestartPreventExitStatus=2).
-        log.error("%s", exc)
-        sys.exit(EXIT_CONFIG)
-    except CheckpointError as exc:
-        log.error("%s", exc)
-        sys.exit(EXIT_CONFIG)
-    except PurgedPositionError as exc:
-        log.error("%s", exc)
-        sys.exit(EXIT_PURGED)
     except CdcError as exc:
-        log.error("fatal: %s", exc)
-        sys.exit(EXIT_FATAL)
+        _exit(exc, echo)
     except Exception as exc:  # a bug: say so plainly, with the traceback, and never exit 0
         log.exception("unexpected error: %s", redact(str(exc)))
         sys.exit(EXIT_FATAL)
-    sys.exit(EXIT_OK)
 
 
-_log_opts = [
-    click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
-                 help="Log format (default from config: text on a terminal, else JSON lines)."),
-    click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None),
-]
-
-
-def log_options(fn):
-    for opt in reversed(_log_opts):
-        fn = opt(fn)
-    return fn
-
-
+# ---------------------------------------------------------------------- commands
 @click.group()
 @click.version_option(__version__, prog_name="cdc")
 def main() -> None:
@@ -117,7 +132,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--resnapshot", is_flag=True,
               help="Forget the checkpoint: copy every table again, then stream from the current position.")
 @log_options
@@ -127,14 +142,13 @@ def run(config_path: str, resnapshot: bool, log_format: str | None, log_level: s
     On first start (and for tables new to the rules) existing rows are copied
     first, unless snapshot.mode is never.
     """
-    config = _load(config_path, log_format, log_level)
-    daemon = Daemon(config)
-    _install_signals(daemon)
-    _run_guarded(lambda: daemon.run(resnapshot=resnapshot))
+    session = _session(_logged(config_path, log_format, log_level))
+    _guarded(lambda: daemon_app.run(session, resnapshot=resnapshot))
+    sys.exit(EXIT_OK)
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
               help="Copy only this table (repeatable; default: every table in the rules).")
 @click.option("--where", help="Copy only rows matching this SQL condition, e.g. \"updated_at > '2024-01-01'\".")
@@ -146,19 +160,18 @@ def snapshot(config_path: str, tables: tuple[str, ...], where: str | None, log_f
     position, so they never overwrite newer changes the daemon has written.
     A stopped run resumes at its last chunk when started again with the same options.
     """
-    config = _load(config_path, log_format, log_level)
-    daemon = Daemon(config)
-    _install_signals(daemon)
+    session = _session(_logged(config_path, log_format, log_level))
 
     def body():
-        state = daemon.snapshot(list(tables) or None, where)
+        state = copy_app.snapshot(session, list(tables) or None, where)
         click.echo(json.dumps({"tables": state.to_json(), "finished": not state.pending}))
 
-    _run_guarded(body)
+    _guarded(body)
+    sys.exit(EXIT_OK)
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
               help="Verify only this table (repeatable; default: every table in the rules).")
 @click.option("--sample", type=click.IntRange(1), default=None, metavar="N",
@@ -176,37 +189,40 @@ def verify(config_path: str, tables: tuple[str, ...], sample: int | None, repair
     there after the row is read again and the daemon has caught up with that read.
     Exit code 0: identical (or, with --repair, every difference repaired); 1: differences remain.
     """
-    config = _load(config_path, log_format, log_level)
-    daemon = Daemon(config)
-    _install_signals(daemon)
+    session = _session(_logged(config_path, log_format, log_level))
 
     def body():
-        report = daemon.verify(list(tables) or None, sample=sample, repair=repair)
+        report = copy_app.verify(session, list(tables) or None, sample=sample, repair=repair)
         click.echo(json.dumps(report.to_json(), default=str) if as_json else report.text())
         if not report.ok:
             sys.exit(EXIT_FATAL)
 
-    _run_guarded(body)
+    _guarded(body)
+    sys.exit(EXIT_OK)
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
-@click.option("--from-position", help="Start at FILE:POS (a transaction boundary).")
+@config_option
+@click.option("--from-position", help="Start at FILE:POS, the start of a transaction (a commit's end position).")
 @click.option("--from-gtid", help="Start after this GTID set (MariaDB 0-1-100 or MySQL uuid:1-100).")
 @click.option("--to-position", help="Stop at the first commit at or after FILE:POS (default: the end of the binlog now).")
-@click.option("--dry-run", is_flag=True, help="Read and convert, but write nothing; print what would be written.")
+@click.option("--dry-run", is_flag=True,
+              help="Read and convert, but write nothing: print each action that would be written as a JSON "
+                   "line (at most --limit), then the summary with counts per action and index.")
+@click.option("--limit", type=click.IntRange(0), default=100, show_default=True,
+              help="With --dry-run: print at most this many actions (0: counts only).")
 @click.option("--move-checkpoint", is_flag=True, help="Also save the daemon's checkpoint as the replay advances.")
 @click.option("--server-id", type=click.IntRange(1, 2**32 - 1), default=None,
               help="server_id to read the binlog with (default: mysql.server_id + 1, so it can run beside the daemon).")
 @log_options
-def replay(config_path, from_position, from_gtid, to_position, dry_run, move_checkpoint, server_id, log_format,
-           log_level):
+def replay(config_path, from_position, from_gtid, to_position, dry_run, limit, move_checkpoint, server_id,
+           log_format, log_level):
     """Re-apply a range of the binlog to Elasticsearch, then exit.
 
     Writes carry versions from the binlog position, so replaying over an
     up-to-date index changes nothing, and replaying into an empty one rebuilds it.
     """
-    config = _load(config_path, log_format, log_level)
+    config = _logged(config_path, log_format, log_level)
     if bool(from_position) == bool(from_gtid):
         raise click.UsageError("give exactly one of --from-position or --from-gtid")
     try:
@@ -217,27 +233,18 @@ def replay(config_path, from_position, from_gtid, to_position, dry_run, move_che
         raise click.BadParameter(str(exc)) from None
     if dry_run and move_checkpoint:
         raise click.UsageError("--dry-run and --move-checkpoint cannot be combined")
-    daemon = Daemon(config)
-    _install_signals(daemon)
-    counts: dict[str, int] = {}
+    session = _session(config)
 
-    def on_batch(actions):
-        if dry_run:
-            for a in actions:
-                key = f"{a.type.value} {a.index}"
-                counts[key] = counts.get(key, 0) + 1
+    def show(action: dict) -> None:
+        click.echo(json.dumps(action, default=str))
 
     def body():
-        stats = daemon.replay(ReplayRange(start, end), dry_run=dry_run, move_checkpoint=move_checkpoint,
-                              on_batch=on_batch, server_id=server_id)
-        summary = {"rows": stats.rows, "transactions": stats.transactions, "actions": stats.actions_sent,
-                   "already_newer": stats.actions_stale,
-                   "last_commit": str(stats.last_commit.position) if stats.last_commit else None}
-        if dry_run:
-            summary["would_write"] = counts
+        summary = replay_app(session, ReplayRange(start, end), dry_run=dry_run, move_checkpoint=move_checkpoint,
+                             server_id=server_id, show=show, limit=limit)
         click.echo(json.dumps(summary))
 
-    _run_guarded(body)
+    _guarded(body)
+    sys.exit(EXIT_OK)
 
 
 @main.group()
@@ -245,17 +252,12 @@ def dlq() -> None:
     """Inspect and re-send documents Elasticsearch rejected (dead_letter.on_rejected: dead_letter)."""
 
 
-def _dead_letters(config_path: str):
-    config = _config_or_exit(config_path)
-    return config, DeadLetterStore(config.resolve(config.dead_letter.path))
-
-
 @dlq.command("list")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def dlq_list(config_path: str, as_json: bool) -> None:
     """List dead letters: id, time, table, document, position and error."""
-    _, store = _dead_letters(config_path)
+    store = deadletters.store(_config(config_path))
     letters = store.list()
     for letter in letters:
         if as_json:
@@ -272,106 +274,84 @@ def dlq_list(config_path: str, as_json: bool) -> None:
 
 
 @dlq.command("show")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.argument("letter_id")
 def dlq_show(config_path: str, letter_id: str) -> None:
     """Print one dead letter in full, with its document."""
-    _, store = _dead_letters(config_path)
-    for letter in store.list():
-        if letter.id == letter_id:
-            click.echo(json.dumps(letter.to_json(), indent=2, default=str))
-            return
-    click.echo(f"no dead letter {letter_id!r} in {store.path}", err=True)
-    sys.exit(EXIT_FATAL)
+    config = _config(config_path)
+    letter = deadletters.find(config, letter_id)
+    if letter is None:
+        click.echo(f"no dead letter {letter_id!r} in {deadletters.store(config).path}", err=True)
+        sys.exit(EXIT_FATAL)
+    click.echo(json.dumps(letter.to_json(), indent=2, default=str))
 
 
 @dlq.command("retry")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.argument("letter_ids", nargs=-1)
 def dlq_retry(config_path: str, letter_ids: tuple[str, ...]) -> None:
     """Send dead letters again (all, or the ids given); those that now succeed are removed."""
-    config, store = _dead_letters(config_path)
+    config = _config(config_path)
     setup_logging(config.logging.level, config.logging.format)
-    sink = ElasticsearchSink(config.elasticsearch)
-    try:
-        done, failing = retry_dead_letters(store, sink, set(letter_ids) if letter_ids else None)
-    except CdcError as exc:
-        click.echo(f"retry failed: {exc}", err=True)
-        sys.exit(EXIT_FATAL)
-    finally:
-        sink.close()
+    outcome: list = []
+    _guarded(lambda: outcome.extend(deadletters.retry(config, set(letter_ids) if letter_ids else None)),
+             echo="retry failed: ")
+    done, failing = outcome
     click.echo(json.dumps({"done": done, "still_failing": [
         {"id": f.id, "status": f.status, "error_type": f.error_type, "reason": f.reason} for f in failing]}))
     sys.exit(EXIT_OK if not failing else EXIT_FATAL)
 
 
 @dlq.command("purge")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--all", "purge_all", is_flag=True, help="Remove every dead letter.")
 @click.argument("letter_ids", nargs=-1)
 def dlq_purge(config_path: str, purge_all: bool, letter_ids: tuple[str, ...]) -> None:
     """Remove dead letters for good (the ids given, or --all)."""
     if not purge_all and not letter_ids:
         raise click.UsageError("give dead letter ids, or --all")
-    _, store = _dead_letters(config_path)
-    ids = {letter.id for letter in store.list()} if purge_all else set(letter_ids)
-    click.echo(json.dumps({"removed": store.remove(ids)}))
+    config = _config(config_path)
+    click.echo(json.dumps({"removed": deadletters.purge(config, None if purge_all else set(letter_ids))}))
 
 
 @main.command("check-config")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 def check_config(config_path: str) -> None:
-    """Validate the config and rule files without connecting anywhere."""
+    """Validate the config and rule files without connecting anywhere (`cdc check` also asks the servers)."""
+    from cdc.app.check import check_offline
+
     config, rules = _config_and_rules(config_path)
     for warning in security_warnings(config, config_path):
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"ok: {config_path}; {len(rules)} rule(s)")
+    for line in check_offline(config, rules, config_path):
+        click.echo(line)
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 def position(config_path: str) -> None:
     """Print the saved checkpoint as JSON."""
-    try:
-        config = load_config(config_path)
-        store = FileCheckpointStore(config.resolve(config.checkpoint.path))
-        checkpoint = store.load()
-    except (ConfigError, CheckpointError) as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(EXIT_CONFIG)
-    if checkpoint is None:
-        click.echo(json.dumps({"checkpoint": None, "locked": store.is_locked_by_other()}))
-        return
-    click.echo(json.dumps({**checkpoint.to_json(), "position": str(checkpoint.position),
-                           "locked": store.is_locked_by_other()}))
+    config = _config(config_path)
+    out: list[dict] = []
+    _guarded(lambda: out.append(position_app.position(config)), echo="")
+    click.echo(json.dumps(out[0]))
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def status(config_path: str, as_json: bool) -> None:
     """Show position, GTID, checkpoint age, lag and whether a daemon is running (README: Operations)."""
-    from cdc.ops.status import format_text, gather
+    from cdc.ops.status import format_text
 
-    try:
-        report = gather(load_config(config_path))
-    except (ConfigError, CheckpointError) as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(EXIT_CONFIG)
-    click.echo(json.dumps(report) if as_json else format_text(report))
-
-
-def _config_and_rules(config_path: str):
-    try:
-        config = load_config(config_path)
-        return config, load_rules(config.resolve(config.rules))
-    except ConfigError as exc:
-        click.echo(f"configuration error:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    config = _config(config_path)
+    out: list[dict] = []
+    _guarded(lambda: out.append(position_app.status(config)), echo="")
+    click.echo(json.dumps(out[0]) if as_json else format_text(out[0]))
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @log_options
 def check(config_path: str, log_format: str | None, log_level: str | None) -> None:
     """Check the config and every rule against the live schema and both servers; print a report.
@@ -386,9 +366,9 @@ def check(config_path: str, log_format: str | None, log_level: str | None) -> No
         report = run_check(config, rules)
     except CdcError as exc:
         click.echo(f"check failed: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(2)  # documented: 0 if `cdc run` would start, 2 if not
     click.echo(report.text())
-    sys.exit(EXIT_OK if report.ok else EXIT_CONFIG)
+    sys.exit(EXIT_OK if report.ok else 2)
 
 
 @main.group()
@@ -397,35 +377,19 @@ def indices() -> None:
 
 
 def _index_states(config_path: str, create: bool, log_format: str | None, log_level: str | None) -> None:
-    from cdc.mysql.server import Database
-    from cdc.es.indices import create_missing, inspect, plan_indices
-    from cdc.rules.values import ValueOptions
+    from cdc.app.indices import index_states
 
     config, rules = _config_and_rules(config_path)
     setup_logging(log_level or "ERROR", log_format or "text")  # the JSON is the output
-    sink = None
-    try:
-        db = Database(config.mysql)
-        try:
-            rules = resolved_or_stop(rules, db.catalog(rules))
-        finally:
-            db.close()
-        plans = plan_indices(rules.rules, ValueOptions.from_config(config.values))
-        sink = ElasticsearchSink(config.elasticsearch)
-        states = create_missing(plans, sink) if create else inspect(plans, sink)
-    except CdcError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    finally:
-        if sink is not None:
-            sink.close()
+    states: list = []
+    _guarded(lambda: states.extend(index_states(config, rules, create)), echo="error: ")
     click.echo(json.dumps({"indices": [s.to_json() for s in states]}, indent=2))
     if any(s.state == "failed" for s in states):
         sys.exit(EXIT_FATAL)
 
 
 @indices.command("plan")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @log_options
 def indices_plan(config_path: str, log_format: str | None, log_level: str | None) -> None:
     """Print (JSON) what would be created, what exists, and what differs from the rules; change nothing."""
@@ -433,7 +397,7 @@ def indices_plan(config_path: str, log_format: str | None, log_level: str | None
 
 
 @indices.command("create")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @log_options
 def indices_create(config_path: str, log_format: str | None, log_level: str | None) -> None:
     """Create the missing indices and templates; never change existing ones (differences are printed)."""

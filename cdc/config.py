@@ -7,6 +7,7 @@ secrets stay out of the file. `load_config(path)` is the only entry point.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import ssl
@@ -229,6 +230,13 @@ class Config(_Strict):
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     values: ValuesConfig = ValuesConfig()
+    # Where cdc writes: relative checkpoint.path and dead_letter.path (and the
+    # lock and snapshot-progress files beside them) resolve against it. Default:
+    # $STATE_DIRECTORY, which systemd's StateDirectory= sets (deploy/systemd/cdc.service)
+    # and the container image sets to its /var/lib/cdc volume; else the config
+    # file's directory. Under systemd and in the image the config directory
+    # /etc/cdc is read-only, so nothing may default to it.
+    state_dir: str | None = None
 
     # Set by load_config: relative paths in the file are relative to the file.
     base_dir: str = Field(default=".", exclude=True)
@@ -258,32 +266,114 @@ def _interpolate(value: Any, key: str, missing: list[str]) -> Any:
     return value
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    lines = []
+def _suggestion(loc: tuple, key: str) -> str:
+    """ " (did you mean 'server_id'?)" for a misspelled key, from the keys allowed where it stands."""
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    names = [n for n in model.model_fields if n != "base_dir"]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def key_lines(text: str) -> dict[tuple, int]:
+    """The line (1-based) of every key of a YAML mapping document, by its path: ("mysql", "server_id") -> 5."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple, int] = {}
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    lines[(*path, key.value)] = key.start_mark.line + 1
+                    walk(value, (*path, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                walk(item, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _where(source: str, lines: dict[tuple, int], loc: tuple) -> str:
+    """`file:line` of the deepest part of `loc` the file has (a missing key: its section's line)."""
+    for end in range(len(loc), 0, -1):
+        if tuple(loc[:end]) in lines:
+            return f"{source}:{lines[tuple(loc[:end])]}"
+    return source
+
+
+def format_validation_error(source: str, exc: ValidationError, lines: dict[tuple, int] | None = None) -> str:
+    out = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{source}: {key}: {msg}")
-    return "\n".join(lines)
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _suggestion(loc[:-1], str(loc[-1]))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{_where(source, lines or {}, loc)}: {key}: {msg}")
+    return "\n".join(out)
 
 
-def parse_config(data: Any, source: str = "config", base_dir: str = ".") -> Config:
+def yaml_error(source: str, exc: yaml.YAMLError) -> str:
+    """`file:line:col: invalid YAML: problem (context)`: one format for the config and the rule files."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def parse_config(data: Any, source: str = "config", base_dir: str = ".",
+                 lines: dict[tuple, int] | None = None) -> Config:
+    """Validate a loaded config; `lines` (from `key_lines`) puts line numbers in the messages."""
+    lines = lines or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with a 'mysql' section, got {type(data).__name__}")
     missing: list[str] = []
     data = _interpolate(data, "", missing)
     if missing:
-        raise ConfigError("\n".join(f"{source}: {m}" for m in missing))
+        raise ConfigError("\n".join(
+            f"{_where(source, lines, tuple(m.split(':', 1)[0].split('.')))}: {m}" for m in missing))
     try:
         config = Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
-    return _with_files(config, source)
+        raise ConfigError(format_validation_error(source, exc, lines)) from None
+    return _with_state_dir(_with_files(config, source, lines))
 
 
-def _with_files(config: Config, source: str) -> Config:
+def _with_state_dir(config: Config) -> Config:
+    """Resolve the writable paths against the state directory (see Config.state_dir)."""
+    state = config.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or None
+    if state is None:
+        return config  # the config file's directory, as every other relative path
+    state_dir = config.resolve(state)
+
+    def place(path: str) -> str:
+        return path if Path(path).is_absolute() else str(state_dir / path)
+
+    return config.model_copy(update={
+        "state_dir": str(state_dir),
+        "checkpoint": config.checkpoint.model_copy(update={"path": place(config.checkpoint.path)}),
+        "dead_letter": config.dead_letter.model_copy(update={"path": place(config.dead_letter.path)})})
+
+
+def _with_files(config: Config, source: str, lines: dict[tuple, int]) -> Config:
     """Resolve TLS file paths against the config's directory and read the *_file secrets."""
     problems: list[str] = []
+
+    def where(key: str) -> str:
+        return _where(source, lines, tuple(key.split(".")))
 
     def path(value: str | None) -> str | None:
         return str(config.resolve(value)) if value else None
@@ -292,21 +382,21 @@ def _with_files(config: Config, source: str) -> Config:
         if not value:
             return None
         try:
-            lines = config.resolve(value).read_text().splitlines()
+            text = config.resolve(value).read_text().splitlines()
         except OSError as exc:
-            problems.append(f"{source}: {key}: cannot read {config.resolve(value)}: {exc.strerror}")
+            problems.append(f"{where(key)}: {key}: cannot read {config.resolve(value)}: {exc.strerror}")
             return None
-        if not lines or not lines[0].strip():
-            problems.append(f"{source}: {key}: {config.resolve(value)} is empty")
+        if not text or not text[0].strip():
+            problems.append(f"{where(key)}: {key}: {config.resolve(value)} is empty")
             return None
-        return lines[0].strip()
+        return text[0].strip()
 
     m, e = config.mysql, config.elasticsearch
     mysql: dict[str, Any] = {"ssl_ca": path(m.ssl_ca), "ssl_cert": path(m.ssl_cert), "ssl_key": path(m.ssl_key)}
     try:  # a missing or broken certificate is a set-up error, found before connecting
         m.model_copy(update=mysql).ssl_context()
     except (OSError, ssl.SSLError) as exc:
-        problems.append(f"{source}: mysql: cannot load the TLS files (ssl_ca, ssl_cert, ssl_key): {exc}")
+        problems.append(f"{where('mysql.ssl_ca')}: mysql: cannot load the TLS files (ssl_ca, ssl_cert, ssl_key): {exc}")
     if m.password_file:
         mysql["password"] = secret("mysql.password_file", m.password_file)
     es: dict[str, Any] = {"ca_certs": path(e.ca_certs)}
@@ -367,7 +457,8 @@ def load_config(path: str | Path) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(yaml_error(str(path), exc)) from None
+    lines = key_lines(text)
     if isinstance(data, dict) and "base_dir" in data:
-        raise ConfigError(f"{path}: base_dir: unknown key")
-    return parse_config(data, str(path), str(path.parent.resolve()))
+        raise ConfigError(f"{_where(str(path), lines, ('base_dir',))}: base_dir: unknown key")
+    return parse_config(data, str(path), str(path.parent.resolve()), lines)

@@ -1,7 +1,15 @@
-"""Every error cdc raises, and whether trying again can help.
+"""Every error cdc raises, whether trying again can help, and the exit code it ends a command with.
 
 `retriable` is decided where the error is made (the library boundary knows what
-a failure means); the pipeline alone decides what to do about it.
+a failure means). The start-up waits (cdc/app/session.py `patiently`) read it;
+the pipeline's writer and the binlog reader catch the retriable classes by name.
+
+`exit_code` is what a command exits with when the error stops it (cdc/cli.py
+reads it; README "Exit codes", and systemd's RestartPreventExitStatus=2 3):
+
+  1  a runtime error; the checkpoint is safe, a restart may help
+  2  configuration, rules or set-up: fix it and start again (a restart cannot help)
+  3  the resume position is gone from the server (binlog purged): re-snapshot
 """
 
 from __future__ import annotations
@@ -11,15 +19,20 @@ class CdcError(Exception):
     """Base class. `retriable` errors are retried with backoff; others stop the daemon."""
 
     retriable = False
+    exit_code = 1
 
 
 # -- set-up: exit code 2 ---------------------------------------------------------------
 class ConfigError(CdcError):
     """The configuration or a rule file is invalid; the message names the file and key."""
 
+    exit_code = 2
+
 
 class PreflightError(CdcError):
     """The server is not set up for CDC (binlog settings, privileges, schema)."""
+
+    exit_code = 2
 
 
 # -- sources and sinks -------------------------------------------------------------------
@@ -43,6 +56,18 @@ class SchemaChanged(SourceError):
 class PurgedPositionError(SourceError):
     """The position to resume from is no longer on the server (MySQL error 1236)."""
 
+    exit_code = 3
+
+
+class StartPositionError(SourceError):
+    """The server cannot read the binlog at the start position: it is not the start of an event.
+
+    Bad input (a replay's --from-position, start.position), not a purged binlog:
+    retrying or restarting reads the same bytes.
+    """
+
+    exit_code = 2
+
 
 class UnsupportedEventError(SourceError):
     """The binlog holds something cdc cannot turn into documents without losing data."""
@@ -65,6 +90,8 @@ class SinkAccessError(SinkError):
     only an operator can fix it. The daemon stops with the position unchanged.
     """
 
+    exit_code = 2
+
     def __init__(self, message: str, items: tuple = ()):
         super().__init__(message)
         self.items = items
@@ -75,6 +102,8 @@ class SinkCertificateError(SinkError):
 
     Not retried: trying again meets the same certificate; only an operator can fix it.
     """
+
+    exit_code = 2
 
 
 class RequestTooLargeError(SinkError):
@@ -90,7 +119,9 @@ class RejectedActionsError(SinkError):
 
 
 class CheckpointError(CdcError):
-    """The checkpoint cannot be read, written or locked."""
+    """The checkpoint cannot be read, written or locked (or another daemon holds it)."""
+
+    exit_code = 2
 
 
 class DeadLetterError(CdcError):
@@ -98,4 +129,13 @@ class DeadLetterError(CdcError):
 
 
 class ConversionError(CdcError, ValueError):
-    """A column value cannot be turned into JSON."""
+    """A column value cannot be turned into a document field; carries the column name and why."""
+
+    def __init__(self, column: str, reason: str) -> None:
+        super().__init__(f"column {column!r}: {reason}")
+        self.column = column
+        self.reason = reason
+
+
+class RowError(CdcError, ValueError):
+    """A row cannot be turned into actions; the message names the table, the row and the column."""

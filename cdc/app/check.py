@@ -7,7 +7,7 @@ Nothing is written anywhere. Problems are what would stop `cdc run` (exit code
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from cdc.config import Config
 from cdc.mysql.server import Database
@@ -50,7 +50,7 @@ def _problem_list(exc: CdcError) -> list[str]:
 
 
 def run_check(config: Config, rules: RuleSet, connect_db: Callable[[], Database] | None = None,
-              connect_es: Callable[[], object] | None = None) -> CheckReport:
+              connect_es: Callable[[], Any] | None = None) -> CheckReport:
     report = CheckReport()
     report.sections.append(("config: ok", [f"{len(rules)} rule(s) from {config.resolve(config.rules)}"]))
     options = ValueOptions.from_config(config.values)
@@ -95,7 +95,7 @@ def _describe(rules: RuleSet, resolution: Resolution) -> list[str]:
 
 
 def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOptions,
-                   connect_es: Callable[[], object]) -> None:
+                   connect_es: Callable[[], Any]) -> None:
     plans = plan_indices(resolution.rules.rules, options)
     sink = connect_es()
     try:
@@ -115,3 +115,21 @@ def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOp
         report.sections.append(("elasticsearch:", lines))
     finally:
         sink.close()
+
+
+def check_offline(config: Config, rules: RuleSet, config_path: str) -> list[str]:
+    """`cdc check-config`: what was checked without connecting anywhere, and what was not."""
+    from cdc.app.session import writable_problems
+
+    lines = [f"ok: {config_path}; {len(rules)} rule(s)"]
+    writes = {"checkpoint.path": config.resolve(config.checkpoint.path)}
+    if config.dead_letter.on_rejected == "dead_letter":
+        writes["dead_letter.path"] = config.resolve(config.dead_letter.path)
+    lines.append("writes: " + ", ".join(f"{key} {path}" for key, path in writes.items())
+                 + (f" (state_dir {config.state_dir})" if config.state_dir else " (beside the config: no state_dir "
+                    "and no $STATE_DIRECTORY)"))
+    for problem in writable_problems(writes, create=False):
+        lines.append(f"warning: {problem} (here, as this user; `cdc run` refuses to start on it)")
+    lines.append("not checked: tables, columns and types the rules name, the servers' settings and grants "
+                 "(no connection); `cdc check` checks them")
+    return lines

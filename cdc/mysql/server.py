@@ -185,13 +185,13 @@ class Database:
         return [r["Log_name"] for r in self.rows("SHOW BINARY LOGS")]
 
     def check_position_available(self, position: BinlogPosition) -> None:
+        """For a replay's --from-position; `cdc run` decides on its checkpoint in cdc/app/start.py."""
         files = self.binlog_files()
         if position.file not in files:
             raise PurgedPositionError(
-                f"binlog file {position.file} (position {position}) is no longer on the server "
-                f"(oldest is {files[0] if files else 'none'}): changes after it are lost to cdc. "
-                "Rebuild the index from a snapshot, then start from the current position "
-                "(remove the checkpoint and set start.position).")
+                f"binlog file {position.file} (position {position}) is not on the server (it has "
+                f"{files[0] if files else 'none'} to {files[-1] if files else 'none'}): the changes there were "
+                "purged, and cannot be replayed. `cdc run --resnapshot` rebuilds an index from the tables.")
 
     # ------------------------------------------------------------------ checks
     def preflight(self, reads_binlog: bool = True) -> list[str]:
@@ -258,7 +258,9 @@ class Database:
         # A reader that just died (crash, SIGKILL) stays registered until the
         # server fails to send it a heartbeat, so give a stale entry a few
         # heartbeat periods to go away before calling it a clash.
-        deadline = time.monotonic() + max(5.0, 3 * self.config.heartbeat)
+        patience = max(5.0, 3 * self.config.heartbeat)
+        deadline = time.monotonic() + patience
+        said = False
         while True:
             try:
                 hosts = self.rows(sql)
@@ -268,8 +270,16 @@ class Database:
             clash = [h for h in hosts if int(h.get("Server_id", 0)) == self.config.server_id]
             if not clash:
                 return None, None
+            host = clash[0].get("Host") or "unknown host"
+            if not said:
+                # Not silent (a replay right after another one waits here for the first one's entry):
+                # say what is awaited, for how long, and how to avoid it.
+                log.info("server_id %d is listed in %s (%s); waiting up to %.0fs for the entry to go away: a "
+                         "reader that just stopped stays listed until the server next fails to send it a "
+                         "heartbeat (a replay can take another id with --server-id)", self.config.server_id, sql,
+                         host, patience)
+                said = True
             if time.monotonic() > deadline:
-                host = clash[0].get("Host") or "unknown host"
                 return (f"server_id {self.config.server_id} is already used by a replica ({host}): two readers "
                         "with one id make the server drop one of them; give each cdc process its own "
                         "mysql.server_id"), None

@@ -55,7 +55,8 @@ from pymysqlreplication.row_event import (
 )
 
 from cdc.config import MysqlConfig, RetryConfig
-from cdc.errors import PurgedPositionError, SourceConnectionError, SourceError, UnsupportedEventError
+from cdc.errors import (PurgedPositionError, SourceConnectionError, SourceError, StartPositionError,
+                        UnsupportedEventError)
 from cdc.model import (
     BinlogPosition,
     Column,
@@ -502,13 +503,42 @@ class BinlogSource:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         message = exc.args[1] if len(exc.args) > 1 else str(exc)
         if code == _ER_BINLOG_FATAL:
-            where = start.position if not start.by_gtid else f"GTID state {start.gtid}"
-            return PurgedPositionError(
-                f"the server cannot send the binlog from {where}: {message} (error 1236). "
-                "The binlog was probably purged; the index must be rebuilt from a new snapshot.")
+            return binlog_fatal(message, start)
         if code in _CONNECTION_ERRORS or isinstance(exc, pymysql.err.OperationalError) and code and code >= 2000:
             return SourceConnectionError(f"MySQL error {code}: {message}")
         return SourceError(f"MySQL error {code}: {message}")
+
+
+# Error 1236 texts (MariaDB sql/sql_repl.cc, MySQL sql/rpl_binlog_sender.cc) for a start
+# position that is not the start of an event: the server reads an event header there
+# and finds a length or type that makes no sense. The file itself is there.
+_NOT_AN_EVENT = ("truncated in the middle of event", "impossible position", "bogus data in log event",
+                 "exceeded max_allowed_packet", "event too small", "wrong offset")
+# ... and for a position or GTID state the server no longer has.
+_GONE = ("could not find first log file", "purged", "not in the master's binlog", "not in the source's binlog",
+         "could not find gtid state")
+
+
+def binlog_fatal(message: str, start: StartPoint) -> SourceError:
+    """Error 1236: the server will not send the binlog from `start`. Say why, and what fixes it."""
+    text = message.lower()
+    where = start.position if not start.by_gtid else f"GTID state {start.gtid}"
+    if start.position is not None and not start.by_gtid and any(s in text for s in _NOT_AN_EVENT):
+        file = start.position.file
+        return StartPositionError(
+            f"the server cannot read the binlog at {where}: {message} (error 1236). {where} is not the start "
+            "of an event (the file is there; nothing was purged). Start at a transaction boundary: the "
+            f"End_log_pos of a Xid/COMMIT event in SHOW BINLOG EVENTS IN '{file}' (mysqlbinlog prints it as "
+            "'# at N' before the next event), or a position cdc printed: a checkpoint, or `last_commit` "
+            "and the actions' `position` of `cdc replay --dry-run`.")
+    if any(s in text for s in _GONE):
+        return PurgedPositionError(
+            f"the server cannot send the binlog from {where}: {message} (error 1236). The binlog there was "
+            "purged: rebuild the index with `cdc run --resnapshot` (copies every table again, then streams "
+            "from the current position), or `snapshot.mode: when_needed` to do that by itself.")
+    return PurgedPositionError(
+        f"the server cannot send the binlog from {where}: {message} (error 1236). The position is no longer "
+        "readable on this server; if its binlog was purged, rebuild the index with `cdc run --resnapshot`.")
 
 
 def _fix_nones(values: dict, none_sources: dict | None, event, end: BinlogPosition) -> dict:

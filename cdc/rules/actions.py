@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 
+from cdc.errors import RowError  # importable from here and from cdc.rules too
 from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange
 from cdc.rules.values import (
     ConversionError,
@@ -38,10 +39,6 @@ def document_version(position: BinlogPosition, epoch: int = 0) -> int:
     if seq >= 1 << 24 or position.pos >= 1 << 32:
         raise ValueError(f"binlog position {position} does not fit in a document version")
     return (epoch << _EPOCH_SHIFT) | (seq << _FILE_SHIFT) | position.pos
-
-
-class RowError(ValueError):
-    """A row cannot be turned into actions; the message names the table, the row and the column."""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import orjson
 
-from cdc import errors
+from cdc.errors import ConversionError  # importable from here too
 from cdc.model import Column, ColumnKind
 
 UTC = datetime.timezone.utc
@@ -86,15 +86,6 @@ class ValueOptions:
 
 
 DEFAULT_OPTIONS = ValueOptions()
-
-
-class ConversionError(errors.ConversionError):
-    """A value that cannot become a document field; carries the column name and why."""
-
-    def __init__(self, column: str, reason: str) -> None:
-        super().__init__(f"column {column!r}: {reason}")
-        self.column = column
-        self.reason = reason
 
 
 @dataclass

@@ -78,7 +78,12 @@ def test_help_lists_commands():
 def test_check_config_ok(config_path):
     result = invoke("check-config", "--config", config_path)
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"ok: {config_path}; 1 rule(s)"
+    ok, writes, not_checked = result.output.strip().splitlines()
+    assert ok == f"ok: {config_path}; 1 rule(s)"
+    assert writes == (f"writes: checkpoint.path {config_path.parent / 'state' / 'cp.json'} (beside the config: "
+                      "no state_dir and no $STATE_DIRECTORY)")
+    # Offline, so the rules' columns are not checked: it says so, and which command does.
+    assert not_checked.startswith("not checked: tables, columns") and not_checked.endswith("`cdc check` checks them")
 
 
 def test_check_config_bad_key(config_path):
@@ -86,7 +91,7 @@ def test_check_config_bad_key(config_path):
     result = invoke("check-config", "--config", config_path)
     assert result.exit_code == 2
     assert "configuration error" in result.output
-    assert f"{config_path}: mysql.sever_id: unknown key" in result.output
+    assert f"{config_path}:4: mysql.sever_id: unknown key (did you mean 'server_id'?)" in result.output
 
 
 def test_check_config_bad_rules(config_path):
@@ -187,3 +192,79 @@ def test_position_corrupt_checkpoint(config_path):
     result = invoke("position", "--config", config_path)
     assert result.exit_code == 2
     assert "not valid JSON" in result.output
+
+
+def test_every_error_carries_its_exit_code():
+    from cdc import errors
+
+    expected = {
+        errors.ConfigError: 2, errors.PreflightError: 2, errors.CheckpointError: 2, errors.SinkAccessError: 2,
+        errors.SinkCertificateError: 2, errors.StartPositionError: 2, errors.PurgedPositionError: 3,
+        errors.CdcError: 1, errors.SourceError: 1, errors.SourceConnectionError: 1, errors.SinkError: 1,
+        errors.SinkUnavailableError: 1, errors.RejectedActionsError: 1, errors.UnsupportedEventError: 1,
+        errors.DeadLetterError: 1, errors.SchemaChanged: 1, errors.RowError: 1, errors.ConversionError: 1,
+        errors.RequestTooLargeError: 1,
+    }
+    classes = {c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.CdcError)}
+    assert classes == set(expected), "a new error class needs its exit code decided here"
+    assert {c: c.exit_code for c in classes} == expected
+
+
+@pytest.mark.parametrize("error, code", [
+    ("PurgedPositionError('gone')", 3), ("StartPositionError('not an event start')", 2),
+    ("CheckpointError('in use')", 2), ("SinkAccessError('403')", 2), ("RowError('bad row')", 1),
+])
+def test_the_cli_exits_with_the_errors_own_code(config_path, monkeypatch, error, code):
+    """No isinstance chain: whatever error stops a command, its exit_code is the exit status."""
+    from cdc import errors
+    from cdc.app import daemon
+
+    def fail(session, resnapshot=False):
+        raise eval(error, vars(errors))
+
+    monkeypatch.setattr(daemon, "run", fail)
+    result = invoke("run", "--config", config_path)
+    assert result.exit_code == code, result.output
+    message = eval(error, vars(errors)).args[0]
+    assert message in result.output
+    assert ("fatal: " in result.output) == (code == 1)
+
+
+def test_a_bug_exits_1_with_its_traceback(config_path, monkeypatch):
+    from cdc.app import daemon
+
+    monkeypatch.setattr(daemon, "run", lambda session, resnapshot=False: 1 / 0)
+    result = invoke("run", "--config", config_path)
+    assert result.exit_code == 1
+    assert "unexpected error: division by zero" in result.output and "Traceback" in result.output
+
+
+def test_config_option_is_defined_once():
+    """Every command takes `--config` from one decorator; the CLI builds no sink or database itself."""
+    from pathlib import Path
+
+    import cdc.cli
+
+    source = Path(cdc.cli.__file__).read_text()
+    assert source.count('"--config"') == 1
+    for built_elsewhere in ("ElasticsearchSink(", "Database(", "DeadLetterStore(", "FileCheckpointStore("):
+        assert built_elsewhere not in source
+    commands = [cmd for group in (main, main.commands["dlq"], main.commands["indices"])
+                for cmd in group.commands.values() if not hasattr(cmd, "commands")]
+    assert len(commands) == 14
+    for command in commands:
+        assert any(p.name == "config_path" and p.required for p in command.params), command.name
+
+
+def test_check_config_names_the_writable_paths_and_warns_when_they_are_not(config_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "var"))
+    result = invoke("check-config", "--config", config_path)
+    assert result.exit_code == 0, result.output
+    assert f"writes: checkpoint.path {tmp_path / 'var' / 'state' / 'cp.json'} (state_dir {tmp_path / 'var'})" \
+        in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("STATE_DIRECTORY", str(blocker))  # a file: no directory can be made under it
+    result = invoke("check-config", "--config", config_path)
+    assert result.exit_code == 0, result.output
+    assert "warning: checkpoint.path: cannot write" in result.output

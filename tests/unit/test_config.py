@@ -229,7 +229,76 @@ def test_load_config_errors_name_the_file(tmp_path):
     path = _write(tmp_path / "cdc.yml", "mysql: {user: cdc, server_id: 1, sever_id: 2}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert f"{path}: mysql.sever_id: unknown key" in str(info.value)
+    assert f"{path}:1: mysql.sever_id: unknown key (did you mean 'server_id'?)" in str(info.value)
+
+
+def test_errors_give_the_line_and_suggest_the_key_that_was_meant(tmp_path):
+    path = _write(tmp_path / "cdc.yml", (
+        "mysql:\n"
+        "  user: cdc\n"
+        "  server_idd: 3\n"
+        "  port: many\n"
+        "batch:\n"
+        "  max_actoins: 5\n"
+        "elasticsearch:\n"
+        "  hosts: [\"http://a:9200\"]\n"
+        "  flux: 1\n"
+        "checkpont: {path: x}\n"
+    ))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert f"{path}:4: mysql.port: Input should be a valid integer, unable to parse string as an integer" in lines
+    assert f"{path}:1: mysql.server_id: Field required" in lines  # a missing key: the line of its section
+    assert f"{path}:3: mysql.server_idd: unknown key (did you mean 'server_id'?)" in lines
+    assert f"{path}:6: batch.max_actoins: unknown key (did you mean 'max_actions'?)" in lines
+    assert f"{path}:9: elasticsearch.flux: unknown key" in lines  # nothing close: no guess
+    assert f"{path}:10: checkpont: unknown key (did you mean 'checkpoint'?)" in lines
+
+
+def test_a_missing_environment_variable_gives_the_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("CDC_TEST_NOPE", raising=False)
+    path = _write(tmp_path / "cdc.yml", "mysql:\n  user: cdc\n  server_id: 1\n  password: ${CDC_TEST_NOPE}\n")
+    with pytest.raises(ConfigError, match=f"^{path}:4: mysql.password: environment variable CDC_TEST_NOPE is not set$"):
+        load_config(path)
+
+
+def test_invalid_yaml_has_the_same_format_as_in_rule_files(tmp_path):
+    from cdc.rules import load_rules
+
+    text = "mysql: {user: cdc,\n  server_id: [1 2}\n"
+    config = _write(tmp_path / "cdc.yml", text)
+    (tmp_path / "rules").mkdir()
+    rules = _write(tmp_path / "rules" / "r.yml", text)
+    with pytest.raises(ConfigError) as from_config:
+        load_config(config)
+    with pytest.raises(ConfigError) as from_rules:
+        load_rules(tmp_path / "rules")
+    assert str(from_config.value) == (f"{config}:2:18: invalid YAML: expected ',' or ']', but got '}}' "
+                                      "(while parsing a flow sequence)")
+    assert str(from_rules.value) == str(from_config.value).replace(str(config), str(rules))
+    assert "<unicode string>" not in str(from_config.value)
+
+
+def test_writable_paths_default_to_the_state_directory(tmp_path, monkeypatch):
+    """systemd's StateDirectory= sets $STATE_DIRECTORY (the image sets it too): the config dir may be read-only."""
+    path = _write(tmp_path / "cdc.yml", "mysql: {user: cdc, server_id: 1}\nrules: rules.d\n")
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/cdc")
+    config = load_config(path)
+    assert config.state_dir == "/var/lib/cdc"
+    assert config.resolve(config.checkpoint.path) == Path("/var/lib/cdc/cdc.checkpoint.json")
+    assert config.resolve(config.dead_letter.path) == Path("/var/lib/cdc/dead-letters.jsonl")
+    assert config.resolve(config.rules) == tmp_path.resolve() / "rules.d"  # read paths stay beside the config
+    # An absolute path is kept; state_dir in the file wins over the environment, relative to the file.
+    path.write_text("mysql: {user: cdc, server_id: 1}\nstate_dir: state\ncheckpoint: {path: /data/cp.json}\n")
+    config = load_config(path)
+    assert config.resolve(config.checkpoint.path) == Path("/data/cp.json")
+    assert config.resolve(config.dead_letter.path) == tmp_path.resolve() / "state" / "dead-letters.jsonl"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    path.write_text("mysql: {user: cdc, server_id: 1}\n")
+    config = load_config(path)
+    assert config.state_dir is None
+    assert config.resolve(config.checkpoint.path) == tmp_path.resolve() / "cdc.checkpoint.json"
 
 
 def test_load_config_missing_file(tmp_path):

@@ -1,0 +1,25 @@
+"""`cdc indices plan|create`: the indices and templates the rules' `create_index` asks for."""
+
+from __future__ import annotations
+
+from cdc.config import Config
+from cdc.es.indices import PlanState, create_missing, inspect, plan_indices
+from cdc.es.sink import ElasticsearchSink
+from cdc.mysql.server import Database
+from cdc.rules import RuleSet, resolved_or_stop
+from cdc.rules.values import ValueOptions
+
+
+def index_states(config: Config, rules: RuleSet, create: bool) -> list[PlanState]:
+    """What exists, what is missing and what differs; with `create`, create what is missing (never change)."""
+    db = Database(config.mysql)
+    try:
+        rules = resolved_or_stop(rules, db.catalog(rules))
+    finally:
+        db.close()
+    plans = plan_indices(rules.rules, ValueOptions.from_config(config.values))
+    sink = ElasticsearchSink(config.elasticsearch)
+    try:
+        return create_missing(plans, sink) if create else inspect(plans, sink)
+    finally:
+        sink.close()

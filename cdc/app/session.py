@@ -1,0 +1,221 @@
+"""What every command that talks to the servers shares: building the stages from the config.
+
+A `Session` is one command's run: its config, the stop event a signal sets,
+the observers (metrics, health, systemd) and the pipeline once one streams.
+The command functions (cdc/app/daemon.py, replay.py, copy.py) build their
+stages through it, so that the stream, snapshots, verify and replay convert
+rows, version documents and retry in exactly the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from cdc.config import Config
+from cdc.errors import CdcError, ConfigError
+from cdc.es.indices import ensure as ensure_indices
+from cdc.es.sink import ElasticsearchSink
+from cdc.model import Action, BinlogPosition
+from cdc.mysql.server import Database
+from cdc.mysql.source import BinlogSource
+from cdc.retry import Backoff
+from cdc.rules import ActionBuilder, Rule, RuleSet, load_rules, resolved_or_stop
+from cdc.rules.values import ValueOptions
+from cdc.stream.checkpoint import FileCheckpointStore
+from cdc.stream.deadletter import DeadLetterStore
+from cdc.stream.delivery import BulkWriter
+from cdc.stream.observe import Observers, Stats
+from cdc.stream.pipeline import Pipeline
+
+log = logging.getLogger("cdc")
+
+
+def patiently(what: str, call: Callable, stop: threading.Event, retry):
+    """Call until it works or fails for good; outages at start-up are waited out.
+
+    What may be tried again is the error's `retriable` flag, set where the error
+    is made (cdc/errors.py): the library boundary knows what a failure means.
+    """
+    backoff = Backoff(retry.initial_backoff, retry.max_backoff)
+    attempts = 0
+    while True:
+        try:
+            return call()
+        except CdcError as exc:
+            if not exc.retriable:
+                raise
+            attempts += 1
+            if retry.max_attempts and attempts >= retry.max_attempts:
+                raise
+            delay = backoff.next()
+            log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, exc, delay, attempts)
+            if stop.wait(delay):
+                raise CdcError(f"stopped while waiting for {what}") from None
+
+
+def writable_problems(paths: dict[str, Path], create: bool = True) -> list[str]:
+    """The files of `paths` (config key -> file) that cannot be created, each with why.
+
+    A missing directory is created when `create` (as the checkpoint store does);
+    without it, its nearest existing parent must be writable.
+    """
+    problems = []
+    for key, path in paths.items():
+        directory = path.parent
+        try:
+            if create:
+                directory.mkdir(parents=True, exist_ok=True)
+            else:
+                while not directory.exists() and directory != directory.parent:
+                    directory = directory.parent
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            problems.append(f"{key}: cannot write {path}: {exc.strerror or exc}")
+    return problems
+
+
+def check_writable(paths: dict[str, Path]) -> None:
+    """Every file a command will write must be creatable: say so at start-up (exit 2), not at first use.
+
+    A directory that cannot be written to, e.g. /etc/cdc under systemd's
+    ProtectSystem=strict, is a set-up error that a restart cannot fix.
+    """
+    problems = writable_problems(paths)
+    if problems:
+        raise ConfigError("files cdc must write are not writable:\n  - " + "\n  - ".join(problems) + "\n"
+                          "Set state_dir (or these keys) to a writable directory. Relative paths of "
+                          "checkpoint.path and dead_letter.path resolve against state_dir, which defaults "
+                          "to $STATE_DIRECTORY (set by the systemd unit and the container image), else to "
+                          "the config file's directory.")
+
+
+def chosen_rules(rules: RuleSet, tables: list[str] | None) -> list[Rule]:
+    """The rules of `--table` options (all without); an unknown table is a config error."""
+    unknown = sorted(set(tables or ()) - {r.name for r in rules.rules})
+    if unknown:
+        raise ConfigError(f"--table {', '.join(unknown)}: no rule maps these tables "
+                          f"(known: {', '.join(r.name for r in rules.rules)})")
+    return [r for r in rules.rules if not tables or r.name in tables]
+
+
+class Session:
+    """One command's run: config, stop event, observers, and the stages built from them."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.stop = threading.Event()
+        self.pipeline: Pipeline | None = None
+        # Metrics, health endpoints and systemd notifications hang off these hooks (cdc/ops/build.py).
+        self.observers = Observers()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.observers.on_stopping()
+        if self.pipeline is not None:
+            self.pipeline.request_stop()
+
+    # ------------------------------------------------------------------ paths
+    def checkpoint_store(self) -> FileCheckpointStore:
+        return FileCheckpointStore(self.config.resolve(self.config.checkpoint.path))
+
+    def dead_letters(self) -> DeadLetterStore | None:
+        if self.config.dead_letter.on_rejected != "dead_letter":
+            return None
+        return DeadLetterStore(self.config.resolve(self.config.dead_letter.path))
+
+    def writable_paths(self, checkpoint: bool = True, extra: dict[str, Path] | None = None) -> dict[str, Path]:
+        paths = dict(extra or {})
+        if checkpoint:
+            paths["checkpoint.path"] = self.config.resolve(self.config.checkpoint.path)
+        if self.config.dead_letter.on_rejected == "dead_letter":
+            paths["dead_letter.path"] = self.config.resolve(self.config.dead_letter.path)
+        return paths
+
+    # ------------------------------------------------------------------ stages
+    def prepare(self, reads_binlog: bool = True) -> tuple[Database, RuleSet, ElasticsearchSink]:
+        """Rules, both servers reached and checked, indices created: what every command starts with."""
+        config = self.config
+        rules = load_rules(config.resolve(config.rules))
+        db = patiently("connecting to MySQL", lambda: Database(config.mysql), self.stop, config.retry)
+        log.info("connected to %s %s at %s:%s", "MariaDB" if db.info.mariadb else "MySQL", db.info.version,
+                 config.mysql.host, config.mysql.port)
+        for warning in db.preflight(reads_binlog):
+            log.warning("%s", warning)
+        rules = resolved_or_stop(rules, db.catalog(rules))
+        sink = ElasticsearchSink(config.elasticsearch)
+        status = patiently("connecting to Elasticsearch", sink.check, self.stop, config.retry)
+        log.info("Elasticsearch cluster is %s; %d rule(s): %s", status, len(rules),
+                 ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
+        if any(r.create_index is not None for r in rules.rules):  # rules' create_index (cdc/es/indices.py)
+            options = ValueOptions.from_config(config.values)
+            patiently("creating indices", lambda: ensure_indices(rules.rules, sink, options), self.stop, config.retry)
+        return db, rules, sink
+
+    def new_pipeline(self, rules: RuleSet, sink, store: FileCheckpointStore | None, dry_run: bool = False,
+                     on_batch: Callable[[list[Action]], None] | None = None) -> Pipeline:
+        config = self.config
+        self.pipeline = Pipeline(
+            rules, sink, store, config.batch, config.retry, dead_letters=self.dead_letters(),
+            version_epoch=self.epoch(store),
+            value_options=ValueOptions.from_config(config.values),
+            checkpoint_interval=config.checkpoint.min_interval,
+            dry_run=dry_run, on_batch=on_batch,
+            observer=self.observer(),
+        )
+        if self.stop.is_set():
+            self.pipeline.request_stop()
+        return self.pipeline
+
+    def source(self, db: Database, rules: RuleSet, end: BinlogPosition | None = None) -> BinlogSource:
+        tables = rules.table_filter()  # also lets through tables created later that a pattern matches
+        return BinlogSource(self.config.mysql, db.info.mariadb, tables, self.config.retry, stop=self.stop, end=end)
+
+    def epoch(self, store: FileCheckpointStore | None) -> int:
+        """Config epoch plus failovers so far. Commands that do not hold the
+        checkpoint (replay, snapshot, verify) read it too: with a lower epoch
+        their writes would be refused as stale."""
+        if store is None:
+            store = self.checkpoint_store()
+            try:
+                store.load()
+            except CdcError:
+                pass
+        return self.config.elasticsearch.version_epoch + store.epoch
+
+    def builder(self, rules: RuleSet, store: FileCheckpointStore | None) -> ActionBuilder:
+        """Row -> actions as the stream does them: the same epoch and value options everywhere."""
+        return ActionBuilder(rules, self.epoch(store), ValueOptions.from_config(self.config.values))
+
+    def writer(self, sink, stats: Stats, observed: bool = False, dead_letters: bool = True) -> BulkWriter:
+        return BulkWriter(sink, self.config.batch, self.config.retry, stats,
+                          dead_letters=self.dead_letters() if dead_letters else None,
+                          observer=self.observer() if observed else None)
+
+    def observer(self) -> Observers | None:
+        """None when nothing listens, so that the hot path pays no per-row hook calls."""
+        return self.observers if self.observers.observers else None
+
+    def last_loop(self) -> float | None:
+        """When the pipeline's main loop last turned (monotonic); None before streaming starts."""
+        return self.pipeline.last_loop if self.pipeline is not None else None
+
+
+def log_summary(stats: Stats, resume_from: BinlogPosition | str | None, dry_run: bool = False) -> None:
+    """The last line of a run. `resume_from`: where the next start resumes (the last checkpoint saved,
+    also one saved at start-up before any commit), None when this command keeps no checkpoint."""
+    elapsed = max(time.time() - stats.started, 1e-9)
+    where = stats.last_saved or resume_from
+    log.info("stopped: %d rows, %d transactions, %d actions %s (%d already newer), %d batches, %d retries, "
+             "%s, %.1fs", stats.rows, stats.transactions, stats.actions_sent,
+             "would be written (dry run)" if dry_run else "written", stats.actions_stale, stats.batches,
+             stats.item_retries + stats.request_retries,
+             f"last checkpoint {where}" if where is not None else "no checkpoint", elapsed,
+             extra={"position": str(where) if where is not None else None})
