@@ -1,0 +1,181 @@
+"""What a new user and an operator trip over (issue 16), on the real servers: replay positions,
+a read-only config directory, a purged checkpoint, the stop line, dry runs and server_id waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from harness import CdcSetup, binlog_position, es_docs, wait_until_equal
+
+
+def table_rule(database: str, index_prefix: str) -> list[dict]:
+    return [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}]
+
+
+def test_replay_from_inside_an_event_says_so_and_exits_2(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(2000))")
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    file, pos = binlog_position(db)
+    db.execute("INSERT INTO t VALUES (1, REPEAT('x', 1500))")
+    events = db.query(f"SHOW BINLOG EVENTS IN '{file}' FROM {pos}")
+    rows = next(e for e in events if e["Event_type"].startswith("Write_rows"))
+    assert rows["End_log_pos"] - rows["Pos"] > 1000  # so +100 is inside it, never at the next event
+    inside = rows["Pos"] + 100
+    code, out = setup.command("replay", "--from-position", f"{file}:{inside}")
+    assert code == 2, out
+    assert f"{file}:{inside} is not the start of an event (the file is there; nothing was purged)" in out
+    assert f"SHOW BINLOG EVENTS IN '{file}'" in out
+    assert "probably purged" not in out and "rebuilt from a new snapshot" not in out
+    # The boundary it points to works.
+    code, out = setup.command("replay", "--from-position", f"{file}:{pos}")
+    assert code == 0, out
+    wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"], timeout=10)
+
+
+def test_dry_run_prints_the_actions_and_never_says_written(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    file, pos = binlog_position(db)
+    # In one batch, the delete of 3 replaces its index (the same document): three actions, not four.
+    db.execute("INSERT INTO t VALUES (1, 10), (2, 20), (3, 30)", "DELETE FROM t WHERE id = 3")
+    proc = setup.process("replay", "--from-position", f"{file}:{pos}", "--dry-run", "--limit", "2").start()
+    assert proc.wait() == 0, proc.text()
+    printed = [json.loads(line) for line in proc.text().splitlines() if line.startswith('{"action"')]
+    assert [(a["action"], a["id"], a["doc"]) for a in printed] == [("index", "1", {"id": 1, "v": 10}),
+                                                                   ("index", "2", {"id": 2, "v": 20})]
+    assert all(a["index"] == f"{index_prefix}-t" and a["position"].startswith(file) for a in printed)
+    [summary] = [json.loads(line) for line in proc.text().splitlines() if line.startswith('{"rows"')]
+    assert summary["would_write"] == {f"index {index_prefix}-t": 2, f"delete {index_prefix}-t": 1}
+    assert summary["shown"] == 2
+    [stopped] = [r for r in proc.logs() if r.get("msg", "").startswith("stopped:")]
+    assert "3 actions would be written (dry run)" in stopped["msg"] and " written" not in stopped["msg"].replace(
+        "would be written", "")
+    assert not es.indices.exists(index=f"{index_prefix}-t")
+
+
+def test_the_stop_line_names_the_position_a_restart_resumes_from(servers, db, database, es, index_prefix,
+                                                                 tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    cdc = setup.run()
+    saved = setup.position()
+    assert cdc.stop(signal.SIGINT) == 0  # nothing written in this run
+    [stopped] = [r for r in cdc.logs() if r.get("msg", "").startswith("stopped:")]
+    assert f"last checkpoint {saved[0]}:{saved[1]}" in stopped["msg"], stopped
+    assert stopped["position"] == f"{saved[0]}:{saved[1]}"
+    assert "last checkpoint -" not in cdc.text()
+
+
+def test_a_purged_checkpoint_points_to_resnapshot_which_fixes_it(servers, db, database, es, index_prefix, tmp_path):
+    """The checkpoint names a binlog file older than any the server has: what `make test` leaves behind
+    for the demo after purging binlogs. Nothing is purged here (other tests share the server)."""
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)", "INSERT INTO t VALUES (1, 1), (2, 2)")
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    oldest = db.execute("SHOW BINARY LOGS")[0][0]
+    gone = f"{oldest.rsplit('.', 1)[0]}.000000"  # binlog numbers start at 1: never on the server
+    setup.checkpoint_path.parent.mkdir(parents=True)
+    setup.checkpoint_path.write_text(json.dumps({"format": 2, "file": gone, "pos": 4, "gtid": None,
+                                                 "snapshotted": [f"{database}.t"], "snapshot": None}))
+    code, out = setup.command("run")
+    assert code == 3, out
+    assert f"binlog file {gone} (position {gone}:4) is no longer on the server (oldest is {oldest})" in out
+    assert "cdc run --resnapshot" in out and "remove the checkpoint" not in out
+    # The command it names does fix it.
+    proc = setup.process("run", "--resnapshot").start()
+    try:
+        proc.wait_for_log("snapshot done")
+        wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+    finally:
+        assert proc.stop() == 0
+    assert setup.position()[0] != gone
+
+
+def test_waiting_for_a_server_id_in_use_is_logged(servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    daemon = setup.run()
+    try:
+        file, pos = binlog_position(db)
+        code, out = setup.command("replay", "--from-position", f"{file}:{pos}", "--server-id", str(setup.server_id))
+    finally:
+        assert daemon.stop() == 0
+    assert code == 2, out
+    assert (f"server_id {setup.server_id} is listed in SHOW SLAVE HOSTS (cdc pid {daemon.proc.pid} on ") in out
+    assert "waiting up to 5s for the entry to go away" in out
+    assert f"server_id {setup.server_id} is already used by a replica" in out
+
+
+def _read_only(directory: Path, command: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run `command` with `directory` mounted read-only, as systemd's ProtectSystem=strict leaves /etc/cdc."""
+    script = f'mount --bind -o ro "{directory}" "{directory}" && exec "$@"'
+    return subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *command], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_read_only_config_directory_is_a_start_up_error_and_the_state_directory_works(
+        servers, db, database, es, index_prefix, tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount the config directory read-only")
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+    index = f"{index_prefix}-t"
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+    es.indices.create(index=index, mappings={"properties": {"v": {"type": "integer"}}})
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    # The defaults of a deployment: relative checkpoint and dead-letter paths, dead letters on.
+    setup = CdcSetup(etc, servers, table_rule(database, index_prefix), dead_letter__on_rejected="dead_letter")
+    config = yaml.safe_load(setup.config_path.read_text())
+    config["checkpoint"] = {"min_interval": 0}
+    setup.config_path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "cdc", "run", "--config", str(setup.config_path), "--log-format", "json"]
+    env = {k: v for k, v in {**os.environ, **setup.env}.items() if k != "STATE_DIRECTORY"}
+
+    refused = _read_only(etc, command, env)
+    assert refused.returncode == 2, refused.stderr
+    assert "files cdc must write are not writable" in refused.stderr
+    assert f"checkpoint.path: cannot write {etc / 'cdc.checkpoint.json'}: Read-only file system" in refused.stderr
+    assert f"dead_letter.path: cannot write {etc / 'dead-letters.jsonl'}: Read-only file system" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    # With the state directory the unit (StateDirectory=) and the image provide, it runs, and a
+    # rejected document goes to the dead-letter store there.
+    state = tmp_path / "var-lib-cdc"
+    state.mkdir()
+    log = (tmp_path / "run.log").open("w")
+    run = subprocess.Popen(["unshare", "--mount", "sh", "-c",
+                            f'mount --bind -o ro "{etc}" "{etc}" && exec "$@"', "sh", *command],
+                           env={**env, "STATE_DIRECTORY": str(state)}, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not (state / "cdc.checkpoint.json").exists():
+            assert run.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            time.sleep(0.1)
+        db.execute("INSERT INTO t VALUES (1, '7'), (2, 'not a number'), (3, '9')")
+        while not (state / "dead-letters.jsonl").exists() or not (state / "dead-letters.jsonl").read_text():
+            assert run.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline + 30, (tmp_path / "run.log").read_text()
+            time.sleep(0.1)
+        docs = {}
+        while set(docs) != {"1", "3"}:
+            assert time.monotonic() < deadline + 60, docs
+            docs = es_docs(es, index)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(60)
+        log.close()
+    assert code == 0, (tmp_path / "run.log").read_text()
+    [letter] = [json.loads(line) for line in (state / "dead-letters.jsonl").read_text().splitlines()]
+    assert letter["doc_id"] == "2" and letter["position"] and letter["status"] == 400
+    assert not (etc / "dead-letters.jsonl").exists() and not (etc / "cdc.checkpoint.json").exists()
