@@ -14,12 +14,14 @@
 #   /etc/cdc/cdc.yml  the configuration; mount it read-only. ${VAR} in it is read from
 #                     the container's environment, so pass secrets with -e / env_file.
 #   /etc/cdc/rules/   the rule files (*.yml); mount read-only.
-#   /var/lib/cdc/     the checkpoint (a volume, owned by the cdc user). Keep it across
-#                     container restarts, or the daemon starts again from start.position.
-# Relative paths in cdc.yml resolve against the config file's directory (/etc/cdc, which
-# the daemon cannot write to), so the config must say
-#   checkpoint: {path: /var/lib/cdc/checkpoint.json}
-#   rules: /etc/cdc/rules
+#   /var/lib/cdc/     the checkpoint and dead letters (a volume, owned by the cdc user).
+#                     Keep it across container restarts, or the daemon starts again from
+#                     start.position.
+# STATE_DIRECTORY=/var/lib/cdc (below) is cdc's state_dir: relative checkpoint.path and
+# dead_letter.path resolve there, not against /etc/cdc, which the daemon cannot write to
+# (cdc checks at start that it can write them: exit 2 if not). Other relative paths
+# (rules, TLS and password files) resolve against the config's directory: rules: rules
+# is /etc/cdc/rules.
 # See deploy/docker/cdc.yml for a complete example.
 #
 # Exit codes (cdc/cli.py): 0 stopped, 1 fatal runtime error (a restart may help),
@@ -56,7 +58,8 @@ LABEL org.opencontainers.image.title="cdc" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    STATE_DIRECTORY=/var/lib/cdc
 
 # Install from the build stage's wheels only (no index), without keeping them in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

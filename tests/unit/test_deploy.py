@@ -386,3 +386,55 @@ def test_unit_passes_systemd_analyze_verify():
     problems = [line for line in output if re.search(r"Unknown (key|section)|Failed to parse|ignoring|Invalid",
                                                      line, re.I)]
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- (e) writable paths (issue 16)
+def _env_instructions() -> dict[str, str]:
+    env = {}
+    for kw, args in _runtime_stage():
+        if kw == "ENV":
+            for pair in re.findall(r"(\w+)=(\S+)", args.replace("\\\n", " ")):
+                env[pair[0]] = pair[1]
+    return env
+
+
+def test_the_image_puts_every_writable_path_in_its_volume(monkeypatch):
+    """The image's STATE_DIRECTORY is its volume: a config with the default (relative) paths writes
+    nothing to the read-only /etc/cdc; so does deploy/docker/cdc.yml."""
+    state = _env_instructions().get("STATE_DIRECTORY")
+    runtime = dict(_runtime_stage())
+    volume = runtime["VOLUME"]
+    assert [state] == (json.loads(volume) if volume.startswith("[") else volume.split())
+    monkeypatch.setenv("STATE_DIRECTORY", state)
+    monkeypatch.setenv("CDC_MYSQL_PASSWORD", "s3cret")
+    for data in ({"mysql": {"user": "cdc", "server_id": 5}, "dead_letter": {"on_rejected": "dead_letter"}},
+                 yaml.safe_load(DOCKER_CONFIG.read_text())):
+        config = parse_config(data, "cdc.yml", str(CONTAINER_CONFIG.parent))
+        for path in (config.checkpoint.path, config.dead_letter.path):
+            assert PurePosixPath(state) in PurePosixPath(config.resolve(path)).parents, path
+
+
+def test_the_unit_puts_every_writable_path_in_its_state_directory(unit, monkeypatch):
+    """StateDirectory=cdc is /var/lib/cdc, which systemd passes as $STATE_DIRECTORY; ProtectSystem=strict
+    leaves only ReadWritePaths writable, so the defaults must land there (they did not: issue 16)."""
+    state = "/var/lib/" + _one(unit, "Service", "StateDirectory")
+    assert state in " ".join(unit["Service"]["ReadWritePaths"]).split()
+    monkeypatch.setenv("STATE_DIRECTORY", state)
+    config = parse_config({"mysql": {"user": "cdc", "server_id": 5}}, "/etc/cdc/cdc.yml", "/etc/cdc")
+    assert config.resolve(config.checkpoint.path) == Path(state) / "cdc.checkpoint.json"
+    assert config.resolve(config.dead_letter.path) == Path(state) / "dead-letters.jsonl"
+    assert config.resolve(config.rules) == Path("/etc/cdc/rules")
+
+
+def test_the_init_sql_says_what_setup_cfg_installs():
+    """mysql-init.sql once said cdc does not install `cryptography`; setup.cfg installs PyMySQL[rsa]."""
+    setup_cfg = (ROOT / "setup.cfg").read_text()
+    init = (ROOT / "deploy" / "docker" / "mysql-init.sql").read_text()
+    assert re.search(r"PyMySQL\[rsa\]", setup_cfg)
+    assert "which cdc does not install" not in init and "PyMySQL[rsa]" in init
+
+
+def test_readme_starts_the_stack_the_way_the_compose_file_says():
+    compose_command = re.search(r"#\s+(CDC_MYSQL_PASSWORD=\S+ docker compose up[^\n]*)",
+                                (ROOT / "docker-compose.yml").read_text()).group(1).strip()
+    assert f"`{compose_command}`" in (ROOT / "README.md").read_text()
