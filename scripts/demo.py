@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """`make demo`: start the servers, load the demo shop, and run `cdc run` on it.
 
-On its first start cdc copies the demo tables (a snapshot), then streams
-every change made after that.
+Every run is a fresh demo: the shop tables are loaded again, and the saved
+position (demo/state/) and the demo's Elasticsearch indices are removed, so
+nothing of an earlier run is left (its documents would be orphans: `cdc verify`
+would report them). On its first start cdc copies the demo tables (a snapshot),
+then streams every change made after that.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,20 +33,46 @@ def mariadb(sql: str) -> str:
     return out.stdout
 
 
+def demo_indices(demo: Path = DEMO) -> list[str]:
+    """The indices the demo's rules write to (fixed names: see demo/rules/shop.yml)."""
+    sys.path.insert(0, str(ROOT))
+    from cdc.rules import load_rules
+
+    return sorted({rule.index for rule in load_rules(demo / "rules").rules})
+
+
+def reset(es_url: str, demo: Path = DEMO) -> list[str]:
+    """A fresh demo: the shop tables loaded again, no saved position, no documents of an earlier run.
+
+    Returns the indices it deleted.
+    """
+    mariadb((demo / "schema.sql").read_text())
+    shutil.rmtree(demo / "state", ignore_errors=True)
+    deleted = []
+    for index in demo_indices(demo):
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{es_url}/{index}", method="DELETE"), timeout=30)
+            deleted.append(index)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:  # 404: not there, nothing to reset
+                raise
+    return deleted
+
+
 def main() -> int:
     try:
         ep = servers.up()
     except servers.ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    mariadb((DEMO / "schema.sql").read_text())
-    state = DEMO / "state"
-    shutil.rmtree(state, ignore_errors=True)  # a fresh demo every time
+    deleted = reset(ep.es_url)
     config = DEMO / "cdc.yml"
     sock = servers.MARIADB_SOCKET
     print(f"""
   MariaDB {ep.mariadb_host}:{ep.mariadb_port} and Elasticsearch {ep.es_version} at {ep.es_url} are up;
   the demo shop (3 tables) is loaded. cdc copies it into Elasticsearch, then streams changes.
+  A fresh demo every time: the shop tables were loaded again, demo/state/ was removed and
+  the demo indices were deleted ({", ".join(deleted) or "none existed yet"}).
 
   Look at the documents:
       curl -s '{ep.es_url}/shop-products/_search?pretty'

@@ -48,7 +48,7 @@ def verify(session: Session, tables: list[str] | None, sample: int | None = None
     is only read, to know when the daemon has indexed everything up to a re-read.
     """
     config = session.config
-    db, rules, sink = session.prepare(reads_binlog=False)
+    db, rules, sink = session.prepare(reads_binlog=False, writes=repair)
     try:
         chosen = chosen_rules(rules, tables)
         store = session.checkpoint_store()

@@ -65,7 +65,7 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
                 show(action_json(action))
                 shown += 1
 
-    db, rules, sink = session.prepare()
+    db, rules, sink = session.prepare(writes=not dry_run)
     try:
         end = span.end
         if end is None:

@@ -20,6 +20,7 @@ from typing import Callable
 from cdc.config import Config
 from cdc.errors import CdcError, ConfigError
 from cdc.es.indices import ensure as ensure_indices
+from cdc.es.indices import map_unsigned_fields
 from cdc.es.sink import ElasticsearchSink
 from cdc.model import Action, BinlogPosition
 from cdc.mysql.server import Database
@@ -140,7 +141,7 @@ class Session:
         return paths
 
     # ------------------------------------------------------------------ stages
-    def prepare(self, reads_binlog: bool = True) -> tuple[Database, RuleSet, ElasticsearchSink]:
+    def prepare(self, reads_binlog: bool = True, writes: bool = True) -> tuple[Database, RuleSet, ElasticsearchSink]:
         """Rules, both servers reached and checked, indices created: what every command starts with."""
         config = self.config
         rules = load_rules(config.resolve(config.rules))
@@ -154,9 +155,12 @@ class Session:
         status = patiently("connecting to Elasticsearch", sink.check, self.stop, config.retry)
         log.info("Elasticsearch cluster is %s; %d rule(s): %s", status, len(rules),
                  ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
+        options = ValueOptions.from_config(config.values)
         if any(r.create_index is not None for r in rules.rules):  # rules' create_index (cdc/es/indices.py)
-            options = ValueOptions.from_config(config.values)
             patiently("creating indices", lambda: ensure_indices(rules.rules, sink, options), self.stop, config.retry)
+        if writes:  # BIGINT UNSIGNED fields of the other rules: a dynamic `long` would reject big values
+            patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, sink, options),
+                      self.stop, config.retry)
         return db, rules, sink
 
     def new_pipeline(self, rules: RuleSet, sink, store: FileCheckpointStore | None, dry_run: bool = False,

@@ -353,3 +353,88 @@ def ensure(rules: Iterable[Rule], sink, options: ValueOptions) -> list[PlanState
         raise PreflightError("cannot create indices the rules ask for:\n  - " + "\n  - ".join(
             f"{s.plan.kind} {s.plan.name} ({', '.join(s.plan.rules)}): {'; '.join(s.differences)}" for s in failed))
     return states
+
+
+# ---------------------------------------------------------------------- unsigned 64-bit fields, without create_index
+# Without a mapping, Elasticsearch maps the first number it sees as `long` (dynamic
+# mapping), and then rejects every BIGINT UNSIGNED or BIT(64) value above 2^63-1:
+# cdc would stop on the first such row. So for rules without create_index, cdc adds
+# these fields' mappings itself before writing (README "Creating indices"):
+# `unsigned_long` (Elasticsearch's default distribution), or `keyword` where the
+# server has no unsigned_long (the integ-test-zip, OpenSearch < 2.8). Every other
+# field stays dynamic. Documents are unchanged: the values stay exact JSON numbers.
+UNSIGNED_64 = ("unsigned_long", "keyword")
+
+
+def unsigned_fields(rule: Rule, options: ValueOptions) -> list[str]:
+    """The document fields of `rule` that hold unsigned 64-bit integers (BIGINT UNSIGNED, BIT(64))."""
+    properties = generated_mappings(rule, options)["properties"]
+    return sorted(name for name, spec in properties.items() if spec.get("type") == "unsigned_long")
+
+
+def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions) -> list[str]:
+    """Map the unsigned 64-bit fields of rules without create_index before the first write; return what was done.
+
+    Existing mappings are never changed: a field Elasticsearch already maps as
+    `long` is a warning (values above 2^63-1 will be rejected until the index is
+    rebuilt with unsigned_long). Refused access (no create_index/manage privilege)
+    is a warning too: the stream then runs as before, with dynamic mappings.
+    """
+    wanted: dict[str, set[str]] = {}
+    done: list[str] = []
+    for rule in rules:
+        if rule.create_index is not None:
+            continue
+        fields = unsigned_fields(rule, options)
+        if not fields:
+            continue
+        kind, name = index_target(rule)
+        if kind != "index":
+            log.warning("%s: %s %s hold unsigned 64-bit integers and the index name comes from columns: give "
+                        "the rule create_index (unsigned_long in an index template) so that values above 2^63-1 "
+                        "are not rejected by a dynamic `long` mapping", rule.name, "fields" if len(fields) > 1
+                        else "field", ", ".join(fields))
+            continue
+        wanted.setdefault(name, set()).update(fields)
+    for index, fields in sorted(wanted.items()):
+        try:
+            done.extend(_map_unsigned(index, sorted(fields), sink))
+        except SinkError as exc:
+            log.warning("index %s: could not map %s for unsigned 64-bit integers (%s); values above 2^63-1 will "
+                        "be rejected if Elasticsearch maps them as long", index, ", ".join(sorted(fields)), exc)
+    return done
+
+
+def _map_unsigned(index: str, fields: list[str], sink) -> list[str]:
+    status, body = sink.admin("GET", f"/{index}/_mapping")
+    exists = status != 404
+    have = (next(iter(body.values()), {}).get("mappings", {}).get("properties", {})
+            if exists and isinstance(body, dict) else {})
+    missing = []
+    for name in fields:
+        mapped = (have.get(name) or {}).get("type")
+        if mapped is None:
+            missing.append(name)
+        elif mapped not in UNSIGNED_64:
+            log.warning("index %s: field %s is mapped as %s, which cannot hold values above 2^63-1 (BIGINT UNSIGNED): "
+                        "such rows will be rejected; rebuild the index with unsigned_long to fix it", index, name,
+                        mapped)
+    if not missing:
+        return []
+    for field_type in UNSIGNED_64:
+        mappings = {"properties": {name: {"type": field_type} for name in missing}}
+        try:
+            if exists:
+                sink.admin("PUT", f"/{index}/_mapping", mappings)
+            else:
+                sink.admin("PUT", f"/{index}", {"mappings": mappings})
+        except SinkError as exc:
+            if field_type == "unsigned_long" and "unsigned_long" in str(exc) and "does not exist" in str(exc):
+                continue  # a build without it: keyword holds every value (as text; _source keeps the number)
+            if not exists and "resource_already_exists_exception" in str(exc):
+                return _map_unsigned(index, fields, sink)  # created meanwhile by a write
+            raise
+        log.info("index %s: mapped %s as %s%s (unsigned 64-bit integers; a dynamic `long` would reject values "
+                 "above 2^63-1)", index, ", ".join(missing), field_type, "" if exists else ", creating the index")
+        return [f"{index}.{name}: {field_type}" for name in missing]
+    return []

@@ -179,3 +179,27 @@ def test_a_read_only_config_directory_is_a_start_up_error_and_the_state_director
     [letter] = [json.loads(line) for line in (state / "dead-letters.jsonl").read_text().splitlines()]
     assert letter["doc_id"] == "2" and letter["position"] and letter["status"] == 400
     assert not (etc / "dead-letters.jsonl").exists() and not (etc / "cdc.checkpoint.json").exists()
+
+
+def test_bigint_unsigned_above_the_long_range_does_not_stop_a_default_rule(servers, db, database, es, index_prefix,
+                                                                          tmp_path):
+    """No create_index, no mapping given: cdc maps the unsigned 64-bit fields itself before writing
+    (keyword here: this Elasticsearch build has no unsigned_long); the values stay exact numbers."""
+    index = f"{index_prefix}-t"
+    db.execute("CREATE TABLE t (id BIGINT UNSIGNED PRIMARY KEY, bu BIGINT UNSIGNED, n INT)",
+               "INSERT INTO t VALUES (1, 5, 1)")
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    cdc = setup.run()
+    try:
+        cdc.wait_for_log("snapshot done")
+        db.execute("INSERT INTO t VALUES (18446744073709551615, 18446744073709551615, 2)",
+                   "INSERT INTO t VALUES (9223372036854775808, 9223372036854775808, 3)")
+        wait_until_equal(db, es, "t", index, ["id"])
+    finally:
+        assert cdc.stop() == 0
+    assert es_docs(es, index)["18446744073709551615"] == {"id": 18446744073709551615, "bu": 18446744073709551615,
+                                                         "n": 2}
+    mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["bu"] == {"type": "keyword"} and mapping["id"] == {"type": "keyword"}
+    assert mapping["n"]["type"] == "long"  # every other field stays dynamic
+    assert f"index {index}: mapped bu, id as keyword, creating the index" in cdc.text()
