@@ -20,7 +20,9 @@ import pymysql
 import yaml
 from elasticsearch import helpers
 
-_server_ids = iter(range(5000, 9000, 2))  # replay uses id + 1
+# Every pytest process (xdist workers, and other engineers' runs on the shared servers) takes its
+# own block of 1,000 ids, so no two concurrent readers ever share a server_id; replay uses id + 1.
+_server_ids = iter(range(100_000 + (os.getpid() % 100_000) * 1_000, 100_000 + (os.getpid() % 100_000 + 1) * 1_000, 2))
 
 
 def free_port() -> int:
