@@ -167,8 +167,13 @@ class DeadLetterConfig(_Strict):
 class BatchConfig(_Strict):
     max_actions: Annotated[int, Field(ge=1)] = 2000
     max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
-    # Flush buffered actions at the first commit after this many seconds.
+    # A batch goes out as soon as the source has nothing more to read and fewer
+    # than `concurrency` bulk requests are in flight; while input keeps coming it
+    # waits at most this many seconds (README "Batching and latency").
     max_interval: Annotated[float, Field(gt=0)] = 0.5
+    # Bulk requests in flight at once. Writes of one document never overtake
+    # each other, and the checkpoint moves only over batches acknowledged in order.
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 4
 
 
 class RetryConfig(_Strict):

@@ -59,6 +59,10 @@ class Observer:
     def on_acknowledged(self, actions: list[Action], commit: Commit | None) -> None:
         """A batch is fully in Elasticsearch; `commit` is its last transaction."""
 
+    def on_latency(self, oldest: Commit, read_at: float) -> None:
+        """A batch and every earlier one are acknowledged; `oldest` is the batch's first
+        transaction, which the source handed over at `read_at` (time.monotonic())."""
+
     def on_dead_letter(self, count: int) -> None:
         """Rejected actions were put in the dead-letter store."""
 

@@ -7,17 +7,30 @@ How it holds:
 * Rows are buffered per transaction and join the batch only at their commit
   (a ROLLBACK or a reconnect drops the open transaction). So a batch holds only
   whole, committed transactions, and its position is the last commit in it.
-* The writer sends a batch, retries the items that may succeed later, and only
-  when every action is acknowledged (or known stale) saves the batch's commit
-  as the checkpoint. Flush first, checkpoint second, never the other way round:
-  a crash in between replays at most the last batch, and versioned writes make
-  that replay harmless (go-mysql canal saves on XID only; Debezium's offset
-  moves on commit, BinlogOffsetContext.commitTransaction()).
-* Batches are written one at a time, in order, so per-document order holds.
+* Up to `batch.concurrency` batches are written at once (`InFlight`). A batch
+  counts as acknowledged only when every action in it is acknowledged (or known
+  stale) *and* every earlier batch is; only then is its commit saved. Flush
+  first, checkpoint second: a crash in between replays at most the batches in
+  flight, and versioned writes make that replay harmless (go-mysql canal saves
+  on XID only; Debezium's offset moves on commit,
+  BinlogOffsetContext.commitTransaction()).
+* Per-document order: a batch does not start while an earlier unfinished batch
+  holds an action for one of its documents (same index and _id), so the writes
+  of one document reach Elasticsearch in binlog order. External versions alone
+  would not be enough: `mode: update` rules write unversioned, and a delete's
+  tombstone is forgotten after index.gc_deletes, so an old index that overtook
+  a delete by more than that (a long retry) would bring the row back.
 
-Threads: the source is read on its own thread (decoding overlaps the bulk in
-flight); the writer runs on another; this loop turns rows into actions. Bounded
-queues between them keep memory flat when Elasticsearch is slow.
+When a batch goes out (adaptive flushing): as soon as the source has nothing
+more to read and a request slot is free, so a quiet stream is written within a
+bulk round trip; while every slot is busy the next batch keeps growing, so a
+busy stream makes big batches. `max_actions`/`max_bytes` cap a batch (then the
+loop waits for a slot: back-pressure), and `max_interval` caps how long a batch
+waits while input keeps coming.
+
+Threads: the source is read on its own thread (decoding overlaps the bulks in
+flight); `concurrency` writers send batches; this loop turns rows into actions.
+Bounded queues between them keep memory flat when Elasticsearch is slow.
 """
 
 from __future__ import annotations
@@ -51,6 +64,10 @@ from cdc.rules.values import ValueOptions
 
 log = logging.getLogger("cdc.pipeline")
 
+# Counters the writers keep on their own and add to the pipeline's under its lock
+# (`+=` on a shared object from several threads can lose counts).
+_WRITER_COUNTERS = ("actions_sent", "actions_stale", "item_retries", "request_retries", "dead_lettered")
+
 
 class Batch:
     """Committed actions waiting to be written: one per document (the last wins)."""
@@ -59,6 +76,10 @@ class Batch:
         self.actions: dict[tuple[str, str], Action] = {}
         self.bytes = 0
         self.commit: Commit | None = None
+        # The batch's first transaction and when it was read (time.monotonic()):
+        # the latency metrics report the oldest write a batch acknowledges.
+        self.first_commit: Commit | None = None
+        self.first_read = 0.0
         self.opened = time.monotonic()
 
     def add(self, action: Action) -> None:
@@ -66,12 +87,85 @@ class Batch:
         self.actions[action.key] = action
         self.bytes += action_weight(action)
 
+    def committed(self, commit: Commit) -> None:
+        if self.first_commit is None:
+            self.first_commit, self.first_read = commit, time.monotonic()
+        self.commit = commit
+
+    def documents(self) -> frozenset[tuple[str, str]]:
+        """The documents this batch writes: (index, _id), whatever the routing or table."""
+        return frozenset((a.index, a.doc_id) for a in self.actions.values())
+
     def __len__(self) -> int:
         return len(self.actions)
 
 
+class InFlight:
+    """Batches handed to the writers, in binlog order: which may start, and which are acknowledged.
+
+    Pure bookkeeping (the pipeline holds the lock). `take()` gives the oldest
+    waiting batch that shares no document with an earlier unfinished one;
+    `finish(seq)` returns the batches that are now acknowledged together with
+    every earlier one, oldest first: the only ones whose commits may be saved.
+    """
+
+    @dataclass
+    class Entry:
+        seq: int
+        batch: Batch
+        documents: frozenset
+        started: bool = False
+        done: bool = False
+
+    def __init__(self) -> None:
+        self.entries: list[InFlight.Entry] = []  # oldest first; acknowledged ones are removed from the front
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, batch: Batch) -> int:
+        seq = self._next
+        self._next += 1
+        self.entries.append(InFlight.Entry(seq, batch, batch.documents()))
+        return seq
+
+    def take(self) -> "InFlight.Entry | None":
+        busy: set = set()  # documents of earlier batches not yet acknowledged by Elasticsearch
+        for entry in self.entries:
+            if not entry.started and busy.isdisjoint(entry.documents):
+                entry.started = True
+                return entry
+            if not entry.done:
+                busy |= entry.documents
+        return None
+
+    def finish(self, seq: int) -> list[Batch]:
+        for entry in self.entries:
+            if entry.seq == seq:
+                entry.done = True
+                break
+        else:
+            raise KeyError(seq)
+        acknowledged = []
+        while self.entries and self.entries[0].done:
+            acknowledged.append(self.entries.pop(0).batch)
+        return acknowledged
+
+    @property
+    def running(self) -> int:
+        return sum(1 for e in self.entries if e.started and not e.done)
+
+
 class _End:
     pass
+
+
+class _Wake:
+    """A writer finished a batch: a slot is free (sent to the main loop through the inbox)."""
+
+
+_WAKE = _Wake()
 
 
 @dataclass
@@ -100,14 +194,23 @@ class Pipeline:
         self.builder = ActionBuilder(rules, version_epoch, value_options)
         self.checkpoints = checkpoints
         self.batch_config = batch
+        self.concurrency = batch.concurrency
         self.checkpoint_interval = checkpoint_interval
         self.dry_run = dry_run
         self.on_batch = on_batch
         self.observer = observer or Observer()
         self.stats = Stats()
-        self.writer = BulkWriter(sink, batch, retry, self.stats, self.observer, dead_letters=dead_letters)
         self.stop_requested = threading.Event()
-        self._writer_queue: queue.Queue = queue.Queue(maxsize=1)
+        # Set when a writer failed: the others stop waiting to retry (nothing
+        # they hold can be saved past the failed batch anyway).
+        self._abort = threading.Event()
+        self.writers = [BulkWriter(sink, batch, retry, Stats(), self.observer, abort=self._abort,
+                                   dead_letters=dead_letters) for _ in range(self.concurrency)]
+        self.writer = self.writers[0]
+        self._lock = threading.Condition()
+        self._in_flight = InFlight()
+        self._closing = False
+        self._inbox: queue.Queue | None = None
         self._writer_error: BaseException | None = None
         self._last_save = 0.0
         self._unsaved: Commit | None = None
@@ -122,24 +225,29 @@ class Pipeline:
     def run(self, events: Callable[[], Iterator[SourceEvent]], close_source: Callable[[], None]) -> Stats:
         """Consume `events()` until it ends or a stop is requested; raise on a fatal error."""
         inbox: queue.Queue = queue.Queue(maxsize=10_000)
+        self._inbox = inbox
         reader = threading.Thread(target=self._read, args=(events, inbox), name="cdc-reader", daemon=True)
-        writer = threading.Thread(target=self._write_loop, name="cdc-writer", daemon=True)
+        writers = [threading.Thread(target=self._write_loop, args=(w,), name=f"cdc-writer-{i}", daemon=True)
+                   for i, w in enumerate(self.writers)]
         reader.start()
-        writer.start()
+        for thread in writers:
+            thread.start()
         try:
             self._loop(inbox)
         finally:
             self.stop_requested.set()
             close_source()
-            # The writer may have died with a batch still queued; never block on it.
-            while writer.is_alive():
-                try:
-                    self._writer_queue.put(None, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            writer.join()
+            with self._lock:
+                # Writers finish what was handed over (unless one failed), then end.
+                self._closing = True
+                self._lock.notify_all()
+            for thread in writers:
+                thread.join()
             reader.join(timeout=5)
+            if self._writer_error is None:
+                # The last acknowledged commit, if checkpoint_interval held it back.
+                with self._lock:
+                    self._checkpoint(None, force=True)
         if self._writer_error is not None:
             raise self._writer_error
         return self.stats
@@ -166,6 +274,7 @@ class Pipeline:
         transaction: list[Action] = []
         event_actions: list[Action] = []
         event_position: BinlogPosition | None = None
+        max_interval = self.batch_config.max_interval
 
         def end_event() -> None:
             # Within one rows event, deletes go first: an UPDATE that swaps keys
@@ -181,14 +290,15 @@ class Pipeline:
                 return
             if self.stop_requested.is_set():
                 # The open transaction (if any) is dropped; it is re-read after restart.
-                self._hand_over(batch, final=True)
+                self._hand_over(batch, wait=True)
                 return
-            # Wake for the next flush only when a commit is waiting in the batch;
-            # an idle loop need not spin (heartbeats still arrive every few seconds).
+            # With a commit waiting, wake up by max_interval at the latest; a free
+            # writer slot also wakes this loop (_WAKE). An idle loop need not spin
+            # (heartbeats still arrive every few seconds).
             if batch.commit is None:
-                timeout = self.batch_config.max_interval
+                timeout = max_interval
             else:
-                timeout = max(0.05, self.batch_config.max_interval - (time.monotonic() - batch.opened))
+                timeout = max(0.005, max_interval - (time.monotonic() - batch.opened))
             try:
                 event = inbox.get(timeout=timeout)
             except queue.Empty:
@@ -201,6 +311,7 @@ class Pipeline:
                     event_position = event.position
                 event_actions.extend(self._actions(event))
                 self.stats.rows += 1
+                continue  # a row alone never completes a batch
             elif isinstance(event, Commit):
                 self.observer.on_event(event.timestamp)
                 self.observer.on_commit(event)
@@ -208,7 +319,7 @@ class Pipeline:
                 for action in transaction:
                     batch.add(action)
                 transaction.clear()
-                batch.commit = event
+                batch.committed(event)
                 self.stats.transactions += 1
                 self.stats.last_commit = event
             elif isinstance(event, (Rollback, StreamRestarted)):
@@ -218,24 +329,21 @@ class Pipeline:
                 transaction.clear()
                 event_actions, event_position = [], None
             elif isinstance(event, _Failure):
-                self._hand_over(batch, final=True)
+                self._hand_over(batch, wait=True)
                 raise event.error
             elif isinstance(event, _End):
-                self._hand_over(batch, final=True)
+                self._hand_over(batch, wait=True)
                 return
             elif isinstance(event, Heartbeat):
                 self.observer.on_event(0)
-            # Heartbeats and timeouts fall through to the flush check.
-            if self._due(batch):
-                self._hand_over(batch)
+            # Commits, heartbeats, wake-ups and timeouts fall through to the flush check.
+            if batch.commit is None:
+                continue
+            if len(batch) >= self.batch_config.max_actions or batch.bytes >= self.batch_config.max_bytes:
+                self._hand_over(batch, wait=True)  # full: wait for a slot (back-pressure)
                 batch = Batch()
-
-    def _due(self, batch: Batch) -> bool:
-        if batch.commit is None:
-            return False
-        if len(batch) >= self.batch_config.max_actions or batch.bytes >= self.batch_config.max_bytes:
-            return True
-        return time.monotonic() - batch.opened >= self.batch_config.max_interval
+            elif (inbox.empty() or time.monotonic() - batch.opened >= max_interval) and self._hand_over(batch):
+                batch = Batch()
 
     def _actions(self, change: RowChange) -> list[Action]:
         try:
@@ -243,58 +351,106 @@ class Pipeline:
         except RowError as exc:
             raise CdcError(str(exc)) from None
 
-    def _hand_over(self, batch: Batch, final: bool = False) -> None:
-        """Queue a batch for the writer; blocks while the previous one is in flight (backpressure)."""
-        if batch.commit is None and not final:
-            return
-        while self._writer_error is None:
-            # Waiting for a slow or unreachable Elasticsearch is not being stuck.
-            self.last_loop = time.monotonic()
-            try:
-                self._writer_queue.put((batch, final), timeout=0.2)
-                return
-            except queue.Full:
-                continue
+    def _hand_over(self, batch: Batch, wait: bool = False) -> bool:
+        """Give a batch to the writers if fewer than `concurrency` are unfinished.
 
-    # ------------------------------------------------------------------ writer
-    def _write_loop(self) -> None:
+        With `wait`, block until there is room (backpressure); without, return
+        False at once, and the caller keeps adding to the batch.
+        """
+        if batch.commit is None:
+            return True  # nothing committed: nothing to write or save
+        with self._lock:
+            while len(self._in_flight) >= self.concurrency:
+                if not wait or self._writer_error is not None:
+                    return False
+                # Waiting for a slow or unreachable Elasticsearch is not being stuck.
+                self.last_loop = time.monotonic()
+                self._lock.wait(0.2)
+            if self._writer_error is not None:
+                return False
+            self._in_flight.add(batch)
+            self._lock.notify_all()
+            return True
+
+    # ------------------------------------------------------------------ writers
+    def _write_loop(self, writer: BulkWriter) -> None:
         while True:
+            with self._lock:
+                while True:
+                    if self._writer_error is not None:
+                        return
+                    entry = self._in_flight.take()
+                    if entry is not None:
+                        break
+                    if self._closing and self._in_flight.running == 0 and len(self._in_flight) == 0:
+                        self._lock.notify_all()
+                        return
+                    if not self._lock.wait(max(0.05, self.checkpoint_interval)):
+                        # Quiet period: save a commit that an earlier batch left unsaved
+                        # because of checkpoint_interval, so a crash replays less.
+                        try:
+                            self._checkpoint(None, force=False)
+                        except BaseException as exc:
+                            self._fail(exc)
+                            return
             try:
-                item = self._writer_queue.get(timeout=max(0.1, self.checkpoint_interval))
-            except queue.Empty:
-                # Quiet period: save a commit that an earlier batch left unsaved
-                # because of checkpoint_interval, so a crash replays less.
-                try:
-                    self._checkpoint(None, force=False)
-                except BaseException as exc:
-                    self._writer_error = exc
-                    self.stop_requested.set()
-                    return
-                continue
-            if item is None:
-                return
-            batch, final = item
-            try:
-                self._deliver(batch)
-                self._checkpoint(batch.commit, force=final)
+                self._deliver(entry.batch, writer)
             except BaseException as exc:
-                self._writer_error = exc
-                self.stop_requested.set()
+                with self._lock:
+                    self._count(writer)
+                    self._fail(exc)
                 return
+            with self._lock:
+                self._count(writer)
+                try:
+                    for batch in self._in_flight.finish(entry.seq):
+                        self._acknowledged(batch)
+                except BaseException as exc:
+                    self._fail(exc)
+                    return
+                self._lock.notify_all()
+            if self._inbox is not None:
+                try:
+                    self._inbox.put_nowait(_WAKE)
+                except queue.Full:
+                    pass  # the main loop has plenty to read; it checks for room after every commit
 
-    def _deliver(self, batch: Batch) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        """Called with the lock held: the first writer error stops the pipeline."""
+        if self._writer_error is None:
+            self._writer_error = exc
+        self._abort.set()
+        self.stop_requested.set()
+        self._lock.notify_all()
+
+    def _deliver(self, batch: Batch, writer: BulkWriter) -> None:
+        actions = list(batch.actions.values())
+        if actions and not self.dry_run:
+            writer.write(actions)
+
+    def _count(self, writer: BulkWriter) -> None:
+        mine = writer.stats
+        for name in _WRITER_COUNTERS:
+            setattr(self.stats, name, getattr(self.stats, name) + getattr(mine, name))
+            setattr(mine, name, 0)
+
+    def _acknowledged(self, batch: Batch) -> None:
+        """With the lock held, in binlog order: this batch and every earlier one are in Elasticsearch."""
         actions = list(batch.actions.values())
         if actions:
             if self.dry_run:
                 self.stats.actions_sent += len(actions)
             else:
-                self.writer.write(actions)
                 self.stats.batches += 1
             if self.on_batch:
                 self.on_batch(actions)
         self.observer.on_acknowledged(actions, batch.commit)
+        if actions and batch.first_commit is not None:
+            self.observer.on_latency(batch.first_commit, batch.first_read)
+        self._checkpoint(batch.commit, force=False)
 
     def _checkpoint(self, commit: Commit | None, force: bool) -> None:
+        """With the lock held: save the newest acknowledged commit, at most every checkpoint_interval."""
         if commit is not None:
             self._unsaved = commit
         if self._unsaved is None or self.checkpoints is None:
@@ -310,4 +466,3 @@ class Pipeline:
         self.stats.last_saved = saved.position
         self.observer.on_checkpoint(saved)
         log.debug("checkpoint %s gtid=%s", saved.position, saved.gtid)
-

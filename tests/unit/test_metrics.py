@@ -201,7 +201,7 @@ def test_counts_events_rows_and_transactions_per_table_and_op():
 
 def test_bulk_outcomes_retries_latency_and_checkpoints():
     clock = Clock()
-    metrics = PrometheusObserver(progress_with(clock), clock=clock.time)
+    metrics = PrometheusObserver(progress_with(clock), clock=clock.time, monotonic=clock.monotonic)
     s = samples(metrics)
     for outcome in ("ok", "stale"):  # present at 0 from the start
         assert value(s, "cdc_actions_written_total", outcome=outcome) == 0
@@ -212,7 +212,9 @@ def test_bulk_outcomes_retries_latency_and_checkpoints():
     metrics.on_retry("request", 3, 1.0)
     action = Action(ActionType.INDEX, "items", "1", 1, {"id": 1})
     metrics.on_acknowledged([action], Commit(P(500), None, int(clock.wall) - 4))
-    metrics.on_acknowledged([], Commit(P(600), None, int(clock.wall) - 100))  # nothing written: not observed
+    # The batch's oldest commit, stamped 4 s ago in the binlog, read by cdc 30 ms ago.
+    metrics.on_latency(Commit(P(450), None, int(clock.wall) - 4), clock.mono - 0.03)
+    metrics.on_latency(Commit(P(460), None, 0), clock.mono - 0.002)  # no binlog time: only cdc's part
     metrics.on_checkpoint(Commit(P(500), None, 0))
     metrics.on_dead_letter(2)
     s = samples(metrics)
@@ -228,6 +230,13 @@ def test_bulk_outcomes_retries_latency_and_checkpoints():
     assert value(s, "cdc_bulk_duration_seconds_bucket", le="0.05") == 1
     assert value(s, "cdc_commit_to_acknowledged_seconds_count") == 1
     assert value(s, "cdc_commit_to_acknowledged_seconds_sum") == pytest.approx(4)
+    assert value(s, "cdc_read_to_acknowledged_seconds_count") == 2
+    assert value(s, "cdc_read_to_acknowledged_seconds_sum") == pytest.approx(0.032)
+    # Buckets fine enough to tell 2 ms from 30 ms, and to check a 100 ms objective.
+    assert value(s, "cdc_read_to_acknowledged_seconds_bucket", le="0.005") == 1
+    assert value(s, "cdc_read_to_acknowledged_seconds_bucket", le="0.025") == 1
+    assert value(s, "cdc_read_to_acknowledged_seconds_bucket", le="0.05") == 2
+    assert value(s, "cdc_commit_to_acknowledged_seconds_bucket", le="0.1") == 0
     assert value(s, "cdc_checkpoints_total") == 1
 
 
@@ -310,6 +319,8 @@ def test_pipeline_hooks_reach_the_metrics():
     assert value(s, "cdc_actions_failed_total", outcome="retry") == 2
     assert value(s, "cdc_actions_written_total", outcome="ok") == 2
     assert value(s, "cdc_commit_to_acknowledged_seconds_count") == 1
+    assert value(s, "cdc_read_to_acknowledged_seconds_count") == 1
+    assert 0 < value(s, "cdc_read_to_acknowledged_seconds_sum") < 5
     assert value(s, "cdc_checkpoints_total") == 1
     assert value(s, "cdc_binlog_offset_bytes", stage="checkpoint") == 200
     assert value(s, "cdc_binlog_offset_bytes", stage="read") == 200

@@ -57,10 +57,11 @@ def commit(pos, gtid=None):
     return Commit(P(pos), gtid, 0)
 
 
-def make(sink, store, max_actions=1000, max_bytes=1 << 20, max_interval=0.05, retry=RETRY, **kw):
+def make(sink, store, max_actions=1000, max_bytes=1 << 20, max_interval=0.05, retry=RETRY, concurrency=1, **kw):
+    """One bulk request in flight unless asked: most tests here assert the exact order of writes and saves."""
     kw.setdefault("checkpoint_interval", 0.0)
     return Pipeline(RULES, sink, store, BatchConfig(max_actions=max_actions, max_bytes=max_bytes,
-                                                    max_interval=max_interval), retry, **kw)
+                                                    max_interval=max_interval, concurrency=concurrency), retry, **kw)
 
 
 def run_pipeline(pipeline, events, close=lambda: None, timeout=3.0):
@@ -449,3 +450,282 @@ def test_dry_run_does_not_write():
     assert sink.calls == []
     assert [ids(b) for b in batches] == [[(ActionType.INDEX, "1"), (ActionType.DELETE, "2")]]
     assert stats.actions_sent == 2
+
+
+# ---------------------------------------------------------------- several bulk requests in flight
+from cdc.stream.pipeline import Batch, InFlight  # noqa: E402
+
+
+def batch_of(*doc_ids, pos=100):
+    batch = Batch()
+    for doc_id in doc_ids:
+        batch.add(actions_for(ins(int(doc_id), pos), RULES.rules[0], 1)[0])
+    batch.committed(commit(pos))
+    return batch
+
+
+def test_in_flight_keeps_document_order_and_acknowledges_in_order():
+    flight = InFlight()
+    first = flight.add(batch_of("1", "2", pos=100))
+    second = flight.add(batch_of("3", pos=200))
+    third = flight.add(batch_of("2", "4", pos=300))  # shares document 2 with the first
+    fourth = flight.add(batch_of("5", pos=400))
+    assert flight.take().seq == first
+    assert flight.take().seq == second
+    assert flight.take().seq == fourth  # the third must wait for the first; the fourth need not
+    assert flight.take() is None
+    # Later batches finishing first acknowledge nothing: the first is still out.
+    assert flight.finish(fourth) == []
+    assert flight.finish(second) == []
+    assert flight.take() is None
+    done = flight.finish(first)
+    assert [b.commit.position for b in done] == [P(100), P(200)]
+    assert flight.take().seq == third  # document 2's earlier write is acknowledged now
+    assert [b.commit.position for b in flight.finish(third)] == [P(300), P(400)]
+    assert len(flight) == 0
+
+
+def test_in_flight_waiting_batch_holds_back_later_ones_for_its_documents():
+    flight = InFlight()
+    a = flight.add(batch_of("1", pos=100))
+    b = flight.add(batch_of("1", "2", pos=200))
+    c = flight.add(batch_of("2", pos=300))  # not started b also wrote 2: c waits for b
+    assert flight.take().seq == a
+    assert flight.take() is None
+    flight.finish(a)
+    assert flight.take().seq == b
+    assert flight.take() is None
+    flight.finish(b)
+    assert flight.take().seq == c
+
+
+class GatedSink(FakeSink):
+    """A FakeSink whose requests for chosen documents wait for a gate (to hold a bulk in flight)."""
+
+    def __init__(self, held: dict[str, threading.Event], **kw):
+        super().__init__(**kw)
+        self.held = held
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+
+    def write(self, actions):
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            for action in actions:
+                gate = self.held.get(action.doc_id)
+                if gate is not None:
+                    assert gate.wait(5), f"gate for {action.doc_id} never opened"
+            return super().write(actions)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_later_batches_are_written_while_one_is_in_flight_but_not_saved_past_it():
+    gate = threading.Event()
+    log = []
+    sink = GatedSink({"1": gate}, log=log)
+    store = MemoryStore(log)
+    seen = {}
+
+    def events():
+        yield ins(1, 100)
+        yield commit(200, "0-1-1")
+        for i in range(2, 5):
+            yield ins(i, i * 1000)
+            yield commit(i * 1000 + 1, f"0-1-{i}")
+        # Batches 2..4 are written while batch 1 is held (the sink records a call
+        # once its gate opens); none of them may be saved.
+        deadline = time.monotonic() + 3
+        while len(sink.calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        seen["written"] = sorted(sink.sent_ids)
+        seen["saves"] = list(store.saves)
+        gate.set()
+
+    run_pipeline(make(sink, store, max_actions=1, concurrency=4), events, timeout=8)
+    assert seen["written"] == [["2"], ["3"], ["4"]]
+    assert seen["saves"] == []
+    assert sink.most_running >= 2
+    # Once the first is acknowledged the saves move in order, to the newest commit.
+    assert store.saves[-1] == (P(4001), "0-1-4")
+    assert [p for p, _ in store.saves] == sorted(p for p, _ in store.saves)
+
+
+def test_writes_of_one_document_never_overtake_each_other():
+    gate = threading.Event()
+    sink = GatedSink({"first": gate})
+    store = MemoryStore()
+    named = RowChange(Op.INSERT, "shop", "items", COLUMNS, None, {"id": 1, "name": "first"}, P(100), 0)
+
+    def events():
+        yield named  # doc 1, held in flight by the gate on its name... (see below)
+        yield commit(200)
+        yield upd((1, "n1"), (1, "second"), 300)
+        yield commit(400)
+        yield ins(2, 500)
+        yield commit(600)
+        deadline = time.monotonic() + 3
+        while len(sink.calls) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # give a (wrong) overtaking write of document 1 the chance to happen
+        gate.set()
+
+    # The gate is looked up by doc_id; use a sink that holds document "1" only on its first write.
+    sink.held = {}
+    original = sink.write
+    first = {"done": False}
+
+    def write(actions):
+        if not first["done"] and any(a.doc_id == "1" for a in actions):
+            first["done"] = True
+            assert gate.wait(5)
+        return original(actions)
+
+    sink.write = write
+    run_pipeline(make(sink, store, max_actions=1, concurrency=4), events, timeout=8)
+    writes_of_1 = [a.doc["name"] for call in sink.calls for a in call if a.doc_id == "1"]
+    assert writes_of_1 == ["first", "second"]
+    # Document 2 did not wait for document 1: it went out while the first write was held.
+    assert [a.doc_id for a in sink.calls[0]] == ["2"]
+    assert store.saves[-1][0] == P(600)
+
+
+def test_rejection_in_an_earlier_batch_keeps_the_checkpoint_before_it_with_later_batches_done():
+    gate = threading.Event()
+    sink = GatedSink({"1": gate}, always={"1": Outcome.REJECTED})
+    store = MemoryStore()
+
+    def events():
+        yield ins(9, 50)
+        yield commit(60, "0-1-0")
+        deadline = time.monotonic() + 3
+        while not store.saves and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield ins(1, 100)
+        yield commit(200, "0-1-1")
+        yield ins(2, 300)
+        yield commit(400, "0-1-2")
+        while len(sink.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        time.sleep(0.2)
+        yield ins(3, 500)
+        yield commit(600, "0-1-3")
+
+    with pytest.raises(RejectedActionsError, match="items/1"):
+        run_pipeline(make(sink, store, max_actions=1, concurrency=4), events, timeout=8)
+    assert ["2"] in sink.sent_ids  # written, acknowledged, and still not saved
+    assert store.saves == [(P(60), "0-1-0")]
+
+
+def test_quiet_source_is_flushed_at_once_not_after_max_interval():
+    sink, store = FakeSink(), MemoryStore()
+    release = threading.Event()
+    written_at = {}
+
+    def events():
+        yield ins(1, 100)
+        committed = time.monotonic()
+        yield commit(200, "0-1-1")
+        deadline = committed + 5
+        while not store.saves and time.monotonic() < deadline:
+            time.sleep(0.001)
+        written_at["delay"] = time.monotonic() - committed
+        release.set()
+
+    run_pipeline(make(sink, store, max_interval=10.0, concurrency=2), events, timeout=8)
+    assert store.saves == [(P(200), "0-1-1")]
+    assert written_at["delay"] < 1.0  # max_interval is 10 s: nothing waited for it
+
+
+def test_batch_grows_while_the_only_slot_is_busy():
+    gate = threading.Event()
+    sink = GatedSink({"1": gate})
+    store = MemoryStore()
+
+    def events():
+        yield ins(1, 100)
+        yield commit(150)
+        deadline = time.monotonic() + 3
+        while not sink.running and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for i in range(2, 12):  # ten transactions while the first bulk is in flight
+            yield ins(i, i * 100)
+            yield commit(i * 100 + 50)
+        time.sleep(0.1)
+        gate.set()
+
+    run_pipeline(make(sink, store, max_interval=10.0, concurrency=1), events)
+    assert sink.sent_ids == [["1"], [str(i) for i in range(2, 12)]]
+    assert store.saves[-1][0] == P(1150)
+
+
+def test_retries_and_too_large_split_with_concurrency():
+    class RetryTwoOnce(FakeSink):
+        lock = threading.Lock()
+
+        def write(self, actions):
+            with self.lock:  # the scripted step must reach this very request
+                return self._write(actions)
+
+        def _write(self, actions):
+            if len(actions) <= 2 and any(a.doc_id == "2" for a in actions) and not self.retried:
+                self.script.append({"2": Outcome.RETRY})
+                self.retried = True
+            return super().write(actions)
+
+    sink = RetryTwoOnce(limit=2)
+    sink.retried = False
+    store = MemoryStore()
+    events = []
+    for t in range(6):
+        events += [ins(t * 3 + 1, t * 100 + 10), ins(t * 3 + 2, t * 100 + 20), ins(t * 3 + 3, t * 100 + 30),
+                   commit(t * 100 + 50, f"0-1-{t}")]
+    stats = run_pipeline(make(sink, store, max_actions=3, concurrency=3), events)
+    # Requests of 3 were refused (413) and sent again as halves; one item was retried (429).
+    accepted = [call for call in sink.calls if len(call) <= 2]
+    assert any(len(call) == 3 for call in sink.calls)
+    assert {int(a.doc_id) for call in accepted for a in call} == set(range(1, 19))
+    assert sum(1 for call in accepted for a in call if a.doc_id == "2") == 2
+    assert stats.actions_sent == 18
+    assert store.saves[-1] == (P(550), "0-1-5")
+    assert [p for p, _ in store.saves] == sorted(p for p, _ in store.saves)
+
+
+def test_concurrency_keeps_index_equal_to_source_under_random_delays():
+    """Many batches through 4 writers with random delays: the last write per document wins,
+    saves only move forward, and the final save is the last commit."""
+    import random
+
+    rng = random.Random(3)
+
+    class Slow(FakeSink):
+        def write(self, actions):
+            time.sleep(rng.uniform(0, 0.004))
+            return super().write(actions)
+
+    sink, store = Slow(), MemoryStore()
+    events, expected = [], {}
+    pos = 100
+    for t in range(300):
+        for _ in range(rng.randint(1, 3)):
+            doc = rng.randint(1, 15)
+            pos += 10
+            name = f"v{pos}"
+            events.append(ins(doc, pos, name=name))
+            expected[str(doc)] = name
+        pos += 10
+        events.append(commit(pos, f"0-1-{t}"))
+    run_pipeline(make(sink, store, max_actions=5, concurrency=4), events, timeout=20)
+    final = {}
+    for call in sink.calls:
+        for a in call:
+            final[a.doc_id] = a.doc["name"]
+    assert final == expected
+    saves = [p for p, _ in store.saves]
+    assert saves == sorted(saves) and saves[-1] == P(pos)
