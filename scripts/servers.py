@@ -324,6 +324,8 @@ def _es_env(java_home: str, run_dir: Path, conf_dir: Path | None = None) -> dict
         "ES_JAVA_OPTS": os.environ.get("ES_JAVA_OPTS", "-Xms512m -Xmx512m"),
         "HOME": str(run_dir),
     }
+    if (run_dir / "tmp").is_dir():  # made by _es_start, owned by ES_USER
+        env["ES_TMPDIR"] = str(run_dir / "tmp")
     if conf_dir is not None:
         env["ES_PATH_CONF"] = str(conf_dir)
     return env
@@ -339,6 +341,10 @@ def _es_start(version: str, run_dir: Path, port: int, transport_port: int, clust
     pid_file = run_dir / "es.pid"
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    # Its own temp directory (ES_TMPDIR, see _es_env), emptied at each start: without it
+    # Elasticsearch makes a new /tmp/elasticsearch-<random> at every start and never removes it.
+    shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+    (run_dir / "tmp").mkdir()
     subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
     url = f"http://127.0.0.1:{port}"
     health = health or (lambda: _es_health(url))
