@@ -245,6 +245,9 @@ class Config(_Strict):
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     values: ValuesConfig = ValuesConfig()
+    # Rows events to actions: `native` (the compiled row path, cdc._native), `python`
+    # (the library and cdc/rules), or `auto`: native where the plan allows (README: Row path).
+    row_path: Literal["auto", "native", "python"] = "auto"
     # Where cdc writes: relative checkpoint.path and dead_letter.path (and the
     # lock and snapshot-progress files beside them) resolve against it. Default:
     # $STATE_DIRECTORY, which systemd's StateDirectory= sets (deploy/systemd/cdc.service)

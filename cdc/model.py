@@ -10,7 +10,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -180,6 +180,26 @@ class Heartbeat:
     """Nothing new, but the connection is alive (keeps lag and watchdogs honest)."""
 
     timestamp: float
+
+
+@dataclass(frozen=True)
+class RowsData:
+    """A rows event handed over undecoded, for the native row path (README "Row path").
+
+    `readers` says how each column is read from `body` (the rows, after the
+    columns-present bitmaps); `decode` gives the same event as `RowChange`s
+    through the library, for tables or values the native plan does not do.
+    """
+
+    op: Op
+    schema: str
+    table: str
+    columns: tuple[Column, ...]
+    readers: tuple[tuple[Any, ...], ...]
+    body: bytes
+    position: BinlogPosition
+    timestamp: int
+    decode: Callable[[], list[RowChange]] = field(compare=False, repr=False)
 
 
 SourceEvent = RowChange | Commit | Rollback | StreamRestarted | Heartbeat

@@ -15,18 +15,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from cdc.config import Config
 from cdc.errors import CdcError, ConfigError
 from cdc.es.indices import ensure as ensure_indices
 from cdc.es.indices import map_unsigned_fields
 from cdc.es.destination import Destination
-from cdc.model import Action, BinlogPosition
+from cdc.model import Action, BinlogPosition, RowChange, RowsData
 from cdc.mysql.server import Database
 from cdc.mysql.source import BinlogSource
 from cdc.retry import Backoff
 from cdc.rules import ActionBuilder, Rule, RuleSet, load_rules, resolved_or_stop
+from cdc.rules.rowpath import NATIVE_AVAILABLE, RowPath, check_mode
 from cdc.rules.values import ValueOptions
 from cdc.stream.checkpoint import FileCheckpointStore
 from cdc.stream.deadletter import DeadLetterStore
@@ -174,13 +175,22 @@ class Session:
             dry_run=dry_run, on_batch=on_batch,
             observer=self.observer(),
         )
+        # The native row path stands in for the pipeline's ActionBuilder (README: Row path).
+        log.info("%s", check_mode(config.row_path))
+        self.row_path = self.pipeline.builder = RowPath(self.pipeline.builder, config.row_path)
         if self.stop.is_set():
             self.pipeline.request_stop()
         return self.pipeline
 
     def source(self, db: Database, rules: RuleSet, end: BinlogPosition | None = None) -> BinlogSource:
         tables = rules.table_filter()  # also lets through tables created later that a pattern matches
-        return BinlogSource(self.config.mysql, db.info.mariadb, tables, self.config.retry, stop=self.stop, end=end)
+        native = self.config.row_path != "python" and NATIVE_AVAILABLE
+        return BinlogSource(self.config.mysql, db.info.mariadb, tables, self.config.retry, stop=self.stop, end=end,
+                            prepare=self._prepare_rows if native else None)
+
+    def _prepare_rows(self, rows: RowsData) -> Sequence[RowChange]:
+        row_path = getattr(self, "row_path", None)  # set by new_pipeline, before the source is read
+        return row_path.prepare(rows) if row_path is not None else rows.decode()
 
     def epoch(self, store: FileCheckpointStore | None) -> int:
         """Config epoch plus failovers so far. Commands that do not hold the

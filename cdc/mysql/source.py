@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import pymysql
 import pymysqlreplication.binlogstream as _binlogstream
@@ -65,6 +65,7 @@ from cdc.model import (
     Op,
     Rollback,
     RowChange,
+    RowsData,
     SourceEvent,
     StartPoint,
     StreamRestarted,
@@ -196,11 +197,58 @@ class _Shape:
     columns: tuple[Column, ...]
     names_missing: bool
     time2: tuple  # the library's TIME(1..6) columns, for _fix_times
+    # How the native row path reads each column (cdc/rules/rowpath.py), or None if
+    # some column is one it does not read.
+    readers: tuple[tuple, ...] | None = None
 
 
 def _shape(library_columns) -> _Shape:
+    readers = [_reader(c) for c in library_columns]
+    known = tuple(r for r in readers if r is not None)
     return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None)) for c in library_columns),
-                  any(c.name is None for c in library_columns), _time2_columns(library_columns))
+                  any(c.name is None for c in library_columns), _time2_columns(library_columns),
+                  known if len(known) == len(readers) else None)
+
+
+_INT_BYTES = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4, FIELD_TYPE.LONGLONG: 8}
+_TEXT_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8"})  # pymysql decodes these as strict UTF-8
+_SIMPLE_READERS = {FIELD_TYPE.FLOAT: "float", FIELD_TYPE.DOUBLE: "double", FIELD_TYPE.DATE: "date",
+                   FIELD_TYPE.DATETIME: "datetime_old", FIELD_TYPE.TIMESTAMP: "timestamp_old",
+                   FIELD_TYPE.TIME: "time_old", FIELD_TYPE.YEAR: "year"}
+
+
+def _reader(c) -> tuple | None:
+    """How the native row path reads a library column: (reader, a, b, c, labels), mirroring
+    row_event.py __read_values_name; None for what it leaves to the library (MySQL binary
+    JSON, GEOMETRY, charsets other than UTF-8 and binary, types the library does not read)."""
+    t = c.type
+    if t in _INT_BYTES:
+        return ("int", _INT_BYTES[t], int(bool(c.unsigned)), 0, None)
+    if t in _SIMPLE_READERS:
+        return (_SIMPLE_READERS[t], 0, 0, 0, None)
+    if t == FIELD_TYPE.NEWDECIMAL:
+        return ("decimal", c.precision, c.decimals, 0, None)
+    if t in (FIELD_TYPE.DATETIME2, FIELD_TYPE.TIMESTAMP2, FIELD_TYPE.TIME2):
+        name = {FIELD_TYPE.DATETIME2: "datetime2", FIELD_TYPE.TIMESTAMP2: "timestamp2", FIELD_TYPE.TIME2: "time2"}[t]
+        return (name, c.fsp, 0, 0, None)
+    if t == FIELD_TYPE.ENUM:
+        return ("enum", c.size, 0, 0, list(c.enum_values) if c.enum_values else None)
+    if t == FIELD_TYPE.SET:
+        return ("set", c.size, 0, 0, list(c.set_values) if c.set_values else None)
+    if t == FIELD_TYPE.BIT:
+        return ("bit", c.bits, c.bytes, 0, None)
+    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB):
+        prefix = c.length_size if t == FIELD_TYPE.BLOB else 2 if c.max_length > 255 else 1
+        if c.character_set_name in _TEXT_CHARSETS:
+            return ("text", prefix, 0, 0, None)
+        if c.character_set_name == "binary":
+            return ("binary", prefix, 0, 0, None)
+    return None
+
+
+def _full_image(bitmap: bytes, count: int) -> bool:
+    """Every column of `count` is in the row image (binlog_row_image=FULL)."""
+    return all(bitmap[i // 8] >> (i % 8) & 1 for i in range(count))
 
 
 class GtidTracker:
@@ -253,8 +301,12 @@ class BinlogSource:
         retry: RetryConfig,
         stop: threading.Event | None = None,
         end: BinlogPosition | None = None,
+        prepare: Callable[[RowsData], Sequence[RowChange]] | None = None,
     ):
         self.config = config
+        # The native row path (cdc/rules/rowpath.py): rows events go to it undecoded
+        # (`RowsData`), on this reader thread, and it gives back their row changes.
+        self.prepare = prepare
         self.mariadb = mariadb
         self.tables = tables
         self.schemas = sorted({s for s, _ in tables})
@@ -469,13 +521,49 @@ class BinlogSource:
                 self._shapes.clear()
             shape = _shape(event.columns)
             self._shapes[id(event.columns)] = (event.columns, shape)
-        # One tuple for every row (and every event) of a table definition: rules.ColumnMaps relies on it.
-        columns, time2 = shape.columns, shape.time2
+            if self.prepare is not None and shape.readers is None:
+                unread = ", ".join(repr(c.name) for c in event.columns if _reader(c) is None)
+                log.warning("row path for %s.%s: python (column(s) %s: a type or charset the native path leaves "
+                            "to the library)", event.schema, event.table, unread,
+                            extra={"table": f"{event.schema}.{event.table}", "row_path": "python"})
         if shape.names_missing:
             raise UnsupportedEventError(
                 f"rows event for {event.schema}.{event.table} at {end} has no column names: "
                 "set binlog_row_metadata=FULL on the server")
         op = Op.INSERT if isinstance(event, WriteRowsEvent) else Op.DELETE if isinstance(event, DeleteRowsEvent) else Op.UPDATE
+        if self.prepare is not None and shape.readers is not None and self._whole_rows(event, op):
+            yield from self.prepare(self._raw(event, op, shape, end))
+            return
+        yield from self._decoded(event, op, shape, end)
+
+    def _whole_rows(self, event, op: Op) -> bool:
+        count = len(event.columns)
+        return (event.number_of_columns == count and _full_image(event.columns_present_bitmap, count)
+                and (op is not Op.UPDATE or _full_image(event.columns_present_bitmap2, count)))
+
+    def _raw(self, event, op: Op, shape: _Shape, end: BinlogPosition) -> RowsData:
+        """The event's rows as bytes, and a way to decode them through the library after all.
+
+        The library parses rows lazily (row_event.py `rows`): its __init__ stops after the
+        columns-present bitmaps, so what is left of the packet is the rows, which we take.
+        `decode` gives them back (packet.py `unread`) and lets the library read them; the
+        event keeps only its own table's map, so a later TABLE_MAP cannot change it.
+        """
+        assert shape.readers is not None
+        packet = event.packet
+        body = packet.read(event.event_size - packet.read_bytes)
+        event.table_map = {event.table_id: event.table_map[event.table_id]}
+
+        def decode() -> list[RowChange]:
+            packet.unread(body)
+            return list(self._decoded(event, op, shape, end))
+
+        return RowsData(op, event.schema, event.table, shape.columns, shape.readers, bytes(body), end,
+                        event.timestamp, decode)
+
+    def _decoded(self, event, op: Op, shape: _Shape, end: BinlogPosition) -> Iterator[RowChange]:
+        # One tuple for every row (and every event) of a table definition: rules.ColumnMaps relies on it.
+        columns, time2 = shape.columns, shape.time2
         before: dict | None
         after: dict | None
         for i, row in enumerate(event.rows):

@@ -1,0 +1,364 @@
+"""The native row path (issue 19): rows events straight to actions in compiled code.
+
+`cdc._native` (Rust, native/) decodes a rows event's bytes and writes each row's
+actions, documents already as JSON, following a `Plan` compiled here from a
+rule and the table's definition. It must give exactly what the Python path
+(`ActionBuilder`: library decoding, `values.py`, `actions.py`) gives, byte for
+byte, so everything it does not reproduce exactly goes to the Python path:
+
+* per table, when the plan is compiled (logged once per table definition):
+  `convert:` conversions, `values.decimal_as: number`, a `timestamp_timezone`
+  other than UTC with TIMESTAMP columns, MySQL binary JSON, GEOMETRY and
+  charsets other than UTF-8/binary, template formats other than plain and
+  `%Y %m %d %H %M %S`, ids or index names made of FLOAT, SET or JSON columns,
+  and field names that collide;
+* per event, when the native code meets a value it leaves to Python (`Decline`):
+  a NULL or zero date in an id, an invalid index name, odd JSON text, ... The
+  Python path then decodes the same event through the library and gives the
+  action or the error, with its message, as before.
+
+Bytes that do not decode (`DecodeError`) stop cdc with the table and position.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import re
+from typing import Any, Literal, Sequence
+
+import orjson
+
+from cdc.errors import ConfigError, RowError
+from cdc.model import Action, ActionType, Column, ColumnKind, Op, RowChange, RowsData
+from cdc.rules.actions import ActionBuilder, _columns_for, document_version
+from cdc.rules.model import Rule
+from cdc.rules.names import INDEX_FORBIDDEN, TemplateField, parse_template
+
+_native: Any
+try:
+    _native = importlib.import_module("cdc._native")
+except ImportError:  # installed without a Rust toolchain: the Python path only
+    _native = None
+
+log = logging.getLogger("cdc.rowpath")
+
+RowPathMode = Literal["auto", "native", "python"]
+NATIVE_AVAILABLE = _native is not None
+_DATE_FORMAT = re.compile(r"(?:[^%]|%[YmdHMS%])*")
+_DATE_KINDS = (ColumnKind.DATE, ColumnKind.DATETIME, ColumnKind.TIMESTAMP)
+_KEY_KINDS_REFUSED = (ColumnKind.FLOAT, ColumnKind.DOUBLE, ColumnKind.SET, ColumnKind.JSON, ColumnKind.GEOMETRY,
+                      ColumnKind.POINT, ColumnKind.OTHER)
+_OP_CODES = {Op.INSERT: 0, Op.UPDATE: 1, Op.DELETE: 2}
+_TYPES = (ActionType.INDEX, ActionType.DELETE, ActionType.UPDATE)
+
+
+class Unsupported(Exception):
+    """A rule or table the native plan does not do exactly; the reason is the message."""
+
+
+class _DocFromJson:
+    """`NativeAction.doc`: the document decoded from its JSON on first use (dead letters, dry runs)."""
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        data = instance.__dict__["doc_json"]
+        doc = instance.__dict__["doc"] = None if data is None else orjson.loads(data)
+        return doc
+
+
+class NativeAction(Action):
+    """An `Action` made by the native path: `doc_json` comes ready, `doc` is decoded when asked for."""
+
+    doc = _DocFromJson()
+
+
+def _is_utc(tz: datetime.tzinfo) -> bool:
+    return tz.utcoffset(datetime.datetime(2000, 1, 1)) == datetime.timedelta(0) and \
+        tz.utcoffset(datetime.datetime(2000, 7, 1)) == datetime.timedelta(0) and \
+        str(tz) in ("UTC", "Etc/UTC", "UTC+00:00", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Etc/GMT", "GMT")
+
+
+def _key(name: str) -> str:
+    return orjson.dumps(name).decode()
+
+
+def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...], readers: Sequence[tuple],
+                 builder: ActionBuilder) -> tuple[Any, tuple]:
+    """(native Table, Plan) for one rule and table definition, or `Unsupported` with the reason."""
+    if _native is None:
+        raise Unsupported("cdc was installed without its native module")
+    if not rule.checked:
+        raise Unsupported("the table was not checked at start-up")
+    if rule.conversions:
+        raise Unsupported("convert: conversions")
+    options = builder.value_options
+    mapped = _columns_for(columns, rule)
+    kinds = [mapped[c.name].kind for c in columns]
+    if options.decimal_as != "string" and ColumnKind.DECIMAL in kinds:
+        raise Unsupported("values.decimal_as: number")
+    if ColumnKind.TIMESTAMP in kinds and not _is_utc(options.timestamp_tz):
+        raise Unsupported(f"values.timestamp_timezone {options.timestamp_tz} with TIMESTAMP columns")
+    index_of = {c.name: i for i, c in enumerate(columns)}
+    specs = []
+    for column, kind, reader in zip(columns, kinds, readers):
+        spec = list(reader)
+        if kind is ColumnKind.JSON:
+            if spec[0] != "text":
+                raise Unsupported(f"column {column.name!r}: JSON in a {spec[0]} column")
+            spec[0] = "json_text"
+        elif spec[0] == "binary":
+            spec[2] = mapped[column.name].pad_to or 0
+        elif spec[0] == "bit":
+            spec[3] = int(options.bit1_as_bool and column.bits == 1)
+        if kind in (ColumnKind.GEOMETRY, ColumnKind.POINT, ColumnKind.OTHER):
+            raise Unsupported(f"column {column.name!r} of kind {kind.value}")
+        specs.append(tuple(spec))
+
+    include = set(rule.include) if rule.include is not None else None
+    renames = dict(rule.rename)
+    names: list[str] = []
+    doc = []
+    for i, column in enumerate(columns):
+        if include is not None and column.name not in include or column.name in rule.exclude:
+            continue
+        names.append(renames.get(column.name, column.name))
+        doc.append((i, _key(names[-1])))
+    consts = []
+    for name, value in rule.fields:
+        names.append(name)
+        consts.append(f",{_key(name)}:{orjson.dumps(value).decode()}")
+    for field_name, value in ((rule.add_table_name, table), (rule.add_schema_name, schema)):
+        if field_name:
+            names.append(field_name)
+            consts.append(f",{_key(field_name)}:{_key(value)}")
+    soft = None
+    if rule.on_delete == "soft":
+        names.append(rule.soft_delete_field)
+        soft = _key(rule.soft_delete_field)
+    if len(set(names)) != len(names):
+        raise Unsupported("two fields of the document share a name")
+
+    captures = {"schema": rule.schema, "table": rule.table, **dict(rule.captures)}
+
+    def template(text: str, what: str) -> list[tuple[int, str, int]]:
+        parts: list[tuple[int, str, int]] = []
+        for part in parse_template(text).parts:
+            if isinstance(part, str):
+                parts.append((0, part, 0))
+                continue
+            assert isinstance(part, TemplateField)
+            if part.meta:
+                parts.append((0, captures.get(part.name, ""), 0))
+                continue
+            if part.name not in index_of:
+                raise Unsupported(f"{what} names a column the table lacks")
+            kind = kinds[index_of[part.name]]
+            if kind in _KEY_KINDS_REFUSED:
+                raise Unsupported(f"{what} made of a {kind.value} column")
+            if "%" in part.spec:
+                if kind not in _DATE_KINDS or not _DATE_FORMAT.fullmatch(part.spec):
+                    raise Unsupported(f"{what} date format {part.spec!r}")
+                parts.append((2, part.spec, index_of[part.name]))
+            elif part.spec:
+                raise Unsupported(f"{what} format {part.spec!r}")
+            else:
+                parts.append((1, "", index_of[part.name]))
+        return parts
+
+    id_cols: list[int] = []
+    id_tpl = None
+    if rule.id_template:
+        id_tpl = template(rule.id_template, "the id")
+    else:
+        for name in rule.id_columns or ():
+            if name not in index_of:
+                raise Unsupported("the id names a column the table lacks")
+            if kinds[index_of[name]] in _KEY_KINDS_REFUSED:
+                raise Unsupported(f"the id made of a {kinds[index_of[name]].value} column")
+            id_cols.append(index_of[name])
+        if not id_cols:
+            raise Unsupported("no id columns")
+    index = template(rule.index, "the index name")
+    if not all(text.isascii() for kind, text, _ in index if kind == 0):
+        raise Unsupported("a non-ASCII index name")
+    routing = template(rule.routing, "the routing") if rule.routing else None
+    on_delete = {"delete": 0, "ignore": 1, "soft": 2}[rule.on_delete]
+    plan = _native.Plan(doc, "".join(consts), soft, id_cols, rule.id_separator, id_tpl, index, routing,
+                        rule.mode == "index", on_delete, "".join(sorted(INDEX_FORBIDDEN)))
+    return _native.Table(specs), plan
+
+
+class _Compiled:
+    """A table definition's plans under its rules, or why the Python path does it."""
+
+    __slots__ = ("readers", "table", "plans", "rules", "reason", "stubs")
+
+    def __init__(self, readers, table, plans, rules, reason):
+        self.readers = readers
+        self.table = table
+        self.plans = plans
+        self.rules = rules
+        self.reason = reason
+
+
+class PreparedChange(RowChange):
+    """A row of a rows event the native path did: no values, and the event's actions on its first row.
+
+    The pipeline counts it like any row change and asks `RowPath.actions` for its
+    actions, which hands back `prepared` (all of the event's actions on row 0, none
+    on the others: the pipeline keeps an event's actions together anyway).
+    """
+
+    prepared: list[Action]
+
+
+class RowPath(ActionBuilder):
+    """Which path turns a `RowsData` into actions, and the native one.
+
+    `prepare` runs on the source's reader thread: it gives the event's rows as
+    `PreparedChange`s (native) or as the library decodes them (`RowsData.decode`,
+    the Python path). `actions` stands in for `ActionBuilder.actions` in the
+    pipeline. `mode`: `python` never uses the native code; `native` and `auto` use it
+    where the plan allows (`native` without the module stops cdc: `check_mode`).
+    Every table that falls back is logged once per table definition, with why.
+    """
+
+    LIMIT = 1024  # table definitions kept; past it, start over
+
+    def __init__(self, builder: ActionBuilder, mode: RowPathMode = "auto"):
+        # The same rules, settings and counters as `builder` (shared, not copied).
+        self.__dict__.update(builder.__dict__)
+        self.builder = builder
+        self.mode = mode
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self.tables: dict[str, str] = {}  # "schema.table" -> "native" or "python: reason", as last compiled
+
+    @property
+    def native(self) -> bool:
+        return self.mode != "python" and _native is not None
+
+    def actions(self, change: RowChange) -> list[Action]:
+        if change.__class__ is PreparedChange:
+            return change.prepared
+        return ActionBuilder.actions(self, change)
+
+    def prepare(self, rows: RowsData) -> Sequence[RowChange]:
+        """The event's row changes: native ones with their actions, or the library's."""
+        compiled = self._compile(rows)
+        if compiled.plans is not None:
+            try:
+                count, raw, zero_rows = _native.decode(compiled.table, compiled.plans, _OP_CODES[rows.op], rows.body)
+            except _native.Decline:
+                pass  # the Python path gives this event's exact actions, or its exact error
+            except _native.DecodeError as exc:
+                raise RowError(f"cannot decode the rows event of {rows.schema}.{rows.table} at {rows.position} "
+                               f"({len(rows.body)} bytes of rows): {exc}") from None
+            else:
+                return self._prepared(rows, compiled, count, raw, zero_rows)
+        return rows.decode()
+
+    def changes_and_actions(self, rows: RowsData) -> tuple[Sequence[RowChange], list[Action]]:
+        """`prepare`, then every change's actions: what the pipeline gets for the event (for tests and benches)."""
+        changes = self.prepare(rows)
+        actions: list[Action] = []
+        for change in changes:
+            actions.extend(self.actions(change))
+        return changes, actions
+
+    def _compile(self, rows: RowsData) -> _Compiled:
+        key = (rows.schema, rows.table)
+        compiled = self._compiled.get(key)
+        if compiled is not None and compiled.readers is rows.readers:
+            return compiled
+        if compiled is not None and compiled.readers == rows.readers:
+            compiled.readers = rows.readers
+            return compiled
+        if len(self._compiled) >= self.LIMIT:
+            self._compiled.clear()
+        rules = self.builder.rules.matches(rows.schema, rows.table)
+        name = f"{rows.schema}.{rows.table}"
+        table, plans, reason = None, None, None
+        if not self.native:
+            reason = "row_path: python" if self.mode == "python" else "cdc was installed without its native module"
+        elif not rules:
+            reason = "no rule"
+        else:
+            try:
+                compiled_rules = [compile_plan(rule, rows.schema, rows.table, rows.columns, rows.readers, self.builder)
+                                  for rule in rules]
+                table = compiled_rules[0][0]
+                plans = [plan for _, plan in compiled_rules]
+            except Unsupported as exc:
+                reason = str(exc)
+        compiled = self._compiled[key] = _Compiled(rows.readers, table, plans, rules, reason)
+        state = "native" if plans is not None else f"python: {reason}"
+        if rules and self.tables.get(name) != state:
+            self.tables[name] = state
+            if plans is None and self.native:
+                log.warning("row path for %s: python (%s); the native plan does not do that exactly", name,
+                            reason, extra={"table": name, "row_path": "python"})
+            else:
+                log.info("row path for %s: %s", name, state, extra={"table": name, "row_path": state})
+        return compiled
+
+    def _prepared(self, rows: RowsData, compiled: _Compiled, count: int, raw: list,
+                  zero_rows: list[int]) -> Sequence[RowChange]:
+        builder = self.builder
+        version = document_version(rows.position, builder.version_epoch)
+        common = []
+        for rule in compiled.rules:
+            versioned = rule.mode == "index"
+            common.append((rule.pipeline if versioned else None, versioned))
+        schema, table, position = rows.schema, rows.table, rows.position
+        new = NativeAction.__new__
+        actions: list[Action] = []
+        append = actions.append
+        for plan_no, _row, kind, index, doc_id, routing, older, doc in raw:
+            pipeline, versioned = common[plan_no]
+            action = new(NativeAction)
+            action.__dict__.update(
+                type=_TYPES[kind], index=index, doc_id=doc_id, version=version - 1 if older else version,
+                routing=routing, schema=schema, table=table, position=position,
+                pipeline=pipeline if kind == 0 else None, versioned=versioned, doc_json=doc)
+            if doc is None:
+                action.__dict__["doc"] = None
+            append(action)
+        changes = _stubs(rows, count, actions)
+        for row in zero_rows:
+            builder.stats.zero_dates += 1
+            builder._zero_dates(changes[row])
+        return changes
+
+
+def _stub(rows: RowsData, row_index: int, prepared: list[Action]) -> PreparedChange:
+    change = PreparedChange.__new__(PreparedChange)
+    change.__dict__.update(op=rows.op, schema=rows.schema, table=rows.table, columns=rows.columns, before=None,
+                           after=None, position=rows.position, timestamp=rows.timestamp, row_index=row_index,
+                           prepared=prepared)
+    return change
+
+
+def _stubs(rows: RowsData, count: int, actions: list[Action]) -> Sequence[RowChange]:
+    """Stand-ins for the event's row changes, for the pipeline's counting: the values stay in Rust."""
+    if count == 0:
+        return ()
+    first = _stub(rows, 0, actions)
+    if count == 1:
+        return (first,)
+    # The pipeline only reads these; one object serves every further row.
+    return (first,) + (_stub(rows, 1, []),) * (count - 1)
+
+
+def check_mode(mode: RowPathMode) -> str:
+    """What the start-up log says about the row path; `native` without the module is an error."""
+    if mode == "python":
+        return "row path: python (row_path: python)"
+    if _native is None:
+        if mode == "native":
+            raise ConfigError("row_path: native, but cdc was installed without its native module (cdc._native): "
+                           "install it with a Rust toolchain (cargo) on PATH, or set row_path: auto")
+        return "row path: python (cdc was installed without its native module; install with cargo on PATH)"
+    return f"row path: native where the rules allow ({mode}); tables that fall back are logged"

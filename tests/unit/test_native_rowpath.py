@@ -1,0 +1,156 @@
+"""The native row path against the Python path, value by value and on random input (issue 19).
+
+The Python path (values.py + orjson) is the reference: every case here runs both and
+compares the bytes. Random event bytes must give a result or a clean DecodeError /
+Decline, never a crash. The end-to-end comparison over a real binlog is in
+tests/integration/test_native_rowpath.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cdc.model import Column, ColumnKind
+from cdc.rules import rowpath
+from cdc.rules.values import _float32, _json, _parse_json_text
+
+pytestmark = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
+native = rowpath._native
+
+
+def python_json_text(text: str) -> bytes:
+    return orjson.dumps(_json(_parse_json_text(text, Column("j", ColumnKind.JSON))))
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+@settings(max_examples=3000)
+def test_floats_are_written_as_orjson_writes_them(value):
+    assert native.format_float(value).encode() == orjson.dumps(value)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1e16, 1e15, 1e-5, 1e-6, 1.5e-7, 5e-324, 1.7976931348623157e308,
+                                   0.30000000000000004, 123456789012345680.0, 2.5, 1e22, 1e21])
+def test_float_edges(value):
+    assert native.format_float(value).encode() == orjson.dumps(value)
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+@settings(max_examples=3000)
+def test_float32_is_the_shortest_same_float32_as_values_py(value):
+    assert struct.pack("<d", native.float32(value)) == struct.pack("<d", _float32(value))
+
+
+JSON_TEXTS = [
+    '{"a": [1, 2.50, -0, 1e-400], "b": {"c": null, "s": "x"}}',
+    '{"x": 1e400, "y": -9223372036854775809, "x": [1.5e-7, 1E16]}',  # orjson refuses: json.loads decides
+    '{"n": 12345678901234567890123, "s": "\\u00e9\\ud83d\\ude00"}',  # a 20-digit run: json.loads
+    '[-9223372036854775809, 18446744073709551615, -9223372036854775808]',  # orjson: the first is a float
+    '"just a string"', '123', '-0.0', 'true', ' [ ] ', '{"a":1,"b":2,"a":3}', '"\\b\\f\\n\\r\\t\\"\\\\\\/"',
+    '{"\\u0000": "\\u001f\\u007f"}', '1E2', '[1e-7, 1e-5, 100.0]',
+]
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+def test_json_text_as_values_py_writes_it(text):
+    assert native.json_text(text).encode() == python_json_text(text)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1', "NaN", "[1,]", '"\\ud800"', "01", '{"a" 1}', "[1] x", "\x01",
+                                  '"\\x"', "[" * 200 + "]" * 200, '"١٢٣"'])
+def test_json_text_it_does_not_reproduce_is_left_to_python(text):
+    with pytest.raises(native.Decline):
+        native.json_text(text)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20)
+
+
+@given(json_values, st.sampled_from([None, 0, 2]))
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+def test_random_json_text_gives_the_same_bytes(value, indent):
+    text = json.dumps(value, indent=indent, ensure_ascii=indent == 2)
+    try:
+        expected = python_json_text(text)
+    except Exception:
+        with pytest.raises(native.Decline):
+            native.json_text(text)
+        return
+    try:
+        got = native.json_text(text)
+    except native.Decline:
+        return  # the Python path does it: allowed, never wrong
+    assert got.encode() == expected
+
+
+# --------------------------------------------------------------------------- whole events, random bytes
+READERS = [("int", 1, 0, 0, None), ("int", 8, 1, 0, None), ("int", 3, 0, 0, None), ("float", 0, 0, 0, None),
+           ("double", 0, 0, 0, None), ("decimal", 65, 30, 0, None), ("decimal", 10, 2, 0, None),
+           ("date", 0, 0, 0, None), ("datetime2", 6, 0, 0, None), ("timestamp2", 3, 0, 0, None),
+           ("time2", 5, 0, 0, None), ("time_old", 0, 0, 0, None), ("year", 0, 0, 0, None),
+           ("text", 1, 0, 0, None), ("text", 2, 0, 0, None), ("binary", 1, 4, 0, None), ("json_text", 4, 0, 0, None),
+           ("enum", 1, 0, 0, ["", "a", "b"]), ("set", 1, 0, 0, ["x", "y", "z"]), ("bit", 1, 1, 1, None),
+           ("bit", 10, 2, 0, None), ("datetime_old", 0, 0, 0, None), ("timestamp_old", 0, 0, 0, None)]
+
+
+def _plan(columns: int, **kw):
+    options = dict(doc=[(i, f'"c{i}"') for i in range(columns)], consts=',"k":1', soft=None, id_cols=[0],
+                   id_sep=":", id_tpl=None, index=[(0, "ix", 0)], routing=None, versioned=True, on_delete=0,
+                   forbidden="".join(sorted(rowpath.INDEX_FORBIDDEN)))
+    options.update(kw)
+    return native.Plan(*options.values())
+
+
+@given(st.lists(st.sampled_from(READERS), min_size=1, max_size=8), st.binary(max_size=300), st.integers(0, 2),
+       st.booleans())
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+def test_garbage_bytes_never_crash(readers, body, op, soft):
+    table = native.Table(readers)
+    plan = _plan(len(readers), soft='"deleted"' if soft else None, on_delete=2 if soft else 0,
+                 id_cols=list(range(len(readers))), id_sep="/")
+    try:
+        rows, actions, zero_rows = native.decode(table, [plan], op, body)
+    except (native.DecodeError, native.Decline):
+        return
+    for action in actions:
+        if action[7] is not None:
+            orjson.loads(action[7])  # whatever came out is valid JSON
+
+
+def test_truncated_event_is_a_decode_error_naming_the_offset():
+    table = native.Table([("int", 4, 0, 0, None), ("text", 1, 0, 0, None)])
+    with pytest.raises(native.DecodeError, match="truncated: 5 bytes needed at offset 6"):
+        native.decode(table, [_plan(2)], 0, b"\x00\x01\x00\x00\x00\x05abc")
+
+
+def test_decode_error_in_the_row_path_names_table_and_position():
+    from cdc.errors import RowError
+    from cdc.model import BinlogPosition, Op, RowsData
+    from cdc.rules import ActionBuilder, Rule, RuleSet
+    from cdc.rules.values import ValueOptions
+
+    rule = Rule("s", "t", "ix", ("id",))
+    builder = ActionBuilder(RuleSet([rule]), 0, ValueOptions())
+    path = rowpath.RowPath(builder, "native")
+    columns = (Column("id", ColumnKind.INTEGER),)
+    rows = RowsData(Op.INSERT, "s", "t", columns, (("int", 4, 0, 0, None),), b"\x00\x01\x00", BinlogPosition(
+        "binlog.000007", 1234), 0, decode=lambda: pytest.fail("a decode error must not fall back"))
+    with pytest.raises(RowError, match=r"s\.t at binlog\.000007:1234 \(3 bytes of rows\): truncated"):
+        path.prepare(rows)
+    good = RowsData(Op.INSERT, "s", "t", columns, (("int", 4, 0, 0, None),), b"\x00\x07\x00\x00\x00",
+                    BinlogPosition("binlog.000007", 1234), 0, decode=lambda: pytest.fail("no fallback"))
+    changes, actions = path.changes_and_actions(good)
+    assert len(changes) == 1 and [(a.index, a.doc_id, a.doc_json, a.doc) for a in actions] == [
+        ("ix", "7", b'{"id":7}', {"id": 7})]
+    assert actions[0].version == (7 << 32) | 1234
+    assert not math.isnan(0.0)
