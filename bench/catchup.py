@@ -227,9 +227,7 @@ def read_log(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------- cdc process
 
 
-# A block of 100 per bench process: a cdc left over from an earlier, aborted bench
-# run keeps its id registered with the server, and cdc refuses to share one.
-_server_ids = iter(range(7100 + 100 * (os.getpid() % 20), 7900 + 100 * (os.getpid() % 20)))
+_server_ids = iter(range(7100, 7900))
 
 
 class Code:
@@ -242,7 +240,6 @@ class Code:
         # commit, and record what was newer if that never happened. A copy made
         # earlier (source) lets several runs measure the very same code.
         self.source = source
-        self.name = name
         self.newer_than_head: list[str] | None = None
         if source == ROOT:
             deadline = time.time() + wait_quiet
@@ -731,10 +728,9 @@ class RssSampler(threading.Thread):
 
 
 def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rate: int, rows_per_tx: int,
-                refresh: str, label: str = "") -> dict:
-    code_name = code.name  # `code` is reused below for the exit code
-    index = f"{INDEX_PREFIX}-{tag}-latency-{refresh.replace('default', 'd')}{label}".lower()
-    workdir = run_dir / f"latency-{refresh}{label}"
+                refresh: str) -> dict:
+    index = f"{INDEX_PREFIX}-{tag}-latency-{refresh.replace('default', 'd')}"
+    workdir = run_dir / f"latency-{refresh}"
     if refresh != "default":
         # Created up front only to change the refresh interval; mappings stay dynamic, as cdc leaves them.
         es.indices.create(index=index, settings={"index": {"refresh_interval": refresh}})
@@ -832,7 +828,6 @@ def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rat
 
     result = {
         "index": index,
-        "code": code_name,
         "refresh_interval": refresh,
         "log": str(cdc.log_path),
         "seconds": round(t_end - t_begin, 2),
@@ -862,7 +857,7 @@ def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rat
         "log_problems": cdc.problems()[:20],
     }
     s, a = result["commit_to_searchable_s"], result["commit_to_acknowledged_s"] or {}
-    log(f"latency {code_name} (refresh {refresh}): {result['achieved_rows_per_s']} rows/s; searchable p50 {s['p50']}s "
+    log(f"latency (refresh {refresh}): {result['achieved_rows_per_s']} rows/s; searchable p50 {s['p50']}s "
         f"p99 {s['p99']}s; acknowledged p50 {a.get('p50')}s p99 {a.get('p99')}s; never seen {result['never_seen']}; "
         f"cdc RSS {result['cdc_rss_mb_start']} -> {result['cdc_rss_mb_end']} MB")
     return result
@@ -989,14 +984,13 @@ def markdown(results: dict) -> str:
         out.append("")
     for lat in results.get("latency", []):
         s, a = lat["commit_to_searchable_s"], lat["commit_to_acknowledged_s"] or {}
-        out += [f"Latency of {lat.get('code', 'code')}, refresh_interval {lat['refresh_interval']}: {lat['rows_written']} rows at "
+        out += [f"Latency, refresh_interval {lat['refresh_interval']}: {lat['rows_written']} rows at "
                 f"{lat['achieved_rows_per_s']} rows/s ({lat['rows_per_transaction']} row(s) per transaction) "
                 f"for {lat['seconds']} s", "",
                 "| measure | n | p50 s | p90 s | p99 s | max s |", "|---|---|---|---|---|---|",
                 f"| commit -> searchable | {s['n']} | {s['p50']} | {s['p90']} | {s['p99']} | {s['max']} |",
                 f"| commit -> acknowledged (checkpoint) | {a.get('n')} | {a.get('p50')} | {a.get('p90')} | "
-                f"{a.get('p99')} | {a.get('max')} |",
-                f"| cdc CPU cores | {lat.get('cdc_cpu_cores')} | | | | |", ""]
+                f"{a.get('p99')} | {a.get('max')} |", ""]
     return "\n".join(out)
 
 
@@ -1009,8 +1003,6 @@ def main() -> int:
     parser.add_argument("--latency-rows-per-tx", type=int, default=1)
     parser.add_argument("--latency-refresh", default="default",
                         help="comma-separated index refresh intervals to test, e.g. default,200ms")
-    parser.add_argument("--latency-repeat", type=int, default=1,
-                        help="latency runs per refresh interval (with --baseline: of each code, alternating)")
     parser.add_argument("--skip-catchup", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS / "latest.json")
@@ -1089,16 +1081,10 @@ def main() -> int:
     if not args.skip_latency:
         if args.skip_catchup:
             setup_schema(conn)
-        results["latency"] = []
-        for refresh in args.latency_refresh.split(","):
-            for i in range(1, args.latency_repeat + 1):
-                # With a baseline, the two alternate (old, new, new, old, ...) like the catch-up runs.
-                order = [code] if base is None else ([base, code] if i % 2 else [code, base])
-                for c in order:
-                    setup_schema(conn)  # an empty table: every run writes the same ids
-                    results["latency"].append(latency_run(
-                        ep, es, c, run_dir, tag, args.latency_seconds, args.latency_rate, args.latency_rows_per_tx,
-                        refresh.strip(), label=f"-{c.name}-{i}"))
+        results["latency"] = [
+            latency_run(ep, es, code, run_dir, tag, args.latency_seconds, args.latency_rate,
+                        args.latency_rows_per_tx, refresh.strip())
+            for refresh in args.latency_refresh.split(",")]
     conn.close()
     results["loadavg_end"] = os.getloadavg()
     # If this differs from cdc_commit_at_start, the work tree moved during the run;

@@ -203,7 +203,7 @@ class _Shape:
 
 
 def _shape(library_columns) -> _Shape:
-    readers = [_reader(c) for c in library_columns]
+    readers = [_reader_or_none(c) for c in library_columns]
     known = tuple(r for r in readers if r is not None)
     return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None)) for c in library_columns),
                   any(c.name is None for c in library_columns), _time2_columns(library_columns),
@@ -244,6 +244,13 @@ def _reader(c) -> tuple | None:
         if c.character_set_name == "binary":
             return ("binary", prefix, 0, 0, None)
     return None
+
+
+def _reader_or_none(c) -> tuple | None:
+    try:
+        return _reader(c)
+    except AttributeError:  # a column without the metadata its type needs: left to the library
+        return None
 
 
 def _full_image(bitmap: bytes, count: int) -> bool:
@@ -522,7 +529,7 @@ class BinlogSource:
             shape = _shape(event.columns)
             self._shapes[id(event.columns)] = (event.columns, shape)
             if self.prepare is not None and shape.readers is None:
-                unread = ", ".join(repr(c.name) for c in event.columns if _reader(c) is None)
+                unread = ", ".join(repr(c.name) for c in event.columns if _reader_or_none(c) is None)
                 log.warning("row path for %s.%s: python (column(s) %s: a type or charset the native path leaves "
                             "to the library)", event.schema, event.table, unread,
                             extra={"table": f"{event.schema}.{event.table}", "row_path": "python"})
