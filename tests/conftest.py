@@ -21,10 +21,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-# Tests that stop, restart, purge or reconfigure (SET GLOBAL) the shared servers, or that
-# replicate everything the primary writes: nothing else may run meanwhile. A test can also
-# say so itself with @pytest.mark.serial.
+# Tests that stop, restart, purge or reconfigure (SET GLOBAL) the shared servers, that
+# replicate everything the primary writes, or that compare a position with the end of the
+# binlog ("nothing else was written since"): nothing else may run meanwhile. A test can
+# also say so itself with @pytest.mark.serial.
 SERIAL = (
+    "test_replication.py::test_graceful_stop_saves_position_and_restart_reprocesses_nothing",
+    "test_operations.py::test_systemd_notify_ready_watchdog_status_stopping",
+    "test_operations.py::test_status_reads_a_running_daemons_metrics_then_measures_from_mysql",
     "test_faults.py::test_elasticsearch_down_for_60s_during_writes",
     "test_faults.py::test_purged_binlog_is_a_clear_fatal_error",
     "test_faults.py::test_mariadb_killed_under_load_and_restarted",
