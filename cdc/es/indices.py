@@ -396,20 +396,21 @@ def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions) -> l
                         else "field", ", ".join(fields))
             continue
         wanted.setdefault(name, set()).update(fields)
-    for index, fields in sorted(wanted.items()):
+    for index, names in sorted(wanted.items()):
         try:
-            done.extend(_map_unsigned(index, sorted(fields), sink))
+            done.extend(_map_unsigned(index, sorted(names), sink))
         except SinkError as exc:
             log.warning("index %s: could not map %s for unsigned 64-bit integers (%s); values above 2^63-1 will "
-                        "be rejected if Elasticsearch maps them as long", index, ", ".join(sorted(fields)), exc)
+                        "be rejected if Elasticsearch maps them as long", index, ", ".join(sorted(names)), exc)
     return done
 
 
 def _map_unsigned(index: str, fields: list[str], sink) -> list[str]:
     status, body = sink.admin("GET", f"/{index}/_mapping")
     exists = status != 404
-    have = (next(iter(body.values()), {}).get("mappings", {}).get("properties", {})
-            if exists and isinstance(body, dict) else {})
+    have: dict[str, Any] = {}
+    if exists and isinstance(body, dict):
+        have = (next(iter(body.values()), None) or {}).get("mappings", {}).get("properties", {})
     missing = []
     for name in fields:
         mapped = (have.get(name) or {}).get("type")
