@@ -78,6 +78,9 @@ class MysqlConfig(_Strict):
 
 class ElasticsearchConfig(_Strict):
     hosts: list[str] = ["http://127.0.0.1:9200"]
+    # Which engine elasticsearch.hosts is: auto asks the server; a server that is not
+    # the one named here stops cdc at start-up (cdc/es/engine.py, README "Destinations").
+    engine: Literal["auto", "elasticsearch", "opensearch"] = "auto"
     username: str | None = None
     password: str | None = None
     api_key: str | None = None
@@ -119,6 +122,8 @@ class ElasticsearchConfig(_Strict):
             raise ValueError("give password or password_file, not both")
         if self.api_key and self.api_key_file:
             raise ValueError("give api_key or api_key_file, not both")
+        if self.engine == "opensearch" and (self.api_key or self.api_key_file):
+            raise ValueError("engine opensearch: OpenSearch has no API keys; use username and password")
         return self
 
 

@@ -2,9 +2,18 @@
 """Start and stop the real MariaDB and Elasticsearch used by the demo and the tests.
 
     python scripts/servers.py up|down|status|env
+    python scripts/servers.py es7_up|es7_down|opensearch_up|opensearch_down
 
-Both servers run as local processes on loopback (no Docker), from files kept in
-CDC_DEV_HOME (default /var/tmp/cdc-dev) so a second `up` reuses them:
+`up` starts MariaDB and Elasticsearch 8. The other search engines cdc writes to
+(README "Destinations") start on their own ports, beside it:
+
+* `es7_up`: Elasticsearch 7.17.29 on 127.0.0.1:19201 (ES7_PORT), security off;
+  also the server for peers that need 7.x, such as go-mysql-elasticsearch.
+* `opensearch_up`: OpenSearch 2.19.1 on 127.0.0.1:19202 (OPENSEARCH_PORT).
+
+`down` stops all of them. All servers run as local processes on loopback (no
+Docker), from files kept in CDC_DEV_HOME (default /var/tmp/cdc-dev) so a second
+`up` reuses them:
 
 * MariaDB 10.11 from Debian's packages, with the binlog settings cdc needs.
 * Elasticsearch from Maven Central's integ-test-zip (it has no bundled JDK), run
@@ -331,6 +340,18 @@ def _es_env(java_home: str, run_dir: Path, conf_dir: Path | None = None) -> dict
     return env
 
 
+def _launch(cmd: list[str], env: dict[str, str], out: Path) -> tuple[int, str]:
+    """Run a server's `-d` start script: (exit code, the tail of its output).
+
+    The output goes to a file, not a pipe: Elasticsearch 7 and OpenSearch daemonise
+    a JVM that keeps the inherited stdout and stderr open, so reading a pipe to its
+    end would wait until the server stops.
+    """
+    with open(out, "w") as sink:
+        code = subprocess.run(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT).returncode
+    return code, _tail(out)
+
+
 def _es_start(version: str, run_dir: Path, port: int, transport_port: int, cluster: str,
               settings: list[str], conf_dir: Path | None = None, health=None) -> None:
     """Start one single-node Elasticsearch as ES_USER and wait until it is green or yellow.
@@ -349,7 +370,7 @@ def _es_start(version: str, run_dir: Path, port: int, transport_port: int, clust
     url = f"http://127.0.0.1:{port}"
     health = health or (lambda: _es_health(url))
     log(f"elasticsearch {version}: starting {cluster} on port {port} (JDK {java_home})")
-    start = subprocess.run(
+    start = _launch(
         ["runuser", "-u", ES_USER, "--", str(es_home / "bin" / "elasticsearch"), "-d", "-p", str(pid_file),
          "-Ediscovery.type=single-node",
          "-Enetwork.host=127.0.0.1", f"-Ehttp.port={port}", f"-Etransport.port={transport_port}",
@@ -357,13 +378,13 @@ def _es_start(version: str, run_dir: Path, port: int, transport_port: int, clust
          # Development disks are small and shared; never let a watermark block writes.
          "-Ecluster.routing.allocation.disk.threshold_enabled=false",
          f"-Ecluster.name={cluster}", *settings],
-        env=_es_env(java_home, run_dir, conf_dir), capture_output=True, text=True,
+        env=_es_env(java_home, run_dir, conf_dir), out=run_dir / "start.out",
     )
     log_file = run_dir / "logs" / f"{cluster}.log"
-    if start.returncode != 0:
+    if start[0] != 0:
         raise ServerError(
-            f"Elasticsearch {version} failed to start (exit {start.returncode}):\n"
-            f"{start.stdout[-3000:]}{start.stderr[-3000:]}\nTail of {log_file}:\n{_tail(log_file)}"
+            f"Elasticsearch {version} failed to start (exit {start[0]}):\n"
+            f"{start[1]}\nTail of {log_file}:\n{_tail(log_file)}"
         )
     deadline = time.monotonic() + 180
     while True:
@@ -469,6 +490,130 @@ def es_down() -> None:
         _stop_pid(pid_file, f"elasticsearch ({pid_file.parent.name})")
 
 
+# --------------------------------------------------------------------------- other destinations
+# Elasticsearch 7.17 and OpenSearch 2.x for the destination tests (tests/integration/
+# test_destinations.py), each on its own port and in its own CDC_DEV_HOME subfolder,
+# so that they run beside the default Elasticsearch and `es_up` never mistakes them
+# for another version of it. Pinned from maven-metadata.xml of
+# org.elasticsearch.distribution.integ-test-zip:elasticsearch and
+# org.opensearch.distribution.integ-test-zip:opensearch (read 2026-11-28).
+ES7_VERSION = os.environ.get("ES7_VERSION", "7.17.29")
+OPENSEARCH_VERSION = os.environ.get("OPENSEARCH_VERSION", "2.19.1")
+ES7_PORT = int(os.environ.get("ES7_PORT", "19201"))
+OPENSEARCH_PORT = int(os.environ.get("OPENSEARCH_PORT", "19202"))
+ES7_DIR = HOME / "es7"
+OPENSEARCH_DIR = HOME / "opensearch"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One running search server: what the destination tests parametrise over."""
+
+    name: str  # es8 | es7 | opensearch
+    engine: str  # elasticsearch | opensearch (cdc's elasticsearch.engine)
+    version: str
+    url: str
+
+
+def es7_up() -> Destination:
+    """Elasticsearch 7.17 (also the server go-mysql-elasticsearch-style peers need), security off.
+
+    The same integ-test-zip as ES 8 (it has x-pack core and security, nothing else)
+    and the same `_es_start`, from ES7_DIR so `es_up` leaves it alone.
+    """
+    run_dir = ES7_DIR / "run"
+    url = f"http://127.0.0.1:{ES7_PORT}"
+    if not (_pid_alive(run_dir / "es.pid") and _es_health(url)):
+        _es_start(ES7_VERSION, run_dir, ES7_PORT, ES7_PORT + 100, "cdc-es7", ["-Expack.security.enabled=false"])
+    else:
+        log(f"elasticsearch {ES7_VERSION}: already running at {url}")
+    return Destination("es7", "elasticsearch", ES7_VERSION, url)
+
+
+def es7_down() -> None:
+    _stop_pid(ES7_DIR / "run" / "es.pid", f"elasticsearch {ES7_VERSION}")
+
+
+def _opensearch_install(version: str) -> Path:
+    """Unpack OpenSearch's integ-test-zip once (no bundled JDK, no security plugin, only transport-netty4)."""
+    home = OPENSEARCH_DIR / f"opensearch-{version}"
+    if not (home / "bin" / "opensearch").is_file():
+        zip_path = (Path.home() / ".m2/repository/org/opensearch/distribution/integ-test-zip/opensearch"
+                    / version / f"opensearch-{version}.zip")
+        if not zip_path.is_file():
+            log(f"opensearch: fetching {version} from Maven Central")
+            run = subprocess.run(
+                ["mvn", "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get",
+                 "-Dtransitive=false",
+                 f"-Dartifact=org.opensearch.distribution.integ-test-zip:opensearch:{version}:zip"],
+                capture_output=True, text=True)
+            if run.returncode != 0 or not zip_path.is_file():
+                raise ServerError(f"could not fetch OpenSearch {version} with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+        log(f"opensearch: unpacking {zip_path.name}")
+        OPENSEARCH_DIR.mkdir(parents=True, exist_ok=True)
+        for d in (HOME, OPENSEARCH_DIR):
+            os.chmod(d, 0o755)
+        tmp = OPENSEARCH_DIR / f".unpack-{version}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["unzip", "-qo", str(zip_path), "-d", str(tmp)], check=True)
+        shutil.rmtree(home, ignore_errors=True)
+        (tmp / f"opensearch-{version}").rename(home)
+        shutil.rmtree(tmp, ignore_errors=True)
+    _ensure_es_user()
+    subprocess.run(["chown", "-R", ES_USER, str(home)], check=True)
+    return home
+
+
+def opensearch_up() -> Destination:
+    """OpenSearch 2.x on OPENSEARCH_PORT, as ES_USER (OpenSearch refuses root too), on the system JDK 17."""
+    version = OPENSEARCH_VERSION
+    run_dir = OPENSEARCH_DIR / "run"
+    pid_file = run_dir / "opensearch.pid"
+    url = f"http://127.0.0.1:{OPENSEARCH_PORT}"
+    if _pid_alive(pid_file) and _es_health(url):
+        log(f"opensearch {version}: already running at {url}")
+        return Destination("opensearch", "opensearch", version, url)
+    home = _opensearch_install(version)
+    java_home = _java_home("8.0.0")  # OpenSearch 2.x runs on 11+; the JDK 17 ES 8 uses
+    for sub in ("logs", "data", "tmp"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OPENSEARCH_JAVA_HOME": java_home, "HOME": str(run_dir),
+           "OPENSEARCH_JAVA_OPTS": os.environ.get("OPENSEARCH_JAVA_OPTS", "-Xms512m -Xmx512m"),
+           "OPENSEARCH_TMPDIR": str(run_dir / "tmp")}
+    log(f"opensearch {version}: starting on port {OPENSEARCH_PORT} (JDK {java_home})")
+    start = _launch(
+        ["runuser", "-u", ES_USER, "--", str(home / "bin" / "opensearch"), "-d", "-p", str(pid_file),
+         "-Ediscovery.type=single-node",
+         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={OPENSEARCH_PORT}", f"-Etransport.port={OPENSEARCH_PORT + 100}",
+         f"-Epath.data={run_dir / 'data'}", f"-Epath.logs={run_dir / 'logs'}",
+         "-Ecluster.routing.allocation.disk.threshold_enabled=false", "-Ecluster.name=cdc-opensearch"],
+        env=env, out=run_dir / "start.out")
+    log_file = run_dir / "logs" / "cdc-opensearch.log"
+    if start[0] != 0:
+        raise ServerError(f"OpenSearch {version} failed to start (exit {start[0]}):\n"
+                          f"{start[1]}\nTail of {log_file}:\n{_tail(log_file)}")
+    deadline = time.monotonic() + 180
+    while True:
+        status = _es_health(url)
+        if status and status.get("status") in ("green", "yellow"):
+            break
+        if time.monotonic() > deadline or (pid_file.exists() and _pid_alive(pid_file) is None):
+            raise ServerError(f"OpenSearch {version} did not become healthy. Tail of {log_file}:\n{_tail(log_file)}")
+        time.sleep(1)
+    log(f"opensearch {version}: ready")
+    return Destination("opensearch", "opensearch", version, url)
+
+
+def opensearch_down() -> None:
+    _stop_pid(OPENSEARCH_DIR / "run" / "opensearch.pid", f"opensearch {OPENSEARCH_VERSION}")
+
+
+def destinations_running() -> dict[str, bool]:
+    return {"es7": _es_health(f"http://127.0.0.1:{ES7_PORT}") is not None,
+            "opensearch": _es_health(f"http://127.0.0.1:{OPENSEARCH_PORT}") is not None}
+
+
 # --------------------------------------------------------------------------- both
 
 
@@ -502,6 +647,8 @@ def up() -> Endpoints:
 
 def down() -> None:
     es_down()
+    es7_down()
+    opensearch_down()
     mariadb_down()
 
 
@@ -516,8 +663,15 @@ def main(argv: list[str]) -> int:
         elif command == "down":
             down()
         elif command == "status":
-            for name, ok in running().items():
+            for name, ok in {**running(), **destinations_running()}.items():
                 print(f"{name}: {'running' if ok else 'stopped'}")
+        elif command in ("es7_up", "opensearch_up"):
+            dest = es7_up() if command == "es7_up" else opensearch_up()
+            print(f"{'OpenSearch' if dest.engine == 'opensearch' else 'Elasticsearch'} {dest.version}  {dest.url}")
+        elif command == "es7_down":
+            es7_down()
+        elif command == "opensearch_down":
+            opensearch_down()
         elif command == "env":
             for key, value in endpoints().as_env().items():
                 print(f"export {key}={value}")

@@ -14,7 +14,7 @@ from cdc.mysql.server import Database
 from cdc.errors import CdcError, PreflightError
 from cdc.es.indices import inspect, plan_indices
 from cdc.rules import Resolution, RuleSet, resolve_rules
-from cdc.es.sink import ElasticsearchSink
+from cdc.es.destination import Destination
 from cdc.rules.values import ValueOptions
 
 
@@ -75,7 +75,7 @@ def run_check(config: Config, rules: RuleSet, connect_db: Callable[[], Database]
         report.warnings.extend(db.cascading_foreign_keys(mapped))
     finally:
         db.close()
-    _check_indices(report, resolution, options, connect_es or (lambda: ElasticsearchSink(config.elasticsearch)))
+    _check_indices(report, resolution, options, connect_es or (lambda: Destination(config.elasticsearch)))
     return report
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cdc.config import Config
-from cdc.es.sink import ElasticsearchSink
+from cdc.es.destination import Destination
 from cdc.stream.deadletter import DeadLetter, DeadLetterStore
 from cdc.stream.deadletter import retry as retry_dead_letters
 
@@ -18,7 +18,7 @@ def find(config: Config, letter_id: str) -> DeadLetter | None:
 
 def retry(config: Config, ids: set[str] | None) -> tuple[list[str], list[DeadLetter]]:
     """Send dead letters again (all, or `ids`); those that now succeed leave the store."""
-    sink = ElasticsearchSink(config.elasticsearch)
+    sink = Destination(config.elasticsearch)
     try:
         return retry_dead_letters(store(config), sink, ids)
     finally:

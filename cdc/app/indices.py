@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cdc.config import Config
 from cdc.es.indices import PlanState, create_missing, inspect, plan_indices
-from cdc.es.sink import ElasticsearchSink
+from cdc.es.destination import Destination
 from cdc.mysql.server import Database
 from cdc.rules import RuleSet, resolved_or_stop
 from cdc.rules.values import ValueOptions
@@ -18,7 +18,7 @@ def index_states(config: Config, rules: RuleSet, create: bool) -> list[PlanState
     finally:
         db.close()
     plans = plan_indices(rules.rules, ValueOptions.from_config(config.values))
-    sink = ElasticsearchSink(config.elasticsearch)
+    sink = Destination(config.elasticsearch)
     try:
         return create_missing(plans, sink) if create else inspect(plans, sink)
     finally:

@@ -21,7 +21,7 @@ from cdc.config import Config
 from cdc.errors import CdcError, ConfigError
 from cdc.es.indices import ensure as ensure_indices
 from cdc.es.indices import map_unsigned_fields
-from cdc.es.sink import ElasticsearchSink
+from cdc.es.destination import Destination
 from cdc.model import Action, BinlogPosition, RowChange, RowsData
 from cdc.mysql.server import Database
 from cdc.mysql.source import BinlogSource
@@ -142,7 +142,7 @@ class Session:
         return paths
 
     # ------------------------------------------------------------------ stages
-    def prepare(self, reads_binlog: bool = True, writes: bool = True) -> tuple[Database, RuleSet, ElasticsearchSink]:
+    def prepare(self, reads_binlog: bool = True, writes: bool = True) -> tuple[Database, RuleSet, Destination]:
         """Rules, both servers reached and checked, indices created: what every command starts with."""
         config = self.config
         rules = load_rules(config.resolve(config.rules))
@@ -152,7 +152,7 @@ class Session:
         for warning in db.preflight(reads_binlog):
             log.warning("%s", warning)
         rules = resolved_or_stop(rules, db.catalog(rules))
-        sink = ElasticsearchSink(config.elasticsearch)
+        sink = Destination(config.elasticsearch)
         status = patiently("connecting to Elasticsearch", sink.check, self.stop, config.retry)
         log.info("Elasticsearch cluster is %s; %d rule(s): %s", status, len(rules),
                  ", ".join(f"{r.name}->{r.index}" for r in rules.rules))

@@ -14,17 +14,19 @@ and a delete of a missing document (404) is done as well.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import elastic_transport
 import orjson
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as EsConnectionError
-from elasticsearch import ConnectionTimeout, TransportError, helpers
+from elasticsearch import ConnectionTimeout, TransportError, UnsupportedProductError, helpers
 from elasticsearch.serializer import JsonSerializer
 
 from cdc.config import ElasticsearchConfig
+from cdc.es.engine import Engine
 from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.model import Action, ActionType, BulkResult, ItemResult, Outcome, StoredDoc
 
@@ -116,8 +118,38 @@ def parse_bulk_response(actions: Sequence[Action], body: dict) -> BulkResult:
     return BulkResult(tuple(classify(a, next(iter(i.values()))) for a, i in zip(actions, items)))
 
 
+_JSON_MEDIA_TYPE = re.compile(r"^application/(json|x-ndjson)$")
+
+
+class Elasticsearch7(Elasticsearch):
+    """The 8.x client for Elasticsearch 7.17: the same API, with 7's media type.
+
+    Why not the elasticsearch7 package beside this one: it would be a second client
+    with its own exceptions, response objects and TLS options, for a server whose
+    wire protocol for every API cdc uses (bulk, mget, scroll, settings, health,
+    index and template admin) is the same. What differs is the media type: the
+    8.x client asks for `application/vnd.elasticsearch+json; compatible-with=8`,
+    which 7.17 accepts only because it does not check the version (tried on
+    7.17.29); `compatible-with=7` is what 7.x clients send in compatibility mode
+    (elasticsearch-py 7.x, ELASTIC_CLIENT_APIVERSIONING) and what 7.17 documents.
+    Every request goes through `perform_request` (namespaced clients and
+    `options()` call it on this class too), so rewriting the headers here covers all.
+    """
+
+    def perform_request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                        headers: Mapping[str, str] | None = None, body: Any | None = None,
+                        endpoint_id: str | None = None, path_parts: Mapping[str, Any] | None = None):
+        if headers:
+            headers = {key: _JSON_MEDIA_TYPE.sub(r"application/vnd.elasticsearch+\1; compatible-with=7", value)
+                       if key.lower() in ("accept", "content-type") else value for key, value in headers.items()}
+        return super().perform_request(method, path, params=params, headers=headers, body=body,
+                                       endpoint_id=endpoint_id, path_parts=path_parts)
+
+
 class ElasticsearchSink:
-    def __init__(self, config: ElasticsearchConfig):
+    engine_name = "Elasticsearch"
+
+    def __init__(self, config: ElasticsearchConfig, engine: Engine | None = None):
         kwargs: dict = dict(
             hosts=config.hosts,
             request_timeout=config.request_timeout,
@@ -139,10 +171,27 @@ class ElasticsearchSink:
             # Explicit in the config and logged at start-up (config.security_warnings);
             # the client's own warning on every connection would only repeat it.
             kwargs.update(verify_certs=False, ssl_show_warn=False)
-        self.client = Elasticsearch(**kwargs)
+        # `engine` is what cdc/es/destination.py found; None before (the probe itself).
+        self.engine = engine
+        self.client = (Elasticsearch7 if engine is not None and engine.legacy_media_type else Elasticsearch)(**kwargs)
 
     def close(self) -> None:
         self.client.close()
+
+    def probe(self, path: str) -> tuple[int, Mapping[str, str], Any]:
+        """(status, headers, body) of a GET, whatever the server (cdc/es/engine.py tells them apart).
+
+        An error status is an answer here, and so is a server without Elasticsearch's
+        product header: the client refuses it (UnsupportedProductError) but keeps
+        what it said, which is how OpenSearch is recognised.
+        """
+        try:
+            resp = self.client.perform_request("GET", path, headers={"accept": "application/json"})
+        except (ApiError, UnsupportedProductError) as exc:
+            return exc.meta.status, exc.meta.headers, exc.body
+        except Exception as exc:
+            raise self._translate(exc) from None
+        return resp.meta.status, resp.meta.headers, resp.body
 
     def check(self) -> str:
         """Fail fast if the cluster is unreachable or not Elasticsearch; return its health status."""
@@ -151,12 +200,16 @@ class ElasticsearchSink:
         except Exception as exc:
             raise self._translate(exc) from None
 
-    def write(self, actions: Sequence[Action]) -> BulkResult:
+    def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
         if not actions:
             return BulkResult(())
+        # refresh=wait_for does not force a refresh: the answer waits for the next
+        # scheduled one (index.refresh_interval), then the writes are searchable
+        # (Elasticsearch reference, "?refresh").
         try:
             # Only what parse_bulk_response reads: a fifth of the response to send and parse.
-            resp = self.client.bulk(body=encode_bulk(actions), filter_path=BULK_RESPONSE_FIELDS)
+            resp = self.client.bulk(body=encode_bulk(actions), filter_path=BULK_RESPONSE_FIELDS,  # type: ignore[arg-type]
+                                    refresh="wait_for" if refresh else None)
         except Exception as exc:
             raise self._translate(exc) from None
         return parse_bulk_response(actions, resp.body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from elasticsearch import Elasticsearch
 from harness import Admin
@@ -39,3 +41,61 @@ def index_prefix(es, unique_name):
     names = list(es.indices.get(index=f"{unique_name}*", expand_wildcards="all"))
     if names:
         es.indices.delete(index=",".join(names))
+
+
+# ---------------------------------------------------------------- other destinations (README "Destinations")
+DESTINATIONS = ("es8", "es7", "opensearch")
+
+
+class _DestinationPool:
+    """Elasticsearch 7.17 and OpenSearch, started on first use (once per run) and stopped at the end."""
+
+    def __init__(self):
+        import servers as dev
+
+        self.dev = dev
+        self.started: dict[str, object] = {}
+        self.ours: list = []
+
+    def get(self, name: str, servers):
+        if name == "es8":
+            return self.dev.Destination("es8", "elasticsearch", servers.es_version, servers.es_url)
+        if name not in self.started:
+            up, down = {"es7": (self.dev.es7_up, self.dev.es7_down),
+                        "opensearch": (self.dev.opensearch_up, self.dev.opensearch_down)}[name]
+            was_running = self.dev.destinations_running()[name]
+            try:
+                self.started[name] = up()
+            except self.dev.ServerError as exc:
+                pytest.fail(f"could not start {name}: {exc}", pytrace=False)
+            if not was_running:
+                self.ours.append(down)
+        return self.started[name]
+
+    def close(self):
+        if os.environ.get("CDC_KEEP_SERVERS") or not self.ours:
+            return
+        import fcntl
+
+        # Under xdist another worker may be testing on them: stop them only between tests
+        # (the exclusive side of tests/conftest.py's lock); a later test starts them again.
+        with open(self.dev.HOME / ".tests.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                for down in self.ours:
+                    down()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def destination_pool():
+    pool = _DestinationPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(params=DESTINATIONS)
+def destination(request, servers, destination_pool):
+    """Each engine cdc writes to: the default Elasticsearch 8, Elasticsearch 7.17, OpenSearch 2."""
+    return destination_pool.get(request.param, servers)

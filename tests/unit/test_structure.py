@@ -28,6 +28,7 @@ LIBRARIES = {
     "pymysql": {"cdc.mysql.source", "cdc.mysql.server"},
     "elasticsearch": {"cdc.es.sink"},
     "elastic_transport": {"cdc.es.sink"},
+    "opensearchpy": {"cdc.es.opensearch"},
 }
 
 

@@ -1,0 +1,111 @@
+"""The sink commands use: finds which engine is at `elasticsearch.hosts` and writes through that engine's module.
+
+`Destination(config)` makes no request. The first `check()` (which the
+commands retry while the cluster is unreachable) asks the server what it is
+(cdc/es/engine.py), refuses a mismatch with `elasticsearch.engine` or an
+unsupported version (exit code 2), and from then on every call goes to one
+sink: `ElasticsearchSink` for Elasticsearch 8 and 9, the same with
+Elasticsearch 7's media type for 7.17, `OpenSearchSink` for OpenSearch. Only
+cdc/es/ knows which engine it talks to; the rest of cdc sees one sink.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Sequence
+
+from cdc.config import ElasticsearchConfig
+from cdc.errors import SinkAccessError, SinkUnavailableError
+from cdc.es.engine import NODES_VERSION_PATH, Engine, UnknownServer, check_supported, from_nodes, from_root, refuse
+from cdc.es.opensearch import OpenSearchSink
+from cdc.es.sink import RETRY_STATUSES, ElasticsearchSink
+from cdc.model import Action, BulkResult, StoredDoc
+
+log = logging.getLogger("cdc.sink")
+
+
+def detect(sink: ElasticsearchSink | OpenSearchSink) -> Engine:
+    """Ask the server what it is: `GET /`, else the nodes info API (cdc/es/engine.py says why)."""
+    status, headers, body = _answer(sink, "/")
+    engine = from_root(status, headers, body)
+    if engine is None:
+        status, headers, body = _answer(sink, NODES_VERSION_PATH)
+        if status != 200:
+            raise UnknownServer(f"the server at elasticsearch.hosts answered GET / and GET {NODES_VERSION_PATH} "
+                                f"with {status}: {str(body)[:300]}")
+        engine = from_nodes(headers, body)
+    return engine
+
+
+def _answer(sink: ElasticsearchSink | OpenSearchSink, path: str) -> tuple[int, Any, Any]:
+    status, headers, body = sink.probe(path)
+    if status in RETRY_STATUSES:
+        raise SinkUnavailableError(f"the search cluster answered {status} to GET {path}")
+    if status == 401:
+        raise SinkAccessError("the search cluster refused the credentials (401); check elasticsearch.username "
+                              "and password (or password_file), or api_key")
+    if status == 403:
+        raise SinkAccessError(f"the search cluster denied access (403): {_reason(body)} (cdc reads the server's "
+                              "version with the cluster privilege `monitor`; README: Minimal Elasticsearch role)")
+    return status, headers, body
+
+
+def _reason(body: Any) -> str:
+    """`error.reason` of an error answer (it names the action, the user and the privilege that grants it)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("reason"):
+        return str(error["reason"])
+    return str(body)[:300]
+
+
+class Destination:
+    def __init__(self, config: ElasticsearchConfig):
+        self.config = config
+        self.engine: Engine | None = None
+        self._sink: ElasticsearchSink | OpenSearchSink | None = None
+        if config.engine != "auto":
+            refuse(config.engine, bool(config.api_key))  # before any request
+
+    def connect(self) -> ElasticsearchSink | OpenSearchSink:
+        """The engine's sink, after finding the engine (once)."""
+        if self._sink is not None:
+            return self._sink
+        config = self.config
+        probe: ElasticsearchSink | OpenSearchSink = (
+            OpenSearchSink(config) if config.engine == "opensearch" else ElasticsearchSink(config))
+        try:
+            engine = detect(probe)
+        finally:
+            probe.close()
+        check_supported(engine, config.engine)
+        refuse(engine, bool(config.api_key))
+        self.engine = engine
+        self._sink = OpenSearchSink(config, engine) if engine.product == "opensearch" else ElasticsearchSink(config, engine)
+        log.info("destination: %s at %s", engine.name, ", ".join(config.hosts))
+        return self._sink
+
+    # The Sink of cdc/stream/protocols.py and what snapshot, verify and indices use.
+    def check(self) -> str:
+        return self.connect().check()
+
+    def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
+        return (self._sink or self.connect()).write(actions, refresh)
+
+    def gc_deletes(self, index: str) -> float | None:
+        return self.connect().gc_deletes(index)
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        return self.connect().admin(method, path, body)
+
+    def mget(self, refs: Sequence[tuple[str, str, str | None]]) -> list[StoredDoc | None]:
+        return self.connect().mget(refs)
+
+    def scan_ids(self, index: str, fields: Sequence[str] = (), batch: int = 1000) -> Iterator[StoredDoc]:
+        return self.connect().scan_ids(index, fields, batch)
+
+    def refresh(self, index: str) -> None:
+        self.connect().refresh(index)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()

@@ -1,0 +1,274 @@
+"""The same cdc on every engine it writes to (issue 18, README "Destinations").
+
+Each test runs once per engine (the `destination` fixture: Elasticsearch 8 on
+the shared server, Elasticsearch 7.17 and OpenSearch 2 started once per run by
+scripts/servers.py): streaming with a SIGKILL under load, a snapshot followed
+by `cdc verify --repair`, the type table with the mapping cdc creates, and a
+refused engine mismatch. The last test runs the same rows into all of them at
+once and compares the documents.
+
+The documents are read back with opensearch-py, which talks to all three
+(plain `application/json`, no product check): an oracle independent of the
+client cdc uses for each engine.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from harness import CdcSetup, WriteLoad, create_two_tables, db_docs, index_rules
+from opensearchpy import OpenSearch, helpers
+from test_rules_values import ALL_TYPES, MAX_DOC, MAX_ROW, MIN_DOC, MIN_ROW, NULL_DOC, NULL_ROW, ZERO_DOC, ZERO_ROW
+from test_verify import _found, verify
+
+ENGINE_NAMES = {"es8": "Elasticsearch 8.", "es7": "Elasticsearch 7.17.", "opensearch": "OpenSearch 2."}
+
+
+class Reader:
+    """What an index holds, read with opensearch-py."""
+
+    def __init__(self, url: str):
+        self.client = OpenSearch([url], timeout=30, max_retries=0)
+
+    def docs(self, index: str) -> dict[str, dict]:
+        if not self.client.indices.exists(index=index):
+            return {}
+        self.client.indices.refresh(index=index)
+        return {h["_id"]: h["_source"] for h in helpers.scan(self.client, index=index, query={"query": {"match_all": {}}})}
+
+    def mapping(self, index: str) -> dict:
+        return self.client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+
+    def wait_docs(self, index: str, expected: dict, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                have = self.docs(index)
+            except Exception:  # a just-created index answers 503 until its shard is active
+                have = {}
+            if have == expected:
+                return
+            if time.monotonic() > deadline:
+                differ = {k: (expected[k], have[k]) for k in expected if k in have and expected[k] != have[k]}
+                raise AssertionError(f"{index}: {len(have)} docs, {len(expected)} expected; missing "
+                                     f"{sorted(set(expected) - set(have))[:10]}, extra "
+                                     f"{sorted(set(have) - set(expected))[:10]}, differ {list(differ.items())[:3]}")
+            time.sleep(0.3)
+
+    def wait_equal(self, db, table: str, index: str, id_columns: list[str], timeout: float = 90) -> None:
+        """Until the index holds exactly the table's rows (ids and values), while the table may change."""
+        deadline = time.monotonic() + timeout
+        while True:
+            want = db_docs(db, table, id_columns)
+            try:
+                have = self.docs(index)
+            except Exception:
+                have = {}
+            if have == want:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{index} != {table}: {len(want)} rows, {len(have)} docs; missing "
+                                     f"{sorted(set(want) - set(have))[:10]}, extra {sorted(set(have) - set(want))[:10]}")
+            time.sleep(0.3)
+
+    def delete_prefix(self, prefix: str) -> None:
+        names = list(self.client.indices.get(index=f"{prefix}*", params={"expand_wildcards": "all"}))
+        if names:
+            self.client.indices.delete(index=",".join(names))
+        # Index templates cdc created for the prefix's indices.
+        for name in self.client.indices.get_index_template(params={"ignore": 404}).get("index_templates", []):
+            if name["name"].startswith(f"cdc-{prefix}"):
+                self.client.indices.delete_index_template(name=name["name"])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.fixture
+def search(destination, unique_name):
+    reader = Reader(destination.url)
+    yield reader
+    reader.delete_prefix(unique_name)
+    reader.close()
+
+
+def setup_for(tmp_path, servers, destination, rules, **overrides) -> CdcSetup:
+    return CdcSetup(tmp_path, servers, rules, elasticsearch__hosts=[destination.url], **overrides)
+
+
+def _checkpoint_moves(setup: CdcSetup, cdc, since, timeout: float = 60) -> None:
+    """Wait until cdc saved a checkpoint past `since` (the event a kill should land after)."""
+    deadline = time.monotonic() + timeout
+    while setup.position() == since:
+        assert cdc.proc.poll() is None, cdc.text()[-3000:]
+        assert time.monotonic() < deadline, f"checkpoint stayed at {since}"
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ streaming, SIGKILL
+def test_streams_and_loses_nothing_when_killed_under_load(destination, servers, db, database, search, unique_name,
+                                                          tmp_path):
+    create_two_tables(db)
+    setup = setup_for(tmp_path, servers, destination, index_rules(database, unique_name, "a", "b"),
+                      batch__max_actions=50, batch__max_interval=0.1)
+    with WriteLoad(servers, database) as load:
+        for _ in range(4):
+            cdc = setup.run()
+            # Killed once it has acknowledged writes and moved its checkpoint past where it
+            # started, with the next batches in flight.
+            _checkpoint_moves(setup, cdc, setup.position())
+            cdc.stop(signal.SIGKILL)
+        cdc = setup.run()
+        _checkpoint_moves(setup, cdc, setup.position())
+    assert load.ops > 50
+    try:
+        search.wait_equal(db, "a", f"{unique_name}-a", ["id"])
+        search.wait_equal(db, "b", f"{unique_name}-b", ["k1", "k2"])
+    finally:
+        assert cdc.stop() == 0
+    assert f"destination: {ENGINE_NAMES[destination.name]}" in cdc.text()
+
+
+# ------------------------------------------------------------------ snapshot and verify
+def test_snapshot_then_verify_finds_and_repairs(destination, servers, db, database, search, unique_name, tmp_path):
+    create_two_tables(db, 300)
+    setup = setup_for(tmp_path, servers, destination, index_rules(database, unique_name, "a", "b"),
+                      snapshot__chunk_size=40)
+    ia, ib = f"{unique_name}-a", f"{unique_name}-b"
+    with WriteLoad(servers, database, rate=100) as load:
+        cdc = setup.run()
+        cdc.wait_for_log("snapshot done", timeout=120)
+    assert load.ops > 10
+    try:
+        search.wait_equal(db, "a", ia, ["id"])
+        search.wait_equal(db, "b", ib, ["k1", "k2"])
+        # Corruption above what WriteLoad writes (a.id < 403), so the findings are exact.
+        db.execute("INSERT INTO a SELECT seq, seq, 'x' FROM seq_501_to_503")
+        search.wait_equal(db, "a", ia, ["id"])
+        client = search.client
+        client.delete(index=ia, id="501")
+        client.update(index=ia, id="502", body={"doc": {"v": -1}})
+        client.index(index=ia, id="9001", body={"id": 9001})
+        client.indices.refresh(index=ia)
+
+        code, report, log = verify(setup, "--table", f"{database}.a")
+        assert code == 1, log[-3000:]
+        assert _found(report, "a") == {"missing": {"501"}, "differ": {"502"}, "orphan": {"9001"}}, report
+        code, report, log = verify(setup, "--table", f"{database}.a", "--repair")
+        assert code == 0 and report["summary"]["repaired"] == 3, (report, log[-3000:])
+        client.indices.refresh(index=ia)
+        code, report, log = verify(setup)
+        assert code == 0 and report["summary"]["ok"], report
+        search.wait_equal(db, "a", ia, ["id"])
+    finally:
+        assert cdc.stop() == 0
+
+
+# ------------------------------------------------------------------ the type table and its mapping
+def _type_rule(destination, database: str, index: str, engine: str = "auto") -> dict:
+    # The integ-test-zips lack what plugins and x-pack add: geo_shape (OpenSearch's
+    # geo module, Elasticsearch's x-pack spatial) on all three, unsigned_long on
+    # both Elasticsearch zips (x-pack). Those fields are given in the rule; every
+    # other field is the mapping cdc generates from the column types.
+    given = {"g": {"type": "object", "enabled": False}}
+    if destination.engine == "elasticsearch":
+        given |= {"bu": {"type": "keyword"}, "bit64": {"type": "keyword"}}
+    return {"schema": database, "table": "all_types", "index": index, "create_index": {"mappings": {"properties": given}}}
+
+
+def test_type_table_with_the_mapping_cdc_creates(destination, servers, db, database, search, unique_name, tmp_path):
+    db.execute(ALL_TYPES)
+    index = f"{unique_name}-all"
+    setup = setup_for(tmp_path, servers, destination, [_type_rule(destination, database, index)],
+                      elasticsearch__engine=destination.engine, values__points="geo_point")
+    cdc = setup.run()
+    try:
+        db.execute("SET SESSION sql_mode=''", "SET SESSION time_zone='+00:00'")
+        db.execute(MAX_ROW, MIN_ROW, NULL_ROW, ZERO_ROW)
+        search.wait_docs(index, {"1": MAX_DOC, "2": MIN_DOC, "3": NULL_DOC, "4": ZERO_DOC})
+        db.execute("UPDATE all_types SET vc='updated ✓', bit1=b'0', st='b' WHERE id=1", "DELETE FROM all_types WHERE id=2")
+        expected = {"1": MAX_DOC | {"vc": "updated ✓", "bit1": False, "st": ["b"]}, "3": NULL_DOC, "4": ZERO_DOC}
+        search.wait_docs(index, expected)
+    finally:
+        assert cdc.stop() == 0
+    assert f"created index {index}" in cdc.text()
+    mapping = search.mapping(index)
+    unsigned = {"type": "unsigned_long"} if destination.engine == "opensearch" else {"type": "keyword"}
+    assert mapping["bu"] == unsigned and mapping["bit64"] == unsigned
+    assert mapping["iu"] == {"type": "long"} and mapping["dtm6"] == {"type": "date"} and mapping["d"] == {"type": "keyword"}
+    assert mapping["fl"] == {"type": "float"} and mapping["db"] == {"type": "double"}
+    assert mapping["vc"]["type"] == "text" and mapping["vc"]["fields"]["keyword"]["type"] == "keyword"
+    assert mapping["pt"] == {"type": "geo_point"} and mapping["bit1"] == {"type": "boolean"}
+    assert mapping["bn"] == {"type": "binary"} and mapping["js"].get("type", "object") == "object"
+    # `cdc indices plan` finds the index it created as planned.
+    code, out = setup.command("indices", "plan")
+    assert code == 0 and '"state": "exists"' in out, out
+
+
+# ------------------------------------------------------------------ refusals
+def test_an_engine_mismatch_stops_at_start_up(destination, servers, db, database, search, unique_name, tmp_path):
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY)")
+    other = "opensearch" if destination.engine == "elasticsearch" else "elasticsearch"
+    setup = setup_for(tmp_path, servers, destination, index_rules(database, unique_name, "a"),
+                      elasticsearch__engine=other)
+    proc = setup.process("run").start()
+    assert proc.wait(60) == 2
+    assert (f"elasticsearch.engine is {other}, but the server at elasticsearch.hosts is "
+            f"{ENGINE_NAMES[destination.name]}") in proc.text()
+    assert setup.checkpoint() is None
+
+
+# ------------------------------------------------------------------ the same documents everywhere
+def test_the_same_rows_give_the_same_documents_on_every_engine(servers, destination_pool, db, database, unique_name,
+                                                               tmp_path):
+    db.execute(ALL_TYPES, "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), at DATE, PRIMARY KEY (k1, k2))")
+    db.execute("SET SESSION sql_mode=''", "SET SESSION time_zone='+00:00'")
+    db.execute(MAX_ROW, MIN_ROW)  # copied by the snapshot
+    db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4, '2024-01-01' + INTERVAL seq DAY FROM seq_1_to_60")
+    runs = []
+    for name in ("es8", "es7", "opensearch"):
+        destination = destination_pool.get(name, servers)
+        rules = [_type_rule(destination, database, f"{unique_name}-all"),
+                 # routing, a composite id and monthly indices (an index template cdc creates)
+                 {"schema": database, "table": "b", "index": f"{unique_name}-b-{{at:%Y.%m}}", "routing": "k1",
+                  "create_index": True}]
+        (tmp_path / name).mkdir()
+        setup = setup_for(tmp_path / name, servers, destination, rules, values__points="geo_point")
+        runs.append((destination, setup, setup.run(), Reader(destination.url)))
+    try:
+        for _, _, cdc, _ in runs:
+            cdc.wait_for_log("snapshot done", timeout=120)
+        db.execute(NULL_ROW, ZERO_ROW, "UPDATE all_types SET tx='now set' WHERE id=1", "DELETE FROM all_types WHERE id=2",
+                   "UPDATE b SET at = at + INTERVAL 1 MONTH, amount = amount + 1 WHERE k1 = 3",
+                   "DELETE FROM b WHERE k1 = 4")
+        expected_all = {"1": MAX_DOC | {"tx": "now set"}, "3": NULL_DOC, "4": ZERO_DOC}
+        for destination, _, _, reader in runs:
+            reader.wait_docs(f"{unique_name}-all", expected_all)
+        # Every engine, polled until b is settled (k1=4 deleted, k1=3 moved to the next month) and
+        # all agree; the index, id, routing and source of every document are compared.
+        deadline = time.monotonic() + 90
+        while True:
+            documents = {destination.name: (reader.docs(f"{unique_name}-all"), _hits(reader, f"{unique_name}-b-*"))
+                         for destination, _, _, reader in runs}
+            b_docs = documents["es8"][1]
+            settled = (len(b_docs) == 50 and b_docs.get((f"{unique_name}-b-2024.02", "3:0")) ==
+                       ("3", {"k1": 3, "k2": 0, "amount": "8.50", "at": "2024-02-29"}))
+            if settled and documents["es7"] == documents["es8"] and documents["opensearch"] == documents["es8"]:
+                break
+            assert time.monotonic() < deadline, {name: (len(a), len(b)) for name, (a, b) in documents.items()}
+            time.sleep(0.5)
+        assert documents["es8"][0] == expected_all
+    finally:
+        for destination, setup, cdc, reader in runs:
+            assert cdc.stop() == 0, destination.name
+            reader.delete_prefix(unique_name)
+            reader.close()
+
+
+def _hits(reader: Reader, pattern: str) -> dict:
+    """(index, id) -> (routing, source) of every document of the indices matching `pattern`."""
+    reader.client.indices.refresh(index=pattern, params={"allow_no_indices": "true"})
+    resp = reader.client.search(index=pattern, body={"query": {"match_all": {}}, "size": 1000})
+    return {(h["_index"], h["_id"]): (h.get("_routing"), h["_source"]) for h in resp["hits"]["hits"]}
