@@ -195,7 +195,7 @@ class RowsData:
     schema: str
     table: str
     columns: tuple[Column, ...]
-    readers: tuple[tuple[Any, ...], ...]
+    readers: tuple[tuple[Any, ...] | None, ...]  # None: a column only the library reads
     body: bytes
     position: BinlogPosition
     timestamp: int

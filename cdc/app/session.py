@@ -176,8 +176,12 @@ class Session:
             observer=self.observer(),
         )
         # The native row path stands in for the pipeline's ActionBuilder (README: Row path).
-        log.info("%s", check_mode(config.row_path))
+        log.log(*check_mode(config.row_path))
         self.row_path = self.pipeline.builder = RowPath(self.pipeline.builder, config.row_path)
+        row_path = self.row_path
+        for observer in self.observers.observers:  # cdc_row_path for `cdc status`
+            if hasattr(observer, "watch_row_paths"):
+                observer.watch_row_paths(lambda: dict(row_path.tables))
         if self.stop.is_set():
             self.pipeline.request_stop()
         return self.pipeline

@@ -197,17 +197,15 @@ class _Shape:
     columns: tuple[Column, ...]
     names_missing: bool
     time2: tuple  # the library's TIME(1..6) columns, for _fix_times
-    # How the native row path reads each column (cdc/rules/rowpath.py), or None if
-    # some column is one it does not read.
-    readers: tuple[tuple, ...] | None = None
+    # How the native row path reads each column (cdc/rules/rowpath.py); None for a
+    # column it leaves to the library.
+    readers: tuple[tuple | None, ...] = ()
 
 
 def _shape(library_columns) -> _Shape:
-    readers = [_reader_or_none(c) for c in library_columns]
-    known = tuple(r for r in readers if r is not None)
     return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None)) for c in library_columns),
                   any(c.name is None for c in library_columns), _time2_columns(library_columns),
-                  known if len(known) == len(readers) else None)
+                  tuple(_reader_or_none(c) for c in library_columns))
 
 
 _INT_BYTES = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4, FIELD_TYPE.LONGLONG: 8}
@@ -528,24 +526,20 @@ class BinlogSource:
                 self._shapes.clear()
             shape = _shape(event.columns)
             self._shapes[id(event.columns)] = (event.columns, shape)
-            if self.prepare is not None and shape.readers is None:
-                unread = ", ".join(repr(c.name) for c in event.columns if _reader_or_none(c) is None)
-                log.warning("row path for %s.%s: python (column(s) %s: a type or charset the native path leaves "
-                            "to the library)", event.schema, event.table, unread,
-                            extra={"table": f"{event.schema}.{event.table}", "row_path": "python"})
         if shape.names_missing:
             raise UnsupportedEventError(
                 f"rows event for {event.schema}.{event.table} at {end} has no column names: "
                 "set binlog_row_metadata=FULL on the server")
         op = Op.INSERT if isinstance(event, WriteRowsEvent) else Op.DELETE if isinstance(event, DeleteRowsEvent) else Op.UPDATE
-        if self.prepare is not None and shape.readers is not None and self._whole_rows(event, op):
+        if self.prepare is not None and self._whole_rows(event, op):
             yield from self.prepare(self._raw(event, op, shape, end))
             return
         yield from self._decoded(event, op, shape, end)
 
     def _whole_rows(self, event, op: Op) -> bool:
         count = len(event.columns)
-        return (event.number_of_columns == count and _full_image(event.columns_present_bitmap, count)
+        # Nothing pushed back into the packet wrapper (packet.py unread): the rows are its packet's tail.
+        return (not getattr(event.packet, "_BinLogPacketWrapper__data_buffer", b"") and event.number_of_columns == count and _full_image(event.columns_present_bitmap, count)
                 and (op is not Op.UPDATE or _full_image(event.columns_present_bitmap2, count)))
 
     def _raw(self, event, op: Op, shape: _Shape, end: BinlogPosition) -> RowsData:
@@ -553,16 +547,20 @@ class BinlogSource:
 
         The library parses rows lazily (row_event.py `rows`): its __init__ stops after the
         columns-present bitmaps, so what is left of the packet is the rows, which we take.
-        `decode` gives them back (packet.py `unread`) and lets the library read them; the
-        event keeps only its own table's map, so a later TABLE_MAP cannot change it.
+        `decode` rewinds the packet (pymysql protocol.py MysqlPacket.rewind) and lets the
+        library read them; not packet.py `unread`, whose buffer the library's own DECIMAL
+        reader appends to. The event keeps only its own table's map, so a later
+        TABLE_MAP cannot change it.
         """
-        assert shape.readers is not None
         packet = event.packet
+        raw = packet.packet
+        at, read_bytes = raw._position, packet.read_bytes
         body = packet.read(event.event_size - packet.read_bytes)
         event.table_map = {event.table_id: event.table_map[event.table_id]}
 
         def decode() -> list[RowChange]:
-            packet.unread(body)
+            raw.rewind(at)
+            packet.read_bytes = read_bytes
             return list(self._decoded(event, op, shape, end))
 
         return RowsData(op, event.schema, event.table, shape.columns, shape.readers, bytes(body), end,

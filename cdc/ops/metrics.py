@@ -72,6 +72,22 @@ class _ProgressCollector(Collector):
         yield offset
 
 
+class _RowPathCollector(Collector):
+    """`cdc_row_path`: for each table seen, the path its rows events take, from the row path itself."""
+
+    def __init__(self, tables: Callable[[], dict[str, str]]):
+        self.tables = tables
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("cdc_row_path", "1 for each table seen: the path its rows events take "
+                                   "(native or python) and why a table falls back to python.",
+                                   labels=["table", "path", "reason"])
+        for table, state in sorted(self.tables().items()):
+            path, _, reason = state.partition(": ")
+            family.add_metric([table, path, reason], 1)
+        yield family
+
+
 def _file_seq(position: BinlogPosition | None) -> int | None:
     if position is None:
         return None
@@ -129,6 +145,10 @@ class PrometheusObserver(Observer):
             self.retries.labels(kind)
         # labels() takes a lock and builds a key per call; rows are hot, so keep the children.
         self._row_counters: dict[tuple[str, str, str], tuple] = {}
+
+    def watch_row_paths(self, tables: Callable[[], dict[str, str]]) -> None:
+        """Export `cdc_row_path` from `tables()` ("schema.table" -> "native" or "python: why") at scrape time."""
+        self.registry.register(_RowPathCollector(tables))
 
     # ------------------------------------------------------------------ hooks
     def on_row(self, change: RowChange) -> None:

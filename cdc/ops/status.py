@@ -9,6 +9,8 @@ past the checkpoint. Nothing here writes anything or registers as a replica.
 
 from __future__ import annotations
 
+import importlib.util
+
 import re
 import time
 from typing import Any
@@ -42,6 +44,10 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
         # An unfinished snapshot as the checkpoint records it (cdc/snapshot.py), else null.
         "snapshot": getattr(checkpoint, "snapshot", None),
         "dead_letters": None,
+        # README "Row path": the configured path, whether the native module is installed, and
+        # (from a running daemon's metrics) each table's path, with why a table falls back.
+        "row_path": {"config": config.row_path, "native_module": importlib.util.find_spec("cdc._native") is not None,
+                     "tables": None},
         "problems": [],
     }
     report["dead_letters"] = _dead_letters(config, report["problems"])
@@ -86,6 +92,10 @@ def _lag_from_metrics(config: Config, report: Report, checkpoint: BinlogPosition
     def one(name: str, **labels: str) -> float | None:
         return next((v for lbl, v in samples.get(name, []) if lbl == labels), None)
 
+    paths = samples.get("cdc_row_path", [])
+    if paths:
+        report["row_path"]["tables"] = {lbl["table"]: lbl["path"] + (f": {lbl['reason']}" if lbl.get("reason") else "")
+                                        for lbl, _ in paths}
     lag = report["lag"]
     lag["source"] = url
     lag["seconds_behind_source"] = one("cdc_seconds_behind_source")
@@ -175,6 +185,18 @@ def format_text(report: Report) -> str:
     lines.append("snapshot      " + ("in progress (see --json)" if report["snapshot"] else "none in progress"))
     lines.append("dead letters  " + ("none (dead_letter.on_rejected is stop)" if report["dead_letters"] is None
                                      else f"{report['dead_letters']} (cdc dlq lists them)"))
+    rp = report.get("row_path")
+    if rp is None:
+        pass
+    elif rp["config"] == "python" or not rp["native_module"]:
+        lines.append("row path      python" + (" (row_path: python)" if rp["config"] == "python"
+                                               else " (the native module is not installed)"))
+    else:
+        tables = rp["tables"] or {}
+        fallback = {t: state for t, state in tables.items() if state != "native"}
+        lines.append(f"row path      native where the rules allow (row_path: {rp['config']})" +
+                     ("" if rp["tables"] is not None else "; per table: from a running daemon's metrics"))
+        lines.extend(f"              {t}: {state}" for t, state in sorted(fallback.items()))
     lines.extend(f"note: {problem}" for problem in report["problems"])
     return "\n".join(lines)
 

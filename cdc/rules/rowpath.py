@@ -85,13 +85,17 @@ def _key(name: str) -> str:
     return orjson.dumps(name).decode()
 
 
-def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...], readers: Sequence[tuple],
-                 builder: ActionBuilder) -> tuple[Any, tuple]:
+def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...],
+                 readers: Sequence[tuple | None], builder: ActionBuilder) -> tuple[Any, Any]:
     """(native Table, Plan) for one rule and table definition, or `Unsupported` with the reason."""
     if _native is None:
         raise Unsupported("cdc was installed without its native module")
     if not rule.checked:
         raise Unsupported("the table was not checked at start-up")
+    unread = [c.name for c, r in zip(columns, readers) if r is None]
+    if unread:
+        raise Unsupported(f"column(s) {', '.join(map(repr, unread))}: a type or charset the native path leaves "
+                          "to the library")
     if rule.conversions:
         raise Unsupported("convert: conversions")
     options = builder.value_options
@@ -104,6 +108,7 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     index_of = {c.name: i for i, c in enumerate(columns)}
     specs = []
     for column, kind, reader in zip(columns, kinds, readers):
+        assert reader is not None
         spec = list(reader)
         if kind is ColumnKind.JSON:
             if spec[0] != "text":
@@ -194,9 +199,10 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
 class _Compiled:
     """A table definition's plans under its rules, or why the Python path does it."""
 
-    __slots__ = ("readers", "table", "plans", "rules", "reason", "stubs")
+    __slots__ = ("columns", "readers", "table", "plans", "rules", "reason")
 
-    def __init__(self, readers, table, plans, rules, reason):
+    def __init__(self, columns, readers, table, plans, rules, reason):
+        self.columns = columns
         self.readers = readers
         self.table = table
         self.plans = plans
@@ -271,10 +277,12 @@ class RowPath(ActionBuilder):
     def _compile(self, rows: RowsData) -> _Compiled:
         key = (rows.schema, rows.table)
         compiled = self._compiled.get(key)
-        if compiled is not None and compiled.readers is rows.readers:
+        # The source hands out one columns tuple per table definition; an ALTER TABLE gives
+        # another (new names, types or charsets), and the plan is compiled again.
+        if compiled is not None and compiled.columns is rows.columns:
             return compiled
-        if compiled is not None and compiled.readers == rows.readers:
-            compiled.readers = rows.readers
+        if compiled is not None and compiled.columns == rows.columns and compiled.readers == rows.readers:
+            compiled.columns = rows.columns
             return compiled
         if len(self._compiled) >= self.LIMIT:
             self._compiled.clear()
@@ -293,7 +301,7 @@ class RowPath(ActionBuilder):
                 plans = [plan for _, plan in compiled_rules]
             except Unsupported as exc:
                 reason = str(exc)
-        compiled = self._compiled[key] = _Compiled(rows.readers, table, plans, rules, reason)
+        compiled = self._compiled[key] = _Compiled(rows.columns, rows.readers, table, plans, rules, reason)
         state = "native" if plans is not None else f"python: {reason}"
         if rules and self.tables.get(name) != state:
             self.tables[name] = state
@@ -352,13 +360,14 @@ def _stubs(rows: RowsData, count: int, actions: list[Action]) -> Sequence[RowCha
     return (first,) + (_stub(rows, 1, []),) * (count - 1)
 
 
-def check_mode(mode: RowPathMode) -> str:
-    """What the start-up log says about the row path; `native` without the module is an error."""
+def check_mode(mode: RowPathMode) -> tuple[int, str]:
+    """The start-up log line about the row path (level, text); `native` without the module is an error."""
     if mode == "python":
-        return "row path: python (row_path: python)"
+        return logging.INFO, "row path: python (row_path: python)"
     if _native is None:
         if mode == "native":
             raise ConfigError("row_path: native, but cdc was installed without its native module (cdc._native): "
-                           "install it with a Rust toolchain (cargo) on PATH, or set row_path: auto")
-        return "row path: python (cdc was installed without its native module; install with cargo on PATH)"
-    return f"row path: native where the rules allow ({mode}); tables that fall back are logged"
+                              "install it with a Rust toolchain (cargo) on PATH, or set row_path: auto")
+        return logging.WARNING, ("row path: python (cdc was installed without its native module; reinstall with "
+                                 "cargo on PATH for the native row path)")
+    return logging.INFO, f"row path: native where the rules allow (row_path: {mode}); tables that fall back are logged"

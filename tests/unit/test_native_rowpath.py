@@ -154,3 +154,45 @@ def test_decode_error_in_the_row_path_names_table_and_position():
         ("ix", "7", b'{"id":7}', {"id": 7})]
     assert actions[0].version == (7 << 32) | 1234
     assert not math.isnan(0.0)
+
+
+def test_status_shows_each_table_that_falls_back():
+    from cdc.ops.metrics import PrometheusObserver
+    from cdc.ops.progress import Progress
+    from cdc.ops.status import format_text
+
+    metrics = PrometheusObserver(Progress(5.0))
+    metrics.watch_row_paths(lambda: {"s.t": "native", "s.u": "python: convert: conversions"})
+    body = metrics.exposition()[0].decode()
+    assert 'cdc_row_path{path="native",reason="",table="s.t"} 1.0' in body
+    assert 'cdc_row_path{path="python",reason="convert: conversions",table="s.u"} 1.0' in body
+    report = {"checkpoint": None, "daemon_running": True, "snapshot": None, "dead_letters": None, "problems": [],
+              "lag": {"source": None},
+              "row_path": {"config": "auto", "native_module": True,
+                           "tables": {"s.t": "native", "s.u": "python: convert: conversions"}}}
+    text = format_text(report)
+    assert "row path      native where the rules allow (row_path: auto)\n              s.u: python: convert: " \
+           "conversions" in text
+    assert "s.t" not in text
+    report["row_path"] = {"config": "auto", "native_module": False, "tables": None}
+    assert "row path      python (the native module is not installed)" in format_text(report)
+
+
+def test_a_new_table_definition_gets_a_new_plan():
+    """ALTER TABLE ... RENAME COLUMN: same types, other names; the documents follow the new names."""
+    from cdc.model import BinlogPosition, Op, RowsData
+    from cdc.rules import ActionBuilder, Rule, RuleSet
+    from cdc.rules.values import ValueOptions
+
+    path = rowpath.RowPath(ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 0, ValueOptions()), "auto")
+    readers = (("int", 4, 0, 0, None), ("int", 1, 0, 0, None))
+
+    def docs(names: tuple[str, str]) -> list[bytes]:
+        columns = tuple(Column(n, ColumnKind.INTEGER) for n in names)
+        rows = RowsData(Op.INSERT, "s", "t", columns, readers, b"\x00\x07\x00\x00\x00\x05",
+                        BinlogPosition("binlog.000001", 4), 0, decode=lambda: pytest.fail("no fallback"))
+        return [a.doc_json for a in path.changes_and_actions(rows)[1]]
+
+    assert docs(("id", "a")) == [b'{"id":7,"a":5}']
+    assert docs(("id", "alpha")) == [b'{"id":7,"alpha":5}']
+    assert docs(("id", "a")) == [b'{"id":7,"a":5}']

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""The native row path against the Python path, side by side in one run (issue 19).
+
+    .venv/bin/python bench/rowpath.py [--rows 150000] [--repeat 3] [--catchup]
+
+On bench/catchup.py's servers (own ports, never the test servers) and its table
+(10 columns: BIGINT, INT, TINYINT, VARCHAR, DECIMAL, DATETIME(6), TEXT, JSON,
+DOUBLE) and backlog (70% inserts in multi-row statements, 20% single-row
+updates, 10% single-row deletes), it measures over the same binlog range,
+alternating the order of the paths in every repeat:
+
+* `library`: pymysqlreplication alone decoding every row (catchup.py decode_once);
+* `convert python` / `convert native`: decode and convert only, in one process:
+  `BinlogSource` + the row path + every action's document JSON, as the pipeline
+  makes them (no threads, no Elasticsearch); rows/s, CPU µs per row change and
+  peak RSS of that process;
+* `dry-run python` / `dry-run native`: `cdc replay --dry-run` (the whole
+  read-and-convert pipeline with its threads; Elasticsearch left out), with
+  `row_path` set in its config; rows/s and CPU µs per row change;
+* with --catchup, `catch-up python` / `catch-up native`: `cdc run` from the
+  backlog's start until the checkpoint reaches its end (catchup.py catchup_once).
+
+`--profile` adds a cProfile of `convert native` (top functions by own time).
+Results: Markdown on stdout, JSON in bench/results/rowpath.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import catchup as cu  # noqa: E402  (sets the bench servers' ports first)
+
+MODES = ("python", "native")
+
+
+def convert_child(args: argparse.Namespace) -> None:
+    """Runs in its own process (cwd: the copied code): decode + convert the range, print one JSON line."""
+    import threading
+
+    from cdc.config import MysqlConfig, RetryConfig
+    from cdc.model import BinlogPosition, RowChange, StartPoint
+    from cdc.mysql.server import Database
+    from cdc.mysql.source import BinlogSource
+    from cdc.rules import ActionBuilder, Rule, RuleSet, resolved_or_stop
+    from cdc.rules.rowpath import RowPath
+    from cdc.rules.values import ValueOptions
+
+    config = MysqlConfig(host=args.host, port=args.port, user=args.user, password=args.password,
+                         server_id=args.server_id)
+    rules = RuleSet([Rule(cu.SCHEMA, cu.TABLE, "bench", None)])
+    db = Database(config)
+    try:
+        rules = resolved_or_stop(rules, db.catalog(rules))
+    finally:
+        db.close()
+    path = RowPath(ActionBuilder(rules, 0, ValueOptions()), args.child)
+    start, end = BinlogPosition.parse(args.start), BinlogPosition.parse(args.end)
+    source = BinlogSource(config, True, {(cu.SCHEMA, cu.TABLE)}, RetryConfig(max_attempts=1),
+                          stop=threading.Event(), end=end, prepare=path.prepare if args.child == "native" else None)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    rows = actions = doc_bytes = 0
+    for event in source.events(StartPoint(start)):
+        if isinstance(event, RowChange):
+            rows += 1
+            for action in path.actions(event):
+                actions += 1
+                doc = action.doc_json  # what the bulk body carries
+                doc_bytes += len(doc) if doc else 0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if profiler is not None:
+        import io
+        import pstats
+
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
+        sys.stderr.write(out.getvalue())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "actions": actions, "doc_bytes": doc_bytes, "seconds": round(seconds, 3),
+                      "cpu_seconds": round(cpu, 3), "rows_per_s": round(rows / seconds, 1),
+                      "cpu_us_per_row": round(cpu / rows * 1e6, 2), "peak_rss_mb": round(peak, 1),
+                      "tables": path.tables}))
+
+
+def convert_once(ep, code: cu.Code, mode: str, start, end, profile: bool = False) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--host", ep.mariadb_host,
+           "--port", str(ep.mariadb_port), "--user", ep.admin_user, "--password", ep.admin_password,
+           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end)]
+    if profile:
+        cmd.append("--profile")
+    out = subprocess.run(cmd, cwd=code.dir, capture_output=True, text=True, timeout=1800,
+                         env={"PYTHONPATH": str(code.dir), "PATH": "/usr/bin:/bin"})
+    if out.returncode != 0:
+        raise RuntimeError(f"convert {mode} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if profile:
+        result["profile"] = out.stderr[-6000:]
+    cu.log(f"convert {mode}: {result['rows']} rows, {result['rows_per_s']} rows/s, "
+           f"{result['cpu_us_per_row']} µs CPU/row, peak RSS {result['peak_rss_mb']} MB")
+    return result
+
+
+def dryrun_once(i: int, ep, code: cu.Code, run_dir: Path, mode: str, start, end, rows: int) -> dict:
+    code.extra_config["row_path"] = mode
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = cu.dryrun_once(i, ep, code, run_dir, "rowpath", start, end, rows, label=f"-{mode}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result["cpu_seconds"] = round(cpu, 3)
+    result["cpu_us_per_row"] = round(cpu / rows * 1e6, 2)
+    return result
+
+
+def med(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 2) if values else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=150_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--catchup", action="store_true", help="also cdc run into Elasticsearch, both paths")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--results", default=str(cu.RESULTS / "rowpath.json"))
+    # the child process's arguments
+    parser.add_argument("--child", choices=MODES)
+    for name in ("host", "user", "password", "start", "end"):
+        parser.add_argument(f"--{name}")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--server-id", type=int)
+    args = parser.parse_args()
+    if args.child:
+        convert_child(args)
+        return 0
+
+    ep = cu.servers.up()
+    run_dir = Path(tempfile.mkdtemp(prefix="rowpath-", dir=cu.STATE if cu.STATE.exists() else None))
+    code = cu.Code(run_dir, wait_quiet=0)
+    conn = cu.admin_conn(ep)
+    cu.setup_schema(conn)
+    start = cu.master_position(conn)
+    backlog = cu.generate_backlog(conn, args.rows)
+    end = cu.end_on_marker_commit(conn)
+    truth = cu.table_truth(conn)
+    cu.log(f"backlog {backlog} from {start} to {end}")
+    results: dict = {"command": " ".join(sys.argv), "rows": args.rows, "backlog": backlog, "start": str(start),
+                     "end": str(end), "code": {"head": code.head, "sha256": code.sha256,
+                                               "newer_than_head": code.newer_than_head},
+                     "library": [], "convert": {m: [] for m in MODES}, "dryrun": {m: [] for m in MODES},
+                     "catchup": {m: [] for m in MODES}}
+    es = cu.Elasticsearch(ep.es_url, request_timeout=120) if args.catchup else None
+    if es is not None:  # a cold JVM runs at a third of its warm speed: warm it with one run first
+        code.extra_config["row_path"] = "python"
+        cu.catchup_once(0, ep, es, code, run_dir, "rowpath-warm", start, end, args.rows, truth, timeout=1800)
+    for i in range(args.repeat):
+        order = MODES if i % 2 == 0 else tuple(reversed(MODES))
+        results["library"].append(cu.decode_once(i, ep, start, end))
+        for mode in order:
+            results["convert"][mode].append(convert_once(ep, code, mode, start, end))
+        for mode in order:
+            results["dryrun"][mode].append(dryrun_once(i, ep, code, run_dir, mode, start, end, args.rows))
+        if es is not None:
+            for mode in order:
+                code.extra_config["row_path"] = mode
+                results["catchup"][mode].append(cu.catchup_once(i + 1, ep, es, code, run_dir, f"rowpath-{mode}",
+                                                                start, end, args.rows, truth, timeout=1800,
+                                                                label=f"-{mode}"))
+    if args.profile:
+        results["profile_native"] = convert_once(ep, code, "native", start, end, profile=True)["profile"]
+
+    lib = med(results["library"], "rows_per_s")
+    table = ["| measure | python | native | native / python |", "|---|---|---|---|"]
+
+    def row(name: str, runs: dict, key: str, ratio: bool = True) -> None:
+        p, n = med(runs["python"], key), med(runs["native"], key)
+        table.append(f"| {name} | {p} | {n} | {round(n / p, 2) if ratio and p and n else ''} |")
+
+    row("convert only: rows/s", results["convert"], "rows_per_s")
+    row("convert only: CPU µs per row change", results["convert"], "cpu_us_per_row")
+    row("convert only: peak RSS MB", results["convert"], "peak_rss_mb")
+    row("`cdc replay --dry-run`: rows/s", results["dryrun"], "rows_per_s_total")
+    row("`cdc replay --dry-run`: CPU µs per row change", results["dryrun"], "cpu_us_per_row")
+    if es is not None:
+        row("catch-up into Elasticsearch: rows/s", results["catchup"], "rows_per_s_total")
+        row("catch-up: cdc CPU seconds", results["catchup"], "cdc_cpu_seconds")
+        row("catch-up: peak RSS MB", results["catchup"], "cdc_peak_rss_mb")
+        for mode in MODES:
+            assert all(r["correct"] for r in results["catchup"][mode]), f"catch-up {mode}: index != table"
+    table.append(f"| library decode only (stock pymysqlreplication): rows/s | {lib} | | |")
+    n_conv = med(results["convert"]["native"], "rows_per_s")
+    if lib and n_conv:
+        table.append(f"| native convert / library decode | | | {round(n_conv / lib, 2)} |")
+    results["table"] = table
+    Path(args.results).write_text(json.dumps(results, indent=1, default=str))
+    print("\n".join(table))
+    if args.profile:
+        print("\n```\n" + results["profile_native"] + "\n```")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
