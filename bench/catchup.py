@@ -227,7 +227,9 @@ def read_log(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------- cdc process
 
 
-_server_ids = iter(range(7100, 7900))
+# A block of 100 per bench process: a cdc left over from an earlier, aborted bench
+# run keeps its id registered with the server, and cdc refuses to share one.
+_server_ids = iter(range(7100 + 100 * (os.getpid() % 20), 7900 + 100 * (os.getpid() % 20)))
 
 
 class Code:
@@ -240,6 +242,7 @@ class Code:
         # commit, and record what was newer if that never happened. A copy made
         # earlier (source) lets several runs measure the very same code.
         self.source = source
+        self.name = name
         self.newer_than_head: list[str] | None = None
         if source == ROOT:
             deadline = time.time() + wait_quiet
@@ -728,13 +731,20 @@ class RssSampler(threading.Thread):
 
 
 def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rate: int, rows_per_tx: int,
-                refresh: str) -> dict:
-    index = f"{INDEX_PREFIX}-{tag}-latency-{refresh.replace('default', 'd')}"
-    workdir = run_dir / f"latency-{refresh}"
+                refresh: str, label: str = "") -> dict:
+    code_name = code.name  # `code` is reused below for the exit code
+    index = f"{INDEX_PREFIX}-{tag}-latency-{refresh.replace('default', 'd')}{label}".lower()
+    workdir = run_dir / f"latency-{refresh}{label}"
     if refresh != "default":
         # Created up front only to change the refresh interval; mappings stay dynamic, as cdc leaves them.
         es.indices.create(index=index, settings={"index": {"refresh_interval": refresh}})
     config = write_cdc_config(workdir, ep, index, "end", code)
+    # cdc's own latency histograms, scraped at the end: they split the end-to-end
+    # figure into "before cdc read the commit" and "cdc's part".
+    metrics_port = _free_port()
+    raw = yaml.safe_load(config.read_text())
+    raw["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": metrics_port}
+    config.write_text(yaml.safe_dump(raw))
     cdc = Cdc(code, config, workdir / "cdc.log")
     deadline = time.time() + 60
     while cdc.ready_at() is None:
@@ -807,6 +817,7 @@ def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rat
     rss_end = proc_status_kb(cdc.proc.pid, "VmRSS")
     cpu_end = proc_cpu(cdc.proc.pid)
     t_measured = time.time()
+    histograms = _scrape_latency(metrics_port)
     server_cores = {}
     for name, before in server_cpu0.items():
         after = proc_cpu(pids[name])
@@ -828,6 +839,7 @@ def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rat
 
     result = {
         "index": index,
+        "code": code_name,
         "refresh_interval": refresh,
         "log": str(cdc.log_path),
         "seconds": round(t_end - t_begin, 2),
@@ -840,6 +852,8 @@ def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rat
         "commit_to_searchable_s": stats(searchable),
         "never_seen": len(committed) - len(searchable),
         "commit_to_acknowledged_s": stats(acked) if gtids_ok else None,
+        # Cumulative bucket counts {le: count} of cdc's own histograms (absent in older code).
+        "cdc_histograms": histograms,
         "gtids_contiguous": gtids_ok,
         "search_polls": poller.polls,
         "search_poll_ms_p50": _r(pct(poller.poll_seconds, 50), 1000),
@@ -857,10 +871,34 @@ def latency_run(ep, es, code: Code, run_dir: Path, tag: str, seconds: float, rat
         "log_problems": cdc.problems()[:20],
     }
     s, a = result["commit_to_searchable_s"], result["commit_to_acknowledged_s"] or {}
-    log(f"latency (refresh {refresh}): {result['achieved_rows_per_s']} rows/s; searchable p50 {s['p50']}s "
+    log(f"latency {code_name} (refresh {refresh}): {result['achieved_rows_per_s']} rows/s; searchable p50 {s['p50']}s "
         f"p99 {s['p99']}s; acknowledged p50 {a.get('p50')}s p99 {a.get('p99')}s; never seen {result['never_seen']}; "
         f"cdc RSS {result['cdc_rss_mb_start']} -> {result['cdc_rss_mb_end']} MB")
     return result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _scrape_latency(port: int) -> dict:
+    import urllib.request
+
+    out: dict = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError as exc:
+        return {"error": str(exc)}
+    for line in text.splitlines():
+        for name in ("cdc_commit_to_acknowledged_seconds", "cdc_read_to_acknowledged_seconds"):
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out.setdefault(name, {})[le] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def _r(value: float | None, scale: float = 1.0) -> float | None:
@@ -984,13 +1022,14 @@ def markdown(results: dict) -> str:
         out.append("")
     for lat in results.get("latency", []):
         s, a = lat["commit_to_searchable_s"], lat["commit_to_acknowledged_s"] or {}
-        out += [f"Latency, refresh_interval {lat['refresh_interval']}: {lat['rows_written']} rows at "
+        out += [f"Latency of {lat.get('code', 'code')}, refresh_interval {lat['refresh_interval']}: {lat['rows_written']} rows at "
                 f"{lat['achieved_rows_per_s']} rows/s ({lat['rows_per_transaction']} row(s) per transaction) "
                 f"for {lat['seconds']} s", "",
                 "| measure | n | p50 s | p90 s | p99 s | max s |", "|---|---|---|---|---|---|",
                 f"| commit -> searchable | {s['n']} | {s['p50']} | {s['p90']} | {s['p99']} | {s['max']} |",
                 f"| commit -> acknowledged (checkpoint) | {a.get('n')} | {a.get('p50')} | {a.get('p90')} | "
-                f"{a.get('p99')} | {a.get('max')} |", ""]
+                f"{a.get('p99')} | {a.get('max')} |",
+                f"| cdc CPU cores | {lat.get('cdc_cpu_cores')} | | | | |", ""]
     return "\n".join(out)
 
 
@@ -1003,6 +1042,8 @@ def main() -> int:
     parser.add_argument("--latency-rows-per-tx", type=int, default=1)
     parser.add_argument("--latency-refresh", default="default",
                         help="comma-separated index refresh intervals to test, e.g. default,200ms")
+    parser.add_argument("--latency-repeat", type=int, default=1,
+                        help="latency runs per refresh interval (with --baseline: of each code, alternating)")
     parser.add_argument("--skip-catchup", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS / "latest.json")
@@ -1081,10 +1122,16 @@ def main() -> int:
     if not args.skip_latency:
         if args.skip_catchup:
             setup_schema(conn)
-        results["latency"] = [
-            latency_run(ep, es, code, run_dir, tag, args.latency_seconds, args.latency_rate,
-                        args.latency_rows_per_tx, refresh.strip())
-            for refresh in args.latency_refresh.split(",")]
+        results["latency"] = []
+        for refresh in args.latency_refresh.split(","):
+            for i in range(1, args.latency_repeat + 1):
+                # With a baseline, the two alternate (old, new, new, old, ...) like the catch-up runs.
+                order = [code] if base is None else ([base, code] if i % 2 else [code, base])
+                for c in order:
+                    setup_schema(conn)  # an empty table: every run writes the same ids
+                    results["latency"].append(latency_run(
+                        ep, es, c, run_dir, tag, args.latency_seconds, args.latency_rate, args.latency_rows_per_tx,
+                        refresh.strip(), label=f"-{c.name}-{i}"))
     conn.close()
     results["loadavg_end"] = os.getloadavg()
     # If this differs from cdc_commit_at_start, the work tree moved during the run;

@@ -158,6 +158,11 @@ class SnapshotConfig(_Strict):
     # A chunk must be in Elasticsearch this soon after it was read, or it is
     # read again (capped at half the index's gc_deletes; see snapshot.py).
     max_chunk_age: Annotated[float, Field(gt=0)] = 25.0
+    # Bulk requests in flight per table while the next chunks are read, and
+    # tables copied at once (each on its own connection). Memory: at most
+    # tables x (concurrency + 1) chunks.
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    tables: Annotated[int, Field(ge=1, le=16)] = 2
 
 
 class DeadLetterConfig(_Strict):
@@ -172,9 +177,9 @@ class DeadLetterConfig(_Strict):
 class BatchConfig(_Strict):
     max_actions: Annotated[int, Field(ge=1)] = 2000
     max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
-    # A batch goes out as soon as the source has nothing more to read and fewer
-    # than `concurrency` bulk requests are in flight; while input keeps coming it
-    # waits at most this many seconds (README "Batching and latency").
+    # A batch goes out as soon as the source has nothing more to read and no bulk
+    # request is in flight; while input keeps coming it waits at most this many
+    # seconds (README "Batching and latency").
     max_interval: Annotated[float, Field(gt=0)] = 0.5
     # Bulk requests in flight at once. Writes of one document never overtake
     # each other, and the checkpoint moves only over batches acknowledged in order.

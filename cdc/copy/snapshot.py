@@ -17,16 +17,28 @@ position, exactly as the stream would have written them. So:
   Elasticsearch forgets after `index.gc_deletes` (60 s by default); a chunk
   that was read before the delete but written after the tombstone expired
   would resurrect the row. A chunk is therefore written within
-  `max_chunk_age` (at most half of gc_deletes) of being read, or read again.
+  `max_chunk_age` (at most half of gc_deletes) of being read, or read again
+  (the same key range, so no row falls between chunks).
+
+Concurrency: a table's chunks are read one after another on one connection
+(each chunk starts after the last key of the one before), while up to
+`snapshot.concurrency` earlier chunks are being written; the progress moves
+only over chunks acknowledged in order, so a resume never skips a chunk that
+was still in flight. Up to `snapshot.tables` tables are copied at once, each on
+its own connection (its own consistent reads). Memory holds at most
+tables x (concurrency + 1) chunks.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
 import threading
 import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -36,6 +48,7 @@ from cdc.durable import atomic_write
 from cdc.config import SnapshotConfig
 from cdc.mysql.server import Database
 from cdc.stream.delivery import BulkWriter
+from cdc.stream.observe import Stats
 from cdc.errors import CdcError, SchemaChanged, SourceError, CheckpointError, PreflightError, SinkUnavailableError
 from cdc.es.indices import index_target
 from cdc.model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
@@ -159,19 +172,62 @@ class Snapshot:
     # ------------------------------------------------------------------ running
     def run(self, rules: Iterable[Rule], state: SnapshotState) -> SnapshotState:
         """Copy what is not done yet; returns early (progress saved) when `stop` is set."""
-        for rule in rules:
-            progress = state.tables.setdefault(rule.name, TableProgress())
-            if progress.done:
-                continue
-            if self.stop.is_set():
-                break
-            try:
-                self._copy(self.plan(rule), progress, state)
-            except SinkUnavailableError:
-                if not self.stop.is_set():
+        todo = [rule for rule in rules if not state.tables.setdefault(rule.name, TableProgress()).done]
+        save_lock = threading.Lock()
+        save_progress = self.save_progress
+
+        def save(state: SnapshotState) -> None:
+            with save_lock:  # tables copied at once share one state file
+                save_progress(state)
+
+        self.save_progress = save
+        try:
+            tables = min(self.config.tables, len(todo))
+            if tables <= 1:
+                for rule in todo:
+                    if self.stop.is_set() or not self._copy_table(self, rule, state):
+                        break
+                return state
+            # Each table on its own connection: a connection runs one consistent read at a time.
+            failed = threading.Event()
+
+            def one(rule: Rule) -> None:
+                if self.stop.is_set() or failed.is_set():
+                    return
+                db = Database(self.db.config)
+                worker = copy.copy(self)
+                worker.db, worker.reader = db, TableReader(db, self.config.chunk_size, self.where)
+                worker.rows_written = 0
+                worker.writer = copy.copy(self.writer)  # its own abort; counts added below
+                worker.writer.stats = Stats()
+                try:
+                    self._copy_table(worker, rule, state)
+                except BaseException:
+                    failed.set()
                     raise
-                break  # stopped while waiting for Elasticsearch: the last saved chunk stands
-        return state
+                finally:
+                    db.close()
+                    with _STATS_LOCK:
+                        self.rows_written += worker.rows_written
+                        _add_counts(self.writer.stats, worker.writer.stats)
+
+            with ThreadPoolExecutor(tables, thread_name_prefix="cdc-snapshot-table") as pool:
+                for future in [pool.submit(one, rule) for rule in todo]:
+                    future.result()
+            return state
+        finally:
+            self.save_progress = save_progress
+
+    @staticmethod
+    def _copy_table(snapshot: "Snapshot", rule: Rule, state: SnapshotState) -> bool:
+        """False when stopped while waiting for Elasticsearch (the last saved chunk stands)."""
+        try:
+            snapshot._copy(snapshot.plan(rule), state.tables[rule.name], state)
+        except SinkUnavailableError:
+            if not snapshot.stop.is_set():
+                raise
+            return False
+        return True
 
     def _copy(self, plan: TablePlan, progress: TableProgress, state: SnapshotState) -> None:
         if progress.last_key is not None:
@@ -188,7 +244,12 @@ class Snapshot:
             changes = 0
             while not self.stop.is_set():
                 try:
-                    rows = self._write_chunk(plan, progress)
+                    if plan.paged and self.config.concurrency > 1:
+                        if not self._copy_concurrently(plan, progress, state, bar):
+                            return  # stopped: what is saved stands
+                        rows = None
+                    else:
+                        rows = self._write_chunk(plan, progress)
                 except SchemaChanged:
                     # An ALTER TABLE between planning and reading: plan again with the
                     # columns as they are now. Chunks are read whole, so none is half old.
@@ -237,6 +298,88 @@ class Snapshot:
         if plan.paged:
             progress.last_key = last_key(plan, read)
         return len(read)
+
+    def _copy_concurrently(self, plan: TablePlan, progress: TableProgress, state: SnapshotState,
+                           bar: "Progress") -> bool:
+        """Read chunks in key order while up to `concurrency` earlier ones are written.
+
+        True when the table is read to its end and every chunk is written, False
+        on a stop; raises SchemaChanged (after the chunks in flight are written
+        and saved) for the caller to plan the table again.
+        """
+        max_age = self._max_age(index_target(plan.rule)[1])
+        window: deque[tuple[list | None, list[Any], int, Future]] = deque()  # oldest first
+        failed = threading.Event()  # a chunk failed: the others stop waiting to retry
+        stop = _Either(self.stop, failed)
+
+        def settle(block: bool) -> None:
+            """Save progress over the chunks acknowledged in order; raise the first failure."""
+            if block and window:
+                wait([f for *_, f in window], return_when=FIRST_COMPLETED)
+            for *_, future in window:
+                if future.done() and future.exception() is not None:
+                    failed.set()
+                    wait([f for *_, f in window])  # the others end soon: they stop retrying
+                    raise future.exception()  # type: ignore[misc]
+            while window and window[0][3].done():
+                _, end, rows, future = window.popleft()
+                future.result()
+                self.rows_written += rows
+                progress.rows += rows
+                progress.last_key = end
+                self.save_progress(state)
+                bar.advance(rows)
+
+        after = progress.last_key
+        finished = False
+        with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cdc-snapshot-write") as pool:
+            try:
+                while not self.stop.is_set():
+                    while len(window) >= self.config.concurrency:  # the memory bound
+                        settle(block=True)
+                    settle(block=False)
+                    try:
+                        position, rows = self._read_chunk(plan, after)
+                    except SchemaChanged:
+                        while window:  # the chunks read before the change are good: finish them
+                            settle(block=True)
+                        raise
+                    if not rows:
+                        finished = True
+                        break
+                    end = last_key(plan, rows)
+                    actions = self._actions(plan, position, rows)
+                    read_at = time.monotonic()
+                    future = pool.submit(self._write_range, plan, after, end, actions, read_at, max_age, stop)
+                    window.append((after, end, len(rows), future))
+                    after = end
+                while window:
+                    settle(block=True)
+            except BaseException:
+                failed.set()  # chunks still in flight stop retrying; their rows are read again on resume
+                raise
+        return finished and not self.stop.is_set()
+
+    def _write_range(self, plan: TablePlan, after: list | None, upto: list[Any], actions: list[Action],
+                     read_at: float, max_age: float, stop: "_Either") -> None:
+        """Write one chunk within `max_age` of reading it, or read its key range again (on a connection of its own)."""
+        writer = copy.copy(self.writer)  # abort is per write; counts are added to the shared Stats below
+        writer.stats = Stats()
+        first: list = [(read_at, actions)]
+
+        def read() -> list[Action] | None:
+            db = Database(self.db.config)
+            try:
+                position, rows = TableReader(db, self.config.chunk_size, self.where).read_range(plan, after, upto)
+            finally:
+                db.close()
+            return self._actions(plan, position, rows)
+
+        try:
+            write_while_fresh(writer, stop, max_age, read, f"snapshot chunk of {plan.name}", plan.name, first=first[0])
+        finally:
+            with _STATS_LOCK:
+                _add_counts(self.writer.stats, writer.stats)
 
     def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple]) -> list[Action]:
         actions: list[Action] = []
@@ -316,6 +459,21 @@ class TableReader:
             sql += f" ORDER BY {', '.join(f'`{k}`' for k in plan.key)} LIMIT {int(self.chunk_size)}"
         return self._consistent(plan, sql, args)
 
+    def read_range(self, plan: TablePlan, after: list | None, upto: list) -> tuple[BinlogPosition, list[tuple]]:
+        """The rows with keys after `after` (None: from the start) up to and including `upto`, in key order:
+        a chunk read again covers exactly the keys it covered before."""
+        keys = ", ".join(f"`{k}`" for k in plan.key)
+        marks = ", ".join(["%s"] * len(plan.key))
+        conditions, args = [f"({keys}) <= ({marks})"], list(key_args(upto))
+        if after is not None:
+            conditions.insert(0, f"({keys}) > ({marks})")
+            args = list(key_args(after)) + args
+        if self.where:
+            conditions.append(f"({self.where})")
+        sql = (f"SELECT {_select_list(plan)} FROM `{plan.rule.schema}`.`{plan.rule.table}` "
+               f"WHERE {' AND '.join(conditions)} ORDER BY {keys}")
+        return self._consistent(plan, sql, args)
+
     def read_keys(self, plan: TablePlan, keys: Sequence[Sequence[Any]]) -> tuple[BinlogPosition, list[tuple]]:
         """The rows with these key values (those that exist), in one consistent read."""
         if not keys:
@@ -380,17 +538,23 @@ def fresh_window(max_chunk_age: float, gc_deletes: float | None) -> float:
     return min(max_chunk_age, gc_deletes / 2) if gc_deletes is not None else max_chunk_age
 
 
-def write_while_fresh(writer: BulkWriter, stop: threading.Event, max_age: float,
-                      read: Callable[[], list[Action] | None], what: str, table: str) -> list[Action] | None:
+def write_while_fresh(writer: BulkWriter, stop: "threading.Event | _Either", max_age: float,
+                      read: Callable[[], list[Action] | None], what: str, table: str,
+                      first: tuple[float, list[Action]] | None = None) -> list[Action] | None:
     """Read, then write what was read within `max_age` of reading it, or read it again.
 
     Shared by snapshot chunks and `cdc verify --repair`: both write rows read
     from the table while the stream may be deleting them. `read` returns the
     actions of a fresh read, or None when there is nothing left to read.
+    `first`: (time.monotonic() of the read, actions) of a read already made.
     """
     while True:
-        read_at = time.monotonic()
-        actions = read()
+        actions: list[Action] | None
+        if first is not None:
+            (read_at, actions), first = first, None
+        else:
+            read_at = time.monotonic()
+            actions = read()
         if actions is None:
             return None
         expired = threading.Event()
@@ -415,11 +579,23 @@ def write_while_fresh(writer: BulkWriter, stop: threading.Event, max_age: float,
         return actions
 
 
+_STATS_LOCK = threading.Lock()
+
+
+def _add_counts(total: Stats, part: Stats) -> None:
+    """Counts a writer of its own kept (`+=` on one Stats from several threads can lose counts)."""
+    for name in ("actions_sent", "actions_stale", "item_retries", "request_retries", "dead_lettered"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
 class _Either:
     """Looks like one threading.Event that is set when either of two is (for BulkWriter.abort)."""
 
-    def __init__(self, a: threading.Event, b: threading.Event):
+    def __init__(self, a: "threading.Event | _Either", b: "threading.Event | _Either"):
         self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -88,6 +88,9 @@ class RuleSpec(BaseModel):
     on_delete: DeleteMode = "delete"
     soft_delete_field: str | None = None
     pipeline: str | None = None
+    # wait_for: acknowledged only once searchable (each request then waits up to the
+    # index's refresh_interval). A forced refresh per request (true) is not offered.
+    refresh: Literal[False, "false", "wait_for"] = False
     create_index: Any = None
 
     @field_validator("create_index", mode="before")
@@ -229,7 +232,8 @@ class RuleSpec(BaseModel):
             rename=tuple(self.rename.items()), fields=tuple(self.fields.items()),
             add_table_name=self.add_table_name, add_schema_name=self.add_schema_name,
             conversions=tuple(self.convert.items()), mode=self.mode, on_delete=self.on_delete,
-            soft_delete_field=self.soft_delete_field or "deleted", pipeline=self.pipeline, also=self.also, create_index=setup, checked=False,
+            soft_delete_field=self.soft_delete_field or "deleted", pipeline=self.pipeline,
+            refresh_wait_for=self.refresh == "wait_for", also=self.also, create_index=setup, checked=False,
         )
 
 

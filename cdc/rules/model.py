@@ -61,6 +61,9 @@ class Rule:
     on_delete: DeleteMode = "delete"
     soft_delete_field: str = "deleted"
     pipeline: str | None = None
+    # refresh: wait_for: a bulk request holding this rule's writes is answered only
+    # once a refresh made them searchable (README "Read your writes").
+    refresh_wait_for: bool = False
     also: bool = False  # may share tables with other `also` rules
     create_index: IndexSetup | None = None
     # Filled in by resolve_rules from the catalog:
@@ -150,6 +153,10 @@ class RuleSet:
                               for b in (r.bind(schema, table) for r in self.patterns) if b is not None)
             self._cache[key] = found
         return found
+
+    def waits_for_refresh(self, schema: str, table: str) -> bool:
+        """Must a write from this table wait for a refresh (some rule for it says `refresh: wait_for`)?"""
+        return any(r.refresh_wait_for for r in self.matches(schema, table))
 
     def match(self, schema: str, table: str) -> Rule | None:
         """The first rule for this table; use `matches` where `also` rules matter."""

@@ -10,9 +10,8 @@ never succeed. Used by the stream and by snapshots alike.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
@@ -60,15 +59,25 @@ def describe_rejections(rejected: Sequence[ItemResult]) -> str:
     return "\n".join(lines)
 
 
+class Abort(Protocol):
+    """What BulkWriter.abort must be: a threading.Event, or something that waits like one."""
+
+    def wait(self, timeout: float) -> bool:
+        ...
+
+
 # Per-item statuses that mean "this user may not": 401 bad credentials, 403 no privilege.
 ACCESS_STATUSES = frozenset({401, 403})
 
 
 class BulkWriter:
     def __init__(self, sink: Sink, batch: BatchConfig, retry: RetryConfig, stats: Stats | None = None,
-                 observer: Observer | None = None, abort: threading.Event | None = None,
-                 dead_letters: DeadLetterStore | None = None):
+                 observer: Observer | None = None, abort: Abort | None = None,
+                 dead_letters: DeadLetterStore | None = None,
+                 wait_for_refresh: Callable[[Action], bool] | None = None):
         self.sink = sink
+        # Actions whose requests must wait until they are searchable (rules' refresh: wait_for).
+        self.wait_for_refresh = wait_for_refresh
         # Where rejected actions go instead of stopping the daemon (dead_letter.on_rejected).
         self.dead_letters = dead_letters
         self.batch = batch
@@ -88,7 +97,11 @@ class BulkWriter:
         while pending:
             started = time.monotonic()
             try:
-                result = self.sink.write(pending)
+                wait = self.wait_for_refresh
+                if wait is not None and any(map(wait, pending)):
+                    result = self.sink.write(pending, refresh=True)
+                else:
+                    result = self.sink.write(pending)
             except RequestTooLargeError as exc:
                 if len(pending) > 1:  # halve until each part fits
                     half = len(pending) // 2

@@ -22,11 +22,12 @@ How it holds:
   a delete by more than that (a long retry) would bring the row back.
 
 When a batch goes out (adaptive flushing): as soon as the source has nothing
-more to read and a request slot is free, so a quiet stream is written within a
-bulk round trip; while every slot is busy the next batch keeps growing, so a
-busy stream makes big batches. `max_actions`/`max_bytes` cap a batch (then the
-loop waits for a slot: back-pressure), and `max_interval` caps how long a batch
-waits while input keeps coming.
+more to read and no bulk request is in flight, so a quiet stream is written
+within a bulk round trip; while a request is in flight the next batch keeps
+growing, so a busy stream makes big batches. A full batch (`max_actions`,
+`max_bytes`) goes out at once if one of the `concurrency` slots is free, else
+the loop waits for one (back-pressure); `max_interval` caps how long a batch
+waits while input keeps coming (it then takes a free slot too).
 
 Threads: the source is read on its own thread (decoding overlaps the bulks in
 flight); `concurrency` writers send batches; this loop turns rows into actions.
@@ -204,8 +205,12 @@ class Pipeline:
         # Set when a writer failed: the others stop waiting to retry (nothing
         # they hold can be saved past the failed batch anyway).
         self._abort = threading.Event()
+        wait_for_refresh: Callable[[Action], bool] | None = None
+        if any(r.refresh_wait_for for r in (*rules.rules, *rules.patterns)):
+            wait_for_refresh = lambda action: rules.waits_for_refresh(action.schema, action.table)  # noqa: E731
         self.writers = [BulkWriter(sink, batch, retry, Stats(), self.observer, abort=self._abort,
-                                   dead_letters=dead_letters) for _ in range(self.concurrency)]
+                                   dead_letters=dead_letters, wait_for_refresh=wait_for_refresh)
+                        for _ in range(self.concurrency)]
         self.writer = self.writers[0]
         self._lock = threading.Condition()
         self._in_flight = InFlight()
@@ -342,7 +347,14 @@ class Pipeline:
             if len(batch) >= self.batch_config.max_actions or batch.bytes >= self.batch_config.max_bytes:
                 self._hand_over(batch, wait=True)  # full: wait for a slot (back-pressure)
                 batch = Batch()
-            elif (inbox.empty() or time.monotonic() - batch.opened >= max_interval) and self._hand_over(batch):
+            elif inbox.empty() and not self._in_flight:
+                # The source is quiet and nothing is in flight: send now. With a bulk in
+                # flight, keep adding until it is acknowledged (its writer wakes this
+                # loop): a batch waits at most one round trip, and a busy stream does
+                # not turn into a stream of one-row requests.
+                self._hand_over(batch)
+                batch = Batch()
+            elif time.monotonic() - batch.opened >= max_interval and self._hand_over(batch):
                 batch = Batch()
 
     def _actions(self, change: RowChange) -> list[Action]:

@@ -26,8 +26,10 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    def write(self, actions: Sequence[Action]) -> BulkResult:
-        """One bulk request; an outcome per action. Raises SinkError subclasses (cdc/errors.py)."""
+    def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
+        """One bulk request; an outcome per action. Raises SinkError subclasses (cdc/errors.py).
+
+        `refresh`: answer only once a refresh made the writes searchable (refresh=wait_for)."""
         ...
 
 

@@ -33,14 +33,16 @@ class FakeSink:
     def __init__(self, log: list | None = None, script=(), always=None, delay: float = 0.0, *, bad=(),
                  limit: int | None = None, status: int = 400, error: str = "mapper_parsing_exception"):
         self.calls: list[list[Action]] = []
+        self.refreshes: list[bool] = []  # per call: did it ask to wait for a refresh?
         self.log = log if log is not None else []
         self.script = list(script)
         self.always = always
         self.delay = delay
         self.bad, self.limit, self.status, self.error = set(bad), limit, status, error
 
-    def write(self, actions: Sequence[Action]) -> BulkResult:
+    def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
         self.calls.append(list(actions))
+        self.refreshes.append(refresh)
         self.log.append(("write", tuple(a.doc_id for a in actions)))
         if self.delay:
             time.sleep(self.delay)

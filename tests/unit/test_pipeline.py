@@ -729,3 +729,22 @@ def test_concurrency_keeps_index_equal_to_source_under_random_delays():
     assert final == expected
     saves = [p for p, _ in store.saves]
     assert saves == sorted(saves) and saves[-1] == P(pos)
+
+
+# ---------------------------------------------------------------- refresh: wait_for
+def test_requests_with_writes_of_a_wait_for_rule_ask_for_refresh_and_others_do_not():
+    rules = RuleSet([Rule("shop", "items", "items", ("id",), source="test", refresh_wait_for=True),
+                     Rule("shop", "orders", "orders", ("id",), source="test")])
+    sink, store = FakeSink(), MemoryStore()
+    pipeline = Pipeline(rules, sink, store, BatchConfig(max_actions=1, max_interval=0.05, concurrency=1), RETRY,
+                        checkpoint_interval=0.0)
+    run_pipeline(pipeline, [ins(1, 100, table="orders"), commit(200), ins(2, 300), commit(400),
+                            ins(3, 500, table="orders"), commit(600)])
+    asked = {tuple(a.index for a in call): refresh for call, refresh in zip(sink.calls, sink.refreshes)}
+    assert asked == {("orders",): False, ("items",): True}
+    assert store.saves[-1][0] == P(600)
+
+
+def test_no_wait_for_rule_means_no_refresh_check_at_all():
+    pipeline = make(FakeSink(), MemoryStore())
+    assert all(w.wait_for_refresh is None for w in pipeline.writers)

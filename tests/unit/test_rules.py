@@ -211,12 +211,21 @@ def test_index_templates_may_hold_upper_case_fields(tmp_path):
     ("{schema: s, table: t, index: i, on_delete: drop}", "on_delete: Input should be"),
     ("{schema: s, table: t, index: i, fields: {since: 2024-01-01}}", "must be plain JSON"),
     ("{schema: s, table: t, index: i, routing: ''}", "routing: must not be empty"),
+    ("{schema: s, table: t, index: i, refresh: true}", "refresh: Input should be False, 'false' or 'wait_for'"),
     ("{schema: s, table: t, index: i, create_index: {settings: {}, mapping: {}}}", "create_index: mapping: unknown key"),
 ])
 def test_rule_errors_name_the_rule_and_key(tmp_path, rule, message):
     text = _error(tmp_path, f"rules:\n  - {{schema: ok, table: ok, index: ok}}\n  - {rule}\n")
     assert f"{tmp_path / 'r.yml'}:3: rules[1]" in text
     assert message in text
+
+
+def test_refresh_wait_for_is_per_rule_and_off_by_default(tmp_path):
+    rules = _load(tmp_path, "rules:\n  - {schema: s, table: a, index: a, refresh: wait_for}\n"
+                            "  - {schema: s, table: b, index: b, refresh: false}\n"
+                            "  - {schema: s, table: c, index: c}\n")
+    assert [r.refresh_wait_for for r in rules.rules] == [True, False, False]
+    assert rules.waits_for_refresh("s", "a") and not rules.waits_for_refresh("s", "c")
 
 
 def test_duplicate_exact_tables_name_both_files(tmp_path):

@@ -424,3 +424,25 @@ def test_kept_document_bytes_cost_their_length_not_orjsons_buffer():
     assert kept[0] == orjson.dumps({"id": 0, "note": "a" * 300})
     # About 320 bytes of JSON, a bytes header and the instance dict entry; orjson's own buffer is 4 KB.
     assert grown / len(actions) < 1000
+
+
+def test_refresh_wait_for_reaches_the_bulk_query_string_only_when_asked():
+    """Through the real client's request building: `refresh=wait_for` in the query, never a forced refresh."""
+    from cdc.config import ElasticsearchConfig
+
+    sink = ElasticsearchSink(ElasticsearchConfig(hosts=["http://127.0.0.1:9"]))
+    requests = []
+
+    class Response:
+        body = {"items": [{"index": {"status": 201}}]}
+
+    def perform_request(method, path, **kwargs):
+        requests.append((method, path, dict(kwargs.get("params") or {})))
+        return Response()
+
+    sink.client.perform_request = perform_request
+    sink.write([index("1")])
+    sink.write([index("1")], refresh=True)
+    assert [path for _, path, _ in requests] == ["/_bulk", "/_bulk"]
+    assert "refresh" not in requests[0][2]
+    assert requests[1][2]["refresh"] == "wait_for"

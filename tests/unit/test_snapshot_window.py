@@ -73,3 +73,25 @@ def test_nothing_to_read_writes_nothing():
     read, _ = reads(None)
     assert write_while_fresh(writer, threading.Event(), 1.0, read, "chunk", "shop.t") is None
     assert writer.written == []
+
+
+def test_a_chunk_read_earlier_counts_from_its_read_not_from_the_write():
+    # A chunk read while earlier ones were being written (snapshot concurrency)
+    # has already used part of its window: read 0.2 s ago with a 0.1 s window, it is read again.
+    import time
+
+    writer = Writer(outages=1)
+    read, calls = reads(["fresh"])
+    first = (time.monotonic() - 0.2, ["queued"])
+    assert write_while_fresh(writer, threading.Event(), 0.1, read, "chunk", "shop.t", first=first) == ["fresh"]
+    assert len(calls) == 1 and writer.written == [["fresh"]]
+
+
+def test_a_chunk_read_earlier_is_written_as_read_when_still_fresh():
+    writer = Writer(outages=0)
+    read, calls = reads(["never"])
+    import time
+
+    first = (time.monotonic(), ["queued"])
+    assert write_while_fresh(writer, threading.Event(), 30.0, read, "chunk", "shop.t", first=first) == ["queued"]
+    assert calls == [] and writer.written == [["queued"]]
