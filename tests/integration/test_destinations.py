@@ -233,7 +233,10 @@ def test_the_same_rows_give_the_same_documents_on_every_engine(servers, destinat
         rules = [_type_rule(destination, database, f"{unique_name}-all"),
                  # routing, a composite id and monthly indices (an index template cdc creates)
                  {"schema": database, "table": "b", "index": f"{unique_name}-b-{{at:%Y.%m}}", "routing": "k1",
-                  "create_index": True}]
+                  "create_index": True, "also": True},
+                 # partial documents (mode: update: upserts, unversioned, retry_on_conflict)
+                 {"schema": database, "table": "b", "index": f"{unique_name}-upd", "mode": "update",
+                  "include": ["k1", "k2", "amount"], "also": True}]
         (tmp_path / name).mkdir()
         setup = setup_for(tmp_path / name, servers, destination, rules, values__points="geo_point")
         runs.append((destination, setup, setup.run(), Reader(destination.url)))
@@ -250,16 +253,19 @@ def test_the_same_rows_give_the_same_documents_on_every_engine(servers, destinat
         # all agree; the index, id, routing and source of every document are compared.
         deadline = time.monotonic() + 90
         while True:
-            documents = {destination.name: (reader.docs(f"{unique_name}-all"), _hits(reader, f"{unique_name}-b-*"))
+            documents = {destination.name: (reader.docs(f"{unique_name}-all"), _hits(reader, f"{unique_name}-b-*"),
+                                            reader.docs(f"{unique_name}-upd"))
                          for destination, _, _, reader in runs}
             b_docs = documents["es8"][1]
             settled = (len(b_docs) == 50 and b_docs.get((f"{unique_name}-b-2024.02", "3:0")) ==
-                       ("3", {"k1": 3, "k2": 0, "amount": "8.50", "at": "2024-02-29"}))
+                       ("3", {"k1": 3, "k2": 0, "amount": "8.50", "at": "2024-02-29"})
+                       and documents["es8"][2] == _partial(b_docs))
             if settled and documents["es7"] == documents["es8"] and documents["opensearch"] == documents["es8"]:
                 break
-            assert time.monotonic() < deadline, {name: (len(a), len(b)) for name, (a, b) in documents.items()}
+            assert time.monotonic() < deadline, {name: tuple(map(len, docs)) for name, docs in documents.items()}
             time.sleep(0.5)
         assert documents["es8"][0] == expected_all
+        assert documents["es8"][2] == _partial(b_docs)
     finally:
         for destination, setup, cdc, reader in runs:
             assert cdc.stop() == 0, destination.name
@@ -272,3 +278,8 @@ def _hits(reader: Reader, pattern: str) -> dict:
     reader.client.indices.refresh(index=pattern, params={"allow_no_indices": "true"})
     resp = reader.client.search(index=pattern, body={"query": {"match_all": {}}, "size": 1000})
     return {(h["_index"], h["_id"]): (h.get("_routing"), h["_source"]) for h in resp["hits"]["hits"]}
+
+
+def _partial(b_docs: dict) -> dict:
+    """The mode: update documents of b: the rule's fields of every row (a deleted row's document is deleted)."""
+    return {f"{d['k1']}:{d['k2']}": {"k1": d["k1"], "k2": d["k2"], "amount": d["amount"]} for _, d in b_docs.values()}
