@@ -104,7 +104,8 @@ def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOp
         except CdcError as exc:
             report.problems.append(f"Elasticsearch: {exc}")
             return
-        lines = [f"cluster health {status}"]
+        engine = getattr(sink, "engine", None)  # what cdc/es/destination.py found
+        lines = [f"{engine.name}, cluster health {status}" if engine is not None else f"cluster health {status}"]
         for state in inspect(plans, sink):
             lines.append(f"{state.plan.kind} {state.plan.name}: {state.state}")
             for note in state.plan.notes:

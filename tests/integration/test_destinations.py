@@ -205,6 +205,9 @@ def test_type_table_with_the_mapping_cdc_creates(destination, servers, db, datab
     # `cdc indices plan` finds the index it created as planned.
     code, out = setup.command("indices", "plan")
     assert code == 0 and '"state": "exists"' in out, out
+    # `cdc check` names the engine it found.
+    code, out = setup.command("check")
+    assert code == 0 and f"{ENGINE_NAMES[destination.name]}" in out and ", cluster health " in out, out
 
 
 # ------------------------------------------------------------------ refusals
