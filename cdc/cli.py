@@ -404,5 +404,21 @@ def indices_create(config_path: str, log_format: str | None, log_level: str | No
     _index_states(config_path, True, log_format, log_level)
 
 
+@main.command("sink")
+@config_option
+@log_options
+def sink_command(config_path: str, log_format: str | None, log_level: str | None) -> None:
+    """Write the Kafka topic of `cdc run` (destination: kafka) to Elasticsearch, as one worker of kafka.group_id.
+
+    Offsets are committed only after Elasticsearch acknowledged the messages
+    before them; SIGTERM/SIGINT finish the batch, commit and leave the group.
+    """
+    from cdc.app import kafka_mode  # Kafka mode only: imports confluent-kafka
+
+    session = _session(_logged(config_path, log_format, log_level))
+    _guarded(lambda: kafka_mode.sink(session))
+    sys.exit(EXIT_OK)
+
+
 if __name__ == "__main__":
     main()

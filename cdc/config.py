@@ -232,6 +232,26 @@ class MetricsConfig(_Strict):
     max_lag_seconds: Annotated[float, Field(gt=0)] = 60.0
 
 
+class KafkaConfig(_Strict):
+    """Kafka mode (README: Kafka mode): `cdc run` publishes actions, `cdc sink` writes them to Elasticsearch."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port list
+    topic: str = "cdc.actions"
+    # cdc: the versioned action message `cdc sink` reads; debezium: a Debezium-style change
+    # envelope (payload only) for other consumers, which `cdc sink` also reads.
+    format: Literal["cdc", "debezium"] = "cdc"
+    # Made by `cdc run` when the topic is missing; a document's actions share a partition (key: index/id).
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = 12
+    replication_factor: Annotated[int, Field(ge=1)] | None = None  # None: the broker's default
+    group_id: str = "cdc-sink"  # the consumer group of `cdc sink` workers
+    # Extra librdkafka settings (security.protocol, sasl.*, ssl.*, ...). cdc's own guarantees
+    # (enable.idempotence, acks=all, manual offset commits) cannot be overridden.
+    producer: dict[str, str | int | float | bool] = {}
+    consumer: dict[str, str | int | float | bool] = {}
+    # Seconds a publish may wait for the broker before it counts as failed and is sent again.
+    delivery_timeout: Annotated[float, Field(gt=0)] = 60.0
+
+
 class Config(_Strict):
     mysql: MysqlConfig
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
@@ -248,6 +268,10 @@ class Config(_Strict):
     # Rows events to actions: `native` (the compiled row path, cdc._native), `python`
     # (the library and cdc/rules), or `auto`: native where the plan allows (README: Row path).
     row_path: Literal["auto", "native", "python"] = "auto"
+    # Where `cdc run` writes its actions: Elasticsearch, or a Kafka topic that `cdc sink` workers
+    # write to Elasticsearch (README: Kafka mode).
+    destination: Literal["elasticsearch", "kafka"] = "elasticsearch"
+    kafka: KafkaConfig = KafkaConfig()
     # Where cdc writes: relative checkpoint.path and dead_letter.path (and the
     # lock and snapshot-progress files beside them) resolve against it. Default:
     # $STATE_DIRECTORY, which systemd's StateDirectory= sets (deploy/systemd/cdc.service)

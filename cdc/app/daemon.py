@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from cdc.app.session import Session, check_writable, log_summary
 from cdc.app.start import ServerFacts, StartPlan, decide_start
@@ -15,6 +16,10 @@ from cdc.ops import build as operations
 from cdc.rules import Rule, RuleSet
 from cdc.stream.checkpoint import FileCheckpointStore
 from cdc.stream.observe import Stats
+
+if TYPE_CHECKING:
+    from cdc.es.destination import Destination
+    from cdc.kafka.client import KafkaPublisher
 
 log = logging.getLogger("cdc")
 
@@ -36,8 +41,20 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
         close_operations()
 
     try:
-        db, rules, sink = session.prepare()
+        db, rules, destination = session.prepare()
     except BaseException:
+        finish(None)
+        raise
+    try:  # README: Kafka mode; the pipeline is the same, its sink a topic
+        sink: Destination | KafkaPublisher
+        if config.destination == "kafka":
+            from cdc.app import kafka_mode  # Kafka mode only: imports confluent-kafka
+
+            sink = kafka_mode.publisher(session, destination)
+        else:
+            sink = destination
+    except BaseException:
+        db.close()
         finish(None)
         raise
     try:

@@ -20,7 +20,8 @@ ALLOWED = {
     "stream": {"rules"},
     "ops": {"mysql", "stream"},
     "copy": {"mysql", "rules", "es", "stream"},
-    "app": {"mysql", "rules", "es", "stream", "ops", "copy"},
+    "kafka": {"stream"},
+    "app": {"mysql", "rules", "es", "stream", "ops", "copy", "kafka"},
 }
 # Outside libraries and the only modules that may import them.
 LIBRARIES = {
@@ -29,6 +30,7 @@ LIBRARIES = {
     "elasticsearch": {"cdc.es.sink"},
     "elastic_transport": {"cdc.es.sink"},
     "opensearchpy": {"cdc.es.opensearch"},
+    "confluent_kafka": {"cdc.kafka.client"},
 }
 
 

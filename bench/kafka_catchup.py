@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Kafka mode's throughput beside single-process `cdc run`, on one backlog, in one run.
+
+    .venv/bin/python bench/kafka_catchup.py [--rows 100000] [--repeat 3]
+
+A backlog of --rows row changes (bench/catchup.py's generator: ~70% inserts,
+20% updates, 10% deletes in transactions of 100-500 rows) is written once.
+Then, --repeat times, alternating which goes first:
+
+1. single-process `cdc run` into a fresh index: the clock runs from process
+   start until the checkpoint reaches the backlog's end (bench/catchup.py's
+   catch-up measurement, same code);
+2. the Kafka reader (`cdc run` with `destination: kafka`) onto a fresh topic:
+   from process start until its checkpoint reaches the backlog's end, which
+   it saves only once the broker acknowledged every message before it;
+3. one Kafka writer (`cdc sink`) from that topic into a fresh index: from
+   process start until the group's committed offsets reach the end of every
+   partition, which it commits only once Elasticsearch acknowledged.
+
+CPU seconds of cdc, Elasticsearch and the broker are read from /proc around
+each phase; every index is compared with the table at the end (count, sum of
+ids, sum of qty). It uses the bench's own MariaDB and Elasticsearch
+in /var/tmp/cdc-bench-kafka (ports 24306 and 29210) and its own broker
+(scripts/kafka_broker.py on port 29092): never the test servers, nor
+bench/catchup.py's, which other runs may be using at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Servers of its own (not bench/catchup.py's, which another bench may be using: its backlog
+# generator drops and refills bench.items). scripts/servers.py and kafka_broker.py read these
+# at import, so they are imported here, before bench/catchup.py forces its own values.
+KAFKA_BENCH_ENV = {"CDC_DEV_HOME": "/var/tmp/cdc-bench-kafka", "MARIADB_PORT": "24306", "ES_PORT": "29210",
+                   "ES_TRANSPORT_PORT": "29310", "KAFKA_PORT": "29092"}
+os.environ.update(KAFKA_BENCH_ENV)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
+import kafka_broker  # noqa: E402
+import servers  # noqa: E402  (imported first: bench/catchup.py then finds it configured as above)
+import catchup as cu  # noqa: E402
+
+os.environ.update(KAFKA_BENCH_ENV)  # for the cdc processes too (they do not read these; kept consistent)
+import yaml  # noqa: E402
+from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+
+def write_config(workdir: Path, ep, index: str, start: str, code, topic: str | None) -> Path:
+    path = cu.write_cdc_config(workdir, ep, index, start, code)
+    if topic is not None:
+        config = yaml.safe_load(path.read_text())
+        config["destination"] = "kafka"
+        config["kafka"] = {"bootstrap_servers": kafka_broker.bootstrap(), "topic": topic, "group_id": f"g-{topic}"}
+        path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cpu_of(pids: dict[str, int | None]) -> dict[str, float | None]:
+    return {name: cu.proc_cpu(pid) if pid else None for name, pid in pids.items()}
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    return {k: round(after[k] - before[k], 2) for k in before if before[k] is not None and after.get(k) is not None}
+
+
+def broker_pid() -> int | None:
+    try:
+        return int((kafka_broker.KAFKA_DIR / "kafka.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def reader_once(i: int, ep, code, run_dir: Path, tag: str, start, end, rows: int, timeout: float) -> dict:
+    topic = f"bench-{tag}-{i}"
+    workdir = run_dir / f"kafka-reader-{i}"
+    config = write_config(workdir, ep, f"{cu.INDEX_PREFIX}-{tag}-kafka-{i}", str(start), code, topic)
+    pids = {**cu.server_pids(), "kafka": broker_pid()}
+    before = cpu_of(pids)
+    cdc = cu.Cdc(code, config, workdir / "cdc.log")
+    t0 = cdc.started
+    while True:
+        cp = cu.read_checkpoint(workdir / "checkpoint.json")
+        if cp and cu.BinlogPosition(cp["file"], cp["pos"]) >= end:
+            t_done = time.time()
+            break
+        cdc.check_alive()
+        if time.time() - t0 > timeout:
+            cdc.stop()
+            raise RuntimeError(f"kafka reader {i} did not reach {end} in {timeout}s")
+        time.sleep(0.05)
+    cdc_cpu = cu.proc_cpu(cdc.proc.pid)
+    servers_cpu = cpu_delta(before, cpu_of(pids))
+    exit_code, _ = cdc.stop()
+    total = t_done - t0
+    result = {"topic": topic, "config": str(config), "seconds_total": round(total, 3),
+              "rows_per_s_total": round(rows / total, 1), "cdc_cpu_seconds": cdc_cpu,
+              "server_cpu_seconds": servers_cpu, "exit_code": exit_code, "summary": cdc.summary(),
+              "log_problems": cdc.problems()[:10]}
+    cu.log(f"kafka reader {i}: {total:.1f}s, {result['rows_per_s_total']} rows/s, cdc {cdc_cpu} CPU s, "
+           f"servers {servers_cpu}")
+    return result
+
+
+def topic_end(topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap(), "group.id": "bench-peek"})
+    try:
+        meta = AdminClient({"bootstrap.servers": kafka_broker.bootstrap()}).list_topics(topic, timeout=10)
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in meta.topics[topic].partitions}
+    finally:
+        consumer.close()
+
+
+def committed(topic: str, partitions: list[int]) -> dict[int, int]:
+    """The group's committed offsets; {} while the broker cannot say yet (a new broker's
+    __consumer_offsets topic is made on first use: NOT_COORDINATOR until then)."""
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap(), "group.id": f"g-{topic}"})
+    try:
+        return {tp.partition: tp.offset for tp in
+                consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)}
+    except KafkaException:
+        return {}
+    finally:
+        consumer.close()
+
+
+def writer_once(i: int, ep, es, code, run_dir: Path, tag: str, reader: dict, rows: int, truth: dict,
+                timeout: float) -> dict:
+    topic = reader["topic"]
+    index = f"{cu.INDEX_PREFIX}-{tag}-kafka-{i}"
+    workdir = run_dir / f"kafka-writer-{i}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = Path(reader["config"])
+    end = topic_end(topic)
+    messages = sum(end.values())
+    pids = {**cu.server_pids(), "kafka": broker_pid()}
+    before = cpu_of(pids)
+    log_path = workdir / "cdc.log"
+    with open(log_path, "wb") as out:
+        t0 = time.time()
+        proc = subprocess.Popen(code.command("sink", "--config", str(config), "--log-format", "json"),
+                                stdout=out, stderr=subprocess.STDOUT, cwd=code.dir)
+        while True:
+            done = committed(topic, list(end))
+            if all(done.get(p, -1) >= offset for p, offset in end.items()):
+                t_done = time.time()
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"cdc sink exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.time() - t0 > timeout:
+                proc.kill()
+                raise RuntimeError(f"cdc sink {i} did not finish the topic in {timeout}s")
+            time.sleep(0.1)
+        cdc_cpu = cu.proc_cpu(proc.pid)
+        servers_cpu = cpu_delta(before, cpu_of(pids))
+        proc.terminate()
+        exit_code = proc.wait(60)
+    total = t_done - t0
+    have = cu.index_truth(es, index)
+    result = {"index": index, "messages": messages, "seconds_total": round(total, 3),
+              "rows_per_s_total": round(rows / total, 1), "messages_per_s": round(messages / total, 1),
+              "cdc_cpu_seconds": cdc_cpu, "server_cpu_seconds": servers_cpu,
+              "cdc_cpu_ms_per_message": round(cdc_cpu * 1000 / messages, 4) if cdc_cpu else None,
+              "es_cpu_ms_per_message": (round(servers_cpu["elasticsearch"] * 1000 / messages, 4)
+                                        if "elasticsearch" in servers_cpu else None),
+              "exit_code": exit_code, "log": str(log_path), "es": have, "db": truth, "correct": have == truth}
+    cu.log(f"kafka writer {i}: {messages} messages in {total:.1f}s = {result['messages_per_s']}/s, cdc {cdc_cpu} "
+           f"CPU s, servers {servers_cpu}, index {'==' if result['correct'] else '!='} table")
+    return result
+
+
+def median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=cu.RESULTS / "kafka.json")
+    args = parser.parse_args()
+
+    ep = servers.up()
+    kafka_broker.up()
+    es = cu.Elasticsearch(ep.es_url, request_timeout=120)
+    tag = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(KAFKA_BENCH_ENV["CDC_DEV_HOME"]) / "runs" / tag
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in es.indices.get(index=f"{cu.INDEX_PREFIX}-*", expand_wildcards="open").body:
+        es.indices.delete(index=name)
+    conn = cu.admin_conn(ep)
+    code = cu.Code(run_dir)
+    cu.setup_schema(conn)
+    start = cu.master_position(conn)
+    cu.log(f"writing a backlog of {args.rows} row changes from {start}")
+    backlog = cu.generate_backlog(conn, args.rows)
+    end = cu.end_on_marker_commit(conn)
+    truth = cu.table_truth(conn)
+    rows = backlog["rows"]
+    timeout = max(600, rows / 50)
+    single, readers, writers = [], [], []
+    # One uncounted run of each first: the bench's servers may have just started (cold JVMs).
+    cu.log("warm-up (not counted)")
+    cu.catchup_once(0, ep, es, code, run_dir, tag, start, end, rows, truth, timeout, label="-warmup")
+    writer_once(0, ep, es, code, run_dir, tag, reader_once(0, ep, code, run_dir, tag, start, end, rows, timeout),
+                rows, truth, timeout)
+    for i in range(1, args.repeat + 1):
+        def run_single() -> None:
+            single.append(cu.catchup_once(i, ep, es, code, run_dir, tag, start, end, rows, truth, timeout))
+
+        def run_reader() -> None:
+            readers.append(reader_once(i, ep, code, run_dir, tag, start, end, rows, timeout))
+
+        for step in ([run_single, run_reader] if i % 2 else [run_reader, run_single]):
+            step()
+        writers.append(writer_once(i, ep, es, code, run_dir, tag, readers[-1], rows, truth, timeout))
+    conn.close()
+    for r in single:  # keep the file small: catchup's per-run detail is in its own logs
+        r.pop("es", None), r.pop("db", None), r.pop("checkpoint_progress", None), r.pop("cdc_rss_mb_samples", None)
+    results = {
+        "command": f".venv/bin/python bench/kafka_catchup.py {' '.join(sys.argv[1:])}".strip(),
+        "cdc_code_sha256_16": code.sha256, "git_head": code.head, "backlog": backlog, "loadavg": os.getloadavg(),
+        "single": single, "kafka_reader": readers, "kafka_writer": writers,
+        "median": {"single_rows_per_s": median(single, "rows_per_s_total"),
+                   "kafka_reader_rows_per_s": median(readers, "rows_per_s_total"),
+                   "kafka_writer_rows_per_s": median(writers, "rows_per_s_total"),
+                   "kafka_writer_messages_per_s": median(writers, "messages_per_s"),
+                   "writer_cpu_ms_per_message": median(writers, "cdc_cpu_ms_per_message"),
+                   "es_cpu_ms_per_message": median(writers, "es_cpu_ms_per_message")},
+        "ratios_reader_to_single": [round(r["rows_per_s_total"] / s["rows_per_s_total"], 3)
+                                    for r, s in zip(readers, single)],
+        "all_correct": all(s["correct"] for s in single) and all(w["correct"] for w in writers),
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(json.dumps({k: results[k] for k in ("command", "backlog", "median", "ratios_reader_to_single",
+                                               "all_correct")}, indent=2))
+    return 0 if results["all_correct"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The one module that sees confluent_kafka (librdkafka): publishing actions, consuming them, the topic.
+
+`KafkaPublisher` is a pipeline Sink (cdc/stream/protocols.py): `write(actions)`
+returns only when the broker has acknowledged every message of the call (acks
+from all in-sync replicas, `enable.idempotence`), with one outcome per action,
+so the pipeline's rule "save a commit only after everything before it was
+acknowledged" (cdc/stream/pipeline.py) holds for Kafka unchanged. librdkafka
+errors are translated into cdc's outcomes and errors here:
+
+* a delivery that failed (broker down past `kafka.delivery_timeout`, leader
+  moves, ...) is `Outcome.RETRY`: the bulk writer sends it again with backoff;
+* a message larger than the broker takes is `REJECTED` with status 413, and a
+  topic the credentials may not write is `REJECTED` with 403 (the writer stops
+  with exit 2, as for Elasticsearch's 403);
+* a fatal producer error (the idempotent producer lost its sequence, librdkafka
+  CONFIGURATION.md "enable.idempotence") stops the daemon with the broker's
+  reason; the checkpoint is before every unacknowledged message, so a restart
+  with a new producer loses nothing.
+
+The idempotent producer keeps the messages of one partition in order across
+its internal retries (librdkafka INTRODUCTION.md "Idempotent Producer"). A
+message the writer sends again after a failed delivery can land after later
+messages of its partition; the external versions the messages carry make the
+Elasticsearch writes come out the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cdc.config import KafkaConfig
+from cdc.errors import ConfigError, SinkError, SinkUnavailableError
+from cdc.kafka.messages import Format, encode, key
+from cdc.model import Action, BulkResult, ItemResult, Outcome
+
+log = logging.getLogger("cdc.kafka")
+
+# Settings cdc's guarantees rest on: user settings (kafka.producer / kafka.consumer) cannot change them.
+PRODUCER_FIXED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
+CONSUMER_FIXED: dict[str, Any] = {"enable.auto.commit": False, "enable.auto.offset.store": False,
+                                  "enable.partition.eof": False}
+_ACCESS = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+           KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+           KafkaError.SASL_AUTHENTICATION_FAILED}
+_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
+
+
+def _settings(config: KafkaConfig, extra: dict[str, Any], fixed: dict[str, Any], side: str) -> dict[str, Any]:
+    clash = sorted(k for k in extra if k in fixed and extra[k] != fixed[k])
+    if clash:
+        raise ConfigError(f"kafka.{side}: {', '.join(clash)} cannot be changed (cdc's delivery guarantee rests "
+                          "on them; README: Kafka mode)")
+    return {"bootstrap.servers": config.bootstrap_servers, **extra, **fixed}
+
+
+def ensure_topic(config: KafkaConfig, timeout: float = 10.0) -> str:
+    """The topic, created with `kafka.partitions` if missing; its partition count as a description.
+
+    Raises SinkUnavailableError while the broker cannot be reached (start-up waits it out).
+    """
+    admin = AdminClient(_settings(config, {k: v for k, v in config.producer.items()
+                                           if k.startswith(("security.", "sasl.", "ssl."))}, {}, "producer"))
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise SinkUnavailableError(f"Kafka at {config.bootstrap_servers} unreachable: {exc}") from None
+    topic = meta.topics.get(config.topic)
+    if topic is None or topic.error is not None:
+        rf = config.replication_factor if config.replication_factor is not None else -1  # -1: broker default
+        futures = admin.create_topics([NewTopic(config.topic, config.partitions, rf)], request_timeout=timeout)
+        try:
+            futures[config.topic].result(timeout)
+            log.info("created Kafka topic %s with %d partitions", config.topic, config.partitions)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                if isinstance(err, KafkaError) and err.code() in _ACCESS:
+                    raise ConfigError(f"Kafka refused to create topic {config.topic}: {err.str()}; create it "
+                                      "yourself or grant CREATE on it") from None
+                raise SinkUnavailableError(f"creating Kafka topic {config.topic}: {exc}") from None
+        return f"topic {config.topic}, {config.partitions} partitions (new)"
+    return f"topic {config.topic}, {len(topic.partitions)} partitions"
+
+
+class _Call:
+    """The delivery reports of one `write` call (librdkafka calls back from whichever thread polls)."""
+
+    def __init__(self, count: int):
+        self.results: list[KafkaError | None | bool] = [False] * count  # False: no report yet
+        self.remaining = count
+        self.lock = threading.Lock()
+
+    def report(self, i: int) -> Callable:
+        def on_delivery(err, msg) -> None:
+            with self.lock:
+                self.results[i] = err
+                self.remaining -= 1
+        return on_delivery
+
+
+class KafkaPublisher:
+    """A Sink that publishes each action to `kafka.topic`, keyed by document; see the module docstring."""
+
+    def __init__(self, config: KafkaConfig, fmt: Format | None = None):
+        self.config = config
+        self.format: Format = fmt or config.format
+        self.fatal: KafkaError | None = None
+        settings = _settings(config, config.producer, PRODUCER_FIXED, "producer")
+        settings.setdefault("linger.ms", 5)
+        settings.setdefault("compression.type", "lz4")
+        settings.setdefault("message.timeout.ms", int(config.delivery_timeout * 1000))
+        settings["error_cb"] = self._on_error
+        self.producer = Producer(settings)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err
+            log.error("Kafka producer: fatal error %s", err.str())
+        else:  # connection losses and the like: librdkafka reconnects by itself
+            log.warning("Kafka producer: %s", err.str())
+
+    def check(self) -> str:
+        return ensure_topic(self.config)
+
+    def gc_deletes(self, index: str) -> float | None:
+        """The snapshot's tombstone guard asks the destination; Kafka keeps no tombstones (None: the default)."""
+        return None
+
+    def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
+        """Publish; return once the broker acknowledged every message (see the module docstring).
+
+        `refresh` (a rule's `refresh: wait_for`) has no meaning for a topic, and the message
+        does not carry it: README "Kafka mode" lists that as a limit.
+        """
+        call = _Call(len(actions))
+        outcomes: dict[int, ItemResult] = {}
+        topic = self.config.topic
+        for i, action in enumerate(actions):
+            timestamp = None
+            if self.format == "debezium":
+                timestamp = int(time.time())
+            value = encode(action, self.format, timestamp)
+            while True:
+                try:
+                    self.producer.produce(topic, value, key(action), on_delivery=call.report(i))
+                    break
+                except BufferError:  # the local queue is full: serve delivery reports, then try again
+                    self.producer.poll(0.05)
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    outcomes[i] = self._outcome(action, err)
+                    with call.lock:
+                        call.remaining -= 1
+                    break
+        while call.remaining > 0:
+            if self.fatal is not None:
+                break
+            self.producer.poll(0.05)
+        if self.fatal is not None:
+            raise SinkError(f"the Kafka producer stopped with a fatal error: {self.fatal.str()}; restart cdc "
+                            "(the checkpoint is before every message not acknowledged)")
+        items = []
+        for i, action in enumerate(actions):
+            if i in outcomes:
+                items.append(outcomes[i])
+                continue
+            err = call.results[i]
+            items.append(ItemResult(action, Outcome.OK, 201) if err is None else self._outcome(action, err))
+        return BulkResult(tuple(items))
+
+    @staticmethod
+    def _outcome(action: Action, err: Any) -> ItemResult:
+        if not isinstance(err, KafkaError):
+            return ItemResult(action, Outcome.RETRY, 503, "kafka", str(err))
+        if err.code() in _TOO_LARGE:
+            return ItemResult(action, Outcome.REJECTED, 413, err.name(), err.str())
+        if err.code() in _ACCESS:
+            return ItemResult(action, Outcome.REJECTED, 403, err.name(), err.str())
+        if err.fatal():
+            raise SinkError(f"the Kafka producer stopped with a fatal error: {err.str()}")
+        return ItemResult(action, Outcome.RETRY, 503, err.name(), err.str())
+
+    def close(self) -> None:
+        # Everything written was acknowledged when `write` returned; this only ends the client.
+        self.producer.flush(5)
+        # The producer holds our error callback, and so us: drop it here, in this thread, rather
+        # than leave the cycle to a garbage collection in any thread (confluent-kafka-python #1761).
+        del self.producer
+
+
+@dataclass(frozen=True)
+class Received:
+    """One consumed message: where it is, and its value (decoded by the caller)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp_ms: int | None
+
+
+class ActionConsumer:
+    """A consumer-group member on `kafka.topic`, committing offsets only when told.
+
+    `on_revoke` is called (from inside `poll`/`consume`) before partitions are
+    taken away, with the worker's chance to stop writing them first.
+    """
+
+    def __init__(self, config: KafkaConfig, on_assign: Callable[[list[int]], None],
+                 on_revoke: Callable[[list[int]], None], client_id: str | None = None):
+        self.config = config
+        settings = _settings(config, config.consumer, CONSUMER_FIXED, "consumer")
+        settings.setdefault("group.id", config.group_id)
+        settings.setdefault("auto.offset.reset", "earliest")  # a new group starts at the topic's beginning
+        # A killed writer's partitions move after this (librdkafka's default is 45 s). The writer
+        # keeps polling while it writes, so only a dead or cut-off process misses it.
+        settings.setdefault("session.timeout.ms", 10_000)
+        settings.setdefault("heartbeat.interval.ms", 2_000)
+        if client_id:
+            settings.setdefault("client.id", client_id)
+        settings["error_cb"] = lambda err: log.warning("Kafka consumer: %s", err.str())
+        self.consumer = Consumer(settings)
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self.consumer.subscribe([config.topic], on_assign=self._assigned, on_revoke=self._revoked,
+                                on_lost=self._revoked)
+
+    def _assigned(self, consumer, partitions) -> None:
+        self._on_assign(sorted(p.partition for p in partitions))
+
+    def _revoked(self, consumer, partitions) -> None:
+        self._on_revoke(sorted(p.partition for p in partitions))
+
+    def consume(self, count: int, timeout: float) -> list[Received]:
+        """Up to `count` messages within `timeout`; a broker error is logged and the call returns what it has."""
+        try:
+            messages = self.consumer.consume(count, timeout)
+        except KafkaException as exc:
+            raise SinkUnavailableError(f"Kafka consume failed: {exc}") from None
+        received = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise SinkError(f"Kafka consumer: fatal error {err.str()}")
+                log.warning("Kafka consumer: %s", err.str())
+                continue
+            kind, ts = msg.timestamp()
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None  # set on every message
+            received.append(Received(topic, partition, offset, msg.value(),
+                                     ts if kind != 0 else None))  # 0: TIMESTAMP_NOT_AVAILABLE
+        return received
+
+    def hold(self) -> None:
+        """Stop fetching (while a batch is written) but stay in the group: `poll` serves rebalances."""
+        self.consumer.pause(self.consumer.assignment())
+
+    def release(self) -> None:
+        self.consumer.resume(self.consumer.assignment())
+
+    def poll(self, timeout: float) -> Received | None:
+        """Serve the group (heartbeats are librdkafka's; rebalance callbacks run here)."""
+        got = self.consume(1, timeout)
+        return got[0] if got else None
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit `offsets` ((topic, partition) -> next offset to read), synchronously."""
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:
+            # Not fatal: the messages were written; whoever reads them next writes them again,
+            # and their versions make that harmless.
+            raise SinkUnavailableError(f"committing Kafka offsets failed: {exc}") from None
+
+    def lag(self) -> int | None:
+        """Messages not yet read in the assigned partitions (high watermark minus position), if known."""
+        try:
+            total = 0
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    total += max(0, high - tp.offset)
+            return total
+        except KafkaException:
+            return None
+
+    def close(self) -> None:
+        """Leave the group (the others take the partitions at once); the client is unusable afterwards.
+
+        A closed Consumer crashes the interpreter on any further call (confluent-kafka-python #255,
+        #1942), so it is dropped as well, which also frees it here rather than in a later GC.
+        """
+        consumer = self.__dict__.pop("consumer", None)
+        if consumer is not None:
+            consumer.close()

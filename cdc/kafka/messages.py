@@ -1,0 +1,119 @@
+"""Actions as Kafka messages, and back: the documented, versioned format of Kafka mode (pure).
+
+Key: ``<index>/<id>`` in UTF-8. Elasticsearch index names cannot contain ``/``,
+so the key names one document unambiguously; the producer's partitioner
+hashes it, so every action of one document lands in one partition, in order.
+Routing is not part of the key on purpose: a routing change is "delete at the
+old routing, index at the new", and those two must stay in order.
+
+Value (``format: cdc``, README "Kafka mode" documents every field)::
+
+    {"cdc": 1, "action": "index" | "delete" | "update", "index": "...", "id": "...",
+     "routing": null | "...", "version": 123 | null, "pipeline": null | "...",
+     "doc": {...} | null,
+     "source": {"schema": "shop", "table": "orders", "file": "binlog.000042", "pos": 1234}}
+
+`version` is the external version the reader derived from the binlog position
+(null for `mode: update` rules, which write unversioned). Writers send exactly
+that version, so a message delivered twice, or replayed after a rebalance,
+comes back as "already newer" instead of overwriting newer data.
+
+``format: debezium`` wraps the same content in a Debezium-style change envelope
+(the payload Debezium's JsonConverter writes with ``schemas.enable=false``)
+for other consumers: ``op`` is ``u`` for index and update actions (once the
+rules have made a document, an insert and an update are the same write) and
+``d`` for deletes, ``after`` is the document (null for a delete), ``before`` is
+always null, ``ts_ms`` is when it was published (milliseconds), and ``source``
+carries the binlog coordinates plus cdc's ``index``, ``id``, ``routing``,
+``version`` and ``pipeline``, from which `cdc sink` can write it too.
+
+Decoding refuses what it does not understand (`MessageError`): a message of a
+newer format version, or a broken one, is a dead letter or a stop, never a
+silent skip.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+
+from cdc.model import Action, ActionType, BinlogPosition
+
+FORMAT_VERSION = 1
+Format = Literal["cdc", "debezium"]
+
+
+class MessageError(ValueError):
+    """A Kafka message that is not an action this version of cdc can write."""
+
+
+def key(action: Action) -> bytes:
+    return f"{action.index}/{action.doc_id}".encode()
+
+
+def _source(action: Action) -> dict[str, Any]:
+    position = action.position
+    return {"schema": action.schema, "table": action.table,
+            "file": position.file if position is not None else None,
+            "pos": position.pos if position is not None else None}
+
+
+def encode(action: Action, fmt: Format = "cdc", timestamp: int | None = None) -> bytes:
+    """One action as a message value (see the module docstring)."""
+    version = action.version if action.versioned else None
+    if fmt == "cdc":
+        head = orjson.dumps({
+            "cdc": FORMAT_VERSION, "action": action.type.value, "index": action.index, "id": action.doc_id,
+            "routing": action.routing, "version": version, "pipeline": action.pipeline,
+            "source": _source(action)})
+        # The document's JSON is encoded once per action (Action.doc_json) and spliced in.
+        return b"%s,\"doc\":%s}" % (head[:-1], action.doc_json or b"null")
+    source = _source(action)
+    source.update({"connector": "cdc", "db": action.schema, "index": action.index, "id": action.doc_id,
+                   "routing": action.routing, "version": version, "pipeline": action.pipeline,
+                   "action": action.type.value, "cdc": FORMAT_VERSION})
+    head = orjson.dumps({"before": None, "source": source,
+                         "op": "d" if action.type is ActionType.DELETE else "u",
+                         "ts_ms": timestamp * 1000 if timestamp is not None else None})
+    return b"%s,\"after\":%s}" % (head[:-1], action.doc_json or b"null")
+
+
+def decode(value: bytes | None) -> Action:
+    """A message value (either format) back into the Action the reader published."""
+    if value is None:
+        raise MessageError("empty message (a tombstone?): not a cdc action")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MessageError("not a JSON object")
+    if "cdc" in data:
+        fields, doc = data, data.get("doc")
+    elif isinstance(data.get("source"), dict) and "cdc" in data["source"]:
+        fields, doc = data["source"], data.get("after")
+    else:
+        raise MessageError("neither a cdc action nor a cdc Debezium envelope (no 'cdc' format version)")
+    if fields["cdc"] != FORMAT_VERSION:
+        raise MessageError(f"format version {fields['cdc']!r}; this cdc reads version {FORMAT_VERSION} "
+                           "(upgrade the writers before the reader)")
+    try:
+        kind = ActionType(fields["action"])
+        index, doc_id = fields["index"], fields["id"]
+        version = fields.get("version")
+        source = data["source"]  # both formats: schema, table, file, pos
+        position = BinlogPosition(source["file"], int(source["pos"])) if source.get("file") else None
+        schema, table = source.get("schema") or "", source.get("table") or ""
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise MessageError(f"incomplete action: {exc!r}") from None
+    if not isinstance(index, str) or not isinstance(doc_id, str) or not index or not doc_id:
+        raise MessageError("index and id must be non-empty strings")
+    if version is not None and not isinstance(version, int):
+        raise MessageError(f"version must be an integer, got {version!r}")
+    if kind is not ActionType.DELETE and not isinstance(doc, dict):
+        raise MessageError(f"a {kind.value} action needs a document object")
+    return Action(kind, index, doc_id, version if version is not None else 0,
+                  doc if kind is not ActionType.DELETE else None, routing=fields.get("routing"),
+                  schema=schema, table=table, position=position, pipeline=fields.get("pipeline"),
+                  versioned=version is not None)

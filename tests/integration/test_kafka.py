@@ -1,0 +1,328 @@
+"""Kafka mode on real servers: `cdc run` -> a real Kafka broker (KRaft, scripts/kafka_broker.py) -> `cdc sink` -> ES.
+
+The broker is started once per session by the `kafka` fixture, only for these
+tests; each test has its own topic and consumer group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from harness import CdcProcess, CdcSetup, WriteLoad, create_two_tables, index_rules, wait_until_equal
+from proxy import FaultProxy
+
+
+RESTARTS_BROKER = {"test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_load"}
+
+
+@contextlib.contextmanager
+def _locked(name: str, exclusive: bool):
+    import kafka_broker
+
+    kafka_broker.HOME.mkdir(parents=True, exist_ok=True)
+    with open(kafka_broker.HOME / name, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """The broker, started once (under xdist: by the first worker that needs it, the others find it)."""
+    import kafka_broker
+
+    with _locked(".kafka-up.lock", exclusive=True):
+        was_running = kafka_broker.running()
+        try:
+            bootstrap = kafka_broker.up()
+        except kafka_broker.BrokerError as exc:
+            pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
+    yield bootstrap
+    # Under xdist another worker may still use it; CI machines are thrown away after the run.
+    if not was_running and not os.environ.get("CDC_KEEP_SERVERS") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        kafka_broker.down()
+
+
+@pytest.fixture
+def kafka(broker, request):
+    """Kafka tests run side by side, except the ones that restart the broker (RESTARTS_BROKER)."""
+    with _locked(".kafka-tests.lock", exclusive=request.node.name in RESTARTS_BROKER):
+        yield broker
+
+
+def kafka_settings(bootstrap: str, topic: str, partitions: int = 6, **extra) -> dict:
+    return {"bootstrap_servers": bootstrap, "topic": topic, "partitions": partitions, "group_id": f"g-{topic}",
+            "delivery_timeout": 10,
+            # a SIGKILLed writer's partitions move after 6 s (the broker's minimum) instead of 45 s
+            "consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}, **extra}
+
+
+def reader_setup(directory, servers, rules, bootstrap, topic, **overrides) -> CdcSetup:
+    return _setup(directory, servers, rules, {"destination": "kafka", "kafka": kafka_settings(bootstrap, topic)},
+                  **overrides)
+
+
+def writer_setup(tmp_path, servers, rules, bootstrap, topic, es_url: str | None = None) -> CdcSetup:
+    extra: dict = {"kafka": kafka_settings(bootstrap, topic)}
+    setup = _setup(tmp_path, servers, rules, extra)
+    if es_url is not None:
+        _patch(setup, lambda c: c["elasticsearch"].update(hosts=[es_url]))
+    return setup
+
+
+def _setup(directory, servers, rules, top: dict, **overrides) -> CdcSetup:
+    directory.mkdir(parents=True, exist_ok=True)
+    setup = CdcSetup(directory, servers, rules, **overrides)
+    _patch(setup, lambda c: c.update(top))
+    return setup
+
+
+def _patch(setup: CdcSetup, change) -> None:
+    import yaml
+
+    config = yaml.safe_load(setup.config_path.read_text())
+    change(config)
+    setup.config_path.write_text(yaml.safe_dump(config))
+
+
+def sink(setup: CdcSetup) -> CdcProcess:
+    proc = setup.process("sink", "--log-format", "json", "--log-level", "DEBUG").start()
+    return proc
+
+
+def verify(setup: CdcSetup) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(setup.config_path), "--json",
+                           "--log-format", "json"], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **setup.env})
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"verify exited {proc.returncode} without a report:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"peek-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    got: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < count and time.monotonic() < deadline:
+            got += [m for m in consumer.consume(count - len(got), 1.0) if m.error() is None]
+    finally:
+        consumer.close()
+    return got
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """The sum of the group's committed offsets (how far its writers have acknowledged)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
+def wait_for(what: str, check, timeout: float = 60, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def assignments(proc: CdcProcess) -> list[list[int]]:
+    """Each 'assigned partitions 0,2,4 of TOPIC' the writer logged, in order."""
+    out = []
+    for line in proc.logs():
+        msg = str(line.get("msg", ""))
+        if msg.startswith("assigned partitions "):
+            listed = msg.split()[2]
+            out.append([] if listed == "(none)" else [int(p) for p in listed.split(",")])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_reader_publishes_documented_messages_and_a_writer_indexes_them(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    create_two_tables(db, 50)  # copied by the snapshot, through Kafka too
+    topic = f"t-{index_prefix}"
+    rules = index_rules(database, index_prefix, "a", "b")
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic)
+    cdc = reader.run()
+    cdc.wait_for_log("publishing to Kafka")
+    cdc.wait_for_log("snapshot done", timeout=60)
+    db.execute("UPDATE a SET v = -1 WHERE id = 3", "DELETE FROM a WHERE id = 4",
+               "INSERT INTO b VALUES (99, 1, 12.50)")
+    writer = sink(writer_setup(tmp_path / "writer", servers, rules, kafka, topic))
+    try:
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"])
+        code, report = verify(reader)
+        assert code == 0 and report["summary"]["ok"], report
+        assert report["summary"]["missing"] == report["summary"]["differing"] == report["summary"]["orphans"] == 0
+    finally:
+        assert writer.stop() == 0
+        assert cdc.stop() == 0
+    assert "stopped:" in writer.text()
+
+    # The messages are the documented format, keyed by index/id, with the binlog version.
+    messages = read_topic(kafka, topic, 104, timeout=10)
+    assert len(messages) == 103  # 50 + 50 snapshot rows, an update, a delete, an insert, and nothing else
+    values = [orjson.loads(m.value()) for m in messages]
+    deleted = [v for v in values if v["action"] == "delete"]
+    assert [(v["index"], v["id"]) for v in deleted] == [(f"{index_prefix}-a", "4")]
+    for m, v in zip(messages, values):
+        assert m.key() == f"{v['index']}/{v['id']}".encode()
+        assert v["cdc"] == 1 and isinstance(v["version"], int)
+        assert v["source"]["schema"] == database and v["source"]["file"].startswith("binlog.")
+    # one document, one partition: the update of a/3 sits in the partition of its snapshot copy
+    partitions_of_a3 = {m.partition() for m, v in zip(messages, values) if v["id"] == "3" and v["index"].endswith("-a")}
+    assert len(partitions_of_a3) == 1
+    # The reader's checkpoint moved past the writes only because Kafka acknowledged them.
+    assert reader.position() is not None
+
+
+def test_debezium_envelope_is_published_and_written_by_cdc_sink(tmp_path, servers, kafka, db, database,
+                                                                 index_prefix, es):
+    create_two_tables(db)
+    topic = f"t-{index_prefix}"
+    rules = index_rules(database, index_prefix, "a")
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic, snapshot__mode="never")
+    _patch(reader, lambda c: c["kafka"].update(format="debezium"))
+    cdc = reader.run()
+    db.execute("INSERT INTO a VALUES (1, 10, 'x'), (2, 20, 'y')", "DELETE FROM a WHERE id = 2")
+    writer = sink(writer_setup(tmp_path / "writer", servers, rules, kafka, topic))
+    try:
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
+    finally:
+        writer.stop()
+        cdc.stop()
+    values = [orjson.loads(m.value()) for m in read_topic(kafka, topic, 3, timeout=10)]
+    by_id: dict = {}
+    for v in values:  # in order within a document's partition; partitions interleave freely
+        by_id.setdefault(v["source"]["id"], []).append(v)
+    # Row 2's insert is published too unless it shared a batch with its delete (the last write wins).
+    assert [v["op"] for v in by_id["1"]] == ["u"] and [v["op"] for v in by_id["2"]] in (["u", "d"], ["d"])
+    assert by_id["1"][0]["after"] == {"id": 1, "v": 10, "s": "x"} and by_id["2"][-1]["after"] is None
+    assert by_id["1"][0]["source"]["table"] == "a" and by_id["1"][0]["source"]["db"] == database
+
+
+def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_load(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    """The issue's fault test: reader and writers SIGKILLed 5 times each under a write load, the
+    broker restarted once, Elasticsearch unreachable for the writers for 30 s, a third writer
+    joining; at the end every index equals its table and `cdc verify` passes."""
+    import kafka_broker
+
+    create_two_tables(db, 200)
+    topic = f"t-{index_prefix}"
+    partitions = 6
+    rules = index_rules(database, index_prefix, "a", "b")
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic)
+    es_host, es_port = servers.es_url.rsplit("//", 1)[1].split(":")
+    proxy = FaultProxy(es_host, int(es_port))  # the writers' way to Elasticsearch, to cut
+    wsetup = writer_setup(tmp_path / "writers", servers, rules, kafka, topic, es_url=f"http://127.0.0.1:{proxy.port}")
+    group = f"g-{topic}"
+    writers: list[CdcProcess] = []
+    started: list[CdcProcess] = []  # every process, killed ones too, for the evidence at the end
+    cdc = reader.run()
+    started.append(cdc)
+    load = WriteLoad(servers, database, rate=120).__enter__()
+    try:
+        cdc.wait_for_log("snapshot done", timeout=60)
+        writers = [sink(wsetup), sink(wsetup)]
+        started.extend(writers)
+
+        def progress() -> int:
+            return committed(kafka, group, topic, partitions)
+
+        # Both writers share the partitions.
+        wait_for("two writers sharing the partitions",
+                 lambda: all(assignments(w) and assignments(w)[-1] for w in writers), timeout=60)
+
+        def writers_advance(timeout: float = 60) -> None:
+            before = progress()
+            wait_for("the writers to commit more offsets", lambda: progress() > before, timeout=timeout)
+
+        def reader_advances() -> None:
+            before = reader.position()
+            wait_for("the reader's checkpoint to move", lambda: reader.position() != before, timeout=60)
+
+        for round_ in range(5):
+            # The reader, SIGKILLed mid-stream, restarted: it resumes from its checkpoint.
+            reader_advances()
+            cdc.stop(signal.SIGKILL)
+            cdc = reader.process("run").start()
+            started.append(cdc)
+            cdc.wait_for_log("resuming from", timeout=60)
+            # A writer, SIGKILLed mid-batch (alternately the first and the second), restarted.
+            writers_advance()
+            victim = round_ % 2
+            writers[victim].stop(signal.SIGKILL)
+            writers[victim] = sink(wsetup)
+            started.append(writers[victim])
+            if round_ == 1:
+                # The broker restarted: the reader's unacknowledged messages are sent again, writers reconnect.
+                kafka_broker.down()
+                kafka_broker.up()
+                reader_advances()
+            if round_ == 2:
+                # Elasticsearch unreachable for the writers for 30 s: they wait, then go on.
+                proxy.cut()
+                time.sleep(30)  # the outage's length is the test's input, not a wait for speed
+                proxy.restore()
+            if round_ == 3:
+                # A third writer joins: the group rebalances over three members.
+                third = sink(wsetup)
+                writers.append(third)
+                started.append(third)
+                wait_for("the third writer to get partitions", lambda: assignments(third) and assignments(third)[-1],
+                         timeout=60)
+        writers_advance(timeout=90)
+        load.stop()
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=120)
+        wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=60)
+        code, report = verify(reader)
+        assert code == 0 and report["summary"]["ok"], report
+        s = report["summary"]
+        assert (s["missing"], s["differing"], s["orphans"], s["rows"] > 200) == (0, 0, 0, True), s
+        # The last assignment of the three writers splits the partitions between them.
+        last = [set(assignments(w)[-1]) for w in writers[-3:]]
+        assert all(last) and sum(map(len, last)) == partitions and set().union(*last) == set(range(partitions))
+    finally:
+        load.stop_event.set()
+        proxy.restore()
+        for w in writers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.stop()
+        if cdc.proc is not None and cdc.proc.poll() is None:
+            cdc.stop()
+        proxy.close()
+    # No writer or reader stopped on an error of its own; the kills were ours.
+    for proc in (cdc, *writers):
+        assert '"level":"error"' not in proc.text() and "fatal" not in proc.text(), proc.text()[-3000:]
+    # The faults reached cdc: the writers retried while Elasticsearch was cut off, partitions moved
+    # between writers, and 6 reader and 8 writer processes ran (2 + 5 after SIGKILLs + a third writer).
+    writer_logs = "".join(p.text() for p in started if p.args[0] == "sink")
+    assert "retrying" in writer_logs and "revoked partitions" in writer_logs
+    assert sum(p.args[0] == "run" for p in started) == 6 and sum(p.args[0] == "sink" for p in started) == 8

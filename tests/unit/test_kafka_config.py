@@ -1,0 +1,49 @@
+"""Kafka mode's configuration: the keys README "Kafka mode" lists, and the settings cdc will not let go of."""
+
+import pytest
+import yaml
+
+from cdc.config import load_config
+from cdc.errors import ConfigError
+from cdc.kafka.client import CONSUMER_FIXED, PRODUCER_FIXED, _settings
+
+
+def config(tmp_path, extra: dict):
+    path = tmp_path / "cdc.yml"
+    path.write_text(yaml.safe_dump({"mysql": {"user": "cdc", "server_id": 5}, **extra}))
+    return load_config(str(path))
+
+
+def test_defaults_keep_single_process_mode(tmp_path):
+    c = config(tmp_path, {})
+    assert c.destination == "elasticsearch"
+    assert (c.kafka.topic, c.kafka.partitions, c.kafka.format, c.kafka.group_id) == ("cdc.actions", 12, "cdc",
+                                                                                      "cdc-sink")
+
+
+def test_kafka_destination_and_settings(tmp_path):
+    c = config(tmp_path, {"destination": "kafka", "kafka": {
+        "bootstrap_servers": "b1:9092,b2:9092", "topic": "shop", "format": "debezium", "partitions": 3,
+        "producer": {"security.protocol": "SASL_SSL", "linger.ms": 20}}})
+    assert c.destination == "kafka" and c.kafka.format == "debezium" and c.kafka.partitions == 3
+    settings = _settings(c.kafka, c.kafka.producer, PRODUCER_FIXED, "producer")
+    assert settings["bootstrap.servers"] == "b1:9092,b2:9092" and settings["linger.ms"] == 20
+    assert settings["enable.idempotence"] is True and settings["acks"] == "all"
+
+
+@pytest.mark.parametrize("extra", [{"destination": "kafkaa"}, {"kafka": {"format": "avro"}},
+                                   {"kafka": {"partitions": 0}}, {"kafka": {"topics": "x"}}])
+def test_bad_kafka_config_is_refused(tmp_path, extra):
+    with pytest.raises(ConfigError):
+        config(tmp_path, extra)
+
+
+@pytest.mark.parametrize("side, fixed, key, value", [
+    ("producer", PRODUCER_FIXED, "enable.idempotence", False),
+    ("producer", PRODUCER_FIXED, "acks", 1),
+    ("consumer", CONSUMER_FIXED, "enable.auto.commit", True),
+])
+def test_the_guarantees_cannot_be_configured_away(tmp_path, side, fixed, key, value):
+    c = config(tmp_path, {"kafka": {side: {key: value}}})
+    with pytest.raises(ConfigError, match=key):
+        _settings(c.kafka, getattr(c.kafka, side), fixed, side)

@@ -1,0 +1,96 @@
+"""Kafka mode's message format (cdc/kafka/messages.py) and the writer's batch bookkeeping (pure)."""
+
+import orjson
+import pytest
+
+from cdc.app.kafka_mode import UnreadableMessage, decoded, latest, next_offsets
+from cdc.kafka.client import Received
+from cdc.kafka.messages import FORMAT_VERSION, MessageError, decode, encode, key
+from cdc.model import Action, ActionType, BinlogPosition
+
+POS = BinlogPosition("binlog.000042", 1234)
+
+
+def index_action(**kw):
+    base = dict(type=ActionType.INDEX, index="shop-orders", doc_id="7", version=(42 << 32) | 1234,
+                doc={"id": 7, "total": "12.50", "tags": ["a", "é"]}, routing="r1", schema="shop", table="orders",
+                position=POS)
+    base.update(kw)
+    return Action(**base)
+
+
+@pytest.mark.parametrize("fmt", ["cdc", "debezium"])
+@pytest.mark.parametrize("action", [
+    index_action(),
+    index_action(type=ActionType.DELETE, doc=None, routing=None),
+    index_action(type=ActionType.UPDATE, versioned=False, version=0, pipeline=None),
+    index_action(pipeline="enrich", position=None),
+])
+def test_every_action_survives_the_round_trip(action, fmt):
+    assert decode(encode(action, fmt, timestamp=1700000000)) == action
+
+
+def test_the_cdc_format_is_the_documented_one():
+    value = orjson.loads(encode(index_action()))
+    assert value == {"cdc": FORMAT_VERSION, "action": "index", "index": "shop-orders", "id": "7",
+                     "routing": "r1", "version": (42 << 32) | 1234, "pipeline": None,
+                     "source": {"schema": "shop", "table": "orders", "file": "binlog.000042", "pos": 1234},
+                     "doc": {"id": 7, "total": "12.50", "tags": ["a", "é"]}}
+    unversioned = orjson.loads(encode(index_action(type=ActionType.UPDATE, versioned=False)))
+    assert unversioned["version"] is None
+
+
+def test_the_debezium_envelope_has_debeziums_fields():
+    value = orjson.loads(encode(index_action(), "debezium", timestamp=1700000000))
+    assert value["op"] == "u" and value["before"] is None and value["ts_ms"] == 1700000000000
+    assert value["after"] == {"id": 7, "total": "12.50", "tags": ["a", "é"]}
+    assert value["source"]["db"] == "shop" and value["source"]["table"] == "orders"
+    assert value["source"]["file"] == "binlog.000042" and value["source"]["pos"] == 1234
+    deleted = orjson.loads(encode(index_action(type=ActionType.DELETE, doc=None), "debezium"))
+    assert deleted["op"] == "d" and deleted["after"] is None
+
+
+def test_the_key_is_the_document():
+    assert key(index_action()) == b"shop-orders/7"
+    # routing is not part of it: a routing change's delete and index must share a partition
+    assert key(index_action(routing="other")) == key(index_action())
+
+
+@pytest.mark.parametrize("value, why", [
+    (None, "tombstone"),
+    (b"not json", "not JSON"),
+    (b"[1]", "not a JSON object"),
+    (b'{"op": "c", "after": {}, "source": {"db": "x"}}', "neither"),  # a plain Debezium event
+    (orjson.dumps({"cdc": 2, "action": "index"}), "upgrade the writers"),
+    (orjson.dumps({"cdc": 1, "action": "index", "index": "i", "id": "1", "version": 3, "source": {}}),
+     "needs a document"),
+    (orjson.dumps({"cdc": 1, "action": "merge", "index": "i", "id": "1", "source": {}}), "incomplete"),
+    (orjson.dumps({"cdc": 1, "action": "delete", "index": "", "id": "1", "source": {}}), "non-empty"),
+    (orjson.dumps({"cdc": 1, "action": "delete", "index": "i", "id": "1", "version": "3", "source": {}}),
+     "integer"),
+])
+def test_what_is_not_an_action_is_refused(value, why):
+    with pytest.raises(MessageError, match=why):
+        decode(value)
+
+
+def test_an_unreadable_message_stops_the_writer_naming_where_it_is():
+    good = Received("t", 0, 5, encode(index_action()), None)
+    bad = Received("t", 3, 17, b"{}", None)
+    with pytest.raises(UnreadableMessage, match=r"t/3@17 .*--to-offset 18") as err:
+        decoded([good, bad])
+    assert err.value.exit_code == 2
+
+
+def test_a_batch_keeps_the_last_write_of_each_document():
+    first = index_action(version=1)
+    other = index_action(doc_id="8", version=2)
+    deleted = index_action(type=ActionType.DELETE, doc=None, version=3)
+    moved = index_action(routing="r2", version=4)  # another routing: its own write
+    assert latest([first, other, deleted, moved]) == [deleted, other, moved]
+
+
+def test_offsets_to_commit_are_one_past_the_last_message_of_each_partition():
+    messages = [Received("t", 0, 10, b"", None), Received("t", 1, 3, b"", None), Received("t", 0, 12, b"", None),
+                Received("t", 0, 11, b"", None)]
+    assert next_offsets(messages) == {("t", 0): 13, ("t", 1): 4}
