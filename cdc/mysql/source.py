@@ -302,7 +302,7 @@ class BinlogSource:
         self,
         config: MysqlConfig,
         mariadb: bool,
-        tables: set[tuple[str, str]],
+        tables: frozenset[tuple[str, str]] | set[tuple[str, str]],  # a TableFilter (rules) or a plain set
         retry: RetryConfig,
         stop: threading.Event | None = None,
         end: BinlogPosition | None = None,
