@@ -10,16 +10,18 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from harness import CdcProcess, CdcSetup, WriteLoad, create_two_tables, index_rules, wait_until_equal
+from harness import CdcProcess, CdcSetup, WriteLoad, create_two_tables, free_port, index_rules, wait_until_equal
 from proxy import FaultProxy
 
 
@@ -173,10 +175,19 @@ def test_reader_publishes_documented_messages_and_a_writer_indexes_them(
     cdc.wait_for_log("snapshot done", timeout=60)
     db.execute("UPDATE a SET v = -1 WHERE id = 3", "DELETE FROM a WHERE id = 4",
                "INSERT INTO b VALUES (99, 1, 12.50)")
-    writer = sink(writer_setup(tmp_path / "writer", servers, rules, kafka, topic))
+    wsetup = writer_setup(tmp_path / "writer", servers, rules, kafka, topic)
+    metrics_port = free_port()
+    _patch(wsetup, lambda c: c.update(metrics={"enabled": True, "port": metrics_port}))
+    writer = sink(wsetup)
     try:
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
         wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"])
+        # The writer's /metrics counts its bulk items as `cdc run` does: the 103 messages, less the
+        # writes a batch replaced (a/3's copy and update, a/4's copy and delete, if read together).
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        ok = float(re.search(r'^cdc_actions_written_total\{outcome="ok"\} (\S+)$', text, re.M).group(1))
+        assert 101 <= ok <= 103, text
         code, report = verify(reader)
         assert code == 0 and report["summary"]["ok"], report
         assert report["summary"]["missing"] == report["summary"]["differing"] == report["summary"]["orphans"] == 0
