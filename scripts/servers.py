@@ -2,7 +2,7 @@
 """Start and stop the real MariaDB and Elasticsearch used by the demo and the tests.
 
     python scripts/servers.py up|down|status|env
-    python scripts/servers.py es7_up|es7_down|opensearch_up|opensearch_down
+    python scripts/servers.py es7_up|es7_down|opensearch_up|opensearch_down|opensearch3_up|opensearch3_down
 
 `up` starts MariaDB and Elasticsearch 8. The other search engines cdc writes to
 (README "Destinations") start on their own ports, beside it:
@@ -10,6 +10,7 @@
 * `es7_up`: Elasticsearch 7.17.29 on 127.0.0.1:19201 (ES7_PORT), security off;
   also the server for peers that need 7.x, such as go-mysql-elasticsearch.
 * `opensearch_up`: OpenSearch 2.19.1 on 127.0.0.1:19202 (OPENSEARCH_PORT).
+* `opensearch3_up`: OpenSearch 3.6.0 on 127.0.0.1:19203 (OPENSEARCH3_PORT), on a JDK 21+.
 
 `down` stops all of them. All servers run as local processes on loopback (no
 Docker), from files kept in CDC_DEV_HOME (default /var/tmp/cdc-dev) so a second
@@ -499,8 +500,11 @@ def es_down() -> None:
 # org.opensearch.distribution.integ-test-zip:opensearch (read 2026-11-28).
 ES7_VERSION = os.environ.get("ES7_VERSION", "7.17.29")
 OPENSEARCH_VERSION = os.environ.get("OPENSEARCH_VERSION", "2.19.1")
+# OpenSearch 3 (Lucene 10, JDK 21+), the newest integ-test-zip on Maven Central.
+OPENSEARCH3_VERSION = os.environ.get("OPENSEARCH3_VERSION", "3.6.0")
 ES7_PORT = int(os.environ.get("ES7_PORT", "19201"))
 OPENSEARCH_PORT = int(os.environ.get("OPENSEARCH_PORT", "19202"))
+OPENSEARCH3_PORT = int(os.environ.get("OPENSEARCH3_PORT", "19203"))
 ES7_DIR = HOME / "es7"
 OPENSEARCH_DIR = HOME / "opensearch"
 
@@ -564,28 +568,35 @@ def _opensearch_install(version: str) -> Path:
     return home
 
 
-def opensearch_up() -> Destination:
-    """OpenSearch 2.x on OPENSEARCH_PORT, as ES_USER (OpenSearch refuses root too), on the system JDK 17."""
-    version = OPENSEARCH_VERSION
-    run_dir = OPENSEARCH_DIR / "run"
+def _opensearch_where(major: int) -> tuple[str, int, Path, str]:
+    """(version, port, run directory, destination name) of OpenSearch 2 or 3."""
+    if major >= 3:
+        return OPENSEARCH3_VERSION, OPENSEARCH3_PORT, OPENSEARCH_DIR / "run3", "opensearch3"
+    return OPENSEARCH_VERSION, OPENSEARCH_PORT, OPENSEARCH_DIR / "run", "opensearch"
+
+
+def opensearch_up(major: int = 2) -> Destination:
+    """OpenSearch 2.x on OPENSEARCH_PORT (3.x on OPENSEARCH3_PORT), as ES_USER (OpenSearch refuses root too)."""
+    version, port, run_dir, name = _opensearch_where(major)
     pid_file = run_dir / "opensearch.pid"
-    url = f"http://127.0.0.1:{OPENSEARCH_PORT}"
+    url = f"http://127.0.0.1:{port}"
     if _pid_alive(pid_file) and _es_health(url):
         log(f"opensearch {version}: already running at {url}")
-        return Destination("opensearch", "opensearch", version, url)
+        return Destination(name, "opensearch", version, url)
     home = _opensearch_install(version)
-    java_home = _java_home("8.0.0")  # OpenSearch 2.x runs on 11+; the JDK 17 ES 8 uses
+    # OpenSearch 2 runs on 11+ (the JDK 17 that ES 8 uses); 3 needs 21+, as ES 9 does.
+    java_home = _java_home("9.0.0" if major >= 3 else "8.0.0")
     for sub in ("logs", "data", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OPENSEARCH_JAVA_HOME": java_home, "HOME": str(run_dir),
            "OPENSEARCH_JAVA_OPTS": os.environ.get("OPENSEARCH_JAVA_OPTS", "-Xms512m -Xmx512m"),
            "OPENSEARCH_TMPDIR": str(run_dir / "tmp")}
-    log(f"opensearch {version}: starting on port {OPENSEARCH_PORT} (JDK {java_home})")
+    log(f"opensearch {version}: starting on port {port} (JDK {java_home})")
     start = _launch(
         ["runuser", "-u", ES_USER, "--", str(home / "bin" / "opensearch"), "-d", "-p", str(pid_file),
          "-Ediscovery.type=single-node",
-         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={OPENSEARCH_PORT}", f"-Etransport.port={OPENSEARCH_PORT + 100}",
+         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={port}", f"-Etransport.port={port + 100}",
          f"-Epath.data={run_dir / 'data'}", f"-Epath.logs={run_dir / 'logs'}",
          "-Ecluster.routing.allocation.disk.threshold_enabled=false", "-Ecluster.name=cdc-opensearch"],
         env=env, out=run_dir / "start.out")
@@ -602,16 +613,26 @@ def opensearch_up() -> Destination:
             raise ServerError(f"OpenSearch {version} did not become healthy. Tail of {log_file}:\n{_tail(log_file)}")
         time.sleep(1)
     log(f"opensearch {version}: ready")
-    return Destination("opensearch", "opensearch", version, url)
+    return Destination(name, "opensearch", version, url)
 
 
-def opensearch_down() -> None:
-    _stop_pid(OPENSEARCH_DIR / "run" / "opensearch.pid", f"opensearch {OPENSEARCH_VERSION}")
+def opensearch_down(major: int = 2) -> None:
+    version, _, run_dir, _ = _opensearch_where(major)
+    _stop_pid(run_dir / "opensearch.pid", f"opensearch {version}")
+
+
+def opensearch3_up() -> Destination:
+    return opensearch_up(3)
+
+
+def opensearch3_down() -> None:
+    opensearch_down(3)
 
 
 def destinations_running() -> dict[str, bool]:
     return {"es7": _es_health(f"http://127.0.0.1:{ES7_PORT}") is not None,
-            "opensearch": _es_health(f"http://127.0.0.1:{OPENSEARCH_PORT}") is not None}
+            "opensearch": _es_health(f"http://127.0.0.1:{OPENSEARCH_PORT}") is not None,
+            "opensearch3": _es_health(f"http://127.0.0.1:{OPENSEARCH3_PORT}") is not None}
 
 
 # --------------------------------------------------------------------------- both
@@ -649,6 +670,7 @@ def down() -> None:
     es_down()
     es7_down()
     opensearch_down()
+    opensearch3_down()
     mariadb_down()
 
 
@@ -665,13 +687,11 @@ def main(argv: list[str]) -> int:
         elif command == "status":
             for name, ok in {**running(), **destinations_running()}.items():
                 print(f"{name}: {'running' if ok else 'stopped'}")
-        elif command in ("es7_up", "opensearch_up"):
-            dest = es7_up() if command == "es7_up" else opensearch_up()
+        elif command in ("es7_up", "opensearch_up", "opensearch3_up"):
+            dest = {"es7_up": es7_up, "opensearch_up": opensearch_up, "opensearch3_up": opensearch3_up}[command]()
             print(f"{'OpenSearch' if dest.engine == 'opensearch' else 'Elasticsearch'} {dest.version}  {dest.url}")
-        elif command == "es7_down":
-            es7_down()
-        elif command == "opensearch_down":
-            opensearch_down()
+        elif command in ("es7_down", "opensearch_down", "opensearch3_down"):
+            {"es7_down": es7_down, "opensearch_down": opensearch_down, "opensearch3_down": opensearch3_down}[command]()
         elif command == "env":
             for key, value in endpoints().as_env().items():
                 print(f"export {key}={value}")

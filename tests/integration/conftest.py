@@ -44,11 +44,11 @@ def index_prefix(es, unique_name):
 
 
 # ---------------------------------------------------------------- other destinations (README "Destinations")
-DESTINATIONS = ("es8", "es7", "opensearch")
+DESTINATIONS = ("es8", "es7", "opensearch", "opensearch3")
 
 
 class _DestinationPool:
-    """Elasticsearch 7.17 and OpenSearch, started on first use (once per run) and stopped at the end."""
+    """Elasticsearch 7.17 and OpenSearch 2 and 3, started on first use (once per run) and stopped at the end."""
 
     def __init__(self):
         import servers as dev
@@ -62,7 +62,8 @@ class _DestinationPool:
             return self.dev.Destination("es8", "elasticsearch", servers.es_version, servers.es_url)
         if name not in self.started:
             up, down = {"es7": (self.dev.es7_up, self.dev.es7_down),
-                        "opensearch": (self.dev.opensearch_up, self.dev.opensearch_down)}[name]
+                        "opensearch": (self.dev.opensearch_up, self.dev.opensearch_down),
+                        "opensearch3": (self.dev.opensearch3_up, self.dev.opensearch3_down)}[name]
             was_running = self.dev.destinations_running()[name]
             try:
                 self.started[name] = up()
@@ -97,5 +98,5 @@ def destination_pool():
 
 @pytest.fixture(params=DESTINATIONS)
 def destination(request, servers, destination_pool):
-    """Each engine cdc writes to: the default Elasticsearch 8, Elasticsearch 7.17, OpenSearch 2."""
+    """Each engine cdc writes to: the default Elasticsearch 8, Elasticsearch 7.17, OpenSearch 2 and 3."""
     return destination_pool.get(request.param, servers)

@@ -1,13 +1,13 @@
 """The same cdc on every engine it writes to (issue 18, README "Destinations").
 
 Each test runs once per engine (the `destination` fixture: Elasticsearch 8 on
-the shared server, Elasticsearch 7.17 and OpenSearch 2 started once per run by
-scripts/servers.py): streaming with a SIGKILL under load, a snapshot followed
-by `cdc verify --repair`, the type table with the mapping cdc creates, and a
-refused engine mismatch. The last test runs the same rows into all of them at
-once and compares the documents.
+the shared server; Elasticsearch 7.17, OpenSearch 2 and OpenSearch 3 started
+once per run by scripts/servers.py): streaming with SIGKILLs under load, a
+snapshot followed by `cdc verify --repair`, the type table with the mapping cdc
+creates, and a refused engine mismatch. The last test runs the same rows into
+all of them at once and compares the documents.
 
-The documents are read back with opensearch-py, which talks to all three
+The documents are read back with opensearch-py, which talks to all of them
 (plain `application/json`, no product check): an oracle independent of the
 client cdc uses for each engine.
 """
@@ -23,7 +23,8 @@ from opensearchpy import OpenSearch, helpers
 from test_rules_values import ALL_TYPES, MAX_DOC, MAX_ROW, MIN_DOC, MIN_ROW, NULL_DOC, NULL_ROW, ZERO_DOC, ZERO_ROW
 from test_verify import _found, verify
 
-ENGINE_NAMES = {"es8": "Elasticsearch 8.", "es7": "Elasticsearch 7.17.", "opensearch": "OpenSearch 2."}
+ENGINE_NAMES = {"es8": "Elasticsearch 8.", "es7": "Elasticsearch 7.17.", "opensearch": "OpenSearch 2.",
+                "opensearch3": "OpenSearch 3."}
 
 
 class Reader:
@@ -167,12 +168,13 @@ def test_snapshot_then_verify_finds_and_repairs(destination, servers, db, databa
 
 
 # ------------------------------------------------------------------ the type table and its mapping
-def _type_rule(destination, database: str, index: str, engine: str = "auto") -> dict:
+def _type_rule(destination, database: str, index: str) -> dict:
     # The integ-test-zips lack what plugins and x-pack add: geo_shape (OpenSearch's
-    # geo module, Elasticsearch's x-pack spatial) on all three, unsigned_long on
-    # both Elasticsearch zips (x-pack). Those fields are given in the rule; every
-    # other field is the mapping cdc generates from the column types.
-    given = {"g": {"type": "object", "enabled": False}}
+    # geo module, Elasticsearch's x-pack spatial) on all but OpenSearch 3.6 (its zip
+    # has every module), unsigned_long on both Elasticsearch zips (x-pack). Those
+    # fields are given in the rule; every other field is the mapping cdc generates
+    # from the column types.
+    given: dict = {} if destination.name == "opensearch3" else {"g": {"type": "object", "enabled": False}}
     if destination.engine == "elasticsearch":
         given |= {"bu": {"type": "keyword"}, "bit64": {"type": "keyword"}}
     return {"schema": database, "table": "all_types", "index": index, "create_index": {"mappings": {"properties": given}}}
@@ -202,6 +204,8 @@ def test_type_table_with_the_mapping_cdc_creates(destination, servers, db, datab
     assert mapping["vc"]["type"] == "text" and mapping["vc"]["fields"]["keyword"]["type"] == "keyword"
     assert mapping["pt"] == {"type": "geo_point"} and mapping["bit1"] == {"type": "boolean"}
     assert mapping["bn"] == {"type": "binary"} and mapping["js"].get("type", "object") == "object"
+    if destination.name == "opensearch3":
+        assert mapping["g"] == {"type": "geo_shape"}
     # `cdc indices plan` finds the index it created as planned.
     code, out = setup.command("indices", "plan")
     assert code == 0 and '"state": "exists"' in out, out
@@ -231,7 +235,7 @@ def test_the_same_rows_give_the_same_documents_on_every_engine(servers, destinat
     db.execute(MAX_ROW, MIN_ROW)  # copied by the snapshot
     db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4, '2024-01-01' + INTERVAL seq DAY FROM seq_1_to_60")
     runs = []
-    for name in ("es8", "es7", "opensearch"):
+    for name in ("es8", "es7", "opensearch", "opensearch3"):
         destination = destination_pool.get(name, servers)
         rules = [_type_rule(destination, database, f"{unique_name}-all"),
                  # routing, a composite id and monthly indices (an index template cdc creates)
@@ -263,7 +267,7 @@ def test_the_same_rows_give_the_same_documents_on_every_engine(servers, destinat
             settled = (len(b_docs) == 50 and b_docs.get((f"{unique_name}-b-2024.02", "3:0")) ==
                        ("3", {"k1": 3, "k2": 0, "amount": "8.50", "at": "2024-02-29"})
                        and documents["es8"][2] == _partial(b_docs))
-            if settled and documents["es7"] == documents["es8"] and documents["opensearch"] == documents["es8"]:
+            if settled and all(docs == documents["es8"] for docs in documents.values()):
                 break
             assert time.monotonic() < deadline, {name: tuple(map(len, docs)) for name, docs in documents.items()}
             time.sleep(0.5)
@@ -286,3 +290,27 @@ def _hits(reader: Reader, pattern: str) -> dict:
 def _partial(b_docs: dict) -> dict:
     """The mode: update documents of b: the rule's fields of every row (a deleted row's document is deleted)."""
     return {f"{d['k1']}:{d['k2']}": {"k1": d["k1"], "k2": d["k2"], "amount": d["amount"]} for _, d in b_docs.values()}
+
+
+# ------------------------------------------------------------------ ingest pipelines (where a zip has processors)
+def test_ingest_pipeline_on_opensearch_3(servers, destination_pool, db, database, unique_name, tmp_path):
+    """Only OpenSearch 3.6's integ-test-zip has ingest-common (the others have no processors at all)."""
+    destination = destination_pool.get("opensearch3", servers)
+    reader = Reader(destination.url)
+    pipeline = f"{unique_name}-pipe"
+    reader.client.ingest.put_pipeline(id=pipeline, body={"processors": [
+        {"set": {"field": "via", "value": "pipeline"}}, {"uppercase": {"field": "s"}}]})
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY, s VARCHAR(20))", "INSERT INTO a VALUES (1, 'one')")
+    index = f"{unique_name}-a"
+    setup = setup_for(tmp_path, servers, destination, [{"schema": database, "table": "a", "index": index,
+                                                         "pipeline": pipeline}])
+    cdc = setup.run()
+    try:
+        db.execute("INSERT INTO a VALUES (2, 'two')", "UPDATE a SET s = 'uno' WHERE id = 1")
+        reader.wait_docs(index, {"1": {"id": 1, "s": "UNO", "via": "pipeline"},
+                                 "2": {"id": 2, "s": "TWO", "via": "pipeline"}})
+    finally:
+        assert cdc.stop() == 0
+        reader.delete_prefix(unique_name)
+        reader.client.ingest.delete_pipeline(id=pipeline)
+        reader.close()
