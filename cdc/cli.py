@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import click
 
@@ -34,6 +34,7 @@ from cdc.model import BinlogPosition, StartPoint
 from cdc.rules import RuleSet, load_rules
 
 EXIT_OK, EXIT_FATAL = 0, 1
+EXIT_CHECK_FAILED = 2  # `cdc check`: `cdc run` would not start
 log = logging.getLogger("cdc")
 
 
@@ -52,7 +53,7 @@ def log_options(fn):
 
 
 # ---------------------------------------------------------------------- building
-def _exit(exc: CdcError, echo: str | None = None) -> None:
+def _exit(exc: CdcError, echo: str | None = None) -> NoReturn:
     """Report a stopping error and exit with its code; `echo`: print it with this prefix instead of logging."""
     if echo is not None:
         click.echo(f"{echo}{exc}", err=True)
@@ -66,7 +67,6 @@ def _config(path: str) -> Config:
         return load_config(path)
     except CdcError as exc:
         _exit(exc, "configuration error:\n")
-        raise  # unreachable: _exit leaves
 
 
 def _config_and_rules(path: str) -> tuple[Config, RuleSet]:
@@ -75,7 +75,6 @@ def _config_and_rules(path: str) -> tuple[Config, RuleSet]:
         return config, load_rules(config.resolve(config.rules))
     except CdcError as exc:
         _exit(exc, "configuration error:\n")
-        raise
 
 
 def _logged(path: str, log_format: str | None, log_level: str | None) -> Config:
@@ -113,10 +112,10 @@ def _session(config: Config) -> Session:
     return session
 
 
-def _guarded(body: Callable[[], Any], echo: str | None = None) -> None:
-    """Run a command's body; an error exits with its own code, a bug with 1 and its traceback."""
+def _guarded(body: Callable[[], Any], echo: str | None = None) -> Any:
+    """Run a command's body and return its result; an error exits with its own code, a bug with 1."""
     try:
-        body()
+        return body()
     except CdcError as exc:
         _exit(exc, echo)
     except Exception as exc:  # a bug: say so plainly, with the traceback, and never exit 0
@@ -293,10 +292,8 @@ def dlq_retry(config_path: str, letter_ids: tuple[str, ...]) -> None:
     """Send dead letters again (all, or the ids given); those that now succeed are removed."""
     config = _config(config_path)
     setup_logging(config.logging.level, config.logging.format)
-    outcome: list = []
-    _guarded(lambda: outcome.extend(deadletters.retry(config, set(letter_ids) if letter_ids else None)),
-             echo="retry failed: ")
-    done, failing = outcome
+    done, failing = _guarded(lambda: deadletters.retry(config, set(letter_ids) if letter_ids else None),
+                             echo="retry failed: ")
     click.echo(json.dumps({"done": done, "still_failing": [
         {"id": f.id, "status": f.status, "error_type": f.error_type, "reason": f.reason} for f in failing]}))
     sys.exit(EXIT_OK if not failing else EXIT_FATAL)
@@ -332,9 +329,7 @@ def check_config(config_path: str) -> None:
 def position(config_path: str) -> None:
     """Print the saved checkpoint as JSON."""
     config = _config(config_path)
-    out: list[dict] = []
-    _guarded(lambda: out.append(position_app.position(config)), echo="")
-    click.echo(json.dumps(out[0]))
+    click.echo(json.dumps(_guarded(lambda: position_app.position(config), echo="")))
 
 
 @main.command()
@@ -345,9 +340,8 @@ def status(config_path: str, as_json: bool) -> None:
     from cdc.ops.status import format_text
 
     config = _config(config_path)
-    out: list[dict] = []
-    _guarded(lambda: out.append(position_app.status(config)), echo="")
-    click.echo(json.dumps(out[0]) if as_json else format_text(out[0]))
+    report = _guarded(lambda: position_app.status(config), echo="")
+    click.echo(json.dumps(report) if as_json else format_text(report))
 
 
 @main.command()
@@ -364,11 +358,11 @@ def check(config_path: str, log_format: str | None, log_level: str | None) -> No
     setup_logging(log_level or "ERROR", log_format or "text")  # the report is the output
     try:
         report = run_check(config, rules)
-    except CdcError as exc:
+    except CdcError as exc:  # documented: 0 if `cdc run` would start, 2 if not, whatever stopped the check
         click.echo(f"check failed: {exc}", err=True)
-        sys.exit(2)  # documented: 0 if `cdc run` would start, 2 if not
+        sys.exit(EXIT_CHECK_FAILED)
     click.echo(report.text())
-    sys.exit(EXIT_OK if report.ok else 2)
+    sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
 
 
 @main.group()
@@ -381,8 +375,7 @@ def _index_states(config_path: str, create: bool, log_format: str | None, log_le
 
     config, rules = _config_and_rules(config_path)
     setup_logging(log_level or "ERROR", log_format or "text")  # the JSON is the output
-    states: list = []
-    _guarded(lambda: states.extend(index_states(config, rules, create)), echo="error: ")
+    states = _guarded(lambda: index_states(config, rules, create), echo="error: ")
     click.echo(json.dumps({"indices": [s.to_json() for s in states]}, indent=2))
     if any(s.state == "failed" for s in states):
         sys.exit(EXIT_FATAL)
