@@ -21,7 +21,8 @@ import uuid
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from harness import CdcProcess, CdcSetup, WriteLoad, create_two_tables, free_port, index_rules, wait_until_equal
+from harness import (CdcProcess, CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules,
+                     wait_until_equal)
 from proxy import FaultProxy
 
 
@@ -337,3 +338,29 @@ def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_lo
     writer_logs = "".join(p.text() for p in started if p.args[0] == "sink")
     assert "retrying" in writer_logs and "revoked partitions" in writer_logs
     assert sum(p.args[0] == "run" for p in started) == 6 and sum(p.args[0] == "sink" for p in started) == 8
+
+
+def test_a_message_too_large_for_the_broker_is_a_dead_letter_not_a_silent_skip(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    db.execute("CREATE TABLE big (id INT PRIMARY KEY, t TEXT)")
+    topic = f"t-{index_prefix}"
+    rules = [{"schema": database, "table": "big", "index": f"{index_prefix}-big"}]
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic, snapshot__mode="never",
+                          dead_letter__on_rejected="dead_letter")
+    # librdkafka refuses a message above message.max.bytes before sending it (MSG_SIZE_TOO_LARGE)
+    _patch(reader, lambda c: c["kafka"].update(producer={"message.max.bytes": 4000}))
+    cdc = reader.run()
+    writer = sink(writer_setup(tmp_path / "writer", servers, rules, kafka, topic))
+    try:
+        db.execute("INSERT INTO big VALUES (1, 'small'), (2, REPEAT('x', 6000)), (3, 'small too')")
+        wait_for("the other rows in Elasticsearch",
+                 lambda: sorted(es_docs(es, f"{index_prefix}-big")) == ["1", "3"], timeout=60)
+        code, out = reader.command("dlq", "list", "--json")
+        [entry] = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"doc_id"' in line]
+        assert entry["doc_id"] == "2" and entry["table"] == "big" and entry["position"].startswith("binlog.")
+        assert entry["status"] == 413
+        db.execute("UPDATE big SET t = 'changed' WHERE id = 1")  # and the stream goes on
+        wait_for("the stream to go on", lambda: es_docs(es, f"{index_prefix}-big")["1"]["t"] == "changed", timeout=60)
+    finally:
+        writer.stop()
+        assert cdc.stop() == 0

@@ -94,3 +94,20 @@ def test_offsets_to_commit_are_one_past_the_last_message_of_each_partition():
     messages = [Received("t", 0, 10, b"", None), Received("t", 1, 3, b"", None), Received("t", 0, 12, b"", None),
                 Received("t", 0, 11, b"", None)]
     assert next_offsets(messages) == {("t", 0): 13, ("t", 1): 4}
+
+
+def test_delivery_errors_become_the_writers_outcomes():
+    from confluent_kafka import KafkaError
+
+    from cdc.kafka.client import KafkaPublisher
+    from cdc.model import Outcome
+
+    action = index_action()
+    outcome = KafkaPublisher._outcome
+    too_big = outcome(action, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    assert (too_big.outcome, too_big.status) == (Outcome.REJECTED, 413)  # dead letter or stop
+    denied = outcome(action, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    assert (denied.outcome, denied.status) == (Outcome.REJECTED, 403)  # the writer stops with exit 2
+    for code in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError.NOT_LEADER_FOR_PARTITION):
+        again = outcome(action, KafkaError(code))
+        assert (again.outcome, again.status) == (Outcome.RETRY, 503)  # sent again with backoff
