@@ -113,6 +113,7 @@ def _fresh_start(session: Session, db: Database, plan: StartPlan) -> StartPoint:
                  "re-snapshot" if plan.resnapshot else "no checkpoint", position)
         return StartPoint(position, gtid)
     position = plan.fresh_at
+    db.check_event_start(position)  # before it is saved: a bad position must not become the checkpoint
     log.info("no checkpoint: starting at configured position %s (no snapshot: the binlog from there is replayed "
              "instead)", position)
     return StartPoint(position, session.config.start.gtid or db.gtid_at(position))

@@ -73,6 +73,7 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
         start = span.start
         if start.position is not None and not start.by_gtid:
             db.check_position_available(start.position)
+            db.check_event_start(start.position)
             if start.gtid is None:
                 start = StartPoint(start.position, db.gtid_at(start.position))
         source = session.source(db, rules, end=end)

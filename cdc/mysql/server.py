@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import pymysql
 
 from cdc.config import MysqlConfig
-from cdc.errors import PreflightError, PurgedPositionError, SchemaChanged, SourceConnectionError, SourceError
+from cdc.errors import (PreflightError, PurgedPositionError, SchemaChanged, SourceConnectionError, SourceError,
+                        StartPositionError)
 from cdc.model import BinlogPosition
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
 
@@ -193,6 +194,20 @@ class Database:
                 f"{files[0] if files else 'none'} to {files[-1] if files else 'none'}): the changes there were "
                 "purged, and cannot be replayed. `cdc run --resnapshot` rebuilds an index from the tables.")
 
+    def check_event_start(self, position: BinlogPosition) -> None:
+        """Raise StartPositionError if no event starts at `position` (asked before anything is saved there).
+
+        SHOW BINLOG EVENTS reads from the offset it is given, and refuses one inside an
+        event with error 1220 ("Wrong offset or I/O error"); the end of the file is fine.
+        Without the privilege to ask, the binlog stream finds out instead (error 1236).
+        """
+        try:
+            self.rows("SHOW BINLOG EVENTS IN %s FROM %s LIMIT 1", (position.file, position.pos))
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] == _ER_COMMAND_FAILED:
+                raise StartPositionError(not_an_event_start(position, str(exc.args[-1]))) from None
+            log.debug("cannot check that an event starts at %s: %s", position, exc)
+
     # ------------------------------------------------------------------ checks
     def preflight(self, reads_binlog: bool = True) -> list[str]:
         """Check the server is set up for CDC. Raise with every problem; return warnings.
@@ -367,6 +382,19 @@ class Database:
             if match:
                 found.setdefault(_text(row["t"]), set()).add(match.group(1))
         return {t: frozenset(c) for t, c in found.items()}
+
+
+# ER_ERROR_WHEN_EXECUTING_COMMAND: SHOW BINLOG EVENTS from an offset where no event starts.
+_ER_COMMAND_FAILED = 1220
+
+
+def not_an_event_start(position: BinlogPosition, message: str) -> str:
+    """Why `position` cannot be read from, and how to find one that can (issue 16: it is not a purge)."""
+    return (f"the server cannot read the binlog at {position}: {message}. {position} is not the start of an "
+            "event (the file is there; nothing was purged). Start at a transaction boundary: the End_log_pos of "
+            f"a Xid/COMMIT event in SHOW BINLOG EVENTS IN '{position.file}' (mysqlbinlog prints it as '# at N' "
+            "before the next event), or a position cdc printed: a checkpoint, or `last_commit` and the "
+            "actions' `position` of `cdc replay --dry-run`.")
 
 
 # MySQL/MariaDB ER_BAD_FIELD_ERROR: "Unknown column"; here, a column an ALTER removed or renamed.

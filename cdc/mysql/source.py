@@ -70,6 +70,7 @@ from cdc.model import (
     StartPoint,
     StreamRestarted,
 )
+from cdc.mysql.server import not_an_event_start
 from cdc.mysql.types import kind_of_field_type
 from cdc.retry import Attempts
 
@@ -617,13 +618,7 @@ def binlog_fatal(message: str, start: StartPoint) -> SourceError:
     text = message.lower()
     where = start.position if not start.by_gtid else f"GTID state {start.gtid}"
     if start.position is not None and not start.by_gtid and any(s in text for s in _NOT_AN_EVENT):
-        file = start.position.file
-        return StartPositionError(
-            f"the server cannot read the binlog at {where}: {message} (error 1236). {where} is not the start "
-            "of an event (the file is there; nothing was purged). Start at a transaction boundary: the "
-            f"End_log_pos of a Xid/COMMIT event in SHOW BINLOG EVENTS IN '{file}' (mysqlbinlog prints it as "
-            "'# at N' before the next event), or a position cdc printed: a checkpoint, or `last_commit` "
-            "and the actions' `position` of `cdc replay --dry-run`.")
+        return StartPositionError(not_an_event_start(start.position, f"{message} (error 1236)"))
     if any(s in text for s in _GONE):
         return PurgedPositionError(
             f"the server cannot send the binlog from {where}: {message} (error 1236). The binlog there was "

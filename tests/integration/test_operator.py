@@ -204,3 +204,26 @@ def test_bigint_unsigned_above_the_long_range_does_not_stop_a_default_rule(serve
     assert mapping["bu"] == {"type": "keyword"} and mapping["id"] == {"type": "keyword"}
     assert mapping["n"]["type"] == "long"  # every other field stays dynamic
     assert f"index {index}: mapped bu, id as keyword, creating the index" in cdc.text()
+
+
+def test_a_configured_start_inside_an_event_is_refused_before_it_becomes_the_checkpoint(
+        servers, db, database, es, index_prefix, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(2000))")
+    file, pos = binlog_position(db)
+    db.execute("INSERT INTO t VALUES (1, REPEAT('x', 1500))")
+    rows = next(e for e in db.query(f"SHOW BINLOG EVENTS IN '{file}' FROM {pos}")
+                if e["Event_type"].startswith("Write_rows"))
+    inside = rows["Pos"] + 100
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix), start__position=f"{file}:{inside}")
+    code, out = setup.command("run")
+    assert code == 2, out  # systemd's RestartPreventExitStatus keeps it stopped: a restart cannot help
+    assert f"{file}:{inside} is not the start of an event (the file is there; nothing was purged)" in out
+    assert setup.checkpoint() is None  # nothing saved, so fixing start.position is all it takes
+    config = yaml.safe_load(setup.config_path.read_text())
+    config["start"]["position"] = f"{file}:{pos}"
+    setup.config_path.write_text(yaml.safe_dump(config))
+    cdc = setup.run()
+    try:
+        wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+    finally:
+        assert cdc.stop() == 0
