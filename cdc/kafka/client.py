@@ -52,6 +52,11 @@ _ACCESS = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATI
 _TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
 
 
+# librdkafka's own log lines (connection failures and the like) go through cdc's logging, and so
+# its formats, instead of raw "%3|...|FAIL|..." lines on stderr.
+_LIBRDKAFKA_LOG = logging.getLogger("cdc.kafka.librdkafka")
+
+
 def _settings(config: KafkaConfig, extra: dict[str, Any], fixed: dict[str, Any], side: str) -> dict[str, Any]:
     clash = sorted(k for k in extra if k in fixed and extra[k] != fixed[k])
     if clash:
@@ -60,13 +65,17 @@ def _settings(config: KafkaConfig, extra: dict[str, Any], fixed: dict[str, Any],
     return {"bootstrap.servers": config.bootstrap_servers, **extra, **fixed}
 
 
+def _client(settings: dict[str, Any]) -> dict[str, Any]:
+    return {**settings, "logger": _LIBRDKAFKA_LOG}
+
+
 def ensure_topic(config: KafkaConfig, timeout: float = 10.0) -> str:
     """The topic, created with `kafka.partitions` if missing; its partition count as a description.
 
     Raises SinkUnavailableError while the broker cannot be reached (start-up waits it out).
     """
-    admin = AdminClient(_settings(config, {k: v for k, v in config.producer.items()
-                                           if k.startswith(("security.", "sasl.", "ssl."))}, {}, "producer"))
+    admin = AdminClient(_client(_settings(config, {k: v for k, v in config.producer.items()
+                                                   if k.startswith(("security.", "sasl.", "ssl."))}, {}, "producer")))
     try:
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -117,7 +126,7 @@ class KafkaPublisher:
         settings.setdefault("compression.type", "lz4")
         settings.setdefault("message.timeout.ms", int(config.delivery_timeout * 1000))
         settings["error_cb"] = self._on_error
-        self.producer = Producer(settings)
+        self.producer = Producer(_client(settings))
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -226,7 +235,7 @@ class ActionConsumer:
         if client_id:
             settings.setdefault("client.id", client_id)
         settings["error_cb"] = lambda err: log.warning("Kafka consumer: %s", err.str())
-        self.consumer = Consumer(settings)
+        self.consumer = Consumer(_client(settings))
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self.consumer.subscribe([config.topic], on_assign=self._assigned, on_revoke=self._revoked,
                                 on_lost=self._revoked)
