@@ -364,3 +364,44 @@ def test_a_message_too_large_for_the_broker_is_a_dead_letter_not_a_silent_skip(
     finally:
         writer.stop()
         assert cdc.stop() == 0
+
+
+def test_partitions_taken_from_a_writer_stuck_on_elasticsearch_are_written_by_the_next(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    """A rebalance while a writer retries: it stops that write, commits nothing, and the new owner
+    writes the batch from the last committed offset."""
+    create_two_tables(db)
+    topic = f"t-{index_prefix}"
+    rules = index_rules(database, index_prefix, "a")
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic, snapshot__mode="never")
+    es_host, es_port = servers.es_url.rsplit("//", 1)[1].split(":")
+    proxy = FaultProxy(es_host, int(es_port))
+    stuck_setup = writer_setup(tmp_path / "stuck", servers, rules, kafka, topic, es_url=f"http://127.0.0.1:{proxy.port}")
+    cdc = reader.run()
+    stuck = sink(stuck_setup)
+    helper = None
+    try:
+        wait_for("the first writer to own every partition", lambda: len((assignments(stuck) or [[]])[-1]) == 6)
+        db.execute("INSERT INTO a VALUES (1, 1, 'x')")
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])  # the path works
+        proxy.cut()  # Elasticsearch unreachable for this writer only
+        db.execute("INSERT INTO a SELECT seq, seq, 'y' FROM seq_2_to_300")
+        stuck.wait_for_log("retrying", timeout=60)
+        helper = sink(writer_setup(tmp_path / "helper", servers, rules, kafka, topic))  # straight to Elasticsearch
+        stuck.wait_for_log("revoked while writing a batch: stopping it", timeout=60)
+        # The partitions are split between the two; the new writer writes its share of the batch the
+        # first one gave up, while the first is still cut off (its share waits for Elasticsearch).
+        wait_for("the new writer's share in Elasticsearch", lambda: len(es_docs(es, f"{index_prefix}-a")) > 1)
+        assert assignments(helper)[-1] and assignments(stuck)[-1] and \
+            set(assignments(helper)[-1]) | set(assignments(stuck)[-1]) == set(range(6))
+        proxy.restore()
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=60)
+        db.execute("UPDATE a SET v = -v")  # both writers go on, with their new share of the partitions
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=60)
+    finally:
+        proxy.restore()
+        for w in (stuck, helper):
+            if w is not None:
+                assert w.stop() == 0, w.text()[-3000:]
+        assert cdc.stop() == 0
+        proxy.close()
