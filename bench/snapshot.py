@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Snapshot benchmark: copy a 1M-row table with `cdc run` (snapshot, then stop), next to mysqldump.
 
-    .venv/bin/python bench/snapshot.py [--rows 1000000] [--repeat 2]
+    .venv/bin/python bench/snapshot.py [--rows 1000000] [--repeat 2] [--code DIR] [--baseline DIR]
 
 Reports rows/s and cdc's peak memory (VmHWM of the process), and, as a
 reference point for reading the same table, `mysqldump` of it to /dev/null
 (mysqldump only reads; cdc also converts and indexes, so expect it slower).
+As the ceiling on the indexing side, the very documents cdc wrote are read
+back and sent again with raw `_bulk` requests (1,000 documents each, 4 in
+flight, bodies encoded before the clock starts) into a new index: the rate
+the cluster takes these documents at when nothing else has to happen.
+With --baseline DIR, the cdc in DIR/cdc runs too, alternating with --code.
 Runs on its own servers (ports 23306/29200, as bench/catchup.py).
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import signal
 import statistics
@@ -80,7 +86,16 @@ def proc_kb(pid: int, field: str) -> int:
     return 0
 
 
-def run_cdc(ep, rows: int, n: int) -> dict:
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (/proc/PID/stat fields 14 and 15, in clock ticks)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False) -> dict:
     es = Elasticsearch(ep.es_url, request_timeout=60)
     index = f"benchsnap-{n}"
     if es.indices.exists(index=index):
@@ -92,14 +107,14 @@ def run_cdc(ep, rows: int, n: int) -> dict:
     config = work / "cdc.yml"
     config.write_text(yaml.safe_dump({
         "mysql": {"host": ep.mariadb_host, "port": ep.mariadb_port, "user": ep.cdc_user,
-                  "password": "${BENCH_PW}", "server_id": 7000 + n},
+                  "password": "${BENCH_PW}", "server_id": 7000 + 100 * (os.getpid() % 10) + n},
         "elasticsearch": {"hosts": [ep.es_url]},
         "checkpoint": {"path": "checkpoint.json"}, "rules": "rules"}))
     config.chmod(0o600)
     log = open(work / "cdc.log", "wb")
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "cdc", "run", "--config", str(config), "--log-format", "json"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=code,
                             env={**os.environ, "BENCH_PW": ep.cdc_password})
     peak = 0
     while True:
@@ -110,17 +125,57 @@ def run_cdc(ep, rows: int, n: int) -> dict:
             raise SystemExit(f"cdc exited {proc.returncode}: {(work / 'cdc.log').read_text()[-2000:]}")
         time.sleep(0.2)
     seconds = time.monotonic() - t0
+    cpu = proc_cpu_seconds(proc.pid)  # all of cdc's threads, start-up included
     peak = max(peak, proc_kb(proc.pid, "VmHWM"))
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     log.close()
     es.indices.refresh(index=index)
     count = es.count(index=index)["count"]
+    raw_result = raw_bulk(es, index, n) if raw else None
     es.indices.delete(index=index)
     es.close()
     if count != rows:
         raise SystemExit(f"index has {count} documents, table {rows} rows")
-    return {"seconds": seconds, "rows_per_s": rows / seconds, "peak_rss_mb": peak / 1024}
+    return {"seconds": seconds, "rows_per_s": rows / seconds, "peak_rss_mb": peak / 1024, "code": str(code),
+            "cpu_seconds": cpu, "cpu_us_per_row": 1e6 * cpu / rows, "raw_bulk": raw_result}
+
+
+def raw_bulk(es: Elasticsearch, source: str, n: int, per_request: int = 1000, in_flight: int = 4) -> dict:
+    """The documents of `source` sent again by plain `_bulk` into a new index; the clock covers only the sending."""
+    from elasticsearch import helpers
+    import orjson
+
+    target = f"benchsnap-raw-{n}"
+    if es.indices.exists(index=target):
+        es.indices.delete(index=target)
+    bodies, lines, docs = [], [], 0
+    for hit in helpers.scan(es, index=source, size=5000, query={"query": {"match_all": {}}}):
+        lines.append(orjson.dumps({"index": {"_index": target, "_id": hit["_id"]}}))
+        lines.append(orjson.dumps(hit["_source"]))
+        docs += 1
+        if len(lines) >= 2 * per_request:
+            bodies.append(b"\n".join(lines) + b"\n")
+            lines = []
+    if lines:
+        bodies.append(b"\n".join(lines) + b"\n")
+
+    def send(body: bytes) -> None:
+        resp = es.bulk(body=body, filter_path="errors")
+        if resp.body.get("errors"):
+            raise SystemExit("raw _bulk had item errors")
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(send, bodies))
+    seconds = time.monotonic() - t0
+    es.indices.refresh(index=target)
+    count = es.count(index=target)["count"]
+    es.indices.delete(index=target)
+    if count != docs:
+        raise SystemExit(f"raw _bulk index has {count} documents of {docs}")
+    return {"seconds": seconds, "docs_per_s": docs / seconds, "docs": docs, "per_request": per_request,
+            "in_flight": in_flight}
 
 
 def run_mysqldump(ep, rows: int) -> dict:
@@ -143,22 +198,39 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "snapshot.json")
+    parser.add_argument("--code", type=Path, default=ROOT, metavar="DIR", help="run the cdc package in DIR/cdc")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also run the cdc in DIR/cdc, alternating with --code (which goes first swaps)")
     args = parser.parse_args()
     ep = servers.up()
     load(ep, args.rows)
-    cdc_runs, dump_runs = [], []
-    for n in range(args.repeat):  # interleaved, so noise hits both alike
+    cdc_runs, dump_runs, base_runs = [], [], []
+    for n in range(args.repeat):  # interleaved, so noise hits all alike
         dump_runs.append(run_mysqldump(ep, args.rows))
-        cdc_runs.append(run_cdc(ep, args.rows, n))
-        print(f"run {n + 1}: cdc {cdc_runs[-1]['rows_per_s']:.0f} rows/s, peak {cdc_runs[-1]['peak_rss_mb']:.0f} MB; "
-              f"mysqldump {dump_runs[-1]['rows_per_s']:.0f} rows/s", flush=True)
+        order = [("code", args.code.resolve())]
+        if args.baseline:
+            order.append(("baseline", args.baseline.resolve()))
+            if n % 2 == 0:
+                order.reverse()
+        for k, (name, code) in enumerate(order):
+            run = run_cdc(ep, args.rows, 10 * n + k, code, raw=(name == "code"))
+            (cdc_runs if name == "code" else base_runs).append(run)
+            raw = run["raw_bulk"]
+            print(f"run {n + 1} {name}: cdc {run['rows_per_s']:.0f} rows/s, peak {run['peak_rss_mb']:.0f} MB, "
+                  f"CPU {run['cpu_seconds']:.1f} s ({run['cpu_us_per_row']:.0f} us/row)"
+                  + (f"; raw _bulk {raw['docs_per_s']:.0f} docs/s" if raw else ""), flush=True)
+        print(f"run {n + 1}: mysqldump {dump_runs[-1]['rows_per_s']:.0f} rows/s", flush=True)
 
     def median(runs, key):
         return statistics.median(r[key] for r in runs)
 
-    result = {"rows": args.rows, "cdc": cdc_runs, "mysqldump": dump_runs,
+    result = {"rows": args.rows, "command": " ".join(sys.argv), "cdc": cdc_runs, "baseline": base_runs,
+              "mysqldump": dump_runs,
               "median": {"cdc_rows_per_s": median(cdc_runs, "rows_per_s"),
                          "cdc_peak_rss_mb": median(cdc_runs, "peak_rss_mb"),
+                         "raw_bulk_docs_per_s": statistics.median(r["raw_bulk"]["docs_per_s"] for r in cdc_runs),
+                         **({"baseline_rows_per_s": median(base_runs, "rows_per_s"),
+                             "baseline_peak_rss_mb": median(base_runs, "peak_rss_mb")} if base_runs else {}),
                          "mysqldump_rows_per_s": median(dump_runs, "rows_per_s"),
                          "mysqldump_peak_rss_mb": median(dump_runs, "peak_rss_mb")}}
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +240,12 @@ def main() -> int:
           f"| cdc snapshot (read, convert, index) | {m['cdc_rows_per_s']:,.0f} | {m['cdc_peak_rss_mb']:.0f} MB |\n"
           f"| mysqldump to /dev/null (read only) | {m['mysqldump_rows_per_s']:,.0f} | "
           f"{m['mysqldump_peak_rss_mb']:.0f} MB |\n| ratio cdc / mysqldump | "
-          f"{m['cdc_rows_per_s'] / m['mysqldump_rows_per_s']:.2f} | |")
+          f"{m['cdc_rows_per_s'] / m['mysqldump_rows_per_s']:.2f} | |\n"
+          f"| raw _bulk of the same documents | {m['raw_bulk_docs_per_s']:,.0f} | |\n"
+          f"| ratio cdc / raw _bulk | {m['cdc_rows_per_s'] / m['raw_bulk_docs_per_s']:.2f} | |"
+          + (f"\n| baseline cdc | {m['baseline_rows_per_s']:,.0f} | {m['baseline_peak_rss_mb']:.0f} MB |"
+             f"\n| ratio cdc / baseline | {m['cdc_rows_per_s'] / m['baseline_rows_per_s']:.2f} | |"
+             if base_runs else ""))
     return 0
 
 
