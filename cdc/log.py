@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-FIELDS = ("table", "position", "gtid", "doc_id", "index", "error", "lag_seconds")
+FIELDS = ("table", "position", "gtid", "doc_id", "index", "error", "lag_seconds", "server_id")
 # Belt and braces: never print a password or API key even if a library puts one in a message.
 _SECRET = re.compile(r"(?i)(password|passwd|api_key|apikey|authorization)(['\"]?\s*[:=]\s*['\"]?)([^'\"\s,}]+)")
 

@@ -11,8 +11,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cdc.app.session import Session, check_writable, log_summary
+from cdc.app.session import Session, check_writable, log_summary, patiently
 from cdc.model import Action, BinlogPosition, StartPoint
+from cdc.mysql.server import Database
 
 log = logging.getLogger("cdc")
 
@@ -21,6 +22,31 @@ log = logging.getLogger("cdc")
 class ReplayRange:
     start: StartPoint
     end: BinlogPosition | None  # None: up to the end of the binlog when the replay starts
+
+
+def _unused_server_id(session: Session) -> int:
+    """mysql.server_id + 1, or the next id no reader is listed with.
+
+    A reader that just stopped (the previous replay) stays listed until the server
+    next fails to send it a heartbeat; taking the next free id spares a back-to-back
+    replay that wait (issue 16). An explicit --server-id is used as given.
+    """
+    config = session.config.mysql
+    first = config.server_id + 1
+    db = patiently("connecting to MySQL", lambda: Database(config), session.stop, session.config.retry)
+    try:
+        listed = db.replica_ids()
+        taken = {config.server_id, db.info.server_id}
+    finally:
+        db.close()
+    if listed is None:  # not allowed to ask: preflight says so, and waits for a clash as before
+        return first
+    chosen = next(i for i in range(first, first + 1000) if i not in listed | taken)
+    if chosen != first:
+        log.info("server_id %d is listed in SHOW SLAVE HOSTS (a reader that just stopped stays listed until its "
+                 "next heartbeat); this replay reads with server_id %d", first, chosen,
+                 extra={"server_id": chosen})
+    return chosen
 
 
 def action_json(action: Action) -> dict[str, Any]:
@@ -41,7 +67,9 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
     """
     # A replay runs beside the daemon, so it must register with another server_id.
     config = session.config
-    mysql = config.mysql.model_copy(update={"server_id": server_id or config.mysql.server_id + 1})
+    if server_id is None:
+        server_id = _unused_server_id(session)
+    mysql = config.mysql.model_copy(update={"server_id": server_id})
     session.config = config = config.model_copy(update={"mysql": mysql})
     store = None
     if move_checkpoint:

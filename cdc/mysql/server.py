@@ -268,6 +268,13 @@ class Database:
                     f"GRANT {', '.join(missing)} ON *.* TO the cdc user"]
         return []
 
+    def replica_ids(self) -> set[int] | None:
+        """The server_ids of the readers the server lists (SHOW SLAVE HOSTS / SHOW REPLICAS); None if not allowed."""
+        try:
+            return {_listed_id(h) for h in self.rows("SHOW SLAVE HOSTS" if self.info.mariadb else "SHOW REPLICAS")}
+        except pymysql.err.MySQLError:
+            return None
+
     def _server_id_in_use(self) -> tuple[str | None, str | None]:
         sql = "SHOW SLAVE HOSTS" if self.info.mariadb else "SHOW REPLICAS"
         # A reader that just died (crash, SIGKILL) stays registered until the
@@ -282,7 +289,7 @@ class Database:
             except pymysql.err.MySQLError:
                 return None, (f"could not run {sql} to check that server_id {self.config.server_id} is unused "
                               "(MariaDB: GRANT REPLICATION MASTER ADMIN; MySQL: REPLICATION SLAVE)")
-            clash = [h for h in hosts if int(h.get("Server_id", 0)) == self.config.server_id]
+            clash = [h for h in hosts if _listed_id(h) == self.config.server_id]
             if not clash:
                 return None, None
             host = clash[0].get("Host") or "unknown host"
@@ -382,6 +389,11 @@ class Database:
             if match:
                 found.setdefault(_text(row["t"]), set()).add(match.group(1))
         return {t: frozenset(c) for t, c in found.items()}
+
+
+def _listed_id(host: dict) -> int:
+    """A row of SHOW SLAVE HOSTS (MariaDB: Server_id) or SHOW REPLICAS (MySQL 8.4: Server_Id)."""
+    return int(next((v for k, v in host.items() if k.lower() == "server_id"), 0))
 
 
 # ER_ERROR_WHEN_EXECUTING_COMMAND: SHOW BINLOG EVENTS from an offset where no event starts.

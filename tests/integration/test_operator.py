@@ -227,3 +227,27 @@ def test_a_configured_start_inside_an_event_is_refused_before_it_becomes_the_che
         wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     finally:
         assert cdc.stop() == 0
+
+
+def test_a_replay_takes_the_next_free_server_id_instead_of_waiting(servers, db, database, es, index_prefix,
+                                                                   tmp_path):
+    """Back-to-back replays stalled ~9 s on the previous one's listing (issue 16). Here a live reader holds
+    server_id + 1, which a stale entry looks like to the server: the replay takes the next id at once."""
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    (tmp_path / "replay").mkdir()
+    (tmp_path / "holder").mkdir()
+    setup = CdcSetup(tmp_path / "replay", servers, table_rule(database, index_prefix))
+    holder = CdcSetup(tmp_path / "holder", servers, table_rule(database, index_prefix),
+                      mysql__server_id=setup.server_id + 1)
+    daemon = holder.run()
+    try:
+        file, pos = binlog_position(db)
+        db.execute("INSERT INTO t VALUES (1, 1)")
+        proc = setup.process("replay", "--from-position", f"{file}:{pos}").start()
+        assert proc.wait() == 0, proc.text()
+    finally:
+        assert daemon.stop() == 0
+    [picked] = [r for r in proc.logs() if "this replay reads with server_id" in r.get("msg", "")]
+    assert picked["server_id"] == setup.server_id + 2
+    assert "waiting up to" not in proc.text()
+    wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"], timeout=10)
