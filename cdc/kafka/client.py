@@ -44,8 +44,12 @@ log = logging.getLogger("cdc.kafka")
 
 # Settings cdc's guarantees rest on: user settings (kafka.producer / kafka.consumer) cannot change them.
 PRODUCER_FIXED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
+# The classic group protocol with an eager assignor: a rebalance takes every partition away before
+# any is handed out, so a writer that drops its unfinished batch on revocation re-reads all of it
+# from the committed offsets. An incremental rebalance (cooperative-sticky, or KIP-848's
+# group.protocol=consumer) would let it keep partitions whose read position is past that batch.
 CONSUMER_FIXED: dict[str, Any] = {"enable.auto.commit": False, "enable.auto.offset.store": False,
-                                  "enable.partition.eof": False}
+                                  "enable.partition.eof": False, "group.protocol": "classic"}
 _ACCESS = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
            KafkaError.SASL_AUTHENTICATION_FAILED}
@@ -226,6 +230,10 @@ class ActionConsumer:
                  on_revoke: Callable[[list[int]], None], client_id: str | None = None):
         self.config = config
         settings = _settings(config, config.consumer, CONSUMER_FIXED, "consumer")
+        if "cooperative" in str(settings.get("partition.assignment.strategy", "")):
+            raise ConfigError("kafka.consumer: partition.assignment.strategy must be eager (range or roundrobin): "
+                              "cdc sink drops an unfinished batch when partitions are revoked and relies on "
+                              "reading all of it again (README: Kafka mode)")
         settings.setdefault("group.id", config.group_id)
         settings.setdefault("auto.offset.reset", "earliest")  # a new group starts at the topic's beginning
         # A killed writer's partitions move after this (librdkafka's default is 45 s). The writer

@@ -47,3 +47,14 @@ def test_the_guarantees_cannot_be_configured_away(tmp_path, side, fixed, key, va
     c = config(tmp_path, {"kafka": {side: {key: value}}})
     with pytest.raises(ConfigError, match=key):
         _settings(c.kafka, getattr(c.kafka, side), fixed, side)
+
+
+def test_an_incremental_rebalance_is_refused(tmp_path):
+    from cdc.kafka.client import ActionConsumer
+
+    c = config(tmp_path, {"kafka": {"consumer": {"partition.assignment.strategy": "cooperative-sticky"}}})
+    with pytest.raises(ConfigError, match="eager"):
+        ActionConsumer(c.kafka, lambda p: None, lambda p: None)
+    c = config(tmp_path, {"kafka": {"consumer": {"group.protocol": "consumer"}}})
+    with pytest.raises(ConfigError, match="group.protocol"):
+        _settings(c.kafka, c.kafka.consumer, CONSUMER_FIXED, "consumer")
