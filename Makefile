@@ -21,6 +21,7 @@ demo: deps $(BIN)/.installed
 
 test: deps $(BIN)/.installed
 	$(BIN)/python -m pyflakes cdc scripts tests bench
+	$(BIN)/python -m mypy cdc
 	$(BIN)/pytest
 
 # Opt-in: two pytest-xdist workers; tests marked serial in tests/conftest.py run alone

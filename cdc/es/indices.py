@@ -136,9 +136,9 @@ def generated_mappings(rule: Rule, options: ValueOptions) -> dict:
         spec = value_field(value)
         if spec is not None:
             properties[name] = spec
-    for name in (rule.add_table_name, rule.add_schema_name):
-        if name:
-            properties[name] = dict(KEYWORD)
+    for extra in (rule.add_table_name, rule.add_schema_name):
+        if extra:
+            properties[extra] = dict(KEYWORD)
     if rule.on_delete == "soft":
         properties[rule.soft_delete_field] = {"type": "boolean"}
     return {"properties": properties}
@@ -274,7 +274,8 @@ class PlanState:
     differences: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        out = {"kind": self.plan.kind, "name": self.plan.name, "state": self.state, "rules": list(self.plan.rules)}
+        out: dict[str, Any] = {"kind": self.plan.kind, "name": self.plan.name, "state": self.state,
+                               "rules": list(self.plan.rules)}
         if self.plan.pattern:
             out["index_patterns"] = [self.plan.pattern]
         if self.differences:
@@ -294,9 +295,11 @@ def inspect(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
             if status == 404:
                 out.append(PlanState(plan, "create"))
                 continue
-            have = next(iter(body.values()), {}).get("mappings", {}) if isinstance(body, dict) else {}
+            empty: dict[str, Any] = {}
+            have = next(iter(body.values()), empty).get("mappings", {}) if isinstance(body, dict) else {}
             _, settings = sink.admin("GET", f"/{plan.name}/_settings?flat_settings=true")
-            have_settings = next(iter(settings.values()), {}).get("settings", {}) if isinstance(settings, dict) else {}
+            have_settings = (next(iter(settings.values()), empty).get("settings", {}) if isinstance(settings, dict)
+                             else {})
             diffs = compare_mappings(plan.mappings, have) + compare_settings(plan.settings, have_settings)
         else:
             status, body = sink.admin("GET", f"/_index_template/{plan.name}")

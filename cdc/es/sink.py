@@ -45,10 +45,10 @@ BULK_RESPONSE_FIELDS = "items.*.status,items.*.error"
 class _OrjsonSerializer(JsonSerializer):
     """Documents are already JSON-safe (values.py), so orjson can encode them quickly."""
 
-    def dumps(self, data) -> str:
+    def dumps(self, data) -> bytes:
         if isinstance(data, str):
-            return data
-        return orjson.dumps(data).decode()
+            return data.encode()
+        return orjson.dumps(data)
 
 
 def encode_bulk(actions: Sequence[Action]) -> bytes:
@@ -322,9 +322,9 @@ class ElasticsearchSink:
         return SinkError(f"Elasticsearch client error: {type(exc).__name__}: {exc}")
 
 
-def _certificate_refused(exc: Exception) -> bool:
+def _certificate_refused(exc: BaseException) -> bool:
     """Did verification fail (as opposed to a handshake cut short by a restarting server)?"""
-    seen: Exception | None = exc
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return True
