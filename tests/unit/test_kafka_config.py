@@ -58,3 +58,18 @@ def test_an_incremental_rebalance_is_refused(tmp_path):
     c = config(tmp_path, {"kafka": {"consumer": {"group.protocol": "consumer"}}})
     with pytest.raises(ConfigError, match="group.protocol"):
         _settings(c.kafka, c.kafka.consumer, CONSUMER_FIXED, "consumer")
+
+
+def test_the_compose_files_kafka_config_validates_and_the_writers_use_it(monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("CDC_MYSQL_PASSWORD", "secret")
+    c = load_config(root / "deploy" / "docker" / "cdc-kafka.yml")
+    assert c.destination == "kafka" and c.kafka.bootstrap_servers == "kafka:9092"
+    compose = yaml.safe_load((root / "docker-compose.kafka.yml").read_text())
+    sink = compose["services"]["sink"]
+    assert sink["command"][0] == "sink" and "./deploy/docker/cdc-kafka.yml:/etc/cdc/cdc.yml:ro" in sink["volumes"]
+    assert compose["services"]["cdc"]["volumes"] == ["./deploy/docker/cdc-kafka.yml:/etc/cdc/cdc.yml:ro"]
+    unit = (root / "deploy" / "systemd" / "cdc-sink.service").read_text()
+    assert "ExecStart=/opt/cdc/bin/cdc sink --config /etc/cdc/cdc.yml" in unit and "Type=notify" in unit
