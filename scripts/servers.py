@@ -629,6 +629,134 @@ def opensearch3_down() -> None:
     opensearch_down(3)
 
 
+# OpenSearch with its security plugin, for the destination security tests. The
+# integ-test-zips carry no security plugin, but Maven Central has the plugin's zip
+# (org.opensearch.plugin:opensearch-security) for a few versions; 2.11.1 is the
+# newest with both the plugin and an integ-test-zip there (read 2026-11-28).
+OPENSEARCH_SECURE_VERSION = "2.11.1"
+
+
+def _opensearch_security_zip(version: str) -> Path:
+    plugin_version = f"{version}.0"
+    zip_path = (Path.home() / ".m2/repository/org/opensearch/plugin/opensearch-security" / plugin_version
+                / f"opensearch-security-{plugin_version}.zip")
+    if not zip_path.is_file():
+        log(f"opensearch: fetching the security plugin {plugin_version} from Maven Central")
+        run = subprocess.run(
+            ["mvn", "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get", "-Dtransitive=false",
+             f"-Dartifact=org.opensearch.plugin:opensearch-security:{plugin_version}:zip"],
+            capture_output=True, text=True)
+        if run.returncode != 0 or not zip_path.is_file():
+            raise ServerError(f"could not fetch the OpenSearch security plugin with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+    return zip_path
+
+
+def opensearch_secure_up(run_dir: Path, port: int, transport_port: int, cert: Path, key: Path, ca: Path,
+                         users: dict[str, tuple[str, list[str]]], roles: dict[str, dict],
+                         admin_user: str = "admin", admin_password: str = "admin-secret") -> SecureEs:
+    """A throwaway OpenSearch with the security plugin: TLS on HTTP and transport, internal users and roles.
+
+    `cert` must be valid for server and client authentication (the transport uses it
+    both ways) with a PKCS#8 `key`; `roles` are the plugin's role bodies
+    (`cluster_permissions`, `index_permissions`), `users` name (password, roles).
+    The security index is made from these files at first start
+    (plugins.security.allow_default_init_securityindex), so no securityadmin run.
+    """
+    import base64
+    import ssl
+
+    version = OPENSEARCH_SECURE_VERSION
+    home = _opensearch_install(version)
+    java_home = _java_home("8.0.0")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OPENSEARCH_JAVA_HOME": java_home, "HOME": str(run_dir),
+           "OPENSEARCH_JAVA_OPTS": os.environ.get("OPENSEARCH_JAVA_OPTS", "-Xms512m -Xmx512m"),
+           "OPENSEARCH_TMPDIR": str(run_dir / "tmp")}
+    if not (home / "plugins" / "opensearch-security").is_dir():
+        # A copy ES_USER can read (~/.m2 is root's).
+        zip_path = OPENSEARCH_DIR / _opensearch_security_zip(version).name
+        shutil.copyfile(_opensearch_security_zip(version), zip_path)
+        os.chmod(zip_path, 0o644)
+        # As root (the tool sets the config files' group to its directory's), then handed to ES_USER.
+        installed = subprocess.run([str(home / "bin" / "opensearch-plugin"), "install", "--batch", f"file://{zip_path}"],
+                                   env={**env, "HOME": str(home)}, capture_output=True, text=True)
+        zip_path.unlink()
+        subprocess.run(["chown", "-R", ES_USER, str(home)], check=True)
+        if installed.returncode != 0:
+            raise ServerError(f"opensearch-plugin install failed:\n{installed.stdout[-2000:]}{installed.stderr[-2000:]}")
+    conf = run_dir / "config"
+    shutil.rmtree(conf, ignore_errors=True)
+    shutil.copytree(home / "config", conf)
+    (conf / "certs").mkdir()
+    for source, name in ((cert, "node.pem"), (key, "node-key.pem"), (ca, "ca.pem")):
+        shutil.copyfile(source, conf / "certs" / name)
+    all_users = {admin_user: (admin_password, ["all_access"]), **users}
+    hashes = {}
+    for name, (password, _) in all_users.items():
+        made = subprocess.run(["bash", str(home / "plugins" / "opensearch-security" / "tools" / "hash.sh"), "-p", password],
+                              env={**env, "JAVA_HOME": java_home}, capture_output=True, text=True)
+        lines = [line for line in made.stdout.splitlines() if line.startswith("$2")]
+        if made.returncode != 0 or not lines:
+            raise ServerError(f"hash.sh failed for {name}:\n{made.stdout[-2000:]}{made.stderr[-2000:]}")
+        hashes[name] = lines[-1]
+    security = conf / "opensearch-security"
+    # JSON is YAML: the plugin's files take the bodies of its REST API as they are.
+    (security / "internal_users.yml").write_text(
+        json.dumps({"_meta": {"type": "internalusers", "config_version": 2},
+                    **{name: {"hash": hashes[name]} for name in all_users}}))
+    (security / "roles.yml").write_text(json.dumps({"_meta": {"type": "roles", "config_version": 2}, **roles}))
+    mapping: dict[str, dict] = {}
+    for name, (_, user_roles) in all_users.items():
+        for role in user_roles:
+            mapping.setdefault(role, {"users": []})["users"].append(name)
+    (security / "roles_mapping.yml").write_text(
+        json.dumps({"_meta": {"type": "rolesmapping", "config_version": 2}, **mapping}))
+    subject = "CN=" + cert.stem
+    (conf / "opensearch.yml").write_text("\n".join([
+        "plugins.security.ssl.transport.pemcert_filepath: certs/node.pem",
+        "plugins.security.ssl.transport.pemkey_filepath: certs/node-key.pem",
+        "plugins.security.ssl.transport.pemtrustedcas_filepath: certs/ca.pem",
+        "plugins.security.ssl.transport.enforce_hostname_verification: false",
+        "plugins.security.ssl.http.enabled: true",
+        "plugins.security.ssl.http.pemcert_filepath: certs/node.pem",
+        "plugins.security.ssl.http.pemkey_filepath: certs/node-key.pem",
+        "plugins.security.ssl.http.pemtrustedcas_filepath: certs/ca.pem",
+        "plugins.security.allow_default_init_securityindex: true",
+        f"plugins.security.nodes_dn: [{json.dumps(subject)}]",
+        "plugins.security.authcz.admin_dn: [\"CN=cdc-no-admin-certificate\"]",
+        "plugins.security.audit.type: noop",
+        "plugins.security.restapi.roles_enabled: [\"all_access\"]", ""]))
+    for sub in ("logs", "data", "tmp"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
+    os.chmod(run_dir, 0o755)
+    pid_file = run_dir / "es.pid"  # SecureEs.pid_file
+    log(f"opensearch {version} (security plugin): starting on port {port}")
+    start = _launch(
+        ["runuser", "-u", ES_USER, "--", str(home / "bin" / "opensearch"), "-d", "-p", str(pid_file),
+         "-Ediscovery.type=single-node", "-Enetwork.host=127.0.0.1", f"-Ehttp.port={port}",
+         f"-Etransport.port={transport_port}", f"-Epath.data={run_dir / 'data'}", f"-Epath.logs={run_dir / 'logs'}",
+         "-Ecluster.routing.allocation.disk.threshold_enabled=false", "-Ecluster.name=cdc-opensearch-secure"],
+        env={**env, "OPENSEARCH_PATH_CONF": str(conf)}, out=run_dir / "start.out")
+    log_file = run_dir / "logs" / "cdc-opensearch-secure.log"
+    if start[0] != 0:
+        raise ServerError(f"OpenSearch {version} (security) failed to start (exit {start[0]}):\n{start[1]}\n"
+                          f"Tail of {log_file}:\n{_tail(log_file)}")
+    context = ssl.create_default_context(cafile=str(ca))
+    token = base64.b64encode(f"{admin_user}:{admin_password}".encode()).decode()
+    url = f"https://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        status = _es_health(url, context=context, headers={"Authorization": f"Basic {token}"})
+        if status and status.get("status") in ("green", "yellow"):
+            break
+        if time.monotonic() > deadline or (pid_file.exists() and _pid_alive(pid_file) is None):
+            raise ServerError(f"OpenSearch {version} (security) did not become healthy. Tail of {log_file}:\n"
+                              f"{_tail(log_file)}")
+        time.sleep(1)
+    log(f"opensearch {version} (security plugin): ready")
+    return SecureEs(url, run_dir, admin_user, admin_password)
+
+
 def destinations_running() -> dict[str, bool]:
     return {"es7": _es_health(f"http://127.0.0.1:{ES7_PORT}") is not None,
             "opensearch": _es_health(f"http://127.0.0.1:{OPENSEARCH_PORT}") is not None,

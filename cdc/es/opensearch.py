@@ -55,7 +55,10 @@ class OpenSearchSink:
         if config.ca_certs:
             kwargs["ca_certs"] = config.ca_certs
         if config.ssl_assert_fingerprint:
-            kwargs["ssl_assert_fingerprint"] = config.ssl_assert_fingerprint.replace(":", "").lower()
+            # The pin replaces the CA check, as elastic_transport does for Elasticsearch: urllib3
+            # compares the fingerprint itself, also with verification off (its assert_fingerprint).
+            kwargs.update(ssl_assert_fingerprint=config.ssl_assert_fingerprint.replace(":", "").lower(),
+                          verify_certs=False, ssl_show_warn=False)
         if config.insecure:
             # Logged once at start-up (config.security_warnings), not per connection.
             kwargs.update(verify_certs=False, ssl_show_warn=False)
@@ -144,6 +147,11 @@ class OpenSearchSink:
                 if isinstance(error, dict) and error.get("type") == "index_not_found_exception":
                     out.append(None)
                     continue
+                if isinstance(error, dict) and error.get("type") == "security_exception":
+                    # OpenSearch's security plugin refuses mget per document, not per request
+                    # (Elasticsearch answers 403 for the whole request): the same set-up error.
+                    raise SinkAccessError(f"OpenSearch denied access (403): {error.get('reason')} "
+                                          "(README: Destinations, OpenSearch security)")
                 raise SinkUnavailableError(f"OpenSearch could not get {index}/{doc_id}: {error}")
             out.append(StoredDoc(doc["_index"], doc["_id"], int(doc["_version"]), doc.get("_source") or {},
                                  doc.get("_routing", routing)) if doc.get("found") else None)
