@@ -25,7 +25,7 @@ from cdc.es.destination import Destination
 from cdc.model import Action, BinlogPosition, RowChange, RowsData
 from cdc.mysql.server import Database
 from cdc.mysql.source import BinlogSource
-from cdc.retry import Backoff
+from cdc.retry import Attempts
 from cdc.rules import ActionBuilder, Rule, RuleSet, load_rules, resolved_or_stop
 from cdc.rules.rowpath import NATIVE_AVAILABLE, RowPath, check_mode
 from cdc.rules.values import ValueOptions
@@ -44,19 +44,17 @@ def patiently(what: str, call: Callable, stop: threading.Event, retry):
     What may be tried again is the error's `retriable` flag, set where the error
     is made (cdc/errors.py): the library boundary knows what a failure means.
     """
-    backoff = Backoff(retry.initial_backoff, retry.max_backoff)
-    attempts = 0
+    attempts = Attempts(retry)
     while True:
         try:
             return call()
         except CdcError as exc:
             if not exc.retriable:
                 raise
-            attempts += 1
-            if retry.max_attempts and attempts >= retry.max_attempts:
+            delay = attempts.failed()
+            if delay is None:
                 raise
-            delay = backoff.next()
-            log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, exc, delay, attempts)
+            log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, exc, delay, attempts.count)
             if stop.wait(delay):
                 raise CdcError(f"stopped while waiting for {what}") from None
 
