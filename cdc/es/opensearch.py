@@ -39,8 +39,6 @@ logging.getLogger("opensearch").setLevel(logging.ERROR)
 
 
 class OpenSearchSink:
-    engine_name = "OpenSearch"
-
     def __init__(self, config: ElasticsearchConfig, engine: Engine | None = None):
         self.engine = engine
         kwargs: dict = dict(

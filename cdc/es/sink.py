@@ -147,8 +147,6 @@ class Elasticsearch7(Elasticsearch):
 
 
 class ElasticsearchSink:
-    engine_name = "Elasticsearch"
-
     def __init__(self, config: ElasticsearchConfig, engine: Engine | None = None):
         kwargs: dict = dict(
             hosts=config.hosts,
