@@ -18,7 +18,7 @@ import signal
 import time
 
 import pytest
-from harness import CdcSetup, WriteLoad, create_two_tables, db_docs, index_rules
+from harness import CdcSetup, WriteLoad, binlog_position, create_two_tables, db_docs, index_rules
 from opensearchpy import OpenSearch, helpers
 from test_rules_values import ALL_TYPES, MAX_DOC, MAX_ROW, MIN_DOC, MIN_ROW, NULL_DOC, NULL_ROW, ZERO_DOC, ZERO_ROW
 from test_verify import _found, verify
@@ -212,6 +212,45 @@ def test_type_table_with_the_mapping_cdc_creates(destination, servers, db, datab
     # `cdc check` names the engine it found.
     code, out = setup.command("check")
     assert code == 0 and f"{ENGINE_NAMES[destination.name]}" in out and ", cluster health " in out, out
+
+
+# ------------------------------------------------------------------ 429: retried alone, nothing saved past them
+def test_items_refused_with_429_are_retried_until_accepted(destination, servers, db, database, search, unique_name,
+                                                           tmp_path):
+    create_two_tables(db)
+    ia, ib = f"{unique_name}-a", f"{unique_name}-b"
+    for index in (ia, ib):
+        search.client.indices.create(index=index)
+    # The flood-stage block: every engine answers 429 for each write to b, and only to b.
+    search.client.indices.put_settings(index=ib, body={"index.blocks.read_only_allow_delete": True})
+    setup = setup_for(tmp_path, servers, destination, index_rules(database, unique_name, "a", "b"),
+                      snapshot__mode="never")
+    cdc = setup.run()
+    try:
+        before = binlog_position(db)
+        db.execute("BEGIN", "INSERT INTO a VALUES (1, 1, 'x'), (2, 2, 'y')", "INSERT INTO b VALUES (1, 1, 1.5)",
+                   "COMMIT")
+        cdc.wait_for_log("items failed with 429", timeout=60)
+        search.wait_equal(db, "a", ia, ["id"])  # the accepted part of the bulk is in
+        saved = setup.position()
+        assert saved is not None and _ordered(saved) <= _ordered(before)  # but not the transaction
+        search.client.indices.put_settings(index=ib, body={"index.blocks.read_only_allow_delete": None})
+        search.wait_equal(db, "b", ib, ["k1", "k2"])
+        _checkpoint_passes(setup, cdc, before)
+    finally:
+        assert cdc.stop() == 0
+
+
+def _ordered(position: tuple[str, int]) -> tuple[int, int]:
+    return int(position[0].rsplit(".", 1)[1]), position[1]
+
+
+def _checkpoint_passes(setup: CdcSetup, cdc, position: tuple[str, int], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (setup.position() is None or _ordered(setup.position()) <= _ordered(position)):
+        assert cdc.proc.poll() is None, cdc.text()[-3000:]
+        assert time.monotonic() < deadline, f"checkpoint {setup.position()} never passed {position}"
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ refusals
