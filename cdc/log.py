@@ -1,7 +1,16 @@
 """Logging set-up: readable lines on a terminal, JSON lines when asked or when not on one.
 
 JSON records carry stable field names (ts, level, logger, msg, and any of
-table, position, gtid, doc_id, error passed via `extra=`).
+the FIELDS below passed via `extra=`). Lines that mark a step of a run also
+carry `event`, a name that does not change when the wording does; monitoring
+and the tests match on it, not on the sentence:
+
+    start           where streaming starts (`how`: resume, fresh, failover; `position`)
+    snapshot_done   an initial or on-demand snapshot finished (`rows`)
+    stopped         the last line of a run (`rows`, `transactions`, `actions`, `position`)
+    reconnect       the binlog connection was lost; cdc reconnects from the last commit
+    retry           a bulk request or some of its items failed and go again (`actions`)
+    dead_letter     a document was set aside (`doc_id`, `index`, `position`, `error`)
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ import time
 
 import orjson
 
-FIELDS = ("table", "position", "gtid", "doc_id", "index", "error", "lag_seconds", "server_id")
+FIELDS = ("event", "how", "table", "position", "gtid", "doc_id", "index", "error", "lag_seconds", "server_id",
+          "rows", "transactions", "actions")
 # Belt and braces: never print a password or API key even if a library puts one in a message.
 _SECRET = re.compile(r"(?i)(password|passwd|api_key|apikey|authorization)(['\"]?\s*[:=]\s*['\"]?)([^'\"\s,}]+)")
 

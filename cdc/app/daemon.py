@@ -93,6 +93,10 @@ def _start(session: Session, db: Database, rules: RuleSet, store: FileCheckpoint
     plan = decide_start(checkpoint, facts, session.config, [r.name for r in rules.rules], resnapshot)
     for level, message in plan.notes:
         log.log(level, "%s", message)
+    if plan.start is not None:  # resume or failover: the notes above said where
+        log.info("streaming from %s", plan.start.position or f"GTID {plan.start.gtid}",
+                 extra={"event": "start", "how": plan.how, "position": str(plan.start.position),
+                        "gtid": plan.start.gtid})
     store.server, store.epoch = plan.server, plan.epoch
     store.snapshotted, store.snapshot = plan.snapshotted, plan.snapshot
     start = plan.start if plan.start is not None else _fresh_start(session, db, plan)
@@ -110,12 +114,13 @@ def _fresh_start(session: Session, db: Database, plan: StartPlan) -> StartPoint:
     if plan.fresh_at is None:
         position, gtid = db.current_position()
         log.info("%s: starting at the current end of the binlog, %s",
-                 "re-snapshot" if plan.resnapshot else "no checkpoint", position)
+                 "re-snapshot" if plan.resnapshot else "no checkpoint", position,
+                 extra={"event": "start", "how": plan.how, "position": str(position), "gtid": gtid})
         return StartPoint(position, gtid)
     position = plan.fresh_at
     db.check_event_start(position)  # before it is saved: a bad position must not become the checkpoint
     log.info("no checkpoint: starting at configured position %s (no snapshot: the binlog from there is replayed "
-             "instead)", position)
+             "instead)", position, extra={"event": "start", "how": plan.how, "position": str(position)})
     return StartPoint(position, session.config.start.gtid or db.gtid_at(position))
 
 
@@ -150,4 +155,5 @@ def _snapshot(session: Session, db: Database, rules: RuleSet, sink, store: FileC
     store.snapshot = None
     store.save(position, start.gtid, by_gtid=start.by_gtid)
     log.info("snapshot done: %d rows from %d table(s) in %.1fs; streaming from %s", snapshot.rows_written,
-             len(copy), time.monotonic() - started, start.position)
+             len(copy), time.monotonic() - started, start.position,
+             extra={"event": "snapshot_done", "rows": snapshot.rows_written, "position": str(start.position)})

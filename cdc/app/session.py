@@ -234,4 +234,5 @@ def log_summary(stats: Stats, resume_from: BinlogPosition | str | None, dry_run:
              "would be written (dry run)" if dry_run else "written", stats.actions_stale, stats.batches,
              stats.item_retries + stats.request_retries,
              f"last checkpoint {where}" if where is not None else "no checkpoint", elapsed,
-             extra={"position": str(where) if where is not None else None})
+             extra={"event": "stopped", "rows": stats.rows, "transactions": stats.transactions,
+                    "actions": stats.actions_sent, "position": str(where) if where is not None else None})

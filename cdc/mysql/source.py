@@ -407,7 +407,7 @@ class BinlogSource:
                     raise
                 log.warning("binlog connection lost (%s); reconnecting from %s in %.1fs (attempt %d)",
                             exc, resume.position or resume.gtid, delay, attempts.count,
-                            extra={"position": str(resume.position), "gtid": resume.gtid})
+                            extra={"event": "reconnect", "position": str(resume.position), "gtid": resume.gtid})
                 if self.stop.wait(delay):
                     return
                 yield StreamRestarted(resume.position or BinlogPosition("", 0))

@@ -150,7 +150,8 @@ class BulkWriter:
             a = item.action
             log.error("dead letter: %s %s/%s from %s.%s at %s: %s %s: %s", a.type.value, a.index, a.doc_id,
                       a.schema, a.table, a.position, item.status, item.error_type, item.reason,
-                      extra={"table": f"{a.schema}.{a.table}", "doc_id": a.doc_id, "index": a.index,
+                      extra={"event": "dead_letter", "table": f"{a.schema}.{a.table}", "doc_id": a.doc_id,
+                             "index": a.index,
                              "position": str(a.position), "error": item.reason})
 
     def _wait_or_give_up(self, attempts: Attempts, why: str, count: int, kind: str) -> None:
@@ -158,7 +159,8 @@ class BulkWriter:
         if delay is None:
             raise SinkUnavailableError(f"{why}; gave up after {attempts.count} attempts")
         self.observer.on_retry(kind, count, delay)
-        log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts.count)
+        log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts.count,
+                    extra={"event": "retry", "actions": count, "error": why})
         if self.abort is not None:
             if self.abort.wait(delay):
                 raise SinkUnavailableError(f"{why}; stopped while waiting to retry")

@@ -104,8 +104,32 @@ class CdcProcess:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {needles} in cdc log:\n{self.text()[-4000:]}")
 
+    def events(self, name: str, **fields: Any) -> list[dict]:
+        """The JSON log records of `event` `name` (cdc/log.py lists them) whose fields match."""
+        return [r for r in self.logs() if r.get("event") == name
+                and all(r.get(k) == v for k, v in fields.items())]
+
+    def wait_for_event(self, name: str, timeout: float = 60, **fields: Any) -> dict:
+        """The first record of event `name` with these fields; fail at once if cdc exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name, **fields)
+            if found:
+                return found[0]
+            if self.proc and self.proc.poll() is not None:
+                self._log.close()
+                raise AssertionError(f"cdc exited with {self.proc.returncode} before event {name} {fields}:\n"
+                                     f"{self.text()[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for event {name} {fields} in cdc log:\n{self.text()[-4000:]}")
+
+    def stopped(self) -> dict:
+        """The last line of the run: counts of rows, transactions and actions, and the resume position."""
+        [record] = self.events("stopped")
+        return record
+
     def wait_ready(self, timeout: float = 60) -> None:
-        self.wait_for_log("starting at", "resuming from", timeout=timeout)
+        self.wait_for_event("start", timeout=timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.proc is not None

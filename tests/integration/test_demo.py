@@ -15,7 +15,7 @@ import demo  # scripts/demo.py (tests/conftest.py puts scripts/ on the path)
 def run_demo_cdc(tmp_path, name: str) -> CdcProcess:
     """`cdc run` as `make demo` starts it, until its snapshot is done."""
     proc = CdcProcess(["run", "--config", str(tmp_path / "demo" / "cdc.yml")], tmp_path / f"{name}.log").start()
-    proc.wait_for_log("snapshot done")
+    proc.wait_for_event("snapshot_done")
     return proc
 
 

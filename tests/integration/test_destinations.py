@@ -140,7 +140,7 @@ def test_snapshot_then_verify_finds_and_repairs(destination, servers, db, databa
     ia, ib = f"{unique_name}-a", f"{unique_name}-b"
     with WriteLoad(servers, database, rate=100) as load:
         cdc = setup.run()
-        cdc.wait_for_log("snapshot done", timeout=120)
+        cdc.wait_for_event("snapshot_done", timeout=120)
     assert load.ops > 10
     try:
         search.wait_equal(db, "a", ia, ["id"])
@@ -288,7 +288,7 @@ def test_the_same_rows_give_the_same_documents_on_every_engine(servers, destinat
         runs.append((destination, setup, setup.run(), Reader(destination.url)))
     try:
         for _, _, cdc, _ in runs:
-            cdc.wait_for_log("snapshot done", timeout=120)
+            cdc.wait_for_event("snapshot_done", timeout=120)
         db.execute(NULL_ROW, ZERO_ROW, "UPDATE all_types SET tx='now set' WHERE id=1", "DELETE FROM all_types WHERE id=2",
                    "UPDATE b SET at = at + INTERVAL 1 MONTH, amount = amount + 1 WHERE k1 = 3",
                    "DELETE FROM b WHERE k1 = 4")

@@ -82,7 +82,7 @@ def test_the_documented_role_snapshots_streams_and_verifies_over_https(secure_es
     reader = _admin_reader(secure_es7)
     cdc = setup.run()
     try:
-        cdc.wait_for_log("snapshot done", timeout=120)
+        cdc.wait_for_event("snapshot_done", timeout=120)
         db.execute("UPDATE items SET name = 'changed' WHERE id <= 5", "DELETE FROM items WHERE id > 45")
         reader.wait_equal(db, "items", index, ["id"])
     finally:
@@ -212,7 +212,7 @@ def test_opensearch_roles_stream_verify_and_refuse(secure_os, servers, db, datab
     reader = _admin_reader(secure_os)
     cdc = writer.run()
     try:
-        cdc.wait_for_log("snapshot done", timeout=120)
+        cdc.wait_for_event("snapshot_done", timeout=120)
         db.execute("UPDATE items SET name = 'changed' WHERE id <= 5", "DELETE FROM items WHERE id > 25")
         reader.wait_equal(db, "items", index, ["id"])
     finally:

@@ -207,7 +207,7 @@ def test_purged_binlog_is_a_clear_fatal_error(servers, db, database, es, index_p
     es.indices.delete(index=f"{index_prefix}-t")
     proc = setup.process("run", "--resnapshot").start()
     try:
-        proc.wait_for_log("snapshot done")
+        proc.wait_for_event("snapshot_done")
         db.execute("INSERT INTO t VALUES (3)")
         wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     finally:
@@ -238,7 +238,7 @@ def test_mariadb_killed_under_load_and_restarted(servers, db, database, es, inde
         admin.close()
     finally:
         assert cdc.stop() == 0
-    assert "reconnecting from" in cdc.text()
+    assert cdc.events("reconnect")
 
 
 @pytest.mark.parametrize("variable, bad, message", [

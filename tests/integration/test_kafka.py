@@ -173,7 +173,7 @@ def test_reader_publishes_documented_messages_and_a_writer_indexes_them(
     reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic)
     cdc = reader.run()
     cdc.wait_for_log("publishing to Kafka")
-    cdc.wait_for_log("snapshot done", timeout=60)
+    cdc.wait_for_event("snapshot_done", timeout=60)
     db.execute("UPDATE a SET v = -1 WHERE id = 3", "DELETE FROM a WHERE id = 4",
                "INSERT INTO b VALUES (99, 1, 12.50)")
     wsetup = writer_setup(tmp_path / "writer", servers, rules, kafka, topic)
@@ -261,7 +261,7 @@ def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_lo
     started.append(cdc)
     load = WriteLoad(servers, database, rate=120).__enter__()
     try:
-        cdc.wait_for_log("snapshot done", timeout=60)
+        cdc.wait_for_event("snapshot_done", timeout=60)
         writers = [sink(wsetup), sink(wsetup)]
         started.extend(writers)
 
@@ -286,7 +286,7 @@ def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_lo
             cdc.stop(signal.SIGKILL)
             cdc = reader.process("run").start()
             started.append(cdc)
-            cdc.wait_for_log("resuming from", timeout=60)
+            cdc.wait_for_event("start", how="resume", timeout=60)
             # A writer, SIGKILLed mid-batch (alternately the first and the second), restarted.
             writers_advance()
             victim = round_ % 2

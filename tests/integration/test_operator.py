@@ -93,7 +93,7 @@ def test_a_purged_checkpoint_points_to_resnapshot_which_fixes_it(servers, db, da
     # The command it names does fix it.
     proc = setup.process("run", "--resnapshot").start()
     try:
-        proc.wait_for_log("snapshot done")
+        proc.wait_for_event("snapshot_done")
         wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     finally:
         assert proc.stop() == 0
@@ -192,7 +192,7 @@ def test_bigint_unsigned_above_the_long_range_does_not_stop_a_default_rule(serve
     setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
     cdc = setup.run()
     try:
-        cdc.wait_for_log("snapshot done")
+        cdc.wait_for_event("snapshot_done")
         db.execute("INSERT INTO t VALUES (18446744073709551615, 18446744073709551615, 2)",
                    "INSERT INTO t VALUES (9223372036854775808, 9223372036854775808, 3)")
         wait_until_equal(db, es, "t", index, ["id"])

@@ -23,7 +23,7 @@ def test_initial_snapshot_under_load_then_streaming_is_exact(servers, db, databa
                      snapshot__chunk_size=37, batch__max_actions=50)
     with WriteLoad(servers, database, rate=200) as load:
         cdc = setup.run()
-        cdc.wait_for_log("snapshot done", timeout=120)
+        cdc.wait_for_event("snapshot_done", timeout=120)
         time.sleep(1.0)  # and some streaming under load after it
     assert load.ops > 50
     try:
@@ -54,7 +54,7 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(servers, db, database, es, 
     assert not done_before["done"] and done_before["rows"] % 500 == 0 and done_before["last_key"] == [done_before["rows"]]
 
     second = setup.run()
-    second.wait_for_log("snapshot done", timeout=120)
+    second.wait_for_event("snapshot_done", timeout=120)
     assert second.stop() == 0
     text = second.text()
     assert f"resuming snapshot of {database}.big after key [{done_before['last_key'][0]}]" in text
@@ -67,12 +67,12 @@ def test_tables_added_to_the_rules_are_copied_on_next_start_alone(servers, db, d
     create_two_tables(db, 50)
     setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a"))
     cdc = setup.run()
-    cdc.wait_for_log("snapshot done")
+    cdc.wait_for_event("snapshot_done")
     assert cdc.stop() == 0
     # add table b to the rules
     (tmp_path / "rules" / "rules.yml").write_text(json.dumps({"rules": index_rules(database, index_prefix, "a", "b")}))
     again = setup.run()
-    again.wait_for_log("snapshot done")
+    again.wait_for_event("snapshot_done")
     db.execute("UPDATE a SET v = -1 WHERE id = 1", "DELETE FROM b WHERE k1 = 1")
     wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
     wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"])
@@ -138,7 +138,7 @@ def test_snapshot_and_stream_produce_identical_documents_for_every_type(servers,
     setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "t"))
     cdc = setup.run()
     try:
-        cdc.wait_for_log("snapshot done")
+        cdc.wait_for_event("snapshot_done")
         db.execute(f"INSERT INTO t VALUES ({VALUES.replace('1, ', '2, ', 1)})")  # the same row, via the stream
         deadline = time.monotonic() + 30
         while len(docs := es_docs(es, f"{index_prefix}-t")) < 2 and time.monotonic() < deadline:
@@ -169,7 +169,7 @@ def test_alter_table_during_a_snapshot_replans_and_finishes(servers, db, databas
             assert time.monotonic() < deadline, cdc.text()[-2000:]
             time.sleep(0.02)
         db.execute("ALTER TABLE big CHANGE COLUMN payload body VARCHAR(200)")  # mid-copy
-        cdc.wait_for_log("snapshot done", timeout=120)
+        cdc.wait_for_event("snapshot_done", timeout=120)
         docs = es_docs(es, f"{index_prefix}-big")
         assert len(docs) == rows
         assert "body" in docs[str(rows)] and "payload" in docs["1"]  # each chunk has the columns of its read

@@ -37,7 +37,7 @@ def _started(tmp_path, servers, db, database, index_prefix) -> tuple[CdcSetup, o
     create_two_tables(db, 600)
     setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__chunk_size=100)
     cdc = setup.run()
-    cdc.wait_for_log("snapshot done", timeout=60)
+    cdc.wait_for_event("snapshot_done", timeout=60)
     return setup, cdc
 
 
@@ -118,7 +118,7 @@ def test_foreign_key_cascades_are_found_and_repaired(servers, db, database, es, 
     setup = CdcSetup(tmp_path, servers, rules)
     cdc = setup.run()
     try:
-        cdc.wait_for_log("snapshot done", timeout=60)
+        cdc.wait_for_event("snapshot_done", timeout=60)
         # The cascades change and delete child rows without any binlog event for them.
         db.execute("UPDATE parent SET code = 'P1x' WHERE id = 1", "DELETE FROM parent WHERE id = 2")
         wait_until_equal(db, es, "parent", f"{index_prefix}-parent", ["id"])
