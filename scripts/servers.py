@@ -585,7 +585,11 @@ def opensearch_up(major: int = 2) -> Destination:
         return Destination(name, "opensearch", version, url)
     home = _opensearch_install(version)
     # OpenSearch 2 runs on 11+ (the JDK 17 that ES 8 uses); 3 needs 21+, as ES 9 does.
-    java_home = _java_home("9.0.0" if major >= 3 else "8.0.0")
+    try:
+        java_home = _java_home("9.0.0" if major >= 3 else "8.0.0")
+    except ServerError:
+        raise ServerError(f"OpenSearch {version} needs a JDK {21 if major >= 3 else 17}+; none found in "
+                          "/usr/lib/jvm (set ES_JAVA_HOME)") from None
     for sub in ("logs", "data", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)

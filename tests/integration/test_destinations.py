@@ -114,21 +114,24 @@ def test_streams_and_loses_nothing_when_killed_under_load(destination, servers, 
     create_two_tables(db)
     setup = setup_for(tmp_path, servers, destination, index_rules(database, unique_name, "a", "b"),
                       batch__max_actions=50, batch__max_interval=0.1)
-    with WriteLoad(servers, database) as load:
-        for _ in range(4):
-            cdc = setup.run()
-            # Killed once it has acknowledged writes and moved its checkpoint past where it
-            # started, with the next batches in flight.
-            _checkpoint_moves(setup, cdc, setup.position())
-            cdc.stop(signal.SIGKILL)
-        cdc = setup.run()
-        _checkpoint_moves(setup, cdc, setup.position())
-    assert load.ops > 50
+    cdc = None
     try:
+        with WriteLoad(servers, database) as load:
+            for _ in range(4):
+                cdc = setup.run()
+                # Killed once it has acknowledged writes and moved its checkpoint past where it
+                # started, with the next batches in flight.
+                _checkpoint_moves(setup, cdc, setup.position())
+                cdc.stop(signal.SIGKILL)
+            cdc = setup.run()
+            _checkpoint_moves(setup, cdc, setup.position())
+        assert load.ops > 50
         search.wait_equal(db, "a", f"{unique_name}-a", ["id"])
         search.wait_equal(db, "b", f"{unique_name}-b", ["k1", "k2"])
     finally:
-        assert cdc.stop() == 0
+        # Also when the load failed: no cdc is left running behind the test.
+        if cdc is not None and cdc.proc.poll() is None:
+            assert cdc.stop() == 0
     assert f"destination: {ENGINE_NAMES[destination.name]}" in cdc.text()
 
 
@@ -138,11 +141,11 @@ def test_snapshot_then_verify_finds_and_repairs(destination, servers, db, databa
     setup = setup_for(tmp_path, servers, destination, index_rules(database, unique_name, "a", "b"),
                       snapshot__chunk_size=40)
     ia, ib = f"{unique_name}-a", f"{unique_name}-b"
-    with WriteLoad(servers, database, rate=100) as load:
-        cdc = setup.run()
-        cdc.wait_for_event("snapshot_done", timeout=120)
-    assert load.ops > 10
+    cdc = setup.run()
     try:
+        with WriteLoad(servers, database, rate=100) as load:
+            cdc.wait_for_event("snapshot_done", timeout=120)
+        assert load.ops > 10
         search.wait_equal(db, "a", ia, ["id"])
         search.wait_equal(db, "b", ib, ["k1", "k2"])
         # Corruption above what WriteLoad writes (a.id < 403), so the findings are exact.
