@@ -214,3 +214,12 @@ def test_opensearch_errors_become_cdcs(exc, kind, text):
     out = OpenSearchSink._translate(exc)
     assert type(out) is kind and out.exit_code == kind.exit_code
     assert re.search(text, str(out)), str(out)
+
+
+def test_opensearch_pins_the_certificate_instead_of_checking_the_ca():
+    pin = ":".join(["AB"] * 32)
+    sink = OpenSearchSink(ElasticsearchConfig(hosts=["https://127.0.0.1:9"], ssl_assert_fingerprint=pin))
+    pool = sink.client.transport.get_connection().pool
+    # urllib3 compares the pin itself (the integration test also sees another pin refused)
+    assert pool.assert_fingerprint == "ab" * 32
+    sink.close()
