@@ -18,7 +18,13 @@ alternating the order of the paths in every repeat:
   read-and-convert pipeline with its threads; Elasticsearch left out), with
   `row_path` set in its config; rows/s and CPU µs per row change;
 * with --catchup, `catch-up python` / `catch-up native`: `cdc run` from the
-  backlog's start until the checkpoint reaches its end (catchup.py catchup_once).
+  backlog's start until the checkpoint reaches its end (catchup.py catchup_once),
+  and `bulk direct`: the same actions, made once beforehand and grouped as a
+  batch groups them (`batch.max_actions` per request, the last action per
+  document), sent as pre-generated `_bulk` bodies (cdc's `encode_bulk`) into a
+  fresh index by a minimal HTTP client with cdc's default `batch.concurrency`
+  requests in flight, after Elasticsearch was warmed up by a first catch-up:
+  the rate Elasticsearch itself takes these changes at.
 
 `--profile` adds a cProfile of `convert native` (top functions by own time).
 Results: Markdown on stdout, JSON in bench/results/rowpath.json.
@@ -38,15 +44,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import catchup as cu  # noqa: E402  (sets the bench servers' ports first)
+from cdc.config import BatchConfig  # noqa: E402
 
 MODES = ("python", "native")
+
+# Its own schema on the bench servers: bench/catchup.py (run by others at the same time)
+# drops and fills `bench`.`items`, which would end up in this bench's indices.
+cu.SCHEMA = "bench_rowpath"
+for _name in ("TABLE_DDL", "INSERT_SQL", "UPDATE_SQL", "DELETE_SQL"):
+    setattr(cu, _name, getattr(cu, _name).replace("`bench`.", f"`{cu.SCHEMA}`."))
 
 
 def convert_child(args: argparse.Namespace) -> None:
     """Runs in its own process (cwd: the copied code): decode + convert the range, print one JSON line."""
     import threading
 
-    from cdc.config import MysqlConfig, RetryConfig
+    import dataclasses
+
+    from cdc.config import BatchConfig, MysqlConfig, RetryConfig
+    from cdc.es.sink import encode_bulk
     from cdc.model import BinlogPosition, RowChange, StartPoint
     from cdc.mysql.server import Database
     from cdc.mysql.source import BinlogSource
@@ -66,6 +82,14 @@ def convert_child(args: argparse.Namespace) -> None:
     start, end = BinlogPosition.parse(args.start), BinlogPosition.parse(args.end)
     source = BinlogSource(config, True, {(cu.SCHEMA, cu.TABLE)}, RetryConfig(max_attempts=1),
                           stop=threading.Event(), end=end, prepare=path.prepare if args.child == "native" else None)
+    batch: dict = {}
+    bodies = open(args.bulk_out, "wb") if args.bulk_out else None
+
+    def flush() -> None:
+        if batch:
+            body = encode_bulk(list(batch.values()))
+            bodies.write(len(body).to_bytes(8, "little") + body)
+            batch.clear()
     profiler = None
     if args.profile:
         import cProfile
@@ -81,6 +105,14 @@ def convert_child(args: argparse.Namespace) -> None:
                 actions += 1
                 doc = action.doc_json  # what the bulk body carries
                 doc_bytes += len(doc) if doc else 0
+                if bodies is not None:
+                    batch.pop(action.key, None)
+                    batch[action.key] = dataclasses.replace(action, index=args.bulk_index)
+                    if len(batch) >= BatchConfig().max_actions:
+                        flush()
+    if bodies is not None:
+        flush()
+        bodies.close()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     if profiler is not None:
         import io
@@ -115,6 +147,66 @@ def convert_once(ep, code: cu.Code, mode: str, start, end, profile: bool = False
     return result
 
 
+def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int, concurrency: int) -> dict:
+    """Pre-generated bulk bodies of the backlog straight into Elasticsearch: its own ingest rate."""
+    import http.client
+    import re
+    import threading
+    import urllib.parse
+
+    index = f"{cu.INDEX_PREFIX}-{run_dir.name.lower()}-direct-{i}-{concurrency}"
+    path = run_dir / f"bulk-{i}.bin"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "native", "--host", ep.mariadb_host,
+           "--port", str(ep.mariadb_port), "--user", ep.admin_user, "--password", ep.admin_password,
+           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end),
+           "--bulk-out", str(path), "--bulk-index", index]
+    out = subprocess.run(cmd, cwd=code.dir, capture_output=True, text=True, timeout=1800,
+                         env={"PYTHONPATH": str(code.dir), "PATH": "/usr/bin:/bin"})
+    if out.returncode != 0:
+        raise RuntimeError(f"bulk bodies failed:\n{out.stderr[-3000:]}")
+    data = path.read_bytes()
+    bodies, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at:at + 8], "little")
+        bodies.append(data[at + 8:at + 8 + n])
+        at += 8 + n
+    url = urllib.parse.urlsplit(ep.es_url)
+    todo = list(reversed(bodies))
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def send() -> None:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+        while True:
+            with lock:
+                if not todo:
+                    break
+                body = todo.pop()
+            conn.request("POST", "/_bulk?filter_path=errors,items.*.error.type", body,
+                         {"Content-Type": "application/x-ndjson"})
+            reply = conn.getresponse().read()
+            # Only version conflicts are expected: requests in flight together may carry
+            # writes of one document, and the older one loses (409), as it should.
+            kinds = set(re.findall(rb'"type":"(\w+)"', reply))
+            if kinds - {b"version_conflict_engine_exception"} or b'"errors"' not in reply:
+                errors.append(reply[:300].decode(errors="replace"))
+        conn.close()
+
+    workers = [threading.Thread(target=send) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    seconds = time.perf_counter() - t0
+    result = {"seconds": round(seconds, 3), "requests": len(bodies), "bytes": len(data),
+              "rows_per_s": round(rows / seconds, 1), "errors": errors[:3], "index": index}
+    cu.log(f"bulk direct {i}, {concurrency} in flight: {len(bodies)} requests, {len(data) / 1e6:.1f} MB in {seconds:.2f}s = "
+           f"{result['rows_per_s']} rows/s{'; ERRORS ' + str(errors[:1]) if errors else ''}")
+    path.unlink()
+    return result
+
+
 def dryrun_once(i: int, ep, code: cu.Code, run_dir: Path, mode: str, start, end, rows: int) -> dict:
     code.extra_config["row_path"] = mode
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -143,6 +235,8 @@ def main() -> int:
     for name in ("host", "user", "password", "start", "end"):
         parser.add_argument(f"--{name}")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--bulk-out")
+    parser.add_argument("--bulk-index")
     parser.add_argument("--server-id", type=int)
     args = parser.parse_args()
     if args.child:
@@ -151,6 +245,7 @@ def main() -> int:
 
     ep = cu.servers.up()
     run_dir = Path(tempfile.mkdtemp(prefix="rowpath-", dir=cu.STATE if cu.STATE.exists() else None))
+    run_id = run_dir.name.rsplit("-", 1)[-1].lower()  # index names of this run only
     code = cu.Code(run_dir, wait_quiet=0)
     conn = cu.admin_conn(ep)
     cu.setup_schema(conn)
@@ -163,11 +258,13 @@ def main() -> int:
                      "end": str(end), "code": {"head": code.head, "sha256": code.sha256,
                                                "newer_than_head": code.newer_than_head},
                      "library": [], "convert": {m: [] for m in MODES}, "dryrun": {m: [] for m in MODES},
-                     "catchup": {m: [] for m in MODES}}
+                     "catchup": {m: [] for m in MODES},
+                     "bulk_direct": {n: [] for n in (1, BatchConfig().concurrency)}}
     es = cu.Elasticsearch(ep.es_url, request_timeout=120) if args.catchup else None
     if es is not None:  # a cold JVM runs at a third of its warm speed: warm it with one run first
         code.extra_config["row_path"] = "python"
-        cu.catchup_once(0, ep, es, code, run_dir, "rowpath-warm", start, end, args.rows, truth, timeout=1800)
+        cu.catchup_once(0, ep, es, code, run_dir, f"rowpath-{run_id}-warm", start, end, args.rows, truth,
+                        timeout=1800)
     for i in range(args.repeat):
         order = MODES if i % 2 == 0 else tuple(reversed(MODES))
         results["library"].append(cu.decode_once(i, ep, start, end))
@@ -176,9 +273,12 @@ def main() -> int:
         for mode in order:
             results["dryrun"][mode].append(dryrun_once(i, ep, code, run_dir, mode, start, end, args.rows))
         if es is not None:
+            for concurrency in (1, BatchConfig().concurrency):
+                results["bulk_direct"][concurrency].append(
+                    bulk_direct(i, ep, code, run_dir, start, end, args.rows, concurrency))
             for mode in order:
                 code.extra_config["row_path"] = mode
-                results["catchup"][mode].append(cu.catchup_once(i + 1, ep, es, code, run_dir, f"rowpath-{mode}",
+                results["catchup"][mode].append(cu.catchup_once(i + 1, ep, es, code, run_dir, f"rowpath-{run_id}",
                                                                 start, end, args.rows, truth, timeout=1800,
                                                                 label=f"-{mode}"))
     if args.profile:
@@ -200,8 +300,16 @@ def main() -> int:
         row("catch-up into Elasticsearch: rows/s", results["catchup"], "rows_per_s_total")
         row("catch-up: cdc CPU seconds", results["catchup"], "cdc_cpu_seconds")
         row("catch-up: peak RSS MB", results["catchup"], "cdc_peak_rss_mb")
+        n_catch = med(results["catchup"]["native"], "rows_per_s_total")
+        for concurrency, runs in results["bulk_direct"].items():
+            direct = med(runs, "rows_per_s")
+            table.append(f"| `_bulk` direct, pre-generated bodies, {concurrency} in flight: rows/s | {direct} | | |")
+            if direct and n_catch:
+                table.append(f"| native catch-up / `_bulk` direct ({concurrency} in flight) | | | "
+                             f"{round(n_catch / direct, 2)} |")
         for mode in MODES:
-            assert all(r["correct"] for r in results["catchup"][mode]), f"catch-up {mode}: index != table"
+            table.append(f"| catch-up {mode}: index == table in every run | "
+                         f"{all(r['correct'] for r in results['catchup'][mode])} | | |")
     table.append(f"| library decode only (stock pymysqlreplication): rows/s | {lib} | | |")
     n_conv = med(results["convert"]["native"], "rows_per_s")
     if lib and n_conv:
