@@ -36,8 +36,26 @@
 # works: `--build-arg BASE=...` (the tests build on a local Debian base, see
 # scripts/container.py).
 
-# ---------------------------------------------------------------- build: wheels only
 ARG BASE=python:3.11-slim
+# The Rust toolchain that compiles the native row path (native/). Any image with cargo
+# and a C linker works; without cargo there the image runs the Python row path.
+ARG RUST=rust:1-slim-bookworm
+
+# ---------------------------------------------------------------- build: the native row path
+# One abi3 extension for every CPython >= 3.11 (so no Python is needed here:
+# PYO3_NO_PYTHON). extension-module: the module takes the interpreter's symbols
+# from the process that imports it instead of linking a libpython of its own.
+FROM ${RUST} AS native
+WORKDIR /src
+COPY native/ native/
+ENV PYO3_NO_PYTHON=1 PATH=/usr/local/cargo/bin:/opt/rust/bin:$PATH
+RUN mkdir /out \
+ && if command -v cargo >/dev/null 2>&1; then \
+        cargo build --release --locked --features pyo3/extension-module --manifest-path native/Cargo.toml \
+        && cp native/target/release/libcdc_native.so /out/_native.abi3.so; \
+    else echo "no cargo in ${RUST}: the image will run the Python row path"; fi
+
+# ---------------------------------------------------------------- build: wheels only
 FROM ${BASE} AS build
 WORKDIR /src
 # .dockerignore keeps .venv, .git, tests, checkpoints and build output out of the context.
@@ -65,6 +83,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
         --no-index --find-links=/wheels cdc
+
+# The native row path, if the native stage built it, beside the package it belongs to.
+RUN --mount=type=bind,from=native,source=/out,target=/native \
+    if [ -f /native/_native.abi3.so ]; then \
+        cp /native/_native.abi3.so "$(python -c 'import os, cdc; print(os.path.dirname(cdc.__file__))')/"; \
+    fi
 
 # A fixed, non-root uid/gid so volume ownership is predictable across rebuilds.
 RUN groupadd --system --gid 10001 cdc \

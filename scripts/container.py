@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build and run cdc's container image with podman, on a machine without a registry.
 
-    python3 scripts/container.py base    # the local Debian base image (cached)
+    python3 scripts/container.py base    # the local Debian base and builder images (cached)
     python3 scripts/container.py build   # the cdc image from ./Dockerfile on that base
 
 Users build the Dockerfile unchanged on its public base (python:3.11-slim).
@@ -13,7 +13,12 @@ this machine's extra CA certificates (/usr/local/share/ca-certificates), which
 the package proxy of this network needs for the build's `pip wheel`.
 
 The base is built once and kept in podman's store (about a minute); `base`
-does nothing when the image exists. Two traps of this machine are handled by
+does nothing when the image exists. The Dockerfile's native stage compiles the
+native row path with `RUST` (rust:1-slim-bookworm for users); here that is the
+base plus gcc from Debian, with this machine's Rust toolchain mounted read-only
+at /opt/rust for the build (no Rust image can be pulled, and Debian's rustc is
+too old for the crate's lock file). Without a toolchain on the host the image
+is built without the native path and runs the Python one. Two traps of this machine are handled by
 the flags in `PODMAN_FLAGS` (README "Docker", tested with podman 4.3.1):
 crun refuses the host's cgroup layout, so runc runs the containers; and
 containers may not raise RLIMIT_NOFILE above the host's, so the limits are given.
@@ -30,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "localhost/cdc-base:bookworm-python3.11"
+BUILDER_IMAGE = "localhost/cdc-builder:bookworm"
 IMAGE = "localhost/cdc:test"
 PODMAN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=1024:20000", "--ulimit", "nproc=1024:4096"]
 _SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -97,13 +103,44 @@ def base() -> str:
     return BASE_IMAGE
 
 
+def builder() -> str:
+    """The native stage's image: the base with a C linker (Rust itself is mounted, see `rust_toolchain`)."""
+    if image_exists(BUILDER_IMAGE):
+        return BUILDER_IMAGE
+    log(f"making {BUILDER_IMAGE}: {BASE_IMAGE} with gcc")
+    with tempfile.TemporaryDirectory(prefix="cdc-builder-") as tmp:
+        (Path(tmp) / "Containerfile").write_text(
+            f"FROM {base()}\n"
+            "RUN apt-get update -q && apt-get install -y -q --no-install-recommends gcc libc6-dev"
+            " && rm -rf /var/lib/apt/lists/*\n")
+        _run("podman", "build", *PODMAN_FLAGS, "--network", "host", "-t", BUILDER_IMAGE, tmp)
+    return BUILDER_IMAGE
+
+
+def rust_toolchain() -> Path | None:
+    """This machine's Rust toolchain directory (bin/cargo, bin/rustc, lib/rustlib), if it has one."""
+    rustc = shutil.which("rustc") or str(Path.home() / ".cargo/bin/rustc")
+    try:
+        sysroot = subprocess.run([rustc, "--print", "sysroot"], capture_output=True, text=True,
+                                 timeout=60).stdout.strip()
+    except OSError:
+        return None
+    return Path(sysroot) if sysroot and (Path(sysroot) / "bin" / "cargo").exists() else None
+
+
 def build(tag: str = IMAGE) -> str:
     """Build ./Dockerfile on the local base; returns the image name."""
     base_image = base()
+    args = ["--build-arg", f"BASE={base_image}"]
+    toolchain = rust_toolchain()
+    if toolchain is not None:
+        args += ["--build-arg", f"RUST={builder()}", "--volume", f"{toolchain}:/opt/rust:ro"]
+    else:
+        log("no Rust toolchain here: the image gets the Python row path only")
     log(f"building {tag} from {ROOT / 'Dockerfile'}")
     # --format docker keeps HEALTHCHECK (the OCI format has no such field).
-    _run("podman", "build", "--format", "docker", *PODMAN_FLAGS, "--network", "host",
-         "--build-arg", f"BASE={base_image}", "-t", tag, str(ROOT))
+    _run("podman", "build", "--format", "docker", *PODMAN_FLAGS, "--network", "host", *args, "-t", tag,
+         str(ROOT))
     # The build stage and the previous image of this tag stay behind untagged: 300 MB a build.
     _run("podman", "image", "prune", "-f")
     return tag
@@ -118,6 +155,7 @@ def main(argv: list[str]) -> int:
     try:
         if command == "base":
             print(base())
+            print(builder())
         elif command == "build":
             print(build())
         else:

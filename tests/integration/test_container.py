@@ -140,6 +140,10 @@ def test_sidecar_streams_checks_health_keeps_state_and_stops_cleanly(
         wait_until_equal(db, es, "t", index, ["id"])
         sidecar.wait_health(True)
 
+        # The image runs the native row path when it was built with a Rust toolchain (scripts/container.py).
+        if container.rust_toolchain() is not None:
+            assert f"row path for {database}.t: native" in sidecar.logs(), sidecar.logs()[-3000:]
+
         # The daemon is the image's non-root user.
         status = podman("exec", sidecar.name, "cat", "/proc/1/status").stdout
         assert [line.split()[1] for line in status.splitlines() if line.startswith("Uid:")] == [str(CDC_UID)]
@@ -159,6 +163,9 @@ def test_sidecar_streams_checks_health_keeps_state_and_stops_cleanly(
             assert time.monotonic() < deadline, sidecar.logs()[-3000:]
             time.sleep(0.2)
         after_writes = binlog_position(db)
+
+        # No compiler in the final image: the native stage's toolchain stays behind.
+        assert podman("exec", sidecar.name, "sh", "-c", "command -v gcc cc cargo rustc", check=False).stdout == ""
 
         # SIGTERM: finish, save the position, exit 0.
         assert sidecar.stop() == 0, sidecar.logs()[-3000:]

@@ -230,11 +230,13 @@ def test_docker_config_needs_the_password_variable(monkeypatch):
 
 # ---------------------------------------------------------------- (c) Dockerfile
 def test_dockerfile_is_multi_stage_on_python_311_slim():
-    froms = [args.split()[0] for kw, args in _dockerfile_instructions() if kw == "FROM"]
-    assert len(froms) >= 2
-    # One base for every stage, python:3.11-slim unless the build says otherwise (the tests' local base).
-    assert all(f == "${BASE}" for f in froms)
+    froms = [args.split() for kw, args in _dockerfile_instructions() if kw == "FROM"]
+    # The native row path is compiled in a Rust stage; the wheels and the runtime share one
+    # base, python:3.11-slim unless the build says otherwise (the tests' local base).
+    assert [f[0] for f in froms] == ["${RUST}", "${BASE}", "${BASE}"]
+    assert froms[0][-1] == "native" and froms[1][-1] == "build" and len(froms[2]) == 1
     assert ("ARG", "BASE=python:3.11-slim") in _dockerfile_instructions()
+    assert ("ARG", "RUST=rust:1-slim-bookworm") in _dockerfile_instructions()
 
 
 def test_dockerfile_runs_as_a_non_root_user():
