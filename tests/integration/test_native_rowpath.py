@@ -70,13 +70,13 @@ def _rules_file(tmp_path: Path, schema: str) -> Path:
     return path
 
 
-def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPosition, native: bool):
+def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPosition, native: bool,
+          tables: tuple[str, ...] = ("native_types", "all_types", "keys", "monthly")):
     config = MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
                          password=servers.admin_password, server_id=4242 + native)
     builder = ActionBuilder(rules, 0, ValueOptions())
     path = rowpath.RowPath(builder, "native" if native else "python")
-    tables = {(schema, t) for t in ("native_types", "all_types", "keys", "monthly")}
-    source = BinlogSource(config, True, tables, RetryConfig(max_attempts=1), stop=threading.Event(), end=end,
+    source = BinlogSource(config, True, {(schema, t) for t in tables}, RetryConfig(max_attempts=1), stop=threading.Event(), end=end,
                           prepare=path.prepare if native else None)
     actions, rows = [], 0
     from cdc.model import StartPoint
@@ -152,3 +152,85 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
     logged = [r.getMessage() for r in caplog.records if f"row path for {database}.all_types" in r.getMessage()]
     assert logged == [f"row path for {database}.all_types: python ({reason}); the native plan does not do that "
                       "exactly"]
+
+
+# --------------------------------------------------------------------------- random rows (hypothesis)
+RANDOM_TABLE = """CREATE TABLE random_rows (id INT PRIMARY KEY, i BIGINT, u BIGINT UNSIGNED, d DECIMAL(30,10),
+  f FLOAT, db DOUBLE, dt DATE, dtm DATETIME(6), ts TIMESTAMP(3) NULL, tm TIME(4), yr YEAR, vc VARCHAR(300),
+  tx TEXT, bn VARBINARY(50), b4 BINARY(4), e ENUM('a','b','c'), st SET('x','y','z'), bt BIT(12), js JSON)"""
+
+
+def _random_rows():
+    import datetime
+    import json as jsonlib
+
+    from hypothesis import strategies as st
+
+    def nullable(strategy):
+        return st.one_of(st.none(), strategy)
+
+    def time_text(micros: int) -> str:
+        sign, micros = ("-" if micros < 0 else ""), abs(micros)
+        seconds, frac = divmod(micros, 1_000_000)
+        return f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{frac // 100:04d}"
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=8)
+    text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+    row = st.tuples(
+        nullable(st.integers(-(2**63), 2**63 - 1)), nullable(st.integers(0, 2**64 - 1)),
+        nullable(st.decimals(min_value=-(10**19), max_value=10**19, places=10)),
+        nullable(st.floats(width=32, allow_nan=False, allow_infinity=False)),
+        nullable(st.floats(allow_nan=False, allow_infinity=False)),
+        nullable(st.dates(datetime.date(1000, 1, 1), datetime.date(9999, 12, 31))),
+        nullable(st.datetimes(datetime.datetime(1000, 1, 1), datetime.datetime(9999, 12, 31))),
+        nullable(st.datetimes(datetime.datetime(1970, 1, 2), datetime.datetime(2038, 1, 18)).map(
+            lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))),
+        nullable(st.integers(-(838 * 3600 + 59 * 60 + 59) * 10**6, (838 * 3600 + 59 * 60 + 59) * 10**6).map(time_text)),
+        nullable(st.one_of(st.just(0), st.integers(1901, 2155))), nullable(text), nullable(text),
+        nullable(st.binary(max_size=50)), nullable(st.binary(max_size=4)), nullable(st.sampled_from("abc")),
+        nullable(st.sets(st.sampled_from("xyz")).map(",".join)), nullable(st.integers(0, 4095)),
+        nullable(json_values.map(jsonlib.dumps)))
+    return st.lists(row, min_size=20, max_size=60)
+
+
+def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, tmp_path):
+    from hypothesis import HealthCheck, given, settings
+
+    db.execute(RANDOM_TABLE, "SET SESSION time_zone='+00:00'")
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"rules": [{"schema": database, "table": "random_rows", "index": "r"}]}))
+    rules = load_rules(path)
+    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
+                                password=servers.admin_password, server_id=4241))
+    try:
+        rules = resolved_or_stop(rules, conn.catalog(rules))
+    finally:
+        conn.close()
+    columns = "i, u, d, f, db, dt, dtm, ts, tm, yr, vc, tx, bn, b4, e, st, bt, js"
+    compared = []
+
+    @given(_random_rows())
+    @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(rows):
+        db.execute("DELETE FROM random_rows")
+        start = BinlogPosition(*binlog_position(db))
+        with db.conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO random_rows (id, {columns}) VALUES ({', '.join(['%s'] * 19)})",
+                            [(n, *row) for n, row in enumerate(rows)])
+            # every row's values again, shifted by one row: updates of every column; then deletes
+            cur.executemany(f"UPDATE random_rows SET {', '.join(f'{c} = %s' for c in columns.split(', '))} "
+                            "WHERE id = %s", [(*rows[(n + 1) % len(rows)], n) for n in range(0, len(rows), 2)])
+            cur.execute("DELETE FROM random_rows WHERE id % 3 = 0")
+        end = BinlogPosition(*binlog_position(db))
+        _, python, _ = _read(servers, database, rules, start, end, native=False, tables=("random_rows",))
+        _, native, path = _read(servers, database, rules, start, end, native=True, tables=("random_rows",))
+        assert path.tables[f"{database}.random_rows"] == "native"
+        assert [_fields(a) for a in python] == [_fields(b) for b in native]
+        assert sum(isinstance(a, rowpath.NativeAction) for a in native) == len(native)
+        compared.append(len(native))
+
+    check()
+    assert len(compared) == 10 and min(compared) >= 20
