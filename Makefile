@@ -22,6 +22,8 @@ demo: deps $(BIN)/.installed
 test: deps $(BIN)/.installed
 	$(BIN)/python -m pyflakes cdc scripts tests bench
 	$(BIN)/python -m mypy cdc
+	# the native row path's own tests (native/src), when there is a Rust toolchain
+	if command -v cargo >/dev/null; then cargo test --release --quiet --manifest-path native/Cargo.toml; fi
 	$(BIN)/pytest
 
 # Opt-in: two pytest-xdist workers; tests marked serial in tests/conftest.py run alone

@@ -573,3 +573,64 @@ pub fn key_date(v: &Val, fmt: &str) -> R<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(reader: Reader, bytes: &[u8]) -> String {
+        let mut b = Bytes::new(bytes);
+        let v = read(&reader, &mut b).unwrap();
+        assert_eq!(b.left(), 0, "all bytes read");
+        let mut out = String::new();
+        write_json(&mut out, &v).unwrap();
+        out
+    }
+
+    #[test]
+    fn decimal_as_the_library_and_values_py() {
+        // DECIMAL(10,2) 1234.50 and -0.01, as MariaDB writes them (binary: 4 + 1 bytes).
+        let d = || Reader::Decimal { precision: 10, decimals: 2 };
+        assert_eq!(one(d(), &[0x80, 0x00, 0x04, 0xd2, 0x32]), "\"1234.50\"");
+        assert_eq!(one(d(), &[0x7f, 0xff, 0xff, 0xff, 0xfe]), "\"-0.01\"");
+        assert_eq!(one(d(), &[0x80, 0x00, 0x00, 0x00, 0x00]), "\"0.00\"");
+    }
+
+    #[test]
+    fn negative_time_fraction_is_corrected() {
+        // TIME(2) -01:30:00.25 as MySQL's my_time_packed_to_binary stores it: the integer part
+        // floor(-01:30:00.25) = -(01:30:01) plus 0x800000, then the fraction -25 as a signed byte.
+        // The library reads -01:30:00.75; source.py _fix_times corrects it; so must this.
+        let int_part: i64 = 0x800000 - ((1 << 12) | (30 << 6)) - 1;
+        let bytes = [(int_part >> 16) as u8, (int_part >> 8) as u8, int_part as u8, (-25i8) as u8];
+        assert_eq!(one(Reader::Time2 { fsp: 2 }, &bytes), "\"-01:30:00.250000\"");
+    }
+
+    #[test]
+    fn zero_dates_are_null_and_counted() {
+        let mut b = Bytes::new(&[0, 0, 0]);
+        let v = read(&Reader::Date, &mut b).unwrap();
+        let mut out = String::new();
+        assert!(write_json(&mut out, &v).unwrap());
+        assert_eq!(out, "null");
+    }
+
+    #[test]
+    fn short_input_is_an_error_not_a_panic() {
+        for reader in [Reader::Int { bytes: 8, unsigned: false }, Reader::Decimal { precision: 65, decimals: 30 },
+                       Reader::Text { prefix: 2 }, Reader::DateTime2 { fsp: 6 }, Reader::Bit { bits: 64, bytes: 8, as_bool: false }] {
+            for n in 0..3 {
+                let data = vec![0xffu8; n];
+                let mut b = Bytes::new(&data);
+                assert!(matches!(read(&reader, &mut b), Err(Fail::Bad(_)) | Err(Fail::Decline(_))));
+            }
+        }
+    }
+
+    #[test]
+    fn float32_shortest() {
+        assert_eq!(float32(0.1f32), 0.1);
+        assert_eq!(float32(16777216f32), 16777216.0);
+        assert_eq!(float32(3.4028235e38f32), 3.4028235e38);
+    }
+}
