@@ -22,6 +22,7 @@ already parsed reuses that parse (see `_TableMaps`).
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import re
@@ -252,8 +253,16 @@ def _reader_or_none(c) -> tuple | None:
         return None
 
 
+@functools.lru_cache(maxsize=256)
+def _full_bitmap(count: int) -> bytes:
+    """The columns-present bitmap of a FULL row image of `count` columns (unused high bits 0, as servers write it)."""
+    return ((1 << count) - 1).to_bytes((count + 7) // 8, "little")
+
+
 def _full_image(bitmap: bytes, count: int) -> bool:
     """Every column of `count` is in the row image (binlog_row_image=FULL)."""
+    if bitmap == _full_bitmap(count):
+        return True
     return all(bitmap[i // 8] >> (i % 8) & 1 for i in range(count))
 
 

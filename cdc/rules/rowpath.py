@@ -31,7 +31,7 @@ from typing import Any, Literal, Sequence
 import orjson
 
 from cdc.errors import ConfigError, RowError
-from cdc.model import Action, ActionType, Column, ColumnKind, Op, RowChange, RowsData
+from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
 from cdc.rules.actions import ActionBuilder, _columns_for, document_version
 from cdc.rules.model import Rule
 from cdc.rules.names import INDEX_FORBIDDEN, TemplateField, parse_template
@@ -241,6 +241,7 @@ class RowPath(ActionBuilder):
         self.mode = mode
         self._compiled: dict[tuple[str, str], _Compiled] = {}
         self.tables: dict[str, str] = {}  # "schema.table" -> "native" or "python: reason", as last compiled
+        self._version_base: tuple[str, int] = ("", 0)  # (binlog file, its version without the offset)
 
     @property
     def native(self) -> bool:
@@ -315,7 +316,12 @@ class RowPath(ActionBuilder):
     def _prepared(self, rows: RowsData, compiled: _Compiled, count: int, raw: list,
                   zero_rows: list[int]) -> Sequence[RowChange]:
         builder = self.builder
-        version = document_version(rows.position, builder.version_epoch)
+        file, pos = rows.position.file, rows.position.pos
+        if self._version_base[0] != file:  # the file's number is parsed once per file, not per event
+            self._version_base = (file, document_version(BinlogPosition(file, 0), builder.version_epoch))
+        if pos >= 1 << 32:
+            raise RowError(f"binlog position {rows.position} does not fit in a document version")
+        version = self._version_base[1] | pos
         common = []
         for rule in compiled.rules:
             versioned = rule.mode == "index"
