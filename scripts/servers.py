@@ -273,20 +273,35 @@ def _java_home(es_version: str) -> str:
     raise ServerError(f"Elasticsearch {es_version} needs a JDK {need}+; none found in /usr/lib/jvm (set ES_JAVA_HOME)")
 
 
-def _es_zip(version: str) -> Path:
-    repo = Path.home() / ".m2/repository/org/elasticsearch/distribution/integ-test-zip/elasticsearch" / version
-    zip_path = repo / f"elasticsearch-{version}.zip"
+def _maven_zip(group: str, artifact: str, version: str, what: str) -> Path:
+    """A zip artifact from Maven Central, fetched once into ~/.m2 with mvn."""
+    zip_path = (Path.home() / ".m2/repository" / group.replace(".", "/") / artifact / version
+                / f"{artifact}-{version}.zip")
     if not zip_path.is_file():
-        log(f"elasticsearch: fetching {version} from Maven Central")
+        log(f"fetching {what} {version} from Maven Central")
         run = subprocess.run(
             ["mvn", "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get",
-             "-Dtransitive=false",
-             f"-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:{version}:zip"],
+             "-Dtransitive=false", f"-Dartifact={group}:{artifact}:{version}:zip"],
             capture_output=True, text=True,
         )
         if run.returncode != 0 or not zip_path.is_file():
-            raise ServerError(f"could not fetch Elasticsearch {version} with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+            raise ServerError(f"could not fetch {what} {version} with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
     return zip_path
+
+
+def _unpack(zip_path: Path, top: str, home: Path) -> None:
+    """Unzip `zip_path`, whose files are under `top/`, into `home` (replaced), via a scratch directory beside it."""
+    log(f"unpacking {zip_path.name}")
+    tmp = home.parent / f".unpack-{home.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["unzip", "-qo", str(zip_path), "-d", str(tmp)], check=True)
+    shutil.rmtree(home, ignore_errors=True)
+    (tmp / top).rename(home)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _es_zip(version: str) -> Path:
+    return _maven_zip("org.elasticsearch.distribution.integ-test-zip", "elasticsearch", version, "Elasticsearch")
 
 
 def _ensure_es_user() -> None:
@@ -314,14 +329,7 @@ def _es_install(version: str) -> tuple[Path, str]:
     HOME.mkdir(parents=True, exist_ok=True)
     os.chmod(HOME, 0o755)
     if not (es_home / "bin" / "elasticsearch").is_file():
-        zip_path = _es_zip(version)
-        log(f"elasticsearch: unpacking {zip_path.name}")
-        tmp = HOME / f".unpack-{version}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["unzip", "-qo", str(zip_path), "-d", str(tmp)], check=True)
-        shutil.rmtree(es_home, ignore_errors=True)
-        (tmp / f"elasticsearch-{version}").rename(es_home)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _unpack(_es_zip(version), f"elasticsearch-{version}", es_home)
     _ensure_es_user()
     subprocess.run(["chown", "-R", ES_USER, str(es_home)], check=True)
     return es_home, java_home
@@ -542,27 +550,11 @@ def _opensearch_install(version: str) -> Path:
     """Unpack OpenSearch's integ-test-zip once (no bundled JDK, no security plugin, only transport-netty4)."""
     home = OPENSEARCH_DIR / f"opensearch-{version}"
     if not (home / "bin" / "opensearch").is_file():
-        zip_path = (Path.home() / ".m2/repository/org/opensearch/distribution/integ-test-zip/opensearch"
-                    / version / f"opensearch-{version}.zip")
-        if not zip_path.is_file():
-            log(f"opensearch: fetching {version} from Maven Central")
-            run = subprocess.run(
-                ["mvn", "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get",
-                 "-Dtransitive=false",
-                 f"-Dartifact=org.opensearch.distribution.integ-test-zip:opensearch:{version}:zip"],
-                capture_output=True, text=True)
-            if run.returncode != 0 or not zip_path.is_file():
-                raise ServerError(f"could not fetch OpenSearch {version} with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
-        log(f"opensearch: unpacking {zip_path.name}")
+        zip_path = _maven_zip("org.opensearch.distribution.integ-test-zip", "opensearch", version, "OpenSearch")
         OPENSEARCH_DIR.mkdir(parents=True, exist_ok=True)
         for d in (HOME, OPENSEARCH_DIR):
             os.chmod(d, 0o755)
-        tmp = OPENSEARCH_DIR / f".unpack-{version}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["unzip", "-qo", str(zip_path), "-d", str(tmp)], check=True)
-        shutil.rmtree(home, ignore_errors=True)
-        (tmp / f"opensearch-{version}").rename(home)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _unpack(zip_path, f"opensearch-{version}", home)
     _ensure_es_user()
     subprocess.run(["chown", "-R", ES_USER, str(home)], check=True)
     return home
@@ -641,18 +633,7 @@ OPENSEARCH_SECURE_VERSION = "2.11.1"
 
 
 def _opensearch_security_zip(version: str) -> Path:
-    plugin_version = f"{version}.0"
-    zip_path = (Path.home() / ".m2/repository/org/opensearch/plugin/opensearch-security" / plugin_version
-                / f"opensearch-security-{plugin_version}.zip")
-    if not zip_path.is_file():
-        log(f"opensearch: fetching the security plugin {plugin_version} from Maven Central")
-        run = subprocess.run(
-            ["mvn", "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get", "-Dtransitive=false",
-             f"-Dartifact=org.opensearch.plugin:opensearch-security:{plugin_version}:zip"],
-            capture_output=True, text=True)
-        if run.returncode != 0 or not zip_path.is_file():
-            raise ServerError(f"could not fetch the OpenSearch security plugin with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
-    return zip_path
+    return _maven_zip("org.opensearch.plugin", "opensearch-security", f"{version}.0", "the OpenSearch security plugin")
 
 
 def opensearch_secure_up(run_dir: Path, port: int, transport_port: int, cert: Path, key: Path, ca: Path,

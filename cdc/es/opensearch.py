@@ -28,7 +28,8 @@ from opensearchpy import helpers
 from cdc.config import ElasticsearchConfig
 from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.es.engine import Engine
-from cdc.es.sink import BULK_RESPONSE_FIELDS, RETRY_STATUSES, _certificate_refused, _seconds, encode_bulk, parse_bulk_response
+from cdc.es.sink import (BULK_RESPONSE_FIELDS, RETRY_STATUSES, _certificate_refused, encode_bulk,
+                         parse_bulk_response, shortest_gc_deletes)
 from cdc.model import Action, BulkResult, StoredDoc
 
 log = logging.getLogger("cdc.sink")
@@ -105,16 +106,7 @@ class OpenSearchSink:
             raise self._translate(exc) from None
         if not isinstance(body, dict) or "error" in body:
             return None  # no such index (the 404 body)
-        found = []
-        for settings in body.values():
-            if not isinstance(settings, dict):
-                continue
-            for section in ("settings", "defaults"):
-                value = (settings.get(section) or {}).get("index.gc_deletes")
-                if value:
-                    found.append(_seconds(value))
-                    break
-        return min(found) if found else None
+        return shortest_gc_deletes(body)
 
     def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         """As ElasticsearchSink.admin: (status, body); a 404 is an answer."""

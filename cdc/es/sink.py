@@ -219,17 +219,7 @@ class ElasticsearchSink:
                 index=index, name="index.gc_deletes", include_defaults=True, flat_settings=True)
         except Exception as exc:
             raise self._translate(exc) from None
-        # A pattern can match several indices: the shortest window is the one to respect.
-        found = []
-        for body in (resp.body or {}).values():
-            if not isinstance(body, dict):
-                continue
-            for section in ("settings", "defaults"):
-                value = (body.get(section) or {}).get("index.gc_deletes")
-                if value:
-                    found.append(_seconds(value))
-                    break
-        return min(found) if found else None
+        return shortest_gc_deletes(resp.body or {})
 
     def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         """One index-administration request (cdc/indices.py): (status, body); a 404 is an answer, not an error."""
@@ -340,6 +330,23 @@ def _reason(exc: ApiError) -> str:
     if isinstance(error, dict) and error.get("reason"):
         return str(error["reason"])
     return str(exc.message)
+
+
+def shortest_gc_deletes(settings_by_index: Mapping[str, Any]) -> float | None:
+    """`index.gc_deletes` in seconds from a get-settings answer (flat, defaults included), or None.
+
+    A pattern can match several indices: the shortest window is the one to respect.
+    """
+    found = []
+    for body in settings_by_index.values():
+        if not isinstance(body, dict):
+            continue
+        for section in ("settings", "defaults"):
+            value = (body.get(section) or {}).get("index.gc_deletes")
+            if value:
+                found.append(_seconds(value))
+                break
+    return min(found) if found else None
 
 
 def _seconds(value: str) -> float:

@@ -26,6 +26,7 @@ import datetime
 import importlib
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import orjson
@@ -196,18 +197,16 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     return _native.Table(specs), plan
 
 
+@dataclass(slots=True)
 class _Compiled:
     """A table definition's plans under its rules, or why the Python path does it."""
 
-    __slots__ = ("columns", "readers", "table", "plans", "rules", "reason")
-
-    def __init__(self, columns, readers, table, plans, rules, reason):
-        self.columns = columns
-        self.readers = readers
-        self.table = table
-        self.plans = plans
-        self.rules = rules
-        self.reason = reason
+    columns: Any
+    readers: Any
+    table: Any
+    plans: Any
+    rules: Any
+    reason: Any
 
 
 class PreparedChange(RowChange):
