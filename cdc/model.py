@@ -17,44 +17,6 @@ import orjson
 _FILE_SEQ = re.compile(r"\.(\d+)$")
 
 
-@functools.total_ordering
-@dataclass(frozen=True)
-class BinlogPosition:
-    """A place in the binlog: `pos` is the byte offset of the *next* event in `file`.
-
-    Ordered by (file number, pos), never by the file name as text: the server
-    numbers files with at least six digits and goes on past 999999
-    (`binlog.1000000` follows `binlog.999999`, which sorts after it as text).
-    """
-
-    file: str
-    pos: int
-
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, BinlogPosition):
-            return NotImplemented
-        return (self.file_seq, self.pos) < (other.file_seq, other.pos)
-
-    @classmethod
-    def parse(cls, text: str) -> "BinlogPosition":
-        """Parse ``FILE:POS`` (as printed by ``str()``), e.g. ``mysql-bin.000003:157``."""
-        name, sep, pos = text.rpartition(":")
-        if not sep or not name or not pos.isdigit():
-            raise ValueError(f"expected FILE:POS (e.g. binlog.000003:4), got {text!r}")
-        return cls(name, int(pos))
-
-    @property
-    def file_seq(self) -> int:
-        """The numeric suffix of the file name; binlog files are numbered in order."""
-        match = _FILE_SEQ.search(self.file)
-        if not match:
-            raise ValueError(f"binlog file name {self.file!r} has no numeric suffix")
-        return int(match.group(1))
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.pos}"
-
-
 class _computed_once:
     """Like functools.cached_property, minus the lock it takes on every miss before Python 3.12.
 
@@ -73,6 +35,48 @@ class _computed_once:
             return self
         value = instance.__dict__[self.name] = self.compute(instance)
         return value
+
+
+@functools.total_ordering
+@dataclass(frozen=True)
+class BinlogPosition:
+    """A place in the binlog: `pos` is the byte offset of the *next* event in `file`.
+
+    Ordered by (file number, pos), never by the file name as text: the server
+    numbers files with at least six digits and goes on past 999999
+    (`binlog.1000000` follows `binlog.999999`, which sorts after it as text).
+    """
+
+    file: str
+    pos: int
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, BinlogPosition):
+            return NotImplemented
+        if self.file == other.file:  # the common case, without parsing the names
+            return self.pos < other.pos
+        return (self.file_seq, self.pos) < (other.file_seq, other.pos)
+
+    @classmethod
+    def parse(cls, text: str) -> "BinlogPosition":
+        """Parse ``FILE:POS`` (as printed by ``str()``), e.g. ``mysql-bin.000003:157``."""
+        name, sep, pos = text.rpartition(":")
+        if not sep or not name or not pos.isdigit():
+            raise ValueError(f"expected FILE:POS (e.g. binlog.000003:4), got {text!r}")
+        return cls(name, int(pos))
+
+    @_computed_once
+    def file_seq(self) -> int:
+        """The numeric suffix of the file name; binlog files are numbered in order.
+
+        Computed once per position: ordering and document versions ask for it per event and per row."""
+        match = _FILE_SEQ.search(self.file)
+        if not match:
+            raise ValueError(f"binlog file name {self.file!r} has no numeric suffix")
+        return int(match.group(1))
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.pos}"
 
 
 class Op(enum.Enum):
