@@ -26,6 +26,11 @@ alternating the order of the paths in every repeat:
   requests in flight, after Elasticsearch was warmed up by a first catch-up:
   the rate Elasticsearch itself takes these changes at.
 
+`--baseline DIR` adds `catch-up before`: the native path of the cdc/ in DIR (an
+older checkout with its own `_native` build), alternating with this code's
+native catch-up in every repeat; `--catchup-only` skips the library, convert
+and dry-run measures (and, with --baseline, the Python path's catch-up).
+
 `--profile` adds a cProfile of `convert native` (top functions by own time).
 Results: Markdown on stdout, JSON in bench/results/rowpath.json.
 """
@@ -229,6 +234,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--catchup", action="store_true", help="also cdc run into Elasticsearch, both paths")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="older checkout: its native catch-up side by side")
+    parser.add_argument("--catchup-only", action="store_true")
     parser.add_argument("--results", default=str(cu.RESULTS / "rowpath.json"))
     # the child process's arguments
     parser.add_argument("--child", choices=MODES)
@@ -247,6 +254,10 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="rowpath-", dir=cu.STATE if cu.STATE.exists() else None))
     run_id = run_dir.name.rsplit("-", 1)[-1].lower()  # index names of this run only
     code = cu.Code(run_dir, wait_quiet=0)
+    base = cu.Code(run_dir, args.baseline.resolve(), name="baseline") if args.baseline else None
+    if base is not None:
+        base.extra_config["row_path"] = "native"
+        args.catchup = True
     conn = cu.admin_conn(ep)
     cu.setup_schema(conn)
     start = cu.master_position(conn)
@@ -257,6 +268,8 @@ def main() -> int:
     results: dict = {"command": " ".join(sys.argv), "rows": args.rows, "backlog": backlog, "start": str(start),
                      "end": str(end), "code": {"head": code.head, "sha256": code.sha256,
                                                "newer_than_head": code.newer_than_head},
+                     "baseline": {"dir": str(args.baseline), "sha256": base.sha256} if base else None,
+                     "catchup_before": [],
                      "library": [], "convert": {m: [] for m in MODES}, "dryrun": {m: [] for m in MODES},
                      "catchup": {m: [] for m in MODES},
                      "bulk_direct": {n: [] for n in (1, BatchConfig().concurrency)}}
@@ -267,20 +280,31 @@ def main() -> int:
                         timeout=1800)
     for i in range(args.repeat):
         order = MODES if i % 2 == 0 else tuple(reversed(MODES))
-        results["library"].append(cu.decode_once(i, ep, start, end))
-        for mode in order:
-            results["convert"][mode].append(convert_once(ep, code, mode, start, end))
-        for mode in order:
-            results["dryrun"][mode].append(dryrun_once(i, ep, code, run_dir, mode, start, end, args.rows))
+        if not args.catchup_only:
+            results["library"].append(cu.decode_once(i, ep, start, end))
+            for mode in order:
+                results["convert"][mode].append(convert_once(ep, code, mode, start, end))
+            for mode in order:
+                results["dryrun"][mode].append(dryrun_once(i, ep, code, run_dir, mode, start, end, args.rows))
+        if base is not None and i % 2 == 0:
+            results["catchup_before"].append(cu.catchup_once(i + 1, ep, es, base, run_dir, f"rowpath-{run_id}",
+                                                             start, end, args.rows, truth, timeout=1800,
+                                                             label="-before"))
         if es is not None:
             for concurrency in (1, BatchConfig().concurrency):
                 results["bulk_direct"][concurrency].append(
                     bulk_direct(i, ep, code, run_dir, start, end, args.rows, concurrency))
             for mode in order:
+                if args.catchup_only and mode == "python" and base is not None:
+                    continue  # before / after on the native path only
                 code.extra_config["row_path"] = mode
                 results["catchup"][mode].append(cu.catchup_once(i + 1, ep, es, code, run_dir, f"rowpath-{run_id}",
                                                                 start, end, args.rows, truth, timeout=1800,
                                                                 label=f"-{mode}"))
+        if base is not None and i % 2 == 1:
+            results["catchup_before"].append(cu.catchup_once(i + 1, ep, es, base, run_dir, f"rowpath-{run_id}",
+                                                             start, end, args.rows, truth, timeout=1800,
+                                                             label="-before"))
     if args.profile:
         results["profile_native"] = convert_once(ep, code, "native", start, end, profile=True)["profile"]
 
@@ -290,6 +314,14 @@ def main() -> int:
     def row(name: str, runs: dict, key: str, ratio: bool = True) -> None:
         p, n = med(runs["python"], key), med(runs["native"], key)
         table.append(f"| {name} | {p} | {n} | {round(n / p, 2) if ratio and p and n else ''} |")
+
+    if base is not None:
+        for key in ("rows_per_s_total", "cdc_cpu_seconds", "cdc_peak_rss_mb"):
+            b, n = med(results["catchup_before"], key), med(results["catchup"]["native"], key)
+            table.append(f"| catch-up {key}: before (baseline, native) / this code (native) | {b} | {n} | "
+                         f"{round(n / b, 2) if b and n else ''} |")
+        table.append(f"| catch-up before: index == table in every run | "
+                     f"{all(r['correct'] for r in results['catchup_before'])} | | |")
 
     row("convert only: rows/s", results["convert"], "rows_per_s")
     row("convert only: CPU µs per row change", results["convert"], "cpu_us_per_row")

@@ -14,9 +14,15 @@ How it holds:
   flight, and versioned writes make that replay harmless (go-mysql canal saves
   on XID only; Debezium's offset moves on commit,
   BinlogOffsetContext.commitTransaction()).
-* Per-document order: a batch does not start while an earlier unfinished batch
-  holds an action for one of its documents (same index and _id), so the writes
-  of one document reach Elasticsearch in binlog order. External versions alone
+* Per-document order: a write is not sent while an earlier batch has an
+  unacknowledged write of the same document (same index and _id); the batch's
+  other writes go at once, and the held ones follow when that earlier write is
+  acknowledged (`InFlight` has the argument). So the writes of one document
+  reach Elasticsearch in binlog order, and a backlog whose every batch touches a
+  few documents of the one before still has `concurrency` requests in flight.
+  Within a batch only the last write of a document is kept (`Batch.add`, by
+  `Action.key`: not across a routing move, nor partial updates of different
+  tables). External versions alone
   would not be enough: `mode: update` rules write unversioned, and a delete's
   tombstone is forgotten after index.gc_deletes, so an old index that overtook
   a delete by more than that (a long retry) would bring the row back.
@@ -102,21 +108,50 @@ class Batch:
 
 
 class InFlight:
-    """Batches handed to the writers, in binlog order: which may start, and which are acknowledged.
+    """Batches handed to the writers, in binlog order: which writes may start, and which batches are acknowledged.
 
-    Pure bookkeeping (the pipeline holds the lock). `take()` gives the oldest
-    waiting batch that shares no document with an earlier unfinished one;
-    `finish(seq)` returns the batches that are now acknowledged together with
-    every earlier one, oldest first: the only ones whose commits may be saved.
+    Pure bookkeeping (the pipeline holds the lock). `take()` gives the next
+    `Part` to send: the actions of the oldest batch with unsent writes whose
+    documents no earlier batch still has unacknowledged writes for. The rest of
+    that batch waits, and a later `take()` sends it once those earlier writes
+    are acknowledged. `finish(part)` returns the batches that are now
+    acknowledged together with every earlier one, oldest first: the only ones
+    whose commits may be saved.
+
+    Why this keeps per-document order: a write of document D in batch N is sent
+    only when no batch before N has an unacknowledged (sent or unsent) write of
+    D. By induction over N, the writes of D are sent one batch after the other,
+    each after the one before it was acknowledged, so they reach Elasticsearch
+    in binlog order however many requests are in flight. Within a batch all
+    writes of one document (a routing move's delete and index, partial updates
+    from several tables) go in the same part, in the batch's order, and a bulk
+    request applies the items of one document in request order (one shard, its
+    primary term; BulkWriter re-sends failed items in that order too).
+    Documents no earlier batch touches do not wait at all: with several writers,
+    a backlog whose batches each update a few documents of the batch before no
+    longer goes one bulk request at a time (issue 19).
     """
 
     @dataclass
     class Entry:
         seq: int
         batch: Batch
+        waiting: list[Action]  # not yet sent, in batch order
+        unfinished: set  # documents (index, _id) with writes not yet acknowledged: sent or waiting
+        running: int = 0  # parts handed to writers and not finished
+        started: bool = False  # a first part was taken (a batch of commits only has one, empty)
+
+        @property
+        def done(self) -> bool:
+            return self.started and not self.waiting and self.running == 0
+
+    @dataclass(frozen=True)
+    class Part:
+        """Writes of one batch to send together; its documents are no other unfinished part's."""
+
+        seq: int
+        actions: list[Action]
         documents: frozenset
-        started: bool = False
-        done: bool = False
 
     def __init__(self) -> None:
         self.entries: list[InFlight.Entry] = []  # oldest first; acknowledged ones are removed from the front
@@ -128,26 +163,37 @@ class InFlight:
     def add(self, batch: Batch) -> int:
         seq = self._next
         self._next += 1
-        self.entries.append(InFlight.Entry(seq, batch, batch.documents()))
+        actions = list(batch.actions.values())
+        self.entries.append(InFlight.Entry(seq, batch, actions, {(a.index, a.doc_id) for a in actions}))
         return seq
 
-    def take(self) -> "InFlight.Entry | None":
-        busy: set = set()  # documents of earlier batches not yet acknowledged by Elasticsearch
+    def take(self) -> "InFlight.Part | None":
+        earlier: list[set] = []  # unfinished documents of each earlier batch
         for entry in self.entries:
-            if not entry.started and busy.isdisjoint(entry.documents):
-                entry.started = True
-                return entry
-            if not entry.done:
-                busy |= entry.documents
+            if entry.waiting or not entry.started:
+                free, held = entry.waiting, []  # type: list[Action], list[Action]
+                if earlier:
+                    free = []
+                    for action in entry.waiting:
+                        doc = (action.index, action.doc_id)
+                        (held if any(doc in busy for busy in earlier) else free).append(action)
+                if free or not (entry.started or held):  # an empty part only for a batch of commits only
+                    entry.waiting = held
+                    entry.started = True
+                    entry.running += 1
+                    return InFlight.Part(entry.seq, free, frozenset((a.index, a.doc_id) for a in free))
+            if entry.unfinished:
+                earlier.append(entry.unfinished)
         return None
 
-    def finish(self, seq: int) -> list[Batch]:
+    def finish(self, part: "InFlight.Part") -> list[Batch]:
         for entry in self.entries:
-            if entry.seq == seq:
-                entry.done = True
+            if entry.seq == part.seq:
+                entry.running -= 1
+                entry.unfinished -= part.documents
                 break
         else:
-            raise KeyError(seq)
+            raise KeyError(part.seq)
         acknowledged = []
         while self.entries and self.entries[0].done:
             acknowledged.append(self.entries.pop(0).batch)
@@ -155,7 +201,7 @@ class InFlight:
 
     @property
     def running(self) -> int:
-        return sum(1 for e in self.entries if e.started and not e.done)
+        return sum(e.running for e in self.entries)
 
 
 class _End:
@@ -391,8 +437,8 @@ class Pipeline:
                 while True:
                     if self._writer_error is not None:
                         return
-                    entry = self._in_flight.take()
-                    if entry is not None:
+                    part = self._in_flight.take()
+                    if part is not None:
                         break
                     if self._closing and self._in_flight.running == 0 and len(self._in_flight) == 0:
                         self._lock.notify_all()
@@ -406,7 +452,7 @@ class Pipeline:
                             self._fail(exc)
                             return
             try:
-                self._deliver(entry.batch, writer)
+                self._deliver(part.actions, writer)
             except BaseException as exc:
                 with self._lock:
                     self._count(writer)
@@ -415,7 +461,7 @@ class Pipeline:
             with self._lock:
                 self._count(writer)
                 try:
-                    for batch in self._in_flight.finish(entry.seq):
+                    for batch in self._in_flight.finish(part):
                         self._acknowledged(batch)
                 except BaseException as exc:
                     self._fail(exc)
@@ -435,8 +481,7 @@ class Pipeline:
         self.stop_requested.set()
         self._lock.notify_all()
 
-    def _deliver(self, batch: Batch, writer: BulkWriter) -> None:
-        actions = list(batch.actions.values())
+    def _deliver(self, actions: list[Action], writer: BulkWriter) -> None:
         if actions and not self.dry_run:
             writer.write(actions)
 

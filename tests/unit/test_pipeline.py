@@ -464,39 +464,126 @@ def batch_of(*doc_ids, pos=100):
     return batch
 
 
-def test_in_flight_keeps_document_order_and_acknowledges_in_order():
+def docs(part):
+    return [a.doc_id for a in part.actions]
+
+
+def test_in_flight_holds_only_the_shared_documents_and_acknowledges_in_order():
     flight = InFlight()
     first = flight.add(batch_of("1", "2", pos=100))
     second = flight.add(batch_of("3", pos=200))
     third = flight.add(batch_of("2", "4", pos=300))  # shares document 2 with the first
     fourth = flight.add(batch_of("5", pos=400))
-    assert flight.take().seq == first
-    assert flight.take().seq == second
-    assert flight.take().seq == fourth  # the third must wait for the first; the fourth need not
+    part = flight.take()
+    assert (part.seq, docs(part)) == (first, ["1", "2"])
+    part2 = flight.take()
+    assert (part2.seq, docs(part2)) == (second, ["3"])
+    part3 = flight.take()
+    assert (part3.seq, docs(part3)) == (third, ["4"])  # 2 waits for the first batch; 4 need not
+    part4 = flight.take()
+    assert (part4.seq, docs(part4)) == (fourth, ["5"])
     assert flight.take() is None
-    # Later batches finishing first acknowledge nothing: the first is still out.
-    assert flight.finish(fourth) == []
-    assert flight.finish(second) == []
+    # Later parts finishing first acknowledge nothing: the first batch is still out,
+    # and the third still has a write to send.
+    assert flight.finish(part4) == []
+    assert flight.finish(part3) == []
+    assert flight.finish(part2) == []
     assert flight.take() is None
-    done = flight.finish(first)
+    done = flight.finish(part)
     assert [b.commit.position for b in done] == [P(100), P(200)]
-    assert flight.take().seq == third  # document 2's earlier write is acknowledged now
-    assert [b.commit.position for b in flight.finish(third)] == [P(300), P(400)]
-    assert len(flight) == 0
+    rest = flight.take()
+    assert (rest.seq, docs(rest)) == (third, ["2"])  # document 2's earlier write is acknowledged now
+    assert flight.take() is None
+    assert [b.commit.position for b in flight.finish(rest)] == [P(300), P(400)]
+    assert len(flight) == 0 and flight.running == 0
 
 
-def test_in_flight_waiting_batch_holds_back_later_ones_for_its_documents():
+def test_in_flight_unsent_write_holds_back_later_writes_of_its_document():
     flight = InFlight()
-    a = flight.add(batch_of("1", pos=100))
-    b = flight.add(batch_of("1", "2", pos=200))
-    c = flight.add(batch_of("2", pos=300))  # not started b also wrote 2: c waits for b
-    assert flight.take().seq == a
+    flight.add(batch_of("1", pos=100))
+    flight.add(batch_of("1", "2", pos=200))
+    flight.add(batch_of("2", "3", pos=300))  # the second's 2 is not sent yet: the third's 2 waits for it
+    a = flight.take()
+    b = flight.take()
+    c = flight.take()
+    assert (docs(a), docs(b), docs(c)) == (["1"], ["2"], ["3"])
     assert flight.take() is None
+    flight.finish(b)  # the second's 2 is acknowledged, but its 1 is not sent yet
+    c2 = flight.take()
+    assert docs(c2) == ["2"] and c2.seq == c.seq
+    assert flight.take() is None
+    assert flight.finish(a) != []
+    b2 = flight.take()
+    assert docs(b2) == ["1"] and b2.seq == b.seq
+    flight.finish(c)
+    flight.finish(c2)
+    assert [x.commit.position for x in flight.finish(b2)] == [P(200), P(300)]
+
+
+def test_in_flight_batch_of_commits_only_is_acknowledged_in_its_turn():
+    flight = InFlight()
+    flight.add(batch_of("1", pos=100))
+    flight.add(batch_of(pos=200))  # only unmapped tables' commits: nothing to write, a position to save
+    a, empty = flight.take(), flight.take()
+    assert docs(empty) == [] and flight.take() is None
+    assert flight.finish(empty) == []
+    assert [x.commit.position for x in flight.finish(a)] == [P(100), P(200)]
+
+
+def test_in_flight_keeps_a_routing_move_together_in_batch_order():
+    from dataclasses import replace
+
+    base = actions_for(ins(1, 100), RULES.rules[0], 1)[0]
+    first = Batch()
+    first.add(replace(base, routing="a"))
+    first.committed(commit(100))
+    move = Batch()
+    move.add(replace(base, type=ActionType.DELETE, doc=None, routing="a"))
+    move.add(replace(base, routing="b"))
+    move.add(actions_for(ins(2, 300), RULES.rules[0], 1)[0])
+    move.committed(commit(300))
+    flight = InFlight()
+    flight.add(first)
+    flight.add(move)
+    a, b = flight.take(), flight.take()
+    assert docs(b) == ["2"]
     flight.finish(a)
-    assert flight.take().seq == b
-    assert flight.take() is None
-    flight.finish(b)
-    assert flight.take().seq == c
+    held = flight.take()
+    assert [(x.type, x.routing) for x in held.actions] == [(ActionType.DELETE, "a"), (ActionType.INDEX, "b")]
+
+
+def test_in_flight_never_sends_a_write_before_an_earlier_write_of_its_document_is_acknowledged():
+    """Random batches, random finishing order: every document's writes are sent in binlog
+    order, each after the one before it was acknowledged, and batches are acknowledged in order."""
+    import random
+
+    rng = random.Random(19)
+    for _ in range(50):
+        flight = InFlight()
+        batches = [batch_of(*{str(rng.randint(1, 8)) for _ in range(rng.randint(0, 4))}, pos=100 * (i + 1))
+                   for i in range(rng.randint(1, 8))]
+        for batch in batches:
+            flight.add(batch)
+        running, acked, last_acked_seq = [], [], {}
+        sent_seq: dict[str, list[int]] = {}
+        while len(flight):
+            part = flight.take() if rng.random() < 0.6 or not running else None
+            if part is not None:
+                for doc in docs(part):
+                    # the document's previous write (an earlier batch) is acknowledged
+                    assert last_acked_seq.get(doc, -1) == (sent_seq.get(doc) or [-1])[-1]
+                    sent_seq.setdefault(doc, []).append(part.seq)
+                running.append(part)
+                continue
+            assert running, "nothing running and nothing to take, but batches left"
+            done = running.pop(rng.randrange(len(running)))
+            for doc in docs(done):
+                last_acked_seq[doc] = done.seq
+            acked += flight.finish(done)
+        assert [b.commit.position for b in acked] == [b.commit.position for b in batches]
+        for doc, seqs in sent_seq.items():
+            assert seqs == sorted(seqs)
+            assert seqs == [i for i, b in enumerate(batches) if any(a.doc_id == doc for a in b.actions.values())]
 
 
 class GatedSink(FakeSink):
