@@ -250,6 +250,29 @@ class KafkaConfig(_Strict):
     consumer: dict[str, str | int | float | bool] = {}
     # Seconds a publish may wait for the broker before it counts as failed and is sent again.
     delivery_timeout: Annotated[float, Field(gt=0)] = 60.0
+    # What `cdc sink` reads: cdc's actions (`topic`), or the change events of a Debezium MySQL/MariaDB
+    # connector (`topics`), which it turns into actions through the rules (README: Kafka mode).
+    input: Literal["cdc", "debezium"] = "cdc"
+    # input: debezium: the connector's table topics (<topic.prefix>.<db>.<table>); an entry that starts
+    # with ^ is a regular expression (librdkafka's subscription convention), e.g. ^shop\.inventory\..*
+    topics: list[str] = []
+
+    @model_validator(mode="after")
+    def _input_topics(self) -> "KafkaConfig":
+        if self.input == "debezium" and not self.topics:
+            raise ValueError("kafka.input: debezium needs kafka.topics: the connector's table topics "
+                             "(<topic.prefix>.<db>.<table>, or a regular expression starting with ^)")
+        if self.input == "cdc" and self.topics:
+            raise ValueError("kafka.topics is for kafka.input: debezium; cdc's own actions are read from kafka.topic")
+        for topic in self.topics:
+            if not topic:
+                raise ValueError("kafka.topics: an empty topic name")
+            if topic.startswith("^"):
+                try:
+                    re.compile(topic)
+                except re.error as exc:
+                    raise ValueError(f"kafka.topics: {topic!r} is not a regular expression: {exc}") from None
+        return self
 
 
 class Config(_Strict):

@@ -31,18 +31,27 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
 from typing import Callable
 
 from cdc.app.session import Session, check_writable, log_summary, patiently
-from cdc.errors import CdcError, SinkUnavailableError
+from cdc.errors import CdcError, ConfigError, SinkUnavailableError
 from cdc.es.destination import Destination
-from cdc.kafka.client import ActionConsumer, KafkaPublisher, Received, ensure_topic
+from cdc.es.indices import ensure as ensure_indices
+from cdc.es.indices import map_unsigned_fields
+from cdc.kafka.client import ActionConsumer, KafkaPublisher, Received, ensure_topic, find_topics
+from cdc.kafka.debezium import DebeziumError, Shape, Truncated
+from cdc.kafka.debezium import decode as decode_change
 from cdc.kafka.messages import MessageError, decode
-from cdc.model import Action
+from cdc.model import Action, ColumnKind
+from cdc.mysql.server import Database
+from cdc.mysql.types import column_from_schema
 from cdc.ops import build as operations
+from cdc.rules import ActionBuilder, RowError, Rule, RuleSet, load_rules, resolved_or_stop
+from cdc.rules.values import ValueOptions
 from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Stats
 
@@ -71,14 +80,22 @@ def publisher(session: Session, destination) -> KafkaPublisher:
 
 
 def latest(actions: list[Action]) -> list[Action]:
-    """One action per document key, the last one read (what the pipeline's Batch keeps), in first-seen order.
+    """One action per document key, the newest (what the pipeline's Batch keeps), in first-seen order.
 
     A batch of messages can hold several writes of one document; one bulk
     request must not (Elasticsearch's per-item results could then finish them
-    out of order on retries).
+    out of order on retries). Newest is the last one read, unless an earlier one
+    carries a higher version: cdc's own topic keeps a document's actions in one
+    partition, in order, but a Debezium topic is keyed by the table's primary
+    key, so writes of a document made from several rows (or tables) can arrive
+    from several partitions in any order. Elasticsearch would refuse the older
+    one anyway; keeping it here would drop the newer one unwritten.
     """
     keyed: dict[tuple, Action] = {}
     for action in actions:
+        kept = keyed.get(action.key)
+        if kept is not None and kept.versioned and action.versioned and kept.version > action.version:
+            continue
         keyed[action.key] = action
     return list(keyed.values())
 
@@ -92,28 +109,94 @@ def next_offsets(messages: list[Received]) -> dict[tuple[str, int], int]:
     return offsets
 
 
+def _unreadable(m: Received, what: str, exc: Exception) -> UnreadableMessage:
+    return UnreadableMessage(
+        f"message {m.topic}/{m.partition}@{m.offset} is not {what} ({exc}); nothing after it in "
+        f"that partition is written and its offset is not committed. Remove or skip it (e.g. "
+        f"kafka-consumer-groups --reset-offsets --to-offset {m.offset + 1}) and start again")
+
+
 def decoded(messages: list[Received]) -> list[Action]:
     actions = []
     for m in messages:
         try:
             actions.append(decode(m.value))
         except MessageError as exc:
-            raise UnreadableMessage(
-                f"message {m.topic}/{m.partition}@{m.offset} is not a cdc action ({exc}); nothing after it in "
-                f"that partition is written and its offset is not committed. Remove or skip it (e.g. "
-                f"kafka-consumer-groups --reset-offsets --to-offset {m.offset + 1}) and start again") from None
+            raise _unreadable(m, "a cdc action", exc) from None
     return actions
+
+
+_FRACTION = re.compile(r"\((\d+)\)")
+
+
+def shape(rule: Rule) -> Shape:
+    """A resolved rule's table as `cdc.kafka.debezium` needs it: the columns as the binlog source gives them."""
+    columns, fractions = {}, {}
+    for info in rule.table_columns:
+        column = column_from_schema(info.name, info.data_type, info.column_type, info.charset)
+        columns[info.name] = column
+        if column.kind in (ColumnKind.DATETIME, ColumnKind.TIME, ColumnKind.TIMESTAMP):
+            match = _FRACTION.search(info.column_type)
+            fractions[info.name] = int(match.group(1)) if match else 0
+    return Shape(columns, fractions)
+
+
+class DebeziumInput:
+    """`kafka.input: debezium`: change events -> row changes -> actions, through the rules (README: Kafka mode).
+
+    The same `ActionBuilder` as `cdc run` (rules, value options, version epoch)
+    turns each row into actions; a row the rules cannot convert stops the sink
+    as it stops `cdc run`, naming the message.
+    """
+
+    def __init__(self, rules: RuleSet, builder: ActionBuilder):
+        self.rules = rules
+        self.builder = builder
+        self.shapes = {(r.schema, r.table): shape(r) for r in rules.rules}
+        self.tombstones = 0
+        self.truncates = 0
+
+    def shape_of(self, schema: str, table: str) -> Shape | None:
+        return self.shapes.get((schema, table))
+
+    def __call__(self, messages: list[Received]) -> list[Action]:
+        actions: list[Action] = []
+        for m in messages:
+            try:
+                change = decode_change(m.value, self.shape_of)
+            except Truncated as exc:
+                # As `cdc run` treats a TRUNCATE in the binlog (README "Limitations"): not turned
+                # into deletes. Said once per message, with where it is, never passed over silently.
+                self.truncates += 1
+                log.warning("%s (message %s/%s@%s): cdc does not turn a TRUNCATE into deletes; the index keeps "
+                            "the table's documents until they are deleted or copied again (README: Kafka mode)",
+                            exc, m.topic, m.partition, m.offset,
+                            extra={"event": "truncate", "table": f"{exc.schema}.{exc.table}",
+                                   "position": str(exc.position)})
+                continue
+            except DebeziumError as exc:
+                raise _unreadable(m, "a Debezium row change cdc can apply", exc) from None
+            if change is None:
+                self.tombstones += 1  # the delete before it carried the change; Kafka compaction's marker
+                continue
+            try:
+                actions.extend(self.builder.actions(change))
+            except RowError as exc:
+                raise UnreadableMessage(f"message {m.topic}/{m.partition}@{m.offset}: {exc}") from None
+        return actions
 
 
 class SinkWorker:
     """The loop of `cdc sink` (see the module docstring)."""
 
     def __init__(self, session: Session, destination, stats: Stats,
-                 consumer_factory: Callable[..., ActionConsumer] = ActionConsumer):
+                 consumer_factory: Callable[..., ActionConsumer] = ActionConsumer,
+                 decode_batch: Callable[[list[Received]], list[Action]] = decoded):
         self.session = session
         self.config = session.config
         self.destination = destination
         self.stats = stats
+        self.decode_batch = decode_batch
         self.last_loop: float | None = None
         self._abort = threading.Event()
         self._revoked = False
@@ -123,21 +206,27 @@ class SinkWorker:
         self.consumer = consumer_factory(self.config.kafka, self._assigned, self._revoked_cb, client_id=client_id)
         self._writing: threading.Thread | None = None
 
-    def _assigned(self, partitions: list[int]) -> None:
-        self.partitions = partitions
-        log.info("assigned partitions %s of %s", ",".join(map(str, partitions)) or "(none)", self.config.kafka.topic)
+    def _describe(self, partitions: list[tuple[str, int]]) -> str:
+        """"0,2,4 of TOPIC" for cdc's one topic; "TOPIC[0],OTHER[0]" for a Debezium connector's topics."""
+        if self.config.kafka.input == "cdc":
+            return f"{','.join(str(p) for _, p in partitions) or '(none)'} of {self.config.kafka.topic}"
+        return ",".join(f"{t}[{p}]" for t, p in partitions) or "(none)"
 
-    def _revoked_cb(self, partitions: list[int]) -> None:
+    def _assigned(self, partitions: list[tuple[str, int]]) -> None:
+        self.partitions = [p for _, p in partitions]
+        log.info("assigned partitions %s", self._describe(partitions))
+
+    def _revoked_cb(self, partitions: list[tuple[str, int]]) -> None:
         """Inside poll: stop writing what we are losing before the group hands it to someone else."""
         self._revoked = True
         self._carry.clear()  # read before the revocation; the next owner reads them again
         writing = self._writing
         if writing is not None and writing.is_alive():
             log.info("partitions %s revoked while writing a batch: stopping it (it is left uncommitted)",
-                     ",".join(map(str, partitions)))
+                     self._describe(partitions))
             self._abort.set()
             writing.join()
-        log.info("revoked partitions %s", ",".join(map(str, partitions)) or "(none)")
+        log.info("revoked partitions %s", self._describe(partitions))
 
     def run(self) -> Stats:
         observers = self.session.observer()
@@ -167,7 +256,7 @@ class SinkWorker:
         return self.stats
 
     def _write_and_commit(self, messages: list[Received], writers: list[BulkWriter]) -> None:
-        actions = latest(decoded(messages))
+        actions = latest(self.decode_batch(messages))
         failure: list[BaseException] = []
         self._revoked = False
         self._abort.clear()
@@ -242,14 +331,21 @@ def sink(session: Session) -> Stats:
     worker: SinkWorker | None = None
     close_operations = operations.start(config, session.observers,
                                         lambda: worker.last_loop if worker is not None else None)
+    debezium = config.kafka.input == "debezium"
+    decode_batch = debezium_input(session) if debezium else decoded
     destination = Destination(config.elasticsearch)
     try:
         status = patiently("connecting to Elasticsearch", destination.check, session.stop, config.retry)
-        described = patiently("connecting to Kafka", lambda: ensure_topic(config.kafka), session.stop,
-                              config.retry)
-        log.info("Elasticsearch cluster is %s; reading Kafka %s (%s) as group %s", status,
-                 config.kafka.bootstrap_servers, described, config.kafka.group_id)
-        worker = SinkWorker(session, destination, stats)
+        if debezium:
+            assert isinstance(decode_batch, DebeziumInput)
+            prepare_indices(session, decode_batch.rules, destination)
+        described = patiently("connecting to Kafka",
+                              lambda: find_topics(config.kafka) if debezium else ensure_topic(config.kafka),
+                              session.stop, config.retry)
+        log.info("Elasticsearch cluster is %s; reading Kafka %s (%s%s) as group %s", status,
+                 config.kafka.bootstrap_servers, described, ", Debezium change events" if debezium else "",
+                 config.kafka.group_id)
+        worker = SinkWorker(session, destination, stats, decode_batch=decode_batch)
         session.observers.on_start(None, None, None)
         return worker.run()
     finally:
@@ -257,3 +353,40 @@ def sink(session: Session) -> Stats:
         session.observers.on_stopping()
         close_operations()
         log_summary(stats, None)
+
+
+def debezium_input(session: Session) -> DebeziumInput:
+    """The rules, checked against the tables as `cdc run` checks them, and the builder that applies them.
+
+    The sink reads no binlog, so it asks MySQL only for information_schema (its
+    user needs SELECT on the mapped tables, nothing more): primary keys, column
+    types, MariaDB's JSON columns; exactly what `cdc run` resolves its rules with.
+    """
+    config = session.config
+    rules = load_rules(config.resolve(config.rules))
+    db = patiently("connecting to MySQL", lambda: Database(config.mysql), session.stop, config.retry)
+    try:
+        rules = resolved_or_stop(rules, db.catalog(rules))
+    finally:
+        db.close()
+    unversioned = [r.source for r in rules.rules if r.mode != "index"]
+    if unversioned:
+        # A Debezium topic is keyed by the table's primary key, not by document: partial updates of one
+        # document could arrive from several partitions out of order, and without versions nothing
+        # would put them back in order.
+        raise ConfigError(f"kafka.input: debezium writes versioned documents only; rule(s) in mode: update "
+                          f"cannot be applied from a Debezium topic: {', '.join(unversioned)}")
+    log.info("%d rule(s) for Debezium change events: %s", len(rules),
+             ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
+    return DebeziumInput(rules, session.builder(rules, None))
+
+
+def prepare_indices(session: Session, rules: RuleSet, destination: Destination) -> None:
+    """Indices and mappings as `cdc run` makes them before its first write (Session.prepare)."""
+    config = session.config
+    options = ValueOptions.from_config(config.values)
+    if any(r.create_index is not None for r in rules.rules):
+        patiently("creating indices", lambda: ensure_indices(rules.rules, destination, options), session.stop,
+                  config.retry)
+    patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, destination, options),
+              session.stop, config.retry)

@@ -27,6 +27,7 @@ Elasticsearch writes come out the same.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -100,6 +101,33 @@ def ensure_topic(config: KafkaConfig, timeout: float = 10.0) -> str:
                 raise SinkUnavailableError(f"creating Kafka topic {config.topic}: {exc}") from None
         return f"topic {config.topic}, {config.partitions} partitions (new)"
     return f"topic {config.topic}, {len(topic.partitions)} partitions"
+
+
+def subscribed(config: KafkaConfig) -> list[str]:
+    """What `cdc sink` subscribes to: `topic` (cdc's actions) or `topics` (a Debezium connector's)."""
+    return list(config.topics) if config.input == "debezium" else [config.topic]
+
+
+def find_topics(config: KafkaConfig, timeout: float = 10.0) -> str:
+    """`kafka.input: debezium`: the existing topics `kafka.topics` names or matches, as a description.
+
+    cdc creates none of them (the connector does); a pattern also picks up topics made later.
+    Raises SinkUnavailableError while the broker cannot be reached (start-up waits it out).
+    """
+    admin = AdminClient(_client(_settings(config, {k: v for k, v in config.consumer.items()
+                                                   if k.startswith(("security.", "sasl.", "ssl."))}, {}, "consumer")))
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise SinkUnavailableError(f"Kafka at {config.bootstrap_servers} unreachable: {exc}") from None
+    patterns = [re.compile(t) for t in config.topics if t.startswith("^")]
+    names = set(config.topics)
+    found = sorted(t for t in meta.topics if t in names or any(p.match(t) for p in patterns))
+    missing = sorted(t for t in names if not t.startswith("^") and t not in meta.topics)
+    if missing:
+        log.warning("Kafka topic(s) %s do not exist yet; cdc sink reads them once the connector makes them",
+                    ", ".join(missing))
+    return f"{len(found)} topic(s): {', '.join(found) or '(none yet)'}"
 
 
 class _Call:
@@ -220,14 +248,15 @@ class Received:
 
 
 class ActionConsumer:
-    """A consumer-group member on `kafka.topic`, committing offsets only when told.
+    """A consumer-group member on `kafka.topic` (or a Debezium connector's `kafka.topics`), committing
+    offsets only when told.
 
     `on_revoke` is called (from inside `poll`/`consume`) before partitions are
     taken away, with the worker's chance to stop writing them first.
     """
 
-    def __init__(self, config: KafkaConfig, on_assign: Callable[[list[int]], None],
-                 on_revoke: Callable[[list[int]], None], client_id: str | None = None):
+    def __init__(self, config: KafkaConfig, on_assign: Callable[[list[tuple[str, int]]], None],
+                 on_revoke: Callable[[list[tuple[str, int]]], None], client_id: str | None = None):
         self.config = config
         settings = _settings(config, config.consumer, CONSUMER_FIXED, "consumer")
         if "cooperative" in str(settings.get("partition.assignment.strategy", "")):
@@ -245,14 +274,14 @@ class ActionConsumer:
         settings["error_cb"] = lambda err: log.warning("Kafka consumer: %s", err.str())
         self.consumer = Consumer(_client(settings))
         self._on_assign, self._on_revoke = on_assign, on_revoke
-        self.consumer.subscribe([config.topic], on_assign=self._assigned, on_revoke=self._revoked,
+        self.consumer.subscribe(subscribed(config), on_assign=self._assigned, on_revoke=self._revoked,
                                 on_lost=self._revoked)
 
     def _assigned(self, consumer, partitions) -> None:
-        self._on_assign(sorted(p.partition for p in partitions))
+        self._on_assign(sorted((p.topic, p.partition) for p in partitions))
 
     def _revoked(self, consumer, partitions) -> None:
-        self._on_revoke(sorted(p.partition for p in partitions))
+        self._on_revoke(sorted((p.topic, p.partition) for p in partitions))
 
     def consume(self, count: int, timeout: float) -> list[Received]:
         """Up to `count` messages within `timeout`; a broker error is logged and the call returns what it has."""
