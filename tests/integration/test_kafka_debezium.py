@@ -1,0 +1,312 @@
+"""`cdc sink` with `kafka.input: debezium` fed by a REAL Debezium connector (README "Kafka mode").
+
+Debezium's MariaDB connector runs in a Kafka Connect standalone worker
+(scripts/kafka_connect.py, jars from Maven Central, cached in CDC_DEV_HOME;
+the first run fetches about 45 MB) against the test MariaDB and the test
+broker (scripts/kafka_broker.py). One test, one connector: Connect's start-up
+and the snapshot are the slow part. It snapshots a table with a spread of
+column types, then streams inserts, updates, deletes and primary-key changes
+while `cdc sink` writes them to one index and `cdc run` (cdc's own snapshot
+and binlog stream) writes the same table through the same rule to another.
+The sink is SIGKILLed mid-stream once. At the end both indices hold the same
+documents, `cdc verify` finds the sink's index equal to the table, and every
+document's version orders the way the module docstring of
+cdc/kafka/debezium.py says against the version `cdc run` gave it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from harness import Admin, CdcSetup, es_docs, free_port
+
+TABLE = """CREATE TABLE items (
+  id INT PRIMARY KEY,
+  name VARCHAR(50) CHARACTER SET utf8mb4,
+  price DECIMAL(10,2),
+  ts TIMESTAMP(3) NULL,
+  dt DATETIME(6),
+  dt0 DATETIME,
+  d DATE,
+  t TIME(6),
+  j JSON,
+  b VARBINARY(16),
+  bin BINARY(4),
+  bits BIT(12),
+  flag BIT(1),
+  s SET('a','b','c'),
+  e ENUM('x','y','z'),
+  f FLOAT,
+  dbl DOUBLE,
+  y YEAR,
+  u BIGINT UNSIGNED,
+  tiny TINYINT(1),
+  txt TEXT,
+  p POINT NULL
+)"""
+COLUMNS = ("id, name, price, ts, dt, dt0, d, t, j, b, bin, bits, flag, s, e, f, dbl, y, u, tiny, txt, p")
+VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, ST_GeomFromText(%s)"
+SNAPSHOT_ROWS = 40
+
+
+def row(i: int, rnd: random.Random) -> tuple:
+    """A row with values across each type's range (negative TIME with a fraction, 2^64-1, BINARY padding...)."""
+    maybe = (lambda v: None if rnd.random() < 0.1 else v)
+    return (
+        i, maybe(rnd.choice(["plain", "ünïcödé ✓", "", "quote ' and \\ back"]) + str(rnd.randint(0, 99))),
+        maybe(f"{rnd.randint(-99999, 99999)}.{rnd.randint(0, 99):02d}"),
+        maybe(f"20{rnd.randint(10, 37)}-0{rnd.randint(1, 9)}-1{rnd.randint(0, 9)} 0{rnd.randint(0, 9)}:1{rnd.randint(0, 9)}"
+              f":2{rnd.randint(0, 9)}.{rnd.randint(0, 999):03d}"),
+        maybe(f"{rnd.randint(1001, 9998)}-1{rnd.randint(0, 2)}-2{rnd.randint(0, 8)} 1{rnd.randint(0, 9)}:0{rnd.randint(0, 9)}"
+              f":00.{rnd.randint(0, 999999):06d}"),
+        maybe(f"19{rnd.randint(70, 99)}-0{rnd.randint(1, 9)}-0{rnd.randint(1, 9)} 23:59:59"),
+        maybe(f"{rnd.randint(1000, 9999)}-0{rnd.randint(1, 9)}-1{rnd.randint(0, 9)}"),
+        maybe(f"{rnd.choice(['-', ''])}{rnd.randint(0, 838)}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}"
+              f".{rnd.randint(0, 999999):06d}"),
+        # one shape of JSON (a dynamic mapping takes the first it sees)
+        maybe(rnd.choice(['{"a": 1, "b": [2.5, 3.25]}', '{"a": -7}', '{"n": {"k": "ü"}, "b": []}', '{}'])),
+        maybe(bytes(rnd.randint(0, 255) for _ in range(rnd.randint(0, 16)))),
+        maybe(rnd.choice([b"\x01\x00\x00\x00", b"abcd", b"\x00\x00\x00\x00", b"\xff\x00\xff\x00"])),
+        maybe(rnd.randint(0, 4095)), maybe(rnd.randint(0, 1)),
+        maybe(rnd.choice(["", "a", "b,c", "a,b,c"])), maybe(rnd.choice(["x", "y", "z"])),
+        maybe(rnd.choice([0.1, -1.5, 3.4028e38, 1e-7, 12345.678])), maybe(rnd.uniform(-1e6, 1e6)),
+        maybe(rnd.randint(1901, 2155)), maybe(rnd.choice([0, 1, 2**63, 2**64 - 1])), maybe(rnd.randint(-128, 127)),
+        maybe("x" * rnd.randint(0, 300)),
+        maybe(f"POINT({rnd.uniform(-180, 180):.6f} {rnd.uniform(-90, 90):.6f})"),
+    )
+
+
+class Changes:
+    """A stream of inserts, updates (every column), deletes and primary-key changes, from a seed."""
+
+    def __init__(self, servers, database: str, seed: int = 14):
+        self.admin = Admin(servers, database)
+        self.rnd = random.Random(seed)
+        self.ids = set(range(1, SNAPSHOT_ROWS + 1))
+        self.next_id = SNAPSHOT_ROWS + 1
+        self.done = 0
+        self.written: set[int] = set()  # rows the stream inserted or updated
+
+    def one(self) -> None:
+        rnd, admin = self.rnd, self.admin
+        kind = rnd.random()
+        if kind < 0.3 or len(self.ids) < 10:
+            i, self.next_id = self.next_id, self.next_id + 1
+            admin.execute(f"INSERT INTO items ({COLUMNS}) VALUES ({VALUES})", args=row(i, rnd))
+            self.ids.add(i)
+            self.written.add(i)
+        elif kind < 0.75:
+            i = rnd.choice(sorted(self.ids))
+            values = row(i, rnd)[1:]
+            sets = ", ".join(f"{c} = {'ST_GeomFromText(%s)' if c == 'p' else '%s'}" for c in COLUMNS.split(", ")[1:])
+            admin.execute(f"UPDATE items SET {sets} WHERE id = %s", args=(*values, i))
+            self.written.add(i)
+        elif kind < 0.9:
+            i = rnd.choice(sorted(self.ids))
+            admin.execute("DELETE FROM items WHERE id = %s", args=(i,))
+            self.ids.discard(i)
+        else:  # a primary-key change: Debezium writes a delete of the old key and a create of the new one
+            i = rnd.choice(sorted(self.ids))
+            new, self.next_id = self.next_id, self.next_id + 1
+            admin.execute("UPDATE items SET id = %s WHERE id = %s", args=(new, i))
+            self.ids.discard(i)
+            self.ids.add(new)
+            self.written.add(new)
+        self.done += 1
+
+    def run(self, count: int) -> None:
+        for _ in range(count):
+            self.one()
+
+    def until(self, stop: threading.Event) -> None:
+        """Changes at a steady pace (a load, not a burst) until `stop` is set."""
+        while not stop.wait(0.005):
+            self.one()
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+@contextlib.contextmanager
+def _locked(name: str, exclusive: bool):
+    import kafka_broker
+
+    kafka_broker.HOME.mkdir(parents=True, exist_ok=True)
+    with open(kafka_broker.HOME / name, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """The test broker (tests/integration/test_kafka.py starts it the same way, under the same locks)."""
+    import kafka_broker
+
+    with _locked(".kafka-up.lock", exclusive=True):
+        was_running = kafka_broker.running()
+        try:
+            bootstrap = kafka_broker.up()
+        except kafka_broker.BrokerError as exc:
+            pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
+    # Shared with the Kafka tests; only the one that restarts the broker runs alone.
+    with _locked(".kafka-tests.lock", exclusive=False):
+        yield bootstrap
+    if not was_running and not os.environ.get("CDC_KEEP_SERVERS") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        kafka_broker.down()
+
+
+@pytest.fixture
+def debezium_user(servers):
+    """A MariaDB user with the privileges Debezium's MariaDB connector documents (and nothing more)."""
+    user, password = "cdc_debezium", "cdc_debezium"
+    admin = Admin(servers)
+    admin.execute(f"CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'",
+                  f"GRANT SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, BINLOG MONITOR "
+                  f"ON *.* TO '{user}'@'127.0.0.1'")
+    admin.close()
+    return user, password
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return max(0, offsets[0].offset)
+    finally:
+        consumer.close()
+
+
+def end_offset(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"peek-{uuid.uuid4().hex}"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    except KafkaException:  # the connector has not made the topic yet
+        return 0
+    finally:
+        consumer.close()
+
+
+def wait_for(what: str, check, timeout: float = 60, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def versions(es, index: str) -> dict[str, int]:
+    from elasticsearch import helpers
+
+    es.indices.refresh(index=index)
+    return {hit["_id"]: hit["_version"] for hit in
+            helpers.scan(es, index=index, query={"query": {"match_all": {}}, "version": True})}
+
+
+def test_a_real_debezium_connector_feeds_cdc_sink(tmp_path, servers, broker, debezium_user, db, database,
+                                                  index_prefix, es):
+    import yaml
+    from kafka_connect import Connect, mariadb_connector
+
+    db.execute(TABLE)
+    rnd = random.Random(7)
+    for i in range(1, SNAPSHOT_ROWS + 1):
+        db.execute(f"INSERT INTO items ({COLUMNS}) VALUES ({VALUES})", args=row(i, rnd))
+
+    prefix = f"dbz_{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.{database}.items"
+    user, password = debezium_user
+    connect = Connect(tmp_path / "connect", broker, free_port(), mariadb_connector(
+        prefix, prefix=prefix, host=servers.mariadb_host, port=servers.mariadb_port, user=user, password=password,
+        server_id=random.randint(900_000, 999_999), databases=[database], history=tmp_path / "connect" / "history.dat"))
+    sink_index, cdc_index = f"{index_prefix}-dbz", f"{index_prefix}-cdc"
+    for name in ("sink", "cdc"):
+        (tmp_path / name).mkdir()
+    sink_setup = CdcSetup(tmp_path / "sink", servers, [{"schema": database, "table": "items", "index": sink_index}])
+    config = yaml.safe_load(sink_setup.config_path.read_text())
+    group = f"g-{prefix}"
+    config["kafka"] = {"bootstrap_servers": broker, "input": "debezium", "topics": [topic], "group_id": group,
+                       # a SIGKILLed sink's partition moves after 6 s (the broker's minimum), not 45 s
+                       "consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}}
+    sink_setup.config_path.write_text(yaml.safe_dump(config))
+    cdc_setup = CdcSetup(tmp_path / "cdc", servers, [{"schema": database, "table": "items", "index": cdc_index}])
+    changes = Changes(servers, database)
+    processes = []
+    try:
+        connect.start()
+        # The snapshot's rows are on the topic: the stream starts after them.
+        wait_for("Debezium's snapshot on the topic", lambda: end_offset(broker, topic) >= SNAPSHOT_ROWS, 60)
+        cdc = cdc_setup.run()
+        processes.append(cdc)
+        sink = sink_setup.process("sink", "--log-format", "json").start()
+        processes.append(sink)
+        changes.run(60)
+        # SIGKILL the sink while changes stream in, once it has committed some of them.
+        stop_load = threading.Event()
+        load = threading.Thread(target=changes.until, args=(stop_load,), daemon=True)
+        load.start()
+        try:
+            wait_for("the sink to commit streamed changes",
+                     lambda: committed(broker, group, topic) > SNAPSHOT_ROWS + 100, 60, 0.1)
+            sink.stop(signal.SIGKILL)
+            killed_at = committed(broker, group, topic)
+            before = changes.done
+            wait_for("more changes while the sink is down", lambda: changes.done > before + 100, 30, 0.1)
+        finally:
+            stop_load.set()
+            load.join(30)
+        sink = sink_setup.process("sink", "--log-format", "json").start()
+        processes.append(sink)
+        changes.run(40)  # and more after the restart
+
+        rows = len(db.query("SELECT id FROM items"))
+
+        def same():
+            have, want = es_docs(es, sink_index), es_docs(es, cdc_index)
+            return len(want) == rows and have == want and have
+
+        docs = wait_for("the sink's index to equal cdc run's", same, 90, 1.0)
+        assert committed(broker, group, topic) > killed_at
+        assert sorted(docs, key=int) == sorted((str(r["id"]) for r in db.query("SELECT id FROM items")), key=int)
+
+        # `cdc verify`: the sink's index equals the table, row by row, as cdc's rules make documents.
+        verified = subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(sink_setup.config_path),
+                                   "--json", "--log-format", "json"], capture_output=True, text=True, timeout=180,
+                                  env={**os.environ, **sink_setup.env})
+        report = json.loads(verified.stdout)
+        assert verified.returncode == 0 and report["summary"]["ok"], report
+        s = report["summary"]
+        assert (s["missing"], s["differing"], s["orphans"], s["rows"]) == (0, 0, 0, rows), s
+
+        # Versions: Debezium's streamed writes sit inside their binlog event, cdc's at its end; so for a
+        # document last written by the stream, the sink's version is just below cdc's, in the same file.
+        # (A row untouched since the snapshots has each snapshot's own position as its version.)
+        ours, theirs = versions(es, sink_index), versions(es, cdc_index)
+        streamed = sorted(changes.written & set(map(int, docs)))
+        assert len(streamed) > 50
+        for i in map(str, streamed):
+            assert theirs[i] >> 32 == ours[i] >> 32 and 0 < theirs[i] - ours[i] < 1 << 16, (i, ours[i], theirs[i])
+        killed = [p for p in processes if p.proc and p.proc.returncode == -signal.SIGKILL]
+        assert len(killed) == 1
+    finally:
+        for proc in processes:
+            if proc.proc and proc.proc.poll() is None:
+                proc.stop()
+        connect.stop()
+        changes.close()
