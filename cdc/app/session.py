@@ -34,6 +34,7 @@ from cdc.stream.deadletter import DeadLetterStore
 from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Observers, Stats
 from cdc.stream.pipeline import Pipeline
+from cdc.stream.rebuild import Rebuild
 
 log = logging.getLogger("cdc")
 
@@ -165,8 +166,16 @@ class Session:
     def new_pipeline(self, rules: RuleSet, sink, store: FileCheckpointStore | None, dry_run: bool = False,
                      on_batch: Callable[[list[Action]], None] | None = None) -> Pipeline:
         config = self.config
+        # Rules with children/lookups: their documents are rebuilt from MySQL reads (issue 15,
+        # cdc/stream/rebuild.py); the row path only sees the other rules.
+        relational = [r for r in rules.rules if r.relations]
+        rebuild = None
+        if relational:
+            rebuild = Rebuild(relational, lambda: Database(config.mysql), config.retry, self.epoch(store),
+                              ValueOptions.from_config(config.values), stop=self.stop)
+            rules = rules.replace([r for r in rules.rules if not r.relations])
         self.pipeline = Pipeline(
-            rules, sink, store, config.batch, config.retry, dead_letters=self.dead_letters(),
+            rules, sink, store, config.batch, config.retry, dead_letters=self.dead_letters(), rebuild=rebuild,
             version_epoch=self.epoch(store),
             value_options=ValueOptions.from_config(config.values),
             checkpoint_interval=config.checkpoint.min_interval,
@@ -177,6 +186,8 @@ class Session:
         log.log(*check_mode(config.row_path))
         self.row_path = self.pipeline.builder = RowPath(self.pipeline.builder, config.row_path)
         row_path = self.row_path
+        if rebuild is not None:
+            self.pipeline.builder = rebuild.builder(row_path)
         for observer in self.observers.observers:  # cdc_row_path for `cdc status`
             if hasattr(observer, "watch_row_paths"):
                 observer.watch_row_paths(lambda: dict(row_path.tables))

@@ -51,9 +51,10 @@ from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Stats
 from cdc.errors import CdcError, SchemaChanged, SourceError, CheckpointError, PreflightError, SinkUnavailableError
 from cdc.es.indices import index_target
-from cdc.model import Action, BinlogPosition, Column, ColumnKind, Op, RowChange
+from cdc.model import Action, BinlogPosition, Column, ColumnKind, ItemResult, Op, Outcome, RowChange
 from cdc.mysql.types import column_from_schema
-from cdc.rules import ActionBuilder, Rule
+from cdc.rules import ActionBuilder, Rule, document_version
+from cdc.rules.relations import Assembler, document_actions, read_documents, root_pk
 
 log = logging.getLogger("cdc.snapshot")
 
@@ -371,9 +372,9 @@ class Snapshot:
             db = Database(self.db.config)
             try:
                 position, rows = TableReader(db, self.config.chunk_size, self.where).read_range(plan, after, upto)
+                return self._actions(plan, position, rows, db)
             finally:
                 db.close()
-            return self._actions(plan, position, rows)
 
         try:
             write_while_fresh(writer, stop, max_age, read, f"snapshot chunk of {plan.name}", plan.name, first=first[0])
@@ -381,11 +382,38 @@ class Snapshot:
             with _STATS_LOCK:
                 _add_counts(self.writer.stats, writer.stats)
 
-    def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple]) -> list[Action]:
+    def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple],
+                 db: Database | None = None) -> list[Action]:
+        if plan.rule.relations:
+            return self._documents(plan, rows, db or self.db)
         actions: list[Action] = []
         now = int(time.time())
         for i, row in enumerate(rows):
             actions.extend(self.builder.actions(row_change(plan, position, row, now, i)))
+        return actions
+
+
+    def _documents(self, plan: TablePlan, rows: Sequence[tuple], db: Database) -> list[Action]:
+        """A chunk of roots with their children and lookups (issue 15), read again in one consistent snapshot.
+
+        The chunk's rows only say which roots; the documents come from a second
+        read that takes them and every related row at one position, and carry
+        its version, as the stream's rebuilds do (cdc/stream/rebuild.py).
+        Roots deleted in between become deletes at that version.
+        """
+        rule = plan.rule
+        pk = plan.names.index(root_pk(rule))
+        ids = [row[pk] for row in rows]
+        try:
+            position, fetched = db.consistent_queries(lambda query: read_documents(query, rule, ids))
+        except SchemaChanged:
+            raise SchemaChanged(plan.name) from None
+        except SourceError as exc:
+            raise CdcError(f"snapshot read of {plan.name} and its relations failed: {exc}") from None
+        assembler = Assembler(rule, self.builder.value_options, self.builder.stats)
+        actions, refused = document_actions(assembler, ids, fetched,
+                                            document_version(position, self.builder.version_epoch), position)
+        self.writer.refuse([ItemResult(r.action, Outcome.REJECTED, 0, "cdc_refused", r.reason) for r in refused])
         return actions
 
 

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import pymysql
 
@@ -22,6 +22,8 @@ from cdc.model import BinlogPosition
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
 
 log = logging.getLogger("cdc.database")
+
+T = TypeVar("T")
 
 
 
@@ -121,6 +123,35 @@ class Database:
                 raise SchemaChanged(str(exc.args[-1])) from None
             raise SourceError(str(exc.args[-1] if exc.args else exc)) from None
         return position, rows
+
+    def consistent_queries(self, work: Callable[[Callable[[str, Sequence[Any]], list[dict]]], T]
+                           ) -> tuple[BinlogPosition, T]:
+        """`work(query)` inside one consistent snapshot, and the binlog position it is consistent with.
+
+        For documents built from several tables (cdc/rules/relations.py): every
+        `query(sql, args)` (rows as dicts) sees the tables as of that one position.
+        Errors as `consistent_read`; a lost connection is a SourceError too.
+        """
+        try:
+            with self.conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("SET SESSION time_zone = '+00:00'")  # TIMESTAMP as UTC, as in the binlog
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                with self.conn.cursor() as plain:  # _begin_consistent reads SHOW results as tuples
+                    position = self._begin_consistent(plain)
+
+                def query(sql: str, args: Sequence[Any]) -> list[dict]:
+                    cur.execute(sql, args)
+                    return list(cur.fetchall())
+
+                try:
+                    result = work(query)
+                finally:
+                    cur.execute("COMMIT")
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] == _ER_BAD_FIELD:
+                raise SchemaChanged(str(exc.args[-1])) from None
+            raise SourceError(str(exc.args[-1] if exc.args else exc)) from None
+        return position, result
 
     def _begin_consistent(self, cur) -> BinlogPosition:
         if self.info.mariadb:

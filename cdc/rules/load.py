@@ -13,7 +13,7 @@ from cdc.errors import ConfigError
 from cdc.rules.values import (
     CONVERSIONS,
 )
-from cdc.rules.model import Conversion, DeleteMode, IndexSetup, Rule, RuleSet, WriteMode
+from cdc.rules.model import Conversion, DeleteMode, IndexSetup, Relation, Rule, RuleSet, WriteMode
 from cdc.rules.names import NamePattern, check_index_name, parse_template
 
 
@@ -65,6 +65,63 @@ class _CreateIndexSpec(BaseModel):
     mappings: dict[str, Any] | None = None  # None: generated from the column types
 
 
+class RelationSpec(BaseModel):
+    """One entry of a rule's `children:` or `lookups:` (issue 15, README "Documents from several tables")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: str | None = Field(None, alias="schema", min_length=1)  # default: the parent's schema
+    table: str = Field(min_length=1)
+    # children: the column of this table that holds the parent's primary key;
+    # lookups: the column of the parent that holds this table's primary key.
+    key: str = Field(min_length=1)
+    include: list[str] | None = None
+    exclude: list[str] = []
+    rename: dict[str, str] = {}
+    convert: dict[str, Any] = {}
+    children: dict[str, "RelationSpec"] = {}
+    lookups: dict[str, "RelationSpec"] = {}
+    max_children: int | None = Field(None, ge=1)
+
+    @field_validator("convert", mode="before")
+    @classmethod
+    def _convert(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping of column name to conversion")
+        return {str(k): _conversions(str(k), v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _together(self) -> "RelationSpec":
+        problems = []
+        if self.include is not None and self.exclude:
+            problems.append("include and exclude: give one of them, not both")
+        for name, lookup in self.lookups.items():
+            if lookup.max_children is not None:
+                problems.append(f"lookups.{name}.max_children: only children have a count to bound")
+        problems.extend(_field_clashes(self.children, self.lookups))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def to_relation(self, field: str, kind: str, parent_schema: str, source: str) -> Relation:
+        schema = self.schema_ or parent_schema
+        where = f"{source}: {kind if kind == 'children' else 'lookups'}.{field}"
+        values = Rule(schema=schema, table=self.table, index="-", id_columns=None, source=where,
+                      include=tuple(self.include) if self.include is not None else None,
+                      exclude=tuple(self.exclude), rename=tuple(self.rename.items()),
+                      conversions=tuple(self.convert.items()), checked=False)
+        return Relation(
+            field=field, kind="children" if kind == "children" else "lookup", key=self.key, values=values,
+            children=tuple(spec.to_relation(name, "children", schema, where) for name, spec in self.children.items()),
+            lookups=tuple(spec.to_relation(name, "lookup", schema, where) for name, spec in self.lookups.items()),
+            max_children=self.max_children or 10_000)
+
+
+def _field_clashes(children: dict, lookups: dict) -> list[str]:
+    both = sorted(set(children) & set(lookups))
+    return [f"field {name!r} is both a child and a lookup" for name in both]
+
+
 class RuleSpec(BaseModel):
     """One entry of a rule file, as written."""
 
@@ -92,6 +149,8 @@ class RuleSpec(BaseModel):
     # index's refresh_interval). A forced refresh per request (true) is not offered.
     refresh: Literal[False, "false", "wait_for"] = False
     create_index: Any = None
+    children: dict[str, RelationSpec] = {}
+    lookups: dict[str, RelationSpec] = {}
 
     @field_validator("create_index", mode="before")
     @classmethod
@@ -186,6 +245,8 @@ class RuleSpec(BaseModel):
         if self.on_delete != "soft" and self.soft_delete_field is not None:
             problems.append("soft_delete_field: only for on_delete: soft")
         schema, table = self.schema_, self.table
+        if self.children or self.lookups:
+            problems.extend(_relational_limits(self))
         available = {"schema", "table"} | {f"schema.{c}" for c in schema.capture_names} \
             | {f"table.{c}" for c in table.capture_names}
         templates = [("index", self.index), ("routing", self.routing)]
@@ -234,7 +295,35 @@ class RuleSpec(BaseModel):
             conversions=tuple(self.convert.items()), mode=self.mode, on_delete=self.on_delete,
             soft_delete_field=self.soft_delete_field or "deleted", pipeline=self.pipeline,
             refresh_wait_for=self.refresh == "wait_for", also=self.also, create_index=setup, checked=False,
+            relations=tuple([*(spec.to_relation(name, "children", schema.text, source)
+                               for name, spec in self.children.items()),
+                             *(spec.to_relation(name, "lookup", schema.text, source)
+                               for name, spec in self.lookups.items())]),
         )
+
+
+def _relational_limits(spec: RuleSpec) -> list[str]:
+    """What a rule with children or lookups may not do (first version, README "Documents from several tables").
+
+    Its documents are rebuilt whole from MySQL reads and versioned by the read's
+    binlog position, so they must be whole documents (mode: index) of one fixed
+    index, identified by the root's primary key alone.
+    """
+    problems = _field_clashes(spec.children, spec.lookups)
+    if spec.schema_.kind != "exact" or spec.table.kind != "exact":
+        problems.append("children/lookups: the root must be one table, not a pattern")
+    if spec.mode != "index":
+        problems.append("children/lookups: need mode: index (documents are rebuilt whole)")
+    if spec.on_delete != "delete":
+        problems.append("children/lookups: need on_delete: delete")
+    if spec.id is not None or spec.routing is not None:
+        problems.append("children/lookups: the document id is the root's primary key; id and routing are not "
+                        "supported here")
+    if parse_template(spec.index).columns:
+        problems.append("children/lookups: the index name must not be made from columns")
+    if spec.also:
+        problems.append("children/lookups: also: true is not supported")
+    return problems
 
 
 def _is_json(value: Any) -> bool:

@@ -30,6 +30,36 @@ class IndexSetup:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """A table joined into the documents of a rule (issue 15; cdc/rules/relations.py builds them).
+
+    `children`: rows of `values.table` whose column `key` holds the parent row's
+    primary key, embedded as an array of objects under `field`. `lookup`: the row
+    of `values.table` whose primary key the parent's column `key` holds, embedded
+    as one object (or null). `values` carries the column options (include,
+    exclude, rename, convert) as a Rule for that table, so the same conversion
+    code applies; resolved, its `id_columns` is the table's one-column primary key.
+    """
+
+    field: str
+    kind: Literal["children", "lookup"]
+    key: str
+    values: "Rule"
+    children: tuple["Relation", ...] = ()
+    lookups: tuple["Relation", ...] = ()
+    max_children: int = 10_000  # children only: a parent with more is refused (README "Bounds")
+
+    @property
+    def relations(self) -> tuple["Relation", ...]:
+        return self.children + self.lookups
+
+    @property
+    def pk(self) -> str:
+        assert self.values.id_columns and len(self.values.id_columns) == 1, "resolve the relation first"
+        return self.values.id_columns[0]
+
+
+@dataclass(frozen=True)
 class Rule:
     """One rule. As loaded it may name its schema/table by pattern; resolved, it is one table.
 
@@ -71,6 +101,18 @@ class Rule:
     pad_binary: tuple[tuple[str, int], ...] = ()  # BINARY(n) columns and their n
     point_columns: frozenset[str] = frozenset()  # POINT columns (the binlog calls them GEOMETRY)
     table_columns: tuple[ColumnInfo, ...] = ()
+    # Tables joined into the documents (children, lookups): issue 15, cdc/rules/relations.py.
+    relations: tuple[Relation, ...] = ()
+
+    def relation_tables(self) -> tuple[tuple[str, str], ...]:
+        """Every (schema, table) a relation of this rule reads, at any depth."""
+        out: list[tuple[str, str]] = []
+        todo = list(self.relations)
+        while todo:
+            relation = todo.pop()
+            out.append((relation.values.schema, relation.values.table))
+            todo.extend(relation.relations)
+        return tuple(dict.fromkeys(out))
 
     @property
     def name(self) -> str:
@@ -127,7 +169,7 @@ class RuleSet:
     # -- what to read from the server (cdc.mysql.catalog.TableChooser) --
     def schemas_among(self, schemas: list[str]) -> set[str]:
         """The schemas whose tables the rules may name: exact ones, and those a pattern matches."""
-        wanted: set[str] = set()
+        wanted: set[str] = {s for r in self.rules for s, _ in r.relation_tables()}
         for rule in self.rules:
             if rule.schema_pattern is None:
                 wanted.add(rule.schema)
@@ -137,7 +179,7 @@ class RuleSet:
         return wanted
 
     def wants(self, schema: str, table: str) -> bool:
-        return any(r.bind(schema, table) is not None for r in self.rules)
+        return any(r.bind(schema, table) is not None or (schema, table) in r.relation_tables() for r in self.rules)
 
     def matches(self, schema: str, table: str) -> tuple[Rule, ...]:
         """Every rule for this table (more than one only if they all say `also: true`)."""
@@ -165,7 +207,9 @@ class RuleSet:
 
     def table_filter(self) -> "TableFilter":
         """The tables to read rows of: the resolved ones, plus any later table a pattern matches."""
-        return TableFilter({(r.schema, r.table) for r in self.rules if not r.is_pattern}, self)
+        tables = {(r.schema, r.table) for r in self.rules if not r.is_pattern}
+        tables |= {t for r in self.rules for t in r.relation_tables()}  # their changes rebuild documents
+        return TableFilter(tables, self)
 
     @property
     def schemas(self) -> frozenset[str]:

@@ -14,6 +14,7 @@ from cdc.mysql.catalog import Catalog, TableInfo
 from cdc.mysql.types import DATE_TYPES, INTEGER_TYPES, KNOWN_TYPES, TEXT_TYPES
 from cdc.rules.model import Rule, RuleSet
 from cdc.rules.names import parse_template
+from cdc.rules.relations import resolve_relations
 
 log = logging.getLogger("cdc.rules")
 
@@ -66,6 +67,11 @@ def resolve_rules(rules: RuleSet, catalog: Catalog) -> Resolution:
             assert bound is not None
             concrete, table_problems = _check_table(bound, catalog.tables[(schema, table)])
             problems.extend(table_problems)
+            if concrete is not None and concrete.relations:  # children and lookups (issue 15)
+                concrete, relation_problems = resolve_relations(concrete, catalog, _check_table)
+                problems.extend(relation_problems)
+                if relation_problems:
+                    continue
             if concrete is not None:
                 resolved.append(concrete)
                 per_table.setdefault((schema, table), []).append(concrete)

@@ -139,6 +139,11 @@ class BulkWriter:
                                       f"({first.error_type}: {first.reason})", len(retry), "items")
             pending = [r.action for r in retry]  # in request order: per-id order is kept
 
+    def refuse(self, refused: Sequence[ItemResult]) -> None:
+        """Actions cdc itself cannot make (a root over max_children, cdc/stream/rebuild.py): the same decision."""
+        if refused:
+            self._reject(refused)
+
     def _reject(self, rejected: Sequence[ItemResult]) -> None:
         """Stop, or set the documents aside durably; either way nothing passes silently."""
         if self.dead_letters is None:

@@ -65,6 +65,7 @@ from cdc.model import (
     StreamRestarted,
 )
 from cdc.stream.protocols import CheckpointStore, Sink
+from cdc.stream.rebuild import Rebuild
 from cdc.stream.observe import Observer, Stats
 from cdc.rules import ActionBuilder, RowError, RuleSet
 from cdc.rules.values import ValueOptions
@@ -236,8 +237,11 @@ class Pipeline:
         on_batch: Callable[[list[Action]], None] | None = None,
         observer: Observer | None = None,
         dead_letters: DeadLetterStore | None = None,
+        rebuild: Rebuild | None = None,
     ):
         self.rules = rules
+        # Documents built from several tables: their changes come as rebuild requests (cdc/stream/rebuild.py).
+        self.rebuild = rebuild
         self.builder = ActionBuilder(rules, version_epoch, value_options)
         self.checkpoints = checkpoints
         self.batch_config = batch
@@ -482,6 +486,8 @@ class Pipeline:
         self._lock.notify_all()
 
     def _deliver(self, actions: list[Action], writer: BulkWriter) -> None:
+        if self.rebuild is not None:  # rebuilt documents are read and written here, before the part counts as done
+            actions = self.rebuild.deliver(actions, (lambda a: None) if self.dry_run else writer.write, writer.refuse)
         if actions and not self.dry_run:
             writer.write(actions)
 

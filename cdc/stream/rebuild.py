@@ -1,0 +1,224 @@
+"""The stream's rebuild stage for documents built from several tables (issue 15).
+
+A row change of a table a rule joins (its root, a child, a lookup) cannot be
+turned into a document by itself. `RelationBuilder` turns it into a
+`RebuildRequest`, which rides through the pipeline like an action (buffered per
+transaction, dropped on rollback, part of a batch); when the pipeline delivers
+the batch, `Rebuild.deliver` finds the affected roots, reads them and everything
+below them from MySQL in consistent snapshots, and writes the documents before
+the batch counts as acknowledged. So the checkpoint never passes a change whose
+documents were not rewritten.
+
+Versions (why an older rebuild can never overwrite a newer one): a rebuilt
+document is written with the version of the binlog position its consistent
+read is consistent with (MariaDB: binlog_snapshot_file/position, lock-free;
+MySQL: the position read under FLUSH TABLES WITH READ LOCK, `Database.
+_begin_consistent`). The document is a function of the tables at that
+position, so of two rebuilds the one with the higher version read the newer
+state, and Elasticsearch keeps it whatever order the writes arrive in; equal
+versions are the same state, and the second write is refused harmlessly as
+stale. The same holds across the stream, snapshots and `cdc verify --repair`,
+which all version such documents by their read's position, and after a crash:
+a replayed change rebuilds from a newer read, with a higher version.
+
+Why no change is missed: a rebuild is read only at a position at or after the
+rows event that asked for it (`deliver` reads again until it is: the binlog can
+reach a reader before the transaction is visible to a snapshot), so the read
+sees the change. Which roots a change affects is found from the state at that
+read (`roots_of`); a root whose link to the changed row was changed meanwhile
+was changed by another event, which asks for the roots on both sides of it.
+
+Ordering in the pipeline: every request of one rule carries the same document
+key (`_SHARED`, the rule's index), so `InFlight` never sends two batches'
+rebuilds of one rule at once: reads and writes follow binlog order, and a
+delete's tombstone (kept only `index.gc_deletes`) is never overtaken by an
+older read's index. Documents of other rules and plain tables go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence, TypeVar
+
+from cdc.config import RetryConfig
+from cdc.errors import CdcError, SourceError
+from cdc.model import Action, ActionType, BinlogPosition, ItemResult, Outcome, RowChange
+from cdc.retry import Attempts
+from cdc.rules import ActionBuilder, Rule, document_version
+from cdc.rules.relations import Assembler, Need, Query, document_actions, needs_for, read_documents, roots_of
+from cdc.rules.values import ValueOptions
+
+log = logging.getLogger("cdc.rebuild")
+
+T = TypeVar("T")
+
+# Stands in for the index of a request: never a real index name (Elasticsearch refuses the NUL).
+_SHARED = "\x00rebuild"
+
+
+class ConsistentReads(Protocol):
+    """Reads in one consistent snapshot (cdc/mysql/server.py `Database`)."""
+
+    def consistent_queries(self, work: Callable[[Query], T]) -> tuple[BinlogPosition, T]:
+        """Run `work(query)` in one consistent snapshot; the binlog position the snapshot is consistent with."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class RebuildRequest(Action):
+    """A change asks for the documents of some rows' roots to be rebuilt (not a write: `Rebuild.deliver`)."""
+
+    rule_no: int = 0
+    need: Need | None = None
+
+    @property
+    def key(self) -> tuple:
+        # One per need in a batch (the last of equal ones wins: same rows); the
+        # (index, _id) of every request of a rule is shared, see the module docstring.
+        return (_SHARED, self.rule_no, self.need)
+
+
+class RelationBuilder(ActionBuilder):
+    """Stands in for the pipeline's ActionBuilder: plain rules' actions, plus rebuild requests."""
+
+    def __init__(self, inner: ActionBuilder, rules: Sequence[Rule]):
+        # The same rules, settings and counters as `inner` (shared, not copied), as RowPath does.
+        self.__dict__.update(inner.__dict__)
+        self.inner = inner
+        self.relational = tuple(rules)
+        self._tables: dict[tuple[str, str], list[int]] = {}
+        for no, rule in enumerate(self.relational):
+            for table in ((rule.schema, rule.table), *rule.relation_tables()):
+                self._tables.setdefault(table, []).append(no)
+
+    def actions(self, change: RowChange) -> list[Action]:
+        actions = self.inner.actions(change)
+        for no in self._tables.get((change.schema, change.table), ()):
+            rule = self.relational[no]
+            for need in needs_for(rule, change):
+                actions.append(RebuildRequest(ActionType.INDEX, _SHARED, rule.index, 0, schema=change.schema,
+                                              table=change.table, position=change.position, rule_no=no, need=need))
+        return actions
+
+
+class Rebuild:
+    """Rebuild requests -> documents read from MySQL and written, chunk by chunk."""
+
+    def __init__(self, rules: Sequence[Rule], connect: Callable[[], ConsistentReads], retry: RetryConfig,
+                 version_epoch: int = 0, value_options: ValueOptions | None = None, chunk: int = 1000,
+                 stop: threading.Event | None = None, visible_within: float = 30.0):
+        self.rules = tuple(rules)
+        self.connect = connect
+        self.retry = retry
+        self.version_epoch = version_epoch
+        self.assemblers = [Assembler(rule, value_options) for rule in self.rules]
+        self.chunk = chunk
+        self.stop = stop or threading.Event()
+        self.visible_within = visible_within
+        self._reads: ConsistentReads | None = None
+        self._lock = threading.Lock()  # one connection, used by one writer thread at a time
+        # Reads made, by kind, for the cost model (README; bench/relations.py).
+        self.reads = {"resolve": 0, "documents": 0, "retried": 0}
+        self.documents = 0
+
+    def builder(self, inner: ActionBuilder) -> RelationBuilder:
+        return RelationBuilder(inner, self.rules)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._reads is not None:
+                self._reads.close()
+                self._reads = None
+
+    def deliver(self, actions: list[Action], write: Callable[[list[Action]], None],
+                refuse: Callable[[list[ItemResult]], None]) -> list[Action]:
+        """Rebuild what the requests among `actions` ask for; the other actions are returned to be written.
+
+        `write` writes actions (BulkWriter.write, or nothing in a dry run);
+        `refuse` hands refused roots to the dead-letter/stop decision.
+        """
+        requests = [a for a in actions if isinstance(a, RebuildRequest)]
+        if not requests:
+            return actions
+        by_rule: dict[int, list[RebuildRequest]] = {}
+        for request in requests:
+            by_rule.setdefault(request.rule_no, []).append(request)
+        for no, found in by_rule.items():
+            self._rebuild(no, found, write, refuse)
+        return [a for a in actions if not isinstance(a, RebuildRequest)]
+
+    def _rebuild(self, no: int, requests: list[RebuildRequest], write: Callable[[list[Action]], None],
+                 refuse: Callable[[list[ItemResult]], None]) -> None:
+        rule = self.rules[no]
+        after = max(r.position for r in requests if r.position is not None)
+        ids: set = set()
+        upward: list[Need] = []
+        for request in requests:
+            assert request.need is not None
+            if request.need.path:
+                upward.append(request.need)
+            else:
+                ids |= request.need.pks
+        if upward:
+            _, found = self._read(lambda query: roots_of(query, rule, upward), after, "resolve")
+            ids |= found
+        todo = sorted(ids, key=lambda v: (type(v).__name__, v))
+        started = time.monotonic()
+        last_log = started
+        for i in range(0, len(todo), self.chunk):
+            chunk = todo[i:i + self.chunk]
+            position, fetched = self._read(lambda query: read_documents(query, rule, chunk), after, "documents")
+            built, refused = document_actions(self.assemblers[no], chunk, fetched,
+                                              document_version(position, self.version_epoch), after)
+            if refused:
+                refuse([ItemResult(r.action, Outcome.REJECTED, 0, "cdc_refused", r.reason) for r in refused])
+            write(built)
+            self.documents += len(built)
+            now = time.monotonic()
+            if len(todo) > self.chunk and (now - last_log >= 10 or i + self.chunk >= len(todo)):
+                last_log = now
+                log.info("rebuilding %s documents: %d of %d roots (changes up to %s), %.0fs", rule.index,
+                         min(i + self.chunk, len(todo)), len(todo), after, now - started,
+                         extra={"event": "rebuild_progress", "index": rule.index, "done": min(i + self.chunk,
+                                                                                               len(todo)),
+                                "roots": len(todo), "position": str(after)})
+
+    def _read(self, work: Callable[[Query], T], after: BinlogPosition, kind: str) -> tuple[BinlogPosition, T]:
+        """A consistent read that sees every change up to `after`; connection failures are retried."""
+        attempts = Attempts(self.retry)
+        deadline = time.monotonic() + self.visible_within
+        while True:
+            try:
+                with self._lock:
+                    if self._reads is None:
+                        self._reads = self.connect()
+                    position, result = self._reads.consistent_queries(work)
+            except SourceError as exc:
+                with self._lock:
+                    if self._reads is not None:
+                        self._reads.close()
+                        self._reads = None
+                delay = attempts.failed()
+                if delay is None or self.stop.is_set():
+                    raise CdcError(f"rebuild read failed: {exc}") from None
+                log.warning("rebuild read failed: %s; retrying in %.1fs (attempt %d)", exc, delay, attempts.count,
+                            extra={"event": "retry", "error": str(exc)})
+                self.stop.wait(delay)
+                continue
+            self.reads[kind] += 1
+            if not position < after:
+                return position, result
+            # The binlog reached us before the snapshot could see the transaction
+            # (a commit is written to the binlog before the engine makes it
+            # visible): the read would miss the change. Read again.
+            self.reads["retried"] += 1
+            if time.monotonic() > deadline:
+                raise CdcError(f"a consistent read stays at {position}, before the change at {after} that asked "
+                               f"for it, for {self.visible_within:.0f}s: is the server's binlog position stuck?")
+            time.sleep(0.01)
