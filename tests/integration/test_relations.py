@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import time
 
+import random
+import signal
+import threading
+
 import pytest
-from harness import CdcSetup, es_docs, plain
+from harness import Admin, CdcSetup, es_docs, plain
 
 pytestmark = pytest.mark.integration
 
@@ -120,4 +124,100 @@ def test_changes_at_every_level_rebuild_exactly_the_affected_documents(tmp_path,
         assert "1" not in after and "2" not in after and "7" in after
     finally:
         assert proc.stop() == 0
+    assert "Traceback" not in proc.text()
+
+
+class ThreeTableLoad:
+    """Random inserts, updates (incl. foreign keys) and deletes over customers, orders, lines, products."""
+
+    def __init__(self, servers, database: str, seed: int):
+        self.db = Admin(servers, database)
+        self.rng = random.Random(seed)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+        self.statements = 0
+
+    def __enter__(self) -> "ThreeTableLoad":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        self.db.close()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self._one()
+                self.statements += 1
+                time.sleep(self.rng.uniform(0, 0.01))
+        except BaseException as exc:
+            self.error = exc
+
+    def _one(self) -> None:
+        r, order, line = self.rng, self.rng.randint(1, 30), self.rng.randint(1, 120)
+        choice = r.random()
+        if choice < 0.2:
+            self.db.execute("INSERT INTO orders VALUES (%s, %s, 'new', %s) ON DUPLICATE KEY UPDATE "
+                            "customer_id = VALUES(customer_id), total = VALUES(total)",
+                            args=(order, r.randint(1, 4), r.randint(1, 999)))
+        elif choice < 0.45:
+            self.db.execute("INSERT INTO order_lines VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                            "order_id = VALUES(order_id), qty = VALUES(qty)",
+                            args=(line, order, r.randint(10, 14), r.randint(1, 9)))
+        elif choice < 0.6:
+            self.db.execute("UPDATE order_lines SET order_id = %s, product_id = %s WHERE id = %s",
+                            args=(order, r.randint(10, 14), line))
+        elif choice < 0.7:
+            self.db.execute("DELETE FROM order_lines WHERE id = %s", args=(line,))
+        elif choice < 0.75:
+            self.db.execute("DELETE FROM orders WHERE id = %s", args=(order,))
+        elif choice < 0.85:
+            self.db.execute("UPDATE customers SET name = %s WHERE id = %s", args=(f"n{r.randint(0, 99)}",
+                                                                                  r.randint(1, 4)))
+        elif choice < 0.93:
+            self.db.execute("INSERT INTO products VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE "
+                            "name = VALUES(name), category_id = VALUES(category_id)",
+                            args=(r.randint(10, 14), f"p{r.randint(0, 99)}", r.choice([1, 2, 3, None])))
+        elif choice < 0.97:
+            self.db.execute("UPDATE categories SET title = %s WHERE id = %s", args=(f"c{r.randint(0, 99)}",
+                                                                                    r.randint(1, 3)))
+        else:  # one transaction over three tables
+            self.db.execute("BEGIN", f"UPDATE customers SET email = 'e{line}' WHERE id = {order % 4 + 1}",
+                            f"UPDATE orders SET status = 'paid{line}' WHERE id = {order}",
+                            f"UPDATE order_lines SET qty = qty + 1 WHERE order_id = {order}", "COMMIT")
+
+
+def test_random_three_table_workload_with_sigkills_ends_equal_to_a_fresh_build(tmp_path, servers, db, es, database,
+                                                                                 index_prefix):
+    index = f"{index_prefix}-orders"
+    seed(db)
+    db.execute("INSERT INTO customers VALUES (4, 'Di', 'd@x')", "INSERT INTO categories VALUES (3, 'cups')",
+               "INSERT INTO products VALUES (14, 'Mug', 3)")
+    setup = CdcSetup(tmp_path, servers, rules(database, index), batch__concurrency=3)
+    kills = 0
+    with ThreeTableLoad(servers, database, seed=15) as load:
+        proc = setup.run()
+        for _ in range(3):
+            # Kill once rebuilds have been acknowledged past the start (the checkpoint moved), mid-load.
+            start = setup.position()
+            deadline = time.monotonic() + 30
+            while setup.position() == start and time.monotonic() < deadline and proc.proc.poll() is None:
+                time.sleep(0.05)
+            time.sleep(random.Random(kills).uniform(0.2, 1.5))
+            assert proc.proc.poll() is None, proc.text()[-4000:]
+            proc.stop(signal.SIGKILL)
+            kills += 1
+            proc = setup.run()
+        time.sleep(1)
+    assert load.statements > 100
+    try:
+        wait_equal(db, es, index, timeout=90, proc=proc)
+    finally:
+        assert proc.stop() == 0
+    assert kills == 3
     assert "Traceback" not in proc.text()

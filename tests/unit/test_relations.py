@@ -68,6 +68,10 @@ def rules_from(tmp_path, text=RULES):
 
 @pytest.fixture
 def rule(tmp_path):
+    return make_rule(tmp_path)
+
+
+def make_rule(tmp_path):
     resolution = resolve_rules(rules_from(tmp_path), catalog())
     assert resolution.problems == ()
     return resolution.rules.rules[0]
@@ -75,6 +79,10 @@ def rule(tmp_path):
 
 @pytest.fixture
 def db():
+    return make_db()
+
+
+def make_db():
     conn = sqlite3.connect(":memory:")
     conn.execute("ATTACH ':memory:' AS shop")
     for name, columns in SCHEMA.items():
