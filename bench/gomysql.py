@@ -12,8 +12,9 @@ and reads the bench's own MariaDB (port 23306), never the test servers.
 The backlog is bench/catchup.py's table and generator (BIGINT key, INTs, TINYINT,
 VARCHAR, DECIMAL, DATETIME(6), TEXT, JSON, DOUBLE; 70% inserts in multi-row
 statements, 20% single-row updates, 10% single-row deletes) in its own schema
-`bench_gomysql`. After one warm-up catch-up (a cold JVM indexes at a third of
-its warm speed), each repeat runs, in an order that rotates every repeat:
+`bench_gomysql`. After a warm-up run of cdc and one of go-mysql-elasticsearch (a
+cold JVM indexes at a third of its warm speed), each repeat runs, in an order
+that rotates every repeat:
 
 * `go-mysql-elasticsearch`: river config with bulk_size = 1000, mysqldump = ""
   (no dump: it streams from master.info), flush_bulk_time left at its 200 ms
@@ -50,6 +51,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -306,7 +308,9 @@ def bulk_direct(i: int, ep7, es_url: str, code, run_dir: Path, run_id: str, star
 
     path = run_dir / f"bulk-{i}.bin"
     index_base = f"{cu.INDEX_PREFIX}-gomysql-{run_id}-direct-{i}"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "native", "--host", ep7.mariadb_host,
+    # The copy of this script taken at the start: bench/rowpath.py in the work tree may since
+    # have moved on to a cdc newer than the copy measured.
+    cmd = [sys.executable, str(run_dir / "bench" / Path(__file__).name), "--child", "native", "--host", ep7.mariadb_host,
            "--port", str(ep7.mariadb_port), "--user", ep7.admin_user, "--password", ep7.admin_password,
            "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end),
            "--bulk-out", str(path), "--bulk-index", index_base]
@@ -361,6 +365,17 @@ def bulk_direct(i: int, ep7, es_url: str, code, run_dir: Path, run_id: str, star
     return results
 
 
+def sample_docs(es, index: str, ids: list[int]) -> dict:
+    """The documents of a few rows as each tool wrote them (what a user's queries see)."""
+    out = {}
+    for doc_id in ids:
+        try:
+            out[str(doc_id)] = es.get(index=index, id=str(doc_id))["_source"]
+        except cu.NotFoundError:
+            out[str(doc_id)] = None
+    return out
+
+
 def med(runs: list[dict], key: str) -> float | None:
     values = [r[key] for r in runs if r.get(key) is not None]
     return round(statistics.median(values), 2) if values else None
@@ -390,6 +405,13 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if args.child:
+        # The bulk bodies grouped in requests of the same size as the runs' (BULK_SIZE, not cdc's default).
+        import cdc.config
+
+        class SameBatch(cdc.config.BatchConfig):
+            max_actions: int = BULK_SIZE
+
+        cdc.config.BatchConfig = SameBatch  # type: ignore[misc]
         rp.convert_child(args)
         return 0
 
@@ -406,12 +428,23 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="gomysql-", dir=cu.STATE if cu.STATE.exists() else None))
     run_id = run_dir.name.rsplit("-", 1)[-1].lower()
     code = cu.Code(run_dir, wait_quiet=args.wait_quiet)
+    shutil.copytree(Path(__file__).resolve().parent, run_dir / "bench", ignore=shutil.ignore_patterns("__pycache__",
+                                                                                                    "results"))
+    (run_dir / "scripts").mkdir()  # catchup.py imports servers.py from ../scripts
+    shutil.copy2(cu.ROOT / "scripts" / "servers.py", run_dir / "scripts" / "servers.py")
     conn = cu.admin_conn(ep7)
     cu.setup_schema(conn)
     start = cu.master_position(conn)
     backlog = cu.generate_backlog(conn, args.rows)
     end = cu.end_on_marker_commit(conn)
     truth = cu.table_truth(conn)
+    with conn.cursor() as cur:  # the first row and the last one written (an update or an insert)
+        cur.execute(f"SELECT MIN(id), (SELECT id FROM `{cu.SCHEMA}`.`{cu.TABLE}` ORDER BY updated_at DESC LIMIT 1)"
+                    f" FROM `{cu.SCHEMA}`.`{cu.TABLE}`")
+        sample_ids = [int(v) for v in cur.fetchone()]
+        cur.execute(f"SELECT * FROM `{cu.SCHEMA}`.`{cu.TABLE}` WHERE id IN ({sample_ids[0]}, {sample_ids[1]})")
+        sample_rows = [[str(v) for v in row] for row in cur.fetchall()]
+    conn.commit()
     backlog.update(start=str(start), end=str(end),
                    binlog_mb=round(cu.binlog_bytes(conn, start, end) / 2**20, 1))
     cu.log(f"backlog {backlog}")
@@ -427,27 +460,43 @@ def main() -> int:
                      "cdc_files_newer_than_commit": code.newer_than_head, "cpus": os.cpu_count()},
         "loadavg_start": os.getloadavg(),
         "backlog": backlog,
+        "sample_rows": sample_rows,
         "runs": {"go-mysql-elasticsearch": [], "cdc native": [], "cdc python": []},
         "bulk_direct": {1: [], 4: []},
     }
     timeout = max(900, args.rows / 100)
-    # Warm the JVM (and the page cache of the binlog) before anything is measured.
-    warm = cdc_once(0, ep7, es, code, run_dir, run_id, "native", start, end, backlog["rows"], truth, timeout)
-    results["warm_up"] = {k: warm[k] for k in ("seconds_total", "rows_per_s_total", "correct")}
-    drop(es, warm["index"])
+    # Warm the JVM (and the page cache of the binlog) before anything is measured: one
+    # run of each tool (a first try with one cdc run left the next go run at a third
+    # of its later speed).
+    results["warm_up"] = []
+    for warm in (cdc_once(0, ep7, es, code, run_dir, run_id, "native", start, end, backlog["rows"], truth, timeout),
+                 gomysql_once(0, binary, ep7, es, es_url, run_dir, run_id, start, end, backlog["rows"], truth,
+                              timeout)):
+        results["warm_up"].append({k: warm[k] for k in ("index", "seconds_total", "rows_per_s_total", "correct")})
+        drop(es, warm["index"])
+    servers = {"elasticsearch": cu.servers._pid_alive(cu.servers.ES7_DIR / "run" / "es.pid"),
+               "mariadb": cu.servers._pid_alive(cu.servers.MARIADB_PID)}
     kinds = list(results["runs"])
     for i in range(1, args.repeat + 1):
         order = kinds[i - 1:] + kinds[:i - 1]  # each kind goes first once in three repeats
         for kind in order:
+            cpu0 = {name: cu.proc_cpu(pid) for name, pid in servers.items() if pid}
             if kind == "go-mysql-elasticsearch":
                 run = gomysql_once(i, binary, ep7, es, es_url, run_dir, run_id, start, end, backlog["rows"],
                                    truth, timeout)
             else:
                 run = cdc_once(i, ep7, es, code, run_dir, run_id, kind.split()[1], start, end, backlog["rows"],
                                truth, timeout)
+            # The servers' CPU from before the start to after the final check (ES's share of the machine).
+            run["server_cpu_seconds"] = {name: round(cu.proc_cpu(servers[name]) - before, 2)
+                                         for name, before in cpu0.items() if before is not None}
             run["order"] = order.index(kind) + 1
+            if i == 1:
+                run["sample_docs"] = sample_docs(es, run["index"], sample_ids)
             run["loadavg"] = os.getloadavg()
+            run["es_cpu_seconds"] = run["server_cpu_seconds"].get("elasticsearch")
             results["runs"][kind].append(run)
+            Path(args.results).write_text(json.dumps(results, indent=2, default=str) + "\n")  # so far
             drop(es, run["index"])
         if not args.no_bulk_direct:
             direct = bulk_direct(i, ep7, es_url, code, run_dir, run_id, start, end, backlog["rows"], (1, 4))
@@ -462,13 +511,19 @@ def main() -> int:
     go = results["runs"]["go-mysql-elasticsearch"]
     results["median"] = {kind: {key: med(runs, key) for key in (
         "rows_per_s_total", "rows_per_s_after_startup", "seconds_startup", "cpu_seconds", "cpu_us_per_row",
-        "peak_rss_mb")} for kind, runs in results["runs"].items()}
+        "peak_rss_mb", "es_cpu_seconds")} for kind, runs in results["runs"].items()}
     results["median"]["bulk direct"] = {n: med(r, "rows_per_s") for n, r in results["bulk_direct"].items()}
     g = results["median"]["go-mysql-elasticsearch"]
     results["ratio_cdc_to_go"] = {
         kind: {key: (round(results["median"][kind][key] / g[key], 2)
                      if g[key] and results["median"][kind][key] else None)
                for key in ("rows_per_s_total", "rows_per_s_after_startup", "cpu_us_per_row", "peak_rss_mb")}
+        for kind in ("cdc native", "cdc python")}
+    # Each repeat's own ratio (its runs ran back to back, under about the same load), then their median:
+    # steadier than the ratio of medians on a machine whose load swings 3x within minutes.
+    results["paired_ratio_cdc_to_go"] = {
+        kind: {key: round(statistics.median(r[key] / g_run[key] for r, g_run in zip(results["runs"][kind], go)), 2)
+               for key in ("rows_per_s_total", "rows_per_s_after_startup", "cpu_us_per_row")}
         for kind in ("cdc native", "cdc python")}
     results["index_equals_table"] = {kind: [r["correct"] for r in runs] for kind, runs in results["runs"].items()}
 
@@ -478,11 +533,18 @@ def main() -> int:
                       ("rows_per_s_after_startup", "rows/s, after start-up"),
                       ("seconds_startup", "start-up s"),
                       ("cpu_us_per_row", "CPU µs per row change"),
+                      ("es_cpu_seconds", "Elasticsearch CPU s per run"),
                       ("peak_rss_mb", "peak RSS MB")):
         vals = [results["median"][k][key] for k in kinds]
-        ratios = [results["ratio_cdc_to_go"][k].get(key) for k in ("cdc native", "cdc python")]
+        ratios = [round(results["median"][k][key] / results["median"][kinds[0]][key], 2)
+                  if results["median"][k][key] and results["median"][kinds[0]][key] else None
+                  for k in ("cdc native", "cdc python")]
         table.append(f"| {name} | {' | '.join(str(v) for v in vals)} | "
                      f"{' | '.join('' if r is None else str(r) for r in ratios)} |")
+    for key, name in (("rows_per_s_total", "rows/s from process start, median of each repeat's ratio"),
+                      ("rows_per_s_after_startup", "rows/s after start-up, median of each repeat's ratio")):
+        table.append(f"| {name} | | | | {results['paired_ratio_cdc_to_go']['cdc native'][key]} | "
+                     f"{results['paired_ratio_cdc_to_go']['cdc python'][key]} |")
     table.append(f"| index == table, each run | {' | '.join(str(results['index_equals_table'][k]) for k in kinds)}"
                  " | | |")
     if not args.no_bulk_direct:
