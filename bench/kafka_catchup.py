@@ -17,6 +17,15 @@ Then, --repeat times, alternating which goes first:
    process start until the group's committed offsets reach the end of every
    partition, which it commits only once Elasticsearch acknowledged.
 
+With --debezium, a Debezium MariaDB connector (scripts/kafka_connect.py, Kafka
+Connect standalone) also streams the backlog into its own topic while it is
+written (snapshot.mode=no_data, 12 partitions like cdc's topic; it is stopped
+before any measurement), and each repeat adds:
+
+4. one `cdc sink` with `kafka.input: debezium` from that topic into a fresh
+   index, measured as 3 (the rules are applied in the writer here), right
+   before or after 3, alternating.
+
 CPU seconds of cdc, Elasticsearch and the broker are read from /proc around
 each phase; every index is compared with the table at the end (count, sum of
 ids, sum of qty). It uses the bench's own MariaDB and Elasticsearch
@@ -121,10 +130,10 @@ def topic_end(topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def committed(topic: str, partitions: list[int]) -> dict[int, int]:
+def committed(topic: str, partitions: list[int], group: str | None = None) -> dict[int, int]:
     """The group's committed offsets; {} while the broker cannot say yet (a new broker's
     __consumer_offsets topic is made on first use: NOT_COORDINATOR until then)."""
-    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap(), "group.id": f"g-{topic}"})
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap(), "group.id": group or f"g-{topic}"})
     try:
         return {tp.partition: tp.offset for tp in
                 consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)}
@@ -135,12 +144,22 @@ def committed(topic: str, partitions: list[int]) -> dict[int, int]:
 
 
 def writer_once(i: int, ep, es, code, run_dir: Path, tag: str, reader: dict, rows: int, truth: dict,
-                timeout: float) -> dict:
-    topic = reader["topic"]
-    index = f"{cu.INDEX_PREFIX}-{tag}-kafka-{i}"
-    workdir = run_dir / f"kafka-writer-{i}"
+                timeout: float, debezium_topic: str | None = None) -> dict:
+    """3 (cdc's topic, the reader's config), or with `debezium_topic` 4 (the connector's topic)."""
+    topic = debezium_topic or reader["topic"]
+    kind = "dbz" if debezium_topic else "kafka"
+    index = f"{cu.INDEX_PREFIX}-{tag}-{kind}-{i}"
+    workdir = run_dir / f"{kind}-writer-{i}"
     workdir.mkdir(parents=True, exist_ok=True)
     config = Path(reader["config"])
+    group = None
+    if debezium_topic:
+        group = f"g-{kind}-{tag}-{i}"
+        config = write_config(workdir, ep, index, "binlog.000001:4", code, None)
+        settings = yaml.safe_load(config.read_text())
+        settings["kafka"] = {"bootstrap_servers": kafka_broker.bootstrap(), "input": "debezium",
+                             "topics": [debezium_topic], "group_id": group}
+        config.write_text(yaml.safe_dump(settings))
     end = topic_end(topic)
     messages = sum(end.values())
     pids = {**cu.server_pids(), "kafka": broker_pid()}
@@ -151,7 +170,7 @@ def writer_once(i: int, ep, es, code, run_dir: Path, tag: str, reader: dict, row
         proc = subprocess.Popen(code.command("sink", "--config", str(config), "--log-format", "json"),
                                 stdout=out, stderr=subprocess.STDOUT, cwd=code.dir)
         while True:
-            done = committed(topic, list(end))
+            done = committed(topic, list(end), group)
             if all(done.get(p, -1) >= offset for p, offset in end.items()):
                 t_done = time.time()
                 break
@@ -174,9 +193,64 @@ def writer_once(i: int, ep, es, code, run_dir: Path, tag: str, reader: dict, row
               "es_cpu_ms_per_message": (round(servers_cpu["elasticsearch"] * 1000 / messages, 4)
                                         if "elasticsearch" in servers_cpu else None),
               "exit_code": exit_code, "log": str(log_path), "es": have, "db": truth, "correct": have == truth}
-    cu.log(f"kafka writer {i}: {messages} messages in {total:.1f}s = {result['messages_per_s']}/s, cdc {cdc_cpu} "
+    cu.log(f"{kind} writer {i}: {messages} messages in {total:.1f}s = {result['messages_per_s']}/s, cdc {cdc_cpu} "
            f"CPU s, servers {servers_cpu}, index {'==' if result['correct'] else '!='} table")
     return result
+
+
+class DebeziumFeed:
+    """A Debezium MariaDB connector streaming the backlog into `<prefix>.bench.items` while it is written."""
+
+    def __init__(self, ep, run_dir: Path, tag: str):
+        from kafka_connect import Connect, mariadb_connector
+
+        self.prefix = f"benchdbz{tag.replace('-', '')}"
+        self.topic = f"{self.prefix}.{cu.SCHEMA}.{cu.TABLE}"
+        self.marker_topic = f"{self.prefix}.{cu.SCHEMA}.marker"
+        self.conn = cu.admin_conn(ep, autocommit=True)
+        with self.conn.cursor() as cur:
+            cur.execute("CREATE USER IF NOT EXISTS 'cdc_debezium'@'127.0.0.1' IDENTIFIED BY 'cdc_debezium'")
+            cur.execute("GRANT SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, BINLOG MONITOR "
+                        "ON *.* TO 'cdc_debezium'@'127.0.0.1'")
+        settings = mariadb_connector(
+            self.prefix, prefix=self.prefix, host=ep.mariadb_host, port=ep.mariadb_port, user="cdc_debezium",
+            password="cdc_debezium", server_id=987_654, databases=[cu.SCHEMA], history=run_dir / "connect" / "history")
+        settings.update({"snapshot.mode": "no_data", "topic.creation.default.partitions": "12"})
+        from kafka_broker import bootstrap
+        self.connect = Connect(run_dir / "connect", bootstrap(), 29083, settings).start()
+        self.mark()  # streaming has begun once this change is on the topic: the backlog comes after it
+
+    def mark(self, timeout: float = 600) -> None:
+        """Change the marker row until the connector publishes the change (it reads the binlog in order).
+
+        Changed again every 10 s: a change made before the connector read its start position
+        (while its task starts) is never published.
+        """
+        consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap(), "group.id": f"peek-{time.time()}",
+                             "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 1000})
+        consumer.subscribe([f"^{self.marker_topic.replace('.', '[.]')}$"])
+        deadline = time.time() + timeout
+        want, changed = None, 0.0
+        try:
+            while time.time() < deadline:
+                if time.time() - changed > 10:
+                    with self.conn.cursor() as cur:
+                        cur.execute(f"UPDATE `{cu.SCHEMA}`.marker SET n = n + 1 WHERE id = 1")
+                        cur.execute(f"SELECT n FROM `{cu.SCHEMA}`.marker WHERE id = 1")
+                        want, changed = cur.fetchone()[0], time.time()
+                msg = consumer.poll(1.0)
+                if msg is None or msg.error() or msg.value() is None:
+                    continue
+                after = json.loads(msg.value())["payload"]["after"]
+                if after and after["n"] >= want:
+                    return
+        finally:
+            consumer.close()
+        raise RuntimeError(f"Debezium did not publish marker {want} within {timeout}s:\n{self.connect.tail()}")
+
+    def close(self) -> None:
+        self.connect.stop()
+        self.conn.close()
 
 
 def median(runs: list[dict], key: str) -> float | None:
@@ -189,6 +263,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--results", type=Path, default=cu.RESULTS / "kafka.json")
+    parser.add_argument("--debezium", action="store_true",
+                        help="also measure cdc sink reading a Debezium connector's topic of the same backlog")
     args = parser.parse_args()
 
     ep = servers.up()
@@ -202,19 +278,26 @@ def main() -> int:
     conn = cu.admin_conn(ep)
     code = cu.Code(run_dir)
     cu.setup_schema(conn)
+    feed = DebeziumFeed(ep, run_dir, tag) if args.debezium else None
     start = cu.master_position(conn)
     cu.log(f"writing a backlog of {args.rows} row changes from {start}")
     backlog = cu.generate_backlog(conn, args.rows)
     end = cu.end_on_marker_commit(conn)
+    if feed is not None:
+        feed.mark()  # the connector has published the whole backlog
+        feed.close()  # and uses no CPU during the measurements
+        cu.log(f"Debezium published the backlog to {feed.topic}: {sum(topic_end(feed.topic).values())} messages")
     truth = cu.table_truth(conn)
     rows = backlog["rows"]
     timeout = max(600, rows / 50)
-    single, readers, writers = [], [], []
+    single, readers, writers, dbz_writers = [], [], [], []
     # One uncounted run of each first: the bench's servers may have just started (cold JVMs).
     cu.log("warm-up (not counted)")
     cu.catchup_once(0, ep, es, code, run_dir, tag, start, end, rows, truth, timeout, label="-warmup")
-    writer_once(0, ep, es, code, run_dir, tag, reader_once(0, ep, code, run_dir, tag, start, end, rows, timeout),
-                rows, truth, timeout)
+    warm_reader = reader_once(0, ep, code, run_dir, tag, start, end, rows, timeout)
+    writer_once(0, ep, es, code, run_dir, tag, warm_reader, rows, truth, timeout)
+    if feed is not None:
+        writer_once(0, ep, es, code, run_dir, tag, warm_reader, rows, truth, timeout, feed.topic)
     for i in range(1, args.repeat + 1):
         def run_single() -> None:
             single.append(cu.catchup_once(i, ep, es, code, run_dir, tag, start, end, rows, truth, timeout))
@@ -224,7 +307,18 @@ def main() -> int:
 
         for step in ([run_single, run_reader] if i % 2 else [run_reader, run_single]):
             step()
-        writers.append(writer_once(i, ep, es, code, run_dir, tag, readers[-1], rows, truth, timeout))
+        def run_writer() -> None:
+            writers.append(writer_once(i, ep, es, code, run_dir, tag, readers[-1], rows, truth, timeout))
+
+        def run_dbz_writer() -> None:
+            assert feed is not None
+            dbz_writers.append(writer_once(i, ep, es, code, run_dir, tag, readers[-1], rows, truth, timeout,
+                                           feed.topic))
+
+        steps = [run_writer] if feed is None else [run_writer, run_dbz_writer] if i % 2 else [run_dbz_writer,
+                                                                                             run_writer]
+        for step in steps:
+            step()
     conn.close()
     for r in single:  # keep the file small: catchup's per-run detail is in its own logs
         r.pop("es", None), r.pop("db", None), r.pop("checkpoint_progress", None), r.pop("cdc_rss_mb_samples", None)
@@ -240,12 +334,22 @@ def main() -> int:
                    "es_cpu_ms_per_message": median(writers, "es_cpu_ms_per_message")},
         "ratios_reader_to_single": [round(r["rows_per_s_total"] / s["rows_per_s_total"], 3)
                                     for r, s in zip(readers, single)],
-        "all_correct": all(s["correct"] for s in single) and all(w["correct"] for w in writers),
+        "all_correct": all(s["correct"] for s in single) and all(w["correct"] for w in writers + dbz_writers),
     }
+    if feed is not None:
+        results["debezium_writer"] = dbz_writers
+        results["median"].update({
+            "debezium_writer_rows_per_s": median(dbz_writers, "rows_per_s_total"),
+            "debezium_writer_messages_per_s": median(dbz_writers, "messages_per_s"),
+            "debezium_writer_cpu_ms_per_message": median(dbz_writers, "cdc_cpu_ms_per_message"),
+            "debezium_es_cpu_ms_per_message": median(dbz_writers, "es_cpu_ms_per_message")})
+        results["ratios_debezium_writer_to_writer"] = [round(d["rows_per_s_total"] / w["rows_per_s_total"], 3)
+                                                       for d, w in zip(dbz_writers, writers)]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(json.dumps({k: results[k] for k in ("command", "backlog", "median", "ratios_reader_to_single",
-                                               "all_correct")}, indent=2))
+                                               "ratios_debezium_writer_to_writer", "all_correct")
+                      if k in results}, indent=2))
     return 0 if results["all_correct"] else 1
 
 

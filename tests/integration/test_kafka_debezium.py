@@ -241,7 +241,9 @@ def test_a_real_debezium_connector_feeds_cdc_sink(tmp_path, servers, broker, deb
     sink_setup = CdcSetup(tmp_path / "sink", servers, [{"schema": database, "table": "items", "index": sink_index}])
     config = yaml.safe_load(sink_setup.config_path.read_text())
     group = f"g-{prefix}"
-    config["kafka"] = {"bootstrap_servers": broker, "input": "debezium", "topics": [topic], "group_id": group,
+    # A pattern, as README suggests for a connector's table topics (librdkafka's ^ convention).
+    config["kafka"] = {"bootstrap_servers": broker, "input": "debezium", "group_id": group,
+                       "topics": [rf"^{prefix}\.{database}\..*"],
                        # a SIGKILLed sink's partition moves after 6 s (the broker's minimum), not 45 s
                        "consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}}
     sink_setup.config_path.write_text(yaml.safe_dump(config))
@@ -283,6 +285,7 @@ def test_a_real_debezium_connector_feeds_cdc_sink(tmp_path, servers, broker, deb
 
         docs = wait_for("the sink's index to equal cdc run's", same, 90, 1.0)
         assert committed(broker, group, topic) > killed_at
+        assert f"1 topic(s): {topic}," in processes[1].text()  # the pattern found the connector's topic
         assert sorted(docs, key=int) == sorted((str(r["id"]) for r in db.query("SELECT id FROM items")), key=int)
 
         # `cdc verify`: the sink's index equals the table, row by row, as cdc's rules make documents.
