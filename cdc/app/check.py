@@ -15,6 +15,7 @@ from cdc.errors import CdcError, PreflightError
 from cdc.es.indices import inspect, plan_indices
 from cdc.rules import Resolution, RuleSet, resolve_rules
 from cdc.es.destination import Destination
+from cdc.rules.relations import missing_indexes
 from cdc.rules.values import ValueOptions
 
 
@@ -71,6 +72,9 @@ def run_check(config: Config, rules: RuleSet, connect_db: Callable[[], Database]
         report.problems.extend(resolution.problems)
         report.warnings.extend(resolution.warnings)
         report.sections.append(("rules:", _describe(rules, resolution)))
+        for rule in resolution.rules.rules:  # children and lookups: the join columns need indexes (issue 15)
+            if rule.relations:
+                report.warnings.extend(missing_indexes(rule, db.leading_index_columns))
         mapped = sorted({(r.schema, r.table) for r in resolution.rules.rules})
         report.warnings.extend(db.cascading_foreign_keys(mapped))
     finally:

@@ -380,6 +380,12 @@ class Database:
                                             view="VIEW" in kinds[name].upper())
         return out
 
+    def leading_index_columns(self, schema: str, table: str) -> set[str]:
+        """The columns that come first in some index of a table: `WHERE col IN (...)` can use an index."""
+        return {_text(r["c"]) for r in self.rows(
+            "SELECT COLUMN_NAME AS c FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s "
+            "AND SEQ_IN_INDEX=1", (schema, table))}
+
     def cascading_foreign_keys(self, tables: list[tuple[str, str]]) -> list[str]:
         """Foreign keys whose ON DELETE/UPDATE changes rows of `tables` behind the binlog's back."""
         wanted = set(tables)

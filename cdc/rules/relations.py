@@ -156,6 +156,21 @@ def join_columns(rule: Rule) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def missing_indexes(rule: Rule, leading: Callable[[str, str], set[str]]) -> list[str]:
+    """A warning, with the CREATE INDEX to run, for each join column no index starts with.
+
+    `leading(schema, table)`: the columns some index of the table starts with.
+    Without one, every rebuild that looks rows up by the column scans the table.
+    """
+    out = []
+    for schema, table, column, why in join_columns(rule):
+        if column not in leading(schema, table):
+            out.append(f"{rule.source}: {schema}.{table}.{column} ({why}) has no index, so every rebuild that "
+                       f"looks rows up by it reads the whole table: CREATE INDEX `{_q(table)}_{_q(column)}` ON "
+                       f"{_table(schema, table)} (`{_q(column)}`)")
+    return out
+
+
 # ---------------------------------------------------------------------- changes -> roots
 @dataclass(frozen=True)
 class Need:

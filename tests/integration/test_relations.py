@@ -17,6 +17,7 @@ import threading
 
 import pytest
 from harness import Admin, CdcSetup, es_docs, plain
+from test_verify import verify
 
 pytestmark = pytest.mark.integration
 
@@ -221,3 +222,43 @@ def test_random_three_table_workload_with_sigkills_ends_equal_to_a_fresh_build(t
         assert proc.stop() == 0
     assert kills == 3
     assert "Traceback" not in proc.text()
+
+
+def test_check_snapshot_verify_and_repair_build_the_same_documents(tmp_path, servers, db, es, database, index_prefix):
+    index = f"{index_prefix}-orders"
+    seed(db, orders=30)
+    db.execute("ALTER TABLE products DROP INDEX category_id")
+    setup = CdcSetup(tmp_path, servers, rules(database, index), snapshot__chunk_size=7)
+
+    code, out = setup.command("check")
+    assert code == 0, out
+    assert (f"{database}.products.category_id (lookup category ({database}.categories)) has no index" in out and
+            f"CREATE INDEX `products_category_id` ON `{database}`.`products` (`category_id`)" in out), out
+    assert "order_lines.order_id" not in out  # indexed: no warning
+
+    code, out = setup.command("snapshot", "--table", f"{database}.orders")
+    assert code == 0, out[-3000:]
+    wait_equal(db, es, index, timeout=10)
+
+    # Changes no daemon streams, and a damaged index: verify finds each, repair mends them.
+    db.execute("UPDATE categories SET title = 'green tea' WHERE id = 1")  # many documents differ
+    db.execute("DELETE FROM order_lines WHERE id = 50")  # one document differs
+    es.delete(index=index, id="7")  # missing
+    es.index(index=index, id="999", document={"id": 999, "lines": []})  # orphan
+    es.indices.refresh(index=index)
+    affected = {k for k, doc in fresh_build(db).items()
+                if any(line["product"] and line["product"]["category_id"] == 1 for line in doc["lines"])} | {"5"}
+    code, report, log = verify(setup)
+    assert code == 1, log[-3000:]
+    [table] = report["tables"]
+    assert (table["rows"], table["missing"], table["differing"], table["orphans"]) == (30, 1, len(affected) - 1, 1)
+    examples = {e["kind"]: e for e in table["examples"]}  # the first few only
+    assert examples["missing"]["id"] == "7"
+    assert examples["differ"]["fields"][0]["field"] == "lines", examples["differ"]
+
+    code, report, log = verify(setup, "--repair")
+    assert code == 0, log[-3000:]
+    assert report["tables"][0]["repaired"] == len(affected) + 1
+    wait_equal(db, es, index, timeout=10)
+    code, report, log = verify(setup)
+    assert code == 0 and report["tables"][0]["differing"] == 0, log[-3000:]

@@ -15,8 +15,8 @@ import pytest
 from cdc.errors import ConfigError
 from cdc.model import ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
-from cdc.rules.relations import (Assembler, Need, document_actions, join_columns, needs_for, read_documents,
-                                 roots_of)
+from cdc.rules.relations import (Assembler, Need, document_actions, join_columns, missing_indexes, needs_for,
+                                 read_documents, roots_of)
 
 RULES = """
 rules:
@@ -233,3 +233,12 @@ def test_too_many_children_refuses_that_root_only(rule, db):
     assert [a.doc_id for a in actions] == ["100"]
     assert [r.action.doc_id for r in refused] == ["101"]
     assert "shop.orders id=101 has 4 rows in shop.order_lines (more than max_children: 3)" in refused[0].reason
+
+
+def test_missing_indexes_say_what_to_create(rule):
+    indexed = {("shop", "order_lines"): {"id", "order_id"}, ("shop", "orders"): {"id", "customer_id"},
+               ("shop", "products"): {"id"}}
+    warnings = missing_indexes(rule, lambda schema, table: indexed.get((schema, table), {"id"}))
+    assert len(warnings) == 2
+    assert warnings[0].endswith("CREATE INDEX `order_lines_product_id` ON `shop`.`order_lines` (`product_id`)")
+    assert "shop.products.category_id (lookup category (shop.categories)) has no index" in warnings[1]
