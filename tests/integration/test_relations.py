@@ -262,3 +262,26 @@ def test_check_snapshot_verify_and_repair_build_the_same_documents(tmp_path, ser
     wait_equal(db, es, index, timeout=10)
     code, report, log = verify(setup)
     assert code == 0 and report["tables"][0]["differing"] == 0, log[-3000:]
+
+
+def test_a_root_over_max_children_is_dead_lettered_and_the_stream_goes_on(tmp_path, servers, db, es, database,
+                                                                          index_prefix):
+    index = f"{index_prefix}-orders"
+    seed(db, orders=2)
+    setup = CdcSetup(tmp_path, servers, rules(database, index, max_children=3), dead_letter__on_rejected="dead_letter")
+    proc = setup.run()
+    try:
+        wait_equal(db, es, index, proc=proc)
+        db.execute("INSERT INTO order_lines VALUES (100, 1, 10, 1), (101, 1, 10, 1)")  # order 1: 4 lines
+        db.execute("UPDATE orders SET status = 'paid' WHERE id = 2")
+        letter = proc.wait_for_event("dead_letter", doc_id="1")
+        assert "has 4 rows in" in letter["error"] and "max_children: 3" in letter["error"], letter
+        want = fresh_build(db)
+        deadline = time.monotonic() + 30
+        while es_docs(es, index).get("2") != want["2"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert es_docs(es, index)["2"]["status"] == "paid"  # the rest of the stream went on
+        db.execute("DELETE FROM order_lines WHERE id = 101")  # back within the bound: rebuilt
+        wait_equal(db, es, index, proc=proc)
+    finally:
+        assert proc.stop() == 0
