@@ -13,8 +13,9 @@ dependency:copy-dependencies` into CDC_DEV_HOME/kafka-connect/libs-<versions>
 one classpath (no plugin.path): the worker hosts this one connector.
 
 `Connect` runs `org.apache.kafka.connect.cli.ConnectStandalone` as a child of
-the caller (a test fixture), with its offsets and the connector's schema
-history in files of the caller's directory, and stops it at the end.
+the caller (a test fixture) with one or more connectors, with its offsets and
+the connectors' schema histories in files of the caller's directory, and stops
+it at the end.
 
 Debezium version: 3.5.0.Final, the newest debezium-connector-mariadb that
 Maven Central served here (3.6.1, 3.4.3 and 3.3.2 were not found); it
@@ -133,15 +134,23 @@ plugin.discovery=only_scan
 """
 
 
-class Connect:
-    """One standalone Connect worker running one connector, as a child process."""
+def without_schemas(connector: dict[str, str]) -> dict[str, str]:
+    """The same connector writing the payload alone (a per-connector converter override)."""
+    return {**connector, "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "key.converter.schemas.enable": "false",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": "false"}
 
-    def __init__(self, directory: Path, bootstrap: str, rest_port: int, connector: dict[str, str],
+
+class Connect:
+    """One standalone Connect worker running its connectors, as a child process."""
+
+    def __init__(self, directory: Path, bootstrap: str, rest_port: int, *connectors: dict[str, str],
                  schemas: bool = True):
         self.dir = directory
         self.bootstrap = bootstrap
         self.rest_port = rest_port
-        self.connector = connector
+        self.connectors = connectors
         self.schemas = schemas
         self.proc: subprocess.Popen | None = None
         self.log_path = directory / "connect.log"
@@ -152,20 +161,23 @@ class Connect:
         worker = self.dir / "worker.properties"
         worker.write_text(WORKER.format(bootstrap=self.bootstrap, schemas=str(self.schemas).lower(),
                                         offsets=self.dir / "offsets.dat", rest_port=self.rest_port))
-        connector = self.dir / "connector.properties"
-        connector.write_text("".join(f"{k}={v}\n" for k, v in self.connector.items()))
+        files = []
+        for connector in self.connectors:
+            path = self.dir / f"connector-{connector['name']}.properties"
+            path.write_text("".join(f"{k}={v}\n" for k, v in connector.items()))
+            files.append(str(path))
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [kafka_broker.JAVA, "-Xms128m", "-Xmx384m", "-XX:+UseSerialGC",
              "-Dorg.slf4j.simpleLogger.defaultLogLevel=info", "-Dorg.slf4j.simpleLogger.showDateTime=true",
-             "-cp", classpath, "org.apache.kafka.connect.cli.ConnectStandalone", str(worker), str(connector)],
+             "-cp", classpath, "org.apache.kafka.connect.cli.ConnectStandalone", str(worker), *files],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         self.wait_running(timeout)
         return self
 
-    def status(self) -> dict | None:
-        url = f"http://127.0.0.1:{self.rest_port}/connectors/{self.connector['name']}/status"
+    def status(self, name: str) -> dict | None:
+        url = f"http://127.0.0.1:{self.rest_port}/connectors/{name}/status"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return json.loads(response.read())
@@ -173,23 +185,28 @@ class Connect:
             return None
 
     def wait_running(self, timeout: float) -> None:
-        """Until the connector and its task say RUNNING (the task then snapshots, then streams)."""
+        """Until every connector and its task say RUNNING (the task then snapshots, then streams)."""
         deadline = time.monotonic() + timeout
+        waiting = [c["name"] for c in self.connectors]
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise ConnectError(f"Kafka Connect exited with {self.proc.returncode}; tail of {self.log_path}:\n"
                                    f"{self.tail()}")
-            status = self.status()
-            if status:
+            for name in list(waiting):
+                status = self.status(name)
+                if not status:
+                    continue
                 tasks = status.get("tasks") or []
                 if any(t.get("state") == "FAILED" for t in tasks):
-                    raise ConnectError(f"the connector's task failed: {tasks}\n{self.tail()}")
+                    raise ConnectError(f"the task of connector {name} failed: {tasks}\n{self.tail()}")
                 if status["connector"]["state"] == "RUNNING" and tasks and tasks[0]["state"] == "RUNNING":
-                    return
+                    waiting.remove(name)
+            if not waiting:
+                return
             time.sleep(0.5)
-        raise ConnectError(f"the connector was not running after {timeout:.0f} s; tail of {self.log_path}:\n"
-                           f"{self.tail()}")
+        raise ConnectError(f"connector(s) {', '.join(waiting)} not running after {timeout:.0f} s; tail of "
+                           f"{self.log_path}:\n{self.tail()}")
 
     def tail(self, lines: int = 60) -> str:
         try:
