@@ -55,8 +55,14 @@ class Relation:
 
     @property
     def pk(self) -> str:
+        """The one-column primary key (lookups, and tables with children, have one: checked when resolved)."""
         assert self.values.id_columns and len(self.values.id_columns) == 1, "resolve the relation first"
         return self.values.id_columns[0]
+
+    @property
+    def pk_columns(self) -> tuple[str, ...]:
+        assert self.values.id_columns, "resolve the relation first"
+        return self.values.id_columns
 
 
 @dataclass(frozen=True)

@@ -111,9 +111,13 @@ def resolve_relations(rule: Rule, catalog: Catalog,
             return None
         values, found = check(relation.values, info)
         problems.extend(found)
-        if values is not None and (not values.id_columns or len(values.id_columns) != 1):
+        # A lookup is found by its primary key, a parent of children by its: one column each.
+        # Other children may have any primary key (their order in the array).
+        single = relation.kind == "lookup" or bool(relation.children)
+        if values is not None and single and (not values.id_columns or len(values.id_columns) != 1):
             problems.append(f"{where}: {values.name} needs a one-column primary key (it has "
-                            f"{', '.join(info.primary_key) or 'none'})")
+                            f"{', '.join(info.primary_key) or 'none'}): "
+                            f"{'a lookup is found by it' if relation.kind == 'lookup' else 'its children hold it'}")
             values = None
         keyed = values if relation.kind == "children" else parent
         if keyed is not None and keyed.checked and relation.key not in {c.name for c in keyed.table_columns}:
@@ -212,29 +216,36 @@ def needs_for(rule: Rule, change: RowChange) -> list[Need]:
 def roots_of(query: Query, rule: Rule, needs: Iterable[Need]) -> set:
     """The root ids (primary key values) of these rows, one indexed read per level and IN_LIST values.
 
-    Walking up from a node: the parent of a child row is its `key` value (read
-    from the child table, by the child's primary key); the parents of a lookup
-    row are the rows of the parent table whose `key` holds its primary key.
+    Needs other than the root's are lookup rows (a child's change names its
+    parent directly, `needs_for`). Walking up from lookup rows: their parents are
+    the rows of the parent table whose `key` holds their primary key; of those
+    we want what leads further up: the root's id, a child parent's `key` (its
+    own parent's id), or a lookup parent's primary key (a lookup of a lookup).
     """
     by_path: dict[Path, set] = {}
     for need in needs:
         by_path.setdefault(need.path, set()).update(need.pks)
     roots = by_path.pop((), set())
     while by_path:
-        path = max(by_path, key=len)  # deepest first: each step moves one level up
+        path = max(by_path, key=len)  # deepest first: each step moves at least one level up
         pks = by_path.pop(path)
         relation = node(rule, path)
+        assert relation.kind == "lookup", "a child's change names its parent itself"
         up = path[:-1]
-        if relation.kind == "children":  # its rows name their parent: key
-            table, column, by = _table(relation.values), relation.key, relation.pk
-        else:  # its parents name it: parent rows whose key is one of these
-            table, column, by = _table(*_table_of(rule, up)), _pk_of(rule, up), relation.key
+        parent = node(rule, up) if up else None
+        if parent is None:
+            column, target = root_pk(rule), up
+        elif parent.kind == "children":
+            column, target = parent.key, up[:-1]
+        else:
+            column, target = parent.pk, up
+        table = _table(*_table_of(rule, up))
         found = {row["v"] for chunk in _chunks(sorted(pks, key=_order), IN_LIST)
                  for row in query(f"SELECT DISTINCT `{_q(column)}` AS v FROM {table} "
-                                  f"WHERE `{_q(by)}` IN ({_marks(chunk)})", chunk)}
+                                  f"WHERE `{_q(relation.key)}` IN ({_marks(chunk)})", chunk)}
         found.discard(None)
-        if up:
-            by_path.setdefault(up, set()).update(found)
+        if target:
+            by_path.setdefault(target, set()).update(found)
         else:
             roots |= found
     return roots
@@ -273,10 +284,10 @@ def read_documents(query: Query, rule: Rule, ids: Sequence[Any]) -> Fetched:
     rows_at: dict[Path, list[dict]] = {(): fetched.roots}
     for path, relation in nodes(rule):
         parents = rows_at.get(path[:-1], [])
-        parent_pk = _pk_of(rule, path[:-1])
         values = relation.values
         rows: list[dict] = []
         if relation.kind == "children":
+            parent_pk = _pk_of(rule, path[:-1])
             wanted = sorted({p[parent_pk] for p in parents if p[parent_pk] is not None}, key=_order)
             too_many: dict[Any, int] = {}
             for chunk in _chunks(wanted, IN_LIST):
@@ -289,8 +300,9 @@ def read_documents(query: Query, rule: Rule, ids: Sequence[Any]) -> Fetched:
             wanted = [w for w in wanted if w not in too_many]
             groups: dict[Any, list[dict]] = {}
             for chunk in _chunks(wanted, IN_LIST):
+                order = ", ".join(f"`{_q(c)}`" for c in (relation.key, *relation.pk_columns))
                 for row in query(f"SELECT {_select(values)} FROM {_table(values)} WHERE `{_q(relation.key)}` IN "
-                                 f"({_marks(chunk)}) ORDER BY `{_q(relation.key)}`, `{_q(relation.pk)}`", chunk):
+                                 f"({_marks(chunk)}) ORDER BY {order}", chunk):
                     groups.setdefault(row[relation.key], []).append(row)
                     rows.append(row)
             fetched.children[path] = groups
@@ -331,10 +343,10 @@ class Assembler:
     def _build(self, path: Path, values: Rule, raw: Mapping[str, Any], fetched: Fetched) -> dict[str, Any]:
         doc = _document(self.row(path, raw), values, values.schema, values.table)
         relations = self.rule.relations if not path else node(self.rule, path).relations
-        pk = _pk_of(self.rule, path)
         for i, relation in enumerate(relations):
             here = path + (i,)
             if relation.kind == "children":
+                pk = _pk_of(self.rule, path)
                 count = fetched.too_many.get(here, {}).get(raw[pk])
                 if count is not None:
                     raise RowError(f"{relation.values.source}: {values.name} {pk}={raw[pk]!r} has {count} rows in "

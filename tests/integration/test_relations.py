@@ -201,25 +201,28 @@ def test_random_three_table_workload_with_sigkills_ends_equal_to_a_fresh_build(t
                "INSERT INTO products VALUES (14, 'Mug', 3)")
     setup = CdcSetup(tmp_path, servers, rules(database, index), batch__concurrency=3)
     kills = 0
-    with ThreeTableLoad(servers, database, seed=15) as load:
-        proc = setup.run()
-        for _ in range(3):
-            # Kill once rebuilds have been acknowledged past the start (the checkpoint moved), mid-load.
-            start = setup.position()
-            deadline = time.monotonic() + 30
-            while setup.position() == start and time.monotonic() < deadline and proc.proc.poll() is None:
-                time.sleep(0.05)
-            time.sleep(random.Random(kills).uniform(0.2, 1.5))
-            assert proc.proc.poll() is None, proc.text()[-4000:]
-            proc.stop(signal.SIGKILL)
-            kills += 1
-            proc = setup.run()
-        time.sleep(1)
-    assert load.statements > 100
+    proc = None
     try:
+        with ThreeTableLoad(servers, database, seed=15) as load:
+            proc = setup.run()
+            for _ in range(3):
+                # Kill once rebuilds have been acknowledged past the start (the checkpoint moved), mid-load.
+                start = setup.position()
+                deadline = time.monotonic() + 30
+                while setup.position() == start and time.monotonic() < deadline and proc.proc.poll() is None:
+                    time.sleep(0.05)
+                time.sleep(random.Random(kills).uniform(0.2, 1.5))
+                assert proc.proc.poll() is None, proc.text()[-4000:]
+                proc.stop(signal.SIGKILL)
+                kills += 1
+                proc = setup.run()
+            time.sleep(1)
+        assert load.statements > 100
         wait_equal(db, es, index, timeout=90, proc=proc)
-    finally:
         assert proc.stop() == 0
+    finally:
+        if proc is not None and proc.proc is not None and proc.proc.poll() is None:
+            proc.stop(signal.SIGKILL)  # a failure above must not leave cdc running
     assert kills == 3
     assert "Traceback" not in proc.text()
 

@@ -51,12 +51,13 @@ SCHEMA = {
 }
 
 
-def catalog(schema=SCHEMA) -> Catalog:
+def catalog(schema=SCHEMA, keys=None) -> Catalog:
+    keys = keys or {}
     tables = {}
     for name, columns in schema.items():
         infos = tuple(ColumnInfo(c, t, f"{t}(10,2)" if t == "decimal" else t, "utf8mb4" if t == "varchar" else None)
                       for c, t in columns)
-        tables[("shop", name)] = TableInfo("shop", name, infos, ("id",))
+        tables[("shop", name)] = TableInfo("shop", name, infos, keys.get(name, ("id",)))
     return Catalog(("shop",), tables)
 
 
@@ -193,7 +194,8 @@ def test_lookup_change_needs_its_referrers(rule, db):
     assert needs == [Need((0, 0, 0), frozenset({1}))]
     sql: list[str] = []
     assert roots_of(query_of(db, sql), rule, needs) == {100}  # category 1 -> product 10 -> line 1000 -> order 100
-    assert len(sql) == 3 and all(" WHERE " in s and " IN (" in s for s in sql)
+    # Two reads: products by category, then the lines' order_id by product (a child names its parent).
+    assert len(sql) == 2 and all(" WHERE " in s and " IN (" in s for s in sql)
     customer = needs_for(rule, change("customers", Op.DELETE, {"id": 2, "name": "Bob"}))
     assert roots_of(query_of(db), rule, customer) == {101}
 
@@ -242,3 +244,17 @@ def test_missing_indexes_say_what_to_create(rule):
     assert len(warnings) == 2
     assert warnings[0].endswith("CREATE INDEX `order_lines_product_id` ON `shop`.`order_lines` (`product_id`)")
     assert "shop.products.category_id (lookup category (shop.categories)) has no index" in warnings[1]
+
+
+def test_children_may_have_a_composite_primary_key_lookups_may_not(tmp_path, db):
+    # Lines keyed (order_id, id), as order lines often are: ordered by it, and walked up through `key`.
+    resolution = resolve_rules(rules_from(tmp_path), catalog(keys={"order_lines": ("order_id", "id")}))
+    assert resolution.problems == ()
+    rule = resolution.rules.rules[0]
+    needs = needs_for(rule, change("products", Op.UPDATE, {"id": 11, "category_id": 2}, {"id": 11, "category_id": 1}))
+    assert roots_of(query_of(db), rule, needs) == {100}
+    fetched = read_documents(query_of(db), rule, [100])
+    assert [row["id"] for row in fetched.children[(0,)][100]] == [1000, 1001]
+    problems = resolve_rules(rules_from(tmp_path), catalog(keys={"products": ("id", "name")})).problems
+    assert any("shop.products needs a one-column primary key (it has id, name): a lookup is found by it" in p
+               for p in problems), problems
