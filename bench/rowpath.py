@@ -72,7 +72,7 @@ def convert_child(args: argparse.Namespace) -> None:
     from cdc.mysql.server import Database
     from cdc.mysql.source import BinlogSource
     from cdc.rules import ActionBuilder, Rule, RuleSet, resolved_or_stop
-    from cdc.rules.rowpath import RowPath
+    from cdc.rules.rowpath import RowPath, row_count
     from cdc.rules.values import ValueOptions
 
     config = MysqlConfig(host=args.host, port=args.port, user=args.user, password=args.password,
@@ -105,7 +105,7 @@ def convert_child(args: argparse.Namespace) -> None:
     rows = actions = doc_bytes = 0
     for event in source.events(StartPoint(start)):
         if isinstance(event, RowChange):
-            rows += 1
+            rows += row_count(event)
             for action in path.actions(event):
                 actions += 1
                 doc = action.doc_json  # what the bulk body carries
@@ -236,6 +236,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--baseline", type=Path, help="older checkout: its native catch-up side by side")
     parser.add_argument("--catchup-only", action="store_true")
+    parser.add_argument("--code", type=Path, help="checkout whose cdc/ is measured (default: this tree)")
     parser.add_argument("--results", default=str(cu.RESULTS / "rowpath.json"))
     # the child process's arguments
     parser.add_argument("--child", choices=MODES)
@@ -253,7 +254,7 @@ def main() -> int:
     ep = cu.servers.up()
     run_dir = Path(tempfile.mkdtemp(prefix="rowpath-", dir=cu.STATE if cu.STATE.exists() else None))
     run_id = run_dir.name.rsplit("-", 1)[-1].lower()  # index names of this run only
-    code = cu.Code(run_dir, wait_quiet=0)
+    code = cu.Code(run_dir, args.code.resolve(), name="code") if args.code else cu.Code(run_dir, wait_quiet=0)
     base = cu.Code(run_dir, args.baseline.resolve(), name="baseline") if args.baseline else None
     if base is not None:
         base.extra_config["row_path"] = "native"

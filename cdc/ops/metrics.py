@@ -152,6 +152,9 @@ class PrometheusObserver(Observer):
 
     # ------------------------------------------------------------------ hooks
     def on_row(self, change: RowChange) -> None:
+        self.on_rows(change, 1)
+
+    def on_rows(self, change: RowChange, count: int) -> None:
         key = (change.schema, change.table, change.op.value)
         counters = self._row_counters.get(key)
         if counters is None:
@@ -159,7 +162,7 @@ class PrometheusObserver(Observer):
             counters = self._row_counters[key] = (self.events.labels(table, key[2]), self.rows.labels(table, key[2]))
         if change.row_index == 0:  # each rows event yields its rows numbered from 0
             counters[0].inc()
-        counters[1].inc()
+        counters[1].inc(count)
 
     def on_commit(self, commit: Commit) -> None:
         self.transactions.inc()

@@ -210,21 +210,27 @@ class _Compiled:
 
 
 class PreparedChange(RowChange):
-    """A row of a rows event the native path did: no values, and the event's actions on its first row.
+    """A whole rows event the native path did: no values, its `count` rows' actions in `prepared`.
 
-    The pipeline counts it like any row change and asks `RowPath.actions` for its
-    actions, which hands back `prepared` (all of the event's actions on row 0, none
-    on the others: the pipeline keeps an event's actions together anyway).
+    One item for the event, not one per row: the pipeline counts `count` row
+    changes (`row_count`) and asks `RowPath.actions` for its actions, which hands
+    back `prepared`. Its `row_index` is 0, the event's first row.
     """
 
     prepared: list[Action]
+    count: int
+
+
+def row_count(change: RowChange) -> int:
+    """How many row changes `change` stands for: a native rows event's rows, else 1."""
+    return change.count if change.__class__ is PreparedChange else 1
 
 
 class RowPath(ActionBuilder):
     """Which path turns a `RowsData` into actions, and the native one.
 
     `prepare` runs on the source's reader thread: it gives the event's rows as
-    `PreparedChange`s (native) or as the library decodes them (`RowsData.decode`,
+    one `PreparedChange` (native) or as the library decodes them (`RowsData.decode`,
     the Python path). `actions` stands in for `ActionBuilder.actions` in the
     pipeline. `mode`: `python` never uses the native code; `native` and `auto` use it
     where the plan allows (`native` without the module stops cdc: `check_mode`).
@@ -339,30 +345,22 @@ class RowPath(ActionBuilder):
             if doc is None:
                 action.__dict__["doc"] = None
             append(action)
-        changes = _stubs(rows, count, actions)
-        for row in zero_rows:
+        if count == 0:
+            return ()
+        change = _stand_in(rows, count, actions)
+        for _row in zero_rows:
             builder.stats.zero_dates += 1
-            builder._zero_dates(changes[row])
-        return changes
+            builder._zero_dates(change)
+        return (change,)
 
 
-def _stub(rows: RowsData, row_index: int, prepared: list[Action]) -> PreparedChange:
+def _stand_in(rows: RowsData, count: int, prepared: list[Action]) -> PreparedChange:
+    """The event's row changes as one item (the values stay in Rust)."""
     change = PreparedChange.__new__(PreparedChange)
     change.__dict__.update(op=rows.op, schema=rows.schema, table=rows.table, columns=rows.columns, before=None,
-                           after=None, position=rows.position, timestamp=rows.timestamp, row_index=row_index,
-                           prepared=prepared)
+                           after=None, position=rows.position, timestamp=rows.timestamp, row_index=0,
+                           prepared=prepared, count=count)
     return change
-
-
-def _stubs(rows: RowsData, count: int, actions: list[Action]) -> Sequence[RowChange]:
-    """Stand-ins for the event's row changes, for the pipeline's counting: the values stay in Rust."""
-    if count == 0:
-        return ()
-    first = _stub(rows, 0, actions)
-    if count == 1:
-        return (first,)
-    # The pipeline only reads these; one object serves every further row.
-    return (first,) + (_stub(rows, 1, []),) * (count - 1)
 
 
 def check_mode(mode: RowPathMode) -> tuple[int, str]:

@@ -44,6 +44,14 @@ class Observer:
     def on_row(self, change: RowChange) -> None:
         """A row change was read from the binlog (before rules are applied)."""
 
+    def on_rows(self, change: RowChange, count: int) -> None:
+        """A rows event's `count` row changes were read as one item (`change`: the first row).
+
+        The native row path hands over a whole event at once; counting it here once,
+        not `count` times, is part of what made its catch-up cheaper (issue 19)."""
+        for _ in range(count):
+            self.on_row(change)
+
     def on_event(self, timestamp: float) -> None:
         """Any binlog event or heartbeat arrived; `timestamp` is the event's (0 for heartbeats)."""
 
@@ -81,16 +89,29 @@ class Observers(Observer):
 
     def __getattribute__(self, name: str):
         if name.startswith("on_"):
-            observers = object.__getattribute__(self, "observers")
-
-            def fan_out(*args, **kwargs) -> None:
-                for observer in observers:
-                    try:
-                        getattr(observer, name)(*args, **kwargs)
-                    except Exception:  # an observer must never break replication
-                        import logging
-
-                        logging.getLogger("cdc.observe").exception("observer %r failed in %s", observer, name)
-
+            # One fan-out function per hook, made once: the pipeline calls some hooks for
+            # every rows event, and a new closure per call showed in catch-up profiles.
+            fan_outs = object.__getattribute__(self, "_fan_outs")
+            fan_out = fan_outs.get(name)
+            if fan_out is None:
+                fan_out = fan_outs[name] = _fan_out(object.__getattribute__(self, "observers"), name)
             return fan_out
         return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        if name == "observers":
+            object.__setattr__(self, "_fan_outs", {})
+
+
+def _fan_out(observers: list[Observer], name: str):
+    def fan_out(*args, **kwargs) -> None:
+        for observer in observers:
+            try:
+                getattr(observer, name)(*args, **kwargs)
+            except Exception:  # an observer must never break replication
+                import logging
+
+                logging.getLogger("cdc.observe").exception("observer %r failed in %s", observer, name)
+
+    return fan_out

@@ -386,6 +386,9 @@ fn decode_all(table: &Table, plans: &[&Plan], op: u8, body: &[u8]) -> R<Decoded>
     Ok(d)
 }
 
+/// Rows-event bodies from this size on are decoded with the GIL released.
+const RELEASE_GIL_FROM: usize = 32 * 1024;
+
 /// Decode one rows event body (the rows, after the columns-present bitmaps).
 ///
 /// `op`: 0 WRITE, 1 UPDATE, 2 DELETE. Returns (rows, actions, rows with zero dates), each
@@ -404,9 +407,13 @@ fn decode<'py>(
     if op > 2 {
         return Err(pyo3::exceptions::PyValueError::new_err("op must be 0, 1 or 2"));
     }
-    let result = py.allow_threads(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(table, &plan_refs, op, body)))
-    });
+    let run = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(table, &plan_refs, op, body)));
+    // Why not always release the GIL: most rows events hold one row and decode in a few
+    // microseconds, while a thread that gives the GIL up waits to get it back until the
+    // holder blocks or its switch interval (5 ms, sys.getswitchinterval) ends. With the
+    // pipeline's writers busy, that wait per event, not the decoding, paced the reader
+    // thread (issue 19: py-spy of a catch-up). Big events still decode beside Python.
+    let result = if body.len() >= RELEASE_GIL_FROM { py.allow_threads(run) } else { run() };
     let decoded = match result {
         Ok(Ok(d)) => d,
         Ok(Err(Fail::Bad(why))) => return Err(DecodeError::new_err(why)),

@@ -85,7 +85,7 @@ def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPositio
 
     for event in source.events(StartPoint(start)):
         if isinstance(event, RowChange):
-            rows += 1
+            rows += rowpath.row_count(event)
             actions.extend(path.actions(event))
     return rows, actions, path
 
