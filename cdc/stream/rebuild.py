@@ -124,7 +124,9 @@ class Rebuild:
         self._reads: ConsistentReads | None = None
         self._lock = threading.Lock()  # one connection, used by one writer thread at a time
         # Reads made, by kind, for the cost model (README; bench/relations.py).
+        # Consistent reads (transactions) by kind, and the statements in them.
         self.reads = {"resolve": 0, "documents": 0, "retried": 0}
+        self.statements = 0
         self.documents = 0
 
     def builder(self, inner: ActionBuilder) -> RelationBuilder:
@@ -189,6 +191,12 @@ class Rebuild:
                                                                                                len(todo)),
                                 "roots": len(todo), "position": str(after)})
 
+    def _counted(self, query: Query) -> Query:
+        def counted(sql: str, args: Sequence) -> list[dict]:
+            self.statements += 1
+            return query(sql, args)
+        return counted
+
     def _read(self, work: Callable[[Query], T], after: BinlogPosition, kind: str) -> tuple[BinlogPosition, T]:
         """A consistent read that sees every change up to `after`; connection failures are retried."""
         attempts = Attempts(self.retry)
@@ -198,7 +206,7 @@ class Rebuild:
                 with self._lock:
                     if self._reads is None:
                         self._reads = self.connect()
-                    position, result = self._reads.consistent_queries(work)
+                    position, result = self._reads.consistent_queries(lambda query: work(self._counted(query)))
             except SourceError as exc:
                 with self._lock:
                     if self._reads is not None:
