@@ -835,3 +835,51 @@ def test_requests_with_writes_of_a_wait_for_rule_ask_for_refresh_and_others_do_n
 def test_no_wait_for_rule_means_no_refresh_check_at_all():
     pipeline = make(FakeSink(), MemoryStore())
     assert all(w.wait_for_refresh is None for w in pipeline.writers)
+
+
+# ---------------------------------------------------------------- hand-over from the reader thread
+def test_transactions_longer_than_one_hand_over_and_their_rollbacks():
+    """Rows reach the main loop in lists of at most ROWS_PER_ITEM (pipeline._read): a transaction
+    spanning several lists is written whole at its commit, one spanning several and rolled back
+    leaves nothing, and every row is counted once."""
+    from cdc.stream.pipeline import ROWS_PER_ITEM
+
+    n = ROWS_PER_ITEM * 2 + 7
+    events = [ins(i, 1000 + i) for i in range(1, n + 1)] + [Rollback(P(5000))]
+    events += [ins(i, 6000 + i) for i in range(n + 1, 2 * n + 1)] + [commit(9000, "0-1-1")]
+    sink, store = FakeSink(), MemoryStore()
+    stats = run_pipeline(make(sink, store, max_actions=100_000), events)
+    assert sorted(int(a.doc_id) for a in sink.sent) == list(range(n + 1, 2 * n + 1))
+    assert store.saves == [(P(9000), "0-1-1")]
+    assert stats.rows == 2 * n and stats.transactions == 1
+
+
+def test_a_native_rows_event_is_one_item_counted_as_its_rows():
+    from cdc.rules.rowpath import PreparedChange, RowPath
+    from cdc.stream.observe import Observer, Observers
+
+    class Counting(Observer):
+        def __init__(self):
+            self.rows = []
+
+        def on_row(self, change):
+            self.rows.append(("row", change.row_index))
+
+        def on_rows(self, change, count):
+            self.rows.append(("rows", count))
+
+    prepared = actions_for(ins(1, 100), RULES.rules[0], 1) + actions_for(ins(2, 100), RULES.rules[0], 1)
+    event = PreparedChange.__new__(PreparedChange)
+    event.__dict__.update(op=Op.INSERT, schema="shop", table="items", columns=COLUMNS, before=None, after=None,
+                          position=P(100), timestamp=0, row_index=0, prepared=prepared, count=2)
+    counting, base = Counting(), Observer()
+    base_rows = []
+    base.on_row = lambda change: base_rows.append(change.row_index)  # the default on_rows falls back to on_row
+    sink, store = FakeSink(), MemoryStore()
+    pipeline = make(sink, store, observer=Observers([counting, base]))
+    pipeline.builder = RowPath(pipeline.builder)  # as Session.new_pipeline does
+    stats = run_pipeline(pipeline, [event, ins(3, 200), commit(300)])
+    assert stats.rows == 3
+    assert counting.rows == [("rows", 2), ("row", 0)]
+    assert base_rows == [0, 0, 0]
+    assert [a.doc_id for a in sink.sent] == ["1", "2", "3"]
