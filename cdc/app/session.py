@@ -188,6 +188,7 @@ class Session:
         row_path = self.row_path
         if rebuild is not None:
             self.pipeline.builder = rebuild.builder(row_path)
+            self.rebuilt_tables = {t for r in relational for t in ((r.schema, r.table), *r.relation_tables())}
         for observer in self.observers.observers:  # cdc_row_path for `cdc status`
             if hasattr(observer, "watch_row_paths"):
                 observer.watch_row_paths(lambda: dict(row_path.tables))
@@ -203,7 +204,11 @@ class Session:
 
     def _prepare_rows(self, rows: RowsData) -> Sequence[RowChange]:
         row_path = getattr(self, "row_path", None)  # set by new_pipeline, before the source is read
-        return row_path.prepare(rows) if row_path is not None else rows.decode()
+        if row_path is None or (rows.schema, rows.table) in getattr(self, "rebuilt_tables", ()):
+            # A table joined into documents (issue 15): its rebuild requests need the row values,
+            # which the native path keeps in Rust.
+            return rows.decode()
+        return row_path.prepare(rows)
 
     def epoch(self, store: FileCheckpointStore | None) -> int:
         """Config epoch plus failovers so far. Commands that do not hold the
