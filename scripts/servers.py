@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -58,6 +59,13 @@ ADMIN_USER, ADMIN_PASSWORD = "cdc_admin", "cdc_admin"
 
 class ServerError(RuntimeError):
     pass
+
+
+# The tests start several servers at once, one thread each (tests/conftest.py's warm-up):
+# Maven's local repository is not made for two `mvn` writing to it at once (both fetch the
+# dependency plugin on a fresh machine), and two `useradd` of one user race.
+MAVEN_LOCK = threading.Lock()
+_USER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -277,6 +285,12 @@ def _maven_zip(group: str, artifact: str, version: str, what: str) -> Path:
     """A zip artifact from Maven Central, fetched once into ~/.m2 with mvn."""
     zip_path = (Path.home() / ".m2/repository" / group.replace(".", "/") / artifact / version
                 / f"{artifact}-{version}.zip")
+    with MAVEN_LOCK:
+        _maven_get(group, artifact, version, what, zip_path)
+    return zip_path
+
+
+def _maven_get(group: str, artifact: str, version: str, what: str, zip_path: Path) -> None:
     if not zip_path.is_file():
         log(f"fetching {what} {version} from Maven Central")
         run = subprocess.run(
@@ -286,7 +300,6 @@ def _maven_zip(group: str, artifact: str, version: str, what: str) -> Path:
         )
         if run.returncode != 0 or not zip_path.is_file():
             raise ServerError(f"could not fetch {what} {version} with mvn:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
-    return zip_path
 
 
 def _unpack(zip_path: Path, top: str, home: Path) -> None:
@@ -305,8 +318,9 @@ def _es_zip(version: str) -> Path:
 
 
 def _ensure_es_user() -> None:
-    if subprocess.run(["id", ES_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", ES_USER], check=True)
+    with _USER_LOCK:
+        if subprocess.run(["id", ES_USER], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", ES_USER], check=True)
 
 
 def _es_health(url: str, timeout: float = 2, context=None, headers: dict | None = None) -> dict | None:

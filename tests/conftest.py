@@ -1,9 +1,14 @@
 """Shared fixtures. Integration tests get real servers, started once per run.
 
-`make test` runs the suite on two xdist workers (README "Tests"). Integration
-tests share MariaDB and Elasticsearch, so a test that restarts or reconfigures
-them (`serial`, below) takes an exclusive lock and runs alone, while the others
-hold a shared one and run side by side. A plain `pytest` takes no locks.
+The slow things the collected tests need (MariaDB and Elasticsearch 8, the other
+destination engines, the Kafka broker, the container image) start together in
+background threads as soon as the tests are collected (`Warmup` below), while the
+unit tests run first; the fixtures that use them wait for that start.
+
+Under `make test-parallel` (pytest-xdist) integration tests share MariaDB and
+Elasticsearch, so a test that restarts or reconfigures them (`serial`, below) takes
+an exclusive lock and runs alone, while the others hold a shared one and run side by
+side. A plain `pytest` takes no locks.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ import fcntl
 import json
 import os
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -32,21 +40,182 @@ SERIAL = (
     "test_operations.py::test_metrics_and_health_follow_the_stream_and_its_outages",
     "test_faults.py::test_kill_in_the_middle_of_a_200k_row_transaction",
     "test_faults.py::test_mapping_conflict_in_a_busy_batch",
-    "test_faults.py::test_elasticsearch_down_for_60s_during_writes",
+    "test_faults.py::test_elasticsearch_down_during_writes",
     "test_faults.py::test_purged_binlog_is_a_clear_fatal_error",
     "test_faults.py::test_mariadb_killed_under_load_and_restarted",
     "test_faults.py::test_refuses_a_server_not_set_up_for_cdc",
     "test_replication.py::test_rotation_and_mariadb_restart",
     "test_failover.py::",
     "test_container.py::",
+    "test_compose.py::",
     "test_destinations.py::",
 )
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "serial: restarts or reconfigures the shared servers; runs alone under xdist")
+    config.pluginmanager.register(_Order(), "cdc-test-order")
 
 
+def _worker() -> str | None:
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+@contextlib.contextmanager
+def _locked(name: str, exclusive: bool = True, home: Path | None = None):
+    import servers as dev
+
+    home = home or dev.HOME
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / name, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield lock
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- warm-up: start what the tests need, at once
+class Warmup:
+    """Servers and the image the collected tests need, started in the background as soon as they are collected.
+
+    On first use, in the fixtures, their start-ups came on top of the tests (on the 2-core
+    machine, measured side by side: MariaDB and Elasticsearch 8 34-61 s, Elasticsearch 7.17
+    16-27 s, OpenSearch 2 16-23 s and 3 38-59 s, the broker 7-14 s; the image build 30 s
+    with a warm layer cache, minutes with a cold one). Here they start one after another
+    in one background thread, in the order the tests need them (`_RANK`), while the unit
+    tests and then the tests on MariaDB and Elasticsearch 8 run, which mostly wait on the
+    servers. Not all at once: the starts are CPU-bound, so together they took as long as in
+    a row (95-167 s against 117-174 s for all five) and MariaDB and Elasticsearch 8, needed
+    first, came up 2-3 times later.
+
+    A start is only the idempotent `up` the fixture would call anyway: the fixture calls
+    `wait(name)` first, then its own `up` finds the server running (or, if the start failed,
+    fails the same way and reports it). What a warm-up started is stopped at the session's
+    end, unless CDC_KEEP_SERVERS is set.
+    """
+
+    def __init__(self) -> None:
+        self._threads: dict[str, threading.Thread] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.took: dict[str, float] = {}
+        self.started: list[str] = []  # servers that were not running and that this session started
+
+    def start(self, name: str, run: Callable[[], list[str]], after: str | None = None) -> None:
+        """`run` starts `name` (once `after` is up) and returns the servers it started (none if they ran)."""
+        def target() -> None:
+            if after is not None:
+                self.wait(after)
+            began = time.monotonic()
+            try:
+                self.started.extend(run())
+            except BaseException as exc:  # the fixture tries again and reports it
+                self.errors[name] = exc
+            finally:
+                self.took[name] = time.monotonic() - began
+
+        thread = threading.Thread(target=target, name=f"warmup-{name}", daemon=True)
+        self._threads[name] = thread
+        thread.start()
+
+    def wait(self, name: str) -> None:
+        thread = self._threads.get(name)
+        if thread is not None:
+            thread.join()
+
+    def done(self, name: str) -> bool:
+        """Whether a warm-up of `name` ran and succeeded (after `wait`)."""
+        return name in self.took and name not in self.errors
+
+    def wait_all(self) -> None:
+        for name in list(self._threads):
+            self.wait(name)
+
+
+WARMUP = Warmup()
+
+
+def _up_servers() -> list[str]:
+    import servers as dev
+
+    with _locked(".up.lock"):  # xdist workers: one starts them, the others find them running
+        was = dev.running()
+        dev.up()
+    return [name for name, running in was.items() if not running]
+
+
+def _up_destination(name: str) -> Callable[[], list[str]]:
+    def run() -> list[str]:
+        import servers as dev
+
+        with _locked(f".up-{name}.lock"):
+            was = dev.destinations_running()[name]
+            {"es7": dev.es7_up, "opensearch": dev.opensearch_up, "opensearch3": dev.opensearch3_up}[name]()
+        return [] if was else [name]
+    return run
+
+
+def _up_kafka() -> list[str]:
+    import kafka_broker
+    import servers as dev
+
+    with dev.MAVEN_LOCK:  # its jars come through mvn too, perhaps while an engine's zip does
+        kafka_broker._libs()
+    kafka_broker.HOME.mkdir(parents=True, exist_ok=True)
+    with _locked(".kafka-up.lock", home=kafka_broker.HOME):  # the lock the Kafka tests' `broker` fixtures take
+        was = kafka_broker.running()
+        kafka_broker.up()
+    return [] if was else ["kafka"]
+
+
+def _build_image() -> list[str]:
+    import container
+
+    container.build()
+    return []  # nothing to stop
+
+
+def _needs(items) -> dict[str, Callable[[], list[str]]]:
+    """What the items will ask for, from their fixtures: warm-up name -> its start."""
+    import container
+
+    need: dict[str, Callable[[], list[str]]] = {}
+    can_build = None
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "servers" in names:
+            need["servers"] = _up_servers
+        engines = set()
+        if "destination_pool" in names:
+            engines |= {"es7", "opensearch", "opensearch3"}
+        callspec = getattr(item, "callspec", None)
+        if "destination" in names and callspec is not None and callspec.params.get("destination") != "es8":
+            engines.add(callspec.params["destination"])
+        for engine in engines:
+            need[engine] = _up_destination(engine)
+        if "broker" in names:
+            need["kafka"] = _up_kafka
+        if "image" in names:
+            can_build = container.available() is None if can_build is None else can_build
+            if can_build:
+                need["image"] = _build_image
+    return need
+
+
+# The order tests run in, and the warm-up starts things: what needs nothing slow first (the
+# unit tests, then the tests on MariaDB and Elasticsearch 8), then what needs the image or
+# the broker, then the other engines, so each is likely up by the time its tests come. Whole modules move together
+# (their module-scoped fixtures start once), and the order within a rank is the usual one.
+_RANK = {"image": 2, "kafka": 2, "es7": 3, "opensearch": 3, "opensearch3": 3}
+
+
+def _rank(item) -> int:
+    if "tests/integration/" not in str(item.fspath).replace(os.sep, "/"):
+        return 0
+    return max([1, *(_RANK.get(name, 1) for name in _needs([item]))])
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by these markers
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
@@ -55,21 +224,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.serial)
 
 
-def _worker() -> str | None:
-    return os.environ.get("PYTEST_XDIST_WORKER")
+class _Order:
+    """A plugin of its own: a conftest holds one implementation of a hook, and this one must come last."""
+
+    @pytest.hookimpl(trylast=True)  # after -m/-k deselection: only what runs
+    def pytest_collection_modifyitems(self, items):
+        ranks: dict[str, int] = {}
+        for item in items:
+            module = str(item.fspath)
+            ranks[module] = max(ranks.get(module, 0), _rank(item))
+        items.sort(key=lambda item: ranks[str(item.fspath)])  # stable: the usual order within a rank
 
 
-@contextlib.contextmanager
-def _locked(name: str, exclusive: bool):
-    import servers as dev
-
-    dev.HOME.mkdir(parents=True, exist_ok=True)
-    with open(dev.HOME / name, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield lock
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def pytest_collection_finish(session):
+    if session.config.option.collectonly or os.environ.get("CDC_NO_WARMUP"):
+        return
+    need = _needs(session.items)
+    previous = None
+    for name in sorted(need, key=lambda name: _RANK.get(name, 1)):  # servers, image, kafka, engines
+        WARMUP.start(name, need[name], after=previous)
+        previous = name
 
 
 @pytest.fixture(autouse=True)
@@ -87,44 +261,65 @@ _STARTED = ".started-by-tests.json"  # what a worker started, for the xdist cont
 
 @pytest.fixture(scope="session")
 def servers():
-    """Start MariaDB and Elasticsearch (or reuse running ones); stop only what we started."""
+    """MariaDB and Elasticsearch 8: started by the warm-up (or now), reused when running."""
     import servers as dev
 
-    with _locked(".up.lock", exclusive=True):  # xdist workers: one starts them, the others find them running
+    WARMUP.wait("servers")
+    with _locked(".up.lock"):
         was_running = dev.running()
         try:
             endpoints = dev.up()
         except dev.ServerError as exc:
             pytest.fail(f"could not start the test servers: {exc}", pytrace=False)
-        started = [name for name, running in was_running.items() if not running]
-        if _worker() is not None and started:
-            (dev.HOME / _STARTED).write_text(json.dumps(started))
+    WARMUP.started.extend(name for name, running in was_running.items() if not running)
     yield endpoints
-    if os.environ.get("CDC_KEEP_SERVERS") or _worker() is not None:
-        return  # a worker never stops them: another may still be testing (the controller does, below)
-    _stop(dev, started)
 
 
-def _stop(dev, started: list[str]) -> None:
-    if "elasticsearch" in started:
-        dev.es_down()
-    if "mariadb" in started:
-        dev.mariadb_down()
+@pytest.fixture(scope="session")
+def warmup() -> Warmup:
+    """For fixtures that use what the warm-up starts: `warmup.wait(name)` before their own start."""
+    return WARMUP
+
+
+def _stop(started: list[str]) -> None:
+    import kafka_broker
+    import servers as dev
+
+    stops = {"elasticsearch": dev.es_down, "es7": dev.es7_down, "opensearch": dev.opensearch_down,
+             "opensearch3": dev.opensearch3_down, "kafka": kafka_broker.down, "mariadb": dev.mariadb_down}
+    for name in stops:  # MariaDB last, as `servers.py down` does
+        if name in started:
+            stops[name]()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The xdist controller stops what a worker started, once every worker is done."""
-    if _worker() is not None or not getattr(session.config.option, "numprocesses", None):
-        return
+    """Stop what the tests started (unless CDC_KEEP_SERVERS): a worker leaves that to the xdist controller."""
     import servers as dev
 
-    marker = dev.HOME / _STARTED
-    if not marker.exists():
+    WARMUP.wait_all()  # no server left half-started behind us
+    if _worker() is not None:
+        if WARMUP.started:
+            with _locked(".up.lock"):
+                marker = dev.HOME / _STARTED
+                before = json.loads(marker.read_text()) if marker.exists() else []
+                marker.write_text(json.dumps(sorted(set(before) | set(WARMUP.started))))
         return
-    started = json.loads(marker.read_text())
-    marker.unlink()
+    started = list(WARMUP.started)
+    marker = dev.HOME / _STARTED
+    if getattr(session.config.option, "numprocesses", None) and marker.exists():
+        started += json.loads(marker.read_text())
+        marker.unlink()
     if not os.environ.get("CDC_KEEP_SERVERS"):
-        _stop(dev, started)
+        _stop(list(dict.fromkeys(started)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if WARMUP.took:
+        terminalreporter.write_line("warm-up (started in the background, seconds): " + ", ".join(
+            f"{name} {took:.0f}" + (" (failed)" if name in WARMUP.errors else "")
+            for name, took in sorted(WARMUP.took.items())))
+    for name, error in WARMUP.errors.items():  # the fixture tried again: this is why the early start failed
+        terminalreporter.write_line(f"warm-up of {name} failed: {str(error)[-1500:]}")
 
 
 @pytest.fixture

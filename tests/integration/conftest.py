@@ -101,6 +101,25 @@ def destination_pool():
 
 
 @pytest.fixture(params=DESTINATIONS)
-def destination(request, servers, destination_pool):
+def destination(request, servers, destination_pool, warmup):
     """Each engine cdc writes to: the default Elasticsearch 8, Elasticsearch 7.17, OpenSearch 2 and 3."""
+    warmup.wait(request.param)  # started in the background at the session's start (tests/conftest.py)
     return destination_pool.get(request.param, servers)
+
+
+# ---------------------------------------------------------------- the container image (README "Docker")
+@pytest.fixture(scope="session")
+def image(warmup):
+    """cdc's image, built by scripts/container.py on the local base (the warm-up starts the build early)."""
+    import container
+
+    why = container.available()
+    if why is not None:
+        pytest.skip(f"podman cannot build images here: {why}")
+    warmup.wait("image")
+    if warmup.done("image"):
+        return container.IMAGE
+    try:
+        return container.build()
+    except container.ContainerError as exc:
+        pytest.fail(f"could not build the image: {exc}", pytrace=False)

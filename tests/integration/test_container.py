@@ -1,7 +1,8 @@
 """The container image, built with podman and run as a sidecar next to the test servers.
 
 The image is the project's Dockerfile, built on a Debian base made locally
-(scripts/container.py: no registry is reachable here). The container shares the
+(scripts/container.py: no registry is reachable here; the `image` fixture of
+tests/integration/conftest.py, shared with test_compose.py). The container shares the
 host's network, so it reaches MariaDB, and Elasticsearch through a fault proxy.
 """
 
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.skipif(container.available() is not None,
                                 reason=f"podman cannot build images here: {container.available()}")
 
 CDC_UID = 10001  # the Dockerfile's cdc user
-
-
-@pytest.fixture(scope="session")
-def image():
-    try:
-        return container.build()
-    except container.ContainerError as exc:
-        pytest.fail(f"could not build the image: {exc}", pytrace=False)
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
