@@ -49,21 +49,33 @@ FROM ${RUST} AS native
 WORKDIR /src
 COPY native/ native/
 ENV PYO3_NO_PYTHON=1 PATH=/usr/local/cargo/bin:/opt/rust/bin:$PATH
-RUN mkdir /out \
+# cargo's target directory is a cache mount (in no layer): a change to native/ recompiles
+# the crate, not its dependencies.
+RUN --mount=type=cache,target=/src/native/target \
+    mkdir /out \
  && if command -v cargo >/dev/null 2>&1; then \
         cargo build --release --locked --features pyo3/extension-module --manifest-path native/Cargo.toml \
         && cp native/target/release/libcdc_native.so /out/_native.abi3.so; \
     else echo "no cargo in ${RUST}: the image will run the Python row path"; fi
 
-# ---------------------------------------------------------------- build: wheels only
+# ---------------------------------------------------------------- build: cdc installed in a venv
 FROM ${BASE} AS build
 WORKDIR /src
 # .dockerignore keeps .venv, .git, tests, checkpoints and build output out of the context.
 COPY . .
-# The project's wheel, then wheels of its dependencies (all of them ship binary
-# wheels for CPython 3.11 on Linux, so no compiler is needed).
-RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps -w /wheels . \
- && pip wheel --no-cache-dir --disable-pip-version-check -w /wheels /wheels/cdc-*.whl
+# cdc and its dependencies (all of them ship binary wheels for CPython 3.11 on Linux, so
+# no compiler is needed) in a venv that the runtime stage copies whole. pip's download
+# cache is kept between builds (a cache mount: in no layer), so a change to the source
+# does not download every dependency again.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/cdc \
+ && /opt/cdc/bin/pip install --disable-pip-version-check --root-user-action=ignore .
+# The native row path, if the native stage built it, beside the installed package (-I:
+# not the source tree in the working directory).
+COPY --from=native /out/ /native/
+RUN if [ -f /native/_native.abi3.so ]; then \
+        cp /native/_native.abi3.so "$(/opt/cdc/bin/python -I -c 'import os, cdc; print(os.path.dirname(cdc.__file__))')/"; \
+    fi
 
 # ---------------------------------------------------------------- runtime
 FROM ${BASE}
@@ -79,16 +91,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     STATE_DIRECTORY=/var/lib/cdc
 
-# Install from the build stage's wheels only (no index), without keeping them in a layer.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
-        --no-index --find-links=/wheels cdc
-
-# The native row path, if the native stage built it, beside the package it belongs to.
-RUN --mount=type=bind,from=native,source=/out,target=/native \
-    if [ -f /native/_native.abi3.so ]; then \
-        cp /native/_native.abi3.so "$(python -c 'import os, cdc; print(os.path.dirname(cdc.__file__))')/"; \
-    fi
+# The venv from the build stage, by COPY and not `RUN --mount=from=build`: podman 4.3's
+# buildah reuses a cached `RUN --mount=...,from=<stage>` layer when that stage changed
+# (containers/buildah#4522, fixed much later by #6845), which kept the cdc of an older
+# build in the image; COPY's cache key is the content.
+COPY --from=build /opt/cdc /opt/cdc
+ENV PATH=/opt/cdc/bin:$PATH
 
 # A fixed, non-root uid/gid so volume ownership is predictable across rebuilds.
 RUN groupadd --system --gid 10001 cdc \

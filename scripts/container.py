@@ -139,9 +139,13 @@ def build(tag: str = IMAGE) -> str:
         log("no Rust toolchain here: the image gets the Python row path only")
     log(f"building {tag} from {ROOT / 'Dockerfile'}")
     # --format docker keeps HEALTHCHECK (the OCI format has no such field).
-    _run("podman", "build", "--format", "docker", *PODMAN_FLAGS, "--network", "host", *args, "-t", tag,
-         str(ROOT))
-    # The build stage and the previous image of this tag stay behind untagged: 300 MB a build.
+    command = ["podman", "build", "--format", "docker", *PODMAN_FLAGS, "--network", "host", *args]
+    # The two build stages first, each tagged: a tag keeps their layers out of `image prune`,
+    # so the next build finds them in its cache.
+    for stage in ("native", "build"):
+        _run(*command, "--target", stage, "-t", f"{tag.rsplit(':', 1)[0]}-stage-{stage}:latest", str(ROOT))
+    _run(*command, "-t", tag, str(ROOT))
+    # The previous image of this tag and its layers stay behind untagged: 300 MB a build.
     _run("podman", "image", "prune", "-f")
     return tag
 
