@@ -213,19 +213,41 @@ def needs_for(rule: Rule, change: RowChange) -> list[Need]:
     return [n for n in needs if n.pks]
 
 
-def roots_of(query: Query, rule: Rule, needs: Iterable[Need]) -> set:
-    """The root ids (primary key values) of these rows, one indexed read per level and IN_LIST values.
+@dataclass(frozen=True)
+class RootQuery:
+    """The last step up to the roots, read a page at a time (`roots_page`): a lookup row may have a million."""
+
+    table: str
+    column: str  # the root id, in `table`
+    key: str
+    values: tuple
+
+    def page(self, after: Any, limit: int) -> tuple[str, list]:
+        sql = f"SELECT DISTINCT `{_q(self.column)}` AS v FROM {self.table} WHERE `{_q(self.key)}` IN " \
+              f"({_marks(self.values)})"
+        args = list(self.values)
+        if after is not None:
+            sql += f" AND `{_q(self.column)}` > %s"
+            args.append(after)
+        return sql + f" ORDER BY `{_q(self.column)}` LIMIT {int(limit)}", args
+
+
+def roots_of(query: Query, rule: Rule, needs: Iterable[Need]) -> tuple[set, list[RootQuery]]:
+    """The root ids of these rows: those known at once, and the queries that page through the others.
 
     Needs other than the root's are lookup rows (a child's change names its
     parent directly, `needs_for`). Walking up from lookup rows: their parents are
     the rows of the parent table whose `key` holds their primary key; of those
     we want what leads further up: the root's id, a child parent's `key` (its
     own parent's id), or a lookup parent's primary key (a lookup of a lookup).
+    Each step is one indexed read per IN_LIST values; the last one, to the
+    roots, is left to `roots_page`, so that memory holds a page of ids at a time.
     """
     by_path: dict[Path, set] = {}
     for need in needs:
         by_path.setdefault(need.path, set()).update(need.pks)
     roots = by_path.pop((), set())
+    last: list[RootQuery] = []
     while by_path:
         path = max(by_path, key=len)  # deepest first: each step moves at least one level up
         pks = by_path.pop(path)
@@ -240,15 +262,22 @@ def roots_of(query: Query, rule: Rule, needs: Iterable[Need]) -> set:
         else:
             column, target = parent.pk, up
         table = _table(*_table_of(rule, up))
-        found = {row["v"] for chunk in _chunks(sorted(pks, key=_order), IN_LIST)
+        chunks = _chunks(sorted(pks, key=_order), IN_LIST)
+        if not target:
+            last.extend(RootQuery(table, column, relation.key, tuple(chunk)) for chunk in chunks)
+            continue
+        found = {row["v"] for chunk in chunks
                  for row in query(f"SELECT DISTINCT `{_q(column)}` AS v FROM {table} "
                                   f"WHERE `{_q(relation.key)}` IN ({_marks(chunk)})", chunk)}
         found.discard(None)
-        if target:
-            by_path.setdefault(target, set()).update(found)
-        else:
-            roots |= found
-    return roots
+        by_path.setdefault(target, set()).update(found)
+    return roots, last
+
+
+def roots_page(query: Query, root_query: RootQuery, after: Any, limit: int) -> list:
+    """Up to `limit` root ids of `root_query` greater than `after` (None: from the first), in order."""
+    sql, args = root_query.page(after, limit)
+    return [row["v"] for row in query(sql, args) if row["v"] is not None]
 
 
 # ---------------------------------------------------------------------- reading documents

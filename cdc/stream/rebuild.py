@@ -48,7 +48,8 @@ from cdc.errors import CdcError, SourceError
 from cdc.model import Action, ActionType, BinlogPosition, ItemResult, Outcome, RowChange
 from cdc.retry import Attempts
 from cdc.rules import ActionBuilder, Rule, document_version
-from cdc.rules.relations import Assembler, Need, Query, document_actions, needs_for, read_documents, roots_of
+from cdc.rules.relations import (Assembler, Need, Query, RootQuery, document_actions, needs_for, read_documents,
+                                 roots_of, roots_page)
 from cdc.rules.values import ValueOptions
 
 log = logging.getLogger("cdc.rebuild")
@@ -68,6 +69,31 @@ class ConsistentReads(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class _Progress:
+    """A log line every 10 s while a rebuild of more than one chunk of roots goes on, and one at its end."""
+
+    def __init__(self, index: str, after: BinlogPosition, chunk: int):
+        self.index, self.after, self.chunk = index, after, chunk
+        self.roots = 0
+        self.started = self.last = time.monotonic()
+
+    def advance(self, roots: int) -> None:
+        self.roots += roots
+        if time.monotonic() - self.last >= 10:
+            self._log("rebuilding")
+
+    def done(self) -> None:
+        if self.roots > self.chunk:
+            self._log("rebuilt")
+
+    def _log(self, what: str) -> None:
+        self.last = time.monotonic()
+        log.info("%s %s documents: %d roots so far (changes up to %s), %.0fs", what, self.index, self.roots,
+                 self.after, self.last - self.started,
+                 extra={"event": "rebuild_progress", "index": self.index, "roots": self.roots,
+                        "position": str(self.after)})
 
 
 @dataclass(frozen=True)
@@ -167,29 +193,39 @@ class Rebuild:
                 upward.append(request.need)
             else:
                 ids |= request.need.pks
+        pages: list[RootQuery] = []
         if upward:
-            _, found = self._read(lambda query: roots_of(query, rule, upward), after, "resolve")
+            _, (found, pages) = self._read(lambda query: roots_of(query, rule, upward), after, "resolve")
             ids |= found
+        progress = _Progress(rule.index, after, self.chunk)
         todo = sorted(ids, key=lambda v: (type(v).__name__, v))
-        started = time.monotonic()
-        last_log = started
         for i in range(0, len(todo), self.chunk):
-            chunk = todo[i:i + self.chunk]
-            position, fetched = self._read(lambda query: read_documents(query, rule, chunk), after, "documents")
-            built, refused = document_actions(self.assemblers[no], chunk, fetched,
-                                              document_version(position, self.version_epoch), after)
-            if refused:
-                refuse([ItemResult(r.action, Outcome.REJECTED, 0, "cdc_refused", r.reason) for r in refused])
-            write(built)
-            self.documents += len(built)
-            now = time.monotonic()
-            if len(todo) > self.chunk and (now - last_log >= 10 or i + self.chunk >= len(todo)):
-                last_log = now
-                log.info("rebuilding %s documents: %d of %d roots (changes up to %s), %.0fs", rule.index,
-                         min(i + self.chunk, len(todo)), len(todo), after, now - started,
-                         extra={"event": "rebuild_progress", "index": rule.index, "done": min(i + self.chunk,
-                                                                                               len(todo)),
-                                "roots": len(todo), "position": str(after)})
+            self._build(no, todo[i:i + self.chunk], after, write, refuse)
+            progress.advance(len(todo[i:i + self.chunk]))
+        # Roots reached through a lookup: a page of ids at a time (one lookup row may have a million).
+        for root_query in pages:
+            last = None
+            while True:
+                _, page = self._read(lambda query: roots_page(query, root_query, last, self.chunk), after, "resolve")
+                if not page:
+                    break
+                self._build(no, page, after, write, refuse)
+                progress.advance(len(page))
+                if len(page) < self.chunk:
+                    break
+                last = page[-1]
+        progress.done()
+
+    def _build(self, no: int, ids: list, after: BinlogPosition, write: Callable[[list[Action]], None],
+               refuse: Callable[[list[ItemResult]], None]) -> None:
+        rule = self.rules[no]
+        position, fetched = self._read(lambda query: read_documents(query, rule, ids), after, "documents")
+        built, refused = document_actions(self.assemblers[no], ids, fetched,
+                                          document_version(position, self.version_epoch), after)
+        if refused:
+            refuse([ItemResult(r.action, Outcome.REJECTED, 0, "cdc_refused", r.reason) for r in refused])
+        write(built)
+        self.documents += len(built)
 
     def _counted(self, query: Query) -> Query:
         def counted(sql: str, args: Sequence) -> list[dict]:

@@ -16,7 +16,7 @@ from cdc.errors import ConfigError
 from cdc.model import ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
 from cdc.rules.relations import (Assembler, Need, document_actions, join_columns, missing_indexes, needs_for,
-                                 read_documents, roots_of)
+                                 read_documents, roots_of, roots_page)
 
 RULES = """
 rules:
@@ -110,6 +110,17 @@ def query_of(conn, log=None):
     return query
 
 
+def all_roots(query, rule, needs, page=1000):
+    """roots_of, with its last step paged through to the end."""
+    found, pages = roots_of(query, rule, needs)
+    for root_query in pages:
+        last = None
+        while batch := roots_page(query, root_query, last, page):
+            found |= set(batch)
+            last = batch[-1]
+    return found
+
+
 def change(table, op, before=None, after=None):
     columns = tuple(Column(c, ColumnKind.INTEGER) for c, _ in SCHEMA[table])
     return RowChange(op, "shop", table, columns, before, after, BinlogPosition("binlog.000001", 500), 0)
@@ -193,11 +204,13 @@ def test_lookup_change_needs_its_referrers(rule, db):
     needs = needs_for(rule, change("categories", Op.UPDATE, {"id": 1, "title": "tea"}, {"id": 1, "title": "TEA"}))
     assert needs == [Need((0, 0, 0), frozenset({1}))]
     sql: list[str] = []
-    assert roots_of(query_of(db, sql), rule, needs) == {100}  # category 1 -> product 10 -> line 1000 -> order 100
-    # Two reads: products by category, then the lines' order_id by product (a child names its parent).
-    assert len(sql) == 2 and all(" WHERE " in s and " IN (" in s for s in sql)
+    assert all_roots(query_of(db, sql), rule, needs) == {100}  # category 1 -> product 10 -> line 1000 -> order 100
+    # Products by category, then pages of the lines' order_id by product (a child names its parent):
+    # one page with the root, one that finds no more.
+    assert len(sql) == 3 and all(" WHERE " in s and " IN (" in s for s in sql)
+    assert "ORDER BY `order_id` LIMIT 1000" in sql[1] and "`order_id` > %s" in sql[2]
     customer = needs_for(rule, change("customers", Op.DELETE, {"id": 2, "name": "Bob"}))
-    assert roots_of(query_of(db), rule, customer) == {101}
+    assert all_roots(query_of(db), rule, customer) == {101}
 
 
 def test_unrelated_tables_need_nothing(rule):
@@ -252,9 +265,17 @@ def test_children_may_have_a_composite_primary_key_lookups_may_not(tmp_path, db)
     assert resolution.problems == ()
     rule = resolution.rules.rules[0]
     needs = needs_for(rule, change("products", Op.UPDATE, {"id": 11, "category_id": 2}, {"id": 11, "category_id": 1}))
-    assert roots_of(query_of(db), rule, needs) == {100}
+    assert all_roots(query_of(db), rule, needs) == {100}
     fetched = read_documents(query_of(db), rule, [100])
     assert [row["id"] for row in fetched.children[(0,)][100]] == [1000, 1001]
     problems = resolve_rules(rules_from(tmp_path), catalog(keys={"products": ("id", "name")})).problems
     assert any("shop.products needs a one-column primary key (it has id, name): a lookup is found by it" in p
                for p in problems), problems
+
+
+def test_roots_of_a_lookup_come_a_page_at_a_time(rule, db):
+    db.executemany("INSERT INTO shop.orders VALUES (?, 1, NULL, '1.00')", [(200 + i,) for i in range(5)])
+    found, pages = roots_of(query_of(db), rule, needs_for(rule, change("customers", Op.UPDATE, {"id": 1}, {"id": 1})))
+    assert found == set() and len(pages) == 1
+    assert roots_page(query_of(db), pages[0], None, 4) == [100, 200, 201, 202]
+    assert roots_page(query_of(db), pages[0], 202, 4) == [203, 204]
