@@ -369,16 +369,23 @@ def debezium_input(session: Session) -> DebeziumInput:
         rules = resolved_or_stop(rules, db.catalog(rules))
     finally:
         db.close()
-    unversioned = [r.source for r in rules.rules if r.mode != "index"]
-    if unversioned:
-        # A Debezium topic is keyed by the table's primary key, not by document: partial updates of one
-        # document could arrive from several partitions out of order, and without versions nothing
-        # would put them back in order.
-        raise ConfigError(f"kafka.input: debezium writes versioned documents only; rule(s) in mode: update "
-                          f"cannot be applied from a Debezium topic: {', '.join(unversioned)}")
+    refuse_unversioned(rules)
     log.info("%d rule(s) for Debezium change events: %s", len(rules),
              ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
     return DebeziumInput(rules, session.builder(rules, None))
+
+
+def refuse_unversioned(rules: RuleSet) -> None:
+    """Rules in `mode: update` cannot be applied from a Debezium topic (README: Kafka mode).
+
+    A Debezium topic is keyed by the table's primary key, not by document: partial updates of
+    one document could arrive from several partitions out of order, and without versions
+    nothing would put them back in order.
+    """
+    unversioned = [r.source for r in rules.rules if r.mode != "index"]
+    if unversioned:
+        raise ConfigError(f"kafka.input: debezium writes versioned documents only; rule(s) in mode: update "
+                          f"cannot be applied from a Debezium topic: {', '.join(unversioned)}")
 
 
 def prepare_indices(session: Session, rules: RuleSet, destination: Destination) -> None:

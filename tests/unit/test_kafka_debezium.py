@@ -18,7 +18,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from cdc.app.kafka_mode import DebeziumInput, UnreadableMessage, latest, shape
+from cdc.app.kafka_mode import DebeziumInput, UnreadableMessage, latest, refuse_unversioned, shape
 from cdc.kafka.client import Received
 from cdc.kafka.debezium import STREAM_OFFSET, DebeziumError, Shape, Truncated, decode
 from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange
@@ -409,3 +409,14 @@ def test_config_bad_debezium_input_is_refused(tmp_path, kafka, says):
 
     with pytest.raises(ConfigError, match=says):
         load(tmp_path, kafka)
+
+
+def test_rules_in_mode_update_are_refused_for_debezium_input(tmp_path):
+    from cdc.errors import ConfigError
+
+    refuse_unversioned(rules_for(tmp_path, "rules:\n  - {schema: inventory, table: customers, index: c}\n",
+                                 CUSTOMERS))
+    partial = rules_for(tmp_path, "rules:\n  - {schema: inventory, table: customers, index: c, mode: update}\n",
+                        CUSTOMERS)
+    with pytest.raises(ConfigError, match=r"mode: update.*r.yml"):
+        refuse_unversioned(partial)
