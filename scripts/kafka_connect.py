@@ -79,10 +79,13 @@ def libs() -> Path:
     log(f"fetching connect-runtime {kafka_broker.KAFKA_VERSION} and debezium-connector-mariadb {DEBEZIUM_VERSION} "
         "with their dependencies from Maven Central")
     tmp = CONNECT_DIR / f".{name}"
-    run = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(build / "pom.xml"),
-         "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"], capture_output=True, text=True)
+    import servers  # its lock: the tests' warm-up thread may be running mvn for a server at the same time
+
+    with servers.MAVEN_LOCK:
+        run = subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(build / "pom.xml"),
+             "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+             "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"], capture_output=True, text=True)
     if run.returncode != 0 or not (tmp / f"debezium-connector-mariadb-{DEBEZIUM_VERSION}.jar").is_file():
         raise ConnectError(f"could not fetch Kafka Connect and Debezium with mvn:\n{run.stdout[-2000:]}"
                            f"{run.stderr[-2000:]}")
