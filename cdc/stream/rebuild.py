@@ -71,6 +71,10 @@ class ConsistentReads(Protocol):
         ...
 
 
+def _no_query(sql: str, args: Sequence) -> list[dict]:
+    raise AssertionError(f"no read expected here: {sql}")
+
+
 class _Progress:
     """A log line every 10 s while a rebuild of more than one chunk of roots goes on, and one at its end."""
 
@@ -194,7 +198,11 @@ class Rebuild:
             else:
                 ids |= request.need.pks
         pages: list[RootQuery] = []
-        if upward:
+        if upward and all(len(need.path) == 1 for need in upward):
+            # Lookups of the root only: their roots are paged below, nothing to read first.
+            found, pages = roots_of(_no_query, rule, upward)
+            ids |= found
+        elif upward:
             _, (found, pages) = self._read(lambda query: roots_of(query, rule, upward), after, "resolve")
             ids |= found
         progress = _Progress(rule.index, after, self.chunk)
