@@ -235,11 +235,11 @@ class RootQuery:
 def roots_of(query: Query, rule: Rule, needs: Iterable[Need]) -> tuple[set, list[RootQuery]]:
     """The root ids of these rows: those known at once, and the queries that page through the others.
 
-    Needs other than the root's are lookup rows (a child's change names its
-    parent directly, `needs_for`). Walking up from lookup rows: their parents are
-    the rows of the parent table whose `key` holds their primary key; of those
-    we want what leads further up: the root's id, a child parent's `key` (its
-    own parent's id), or a lookup parent's primary key (a lookup of a lookup).
+    A child's change names its parent directly (`needs_for`); when that parent
+    is itself a child, its rows name theirs in `key`. From lookup rows: their
+    parents are the rows of the parent table whose `key` holds their primary
+    key; of those we want what leads further up: the root's id, a child
+    parent's `key` (its own parent's id), or a lookup parent's primary key.
     Each step is one indexed read per IN_LIST values; the last one, to the
     roots, is left to `roots_page`, so that memory holds a page of ids at a time.
     """
@@ -252,23 +252,27 @@ def roots_of(query: Query, rule: Rule, needs: Iterable[Need]) -> tuple[set, list
         path = max(by_path, key=len)  # deepest first: each step moves at least one level up
         pks = by_path.pop(path)
         relation = node(rule, path)
-        assert relation.kind == "lookup", "a child's change names its parent itself"
         up = path[:-1]
-        parent = node(rule, up) if up else None
-        if parent is None:
-            column, target = root_pk(rule), up
-        elif parent.kind == "children":
-            column, target = parent.key, up[:-1]
+        if relation.kind == "children":
+            # Rows of a child table that has children of its own (one of those changed):
+            # each names its parent in `key`.
+            table, column, by, target = _table(relation.values), relation.key, relation.pk, up
         else:
-            column, target = parent.pk, up
-        table = _table(*_table_of(rule, up))
+            parent = node(rule, up) if up else None
+            table, by = _table(*_table_of(rule, up)), relation.key
+            if parent is None:
+                column, target = root_pk(rule), up
+            elif parent.kind == "children":
+                column, target = parent.key, up[:-1]
+            else:
+                column, target = parent.pk, up
         chunks = _chunks(sorted(pks, key=_order), IN_LIST)
         if not target:
-            last.extend(RootQuery(table, column, relation.key, tuple(chunk)) for chunk in chunks)
+            last.extend(RootQuery(table, column, by, tuple(chunk)) for chunk in chunks)
             continue
         found = {row["v"] for chunk in chunks
                  for row in query(f"SELECT DISTINCT `{_q(column)}` AS v FROM {table} "
-                                  f"WHERE `{_q(relation.key)}` IN ({_marks(chunk)})", chunk)}
+                                  f"WHERE `{_q(by)}` IN ({_marks(chunk)})", chunk)}
         found.discard(None)
         by_path.setdefault(target, set()).update(found)
     return roots, last

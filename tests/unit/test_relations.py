@@ -279,3 +279,23 @@ def test_roots_of_a_lookup_come_a_page_at_a_time(rule, db):
     assert found == set() and len(pages) == 1
     assert roots_page(query_of(db), pages[0], None, 4) == [100, 200, 201, 202]
     assert roots_page(query_of(db), pages[0], 202, 4) == [203, 204]
+
+
+def test_grandchildren_reach_their_root_through_the_child(tmp_path, db):
+    text = RULES.replace("        max_children: 3\n", "        max_children: 3\n"
+                         "        children:\n          notes: {table: line_notes, key: line_id}\n")
+    schema = {**SCHEMA, "line_notes": [("id", "int"), ("line_id", "int"), ("text", "varchar")]}
+    resolution = resolve_rules(rules_from(tmp_path, text), catalog(schema))
+    assert resolution.problems == ()
+    rule = resolution.rules.rules[0]
+    db.execute("CREATE TABLE shop.line_notes (id, line_id, text)")
+    db.execute("INSERT INTO shop.line_notes VALUES (1, 1002, 'fragile'), (2, 1002, 'gift')")
+    columns = tuple(Column(c, ColumnKind.INTEGER) for c in ("id", "line_id", "text"))
+    moved = RowChange(Op.UPDATE, "shop", "line_notes", columns, {"id": 1, "line_id": 1000},
+                      {"id": 1, "line_id": 1002}, BinlogPosition("binlog.000001", 500), 0)
+    needs = needs_for(rule, moved)
+    assert needs == [Need((0,), frozenset({1000, 1002}))]  # the lines, old and new
+    assert all_roots(query_of(db), rule, needs) == {100, 101}
+    fetched = read_documents(query_of(db), rule, [101])
+    actions, _ = document_actions(Assembler(rule), [101], fetched, 1, None)
+    assert [n["text"] for n in actions[0].doc["lines"][0]["notes"]] == ["fragile", "gift"]
