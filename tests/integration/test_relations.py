@@ -29,6 +29,7 @@ SCHEMA = (
     "KEY (customer_id))",
     "CREATE TABLE order_lines (id INT PRIMARY KEY, order_id INT, product_id INT, qty INT, KEY (order_id), "
     "KEY (product_id))",
+    "CREATE TABLE line_notes (id INT PRIMARY KEY, line_id INT, text VARCHAR(40), KEY (line_id))",
 )
 
 
@@ -39,6 +40,7 @@ def rules(database: str, index: str, max_children: int = 10_000) -> list[dict]:
         "children": {"lines": {
             "table": "order_lines", "key": "order_id", "include": ["id", "product_id", "qty"],
             "rename": {"qty": "quantity"}, "max_children": max_children,
+            "children": {"notes": {"table": "line_notes", "key": "line_id", "include": ["id", "text"]}},
             "lookups": {"product": {
                 "table": "products", "key": "product_id", "include": ["name", "category_id"],
                 "lookups": {"category": {"table": "categories", "key": "category_id", "include": ["title"]}}}}}},
@@ -50,12 +52,16 @@ def fresh_build(db) -> dict[str, dict]:
     customers = {r["id"]: r for r in db.query("SELECT * FROM customers")}
     categories = {r["id"]: r for r in db.query("SELECT * FROM categories")}
     products = {r["id"]: r for r in db.query("SELECT * FROM products")}
+    notes: dict[int, list[dict]] = {}
+    for note in db.query("SELECT * FROM line_notes ORDER BY id"):
+        notes.setdefault(note["line_id"], []).append({"id": note["id"], "text": note["text"]})
     lines: dict[int, list[dict]] = {}
     for line in db.query("SELECT * FROM order_lines ORDER BY id"):
         product = products.get(line["product_id"])
         category = categories.get(product["category_id"]) if product else None
         lines.setdefault(line["order_id"], []).append({
             "id": line["id"], "product_id": line["product_id"], "quantity": line["qty"],
+            "notes": notes.get(line["id"], []),
             "product": None if product is None else {
                 "name": product["name"], "category_id": product["category_id"],
                 "category": None if category is None else {"title": category["title"]}}})
@@ -93,6 +99,7 @@ def seed(db, orders: int = 6) -> None:
         db.execute(f"INSERT INTO orders VALUES ({o}, {o % 3 + 1}, 'new', {o}.50)")
         db.execute(f"INSERT INTO order_lines VALUES ({o * 10}, {o}, {10 + o % 4}, {o}), "
                    f"({o * 10 + 1}, {o}, {10 + (o + 1) % 4}, 1)")
+        db.execute(f"INSERT INTO line_notes VALUES ({o * 100}, {o * 10}, 'note {o}')")
 
 
 def test_changes_at_every_level_rebuild_exactly_the_affected_documents(tmp_path, servers, db, es, database,
@@ -109,6 +116,8 @@ def test_changes_at_every_level_rebuild_exactly_the_affected_documents(tmp_path,
         db.execute("UPDATE categories SET title = 'TEA' WHERE id = 1")  # a lookup two levels down
         db.execute("UPDATE customers SET name = 'Bobby' WHERE id = 2")  # a lookup of the root
         db.execute("UPDATE order_lines SET qty = 9 WHERE id = 20")  # a child
+        db.execute("UPDATE line_notes SET line_id = 61 WHERE id = 300")  # a grandchild moves to order 6
+        db.execute("INSERT INTO line_notes VALUES (301, 40, 'new')")
         db.execute("UPDATE order_lines SET order_id = 3 WHERE id = 41")  # a child moves between roots
         db.execute("DELETE FROM order_lines WHERE id = 50")
         db.execute("INSERT INTO order_lines VALUES (62, 6, 12, 4)")
@@ -181,6 +190,11 @@ class ThreeTableLoad:
             self.db.execute("DELETE FROM order_lines WHERE id = %s", args=(line,))
         elif choice < 0.75:
             self.db.execute("DELETE FROM orders WHERE id = %s", args=(order,))
+        elif choice < 0.8:  # a grandchild: inserted, moved between lines, or deleted
+            note = r.randint(1, 60)
+            self.db.execute(r.choice(["INSERT INTO line_notes VALUES (%s, %s, 'n') ON DUPLICATE KEY UPDATE "
+                                      "line_id = VALUES(line_id), text = CONCAT(text, '+')",
+                                      "DELETE FROM line_notes WHERE id = %s AND line_id <> %s"]), args=(note, line))
         elif choice < 0.85:
             self.db.execute("UPDATE customers SET name = %s WHERE id = %s", args=(f"n{r.randint(0, 99)}",
                                                                                   r.randint(1, 4)))
