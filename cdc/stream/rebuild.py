@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, TypeVar
 
 from cdc.config import RetryConfig
-from cdc.errors import CdcError, SourceError
+from cdc.errors import CdcError, SchemaChanged, SourceError
 from cdc.model import Action, ActionType, BinlogPosition, ItemResult, Outcome, RowChange
 from cdc.retry import Attempts
 from cdc.rules import ActionBuilder, Rule, document_version
@@ -251,6 +251,12 @@ class Rebuild:
                     if self._reads is None:
                         self._reads = self.connect()
                     position, result = self._reads.consistent_queries(lambda query: work(self._counted(query)))
+            except SchemaChanged as exc:
+                # Columns are planned from the schema at start-up (a dropped or renamed column
+                # fails every read): stop rather than retry forever.
+                raise CdcError(f"rebuilding {self.rules[0].index if len(self.rules) == 1 else 'documents'}: a "
+                               f"table's columns changed since start-up ({exc}); restart cdc to plan the reads "
+                               "again (the checkpoint is before this change)") from None
             except SourceError as exc:
                 with self._lock:
                     if self._reads is not None:

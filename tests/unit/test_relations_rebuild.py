@@ -6,7 +6,7 @@ import pytest
 from .test_relations import make_db, make_rule, query_of
 
 from cdc.config import RetryConfig
-from cdc.errors import CdcError, SourceError
+from cdc.errors import CdcError, SchemaChanged, SourceError
 from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange
 from cdc.rules import ActionBuilder, RuleSet, document_version
 from cdc.stream.rebuild import Rebuild, RebuildRequest
@@ -33,6 +33,8 @@ class Reads:
         position = self.positions.pop(0) if len(self.positions) > 1 else self.positions[0]
         if position is None:
             raise SourceError("connection lost")
+        if position == "altered":
+            raise SchemaChanged("Unknown column 'qty' in 'field list'")
         return position, work(query_of(self.conn))
 
     def close(self):
@@ -111,3 +113,9 @@ def test_refused_roots_go_to_the_refusal_decision(rule, db):
     assert [a.doc_id for a in written] == ["100"]
     assert [(r.action.doc_id, r.error_type) for r in refused] == [("101", "cdc_refused")]
     assert "max_children: 3" in refused[0].reason
+
+
+def test_a_changed_table_stops_with_a_restart_hint(rule, db):
+    rebuild = stage(rule, Reads(db, ["altered"]))
+    with pytest.raises(CdcError, match="columns changed since start-up .*Unknown column 'qty'.*restart cdc"):
+        rebuild.deliver(requests(rebuild, change("orders", None, {"id": 100})), lambda a: None, lambda r: None)
