@@ -94,7 +94,9 @@ def _describe(rules: RuleSet, resolution: Resolution) -> list[str]:
         shown = ", ".join(names[:5]) + (f", ... ({len(names)} tables)" if len(names) > 5 else "")
         mode = f", mode {rule.mode}" if rule.mode != "index" else ""
         deletes = f", on_delete {rule.on_delete}" if rule.on_delete != "delete" else ""
-        lines.append(f"{rule.source}: {shown or 'no table'} -> {rule.index}{mode}{deletes}")
+        joined = [f"{s}.{t}" for s, t in rule.relation_tables()]  # children and lookups (issue 15)
+        joins = f", with {', '.join(joined)}" if joined else ""
+        lines.append(f"{rule.source}: {shown or 'no table'}{joins} -> {rule.index}{mode}{deletes}")
     return lines
 
 

@@ -256,6 +256,7 @@ def test_check_snapshot_verify_and_repair_build_the_same_documents(tmp_path, ser
     assert (f"{database}.products.category_id (lookup category ({database}.categories)) has no index" in out and
             f"CREATE INDEX `products_category_id` ON `{database}`.`products` (`category_id`)" in out), out
     assert "order_lines.order_id" not in out  # indexed: no warning
+    assert f"{database}.orders, with " in out and f"{database}.line_notes" in out, out
 
     code, out = setup.command("snapshot", "--table", f"{database}.orders")
     assert code == 0, out[-3000:]
