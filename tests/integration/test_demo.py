@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 from harness import CdcProcess, es_docs
 
@@ -30,8 +31,11 @@ def test_a_second_demo_leaves_nothing_of_the_first(servers, db, es, tmp_path):
     try:
         # What a user of the first demo does: add rows, which cdc indexes.
         db.execute("INSERT INTO shop.orders (customer) VALUES ('a'), ('b'), ('c'), ('d'), ('e')")
+        deadline = time.monotonic() + 60
         while len(es_docs(es, "shop-orders")) != 7:
             assert first.proc.poll() is None, first.text()
+            assert time.monotonic() < deadline, f"7 orders expected in shop-orders:\n{first.text()[-3000:]}"
+            time.sleep(0.1)
     finally:
         assert first.stop() == 0
 
