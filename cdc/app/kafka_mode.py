@@ -43,8 +43,7 @@ from cdc.es.destination import Destination
 from cdc.es.indices import ensure as ensure_indices
 from cdc.es.indices import map_unsigned_fields
 from cdc.kafka.client import ActionConsumer, KafkaPublisher, Received, ensure_topic, find_topics
-from cdc.kafka.debezium import DebeziumError, Shape, Truncated
-from cdc.kafka.debezium import decode as decode_change
+from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
 from cdc.kafka.messages import MessageError, decode
 from cdc.model import Action, ColumnKind
 from cdc.mysql.server import Database
@@ -153,6 +152,7 @@ class DebeziumInput:
         self.rules = rules
         self.builder = builder
         self.shapes = {(r.schema, r.table): shape(r) for r in rules.rules}
+        self.decoder = ChangeDecoder(self.shape_of)
         self.tombstones = 0
         self.truncates = 0
 
@@ -163,7 +163,7 @@ class DebeziumInput:
         actions: list[Action] = []
         for m in messages:
             try:
-                change = decode_change(m.value, self.shape_of)
+                change = self.decoder.decode(m.value)
             except Truncated as exc:
                 # As `cdc run` treats a TRUNCATE in the binlog (README "Limitations"): not turned
                 # into deletes. Said once per message, with where it is, never passed over silently.

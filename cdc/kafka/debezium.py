@@ -20,7 +20,7 @@ nothing to apply: `decode` returns None for it.
 
 Values. Debezium encodes column values its own way; the schema's logical type
 names (io.debezium.time.MicroTimestamp, org.apache.kafka.connect.data.Decimal,
-...) say how, and `_from_schema` turns each back into the Python value the
+...) say how, and `_schema_decoder` turns each back into the Python value the
 binlog library gives for that column (Decimal, naive datetime for DATETIME,
 aware for TIMESTAMP, timedelta for TIME, bytes, ...). Without schemas the
 column kinds cdc read from information_schema (`Shape`) say it, assuming the
@@ -97,65 +97,95 @@ NO_SHAPE = Shape()
 
 
 def decode(value: bytes | None, shape_of: Callable[[str, str], Shape | None], timestamp: int = 0) -> RowChange | None:
-    """One message value -> the row change it describes; None for a tombstone.
+    """One message value -> the row change it describes; None for a tombstone (see `ChangeDecoder`)."""
+    return ChangeDecoder(shape_of).decode(value, timestamp)
+
+
+Decoder = Callable[[Any], Any]
+
+
+class ChangeDecoder:
+    """Decodes messages, with each table's column decoders made once per schema, not once per message.
 
     `shape_of(db, table)` gives the table's columns as cdc's rules know them
     (None: a table no rule maps, decoded by the message alone).
     """
-    if value is None:
-        return None
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise DebeziumError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DebeziumError("not a JSON object")
-    schema: Mapping[str, Any] | None = None
-    if "payload" in data and "schema" in data:  # JsonConverter with schemas.enable=true
-        schema, data = data["schema"], data["payload"]
-        if data is None:
-            return None  # a tombstone written with schemas
+
+    PLANS = 1024  # tables x schema versions kept; past it, start over rather than grow
+
+    def __init__(self, shape_of: Callable[[str, str], Shape | None]):
+        self.shape_of = shape_of
+        # (db, table, the envelope schema as JSON or None) -> column name -> decoder
+        self._plans: dict[tuple[str, str, bytes | None], dict[str, Decoder]] = {}
+
+    def decode(self, value: bytes | None, timestamp: int = 0) -> RowChange | None:
+        if value is None:
+            return None
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise DebeziumError(f"not JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise DebeziumError("the payload is not a JSON object")
-    source = data.get("source")
-    op = data.get("op")
-    if not isinstance(source, dict) or not isinstance(op, str):
-        raise DebeziumError("not a Debezium change event (no 'source' object or 'op')")
-    if "cdc" in source:
-        raise DebeziumError("a cdc action in Debezium's envelope (kafka.format: debezium); read it with "
-                            "kafka.input: cdc")
-    db, table = source.get("db"), source.get("table")
-    if not isinstance(db, str) or not isinstance(table, str) or not db or not table:
-        raise DebeziumError(f"op {op!r} without source.db and source.table (a schema change or transaction "
-                            "event? point kafka.topics at the table topics only)")
-    position = _position(source, op)
-    if op == "t":
-        raise Truncated(db, table, position)
-    kind = _OPS.get(op)
-    if kind is None:
-        raise DebeziumError(f"op {op!r} of {db}.{table} is not a row change cdc can apply (c, u, d, r or t)")
-    if source.get("snapshot") == "incremental":
-        raise DebeziumError(f"{db}.{table}: a row of an incremental snapshot (source.snapshot=incremental) carries "
-                            "the streaming position it was read at, not one cdc can version it by; cdc sink "
-                            "takes the initial snapshot and streamed changes only")
-    fields = _fields(schema) if schema is not None else {}
-    shape = shape_of(db, table) or NO_SHAPE
-    before = _row(data.get("before"), fields.get("before", {}), shape, f"{db}.{table} before")
-    after = _row(data.get("after"), fields.get("after", {}), shape, f"{db}.{table} after")
-    if kind is Op.DELETE and before is None:
-        raise DebeziumError(f"delete of {db}.{table} at {position} without 'before'")
-    if kind is not Op.DELETE and after is None:
-        raise DebeziumError(f"op {op!r} of {db}.{table} at {position} without 'after'")
-    if kind is Op.UPDATE and before is None:
-        raise DebeziumError(f"update of {db}.{table} at {position} without 'before' (cdc needs the old row to "
-                            "move a document whose id or routing changed)")
-    names = list(after if after is not None else before or {})
-    columns = tuple(shape.columns.get(name) or Column(name, ColumnKind.OTHER) for name in names)
-    ts_ms = source.get("ts_ms")
-    when = int(ts_ms) // 1000 if isinstance(ts_ms, int) else timestamp
-    row = source.get("row")
-    return RowChange(kind, db, table, columns, before, after, position, when,
-                     row_index=row if isinstance(row, int) else 0)
+            raise DebeziumError("not a JSON object")
+        schema: Mapping[str, Any] | None = None
+        if "payload" in data and "schema" in data:  # JsonConverter with schemas.enable=true
+            schema, data = data["schema"], data["payload"]
+            if data is None:
+                return None  # a tombstone written with schemas
+            if not isinstance(data, dict):
+                raise DebeziumError("the payload is not a JSON object")
+        source = data.get("source")
+        op = data.get("op")
+        if not isinstance(source, dict) or not isinstance(op, str):
+            raise DebeziumError("not a Debezium change event (no 'source' object or 'op')")
+        if "cdc" in source:
+            raise DebeziumError("a cdc action in Debezium's envelope (kafka.format: debezium); read it with "
+                                "kafka.input: cdc")
+        db, table = source.get("db"), source.get("table")
+        if not isinstance(db, str) or not isinstance(table, str) or not db or not table:
+            raise DebeziumError(f"op {op!r} without source.db and source.table (a schema change or transaction "
+                                "event? point kafka.topics at the table topics only)")
+        position = _position(source, op)
+        if op == "t":
+            raise Truncated(db, table, position)
+        kind = _OPS.get(op)
+        if kind is None:
+            raise DebeziumError(f"op {op!r} of {db}.{table} is not a row change cdc can apply (c, u, d, r or t)")
+        if source.get("snapshot") == "incremental":
+            raise DebeziumError(f"{db}.{table}: a row of an incremental snapshot (source.snapshot=incremental) "
+                                "carries the streaming position it was read at, not one cdc can version it by; "
+                                "cdc sink takes the initial snapshot and streamed changes only")
+        shape = self.shape_of(db, table) or NO_SHAPE
+        decoders = self._plan(db, table, schema, shape)
+        before = _row(data.get("before"), decoders, shape, f"{db}.{table} before")
+        after = _row(data.get("after"), decoders, shape, f"{db}.{table} after")
+        if kind is Op.DELETE and before is None:
+            raise DebeziumError(f"delete of {db}.{table} at {position} without 'before'")
+        if kind is not Op.DELETE and after is None:
+            raise DebeziumError(f"op {op!r} of {db}.{table} at {position} without 'after'")
+        if kind is Op.UPDATE and before is None:
+            raise DebeziumError(f"update of {db}.{table} at {position} without 'before' (cdc needs the old row to "
+                                "move a document whose id or routing changed)")
+        names = list(after if after is not None else before or {})
+        columns = tuple(shape.columns.get(name) or Column(name, ColumnKind.OTHER) for name in names)
+        ts_ms = source.get("ts_ms")
+        when = int(ts_ms) // 1000 if isinstance(ts_ms, int) else timestamp
+        row = source.get("row")
+        return RowChange(kind, db, table, columns, before, after, position, when,
+                         row_index=row if isinstance(row, int) else 0)
+
+    def _plan(self, db: str, table: str, schema: Mapping[str, Any] | None, shape: Shape) -> dict[str, Decoder]:
+        """Column name -> decoder for this table and envelope schema (made on first use)."""
+        key = (db, table, orjson.dumps(schema) if schema is not None else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= self.PLANS:
+                self._plans.clear()
+            fields = _fields(schema).get("after", {}) if schema is not None else {}
+            names = dict.fromkeys([*fields, *shape.columns])
+            plan = self._plans[key] = {name: _decoder(fields.get(name), shape.columns.get(name),
+                                                      shape.fractions.get(name, 0)) for name in names}
+        return plan
 
 
 def _position(source: Mapping[str, Any], op: str) -> BinlogPosition:
@@ -181,15 +211,21 @@ def _fields(schema: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str, Any]]
     return out
 
 
-def _row(image: Any, fields: Mapping[str, Mapping[str, Any]], shape: Shape, where: str) -> dict[str, Any] | None:
+def _row(image: Any, decoders: Mapping[str, Decoder], shape: Shape, where: str) -> dict[str, Any] | None:
     if image is None:
         return None
     if not isinstance(image, dict):
         raise DebeziumError(f"{where}: the row image is not a JSON object")
-    row = {}
+    row: dict[str, Any] = {}
     for name, value in image.items():
+        if value is None:
+            row[name] = None
+            continue
         try:
-            row[name] = _value(value, fields.get(name), shape.columns.get(name), shape.fractions.get(name, 0))
+            decoder = decoders.get(name)
+            if decoder is None:  # a column neither the schema nor cdc's rules know
+                decoder = _decoder(None, shape.columns.get(name), shape.fractions.get(name, 0))
+            row[name] = decoder(value)
         except DebeziumError as exc:
             raise DebeziumError(f"{where}: column {name}: {exc}") from None
         except (ValueError, TypeError, OverflowError, binascii.Error, struct.error) as exc:
@@ -197,24 +233,41 @@ def _row(image: Any, fields: Mapping[str, Mapping[str, Any]], shape: Shape, wher
     return row
 
 
-def _value(value: Any, schema: Mapping[str, Any] | None, column: Column | None, fraction: int) -> Any:
-    if value is None:
-        return None
+def _decoder(schema: Mapping[str, Any] | None, column: Column | None, fraction: int) -> Decoder:
+    """How to turn one column's (non-null) values into what the binlog library gives for that column."""
     kind = column.kind if column is not None else ColumnKind.OTHER
-    decoded = _from_schema(value, schema) if schema is not None else _by_kind(value, kind, fraction)
-    if kind is ColumnKind.INTEGER and isinstance(decoded, Decimal):
+    if schema is not None:
+        decode = _schema_decoder(schema)
+    else:
+        def decode(value: Any) -> Any:
+            return _by_kind(value, kind, fraction)
+    if kind is ColumnKind.INTEGER:
         # BIGINT UNSIGNED with bigint.unsigned.handling.mode=precise: a Decimal of scale 0; the binlog gives an int.
-        return int(decoded)
-    if kind is ColumnKind.DECIMAL and isinstance(decoded, str):
-        return _decimal_text(decoded)  # decimal.handling.mode=string
-    if kind is ColumnKind.DECIMAL and isinstance(decoded, float):
-        # decimal.handling.mode=double: the double's shortest text, not the column's scale ("1.5", not "1.50").
-        return Decimal(repr(decoded))
-    if kind in (ColumnKind.BINARY, ColumnKind.GEOMETRY, ColumnKind.POINT) and isinstance(decoded, str) \
-            and schema is not None and schema.get("type") == "string":
+        return lambda value: _integral(decode(value))
+    if kind is ColumnKind.DECIMAL:
+        return lambda value: _decimal(decode(value))
+    if kind in (ColumnKind.BINARY, ColumnKind.GEOMETRY, ColumnKind.POINT) and schema is not None \
+            and schema.get("type") == "string":
         # binary.handling.mode=base64 declares the column a string: the text is base64 of the bytes.
-        return base64.b64decode(decoded, validate=True)
-    return decoded
+        return lambda value: _base64_text(decode(value))
+    return decode
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, Decimal) else value
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, str):
+        return _decimal_text(value)  # decimal.handling.mode=string
+    if isinstance(value, float):
+        # decimal.handling.mode=double: the double's shortest text, not the column's scale ("1.5", not "1.50").
+        return Decimal(repr(value))
+    return value
+
+
+def _base64_text(value: Any) -> Any:
+    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
 
 
 def _decimal_text(text: str) -> Decimal:
@@ -225,28 +278,44 @@ def _decimal_text(text: str) -> Decimal:
     return number
 
 
-def _from_schema(value: Any, schema: Mapping[str, Any]) -> Any:
-    """A value as its field schema (Connect type + Debezium/Connect logical name) says it is encoded."""
+def _schema_decoder(schema: Mapping[str, Any]) -> Decoder:
+    """A column's values as its field schema (Connect type + Debezium/Connect logical name) says they are encoded.
+
+    A type cdc does not know is refused when a value of it arrives (a column that is always null is no problem).
+    """
     name = schema.get("name")
     kind = schema.get("type")
-    parameters = schema.get("parameters") or {}
     if name is None:
         if kind == "bytes":
-            return _bytes(value)
+            return _bytes
         if kind in ("int8", "int16", "int32", "int64"):
-            return _integer(value)
+            return _integer
         if kind in ("float", "float32", "double", "float64"):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise DebeziumError(f"{value!r} is not a number")
-            return float(value)
+            return _float
         if kind in ("string", "boolean"):
-            return value
-        raise DebeziumError(f"Connect type {kind!r} is not a column type cdc knows")
+            return _same
+        return _refuse(f"Connect type {kind!r} is not a column type cdc knows")
     convert = _LOGICAL.get(name)
     if convert is None:
-        raise DebeziumError(f"logical type {name} is not one cdc converts (README \"Kafka mode\" lists those it "
-                            "does)")
-    return convert(value, parameters)
+        return _refuse(f"logical type {name} is not one cdc converts (README \"Kafka mode\" lists those it does)")
+    parameters = schema.get("parameters") or {}
+    return lambda value: convert(value, parameters)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _float(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise DebeziumError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _refuse(why: str) -> Decoder:
+    def refuse(value: Any) -> Any:
+        raise DebeziumError(why)
+    return refuse
 
 
 def _integer(value: Any) -> int:
