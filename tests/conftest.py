@@ -100,6 +100,8 @@ class Warmup:
         self.errors: dict[str, BaseException] = {}
         self.took: dict[str, float] = {}
         self.started: list[str] = []  # servers that were not running and that this session started
+        # A test module's own servers (its WARM_UP): name -> (what its start gave, its stop), until taken.
+        self.values: dict[str, tuple[object, Callable[[object], None]]] = {}
 
     def start(self, name: str, run: Callable[[], list[str]], after: str | None = None) -> None:
         """`run` starts `name` (once `after` is up) and returns the servers it started (none if they ran)."""
@@ -122,6 +124,19 @@ class Warmup:
         thread = self._threads.get(name)
         if thread is not None:
             thread.join()
+
+    def take(self, name: str, start: Callable[[], object]) -> object:
+        """What the warm-up's start of a module's server `name` gave, or `start()` now (no warm-up, or it failed)."""
+        self.wait(name)
+        if name in self.values:
+            return self.values.pop(name)[0]
+        return start()
+
+    def stop_untaken(self) -> None:
+        """Stop the modules' servers that no test took (the session ended before their module)."""
+        while self.values:
+            _, (value, stop) = self.values.popitem()
+            stop(value)
 
     def done(self, name: str) -> bool:
         """Whether a warm-up of `name` ran and succeeded (after `wait`)."""
@@ -175,6 +190,13 @@ def _build_image() -> list[str]:
     return []  # nothing to stop
 
 
+def _module_start(name: str, start: Callable[[], object], stop: Callable[[object], None]) -> Callable[[], list[str]]:
+    def run() -> list[str]:
+        WARMUP.values[name] = (start(), stop)
+        return []  # its module's fixture stops it (or stop_untaken)
+    return run
+
+
 def _needs(items) -> dict[str, Callable[[], list[str]]]:
     """What the items will ask for, from their fixtures: warm-up name -> its start."""
     import container
@@ -195,6 +217,11 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
             need[engine] = _up_destination(engine)
         if "broker" in names:
             need["kafka"] = _up_kafka
+        # A module that starts servers of its own (a secured node) names them in WARM_UP:
+        # {fixture name: (start, stop)}; its fixture takes the started one with `warmup.take`.
+        for name, (start, stop) in getattr(getattr(item, "module", None), "WARM_UP", {}).items():
+            if name in names:
+                need[name] = _module_start(name, start, stop)
         if "image" in names:
             can_build = container.available() is None if can_build is None else can_build
             if can_build:
@@ -241,7 +268,7 @@ def pytest_collection_finish(session):
         return
     need = _needs(session.items)
     previous = None
-    for name in sorted(need, key=lambda name: _RANK.get(name, 1)):  # servers, image, kafka, engines
+    for name in sorted(need, key=lambda name: (name != "servers", _RANK.get(name, 1))):  # then image, kafka, engines
         WARMUP.start(name, need[name], after=previous)
         previous = name
 
@@ -297,6 +324,7 @@ def pytest_sessionfinish(session, exitstatus):
     import servers as dev
 
     WARMUP.wait_all()  # no server left half-started behind us
+    WARMUP.stop_untaken()
     if _worker() is not None:
         if WARMUP.started:
             with _locked(".up.lock"):

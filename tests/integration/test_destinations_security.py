@@ -32,8 +32,8 @@ ROLES = {"cdc_writer": {"cluster": ["monitor"], "indices": [{"names": [f"{PREFIX
 USERS = {"writer": ["cdc_writer"], "reader": ["cdc_verify"]}
 
 
-@pytest.fixture(scope="module")
-def secure_es7(servers):
+def _start_secure_es7() -> dict:
+    """The secured Elasticsearch 7.17 (servers.ServerError if it cannot start); started early (WARM_UP)."""
     import servers as dev
 
     certs_dir = Path(tempfile.mkdtemp(prefix="cdces7certs"))
@@ -45,13 +45,32 @@ def secure_es7(servers):
         node = dev.es_secure_up(run_dir, free_port(), free_port(), cert, key, ca.path,
                                 users={name: (PASSWORDS[name], roles) for name, roles in USERS.items()},
                                 roles=ROLES, selector=dev.ES7_VERSION)
-    except dev.ServerError as exc:
+    except dev.ServerError:
         shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(certs_dir, ignore_errors=True)
+        raise
+    return {"node": node, "certs_dir": certs_dir, "url": node.url, "ca": ca.path,
+            "admin": (node.admin_user, node.admin_password)}
+
+
+def _stop_secure_node(started: dict) -> None:
+    import servers as dev
+
+    dev.es_secure_down(started["node"])
+    shutil.rmtree(started["node"].run_dir, ignore_errors=True)
+    shutil.rmtree(started["certs_dir"], ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def secure_es7(servers, warmup):
+    import servers as dev
+
+    try:
+        started = warmup.take("secure_es7", _start_secure_es7)
+    except dev.ServerError as exc:
         pytest.fail(f"could not start the secured Elasticsearch {dev.ES7_VERSION}: {exc}", pytrace=False)
-    yield {"url": node.url, "ca": ca.path, "admin": (node.admin_user, node.admin_password)}
-    dev.es_secure_down(node)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.rmtree(certs_dir, ignore_errors=True)
+    yield started
+    _stop_secure_node(started)
 
 
 def _setup(tmp_path: Path, servers, node: dict, database: str, index: str, user: str, password: str) -> CdcSetup:
@@ -170,8 +189,8 @@ def _node_certificate(directory: Path) -> tuple[Path, Path, Path, str]:
     return directory / "ca.pem", directory / "cdc-node.pem", directory / "cdc-node.key", fingerprint
 
 
-@pytest.fixture(scope="module")
-def secure_os(servers):
+def _start_secure_os() -> dict:
+    """The OpenSearch with the security plugin (servers.ServerError if it cannot start); started early (WARM_UP)."""
     import servers as dev
 
     certs_dir = Path(tempfile.mkdtemp(prefix="cdcoscerts"))
@@ -182,13 +201,28 @@ def secure_os(servers):
         node = dev.opensearch_secure_up(run_dir, free_port(), free_port(), cert, key, ca,
                                         users={name: (PASSWORDS[name], [f"cdc_{'writer' if name == 'writer' else 'verify'}"])
                                                for name in USERS}, roles=OS_ROLES)
-    except dev.ServerError as exc:
+    except dev.ServerError:
         shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(certs_dir, ignore_errors=True)
+        raise
+    return {"node": node, "certs_dir": certs_dir, "url": node.url, "ca": ca,
+            "admin": (node.admin_user, node.admin_password), "fingerprint": fingerprint}
+
+
+WARM_UP = {"secure_es7": (_start_secure_es7, _stop_secure_node),  # tests/conftest.py
+           "secure_os": (_start_secure_os, _stop_secure_node)}
+
+
+@pytest.fixture(scope="module")
+def secure_os(servers, warmup):
+    import servers as dev
+
+    try:
+        started = warmup.take("secure_os", _start_secure_os)
+    except dev.ServerError as exc:
         pytest.fail(f"could not start the secured OpenSearch {dev.OPENSEARCH_SECURE_VERSION}: {exc}", pytrace=False)
-    yield {"url": node.url, "ca": ca, "admin": (node.admin_user, node.admin_password), "fingerprint": fingerprint}
-    dev.es_secure_down(node)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.rmtree(certs_dir, ignore_errors=True)
+    yield started
+    _stop_secure_node(started)
 
 
 def _os_setup(tmp_path: Path, servers, node: dict, database: str, index: str, user: str, password: str,

@@ -57,8 +57,8 @@ USERS = {"writer": ["cdc_writer"], "reader": ["cdc_verify"], "creator": ["cdc_cr
          "elsewhere": ["cdc_elsewhere"], "nomonitor": ["cdc_nomonitor"]}
 
 
-@pytest.fixture(scope="module")
-def secure_es(servers):
+def _start_secure_es() -> dict:
+    """The secured node (servers.ServerError if it cannot start); started early by the warm-up (WARM_UP)."""
     import servers as dev  # scripts/servers.py
 
     certs_dir = Path(tempfile.mkdtemp(prefix="cdcescerts"))
@@ -70,18 +70,40 @@ def secure_es(servers):
         node = dev.es_secure_up(run_dir, free_port(), free_port(), cert, key, ca.path,
                                 users={name: (PASSWORDS[name], roles) for name, roles in USERS.items()},
                                 roles=ROLES)
-    except dev.ServerError as exc:
+    except dev.ServerError:
         shutil.rmtree(run_dir, ignore_errors=True)
-        pytest.fail(f"could not start the secured Elasticsearch: {exc}", pytrace=False)
-    admin = Elasticsearch(node.url, ca_certs=str(ca.path), basic_auth=(node.admin_user, node.admin_password),
-                          request_timeout=30)
+        shutil.rmtree(certs_dir, ignore_errors=True)
+        raise
     fingerprint = hashlib.sha256(server_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-    yield {"url": node.url, "ca": ca.path, "other_ca": other.path, "admin": admin, "fingerprint": fingerprint,
-           "certs_dir": certs_dir}
+    return {"node": node, "url": node.url, "ca": ca.path, "other_ca": other.path, "fingerprint": fingerprint,
+            "certs_dir": certs_dir}
+
+
+def _stop_secure_es(started: dict) -> None:
+    import servers as dev
+
+    dev.es_secure_down(started["node"])
+    shutil.rmtree(started["node"].run_dir, ignore_errors=True)
+    shutil.rmtree(started["certs_dir"], ignore_errors=True)
+
+
+WARM_UP = {"secure_es": (_start_secure_es, _stop_secure_es)}  # tests/conftest.py
+
+
+@pytest.fixture(scope="module")
+def secure_es(servers, warmup):
+    import servers as dev
+
+    try:
+        started = warmup.take("secure_es", _start_secure_es)
+    except dev.ServerError as exc:
+        pytest.fail(f"could not start the secured Elasticsearch: {exc}", pytrace=False)
+    node = started["node"]
+    admin = Elasticsearch(node.url, ca_certs=str(started["ca"]), basic_auth=(node.admin_user, node.admin_password),
+                          request_timeout=30)
+    yield {**started, "admin": admin}
     admin.close()
-    dev.es_secure_down(node)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.rmtree(certs_dir, ignore_errors=True)
+    _stop_secure_es(started)
 
 
 @pytest.fixture
