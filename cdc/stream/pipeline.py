@@ -75,8 +75,11 @@ log = logging.getLogger("cdc.pipeline")
 
 # Counters the writers keep on their own and add to the pipeline's under its lock
 # (`+=` on a shared object from several threads can lose counts).
-# Row changes per reader -> main loop queue item at most (see Pipeline._read).
-ROWS_PER_ITEM = 500
+# Row changes per reader -> main loop queue item at most (see Pipeline._read; a native
+# rows event counts as its rows), and items the queue holds: together they bound how
+# far the reader reads ahead (about 10,000 row changes, as when every row was an item).
+ROWS_PER_ITEM = 250
+INBOX_ITEMS = 40
 
 _WRITER_COUNTERS = ("actions_sent", "actions_stale", "item_retries", "request_retries", "dead_lettered")
 
@@ -290,7 +293,7 @@ class Pipeline:
 
     def run(self, events: Callable[[], Iterator[SourceEvent]], close_source: Callable[[], None]) -> Stats:
         """Consume `events()` until it ends or a stop is requested; raise on a fatal error."""
-        inbox: queue.Queue = queue.Queue(maxsize=10_000)
+        inbox: queue.Queue = queue.Queue(maxsize=INBOX_ITEMS)
         self._inbox = inbox
         reader = threading.Thread(target=self._read, args=(events, inbox), name="cdc-reader", daemon=True)
         writers = [threading.Thread(target=self._write_loop, args=(w,), name=f"cdc-writer-{i}", daemon=True)
@@ -326,17 +329,19 @@ class Pipeline:
         # (issue 19: Queue.put and its notify were 8% of a catch-up's GIL time).
         # ROWS_PER_ITEM bounds a list inside a big transaction.
         rows: list = []
+        count = 0
         item: object
         try:
             for event in events():
                 if isinstance(event, RowChange):
                     rows.append(event)
-                    if len(rows) < ROWS_PER_ITEM:
+                    count += event.count if event.__class__ is PreparedChange else 1
+                    if count < ROWS_PER_ITEM:
                         continue
-                    item, rows = rows, []
+                    item, rows, count = rows, [], 0
                 elif rows:
                     rows.append(event)
-                    item, rows = rows, []
+                    item, rows, count = rows, [], 0
                 else:
                     item = event
                 while not self.stop_requested.is_set():
