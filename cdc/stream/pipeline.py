@@ -185,9 +185,9 @@ class InFlight:
                 free, held = entry.waiting, []  # type: list[Action], list[Action]
                 if earlier:
                     free = []
+                    busy = earlier[0] if len(earlier) == 1 else set().union(*earlier)
                     for action in entry.waiting:
-                        doc = (action.index, action.doc_id)
-                        (held if any(doc in busy for busy in earlier) else free).append(action)
+                        (held if (action.index, action.doc_id) in busy else free).append(action)
                 if free or not (entry.started or held):  # an empty part only for a batch of commits only
                     entry.waiting = held
                     entry.started = True
