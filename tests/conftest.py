@@ -186,7 +186,8 @@ def _up_kafka() -> list[str]:
 def _build_image() -> list[str]:
     import container
 
-    container.build()
+    with _locked(".image.lock"):  # xdist workers: one build at a time (the second finds the cache)
+        container.build()
     return []  # nothing to stop
 
 
