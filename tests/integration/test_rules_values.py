@@ -347,9 +347,14 @@ CREATE TABLE {catalog}.item_stock (item_id INT PRIMARY KEY, qty INT,
 CREATE TABLE {hr}.employees (id INT PRIMARY KEY, name VARCHAR(50));
 CREATE TABLE {hr}.extra (id INT PRIMARY KEY, name VARCHAR(50));
 CREATE TABLE {tenant_acme}.users (id INT PRIMARY KEY, login VARCHAR(50));
-CREATE TABLE {blog}.posts (id INT PRIMARY KEY, title VARCHAR(200), body LONGTEXT, meta JSON, published DATETIME)
+CREATE TABLE {blog}.posts (id INT PRIMARY KEY, title VARCHAR(200), body LONGTEXT, meta JSON, published DATETIME);
+CREATE TABLE {sales}.customers (id INT PRIMARY KEY, name VARCHAR(50), email VARCHAR(100));
+CREATE TABLE {sales}.products (id INT PRIMARY KEY, sku VARCHAR(20), name VARCHAR(100));
+CREATE TABLE {sales}.orders (id INT PRIMARY KEY, customer_id INT, internal_note TEXT, KEY (customer_id));
+CREATE TABLE {sales}.order_lines (order_id INT, line INT, product_id INT, qty INT, price DECIMAL(10,2),
+  PRIMARY KEY (order_id, line), KEY (product_id))
 """
-EXAMPLE_SCHEMAS = ("shop", "billing", "crm", "catalog", "hr", "tenant_acme", "blog")
+EXAMPLE_SCHEMAS = ("shop", "billing", "crm", "catalog", "hr", "tenant_acme", "blog", "sales")
 
 
 def test_cdc_check_accepts_the_rules_examples(servers, db, database, es, index_prefix, tmp_path):
@@ -381,6 +386,7 @@ def test_cdc_check_accepts_the_rules_examples(servers, db, database, es, index_p
         assert f"{names['shop']}.order_0001, {names['shop']}.order_0002 -> {index_prefix}-shop-orders" in out
         assert f"{names['catalog']}.item_stock: foreign key" in out and "ON DELETE CASCADE" in out
         assert f"template cdc-{index_prefix}-invoices: create" in out
+        assert f"{names['sales']}.orders" in out and "CREATE INDEX" not in out  # every join column is indexed
 
         code, out = setup.command("indices", "create")
         assert code == 0, out
