@@ -107,22 +107,11 @@ class Database:
         Raises SchemaChanged for an unknown column (an ALTER since the caller
         planned the table), SourceError for other failures.
         """
-        try:
-            with self.conn.cursor() as cur:
-                # TIMESTAMP values as UTC, like the binlog gives them (pymysqlreplication uses utcfromtimestamp).
-                cur.execute("SET SESSION time_zone = '+00:00'")
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                position = self._begin_consistent(cur)
-                try:
-                    cur.execute(sql, args)
-                    rows = list(cur.fetchall())
-                finally:
-                    cur.execute("COMMIT")
-        except pymysql.err.MySQLError as exc:
-            if exc.args and exc.args[0] == _ER_BAD_FIELD:
-                raise SchemaChanged(str(exc.args[-1])) from None
-            raise SourceError(str(exc.args[-1] if exc.args else exc)) from None
-        return position, rows
+        def work(cur) -> list[tuple]:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+        return self._consistent(pymysql.cursors.Cursor, work)
 
     def consistent_queries(self, work: Callable[[Callable[[str, Sequence[Any]], list[dict]]], T]
                            ) -> tuple[BinlogPosition, T]:
@@ -132,19 +121,26 @@ class Database:
         `query(sql, args)` (rows as dicts) sees the tables as of that one position.
         Errors as `consistent_read`; a lost connection is a SourceError too.
         """
+        def with_cursor(cur) -> T:
+            def query(sql: str, args: Sequence[Any]) -> list[dict]:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+            return work(query)
+
+        return self._consistent(pymysql.cursors.DictCursor, with_cursor)
+
+    def _consistent(self, cursor_class: type, work: Callable[[Any], T]) -> tuple[BinlogPosition, T]:
+        """`work(cursor)` in one REPEATABLE READ snapshot opened by `_begin_consistent`, then COMMIT."""
         try:
-            with self.conn.cursor(pymysql.cursors.DictCursor) as cur:
-                cur.execute("SET SESSION time_zone = '+00:00'")  # TIMESTAMP as UTC, as in the binlog
+            cur: Any
+            with self.conn.cursor(cursor_class) as cur:
+                # TIMESTAMP values as UTC, like the binlog gives them (pymysqlreplication uses utcfromtimestamp).
+                cur.execute("SET SESSION time_zone = '+00:00'")
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 with self.conn.cursor() as plain:  # _begin_consistent reads SHOW results as tuples
                     position = self._begin_consistent(plain)
-
-                def query(sql: str, args: Sequence[Any]) -> list[dict]:
-                    cur.execute(sql, args)
-                    return list(cur.fetchall())
-
                 try:
-                    result = work(query)
+                    result = work(cur)
                 finally:
                     cur.execute("COMMIT")
         except pymysql.err.MySQLError as exc:

@@ -34,6 +34,13 @@ def _pattern(value: Any) -> NamePattern:
     raise ValueError("expected a name, {glob: PATTERN} or {regex: PATTERN}")
 
 
+def _convert_map(cls, value: Any) -> Any:
+    """The `convert:` mapping of a rule or of a joined table (children, lookups), checked."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of column name to conversion")
+    return {str(k): _conversions(str(k), v) for k, v in value.items()}
+
+
 def _conversions(column: str, value: Any) -> tuple[Conversion, ...]:
     items = value if isinstance(value, list) else [value]
     out = []
@@ -83,12 +90,7 @@ class RelationSpec(BaseModel):
     lookups: dict[str, "RelationSpec"] = {}
     max_children: int | None = Field(None, ge=1)
 
-    @field_validator("convert", mode="before")
-    @classmethod
-    def _convert(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise ValueError("expected a mapping of column name to conversion")
-        return {str(k): _conversions(str(k), v) for k, v in value.items()}
+    _convert = field_validator("convert", mode="before")(_convert_map)
 
     @model_validator(mode="after")
     def _together(self) -> "RelationSpec":
@@ -219,12 +221,7 @@ class RuleSpec(BaseModel):
                 raise ValueError(f"routing template {value!r} uses no column")
         return value
 
-    @field_validator("convert", mode="before")
-    @classmethod
-    def _convert(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise ValueError("expected a mapping of column name to conversion")
-        return {str(k): _conversions(str(k), v) for k, v in value.items()}
+    _convert = field_validator("convert", mode="before")(_convert_map)
 
     @field_validator("fields")
     @classmethod
