@@ -74,17 +74,25 @@ def _client(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "logger": _LIBRDKAFKA_LOG}
 
 
+def _topics(config: KafkaConfig, client: dict[str, Any], role: str, timeout: float) -> tuple[AdminClient, Any]:
+    """An admin client with the security settings of the producer or consumer section, and the cluster's topics.
+
+    Raises SinkUnavailableError while the broker cannot be reached (start-up waits it out).
+    """
+    admin = AdminClient(_client(_settings(config, {k: v for k, v in client.items()
+                                                   if k.startswith(("security.", "sasl.", "ssl."))}, {}, role)))
+    try:
+        return admin, admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise SinkUnavailableError(f"Kafka at {config.bootstrap_servers} unreachable: {exc}") from None
+
+
 def ensure_topic(config: KafkaConfig, timeout: float = 10.0) -> str:
     """The topic, created with `kafka.partitions` if missing; its partition count as a description.
 
     Raises SinkUnavailableError while the broker cannot be reached (start-up waits it out).
     """
-    admin = AdminClient(_client(_settings(config, {k: v for k, v in config.producer.items()
-                                                   if k.startswith(("security.", "sasl.", "ssl."))}, {}, "producer")))
-    try:
-        meta = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise SinkUnavailableError(f"Kafka at {config.bootstrap_servers} unreachable: {exc}") from None
+    admin, meta = _topics(config, config.producer, "producer", timeout)
     topic = meta.topics.get(config.topic)
     if topic is None or topic.error is not None:
         rf = config.replication_factor if config.replication_factor is not None else -1  # -1: broker default
@@ -114,12 +122,7 @@ def find_topics(config: KafkaConfig, timeout: float = 10.0) -> str:
     cdc creates none of them (the connector does); a pattern also picks up topics made later.
     Raises SinkUnavailableError while the broker cannot be reached (start-up waits it out).
     """
-    admin = AdminClient(_client(_settings(config, {k: v for k, v in config.consumer.items()
-                                                   if k.startswith(("security.", "sasl.", "ssl."))}, {}, "consumer")))
-    try:
-        meta = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise SinkUnavailableError(f"Kafka at {config.bootstrap_servers} unreachable: {exc}") from None
+    _, meta = _topics(config, config.consumer, "consumer", timeout)
     patterns = [re.compile(t) for t in config.topics if t.startswith("^")]
     names = set(config.topics)
     found = sorted(t for t in meta.topics if t in names or any(p.match(t) for p in patterns))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -339,3 +341,39 @@ class WriteLoad:
             if self.rng.random() < 0.3:
                 self.admin.execute("DELETE FROM b WHERE k1 = %s AND k2 > 2", args=(k % 50,))
             self.admin.execute("COMMIT")
+
+
+# ---------------------------------------------------------------- the Kafka test broker
+@contextlib.contextmanager
+def kafka_lock(name: str, exclusive: bool):
+    """A file lock in the broker's home: `.kafka-up.lock` around starting it (the warm-up in
+    tests/conftest.py takes it too), `.kafka-tests.lock` shared by Kafka tests, exclusive for one
+    that restarts the broker."""
+    import kafka_broker
+
+    kafka_broker.HOME.mkdir(parents=True, exist_ok=True)
+    with open(kafka_broker.HOME / name, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def kafka_broker_up():
+    """The test broker's bootstrap address, started once (under xdist: by the first worker that
+    needs it, the others find it); stopped at the end if this started it."""
+    import kafka_broker
+    import pytest
+
+    with kafka_lock(".kafka-up.lock", exclusive=True):
+        was_running = kafka_broker.running()
+        try:
+            bootstrap = kafka_broker.up()
+        except kafka_broker.BrokerError as exc:
+            pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
+    yield bootstrap
+    # Under xdist another worker may still use it; CI machines are thrown away after the run.
+    if not was_running and not os.environ.get("CDC_KEEP_SERVERS") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        kafka_broker.down()

@@ -6,8 +6,6 @@ tests; each test has its own topic and consumer group.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
@@ -21,7 +19,7 @@ import uuid
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from harness import (CdcProcess, CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules,
+from harness import (CdcProcess, kafka_broker_up, kafka_lock, CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules,
                      wait_until_equal)
 from proxy import FaultProxy
 
@@ -29,40 +27,16 @@ from proxy import FaultProxy
 RESTARTS_BROKER = {"test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_load"}
 
 
-@contextlib.contextmanager
-def _locked(name: str, exclusive: bool):
-    import kafka_broker
-
-    kafka_broker.HOME.mkdir(parents=True, exist_ok=True)
-    with open(kafka_broker.HOME / name, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def broker():
-    """The broker, started once (under xdist: by the first worker that needs it, the others find it)."""
-    import kafka_broker
-
-    with _locked(".kafka-up.lock", exclusive=True):
-        was_running = kafka_broker.running()
-        try:
-            bootstrap = kafka_broker.up()
-        except kafka_broker.BrokerError as exc:
-            pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
-    yield bootstrap
-    # Under xdist another worker may still use it; CI machines are thrown away after the run.
-    if not was_running and not os.environ.get("CDC_KEEP_SERVERS") and not os.environ.get("PYTEST_XDIST_WORKER"):
-        kafka_broker.down()
+    with kafka_broker_up() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
 def kafka(broker, request):
     """Kafka tests run side by side, except the ones that restart the broker (RESTARTS_BROKER)."""
-    with _locked(".kafka-tests.lock", exclusive=request.node.name in RESTARTS_BROKER):
+    with kafka_lock(".kafka-tests.lock", exclusive=request.node.name in RESTARTS_BROKER):
         yield broker
 
 

@@ -16,8 +16,6 @@ cdc/kafka/debezium.py says against the version `cdc run` gave it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import random
@@ -30,7 +28,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from harness import Admin, CdcSetup, es_docs, free_port
+from harness import Admin, CdcSetup, es_docs, free_port, kafka_broker_up, kafka_lock
 
 TABLE = """CREATE TABLE items (
   id INT PRIMARY KEY,
@@ -139,35 +137,12 @@ class Changes:
         self.admin.close()
 
 
-@contextlib.contextmanager
-def _locked(name: str, exclusive: bool):
-    import kafka_broker
-
-    kafka_broker.HOME.mkdir(parents=True, exist_ok=True)
-    with open(kafka_broker.HOME / name, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="module")
 def broker():
-    """The test broker (tests/integration/test_kafka.py starts it the same way, under the same locks)."""
-    import kafka_broker
-
-    with _locked(".kafka-up.lock", exclusive=True):
-        was_running = kafka_broker.running()
-        try:
-            bootstrap = kafka_broker.up()
-        except kafka_broker.BrokerError as exc:
-            pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
+    """The test broker (tests/integration/test_kafka.py takes it the same way, under the same locks)."""
     # Shared with the Kafka tests; only the one that restarts the broker runs alone.
-    with _locked(".kafka-tests.lock", exclusive=False):
+    with kafka_broker_up() as bootstrap, kafka_lock(".kafka-tests.lock", exclusive=False):
         yield bootstrap
-    if not was_running and not os.environ.get("CDC_KEEP_SERVERS") and not os.environ.get("PYTEST_XDIST_WORKER"):
-        kafka_broker.down()
 
 
 @pytest.fixture
