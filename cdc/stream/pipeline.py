@@ -110,10 +110,6 @@ class Batch:
             self.first_commit, self.first_read = commit, time.monotonic()
         self.commit = commit
 
-    def documents(self) -> frozenset[tuple[str, str]]:
-        """The documents this batch writes: (index, _id), whatever the routing or table."""
-        return frozenset((a.index, a.doc_id) for a in self.actions.values())
-
     def __len__(self) -> int:
         return len(self.actions)
 

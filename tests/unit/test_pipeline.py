@@ -594,12 +594,10 @@ class GatedSink(FakeSink):
         self.held = held
         self.lock = threading.Lock()
         self.running = 0
-        self.most_running = 0
 
     def write(self, actions):
         with self.lock:
             self.running += 1
-            self.most_running = max(self.most_running, self.running)
         try:
             for action in actions:
                 gate = self.held.get(action.doc_id)
