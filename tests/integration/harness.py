@@ -343,6 +343,18 @@ class WriteLoad:
             self.admin.execute("COMMIT")
 
 
+def wait_for(what: str, check, timeout: float = 60, interval: float = 0.2):
+    """`check()`'s first true value, polled until `timeout` (then an AssertionError naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
 # ---------------------------------------------------------------- the Kafka test broker
 @contextlib.contextmanager
 def kafka_lock(name: str, exclusive: bool):

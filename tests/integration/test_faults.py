@@ -10,7 +10,7 @@ import time
 
 import pytest
 from harness import (Admin, CdcSetup, WriteLoad, binlog_position, create_two_tables, es_docs, index_rules,
-                     wait_until_equal)
+                     wait_for, wait_until_equal)
 
 
 def test_sigkill_at_random_moments_under_load_loses_nothing(servers, db, database, es, index_prefix, tmp_path):
@@ -56,7 +56,10 @@ def test_elasticsearch_down_during_writes(servers, db, database, es, index_prefi
     try:
         db.execute("INSERT INTO a VALUES (1, 1, 'before')")
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
-        saved_before = setup.position()
+        # The checkpoint is saved just after the acknowledgement that made the row searchable:
+        # wait for it to reach the insert's commit, so a late save is not taken for a move.
+        end = binlog_position(db)
+        saved_before = wait_for("the checkpoint at the insert's commit", lambda: setup.position() == end and end)
         dev.es_down()
         try:
             with WriteLoad(servers, database, rate=50) as load:

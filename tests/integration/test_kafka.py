@@ -19,7 +19,7 @@ import uuid
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from harness import (CdcProcess, kafka_broker_up, kafka_lock, CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules,
+from harness import (CdcProcess, kafka_broker_up, kafka_lock, wait_for, CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules,
                      wait_until_equal)
 from proxy import FaultProxy
 
@@ -112,17 +112,6 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     finally:
         consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)
-
-
-def wait_for(what: str, check, timeout: float = 60, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def assignments(proc: CdcProcess) -> list[list[int]]:

@@ -23,12 +23,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from harness import Admin, CdcSetup, es_docs, free_port, kafka_broker_up, kafka_lock
+from harness import Admin, CdcSetup, es_docs, free_port, kafka_broker_up, kafka_lock, wait_for
 
 TABLE = """CREATE TABLE items (
   id INT PRIMARY KEY,
@@ -174,16 +173,6 @@ def end_offset(bootstrap: str, topic: str) -> int:
         return 0
     finally:
         consumer.close()
-
-
-def wait_for(what: str, check, timeout: float = 60, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def versions(es, index: str) -> dict[str, int]:
