@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from pymysqlreplication.event import (
     XidEvent,
 )
 from pymysqlreplication.gtid import Gtid, GtidSet
+from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
     PartialUpdateRowsEvent,
@@ -123,9 +125,11 @@ class _TableMaps(dict):
     puts this back before the next event is parsed.
     """
 
-    def __init__(self, parsed: dict[bytes, dict], tables: dict | None = None):
+    def __init__(self, parsed: dict[bytes, dict], tables: dict | None = None, framer: _Framer | None = None):
         super().__init__(tables or {})
         self.parsed = parsed
+        # The stream's rows-event framing (native row path only; see _Framer).
+        self.framer = framer
 
 
 # The library's own __init__ (also if this module is imported again).
@@ -171,6 +175,7 @@ def install_library_hooks() -> None:
     * Its own reconnect is turned off (see the module docstring): it reads the
       module global MYSQL_EXPECTED_ERROR_CODES at call time, so emptying it is enough.
     * TABLE_MAP events already parsed on this connection are reused (`_TableMaps`).
+    * Rows events of the native row path's tables are framed by cdc (`_Framer`).
     """
     installed = _library_version()
     low, high = _SUPPORTED_LIBRARY
@@ -180,6 +185,9 @@ def install_library_hooks() -> None:
             f">= {'.'.join(map(str, low))}, < {'.'.join(map(str, high))} (setup.cfg): reinstall cdc with its pins")
     _binlogstream.MYSQL_EXPECTED_ERROR_CODES = []
     TableMapEvent.__init__ = _table_map_event_init
+    # fetchone calls the module's global by name; only streams whose table map carries
+    # a _Framer (the native row path's) take the framing, all others get the library's wrapper.
+    _binlogstream.BinLogPacketWrapper = _packet_wrapper
 
 
 def _library_version() -> tuple[int, ...]:
@@ -264,6 +272,165 @@ def _full_image(bitmap: bytes, count: int) -> bool:
     if bitmap == _full_bitmap(count):
         return True
     return all(bitmap[i // 8] >> (i % 8) & 1 for i in range(count))
+
+
+# ---------------------------------------------------------------------- rows events framed here
+# With the native row path, a rows event of a table cdc reads is framed here and
+# its rows handed to native code as bytes: the library's per-event Python work
+# (BinLogPacketWrapper with its 17 arguments, RowsEvent.__init__ and its filters,
+# BinLogEvent.__init__ asking the connection for the DBMS) was about a third of a
+# native catch-up's GIL time (issue 19, py-spy). The library still reads every
+# packet, and frames everything else: TABLE_MAP (which fills the table map read
+# here), rotations, GTIDs, heartbeats, queries. Anything unusual in a rows event
+# (extra row data, more than 250 columns, a partial row image, a size that does
+# not add up, checksums to verify) is left to the library as before, and so is
+# every event of a table without column names, so the error is the same.
+# Layout (MySQL source, libbinlogevents rows_event.h; MariaDB log_event.h): the
+# 19-byte common header, a post-header of table id (6 bytes) and flags (2), in
+# v2 events a 2-byte extra-data length that counts itself, then the column count
+# (length-coded), the columns-present bitmap(s) (a second one for updates), rows.
+_ROWS_EVENT_TYPES = {23: (Op.INSERT, 8), 24: (Op.UPDATE, 8), 25: (Op.DELETE, 8),  # v1 (MariaDB)
+                     30: (Op.INSERT, 10), 31: (Op.UPDATE, 10), 32: (Op.DELETE, 10)}  # v2 (MySQL 5.6+)
+# After the packet's OK byte: timestamp, event type, server id, event size, next event's position.
+_EVENT_HEADER = struct.Struct("<IBIII")
+_TABLES_FRAMED_LIMIT = 1024  # table definitions whose framing decision is kept; past it, start over
+
+
+class _FramedRows:
+    """A rows event framed by `_Framer` instead of the library (what `fetchone` returns for it).
+
+    `fetchone` reads `event_type`, `log_pos`, `timestamp` and `event` of what the
+    packet wrapper gives it, and returns `event` if its class is one the stream
+    asked for (`_open` adds this class to `only_events`).
+    """
+
+    __slots__ = ("event", "event_type", "timestamp", "log_pos", "op", "table", "shape", "body", "_library")
+
+    def __init__(self, op: Op, event_type: int, timestamp: int, log_pos: int, table, shape: _Shape, body: bytes,
+                 library: tuple):
+        self.event = self
+        self.op, self.event_type, self.timestamp, self.log_pos = op, event_type, timestamp, log_pos
+        self.table, self.shape, self.body = table, shape, body
+        self._library = library
+
+    def library_event(self, table_id: int):
+        """The same event as the library frames it, for `RowsData.decode` (the packet was not read here)."""
+        packet, args = self._library
+        # Only this event's table, so a later TABLE_MAP cannot change it.
+        event = _library_packet_wrapper(packet, {table_id: self.table}, *args).event
+        if event is None:
+            raise SourceError(f"the library did not frame the rows event of {self.table.schema}.{self.table.table}")
+        return event
+
+
+_TABLE_MAP_EVENT = 19
+
+
+class _KnownTableMap:
+    """A TABLE_MAP event this connection has parsed before (`_TableMaps.parsed`), without the library's wrapper.
+
+    `fetchone` puts `event.get_table()` into its table map and, as cdc does not ask
+    for TABLE_MAP events, reads on; that is all it does with one.
+    """
+
+    __slots__ = ("event", "event_type", "timestamp", "log_pos", "table_id", "_table")
+
+    def __init__(self, data: bytes, table_id: int, table):
+        self.timestamp, self.event_type, _server_id, _size, self.log_pos = _EVENT_HEADER.unpack_from(data, 1)
+        self.event, self.table_id, self._table = self, table_id, table
+
+    def get_table(self):
+        return self._table
+
+
+class _Framer:
+    """One stream's rows-event framing: which tables it frames and how their rows are read."""
+
+    def __init__(self, tables):
+        self.tables = tables
+        # id(the library's Table) -> (that Table, its _Shape or None when the library frames it).
+        # With TABLE_MAP reuse every event of one table definition has the same Table.
+        self.known: dict[int, tuple[object, _Shape | None]] = {}
+
+    def frame(self, packet, table_map: dict, use_checksum: bool, post_header_lengths, args: tuple) -> _FramedRows | None:
+        data = packet.get_all_data()
+        kind = _ROWS_EVENT_TYPES.get(data[5]) if len(data) > 31 else None
+        if kind is None:
+            return None
+        op, known = kind
+        timestamp, event_type, _server_id, event_size, log_pos = _EVENT_HEADER.unpack_from(data, 1)
+        if event_size + 1 != len(data):
+            return None
+        declared = known
+        if post_header_lengths and 0 < event_type <= len(post_header_lengths):
+            declared = post_header_lengths[event_type - 1]
+        if declared < known or known == 10 and data[28:30] != b"\x02\x00":
+            return None  # a malformed post-header (the library says so), or extra row data it reads
+        table_id = int.from_bytes(data[20:26], "little")
+        table = table_map.get(table_id)
+        if table is None:
+            return None  # a table the stream filtered out: the library drops the event, as before
+        seen = self.known.get(id(table))
+        if seen is None or seen[0] is not table:
+            if len(self.known) >= _TABLES_FRAMED_LIMIT:
+                self.known.clear()
+            shape = None
+            if (table.schema, table.table) in self.tables:
+                shape = _shape(table.columns)
+                if shape.names_missing:
+                    shape = None
+            seen = self.known[id(table)] = (table, shape)
+        shape = seen[1]
+        if shape is None:
+            return None
+        at = 20 + declared
+        count = data[at]
+        if count != len(shape.columns):  # also >= 251: a longer length-coded count
+            return None
+        at += 1
+        width = (count + 7) // 8
+        full = _full_bitmap(count)
+        if data[at:at + width] != full:
+            return None
+        at += width
+        if op is Op.UPDATE:
+            if data[at:at + width] != full:
+                return None
+            at += width
+        end = len(data) - 4 if use_checksum else len(data)
+        if at > end:
+            return None
+        return _FramedRows(op, event_type, timestamp, log_pos, table, shape, data[at:end], (packet, args))
+
+
+# The library's own wrapper (also if this module is imported again).
+_library_packet_wrapper = getattr(BinLogPacketWrapper, "__wrapped__", BinLogPacketWrapper)
+
+
+def _packet_wrapper(from_packet, table_map, ctl_connection, mysql_version, use_checksum, allowed_events, only_tables,
+                    ignored_tables, only_schemas, ignored_schemas, freeze_schema, ignore_decode_errors,
+                    verify_checksum, optional_meta_data, enable_logging, use_column_name_cache=False,
+                    post_header_lengths=None):
+    """`BinLogPacketWrapper` as binlogstream.py `fetchone` calls it: cdc's rows events framed by `_Framer`."""
+    args = (ctl_connection, mysql_version, use_checksum, allowed_events, only_tables, ignored_tables, only_schemas,
+            ignored_schemas, freeze_schema, ignore_decode_errors, verify_checksum, optional_meta_data,
+            enable_logging, use_column_name_cache, post_header_lengths)
+    if type(table_map) is _TableMaps and not verify_checksum:
+        data = from_packet.get_all_data()
+        event_type = data[5] if len(data) > 20 else None
+        if event_type == _TABLE_MAP_EVENT and optional_meta_data and not freeze_schema:
+            # The conditions of _table_map_event_init's reuse, and the same key.
+            known = table_map.parsed.get(data[20:len(data) - 4] if use_checksum else data[20:])
+            if known is not None:
+                return _KnownTableMap(data, known["table_id"], known["table_obj"])
+        elif table_map.framer is not None:
+            framed = table_map.framer.frame(from_packet, table_map, use_checksum, post_header_lengths, args)
+            if framed is not None:
+                return framed
+    return _library_packet_wrapper(from_packet, table_map, *args)
+
+
+_packet_wrapper.__wrapped__ = _library_packet_wrapper  # type: ignore[attr-defined]
 
 
 class GtidTracker:
@@ -353,7 +520,7 @@ class BinlogSource:
             blocking=True,
             only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, PartialUpdateRowsEvent, XidEvent,
                          QueryEvent, GtidEvent, MariadbGtidEvent, RotateEvent, HeartbeatLogEvent,
-                         NotImplementedEvent],
+                         NotImplementedEvent, _FramedRows],
             filter_non_implemented_events=False,
             only_schemas=self.schemas or None,
             slave_heartbeat=self.config.heartbeat,
@@ -430,6 +597,8 @@ class BinlogSource:
         except pymysql.err.MySQLError as exc:
             raise self._translate(exc, start) from None
         parsed_table_maps: dict[bytes, dict] = {}  # this connection's, for _table_map_event_init
+        framer = _Framer(self.tables) if self.prepare is not None else None
+        prepare = self.prepare
         self._shapes.clear()
         in_transaction = False
         seen_boundary = False
@@ -445,7 +614,7 @@ class BinlogSource:
 
         while not self.stop.is_set():
             if type(stream.table_map) is not _TableMaps:  # new, or replaced by a plain dict at a rotate
-                stream.table_map = _TableMaps(parsed_table_maps, stream.table_map)
+                stream.table_map = _TableMaps(parsed_table_maps, stream.table_map, framer)
             try:
                 event = stream.fetchone()
             except pymysql.err.MySQLError as exc:
@@ -455,6 +624,15 @@ class BinlogSource:
             if event is None:  # only without blocking=True, or after close()
                 raise SourceConnectionError("binlog stream ended")
             file = stream.log_file or file
+            if event.__class__ is _FramedRows:  # a rows event of a table cdc reads, framed by _Framer
+                end = BinlogPosition(file, event.log_pos)
+                if self._past_end(end) and not in_transaction:
+                    return
+                if not seen_boundary:
+                    raise self._mid_transaction(start)
+                assert prepare is not None
+                yield from prepare(self._framed(event, end))
+                continue
             end = BinlogPosition(file, event.packet.log_pos)
 
             if isinstance(event, RotateEvent):
@@ -574,6 +752,16 @@ class BinlogSource:
             return list(self._decoded(event, op, shape, end))
 
         return RowsData(op, event.schema, event.table, shape.columns, shape.readers, bytes(body), end,
+                        event.timestamp, decode)
+
+    def _framed(self, event: _FramedRows, end: BinlogPosition) -> RowsData:
+        """A framed rows event as `RowsData`; `decode` has the library frame and decode it after all."""
+        op, shape, table_id = event.op, event.shape, event.table.table_id
+
+        def decode() -> list[RowChange]:
+            return list(self._decoded(event.library_event(table_id), op, shape, end))
+
+        return RowsData(op, event.table.schema, event.table.table, shape.columns, shape.readers, event.body, end,
                         event.timestamp, decode)
 
     def _decoded(self, event, op: Op, shape: _Shape, end: BinlogPosition) -> Iterator[RowChange]:

@@ -18,6 +18,7 @@ from harness import binlog_position
 from cdc.config import MysqlConfig, RetryConfig
 from cdc.model import BinlogPosition, RowChange
 from cdc.mysql.server import Database
+from cdc.mysql import source
 from cdc.mysql.source import BinlogSource
 from cdc.rules import ActionBuilder, load_rules, resolved_or_stop
 from cdc.rules import rowpath
@@ -95,7 +96,7 @@ def _fields(action) -> tuple:
             action.position, action.pipeline, action.versioned, action.doc_json)
 
 
-def test_native_and_python_paths_give_the_same_actions(servers, db, database, tmp_path, caplog):
+def test_native_and_python_paths_give_the_same_actions(servers, db, database, tmp_path, caplog, monkeypatch):
     db.execute(NATIVE_TYPES, ALL_TYPES, MONTHLY,
                "CREATE TABLE `keys` (a VARCHAR(20), b BINARY(3), v INT, PRIMARY KEY (a, b))",
                "CREATE TABLE decl (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)")
@@ -137,7 +138,26 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
     )
     end = BinlogPosition(*binlog_position(db))
     py_rows, python, _ = _read(servers, database, rules, start, end, native=False)
+    # Which rows events cdc framed itself (source._Framer) and which the library framed.
+    framed: list[str] = []
+    by_library: list[str] = []
+    cdc_framed = source.BinlogSource._framed
+    library_wrapper = source._library_packet_wrapper
+
+    def count_framed(self, event, end):
+        framed.append(event.table.table)
+        return cdc_framed(self, event, end)
+
+    def count_library(*args):
+        wrapper = library_wrapper(*args)
+        if hasattr(wrapper.event, "rows"):
+            by_library.append(wrapper.event.table)
+        return wrapper
+
+    monkeypatch.setattr(source.BinlogSource, "_framed", count_framed)
+    monkeypatch.setattr(source, "_library_packet_wrapper", count_library)
     nat_rows, native, path = _read(servers, database, rules, start, end, native=True)
+    monkeypatch.undo()
     assert py_rows == nat_rows > 20
     assert len(python) == len(native) > 40
     for i, (a, b) in enumerate(zip(python, native)):
@@ -151,6 +171,11 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
     assert [(a.index, type(a).__name__) for a in native if a.table == "decl"] == [
         (f"{database}-d-plain", "NativeAction"), (f"{database}-d-übung", "Action"),
         (f"{database}-d-plain", "Action"), (f"{database}-d-ärger", "Action")]
+    # Every rows event was framed by cdc; the library framed only those the Python path then
+    # decoded (a table without a native plan, and decl's events the native code declined).
+    assert set(framed) == {"native_types", "all_types", "keys", "monthly", "decl"}
+    assert set(by_library) == {"all_types", "decl"}
+    assert by_library.count("decl") == 2 and by_library.count("all_types") == framed.count("all_types")
     assert path.tables[f"{database}.native_types"] == "native"
     assert path.tables[f"{database}.keys"] == "native"
     assert path.tables[f"{database}.monthly"] == "native"
