@@ -29,7 +29,8 @@ def snapshot(session: Session, tables: list[str] | None, where: str | None) -> S
         progress = OnDemandProgress(progress_path)
         state = progress.load([r.name for r in chosen], where)
         copy = Snapshot(db, session.builder(rules, None), session.writer(sink, Stats()), config.snapshot,
-                        progress.save, session.stop, gc_deletes=sink.gc_deletes, where=where, online=True)
+                        progress.save, session.stop, gc_deletes=sink.gc_deletes, where=where, online=True,
+                        row_path=config.row_path)
         copy.run(chosen, state)
         if not state.pending:
             progress.finish()

@@ -145,7 +145,8 @@ def _snapshot(session: Session, db: Database, rules: RuleSet, sink, store: FileC
 
     save(state)
     snapshot = Snapshot(db, session.builder(rules, store), session.writer(sink, stats, observed=True),
-                        session.config.snapshot, save, session.stop, gc_deletes=sink.gc_deletes)
+                        session.config.snapshot, save, session.stop, gc_deletes=sink.gc_deletes,
+                        row_path=session.config.row_path)
     started = time.monotonic()
     snapshot.run(copy, state)
     if state.pending:

@@ -46,7 +46,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from cdc.durable import atomic_write
 from cdc.config import SnapshotConfig
-from cdc.mysql.server import Database
+from cdc.copy.native import SnapshotRows
+from cdc.mysql.server import Database, PacketRows
 from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Stats
 from cdc.errors import CdcError, SchemaChanged, SourceError, CheckpointError, PreflightError, SinkUnavailableError
@@ -55,6 +56,7 @@ from cdc.model import Action, BinlogPosition, Column, ColumnKind, ItemResult, Op
 from cdc.mysql.types import column_from_schema
 from cdc.rules import ActionBuilder, Rule, document_version
 from cdc.rules.relations import Assembler, document_actions, read_documents, root_pk
+from cdc.rules.rowpath import RowPathMode
 
 log = logging.getLogger("cdc.snapshot")
 
@@ -148,7 +150,7 @@ class Snapshot:
     def __init__(self, db: Database, builder: ActionBuilder, writer: BulkWriter, config: SnapshotConfig,
                  save_progress: Callable[[SnapshotState], None], stop: threading.Event,
                  gc_deletes: Callable[[str], float | None] | None = None, where: str | None = None,
-                 interactive: bool | None = None, online: bool = False):
+                 interactive: bool | None = None, online: bool = False, row_path: RowPathMode = "auto"):
         self.db = db
         self.builder = builder
         self.writer = writer
@@ -162,12 +164,14 @@ class Snapshot:
         # tombstone; the daemon's own snapshot finishes before streaming starts.
         self.online = online
         self.rows_written = 0
-        self.reader = TableReader(db, config.chunk_size, where)
+        # Chunks as row packets for the native row path (cdc/copy/native.py), where it can run.
+        self.native = SnapshotRows(builder, row_path)
+        self.reader = TableReader(db, config.chunk_size, where, raw=self.native.enabled)
 
     def plan(self, rule: Rule) -> TablePlan:
         return self.reader.plan(rule)
 
-    def _read_chunk(self, plan: TablePlan, last_key: list | None) -> tuple[BinlogPosition, list[tuple]]:
+    def _read_chunk(self, plan: TablePlan, last_key: list | None) -> tuple[BinlogPosition, Sequence[tuple]]:
         return self.reader.read_chunk(plan, last_key)
 
     # ------------------------------------------------------------------ running
@@ -197,7 +201,7 @@ class Snapshot:
                     return
                 db = Database(self.db.config)
                 worker = copy.copy(self)
-                worker.db, worker.reader = db, TableReader(db, self.config.chunk_size, self.where)
+                worker.db, worker.reader = db, TableReader(db, self.config.chunk_size, self.where, self.reader.raw)
                 worker.rows_written = 0
                 worker.writer = copy.copy(self.writer)  # its own abort; counts added below
                 worker.writer.stats = Stats()
@@ -284,21 +288,21 @@ class Snapshot:
         """Read, convert and write one chunk; None when the table is finished."""
         # A name built from column values (monthly indices) is asked about as its pattern.
         max_age = self._max_age(index_target(plan.rule)[1])
-        read: list[tuple] = []
+        read: list[Sequence[tuple]] = [()]
 
         def chunk() -> list[Action] | None:
             position, rows = self._read_chunk(plan, progress.last_key)
-            read[:] = rows
-            return self._actions(plan, position, rows) if rows else None
+            read[0] = rows
+            return self._actions(plan, position, rows, after=progress.last_key) if rows else None
 
         if write_while_fresh(self.writer, self.stop, max_age, chunk, f"snapshot chunk of {plan.name}",
                              plan.name) is None:
             return None
-        self.rows_written += len(read)
-        progress.rows += len(read)
+        self.rows_written += len(read[0])
+        progress.rows += len(read[0])
         if plan.paged:
-            progress.last_key = last_key(plan, read)
-        return len(read)
+            progress.last_key = last_key(plan, read[0])
+        return len(read[0])
 
     def _copy_concurrently(self, plan: TablePlan, progress: TableProgress, state: SnapshotState,
                            bar: "Progress") -> bool:
@@ -349,7 +353,7 @@ class Snapshot:
                         finished = True
                         break
                     end = last_key(plan, rows)
-                    actions = self._actions(plan, position, rows)
+                    actions = self._actions(plan, position, rows, after=after)
                     read_at = time.monotonic()
                     future = pool.submit(self._write_range, plan, after, end, actions, read_at, max_age, stop)
                     window.append((after, end, len(rows), future))
@@ -371,8 +375,9 @@ class Snapshot:
         def read() -> list[Action] | None:
             db = Database(self.db.config)
             try:
-                position, rows = TableReader(db, self.config.chunk_size, self.where).read_range(plan, after, upto)
-                return self._actions(plan, position, rows, db)
+                reader = TableReader(db, self.config.chunk_size, self.where, self.reader.raw)
+                position, rows = reader.read_range(plan, after, upto)
+                return self._actions(plan, position, rows, db, after)
             finally:
                 db.close()
 
@@ -383,9 +388,14 @@ class Snapshot:
                 _add_counts(self.writer.stats, writer.stats)
 
     def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple],
-                 db: Database | None = None) -> list[Action]:
+                 db: Database | None = None, after: list | None = None) -> list[Action]:
         if plan.rule.relations:
             return self._documents(plan, rows, db or self.db)
+        if isinstance(rows, PacketRows):
+            native = self.native.actions(plan.rule.schema, plan.rule.table, plan.columns, position, rows, after)
+            if native is not None:
+                return native
+            # The Python path: the same packets, converted by PyMySQL as a cursor would.
         actions: list[Action] = []
         now = int(time.time())
         for i, row in enumerate(rows):
@@ -436,10 +446,11 @@ class TableReader:
     ActionBuilder as the stream.
     """
 
-    def __init__(self, db: Database, chunk_size: int, where: str | None = None):
+    def __init__(self, db: Database, chunk_size: int, where: str | None = None, raw: bool = False):
         self.db = db
         self.chunk_size = chunk_size
         self.where = where
+        self.raw = raw  # rows as `PacketRows` (for the native row path), converted one by one when indexed
 
     # ------------------------------------------------------------------ planning
     def plan(self, rule: Rule) -> TablePlan:
@@ -521,6 +532,8 @@ class TableReader:
 
     def _consistent(self, plan: TablePlan, sql: str, args: Sequence[Any]) -> tuple[BinlogPosition, list[tuple]]:
         try:
+            if self.raw:
+                return self.db.consistent_read_raw(sql, args)  # type: ignore[return-value]  # a Sequence[tuple]
             return self.db.consistent_read(sql, args)
         except SchemaChanged:
             raise SchemaChanged(plan.name) from None

@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod json;
+mod text;
 mod values;
 
 use values::{key_date, key_text, read, write_json, Bytes, Fail, Reader, Val, R};
@@ -476,6 +477,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(format_float, m)?)?;
     m.add_function(wrap_pyfunction!(float32, m)?)?;
     m.add_function(wrap_pyfunction!(json_text, m)?)?;
+    m.add_class::<text::TextTable>()?;
+    m.add_function(wrap_pyfunction!(text::snapshot_rows, m)?)?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("Decline", m.py().get_type::<Decline>())?;
     Ok(())

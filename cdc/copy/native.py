@@ -1,0 +1,191 @@
+"""The snapshot's native row path (issue 13): a chunk's row packets straight to actions in Rust.
+
+A snapshot chunk is read as the server's text-protocol row packets
+(`Database.consistent_read_raw`); `cdc._native.snapshot_rows` (native/src/text.rs)
+turns them into the chunk's actions, documents already JSON, with the same
+per-rule `Plan` the binlog native path compiles (cdc/rules/rowpath.py
+`compile_plan`). It must give exactly what the Python path gives (PyMySQL's
+converters, then `ActionBuilder` as for an insert at the chunk's position), byte
+for byte, so everything else stays with the Python path:
+
+* per table (logged once per table definition and result shape): whatever
+  `compile_plan` refuses (`convert:`, `decimal_as: number`, a non-UTC
+  `timestamp_timezone` with TIMESTAMP columns, GEOMETRY, ...), rules with
+  relations, and result columns whose type and charset PyMySQL would hand over
+  as something other than what the kind expects (text in a BINARY column, ...);
+* per chunk (`Decline`): a zero date (the Python path counts and logs its row),
+  an invalid date PyMySQL keeps as text, text that is not UTF-8, a NULL id, an
+  invalid index name, ... The Python path then converts the same packets.
+
+Bytes that do not parse stop the snapshot with a `RowError` naming the table, the
+row's place in the chunk and the key the chunk starts after.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from cdc.errors import RowError
+from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind
+from cdc.mysql.server import PacketRows
+from cdc.rules import ActionBuilder, document_version, rowpath
+from cdc.rules.actions import _columns_for
+from cdc.rules.model import Rule
+
+log = logging.getLogger("cdc.snapshot")
+
+# MySQL field types (include/mysql_com.h enum_field_types, as pymysql.constants.FIELD_TYPE).
+_INTS = {1, 2, 3, 8, 9}  # TINY, SHORT, LONG, LONGLONG, INT24
+_FLOATS = {4, 5}
+_DECIMALS = {0, 246}
+_TEXTS = {15, 249, 250, 251, 252, 253, 254}  # VARCHAR, the BLOBs, VAR_STRING, STRING
+_JSON = 245
+_BIT = 16
+_BINARY_CHARSET = 63
+_SIMPLE = {ColumnKind.DATE: ({10, 14}, "date"), ColumnKind.DATETIME: ({12}, "datetime"),
+           ColumnKind.TIMESTAMP: ({7}, "timestamp"), ColumnKind.TIME: ({11}, "time"),
+           ColumnKind.YEAR: ({13}, "year"), ColumnKind.INTEGER: (_INTS, "int"),
+           ColumnKind.DECIMAL: (_DECIMALS, "decimal"), ColumnKind.FLOAT: (_FLOATS, "float"),
+           ColumnKind.DOUBLE: (_FLOATS, "double")}
+_TYPES = {0: ActionType.INDEX, 1: ActionType.DELETE, 2: ActionType.UPDATE}
+
+
+def text_columns(columns: Sequence[Column], fields: Sequence[tuple[str, int, int]], rule: Rule,
+                 builder: ActionBuilder) -> list[tuple[str, int]]:
+    """How native/src/text.rs reads each result column, or `rowpath.Unsupported` with why."""
+    if len(columns) != len(fields):
+        raise rowpath.Unsupported("the result's columns differ from the table's")
+    mapped = _columns_for(columns, rule)
+    out = []
+    for column, (name, ftype, charset) in zip(columns, fields):
+        kind = mapped[column.name].kind
+        binary = charset == _BINARY_CHARSET
+        if kind in _SIMPLE and ftype in _SIMPLE[kind][0]:
+            out.append((_SIMPLE[kind][1], 0))
+        elif kind in (ColumnKind.STRING, ColumnKind.ENUM, ColumnKind.SET) and ftype in _TEXTS and not binary:
+            out.append(("set" if kind is ColumnKind.SET else "text", 0))
+        elif kind is ColumnKind.BINARY and ftype in _TEXTS and binary:
+            out.append(("binary", mapped[column.name].pad_to or 0))
+        elif kind is ColumnKind.JSON and (ftype == _JSON or ftype in _TEXTS and not binary):
+            out.append(("json_text", 0))
+        elif kind is ColumnKind.BIT and ftype == _BIT and binary:
+            out.append(("bit", int(builder.value_options.bit1_as_bool and column.bits == 1)))
+        else:
+            raise rowpath.Unsupported(f"column {column.name!r}: a {kind.value} column read as field type {ftype} "
+                                      f"(charset {charset})")
+    return out
+
+
+def _readers(columns: Sequence[Column], rule: Rule) -> list[tuple]:
+    """Binlog readers that `compile_plan` accepts: it checks them, the snapshot reads text instead.
+
+    Only the reader kinds `compile_plan` looks at matter (JSON in a text column,
+    BINARY's pad, BIT's bool); the Table built from them is thrown away.
+    """
+    mapped = _columns_for(columns, rule)
+    out: list[tuple] = []
+    for column in columns:
+        kind = mapped[column.name].kind
+        if kind is ColumnKind.JSON:
+            out.append(("text", 4, 0, 0, None))
+        elif kind is ColumnKind.BINARY:
+            out.append(("binary", 4, 0, 0, None))
+        elif kind is ColumnKind.BIT:
+            bits = column.bits or 64
+            out.append(("bit", bits, (bits + 7) // 8, 0, None))
+        else:
+            out.append(("int", 8, 0, 0, None))
+    return out
+
+
+@dataclass(slots=True)
+class _Compiled:
+    columns: tuple[Column, ...]
+    fields: tuple[tuple[str, int, int], ...]
+    rules: Sequence[Rule]
+    table: Any  # native TextTable, None: the Python path
+    plans: Any
+    reason: str | None
+
+
+class SnapshotRows:
+    """Turns a chunk's `PacketRows` into actions natively, or says the Python path must (None)."""
+
+    def __init__(self, builder: ActionBuilder, mode: rowpath.RowPathMode = "auto"):
+        self.builder = builder
+        self.mode = mode
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self.tables: dict[str, str] = {}  # "schema.table" -> "native" or "python: why", as last compiled
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "python" and rowpath.NATIVE_AVAILABLE
+
+    def actions(self, schema: str, table: str, columns: tuple[Column, ...], position: BinlogPosition,
+                rows: PacketRows, after: Any = None) -> list[Action] | None:
+        """The chunk's actions, or None for the Python path (this table, or just this chunk)."""
+        compiled = self._compile(schema, table, columns, rows.fields)
+        if compiled.table is None:
+            return None
+        native = rowpath._native
+        try:
+            raw = native.snapshot_rows(compiled.table, compiled.plans, rows.packets)
+        except native.Decline:
+            return None  # the Python path gives these rows' exact actions, or their exact error
+        except native.DecodeError as exc:
+            where = "from the start" if after is None else f"after key {after}"
+            raise RowError(f"cannot read the snapshot rows of {schema}.{table} at {position} (chunk {where}, "
+                           f"{len(rows.packets)} rows): {exc}") from None
+        version = document_version(position, self.builder.version_epoch)
+        common = [(rule.pipeline if rule.mode == "index" else None, rule.mode == "index") for rule in compiled.rules]
+        new = rowpath.NativeAction.__new__
+        actions: list[Action] = []
+        append = actions.append
+        for plan_no, kind, index, doc_id, routing, doc in raw:
+            pipeline, versioned = common[plan_no]
+            action = new(rowpath.NativeAction)
+            action.__dict__.update(
+                type=_TYPES[kind], index=index, doc_id=doc_id, version=version, routing=routing, schema=schema,
+                table=table, position=position, pipeline=pipeline if kind == 0 else None, versioned=versioned,
+                doc_json=doc)
+            append(action)
+        return actions
+
+    def _compile(self, schema: str, table: str, columns: tuple[Column, ...],
+                 fields: tuple[tuple[str, int, int], ...]) -> _Compiled:
+        key = (schema, table)
+        compiled = self._compiled.get(key)
+        if compiled is not None and compiled.columns == columns and compiled.fields == fields:
+            return compiled
+        rules = self.builder.rules.matches(schema, table)
+        name = f"{schema}.{table}"
+        native_table, plans, reason = None, None, None
+        if not self.enabled:
+            reason = "row_path: python" if self.mode == "python" else "cdc was installed without its native module"
+        elif not rules:
+            reason = "no rule"
+        elif any(rule.relations for rule in rules):
+            reason = "a rule with relations (documents from several tables)"
+        else:
+            try:
+                specs = text_columns(columns, fields, rules[0], self.builder)
+                for rule in rules[1:]:
+                    if text_columns(columns, fields, rule, self.builder) != specs:
+                        raise rowpath.Unsupported("rules that read the table's columns differently")
+                plans = [rowpath.compile_plan(rule, schema, table, columns, _readers(columns, rule), self.builder)[1]
+                         for rule in rules]
+                native_table = rowpath._native.TextTable(specs)
+            except rowpath.Unsupported as exc:
+                reason, plans = str(exc), None
+        compiled = self._compiled[key] = _Compiled(columns, fields, rules, native_table, plans, reason)
+        state = "native" if native_table is not None else f"python: {reason}"
+        if self.tables.get(name) != state:
+            self.tables[name] = state
+            if native_table is None and self.enabled:
+                log.warning("snapshot row path for %s: python (%s); the native plan does not do that exactly", name,
+                            reason, extra={"table": name, "row_path": "python"})
+            else:
+                log.info("snapshot row path for %s: %s", name, state, extra={"table": name, "row_path": state})
+        return compiled

@@ -1,0 +1,443 @@
+//! Snapshot rows (issue 13): MySQL text-protocol row packets, as a SELECT returns them,
+//! straight to the same actions and document JSON as the binlog path's `Plan` writes.
+//!
+//! A text-protocol row is one length-encoded string per column (0xFB for NULL; MySQL
+//! protocol, "Text Resultset Row"). The Python path (the reference) gets the same values
+//! through PyMySQL's converters (`pymysql/converters.py`) and `cdc/rules/values.py`; each
+//! `TextCol` below turns the text into the `Val` that path ends at, so `values.rs`
+//! writes it unchanged. Whatever this code does not reproduce exactly (an invalid date
+//! PyMySQL keeps as text, text that is not UTF-8, a zero date, whose row the Python path
+//! counts and logs) is a `Decline`: the Python path then does the whole chunk.
+//!
+//! Nothing here panics on bad input: every read is bounds-checked, and the entry point
+//! also catches any panic and reports it as a `DecodeError`.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::values::{decline, float32, Bytes, Fail, Val, R};
+use crate::{DecodeError, Decline, Out, Plan};
+
+/// How one column of the SELECT's result is read (cdc/copy/native.py `text_columns` chooses).
+#[derive(Debug, Clone)]
+enum TextCol {
+    Int,
+    /// FLOAT, selected as `col + 0e0` (a DOUBLE holding the stored float32 exactly).
+    Float,
+    Double,
+    Decimal,
+    Date,
+    DateTime,
+    Timestamp,
+    Time,
+    Year,
+    Str,
+    Bin { pad_to: usize },
+    Set,
+    Bit { as_bool: bool },
+    JsonText,
+}
+
+/// A SELECT's columns, in result order.
+#[pyclass(frozen, module = "cdc._native")]
+pub struct TextTable {
+    cols: Vec<TextCol>,
+}
+
+#[pymethods]
+impl TextTable {
+    /// `columns`: one (reader, arg) per result column: reader one of int, float, double,
+    /// decimal, date, datetime, timestamp, time, year, text, binary (arg: pad to),
+    /// set, bit (arg: 1 for a bool), json_text.
+    #[new]
+    fn new(columns: Vec<(String, i64)>) -> PyResult<Self> {
+        let mut cols = Vec::with_capacity(columns.len());
+        for (name, arg) in columns {
+            cols.push(match name.as_str() {
+                "int" => TextCol::Int,
+                "float" => TextCol::Float,
+                "double" => TextCol::Double,
+                "decimal" => TextCol::Decimal,
+                "date" => TextCol::Date,
+                "datetime" => TextCol::DateTime,
+                "timestamp" => TextCol::Timestamp,
+                "time" => TextCol::Time,
+                "year" => TextCol::Year,
+                "text" => TextCol::Str,
+                "binary" => TextCol::Bin { pad_to: arg.max(0) as usize },
+                "set" => TextCol::Set,
+                "bit" => TextCol::Bit { as_bool: arg != 0 },
+                "json_text" => TextCol::JsonText,
+                other => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown text reader {other:?}"))),
+            });
+        }
+        Ok(TextTable { cols })
+    }
+
+    fn __len__(&self) -> usize {
+        self.cols.len()
+    }
+}
+
+/// A length-encoded string (MySQL protocol "Length-Encoded String"); None for NULL (0xFB).
+fn lenenc<'a>(b: &mut Bytes<'a>) -> R<Option<&'a [u8]>> {
+    let first = b.uint_le(1)?;
+    let n = match first {
+        0..=0xFA => first,
+        0xFB => return Ok(None),
+        0xFC => b.uint_le(2)?,
+        0xFD => b.uint_le(3)?,
+        0xFE => b.uint_le(8)?,
+        _ => return Err(Fail::Bad("0xFF where a column value starts (an error packet?)".into())),
+    };
+    if n > b.left() as u64 {
+        return Err(Fail::Bad(format!("truncated: a {n}-byte value with {} bytes left in the row", b.left())));
+    }
+    Ok(Some(b.take(n as usize)?))
+}
+
+fn ascii(raw: &[u8]) -> R<&str> {
+    if !raw.is_ascii() {
+        return Err(Fail::Bad("a non-ASCII number, date or time".into()));
+    }
+    Ok(std::str::from_utf8(raw).unwrap_or(""))
+}
+
+/// Fixed-width unsigned decimal digits (a date or time field).
+fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u32, |acc, &c| acc.saturating_mul(10).saturating_add((c - b'0') as u32)))
+}
+
+/// pymysql converters._convert_second_fraction: up to 6 digits, right-padded with zeros.
+fn fraction(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 6 {
+        return None;
+    }
+    let v = digits(s)?;
+    Some(v * 10u32.pow(6 - s.len() as u32))
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+fn valid_date(y: i64, m: u32, d: u32) -> bool {
+    (1..=9999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
+}
+
+/// "YYYY-MM-DD": Some((y, m, d)) as printed, None when not of that shape.
+fn date_parts(s: &[u8]) -> Option<(i64, u32, u32)> {
+    if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
+        return None;
+    }
+    Some((digits(&s[0..4])? as i64, digits(&s[5..7])?, digits(&s[8..10])?))
+}
+
+fn date<'a>(raw: &[u8]) -> R<Val<'a>> {
+    let Some((y, m, d)) = date_parts(raw) else {
+        return Err(Fail::Bad("a DATE that is not YYYY-MM-DD".into()));
+    };
+    // PyMySQL keeps a date datetime.date() refuses as text; values.py writes one with a
+    // zero part as null (and counts it), any other as the text itself.
+    if y == 0 || m == 0 || d == 0 {
+        return Ok(Val::Zero);
+    }
+    if !valid_date(y, m, d) {
+        return decline("an invalid DATE (PyMySQL keeps it as text)");
+    }
+    Ok(Val::Date { y, m, d })
+}
+
+fn datetime<'a>(raw: &[u8], utc: bool) -> R<Val<'a>> {
+    if raw.len() < 19 || raw[10] != b' ' || raw[13] != b':' || raw[16] != b':' {
+        return Err(Fail::Bad("a DATETIME that is not YYYY-MM-DD HH:MM:SS[.ffffff]".into()));
+    }
+    let Some((y, m, d)) = date_parts(&raw[..10]) else {
+        return Err(Fail::Bad("a DATETIME that is not YYYY-MM-DD HH:MM:SS[.ffffff]".into()));
+    };
+    let (Some(h), Some(mi), Some(s)) = (digits(&raw[11..13]), digits(&raw[14..16]), digits(&raw[17..19])) else {
+        return Err(Fail::Bad("a DATETIME whose time is not HH:MM:SS".into()));
+    };
+    let us = match &raw[19..] {
+        [] => 0,
+        [b'.', rest @ ..] => fraction(rest).ok_or_else(|| Fail::Bad("a DATETIME fraction of more than 6 digits".into()))?,
+        _ => return Err(Fail::Bad("a DATETIME with trailing text".into())),
+    };
+    if y == 0 || m == 0 || d == 0 {
+        return Ok(Val::Zero);
+    }
+    if !valid_date(y, m, d) || h > 23 || mi > 59 || s > 59 {
+        return decline("an invalid DATETIME (PyMySQL keeps it as text)");
+    }
+    // values.py: a naive TIMESTAMP at the epoch is the binlog's zero TIMESTAMP.
+    if utc && (y, m, d, h, mi, s, us) == (1970, 1, 1, 0, 0, 0, 0) {
+        return Ok(Val::Zero);
+    }
+    Ok(Val::DateTime { y, m, d, h, mi, s, us, utc })
+}
+
+/// pymysql converters.convert_timedelta, then values.py _time (via total microseconds).
+fn time<'a>(raw: &[u8]) -> R<Val<'a>> {
+    let bad = || Fail::Bad("a TIME that is not [-]HH:MM:SS[.ffffff]".into());
+    let (negative, rest) = match raw {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, raw),
+    };
+    let mut parts = rest.splitn(3, |&c| c == b':');
+    let (h, mi, sec) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+    let (sec, frac) = match sec.iter().position(|&c| c == b'.') {
+        Some(p) => (&sec[..p], Some(&sec[p + 1..])),
+        None => (sec, None),
+    };
+    if !(1..=3).contains(&h.len()) || !(1..=2).contains(&mi.len()) || !(1..=2).contains(&sec.len()) {
+        return Err(bad());
+    }
+    let (h, mi, s) = (digits(h).ok_or_else(bad)? as i64, digits(mi).ok_or_else(bad)? as i64, digits(sec).ok_or_else(bad)? as i64);
+    let us = match frac {
+        Some(f) => fraction(f).ok_or_else(bad)? as i64,
+        None => 0,
+    };
+    let total = (h * 3600 + mi * 60 + s) * 1_000_000 + us;
+    Ok(Val::Time(if negative { -total } else { total }))
+}
+
+/// values.py _float32 of a double read from text: the shortest %g (1..9 digits) that is the same float32.
+fn float32_of(v: f64) -> f64 {
+    let f = v as f32;
+    if f.is_infinite() {
+        return v; // struct.pack("<f") overflows: values.py keeps the value
+    }
+    if f as f64 == v {
+        return float32(f);
+    }
+    for digits in 1..10 {
+        let candidate: f64 = format!("{:.*e}", digits - 1, v).parse().unwrap_or(f64::NAN);
+        if (candidate as f32).to_bits() == f.to_bits() {
+            return candidate;
+        }
+    }
+    v
+}
+
+/// format(Decimal(text), "f") for MySQL's DECIMAL text: no leading zeros, no "-0".
+fn decimal<'a>(raw: &[u8]) -> R<Val<'a>> {
+    let s = ascii(raw)?;
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int_part, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    if int_part.is_empty() || !int_part.bytes().all(|c| c.is_ascii_digit())
+        || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return decline("DECIMAL text of another shape");
+    }
+    let trimmed = int_part.trim_start_matches('0');
+    let int_part = if trimmed.is_empty() { "0" } else { trimmed };
+    let zero = int_part == "0" && frac.is_none_or(|f| f.bytes().all(|c| c == b'0'));
+    let mut out = String::with_capacity(s.len() + 1);
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(int_part);
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(f);
+    }
+    Ok(Val::S(out))
+}
+
+fn value<'a>(col: &TextCol, raw: &'a [u8]) -> R<Val<'a>> {
+    Ok(match col {
+        TextCol::Int | TextCol::Year => {
+            let s = ascii(raw)?;
+            if let Ok(i) = s.parse::<i64>() {
+                Val::I(i)
+            } else if let Ok(u) = s.parse::<u64>() {
+                Val::U(u)
+            } else {
+                return Err(Fail::Bad(format!("{s:?} is not an integer")));
+            }
+        }
+        TextCol::Float | TextCol::Double => {
+            let s = ascii(raw)?;
+            if !s.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')) {
+                return Err(Fail::Bad(format!("{s:?} is not a number")));
+            }
+            let v: f64 = s.parse().map_err(|_| Fail::Bad(format!("{s:?} is not a number")))?;
+            if !v.is_finite() {
+                Val::Null
+            } else if matches!(col, TextCol::Float) {
+                Val::F(float32_of(v))
+            } else {
+                Val::F(v)
+            }
+        }
+        TextCol::Decimal => decimal(raw)?,
+        TextCol::Date => date(raw)?,
+        TextCol::DateTime => datetime(raw, false)?,
+        TextCol::Timestamp => datetime(raw, true)?,
+        TextCol::Time => time(raw)?,
+        TextCol::Str => Val::Str(std::str::from_utf8(raw).or_else(|_| decline("text that is not valid UTF-8"))?),
+        TextCol::JsonText => Val::JsonText(std::str::from_utf8(raw).or_else(|_| decline("JSON that is not valid UTF-8"))?),
+        TextCol::Bin { pad_to } => {
+            let mut v = raw.to_vec();
+            if v.len() < *pad_to {
+                v.resize(*pad_to, 0);
+            }
+            Val::Bin(v)
+        }
+        TextCol::Set => {
+            let s = std::str::from_utf8(raw).or_else(|_| decline("a SET that is not valid UTF-8"))?;
+            let mut labels: Vec<&str> = if s.is_empty() { vec![] } else { s.split(',').collect() };
+            labels.sort_unstable();
+            let mut out = String::from("[");
+            for (i, l) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                crate::json::write_str(&mut out, l);
+            }
+            out.push(']');
+            Val::Json(out)
+        }
+        TextCol::Bit { as_bool } => {
+            if raw.len() > 8 {
+                return Err(Fail::Bad("a BIT value of more than 8 bytes".into()));
+            }
+            let n = raw.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64);
+            if *as_bool {
+                Val::B(n != 0)
+            } else {
+                Val::U(n)
+            }
+        }
+    })
+}
+
+fn row<'a>(table: &TextTable, packet: &'a [u8]) -> R<Vec<Val<'a>>> {
+    let mut b = Bytes::new(packet);
+    let mut vals = Vec::with_capacity(table.cols.len());
+    for col in &table.cols {
+        vals.push(match lenenc(&mut b)? {
+            None => Val::Null,
+            Some(raw) => value(col, raw)?,
+        });
+    }
+    if b.left() != 0 {
+        return Err(Fail::Bad(format!("{} bytes left after the row's {} columns", b.left(), table.cols.len())));
+    }
+    Ok(vals)
+}
+
+/// Every row's actions; Err((row number, failure)).
+fn chunk(table: &TextTable, plans: &[&Plan], packets: &[&[u8]]) -> Result<Vec<Out>, (usize, Fail)> {
+    let mut out = Vec::with_capacity(packets.len() * plans.len());
+    for (n, packet) in packets.iter().enumerate() {
+        let vals = row(table, packet).map_err(|f| (n, f))?;
+        for (p, plan) in plans.iter().enumerate() {
+            // An insert, as the stream would have seen the row (snapshot.py row_change).
+            if plan.row(&mut out, p, n, 0, None, Some(&vals)).map_err(|f| (n, f))? {
+                return Err((n, Fail::Decline("a zero date (the Python path counts and logs it)".into())));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The actions of a chunk of snapshot rows, each row a text-protocol row packet (bytes).
+///
+/// Returns one (plan, kind 0 index / 2 update, index, id, routing, doc JSON bytes) per
+/// action, in row order. Raises `DecodeError` (message starts with "row N:") for bytes
+/// that do not decode, `Decline` when the Python path must do this chunk. The GIL is
+/// released while the rows are converted.
+#[pyfunction]
+pub fn snapshot_rows<'py>(
+    py: Python<'py>,
+    table: &TextTable,
+    plans: Vec<PyRef<'py, Plan>>,
+    rows: &Bound<'py, PyList>,
+) -> PyResult<Bound<'py, PyList>> {
+    let plan_refs: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
+    let owned: Vec<Bound<'py, PyBytes>> =
+        rows.iter().map(|r| r.downcast_into::<PyBytes>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let packets: Vec<&[u8]> = owned.iter().map(|b| b.as_bytes()).collect();
+    let result = py.allow_threads(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunk(table, &plan_refs, &packets)))
+    });
+    let actions = match result {
+        Ok(Ok(a)) => a,
+        Ok(Err((n, Fail::Bad(why)))) => return Err(DecodeError::new_err(format!("row {n}: {why}"))),
+        Ok(Err((n, Fail::Decline(why)))) => return Err(Decline::new_err(format!("row {n}: {why}"))),
+        Err(_) => return Err(DecodeError::new_err("the decoder failed on these rows (internal error)")),
+    };
+    let list = PyList::empty(py);
+    for a in actions {
+        let doc: PyObject = match a.doc {
+            Some(d) => PyBytes::new(py, &d).into_any().unbind(),
+            None => py.None(),
+        };
+        let t = PyTuple::new(
+            py,
+            [
+                a.plan.into_pyobject(py)?.into_any().unbind(),
+                a.kind.into_pyobject(py)?.into_any().unbind(),
+                a.index.into_pyobject(py)?.into_any().unbind(),
+                a.id.into_pyobject(py)?.into_any().unbind(),
+                a.routing.into_pyobject(py)?.into_any().unbind(),
+                doc,
+            ],
+        )?;
+        list.append(t)?;
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(col: TextCol, raw: &[u8]) -> String {
+        let v = value(&col, raw).unwrap();
+        let mut out = String::new();
+        crate::values::write_json(&mut out, &v).unwrap();
+        out
+    }
+
+    #[test]
+    fn values_as_the_python_path_writes_them() {
+        assert_eq!(json(TextCol::Decimal, b"-0.00"), "\"0.00\"");
+        assert_eq!(json(TextCol::Decimal, b"-12.50"), "\"-12.50\"");
+        assert_eq!(json(TextCol::DateTime, b"2024-01-02 03:04:05.120000"), "\"2024-01-02T03:04:05.120000\"");
+        assert_eq!(json(TextCol::DateTime, b"2024-01-02 03:04:05.000000"), "\"2024-01-02T03:04:05\"");
+        assert_eq!(json(TextCol::Timestamp, b"2024-01-02 03:04:05"), "\"2024-01-02T03:04:05Z\"");
+        assert_eq!(json(TextCol::Time, b"-01:30:00.250000"), "\"-01:30:00.250000\"");
+        assert_eq!(json(TextCol::Time, b"838:59:59"), "\"838:59:59\"");
+        assert_eq!(json(TextCol::Set, b"b,a"), "[\"a\",\"b\"]");
+        assert_eq!(json(TextCol::Set, b""), "[]");
+        assert_eq!(json(TextCol::Bit { as_bool: true }, b"\x01"), "true");
+        assert_eq!(json(TextCol::Float, b"0.10000000149011612"), "0.1");
+        assert_eq!(json(TextCol::Int, b"18446744073709551615"), "18446744073709551615");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let t = TextTable { cols: vec![TextCol::Int, TextCol::Str, TextCol::DateTime] };
+        for packet in [&b""[..], b"\x05ab", b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff", b"\x011\x00\x01x", b"\x01x\x00\xfb",
+                       b"\x011\x00\x05bad!!", b"\xff"] {
+            assert!(matches!(row(&t, packet), Err(Fail::Bad(_)) | Err(Fail::Decline(_))), "{packet:?}");
+        }
+        assert!(row(&t, b"\x0212\x00\xfb").is_ok());
+    }
+}
