@@ -320,20 +320,25 @@ class Snapshot:
         def settle(block: bool) -> None:
             """Save progress over the chunks acknowledged in order; raise the first failure."""
             if block and window:
-                wait([f for *_, f in window], return_when=FIRST_COMPLETED)
+                # Only the chunks still in flight: a later chunk written before the oldest one is
+                # already done, and waiting on it too returned at once (a busy loop that held the GIL).
+                wait([f for *_, f in window if not f.done()], return_when=FIRST_COMPLETED)
             for *_, future in window:
                 if future.done() and future.exception() is not None:
                     failed.set()
                     wait([f for *_, f in window])  # the others end soon: they stop retrying
                     raise future.exception()  # type: ignore[misc]
+            moved = 0
             while window and window[0][3].done():
                 _, end, rows, future = window.popleft()
                 future.result()
                 self.rows_written += rows
                 progress.rows += rows
                 progress.last_key = end
-                self.save_progress(state)
-                bar.advance(rows)
+                moved += rows
+            if moved:
+                self.save_progress(state)  # once for the chunks acknowledged together (each save is fsynced)
+                bar.advance(moved)
 
         after = progress.last_key
         finished = False
