@@ -63,31 +63,42 @@ def encode_bulk(actions: Sequence[Action]) -> bytes:
 
     Documents go in as the bytes each action already encoded once (`Action.doc_json`,
     also used to size batches), so they are not serialised again here or on a re-send.
+    Action lines are put together from pieces, each index name encoded once per body:
+    the same bytes orjson makes of the metadata dict (tests/unit/test_sink.py compares
+    them), at about half the cost (issue 19: encode_bulk was a tenth of a native
+    catch-up's interpreter time).
     """
     lines: list[bytes] = []
+    append = lines.append
+    dumps = orjson.dumps
+    names: dict[str, bytes] = {}
     for action in actions:
-        meta: dict = {"_index": action.index, "_id": action.doc_id}
+        index = action.index
+        name = names.get(index)
+        if name is None:
+            name = names[index] = dumps(index)
+        meta = b'{"_index":' + name + b',"_id":' + dumps(action.doc_id)
+        kind = action.type
         # Updates cannot carry an external version (Elasticsearch refuses it), so
         # rules in mode: update write unversioned, deletes included.
-        if action.versioned and action.type is not ActionType.UPDATE:
-            meta.update(version=action.version, version_type="external")
+        if action.versioned and kind is not ActionType.UPDATE:
+            meta += b',"version":%d,"version_type":"external"' % action.version
         if action.routing is not None:
-            meta["routing"] = action.routing
-        if action.type is ActionType.INDEX:
+            meta += b',"routing":' + dumps(action.routing)
+        if kind is ActionType.INDEX:
             if action.pipeline:
-                meta["pipeline"] = action.pipeline
-            lines.append(orjson.dumps({"index": meta}))
-            lines.append(_doc_json(action))
-        elif action.type is ActionType.UPDATE:
+                meta += b',"pipeline":' + dumps(action.pipeline)
+            append(b'{"index":' + meta + b'}}')
+            append(_doc_json(action))
+        elif kind is ActionType.UPDATE:
             # Concurrent updates of one document (several tables building it)
             # conflict on its internal version; Elasticsearch re-applies them itself.
-            meta["retry_on_conflict"] = UPDATE_RETRY_ON_CONFLICT
-            lines.append(orjson.dumps({"update": meta}))
+            append(b'{"update":' + meta + b',"retry_on_conflict":%d}}' % UPDATE_RETRY_ON_CONFLICT)
             # The same bytes orjson makes of {"doc": doc, "doc_as_upsert": True}.
-            lines.append(b'{"doc":' + _doc_json(action) + b',"doc_as_upsert":true}')
+            append(b'{"doc":' + _doc_json(action) + b',"doc_as_upsert":true}')
         else:
-            lines.append(orjson.dumps({"delete": meta}))
-    lines.append(b"")
+            append(b'{"delete":' + meta + b'}}')
+    append(b"")
     return b"\n".join(lines)
 
 

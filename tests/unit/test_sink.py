@@ -2,6 +2,8 @@ import ssl
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig, TlsError
 from elasticsearch import ApiError, BadRequestError, ConnectionError, ConnectionTimeout, TransportError
 
@@ -51,6 +53,43 @@ def test_encode_bulk_delete_only():
     assert len(lines) == 2
     assert all("delete" in orjson.loads(line) for line in lines)
     assert body.count(b"\n") == 2
+
+
+def _encode_bulk_with_dicts(actions) -> bytes:
+    """encode_bulk as it was written before issue 19: a dict per action line, encoded by orjson."""
+    lines = []
+    for action in actions:
+        meta = {"_index": action.index, "_id": action.doc_id}
+        if action.versioned and action.type is not ActionType.UPDATE:
+            meta.update(version=action.version, version_type="external")
+        if action.routing is not None:
+            meta["routing"] = action.routing
+        doc = action.doc_json if action.doc_json is not None else b"null"
+        if action.type is ActionType.INDEX:
+            if action.pipeline:
+                meta["pipeline"] = action.pipeline
+            lines += [orjson.dumps({"index": meta}), doc]
+        elif action.type is ActionType.UPDATE:
+            meta["retry_on_conflict"] = 3
+            lines += [orjson.dumps({"update": meta}), orjson.dumps({"doc": orjson.loads(doc), "doc_as_upsert": True})]
+        else:
+            lines.append(orjson.dumps({"delete": meta}))
+    return b"\n".join([*lines, b""])
+
+
+_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@given(st.lists(st.tuples(st.sampled_from(list(ActionType)), _names, _names, st.integers(0, 2**64 - 1),
+                          st.none() | _names, st.none() | _names, st.booleans(),
+                          st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5), max_size=3)),
+                max_size=12))
+@settings(max_examples=100, deadline=None)
+def test_encode_bulk_gives_the_bytes_orjson_gives_for_the_metadata_dicts(specs):
+    actions = [Action(kind, index_name, doc_id, version, None if kind is ActionType.DELETE else doc, routing=routing,
+                      schema="shop", table="items", position=POS, pipeline=pipeline, versioned=versioned)
+               for kind, index_name, doc_id, version, routing, pipeline, versioned, doc in specs]
+    assert encode_bulk(actions) == _encode_bulk_with_dicts(actions)
 
 
 def test_encode_bulk_large_version_and_unicode():
