@@ -62,9 +62,17 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # A test's consumers join one after another: do not wait 3 s for more members.
 group.initial.rebalance.delay.ms=0
+# A SIGKILLed test consumer's partitions move when its session times out: the tests ask for
+# 3 s (Kafka's default minimum, 6 s, made each SIGKILL of a writer stall its group 6 s).
+group.min.session.timeout.ms=2000
 # Topics are made by cdc (kafka.partitions); an unknown one is a mistake, not a request.
 auto.create.topics.enable=false
 """
+
+
+def secondary_java_opts() -> list[str]:
+    """Extra JVM options of the test suite (CDC_SECONDARY_JAVA_OPTS, as servers.secondary_java_opts): empty by default."""
+    return os.environ.get("CDC_SECONDARY_JAVA_OPTS", "").split()
 
 
 class BrokerError(RuntimeError):
@@ -128,7 +136,7 @@ def _ready(timeout: float) -> bool:
             admin.list_topics(timeout=2)
             return True
         except Exception:
-            time.sleep(0.5)
+            time.sleep(0.2)
     return False
 
 
@@ -158,7 +166,7 @@ def up(timeout: float = 120) -> str:
             raise BrokerError(f"kafka storage format failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
     out = KAFKA_DIR / "kafka.log"
     log(f"kafka {KAFKA_VERSION}: starting on {bootstrap()}")
-    cmd = [JAVA, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", f"-Dkafka.logs.dir={KAFKA_DIR / 'logs'}",
+    cmd = [JAVA, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", *secondary_java_opts(), f"-Dkafka.logs.dir={KAFKA_DIR / 'logs'}",
            "-cp", classpath, "kafka.Kafka", str(props)]
     # Detached from this process (as servers.py starts MariaDB): it outlives the tests that start it.
     # A background job of a non-interactive sh is no group leader, so setsid execs in place: $! is Java's pid.
@@ -170,7 +178,7 @@ def up(timeout: float = 120) -> str:
     while not _listening():
         if _pid() is None or time.monotonic() > deadline:
             raise BrokerError(f"kafka did not start; tail of {out}:\n{_tail(out)}")
-        time.sleep(0.5)
+        time.sleep(0.2)
     if not _ready(max(5.0, deadline - time.monotonic())):
         raise BrokerError(f"kafka does not answer metadata requests; tail of {out}:\n{_tail(out)}")
     log(f"kafka {KAFKA_VERSION}: ready")

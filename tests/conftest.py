@@ -28,6 +28,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+# The JIT's quick tier only for the servers the suite starts besides MariaDB and the default
+# Elasticsearch (Elasticsearch 7.17, OpenSearch 2/3, the secured nodes, the Kafka broker and
+# Connect): their starts take half the CPU, on a machine where the tests compete with them for
+# 2 cores (scripts/servers.py secondary_java_opts). Set CDC_SECONDARY_JAVA_OPTS="" for the full JIT.
+os.environ.setdefault("CDC_SECONDARY_JAVA_OPTS", "-XX:TieredStopAtLevel=1")
 
 # Tests that stop, restart, purge or reconfigure (SET GLOBAL) the shared servers, that
 # replicate everything the primary writes, or that compare a position with the end of the

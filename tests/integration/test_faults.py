@@ -23,7 +23,9 @@ def test_sigkill_at_random_moments_under_load_loses_nothing(servers, db, databas
     with WriteLoad(servers, database) as load:
         for _ in range(12):
             cdc = setup.run()
-            time.sleep(rng.uniform(0.3, 2.0))
+            # Up to 1.2 s streaming: 12 batch intervals (max_interval 0.1), each a flush then a
+            # checkpoint, so a kill lands anywhere in that cycle; longer adds time, not cases.
+            time.sleep(rng.uniform(0.2, 1.2))
             cdc.stop(signal.SIGKILL)
             kills += 1
         cdc = setup.run()
@@ -242,15 +244,15 @@ def test_mariadb_killed_under_load_and_restarted(servers, db, database, es, inde
     cdc = setup.run()
     try:
         load = WriteLoad(servers, database, rate=100).__enter__()
-        time.sleep(2)
+        time.sleep(1.5)  # ~150 writes streaming when the server dies
         load.stop_event.set()
         load.thread.join(10)  # the load dies with the server; stop it first so it does not count as a failure
         load.admin.close()
         dev.mariadb_down(kill=True)
-        time.sleep(2)
+        time.sleep(1)  # down: cdc's reconnects fail (and back off) until mariadb_up, which itself takes seconds
         dev.mariadb_up()
         with WriteLoad(servers, database, rate=100):
-            time.sleep(3)
+            time.sleep(2)
         admin = Admin(servers, database)
         wait_until_equal(admin, es, "a", f"{index_prefix}-a", ["id"], timeout=90)
         wait_until_equal(admin, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=90)
