@@ -12,7 +12,9 @@ position, exactly as the stream would have written them. So:
   daemon's checkpoint) converges: events older than a chunk lose to it on
   version, newer ones win. No long transaction, no lock held for a table.
 * Every chunk is a resume point: progress (the last key written) is saved
-  after Elasticsearch acknowledged the chunk.
+  after Elasticsearch acknowledged the chunk (with concurrent writes, at most
+  every SAVE_EVERY seconds and when the copy ends or stops; a resume copies
+  again what was acknowledged since, which converges as above).
 * Deleted rows cannot come back: a stream delete leaves a tombstone that
   Elasticsearch forgets after `index.gc_deletes` (60 s by default); a chunk
   that was read before the delete but written after the tombstone expired
@@ -316,6 +318,7 @@ class Snapshot:
         window: deque[tuple[list | None, list[Any], int, Future]] = deque()  # oldest first
         failed = threading.Event()  # a chunk failed: the others stop waiting to retry
         stop = _Either(self.stop, failed)
+        saved = [time.monotonic(), False]  # when progress was last saved; whether it has moved since
 
         def settle(block: bool) -> None:
             """Save progress over the chunks acknowledged in order; raise the first failure."""
@@ -337,37 +340,49 @@ class Snapshot:
                 progress.last_key = end
                 moved += rows
             if moved:
-                self.save_progress(state)  # once for the chunks acknowledged together (each save is fsynced)
                 bar.advance(moved)
+                # Each save is fsynced, on the thread that reads the next chunks: at most one per
+                # SAVE_EVERY (and one when this ends, below). A resume copies again what was
+                # acknowledged since, at the same or newer versions.
+                now = time.monotonic()
+                if now - saved[0] >= SAVE_EVERY:
+                    self.save_progress(state)
+                    saved[:] = [now, False]
+                else:
+                    saved[1] = True
 
         after = progress.last_key
         finished = False
-        with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cdc-snapshot-write") as pool:
-            try:
-                while not self.stop.is_set():
-                    while len(window) >= self.config.concurrency:  # the memory bound
-                        settle(block=True)
-                    settle(block=False)
-                    try:
-                        position, rows = self._read_chunk(plan, after)
-                    except SchemaChanged:
-                        while window:  # the chunks read before the change are good: finish them
+        try:
+            with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cdc-snapshot-write") as pool:
+                try:
+                    while not self.stop.is_set():
+                        while len(window) >= self.config.concurrency:  # the memory bound
                             settle(block=True)
-                        raise
-                    if not rows:
-                        finished = True
-                        break
-                    end = last_key(plan, rows)
-                    actions = self._actions(plan, position, rows, after=after)
-                    read_at = time.monotonic()
-                    future = pool.submit(self._write_range, plan, after, end, actions, read_at, max_age, stop)
-                    window.append((after, end, len(rows), future))
-                    after = end
-                while window:
-                    settle(block=True)
-            except BaseException:
-                failed.set()  # chunks still in flight stop retrying; their rows are read again on resume
-                raise
+                        settle(block=False)
+                        try:
+                            position, rows = self._read_chunk(plan, after)
+                        except SchemaChanged:
+                            while window:  # the chunks read before the change are good: finish them
+                                settle(block=True)
+                            raise
+                        if not rows:
+                            finished = True
+                            break
+                        end = last_key(plan, rows)
+                        actions = self._actions(plan, position, rows, after=after)
+                        read_at = time.monotonic()
+                        future = pool.submit(self._write_range, plan, after, end, actions, read_at, max_age, stop)
+                        window.append((after, end, len(rows), future))
+                        after = end
+                    while window:
+                        settle(block=True)
+                except BaseException:
+                    failed.set()  # chunks still in flight stop retrying; their rows are read again on resume
+                    raise
+        finally:
+            if saved[1]:
+                self.save_progress(state)  # the chunks acknowledged in order since the last save
         return finished and not self.stop.is_set()
 
     def _write_range(self, plan: TablePlan, after: list | None, upto: list[Any], actions: list[Action],
@@ -626,6 +641,7 @@ def write_while_fresh(writer: BulkWriter, stop: "threading.Event | _Either", max
 
 
 _STATS_LOCK = threading.Lock()
+SAVE_EVERY = 0.2  # seconds: the most often a concurrent snapshot saves its progress (each save is fsynced)
 
 
 def _add_counts(total: Stats, part: Stats) -> None:
