@@ -70,9 +70,9 @@ auto.create.topics.enable=false
 """
 
 
-def secondary_java_opts() -> list[str]:
-    """Extra JVM options of the test suite (CDC_SECONDARY_JAVA_OPTS, as servers.secondary_java_opts): empty by default."""
-    return os.environ.get("CDC_SECONDARY_JAVA_OPTS", "").split()
+def extra_java_opts() -> list[str]:
+    """The test suite's extra JVM options (CDC_EXTRA_JAVA_OPTS, as servers.extra_java_opts): empty by default."""
+    return os.environ.get("CDC_EXTRA_JAVA_OPTS", "").split()
 
 
 class BrokerError(RuntimeError):
@@ -166,7 +166,7 @@ def up(timeout: float = 120) -> str:
             raise BrokerError(f"kafka storage format failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
     out = KAFKA_DIR / "kafka.log"
     log(f"kafka {KAFKA_VERSION}: starting on {bootstrap()}")
-    cmd = [JAVA, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", *secondary_java_opts(), f"-Dkafka.logs.dir={KAFKA_DIR / 'logs'}",
+    cmd = [JAVA, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", *extra_java_opts(), f"-Dkafka.logs.dir={KAFKA_DIR / 'logs'}",
            "-cp", classpath, "kafka.Kafka", str(props)]
     # Detached from this process (as servers.py starts MariaDB): it outlives the tests that start it.
     # A background job of a non-interactive sh is no group leader, so setsid execs in place: $! is Java's pid.

@@ -171,7 +171,7 @@ class Connect:
             files.append(str(path))
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [kafka_broker.JAVA, "-Xms128m", "-Xmx384m", "-XX:+UseSerialGC", *kafka_broker.secondary_java_opts(),
+            [kafka_broker.JAVA, "-Xms128m", "-Xmx384m", "-XX:+UseSerialGC", *kafka_broker.extra_java_opts(),
              "-Dorg.slf4j.simpleLogger.defaultLogLevel=info", "-Dorg.slf4j.simpleLogger.showDateTime=true",
              "-cp", classpath, "org.apache.kafka.connect.cli.ConnectStandalone", str(worker), *files],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

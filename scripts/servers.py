@@ -349,26 +349,25 @@ def _es_install(version: str) -> tuple[Path, str]:
     return es_home, java_home
 
 
-def secondary_java_opts() -> str:
-    """JVM options added for every engine but the default Elasticsearch: Elasticsearch 7.17,
-    OpenSearch 2 and 3, the secured nodes and their tools (CDC_SECONDARY_JAVA_OPTS, empty by default).
+def extra_java_opts() -> str:
+    """JVM options added to those of every Elasticsearch and OpenSearch these scripts start, and of
+    their tools (CDC_EXTRA_JAVA_OPTS, empty by default: `make demo` and benchmarks get the full JIT).
 
     The test suite sets `-XX:TieredStopAtLevel=1` there (tests/conftest.py): the JIT's quick tier
-    only. Measured on the 2-core machine, starts of Elasticsearch 7.17 side by side: 3.2-3.4 s of
-    CPU and 5-6 s to healthy, against 5.8-6.7 s and 8-11 s; those nodes serve a few small tests,
-    and their starts overlap the other tests. Read at each start (the suite sets it after import);
-    not for the default Elasticsearch (the 200k-row and snapshot tests index a lot there) nor for
-    benchmarks, which leave it unset.
+    only. On the shared 2-core machine the optimising compiler's work competes with the tests for
+    the cores. Measured side by side (2026-11-28): Elasticsearch 7.17 starts took 3.2-3.4 s of CPU
+    and 5-6 s to healthy against 5.8-6.7 s and 8-11 s; and with the default Elasticsearch on it,
+    the 200k-row transaction kill, the Elasticsearch-down test and test_snapshot.py took 51 and 55 s
+    against 70 s. Read at each start (the suite sets it after importing this module).
     """
-    return os.environ.get("CDC_SECONDARY_JAVA_OPTS", "")
+    return os.environ.get("CDC_EXTRA_JAVA_OPTS", "")
 
 
-def _es_env(java_home: str, run_dir: Path, conf_dir: Path | None = None, secondary: bool = False) -> dict[str, str]:
-    opts = os.environ.get("ES_JAVA_OPTS", "-Xms512m -Xmx512m")
+def _es_env(java_home: str, run_dir: Path, conf_dir: Path | None = None) -> dict[str, str]:
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "ES_JAVA_HOME": java_home,
-        "ES_JAVA_OPTS": f"{opts} {secondary_java_opts()}".strip() if secondary else opts,
+        "ES_JAVA_OPTS": f'{os.environ.get("ES_JAVA_OPTS", "-Xms512m -Xmx512m")} {extra_java_opts()}'.strip(),
         "HOME": str(run_dir),
     }
     if (run_dir / "tmp").is_dir():  # made by _es_start, owned by ES_USER
@@ -391,7 +390,7 @@ def _launch(cmd: list[str], env: dict[str, str], out: Path) -> tuple[int, str]:
 
 
 def _es_start(version: str, run_dir: Path, port: int, transport_port: int, cluster: str,
-              settings: list[str], conf_dir: Path | None = None, health=None, secondary: bool = False) -> None:
+              settings: list[str], conf_dir: Path | None = None, health=None) -> None:
     """Start one single-node Elasticsearch as ES_USER and wait until it is green or yellow.
 
     `health` polls it (default: plain http on `port`); a secured node needs TLS and a user.
@@ -416,7 +415,7 @@ def _es_start(version: str, run_dir: Path, port: int, transport_port: int, clust
          # Development disks are small and shared; never let a watermark block writes.
          "-Ecluster.routing.allocation.disk.threshold_enabled=false",
          f"-Ecluster.name={cluster}", *settings],
-        env=_es_env(java_home, run_dir, conf_dir, secondary), out=run_dir / "start.out",
+        env=_es_env(java_home, run_dir, conf_dir), out=run_dir / "start.out",
     )
     log_file = run_dir / "logs" / f"{cluster}.log"
     if start[0] != 0:
@@ -500,7 +499,7 @@ def es_secure_up(run_dir: Path, port: int, transport_port: int, cert: Path, key:
         made = subprocess.run(
             ["runuser", "-u", ES_USER, "--", str(es_home / "bin" / "elasticsearch-users"), "useradd", name,
              "-p", password, "-r", ",".join(user_roles)],
-            env=_es_env(java_home, run_dir, conf, secondary=True), capture_output=True, text=True)
+            env=_es_env(java_home, run_dir, conf), capture_output=True, text=True)
         if made.returncode != 0:
             raise ServerError(f"elasticsearch-users useradd {name} failed:\n{made.stdout[-2000:]}{made.stderr[-2000:]}")
     context = ssl.create_default_context(cafile=str(ca))
@@ -514,7 +513,7 @@ def es_secure_up(run_dir: Path, port: int, transport_port: int, cert: Path, key:
                "-Expack.security.http.ssl.certificate_authorities=certs/ca.pem",
                # Single-node discovery needs no TLS between nodes.
                "-Expack.security.transport.ssl.enabled=false"],
-              conf_dir=conf, secondary=True,
+              conf_dir=conf,
               health=lambda: _es_health(url, context=context, headers={"Authorization": f"Basic {token}"}))
     return SecureEs(url, run_dir, admin_user, admin_password)
 
@@ -565,8 +564,7 @@ def es7_up() -> Destination:
     run_dir = ES7_DIR / "run"
     url = f"http://127.0.0.1:{ES7_PORT}"
     if not (_pid_alive(run_dir / "es.pid") and _es_health(url)):
-        _es_start(ES7_VERSION, run_dir, ES7_PORT, ES7_PORT + 100, "cdc-es7", ["-Expack.security.enabled=false"],
-                  secondary=True)
+        _es_start(ES7_VERSION, run_dir, ES7_PORT, ES7_PORT + 100, "cdc-es7", ["-Expack.security.enabled=false"])
     else:
         log(f"elasticsearch {ES7_VERSION}: already running at {url}")
     return Destination("es7", "elasticsearch", ES7_VERSION, url)
@@ -617,7 +615,7 @@ def opensearch_up(major: int = 2) -> Destination:
     subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OPENSEARCH_JAVA_HOME": java_home, "HOME": str(run_dir),
            "OPENSEARCH_JAVA_OPTS": f'{os.environ.get("OPENSEARCH_JAVA_OPTS", "-Xms512m -Xmx512m")} '
-                                   f"{secondary_java_opts()}".strip(),
+                                   f"{extra_java_opts()}".strip(),
            "OPENSEARCH_TMPDIR": str(run_dir / "tmp")}
     log(f"opensearch {version}: starting on port {port} (JDK {java_home})")
     start = _launch(
@@ -686,7 +684,7 @@ def opensearch_secure_up(run_dir: Path, port: int, transport_port: int, cert: Pa
     java_home = _java_home("8.0.0")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OPENSEARCH_JAVA_HOME": java_home, "HOME": str(run_dir),
            "OPENSEARCH_JAVA_OPTS": f'{os.environ.get("OPENSEARCH_JAVA_OPTS", "-Xms512m -Xmx512m")} '
-                                   f"{secondary_java_opts()}".strip(),
+                                   f"{extra_java_opts()}".strip(),
            "OPENSEARCH_TMPDIR": str(run_dir / "tmp")}
     if not (home / "plugins" / "opensearch-security").is_dir():
         # A copy ES_USER can read (~/.m2 is root's).
