@@ -38,8 +38,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Per update action: how often Elasticsearch itself re-applies a partial update
 # that lost a race with another write to the same document.
 UPDATE_RETRY_ON_CONFLICT = 3
-# Every item has a status, so none is filtered out and items still pair with actions in order.
-BULK_RESPONSE_FIELDS = "items.*.status,items.*.error"
+# Every item has a status, so none is filtered out and items still pair with actions in order;
+# `errors` says whether any failed (parse_bulk_response).
+BULK_RESPONSE_FIELDS = "errors,items.*.status,items.*.error"
 
 
 class _OrjsonSerializer(JsonSerializer):
@@ -132,8 +133,39 @@ def parse_bulk_response(actions: Sequence[Action], body: dict) -> BulkResult:
     items = body.get("items") or []
     if len(items) != len(actions):
         raise SinkError(f"bulk response has {len(items)} items for {len(actions)} actions")
+    if body.get("errors") is False:
+        return _Acknowledged(actions, items)
     # Items come back in request order (Elasticsearch bulk API reference).
-    return BulkResult(tuple(classify(a, next(iter(i.values()))) for a, i in zip(actions, items)))
+    return BulkResult(_classified(actions, items))
+
+
+def _classified(actions: Sequence[Action], items: list) -> tuple[ItemResult, ...]:
+    return tuple(classify(a, next(iter(i.values()))) for a, i in zip(actions, items))
+
+
+class _Acknowledged(BulkResult):
+    """A bulk response with `"errors": false`: every item succeeded, and its results are made only if asked for.
+
+    `errors` is true if any item failed (Elasticsearch and OpenSearch bulk API
+    reference, response body); a delete of a missing document is not a failure
+    (its 404 comes with `errors: false`, checked on 8.19), and `classify` counts
+    it done too. So no item is STALE, RETRY or REJECTED, and `BulkWriter` asks for
+    nothing else: a writer no longer makes an `ItemResult` per acknowledged action
+    (issue 19: about 0.6 of the 0.9 us per action that parsing a response cost).
+    """
+
+    _response: tuple[Sequence[Action], list]
+
+    def __init__(self, actions: Sequence[Action], items: list):
+        object.__setattr__(self, "_response", (actions, items))
+
+    @property
+    def items(self) -> tuple[ItemResult, ...]:
+        actions, items = self._response
+        return _classified(actions, items)
+
+    def with_outcome(self, *outcomes: Outcome) -> list[ItemResult]:
+        return list(self.items) if Outcome.OK in outcomes else []
 
 
 _JSON_MEDIA_TYPE = re.compile(r"^application/(json|x-ndjson)$")

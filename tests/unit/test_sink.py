@@ -192,6 +192,27 @@ def test_parse_bulk_response_mixed_in_order():
     assert [i.action.doc_id for i in result.with_outcome(Outcome.RETRY, Outcome.REJECTED)] == ["4", "5"]
 
 
+def test_parse_bulk_response_without_errors_makes_item_results_only_when_asked():
+    actions = [index("1"), delete("2"), index("3")]
+    body = {"errors": False, "items": [{"index": {"status": 201}}, {"delete": {"status": 404}},
+                                       {"index": {"status": 200}}]}
+    result = parse_bulk_response(actions, body)
+    # What BulkWriter asks for: nothing failed, so nothing to retry, count stale or reject.
+    assert result.with_outcome(Outcome.REJECTED) == result.with_outcome(Outcome.STALE, Outcome.RETRY) == []
+    # The items are the ones classify gives, when someone asks.
+    assert result.items == tuple(classify(a, next(iter(i.values()))) for a, i in zip(actions, body["items"]))
+    assert [(i.outcome, i.status) for i in result.items] == [(Outcome.OK, 201), (Outcome.OK, 404), (Outcome.OK, 200)]
+    assert result.with_outcome(Outcome.OK, Outcome.STALE) == list(result.items)
+    # Without the `errors` flag (or with it true) every item is classified at once, as before.
+    assert parse_bulk_response(actions, {"items": body["items"]}).items == result.items
+
+
+def test_bulk_requests_ask_for_the_errors_flag_and_each_items_status():
+    from cdc.es.sink import BULK_RESPONSE_FIELDS
+
+    assert set(BULK_RESPONSE_FIELDS.split(",")) == {"errors", "items.*.status", "items.*.error"}
+
+
 def test_parse_bulk_response_item_count_mismatch():
     with pytest.raises(SinkError, match="1 items for 2 actions"):
         parse_bulk_response([index("1"), index("2")], {"items": [{"index": {"status": 201}}]})
@@ -432,7 +453,8 @@ def test_write_asks_only_for_the_fields_it_reads():
 
     class Response:
         # What Elasticsearch answers with that filter_path.
-        body = {"items": [{"index": {"status": 201}},
+        body = {"errors": True,
+                "items": [{"index": {"status": 201}},
                           {"delete": {"status": 404}},
                           {"index": {"status": 409, "error": {"type": "version_conflict_engine_exception",
                                                               "reason": "newer"}}}]}
@@ -443,7 +465,7 @@ def test_write_asks_only_for_the_fields_it_reads():
 
     sink.client.bulk = bulk
     result = sink.write([index("1"), delete("2"), index("3")])
-    assert seen["filter_path"] == "items.*.status,items.*.error"
+    assert seen["filter_path"] == "errors,items.*.status,items.*.error"
     assert seen["body"] == encode_bulk([index("1"), delete("2"), index("3")])
     assert [i.outcome for i in result.items] == [Outcome.OK, Outcome.OK, Outcome.STALE]
     assert result.items[2].reason == "newer"
