@@ -396,6 +396,8 @@ def main() -> int:
     parser.add_argument("--wait-quiet", type=float, default=120, metavar="SECONDS",
                         help="wait up to this long for cdc/ to match the last commit before copying it")
     parser.add_argument("--results", default=str(cu.RESULTS / "gomysql.json"))
+    parser.add_argument("--code", type=Path, help="checkout (with its own _native build) whose cdc/ is measured "
+                                                  "(default: this tree)")
     # the child process's arguments (rowpath.convert_child, on this bench's schema)
     parser.add_argument("--child", choices=rp.MODES)
     for name in ("host", "user", "password", "start", "end", "bulk_out", "bulk_index"):
@@ -427,7 +429,8 @@ def main() -> int:
         es.indices.delete(index=name)
     run_dir = Path(tempfile.mkdtemp(prefix="gomysql-", dir=cu.STATE if cu.STATE.exists() else None))
     run_id = run_dir.name.rsplit("-", 1)[-1].lower()
-    code = cu.Code(run_dir, wait_quiet=args.wait_quiet)
+    code = (cu.Code(run_dir, args.code.resolve(), name="code") if args.code
+            else cu.Code(run_dir, wait_quiet=args.wait_quiet))
     shutil.copytree(Path(__file__).resolve().parent, run_dir / "bench", ignore=shutil.ignore_patterns("__pycache__",
                                                                                                     "results"))
     (run_dir / "scripts").mkdir()  # catchup.py imports servers.py from ../scripts
