@@ -160,7 +160,7 @@ class SnapshotConfig(_Strict):
     max_chunk_age: Annotated[float, Field(gt=0)] = 25.0
     # Bulk requests in flight per table while the next chunks are read, and
     # tables copied at once (each on its own connection). Memory: at most
-    # tables x (concurrency + 1) chunks.
+    # tables x (2 x concurrency + 1) chunks.
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
     tables: Annotated[int, Field(ge=1, le=16)] = 2
 

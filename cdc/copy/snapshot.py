@@ -28,7 +28,8 @@ Concurrency: a table's chunks are read one after another on one connection
 only over chunks acknowledged in order, so a resume never skips a chunk that
 was still in flight. Up to `snapshot.tables` tables are copied at once, each on
 its own connection (its own consistent reads). Memory holds at most
-tables x (concurrency + 1) chunks.
+tables x (2 x concurrency + 1) chunks: up to `concurrency` being written, as
+many written but waiting for an older chunk, and the one being read.
 """
 
 from __future__ import annotations
@@ -357,7 +358,11 @@ class Snapshot:
             with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cdc-snapshot-write") as pool:
                 try:
                     while not self.stop.is_set():
-                        while len(window) >= self.config.concurrency:  # the memory bound
+                        # Up to `concurrency` writes in flight, counted as unfinished writes: a chunk
+                        # written before an older one still waits in the window for the progress to
+                        # pass it, and counting it held a writer idle. The memory bound: twice that.
+                        while (sum(not f.done() for *_, f in window) >= self.config.concurrency
+                               or len(window) >= 2 * self.config.concurrency):
                             settle(block=True)
                         settle(block=False)
                         try:
