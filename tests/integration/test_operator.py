@@ -158,8 +158,11 @@ def test_a_read_only_config_directory_is_a_start_up_error_and_the_state_director
                             f'mount --bind -o ro "{etc}" "{etc}" && exec "$@"', "sh", *command],
                            env={**env, "STATE_DIRECTORY": str(state)}, stdout=log, stderr=log)
     try:
+        # Until the (empty) table's snapshot is done: the checkpoint is saved before it, and rows
+        # inserted then are copied by the snapshot AND streamed, which is right but gives the
+        # rejected row two dead letters (seen once in a suite run, with the native snapshot path).
         deadline = time.monotonic() + 60
-        while not (state / "cdc.checkpoint.json").exists():
+        while not (state / "cdc.checkpoint.json").exists() or '"snapshot_done"' not in (tmp_path / "run.log").read_text():
             assert run.poll() is None, (tmp_path / "run.log").read_text()
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
             time.sleep(0.1)
