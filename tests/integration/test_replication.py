@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from harness import Admin, CdcSetup, binlog_position, es_docs, wait_until_equal
+from harness import Admin, CdcSetup, binlog_position, es_docs, wait_for, wait_until_equal
 
 
 def rules_for(database: str, index_prefix: str, **tables: list[str] | None) -> list[dict]:
@@ -47,6 +47,13 @@ def test_inserts_updates_deletes_keys_and_transactions(servers, db, database, es
         assert db.query("SELECT COUNT(*) AS n FROM items WHERE id=99")[0]["n"] == 0
         db.execute("INSERT INTO items VALUES (5,'late',5.55,5)")
 
+        # The start-up snapshot races these writes, and the stream then replays them from
+        # where it started: until it has caught up, a row the snapshot already saw deleted
+        # can be indexed again by its older insert and removed by its delete (README
+        # "Limitations"). So compare once the checkpoint is at the binlog's end, not at the
+        # first moment the index happens to match.
+        end = binlog_position(db)
+        wait_for("the checkpoint at the binlog's end", lambda: (setup.position() or ("", 0)) >= end)
         wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
         wait_until_equal(db, es, "lines_", f"{index_prefix}-lines_", ["order_id", "line"])
         wait_until_equal(db, es, "audit", f"{index_prefix}-audit", ["id"])
