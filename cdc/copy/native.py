@@ -180,12 +180,6 @@ class SnapshotRows:
             except rowpath.Unsupported as exc:
                 reason, plans = str(exc), None
         compiled = self._compiled[key] = _Compiled(columns, fields, rules, native_table, plans, reason)
-        state = "native" if native_table is not None else f"python: {reason}"
-        if self.tables.get(name) != state:
-            self.tables[name] = state
-            if native_table is None and self.enabled:
-                log.warning("snapshot row path for %s: python (%s); the native plan does not do that exactly", name,
-                            reason, extra={"table": name, "row_path": "python"})
-            else:
-                log.info("snapshot row path for %s: %s", name, state, extra={"table": name, "row_path": state})
+        rowpath.report_row_path(log, "snapshot row path", self.tables, name,
+                                reason if native_table is None else None, self.enabled)
         return compiled

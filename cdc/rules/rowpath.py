@@ -221,6 +221,24 @@ class PreparedChange(RowChange):
     count: int
 
 
+def report_row_path(logger: logging.Logger, what: str, tables: dict[str, str], name: str, reason: str | None,
+                    native: bool) -> None:
+    """Log once per table and state which path converts its rows (`reason`: why not the native one).
+
+    A table that falls back while the native path runs is a warning: the rule asks
+    for something the native plan does not do exactly, and the user should know.
+    """
+    state = "native" if reason is None else f"python: {reason}"
+    if tables.get(name) == state:
+        return
+    tables[name] = state
+    if reason is not None and native:
+        logger.warning("%s for %s: python (%s); the native plan does not do that exactly", what, name, reason,
+                       extra={"table": name, "row_path": "python"})
+    else:
+        logger.info("%s for %s: %s", what, name, state, extra={"table": name, "row_path": state})
+
+
 def row_count(change: RowChange) -> int:
     """How many row changes `change` stands for: a native rows event's rows, else 1."""
     return change.count if change.__class__ is PreparedChange else 1
@@ -308,14 +326,8 @@ class RowPath(ActionBuilder):
             except Unsupported as exc:
                 reason = str(exc)
         compiled = self._compiled[key] = _Compiled(rows.columns, rows.readers, table, plans, rules, reason)
-        state = "native" if plans is not None else f"python: {reason}"
-        if rules and self.tables.get(name) != state:
-            self.tables[name] = state
-            if plans is None and self.native:
-                log.warning("row path for %s: python (%s); the native plan does not do that exactly", name,
-                            reason, extra={"table": name, "row_path": "python"})
-            else:
-                log.info("row path for %s: %s", name, state, extra={"table": name, "row_path": state})
+        if rules:
+            report_row_path(log, "row path", self.tables, name, reason if plans is None else None, self.native)
         return compiled
 
     def _prepared(self, rows: RowsData, compiled: _Compiled, count: int, raw: list,

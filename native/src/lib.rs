@@ -396,6 +396,14 @@ const RELEASE_GIL_FROM: usize = 32 * 1024;
 /// action as (plan, row, kind 0 index / 1 delete / 2 update, index, id, routing, one
 /// version older, doc JSON bytes or None). Raises `DecodeError` for bytes that do not
 /// decode, `Decline` when the Python path must do this event.
+/// An action's document for Python: its JSON bytes, or None (a delete); shared with text.rs.
+fn doc_object(py: Python<'_>, doc: Option<&[u8]>) -> PyObject {
+    match doc {
+        Some(d) => PyBytes::new(py, d).into_any().unbind(),
+        None => py.None(),
+    }
+}
+
 #[pyfunction]
 fn decode<'py>(
     py: Python<'py>,
@@ -423,10 +431,7 @@ fn decode<'py>(
     };
     let list = PyList::empty(py);
     for a in decoded.actions {
-        let doc: PyObject = match a.doc {
-            Some(d) => PyBytes::new(py, &d).into_any().unbind(),
-            None => py.None(),
-        };
+        let doc = doc_object(py, a.doc.as_deref());
         let t = PyTuple::new(
             py,
             [

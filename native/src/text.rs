@@ -384,10 +384,7 @@ pub fn snapshot_rows<'py>(
     };
     let list = PyList::empty(py);
     for a in actions {
-        let doc: PyObject = match a.doc {
-            Some(d) => PyBytes::new(py, &d).into_any().unbind(),
-            None => py.None(),
-        };
+        let doc = crate::doc_object(py, a.doc.as_deref());
         let t = PyTuple::new(
             py,
             [

@@ -25,7 +25,7 @@ from cdc.rules.values import ValueOptions
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")]
 
-from test_native_rowpath import RANDOM_TABLE, _random_rows  # noqa: E402
+from test_native_rowpath import RANDOM_COLUMNS, RANDOM_TABLE, _random_rows  # noqa: E402
 from cdc.rules import document_version  # noqa: E402
 
 
@@ -161,7 +161,7 @@ def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, 
 
     db.execute(RANDOM_TABLE, "SET SESSION time_zone='+00:00'")
     rules = _rules(servers, tmp_path, database, ("random_rows",))
-    columns = "i, u, d, f, db, dt, dtm, ts, tm, yr, vc, tx, bn, b4, e, st, bt, js"
+    columns = RANDOM_COLUMNS
     compared = []
 
     @given(_random_rows())
