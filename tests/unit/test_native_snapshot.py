@@ -96,8 +96,16 @@ def test_dates_and_times(t, fsp):
     text = f"{t.year:04d}{text[text.index('-'):]}{frac}".encode()
     _same(("date", 0), converters.convert_date, ColumnKind.DATE, text[:10])
     _same(("datetime", 0), converters.convert_datetime, ColumnKind.DATETIME, text)
-    if t.year >= 1970:
+    # TIMESTAMP's range starts at 1970-01-01 00:00:01 UTC (MySQL and MariaDB docs): the
+    # server never sends 00:00:00, which is second 0, the zero date (next test).
+    if t >= datetime.datetime(1970, 1, 1, 0, 0, 1):
         _same(("timestamp", 0), converters.convert_datetime, ColumnKind.TIMESTAMP, text)
+
+
+def test_timestamp_at_second_zero_goes_to_the_python_path():
+    """Second 0 of a TIMESTAMP is its zero date to the shared plan: the chunk declines, never guesses."""
+    with pytest.raises(native.Decline, match="zero date"):
+        _native_doc(("timestamp", 0), b"1970-01-01 00:00:00")
 
 
 @given(st.integers(-(838 * 3600 + 3599) * 10**6 - 999999, (838 * 3600 + 3599) * 10**6 + 999999), st.integers(0, 6))
