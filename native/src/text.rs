@@ -15,7 +15,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::values::{decline, float32, Bytes, Fail, Val, R};
+use crate::values::{decline, float32, valid_date, Bytes, Fail, Val, R};
 use crate::{DecodeError, Decline, Out, Plan};
 
 /// How one column of the SELECT's result is read (cdc/copy/native.py `text_columns` chooses).
@@ -118,19 +118,6 @@ fn fraction(s: &[u8]) -> Option<u32> {
     }
     let v = digits(s)?;
     Some(v * 10u32.pow(6 - s.len() as u32))
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
-}
-
-fn valid_date(y: i64, m: u32, d: u32) -> bool {
-    (1..=9999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
 }
 
 /// "YYYY-MM-DD": Some((y, m, d)) as printed, None when not of that shape.

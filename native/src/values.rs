@@ -125,8 +125,8 @@ fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
-/// datetime.date(y, m, d) would accept it.
-fn valid_date(y: i64, m: u32, d: u32) -> bool {
+/// datetime.date(y, m, d) would accept it (also for snapshot text, text.rs).
+pub(crate) fn valid_date(y: i64, m: u32, d: u32) -> bool {
     (1..=9999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
 }
 
