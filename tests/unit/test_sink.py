@@ -213,6 +213,38 @@ def test_bulk_requests_ask_for_the_errors_flag_and_each_items_status():
     assert set(BULK_RESPONSE_FIELDS.split(",")) == {"errors", "items.*.status", "items.*.error"}
 
 
+def test_acknowledged_bulk_responses_are_counted_not_parsed_and_give_the_same_results():
+    from cdc.es.sink import AcknowledgedItems, _OrjsonSerializer
+
+    loads = _OrjsonSerializer().json_loads
+    actions = [index("1"), delete("2"), index("3")]
+    items = [{"index": {"status": 201}}, {"delete": {"status": 404}}, {"index": {"status": 200}}]
+    data = orjson.dumps({"errors": False, "items": items})
+    body = loads(data)
+    assert isinstance(body["items"], AcknowledgedItems) and len(body["items"]) == 3
+    assert body["items"]._parsed is None  # counted, not parsed
+    result = parse_bulk_response(actions, body)
+    assert result.with_outcome(Outcome.REJECTED) == result.with_outcome(Outcome.STALE, Outcome.RETRY) == []
+    assert result.items == parse_bulk_response(actions, orjson.loads(data)).items
+    assert [(i.outcome, i.status) for i in result.items] == [(Outcome.OK, 201), (Outcome.OK, 404), (Outcome.OK, 200)]
+    # The count is still checked against the actions sent.
+    with pytest.raises(SinkError, match="3 items for 2 actions"):
+        parse_bulk_response(actions[:2], loads(data))
+
+
+@pytest.mark.parametrize("body", [
+    {"errors": True, "items": [{"index": {"status": 201}}, {"index": {"status": 429, "error": {"type": "x"}}}]},
+    {"items": [{"index": {"status": 201}}], "errors": False},  # another order: parsed as before
+    {"errors": False, "items": [{"index": {"status": 201, "error": "odd"}}]},
+    {"error": {"type": "x"}, "status": 400},
+    {"cluster_name": "c", "status": "green"},
+])
+def test_other_responses_are_parsed_whole(body):
+    from cdc.es.sink import _OrjsonSerializer
+
+    assert _OrjsonSerializer().json_loads(orjson.dumps(body)) == body
+
+
 def test_parse_bulk_response_item_count_mismatch():
     with pytest.raises(SinkError, match="1 items for 2 actions"):
         parse_bulk_response([index("1"), index("2")], {"items": [{"index": {"status": 201}}]})
