@@ -10,7 +10,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import orjson
 
@@ -209,6 +209,12 @@ class RowsData:
 SourceEvent = RowChange | Commit | Rollback | StreamRestarted | Heartbeat
 
 
+# Per update action: how often Elasticsearch itself re-applies a partial update
+# that lost a race with another write to the same document (its `_bulk` line says so:
+# cdc/es/sink.py encode_bulk, native/src/actions.rs).
+UPDATE_RETRY_ON_CONFLICT = 3
+
+
 class ActionType(enum.Enum):
     INDEX = "index"
     DELETE = "delete"
@@ -246,18 +252,30 @@ class Action:
         # kept for a batch's lifetime that is ten times the JSON. The copy is exact.
         return bytes(memoryview(orjson.dumps(self.doc)))
 
-    @property
+    # The action line of its `_bulk` request, made with the action by the native row path
+    # (native/src/actions.rs, the same bytes `cdc.es.sink.encode_bulk` makes from the
+    # fields); None here: encode_bulk makes it. Not a field: `replace` gives an action
+    # without it, whose line is made from its (new) fields.
+    bulk_meta: ClassVar[bytes | None] = None
+
+    @_computed_once
     def key(self) -> tuple:
         """Actions with the same key replace each other in a batch (the last one wins).
 
         Routing is part of it: a routing change is "delete at the old routing,
         index at the new", two writes that must both be sent. Partial updates
         from different tables build one document together, so none may replace
-        another's.
+        another's. Computed once (the batch and the writers ask per action); the
+        native row path makes it with the action.
         """
         if self.type is ActionType.UPDATE:
             return (self.index, self.doc_id, self.routing, self.schema, self.table)
         return (self.index, self.doc_id, self.routing)
+
+    @_computed_once
+    def document(self) -> tuple[str, str]:
+        """(index, _id): the document it writes, whatever its routing (per-document order, `InFlight`)."""
+        return (self.index, self.doc_id)
 
 
 class Outcome(enum.Enum):

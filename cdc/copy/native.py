@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cdc.errors import RowError
-from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind
+from cdc.model import Action, BinlogPosition, Column, ColumnKind
 from cdc.mysql.server import PacketRows
 from cdc.rules import ActionBuilder, document_version, rowpath
 from cdc.rules.actions import _columns_for
@@ -49,7 +49,6 @@ _SIMPLE = {ColumnKind.DATE: ({10, 14}, "date"), ColumnKind.DATETIME: ({12}, "dat
            ColumnKind.YEAR: ({13}, "year"), ColumnKind.INTEGER: (_INTS, "int"),
            ColumnKind.DECIMAL: (_DECIMALS, "decimal"), ColumnKind.FLOAT: (_FLOATS, "float"),
            ColumnKind.DOUBLE: (_FLOATS, "double")}
-_TYPES = {0: ActionType.INDEX, 1: ActionType.DELETE, 2: ActionType.UPDATE}
 
 
 def text_columns(columns: Sequence[Column], fields: Sequence[tuple[str, int, int]], rule: Rule,
@@ -108,6 +107,7 @@ class _Compiled:
     table: Any  # native TextTable, None: the Python path
     plans: Any
     reason: str | None
+    maker: Any = None  # makes the rules' NativeAction objects (native/src/actions.rs)
 
 
 class SnapshotRows:
@@ -130,28 +130,16 @@ class SnapshotRows:
         if compiled.table is None:
             return None
         native = rowpath._native
+        version = document_version(position, self.builder.version_epoch)
         try:
-            raw = native.snapshot_rows(compiled.table, compiled.plans, rows.packets)
+            return native.snapshot_rows(compiled.table, compiled.plans, rows.packets,
+                                        (compiled.maker, schema, table, position, version))
         except native.Decline:
             return None  # the Python path gives these rows' exact actions, or their exact error
         except native.DecodeError as exc:
             where = "from the start" if after is None else f"after key {after}"
             raise RowError(f"cannot read the snapshot rows of {schema}.{table} at {position} (chunk {where}, "
                            f"{len(rows.packets)} rows): {exc}") from None
-        version = document_version(position, self.builder.version_epoch)
-        common = [(rule.pipeline if rule.mode == "index" else None, rule.mode == "index") for rule in compiled.rules]
-        new = rowpath.NativeAction.__new__
-        actions: list[Action] = []
-        append = actions.append
-        for plan_no, kind, index, doc_id, routing, doc in raw:
-            pipeline, versioned = common[plan_no]
-            action = new(rowpath.NativeAction)
-            action.__dict__.update(
-                type=_TYPES[kind], index=index, doc_id=doc_id, version=version, routing=routing, schema=schema,
-                table=table, position=position, pipeline=pipeline if kind == 0 else None, versioned=versioned,
-                doc_json=doc)
-            append(action)
-        return actions
 
     def _compile(self, schema: str, table: str, columns: tuple[Column, ...],
                  fields: tuple[tuple[str, int, int], ...]) -> _Compiled:
@@ -179,7 +167,8 @@ class SnapshotRows:
                 native_table = rowpath._native.TextTable(specs)
             except rowpath.Unsupported as exc:
                 reason, plans = str(exc), None
-        compiled = self._compiled[key] = _Compiled(columns, fields, rules, native_table, plans, reason)
+        compiled = self._compiled[key] = _Compiled(columns, fields, rules, native_table, plans, reason,
+                                                   rowpath.action_maker(rules) if native_table is not None else None)
         rowpath.report_row_path(log, "snapshot row path", self.tables, name,
                                 reason if native_table is None else None, self.enabled)
         return compiled

@@ -32,7 +32,7 @@ from typing import Any, Literal, Sequence
 import orjson
 
 from cdc.errors import ConfigError, RowError
-from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
+from cdc.model import UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
 from cdc.rules.actions import ActionBuilder, _columns_for, document_version
 from cdc.rules.model import Rule
 from cdc.rules.names import INDEX_FORBIDDEN, TemplateField, parse_template
@@ -207,6 +207,7 @@ class _Compiled:
     plans: Any
     rules: Any
     reason: Any
+    maker: Any = None  # makes the rules' NativeAction objects (native/src/actions.rs)
 
 
 class PreparedChange(RowChange):
@@ -280,14 +281,16 @@ class RowPath(ActionBuilder):
         compiled = self._compile(rows)
         if compiled.plans is not None:
             try:
-                count, raw, zero_rows = _native.decode(compiled.table, compiled.plans, _OP_CODES[rows.op], rows.body)
+                count, actions, zero_rows = _native.decode(compiled.table, compiled.plans, _OP_CODES[rows.op],
+                                                           rows.body, (compiled.maker, rows.schema, rows.table,
+                                                                       rows.position, self._version(rows.position)))
             except _native.Decline:
                 pass  # the Python path gives this event's exact actions, or its exact error
             except _native.DecodeError as exc:
                 raise RowError(f"cannot decode the rows event of {rows.schema}.{rows.table} at {rows.position} "
                                f"({len(rows.body)} bytes of rows): {exc}") from None
             else:
-                return self._prepared(rows, compiled, count, raw, zero_rows)
+                return self._prepared(rows, count, actions, zero_rows)
         return rows.decode()
 
     def changes_and_actions(self, rows: RowsData) -> tuple[Sequence[RowChange], list[Action]]:
@@ -325,41 +328,27 @@ class RowPath(ActionBuilder):
                 plans = [plan for _, plan in compiled_rules]
             except Unsupported as exc:
                 reason = str(exc)
-        compiled = self._compiled[key] = _Compiled(rows.columns, rows.readers, table, plans, rules, reason)
+        compiled = self._compiled[key] = _Compiled(rows.columns, rows.readers, table, plans, rules, reason,
+                                                   action_maker(rules) if plans is not None else None)
         if rules:
             report_row_path(log, "row path", self.tables, name, reason if plans is None else None, self.native)
         return compiled
 
-    def _prepared(self, rows: RowsData, compiled: _Compiled, count: int, raw: list,
-                  zero_rows: list[int]) -> Sequence[RowChange]:
-        builder = self.builder
-        file, pos = rows.position.file, rows.position.pos
-        if self._version_base[0] != file:  # the file's number is parsed once per file, not per event
-            self._version_base = (file, document_version(BinlogPosition(file, 0), builder.version_epoch))
+    def _version(self, position: BinlogPosition) -> int:
+        """The event's document version (`document_version`), the file's part parsed once per file."""
+        file, pos = position.file, position.pos
+        if self._version_base[0] != file:
+            self._version_base = (file, document_version(BinlogPosition(file, 0), self.builder.version_epoch))
         if pos >= 1 << 32:
-            raise RowError(f"binlog position {rows.position} does not fit in a document version")
-        version = self._version_base[1] | pos
-        common = []
-        for rule in compiled.rules:
-            versioned = rule.mode == "index"
-            common.append((rule.pipeline if versioned else None, versioned))
-        schema, table, position = rows.schema, rows.table, rows.position
-        new = NativeAction.__new__
-        actions: list[Action] = []
-        append = actions.append
-        for plan_no, _row, kind, index, doc_id, routing, older, doc in raw:
-            pipeline, versioned = common[plan_no]
-            action = new(NativeAction)
-            action.__dict__.update(
-                type=_TYPES[kind], index=index, doc_id=doc_id, version=version - 1 if older else version,
-                routing=routing, schema=schema, table=table, position=position,
-                pipeline=pipeline if kind == 0 else None, versioned=versioned, doc_json=doc)
-            if doc is None:
-                action.__dict__["doc"] = None
-            append(action)
+            raise RowError(f"binlog position {position} does not fit in a document version")
+        return self._version_base[1] | pos
+
+    def _prepared(self, rows: RowsData, count: int, actions: list[Action],
+                  zero_rows: list[int]) -> Sequence[RowChange]:
         if count == 0:
             return ()
         change = _stand_in(rows, count, actions)
+        builder = self.builder
         for _row in zero_rows:
             builder.stats.zero_dates += 1
             builder._zero_dates(change)
@@ -373,6 +362,12 @@ def _stand_in(rows: RowsData, count: int, prepared: list[Action]) -> PreparedCha
                            after=None, position=rows.position, timestamp=rows.timestamp, row_index=0,
                            prepared=prepared, count=count)
     return change
+
+
+def action_maker(rules: Sequence[Rule]) -> Any:
+    """What the native code needs to make the rules' actions as `NativeAction` objects (one per plan, in order)."""
+    return _native.Maker(NativeAction, _TYPES, [(rule.pipeline if rule.mode == "index" else None, rule.mode == "index")
+                                                for rule in rules], UPDATE_RETRY_ON_CONFLICT)
 
 
 def check_mode(mode: RowPathMode) -> tuple[int, str]:

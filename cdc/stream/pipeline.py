@@ -171,7 +171,7 @@ class InFlight:
         seq = self._next
         self._next += 1
         actions = list(batch.actions.values())
-        self.entries.append(InFlight.Entry(seq, batch, actions, {(a.index, a.doc_id) for a in actions}))
+        self.entries.append(InFlight.Entry(seq, batch, actions, {a.document for a in actions}))
         return seq
 
     def take(self) -> "InFlight.Part | None":
@@ -183,12 +183,12 @@ class InFlight:
                     free = []
                     busy = earlier[0] if len(earlier) == 1 else set().union(*earlier)
                     for action in entry.waiting:
-                        (held if (action.index, action.doc_id) in busy else free).append(action)
+                        (held if action.document in busy else free).append(action)
                 if free or not (entry.started or held):  # an empty part only for a batch of commits only
                     entry.waiting = held
                     entry.started = True
                     entry.running += 1
-                    return InFlight.Part(entry.seq, free, frozenset((a.index, a.doc_id) for a in free))
+                    return InFlight.Part(entry.seq, free, frozenset([a.document for a in free]))
             if entry.unfinished:
                 earlier.append(entry.unfinished)
         return None

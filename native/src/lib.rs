@@ -19,6 +19,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
+mod actions;
 mod json;
 mod text;
 mod values;
@@ -150,11 +151,11 @@ impl Plan {
     }
 }
 
-const INDEX: u8 = 0;
-const DELETE: u8 = 1;
-const UPDATE: u8 = 2;
+pub(crate) const INDEX: u8 = 0;
+pub(crate) const DELETE: u8 = 1;
+pub(crate) const UPDATE: u8 = 2;
 
-struct Out {
+pub(crate) struct Out {
     plan: usize,
     row: usize,
     kind: u8,
@@ -404,13 +405,19 @@ fn doc_object(py: Python<'_>, doc: Option<&[u8]>) -> PyObject {
     }
 }
 
+/// The event's actions as `NativeAction` objects (actions.rs): the maker, the event's schema,
+/// table and position, and its document version.
+type Made<'py> = (PyRef<'py, actions::Maker>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, i64);
+
 #[pyfunction]
+#[pyo3(signature = (table, plans, op, body, into=None))]
 fn decode<'py>(
     py: Python<'py>,
     table: &Table,
     plans: Vec<PyRef<'py, Plan>>,
     op: u8,
     body: &[u8],
+    into: Option<Made<'py>>,
 ) -> PyResult<(usize, Bound<'py, PyList>, Vec<usize>)> {
     let plan_refs: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
     if op > 2 {
@@ -429,6 +436,10 @@ fn decode<'py>(
         Ok(Err(Fail::Decline(why))) => return Err(Decline::new_err(why)),
         Err(_) => return Err(DecodeError::new_err("the decoder failed on these bytes (internal error)")),
     };
+    if let Some((maker, schema, table_name, position, version)) = into {
+        let list = actions::make(py, &maker, decoded.actions, &schema, &table_name, &position, version)?;
+        return Ok((decoded.rows, list, decoded.zero_rows));
+    }
     let list = PyList::empty(py);
     for a in decoded.actions {
         let doc = doc_object(py, a.doc.as_deref());
@@ -478,6 +489,7 @@ fn json_text(text: &str) -> PyResult<String> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Table>()?;
     m.add_class::<Plan>()?;
+    m.add_class::<actions::Maker>()?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(format_float, m)?)?;
     m.add_function(wrap_pyfunction!(float32, m)?)?;

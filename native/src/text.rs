@@ -350,11 +350,13 @@ fn chunk(table: &TextTable, plans: &[&Plan], packets: &[&[u8]]) -> Result<Vec<Ou
 /// that do not decode, `Decline` when the Python path must do this chunk. The GIL is
 /// released while the rows are converted.
 #[pyfunction]
+#[pyo3(signature = (table, plans, rows, into=None))]
 pub fn snapshot_rows<'py>(
     py: Python<'py>,
     table: &TextTable,
     plans: Vec<PyRef<'py, Plan>>,
     rows: &Bound<'py, PyList>,
+    into: Option<crate::Made<'py>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let plan_refs: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
     let owned: Vec<Bound<'py, PyBytes>> =
@@ -369,6 +371,9 @@ pub fn snapshot_rows<'py>(
         Ok(Err((n, Fail::Decline(why)))) => return Err(Decline::new_err(format!("row {n}: {why}"))),
         Err(_) => return Err(DecodeError::new_err("the decoder failed on these rows (internal error)")),
     };
+    if let Some((maker, schema, table_name, position, version)) = into {
+        return crate::actions::make(py, &maker, actions, &schema, &table_name, &position, version);
+    }
     let list = PyList::empty(py);
     for a in actions {
         let doc = crate::doc_object(py, a.doc.as_deref());

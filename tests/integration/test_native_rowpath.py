@@ -16,6 +16,7 @@ import yaml
 from harness import binlog_position
 
 from cdc.config import MysqlConfig, RetryConfig
+from cdc.es.sink import encode_bulk
 from cdc.model import BinlogPosition, RowChange
 from cdc.mysql.server import Database
 from cdc.mysql import source
@@ -92,8 +93,11 @@ def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPositio
 
 
 def _fields(action) -> tuple:
+    # encode_bulk: the native path's actions bring their bulk line (native/src/actions.rs), the Python
+    # path's are encoded from their fields; key and document are made with the native ones too.
     return (action.type, action.index, action.doc_id, action.version, action.routing, action.schema, action.table,
-            action.position, action.pipeline, action.versioned, action.doc_json)
+            action.position, action.pipeline, action.versioned, action.doc_json, encode_bulk([action]), action.key,
+            action.document)
 
 
 def test_native_and_python_paths_give_the_same_actions(servers, db, database, tmp_path, caplog, monkeypatch):

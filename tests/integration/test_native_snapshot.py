@@ -10,6 +10,8 @@ through both into Elasticsearch and the stored documents are compared.
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 from pathlib import Path
 
@@ -27,13 +29,16 @@ pytestmark = [pytest.mark.integration,
 
 from test_native_rowpath import RANDOM_COLUMNS, RANDOM_TABLE, _random_rows  # noqa: E402
 from cdc.rules import document_version  # noqa: E402
+from cdc.es.sink import encode_bulk  # noqa: E402
 
 
 def _fields(action) -> tuple:
     """Everything but the position (each read has its own: other tests write to the binlog in between)."""
     assert action.version == document_version(action.position, 0)  # the chunk's read position, as the stream's
+    # The native path's bulk line, key and document (native/src/actions.rs) are what the fields give.
+    assert encode_bulk([action]) == encode_bulk([dataclasses.replace(action)])
     return (action.type, action.index, action.doc_id, action.routing, action.schema, action.table, action.pipeline,
-            action.versioned, action.doc_json)
+            action.versioned, action.doc_json, action.key, action.document)
 from test_rules_values import ALL_TYPES, MAX_ROW, MIN_ROW, NULL_ROW, ZERO_ROW  # noqa: E402
 
 # Every type of the value table but GEOMETRY/POINT (a table with those falls back; tested below).

@@ -196,3 +196,54 @@ def test_a_new_table_definition_gets_a_new_plan():
     assert docs(("id", "a")) == [b'{"id":7,"a":5}']
     assert docs(("id", "alpha")) == [b'{"id":7,"alpha":5}']
     assert docs(("id", "a")) == [b'{"id":7,"a":5}']
+
+
+# --------------------------------------------------------------------------- the actions as objects
+def _text_event(values: list[str]) -> bytes:
+    """A WRITE rows body of (VARCHAR id, VARCHAR r) rows: no NULLs, 1-byte length prefixes."""
+    body = b""
+    for value in values:
+        raw = value.encode()
+        body += b"\x00" + bytes([len(raw)]) + raw + bytes([len(raw)]) + raw
+    return body
+
+
+_ID_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40).filter(
+    lambda t: len(t.encode()) < 250)
+
+
+@given(st.lists(_ID_TEXT, min_size=1, max_size=6), st.sampled_from(["index", "update"]),
+       st.sampled_from(["delete", "soft", "ignore"]), st.booleans(), st.sampled_from([None, "", "pipe\"line"]),
+       st.sampled_from([0, 1, 2]))
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_native_actions_carry_the_bulk_line_key_and_document_their_fields_give(ids, mode, on_delete, routed,
+                                                                               pipeline, op):
+    """actions.rs fills `bulk_meta`, `key` and `document` in; they must be what the fields give."""
+    import dataclasses
+
+    from cdc.es.sink import encode_bulk
+    from cdc.model import Action, BinlogPosition, Op, RowsData
+    from cdc.rules import ActionBuilder, Rule, RuleSet
+    from cdc.rules.values import ValueOptions
+
+    rule = Rule("s", "t", "ix", ("id",), mode=mode, on_delete=on_delete, routing="{r}" if routed else None,
+                pipeline=pipeline)
+    path = rowpath.RowPath(ActionBuilder(RuleSet([rule]), 3, ValueOptions()), "native")
+    columns = (Column("id", ColumnKind.STRING), Column("r", ColumnKind.STRING))
+    readers = (("text", 1, 0, 0, None), ("text", 1, 0, 0, None))
+    body = _text_event(ids)
+    if op == 1:  # an update: each row's before and after image, the routing moved
+        body = b"".join(_text_event([v]) + _text_event([v + "x"] if len((v + "x").encode()) < 250 else [v])
+                        for v in ids)
+    rows = RowsData((Op.INSERT, Op.UPDATE, Op.DELETE)[op], "s", "t", columns, readers, body,
+                    BinlogPosition("binlog.000009", 4321), 0, decode=lambda: pytest.fail("no fallback"))
+    _, actions = path.changes_and_actions(rows)
+    assert actions or (op == 2 and on_delete == "ignore")
+    for action in actions:
+        assert type(action) is rowpath.NativeAction and action.bulk_meta is not None
+        twin = dataclasses.replace(action)  # made from the fields alone
+        assert "bulk_meta" not in twin.__dict__ and "key" not in twin.__dict__
+        assert encode_bulk([action]) == encode_bulk([twin])
+        assert encode_bulk([action]).split(b"\n")[0] == action.bulk_meta
+        assert action.key == twin.key == Action.key.compute(action)
+        assert action.document == twin.document == (action.index, action.doc_id)

@@ -1,0 +1,226 @@
+//! The Python `Action` objects of a rows event or a snapshot chunk, made here and not in a
+//! Python loop (issue 19: `RowPath._prepared`, which built each `NativeAction` from a tuple,
+//! was 14% of a native catch-up's GIL time).
+//!
+//! Each action is a `cdc.rules.rowpath.NativeAction` (a subclass of the frozen dataclass
+//! `cdc.model.Action`) made by `object.__new__`, its `__dict__` filled here with what
+//! `_prepared` used to put there, plus three values the pipeline would otherwise compute
+//! per action in Python, all from the same fields:
+//!
+//! * `key`: `Action.key` (index, id, routing; schema and table too for partial updates);
+//! * `document`: `Action.document` (index, id);
+//! * `bulk_meta`: the action line of its `_bulk` request, the bytes `cdc.es.sink.encode_bulk`
+//!   makes from the fields (tests/unit/test_native_actions.py compares them).
+//!
+//! `Action` reads all three through non-data descriptors, so these dict entries are what
+//! it finds; an action made any other way (`dataclasses.replace`, the Python path)
+//! computes them from its fields.
+
+use std::fmt::Write;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::json::write_str;
+use crate::{Out, INDEX, UPDATE};
+
+/// What the actions of one table's rules share; compiled once per table definition.
+#[pyclass(frozen, module = "cdc._native")]
+pub struct Maker {
+    cls: PyObject,
+    object_new: PyObject,
+    types: [PyObject; 3],
+    /// Per plan: (pipeline for index actions or None, its JSON, versioned).
+    plans: Vec<(PyObject, Option<String>, bool)>,
+    retry_on_conflict: u32,
+    keys: Keys,
+}
+
+struct Keys {
+    type_: Py<PyString>,
+    index: Py<PyString>,
+    doc_id: Py<PyString>,
+    version: Py<PyString>,
+    routing: Py<PyString>,
+    schema: Py<PyString>,
+    table: Py<PyString>,
+    position: Py<PyString>,
+    pipeline: Py<PyString>,
+    versioned: Py<PyString>,
+    doc_json: Py<PyString>,
+    doc: Py<PyString>,
+    key: Py<PyString>,
+    document: Py<PyString>,
+    bulk_meta: Py<PyString>,
+}
+
+#[pymethods]
+impl Maker {
+    /// `cls`: NativeAction; `types`: ActionType.INDEX, DELETE, UPDATE (kind codes 0, 1, 2);
+    /// `plans`: one (pipeline or None, versioned) per plan, in plan order.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        cls: PyObject,
+        types: (PyObject, PyObject, PyObject),
+        plans: Vec<(Option<String>, bool)>,
+        retry_on_conflict: u32,
+    ) -> PyResult<Self> {
+        let object_new = py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind();
+        let k = |s: &str| PyString::intern(py, s).unbind();
+        let plans = plans
+            .into_iter()
+            .map(|(pipeline, versioned)| {
+                let json = pipeline.as_deref().filter(|p| !p.is_empty()).map(|p| {
+                    let mut s = String::new();
+                    write_str(&mut s, p);
+                    s
+                });
+                let obj = match pipeline {
+                    Some(p) => PyString::new(py, &p).into_any().unbind(),
+                    None => py.None(),
+                };
+                (obj, json, versioned)
+            })
+            .collect();
+        Ok(Maker {
+            cls,
+            object_new,
+            types: [types.0, types.1, types.2],
+            plans,
+            retry_on_conflict,
+            keys: Keys {
+                type_: k("type"),
+                index: k("index"),
+                doc_id: k("doc_id"),
+                version: k("version"),
+                routing: k("routing"),
+                schema: k("schema"),
+                table: k("table"),
+                position: k("position"),
+                pipeline: k("pipeline"),
+                versioned: k("versioned"),
+                doc_json: k("doc_json"),
+                doc: k("doc"),
+                key: k("key"),
+                document: k("document"),
+                bulk_meta: k("bulk_meta"),
+            },
+        })
+    }
+}
+
+/// `cdc.es.sink.encode_bulk`'s action line for these fields.
+#[allow(clippy::too_many_arguments)]
+fn bulk_meta(out: &mut String, kind: u8, index: &str, id: &str, routing: Option<&str>, version: i64,
+             versioned: bool, pipeline: Option<&str>, retry_on_conflict: u32) {
+    out.clear();
+    out.push_str(match kind {
+        INDEX => "{\"index\":",
+        UPDATE => "{\"update\":",
+        _ => "{\"delete\":",
+    });
+    out.push_str("{\"_index\":");
+    write_str(out, index);
+    out.push_str(",\"_id\":");
+    write_str(out, id);
+    // Updates cannot carry an external version (sink.py says why).
+    if versioned && kind != UPDATE {
+        let _ = write!(out, ",\"version\":{version},\"version_type\":\"external\"");
+    }
+    if let Some(r) = routing {
+        out.push_str(",\"routing\":");
+        write_str(out, r);
+    }
+    if kind == INDEX {
+        if let Some(p) = pipeline {
+            out.push_str(",\"pipeline\":");
+            out.push_str(p);
+        }
+    } else if kind == UPDATE {
+        let _ = write!(out, ",\"retry_on_conflict\":{retry_on_conflict}");
+    }
+    out.push_str("}}");
+}
+
+/// The actions for `outs`, in order, as `NativeAction` objects.
+pub fn make<'py>(
+    py: Python<'py>,
+    maker: &Maker,
+    outs: Vec<Out>,
+    schema: &Bound<'py, PyAny>,
+    table: &Bound<'py, PyAny>,
+    position: &Bound<'py, PyAny>,
+    version: i64,
+) -> PyResult<Bound<'py, PyList>> {
+    let k = &maker.keys;
+    let list = PyList::empty(py);
+    let versions = [version.into_pyobject(py)?.into_any(), (version - 1).into_pyobject(py)?.into_any()];
+    let cls = maker.cls.bind(py);
+    let object_new = maker.object_new.bind(py);
+    let mut meta = String::with_capacity(160);
+    // Most rows of an event go to one index: one Python string for all of them.
+    let mut last_index: Option<(String, Bound<'py, PyString>)> = None;
+    for a in outs {
+        let (pipeline, pipeline_json, versioned) = maker.plans.get(a.plan).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err("an action of a plan the maker does not know")
+        })?;
+        let kind = a.kind.min(2);
+        let index = match &last_index {
+            Some((text, obj)) if *text == a.index => obj.clone(),
+            _ => {
+                let obj = PyString::new(py, &a.index);
+                last_index = Some((a.index.clone(), obj.clone()));
+                obj
+            }
+        };
+        let v = if a.older { version - 1 } else { version };
+        bulk_meta(&mut meta, kind, &a.index, &a.id, a.routing.as_deref(), v, *versioned,
+                  pipeline_json.as_deref(), maker.retry_on_conflict);
+        let doc_id = PyString::new(py, &a.id);
+        let routing = match &a.routing {
+            Some(r) => PyString::new(py, r).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let d = PyDict::new(py);
+        d.set_item(&k.type_, &maker.types[kind as usize])?;
+        d.set_item(&k.index, &index)?;
+        d.set_item(&k.doc_id, &doc_id)?;
+        d.set_item(&k.version, &versions[a.older as usize])?;
+        d.set_item(&k.routing, &routing)?;
+        d.set_item(&k.schema, schema)?;
+        d.set_item(&k.table, table)?;
+        d.set_item(&k.position, position)?;
+        if kind == INDEX {
+            d.set_item(&k.pipeline, pipeline)?;
+        } else {
+            d.set_item(&k.pipeline, py.None())?;
+        }
+        d.set_item(&k.versioned, *versioned)?;
+        match a.doc.as_deref() {
+            Some(doc) => d.set_item(&k.doc_json, PyBytes::new(py, doc))?,
+            None => {
+                d.set_item(&k.doc_json, py.None())?;
+                d.set_item(&k.doc, py.None())?;
+            }
+        }
+        let key = if kind == UPDATE {
+            PyTuple::new(py, [index.as_any(), doc_id.as_any(), &routing, schema, table])?
+        } else {
+            PyTuple::new(py, [index.as_any(), doc_id.as_any(), &routing])?
+        };
+        d.set_item(&k.key, key)?;
+        d.set_item(&k.document, PyTuple::new(py, [index.as_any(), doc_id.as_any()])?)?;
+        d.set_item(&k.bulk_meta, PyBytes::new(py, meta.as_bytes()))?;
+        let obj = object_new.call1((cls,))?;
+        // The dataclass is frozen (its __setattr__ refuses), so the dict is set as
+        // object.__setattr__ would: PyObject_GenericSetDict, the stable ABI's way.
+        let rc = unsafe { ffi::PyObject_GenericSetDict(obj.as_ptr(), d.as_ptr(), std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        list.append(obj)?;
+    }
+    Ok(list)
+}
