@@ -275,10 +275,21 @@ def main() -> int:
                      "catchup": {m: [] for m in MODES},
                      "bulk_direct": {n: [] for n in (1, BatchConfig().concurrency)}}
     es = cu.Elasticsearch(ep.es_url, request_timeout=120) if args.catchup else None
+
+    def tidy() -> None:
+        # Every measurement leaves an index of 60,000 documents; dozens of them on the bench
+        # cluster's 512 MB heap slowed later measurements (found at 87 indices). Dropped
+        # after each, so every run meets the same cluster.
+        if es is not None:
+            for name in es.indices.get(index=f"{cu.INDEX_PREFIX}-*", expand_wildcards="open").body:
+                es.indices.delete(index=name)
+
+    tidy()
     if es is not None:  # a cold JVM runs at a third of its warm speed: warm it with one run first
         code.extra_config["row_path"] = "python"
         cu.catchup_once(0, ep, es, code, run_dir, f"rowpath-{run_id}-warm", start, end, args.rows, truth,
                         timeout=1800)
+        tidy()
     for i in range(args.repeat):
         order = MODES if i % 2 == 0 else tuple(reversed(MODES))
         if not args.catchup_only:
@@ -291,10 +302,12 @@ def main() -> int:
             results["catchup_before"].append(cu.catchup_once(i + 1, ep, es, base, run_dir, f"rowpath-{run_id}",
                                                              start, end, args.rows, truth, timeout=1800,
                                                              label="-before"))
+            tidy()
         if es is not None:
             for concurrency in (1, BatchConfig().concurrency):
                 results["bulk_direct"][concurrency].append(
                     bulk_direct(i, ep, code, run_dir, start, end, args.rows, concurrency))
+                tidy()
             for mode in order:
                 if args.catchup_only and mode == "python" and base is not None:
                     continue  # before / after on the native path only
@@ -302,10 +315,12 @@ def main() -> int:
                 results["catchup"][mode].append(cu.catchup_once(i + 1, ep, es, code, run_dir, f"rowpath-{run_id}",
                                                                 start, end, args.rows, truth, timeout=1800,
                                                                 label=f"-{mode}"))
+                tidy()
         if base is not None and i % 2 == 1:
             results["catchup_before"].append(cu.catchup_once(i + 1, ep, es, base, run_dir, f"rowpath-{run_id}",
                                                              start, end, args.rows, truth, timeout=1800,
                                                              label="-before"))
+            tidy()
     if args.profile:
         results["profile_native"] = convert_once(ep, code, "native", start, end, profile=True)["profile"]
 
