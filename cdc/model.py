@@ -10,7 +10,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -276,6 +276,45 @@ class Action:
     def document(self) -> tuple[str, str]:
         """(index, _id): the document it writes, whatever its routing (per-document order, `InFlight`)."""
         return (self.index, self.doc_id)
+
+
+class EncodedActions(Sequence[Action]):
+    """Actions whose `_bulk` body is already encoded; the `Action` objects are made only when asked for.
+
+    A snapshot chunk of the native row path (cdc/copy/native.py): its body comes
+    from Rust in one piece (native/src/text.rs `snapshot_body`), the same bytes
+    `encode_bulk` makes of the actions. The writer sends `body` as it is and reads
+    only the count from a response in which every item succeeded; a failed item,
+    a dead letter, a split or any other look at an action makes them all once
+    (`make`, deterministic: the same rows give the same actions).
+    """
+
+    __slots__ = ("body", "weight", "_count", "_make", "_actions")
+
+    def __init__(self, body: bytes, count: int, weight: int, make: Callable[[], list[Action]]):
+        self.body = body
+        self.weight = weight  # the actions' `action_weight` summed: how batches are sized
+        self._count = count
+        self._make = make
+        self._actions: list[Action] | None = None
+
+    @property
+    def actions(self) -> list[Action]:
+        if self._actions is None:
+            actions = self._make()
+            if len(actions) != self._count:
+                raise RuntimeError(f"{len(actions)} actions made for a body of {self._count}")
+            self._actions = actions
+        return self._actions
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        return self.actions[index]
+
+    def __iter__(self) -> Iterator[Action]:
+        return iter(self.actions)
 
 
 class Outcome(enum.Enum):

@@ -293,7 +293,7 @@ class Snapshot:
         max_age = self._max_age(index_target(plan.rule)[1])
         read: list[Sequence[tuple]] = [()]
 
-        def chunk() -> list[Action] | None:
+        def chunk() -> Sequence[Action] | None:
             position, rows = self._read_chunk(plan, progress.last_key)
             read[0] = rows
             return self._actions(plan, position, rows, after=progress.last_key) if rows else None
@@ -390,14 +390,14 @@ class Snapshot:
                 self.save_progress(state)  # the chunks acknowledged in order since the last save
         return finished and not self.stop.is_set()
 
-    def _write_range(self, plan: TablePlan, after: list | None, upto: list[Any], actions: list[Action],
+    def _write_range(self, plan: TablePlan, after: list | None, upto: list[Any], actions: Sequence[Action],
                      read_at: float, max_age: float, stop: "_Either") -> None:
         """Write one chunk within `max_age` of reading it, or read its key range again (on a connection of its own)."""
         writer = copy.copy(self.writer)  # abort is per write; counts are added to the shared Stats below
         writer.stats = Stats()
         first: list = [(read_at, actions)]
 
-        def read() -> list[Action] | None:
+        def read() -> Sequence[Action] | None:
             db = Database(self.db.config)
             try:
                 reader = TableReader(db, self.config.chunk_size, self.where, self.reader.raw)
@@ -413,7 +413,7 @@ class Snapshot:
                 _add_counts(self.writer.stats, writer.stats)
 
     def _actions(self, plan: TablePlan, position: BinlogPosition, rows: Sequence[tuple],
-                 db: Database | None = None, after: list | None = None) -> list[Action]:
+                 db: Database | None = None, after: list | None = None) -> Sequence[Action]:
         if plan.rule.relations:
             return self._documents(plan, rows, db or self.db)
         if isinstance(rows, PacketRows):
@@ -605,8 +605,8 @@ def fresh_window(max_chunk_age: float, gc_deletes: float | None) -> float:
 
 
 def write_while_fresh(writer: BulkWriter, stop: "threading.Event | _Either", max_age: float,
-                      read: Callable[[], list[Action] | None], what: str, table: str,
-                      first: tuple[float, list[Action]] | None = None) -> list[Action] | None:
+                      read: Callable[[], Sequence[Action] | None], what: str, table: str,
+                      first: tuple[float, Sequence[Action]] | None = None) -> Sequence[Action] | None:
     """Read, then write what was read within `max_age` of reading it, or read it again.
 
     Shared by snapshot chunks and `cdc verify --repair`: both write rows read
@@ -615,7 +615,7 @@ def write_while_fresh(writer: BulkWriter, stop: "threading.Event | _Either", max
     `first`: (time.monotonic() of the read, actions) of a read already made.
     """
     while True:
-        actions: list[Action] | None
+        actions: Sequence[Action] | None
         if first is not None:
             (read_at, actions), first = first, None
         else:

@@ -28,7 +28,8 @@ from elasticsearch.serializer import JsonSerializer
 from cdc.config import ElasticsearchConfig
 from cdc.es.engine import Engine
 from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
-from cdc.model import UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BulkResult, ItemResult, Outcome, StoredDoc
+from cdc.model import (UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BulkResult, EncodedActions, ItemResult, Outcome,
+                       StoredDoc)
 
 log = logging.getLogger("cdc.sink")
 
@@ -102,6 +103,8 @@ def encode_bulk(actions: Sequence[Action]) -> bytes:
     catch-up's interpreter time). Actions of the native row path bring their action
     line along (`Action.bulk_meta`).
     """
+    if actions.__class__ is EncodedActions:
+        return actions.body  # encoded with the actions (a snapshot chunk)
     lines: list[bytes] = []
     append = lines.append
     dumps = orjson.dumps

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
 from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
-from cdc.model import Action, ItemResult, Outcome
+from cdc.model import Action, EncodedActions, ItemResult, Outcome
 from cdc.stream.protocols import Sink
 from cdc.stream.observe import Observer, Stats
 from cdc.retry import Attempts
@@ -33,8 +33,11 @@ def action_weight(action: Action) -> int:
     return 100 + (len(doc) if doc is not None else 0)
 
 
-def chunks(actions: Sequence[Action], max_actions: int, max_bytes: int) -> Iterator[list[Action]]:
+def chunks(actions: Sequence[Action], max_actions: int, max_bytes: int) -> Iterator[Sequence[Action]]:
     """Split actions into bulk requests of bounded size, keeping their order."""
+    if isinstance(actions, EncodedActions) and len(actions) <= max_actions and actions.weight <= max_bytes:
+        yield actions  # one request as it was encoded (a snapshot chunk); a bigger one is split below
+        return
     chunk: list[Action] = []
     size = 0
     for action in actions:
@@ -92,7 +95,7 @@ class BulkWriter:
         for chunk in chunks(actions, self.batch.max_actions, self.batch.max_bytes):
             self._write_chunk(chunk)
 
-    def _write_chunk(self, pending: list[Action]) -> None:
+    def _write_chunk(self, pending: Sequence[Action]) -> None:
         attempts = Attempts(self.retry)
         while pending:
             started = time.monotonic()

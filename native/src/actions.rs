@@ -113,7 +113,7 @@ impl Maker {
 
 /// `cdc.es.sink.encode_bulk`'s action line for these fields.
 #[allow(clippy::too_many_arguments)]
-fn bulk_meta(out: &mut String, kind: u8, index: &str, id: &str, routing: Option<&str>, version: i64,
+pub(crate) fn bulk_meta(out: &mut String, kind: u8, index: &str, id: &str, routing: Option<&str>, version: i64,
              versioned: bool, pipeline: Option<&str>, retry_on_conflict: u32) {
     out.clear();
     out.push_str(match kind {
@@ -223,4 +223,48 @@ pub fn make<'py>(
         list.append(obj)?;
     }
     Ok(list)
+}
+
+/// The `_bulk` body of `outs` (what `cdc.es.sink.encode_bulk` makes of their actions), the
+/// number of actions, and their weight as `cdc.stream.delivery.action_weight` counts it.
+/// Needs no Python object: runs with the GIL released.
+pub(crate) fn encode_body(maker: &MakerPlans, outs: &[Out], version: i64) -> (Vec<u8>, usize, usize) {
+    let mut body = Vec::with_capacity(outs.len() * 320);
+    let mut meta = String::with_capacity(160);
+    let mut weight = 0;
+    for a in outs {
+        let (pipeline_json, versioned) = &maker.plans[a.plan.min(maker.plans.len() - 1)];
+        let kind = a.kind.min(2);
+        let v = if a.older { version - 1 } else { version };
+        bulk_meta(&mut meta, kind, &a.index, &a.id, a.routing.as_deref(), v, *versioned, pipeline_json.as_deref(),
+                  maker.retry_on_conflict);
+        body.extend_from_slice(meta.as_bytes());
+        body.push(b'\n');
+        let doc: &[u8] = a.doc.as_deref().unwrap_or(b"null");
+        if kind == INDEX {
+            body.extend_from_slice(doc);
+            body.push(b'\n');
+        } else if kind == UPDATE {
+            body.extend_from_slice(b"{\"doc\":");
+            body.extend_from_slice(doc);
+            body.extend_from_slice(b",\"doc_as_upsert\":true}\n");
+        }
+        weight += 100 + a.doc.as_ref().map_or(0, |d| d.len());
+    }
+    (body, outs.len(), weight)
+}
+
+/// What `encode_body` needs of a `Maker`, without the Python objects (sent across `allow_threads`).
+pub(crate) struct MakerPlans {
+    plans: Vec<(Option<String>, bool)>,
+    retry_on_conflict: u32,
+}
+
+impl Maker {
+    pub(crate) fn plans(&self) -> MakerPlans {
+        MakerPlans {
+            plans: self.plans.iter().map(|(_, json, versioned)| (json.clone(), *versioned)).collect(),
+            retry_on_conflict: self.retry_on_conflict,
+        }
+    }
 }

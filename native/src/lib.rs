@@ -496,6 +496,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(json_text, m)?)?;
     m.add_class::<text::TextTable>()?;
     m.add_function(wrap_pyfunction!(text::snapshot_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(text::snapshot_body, m)?)?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("Decline", m.py().get_type::<Decline>())?;
     Ok(())

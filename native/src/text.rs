@@ -393,6 +393,39 @@ pub fn snapshot_rows<'py>(
     Ok(list)
 }
 
+/// A chunk of snapshot rows straight to its `_bulk` body: (body bytes, actions, weight).
+///
+/// The same actions as `snapshot_rows` with `into` (which makes them as objects when they
+/// are asked for: a failed item, a dead letter), encoded as `cdc.es.sink.encode_bulk`
+/// would, without a Python object per action; the GIL is released throughout. Raises
+/// as `snapshot_rows` does.
+#[pyfunction]
+pub fn snapshot_body<'py>(
+    py: Python<'py>,
+    table: &TextTable,
+    plans: Vec<PyRef<'py, Plan>>,
+    rows: &Bound<'py, PyList>,
+    maker: PyRef<'py, crate::actions::Maker>,
+    version: i64,
+) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
+    let plan_refs: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
+    let owned: Vec<Bound<'py, PyBytes>> =
+        rows.iter().map(|r| r.downcast_into::<PyBytes>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let packets: Vec<&[u8]> = owned.iter().map(|b| b.as_bytes()).collect();
+    let encoder = maker.plans();
+    let result = py.allow_threads(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            chunk(table, &plan_refs, &packets).map(|outs| crate::actions::encode_body(&encoder, &outs, version))
+        }))
+    });
+    match result {
+        Ok(Ok((body, count, weight))) => Ok((PyBytes::new(py, &body), count, weight)),
+        Ok(Err((n, Fail::Bad(why)))) => Err(DecodeError::new_err(format!("row {n}: {why}"))),
+        Ok(Err((n, Fail::Decline(why)))) => Err(Decline::new_err(format!("row {n}: {why}"))),
+        Err(_) => Err(DecodeError::new_err("the decoder failed on these rows (internal error)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

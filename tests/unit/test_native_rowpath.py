@@ -215,7 +215,7 @@ _ID_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min
 @given(st.lists(_ID_TEXT, min_size=1, max_size=6), st.sampled_from(["index", "update"]),
        st.sampled_from(["delete", "soft", "ignore"]), st.booleans(), st.sampled_from([None, "", "pipe\"line"]),
        st.sampled_from([0, 1, 2]))
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 def test_native_actions_carry_the_bulk_line_key_and_document_their_fields_give(ids, mode, on_delete, routed,
                                                                                pipeline, op):
     """actions.rs fills `bulk_meta`, `key` and `document` in; they must be what the fields give."""

@@ -189,3 +189,77 @@ def test_a_bad_row_stops_the_snapshot_naming_table_row_and_key():
     assert other.tables["s.t"].startswith("python: column 'v': a string column read as field type 253 (charset 63)")
     assert SnapshotRows(builder, "python").actions("s", "t", columns, BinlogPosition("binlog.000007", 1234),
                                                    PacketRows([good], fields, None, "utf8")) is None
+
+
+# --------------------------------------------------------------------------- a chunk's body, encoded in Rust
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@given(st.lists(st.tuples(_TEXT, st.one_of(st.none(), _TEXT)), min_size=1, max_size=8, unique_by=lambda r: r[0]),
+       st.sampled_from(["index", "update"]), st.booleans(), st.sampled_from([None, "", "pipe\"line"]),
+       st.booleans())
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_a_chunks_body_is_what_encode_bulk_makes_of_its_actions(rows, mode, routed, pipeline, two_rules):
+    """snapshot_body (Rust) against encode_bulk over the actions made from their fields alone."""
+    import dataclasses
+
+    from cdc.es.sink import encode_bulk
+    from cdc.model import EncodedActions
+    from cdc.stream.delivery import action_weight
+
+    rules = [Rule("s", "t", "ix", ("id",), mode=mode, routing="{id}" if routed else None, pipeline=pipeline)]
+    if two_rules:
+        rules.append(Rule("s", "t", "other", ("id",), also=True, include=("v",), rename=(("v", "w"),)))
+    snapshot = SnapshotRows(ActionBuilder(RuleSet(rules), 2, ValueOptions()), "native")
+    columns = (Column("id", ColumnKind.STRING), Column("v", ColumnKind.STRING))
+    fields = (("id", 253, 45), ("v", 253, 45))
+    packets = [_lenenc(i.encode()) + _lenenc(None if v is None else v.encode()) for i, v in rows]
+    encoded = snapshot.actions("s", "t", columns, BinlogPosition("binlog.000003", 77), PacketRows(packets, fields,
+                                                                                                   None, "utf8"))
+    assert isinstance(encoded, EncodedActions) and encoded._actions is None
+    assert len(encoded) == len(rows) * len(rules)
+    assert encode_bulk(encoded) is encoded.body  # sent as it came
+    actions = list(encoded)  # made on demand, once
+    assert encoded.actions is actions or encoded.actions == actions
+    assert encoded.body == encode_bulk([dataclasses.replace(a) for a in actions])
+    assert encoded.weight == sum(action_weight(a) for a in actions)
+
+
+def test_an_encoded_chunk_goes_as_one_request_made_into_actions_only_when_an_item_failed():
+    from cdc.config import BatchConfig, RetryConfig
+    from cdc.es.sink import _OrjsonSerializer, parse_bulk_response
+    from cdc.model import EncodedActions, Outcome
+    from cdc.stream.delivery import BulkWriter, chunks
+
+    from .fakes import FakeSink
+
+    snapshot = SnapshotRows(ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 0, ValueOptions()), "native")
+    columns = (Column("id", ColumnKind.INTEGER), Column("v", ColumnKind.STRING))
+    fields = (("id", 3, 63), ("v", 253, 45))
+
+    def chunk() -> EncodedActions:
+        packets = [_lenenc(str(i).encode()) + _lenenc(b"x" * 50) for i in range(1, 11)]
+        encoded = snapshot.actions("s", "t", columns, BinlogPosition("binlog.000001", 4),
+                                   PacketRows(packets, fields, None, "utf8"))
+        assert isinstance(encoded, EncodedActions)
+        return encoded
+
+    # Within the batch limits: one request, as encoded; over them: split as any actions are.
+    encoded = chunk()
+    assert [c is encoded for c in chunks(encoded, 10, 10_000)] == [True]
+    assert [len(c) for c in chunks(encoded, 4, 10_000)] == [4, 4, 2]
+    assert [len(c) for c in chunks(chunk(), 10, 500)] == [3, 3, 3, 1]  # weight 150 each
+
+    # Elasticsearch's answer when every item succeeded: counted, and no action made.
+    encoded = chunk()
+    answer = _OrjsonSerializer().json_loads(orjson.dumps({"errors": False, "items": [{"index": {"status": 201}}] * 10}))
+    result = parse_bulk_response(encoded, answer)
+    assert result.with_outcome(Outcome.REJECTED) == result.with_outcome(Outcome.STALE, Outcome.RETRY) == []
+    assert encoded._actions is None
+    # An item that failed once (FakeSink looks at every action): only that one is sent again.
+    sink = FakeSink(script=[{"3": Outcome.RETRY}])
+    writer = BulkWriter(sink, BatchConfig(max_actions=100), RetryConfig(initial_backoff=0.001, max_backoff=0.01))
+    encoded = chunk()
+    writer.write(encoded)
+    assert sink.sent_ids == [[str(i) for i in range(1, 11)], ["3"]]
+    assert writer.stats.actions_sent == 10 and writer.stats.item_retries == 1
