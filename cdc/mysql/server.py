@@ -50,6 +50,99 @@ class _PacketResult(pymysql.connections.MySQLResult):
     def _read_row_from_packet(self, packet):
         return packet.get_all_data()
 
+    def _read_rowdata_packet(self):
+        """`MySQLResult._read_rowdata_packet` and `Connection._read_packet` (PyMySQL 1.x), for row bytes only.
+
+        PyMySQL makes a `MysqlPacket` per row and asks it whether it is an error or
+        the end: about half of a snapshot chunk's reading time (issue 13). Here a
+        row is its header and payload read from the buffered socket file; the
+        sequence check, rows over 16 MB in several packets, error packets and the
+        end of the rows are handled as PyMySQL handles them (an error or the end
+        is a `MysqlPacket` again, given to PyMySQL's own checks).
+        """
+        conn = self.connection
+        if conn._current_timeout != conn._read_timeout:
+            conn._sock.settimeout(conn._read_timeout)
+            conn._current_timeout = conn._read_timeout
+        read = conn._rfile.read
+        rows: list[bytes] = []
+        append = rows.append
+        seq = conn._next_seq_id
+        try:
+            while True:
+                header = read(4)
+                if len(header) < 4:
+                    raise _Lost()
+                length = header[0] | header[1] << 8 | header[2] << 16
+                if header[3] != seq:
+                    conn._next_seq_id = seq
+                    _wrong_sequence(conn, header[3])
+                seq = (seq + 1) & 0xFF
+                data = read(length)
+                if len(data) < length:
+                    raise _Lost()
+                if length == _MAX_PACKET_LEN:  # a row of 16 MB or more: continued in the next packets
+                    parts = [data]
+                    while length == _MAX_PACKET_LEN:
+                        header = read(4)
+                        if len(header) < 4:
+                            raise _Lost()
+                        length = header[0] | header[1] << 8 | header[2] << 16
+                        if header[3] != seq:
+                            conn._next_seq_id = seq
+                            _wrong_sequence(conn, header[3])
+                        seq = (seq + 1) & 0xFF
+                        part = read(length)
+                        if len(part) < length:
+                            raise _Lost()
+                        parts.append(part)
+                    data = b"".join(parts)
+                first = data[0] if data else -1
+                if first == 0xFF or first == 0xFE and len(data) < 9:
+                    conn._next_seq_id = seq
+                    packet = pymysql.protocol.MysqlPacket(data, conn.encoding)
+                    if packet.is_error_packet():
+                        packet.raise_for_error()
+                    self._check_packet_is_eof(packet)
+                    self.connection = None  # as PyMySQL: no reference cycle
+                    break
+                append(data)
+        except _Lost:
+            conn._next_seq_id = seq
+            conn._force_close()
+            raise pymysql.err.OperationalError(_CR_SERVER_LOST,
+                                               "Lost connection to MySQL server during query") from None
+        except OSError as exc:
+            conn._next_seq_id = seq
+            conn._force_close()
+            raise pymysql.err.OperationalError(_CR_SERVER_LOST,
+                                               f"Lost connection to MySQL server during query ({exc})") from None
+        except pymysql.err.MySQLError:
+            raise
+        except BaseException:
+            conn._force_close()
+            raise
+        self.affected_rows = len(rows)
+        self.rows = tuple(rows)
+
+
+_MAX_PACKET_LEN = 0xFFFFFF  # pymysql.connections.MAX_PACKET_LEN
+_CR_SERVER_LOST = 2013  # pymysql.constants.CR.CR_SERVER_LOST: the client error for a lost connection
+
+
+class _Lost(Exception):
+    """The server closed the connection in the middle of a packet."""
+
+
+def _wrong_sequence(conn, got: int) -> None:
+    """PyMySQL's `_read_packet` on a packet out of sequence."""
+    expected = conn._next_seq_id
+    conn._force_close()
+    if got == 0:  # MariaDB sends an error packet numbered 0 when it shuts down
+        raise pymysql.err.OperationalError(_CR_SERVER_LOST,
+                                           "Lost connection to MySQL server during query")
+    raise pymysql.err.InternalError(f"Packet sequence number wrong - got {got} expected {expected}")
+
 
 @dataclass(frozen=True)
 class PacketRows(Sequence[tuple]):
