@@ -9,7 +9,9 @@ reference point for reading the same table, `mysqldump` of it to /dev/null
 As the ceiling on the indexing side, the very documents cdc wrote are read
 back and sent again with raw `_bulk` requests (1,000 documents each, 4 in
 flight, bodies encoded before the clock starts) into a new index: the rate
-the cluster takes these documents at when nothing else has to happen.
+the cluster takes these documents at when nothing else has to happen; then
+once more with the external version each was written with, as cdc's
+requests carry one (what Elasticsearch takes of cdc's very actions).
 With --baseline DIR, the cdc in DIR/cdc runs too, alternating with --code.
 Runs on its own servers (ports 23306/29200, as bench/catchup.py).
 """
@@ -133,16 +135,23 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False) -> dict
     es.indices.refresh(index=index)
     count = es.count(index=index)["count"]
     raw_result = raw_bulk(es, index, n) if raw else None
+    raw_versioned = raw_bulk(es, index, n, versioned=True) if raw else None
     es.indices.delete(index=index)
     es.close()
     if count != rows:
         raise SystemExit(f"index has {count} documents, table {rows} rows")
     return {"seconds": seconds, "rows_per_s": rows / seconds, "peak_rss_mb": peak / 1024, "code": str(code),
-            "cpu_seconds": cpu, "cpu_us_per_row": 1e6 * cpu / rows, "raw_bulk": raw_result}
+            "cpu_seconds": cpu, "cpu_us_per_row": 1e6 * cpu / rows, "raw_bulk": raw_result,
+            "raw_bulk_versioned": raw_versioned}
 
 
-def raw_bulk(es: Elasticsearch, source: str, n: int, per_request: int = 1000, in_flight: int = 4) -> dict:
-    """The documents of `source` sent again by plain `_bulk` into a new index; the clock covers only the sending."""
+def raw_bulk(es: Elasticsearch, source: str, n: int, per_request: int = 1000, in_flight: int = 4,
+             versioned: bool = False) -> dict:
+    """The documents of `source` sent again by plain `_bulk` into a new index; the clock covers only the sending.
+
+    `versioned`: each with the external version cdc wrote it with (its `_version` in `source`), as
+    cdc's own requests carry one: what Elasticsearch takes of cdc's very actions, sent ready-made.
+    """
     from elasticsearch import helpers
     import orjson
 
@@ -150,8 +159,11 @@ def raw_bulk(es: Elasticsearch, source: str, n: int, per_request: int = 1000, in
     if es.indices.exists(index=target):
         es.indices.delete(index=target)
     bodies, lines, docs = [], [], 0
-    for hit in helpers.scan(es, index=source, size=5000, query={"query": {"match_all": {}}}):
-        lines.append(orjson.dumps({"index": {"_index": target, "_id": hit["_id"]}}))
+    for hit in helpers.scan(es, index=source, size=5000, query={"query": {"match_all": {}}, "version": versioned}):
+        meta = {"_index": target, "_id": hit["_id"]}
+        if versioned:
+            meta.update(version=hit["_version"], version_type="external")
+        lines.append(orjson.dumps({"index": meta}))
         lines.append(orjson.dumps(hit["_source"]))
         docs += 1
         if len(lines) >= 2 * per_request:
@@ -218,7 +230,8 @@ def main() -> int:
             raw = run["raw_bulk"]
             print(f"run {n + 1} {name}: cdc {run['rows_per_s']:.0f} rows/s, peak {run['peak_rss_mb']:.0f} MB, "
                   f"CPU {run['cpu_seconds']:.1f} s ({run['cpu_us_per_row']:.0f} us/row)"
-                  + (f"; raw _bulk {raw['docs_per_s']:.0f} docs/s" if raw else ""), flush=True)
+                  + (f"; raw _bulk {raw['docs_per_s']:.0f} docs/s, versioned "
+                     f"{run['raw_bulk_versioned']['docs_per_s']:.0f}" if raw else ""), flush=True)
         print(f"run {n + 1}: mysqldump {dump_runs[-1]['rows_per_s']:.0f} rows/s", flush=True)
 
     def median(runs, key):
@@ -229,6 +242,8 @@ def main() -> int:
               "median": {"cdc_rows_per_s": median(cdc_runs, "rows_per_s"),
                          "cdc_peak_rss_mb": median(cdc_runs, "peak_rss_mb"),
                          "raw_bulk_docs_per_s": statistics.median(r["raw_bulk"]["docs_per_s"] for r in cdc_runs),
+                         "raw_bulk_versioned_docs_per_s": statistics.median(r["raw_bulk_versioned"]["docs_per_s"]
+                                                                            for r in cdc_runs),
                          **({"baseline_rows_per_s": median(base_runs, "rows_per_s"),
                              "baseline_peak_rss_mb": median(base_runs, "peak_rss_mb")} if base_runs else {}),
                          "mysqldump_rows_per_s": median(dump_runs, "rows_per_s"),
@@ -242,7 +257,9 @@ def main() -> int:
           f"{m['mysqldump_peak_rss_mb']:.0f} MB |\n| ratio cdc / mysqldump | "
           f"{m['cdc_rows_per_s'] / m['mysqldump_rows_per_s']:.2f} | |\n"
           f"| raw _bulk of the same documents | {m['raw_bulk_docs_per_s']:,.0f} | |\n"
-          f"| ratio cdc / raw _bulk | {m['cdc_rows_per_s'] / m['raw_bulk_docs_per_s']:.2f} | |"
+          f"| ratio cdc / raw _bulk | {m['cdc_rows_per_s'] / m['raw_bulk_docs_per_s']:.2f} | |\n"
+          f"| raw _bulk, with cdc's external versions | {m['raw_bulk_versioned_docs_per_s']:,.0f} | |\n"
+          f"| ratio cdc / raw _bulk with versions | {m['cdc_rows_per_s'] / m['raw_bulk_versioned_docs_per_s']:.2f} | |"
           + (f"\n| baseline cdc | {m['baseline_rows_per_s']:,.0f} | {m['baseline_peak_rss_mb']:.0f} MB |"
              f"\n| ratio cdc / baseline | {m['cdc_rows_per_s'] / m['baseline_rows_per_s']:.2f} | |"
              if base_runs else ""))
