@@ -180,6 +180,7 @@ class Database:
             raise (PreflightError(msg) if code == 1045 else SourceConnectionError(msg)) from None
         version = self.scalar("SELECT VERSION()")
         self._consistency_logged = False  # say once which consistency method reads use
+        self._session_set = False  # time zone and isolation level of consistent reads (`_consistent`)
         self.info = ServerInfo(
             version=version,
             mariadb=("mariadb" in version.lower()) if config.flavor == "auto" else config.flavor == "mariadb",
@@ -277,9 +278,13 @@ class Database:
         try:
             cur: Any
             with self.conn.cursor(cursor_class) as cur:
-                # TIMESTAMP values as UTC, like the binlog gives them (pymysqlreplication uses utcfromtimestamp).
-                cur.execute("SET SESSION time_zone = '+00:00'")
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if not self._session_set:
+                    # TIMESTAMP values as UTC, like the binlog gives them (pymysqlreplication uses
+                    # utcfromtimestamp). Session settings: set once per connection (this one is never
+                    # re-made), not per read: two round trips of a snapshot chunk's six (issue 13).
+                    cur.execute("SET SESSION time_zone = '+00:00'")
+                    cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    self._session_set = True
                 with self.conn.cursor() as plain:  # _begin_consistent reads SHOW results as tuples
                     position = self._begin_consistent(plain)
                 try:
