@@ -68,42 +68,37 @@ class _PacketResult(pymysql.connections.MySQLResult):
         rows: list[bytes] = []
         append = rows.append
         seq = conn._next_seq_id
+
+        def packet() -> bytes:
+            nonlocal seq
+            header = read(4)
+            if len(header) < 4:
+                raise _Lost()
+            length = header[0] | header[1] << 8 | header[2] << 16
+            if header[3] != seq:
+                conn._next_seq_id = seq
+                _wrong_sequence(conn, header[3])
+            seq = (seq + 1) & 0xFF
+            data = read(length)
+            if len(data) < length:
+                raise _Lost()
+            return data
+
         try:
             while True:
-                header = read(4)
-                if len(header) < 4:
-                    raise _Lost()
-                length = header[0] | header[1] << 8 | header[2] << 16
-                if header[3] != seq:
-                    conn._next_seq_id = seq
-                    _wrong_sequence(conn, header[3])
-                seq = (seq + 1) & 0xFF
-                data = read(length)
-                if len(data) < length:
-                    raise _Lost()
-                if length == _MAX_PACKET_LEN:  # a row of 16 MB or more: continued in the next packets
+                data = packet()
+                if len(data) == _MAX_PACKET_LEN:  # a row of 16 MB or more: continued in the next packets
                     parts = [data]
-                    while length == _MAX_PACKET_LEN:
-                        header = read(4)
-                        if len(header) < 4:
-                            raise _Lost()
-                        length = header[0] | header[1] << 8 | header[2] << 16
-                        if header[3] != seq:
-                            conn._next_seq_id = seq
-                            _wrong_sequence(conn, header[3])
-                        seq = (seq + 1) & 0xFF
-                        part = read(length)
-                        if len(part) < length:
-                            raise _Lost()
-                        parts.append(part)
+                    while len(parts[-1]) == _MAX_PACKET_LEN:
+                        parts.append(packet())
                     data = b"".join(parts)
                 first = data[0] if data else -1
                 if first == 0xFF or first == 0xFE and len(data) < 9:
                     conn._next_seq_id = seq
-                    packet = pymysql.protocol.MysqlPacket(data, conn.encoding)
-                    if packet.is_error_packet():
-                        packet.raise_for_error()
-                    self._check_packet_is_eof(packet)
+                    last = pymysql.protocol.MysqlPacket(data, conn.encoding)
+                    if last.is_error_packet():
+                        last.raise_for_error()
+                    self._check_packet_is_eof(last)
                     self.connection = None  # as PyMySQL: no reference cycle
                     break
                 append(data)
