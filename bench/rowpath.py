@@ -127,7 +127,9 @@ def convert_child(args: argparse.Namespace) -> None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
         sys.stderr.write(out.getvalue())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child of the grown bench
+    # process reported its parent's peak (146-150 MB from the second repeat on, both paths).
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
     print(json.dumps({"rows": rows, "actions": actions, "doc_bytes": doc_bytes, "seconds": round(seconds, 3),
                       "cpu_seconds": round(cpu, 3), "rows_per_s": round(rows / seconds, 1),
                       "cpu_us_per_row": round(cpu / rows * 1e6, 2), "peak_rss_mb": round(peak, 1),
