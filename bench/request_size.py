@@ -20,8 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -37,11 +35,7 @@ def bodies_of(ep, start, end, path: Path) -> list[bytes]:
                     ep.admin_password, "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end",
                     str(end), "--bulk-out", str(path), "--bulk-index", "bench-split"],
                    check=True, capture_output=True, cwd=cu.ROOT, env={"PYTHONPATH": str(cu.ROOT), "PATH": "/usr/bin:/bin"})
-    data, bodies, at = path.read_bytes(), [], 0
-    while at < len(data):
-        n = int.from_bytes(data[at:at + 8], "little")
-        bodies.append(data[at + 8:at + 8 + n])
-        at += 8 + n
+    bodies = rowpath.read_bodies(path.read_bytes())
     path.unlink()
     return bodies
 
@@ -59,28 +53,12 @@ def split(body: bytes, parts: int) -> list[bytes]:
 
 
 def send_all(es_url: str, bodies: list[bytes], index: str, in_flight: int = 4) -> float:
+    """`bodies` into a fresh `index` with `in_flight` requests at once (rowpath.send_bodies); seconds."""
+    seconds, errors = rowpath.send_bodies(
+        es_url, [b.replace(b'"_index":"bench-split"', b'"_index":"%s"' % index.encode()) for b in bodies], in_flight)
+    if errors:
+        raise SystemExit(f"bulk requests failed: {errors[0]}")
     url = urllib.parse.urlsplit(es_url)
-    todo = [b.replace(b'"_index":"bench-split"', b'"_index":"%s"' % index.encode()) for b in reversed(bodies)]
-    lock = threading.Lock()
-
-    def send() -> None:
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
-        while True:
-            with lock:
-                if not todo:
-                    break
-                body = todo.pop()
-            conn.request("POST", "/_bulk?filter_path=errors", body, {"Content-Type": "application/x-ndjson"})
-            conn.getresponse().read()
-        conn.close()
-
-    workers = [threading.Thread(target=send) for _ in range(in_flight)]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    seconds = time.perf_counter() - t0
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
     conn.request("DELETE", f"/{index}")
     conn.getresponse().read()

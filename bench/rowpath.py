@@ -154,30 +154,24 @@ def convert_once(ep, code: cu.Code, mode: str, start, end, profile: bool = False
     return result
 
 
-def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int, concurrency: int) -> dict:
-    """Pre-generated bulk bodies of the backlog straight into Elasticsearch: its own ingest rate."""
-    import http.client
-    import re
-    import threading
-    import urllib.parse
-
-    index = f"{cu.INDEX_PREFIX}-{run_dir.name.lower()}-direct-{i}-{concurrency}"
-    path = run_dir / f"bulk-{i}.bin"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "native", "--host", ep.mariadb_host,
-           "--port", str(ep.mariadb_port), "--user", ep.admin_user, "--password", ep.admin_password,
-           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end),
-           "--bulk-out", str(path), "--bulk-index", index]
-    out = subprocess.run(cmd, cwd=code.dir, capture_output=True, text=True, timeout=1800,
-                         env={"PYTHONPATH": str(code.dir), "PATH": "/usr/bin:/bin"})
-    if out.returncode != 0:
-        raise RuntimeError(f"bulk bodies failed:\n{out.stderr[-3000:]}")
-    data = path.read_bytes()
+def read_bodies(data: bytes) -> list[bytes]:
+    """The bulk bodies the convert child wrote with --bulk-out (each after its 8-byte length)."""
     bodies, at = [], 0
     while at < len(data):
         n = int.from_bytes(data[at:at + 8], "little")
         bodies.append(data[at + 8:at + 8 + n])
         at += 8 + n
-    url = urllib.parse.urlsplit(ep.es_url)
+    return bodies
+
+
+def send_bodies(es_url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[str]]:
+    """`bodies` sent as they are by a minimal HTTP client, `concurrency` in flight: (seconds, errors)."""
+    import http.client
+    import re
+    import threading
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(es_url)
     todo = list(reversed(bodies))
     lock = threading.Lock()
     errors: list[str] = []
@@ -205,7 +199,24 @@ def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int,
         w.start()
     for w in workers:
         w.join()
-    seconds = time.perf_counter() - t0
+    return time.perf_counter() - t0, errors
+
+
+def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int, concurrency: int) -> dict:
+    """Pre-generated bulk bodies of the backlog straight into Elasticsearch: its own ingest rate."""
+    index = f"{cu.INDEX_PREFIX}-{run_dir.name.lower()}-direct-{i}-{concurrency}"
+    path = run_dir / f"bulk-{i}.bin"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "native", "--host", ep.mariadb_host,
+           "--port", str(ep.mariadb_port), "--user", ep.admin_user, "--password", ep.admin_password,
+           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end),
+           "--bulk-out", str(path), "--bulk-index", index]
+    out = subprocess.run(cmd, cwd=code.dir, capture_output=True, text=True, timeout=1800,
+                         env={"PYTHONPATH": str(code.dir), "PATH": "/usr/bin:/bin"})
+    if out.returncode != 0:
+        raise RuntimeError(f"bulk bodies failed:\n{out.stderr[-3000:]}")
+    data = path.read_bytes()
+    bodies = read_bodies(data)
+    seconds, errors = send_bodies(ep.es_url, bodies, concurrency)
     result = {"seconds": round(seconds, 3), "requests": len(bodies), "bytes": len(data),
               "rows_per_s": round(rows / seconds, 1), "errors": errors[:3], "index": index}
     cu.log(f"bulk direct {i}, {concurrency} in flight: {len(bodies)} requests, {len(data) / 1e6:.1f} MB in {seconds:.2f}s = "
