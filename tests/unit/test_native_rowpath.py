@@ -247,3 +247,28 @@ def test_native_actions_carry_the_bulk_line_key_and_document_their_fields_give(i
         assert encode_bulk([action]).split(b"\n")[0] == action.bulk_meta
         assert action.key == twin.key == Action.key.compute(action)
         assert action.document == twin.document == (action.index, action.doc_id)
+
+
+def test_native_actions_are_left_out_of_the_cyclic_collector_and_freed_by_reference_count():
+    """actions.rs untracks each action, its dict and its two tuples (the argument is there)."""
+    import gc
+    import weakref
+
+    from cdc.model import BinlogPosition, Op, RowsData
+    from cdc.rules import ActionBuilder, Rule, RuleSet
+    from cdc.rules.values import ValueOptions
+
+    path = rowpath.RowPath(ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 3, ValueOptions()), "native")
+    columns = (Column("id", ColumnKind.STRING), Column("r", ColumnKind.STRING))
+    readers = (("text", 1, 0, 0, None), ("text", 1, 0, 0, None))
+    rows = RowsData(Op.INSERT, "s", "t", columns, readers, _text_event(["a", "b"]),
+                    BinlogPosition("binlog.000009", 4321), 0, decode=lambda: pytest.fail("no fallback"))
+    _, actions = path.changes_and_actions(rows)
+    assert len(actions) == 2
+    for action in actions:
+        assert not gc.is_tracked(action) and not gc.is_tracked(action.__dict__)
+        assert not gc.is_tracked(action.key) and not gc.is_tracked(action.document)
+        assert action.doc == {"id": "a", "r": "a"} or action.doc == {"id": "b", "r": "b"}
+    gone = weakref.ref(actions[0])
+    del actions[:], _
+    assert gone() is None  # no cycle holds it: dropped with its last reference, no collection needed
