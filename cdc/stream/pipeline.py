@@ -231,6 +231,14 @@ class _Failure:
     error: BaseException
 
 
+@dataclass(frozen=True)
+class _Due:
+    """A checkpoint decided under the pipeline's lock, to be written outside it (`Pipeline._save`)."""
+
+    number: int  # in acknowledgement order
+    commit: Commit
+
+
 class Pipeline:
     def __init__(
         self,
@@ -279,6 +287,9 @@ class Pipeline:
         self._writer_error: BaseException | None = None
         self._last_save = 0.0
         self._unsaved: Commit | None = None
+        self._due_count = 0  # checkpoints decided (`_checkpoint`), under the lock
+        self._saved_count = 0  # the number after the last one written, under _save_lock
+        self._save_lock = threading.Lock()
         # Monotonic time of the main loop's last turn (or backpressure wait), for
         # /healthz and the systemd watchdog: older than a few seconds means stuck.
         self.last_loop = time.monotonic()
@@ -312,7 +323,8 @@ class Pipeline:
             if self._writer_error is None:
                 # The last acknowledged commit, if checkpoint_interval held it back.
                 with self._lock:
-                    self._checkpoint(None, force=True)
+                    due = self._checkpoint(None, force=True)
+                self._save(due)
         if self._writer_error is not None:
             raise self._writer_error
         return self.stats
@@ -503,10 +515,8 @@ class Pipeline:
                     if not self._lock.wait(max(0.05, self.checkpoint_interval)):
                         # Quiet period: save a commit that an earlier batch left unsaved
                         # because of checkpoint_interval, so a crash replays less.
-                        try:
-                            self._checkpoint(None, force=False)
-                        except BaseException as exc:
-                            self._fail(exc)
+                        due = self._checkpoint(None, force=False)
+                        if due is not None and not self._save_unlocked(due):
                             return
             try:
                 self._deliver(part.actions, writer)
@@ -517,13 +527,16 @@ class Pipeline:
                 return
             with self._lock:
                 self._count(writer)
+                due = None
                 try:
                     for batch in self._in_flight.finish(part):
-                        self._acknowledged(batch)
+                        due = self._acknowledged(batch) or due
                 except BaseException as exc:
                     self._fail(exc)
                     return
                 self._lock.notify_all()
+                if due is not None and not self._save_unlocked(due):
+                    return
             if self._inbox is not None:
                 try:
                     self._inbox.put_nowait(_WAKE)
@@ -550,8 +563,11 @@ class Pipeline:
             setattr(self.stats, name, getattr(self.stats, name) + getattr(mine, name))
             setattr(mine, name, 0)
 
-    def _acknowledged(self, batch: Batch) -> None:
-        """With the lock held, in binlog order: this batch and every earlier one are in Elasticsearch."""
+    def _acknowledged(self, batch: Batch) -> "_Due | None":
+        """With the lock held, in binlog order: this batch and every earlier one are in Elasticsearch.
+
+        Returns the checkpoint to save now, if one is due (`_checkpoint`).
+        """
         actions = list(batch.actions.values())
         if actions:
             if self.dry_run:
@@ -563,22 +579,57 @@ class Pipeline:
         self.observer.on_acknowledged(actions, batch.commit)
         if actions and batch.first_commit is not None:
             self.observer.on_latency(batch.first_commit, batch.first_read)
-        self._checkpoint(batch.commit, force=False)
+        return self._checkpoint(batch.commit, force=False)
 
-    def _checkpoint(self, commit: Commit | None, force: bool) -> None:
-        """With the lock held: save the newest acknowledged commit, at most every checkpoint_interval."""
+    def _checkpoint(self, commit: Commit | None, force: bool) -> "_Due | None":
+        """With the lock held: the newest acknowledged commit if it is due for saving (at most
+        every checkpoint_interval), numbered in acknowledgement order; `_save` writes it.
+
+        Deciding and writing are apart so that the file write and its fsyncs (a
+        millisecond, tens under disk load) happen outside the pipeline's lock, which the
+        main loop and the other writers need to hand over and finish batches.
+        """
         if commit is not None:
             self._unsaved = commit
         if self._unsaved is None or self.checkpoints is None:
-            return
+            return None
         now = time.monotonic()
         if not force and now - self._last_save < self.checkpoint_interval:
-            return
-        saved = self._unsaved
-        self.checkpoints.save(saved.position, saved.gtid)
+            return None
+        due = _Due(self._due_count, self._unsaved)
+        self._due_count += 1
         self._last_save = now
         self._unsaved = None
-        self.stats.checkpoints += 1
-        self.stats.last_saved = saved.position
-        self.observer.on_checkpoint(saved)
+        return due
+
+    def _save(self, due: "_Due | None") -> None:
+        """Without the pipeline's lock: write `due` unless a newer one is written already.
+
+        Writers decide under the lock in acknowledgement order but may reach this in
+        another; the number makes the saved position only move forward, and the
+        save lock keeps two writes (one temporary file per process) apart.
+        """
+        if due is None or self.checkpoints is None:
+            return
+        with self._save_lock:
+            if due.number < self._saved_count:
+                return  # a newer commit was saved while this writer waited
+            saved = due.commit
+            self.checkpoints.save(saved.position, saved.gtid)
+            self._saved_count = due.number + 1
+            self.stats.checkpoints += 1
+            self.stats.last_saved = saved.position
+            self.observer.on_checkpoint(saved)
         log.debug("checkpoint %s gtid=%s", saved.position, saved.gtid)
+
+    def _save_unlocked(self, due: "_Due") -> bool:
+        """For a writer holding the lock: `_save` with the lock released; False (and the pipeline failed) if it raised."""
+        self._lock.release()
+        try:
+            self._save(due)
+        except BaseException as exc:
+            self._lock.acquire()
+            self._fail(exc)
+            return False
+        self._lock.acquire()
+        return True

@@ -226,6 +226,43 @@ def test_checkpoint_interval_defers_saves_but_final_is_forced():
     assert store.saves[-1] == (P(600), None)
 
 
+def test_a_checkpoint_is_written_outside_the_pipeline_lock():
+    """The file write (and its fsyncs) must not hold up the main loop and the other writers."""
+    free = []  # per save: could another thread take the pipeline's lock meanwhile?
+
+    def probe():
+        taken = pipeline._lock.acquire(timeout=1)
+        free.append(taken)
+        if taken:
+            pipeline._lock.release()
+
+    class Store(MemoryStore):
+        def save(self, position, gtid, by_gtid=False):
+            thread = threading.Thread(target=probe)
+            thread.start()
+            thread.join()
+            return super().save(position, gtid, by_gtid)
+
+    sink, store = FakeSink(), Store()
+    pipeline = make(sink, store, max_actions=1, concurrency=3)
+    run_pipeline(pipeline, [ins(1, 100), commit(200), ins(2, 300), commit(400), ins(3, 500), commit(600)])
+    assert store.saves[-1] == (P(600), None)
+    assert free and all(free)
+
+
+def test_a_checkpoint_decided_earlier_never_overwrites_a_later_one():
+    """Writers decide under the lock in acknowledgement order, but may write in another order."""
+    store = MemoryStore()
+    pipeline = make(FakeSink(), store)
+    with pipeline._lock:
+        older = pipeline._checkpoint(commit(200), force=True)
+        newer = pipeline._checkpoint(commit(400), force=True)
+    pipeline._save(newer)
+    pipeline._save(older)  # came late: must not move the position back
+    assert store.saves == [(P(400), None)]
+    assert pipeline.stats.checkpoints == 1 and pipeline.stats.last_saved == P(400)
+
+
 def test_no_checkpoint_store():
     sink = FakeSink()
     stats = run_pipeline(make(sink, None), [ins(1, 100), commit(200)])
