@@ -358,9 +358,14 @@ class RowPath(ActionBuilder):
 def _stand_in(rows: RowsData, count: int, prepared: list[Action]) -> PreparedChange:
     """The event's row changes as one item (the values stay in Rust)."""
     change = PreparedChange.__new__(PreparedChange)
-    change.__dict__.update(op=rows.op, schema=rows.schema, table=rows.table, columns=rows.columns, before=None,
-                           after=None, position=rows.position, timestamp=rows.timestamp, row_index=0,
-                           prepared=prepared, count=count)
+    values = change.__dict__
+    values.update(op=rows.op, schema=rows.schema, table=rows.table, columns=rows.columns, before=None,
+                  after=None, position=rows.position, timestamp=rows.timestamp, row_index=0,
+                  prepared=prepared, count=count)
+    # Read ahead and then held with their actions until acknowledged: out of the cyclic
+    # collector like the actions themselves (native/src/actions.rs says why that is safe;
+    # none of these refers back to anything that refers to it).
+    _native.untrack(change, values, prepared, rows.position)
     return change
 
 

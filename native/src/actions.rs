@@ -241,6 +241,18 @@ pub fn make<'py>(
 /// (what `NativeAction` adds later, its decoded `doc`, is JSON values). msgspec's
 /// `Struct(gc=False)` rests on the same argument. A cycle elsewhere that an untracked object
 /// refers to is still found: the collector counts that reference as one from outside.
+/// `cdc._native.untrack(*objects)`: `untrack` for the objects Python makes around the actions of
+/// a rows event (its `PreparedChange`, that one's dict and action list, the event's
+/// `BinlogPosition`, which every action refers to). Only for objects that cannot be part of a
+/// reference cycle; Python itself has no way to say so.
+#[pyfunction]
+#[pyo3(name = "untrack", signature = (*objects))]
+pub fn untrack_objects(objects: &Bound<'_, PyTuple>) {
+    for obj in objects.iter() {
+        untrack(&[&obj]);
+    }
+}
+
 fn untrack(objects: &[&Bound<'_, PyAny>]) {
     for obj in objects {
         // Safe for any object; does nothing to one that is not tracked (Python C API docs).

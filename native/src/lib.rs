@@ -490,6 +490,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Table>()?;
     m.add_class::<Plan>()?;
     m.add_class::<actions::Maker>()?;
+    m.add_function(wrap_pyfunction!(actions::untrack_objects, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(format_float, m)?)?;
     m.add_function(wrap_pyfunction!(float32, m)?)?;

@@ -250,7 +250,8 @@ def test_native_actions_carry_the_bulk_line_key_and_document_their_fields_give(i
 
 
 def test_native_actions_are_left_out_of_the_cyclic_collector_and_freed_by_reference_count():
-    """actions.rs untracks each action, its dict and its two tuples (the argument is there)."""
+    """actions.rs untracks each action, its dict and its two tuples, and the event's stand-in and
+    position (the argument is there)."""
     import gc
     import weakref
 
@@ -263,12 +264,15 @@ def test_native_actions_are_left_out_of_the_cyclic_collector_and_freed_by_refere
     readers = (("text", 1, 0, 0, None), ("text", 1, 0, 0, None))
     rows = RowsData(Op.INSERT, "s", "t", columns, readers, _text_event(["a", "b"]),
                     BinlogPosition("binlog.000009", 4321), 0, decode=lambda: pytest.fail("no fallback"))
-    _, actions = path.changes_and_actions(rows)
+    changes, actions = path.changes_and_actions(rows)
     assert len(actions) == 2
+    (change,) = changes
+    assert not any(gc.is_tracked(o) for o in (change, change.__dict__, change.prepared, change.position))
+    del change, changes
     for action in actions:
         assert not gc.is_tracked(action) and not gc.is_tracked(action.__dict__)
         assert not gc.is_tracked(action.key) and not gc.is_tracked(action.document)
         assert action.doc == {"id": "a", "r": "a"} or action.doc == {"id": "b", "r": "b"}
     gone = weakref.ref(actions[0])
-    del actions[:], _
+    del actions[:]
     assert gone() is None  # no cycle holds it: dropped with its last reference, no collection needed
