@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import pymysql  # noqa: E402
 import servers  # noqa: E402
+from catchup import server_pids  # noqa: E402  (bench/ is the script's directory)
 import yaml  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
 
@@ -114,6 +115,7 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False) -> dict
         "checkpoint": {"path": "checkpoint.json"}, "rules": "rules"}))
     config.chmod(0o600)
     log = open(work / "cdc.log", "wb")
+    servers_before = server_cpu()
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "cdc", "run", "--config", str(config), "--log-format", "json"],
                             stdout=log, stderr=subprocess.STDOUT, cwd=code,
@@ -128,6 +130,7 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False) -> dict
         time.sleep(0.2)
     seconds = time.monotonic() - t0
     cpu = proc_cpu_seconds(proc.pid)  # all of cdc's threads, start-up included
+    servers_cpu = server_cpu(servers_before)
     peak = max(peak, proc_kb(proc.pid, "VmHWM"))
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
@@ -141,7 +144,8 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False) -> dict
     if count != rows:
         raise SystemExit(f"index has {count} documents, table {rows} rows")
     return {"seconds": seconds, "rows_per_s": rows / seconds, "peak_rss_mb": peak / 1024, "code": str(code),
-            "cpu_seconds": cpu, "cpu_us_per_row": 1e6 * cpu / rows, "raw_bulk": raw_result,
+            "cpu_seconds": cpu, "cpu_us_per_row": 1e6 * cpu / rows, "server_cpu_seconds": servers_cpu,
+            "raw_bulk": raw_result,
             "raw_bulk_versioned": raw_versioned}
 
 
@@ -177,17 +181,26 @@ def raw_bulk(es: Elasticsearch, source: str, n: int, per_request: int = 1000, in
         if resp.body.get("errors"):
             raise SystemExit("raw _bulk had item errors")
 
+    servers_before = server_cpu()
     t0 = time.monotonic()
     with ThreadPoolExecutor(in_flight) as pool:
         list(pool.map(send, bodies))
     seconds = time.monotonic() - t0
+    servers_cpu = server_cpu(servers_before)
     es.indices.refresh(index=target)
     count = es.count(index=target)["count"]
     es.indices.delete(index=target)
     if count != docs:
         raise SystemExit(f"raw _bulk index has {count} documents of {docs}")
     return {"seconds": seconds, "docs_per_s": docs / seconds, "docs": docs, "per_request": per_request,
-            "in_flight": in_flight}
+            "in_flight": in_flight, "server_cpu_seconds": servers_cpu}
+
+
+def server_cpu(since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds of the bench's MariaDB and Elasticsearch processes (spent after `since`, if given):
+    with cdc's own, where the two cores went during a step."""
+    now = {name: proc_cpu_seconds(pid) for name, pid in server_pids().items() if pid}
+    return {name: round(now[name] - (since or {}).get(name, 0.0), 2) for name in now}
 
 
 def run_mysqldump(ep, rows: int) -> dict:
