@@ -227,6 +227,18 @@ pub fn make<'py>(
     Ok(list)
 }
 
+/// `cdc._native.untrack(*objects)`: `untrack` for the objects Python makes around the actions of
+/// a rows event (its `PreparedChange`, that one's dict and action list, the event's
+/// `BinlogPosition`, which every action refers to). Only for objects that cannot be part of a
+/// reference cycle (the argument at `untrack`); Python itself has no way to say so.
+#[pyfunction]
+#[pyo3(name = "untrack", signature = (*objects))]
+pub fn untrack_objects(objects: &Bound<'_, PyTuple>) {
+    for obj in objects.iter() {
+        untrack(&[&obj]);
+    }
+}
+
 /// Takes an action and its parts out of the cyclic garbage collector's lists.
 ///
 /// Actions live from their rows event to their batch's acknowledgement: tens of thousands
@@ -241,22 +253,16 @@ pub fn make<'py>(
 /// (what `NativeAction` adds later, its decoded `doc`, is JSON values). msgspec's
 /// `Struct(gc=False)` rests on the same argument. A cycle elsewhere that an untracked object
 /// refers to is still found: the collector counts that reference as one from outside.
-/// `cdc._native.untrack(*objects)`: `untrack` for the objects Python makes around the actions of
-/// a rows event (its `PreparedChange`, that one's dict and action list, the event's
-/// `BinlogPosition`, which every action refers to). Only for objects that cannot be part of a
-/// reference cycle; Python itself has no way to say so.
-#[pyfunction]
-#[pyo3(name = "untrack", signature = (*objects))]
-pub fn untrack_objects(objects: &Bound<'_, PyTuple>) {
-    for obj in objects.iter() {
-        untrack(&[&obj]);
-    }
-}
-
 fn untrack(objects: &[&Bound<'_, PyAny>]) {
     for obj in objects {
-        // Safe for any object; does nothing to one that is not tracked (Python C API docs).
-        unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+        // PyObject_GC_UnTrack reads the collector's header in front of the object, which
+        // only objects of collected types have; PyObject_GC_IsTracked checks that first
+        // (CPython gcmodule.c), so anything else passed in is left alone.
+        unsafe {
+            if ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 {
+                ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+            }
+        }
     }
 }
 

@@ -276,3 +276,15 @@ def test_native_actions_are_left_out_of_the_cyclic_collector_and_freed_by_refere
     gone = weakref.ref(actions[0])
     del actions[:]
     assert gone() is None  # no cycle holds it: dropped with its last reference, no collection needed
+
+
+def test_untrack_leaves_objects_the_collector_does_not_track_alone():
+    """cdc._native.untrack checks before it untracks: types without the collector's header are skipped."""
+    import gc
+
+    native = rowpath._native
+    native.untrack(1, "text", b"bytes", None, 2.5, int, ("a", "b"))  # nothing to do, nothing read amiss
+    pair = ("a", ["list"])
+    assert gc.is_tracked(pair)
+    native.untrack(pair)
+    assert not gc.is_tracked(pair) and pair == ("a", ["list"])
