@@ -302,61 +302,17 @@ def cdc_once(i: int, ep7, es, code, run_dir: Path, run_id: str, mode: str, start
 def bulk_direct(i: int, ep7, es_url: str, code, run_dir: Path, run_id: str, start, end, rows: int,
                 concurrencies: tuple[int, ...]) -> dict[int, dict]:
     """cdc's bulk lines of the backlog, made once (grouped by batch.max_actions as a batch groups them), then sent."""
-    import http.client
-    import threading
-    import urllib.parse
-
-    path = run_dir / f"bulk-{i}.bin"
     index_base = f"{cu.INDEX_PREFIX}-gomysql-{run_id}-direct-{i}"
     # The copy of this script taken at the start: bench/rowpath.py in the work tree may since
     # have moved on to a cdc newer than the copy measured.
-    cmd = [sys.executable, str(run_dir / "bench" / Path(__file__).name), "--child", "native", "--host", ep7.mariadb_host,
-           "--port", str(ep7.mariadb_port), "--user", ep7.admin_user, "--password", ep7.admin_password,
-           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end),
-           "--bulk-out", str(path), "--bulk-index", index_base]
-    out = subprocess.run(cmd, cwd=code.dir, capture_output=True, text=True, timeout=1800,
-                         env={"PYTHONPATH": str(code.dir), "PATH": "/usr/bin:/bin"})
-    if out.returncode != 0:
-        raise RuntimeError(f"bulk bodies failed:\n{out.stderr[-3000:]}")
-    data = path.read_bytes()
-    path.unlink()
-    bodies, at = [], 0
-    while at < len(data):
-        n = int.from_bytes(data[at:at + 8], "little")
-        bodies.append(data[at + 8:at + 8 + n])
-        at += 8 + n
-    url = urllib.parse.urlsplit(es_url)
+    data = rp.make_bodies(run_dir / "bench" / Path(__file__).name, ep7, code, start, end, run_dir / f"bulk-{i}.bin",
+                          index_base)
+    bodies = rp.read_bodies(data)
     results = {}
     for concurrency in concurrencies:
         index = f"{index_base}-{concurrency}"
-        todo = [b.replace(index_base.encode(), index.encode()) for b in reversed(bodies)]
-        lock = threading.Lock()
-        errors: list[str] = []
-
-        def send() -> None:
-            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
-            while True:
-                with lock:
-                    if not todo:
-                        break
-                    body = todo.pop()
-                conn.request("POST", "/_bulk?filter_path=errors,items.*.error.type", body,
-                             {"Content-Type": "application/x-ndjson"})
-                reply = conn.getresponse().read()
-                # Only version conflicts are expected: requests in flight together may carry
-                # writes of one document, and the older one loses (409), as it should.
-                kinds = set(re.findall(rb'"type":"(\w+)"', reply))
-                if kinds - {b"version_conflict_engine_exception"} or b'"errors"' not in reply:
-                    errors.append(reply[:300].decode(errors="replace"))
-            conn.close()
-
-        workers = [threading.Thread(target=send) for _ in range(concurrency)]
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        seconds = time.perf_counter() - t0
+        seconds, errors = rp.send_bodies(es_url, [b.replace(index_base.encode(), index.encode()) for b in bodies],
+                                         concurrency)
         results[concurrency] = {"seconds": round(seconds, 3), "requests": len(bodies), "bytes": len(data),
                                 "rows_per_s": round(rows / seconds, 1), "errors": errors[:3], "index": index}
         cu.log(f"bulk direct {i}, {concurrency} in flight: {len(bodies)} requests, {len(data) / 1e6:.1f} MB in "

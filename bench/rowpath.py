@@ -202,11 +202,10 @@ def send_bodies(es_url: str, bodies: list[bytes], concurrency: int) -> tuple[flo
     return time.perf_counter() - t0, errors
 
 
-def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int, concurrency: int) -> dict:
-    """Pre-generated bulk bodies of the backlog straight into Elasticsearch: its own ingest rate."""
-    index = f"{cu.INDEX_PREFIX}-{run_dir.name.lower()}-direct-{i}-{concurrency}"
-    path = run_dir / f"bulk-{i}.bin"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "native", "--host", ep.mariadb_host,
+def make_bodies(script: Path, ep, code: cu.Code, start, end, path: Path, index: str) -> bytes:
+    """The backlog's bulk bodies for `index`, as `script`'s native convert child (`--child native
+    --bulk-out`, convert_child) writes them with `code`'s cdc: the file's bytes (the file is removed)."""
+    cmd = [sys.executable, str(script), "--child", "native", "--host", ep.mariadb_host,
            "--port", str(ep.mariadb_port), "--user", ep.admin_user, "--password", ep.admin_password,
            "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end),
            "--bulk-out", str(path), "--bulk-index", index]
@@ -215,13 +214,20 @@ def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int,
     if out.returncode != 0:
         raise RuntimeError(f"bulk bodies failed:\n{out.stderr[-3000:]}")
     data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int, concurrency: int) -> dict:
+    """Pre-generated bulk bodies of the backlog straight into Elasticsearch: its own ingest rate."""
+    index = f"{cu.INDEX_PREFIX}-{run_dir.name.lower()}-direct-{i}-{concurrency}"
+    data = make_bodies(Path(__file__).resolve(), ep, code, start, end, run_dir / f"bulk-{i}.bin", index)
     bodies = read_bodies(data)
     seconds, errors = send_bodies(ep.es_url, bodies, concurrency)
     result = {"seconds": round(seconds, 3), "requests": len(bodies), "bytes": len(data),
               "rows_per_s": round(rows / seconds, 1), "errors": errors[:3], "index": index}
     cu.log(f"bulk direct {i}, {concurrency} in flight: {len(bodies)} requests, {len(data) / 1e6:.1f} MB in {seconds:.2f}s = "
            f"{result['rows_per_s']} rows/s{'; ERRORS ' + str(errors[:1]) if errors else ''}")
-    path.unlink()
     return result
 
 
