@@ -154,13 +154,17 @@ class SnapshotConfig(_Strict):
     # rules on later starts; never: stream only; when_needed: like initial,
     # and also copy everything again if the checkpoint's binlog was purged.
     mode: Literal["initial", "never", "when_needed"] = "initial"
-    chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # Rows per chunk (one consistent read, and as many bulk requests as batch.max_actions and
+    # batch.max_bytes make of it), at most; fewer when rows are wide: a chunk stops near
+    # chunk_bytes of row data (the rows as the server sends them, averaged over the last chunk).
+    chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    chunk_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     # A chunk must be in Elasticsearch this soon after it was read, or it is
     # read again (capped at half the index's gc_deletes; see snapshot.py).
     max_chunk_age: Annotated[float, Field(gt=0)] = 25.0
     # Bulk requests in flight per table while the next chunks are read, and
     # tables copied at once (each on its own connection). Memory: at most
-    # tables x (2 x concurrency + 1) chunks.
+    # tables x (2 x concurrency + 1) chunks, each about chunk_bytes or chunk_size rows.
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
     tables: Annotated[int, Field(ge=1, le=16)] = 2
 

@@ -317,6 +317,30 @@ class EncodedActions(Sequence[Action]):
         return iter(self.actions)
 
 
+class EncodedParts(Sequence[Action]):
+    """A snapshot chunk too big for one bulk request: `EncodedActions` parts, one request each.
+
+    Native/src/text.rs `snapshot_body` splits a chunk as `cdc.stream.delivery.chunks`
+    would (`batch.max_actions`, `batch.max_bytes`), so a chunk bigger than a request
+    still goes out as bodies made in Rust, never as actions made one by one.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: Sequence[EncodedActions]):
+        self.parts = tuple(parts)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __getitem__(self, index):
+        return [action for part in self.parts for action in part.actions][index]
+
+    def __iter__(self) -> Iterator[Action]:
+        for part in self.parts:
+            yield from part.actions
+
+
 class Outcome(enum.Enum):
     OK = "ok"
     STALE = "stale"  # external version conflict: a newer write is already there

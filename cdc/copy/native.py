@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from cdc.errors import RowError
-from cdc.model import Action, BinlogPosition, Column, ColumnKind, EncodedActions
+from cdc.model import Action, BinlogPosition, Column, ColumnKind, EncodedActions, EncodedParts
 from cdc.mysql.server import PacketRows
 from cdc.rules import ActionBuilder, document_version, rowpath
 from cdc.rules.actions import _columns_for
@@ -113,9 +113,12 @@ class _Compiled:
 class SnapshotRows:
     """Turns a chunk's `PacketRows` into actions natively, or says the Python path must (None)."""
 
-    def __init__(self, builder: ActionBuilder, mode: rowpath.RowPathMode = "auto"):
+    def __init__(self, builder: ActionBuilder, mode: rowpath.RowPathMode = "auto",
+                 request: tuple[int, int] | None = None):
         self.builder = builder
         self.mode = mode
+        # (batch.max_actions, batch.max_bytes): a chunk bigger than one bulk request comes in parts.
+        self.request = request or (1 << 62, 1 << 62)
         self._compiled: dict[tuple[str, str], _Compiled] = {}
         self.tables: dict[str, str] = {}  # "schema.table" -> "native" or "python: why", as last compiled
 
@@ -125,7 +128,8 @@ class SnapshotRows:
 
     def actions(self, schema: str, table: str, columns: tuple[Column, ...], position: BinlogPosition,
                 rows: PacketRows, after: Any = None) -> Sequence[Action] | None:
-        """The chunk's actions (encoded: `EncodedActions`), or None for the Python path (this table, or this chunk)."""
+        """The chunk's actions (encoded: `EncodedActions`, or `EncodedParts` when bigger than a bulk request),
+        or None for the Python path (this table, or this chunk)."""
         compiled = self._compile(schema, table, columns, rows.fields)
         if compiled.table is None:
             return None
@@ -133,10 +137,10 @@ class SnapshotRows:
         version = document_version(position, self.builder.version_epoch)
         packets = rows.packets
         try:
-            # The chunk's bulk body in one piece, without a Python object per action (issue 13); the
-            # actions are made from the same packets only if something asks for them.
-            body, count, weight = native.snapshot_body(compiled.table, compiled.plans, packets, compiled.maker,
-                                                       version)
+            # The chunk's bulk bodies, each a request, without a Python object per action (issue 13);
+            # the actions are made from the same packets only if something asks for them.
+            parts = native.snapshot_body(compiled.table, compiled.plans, packets, compiled.maker, version,
+                                         *self.request)
         except native.Decline:
             return None  # the Python path gives these rows' exact actions, or their exact error
         except native.DecodeError as exc:
@@ -144,11 +148,26 @@ class SnapshotRows:
             raise RowError(f"cannot read the snapshot rows of {schema}.{table} at {position} (chunk {where}, "
                            f"{len(rows.packets)} rows): {exc}") from None
 
-        def make() -> list[Action]:
-            return native.snapshot_rows(compiled.table, compiled.plans, packets,
-                                        (compiled.maker, schema, table, position, version))
+        made: list[list[Action]] = []
 
-        return EncodedActions(body, count, weight, make)
+        def make_all() -> list[Action]:
+            if not made:
+                made.append(native.snapshot_rows(compiled.table, compiled.plans, packets,
+                                                 (compiled.maker, schema, table, position, version)))
+            return made[0]
+
+        if len(parts) == 1:
+            body, count, weight = parts[0]
+            return EncodedActions(body, count, weight, make_all)
+        def make_part(start: int, end: int) -> Callable[[], list[Action]]:
+            return lambda: make_all()[start:end]
+
+        encoded: list[EncodedActions] = []
+        start = 0
+        for body, count, weight in parts:
+            encoded.append(EncodedActions(body, count, weight, make_part(start, start + count)))
+            start += count
+        return EncodedParts(encoded)
 
     def _compile(self, schema: str, table: str, columns: tuple[Column, ...],
                  fields: tuple[tuple[str, int, int], ...]) -> _Compiled:

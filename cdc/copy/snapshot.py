@@ -168,8 +168,8 @@ class Snapshot:
         self.online = online
         self.rows_written = 0
         # Chunks as row packets for the native row path (cdc/copy/native.py), where it can run.
-        self.native = SnapshotRows(builder, row_path)
-        self.reader = TableReader(db, config.chunk_size, where, raw=self.native.enabled)
+        self.native = SnapshotRows(builder, row_path, (writer.batch.max_actions, writer.batch.max_bytes))
+        self.reader = TableReader(db, config.chunk_size, where, raw=self.native.enabled, chunk_bytes=config.chunk_bytes)
 
     def plan(self, rule: Rule) -> TablePlan:
         return self.reader.plan(rule)
@@ -204,7 +204,8 @@ class Snapshot:
                     return
                 db = Database(self.db.config)
                 worker = copy.copy(self)
-                worker.db, worker.reader = db, TableReader(db, self.config.chunk_size, self.where, self.reader.raw)
+                worker.db, worker.reader = db, TableReader(db, self.config.chunk_size, self.where, self.reader.raw,
+                                                           self.config.chunk_bytes)
                 worker.rows_written = 0
                 worker.writer = copy.copy(self.writer)  # its own abort; counts added below
                 worker.writer.stats = Stats()
@@ -243,7 +244,7 @@ class Snapshot:
                      progress.rows, extra={"table": plan.name})
         else:
             log.info("snapshot of %s into %s: ~%d rows, %s", plan.name, plan.rule.index, plan.estimate,
-                     f"chunks of {self.config.chunk_size} by {', '.join(plan.key)}" if plan.paged
+                     f"chunks of up to {self.reader.limit(plan)} rows by {', '.join(plan.key)}" if plan.paged
                      else "one pass (no unique key to page by)", extra={"table": plan.name})
         bar = Progress(plan, progress.rows, self.interactive)
         try:
@@ -471,11 +472,24 @@ class TableReader:
     ActionBuilder as the stream.
     """
 
-    def __init__(self, db: Database, chunk_size: int, where: str | None = None, raw: bool = False):
+    def __init__(self, db: Database, chunk_size: int, where: str | None = None, raw: bool = False,
+                 chunk_bytes: int | None = None):
         self.db = db
         self.chunk_size = chunk_size
         self.where = where
         self.raw = raw  # rows as `PacketRows` (for the native row path), converted one by one when indexed
+        # A chunk's rows stop near this many bytes (snapshot.chunk_bytes): what a chunk holds in
+        # memory, with up to tables x (2 x concurrency + 1) chunks at once, stays bounded when rows
+        # are wide. None: chunk_size rows (cdc verify's batches).
+        self.chunk_bytes = chunk_bytes
+        self._row_bytes: dict[str, float] = {}  # "schema.table" -> average bytes per row of its last chunk
+
+    def limit(self, plan: TablePlan) -> int:
+        """Rows in the next chunk of `plan`'s table: chunk_size, fewer where its rows are wide."""
+        row_bytes = self._row_bytes.get(plan.name)
+        if self.chunk_bytes is None or not row_bytes:
+            return self.chunk_size
+        return max(1, min(self.chunk_size, int(self.chunk_bytes / row_bytes)))
 
     # ------------------------------------------------------------------ planning
     def plan(self, rule: Rule) -> TablePlan:
@@ -488,9 +502,13 @@ class TableReader:
         columns = [column_from_schema(c["name"], c["dtype"], c["ctype"], c["cs"]) for c in cols]
         key = tuple(rule.id_columns or ())
         paged = self._is_unique(rule, key)
-        estimate = self.db.scalar("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s "
-                                  "AND TABLE_NAME=%s", (rule.schema, rule.table)) or 0
-        return TablePlan(rule, tuple(columns), tuple(c.name for c in columns), key, paged, int(estimate))
+        stats = self.db.rows("SELECT TABLE_ROWS AS n, AVG_ROW_LENGTH AS width FROM information_schema.TABLES "
+                             "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s", (rule.schema, rule.table))
+        estimate = int(stats[0]["n"] or 0) if stats else 0
+        if stats and stats[0]["width"] and rule.name not in self._row_bytes:
+            # The storage engine's estimate (pages included, so on the wide side) until chunks are read.
+            self._row_bytes[rule.name] = float(stats[0]["width"])
+        return TablePlan(rule, tuple(columns), tuple(c.name for c in columns), key, paged, estimate)
 
     def _is_unique(self, rule: Rule, key: tuple[str, ...]) -> bool:
         """Can we page by `key`? Only if some unique index has exactly these non-null columns."""
@@ -520,8 +538,11 @@ class TableReader:
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         if plan.paged:
-            sql += f" ORDER BY {', '.join(f'`{k}`' for k in plan.key)} LIMIT {int(self.chunk_size)}"
-        return self._consistent(plan, sql, args)
+            sql += f" ORDER BY {', '.join(f'`{k}`' for k in plan.key)} LIMIT {self.limit(plan)}"
+        position, rows = self._consistent(plan, sql, args)
+        if self.chunk_bytes is not None and isinstance(rows, PacketRows) and rows.packets:
+            self._row_bytes[plan.name] = sum(map(len, rows.packets)) / len(rows.packets)
+        return position, rows
 
     def read_range(self, plan: TablePlan, after: list | None, upto: list) -> tuple[BinlogPosition, list[tuple]]:
         """The rows with keys after `after` (None: from the start) up to and including `upto`, in key order:

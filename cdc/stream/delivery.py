@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
 from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
-from cdc.model import Action, EncodedActions, ItemResult, Outcome
+from cdc.model import Action, EncodedActions, EncodedParts, ItemResult, Outcome
 from cdc.stream.protocols import Sink
 from cdc.stream.observe import Observer, Stats
 from cdc.retry import Attempts
@@ -35,8 +35,15 @@ def action_weight(action: Action) -> int:
 
 def chunks(actions: Sequence[Action], max_actions: int, max_bytes: int) -> Iterator[Sequence[Action]]:
     """Split actions into bulk requests of bounded size, keeping their order."""
-    if isinstance(actions, EncodedActions) and len(actions) <= max_actions and actions.weight <= max_bytes:
-        yield actions  # one request as it was encoded (a snapshot chunk); a bigger one is split below
+    if isinstance(actions, EncodedParts):  # a snapshot chunk encoded in parts: each as encoded, if it fits
+        for part in actions.parts:
+            yield from chunks(part, max_actions, max_bytes)
+        return
+    if isinstance(actions, EncodedActions) and len(actions) <= max_actions and (actions.weight <= max_bytes
+                                                                                 or len(actions) == 1):
+        # One request as it was encoded (a snapshot chunk); a bigger one is split below. An action that
+        # alone weighs more than max_bytes is a request of its own either way.
+        yield actions
         return
     chunk: list[Action] = []
     size = 0

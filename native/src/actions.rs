@@ -266,14 +266,28 @@ fn untrack(objects: &[&Bound<'_, PyAny>]) {
     }
 }
 
-/// The `_bulk` body of `outs` (what `cdc.es.sink.encode_bulk` makes of their actions), the
-/// number of actions, and their weight as `cdc.stream.delivery.action_weight` counts it.
-/// Needs no Python object: runs with the GIL released.
-pub(crate) fn encode_body(maker: &MakerPlans, outs: &[Out], version: i64) -> (Vec<u8>, usize, usize) {
-    let mut body = Vec::with_capacity(outs.len() * 320);
+/// The `_bulk` bodies of `outs` (what `cdc.es.sink.encode_bulk` makes of their actions), each
+/// with its number of actions and their weight as `cdc.stream.delivery.action_weight` counts it:
+/// parts of at most `max_actions` actions and `max_bytes` of weight, split as
+/// `cdc.stream.delivery.chunks` splits actions (an action that alone weighs more is a part of
+/// its own), one bulk request each. Always at least one part (empty when `outs` is). Needs no
+/// Python object: runs with the GIL released.
+pub(crate) fn encode_bodies(maker: &MakerPlans, outs: &[Out], version: i64, max_actions: usize, max_bytes: usize)
+    -> Vec<(Vec<u8>, usize, usize)> {
+    let mut parts = Vec::new();
+    let mut body = Vec::with_capacity(outs.len().min(max_actions) * 320);
     let mut meta = String::with_capacity(160);
     let mut weight = 0;
+    let mut count = 0;
     for a in outs {
+        let w = 100 + a.doc.as_ref().map_or(0, |d| d.len());
+        if count > 0 && (count >= max_actions || weight + w > max_bytes) {
+            let next = Vec::with_capacity(body.capacity());
+            parts.push((std::mem::replace(&mut body, next), count, weight));
+            weight = 0;
+            count = 0;
+        }
+        count += 1;
         let (pipeline_json, versioned) = &maker.plans[a.plan.min(maker.plans.len() - 1)];
         let kind = a.kind.min(2);
         let v = if a.older { version - 1 } else { version };
@@ -290,12 +304,13 @@ pub(crate) fn encode_body(maker: &MakerPlans, outs: &[Out], version: i64) -> (Ve
             body.extend_from_slice(doc);
             body.extend_from_slice(b",\"doc_as_upsert\":true}\n");
         }
-        weight += 100 + a.doc.as_ref().map_or(0, |d| d.len());
+        weight += w;
     }
-    (body, outs.len(), weight)
+    parts.push((body, count, weight));
+    parts
 }
 
-/// What `encode_body` needs of a `Maker`, without the Python objects (sent across `allow_threads`).
+/// What `encode_bodies` needs of a `Maker`, without the Python objects (sent across `allow_threads`).
 pub(crate) struct MakerPlans {
     plans: Vec<(Option<String>, bool)>,
     retry_on_conflict: u32,

@@ -498,6 +498,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<text::TextTable>()?;
     m.add_function(wrap_pyfunction!(text::snapshot_rows, m)?)?;
     m.add_function(wrap_pyfunction!(text::snapshot_body, m)?)?;
+    m.add_function(wrap_pyfunction!(text::frame_rows, m)?)?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("Decline", m.py().get_type::<Decline>())?;
     Ok(())

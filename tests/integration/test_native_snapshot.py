@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdc.config import MysqlConfig, SnapshotConfig
+from cdc.config import BatchConfig, MysqlConfig, RetryConfig, SnapshotConfig
 from cdc.copy.snapshot import Snapshot, SnapshotState
 from cdc.mysql.server import Database, PacketRows
+from cdc.stream.delivery import BulkWriter
 from cdc.rules import ActionBuilder, load_rules, resolved_or_stop, rowpath
 from cdc.rules.values import ValueOptions
 
@@ -87,7 +88,8 @@ def _chunk(servers, rules, table: str, native: bool, chunk_size: int = 1000):
     db = Database(_config(servers))
     try:
         builder = ActionBuilder(rules, 0, ValueOptions())
-        snapshot = Snapshot(db, builder, None, SnapshotConfig(chunk_size=chunk_size),  # type: ignore[arg-type]
+        unused = BulkWriter(None, BatchConfig(), RetryConfig())  # type: ignore[arg-type]  # nothing is written
+        snapshot = Snapshot(db, builder, unused, SnapshotConfig(chunk_size=chunk_size),
                             lambda state: None, threading.Event(), row_path="native" if native else "python")
         rule = next(r for r in rules.rules if r.table == table)
         plan = snapshot.plan(rule)
@@ -129,9 +131,8 @@ def test_every_type_gives_the_same_actions_on_both_paths(servers, db, database, 
     assert snapshot.native.tables[f"{database}.all_types"].startswith("python: column 'g'")
 
     # Both paths into Elasticsearch through the real snapshot: the stored documents are the same.
-    from cdc.config import BatchConfig, ElasticsearchConfig, RetryConfig
+    from cdc.config import ElasticsearchConfig
     from cdc.es.sink import ElasticsearchSink
-    from cdc.stream.delivery import BulkWriter
     from cdc.stream.observe import Stats
 
     stored = {}

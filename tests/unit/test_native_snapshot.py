@@ -225,6 +225,39 @@ def test_a_chunks_body_is_what_encode_bulk_makes_of_its_actions(rows, mode, rout
     assert encoded.weight == sum(action_weight(a) for a in actions)
 
 
+@pytest.mark.parametrize("max_actions, max_bytes, sizes", [(4, 10_000, [4, 4, 2]), (10, 500, [3, 3, 3, 1]),
+                                                          (10, 10, [1] * 10), (3, 340, [2, 2, 2, 2, 2])])
+def test_a_chunk_bigger_than_a_request_is_encoded_in_parts_as_chunks_splits_actions(max_actions, max_bytes, sizes):
+    """snapshot_body's parts: the requests `chunks` makes of the same actions, each body `encode_bulk`'s."""
+    import dataclasses
+
+    from cdc.es.sink import encode_bulk
+    from cdc.model import EncodedActions, EncodedParts
+    from cdc.stream.delivery import chunks
+
+    builder = ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 0, ValueOptions())
+    columns = (Column("id", ColumnKind.INTEGER), Column("v", ColumnKind.STRING))
+    fields = (("id", 3, 63), ("v", 253, 45))
+    packets = [_lenenc(str(i).encode()) + _lenenc(b"x" * 50) for i in range(1, 11)]  # weight 164-165 each
+
+    def chunk(request):
+        return SnapshotRows(builder, "native", request).actions("s", "t", columns, BinlogPosition("binlog.000001", 4),
+                                                                PacketRows(packets, fields, None, "utf8"))
+
+    whole = chunk(None)
+    assert isinstance(whole, EncodedActions)
+    expected = list(chunks(list(whole), max_actions, max_bytes))
+    parts = chunk((max_actions, max_bytes))
+    assert isinstance(parts, EncodedParts) and len(parts) == 10
+    requests = list(chunks(parts, max_actions, max_bytes))
+    assert [len(r) for r in requests] == [len(e) for e in expected] == sizes
+    assert all(r.__class__ is EncodedActions and r._actions is None for r in requests)  # bodies as made in Rust
+    assert [encode_bulk(r) for r in requests] == [encode_bulk([dataclasses.replace(a) for a in e]) for e in expected]
+    # Asked for, a part's actions are its own: the chunk's actions are made once, in order.
+    assert [a.doc_id for a in requests[1]] == [a.doc_id for a in expected[1]]
+    assert [a.doc_id for a in parts] == [str(i) for i in range(1, 11)] and parts[-1].doc_id == "10"
+
+
 def test_an_encoded_chunk_goes_as_one_request_made_into_actions_only_when_an_item_failed():
     from cdc.config import BatchConfig, RetryConfig
     from cdc.es.sink import _OrjsonSerializer, parse_bulk_response
