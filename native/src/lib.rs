@@ -101,6 +101,8 @@ struct Plan {
     id_sep: char,
     id_tpl: Option<Vec<Part>>,
     index: Vec<Part>,
+    /// The index name when `index` has no column in it, already checked as `place` checks it.
+    fixed_index: Option<String>,
     routing: Option<Vec<Part>>,
     versioned: bool,
     on_delete: u8,
@@ -135,7 +137,7 @@ impl Plan {
         on_delete: u8,
         forbidden: String,
     ) -> Self {
-        Plan {
+        let mut plan = Plan {
             doc,
             consts,
             soft,
@@ -143,11 +145,18 @@ impl Plan {
             id_sep,
             id_tpl: id_tpl.map(parts),
             index: parts(index),
+            fixed_index: None,
             routing: routing.map(parts),
             versioned,
             on_delete,
             forbidden,
+        };
+        // Rendered, lowercased and checked once rather than per row: the same for every row. A name
+        // that fails the check stays per row, which declines each row as before.
+        if plan.index.iter().all(|p| matches!(p, Part::Lit(_))) {
+            plan.fixed_index = render(&plan.index, &[]).and_then(|name| plan.checked_index(name)).ok();
         }
+        plan
     }
 }
 
@@ -211,7 +220,19 @@ impl Plan {
         if id.is_empty() || id.len() > 512 {
             return Err(Fail::Decline("an empty or too long id (the Python path names it)".into()));
         }
-        let index = render(&self.index, row)?;
+        let index = match &self.fixed_index {
+            Some(name) => name.clone(),
+            None => self.checked_index(render(&self.index, row)?)?,
+        };
+        let routing = match &self.routing {
+            Some(t) => Some(render(t, row)?),
+            None => None,
+        };
+        Ok(Place { index, id, routing })
+    }
+
+    /// A rendered index name lowercased, or a `Decline` where the Python path must name what is wrong.
+    fn checked_index(&self, index: String) -> R<String> {
         if !index.is_ascii() {
             return Err(Fail::Decline("a non-ASCII index name (Python lowercases it)".into()));
         }
@@ -224,11 +245,7 @@ impl Plan {
         {
             return Err(Fail::Decline("an invalid index name (the Python path names it)".into()));
         }
-        let routing = match &self.routing {
-            Some(t) => Some(render(t, row)?),
-            None => None,
-        };
-        Ok(Place { index, id, routing })
+        Ok(index)
     }
 
     /// actions.py _document (+ the soft-delete field); returns the JSON and whether a zero date was written.
@@ -266,22 +283,22 @@ impl Plan {
         Ok((out.into_bytes(), zero))
     }
 
-    fn write(&self, out: &mut Vec<Out>, plan: usize, row_no: usize, row: &[Val], place: &Place, deleted: bool, older: bool) -> R<bool> {
+    fn write(&self, out: &mut Vec<Out>, plan: usize, row_no: usize, row: &[Val], place: Place, deleted: bool, older: bool) -> R<bool> {
         let (doc, zero) = self.document(row, if self.soft.is_some() { Some(deleted) } else { None })?;
         out.push(Out {
             plan,
             row: row_no,
             kind: if self.versioned { INDEX } else { UPDATE },
-            index: place.index.clone(),
-            id: place.id.clone(),
-            routing: place.routing.clone(),
+            index: place.index,
+            id: place.id,
+            routing: place.routing,
             older,
             doc: Some(doc),
         });
         Ok(zero)
     }
 
-    fn remove(&self, out: &mut Vec<Out>, plan: usize, row_no: usize, row: &[Val], place: &Place, older: bool) -> R<bool> {
+    fn remove(&self, out: &mut Vec<Out>, plan: usize, row_no: usize, row: &[Val], place: Place, older: bool) -> R<bool> {
         match self.on_delete {
             1 => Ok(false),
             2 => {
@@ -293,9 +310,9 @@ impl Plan {
                     plan,
                     row: row_no,
                     kind: UPDATE,
-                    index: place.index.clone(),
-                    id: place.id.clone(),
-                    routing: place.routing.clone(),
+                    index: place.index,
+                    id: place.id,
+                    routing: place.routing,
                     older: false,
                     doc: Some(format!("{{{}:true}}", key).into_bytes()),
                 });
@@ -306,9 +323,9 @@ impl Plan {
                     plan,
                     row: row_no,
                     kind: DELETE,
-                    index: place.index.clone(),
-                    id: place.id.clone(),
-                    routing: place.routing.clone(),
+                    index: place.index,
+                    id: place.id,
+                    routing: place.routing,
                     older,
                     doc: None,
                 });
@@ -322,7 +339,7 @@ impl Plan {
         if op == 2 {
             let before = before.unwrap();
             let old = self.place(before)?;
-            return self.remove(out, plan, row_no, before, &old, false);
+            return self.remove(out, plan, row_no, before, old, false);
         }
         let after = after.unwrap();
         let new = self.place(after)?;
@@ -335,10 +352,10 @@ impl Plan {
                 if same_doc && !self.versioned {
                     return Err(Fail::Decline("a routing change in mode: update (the Python path stops)".into()));
                 }
-                zero |= self.remove(out, plan, row_no, before, &old, same_doc)?;
+                zero |= self.remove(out, plan, row_no, before, old, same_doc)?;
             }
         }
-        zero |= self.write(out, plan, row_no, after, &new, false, false)?;
+        zero |= self.write(out, plan, row_no, after, new, false, false)?;
         Ok(zero)
     }
 }
