@@ -23,7 +23,7 @@ import orjson
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch import ConnectionTimeout, TransportError, UnsupportedProductError, helpers
-from elasticsearch.serializer import JsonSerializer
+from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
 from cdc.config import ElasticsearchConfig
 from cdc.es.engine import Engine
@@ -60,6 +60,21 @@ class _OrjsonSerializer(JsonSerializer):
             # catch-up's GIL time making a dict per item that nothing reads).
             return {"errors": False, "items": AcknowledgedItems(data)}
         return orjson.loads(data)
+
+
+class _BulkBodySerializer(NdjsonSerializer):
+    """`_bulk` bodies come encoded whole (`encode_bulk`, or Rust for snapshot chunks): sent as they are.
+
+    The library's NDJSON serializer copies every body into a new bytearray, line by line,
+    to make sure it ends with a newline: about a third of a 2,000-document request's CPU on
+    the client (issue 13, by hand: 1.37 ms per request through the sink against 0.65 ms
+    through urllib3 alone). A body of ours always ends with one.
+    """
+
+    def dumps(self, data) -> bytes:
+        if isinstance(data, bytes) and data.endswith(b"\n"):
+            return data
+        return super().dumps(data)
 
 
 # How a filtered bulk response in which no item failed begins (filter_path=BULK_RESPONSE_FIELDS:
@@ -250,7 +265,8 @@ class ElasticsearchSink:
             # must not resend a whole bulk behind our back.
             max_retries=0,
             retry_on_timeout=False,
-            serializer=_OrjsonSerializer(),
+            # The compatibility mimetypes ("application/vnd.elasticsearch+...") take the same ones.
+            serializers={"application/json": _OrjsonSerializer(), "application/x-ndjson": _BulkBodySerializer()},
         )
         if config.api_key:
             kwargs["api_key"] = config.api_key

@@ -539,3 +539,21 @@ def test_refresh_wait_for_reaches_the_bulk_query_string_only_when_asked():
     assert [path for _, path, _ in requests] == ["/_bulk", "/_bulk"]
     assert "refresh" not in requests[0][2]
     assert requests[1][2]["refresh"] == "wait_for"
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_bulk_body_goes_to_the_transport_as_it_is(legacy):
+    """Bodies are encoded whole (encode_bulk, or Rust): the client's NDJSON serializer sends them as they are."""
+    from cdc.config import ElasticsearchConfig
+    from cdc.es.engine import Engine
+
+    engine = Engine("elasticsearch", "7.17.29" if legacy else "8.19.0")
+    sink = ElasticsearchSink(ElasticsearchConfig(hosts=["http://127.0.0.1:9"]), engine)
+    serializers = sink.client.transport.serializers
+    body = encode_bulk([index("1", {"a": 1})])
+    for mimetype in ("application/x-ndjson", "application/vnd.elasticsearch+x-ndjson"):
+        assert serializers.dumps(body, mimetype=mimetype) is body
+        # Anything else still as the library makes it: a body without its last newline gets one.
+        assert serializers.dumps(body[:-1], mimetype=mimetype) == body
+        assert serializers.dumps([{"index": {}}, {"a": 1}], mimetype=mimetype) == b'{"index":{}}\n{"a":1}\n'
+    assert serializers.dumps({"a": 1}, mimetype="application/json") == b'{"a":1}'
