@@ -320,9 +320,10 @@ class EncodedActions(Sequence[Action]):
 class EncodedParts(Sequence[Action]):
     """A snapshot chunk too big for one bulk request: `EncodedActions` parts, one request each.
 
-    Native/src/text.rs `snapshot_body` splits a chunk as `cdc.stream.delivery.chunks`
+    `snapshot_body` (native/src/text.rs) splits a chunk as `cdc.stream.delivery.chunks`
     would (`batch.max_actions`, `batch.max_bytes`), so a chunk bigger than a request
-    still goes out as bodies made in Rust, never as actions made one by one.
+    still goes out as bodies made in Rust, never as actions made one by one. Asked for,
+    a part's actions are its slice of the chunk's, made once (cdc/copy/native.py).
     """
 
     __slots__ = ("parts",)

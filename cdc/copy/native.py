@@ -159,6 +159,7 @@ class SnapshotRows:
         if len(parts) == 1:
             body, count, weight = parts[0]
             return EncodedActions(body, count, weight, make_all)
+
         def make_part(start: int, end: int) -> Callable[[], list[Action]]:
             return lambda: make_all()[start:end]
 
