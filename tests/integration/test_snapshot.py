@@ -63,6 +63,38 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(servers, db, database, es, 
     wait_until_equal(db, es, "big", f"{index_prefix}-big", ["id"], timeout=30)
 
 
+def test_wide_rows_make_small_chunks_and_a_killed_copy_of_them_resumes(servers, db, database, es, index_prefix,
+                                                                         tmp_path):
+    """snapshot.chunk_bytes: 4 KB rows in chunks of about 64 KB, not chunk_size's 1,000 rows (4 MB)."""
+    rows = 10_000  # 40 MB: the copy takes seconds, so the kill lands in the middle of it
+    db.execute("CREATE TABLE wide (id INT PRIMARY KEY, body VARCHAR(5000))")
+    db.execute("INSERT INTO wide SELECT seq, REPEAT(CHAR(97 + seq MOD 26), 4000) FROM seq_1_to_%d" % rows)
+    db.execute("ANALYZE TABLE wide")  # AVG_ROW_LENGTH, the first chunk's estimate
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "wide"), snapshot__chunk_size=1000,
+                     snapshot__chunk_bytes=65536)
+    first = setup.run()
+    deadline = time.monotonic() + 60
+    while True:  # kill once some chunks are saved, well before the end
+        progress = ((setup.checkpoint() or {}).get("snapshot") or {}).get(f"{database}.wide", {})
+        if progress.get("rows", 0) >= 300:
+            break
+        assert time.monotonic() < deadline, first.text()[-2000:]
+        time.sleep(0.02)
+    first.stop(signal.SIGKILL)
+    limit = int(re.search(rf"snapshot of {database}\.wide into \S+: ~\d+ rows, chunks of up to (\d+) rows",
+                          first.text()).group(1))
+    assert 1 <= limit <= 16  # 65,536 bytes over rows of more than 4,000
+    done_before = setup.checkpoint()["snapshot"][f"{database}.wide"]
+    assert not done_before["done"] and done_before["last_key"] == [done_before["rows"]]
+
+    second = setup.run()
+    second.wait_for_event("snapshot_done", timeout=120)
+    assert second.stop() == 0
+    written = int(re.search(r"snapshot done: (\d+) rows", second.text()).group(1))
+    assert written == rows - done_before["rows"]  # the rest, not everything again
+    wait_until_equal(db, es, "wide", f"{index_prefix}-wide", ["id"], timeout=30)
+
+
 def test_tables_added_to_the_rules_are_copied_on_next_start_alone(servers, db, database, es, index_prefix, tmp_path):
     create_two_tables(db, 50)
     setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a"))
