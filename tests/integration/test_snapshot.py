@@ -14,6 +14,19 @@ def _create_index(es, index: str, gc_deletes: str) -> None:
     es.indices.create(index=index, settings={"index.gc_deletes": gc_deletes, "number_of_replicas": 0})
 
 
+def _kill_mid_snapshot(setup: CdcSetup, cdc, table: str, rows: int) -> dict:
+    """SIGKILL `cdc` once the saved progress of `table` has passed `rows`; that saved progress."""
+    deadline = time.monotonic() + 60
+    while True:  # kill once some chunks are saved, well before the end
+        progress = ((setup.checkpoint() or {}).get("snapshot") or {}).get(table, {})
+        if progress.get("rows", 0) >= rows:
+            break
+        assert time.monotonic() < deadline, cdc.text()[-2000:]
+        time.sleep(0.02)
+    cdc.stop(signal.SIGKILL)
+    return setup.checkpoint()["snapshot"][table]
+
+
 def test_initial_snapshot_under_load_then_streaming_is_exact(servers, db, database, es, index_prefix, tmp_path):
     create_two_tables(db, 400)
     # Tombstones forgotten at once: a stale snapshot write after a stream delete would resurrect the row.
@@ -42,15 +55,7 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(servers, db, database, es, 
     db.execute("INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_%d" % rows)
     setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "big"), snapshot__chunk_size=500)
     first = setup.run()
-    deadline = time.monotonic() + 60
-    while True:  # kill once some chunks are saved, well before the end
-        progress = ((setup.checkpoint() or {}).get("snapshot") or {}).get(f"{database}.big", {})
-        if progress.get("rows", 0) >= 2000:
-            break
-        assert time.monotonic() < deadline, first.text()[-2000:]
-        time.sleep(0.05)
-    first.stop(signal.SIGKILL)
-    done_before = setup.checkpoint()["snapshot"][f"{database}.big"]
+    done_before = _kill_mid_snapshot(setup, first, f"{database}.big", 2000)
     assert not done_before["done"] and done_before["rows"] % 500 == 0 and done_before["last_key"] == [done_before["rows"]]
 
     second = setup.run()
@@ -73,18 +78,10 @@ def test_wide_rows_make_small_chunks_and_a_killed_copy_of_them_resumes(servers, 
     setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "wide"), snapshot__chunk_size=1000,
                      snapshot__chunk_bytes=65536)
     first = setup.run()
-    deadline = time.monotonic() + 60
-    while True:  # kill once some chunks are saved, well before the end
-        progress = ((setup.checkpoint() or {}).get("snapshot") or {}).get(f"{database}.wide", {})
-        if progress.get("rows", 0) >= 300:
-            break
-        assert time.monotonic() < deadline, first.text()[-2000:]
-        time.sleep(0.02)
-    first.stop(signal.SIGKILL)
+    done_before = _kill_mid_snapshot(setup, first, f"{database}.wide", 300)
     limit = int(re.search(rf"snapshot of {database}\.wide into \S+: ~\d+ rows, chunks of up to (\d+) rows",
                           first.text()).group(1))
     assert 1 <= limit <= 16  # 65,536 bytes over rows of more than 4,000
-    done_before = setup.checkpoint()["snapshot"][f"{database}.wide"]
     assert not done_before["done"] and done_before["last_key"] == [done_before["rows"]]
 
     second = setup.run()
