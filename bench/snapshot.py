@@ -102,7 +102,8 @@ def proc_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False) -> dict:
+def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False, snapshot: dict | None = None) -> dict:
+    """One `cdc run` of the table to "snapshot done"; `snapshot`: settings for its config's `snapshot:`."""
     es = Elasticsearch(ep.es_url, request_timeout=60)
     index = f"benchsnap-{n}"
     if es.indices.exists(index=index):
@@ -116,7 +117,7 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False) -> dict
         "mysql": {"host": ep.mariadb_host, "port": ep.mariadb_port, "user": ep.cdc_user,
                   "password": "${BENCH_PW}", "server_id": 7000 + 100 * (os.getpid() % 10) + n},
         "elasticsearch": {"hosts": [ep.es_url]},
-        "checkpoint": {"path": "checkpoint.json"}, "rules": "rules"}))
+        "checkpoint": {"path": "checkpoint.json"}, "rules": "rules", **({"snapshot": snapshot} if snapshot else {})}))
     config.chmod(0o600)
     log = open(work / "cdc.log", "wb")
     servers_before = server_cpu()
@@ -247,7 +248,10 @@ def main() -> int:
     parser.add_argument("--code", type=Path, default=ROOT, metavar="DIR", help="run the cdc package in DIR/cdc")
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help="also run the cdc in DIR/cdc, alternating with --code (which goes first swaps)")
+    parser.add_argument("--snapshot", action="append", default=[], metavar="KEY=N",
+                        help="a snapshot setting for both codes' config, e.g. chunk_size=5000 (repeatable)")
     args = parser.parse_args()
+    settings = {key: int(value) for key, value in (option.split("=", 1) for option in args.snapshot)}
     ep = servers.up()
     load(ep, args.rows)
     cdc_runs, dump_runs, base_runs = [], [], []
@@ -259,7 +263,7 @@ def main() -> int:
             if n % 2 == 0:
                 order.reverse()
         for k, (name, code) in enumerate(order):
-            run = run_cdc(ep, args.rows, 10 * n + k, code, raw=(name == "code"))
+            run = run_cdc(ep, args.rows, 10 * n + k, code, raw=(name == "code"), snapshot=settings)
             (cdc_runs if name == "code" else base_runs).append(run)
             raw = run["raw_bulk"]
             print(f"run {n + 1} {name}: cdc {run['rows_per_s']:.0f} rows/s ({run['snapshot_rows_per_s']:.0f} over the "

@@ -65,10 +65,10 @@ class _OrjsonSerializer(JsonSerializer):
 class _BulkBodySerializer(NdjsonSerializer):
     """`_bulk` bodies come encoded whole (`encode_bulk`, or Rust for snapshot chunks): sent as they are.
 
-    The library's NDJSON serializer copies every body into a new bytearray, line by line,
-    to make sure it ends with a newline: about a third of a 2,000-document request's CPU on
-    the client (issue 13, by hand: 1.37 ms per request through the sink against 0.65 ms
-    through urllib3 alone). A body of ours always ends with one.
+    The library's NDJSON serializer copies every body into a new bytearray to make sure
+    it ends with a newline: a tenth of a 2,000-document request's CPU on the client
+    (issue 13, `bench/costs.py request`: 1.19 -> 1.06 ms per request through the sink,
+    0.79 ms through urllib3 alone). A body of ours always ends with one.
     """
 
     def dumps(self, data) -> bytes:
