@@ -95,11 +95,10 @@ def base() -> str:
         if extra:
             _run("chroot", str(rootfs), "update-ca-certificates")
         _run("chroot", str(rootfs), "python3", "-m", "venv", "/usr/local/python")
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        try:
+        # The with closes tar's end of the pipe here and waits for tar (an open pipe left to the
+        # garbage collector was a ResourceWarning, an error in whichever test then ran).
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
             _run("podman", "import", "--change", f"ENV PATH={_PATH}", "-", BASE_IMAGE, stdin=tar.stdout)
-        finally:
-            tar.wait()
     return BASE_IMAGE
 
 
