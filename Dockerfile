@@ -1,4 +1,4 @@
-# syntax=docker/dockerfile:1
+# syntax=docker.io/docker/dockerfile:1
 #
 # Container image for the cdc daemon (MySQL/MariaDB binlog -> Elasticsearch).
 #
@@ -32,14 +32,16 @@
 # (0.0.0.0 so Prometheus in another container can scrape /metrics too). Without it
 # the container reports "unhealthy". Another port: set CDC_HEALTHCHECK_URL.
 #
-# Base image: python:3.11-slim. Any Debian-like image with python and pip on PATH
+# Base image: docker.io/library/python:3.11-slim. Any Debian-like image with python and pip on PATH
 # works: `--build-arg BASE=...` (the tests build on a local Debian base, see
 # scripts/container.py).
 
-ARG BASE=python:3.11-slim
+# Image names are fully qualified: podman (and buildah) refuse short names such as
+# python:3.11-slim unless a registries.conf alias or search list covers them.
+ARG BASE=docker.io/library/python:3.11-slim
 # The Rust toolchain that compiles the native row path (native/). Any image with cargo
 # and a C linker works; without cargo there the image runs the Python row path.
-ARG RUST=rust:1-slim-bookworm
+ARG RUST=docker.io/library/rust:1-slim-bookworm
 
 # ---------------------------------------------------------------- build: the native row path
 # One abi3 extension for every CPython >= 3.11 (so no Python is needed here:

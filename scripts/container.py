@@ -4,7 +4,7 @@
     python3 scripts/container.py base    # the local Debian base and builder images (cached)
     python3 scripts/container.py build   # the cdc image from ./Dockerfile on that base
 
-Users build the Dockerfile unchanged on its public base (python:3.11-slim).
+Users build the Dockerfile unchanged on its public base (docker.io/library/python:3.11-slim).
 Here no image registry is reachable, so the tests build it on a base made
 locally from Debian's packages: `debootstrap --variant=minbase bookworm` with
 python3 and a venv at /usr/local/python (on PATH, as python:3.11-slim has
@@ -14,7 +14,7 @@ the package proxy of this network needs for the build's `pip wheel`.
 
 The base is built once and kept in podman's store (about a minute); `base`
 does nothing when the image exists. The Dockerfile's native stage compiles the
-native row path with `RUST` (rust:1-slim-bookworm for users); here that is the
+native row path with `RUST` (docker.io/library/rust:1-slim-bookworm for users); here that is the
 base plus gcc from Debian, with this machine's Rust toolchain mounted read-only
 at /opt/rust for the build (no Rust image can be pulled, and Debian's rustc is
 too old for the crate's lock file). Without a toolchain on the host the image
@@ -134,7 +134,8 @@ def build(tag: str = IMAGE) -> str:
     toolchain = rust_toolchain()
     if toolchain is not None:
         args += ["--build-arg", f"RUST={builder()}", "--volume", f"{toolchain}:/opt/rust:ro"]
-    else:
+    else:  # the base has no cargo: the native stage builds nothing (and pulls no Rust image)
+        args += ["--build-arg", f"RUST={base_image}"]
         log("no Rust toolchain here: the image gets the Python row path only")
     log(f"building {tag} from {ROOT / 'Dockerfile'}")
     # --format docker keeps HEALTHCHECK (the OCI format has no such field).

@@ -6,7 +6,9 @@ promise against the config loader and the CLI. They do not build or run images.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +23,8 @@ import yaml
 import cdc
 from cdc.config import parse_config
 from cdc.rules import load_rules
+
+import container  # scripts/, on sys.path (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -66,10 +70,10 @@ def _compose_default(value: str, name: str) -> str | None:
     return m.group(1) if m else (None if "${" in value else value)
 
 
-def _dockerfile_instructions() -> list[tuple[str, str]]:
+def _dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with comments dropped and `\\` continuations joined."""
     instructions, pending = [], ""
-    for line in DOCKERFILE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         stripped = line.strip()
         if not pending and (not stripped or stripped.startswith("#")):
             continue
@@ -131,7 +135,7 @@ def test_compose_has_the_three_services(compose):
 
 def test_compose_mysql_is_set_up_for_cdc(compose):
     mysql = compose["services"]["mysql"]
-    assert mysql["image"].startswith("mysql:8")
+    assert mysql["image"].startswith("docker.io/library/mysql:8")
     command = _command_list(mysql)
     for flag in BINLOG_FLAGS:
         assert flag in command, f"mysql command lacks {flag}"
@@ -235,8 +239,8 @@ def test_dockerfile_is_multi_stage_on_python_311_slim():
     # base, python:3.11-slim unless the build says otherwise (the tests' local base).
     assert [f[0] for f in froms] == ["${RUST}", "${BASE}", "${BASE}"]
     assert froms[0][-1] == "native" and froms[1][-1] == "build" and len(froms[2]) == 1
-    assert ("ARG", "BASE=python:3.11-slim") in _dockerfile_instructions()
-    assert ("ARG", "RUST=rust:1-slim-bookworm") in _dockerfile_instructions()
+    assert ("ARG", "BASE=docker.io/library/python:3.11-slim") in _dockerfile_instructions()
+    assert ("ARG", "RUST=docker.io/library/rust:1-slim-bookworm") in _dockerfile_instructions()
 
 
 def test_dockerfile_runs_as_a_non_root_user():
@@ -440,3 +444,83 @@ def test_readme_starts_the_stack_the_way_the_compose_file_says():
     compose_command = re.search(r"#\s+(CDC_MYSQL_PASSWORD=\S+ docker compose up[^\n]*)",
                                 (ROOT / "docker-compose.yml").read_text()).group(1).strip()
     assert f"`{compose_command}`" in (ROOT / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- (f) image names
+def _repo_files(*patterns: str) -> list[Path]:
+    """The repository's files whose names match, outside .git, .venv, build output and caches."""
+    skip = {".git", ".venv", "target", "build", "dist", "node_modules", "__pycache__"}
+    found = []
+    for directory, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".")]
+        found += [Path(directory) / f for f in files if any(fnmatch.fnmatch(f, p) for p in patterns)]
+    return sorted(found)
+
+
+def _fully_qualified(reference: str) -> bool:
+    """Names its registry: the first component is a host (has a dot or a port, or is localhost).
+
+    podman resolves a short name (python:3.11-slim) only through registries.conf aliases or
+    search registries; Debian 12's has neither, so `podman build .` failed at once."""
+    first, sep, _ = reference.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
+def _containerfile_images(path: Path) -> list[str]:
+    """The images a Dockerfile/Containerfile pulls: FROM (with its ARG defaults) and the syntax directive."""
+    images, args, stages = [], {}, set()
+    first = path.read_text().splitlines()[0]
+    if first.startswith("# syntax="):
+        images.append(first.split("=", 1)[1].strip())
+    for keyword, rest in _dockerfile_instructions(path):
+        if keyword == "ARG" and "=" in rest:
+            name, _, default = rest.partition("=")
+            args.setdefault(name, default)
+        elif keyword == "FROM":
+            words = [w for w in rest.split() if not w.startswith("--")]
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], words[0])
+            if image.lower() != "scratch" and image not in stages:
+                images.append(image)
+            if len(words) == 3 and words[1].upper() == "AS":
+                stages.add(words[2])
+    return images
+
+
+class _AnyTagLoader(yaml.SafeLoader):
+    """Compose files use tags such as `!reset {}`; their values do not matter here."""
+
+
+_AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def _compose_images(path: Path) -> list[str]:
+    data = yaml.load(path.read_text(), Loader=_AnyTagLoader) or {}
+    images = []
+    for service in (data.get("services") or {}).values():
+        if service and "image" in service:
+            image = service["image"]
+            m = re.fullmatch(r"\$\{\w+:-([^}]*)\}", image)  # ${CDC_IMAGE:-default}
+            images.append(m.group(1) if m else image)
+    return images
+
+
+def test_every_image_name_is_fully_qualified():
+    containerfiles = _repo_files("Dockerfile*", "Containerfile*")
+    composefiles = _repo_files("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", "compose*.yaml")
+    assert DOCKERFILE in containerfiles and COMPOSE in composefiles
+    images = {f"{path.relative_to(ROOT)}: {image}" for path in containerfiles for image in _containerfile_images(path)}
+    images |= {f"{path.relative_to(ROOT)}: {image}" for path in composefiles for image in _compose_images(path)}
+    # The local images the tests build on (scripts/container.py).
+    images |= {f"scripts/container.py: {image}" for image in (container.BASE_IMAGE, container.BUILDER_IMAGE,
+                                                              container.IMAGE)}
+    assert not [image for image in sorted(images) if not _fully_qualified(image.split(": ", 1)[1])]
+    assert "Dockerfile: docker.io/library/python:3.11-slim" in images  # the check sees the ARG defaults
+    assert "docker-compose.yml: docker.io/library/mysql:8.4" in images
+
+
+def test_short_image_names_are_told_apart():
+    assert not any(map(_fully_qualified, ["python:3.11-slim", "rust:1-slim-bookworm", "apache/kafka:4.1.1",
+                                          "docker/dockerfile:1"]))
+    assert all(map(_fully_qualified, ["docker.io/library/python:3.11-slim", "localhost/cdc:test",
+                                      "docker.elastic.co/elasticsearch/elasticsearch:9.1.5",
+                                      "registry.local:5000/cdc"]))
