@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -125,18 +126,46 @@ def _listening(timeout: float = 1.0) -> bool:
         return False
 
 
+def _metadata_brokers(timeout: float = 2.0) -> int:
+    """How many brokers a Metadata request (v4, no topics) names: 0 until the broker serves clients.
+
+    Kafka's wire protocol by hand, so that `up` runs on any python3 (this script is run as
+    `python3 scripts/kafka_broker.py up`; confluent_kafka is a test extra, not there).
+    Raises OSError when the broker does not answer."""
+    client = b"cdc-kafka-broker"
+    # Request header v1 (api key 3 = Metadata, version 4, correlation id, client id), then the
+    # body: topics = an empty array (none: only the brokers), allow_auto_topic_creation = false.
+    request = struct.pack(">hhih", 3, 4, 1, len(client)) + client + struct.pack(">ib", 0, 0)
+    with socket.create_connection(("127.0.0.1", KAFKA_PORT), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _receive(sock, 4))[0]
+        # The response: correlation id, throttle time (ms), then the brokers array's length.
+        correlation, _, brokers = struct.unpack(">iii", _receive(sock, size)[:12])
+    if correlation != 1:
+        raise OSError(f"kafka answered correlation id {correlation}, not 1")
+    return brokers
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("kafka closed the connection")
+        data += chunk
+    return data
+
+
 def _ready(timeout: float) -> bool:
     """The broker answers metadata requests (a listening port alone comes before that)."""
-    from confluent_kafka.admin import AdminClient  # the test extras install it
-
-    admin = AdminClient({"bootstrap.servers": bootstrap(), "socket.timeout.ms": 2000})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            admin.list_topics(timeout=2)
-            return True
-        except Exception:
-            time.sleep(0.2)
+            if _metadata_brokers() > 0:
+                return True
+        except (OSError, struct.error):
+            pass
+        time.sleep(0.2)
     return False
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -39,3 +43,57 @@ def test_container_base_closes_the_tar_pipe(monkeypatch):
         gc.collect()
     assert [w.message for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert len(imported) == 1 and b"./hello" in imported[0]  # the tar of the root went to podman import
+
+
+class _FakeKafka:
+    """Answers Metadata requests as a one-broker Kafka does (v4), on a free port; records the requests."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.requests: list[tuple[int, int]] = []  # (api key, api version)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            with conn:
+                header = conn.recv(4, socket.MSG_WAITALL)
+                if len(header) < 4:  # a connect-only check (kafka_broker._listening)
+                    continue
+                request = conn.recv(struct.unpack(">i", header)[0], socket.MSG_WAITALL)
+                key, version, correlation = struct.unpack(">hhi", request[:8])
+                self.requests.append((key, version))
+                host = b"127.0.0.1"
+                body = (struct.pack(">iii", correlation, 0, 1)  # throttle 0 ms, one broker:
+                        + struct.pack(">ih", 1, len(host)) + host + struct.pack(">ih", self.port, -1)  # no rack
+                        + struct.pack(">hii", -1, 1, 0))  # no cluster id, controller 1, no topics
+                conn.sendall(struct.pack(">i", len(body)) + body)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_kafka_broker_up_runs_without_confluent_kafka(tmp_path):
+    """`python3 scripts/kafka_broker.py up` (README) on a python without confluent_kafka, as Debian's is.
+
+    Here on a broker that runs already (a fake one: the pid file names this process), which
+    `up` asks for metadata; it imported confluent_kafka for that and crashed."""
+    kafka = _FakeKafka()
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "kafka.pid").write_text(str(os.getpid()))
+    script = ROOT / "scripts" / "kafka_broker.py"
+    blocked = ("import runpy, sys; sys.modules['confluent_kafka'] = None; "  # `import confluent_kafka` fails
+               f"sys.argv = [{str(script)!r}, 'up']; runpy.run_path(sys.argv[0], run_name='__main__')")
+    try:
+        result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "CDC_DEV_HOME": str(tmp_path), "KAFKA_PORT": str(kafka.port)})
+    finally:
+        kafka.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Kafka", os.environ.get("KAFKA_VERSION", "4.1.1"), f"127.0.0.1:{kafka.port}"]
+    assert "already running" in result.stderr
+    assert kafka.requests and set(kafka.requests) == {(3, 4)}  # Metadata v4
