@@ -6,6 +6,7 @@ promise against the config loader and the CLI. They do not build or run images.
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path, PurePosixPath
 
@@ -524,3 +526,68 @@ def test_short_image_names_are_told_apart():
     assert all(map(_fully_qualified, ["docker.io/library/python:3.11-slim", "localhost/cdc:test",
                                       "docker.elastic.co/elasticsearch/elasticsearch:9.1.5",
                                       "registry.local:5000/cdc"]))
+
+
+# ---------------------------------------------------------------- (g) what the install lines install
+def _setup_cfg() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    return parser
+
+
+def _limited_api() -> str:
+    """The stable ABI the wheel is built for: CPython's oldest version that setup.cfg accepts."""
+    oldest = re.fullmatch(r">=\s*3\.(\d+)", _setup_cfg()["options"]["python_requires"].strip())
+    assert oldest, "python_requires is not of the form >=3.N"
+    return f"cp3{oldest.group(1)}"
+
+
+def test_the_wheel_is_tagged_for_the_stable_abi():
+    """`python -m build --wheel` once gave cdc-0.1.0-cp311-cp311-linux_x86_64.whl, which pip on 3.12 refuses."""
+    limited = _limited_api()
+    assert _setup_cfg()["bdist_wheel"]["py_limited_api"] == limited  # the wheel's tag: cp311-abi3-<platform>
+    # ... and what makes that tag true: the module is built for the stable ABI of that version.
+    cargo = tomllib.loads((ROOT / "native" / "Cargo.toml").read_text())
+    assert f"abi3-py{limited[2:]}" in cargo["dependencies"]["pyo3"]["features"]
+    [module] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools-rust"]["ext-modules"]
+    assert module["target"] == "cdc._native" and module["py-limited-api"] == limited
+    assert module["optional"] is True  # no Rust toolchain: cdc installs and runs the Python path
+
+
+def _install_arguments() -> list[tuple[str, str]]:
+    """(file, argument) of every `pip install` in the documentation and the deployment files."""
+    files = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "RELIABILITY.md", DOCKERFILE, ROOT / "Makefile",
+             *sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())]
+    found = []
+    for path in files:
+        # The arguments end at the line's end, a comment, a shell operator or a Markdown code span's end;
+        # `pip install` at a line's end goes on on the next line (wrapped prose).
+        for m in re.finditer(r"pip install[ \t]*(?:\n[ \t]*)?([^\n`#;&|)]*)", path.read_text()):
+            found += [(path.name, arg.strip("'\"")) for arg in m.group(1).split() if not arg.startswith("-")]
+    return found
+
+
+def _installs_what_the_project_builds(argument: str) -> bool:
+    """A path (the checkout, a wheel the build writes), or a package that is not cdc (a tool, pip itself)."""
+    name = PurePosixPath(argument).name
+    if name.endswith(".whl"):  # the file `python -m build --wheel` writes (the platform may be a glob)
+        return fnmatch.fnmatch(name, f"cdc-{cdc.__version__}-{_limited_api()}-abi3-*.whl")
+    if argument.startswith((".", "/", "~", "$")) or "/" in argument:
+        return True
+    requirement = re.match(r"[A-Za-z0-9._-]+", argument)
+    return requirement is not None and re.sub(r"[-_.]+", "-", requirement.group(0)).lower() != "cdc"
+
+
+def test_install_lines_name_only_what_the_project_builds():
+    """PyPI's `cdc` is another project, and no build made the py3-none-any wheel deploy/ once named."""
+    arguments = _install_arguments()
+    assert ("README.md", ".") in arguments and any(f == "cdc.service" for f, _ in arguments)
+    assert [f"{f}: pip install {a}" for f, a in arguments if not _installs_what_the_project_builds(a)] == []
+
+
+def test_install_line_check_tells_them_apart():
+    bad = ["cdc", "cdc==0.1.0", "cdc[test]", "cdc-0.1.0-py3-none-any.whl", "dist/cdc-0.1.0-cp311-cp311-linux_x86_64.whl"]
+    good = [".", ".[test]", "/path/to/checkout", "dist/cdc-0.1.0-cp311-abi3-linux_x86_64.whl",
+            "dist/cdc-0.1.0-cp311-abi3-*.whl", "build", "podman-compose", "pip"]
+    assert not any(map(_installs_what_the_project_builds, bad))
+    assert all(map(_installs_what_the_project_builds, good))
