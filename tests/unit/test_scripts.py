@@ -89,8 +89,10 @@ def test_kafka_broker_up_runs_without_confluent_kafka(tmp_path):
     blocked = ("import runpy, sys; sys.modules['confluent_kafka'] = None; "  # `import confluent_kafka` fails
                f"sys.argv = [{str(script)!r}, 'up']; runpy.run_path(sys.argv[0], run_name='__main__')")
     try:
+        # No mvn and no java: if `up` did not find the broker ready, it fails at once instead of starting one.
         result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "CDC_DEV_HOME": str(tmp_path), "KAFKA_PORT": str(kafka.port)})
+                                env={**os.environ, "CDC_DEV_HOME": str(tmp_path), "KAFKA_PORT": str(kafka.port),
+                                     "PATH": str(tmp_path), "KAFKA_JAVA": str(tmp_path / "java")})
     finally:
         kafka.close()
     assert result.returncode == 0, result.stderr
