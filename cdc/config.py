@@ -260,6 +260,10 @@ class KafkaConfig(_Strict):
     # input: debezium: the connector's table topics (<topic.prefix>.<db>.<table>); an entry that starts
     # with ^ is a regular expression (librdkafka's subscription convention), e.g. ^shop\.inventory\..*
     topics: list[str] = []
+    # `cdc sink`: seconds an assigned partition may have messages waiting and not be read (while the
+    # writer is not busy writing a batch) before it counts as stalled: logged, resumed, and shown in
+    # metrics and `cdc status` (README: Kafka mode).
+    stall_after: Annotated[float, Field(gt=0)] = 60.0
 
     @model_validator(mode="after")
     def _input_topics(self) -> "KafkaConfig":

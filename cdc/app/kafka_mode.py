@@ -45,6 +45,7 @@ from cdc.es.indices import map_unsigned_fields
 from cdc.kafka.client import ActionConsumer, KafkaPublisher, Received, ensure_topic, find_topics
 from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
 from cdc.kafka.messages import MessageError, decode
+from cdc.kafka.stall import StallWatch
 from cdc.model import Action, ColumnKind
 from cdc.mysql.server import Database
 from cdc.mysql.types import column_from_schema
@@ -205,6 +206,11 @@ class SinkWorker:
         client_id = f"cdc-sink-{socket.gethostname()}-{os.getpid()}"
         self.consumer = consumer_factory(self.config.kafka, self._assigned, self._revoked_cb, client_id=client_id)
         self._writing: threading.Thread | None = None
+        # Partitions assigned but not read (cdc/kafka/stall.py), looked at every few seconds between batches.
+        self.stalls = StallWatch(self.config.kafka.stall_after)
+        self.stalled: set[tuple[str, int]] = set()
+        self._look_every = min(10.0, self.config.kafka.stall_after / 3)
+        self._next_look = time.monotonic() + self._look_every
 
     def _describe(self, partitions: list[tuple[str, int]]) -> str:
         """"0,2,4 of TOPIC" for cdc's one topic; "TOPIC[0],OTHER[0]" for a Debezium connector's topics."""
@@ -214,6 +220,7 @@ class SinkWorker:
 
     def _assigned(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [p for _, p in partitions]
+        self.stalls.reset()
         log.info("assigned partitions %s", self._describe(partitions))
 
     def _revoked_cb(self, partitions: list[tuple[str, int]]) -> None:
@@ -244,11 +251,12 @@ class SinkWorker:
                 messages, self._carry = self._carry, []
                 if len(messages) < most:
                     messages += self.consumer.consume(most - len(messages), wait)
-                if not messages:
-                    if observers is not None:
-                        observers.on_event(time.time())  # caught up: like the server's heartbeat
-                    continue
-                self._write_and_commit(messages, writers)
+                if messages:
+                    self._write_and_commit(messages, writers)
+                elif observers is not None:
+                    observers.on_event(time.time())  # caught up: like the server's heartbeat
+                if time.monotonic() >= self._next_look:
+                    self.look_at_partitions(time.monotonic())
         finally:
             for writer in writers:
                 self._count(writer)
@@ -281,6 +289,7 @@ class SinkWorker:
             for t in threads:
                 t.join()
 
+        held_at = time.monotonic()
         self.consumer.hold()
         self._writing = threading.Thread(target=write, name="cdc-sink-write", daemon=True)
         self._writing.start()
@@ -292,6 +301,7 @@ class SinkWorker:
         self._writing.join()
         self._writing = None
         self.consumer.release()
+        self.stalls.held(time.monotonic() - held_at)
         for writer in writers:
             self._count(writer)
         if self._revoked:
@@ -316,6 +326,34 @@ class SinkWorker:
             if newest is not None:
                 observers.on_event(newest / 1000)
             observers.on_acknowledged(actions, None)
+
+    def look_at_partitions(self, now: float) -> None:
+        """Report each assigned partition's lag, and find, log and resume the stalled ones.
+
+        A stalled partition is resumed: whatever paused it (librdkafka #1849 was one cause), the
+        writer is between batches, when nothing of its own should be paused. The warning stays in
+        the log and the metric shows the stall until the partition is read again.
+        """
+        self._next_look = now + self._look_every
+        states = self.consumer.partition_states()
+        if states is None:
+            return  # the broker did not answer; the next look asks again
+        stalled = self.stalls.update(states, now)
+        keys = {(s.topic, s.partition) for s in stalled}
+        new = [s for s in stalled if (s.topic, s.partition) not in self.stalled]
+        if new:
+            log.warning("partitions %s: %d message(s) waiting, not read for at least %.0f s although assigned to "
+                        "this writer and not held by a batch (kafka.stall_after); resuming them",
+                        self._describe([(s.topic, s.partition) for s in new]), sum(s.lag for s in new),
+                        self.stalls.after, extra={"event": "partitions_stalled"})
+            self.consumer.release()
+        moving = sorted(self.stalled - keys)
+        if moving:
+            log.info("partitions %s are read again", self._describe(moving))
+        self.stalled = keys
+        observers = self.session.observer()
+        if observers is not None:
+            observers.on_partitions({(s.topic, s.partition): s.lag for s in states}, keys)
 
     def _count(self, writer: BulkWriter) -> None:
         for name in ("actions_sent", "actions_stale", "item_retries", "request_retries", "dead_lettered"):

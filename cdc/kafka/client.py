@@ -39,6 +39,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cdc.config import KafkaConfig
 from cdc.errors import ConfigError, SinkError, SinkUnavailableError
 from cdc.kafka.messages import Format, encode, key
+from cdc.kafka.stall import PartitionState
 from cdc.model import Action, BulkResult, ItemResult, Outcome
 
 log = logging.getLogger("cdc.kafka")
@@ -277,10 +278,20 @@ class ActionConsumer:
         settings["error_cb"] = lambda err: log.warning("Kafka consumer: %s", err.str())
         self.consumer = Consumer(_client(settings))
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._held = False
         self.consumer.subscribe(subscribed(config), on_assign=self._assigned, on_revoke=self._revoked,
                                 on_lost=self._revoked)
 
     def _assigned(self, consumer, partitions) -> None:
+        # librdkafka keeps the pause flag of a partition that is revoked and then assigned back to
+        # the same consumer (librdkafka #1849; Kafka's Java consumer keeps it too for partitions that
+        # stay, apache/kafka#22538). A partition taken away while a batch was written (paused by
+        # `hold`) would come back paused after `release` had already run on the empty assignment,
+        # and never be read again while the writer kept heartbeating. So every assignment sets the
+        # pause state itself: paused only while a batch is being written.
+        consumer.assign(partitions)  # in the callback, so the library does not assign after it
+        if partitions:
+            (consumer.pause if self._held else consumer.resume)(partitions)
         self._on_assign(sorted((p.topic, p.partition) for p in partitions))
 
     def _revoked(self, consumer, partitions) -> None:
@@ -309,9 +320,11 @@ class ActionConsumer:
 
     def hold(self) -> None:
         """Stop fetching (while a batch is written) but stay in the group: `poll` serves rebalances."""
+        self._held = True
         self.consumer.pause(self.consumer.assignment())
 
     def release(self) -> None:
+        self._held = False
         self.consumer.resume(self.consumer.assignment())
 
     def poll(self, timeout: float) -> Received | None:
@@ -331,16 +344,27 @@ class ActionConsumer:
             # and their versions make that harmless.
             raise SinkUnavailableError(f"committing Kafka offsets failed: {exc}") from None
 
-    def lag(self) -> int | None:
-        """Messages not yet read in the assigned partitions (high watermark minus position), if known."""
+    def partition_states(self, timeout: float = 2.0) -> list[PartitionState] | None:
+        """Where this consumer stands in each assigned partition, from the broker; None if it did not answer.
+
+        The read position is the consumer's own once it has read from the partition since the
+        assignment, else the group's committed offset (where it starts), else the partition's start.
+        """
         try:
-            total = 0
-            for tp in self.consumer.position(self.consumer.assignment()):
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                if tp.offset >= 0 and high >= 0:
-                    total += max(0, high - tp.offset)
-            return total
-        except KafkaException:
+            assigned = self.consumer.assignment()
+            if not assigned:
+                return []
+            positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(assigned)}
+            commits = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.committed(assigned, timeout=timeout)}
+            states = []
+            for tp in assigned:
+                key = (tp.topic, tp.partition)
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+                read_to = next((o for o in (positions.get(key, -1), commits.get(key, -1)) if o >= 0), low)
+                states.append(PartitionState(tp.topic, tp.partition, read_to, high))
+            return states
+        except KafkaException as exc:
+            log.debug("partition positions not known: %s", exc)
             return None
 
     def close(self) -> None:

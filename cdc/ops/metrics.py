@@ -17,7 +17,7 @@ import time
 import urllib.request
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -135,6 +135,15 @@ class PrometheusObserver(Observer):
         self.dead_letters = Counter("cdc_dead_letters",
                                     "Rejected actions put in the dead-letter store (dead_letter.on_rejected).",
                                     registry=r)
+        # `cdc sink` only: set from the writer's periodic look at its partitions (cdc/kafka/stall.py).
+        self.partition_lag = Gauge("cdc_kafka_partition_lag",
+                                   "cdc sink: messages after the writer's read position, per assigned partition.",
+                                   ["topic", "partition"], registry=r)
+        self.partition_stalled = Gauge(
+            "cdc_kafka_partition_stalled",
+            "cdc sink: 1 for an assigned partition with messages waiting that the writer has not read for "
+            "kafka.stall_after seconds while not writing a batch (README: Kafka mode).",
+            ["topic", "partition"], registry=r)
         r.register(_ProgressCollector(progress))
         # Known label values start at 0, so rate() works from the first scrape.
         for outcome in ("ok", "stale"):
@@ -195,6 +204,14 @@ class PrometheusObserver(Observer):
 
     def on_dead_letter(self, count: int) -> None:
         self.dead_letters.inc(count)
+
+    def on_partitions(self, lag: dict[tuple[str, int], int], stalled: set[tuple[str, int]]) -> None:
+        # Only the partitions assigned now: a partition that moved to another writer is not ours to report.
+        self.partition_lag.clear()
+        self.partition_stalled.clear()
+        for (topic, partition), behind in lag.items():
+            self.partition_lag.labels(topic, str(partition)).set(behind)
+            self.partition_stalled.labels(topic, str(partition)).set(1 if (topic, partition) in stalled else 0)
 
     # ------------------------------------------------------------------ exposition
     def exposition(self) -> tuple[bytes, str]:

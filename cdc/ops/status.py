@@ -48,6 +48,9 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
         # (from a running daemon's metrics) each table's path, with why a table falls back.
         "row_path": {"config": config.row_path, "native_module": importlib.util.find_spec("cdc._native") is not None,
                      "tables": None},
+        # `cdc sink` (README: Kafka mode): each assigned partition's lag and the stalled ones, from
+        # the writer's metrics when they answer at metrics.port; else null.
+        "kafka": None,
         "problems": [],
     }
     report["dead_letters"] = _dead_letters(config, report["problems"])
@@ -59,6 +62,8 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
         }
     if config.metrics.enabled and report["daemon_running"]:
         _lag_from_metrics(config, report, checkpoint.position if checkpoint else None, timeout)
+    elif config.metrics.enabled and config.destination == "elasticsearch":
+        _sink_from_metrics(config, report, timeout)
     if report["lag"]["source"] is None and checkpoint is not None:
         _lag_from_mysql(config, report, checkpoint.position)
     return report
@@ -102,6 +107,26 @@ def _lag_from_metrics(config: Config, report: Report, checkpoint: BinlogPosition
     index, offset = one("cdc_binlog_file_index", stage="read"), one("cdc_binlog_offset_bytes", stage="read")
     if index is not None and offset is not None:
         lag["read_position"] = str(BinlogPosition(_file_named(checkpoint, int(index)), int(offset)))
+
+
+def _sink_from_metrics(config: Config, report: Report, timeout: float) -> None:
+    """A `cdc sink` writer holds no checkpoint lock: it is known by its partition metrics, if they answer."""
+    from cdc.ops.metrics import read_metrics
+
+    try:
+        samples = read_metrics(metrics_url(config), timeout)
+    except (OSError, ValueError):
+        return  # nothing listening: no writer with this config runs here
+    lag = samples.get("cdc_kafka_partition_lag")
+    if lag is None:
+        return
+    stalled = {(lbl["topic"], lbl["partition"]) for lbl, v in samples.get("cdc_kafka_partition_stalled", []) if v}
+    report["kafka"] = {
+        "source": metrics_url(config),
+        "partitions": [{"topic": lbl["topic"], "partition": int(lbl["partition"]), "lag": int(v),
+                        "stalled": (lbl["topic"], lbl["partition"]) in stalled}
+                       for lbl, v in sorted(lag, key=lambda s: (s[0]["topic"], int(s[0]["partition"])))],
+    }
 
 
 def _file_named(like: BinlogPosition | None, index: int) -> str:
@@ -185,6 +210,16 @@ def format_text(report: Report) -> str:
     lines.append("snapshot      " + ("in progress (see --json)" if report["snapshot"] else "none in progress"))
     lines.append("dead letters  " + ("none (dead_letter.on_rejected is stop)" if report["dead_letters"] is None
                                      else f"{report['dead_letters']} (cdc dlq lists them)"))
+    kafka = report.get("kafka")
+    if kafka is not None:
+        parts = kafka["partitions"]
+        lines.append(f"kafka         writer of {len(parts)} partition(s), {sum(p['lag'] for p in parts):,} message(s) "
+                     f"behind (from {kafka['source']})")
+        stalled = [p for p in parts if p["stalled"]]
+        if stalled:
+            lines.append("              STALLED: " + ", ".join(f"{p['topic']}[{p['partition']}] ({p['lag']:,} waiting)"
+                                                         for p in stalled) +
+                         " assigned to this writer but not read (README: Kafka mode)")
     rp = report.get("row_path")
     if rp is None:
         pass

@@ -77,6 +77,10 @@ class Observer:
     def on_checkpoint(self, commit: Commit) -> None:
         """The checkpoint was saved at this commit."""
 
+    def on_partitions(self, lag: dict[tuple[str, int], int], stalled: set[tuple[str, int]]) -> None:
+        """`cdc sink`: messages after the read position of each assigned (topic, partition), and
+        which of them are stalled (assigned, messages waiting, not read: cdc/kafka/stall.py)."""
+
 
 class Observers(Observer):
     """Fan out to several observers; one that raises is logged and ignored."""

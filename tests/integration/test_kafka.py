@@ -377,3 +377,85 @@ def test_partitions_taken_from_a_writer_stuck_on_elasticsearch_are_written_by_th
                 assert w.stop() == 0, w.text()[-3000:]
         assert cdc.stop() == 0
         proxy.close()
+
+
+def test_partitions_revoked_mid_batch_and_assigned_back_to_the_same_writer_are_read_to_the_end(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    """Issue 27 (0): librdkafka keeps the pause flag of a partition that is revoked and assigned back
+    to the same consumer (librdkafka #1849). A writer paused while writing a batch, revoked, and
+    given some of those partitions back only after it stopped that write must read them to the end."""
+    create_two_tables(db)
+    topic = f"t-{index_prefix}"
+    group = f"g-{topic}"
+    rules = index_rules(database, index_prefix, "a")
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic, snapshot__mode="never")
+    es_host, es_port = servers.es_url.rsplit("//", 1)[1].split(":")
+    proxy = FaultProxy(es_host, int(es_port))
+    wsetup = writer_setup(tmp_path / "writer", servers, rules, kafka, topic, es_url=f"http://127.0.0.1:{proxy.port}")
+    cdc = reader.run()
+    writer = sink(wsetup)
+    # Bare group members in this process. The range assignor orders members by id, which starts
+    # with client.id: the writer's ("cdc-sink-...") sorts before theirs ("zz-..."), so it gets
+    # 0,1,2 of two members and 0,1 of three: partitions it held paused come back, and only those.
+    # An eager rebalance completes only when every member has rejoined, and a member rejoins only
+    # once its application served the revocation in a poll: while `quiet` does not poll, the writer
+    # is revoked at once but gets its partitions back seconds after it stopped its batch.
+    members = [Consumer({"bootstrap.servers": kafka, "group.id": group, "enable.auto.commit": False,
+                         "client.id": f"zz-{name}", "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000})
+               for name in ("quiet", "joiner")]
+    quiet, joiner = members
+
+    def poll_until(what, done, *consumers, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{writer.text()[-3000:]}"
+            for c in consumers:
+                c.poll(0.1)
+
+    def read_to_end(partitions) -> bool:
+        consumer = Consumer({"bootstrap.servers": kafka, "group.id": group, "enable.auto.commit": False})
+        try:
+            done = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+            return all(tp.offset == consumer.get_watermark_offsets(TopicPartition(topic, tp.partition),
+                                                                   timeout=10)[1] for tp in done)
+        finally:
+            consumer.close()
+
+    try:
+        wait_for("the writer to own every partition", lambda: len((assignments(writer) or [[]])[-1]) == 6)
+        db.execute("INSERT INTO a VALUES (1, 1, 'x')")
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
+        quiet.subscribe([topic], on_revoke=lambda c, ps: None)
+        seen = len(assignments(writer))
+        poll_until("the first rebalance", lambda: quiet.assignment() and len(assignments(writer)) > seen, quiet)
+        assert assignments(writer)[-1] == [0, 1, 2], assignments(writer)
+        proxy.cut()  # the writer's next batch waits for Elasticsearch, partitions 0,1,2 paused
+        db.execute("INSERT INTO a SELECT seq, seq, 'y' FROM seq_2_to_300")
+        writer.wait_for_log("retrying", timeout=60)
+        seen = len(assignments(writer))
+        joiner.subscribe([topic])
+        poll_until("the writer's revocation", lambda: "revoked while writing a batch" in writer.text(), joiner,
+                   timeout=30)
+        time.sleep(3)  # the writer has stopped its batch and released its (then empty) assignment
+        assert len(assignments(writer)) == seen, "the rebalance completed without the quiet member"
+        poll_until("the writer's new assignment", lambda: len(assignments(writer)) > seen, quiet, joiner)
+        assert assignments(writer)[-1] == [0, 1], assignments(writer)
+        proxy.restore()
+        # The two members keep their partitions (and read nothing into Elasticsearch): the writer's own
+        # two are read and committed to the end, or nothing would ever move them.
+        poll_until("the writer's partitions committed to their end", lambda: read_to_end([0, 1]), quiet, joiner)
+        seen = len(assignments(writer))
+        for c in members:
+            c.close()
+        members = []
+        wait_for("the writer to own every partition again",
+                 lambda: len(assignments(writer)) > seen and len(assignments(writer)[-1]) == 6, timeout=60)
+        wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=60)
+        wait_for("every partition committed to its end", lambda: read_to_end(range(6)), timeout=60)
+    finally:
+        for c in members:
+            c.close()
+        proxy.restore()
+        assert writer.stop() == 0, writer.text()[-3000:]
+        assert cdc.stop() == 0
+        proxy.close()

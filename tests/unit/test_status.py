@@ -151,3 +151,34 @@ def test_cli_bad_config_exits_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cdc", "status", "--config", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "server_id" in result.stderr
+
+
+def test_a_sink_writers_stalled_partitions_from_its_metrics(tmp_path):
+    """A `cdc sink` writer holds no checkpoint lock; status finds it by its partition metrics (issue 27)."""
+    progress = Progress(heartbeat=1)
+    metrics = PrometheusObserver(progress)
+    metrics.on_partitions({("cdc.actions", 0): 2500, ("cdc.actions", 1): 0, ("cdc.actions", 10): 3},
+                          {("cdc.actions", 0)})
+    server = HealthServer("127.0.0.1", 0, Health(progress, lambda: None, heartbeat=1, max_lag=60, stuck_after=30),
+                          metrics.exposition)
+    path = write_config(tmp_path, metrics={"enabled": True, "port": server.port})
+    config = parse_config(yaml.safe_load(path.read_text()), base_dir=str(tmp_path))
+    try:
+        report = gather(config)
+    finally:
+        server.close()
+    assert report["daemon_running"] is False
+    assert report["kafka"]["partitions"] == [
+        {"topic": "cdc.actions", "partition": 0, "lag": 2500, "stalled": True},
+        {"topic": "cdc.actions", "partition": 1, "lag": 0, "stalled": False},
+        {"topic": "cdc.actions", "partition": 10, "lag": 3, "stalled": False}]
+    text = format_text(report)
+    assert "kafka         writer of 3 partition(s), 2,503 message(s) behind" in text
+    assert "STALLED: cdc.actions[0] (2,500 waiting) assigned to this writer but not read" in text
+
+
+def test_no_sink_writer_listening_leaves_no_kafka_section(tmp_path):
+    path = write_config(tmp_path, metrics={"enabled": True, "port": 9})  # nothing listens on the discard port
+    config = parse_config(yaml.safe_load(path.read_text()), base_dir=str(tmp_path))
+    report = gather(config, timeout=0.5)
+    assert report["kafka"] is None and "kafka " not in format_text(report)
