@@ -194,7 +194,8 @@ def verify(config_path: str, tables: tuple[str, ...], sample: int | None, repair
     Reports rows missing in Elasticsearch, documents that differ (field by field)
     and documents without a row. A difference is reported only if it is still
     there after the row is read again and the daemon has caught up with that read.
-    Exit code 0: identical (or, with --repair, every difference repaired); 1: differences remain.
+    Exit code 0: identical (or, with --repair, every difference repaired); 1: differences remain, or a
+    table could not be verified at all.
     """
     session = _session(_logged(config_path, log_format, log_level))
 

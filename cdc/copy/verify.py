@@ -112,16 +112,24 @@ def same(a: Any, b: Any) -> bool:
 def compare_doc(expected: Mapping[str, Any], actual: Mapping[str, Any],
                 only_expected: bool = False) -> tuple[FieldDiff, ...]:
     """Field-by-field differences, sorted by field. `only_expected`: fields the document has
-    beyond the expected ones are not differences (mode: update, where other rules add fields)."""
+    beyond the expected ones are not differences (mode: update, where other rules add fields).
+
+    A top-level field that is null on one side and absent on the other is no difference:
+    Elasticsearch indexes neither (an `exists` query and every search treat them alike), and
+    a column added by ALTER TABLE leaves every document written before it without the field
+    while its rows read NULL; reporting those would have `--repair` rewrite the whole index.
+    """
     # Through JSON, as the sink sends it: tuples become lists, and so on.
     want = orjson.loads(orjson.dumps(expected))
     names = set(want) if only_expected else set(want) | set(actual)
     diffs = []
     for name in sorted(names):
         if name not in want:
-            diffs.append(FieldDiff(name, None, actual[name], in_row=False))
+            if actual[name] is not None:
+                diffs.append(FieldDiff(name, None, actual[name], in_row=False))
         elif name not in actual:
-            diffs.append(FieldDiff(name, want[name], None, in_doc=False))
+            if want[name] is not None:
+                diffs.append(FieldDiff(name, want[name], None, in_doc=False))
         elif not same(want[name], actual[name]):
             diffs.append(FieldDiff(name, want[name], actual[name]))
     return tuple(diffs)
@@ -298,6 +306,9 @@ class TableResult:
     unrepaired: int = 0
     examples: list[Difference] = field(default_factory=list)
     not_verified: list[str] = field(default_factory=list)
+    # False: nothing of the table could be compared (no unique NOT NULL key to look rows up by).
+    # Such a table is never "identical", and the report is not ok (issue 27).
+    verified: bool = True
 
     def add(self, difference: Difference) -> None:
         if difference.kind == "missing":
@@ -318,13 +329,16 @@ class TableResult:
                 "docs_found": self.docs_found, "docs_scanned": self.docs_scanned, "missing": self.missing,
                 "differing": self.differing, "orphans": self.orphans, "soft_deleted": self.soft_deleted,
                 "repaired": self.repaired, "unrepaired": self.unrepaired,
-                "examples": [d.to_json() for d in self.examples], "not_verified": list(self.not_verified)}
+                "examples": [d.to_json() for d in self.examples], "not_verified": list(self.not_verified),
+                "verified": self.verified}
 
     def text(self) -> str:
         what = f"{self.rows} sampled rows" if self.sample is not None else f"{self.rows} rows"
         docs = f", {self.docs_scanned} documents" if self.docs_scanned is not None else ""
         line = f"{self.table} -> {self.index}: {what}{docs}: "
-        if self.differences:
+        if not self.verified:
+            line += "NOT VERIFIED"
+        elif self.differences:
             line += f"{self.missing} missing, {self.differing} differing, {self.orphans} orphans"
         else:
             line += "identical"
@@ -351,8 +365,8 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """Identical, or every difference repaired (and read back as fixed)."""
-        if self.interrupted:
+        """Identical, or every difference repaired (and read back as fixed); never with a table not verified."""
+        if self.interrupted or not all(t.verified for t in self.tables):
             return False
         if self.repair:
             return all(t.unrepaired == 0 and t.repaired >= t.differences for t in self.tables)
@@ -364,6 +378,7 @@ class VerifyReport:
                 "orphans": sum(t.orphans for t in self.tables), "repaired": sum(t.repaired for t in self.tables),
                 "unrepaired": sum(t.unrepaired for t in self.tables),
                 "not_verified": sum(len(t.not_verified) for t in self.tables),
+                "tables_not_verified": sum(not t.verified for t in self.tables),
                 "interrupted": self.interrupted, "ok": self.ok}
 
     def to_json(self) -> dict:
@@ -372,11 +387,14 @@ class VerifyReport:
     def text(self) -> str:
         s = self.summary()
         lines = [t.text() for t in self.tables]
-        verdict = "identical" if not self.differences else (
+        unverified = s["tables_not_verified"]
+        verdict = ("identical" if not unverified else "no differences found") if not self.differences else (
             f"{self.differences} difference(s): {s['missing']} missing, {s['differing']} differing, "
             f"{s['orphans']} orphans")
         if self.repair and self.differences:
             verdict += f"; {s['repaired']} repaired, {s['unrepaired']} NOT repaired"
+        if unverified:
+            verdict += f"; {unverified} table(s) NOT VERIFIED at all"
         if s["not_verified"]:
             verdict += f"; {s['not_verified']} check(s) NOT VERIFIED (see above)"
         if self.interrupted:
@@ -445,6 +463,7 @@ class Verifier:
         plan = self.reader.plan(rule)
         result = TableResult(rule.name, index_target(rule)[1], sample=self.sample)
         if not plan.paged:
+            result.verified = False
             result.not_verified.append(f"the id ({', '.join(plan.key)}) is not a unique NOT NULL key, so rows "
                                        "cannot be looked up by it: table NOT VERIFIED")
             return result

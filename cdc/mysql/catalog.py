@@ -33,6 +33,14 @@ class TableInfo:
     primary_key: tuple[str, ...] = ()
     json_columns: frozenset[str] = frozenset()  # incl. MariaDB's LONGTEXT CHECK (json_valid(...))
     view: bool = False
+    # The unique indexes (the primary key among them) whose columns are all NOT NULL: the column
+    # sets no two rows share. A unique index over a nullable column lets rows share NULLs.
+    unique_keys: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        # The primary key is one of them, always (its columns are NOT NULL by definition).
+        if self.primary_key and self.primary_key not in self.unique_keys:
+            object.__setattr__(self, "unique_keys", (self.primary_key, *self.unique_keys))
 
 
 @dataclass(frozen=True)

@@ -527,13 +527,22 @@ class Database:
                 f"SELECT TABLE_NAME AS t, COLUMN_NAME AS name FROM information_schema.KEY_COLUMN_USAGE WHERE {where} "
                 "AND CONSTRAINT_NAME='PRIMARY' ORDER BY TABLE_NAME, ORDINAL_POSITION", args):
             keys.setdefault(_text(r["t"]), []).append(_text(r["name"]))
+        unique: dict[str, dict[str, list[tuple[str, bool]]]] = {}  # table -> index -> (column, nullable)
+        for r in self.rows(
+                f"SELECT TABLE_NAME AS t, INDEX_NAME AS idx, COLUMN_NAME AS name, NULLABLE AS nullable "
+                f"FROM information_schema.STATISTICS WHERE {where} AND NON_UNIQUE=0 "
+                "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX", args):
+            unique.setdefault(_text(r["t"]), {}).setdefault(_text(r["idx"]), []).append(
+                (_text(r["name"]), _text(r["nullable"] or "") == "YES"))
         json = self._mariadb_json_columns(schema) if self.info.mariadb else {}
         out = {}
         for name in names:
             cols = tuple(columns.get(name, ()))
             json_columns = frozenset(c.name for c in cols if c.data_type == "json") | json.get(name, frozenset())
+            unique_keys = tuple(tuple(c for c, _ in index) for index in unique.get(name, {}).values()
+                                if not any(nullable for _, nullable in index))
             out[(schema, name)] = TableInfo(schema, name, cols, tuple(keys.get(name, ())), json_columns,
-                                            view="VIEW" in kinds[name].upper())
+                                            view="VIEW" in kinds[name].upper(), unique_keys=unique_keys)
         return out
 
     def leading_index_columns(self, schema: str, table: str) -> set[str]:

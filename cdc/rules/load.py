@@ -134,6 +134,7 @@ class RuleSpec(BaseModel):
     index: str = Field(min_length=1)
     also: bool = False
     id: Any = None
+    allow_duplicate_ids: bool = False
     id_separator: str = ":"
     routing: str | None = None
     include: list[str] | None = None
@@ -292,6 +293,7 @@ class RuleSpec(BaseModel):
             conversions=tuple(self.convert.items()), mode=self.mode, on_delete=self.on_delete,
             soft_delete_field=self.soft_delete_field or "deleted", pipeline=self.pipeline,
             refresh_wait_for=self.refresh == "wait_for", also=self.also, create_index=setup, checked=False,
+            allow_duplicate_ids=self.allow_duplicate_ids,
             relations=tuple([*(spec.to_relation(name, "children", schema.text, source)
                                for name, spec in self.children.items()),
                              *(spec.to_relation(name, "lookup", schema.text, source)

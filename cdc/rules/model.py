@@ -101,6 +101,9 @@ class Rule:
     # once a refresh made them searchable (README "Read your writes").
     refresh_wait_for: bool = False
     also: bool = False  # may share tables with other `also` rules
+    # The rule accepts an `id:` that no unique NOT NULL key backs: rows with the same id share
+    # one document (README "Document ids and routing"); without it such a rule is refused.
+    allow_duplicate_ids: bool = False
     create_index: IndexSetup | None = None
     # Filled in by resolve_rules from the catalog:
     checked: bool = True  # False as loaded: not yet checked against the server

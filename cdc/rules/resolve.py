@@ -95,6 +95,27 @@ def resolved_or_stop(rules: RuleSet, catalog: Catalog) -> RuleSet:
     return resolution.rules
 
 
+def _unique_id(rule: Rule, info: TableInfo, columns: Iterable[str], where: str) -> list[str]:
+    """An `id:` must tell rows apart, or rows silently share a document (issue 27).
+
+    Two rows with the same id are one document: the last write wins, and deleting either row
+    deletes the document while the other row still exists. Nothing fails, so it is refused up
+    front unless a unique key whose columns are all NOT NULL lies within the id's columns (more
+    columns than a unique key are unique too), or the rule accepts it (`allow_duplicate_ids`).
+    """
+    chosen = set(columns)
+    if rule.allow_duplicate_ids or not chosen <= {c.name for c in info.columns}:
+        return []  # accepted; or unknown columns, reported by the caller
+    if any(key and set(key) <= chosen for key in info.unique_keys):
+        return []
+    keys = "; ".join(", ".join(k) for k in info.unique_keys) or "none"
+    return [f"{where}: id column(s) {', '.join(dict.fromkeys(columns))} are not a unique key of {rule.name} "
+            f"(its unique NOT NULL keys: {keys}): rows with equal values would share one document, and "
+            "deleting one of them would delete it while the others remain. Use a unique NOT NULL key (or leave "
+            "out `id:` for the primary key), or say `allow_duplicate_ids: true` in the rule to accept that "
+            "(README: Document ids and routing)"]
+
+
 def _check_table(rule: Rule, info: TableInfo) -> tuple[Rule | None, list[str]]:
     where = f"{rule.source} ({rule.name})"
     problems: list[str] = []
@@ -110,8 +131,10 @@ def _check_table(rule: Rule, info: TableInfo) -> tuple[Rule | None, list[str]]:
     id_columns = rule.id_columns
     if id_columns:
         need("id", id_columns)
+        problems.extend(_unique_id(rule, info, id_columns, where))
     elif rule.id_template:
         need("id", parse_template(rule.id_template).columns)
+        problems.extend(_unique_id(rule, info, parse_template(rule.id_template).columns, where))
     elif info.primary_key:
         id_columns = info.primary_key
     else:

@@ -1,3 +1,4 @@
+import dataclasses
 import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -47,9 +48,10 @@ def _error(tmp_path, text, name="r.yml") -> str:
     return str(info.value)
 
 
-def table(schema, name, *columns, pk=("id",), json=(), view=False):
+def table(schema, name, *columns, pk=("id",), json=(), view=False, unique=()):
+    """`unique`: unique NOT NULL keys besides the primary key."""
     cols = tuple(ColumnInfo(c[0], c[1], c[2] if len(c) > 2 else c[1]) for c in columns)
-    return TableInfo(schema, name, cols, tuple(pk), frozenset(json), view)
+    return TableInfo(schema, name, cols, tuple(pk), frozenset(json), view, tuple(tuple(k) for k in unique))
 
 
 def catalog(*tables):
@@ -344,7 +346,8 @@ def test_resolve_expands_patterns_and_fills_keys(tmp_path):
         "  - {schema: s, table: t, index: t, id: [a, b]}\n"
     ), table("s", "o_1", ("id", "int")), table("s", "o_2", ("id", "bigint"), pk=("id",)),
         table("s", "o_x", ("id", "int")), table("s", "t", ("a", "int"), ("b", "varchar"), ("j", "longtext"),
-                                                  ("bin", "binary", "binary(16)"), pk=(), json=("j",)))
+                                                  ("bin", "binary", "binary(16)"), pk=(), json=("j",),
+                                                  unique=[("b", "a")]))
     assert [(r.schema, r.table, r.index, r.id_columns) for r in rules.rules] == [
         ("s", "o_1", "o-{table.1}", ("id",)), ("s", "o_2", "o-{table.1}", ("id",)), ("s", "t", "t", ("a", "b"))]
     t = rules.match("s", "t")
@@ -382,11 +385,44 @@ def test_resolve_problems_name_the_rule(tmp_path, rule, message):
               ("n", "int", "int(11)"), ("doc", "longtext"), json=("doc",)),
         table("s", "nopk", ("a", "int"), pk=()),
         table("s", "v", ("a", "int"), view=True),
-        table("s", "u", ("id", "int"), ("u", "uuid")),
+        table("s", "u", ("id", "int"), ("u", "uuid"), unique=[("u",)]),
     ))
     assert len(result.problems) == 1, result.problems
     assert f"{tmp_path / 'r.yml'}:2: rules[0]" in result.problems[0]
     assert message in result.problems[0]
+
+
+# Issue 27: `id: [a, b]` on a table where (1, 'x') appears twice made 3 rows 2 documents, and a
+# DELETE of one row removed the document of the other, with nothing said.
+NOPK = table("s", "nopk", ("a", "int"), ("b", "varchar"), ("c", "int"), pk=())
+
+
+@pytest.mark.parametrize("rule, tables", [
+    ("{schema: s, table: nopk, index: i, id: [a, b]}", [NOPK]),
+    ("{schema: s, table: nopk, index: i, id: '{a}-{b}'}", [NOPK]),
+    # a unique key over a nullable column lets rows share NULL: the catalog leaves it out
+    ("{schema: s, table: nopk, index: i, id: [a]}", [table("s", "nopk", ("a", "int"), pk=())]),
+    # a part of the primary key is not unique
+    ("{schema: s, table: t, index: i, id: [a]}", [table("s", "t", ("a", "int"), ("b", "int"), pk=("a", "b"))]),
+])
+def test_an_id_no_unique_not_null_key_backs_is_refused(tmp_path, rule, tables):
+    result = resolve_rules(_load(tmp_path, f"rules:\n  - {rule}\n"), catalog(*tables))
+    assert len(result.problems) == 1, result.problems
+    problem = result.problems[0]
+    assert f"{tmp_path / 'r.yml'}:2: rules[0]" in problem and "are not a unique key of s." in problem
+    assert "allow_duplicate_ids: true" in problem
+
+
+@pytest.mark.parametrize("rule, tables", [
+    ("{schema: s, table: nopk, index: i, id: [a, b], allow_duplicate_ids: true}", [NOPK]),
+    ("{schema: s, table: nopk, index: i, id: [b, a]}", [dataclasses.replace(NOPK, unique_keys=(("a", "b"),))]),
+    ("{schema: s, table: nopk, index: i, id: [c, b, a]}", [dataclasses.replace(NOPK, unique_keys=(("a", "b"),))]),  # wider: unique
+    ("{schema: s, table: nopk, index: i, id: '{c}/{a}'}", [dataclasses.replace(NOPK, unique_keys=(("c",),))]),
+    ("{schema: s, table: t, index: i, id: [b, a]}", [table("s", "t", ("a", "int"), ("b", "int"), pk=("a", "b"))]),
+])
+def test_an_id_backed_by_a_unique_not_null_key_or_accepted_explicitly_passes(tmp_path, rule, tables):
+    result = resolve_rules(_load(tmp_path, f"rules:\n  - {rule}\n"), catalog(*tables))
+    assert result.problems == ()
 
 
 def test_resolve_accepts_what_the_checks_allow(tmp_path):
@@ -616,8 +652,8 @@ def test_id_separator_and_template(tmp_path):
         "rules:\n"
         "  - {schema: shop, table: a, index: a, id: [x, y], id_separator: '/'}\n"
         "  - {schema: shop, table: {glob: 'b_*'}, index: b, id: '{table.1}-{x}-{when}'}\n"
-    ), table("shop", "a", ("x", "varchar"), ("y", "int")),
-        table("shop", "b_7", ("x", "binary"), ("when", "datetime")))
+    ), table("shop", "a", ("x", "varchar"), ("y", "int"), pk=("x", "y")),
+        table("shop", "b_7", ("x", "binary"), ("when", "datetime"), pk=("x",)))
     builder = ActionBuilder(rules)
     (a,) = builder.actions(change(Op.INSERT, after={"x": "p/q", "y": 2}, table="a"))
     assert a.doc_id == "p\\/q/2"
@@ -770,7 +806,7 @@ def test_update_mode_writes_partial_unversioned_updates(tmp_path):
         "  - {schema: shop, table: p, index: products, mode: update, also: true}\n"
         "  - {schema: shop, table: stock, index: products, id: product_id, mode: update}\n"
     ), table("shop", "p", ("id", "int"), ("name", "varchar")),
-        table("shop", "stock", ("product_id", "int"), ("qty", "int"), pk=()))
+        table("shop", "stock", ("product_id", "int"), ("qty", "int"), pk=(), unique=[("product_id",)]))
     builder = ActionBuilder(rules)
     (a,) = builder.actions(change(Op.INSERT, after={"id": 1, "name": "pen"}, table="p"))
     (b,) = builder.actions(change(Op.UPDATE, {"product_id": 1, "qty": 1}, {"product_id": 1, "qty": 5},

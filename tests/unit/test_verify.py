@@ -46,13 +46,25 @@ def test_same_is_json_equality():
 
 
 def test_compare_doc_field_by_field():
-    diffs = compare_doc({"id": 1, "v": 2, "tags": ("a", "b"), "gone": None}, {"id": 1, "v": 3, "tags": ["a", "b"],
-                                                                              "extra": "x"})
-    assert diffs == (FieldDiff("extra", None, "x", in_row=False), FieldDiff("gone", None, None, in_doc=False),
+    diffs = compare_doc({"id": 1, "v": 2, "tags": ("a", "b"), "gone": 0}, {"id": 1, "v": 3, "tags": ["a", "b"],
+                                                                           "extra": "x"})
+    assert diffs == (FieldDiff("extra", None, "x", in_row=False), FieldDiff("gone", 0, None, in_doc=False),
                      FieldDiff("v", 2, 3))
     assert diffs[0].to_json() == {"field": "extra", "expected": "<absent>", "actual": "x"}
     assert diffs[2].text() == "v: row 2, document 3"
     assert compare_doc({"id": 1}, {"id": 1}) == ()
+
+
+def test_null_and_absent_fields_are_the_same_to_elasticsearch_and_to_verify():
+    """Issue 27: after ALTER TABLE ... ADD COLUMN, documents written before it lack the field and
+    their rows read NULL; a dropped column's field may be stored as null."""
+    assert compare_doc({"id": 1, "nickname": None}, {"id": 1}) == ()
+    assert compare_doc({"id": 1}, {"id": 1, "dropped": None}) == ()
+    assert compare_doc({"id": 1, "nickname": None}, {"id": 1, "nickname": "x"}) == (
+        FieldDiff("nickname", None, "x"),)
+    assert compare_doc({"id": 1, "nickname": "x"}, {"id": 1}) == (FieldDiff("nickname", "x", None, in_doc=False),)
+    # nested values are compared as stored: cdc writes a JSON column's nulls as they are
+    assert compare_doc({"j": {"a": None}}, {"j": {}}) == (FieldDiff("j", {"a": None}, {}),)
 
 
 def test_compare_doc_only_expected_fields_for_partial_documents():
@@ -149,6 +161,20 @@ def test_report_counts_examples_and_exit():
     assert VerifyReport([repaired], repair=True).ok
     assert not VerifyReport([TableResult("shop.t", "shop-t", missing=2, repaired=1, unrepaired=1)], repair=True).ok
     assert not VerifyReport([TableResult("shop.t", "shop-t")], interrupted=True).ok
+
+
+def test_a_table_that_could_not_be_verified_is_never_identical_nor_ok():
+    """Issue 27: a table without a unique NOT NULL key to look rows up by printed
+    "0 rows: identical" and exit 0."""
+    skipped = TableResult("s.nopk", "nopk", verified=False,
+                          not_verified=["the id (a, b) is not a unique NOT NULL key: table NOT VERIFIED"])
+    report = VerifyReport([TableResult("s.t", "t", rows=3), skipped])
+    assert not report.ok and report.summary()["tables_not_verified"] == 1
+    text = report.text()
+    assert "s.nopk -> nopk: 0 rows: NOT VERIFIED\n" in text and "identical" not in text.splitlines()[-1]
+    assert "summary: 2 table(s), 3 rows: no differences found; 1 table(s) NOT VERIFIED at all" in text
+    assert not VerifyReport([skipped], repair=True).ok
+    assert report.to_json()["tables"][1]["verified"] is False
 
 
 # ---------------------------------------------------------------------- the Verifier over fakes
