@@ -265,7 +265,8 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def dlq_list(config_path: str, as_json: bool) -> None:
     """List dead letters: id, time, table, document, position and error."""
-    store = deadletters.store(_config(config_path))
+    config = _config(config_path)
+    store = deadletters.store(config)
     letters = store.list()
     for letter in letters:
         if as_json:
@@ -278,7 +279,9 @@ def dlq_list(config_path: str, as_json: bool) -> None:
                        f"{a.schema}.{a.table} -> {a.index}/{a.doc_id}  at {a.position}  "
                        f"{letter.status} {letter.error_type}: {(letter.reason or '')[:120]}")
     if not as_json:
-        click.echo(f"{len(letters)} dead letter(s) in {store.path}", err=True)
+        click.echo(f"{len(letters)} dead letter(s) in {store.path}" if store.path.exists() else
+                   f"no dead letters ({store.path} does not exist; dead_letter.on_rejected is "
+                   f"{config.dead_letter.on_rejected})", err=True)
 
 
 @dlq.command("show")

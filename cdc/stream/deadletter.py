@@ -107,6 +107,10 @@ class DeadLetterStore:
 
     def remove(self, ids: set[str]) -> int:
         """Drop these entries (after a successful retry, or a purge); returns how many went."""
+        if not ids or not self.path.exists():
+            # Nothing to drop: leave no file or lock behind (`cdc dlq purge` and `retry` on a store
+            # that was never written, e.g. with dead_letter.on_rejected: stop).
+            return 0
         with self._locked():
             letters = self.list()
             keep = [letter for letter in letters if letter.id not in ids]

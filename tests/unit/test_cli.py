@@ -268,3 +268,24 @@ def test_check_config_names_the_writable_paths_and_warns_when_they_are_not(confi
     result = invoke("check-config", "--config", config_path)
     assert result.exit_code == 0, result.output
     assert "warning: checkpoint.path: cannot write" in result.output
+
+
+def test_looking_at_dead_letters_and_the_checkpoint_creates_no_file(tmp_path):
+    """With on_rejected: stop there is no dead-letter store: commands that read, and retry/purge with
+    nothing to do, leave the directory as it was (no store file, no lock file, no state directory)."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "shop.yml").write_text(RULES)
+    path = tmp_path / "cdc.yml"
+    path.write_text(CONFIG + "dead_letter:\n  on_rejected: stop\n")
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke("dlq", "list", "--config", path)
+    assert result.exit_code == 0, result.output
+    assert f"no dead letters ({tmp_path / 'dead-letters.jsonl'} does not exist; dead_letter.on_rejected is stop)" \
+        in result.output
+    for args in (["dlq", "list", "--json"], ["dlq", "purge", "--all"], ["dlq", "purge", "abc"], ["dlq", "retry"],
+                 ["position"], ["status", "--json"], ["check-config"]):
+        result = invoke(*args, "--config", path)
+        assert result.exit_code == 0, (args, result.output)
+        assert sorted(tmp_path.rglob("*")) == before, args
+    assert invoke("dlq", "show", "abc", "--config", path).exit_code == 1
+    assert sorted(tmp_path.rglob("*")) == before
