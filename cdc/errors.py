@@ -60,10 +60,11 @@ class PurgedPositionError(SourceError):
 
 
 class StartPositionError(SourceError):
-    """The server cannot read the binlog at the start position: it is not the start of an event.
+    """The server cannot read the binlog at the start position: it is not the start of an event, or its
+    file was never on this server (newer than the newest, or named otherwise: cdc/app/start.py never_on_server).
 
-    Bad input (a replay's --from-position, start.position), not a purged binlog:
-    retrying or restarting reads the same bytes.
+    Bad input (a replay's --from-position, start.position, a checkpoint of another server), not a
+    purged binlog: retrying or restarting meets the same position, and a re-snapshot is no fix.
     """
 
     exit_code = 2

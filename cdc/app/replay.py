@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cdc.app.session import Session, check_writable, log_summary, patiently
+from cdc.app.start import never_on_server
+from cdc.errors import PurgedPositionError
 from cdc.model import Action, BinlogPosition, StartPoint
 from cdc.mysql.server import Database
 
@@ -47,6 +49,17 @@ def _unused_server_id(session: Session) -> int:
                  "next heartbeat); this replay reads with server_id %d", first, chosen,
                  extra={"server_id": chosen})
     return chosen
+
+
+def check_on_server(position: BinlogPosition, files: list[str]) -> None:
+    """Refuse a --from-position whose binlog file the server does not have: purged (exit 3), or never there (exit 2)."""
+    if position.file in files:
+        return
+    never = never_on_server(position, files, "--from-position", "Choose a position SHOW BINARY LOGS lists")
+    raise never or PurgedPositionError(
+        f"binlog file {position.file} (position {position}) is not on the server (it has "
+        f"{f'{files[0]} to {files[-1]}' if files else 'none'}): the changes there were purged, and cannot be "
+        "replayed. `cdc run --resnapshot` rebuilds an index from the tables.")
 
 
 def action_json(action: Action) -> dict[str, Any]:
@@ -100,7 +113,7 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
             end, _ = db.current_position()
         start = span.start
         if start.position is not None and not start.by_gtid:
-            db.check_position_available(start.position)
+            check_on_server(start.position, db.binlog_files())
             db.check_event_start(start.position)
             if start.gtid is None:
                 start = StartPoint(start.position, db.gtid_at(start.position))

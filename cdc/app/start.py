@@ -13,7 +13,8 @@ The policy (README "Running", RELIABILITY.md "Failover"):
   new to the rules (or an unfinished snapshot) are copied first.
 * **Purged.** The checkpoint's binlog file is gone: stop with exit 3 and name
   `cdc run --resnapshot`, unless `snapshot.mode: when_needed`, which starts
-  afresh by itself.
+  afresh by itself. A file newer than the server's newest was never purged
+  (`never_on_server`): another server, or a reset binlog; exit 2.
 * **Failover.** A checkpoint of another server: continue by GTID on this one.
   File numbers and offsets of two servers are unrelated, so this server's
   positions may be lower than those that versioned the existing documents, and
@@ -35,7 +36,7 @@ from typing import Literal, Sequence
 
 from cdc.config import Config
 from cdc.copy.snapshot import SnapshotState
-from cdc.errors import PreflightError, PurgedPositionError
+from cdc.errors import PreflightError, PurgedPositionError, StartPositionError
 from cdc.model import BinlogPosition, StartPoint
 from cdc.stream.checkpoint import Checkpoint
 
@@ -76,6 +77,36 @@ class StartPlan:
     resnapshot: bool = False  # a fresh start that copies everything again (--resnapshot, or a purged binlog)
 
 
+def never_on_server(position: BinlogPosition, files: Sequence[str], what: str, remedy: str) -> StartPositionError | None:
+    """Why `position`'s file, which the server does not have, cannot have been purged; None when it can.
+
+    PURGE BINARY LOGS removes the oldest files, so only a file numbered below the
+    server's oldest (with the same base name) is a purged one, whose changes a
+    re-snapshot recovers (exit 3). A file numbered above the newest, or named unlike
+    the server's files, was never on this server: a mistyped position, one of another
+    server, or one from before the binlog was reset (RESET MASTER). That is bad input
+    (exit 2), and a re-snapshot is no answer to it.
+    """
+    if not files:
+        return None
+    oldest, newest = BinlogPosition(files[0], 4), BinlogPosition(files[-1], 4)
+    base = position.file.rpartition(".")[0]
+    try:
+        numbered = position.file_seq
+    except ValueError:
+        numbered = None
+    if base != newest.file.rpartition(".")[0] or numbered is None:
+        why = "is named unlike the server's binlog files"
+    elif numbered > newest.file_seq:
+        why = "is newer than the newest binlog file on the server"
+    else:
+        return None
+    return StartPositionError(
+        f"{what} {position}: binlog file {position.file} {why} (it has {oldest.file} to {newest.file}), so it was "
+        "not purged: the position is mistyped, or is another server's, or is from before the binlog was reset "
+        f"(RESET MASTER). {remedy}")
+
+
 def purged_message(position: BinlogPosition, files: Sequence[str]) -> str:
     return (f"binlog file {position.file} (position {position}) is no longer on the server "
             f"(oldest is {files[0] if files else 'none'}): the changes after it are lost to cdc. "
@@ -88,7 +119,8 @@ def decide_start(checkpoint: Checkpoint | None, server: ServerFacts, config: Con
                  tables: Sequence[str], resnapshot: bool = False) -> StartPlan:
     """The start plan for `cdc run` (see the module docstring). `tables`: the rules' tables, in order.
 
-    Raises PurgedPositionError (exit 3) and PreflightError (exit 2) for starts that cannot be made.
+    Raises PurgedPositionError (exit 3), PreflightError and StartPositionError (exit 2) for starts that
+    cannot be made.
     """
     mode = config.snapshot.mode
     notes: list[tuple[int, str]] = []
@@ -105,6 +137,13 @@ def decide_start(checkpoint: Checkpoint | None, server: ServerFacts, config: Con
             return StartPlan("resume", StartPoint(checkpoint.position, checkpoint.gtid), None, copy,
                              checkpoint.server, checkpoint.epoch, snapshotted, checkpoint.snapshot,
                              save_now=False, notes=tuple(notes))
+        foreign = never_on_server(checkpoint.position, server.binlog_files, "the checkpoint's position",
+                                  "Check mysql.host and mysql.port; after a RESET MASTER, raise "
+                                  "elasticsearch.version_epoch and rebuild the index with `cdc run --resnapshot`")
+        # Also with when_needed: copying another server's tables is no repair, and after a reset the
+        # copy's versions (lower file numbers) would lose to the documents there without a new epoch.
+        if foreign is not None:
+            raise foreign
         if mode != "when_needed":
             raise PurgedPositionError(purged_message(checkpoint.position, server.binlog_files))
         notes.append((logging.WARNING, f"the checkpoint's binlog {checkpoint.position} is gone; "
@@ -117,10 +156,10 @@ def decide_start(checkpoint: Checkpoint | None, server: ServerFacts, config: Con
                          notes=tuple(notes), resnapshot=resnapshot)
     position = BinlogPosition.parse(config.start.position)
     if position.file not in server.binlog_files:
-        raise PurgedPositionError(
+        remedy = "Choose a position SHOW BINARY LOGS lists, or start.position: end"
+        raise never_on_server(position, server.binlog_files, "start.position", remedy) or PurgedPositionError(
             f"start.position {position}: binlog file {position.file} is not on the server (oldest is "
-            f"{server.binlog_files[0] if server.binlog_files else 'none'}); choose a position SHOW BINARY LOGS "
-            "lists, or start.position: end")
+            f"{server.binlog_files[0] if server.binlog_files else 'none'}): purged. {remedy}")
     return StartPlan("fresh", None, position, (), server.identity, epoch, (), None, save_now=True,
                      notes=tuple(notes))
 

@@ -21,7 +21,7 @@ except ImportError:
     _native = None
 
 from cdc.config import MysqlConfig
-from cdc.errors import (PreflightError, PurgedPositionError, SchemaChanged, SourceConnectionError, SourceError,
+from cdc.errors import (PreflightError, SchemaChanged, SourceConnectionError, SourceError,
                         StartPositionError)
 from cdc.model import BinlogPosition
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
@@ -371,15 +371,6 @@ class Database:
 
     def binlog_files(self) -> list[str]:
         return [r["Log_name"] for r in self.rows("SHOW BINARY LOGS")]
-
-    def check_position_available(self, position: BinlogPosition) -> None:
-        """For a replay's --from-position; `cdc run` decides on its checkpoint in cdc/app/start.py."""
-        files = self.binlog_files()
-        if position.file not in files:
-            raise PurgedPositionError(
-                f"binlog file {position.file} (position {position}) is not on the server (it has "
-                f"{files[0] if files else 'none'} to {files[-1] if files else 'none'}): the changes there were "
-                "purged, and cannot be replayed. `cdc run --resnapshot` rebuilds an index from the tables.")
 
     def check_event_start(self, position: BinlogPosition) -> None:
         """Raise StartPositionError if no event starts at `position` (asked before anything is saved there).

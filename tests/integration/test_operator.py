@@ -41,6 +41,22 @@ def test_replay_from_inside_an_event_says_so_and_exits_2(servers, db, database, 
     wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"], timeout=10)
 
 
+def test_replay_from_a_file_newer_than_the_servers_newest_is_bad_input_not_a_purge(servers, db, database, es,
+                                                                                  index_prefix, tmp_path):
+    """A typo (binlog.000099 for binlog.000009) or another server's position: nothing was purged, and
+    --resnapshot is no answer. Exit 2, naming the server's oldest and newest files."""
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    oldest = db.execute("SHOW BINARY LOGS")[0][0]
+    base, _, number = binlog_position(db)[0].rpartition(".")
+    newer = f"{base}.{int(number) + 90:06d}"
+    code, out = setup.command("replay", "--from-position", f"{newer}:4")
+    assert code == 2, out
+    assert (f"--from-position {newer}:4: binlog file {newer} is newer than the newest binlog file on the server "
+            f"(it has {oldest} to {base}.") in out
+    assert "so it was not purged" in out and "resnapshot" not in out
+
+
 def test_dry_run_prints_the_actions_and_never_says_written(servers, db, database, es, index_prefix, tmp_path):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
     setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))

@@ -9,7 +9,7 @@ import pytest
 
 from cdc.app.start import ServerFacts, decide_start
 from cdc.config import parse_config
-from cdc.errors import PreflightError, PurgedPositionError
+from cdc.errors import PreflightError, PurgedPositionError, StartPositionError
 from cdc.model import BinlogPosition, StartPoint
 from cdc.stream.checkpoint import Checkpoint
 
@@ -154,3 +154,40 @@ def test_failover_copies_only_tables_new_to_the_rules():
     assert plan.copy == ("shop.b",)
     plan = decide_start(checkpoint(snapshotted=()), NEW_PRIMARY, config(), TABLES)
     assert plan.copy == ()  # an empty record counts as "every table copied", as before
+
+
+@pytest.mark.parametrize("file, why", [
+    ("binlog.000099", "is newer than the newest binlog file on the server"),
+    ("mysql-bin.000004", "is named unlike the server's binlog files"),
+])
+def test_a_position_the_server_never_had_is_bad_input_not_a_purge(file, why):
+    """A file newer than the server's newest (or named otherwise) cannot have been purged: a typo or
+    another server, exit 2, naming the server's oldest and newest files; --resnapshot is no answer."""
+    position = BinlogPosition(file, 4)
+    starts = [("the checkpoint's position", checkpoint(position=position), {}),
+              ("start.position", None, {"start": {"position": f"{file}:4"}})]
+    for what, saved, sections in starts:
+        for mode in ("initial", "when_needed"):  # when_needed copies again only what was purged
+            with pytest.raises(StartPositionError) as info:
+                decide_start(saved, HERE, config(snapshot={"mode": mode}, **sections), TABLES)
+            assert info.value.exit_code == 2
+            assert str(info.value).startswith(
+                f"{what} {file}:4: binlog file {file} {why} (it has binlog.000003 to binlog.000004), so it was "
+                "not purged: the position is mistyped, or is another server's")
+
+
+def test_replay_tells_a_purged_file_from_one_the_server_never_had():
+    """`cdc replay --from-position` (cdc/app/replay.py): older than the oldest is purged (exit 3)."""
+    from cdc.app.replay import check_on_server
+
+    files = ["binlog.000003", "binlog.000004", "binlog.000005", "binlog.000006"]
+    check_on_server(BinlogPosition("binlog.000005", 4), files)
+    with pytest.raises(StartPositionError) as info:
+        check_on_server(BinlogPosition("binlog.000099", 4), files)
+    assert info.value.exit_code == 2 and "resnapshot" not in str(info.value)
+    assert ("--from-position binlog.000099:4: binlog file binlog.000099 is newer than the newest binlog file on the "
+            "server (it has binlog.000003 to binlog.000006), so it was not purged") in str(info.value)
+    with pytest.raises(PurgedPositionError) as purged:
+        check_on_server(BinlogPosition("binlog.000002", 4), files)
+    assert purged.value.exit_code == 3 and "cdc run --resnapshot" in str(purged.value)
+    assert "(it has binlog.000003 to binlog.000006): the changes there were purged" in str(purged.value)
