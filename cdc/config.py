@@ -517,7 +517,8 @@ def _exposed_secrets(path: Path) -> list[str]:
             found.append(f"{section}.{key}")
     if not found:
         return []
-    return [f"{path} is readable by every user and holds {', '.join(found)}: chmod o-r {path}, or move the "
+    # "; chmod", not ": chmod": log redaction (cdc/log.py) takes the word after "password:" for a secret.
+    return [f"{path} is readable by every user and holds {', '.join(found)}; chmod o-r {path}, or move the "
             "secret to ${VAR} or a password_file"]
 
 

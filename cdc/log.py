@@ -24,8 +24,12 @@ import orjson
 
 FIELDS = ("event", "how", "table", "position", "gtid", "doc_id", "index", "error", "lag_seconds", "server_id",
           "rows", "transactions", "actions")
-# Belt and braces: never print a password or API key even if a library puts one in a message.
-_SECRET = re.compile(r"(?i)(password|passwd|api_key|apikey|authorization)(['\"]?\s*[:=]\s*['\"]?)([^'\"\s,}]+)")
+# Belt and braces: never print a password or API key even if a library puts one in a message
+# (an Authorization header's scheme is taken with its credentials). Except MySQL's "Access denied
+# for user 'cdc'@'host' (using password: YES)": YES/NO only say whether a password was sent, and
+# without them the reason for a refused login is cut short.
+_SECRET = re.compile(r"(?i)(password|passwd|api_key|apikey|authorization)(['\"]?\s*[:=]\s*['\"]?)"
+                     r"(?!(?-i:YES|NO)\)(?![^'\"\s,}]))(?:(?:Basic|Bearer|ApiKey)\s+)?([^'\"\s,}]+)")
 
 
 def redact(text: str) -> str:

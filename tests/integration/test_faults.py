@@ -297,6 +297,20 @@ def test_refuses_a_user_without_replication_grants(servers, db, database, index_
     assert "REPLICATION SLAVE" in out and "GRANT" in out
 
 
+def test_a_wrong_mysql_password_is_refused_with_the_servers_whole_reason(servers, database, index_prefix, tmp_path):
+    """The log's secret redaction must not eat MySQL's "(using password: YES)" (it says a password was
+    sent and refused); a real secret in a message is still hidden."""
+    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}],
+                     elasticsearch__hosts=["http://127.0.0.1:9"])  # never reached
+    setup.env["CDC_TEST_PASSWORD"] = "not-the-password"
+    code, out = setup.command("run")
+    assert code == 2, out
+    [error] = [r for r in map(json.loads, out.splitlines()) if r["level"] == "error"]
+    assert f"Access denied for user '{servers.cdc_user}'@" in error["msg"], error
+    assert error["msg"].endswith("(using password: YES)"), error
+    assert "not-the-password" not in out
+
+
 def test_kill_in_the_middle_of_a_200k_row_transaction(servers, db, database, es, index_prefix, tmp_path):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, s VARCHAR(30))")
     setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])

@@ -223,3 +223,26 @@ def test_run_logs_the_warnings_and_check_config_prints_them(tmp_path):
     logged = [line for line in result.stderr.splitlines() if '"level":"warning"' in line]
     assert any("elasticsearch.insecure: true" in line for line in logged), result.stderr
     assert "literal" not in result.stderr  # the warning names the key, never the secret
+
+
+@pytest.mark.parametrize("message, shown", [
+    # MySQL's refusal: YES/NO say whether a password was sent, and are all that follows.
+    ("Access denied for user 'cdc'@'127.0.0.1' (using password: YES)",
+     "Access denied for user 'cdc'@'127.0.0.1' (using password: YES)"),
+    ("(1045, \"Access denied for user 'cdc'@'::1' (using password: NO)\")",
+     "(1045, \"Access denied for user 'cdc'@'::1' (using password: NO)\")"),
+    # Secrets, also ones that start like those words.
+    ("password: hunter2)", "password: ***"),
+    ("password=YES)more", "password=***"),
+    ("password: yes)", "password: ***"),
+    ('{"api_key": "abc=="}', '{"api_key": "***"}'),
+    ("authorization: ApiKey abc", "authorization: ***"),
+    ("'Authorization': 'Basic Y2RjOnB3'", "'Authorization': '***'"),
+    # cdc's own warning names the key, and the advice after it is kept.
+    ("cdc.yml is readable by every user and holds mysql.password; chmod o-r cdc.yml",
+     "cdc.yml is readable by every user and holds mysql.password; chmod o-r cdc.yml"),
+])
+def test_log_redaction_hides_secrets_and_keeps_what_is_not_one(message, shown):
+    from cdc.log import redact
+
+    assert redact(message) == shown
