@@ -507,6 +507,9 @@ class BinlogSource:
         self.stop = stop or threading.Event()
         self.end = end
         self._stream: BinLogStreamReader | None = None
+        # Set by close(): the consumer is done (stopping, or stopped by an error of its own), so
+        # the read that the closed socket breaks is no lost connection to log and reconnect.
+        self._closed = threading.Event()
         # id(the library's column list) -> (that list, its _Shape). With TABLE_MAP
         # reuse, all events of one table definition share one list. Holding the
         # list keeps its id from passing to another while the entry lives.
@@ -551,7 +554,11 @@ class BinlogSource:
         return BinLogStreamReader(**kwargs)
 
     def close(self) -> None:
-        """Close the stream; safe from another thread (wakes a blocked read)."""
+        """Stop reading for good; safe from another thread (wakes a blocked read, which then ends quietly)."""
+        self._closed.set()
+        self._close_stream()
+
+    def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             try:
@@ -576,7 +583,7 @@ class BinlogSource:
         """
         attempts = Attempts(self.retry)
         resume = start
-        while not self.stop.is_set():
+        while not (self.stop.is_set() or self._closed.is_set()):
             committed: list[StartPoint] = []
             try:
                 for event in self._read(resume, committed):
@@ -584,7 +591,9 @@ class BinlogSource:
                     yield event
                 return
             except SourceConnectionError as exc:
-                if self.stop.is_set():  # we closed the socket ourselves to stop
+                # We closed the socket ourselves: to stop on a signal, or because the pipeline
+                # stopped (a rejected document with on_rejected: stop). Not a lost connection.
+                if self.stop.is_set() or self._closed.is_set():
                     return
                 if committed:
                     resume = committed[-1]
@@ -598,7 +607,7 @@ class BinlogSource:
                     return
                 yield StreamRestarted(resume.position or BinlogPosition("", 0))
             finally:
-                self.close()
+                self._close_stream()
 
     def _read(self, start: StartPoint, committed: list[StartPoint]) -> Iterator[SourceEvent]:
         gtids = GtidTracker(start.gtid, self.mariadb)
