@@ -7,7 +7,8 @@
   because a restart would not help them.
 * `/readyz` answers "is the index in sync?": streaming has started, an event or
   heartbeat came from the source within 3 heartbeat periods, the last bulk
-  request (or the start-up cluster check) succeeded, and the lag is under
+  request succeeded (before the first one, the start-up cluster check counts, and
+  the check's detail says so: an idle stream sends none), and the lag is under
   `metrics.max_lag_seconds`.
 
 Both return JSON with every check, 200 when passing and 503 when not.
@@ -71,7 +72,7 @@ class Health:
         silence = p.silence()
         checks["source"] = {"ok": silence is not None and silence <= 3 * self.heartbeat,
                             "seconds_since_event": _round(silence), "limit": 3 * self.heartbeat}
-        checks["elasticsearch"] = {"ok": p.sink_ok, "detail": p.sink_problem or "last bulk request succeeded"}
+        checks["elasticsearch"] = {"ok": p.sink_ok, "detail": p.sink_detail()}
         lag = p.seconds_behind()
         checks["lag"] = {"ok": lag is not None and lag <= self.max_lag, "seconds_behind_source": _round(lag),
                          "limit": self.max_lag}

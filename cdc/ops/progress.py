@@ -46,10 +46,12 @@ class Progress(Observer):
         self._lag_when_seen = 0.0
         self.read_position: BinlogPosition | None = None  # last commit read
         self.read_gtid: str | None = None
-        # Elasticsearch side. The pipeline starts only after a successful cluster
-        # check, so "ok" is the truth at start.
-        self.sink_ok = True
-        self.sink_problem: str | None = None
+        # Elasticsearch side. Unknown until start-up's cluster check passed (`on_start`: nothing
+        # starts before it), then ok until a bulk request says otherwise. An idle stream may send
+        # none for hours, and is as ready as the check said; `bulk_answered` tells the two apart.
+        self.sink_ok = False
+        self.sink_problem: str | None = "not checked yet (starting)"
+        self.bulk_answered = False
         self.acknowledged_position: BinlogPosition | None = None
         # Checkpoint.
         self.checkpoint_position: BinlogPosition | None = None
@@ -62,6 +64,8 @@ class Progress(Observer):
         self.read_gtid = gtid
         if saved_at is not None:
             self.checkpoint_position, self.checkpoint_gtid, self.checkpoint_saved_at = position, gtid, saved_at
+        if not self.bulk_answered:
+            self.sink_ok, self.sink_problem = True, None
         self.started = True
 
     def on_stopping(self) -> None:
@@ -79,6 +83,7 @@ class Progress(Observer):
     def on_bulk(self, actions: int, seconds: float, ok: int, stale: int, retry: int, rejected: int) -> None:
         # Rejected items are a data problem (they stop cdc, or go to the dead-letter
         # store), not a sign that Elasticsearch is unreachable or overloaded.
+        self.bulk_answered = True
         if retry:
             self.sink_ok = False
             self.sink_problem = f"{retry} of {actions} items failed with 429/5xx in the last bulk request"
@@ -87,6 +92,7 @@ class Progress(Observer):
 
     def on_retry(self, kind: str, count: int, delay: float) -> None:
         if kind == "request":
+            self.bulk_answered = True
             self.sink_ok = False
             self.sink_problem = "the last bulk request failed (Elasticsearch unreachable or overloaded)"
 
@@ -110,6 +116,14 @@ class Progress(Observer):
         if silence is None:
             return None
         return lag + max(0.0, silence - self.heartbeat)
+
+    def sink_detail(self) -> str:
+        """What the Elasticsearch side's state rests on, for /readyz."""
+        if self.sink_problem is not None:
+            return self.sink_problem
+        if self.bulk_answered:
+            return "last bulk request succeeded"
+        return "no bulk request yet; the cluster check at start-up passed"
 
     def checkpoint_age(self) -> float | None:
         saved_at = self.checkpoint_saved_at

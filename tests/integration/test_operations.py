@@ -92,6 +92,8 @@ def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, datab
         assert json.loads(wait_http(f"{base}/healthz", 200))["status"] in ("ok", "starting")
         ready = json.loads(wait_http(f"{base}/readyz", 200))  # after the first heartbeat (1 s)
         assert all(check["ok"] for check in ready["checks"].values())
+        # Nothing written yet (the table is empty): ready on the start-up check's word, and saying so.
+        assert ready["checks"]["elasticsearch"]["detail"] == "no bulk request yet; the cluster check at start-up passed"
 
         db.execute("INSERT INTO items VALUES (1,'a'),(2,'b'),(3,'c')")
         db.execute("UPDATE items SET name='B' WHERE id=2")
@@ -105,6 +107,8 @@ def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, datab
                     and metric(body, "cdc_rows_total", table=table, op="delete") == 1)
 
         body = wait_http(f"{base}/metrics", 200, check=caught_up)
+        assert json.loads(http_get(f"{base}/readyz")[1])["checks"]["elasticsearch"]["detail"] == \
+            "last bulk request succeeded"
         assert metric(body, "cdc_rows_total", table=table, op="insert") == 3
         assert metric(body, "cdc_binlog_events_total", table=table, op="insert") == 1
         assert metric(body, "cdc_rows_total", table=table, op="update") == 1

@@ -151,7 +151,9 @@ def test_start_without_a_saved_checkpoint_has_no_age():
 
 def test_sink_state_follows_bulk_outcomes_and_request_failures():
     progress = progress_with(Clock())
-    assert progress.sink_ok  # the pipeline starts only after a successful cluster check
+    assert not progress.sink_ok  # nothing checked yet
+    progress.on_start(P(4), None, None)
+    assert progress.sink_ok  # the stages start only after a successful cluster check
     progress.on_bulk(10, 0.1, 8, 0, 2, 0)
     assert not progress.sink_ok and "2 of 10" in progress.sink_problem
     progress.on_bulk(2, 0.1, 1, 1, 0, 0)
@@ -381,6 +383,23 @@ def test_ready_needs_streaming_a_recent_event_a_good_bulk_and_small_lag():
     assert health.ready()[0]
     progress.on_stopping()
     assert not health.ready()[0]
+
+
+def test_ready_says_what_the_elasticsearch_check_rests_on_before_the_first_bulk_request():
+    """Before any bulk request, /readyz must not claim one succeeded: before start-up's cluster check
+    nothing is known (not ok); after it, ok on the check's word, and the detail says so (an idle
+    stream may send no bulk request for hours, and is ready all the same)."""
+    clock = Clock()
+    progress = progress_with(clock, heartbeat=1)
+    health = health_with(clock, progress, lambda: clock.mono)
+    assert health.ready()[1]["checks"]["elasticsearch"] == {"ok": False, "detail": "not checked yet (starting)"}
+    progress.on_start(P(4), None, clock.wall)
+    progress.on_event(0)
+    ok, body = health.ready()
+    assert ok and body["checks"]["elasticsearch"] == {
+        "ok": True, "detail": "no bulk request yet; the cluster check at start-up passed"}
+    progress.on_bulk(1, 0.01, 1, 0, 0, 0)
+    assert health.ready()[1]["checks"]["elasticsearch"] == {"ok": True, "detail": "last bulk request succeeded"}
 
 
 def test_stuck_after_allows_for_a_long_batch_interval():
