@@ -12,6 +12,8 @@ ls /usr/lib/jvm/*/bin/java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 # The container tests (tests/integration/test_container.py, scripts/container.py):
 # podman builds and runs the image, runc runs it (crun refuses this host's cgroup
 # layout), debootstrap makes the local base image (no registry is reachable).
+# debootstrap also makes the Debian unstable root MySQL 9.7 runs from (scripts/servers.py
+# sid_root: Debian 12 has no MySQL server).
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Start and stop the real MariaDB and Elasticsearch used by the demo and the tests.
 
-    python scripts/servers.py up|down|status|env
+    python scripts/servers.py up [--mysql]|down|status|env
+    python scripts/servers.py mysql_up|mysql_down
     python scripts/servers.py es7_up|es7_down|opensearch_up|opensearch_down|opensearch3_up|opensearch3_down
 
-`up` starts MariaDB and Elasticsearch 8. The other search engines cdc writes to
-(README "Destinations") start on their own ports, beside it:
+`up` starts MariaDB and Elasticsearch 8; `up --mysql` also starts Oracle MySQL 9.7
+on 127.0.0.1:13307 (MYSQL_PORT; `mysql_up` starts it alone), from a Debian unstable
+root that debootstrap makes once in CDC_DEV_HOME/sid-root (see `sid_root`). The other
+search engines cdc writes to (README "Destinations") start on their own ports, beside it:
 
 * `es7_up`: Elasticsearch 7.17.29 on 127.0.0.1:19201 (ES7_PORT), security off;
   also the server for peers that need 7.x, such as go-mysql-elasticsearch.
@@ -17,6 +20,7 @@ Docker), from files kept in CDC_DEV_HOME (default /var/tmp/cdc-dev) so a second
 `up` reuses them:
 
 * MariaDB 10.11 from Debian's packages, with the binlog settings cdc needs.
+* MySQL 9.7 from Debian unstable's packages, in a chroot, with the same settings.
 * Elasticsearch from Maven Central's integ-test-zip (it has no bundled JDK), run
   as the unprivileged user `esrun` because ES refuses to run as root.
 
@@ -26,6 +30,8 @@ The same functions are imported by tests/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -36,6 +42,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +77,8 @@ _USER_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class Endpoints:
+    # The source server (named mariadb_* from when MariaDB was the only one): MariaDB, or
+    # with source="mysql" the MySQL 9.7 of `mysql_up`.
     mariadb_host: str
     mariadb_port: int
     mariadb_socket: str
@@ -79,6 +88,7 @@ class Endpoints:
     admin_password: str
     es_url: str
     es_version: str
+    source: str = "mariadb"
 
     def as_env(self) -> dict[str, str]:
         return {
@@ -237,6 +247,242 @@ def mariadb_up(directory: Path = MARIADB_DIR, port: int = MARIADB_PORT, server_i
 def mariadb_down(kill: bool = False, directory: Path = MARIADB_DIR) -> None:
     """Stop MariaDB; `kill=True` sends SIGKILL, like a crash (for fault tests)."""
     _stop_pid(directory / "mariadb.pid", "mariadb", sig=signal.SIGKILL if kill else signal.SIGTERM)
+
+
+# --------------------------------------------------------------------------- MySQL 9.7
+# Oracle MySQL from Debian unstable (`sid`), whose mysql-server-core is the 9.7 LTS line
+# (9.7.4 when this was written). Debian 12 has no MySQL server and unstable's libraries are
+# newer than 12's, so it runs from a Debian unstable root made once with debootstrap and
+# entered with chroot: same network namespace (it listens on this host's loopback), same
+# process table (its pid file names a pid `kill` reaches). Each instance (`name`) keeps its
+# settings, data, socket, pid file and logs in /var/lib/cdc-<name> inside the root.
+SID_ROOT = HOME / "sid-root"
+MYSQL_PACKAGES = ("mysql-server-core", "mysql-client-core")
+MYSQL_PORT = int(os.environ.get("MYSQL_PORT", "13307"))
+_SID_READY = ".cdc-ready"  # written last: its text is the mysqld version the root holds
+_DEBOOTSTRAP_ATTEMPTS = 3
+
+MYSQL_CNF = """\
+[mysqld]
+datadir={dir}/data
+socket={dir}/mysqld.sock
+pid-file={dir}/mysqld.pid
+log-error={dir}/error.log
+tmpdir={dir}/tmp
+# LOAD DATA / SELECT INTO OUTFILE: the default directory does not exist in the root
+secure-file-priv={dir}/files
+port={port}
+bind-address=127.0.0.1
+skip-name-resolve
+mysqlx=OFF
+# What cdc requires (checked at its start-up). MySQL's defaults already log in ROW format
+# with FULL row images; its binlog_row_metadata default, MINIMAL, leaves the column names
+# out of the table maps.
+server-id={server_id}
+log-bin=binlog
+binlog-row-metadata=FULL
+# GTIDs, so cdc can follow a failover (and the tests resume by uuid:1-N sets).
+gtid-mode=ON
+enforce-gtid-consistency=ON
+binlog-expire-logs-seconds=172800
+max-binlog-size=64M
+innodb-buffer-pool-size=256M
+innodb-flush-log-at-trx-commit=2
+sync-binlog=0
+{extra}"""
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock on `path`, across processes (xdist workers) and threads (the tests' warm-up)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf a (perhaps half-made) root: debootstrap mounts /proc and /sys in it while it works,
+    and a killed run leaves them mounted; those are unmounted first, never deleted through."""
+    target = str(path.resolve())
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        mounts = []
+    for point in sorted((m for m in mounts if m == target or m.startswith(target + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sid_root() -> Path:
+    """The Debian unstable root with MySQL, made once under CDC_DEV_HOME (about a minute; 640 MB)."""
+    if (SID_ROOT / _SID_READY).is_file():
+        return SID_ROOT
+    if shutil.which("debootstrap") is None:
+        raise ServerError("debootstrap not found: run scripts/install-system-deps.sh (apt-get install debootstrap); "
+                          "MySQL runs from a Debian unstable root that debootstrap makes")
+    if os.geteuid() != 0:
+        raise ServerError("making the MySQL root needs root (debootstrap and chroot)")
+    with _file_lock(HOME / ".sid-root.lock"):  # one maker; the others wait, then find it made
+        if (SID_ROOT / _SID_READY).is_file():
+            return SID_ROOT
+        import container  # scripts/container.py: the Debian mirror this machine's apt uses
+
+        mirror = os.environ.get("CDC_DEBIAN_MIRROR") or container._mirror()
+        partial = HOME / "sid-root.partial"
+        out = HOME / "sid-root.log"
+        for attempt in range(1, _DEBOOTSTRAP_ATTEMPTS + 1):
+            _remove_tree(partial)
+            log(f"mysql: making a Debian unstable root with {', '.join(MYSQL_PACKAGES)} in {SID_ROOT} "
+                f"from {mirror} (once; about a minute; attempt {attempt} of {_DEBOOTSTRAP_ATTEMPTS})")
+            began = time.monotonic()
+            with open(out, "w") as sink:
+                code = subprocess.run(
+                    ["debootstrap", "--variant=minbase", f"--include={','.join(MYSQL_PACKAGES)}", "sid",
+                     str(partial), mirror], stdout=sink, stderr=subprocess.STDOUT).returncode
+            if code == 0 and (partial / "usr/sbin/mysqld").is_file():
+                log(f"mysql: debootstrap took {time.monotonic() - began:.0f}s")
+                break
+            details = _tail(out, 15)
+            if (partial / "debootstrap/debootstrap.log").is_file():
+                details += f"\nTail of its debootstrap.log:\n{_tail(partial / 'debootstrap/debootstrap.log', 15)}"
+            if attempt == _DEBOOTSTRAP_ATTEMPTS:
+                _remove_tree(partial)
+                raise ServerError(
+                    f"could not make the MySQL root: `debootstrap --variant=minbase --include="
+                    f"{','.join(MYSQL_PACKAGES)} sid {partial} {mirror}` failed {attempt} times (exit {code}). "
+                    "It needs Debian unstable's packages from that mirror (set CDC_DEBIAN_MIRROR for another). "
+                    f"Tail of {out}:\n{details}")
+            log(f"mysql: debootstrap failed (exit {code}); trying again in {10 * attempt}s")
+            time.sleep(10 * attempt)
+        subprocess.run(["chroot", str(partial), "apt-get", "clean"], capture_output=True)  # the .debs: 100 MB
+        version = subprocess.run(["chroot", str(partial), "/usr/sbin/mysqld", "--version"], capture_output=True,
+                                 text=True).stdout.strip()
+        _remove_tree(SID_ROOT)
+        partial.rename(SID_ROOT)
+        (SID_ROOT / _SID_READY).write_text(version + "\n")
+        log(f"mysql: root ready ({version})")
+    return SID_ROOT
+
+
+@dataclass(frozen=True)
+class MysqlInstance:
+    """Where one mysqld of the root keeps its files: `inner` as mysqld sees it, `host` as we do."""
+
+    name: str
+    port: int
+
+    @property
+    def inner(self) -> str:
+        return f"/var/lib/cdc-{self.name}"
+
+    @property
+    def host(self) -> Path:
+        return SID_ROOT / self.inner.lstrip("/")
+
+    @property
+    def pid_file(self) -> Path:
+        return self.host / "mysqld.pid"
+
+    @property
+    def socket(self) -> Path:
+        return self.host / "mysqld.sock"
+
+    @property
+    def error_log(self) -> Path:
+        return self.host / "error.log"
+
+
+MYSQL = MysqlInstance("mysql", MYSQL_PORT)
+# A second mysqld of the same root, the GTID replica of the failover test.
+MYSQL_REPLICA = MysqlInstance("mysql-replica", MYSQL_PORT + 1)
+MYSQL_INSTANCES = (MYSQL, MYSQL_REPLICA)
+
+
+def mysql_client(*sql: str, instance: MysqlInstance = MYSQL) -> str:
+    """Run SQL as MySQL's root over its socket, with the root's own `mysql` client."""
+    cmd = ["chroot", str(SID_ROOT), "mysql", f"--socket={instance.inner}/mysqld.sock", "-uroot", "--batch",
+           "--skip-column-names", "-e", ";\n".join(sql)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ServerError(f"mysql client failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def mysql_up(instance: MysqlInstance = MYSQL, server_id: int = 97, settings: str = "") -> Endpoints:
+    """Start (or reuse) a MySQL 9.7 of the root; `settings` are more my.cnf lines (a replica's)."""
+    root = sid_root()
+    if _pid_alive(instance.pid_file):
+        log(f"mysql: {instance.name} already running on 127.0.0.1:{instance.port}")
+        return mysql_endpoints(instance)
+    for sub in ("tmp", "files"):
+        (instance.host / sub).mkdir(parents=True, exist_ok=True)
+    cnf = instance.host / "my.cnf"
+    cnf.write_text(MYSQL_CNF.format(dir=instance.inner, port=instance.port, server_id=server_id, extra=settings))
+    mysqld = ["chroot", str(root), "/usr/sbin/mysqld", f"--defaults-file={instance.inner}/my.cnf", "--user=root"]
+    initialised = instance.host / ".initialised"
+    if not initialised.is_file():  # a data directory an interrupted --initialize left is made again
+        shutil.rmtree(instance.host / "data", ignore_errors=True)
+        log(f"mysql: initialising {instance.name}'s data directory")
+        made = subprocess.run([*mysqld, "--initialize-insecure"], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise ServerError(f"mysqld --initialize-insecure failed (exit {made.returncode}). "
+                              f"Tail of {instance.error_log}:\n{_tail(instance.error_log)}")
+        initialised.touch()
+    log(f"mysql: starting {instance.name} on 127.0.0.1:{instance.port}")
+    # As mariadbd: through a shell that exits at once, so it outlives us and is not our child.
+    subprocess.run(["sh", "-c", 'setsid "$@" >/dev/null 2>&1 </dev/null &', "sh", *mysqld], check=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            mysql_client("SELECT 1", instance=instance)
+            break
+        except ServerError:
+            if time.monotonic() > deadline:
+                raise ServerError(f"MySQL did not come up in 60s. Tail of {instance.error_log}:\n"
+                                  f"{_tail(instance.error_log)}")
+            time.sleep(0.2)
+    # The cdc user with MySQL's default authentication, caching_sha2_password: PyMySQL logs
+    # in over TLS (MySQL makes its own certificate; PyMySQL prefers TLS when offered) or,
+    # without TLS, with the server's RSA public key (the `cryptography` of PyMySQL[rsa]).
+    mysql_client(
+        f"CREATE USER IF NOT EXISTS '{CDC_USER}'@'127.0.0.1' IDENTIFIED WITH caching_sha2_password "
+        f"BY '{CDC_PASSWORD}'",
+        # The daemon's least privileges (README "Server requirements"); REPLICATION SLAVE also
+        # lets it list SHOW REPLICAS to detect a clashing server_id.
+        f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD ON *.* TO '{CDC_USER}'@'127.0.0.1'",
+        f"CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED WITH caching_sha2_password "
+        f"BY '{ADMIN_PASSWORD}'",
+        f"GRANT ALL ON *.* TO '{ADMIN_USER}'@'127.0.0.1' WITH GRANT OPTION",
+        instance=instance,
+    )
+    log(f"mysql: {instance.name} ready (MySQL {mysql_version()})")
+    return mysql_endpoints(instance)
+
+
+def _text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def mysql_down(kill: bool = False, instance: MysqlInstance = MYSQL) -> None:
+    _stop_pid(instance.pid_file, f"mysql ({instance.name})", sig=signal.SIGKILL if kill else signal.SIGTERM)
+
+
+def mysql_running(instance: MysqlInstance = MYSQL) -> bool:
+    return _pid_alive(instance.pid_file) is not None
+
+
+def mysql_version() -> str | None:
+    """The version of the root's mysqld (`mysqld  Ver 9.7.4-2 for Linux ...` -> 9.7.4-2), once made."""
+    text = _text_or_none(SID_ROOT / _SID_READY) or ""
+    parts = text.split(" Ver ", 1)
+    return parts[1].split()[0] if len(parts) == 2 else None
 
 
 # --------------------------------------------------------------------------- Elasticsearch
@@ -795,6 +1041,12 @@ def endpoints(es_version: str | None = None) -> Endpoints:
     )
 
 
+def mysql_endpoints(instance: MysqlInstance = MYSQL, es_version: str | None = None) -> Endpoints:
+    """The MySQL instance's address and users, with the default Elasticsearch (as `endpoints`)."""
+    return dataclasses.replace(endpoints(es_version), mariadb_port=instance.port, mariadb_socket=str(instance.socket),
+                               source="mysql")
+
+
 def running() -> dict[str, bool]:
     url = f"http://127.0.0.1:{ES_PORT}"
     return {
@@ -814,7 +1066,15 @@ def down() -> None:
     es7_down()
     opensearch_down()
     opensearch3_down()
+    for instance in MYSQL_INSTANCES:
+        mysql_down(instance=instance)
     mariadb_down()
+
+
+def _print_mysql(ep: Endpoints) -> None:
+    print(f"MySQL {mysql_version()}  127.0.0.1:{ep.mariadb_port}  users {ep.cdc_user}/{ep.cdc_password} (cdc), "
+          f"{ep.admin_user}/{ep.admin_password} (admin); root: chroot {SID_ROOT} mysql "
+          f"--socket={MYSQL.inner}/mysqld.sock -uroot")
 
 
 def main(argv: list[str]) -> int:
@@ -825,10 +1085,16 @@ def main(argv: list[str]) -> int:
             print(f"MariaDB  127.0.0.1:{ep.mariadb_port}  users {ep.cdc_user}/{ep.cdc_password} (cdc), "
                   f"{ep.admin_user}/{ep.admin_password} (admin)")
             print(f"Elasticsearch {ep.es_version}  {ep.es_url}")
+            if "--mysql" in argv[2:]:
+                _print_mysql(mysql_up())
+        elif command == "mysql_up":
+            _print_mysql(mysql_up())
+        elif command == "mysql_down":
+            mysql_down()
         elif command == "down":
             down()
         elif command == "status":
-            for name, ok in {**running(), **destinations_running()}.items():
+            for name, ok in {**running(), "mysql": mysql_running(), **destinations_running()}.items():
                 print(f"{name}: {'running' if ok else 'stopped'}")
         elif command in ("es7_up", "opensearch_up", "opensearch3_up"):
             dest = {"es7_up": es7_up, "opensearch_up": opensearch_up, "opensearch3_up": opensearch3_up}[command]()

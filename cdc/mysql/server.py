@@ -190,6 +190,17 @@ class Database:
             msg = f"cannot connect to MySQL at {config.host}:{config.port} as {config.user!r}: {exc.args[-1]}"
             # 1045 access denied is a set-up problem, everything else may pass.
             raise (PreflightError(msg) if code == 1045 else SourceConnectionError(msg)) from None
+        except RuntimeError as exc:
+            if "cryptography" not in str(exc):
+                raise
+            # PyMySQL logs a caching_sha2_password user (MySQL 8 and 9's default) in over TLS
+            # when the server offers it, else with the server's RSA public key, which takes
+            # the cryptography package (PyMySQL[rsa], one of cdc's dependencies).
+            raise PreflightError(
+                f"cannot log in to MySQL at {config.host}:{config.port} as {config.user!r}: the user authenticates "
+                "with caching_sha2_password or sha256_password and the connection has no TLS, so PyMySQL needs "
+                "the `cryptography` package to send the password under the server's RSA key. Install cdc with "
+                "its dependencies (pip install 'PyMySQL[rsa]' brings it), or use TLS (mysql.ssl_ca)") from None
         version = self.scalar("SELECT VERSION()")
         self._consistency_logged = False  # say once which consistency method reads use
         self._session_set = False  # time zone and isolation level of consistent reads (`_consistent`)

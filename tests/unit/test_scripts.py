@@ -99,3 +99,85 @@ def test_kafka_broker_up_runs_without_confluent_kafka(tmp_path):
     assert result.stdout.split() == ["Kafka", os.environ.get("KAFKA_VERSION", "4.1.1"), f"127.0.0.1:{kafka.port}"]
     assert "already running" in result.stderr
     assert kafka.requests and set(kafka.requests) == {(3, 4)}  # Metadata v4
+
+
+# ---------------------------------------------------------------- the MySQL root (scripts/servers.py sid_root)
+_FAKE_CHROOT = """#!/bin/sh
+# chroot ROOT apt-get clean | chroot ROOT /usr/sbin/mysqld --version
+[ "$2" = /usr/sbin/mysqld ] && echo "/usr/sbin/mysqld  Ver 9.7.4-2 for Linux on x86_64 ((Debian))"
+exit 0
+"""
+
+
+def _fake_debootstrap(tmp_path: Path, fail_first: int, seconds: float = 0) -> Path:
+    """A `debootstrap` that fails its first `fail_first` runs (leaving half a root), then makes a root
+    with a mysqld; every run is counted in tmp_path/runs. Also a `chroot` that answers --version."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "debootstrap").write_text(f"""#!/bin/sh
+target="$4"
+echo run >> {tmp_path}/runs
+sleep {seconds}
+mkdir -p "$target/debootstrap" && echo half > "$target/half-made"
+if [ "$(wc -l < {tmp_path}/runs)" -le {fail_first} ]; then
+  echo "E: Couldn't download packages: mysql-server-core" >&2
+  echo "W: the mirror said 503" > "$target/debootstrap/debootstrap.log"
+  exit 1
+fi
+mkdir -p "$target/usr/sbin" && touch "$target/usr/sbin/mysqld"
+""")
+    (bin_dir / "chroot").write_text(_FAKE_CHROOT)
+    for tool in ("debootstrap", "chroot"):
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir
+
+
+def _servers_in(monkeypatch, tmp_path: Path, bin_dir: Path):
+    import servers
+
+    monkeypatch.setattr(servers, "HOME", tmp_path / "home")
+    monkeypatch.setattr(servers, "SID_ROOT", tmp_path / "home" / "sid-root")
+    monkeypatch.setattr(servers.time, "sleep", lambda seconds: None)  # the pauses between attempts
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CDC_DEBIAN_MIRROR", "http://mirror.invalid/debian")
+    return servers
+
+
+def test_the_mysql_root_is_made_again_after_a_failed_debootstrap(monkeypatch, tmp_path, capsys):
+    servers = _servers_in(monkeypatch, tmp_path, _fake_debootstrap(tmp_path, fail_first=2))
+    root = servers.sid_root()
+    assert root == servers.SID_ROOT and (root / "usr/sbin/mysqld").is_file()
+    assert not (servers.HOME / "sid-root.partial").exists()
+    assert (tmp_path / "runs").read_text().count("run") == 3
+    assert servers.mysql_version() == "9.7.4-2"
+    err = capsys.readouterr().err
+    assert "attempt 3 of 3" in err and "debootstrap failed (exit 1); trying again" in err
+    assert servers.sid_root() == root and (tmp_path / "runs").read_text().count("run") == 3  # made once
+
+
+def test_a_mysql_root_that_cannot_be_made_is_a_clear_error(monkeypatch, tmp_path):
+    servers = _servers_in(monkeypatch, tmp_path, _fake_debootstrap(tmp_path, fail_first=99))
+    try:
+        servers.sid_root()
+        raise AssertionError("no error")
+    except servers.ServerError as exc:
+        message = str(exc)
+    assert "could not make the MySQL root: `debootstrap --variant=minbase --include=mysql-server-core," \
+           "mysql-client-core sid" in message
+    assert "failed 3 times (exit 1)" in message and "http://mirror.invalid/debian" in message
+    assert "Couldn't download packages: mysql-server-core" in message  # debootstrap's output
+    assert "the mirror said 503" in message  # and its own log
+    assert not servers.SID_ROOT.exists() and not (servers.HOME / "sid-root.partial").exists()
+
+
+def test_parallel_starts_make_the_mysql_root_once(monkeypatch, tmp_path):
+    """The warm-up thread and xdist workers may all ask at once: one debootstrap, all get the root."""
+    servers = _servers_in(monkeypatch, tmp_path, _fake_debootstrap(tmp_path, fail_first=0, seconds=0.5))
+    got: list[Path] = []
+    threads = [threading.Thread(target=lambda: got.append(servers.sid_root())) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert got == [servers.SID_ROOT] * 3
+    assert (tmp_path / "runs").read_text().count("run") == 1

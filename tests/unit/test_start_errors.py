@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from cdc.config import MysqlConfig
-from cdc.errors import PurgedPositionError, StartPositionError
+from cdc.errors import PreflightError, PurgedPositionError, StartPositionError
 from cdc.model import BinlogPosition, StartPoint
 from cdc.mysql.server import Database
 from cdc.mysql.source import binlog_fatal
@@ -81,3 +81,21 @@ def test_no_clash_no_wait_and_no_log(caplog):
     with caplog.at_level(logging.INFO, logger="cdc.database"):
         assert db._server_id_in_use() == (None, None)
     assert not caplog.records
+
+
+def test_a_sha2_password_without_tls_or_cryptography_says_what_to_install(monkeypatch):
+    """MySQL 8 and 9 create users with caching_sha2_password. Without TLS, PyMySQL sends the
+    password under the server's RSA key, which needs `cryptography`; PyMySQL 1.2.4 says only
+    this RuntimeError (seen against MySQL 9.7.4 with the import blocked)."""
+    import pymysql
+
+    def connect(**kwargs):
+        raise RuntimeError("'cryptography' package is required for sha256_password or caching_sha2_password "
+                           "auth methods")
+
+    monkeypatch.setattr(pymysql, "connect", connect)
+    with pytest.raises(PreflightError) as raised:
+        Database(MysqlConfig(host="db", port=3306, user="cdc", password="pw", server_id=9))
+    text = str(raised.value)
+    assert "cannot log in to MySQL at db:3306 as 'cdc'" in text and "caching_sha2_password" in text
+    assert "pip install 'PyMySQL[rsa]'" in text and "mysql.ssl_ca" in text
