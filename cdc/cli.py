@@ -379,7 +379,8 @@ def check(config_path: str, log_format: str | None, log_level: str | None) -> No
 
 @main.group()
 def indices() -> None:
-    """Indices and index templates the rules' `create_index` asks for (README: Creating indices)."""
+    """Indices and index templates the rules' `create_index` asks for, and the unsigned 64-bit fields cdc maps
+    for the other rules: what `cdc run` does at start-up (README: Creating indices)."""
 
 
 def _index_states(config_path: str, create: bool, log_format: str | None, log_level: str | None) -> None:
@@ -405,7 +406,8 @@ def indices_plan(config_path: str, log_format: str | None, log_level: str | None
 @config_option
 @log_options
 def indices_create(config_path: str, log_format: str | None, log_level: str | None) -> None:
-    """Create the missing indices and templates; never change existing ones (differences are printed)."""
+    """Create the missing indices and templates, and map missing unsigned 64-bit fields; never change an existing
+    mapping or setting (differences are printed)."""
     _index_states(config_path, True, log_format, log_level)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from cdc.config import Config
 from cdc.mysql.server import Database
 from cdc.errors import CdcError, PreflightError
-from cdc.es.indices import inspect, plan_indices
+from cdc.es.indices import inspect, plan_start, unsigned_template_warnings
 from cdc.rules import Resolution, RuleSet, resolve_rules
 from cdc.es.destination import Destination
 from cdc.rules.relations import missing_indexes
@@ -102,7 +102,8 @@ def _describe(rules: RuleSet, resolution: Resolution) -> list[str]:
 
 def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOptions,
                    connect_es: Callable[[], Any]) -> None:
-    plans = plan_indices(resolution.rules.rules, options)
+    plans = plan_start(resolution.rules.rules, options)
+    report.warnings.extend(unsigned_template_warnings(resolution.rules.rules, options))
     sink = connect_es()
     try:
         try:

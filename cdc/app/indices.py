@@ -1,9 +1,10 @@
-"""`cdc indices plan|create`: the indices and templates the rules' `create_index` asks for."""
+"""`cdc indices plan|create`: the indices and templates the rules' `create_index` asks for, and the
+unsigned 64-bit fields cdc maps for the other rules: what `cdc run` does at start-up."""
 
 from __future__ import annotations
 
 from cdc.config import Config
-from cdc.es.indices import PlanState, create_missing, inspect, plan_indices
+from cdc.es.indices import PlanState, create_missing, inspect, plan_start
 from cdc.es.destination import Destination
 from cdc.mysql.server import Database
 from cdc.rules import RuleSet, resolved_or_stop
@@ -17,7 +18,7 @@ def index_states(config: Config, rules: RuleSet, create: bool) -> list[PlanState
         rules = resolved_or_stop(rules, db.catalog(rules))
     finally:
         db.close()
-    plans = plan_indices(rules.rules, ValueOptions.from_config(config.values))
+    plans = plan_start(rules.rules, ValueOptions.from_config(config.values))
     sink = Destination(config.elasticsearch)
     try:
         return create_missing(plans, sink) if create else inspect(plans, sink)

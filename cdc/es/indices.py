@@ -7,6 +7,11 @@ with mappings given in the rule or generated from the column types (README
 An index name made from a column (`orders-{at:%Y.%m}`)
 cannot be created ahead, so it becomes an index template for `orders-*`.
 
+Rules without `create_index` still get one mapping from cdc: their BIGINT UNSIGNED
+and BIT(64) fields (`plan_unsigned_fields`, kind "fields"). `cdc run` applies both
+kinds of plan at start-up, and `cdc indices plan|create` and `cdc check` show them,
+from the same planning functions, so what they show is what a start does.
+
 `inspect` and `create_missing` talk to Elasticsearch only through
 `ElasticsearchSink.admin`. Nothing here ever changes an existing index or
 template: a difference is reported, never fixed, because changing a mapping
@@ -35,7 +40,9 @@ KEYWORD = {"type": "keyword"}
 
 @dataclass(frozen=True)
 class IndexPlan:
-    kind: Literal["index", "template"]
+    # index, template: a rule's create_index. fields: the unsigned 64-bit fields of rules
+    # without it, mapped in their index (created with only them if missing; see below).
+    kind: Literal["index", "template", "fields"]
     name: str  # the index, or the index template (cdc-<pattern>)
     body: Mapping[str, Any]  # PUT /<index> or PUT /_index_template/<name>
     rules: tuple[str, ...]  # the rules that write there
@@ -187,6 +194,13 @@ def plan_indices(rules: Iterable[Rule], options: ValueOptions) -> list[IndexPlan
     return sorted(plans, key=lambda p: (p.kind, p.name))
 
 
+def plan_start(rules: Iterable[Rule], options: ValueOptions) -> list[IndexPlan]:
+    """Everything a start does to indices before writing: the create_index plans, then the unsigned
+    64-bit fields of the other rules (what `cdc indices plan|create` and `cdc check` show)."""
+    rules = list(rules)
+    return plan_indices(rules, options) + plan_unsigned_fields(rules, options)
+
+
 def _merge_settings(rules: list[Rule], notes: list[str]) -> dict:
     given = [(r.source, dict(r.create_index.settings)) for r in rules if r.create_index and r.create_index.settings]
     distinct = {repr(sorted(_flat(s).items())) for _, s in given}
@@ -270,8 +284,11 @@ def compare_settings(want: Mapping[str, Any], have_flat: Mapping[str, Any]) -> l
 @dataclass
 class PlanState:
     plan: IndexPlan
-    state: Literal["create", "exists", "differs", "created", "failed"]
+    # update: an index without some of a "fields" plan's fields, which cdc adds (and then: updated).
+    state: Literal["create", "exists", "differs", "update", "created", "updated", "failed"]
     differences: list[str] = field(default_factory=list)
+    missing: tuple[str, ...] = ()  # "fields" plans: the fields the index lacks
+    added: dict[str, str] = field(default_factory=dict)  # "fields" plans: field -> the type it was mapped as
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"kind": self.plan.kind, "name": self.plan.name, "state": self.state,
@@ -280,6 +297,8 @@ class PlanState:
             out["index_patterns"] = [self.plan.pattern]
         if self.differences:
             out["differences"] = self.differences
+        if self.added:
+            out["added"] = self.added
         if self.plan.notes:
             out["notes"] = list(self.plan.notes)
         out["body"] = self.plan.body
@@ -290,6 +309,9 @@ def inspect(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
     """What Elasticsearch has for each plan: missing (create), the same (exists), or not (differs)."""
     out = []
     for plan in plans:
+        if plan.kind == "fields":
+            out.append(_inspect_fields(plan, sink))
+            continue
         if plan.kind == "index":
             status, body = sink.admin("GET", f"/{plan.name}/_mapping")
             if status == 404:
@@ -319,7 +341,14 @@ def inspect(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
 def create_missing(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
     """Create what is missing; never touch what exists (differences are only reported)."""
     states = inspect(plans, sink)
-    for state in states:
+    for n, state in enumerate(states):
+        if state.plan.kind == "fields":
+            try:
+                states[n] = add_fields(state, sink)
+            except SinkError as exc:
+                state.state = "failed"
+                state.differences.append(str(exc))
+            continue
         if state.state != "create":
             continue
         plan = state.plan
@@ -375,58 +404,73 @@ def unsigned_fields(rule: Rule, options: ValueOptions) -> list[str]:
     return sorted(name for name, spec in properties.items() if spec.get("type") == "unsigned_long")
 
 
-def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions) -> list[str]:
-    """Map the unsigned 64-bit fields of rules without create_index before the first write; return what was done.
+def plan_unsigned_fields(rules: Iterable[Rule], options: ValueOptions) -> list[IndexPlan]:
+    """One "fields" plan per index that rules without create_index write unsigned 64-bit integers to; pure.
 
-    Existing mappings are never changed: a field Elasticsearch already maps as
-    `long` is a warning (values above 2^63-1 will be rejected until the index is
-    rebuilt with unsigned_long). Refused access (no create_index/manage privilege)
-    is a warning too: the stream then runs as before, with dynamic mappings.
+    The body is what a missing index is created with; an existing one gets the fields it lacks.
+    An index name made from columns has no plan (`unsigned_template_warnings`).
     """
-    wanted: dict[str, set[str]] = {}
-    done: list[str] = []
+    wanted: dict[str, tuple[set[str], list[str]]] = {}
     for rule in rules:
-        if rule.create_index is not None:
-            continue
-        fields = unsigned_fields(rule, options)
-        if not fields:
-            continue
+        fields = unsigned_fields(rule, options) if rule.create_index is None else []
         kind, name = index_target(rule)
-        if kind != "index":
-            log.warning("%s: %s %s hold unsigned 64-bit integers and the index name comes from columns: give "
-                        "the rule create_index (unsigned_long in an index template) so that values above 2^63-1 "
-                        "are not rejected by a dynamic `long` mapping", rule.name, "fields" if len(fields) > 1
-                        else "field", ", ".join(fields))
-            continue
-        wanted.setdefault(name, set()).update(fields)
-    for index, names in sorted(wanted.items()):
-        try:
-            done.extend(_map_unsigned(index, sorted(names), sink))
-        except SinkError as exc:
-            log.warning("index %s: could not map %s for unsigned 64-bit integers (%s); values above 2^63-1 will "
-                        "be rejected if Elasticsearch maps them as long", index, ", ".join(sorted(names)), exc)
-    return done
+        if fields and kind == "index":
+            names, sources = wanted.setdefault(name, (set(), []))
+            names.update(fields)
+            if rule.source not in sources:
+                sources.append(rule.source)
+    return [IndexPlan("fields", index, {"mappings": {"properties": {name: {"type": UNSIGNED_64[0]}
+                                                                    for name in sorted(names)}}}, tuple(sources))
+            for index, (names, sources) in sorted(wanted.items())]
 
 
-def _map_unsigned(index: str, fields: list[str], sink) -> list[str]:
-    status, body = sink.admin("GET", f"/{index}/_mapping")
-    exists = status != 404
+def unsigned_template_warnings(rules: Iterable[Rule], options: ValueOptions) -> list[str]:
+    """Rules without create_index whose unsigned 64-bit fields cdc cannot map: their index names come from columns."""
+    out = []
+    for rule in rules:
+        fields = unsigned_fields(rule, options) if rule.create_index is None else []
+        if fields and index_target(rule)[0] != "index":
+            out.append(f"{rule.name}: {'fields' if len(fields) > 1 else 'field'} {', '.join(fields)} hold unsigned "
+                       "64-bit integers and the index name comes from columns: give the rule create_index "
+                       "(unsigned_long in an index template) so that values above 2^63-1 are not rejected by a "
+                       "dynamic `long` mapping")
+    return out
+
+
+def _inspect_fields(plan: IndexPlan, sink) -> PlanState:
+    """A "fields" plan against the index: missing (create), lacking fields (update), all there (exists),
+    or some mapped as a type that cannot hold them (differs: cdc never changes a mapping)."""
+    status, body = sink.admin("GET", f"/{plan.name}/_mapping")
+    if status == 404:
+        return PlanState(plan, "create", missing=tuple(plan.mappings["properties"]))
     have: dict[str, Any] = {}
-    if exists and isinstance(body, dict):
+    if isinstance(body, dict):
         have = (next(iter(body.values()), None) or {}).get("mappings", {}).get("properties", {})
-    missing = []
-    for name in fields:
+    missing, differences = [], []
+    for name in plan.mappings["properties"]:
         mapped = (have.get(name) or {}).get("type")
         if mapped is None:
             missing.append(name)
         elif mapped not in UNSIGNED_64:
-            log.warning("index %s: field %s is mapped as %s, which cannot hold values above 2^63-1 (BIGINT UNSIGNED): "
-                        "such rows will be rejected; rebuild the index with unsigned_long to fix it", index, name,
-                        mapped)
-    if not missing:
-        return []
+            differences.append(f"field {name} is mapped as {mapped}, which cannot hold values above 2^63-1 "
+                               "(BIGINT UNSIGNED): such rows will be rejected; rebuild the index with unsigned_long "
+                               "to fix it")
+    if missing:
+        return PlanState(plan, "update", differences, tuple(missing))
+    return PlanState(plan, "differs" if differences else "exists", differences)
+
+
+def add_fields(state: PlanState, sink) -> PlanState:
+    """Carry out an inspected "fields" plan: create the index with the fields, or add those it lacks.
+
+    `unsigned_long`, or `keyword` where the server has none (the integ-test-zip,
+    OpenSearch < 2.8): keyword holds every value (as text; _source keeps the number).
+    """
+    if state.state not in ("create", "update"):
+        return state
+    index, exists = state.plan.name, state.state == "update"
     for field_type in UNSIGNED_64:
-        mappings = {"properties": {name: {"type": field_type} for name in missing}}
+        mappings = {"properties": {name: {"type": field_type} for name in state.missing}}
         try:
             if exists:
                 sink.admin("PUT", f"/{index}/_mapping", mappings)
@@ -434,11 +478,43 @@ def _map_unsigned(index: str, fields: list[str], sink) -> list[str]:
                 sink.admin("PUT", f"/{index}", {"mappings": mappings})
         except SinkError as exc:
             if field_type == "unsigned_long" and "unsigned_long" in str(exc) and "does not exist" in str(exc):
-                continue  # a build without it: keyword holds every value (as text; _source keeps the number)
+                continue  # a build without it
             if not exists and "resource_already_exists_exception" in str(exc):
-                return _map_unsigned(index, fields, sink)  # created meanwhile by a write
+                return add_fields(_inspect_fields(state.plan, sink), sink)  # created meanwhile by a write
             raise
-        log.info("index %s: mapped %s as %s%s (unsigned 64-bit integers; a dynamic `long` would reject values "
-                 "above 2^63-1)", index, ", ".join(missing), field_type, "" if exists else ", creating the index")
-        return [f"{index}.{name}: {field_type}" for name in missing]
-    return []
+        state.state = "updated" if exists else "created"
+        state.added = {name: field_type for name in state.missing}
+        return state
+    return state
+
+
+def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions) -> list[str]:
+    """Map the unsigned 64-bit fields of rules without create_index before the first write; return what was done.
+
+    The plans `cdc indices plan` shows (`plan_unsigned_fields`). Existing mappings
+    are never changed: a field Elasticsearch already maps as `long` is a warning
+    (values above 2^63-1 will be rejected until the index is rebuilt with
+    unsigned_long). Refused access (no create_index/manage privilege) is a warning
+    too: the stream then runs as before, with dynamic mappings.
+    """
+    rules = list(rules)  # read twice: the plans and the warnings
+    for warning in unsigned_template_warnings(rules, options):
+        log.warning("%s", warning)
+    done: list[str] = []
+    for plan in plan_unsigned_fields(rules, options):
+        try:
+            state = add_fields(_inspect_fields(plan, sink), sink)
+        except SinkError as exc:
+            log.warning("index %s: could not map %s for unsigned 64-bit integers (%s); values above 2^63-1 will "
+                        "be rejected if Elasticsearch maps them as long", plan.name,
+                        ", ".join(plan.mappings["properties"]), exc)
+            continue
+        for difference in state.differences:
+            log.warning("index %s: %s", plan.name, difference)
+        if state.added:
+            types = sorted(set(state.added.values()))
+            log.info("index %s: mapped %s as %s%s (unsigned 64-bit integers; a dynamic `long` would reject values "
+                     "above 2^63-1)", plan.name, ", ".join(state.added), "/".join(types),
+                     ", creating the index" if state.state == "created" else "")
+            done.extend(f"{plan.name}.{name}: {field_type}" for name, field_type in state.added.items())
+    return done

@@ -209,6 +209,17 @@ def test_bigint_unsigned_above_the_long_range_does_not_stop_a_default_rule(serve
     db.execute("CREATE TABLE t (id BIGINT UNSIGNED PRIMARY KEY, bu BIGINT UNSIGNED, n INT)",
                "INSERT INTO t VALUES (1, 5, 1)")
     setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+
+    def plan() -> list[dict]:
+        code, out = setup.command("indices", "plan")
+        assert code == 0, out
+        return json.loads(out[out.index("{"):])["indices"]
+
+    # `cdc indices plan` shows what the start will do: this index, with these fields mapped.
+    assert plan() == [{"kind": "fields", "name": index, "state": "create",
+                       "rules": [f"{tmp_path / 'rules' / 'rules.yml'}:2: rules[0]"],
+                       "body": {"mappings": {"properties": {"bu": {"type": "unsigned_long"},
+                                                            "id": {"type": "unsigned_long"}}}}}]
     cdc = setup.run()
     try:
         cdc.wait_for_event("snapshot_done")
@@ -223,6 +234,8 @@ def test_bigint_unsigned_above_the_long_range_does_not_stop_a_default_rule(serve
     assert mapping["bu"] == {"type": "keyword"} and mapping["id"] == {"type": "keyword"}
     assert mapping["n"]["type"] == "long"  # every other field stays dynamic
     assert f"index {index}: mapped bu, id as keyword, creating the index" in cdc.text()
+    [done] = plan()
+    assert done["state"] == "exists" and "differences" not in done, done  # keyword holds them too
 
 
 def test_a_configured_start_inside_an_event_is_refused_before_it_becomes_the_checkpoint(

@@ -109,3 +109,39 @@ def test_an_index_name_from_columns_is_a_warning_pointing_to_create_index(tmp_pa
         assert map_unsigned_fields(rules(tmp_path, "rules:\n  - {schema: shop, table: orders, "
                                                    "index: \"o-{at:%Y}\"}\n"), sink, OPTIONS) == []
     assert "give the rule create_index" in caplog.text and sink.puts == []
+
+
+def test_the_plan_shows_what_a_start_does_from_the_same_plan(tmp_path):
+    """`cdc indices plan|create` and `cdc check` (plan_start) show the fields plan that `cdc run` carries
+    out (map_unsigned_fields): the same index, fields and request, so the two cannot disagree."""
+    from cdc.es.indices import create_missing, inspect, plan_start
+
+    rule_text = "rules:\n  - {schema: shop, table: orders, index: o, also: true}\n  - {schema: shop, table: orders, " \
+                "index: p, create_index: true, also: true}\n"
+    plans = plan_start(rules(tmp_path, rule_text), OPTIONS)
+    assert [(p.kind, p.name) for p in plans] == [("index", "p"), ("fields", "o")]
+    [state] = [s for s in inspect(plans, Admin()) if s.plan.kind == "fields"]
+    assert state.to_json() == {"kind": "fields", "name": "o", "state": "create", "rules": [plans[1].rules[0]],
+                               "body": {"mappings": {"properties": {"flags": {"type": "unsigned_long"},
+                                                                    "id": {"type": "unsigned_long"}}}}}
+    by_run, by_command = Admin(), Admin()
+    map_unsigned_fields(rules(tmp_path, rule_text), by_run, OPTIONS)
+    created = create_missing([plans[1]], by_command)
+    assert by_command.puts == by_run.puts == [("/o", {"mappings": {"properties": {
+        "flags": {"type": "unsigned_long"}, "id": {"type": "unsigned_long"}}}})]
+    assert created[0].to_json()["state"] == "created"
+    assert created[0].added == {"flags": "unsigned_long", "id": "unsigned_long"}
+    assert inspect([plans[1]], by_command)[0].state == "exists"
+
+
+def test_an_index_lacking_some_fields_is_planned_as_an_update_and_a_long_as_a_difference(tmp_path):
+    from cdc.es.indices import inspect, plan_unsigned_fields
+
+    plans = plan_unsigned_fields(rules(tmp_path, "rules:\n  - {schema: shop, table: orders, index: o}\n"), OPTIONS)
+    [state] = inspect(plans, Admin({"o": {"flags": {"type": "long"}}}))
+    assert state.state == "update" and state.missing == ("id",)
+    assert state.differences == ["field flags is mapped as long, which cannot hold values above 2^63-1 (BIGINT "
+                                 "UNSIGNED): such rows will be rejected; rebuild the index with unsigned_long to "
+                                 "fix it"]
+    [state] = inspect(plans, Admin({"o": {"flags": {"type": "keyword"}, "id": {"type": "unsigned_long"}}}))
+    assert state.state == "exists"
