@@ -2,7 +2,8 @@
 
 Exit codes come from the error that stopped a command (`exit_code` in cdc/errors.py):
 
-  0  stopped normally (end of replay, or SIGTERM/SIGINT after saving the position)
+  0  stopped normally (end of replay, or SIGTERM/SIGINT after saving the position, or while
+     waiting at start-up for a server)
   1  fatal runtime error (the message says what and where; the checkpoint is safe);
      for `verify`: differences remain
   2  configuration, rules or server set-up error (fix and start again)
@@ -58,6 +59,8 @@ def _exit(exc: CdcError, echo: str | None = None) -> NoReturn:
     """Report a stopping error and exit with its code; `echo`: print it with this prefix instead of logging."""
     if echo is not None:
         click.echo(f"{echo}{exc}", err=True)
+    elif exc.exit_code == EXIT_OK:  # a signal during a start-up wait (errors.Stopped): a normal stop
+        log.info("%s", exc)
     else:
         log.error("%s%s", "fatal: " if exc.exit_code == EXIT_FATAL else "", exc)
     sys.exit(exc.exit_code)

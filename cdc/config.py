@@ -107,6 +107,11 @@ class ElasticsearchConfig(_Strict):
                 raise ValueError(f"{host!r} must start with http:// or https://")
         return hosts
 
+    @property
+    def addresses(self) -> str:
+        """The hosts as logs and messages show them: without credentials a URL may carry (https://user:pw@host)."""
+        return ", ".join(re.sub(r"^(https?://)[^/]*@", r"\1", host) for host in self.hosts)
+
     @field_validator("ssl_assert_fingerprint")
     @classmethod
     def _fingerprint(cls, value: str | None) -> str | None:

@@ -7,6 +7,7 @@ the pipeline's writer and the binlog reader catch the retriable classes by name.
 `exit_code` is what a command exits with when the error stops it (cdc/cli.py
 reads it; README "Exit codes", and systemd's RestartPreventExitStatus=2 3):
 
+  0  not a failure: a stop signal came while a command waited at start-up (`Stopped`)
   1  a runtime error; the checkpoint is safe, a restart may help
   2  configuration, rules or set-up: fix it and start again (a restart cannot help)
   3  the resume position is gone from the server (binlog purged): re-snapshot
@@ -20,6 +21,17 @@ class CdcError(Exception):
 
     retriable = False
     exit_code = 1
+
+
+class Stopped(CdcError):
+    """A stop signal (SIGTERM/SIGINT) came while a command waited at start-up, e.g. for an unreachable server.
+
+    Raised to leave the start-up from wherever it waits; a signal is a normal stop
+    (exit 0, logged at info), as it is once streaming, and systemd must not count it
+    as a failure.
+    """
+
+    exit_code = 0
 
 
 # -- set-up: exit code 2 ---------------------------------------------------------------

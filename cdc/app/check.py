@@ -7,7 +7,7 @@ Nothing is written anywhere. Problems are what would stop `cdc run` (exit code
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from cdc.config import Config
 from cdc.mysql.server import Database
@@ -51,7 +51,7 @@ def _problem_list(exc: CdcError) -> list[str]:
 
 
 def run_check(config: Config, rules: RuleSet, connect_db: Callable[[], Database] | None = None,
-              connect_es: Callable[[], Any] | None = None) -> CheckReport:
+              connect_es: Callable[[], Destination] | None = None) -> CheckReport:
     report = CheckReport()
     report.sections.append(("config: ok", [f"{len(rules)} rule(s) from {config.resolve(config.rules)}"]))
     options = ValueOptions.from_config(config.values)
@@ -101,7 +101,7 @@ def _describe(rules: RuleSet, resolution: Resolution) -> list[str]:
 
 
 def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOptions,
-                   connect_es: Callable[[], Any]) -> None:
+                   connect_es: Callable[[], Destination]) -> None:
     plans = plan_start(resolution.rules.rules, options)
     report.warnings.extend(unsigned_template_warnings(resolution.rules.rules, options))
     sink = connect_es()
@@ -109,9 +109,9 @@ def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOp
         try:
             status = sink.check()
         except CdcError as exc:
-            report.problems.append(f"Elasticsearch: {exc}")
+            report.problems.append(f"{sink.product}: {exc}")
             return
-        engine = getattr(sink, "engine", None)  # what cdc/es/destination.py found
+        engine = sink.engine  # what cdc/es/destination.py found
         lines = [f"{engine.name}, cluster health {status}" if engine is not None else f"cluster health {status}"]
         for state in inspect(plans, sink):
             lines.append(f"{state.plan.kind} {state.plan.name}: {state.state}")
@@ -120,7 +120,8 @@ def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOp
             if state.state == "differs":
                 report.warnings.append(f"{state.plan.kind} {state.plan.name} differs from the rules (cdc leaves it "
                                        f"as it is): {'; '.join(state.differences)}")
-        report.sections.append(("elasticsearch:", lines))
+        # Named after what answered, "opensearch:" on OpenSearch (the config section stays elasticsearch:).
+        report.sections.append((f"{sink.product.lower()}:", lines))
     finally:
         sink.close()
 

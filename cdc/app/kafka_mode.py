@@ -373,14 +373,14 @@ def sink(session: Session) -> Stats:
     decode_batch = debezium_input(session) if debezium else decoded
     destination = Destination(config.elasticsearch)
     try:
-        status = patiently("connecting to Elasticsearch", destination.check, session.stop, config.retry)
+        cluster = session.reach(destination)
         if debezium:
             assert isinstance(decode_batch, DebeziumInput)
             prepare_indices(session, decode_batch.rules, destination)
         described = patiently("connecting to Kafka",
                               lambda: find_topics(config.kafka) if debezium else ensure_topic(config.kafka),
                               session.stop, config.retry)
-        log.info("Elasticsearch cluster is %s; reading Kafka %s (%s%s) as group %s", status,
+        log.info("%s; reading Kafka %s (%s%s) as group %s", cluster,
                  config.kafka.bootstrap_servers, described, ", Debezium change events" if debezium else "",
                  config.kafka.group_id)
         worker = SinkWorker(session, destination, stats, decode_batch=decode_batch)

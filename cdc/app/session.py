@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cdc.config import Config
-from cdc.errors import CdcError, ConfigError
+from cdc.errors import CdcError, ConfigError, Stopped
 from cdc.es.indices import ensure as ensure_indices
 from cdc.es.indices import map_unsigned_fields
 from cdc.es.destination import Destination
@@ -44,6 +44,7 @@ def patiently(what: str, call: Callable, stop: threading.Event, retry):
 
     What may be tried again is the error's `retriable` flag, set where the error
     is made (cdc/errors.py): the library boundary knows what a failure means.
+    A stop signal while it tries or waits is a normal stop (`Stopped`, exit 0), not the outage's error.
     """
     attempts = Attempts(retry)
     while True:
@@ -52,12 +53,14 @@ def patiently(what: str, call: Callable, stop: threading.Event, retry):
         except CdcError as exc:
             if not exc.retriable:
                 raise
-            delay = attempts.failed()
-            if delay is None:
-                raise
-            log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, exc, delay, attempts.count)
-            if stop.wait(delay):
-                raise CdcError(f"stopped while waiting for {what}") from None
+            if not stop.is_set():
+                delay = attempts.failed()
+                if delay is None:
+                    raise
+                log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, exc, delay, attempts.count)
+                if not stop.wait(delay):
+                    continue
+            raise Stopped(f"stopped while {what} (last attempt: {exc})") from None
 
 
 def writable_problems(paths: dict[str, Path], create: bool = True) -> list[str]:
@@ -152,9 +155,7 @@ class Session:
             log.warning("%s", warning)
         rules = resolved_or_stop(rules, db.catalog(rules))
         sink = Destination(config.elasticsearch)
-        status = patiently("connecting to Elasticsearch", sink.check, self.stop, config.retry)
-        log.info("Elasticsearch cluster is %s; %d rule(s): %s", status, len(rules),
-                 ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
+        log.info("%s; %d rule(s): %s", self.reach(sink), len(rules), ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
         options = ValueOptions.from_config(config.values)
         if any(r.create_index is not None for r in rules.rules):  # rules' create_index (cdc/es/indices.py)
             patiently("creating indices", lambda: ensure_indices(rules.rules, sink, options), self.stop, config.retry)
@@ -162,6 +163,12 @@ class Session:
             patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, sink, options),
                       self.stop, config.retry)
         return db, rules, sink
+
+    def reach(self, destination: Destination) -> str:
+        """Wait until the search cluster answers; say how it is, naming what answered ("OpenSearch cluster is green")."""
+        status = patiently(f"connecting to {destination.product} at {self.config.elasticsearch.addresses}",
+                           destination.check, self.stop, self.config.retry)
+        return f"{destination.product} cluster is {status}"
 
     def new_pipeline(self, rules: RuleSet, sink, store: FileCheckpointStore | None, dry_run: bool = False,
                      on_batch: Callable[[list[Action]], None] | None = None) -> Pipeline:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from cdc.config import ElasticsearchConfig
 from cdc.errors import SinkAccessError, SinkUnavailableError
-from cdc.es.engine import NODES_VERSION_PATH, Engine, UnknownServer, check_supported, from_nodes, from_root, refuse
+from cdc.es.engine import (NODES_VERSION_PATH, PRODUCT_NAMES, Engine, UnknownServer, check_supported, from_nodes,
+                           from_root, refuse)
 from cdc.es.sink import RETRY_STATUSES, ElasticsearchSink
 from cdc.model import Action, BulkResult, StoredDoc
 
@@ -96,8 +97,15 @@ class Destination:
         self.engine = engine
         self._sink = (_opensearch_sink()(config, engine) if engine.product == "opensearch"
                       else ElasticsearchSink(config, engine))
-        log.info("destination: %s at %s", engine.name, ", ".join(config.hosts))
+        log.info("destination: %s at %s", engine.name, config.addresses)
         return self._sink
+
+    @property
+    def product(self) -> str:
+        """"Elasticsearch" or "OpenSearch": the one that answered, before any answer the one configured."""
+        if self.engine is not None:
+            return PRODUCT_NAMES[self.engine.product]
+        return PRODUCT_NAMES["opensearch" if self.config.engine == "opensearch" else "elasticsearch"]
 
     # The Sink of cdc/stream/protocols.py and what snapshot, verify and indices use.
     def check(self) -> str:

@@ -34,6 +34,8 @@ NODES_VERSION_PATH = "/_nodes/_local?filter_path=nodes.*.version"
 # Oldest versions cdc runs on. Elasticsearch 7.17 is the last 7.x (every earlier
 # 7.x is end of life); OpenSearch 1.x is end of life and lacks unsigned_long.
 MIN_VERSIONS: dict[Product, tuple[int, int]] = {"elasticsearch": (7, 17), "opensearch": (2, 0)}
+# How logs and reports name each product.
+PRODUCT_NAMES: dict[Product, str] = {"elasticsearch": "Elasticsearch", "opensearch": "OpenSearch"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Engine:
 
     @property
     def name(self) -> str:
-        return f"{'OpenSearch' if self.product == 'opensearch' else 'Elasticsearch'} {self.version}"
+        return f"{PRODUCT_NAMES[self.product]} {self.version}"
 
     @property
     def legacy_media_type(self) -> bool:
@@ -107,7 +109,7 @@ def check_supported(engine: Engine, configured: str) -> None:
     minimum = MIN_VERSIONS[engine.product]
     if engine.numbers[:2] < minimum:
         raise PreflightError(f"{engine.name} is not supported: cdc needs "
-                             f"{'OpenSearch' if engine.product == 'opensearch' else 'Elasticsearch'} "
+                             f"{PRODUCT_NAMES[engine.product]} "
                              f"{minimum[0]}.{minimum[1]} or later (README: Destinations)")
 
 

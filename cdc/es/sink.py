@@ -256,6 +256,25 @@ class Elasticsearch7(Elasticsearch):
                                        endpoint_id=endpoint_id, path_parts=path_parts)
 
 
+class _ProbeNodePool(elastic_transport.NodePool):
+    """The node pool of the client that only asks what the server is (`probe`, cdc/es/destination.py).
+
+    The transport marks a node dead for any answer outside 2xx and 400-404
+    (elastic_transport's NOT_DEAD_NODE_HTTP_STATUSES) and logs a warning that it "has
+    failed", then another when the next request succeeds. The integ-test build answers
+    `GET /` with 405 (cdc/es/engine.py), so every start against it warned twice about
+    a healthy node. The probe client makes one or two requests and is thrown away, so
+    which of its nodes the pool takes for dead never matters: it marks none. A node that
+    cannot be reached is reported by cdc's own retry line (cdc/app/session.py patiently).
+    """
+
+    def mark_dead(self, node, _now=None) -> None:
+        pass
+
+    def mark_live(self, node) -> None:
+        pass
+
+
 class ElasticsearchSink:
     def __init__(self, config: ElasticsearchConfig, engine: Engine | None = None):
         kwargs: dict = dict(
@@ -282,6 +301,8 @@ class ElasticsearchSink:
             kwargs.update(verify_certs=False, ssl_show_warn=False)
         # `engine` is what cdc/es/destination.py found; None before (the probe itself).
         self.engine = engine
+        if engine is None:
+            kwargs["node_pool_class"] = _ProbeNodePool
         self.client = (Elasticsearch7 if engine is not None and engine.legacy_media_type else Elasticsearch)(**kwargs)
 
     def close(self) -> None:

@@ -204,6 +204,11 @@ def test_type_table_with_the_mapping_cdc_creates(destination, servers, db, datab
     finally:
         assert cdc.stop() == 0
     assert f"created index {index}" in cdc.text()
+    # The log names what answered; the client's node pool raises no false alarm (the Elasticsearch
+    # integ-test build answers the engine probe's GET / with 405, which is no failed node).
+    product = "OpenSearch" if destination.engine == "opensearch" else "Elasticsearch"
+    assert [r for r in cdc.logs() if r.get("msg", "").startswith(f"{product} cluster is ")], cdc.text()[-3000:]
+    assert not [r for r in cdc.logs() if r.get("logger") == "elastic_transport.node_pool"], cdc.text()[-3000:]
     mapping = search.mapping(index)
     unsigned = {"type": "unsigned_long"} if destination.engine == "opensearch" else {"type": "keyword"}
     assert mapping["bu"] == unsigned and mapping["bit64"] == unsigned
@@ -217,9 +222,10 @@ def test_type_table_with_the_mapping_cdc_creates(destination, servers, db, datab
     # `cdc indices plan` finds the index it created as planned.
     code, out = setup.command("indices", "plan")
     assert code == 0 and '"state": "exists"' in out, out
-    # `cdc check` names the engine it found.
+    # `cdc check` names the engine it found, in its section's title too.
     code, out = setup.command("check")
-    assert code == 0 and f"{ENGINE_NAMES[destination.name]}" in out and ", cluster health " in out, out
+    assert code == 0 and f"\n{product.lower()}:\n  {ENGINE_NAMES[destination.name]}" in out, out
+    assert ", cluster health " in out, out
 
 
 # ------------------------------------------------------------------ 429: retried alone, nothing saved past them

@@ -169,6 +169,27 @@ def test_metrics_port_in_use_is_a_set_up_error(servers, db, database, index_pref
     assert f"metrics: cannot listen on 127.0.0.1:{port}" in log
 
 
+# ---------------------------------------------------------------- a signal while waiting at start-up
+@pytest.mark.parametrize("command", ["run", "sink"])
+def test_a_signal_while_elasticsearch_is_unreachable_at_start_up_is_a_normal_stop(servers, db, database, index_prefix,
+                                                                                 tmp_path, command):
+    """SIGINT while cdc waits for an Elasticsearch it cannot reach: exit 0 with an info line, as a signal
+    is everywhere else (README "Exit codes"; systemd counts 1 as a failure). The retry line names the
+    host, without the credentials its URL carries. `cdc sink` reaches Elasticsearch before Kafka."""
+    items_table(db)
+    closed = free_port()
+    setup = CdcSetup(tmp_path, servers, rules(database, index_prefix),
+                     elasticsearch__hosts=[f"http://cdc:s3cret-pw@127.0.0.1:{closed}"])
+    proc = setup.process(command).start()
+    proc.wait_for_log(f"connecting to Elasticsearch at http://127.0.0.1:{closed}: ")
+    assert proc.stop(signal.SIGINT) == 0, proc.text()[-3000:]
+    [stopped] = [r for r in proc.logs() if r.get("msg", "").startswith(
+        f"stopped while connecting to Elasticsearch at http://127.0.0.1:{closed} (last attempt: ")]
+    assert stopped["level"] == "info"
+    assert not [r for r in proc.logs() if r.get("level") == "error"], proc.text()[-3000:]
+    assert "s3cret-pw" not in proc.text()
+
+
 # ---------------------------------------------------------------- systemd notify
 def test_systemd_notify_ready_watchdog_status_stopping(servers, db, database, es, index_prefix, tmp_path):
     items_table(db)

@@ -32,6 +32,9 @@ class FakeDb:
 
 
 class FakeEs:
+    product = "Elasticsearch"  # what Destination names before and after it found the engine
+    engine = None
+
     def __init__(self, down=False):
         self.down = down
 

@@ -203,7 +203,7 @@ def test_every_error_carries_its_exit_code():
         errors.CdcError: 1, errors.SourceError: 1, errors.SourceConnectionError: 1, errors.SinkError: 1,
         errors.SinkUnavailableError: 1, errors.RejectedActionsError: 1, errors.UnsupportedEventError: 1,
         errors.DeadLetterError: 1, errors.SchemaChanged: 1, errors.RowError: 1, errors.ConversionError: 1,
-        errors.RequestTooLargeError: 1,
+        errors.RequestTooLargeError: 1, errors.Stopped: 0,
     }
     classes = {c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.CdcError)}
     assert classes == set(expected), "a new error class needs its exit code decided here"
@@ -211,6 +211,7 @@ def test_every_error_carries_its_exit_code():
 
 
 @pytest.mark.parametrize("error, code", [
+    ("Stopped('stopped while connecting to Elasticsearch at http://127.0.0.1:9')", 0),
     ("PurgedPositionError('gone')", 3), ("StartPositionError('not an event start')", 2),
     ("CheckpointError('in use')", 2), ("SinkAccessError('403')", 2), ("RowError('bad row')", 1),
 ])
