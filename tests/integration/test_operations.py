@@ -181,8 +181,11 @@ def test_a_signal_while_elasticsearch_is_unreachable_at_start_up_is_a_normal_sto
     setup = CdcSetup(tmp_path, servers, rules(database, index_prefix),
                      elasticsearch__hosts=[f"http://cdc:s3cret-pw@127.0.0.1:{closed}"])
     proc = setup.process(command).start()
-    proc.wait_for_log(f"connecting to Elasticsearch at http://127.0.0.1:{closed}: ")
-    assert proc.stop(signal.SIGINT) == 0, proc.text()[-3000:]
+    try:
+        proc.wait_for_log(f"connecting to Elasticsearch at http://127.0.0.1:{closed}: ")
+    finally:  # also when the line never comes: cdc would retry the closed port for ever
+        code = proc.stop(signal.SIGINT)
+    assert code == 0, proc.text()[-3000:]
     [stopped] = [r for r in proc.logs() if r.get("msg", "").startswith(
         f"stopped while connecting to Elasticsearch at http://127.0.0.1:{closed} (last attempt: ")]
     assert stopped["level"] == "info"
