@@ -96,7 +96,9 @@ def _install_signals(session: Session) -> None:
             # commits, so this loses nothing; it only means more replay next time.
             log.warning("second %s: exiting without finishing the batch", signal.Signals(signum).name)
             os._exit(EXIT_FATAL)
-        log.info("%s received: finishing the batch and saving the position", signal.Signals(signum).name)
+        # True in every phase: during a start-up wait there is no batch yet, and nothing to save.
+        log.info("%s received: stopping (a batch being written is finished and its position saved first)",
+                 signal.Signals(signum).name)
         session.request_stop()
 
     signal.signal(signal.SIGTERM, handler)

@@ -73,7 +73,8 @@ def publisher(session: Session, destination) -> KafkaPublisher:
     """
     config = session.config
     destination.close()
-    described = patiently("connecting to Kafka", lambda: ensure_topic(config.kafka), session.stop, config.retry)
+    described = patiently(f"connecting to Kafka at {config.kafka.bootstrap_servers}",
+                          lambda: ensure_topic(config.kafka), session.stop, config.retry)
     log.info("publishing to Kafka at %s: %s, format %s", config.kafka.bootstrap_servers, described,
              config.kafka.format)
     return KafkaPublisher(config.kafka)
@@ -377,7 +378,7 @@ def sink(session: Session) -> Stats:
         if debezium:
             assert isinstance(decode_batch, DebeziumInput)
             prepare_indices(session, decode_batch.rules, destination)
-        described = patiently("connecting to Kafka",
+        described = patiently(f"connecting to Kafka at {config.kafka.bootstrap_servers}",
                               lambda: find_topics(config.kafka) if debezium else ensure_topic(config.kafka),
                               session.stop, config.retry)
         log.info("%s; reading Kafka %s (%s%s) as group %s", cluster,

@@ -157,7 +157,8 @@ class Session:
         sink = Destination(config.elasticsearch)
         log.info("%s; %d rule(s): %s", self.reach(sink), len(rules), ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
         options = ValueOptions.from_config(config.values)
-        if any(r.create_index is not None for r in rules.rules):  # rules' create_index (cdc/es/indices.py)
+        # rules' create_index (cdc/es/indices.py); a dry run creates no index (README: Replay)
+        if writes and any(r.create_index is not None for r in rules.rules):
             patiently("creating indices", lambda: ensure_indices(rules.rules, sink, options), self.stop, config.retry)
         if writes:  # BIGINT UNSIGNED fields of the other rules: a dynamic `long` would reject big values
             patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, sink, options),
