@@ -123,6 +123,17 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
+def committed_to_end(bootstrap: str, group: str, topic: str, partitions) -> bool:
+    """Whether the group's committed offset of each of `partitions` is that partition's end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        done = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return all(tp.offset == consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+                   for tp in done)
+    finally:
+        consumer.close()
+
+
 def assignments(proc: CdcProcess) -> list[list[int]]:
     """Each 'assigned partitions 0,2,4 of TOPIC' the writer logged, in order."""
     out = []
@@ -215,7 +226,8 @@ def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_lo
         tmp_path, servers, kafka, db, database, index_prefix, es):
     """The issue's fault test: reader and writers SIGKILLed 5 times each under a write load, the
     broker restarted once, Elasticsearch unreachable for the writers for 30 s, a third writer
-    joining; at the end every index equals its table and `cdc verify` passes."""
+    joining, the indices blocked (429) while a writer is SIGKILLed; at the end every index equals
+    its table, `cdc verify` passes and every partition is committed to its end."""
     import kafka_broker
 
     create_two_tables(db, 200)
@@ -282,6 +294,22 @@ def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_lo
                 started.append(third)
                 wait_for("the third writer to get partitions", lambda: assignments(third) and assignments(third)[-1],
                          timeout=60)
+            if round_ == 4:
+                # Issue 27 (0): the indices blocked (a full disk's flood-stage block answers 429), every
+                # writer retrying mid-batch, then one of them SIGKILLed: the group rebalances while the
+                # others hold paused partitions, and hands some of them back to the same writers.
+                indices = f"{index_prefix}-a,{index_prefix}-b"
+                es.indices.put_settings(index=indices, settings={"index.blocks.read_only_allow_delete": True})
+                try:
+                    retries = sum(w.text().count("retrying") for w in writers)
+                    wait_for("the writers to retry against the block",
+                             lambda: sum(w.text().count("retrying") for w in writers) >= retries + 2, timeout=60)
+                    writers[0].stop(signal.SIGKILL)
+                    writers[0] = sink(wsetup)
+                    started.append(writers[0])
+                    time.sleep(8)  # the rebalance happens while the survivors still retry
+                finally:
+                    es.indices.put_settings(index=indices, settings={"index.blocks.read_only_allow_delete": None})
         writers_advance(timeout=90)
         load.stop()
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=120)
@@ -290,6 +318,9 @@ def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_lo
         assert code == 0 and report["summary"]["ok"], report
         s = report["summary"]
         assert (s["missing"], s["differing"], s["orphans"], s["rows"] > 200) == (0, 0, 0, True), s
+        # Every partition read and committed to the end of the topic: none left paused by a rebalance.
+        wait_for("the writers' offsets at the end of the topic",
+                 lambda: committed_to_end(kafka, group, topic, range(partitions)), timeout=60)
         # The last assignment of the three writers splits the partitions between them.
         last = [set(assignments(w)[-1]) for w in writers[-3:]]
         assert all(last) and sum(map(len, last)) == partitions and set().union(*last) == set(range(partitions))
@@ -306,10 +337,10 @@ def test_nothing_lost_when_reader_writers_broker_and_elasticsearch_fail_under_lo
     for proc in (cdc, *writers):
         assert '"level":"error"' not in proc.text() and "fatal" not in proc.text(), proc.text()[-3000:]
     # The faults reached cdc: the writers retried while Elasticsearch was cut off, partitions moved
-    # between writers, and 6 reader and 8 writer processes ran (2 + 5 after SIGKILLs + a third writer).
+    # between writers, and 6 reader and 9 writer processes ran (2 + 6 after SIGKILLs + a third writer).
     writer_logs = "".join(p.text() for p in started if p.args[0] == "sink")
     assert "retrying" in writer_logs and "revoked partitions" in writer_logs
-    assert sum(p.args[0] == "run" for p in started) == 6 and sum(p.args[0] == "sink" for p in started) == 8
+    assert sum(p.args[0] == "run" for p in started) == 6 and sum(p.args[0] == "sink" for p in started) == 9
 
 
 def test_a_message_too_large_for_the_broker_is_a_dead_letter_not_a_silent_skip(
@@ -413,13 +444,7 @@ def test_partitions_revoked_mid_batch_and_assigned_back_to_the_same_writer_are_r
                 c.poll(0.1)
 
     def read_to_end(partitions) -> bool:
-        consumer = Consumer({"bootstrap.servers": kafka, "group.id": group, "enable.auto.commit": False})
-        try:
-            done = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-            return all(tp.offset == consumer.get_watermark_offsets(TopicPartition(topic, tp.partition),
-                                                                   timeout=10)[1] for tp in done)
-        finally:
-            consumer.close()
+        return committed_to_end(kafka, group, topic, partitions)
 
     try:
         wait_for("the writer to own every partition", lambda: len((assignments(writer) or [[]])[-1]) == 6)
