@@ -1,7 +1,7 @@
 """Shared fixtures. Integration tests get real servers, started once per run.
 
-The slow things the collected tests need (MariaDB and Elasticsearch 8, the other
-destination engines, the Kafka broker, the container image) start together in
+The slow things the collected tests need (MariaDB and Elasticsearch 8, MySQL 9.7, the
+other destination engines, the Kafka broker, the container image) start together in
 background threads as soon as the tests are collected (`Warmup` below), while the
 unit tests run first; the fixtures that use them wait for that start.
 
@@ -164,6 +164,15 @@ def _up_servers() -> list[str]:
     return [name for name, running in was.items() if not running]
 
 
+def _up_mysql() -> list[str]:
+    import servers as dev
+
+    with _locked(".up-mysql.lock"):  # xdist workers: one makes the root and starts it, the others find it
+        was = dev.mysql_running()
+        dev.mysql_up()
+    return [] if was else ["mysql"]
+
+
 def _up_destination(name: str) -> Callable[[], list[str]]:
     def run() -> list[str]:
         import servers as dev
@@ -213,10 +222,12 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
         names = set(getattr(item, "fixturenames", ()))
         if "servers" in names:
             need["servers"] = _up_servers
+        callspec = getattr(item, "callspec", None)
+        if "mysql_servers" in names or callspec is not None and callspec.params.get("source") == "mysql":
+            need["mysql"] = _up_mysql
         engines = set()
         if "destination_pool" in names:
             engines |= {"es7", "opensearch", "opensearch3"}
-        callspec = getattr(item, "callspec", None)
         if "destination" in names and callspec is not None and callspec.params.get("destination") != "es8":
             engines.add(callspec.params["destination"])
         for engine in engines:
@@ -239,10 +250,12 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
 # unit tests, then the tests on MariaDB and Elasticsearch 8), then what needs the image or
 # the broker, then the other engines, so each is likely up by the time its tests come. Whole modules move together
 # (their module-scoped fixtures start once), and the order within a rank is the usual one.
-_RANK = {"image": 2, "kafka": 2, "es7": 3, "opensearch": 3, "opensearch3": 3}
+# MySQL's first start makes its root (debootstrap, about a minute); its modules come right after
+# the others on MariaDB, and the warm-up starts it right after MariaDB and Elasticsearch 8.
+_RANK = {"mysql": 1.5, "image": 2, "kafka": 2, "es7": 3, "opensearch": 3, "opensearch3": 3}
 
 
-def _rank(item) -> int:
+def _rank(item) -> float:
     if "tests/integration/" not in str(item.fspath).replace(os.sep, "/"):
         return 0
     return max([1, *(_RANK.get(name, 1) for name in _needs([item]))])
@@ -292,20 +305,38 @@ def _shared_servers(request):
 _STARTED = ".started-by-tests.json"  # what a worker started, for the xdist controller to stop at the end
 
 
+def _session_servers(name: str, lock: str, running: Callable[[], dict[str, bool]], up: Callable[[], object],
+                     what: str) -> object:
+    """What `up()` gives, once the warm-up's start of `name` is done (it finds them running, or starts them now)."""
+    import servers as dev
+
+    WARMUP.wait(name)
+    with _locked(lock):
+        was_running = running()
+        try:
+            value = up()
+        except dev.ServerError as exc:
+            pytest.fail(f"could not start {what}: {exc}", pytrace=False)
+    WARMUP.started.extend(server for server, ran in was_running.items() if not ran)
+    return value
+
+
 @pytest.fixture(scope="session")
 def servers():
     """MariaDB and Elasticsearch 8: started by the warm-up (or now), reused when running."""
     import servers as dev
 
-    WARMUP.wait("servers")
-    with _locked(".up.lock"):
-        was_running = dev.running()
-        try:
-            endpoints = dev.up()
-        except dev.ServerError as exc:
-            pytest.fail(f"could not start the test servers: {exc}", pytrace=False)
-    WARMUP.started.extend(name for name, running in was_running.items() if not running)
-    yield endpoints
+    return _session_servers("servers", ".up.lock", dev.running, dev.up, "the test servers")
+
+
+@pytest.fixture(scope="session")
+def mysql_servers(servers):
+    """MySQL 9.7 (scripts/servers.py mysql_up) with the Elasticsearch 8 of `servers`: started by the
+    warm-up (or now; the first start on a machine makes its Debian unstable root), reused when running."""
+    import servers as dev
+
+    return _session_servers("mysql", ".up-mysql.lock", lambda: {"mysql": dev.mysql_running()}, dev.mysql_up,
+                            "MySQL")
 
 
 @pytest.fixture(scope="session")
@@ -319,7 +350,8 @@ def _stop(started: list[str]) -> None:
     import servers as dev
 
     stops = {"elasticsearch": dev.es_down, "es7": dev.es7_down, "opensearch": dev.opensearch_down,
-             "opensearch3": dev.opensearch3_down, "kafka": kafka_broker.down, "mariadb": dev.mariadb_down}
+             "opensearch3": dev.opensearch3_down, "kafka": kafka_broker.down, "mysql": dev.mysql_down,
+             "mariadb": dev.mariadb_down}
     for name in stops:  # MariaDB last, as `servers.py down` does
         if name in started:
             stops[name]()

@@ -10,19 +10,31 @@ from harness import Admin
 
 
 @pytest.fixture
-def database(servers, unique_name):
-    admin = Admin(servers)
+def source(request) -> str:
+    """The source server of a test: "mariadb", or what `harness.both_sources` parametrises ("mysql" too)."""
+    return getattr(request, "param", "mariadb")
+
+
+@pytest.fixture
+def source_servers(request, source, servers):
+    """`servers` with the source server of the test: MariaDB 10.11, or MySQL 9.7 (`mysql_servers`)."""
+    return servers if source == "mariadb" else request.getfixturevalue("mysql_servers")
+
+
+@pytest.fixture
+def database(source_servers, unique_name):
+    admin = Admin(source_servers)
     admin.execute(f"CREATE DATABASE `{unique_name}`")
     admin.close()
     yield unique_name
-    admin = Admin(servers)
+    admin = Admin(source_servers)
     admin.execute(f"DROP DATABASE IF EXISTS `{unique_name}`")
     admin.close()
 
 
 @pytest.fixture
-def db(servers, database):
-    admin = Admin(servers, database)
+def db(source_servers, database):
+    admin = Admin(source_servers, database)
     yield admin
     admin.close()
 

@@ -1,4 +1,4 @@
-"""Run the real `cdc` command against the real servers, and compare Elasticsearch with MariaDB."""
+"""Run the real `cdc` command against the real servers, and compare Elasticsearch with MariaDB or MySQL."""
 
 from __future__ import annotations
 
@@ -19,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+import pytest
 import yaml
 from elasticsearch import helpers
 
 # Every pytest process (xdist workers, and other engineers' runs on the shared servers) takes its
 # own block of 1,000 ids, so no two concurrent readers ever share a server_id; replay uses id + 1.
 _server_ids = iter(range(100_000 + (os.getpid() % 100_000) * 1_000, 100_000 + (os.getpid() % 100_000 + 1) * 1_000, 2))
+
+
+# Run a test on both source servers: MariaDB 10.11 and MySQL 9.7 (the `source` fixture,
+# tests/integration/conftest.py; its `source_servers` and `db` are then that server's).
+both_sources = pytest.mark.parametrize("source", ["mariadb", "mysql"], indirect=True)
+mysql_only = pytest.mark.parametrize("source", ["mysql"], indirect=True)
 
 
 def free_port() -> int:
@@ -34,7 +41,7 @@ def free_port() -> int:
 
 
 class Admin:
-    """A MariaDB admin session for setting up and changing test data."""
+    """An admin session on the source server (MariaDB or MySQL) for setting up and changing test data."""
 
     def __init__(self, endpoints, database: str | None = None):
         self.conn = pymysql.connect(
@@ -42,6 +49,25 @@ class Admin:
             user=endpoints.admin_user, password=endpoints.admin_password,
             database=database, autocommit=True, charset="utf8mb4",
         )
+        self.mysql = "mariadb" not in self.conn.get_server_info().lower()
+
+    def seq(self, n: int) -> str:
+        """A table of the numbers 1..n in a column `seq`, for INSERT ... SELECT: MariaDB's sequence
+        engine table, or on MySQL a recursive common table expression (its depth raised to n)."""
+        if not self.mysql:
+            return f"seq_1_to_{n}"
+        self.execute(f"SET SESSION cte_max_recursion_depth = {max(n, 1000)}")
+        return (f"(WITH RECURSIVE s (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < {n}) "
+                f"SELECT seq FROM s) AS seq_1_to_{n}")
+
+    def gtid_state(self) -> str:
+        """The server's GTIDs so far: MariaDB domain-server-seq positions, MySQL's uuid:1-N set."""
+        return self.execute("SELECT @@GLOBAL.gtid_executed" if self.mysql else "SELECT @@gtid_binlog_pos")[0][0]
+
+    @property
+    def replicas_statement(self) -> str:
+        """What lists the binlog readers (where cdc looks for a clashing server_id)."""
+        return "SHOW REPLICAS" if self.mysql else "SHOW SLAVE HOSTS"
 
     def execute(self, *statements: str, args=None):
         with self.conn.cursor() as cur:
@@ -219,8 +245,18 @@ class CdcSetup:
 
 
 def binlog_position(db) -> tuple[str, int]:
-    file, pos = db.execute("SHOW MASTER STATUS")[0][:2]
+    # MySQL 8.4 removed SHOW MASTER STATUS; MariaDB 10.11 has no SHOW BINARY LOG STATUS.
+    file, pos = db.execute("SHOW BINARY LOG STATUS" if db.mysql else "SHOW MASTER STATUS")[0][:2]
     return file, int(pos)
+
+
+def binlog_position_and_gtid(db) -> tuple[str, int, str]:
+    """The end of the binlog and the GTID state there, in the form `cdc replay --from-gtid` takes."""
+    if db.mysql:
+        file, pos, _, _, gtid = db.execute("SHOW BINARY LOG STATUS")[0]
+        return file, int(pos), gtid.replace("\n", "")
+    file, pos = binlog_position(db)
+    return file, pos, db.execute("SELECT BINLOG_GTID_POS(%s, %s)", args=(file, pos))[0][0]
 
 
 def plain(value: Any) -> Any:
@@ -277,8 +313,8 @@ def create_two_tables(db, rows: int = 0) -> None:
     db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT, s VARCHAR(20))",
                "CREATE TABLE b (k1 INT, k2 INT, amount DECIMAL(12,2), PRIMARY KEY (k1, k2))")
     if rows:
-        db.execute("INSERT INTO a SELECT seq, seq * 2, CONCAT('s', seq) FROM seq_1_to_%d" % rows)
-        db.execute("INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4 FROM seq_1_to_%d" % rows)
+        db.execute(f"INSERT INTO a SELECT seq, seq * 2, CONCAT('s', seq) FROM {db.seq(rows)}")
+        db.execute(f"INSERT INTO b SELECT seq DIV 10, seq MOD 10, seq / 4 FROM {db.seq(rows)}")
 
 
 def index_rules(database: str, index_prefix: str, *tables: str) -> list[dict]:

@@ -1,6 +1,7 @@
 """The test servers are real and wired as cdc needs them: a row written to MariaDB
 comes back as a binlog row event with column names and lands in Elasticsearch."""
 
+from harness import Admin
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import XidEvent
 from pymysqlreplication.row_event import WriteRowsEvent
@@ -39,3 +40,20 @@ def test_server_has_the_settings_cdc_needs(db):
         "('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','gtid_strict_mode')"))
     assert variables == {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL",
                          "binlog_row_metadata": "FULL", "gtid_strict_mode": "ON"}
+
+
+def test_mysql_has_the_settings_cdc_needs_and_users_with_its_default_authentication(mysql_servers):
+    """scripts/servers.py mysql_up: Oracle MySQL 9.7 set up like the MariaDB where it matters to cdc."""
+    admin = Admin(mysql_servers)
+    try:
+        assert admin.mysql and admin.execute("SELECT VERSION()")[0][0].startswith("9.7.")
+        variables = dict(admin.execute(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image',"
+            "'binlog_row_metadata','gtid_mode','enforce_gtid_consistency')"))
+        assert variables == {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL",
+                             "binlog_row_metadata": "FULL", "gtid_mode": "ON", "enforce_gtid_consistency": "ON"}
+        plugins = dict(admin.execute("SELECT user, plugin FROM mysql.user WHERE host = '127.0.0.1'"))
+        assert plugins == {mysql_servers.cdc_user: "caching_sha2_password",
+                           mysql_servers.admin_user: "caching_sha2_password"}
+    finally:
+        admin.close()

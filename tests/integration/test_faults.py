@@ -9,18 +9,20 @@ import signal
 import time
 
 import pytest
-from harness import (Admin, CdcSetup, WriteLoad, binlog_position, create_two_tables, es_docs, index_rules,
-                     wait_for, wait_until_equal)
+from harness import (Admin, CdcSetup, WriteLoad, binlog_position, binlog_position_and_gtid, both_sources,
+                     create_two_tables, es_docs, index_rules, wait_for, wait_until_equal)
 
 
-def test_sigkill_at_random_moments_under_load_loses_nothing(servers, db, database, es, index_prefix, tmp_path):
+@both_sources
+def test_sigkill_at_random_moments_under_load_loses_nothing(source_servers, db, database, es, index_prefix,
+                                                             tmp_path):
     create_two_tables(db)
     # Small batches and eager checkpoints put kills between flush and checkpoint often.
-    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"),
+    setup = CdcSetup(tmp_path, source_servers, index_rules(database, index_prefix, "a", "b"),
                      batch__max_actions=50, batch__max_interval=0.1)
     rng = random.Random(42)
     kills = 0
-    with WriteLoad(servers, database) as load:
+    with WriteLoad(source_servers, database) as load:
         for _ in range(12):
             cdc = setup.run()
             # Up to 1.2 s streaming: 12 batch intervals (max_interval 0.1), each a flush then a
@@ -83,11 +85,12 @@ def test_elasticsearch_down_during_writes(servers, db, database, es, index_prefi
     assert "retrying" in cdc.text()
 
 
-def test_replay_over_current_index_changes_nothing_and_rebuilds_a_deleted_one(servers, db, database, es, index_prefix,
-                                                                            tmp_path):
+@both_sources
+def test_replay_over_current_index_changes_nothing_and_rebuilds_a_deleted_one(source_servers, db, database, es,
+                                                                            index_prefix, tmp_path):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
-    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
-    file, pos = binlog_position(db)
+    setup = CdcSetup(tmp_path, source_servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    file, pos, gtid_start = binlog_position_and_gtid(db)
     cdc = setup.run()
     db.execute("INSERT INTO t VALUES (1,1),(2,2),(3,3)", "UPDATE t SET v=20 WHERE id=2", "DELETE FROM t WHERE id=3")
     middle = binlog_position(db)
@@ -126,8 +129,7 @@ def test_replay_over_current_index_changes_nothing_and_rebuilds_a_deleted_one(se
     assert code == 0, out
     wait_until_equal(db, es, "t", index, ["id"], timeout=10)
 
-    # by GTID (MariaDB domain-server-seq form): from the state at the start
-    gtid_start = db.execute("SELECT BINLOG_GTID_POS(%s, %s)", args=(file, pos))[0][0]
+    # by GTID (MariaDB domain-server-seq form, MySQL's uuid:1-N set): from the state at the start
     es.indices.delete(index=index)
     code, out = setup.command("replay", "--from-gtid", gtid_start)
     assert code == 0, out

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import CdcSetup, binlog_position, es_docs, wait_until_equal
+from harness import CdcSetup, binlog_position, both_sources, es_docs, wait_until_equal
 
 
 def table_rule(database: str, index_prefix: str) -> list[dict]:
     return [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}]
 
 
-def test_replay_from_inside_an_event_says_so_and_exits_2(servers, db, database, es, index_prefix, tmp_path):
+@both_sources
+def test_replay_from_inside_an_event_says_so_and_exits_2(source_servers, db, database, es, index_prefix, tmp_path):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(2000))")
-    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    setup = CdcSetup(tmp_path, source_servers, table_rule(database, index_prefix))
     file, pos = binlog_position(db)
     db.execute("INSERT INTO t VALUES (1, REPEAT('x', 1500))")
     events = db.query(f"SHOW BINLOG EVENTS IN '{file}' FROM {pos}")
@@ -117,9 +118,11 @@ def test_a_purged_checkpoint_points_to_resnapshot_which_fixes_it(servers, db, da
     assert setup.position()[0] != gone
 
 
-def test_waiting_for_a_server_id_in_use_is_logged(servers, db, database, es, index_prefix, tmp_path):
+@both_sources
+def test_waiting_for_a_server_id_in_use_is_logged(source_servers, db, database, es, index_prefix, tmp_path):
+    """With the documented grants only: on MySQL, REPLICATION SLAVE lets cdc list SHOW REPLICAS."""
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
-    setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
+    setup = CdcSetup(tmp_path, source_servers, table_rule(database, index_prefix))
     daemon = setup.run()
     try:
         file, pos = binlog_position(db)
@@ -127,7 +130,7 @@ def test_waiting_for_a_server_id_in_use_is_logged(servers, db, database, es, ind
     finally:
         assert daemon.stop() == 0
     assert code == 2, out
-    assert (f"server_id {setup.server_id} is listed in SHOW SLAVE HOSTS (cdc pid {daemon.proc.pid} on ") in out
+    assert (f"server_id {setup.server_id} is listed in {db.replicas_statement} (cdc pid {daemon.proc.pid} on ") in out
     assert "waiting up to 5s for the entry to go away" in out
     assert f"server_id {setup.server_id} is already used by a replica" in out
 

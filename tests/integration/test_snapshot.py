@@ -7,7 +7,7 @@ import re
 import signal
 import time
 
-from harness import CdcSetup, WriteLoad, create_two_tables, es_docs, index_rules, wait_until_equal
+from harness import CdcSetup, WriteLoad, both_sources, create_two_tables, es_docs, index_rules, wait_until_equal
 
 
 def _create_index(es, index: str, gc_deletes: str) -> None:
@@ -27,14 +27,16 @@ def _kill_mid_snapshot(setup: CdcSetup, cdc, table: str, rows: int) -> dict:
     return setup.checkpoint()["snapshot"][table]
 
 
-def test_initial_snapshot_under_load_then_streaming_is_exact(servers, db, database, es, index_prefix, tmp_path):
+@both_sources
+def test_initial_snapshot_under_load_then_streaming_is_exact(source_servers, db, database, es, index_prefix,
+                                                             tmp_path):
     create_two_tables(db, 400)
     # Tombstones forgotten at once: a stale snapshot write after a stream delete would resurrect the row.
     for t in ("a", "b"):
         _create_index(es, f"{index_prefix}-{t}", "0s")
-    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"),
+    setup = CdcSetup(tmp_path, source_servers, index_rules(database, index_prefix, "a", "b"),
                      snapshot__chunk_size=37, batch__max_actions=50)
-    with WriteLoad(servers, database, rate=200) as load:
+    with WriteLoad(source_servers, database, rate=200) as load:
         cdc = setup.run()
         cdc.wait_for_event("snapshot_done", timeout=120)
         time.sleep(1.0)  # and some streaming under load after it
@@ -44,16 +46,18 @@ def test_initial_snapshot_under_load_then_streaming_is_exact(servers, db, databa
         wait_until_equal(db, es, "b", f"{index_prefix}-b", ["k1", "k2"], timeout=90)
     finally:
         assert cdc.stop() == 0
-    assert "MariaDB consistent snapshot with binlog_snapshot_position (no locks)" in cdc.text()
+    assert ("MySQL FLUSH TABLES WITH READ LOCK held while reading the position" if db.mysql
+            else "MariaDB consistent snapshot with binlog_snapshot_position (no locks)") in cdc.text()
     saved = setup.checkpoint()
     assert sorted(saved["snapshotted"]) == sorted([f"{database}.a", f"{database}.b"]) and saved["snapshot"] is None
 
 
-def test_killed_snapshot_resumes_at_a_chunk_boundary(servers, db, database, es, index_prefix, tmp_path):
+@both_sources
+def test_killed_snapshot_resumes_at_a_chunk_boundary(source_servers, db, database, es, index_prefix, tmp_path):
     rows = 20_000
     db.execute("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200))")
-    db.execute("INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_%d" % rows)
-    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "big"), snapshot__chunk_size=500)
+    db.execute(f"INSERT INTO big SELECT seq, REPEAT('x', 150) FROM {db.seq(rows)}")
+    setup = CdcSetup(tmp_path, source_servers, index_rules(database, index_prefix, "big"), snapshot__chunk_size=500)
     first = setup.run()
     done_before = _kill_mid_snapshot(setup, first, f"{database}.big", 2000)
     assert not done_before["done"] and done_before["rows"] % 500 == 0 and done_before["last_key"] == [done_before["rows"]]
@@ -109,16 +113,17 @@ def test_tables_added_to_the_rules_are_copied_on_next_start_alone(servers, db, d
     assert f"snapshot of {database}.b" in again.text() and f"snapshot of {database}.a" not in again.text()
 
 
-def test_online_snapshot_of_one_table_while_streaming(servers, db, database, es, index_prefix, tmp_path):
+@both_sources
+def test_online_snapshot_of_one_table_while_streaming(source_servers, db, database, es, index_prefix, tmp_path):
     create_two_tables(db, 400)
     _create_index(es, f"{index_prefix}-a", "1s")
     # The daemon streams only (snapshot.mode never), so table a starts out missing its old rows.
-    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__mode="never",
+    setup = CdcSetup(tmp_path, source_servers, index_rules(database, index_prefix, "a", "b"), snapshot__mode="never",
                      snapshot__chunk_size=25)
     db.execute("DELETE FROM b")
     cdc = setup.run()
     try:
-        with WriteLoad(servers, database, rate=150):
+        with WriteLoad(source_servers, database, rate=150):
             code, out = setup.command("snapshot", "--table", f"{database}.a")
             assert code == 0, out
             assert '"finished": true' in out
@@ -156,15 +161,16 @@ VALUES = ("1, 255 - 128, 18446744073709551615, -9223372036854775808, "
           "b'1', b'1000000011', '{\"k\": [\"x\", \"y\"], \"num\": 2.5, \"n\": null}', ST_GeomFromText('POINT(1.5 -2)'), NULL")
 
 
-def test_snapshot_and_stream_produce_identical_documents_for_every_type(servers, db, database, es, index_prefix,
-                                                                        tmp_path):
+@both_sources
+def test_snapshot_and_stream_produce_identical_documents_for_every_type(source_servers, db, database, es,
+                                                                        index_prefix, tmp_path):
     db.execute(f"CREATE TABLE t ({TYPES})")
     db.execute("SET SESSION time_zone = '+00:00'")
     db.execute(f"INSERT INTO t VALUES ({VALUES})")  # copied by the snapshot
     # BIGINT UNSIGNED max does not fit the `long` that dynamic mapping picks, and this ES build
     # lacks the unsigned_long module (x-pack mapper-unsigned-long), so keep it as keyword here.
     es.indices.create(index=f"{index_prefix}-t", mappings={"properties": {"i_big_u": {"type": "keyword"}}})
-    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "t"))
+    setup = CdcSetup(tmp_path, source_servers, index_rules(database, index_prefix, "t"))
     cdc = setup.run()
     try:
         cdc.wait_for_event("snapshot_done")
