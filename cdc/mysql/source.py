@@ -227,8 +227,8 @@ _SIMPLE_READERS = {FIELD_TYPE.FLOAT: "float", FIELD_TYPE.DOUBLE: "double", FIELD
 
 def _reader(c) -> tuple | None:
     """How the native row path reads a library column: (reader, a, b, c, labels), mirroring
-    row_event.py __read_values_name; None for what it leaves to the library (MySQL binary
-    JSON, GEOMETRY, charsets other than UTF-8 and binary, types the library does not read)."""
+    row_event.py __read_values_name; None for what it leaves to the library (GEOMETRY,
+    charsets other than UTF-8 and binary, types the library does not read)."""
     t = c.type
     if t in _INT_BYTES:
         return ("int", _INT_BYTES[t], int(bool(c.unsigned)), 0, None)
@@ -236,6 +236,8 @@ def _reader(c) -> tuple | None:
         return (_SIMPLE_READERS[t], 0, 0, 0, None)
     if t == FIELD_TYPE.NEWDECIMAL:
         return ("decimal", c.precision, c.decimals, 0, None)
+    if t == FIELD_TYPE.JSON:  # MySQL's binary JSON (native/src/jsonb.rs)
+        return ("json_binary", c.length_size, 0, 0, None)
     if t in (FIELD_TYPE.DATETIME2, FIELD_TYPE.TIMESTAMP2, FIELD_TYPE.TIME2):
         name = {FIELD_TYPE.DATETIME2: "datetime2", FIELD_TYPE.TIMESTAMP2: "timestamp2", FIELD_TYPE.TIME2: "time2"}[t]
         return (name, c.fsp, 0, 0, None)

@@ -8,7 +8,7 @@ byte, so everything it does not reproduce exactly goes to the Python path:
 
 * per table, when the plan is compiled (logged once per table definition):
   `convert:` conversions, `values.decimal_as: number`, a `timestamp_timezone`
-  other than UTC with TIMESTAMP columns, MySQL binary JSON, GEOMETRY and
+  other than UTC with TIMESTAMP columns, GEOMETRY and
   charsets other than UTF-8/binary, template formats other than plain and
   `%Y %m %d %H %M %S`, ids or index names made of FLOAT, SET or JSON columns,
   and field names that collide;
@@ -111,7 +111,7 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     for column, kind, reader in zip(columns, kinds, readers):
         assert reader is not None
         spec = list(reader)
-        if kind is ColumnKind.JSON:
+        if kind is ColumnKind.JSON and spec[0] != "json_binary":  # MySQL's binary JSON is read as it is
             if spec[0] != "text":
                 raise Unsupported(f"column {column.name!r}: JSON in a {spec[0]} column")
             spec[0] = "json_text"

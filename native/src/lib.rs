@@ -21,6 +21,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod actions;
 mod json;
+mod jsonb;
 mod text;
 mod values;
 
@@ -58,6 +59,7 @@ impl Table {
                 "year" => Reader::Year,
                 "text" => Reader::Text { prefix: ua },
                 "json_text" => Reader::JsonText { prefix: ua },
+                "json_binary" => Reader::JsonBinary { prefix: ua },
                 "binary" => Reader::Binary { prefix: ua, pad_to: ub },
                 "enum" => Reader::Enum { size: ua, labels },
                 "set" => Reader::Set { size: ua, labels },
@@ -67,6 +69,7 @@ impl Table {
             let bad_size = match readers.last().unwrap() {
                 Reader::Int { bytes, .. } => !(1..=8).contains(bytes),
                 Reader::Text { prefix } | Reader::JsonText { prefix } | Reader::Binary { prefix, .. } => !(1..=4).contains(prefix),
+                Reader::JsonBinary { prefix } => !(1..=4).contains(prefix),
                 Reader::Enum { size, .. } | Reader::Set { size, .. } => !(1..=8).contains(size),
                 Reader::Bit { bits, bytes, .. } => !(1..=64).contains(bits) || *bytes != (*bits as usize).div_ceil(8),
                 Reader::DateTime2 { fsp } | Reader::Timestamp2 { fsp } | Reader::Time2 { fsp } => *fsp > 6,
@@ -512,6 +515,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(format_float, m)?)?;
     m.add_function(wrap_pyfunction!(float32, m)?)?;
     m.add_function(wrap_pyfunction!(json_text, m)?)?;
+    m.add_function(wrap_pyfunction!(jsonb::json_binary, m)?)?;
     m.add_class::<text::TextTable>()?;
     m.add_function(wrap_pyfunction!(text::snapshot_rows, m)?)?;
     m.add_function(wrap_pyfunction!(text::snapshot_body, m)?)?;

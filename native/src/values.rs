@@ -84,6 +84,8 @@ pub enum Reader {
     Text { prefix: usize },
     Binary { prefix: usize, pad_to: usize },
     JsonText { prefix: usize },
+    /// MySQL's binary JSON (jsonb.rs), read into its document text at once.
+    JsonBinary { prefix: usize },
     Enum { size: usize, labels: Option<Vec<String>> },
     Set { size: usize, labels: Option<Vec<String>> },
     Bit { bits: u32, bytes: usize, as_bool: bool },
@@ -304,6 +306,14 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
         Reader::JsonText { prefix } => {
             let n = b.uint_le(*prefix)? as usize;
             Val::JsonText(text(b.take(n)?)?)
+        }
+        Reader::JsonBinary { prefix } => {
+            // Written now, not when the document is: the library parses every JSON value of
+            // the row (an excluded column too), so one it cannot parse declines the event.
+            let n = b.uint_le(*prefix)? as usize;
+            let mut out = String::new();
+            crate::jsonb::document(&mut out, b.take(n)?)?;
+            Val::Json(out)
         }
         Reader::Binary { prefix, pad_to } => {
             let n = b.uint_le(*prefix)? as usize;
