@@ -80,7 +80,8 @@ def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPositio
                          password=servers.admin_password, server_id=4242 + native)
     builder = ActionBuilder(rules, 0, ValueOptions())
     path = rowpath.RowPath(builder, "native" if native else "python")
-    source = BinlogSource(config, True, {(schema, t) for t in tables}, RetryConfig(max_attempts=1), stop=threading.Event(), end=end,
+    source = BinlogSource(config, servers.source == "mariadb", {(schema, t) for t in tables}, RetryConfig(max_attempts=1),
+                          stop=threading.Event(), end=end,
                           prepare=path.prepare if native else None)
     actions, rows = [], 0
     from cdc.model import StartPoint
