@@ -50,6 +50,8 @@ ARG RUST=docker.io/library/rust:1-slim-bookworm
 FROM ${RUST} AS native
 WORKDIR /src
 COPY native/ native/
+# The charset tables the crate compiles in (native/src/charset.rs), from the Python package.
+COPY cdc/mysql/charsets.bin cdc/mysql/charsets.bin
 ENV PYO3_NO_PYTHON=1 PATH=/usr/local/cargo/bin:/opt/rust/bin:$PATH
 # cargo's target directory is a cache mount (in no layer): a change to native/ recompiles
 # the crate, not its dependencies.

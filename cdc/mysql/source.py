@@ -73,6 +73,7 @@ from cdc.model import (
     StartPoint,
     StreamRestarted,
 )
+from cdc.mysql import charsets
 from cdc.mysql.server import not_an_event_start
 from cdc.mysql.types import kind_of_field_type
 from cdc.retry import Attempts
@@ -142,6 +143,7 @@ def _table_map_event_init(self, from_packet, event_size, table_map, ctl_connecti
     # library asks information_schema for the names. Neither depends on the bytes alone.
     if parsed is None or kwargs.get("freeze_schema") or not kwargs.get("optional_meta_data"):
         _parse_table_map(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
+        _exact_charsets(self)
         return
     data = from_packet.packet.get_all_data()
     # Skip the OK byte and the 19-byte header (timestamp, position, ...), and the
@@ -155,6 +157,7 @@ def _table_map_event_init(self, from_packet, event_size, table_map, ctl_connecti
         table_map[self.table_id] = self.table_obj
         return
     _parse_table_map(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
+    _exact_charsets(self)
     if self._processed and self.optional_metadata.column_name_list:
         if len(parsed) >= _TABLE_MAP_CACHE_LIMIT:
             parsed.clear()
@@ -162,6 +165,30 @@ def _table_map_event_init(self, from_packet, event_size, table_map, ctl_connecti
 
 
 _table_map_event_init.__wrapped__ = _parse_table_map  # type: ignore[attr-defined]
+
+# The library's names (constants/CHARSET.py `Charset.encoding`) of the charsets it renames.
+_LIBRARY_ENCODINGS = {"cp1252": "latin1", "koi8_r": "koi8r", "koi8_u": "koi8u"}
+_TEXT_TYPES = frozenset({FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.BLOB,
+                         FIELD_TYPE.TINY_BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB})
+
+
+def _exact_charsets(event) -> None:
+    """Text columns whose charset cdc decodes as the server does (cdc/mysql/charsets.py) get its codec.
+
+    The library decodes a text value with `column.character_set_name` as a Python codec
+    name (row_event.py __read_string, after PyMySQL's charset names): cp1252 for latin1,
+    Python's utf16 (little-endian) for utf16, ... A name of cdc's codecs makes it decode
+    them as the server converts them, and tells `_reader` which table the native path reads.
+    """
+    if not getattr(event, "_processed", False) or not getattr(event, "columns", None):
+        return
+    kind = "mariadb" if event.dbms == "mariadb" else "mysql"
+    for column in event.columns:
+        name = getattr(column, "character_set_name", None)
+        if column.type in _TEXT_TYPES and isinstance(name, str):
+            codec = charsets.codec_name(kind, _LIBRARY_ENCODINGS.get(name, name))
+            if codec is not None:
+                column.character_set_name = codec
 
 # The library versions whose internals the hooks below were written against
 # (setup.cfg pins the same range); another version stops cdc at start-up
@@ -228,7 +255,7 @@ _SIMPLE_READERS = {FIELD_TYPE.FLOAT: "float", FIELD_TYPE.DOUBLE: "double", FIELD
 def _reader(c) -> tuple | None:
     """How the native row path reads a library column: (reader, a, b, c, labels), mirroring
     row_event.py __read_values_name; None for what it leaves to the library (GEOMETRY,
-    charsets other than UTF-8 and binary, types the library does not read)."""
+    charsets cdc has no table for (`_exact_charsets`), types the library does not read)."""
     t = c.type
     if t in _INT_BYTES:
         return ("int", _INT_BYTES[t], int(bool(c.unsigned)), 0, None)
@@ -251,6 +278,9 @@ def _reader(c) -> tuple | None:
         prefix = c.length_size if t == FIELD_TYPE.BLOB else 2 if c.max_length > 255 else 1
         if c.character_set_name in _TEXT_CHARSETS:
             return ("text", prefix, 0, 0, None)
+        native = charsets.native_name(c.character_set_name)
+        if native is not None:  # given by _exact_charsets: native/src/charset.rs reads the same table
+            return (f"text:{native}", prefix, 0, 0, None)
         if c.character_set_name == "binary":
             return ("binary", prefix, 0, 0, None)
     return None

@@ -9,7 +9,7 @@ byte, so everything it does not reproduce exactly goes to the Python path:
 * per table, when the plan is compiled (logged once per table definition):
   `convert:` conversions, `values.decimal_as: number`, a `timestamp_timezone`
   other than UTC with TIMESTAMP columns, GEOMETRY and
-  charsets other than UTF-8/binary, template formats other than plain and
+  charsets cdc has no table for, template formats other than plain and
   `%Y %m %d %H %M %S`, ids or index names made of FLOAT, SET or JSON columns,
   and field names that collide;
 * per event, when the native code meets a value it leaves to Python (`Decline`):

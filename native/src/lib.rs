@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod actions;
+mod charset;
 mod json;
 mod jsonb;
 mod text;
@@ -64,12 +65,17 @@ impl Table {
                 "enum" => Reader::Enum { size: ua, labels },
                 "set" => Reader::Set { size: ua, labels },
                 "bit" => Reader::Bit { bits: a as u32, bytes: ub, as_bool: c != 0 },
-                other => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown reader {other:?}"))),
+                // "text:mariadb/latin1", "text:utf16": see cdc/mysql/charsets.py native_name.
+                other => match other.strip_prefix("text:").and_then(charset::named) {
+                    Some(charset) => Reader::CharsetText { prefix: ua, charset },
+                    None => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown reader {other:?}"))),
+                },
             });
             let bad_size = match readers.last().unwrap() {
                 Reader::Int { bytes, .. } => !(1..=8).contains(bytes),
                 Reader::Text { prefix } | Reader::JsonText { prefix } | Reader::Binary { prefix, .. } => !(1..=4).contains(prefix),
                 Reader::JsonBinary { prefix } => !(1..=4).contains(prefix),
+                Reader::CharsetText { prefix, .. } => !(1..=4).contains(prefix),
                 Reader::Enum { size, .. } | Reader::Set { size, .. } => !(1..=8).contains(size),
                 Reader::Bit { bits, bytes, .. } => !(1..=64).contains(bits) || *bytes != (*bits as usize).div_ceil(8),
                 Reader::DateTime2 { fsp } | Reader::Timestamp2 { fsp } | Reader::Time2 { fsp } => *fsp > 6,

@@ -82,6 +82,8 @@ pub enum Reader {
     Time2 { fsp: u32 },
     Year,
     Text { prefix: usize },
+    /// Text of another charset than UTF-8 (charset.rs).
+    CharsetText { prefix: usize, charset: &'static crate::charset::Charset },
     Binary { prefix: usize, pad_to: usize },
     JsonText { prefix: usize },
     /// MySQL's binary JSON (jsonb.rs), read into its document text at once.
@@ -306,6 +308,10 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
         Reader::JsonText { prefix } => {
             let n = b.uint_le(*prefix)? as usize;
             Val::JsonText(text(b.take(n)?)?)
+        }
+        Reader::CharsetText { prefix, charset } => {
+            let n = b.uint_le(*prefix)? as usize;
+            Val::S(charset.decode(b.take(n)?)?)
         }
         Reader::JsonBinary { prefix } => {
             // Written now, not when the document is: the library parses every JSON value of

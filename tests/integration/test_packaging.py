@@ -82,3 +82,4 @@ def test_the_wheel_builds_without_rust(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "cdc/cli.py" in names and not [n for n in names if n.endswith(".so")]
+    assert "cdc/mysql/charsets.bin" in names  # the Python path's charset tables (cdc/mysql/charsets.py)

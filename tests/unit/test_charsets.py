@@ -1,0 +1,159 @@
+"""Text of charsets other than UTF-8 on both row paths (issue 28, cdc/mysql/charsets.py, native/src/charset.rs).
+
+The Python path decodes a value as the library does (row_event.py __read_string: the
+column's `character_set_name` as a codec name, which `_exact_charsets` sets to cdc's
+codec), then values.py; the native path reads the same bytes with the same table. Both
+must write the same document bytes for every character of every table, and the native
+path may only decline where they differ (bytes a charset does not take, surrogates).
+What the server itself converts the bytes to is checked in
+tests/integration/test_charsets.py.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.row_event import RowsEvent
+
+from cdc.model import Column, ColumnKind
+from cdc.mysql import charsets, source
+from cdc.rules import rowpath
+from cdc.rules.values import ValueOptions, convert_value
+
+native = rowpath._native
+needs_native = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
+
+TABLES = sorted(name for name, (_at, count) in charsets._sections().items() if count)  # "mariadb/latin1", ...
+ALL = TABLES + sorted(charsets.BY_RULE)
+
+
+def _codec(name: str) -> str:
+    kind, _, charset = name.partition("/") if "/" in name else ("mariadb", "", name)
+    codec = charsets.codec_name(kind, charset)
+    assert codec is not None and charsets.native_name(codec) == name
+    return codec
+
+
+def python_doc(name: str, data: bytes) -> bytes:
+    """The Python path: the library's decode (row_event.py __read_string), then values.py and orjson."""
+    value = data.decode(RowsEvent.charset_to_encoding(_codec(name)), "strict")
+    return orjson.dumps({"c": convert_value(value, Column("c", ColumnKind.STRING), ValueOptions())})
+
+
+def native_doc(name: str, data: bytes) -> bytes:
+    """The native path: a WRITE rows body of one row, one text column with a 4-byte length."""
+    table = native.Table([(f"text:{name}", 4, 0, 0, None)])
+    plan = native.Plan([(0, '"c"')], "", None, [], ":", [(0, "x", 0)], [(0, "ix", 0)], None, True, 0, "")
+    body = b"\x00" + len(data).to_bytes(4, "little") + data
+    _rows, actions, _zero = native.decode(table, [plan], 0, body)
+    return actions[0][7]
+
+
+@needs_native
+@pytest.mark.parametrize("name", TABLES)
+def test_every_character_of_every_table_gives_the_same_document_on_both_paths(name):
+    chars = charsets.characters(name)
+    assert chars
+    # One value per first byte, with every character that starts with it (and ASCII between).
+    by_lead: dict[int, list[bytes]] = {}
+    for c in chars:
+        by_lead.setdefault(c[0], []).append(c)
+    for lead, group in by_lead.items():
+        data = b"a".join(group)
+        assert native_doc(name, data) == python_doc(name, data), f"{name} {lead:#x}"
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["ucs2", "utf16", "utf16le", "utf32"])
+def test_unicode_charsets_give_the_same_document_on_both_paths(name):
+    text = "".join(map(chr, [*range(0x20, 0x3000, 7), *range(0xE000, 0x10000, 11)]))
+    if name != "ucs2":
+        text += "".join(map(chr, range(0x10000, 0x110000, 4099)))
+    codec = {"ucs2": "utf-16-be", "utf16": "utf-16-be", "utf16le": "utf-16-le", "utf32": "utf-32-be"}[name]
+    data = text.encode(codec)
+    assert python_doc(name, data) == native_doc(name, data) == orjson.dumps({"c": text})
+
+
+@needs_native
+@given(st.sampled_from(ALL), st.binary(max_size=40))
+@settings(max_examples=4000, suppress_health_check=[HealthCheck.too_slow])
+def test_random_bytes_give_the_same_document_or_a_decline(name, data):
+    expected = python_doc(name, data)
+    try:
+        got = native_doc(name, data)
+    except native.Decline:
+        return  # the Python path does this value: allowed, never wrong
+    assert got == expected
+
+
+_characters = functools.cache(charsets.characters)
+
+
+@needs_native
+@given(st.sampled_from(TABLES), st.data())
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+def test_random_text_of_a_charset_is_never_declined(name, data):
+    chars = _characters(name)
+    parts = data.draw(st.lists(st.sampled_from(chars) | st.binary(min_size=1, max_size=3).filter(bytes.isascii),
+                               max_size=30))
+    value = b"".join(parts)
+    assert native_doc(name, value) == python_doc(name, value)
+
+
+@needs_native
+@pytest.mark.parametrize("name, data", [("ucs2", b"\xd8\x3d\xde\x00"), ("utf32", b"\x00\x00\xd8\x00"),
+                                        ("mariadb/gbk", b"\x81\xff"), ("mariadb/gbk", b"a\x81"),
+                                        ("utf16", b"\xd8\x3d"), ("utf16le", b"A")])
+def test_what_the_server_does_not_store_as_utf8_is_declined(name, data):
+    with pytest.raises(native.Decline):
+        native_doc(name, data)
+
+
+@pytest.mark.parametrize("name, data, text", [
+    # latin1 is cp1252 with its five undefined bytes as C1 controls; Python's cp1252 raises on them.
+    ("mariadb/latin1", b"\x80\x81\x8d\x8f\x90\x9d\x9f\xff", "€\x81\x8d\x8f\x90\x9dŸÿ"),
+    ("mariadb/ascii", b"a\xe9", "a?"),  # the server converts bytes past ASCII to '?'
+    ("mariadb/cp1250", b"\x81", "?"),  # a byte cp1250 leaves undefined
+    ("mariadb/sjis", b"\x81\x5f", "\\"),  # Python's shift_jis: U+FF3C
+    ("mariadb/gbk", b"\xa1\x40", "?"),  # well-formed, but the server has no character for it
+    ("utf16", b"\x00A", "A"),  # big-endian; Python's utf16 without a byte order mark is little-endian
+    ("utf32", b"\x00\x00\x00A", "A"),
+    ("ucs2", b"\xd8\x3d\xde\x00", "\ufffd\ufffd"),  # units, never a pair; the server makes them non-UTF-8
+    ("mariadb/gbk", b"\x81\xffA\x81", "??A?"),  # bytes gbk does not take: '?' each (not stored by the server)
+])
+def test_the_python_path_decodes_as_the_server(name, data, text):
+    assert data.decode(_codec(name)) == text
+
+
+def _column(type_code: int, charset: str):
+    return SimpleNamespace(type=type_code, character_set_name=charset, name="c", max_length=10)
+
+
+@pytest.mark.parametrize("dbms, library_name, reader", [
+    ("mariadb", "cp1252", "text:mariadb/latin1"),  # the library's name for latin1
+    ("mysql", "cp1252", "text:mariadb/latin1"),
+    ("mariadb", "gbk", "text:mariadb/gbk"),
+    ("mysql", "gbk", "text:mariadb/gbk"),  # MySQL 9.7 converts it as MariaDB does: one table
+    ("mysql", "ascii", "text:mysql/ascii"),  # ... but not ascii's bytes past 0x7F, which it does not take
+    ("mariadb", "koi8_r", "text:mariadb/koi8r"),
+    ("mysql", "utf16", "text:utf16"),
+    ("mariadb", "utf8", "text"),
+    ("mysql", "gb18030", None),  # MySQL's only; four-byte characters: no table, the Python path
+])
+def test_table_maps_get_cdcs_codec_and_the_native_reader(dbms, library_name, reader):
+    column = _column(FIELD_TYPE.VARCHAR, library_name)
+    source._exact_charsets(SimpleNamespace(_processed=True, columns=[column], dbms=dbms))
+    spec = source._reader(column)
+    assert (spec[0] if spec else None) == reader
+    if reader is not None and reader != "text":
+        codecs.lookup(column.character_set_name)
+    enum = _column(FIELD_TYPE.ENUM, library_name)
+    source._exact_charsets(SimpleNamespace(_processed=True, columns=[enum], dbms=dbms))
+    assert enum.character_set_name == library_name  # only text columns are decoded with it
