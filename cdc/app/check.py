@@ -10,10 +10,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from cdc.config import Config
+from cdc.model import BinlogPosition, Op, RowsData
+from cdc.mysql.catalog import Catalog
+from cdc.mysql.source import schema_readers
+from cdc.mysql.types import column_from_schema
 from cdc.mysql.server import Database
 from cdc.errors import CdcError, PreflightError
 from cdc.es.indices import inspect, plan_start, unsigned_template_warnings
-from cdc.rules import Resolution, RuleSet, resolve_rules
+from cdc.rules import ActionBuilder, Resolution, RuleSet, resolve_rules
+from cdc.rules.rowpath import RowPath, RowPathMode
 from cdc.es.destination import Destination
 from cdc.rules.relations import missing_indexes
 from cdc.rules.values import ValueOptions
@@ -68,10 +73,13 @@ def run_check(config: Config, rules: RuleSet, connect_db: Callable[[], Database]
         except PreflightError as exc:
             report.sections.append((f"server: {server}: NOT ready", []))
             report.problems.extend(_problem_list(exc))
-        resolution: Resolution = resolve_rules(rules, db.catalog(rules))
+        catalog = db.catalog(rules)
+        resolution: Resolution = resolve_rules(rules, catalog)
         report.problems.extend(resolution.problems)
         report.warnings.extend(resolution.warnings)
         report.sections.append(("rules:", _describe(rules, resolution)))
+        report.sections.append((f"row path (row_path: {config.row_path}):",
+                                _row_paths(resolution, catalog, db.info.mariadb, config.row_path, options)))
         for rule in resolution.rules.rules:  # children and lookups: the join columns need indexes (issue 15)
             if rule.relations:
                 report.warnings.extend(missing_indexes(rule, db.leading_index_columns))
@@ -97,6 +105,26 @@ def _describe(rules: RuleSet, resolution: Resolution) -> list[str]:
         joined = [f"{s}.{t}" for s, t in rule.relation_tables()]  # children and lookups (issue 15)
         joins = f", with {', '.join(joined)}" if joined else ""
         lines.append(f"{rule.source}: {shown or 'no table'}{joins} -> {rule.index}{mode}{deletes}")
+    return lines
+
+
+def _row_paths(resolution: Resolution, catalog: Catalog, mariadb: bool, mode: RowPathMode,
+               options: ValueOptions) -> list[str]:
+    """Each mapped table's row path for binlog rows, and why it is python (README "Row path"), as
+    `cdc run` decides it from the table's definition (here information_schema's, not a TABLE_MAP)."""
+    path = RowPath(ActionBuilder(resolution.rules, 0, options), mode)
+    lines = []
+    for schema, table in sorted({(r.schema, r.table) for r in resolution.rules.rules}):
+        info = catalog.tables.get((schema, table))
+        if info is None:
+            continue
+        columns = tuple(column_from_schema(c.name, c.data_type, c.column_type, c.charset) for c in info.columns)
+        # An event without rows: the plan is compiled (or refused) and recorded, nothing is decoded.
+        path.prepare(RowsData(Op.INSERT, schema, table, columns, schema_readers(info, mariadb), b"",
+                              BinlogPosition("", 4), 0, decode=list))
+        state = path.tables[f"{schema}.{table}"]  # "native" or "python: why"
+        lines.append(f"{schema}.{table}: {state}" if state == "native"
+                     else f"{schema}.{table}: python ({state.removeprefix('python: ')})")
     return lines
 
 

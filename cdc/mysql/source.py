@@ -31,12 +31,14 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Iterator, Sequence
 
 import pymysql
 import pymysqlreplication.binlogstream as _binlogstream
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
+from pymysqlreplication.constants.CHARSET import charset_by_name
 from pymysqlreplication.event import (
     BinLogEvent,
     GtidEvent,
@@ -74,6 +76,7 @@ from cdc.model import (
     StreamRestarted,
 )
 from cdc.mysql import charsets
+from cdc.mysql.catalog import TableInfo
 from cdc.mysql.server import not_an_event_start
 from cdc.mysql.types import kind_of_field_type
 from cdc.retry import Attempts
@@ -291,6 +294,49 @@ def _reader_or_none(c) -> tuple | None:
         return _reader(c)
     except AttributeError:  # a column without the metadata its type needs: left to the library
         return None
+
+
+# information_schema DATA_TYPE -> the type code a TABLE_MAP gives the column (MySQL 5.6+ and
+# MariaDB 10.1+ temporal formats), for `schema_readers`.
+_SCHEMA_CODES = {
+    "tinyint": FIELD_TYPE.TINY, "smallint": FIELD_TYPE.SHORT, "mediumint": FIELD_TYPE.INT24, "int": FIELD_TYPE.LONG,
+    "integer": FIELD_TYPE.LONG, "bigint": FIELD_TYPE.LONGLONG, "decimal": FIELD_TYPE.NEWDECIMAL,
+    "float": FIELD_TYPE.FLOAT, "double": FIELD_TYPE.DOUBLE, "real": FIELD_TYPE.DOUBLE, "date": FIELD_TYPE.DATE,
+    "datetime": FIELD_TYPE.DATETIME2, "timestamp": FIELD_TYPE.TIMESTAMP2, "time": FIELD_TYPE.TIME2,
+    "year": FIELD_TYPE.YEAR, "char": FIELD_TYPE.STRING, "binary": FIELD_TYPE.STRING, "varchar": FIELD_TYPE.VARCHAR,
+    "varbinary": FIELD_TYPE.VARCHAR, "enum": FIELD_TYPE.ENUM, "set": FIELD_TYPE.SET, "bit": FIELD_TYPE.BIT,
+    "json": FIELD_TYPE.JSON,
+    **{t: FIELD_TYPE.BLOB for t in ("tinytext", "text", "mediumtext", "longtext", "tinyblob", "blob", "mediumblob",
+                                    "longblob")},
+}
+
+
+_SIZES = re.compile(r"\((\d+)(?:,(\d+))?\)")  # "decimal(10,2)", "datetime(6)", "bit(5)"
+
+
+def schema_readers(table: TableInfo, mariadb: bool) -> tuple[tuple | None, ...]:
+    """How the native row path would read each column of `table`, worked out from information_schema
+    instead of a TABLE_MAP (for `cdc check`): `_reader` of stand-ins for the library's columns."""
+    dbms = "mariadb" if mariadb else "mysql"
+    columns = []
+    for info in table.columns:
+        code = _SCHEMA_CODES.get(info.data_type, FIELD_TYPE.GEOMETRY)  # the rest: geometry types
+        charset = None
+        if code in _TEXT_TYPES:
+            known = charset_by_name(info.charset, dbms) if info.charset else None
+            charset = known.encoding if known else info.charset or "binary"
+        sizes = _SIZES.search(info.column_type)
+        numbers = [int(n) for n in sizes.groups() if n] if sizes else []
+        labels = info.column_type.count("','") + 1
+        bits = numbers[0] if numbers and code == FIELD_TYPE.BIT else 1
+        columns.append(SimpleNamespace(
+            type=code, character_set_name=charset, unsigned="unsigned" in info.column_type,
+            precision=numbers[0] if numbers else 10, decimals=numbers[1] if len(numbers) > 1 else 0,
+            fsp=numbers[0] if numbers and code != FIELD_TYPE.NEWDECIMAL else 0, bits=bits, bytes=(bits + 7) // 8,
+            size=(1 if labels < 256 else 2) if code == FIELD_TYPE.ENUM else (labels + 7) // 8, enum_values=None,
+            set_values=None, length_size=4, max_length=300))
+    _exact_charsets(SimpleNamespace(_processed=True, columns=columns, dbms=dbms))
+    return tuple(_reader_or_none(c) for c in columns)
 
 
 @functools.lru_cache(maxsize=256)

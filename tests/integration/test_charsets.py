@@ -145,6 +145,9 @@ def test_latin1_and_gbk_tables_run_native_and_end_equal_in_elasticsearch(source_
     setup = CdcSetup(tmp_path, servers, [
         {"schema": database, "table": "l1", "index": f"{index_prefix}-l1"},
         {"schema": database, "table": "g1", "index": f"{index_prefix}-g1"}])
+    code, report = setup.command("check")
+    assert code == 0, report
+    assert f"  {database}.g1: native\n  {database}.l1: native\n" in report
     proc = setup.run()
     try:
         every_latin1 = bytes(range(256)).hex()  # 0x81 0x8D 0x8F 0x90 0x9D too

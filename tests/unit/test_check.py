@@ -88,3 +88,34 @@ def test_problems_of_the_server_the_rules_and_elasticsearch_all_fail_it(tmp_path
     ]
     assert "server: MariaDB 10.11.19-MariaDB at 127.0.0.1:3306: NOT ready" in report.text()
     assert report.text().endswith("result: FAILED, 3 problem(s)")
+
+
+def test_each_tables_row_path_and_why(tmp_path):
+    """README "Row path": which path reads each table's binlog rows, decided from information_schema."""
+    from cdc.rules import rowpath
+
+    tables = [
+        TableInfo("shop", "latin", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("sku", "varchar", "varchar(9)",
+                                                                                   "latin1")), ("id",)),
+        TableInfo("shop", "chinese", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("n", "text", "text", "gbk"),
+                                      ColumnInfo("d", "decimal", "decimal(10,2) unsigned"),
+                                      ColumnInfo("t", "datetime", "datetime(6)"), ColumnInfo("b", "bit", "bit(5)"),
+                                      ColumnInfo("e", "enum", "enum('a','b')", "utf8mb4"),
+                                      ColumnInfo("s", "set", "set('x','y')", "utf8mb4")), ("id",)),
+        TableInfo("shop", "shapes", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("g", "geometry", "geometry")),
+                  ("id",)),
+        TableInfo("shop", "converted", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("a", "int", "int(11)")),
+                  ("id",)),
+    ]
+    config, rules = setup(tmp_path, "rules:\n" + "".join(f"  - {{schema: shop, table: {t}, index: {t}}}\n"
+                                                         for t in ("latin", "chinese", "shapes"))
+                          + "  - {schema: shop, table: converted, index: c, convert: {a: bool}}\n")
+    text = run_check(config, rules, lambda: FakeDb(tables), FakeEs).text()
+    section = text[text.index("row path (row_path: auto):"):].splitlines()[1:5]
+    if not rowpath.NATIVE_AVAILABLE:
+        assert all(line.endswith("python (cdc was installed without its native module)") for line in section)
+        return
+    assert section == ["  shop.chinese: native",
+                       "  shop.converted: python (convert: conversions)",
+                       "  shop.latin: native",
+                       "  shop.shapes: python (column(s) 'g': a type or charset the native path leaves to the library)"]
