@@ -341,8 +341,15 @@ def schema_readers(table: TableInfo, mariadb: bool) -> tuple[tuple | None, ...]:
 
 @functools.lru_cache(maxsize=256)
 def _full_bitmap(count: int) -> bytes:
-    """The columns-present bitmap of a FULL row image of `count` columns (unused high bits 0, as servers write it)."""
+    """The columns-present bitmap of a FULL row image of `count` columns, unused high bits 0 (as MariaDB writes it)."""
     return ((1 << count) - 1).to_bytes((count + 7) // 8, "little")
+
+
+@functools.lru_cache(maxsize=256)
+def _full_bitmaps(count: int) -> tuple[bytes, bytes]:
+    """The two forms of a FULL row image's columns-present bitmap: unused high bits 0 (MariaDB) or 1
+    (MySQL 9.7 sets every bit). The library reads both alike (its null bitmap is as long either way)."""
+    return _full_bitmap(count), b"\xff" * ((count + 7) // 8)
 
 
 def _full_image(bitmap: bytes, count: int) -> bool:
@@ -477,12 +484,12 @@ class _Framer:
             return None
         at += 1
         width = (count + 7) // 8
-        full = _full_bitmap(count)
-        if data[at:at + width] != full:
+        full = _full_bitmaps(count)
+        if data[at:at + width] not in full:
             return None
         at += width
         if op is Op.UPDATE:
-            if data[at:at + width] != full:
+            if data[at:at + width] not in full:
                 return None
             at += width
         end = len(data) - 4 if use_checksum else len(data)

@@ -74,6 +74,14 @@ def test_frames_v1_and_v2_rows_events_of_cdc_tables(event_type, op):
     assert framed.shape.readers == (("int", 4, 0, 0, None), ("int", 4, 0, 0, None))
 
 
+@pytest.mark.parametrize("event_type", [30, 31, 32])
+def test_mysql_full_images_with_the_unused_bitmap_bits_set_are_framed_too(event_type):
+    """MySQL 9.7 sets every bit of a FULL image's columns-present bitmap, 0xFF for two columns."""
+    framed = frame(event(event_type, ROWS, bitmap=b"\xff"))
+    assert framed is not None and framed.body == ROWS
+    assert frame(event(event_type, ROWS, bitmap=b"\xfd")) is None  # column 2 missing: a partial image
+
+
 def test_without_checksums_the_rows_run_to_the_end():
     assert frame(event(23, ROWS, checksum=False), checksum=False).body == ROWS
 
