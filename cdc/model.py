@@ -278,6 +278,18 @@ class Action:
         return (self.index, self.doc_id)
 
 
+class DocFromJson:
+    """`doc` of an Action whose document came as JSON (`doc_json` in its __dict__, from the native
+    row path or a Kafka message): decoded on first use (dead letters, dry runs), then kept."""
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        data = instance.__dict__["doc_json"]
+        doc = instance.__dict__["doc"] = None if data is None else orjson.loads(data)
+        return doc
+
+
 class EncodedActions(Sequence[Action]):
     """Actions whose `_bulk` body is already encoded; the `Action` objects are made only when asked for.
 

@@ -12,9 +12,10 @@ A writer (`cdc sink`) is a consumer-group member. One turn of its loop:
 2. write them through the same `BulkWriter` as `cdc run` (retries, 429, 413
    split, dead letters, metrics) in up to `batch.concurrency` bulk requests at
    once (all writes of one document in one lane, in order; lanes may finish in
-   any order), on other threads, while this thread keeps serving the group with
-   every partition paused (so an Elasticsearch outage is waited out without
-   the broker declaring the worker dead);
+   any order), on other threads, while this thread reads the next batch and,
+   once it has it, keeps serving the group with every partition paused (so an
+   Elasticsearch outage is waited out without the broker declaring the worker
+   dead, holding at most two batches);
 3. commit the offsets after the last message of each partition, and only after
    Elasticsearch acknowledged the batch (Kafka Connect's sink commits the same
    way: offsets flushed after the records are written, WorkerSinkTask).
@@ -40,8 +41,6 @@ from typing import Callable
 from cdc.app.session import Session, check_writable, log_summary, patiently
 from cdc.errors import CdcError, ConfigError, SinkUnavailableError
 from cdc.es.destination import Destination
-from cdc.es.indices import ensure as ensure_indices
-from cdc.es.indices import map_unsigned_fields
 from cdc.kafka.client import ActionConsumer, KafkaPublisher, Received, ensure_topic, find_topics
 from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
 from cdc.kafka.messages import MessageError, decode
@@ -51,7 +50,6 @@ from cdc.mysql.server import Database
 from cdc.mysql.types import column_from_schema
 from cdc.ops import build as operations
 from cdc.rules import ActionBuilder, RowError, Rule, RuleSet, load_rules, resolved_or_stop
-from cdc.rules.values import ValueOptions
 from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Stats
 
@@ -209,6 +207,7 @@ class SinkWorker:
         self._writing: threading.Thread | None = None
         # Partitions assigned but not read (cdc/kafka/stall.py), looked at every few seconds between batches.
         self.stalls = StallWatch(self.config.kafka.stall_after)
+        self._held_for = 0.0  # seconds its partitions were paused on purpose, which the stall clock leaves out
         self.stalled: set[tuple[str, int]] = set()
         self._look_every = min(10.0, self.config.kafka.stall_after / 3)
         self._next_look = time.monotonic() + self._look_every
@@ -253,18 +252,18 @@ class SinkWorker:
                 if len(messages) < most:
                     messages += self.consumer.consume(most - len(messages), wait)
                 if messages:
-                    self._write_and_commit(messages, writers)
+                    self._write_and_commit(messages, writers, most)
                 elif observers is not None:
                     observers.on_event(time.time())  # caught up: like the server's heartbeat
                 if time.monotonic() >= self._next_look:
-                    self.look_at_partitions(time.monotonic())
+                    self.look_at_partitions(time.monotonic() - self._held_for)
         finally:
             for writer in writers:
                 self._count(writer)
             self.consumer.close()  # leaves the group: the others take over at once
         return self.stats
 
-    def _write_and_commit(self, messages: list[Received], writers: list[BulkWriter]) -> None:
+    def _write_and_commit(self, messages: list[Received], writers: list[BulkWriter], most: int) -> None:
         actions = latest(self.decode_batch(messages))
         failure: list[BaseException] = []
         self._revoked = False
@@ -290,19 +289,34 @@ class SinkWorker:
             for t in threads:
                 t.join()
 
-        held_at = time.monotonic()
-        self.consumer.hold()
+        held_at: float | None = None
         self._writing = threading.Thread(target=write, name="cdc-sink-write", daemon=True)
         self._writing.start()
         while self._writing.is_alive():
             self.last_loop = time.monotonic()  # waiting for Elasticsearch is not being stuck
+            room = most - len(self._carry)
+            if room > 0 and held_at is None and not self._revoked:
+                # The next batch is read while this one is written, so that the broker's fetches
+                # and the decoding overlap Elasticsearch's work instead of taking turns with it
+                # (a third of a writer's time went to fetching again after each batch). It is
+                # written only after this one: a document's writes stay in order.
+                self._carry += self.consumer.consume(min(room, 1000), 0.2)
+                if time.monotonic() >= self._next_look:  # its broker round trips overlap the write too
+                    self.look_at_partitions(time.monotonic() - self._held_for)
+                continue
+            if held_at is None:
+                # The next batch is complete (or partitions were revoked): stop fetching, so that an
+                # Elasticsearch outage holds at most two batches; `poll` still serves the group.
+                held_at = time.monotonic()
+                self.consumer.hold()
             got = self.consumer.poll(0.2)  # paused: only a new assignment can hand out a message
             if got is not None:
                 self._carry.append(got)
         self._writing.join()
         self._writing = None
         self.consumer.release()
-        self.stalls.held(time.monotonic() - held_at)
+        if held_at is not None:  # paused on purpose: not a stall (cdc/kafka/stall.py)
+            self._held_for += time.monotonic() - held_at
         for writer in writers:
             self._count(writer)
         if self._revoked:
@@ -331,11 +345,13 @@ class SinkWorker:
     def look_at_partitions(self, now: float) -> None:
         """Report each assigned partition's lag, and find, log and resume the stalled ones.
 
+        `now` is a clock that stands still while the writer holds its partitions paused on purpose.
+
         A stalled partition is resumed: whatever paused it (librdkafka #1849 was one cause), the
         writer is between batches, when nothing of its own should be paused. The warning stays in
         the log and the metric shows the stall until the partition is read again.
         """
-        self._next_look = now + self._look_every
+        self._next_look = time.monotonic() + self._look_every
         states = self.consumer.partition_states()
         if states is None:
             return  # the broker did not answer; the next look asks again
@@ -429,10 +445,4 @@ def refuse_unversioned(rules: RuleSet) -> None:
 
 def prepare_indices(session: Session, rules: RuleSet, destination: Destination) -> None:
     """Indices and mappings as `cdc run` makes them before its first write (Session.prepare)."""
-    config = session.config
-    options = ValueOptions.from_config(config.values)
-    if any(r.create_index is not None for r in rules.rules):
-        patiently("creating indices", lambda: ensure_indices(rules.rules, destination, options), session.stop,
-                  config.retry)
-    patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, destination, options),
-              session.stop, config.retry)
+    session.prepare_indices(rules, destination)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import orjson
 
-from cdc.model import Action, ActionType, BinlogPosition
+from cdc.model import Action, ActionType, BinlogPosition, DocFromJson
 
 FORMAT_VERSION = 1
 Format = Literal["cdc", "debezium"]
@@ -79,16 +79,56 @@ def encode(action: Action, fmt: Format = "cdc", timestamp: int | None = None) ->
     return b"%s,\"after\":%s}" % (head[:-1], action.doc_json or b"null")
 
 
+class MessageAction(Action):
+    """An `Action` decoded from a message: its document stays the JSON bytes the reader published
+    (`doc_json`, written into the bulk body as they are) and is parsed only if asked for (a dead
+    letter, a test)."""
+
+    doc = DocFromJson()
+
+
+# Where the document starts in a value `encode` made: the document is its last member, and the
+# head before it is orjson's output, in which `,"doc":` (or `,"after":`) cannot occur inside a
+# string (a quote in a string is escaped), so the first occurrence is the boundary.
+_DOC_MARKS = (b',"doc":', b',"after":')
+
+
 def decode(value: bytes | None) -> Action:
-    """A message value (either format) back into the Action the reader published."""
+    """A message value (either format) back into the Action the reader published.
+
+    A value laid out as `encode` makes it has only its head parsed: its document, checked to be
+    one JSON object on one line (so it cannot break a bulk body's lines), goes to Elasticsearch
+    as it is, and Elasticsearch parses it (a broken one is a rejected item: a dead letter or a
+    stop, never a skip). Any other value is parsed whole, with the same checks.
+    """
     if value is None:
         raise MessageError("empty message (a tombstone?): not a cdc action")
+    for mark in _DOC_MARKS:
+        at = value.find(mark)
+        if at <= 0:
+            continue
+        raw = value[at + len(mark):-1]
+        if value.endswith(b"}") and raw[:1] == b"{" and raw.endswith(b"}") and b"\n" not in raw \
+                and b"\r" not in raw:
+            try:
+                head = orjson.loads(value[:at] + b"}")
+            except orjson.JSONDecodeError:
+                break  # not `encode`'s layout after all: parsed whole below
+            if isinstance(head, dict):
+                return _action(head, raw)
+        break
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise MessageError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MessageError("not a JSON object")
+    return _action(data)
+
+
+def _action(data: dict, raw: bytes | None = None) -> Action:
+    """The action of a parsed message value. `raw`: its document's JSON as it stood in the value,
+    unparsed (then `data` is the value without it), or None: the document is in `data`."""
     if "cdc" in data:
         fields, doc = data, data.get("doc")
     elif isinstance(data.get("source"), dict) and "cdc" in data["source"]:
@@ -111,9 +151,16 @@ def decode(value: bytes | None) -> Action:
         raise MessageError("index and id must be non-empty strings")
     if version is not None and not isinstance(version, int):
         raise MessageError(f"version must be an integer, got {version!r}")
-    if kind is not ActionType.DELETE and not isinstance(doc, dict):
+    if kind is not ActionType.DELETE and raw is None and not isinstance(doc, dict):
         raise MessageError(f"a {kind.value} action needs a document object")
-    return Action(kind, index, doc_id, version if version is not None else 0,
-                  doc if kind is not ActionType.DELETE else None, routing=fields.get("routing"),
-                  schema=schema, table=table, position=position, pipeline=fields.get("pipeline"),
-                  versioned=version is not None)
+    routing, pipeline = fields.get("routing"), fields.get("pipeline")
+    if raw is None or kind is ActionType.DELETE:
+        return Action(kind, index, doc_id, version if version is not None else 0,
+                      doc if kind is not ActionType.DELETE else None, routing=routing, schema=schema, table=table,
+                      position=position, pipeline=pipeline, versioned=version is not None)
+    # Every field of Action but `doc` (tests/unit/test_kafka_messages.py compares the two ways).
+    action = MessageAction.__new__(MessageAction)
+    action.__dict__.update(type=kind, index=index, doc_id=doc_id, version=version if version is not None else 0,
+                           routing=routing, schema=schema, table=table, position=position, pipeline=pipeline,
+                           versioned=version is not None, doc_json=raw)
+    return action

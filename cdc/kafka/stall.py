@@ -5,8 +5,9 @@ moves a partition the writer stopped reading for any reason (a pause flag
 librdkafka carried over a rebalance, librdkafka #1849, was one). Nothing
 fails and nothing is logged: the lag just grows. `StallWatch` turns that into
 a fact: a partition with messages after its read position, whose read
-position has not moved for `after` seconds while the writer was not busy
-writing a batch, is stalled. It is pure (states and a clock in, stalled
+position has not moved for `after` seconds while the writer was not holding
+its partitions paused on purpose (the next batch read, waiting for the one
+being written), is stalled. It is pure (states and a clock in, stalled
 partitions out); the writer feeds it and reports what it says.
 """
 
@@ -39,12 +40,12 @@ class StallWatch:
         """Start every clock again (the assignment changed)."""
         self._since.clear()
 
-    def held(self, seconds: float) -> None:
-        """The writer held its partitions (paused, writing a batch) for `seconds`: that time is not a stall."""
-        self._since = {key: (read_to, start + seconds) for key, (read_to, start) in self._since.items()}
-
     def update(self, states: list[PartitionState], now: float) -> list[PartitionState]:
-        """The partitions of `states` that are stalled at `now`, in the order given."""
+        """The partitions of `states` that are stalled at `now`, in the order given.
+
+        `now` is the writer's clock of time not spent holding its partitions paused on purpose
+        (a batch waiting for Elasticsearch with the next one already read): that time is no stall.
+        """
         stalled = []
         since: dict[tuple[str, int], tuple[int, float]] = {}
         for state in states:

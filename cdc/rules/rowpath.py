@@ -32,7 +32,8 @@ from typing import Any, Literal, Sequence
 import orjson
 
 from cdc.errors import ConfigError, RowError
-from cdc.model import UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
+from cdc.model import (UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BinlogPosition, Column, ColumnKind, DocFromJson,
+                       Op, RowChange, RowsData)
 from cdc.rules.actions import ActionBuilder, _columns_for, document_version
 from cdc.rules.model import Rule
 from cdc.rules.names import INDEX_FORBIDDEN, TemplateField, parse_template
@@ -59,21 +60,10 @@ class Unsupported(Exception):
     """A rule or table the native plan does not do exactly; the reason is the message."""
 
 
-class _DocFromJson:
-    """`NativeAction.doc`: the document decoded from its JSON on first use (dead letters, dry runs)."""
-
-    def __get__(self, instance, owner=None):
-        if instance is None:
-            return self
-        data = instance.__dict__["doc_json"]
-        doc = instance.__dict__["doc"] = None if data is None else orjson.loads(data)
-        return doc
-
-
 class NativeAction(Action):
     """An `Action` made by the native path: `doc_json` comes ready, `doc` is decoded when asked for."""
 
-    doc = _DocFromJson()
+    doc = DocFromJson()
 
 
 def _is_utc(tz: datetime.tzinfo) -> bool:

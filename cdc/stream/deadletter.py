@@ -37,12 +37,21 @@ class DeadLetter:
 
     def to_json(self) -> dict:
         a = self.action
+        try:
+            doc, unparsed = a.doc, None
+        except ValueError:
+            # Only a document that came as JSON text and is not JSON (a Kafka message another
+            # producer wrote: cdc/kafka/messages.py leaves parsing to Elasticsearch, which rejected
+            # it): the letter keeps the text, so it says what was sent.
+            doc, unparsed = None, (a.doc_json or b"").decode("utf-8", "replace")
+        action = {"type": a.type.value, "index": a.index, "doc_id": a.doc_id, "version": a.version,
+                  "doc": doc, "routing": a.routing, "pipeline": a.pipeline, "versioned": a.versioned}
+        if unparsed is not None:
+            action["doc_json"] = unparsed
         return {
             "id": self.id, "time": self.time, "status": self.status, "error_type": self.error_type,
             "reason": self.reason, "schema": a.schema, "table": a.table, "doc_id": a.doc_id,
-            "position": str(a.position) if a.position else None,
-            "action": {"type": a.type.value, "index": a.index, "doc_id": a.doc_id, "version": a.version,
-                       "doc": a.doc, "routing": a.routing, "pipeline": a.pipeline, "versioned": a.versioned},
+            "position": str(a.position) if a.position else None, "action": action,
         }
 
     @classmethod

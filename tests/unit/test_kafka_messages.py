@@ -1,12 +1,16 @@
 """Kafka mode's message format (cdc/kafka/messages.py) and the writer's batch bookkeeping (pure)."""
 
+import dataclasses
 import orjson
+
 import pytest
 
 from cdc.app.kafka_mode import UnreadableMessage, decoded, latest, next_offsets
 from cdc.kafka.client import Received
 from cdc.kafka.messages import FORMAT_VERSION, MessageError, decode, encode, key
+from cdc.es.sink import encode_bulk
 from cdc.model import Action, ActionType, BinlogPosition
+from cdc.stream.deadletter import DeadLetter
 
 POS = BinlogPosition("binlog.000042", 1234)
 
@@ -27,7 +31,40 @@ def index_action(**kw):
     index_action(pipeline="enrich", position=None),
 ])
 def test_every_action_survives_the_round_trip(action, fmt):
-    assert decode(encode(action, fmt, timestamp=1700000000)) == action
+    decoded_action = decode(encode(action, fmt, timestamp=1700000000))
+    # A decoded action keeps its document as the published JSON bytes (MessageAction), parsed on use.
+    assert fields(decoded_action) == fields(action)
+    assert decoded_action.doc_json == action.doc_json
+    assert encode_bulk([decoded_action]) == encode_bulk([action])
+
+
+def fields(action: Action) -> dict:
+    return {f.name: getattr(action, f.name) for f in dataclasses.fields(Action)}
+
+
+@pytest.mark.parametrize("value", [
+    # another producer's layout: the document first, spaces, or a newline inside it
+    b'{"doc": {"a": 1}, "cdc": 1, "action": "index", "index": "i", "id": "1", "version": 3, "source": {}}',
+    b'{"cdc":1,"action":"index","index":"i","id":"1","version":3,"source":{},"doc":{"a":\n1}}',
+    b'{"cdc":1,"action":"index","index":"i","id":"1","version":3,"source":{},"doc": {"a":1} }',
+    b'{"cdc":1,"action":"index","index":"i","id":",\\"doc\\":","version":3,"source":{},"doc":{"a":1}}',
+])
+def test_other_layouts_of_the_same_action_decode_the_same(value):
+    action = decode(value)
+    assert action.doc == {"a": 1} and action.type is ActionType.INDEX and action.version == 3
+    assert orjson.loads(encode_bulk([action]).split(b"\n")[1]) == {"a": 1}  # one line in the bulk body
+
+
+def test_a_broken_document_in_the_published_layout_is_left_to_elasticsearch_on_its_own_line():
+    """Only the head is parsed; a broken document still takes exactly one line of the bulk body, so
+    Elasticsearch rejects that item alone (a dead letter or a stop, with its position)."""
+    value = b'{"cdc":1,"action":"index","index":"i","id":"1","version":3,"source":{},"doc":{"a":1,}}'
+    body = encode_bulk([decode(value), decode(encode(index_action()))])
+    assert body.count(b"\n") == 4 and body.split(b"\n")[1] == b'{"a":1,}'
+    # Rejected, it is a dead letter that keeps the text sent.
+    letter = DeadLetter("x", 0.0, decode(value), 400, "document_parsing_exception", "bad JSON").to_json()
+    assert letter["action"]["doc"] is None and letter["action"]["doc_json"] == '{"a":1,}'
+    assert "doc_json" not in DeadLetter("y", 0.0, decode(encode(index_action())), 400, None, None).to_json()["action"]
 
 
 def test_the_cdc_format_is_the_documented_one():

@@ -37,14 +37,13 @@ def test_reading_however_slowly_or_being_caught_up_is_not_a_stall():
     assert watch.update([state(0, 100, 101)], now=115) == [state(0, 100, 101)]
 
 
-def test_time_spent_writing_a_batch_and_a_new_assignment_do_not_count():
+def test_a_new_assignment_starts_the_clocks_again():
     watch = StallWatch(after=10)
     watch.update([state(0, 1, 9)], now=0)
-    watch.held(30)  # a batch took 30 s to write, every partition paused on purpose
-    assert watch.update([state(0, 1, 9)], now=35) == []
-    assert watch.update([state(0, 1, 9)], now=40) == [state(0, 1, 9)]
+    assert watch.update([state(0, 1, 9)], now=10) == [state(0, 1, 9)]
     watch.reset()
-    assert watch.update([state(0, 1, 9)], now=41) == []
+    assert watch.update([state(0, 1, 9)], now=11) == []
+    assert watch.update([state(0, 1, 9)], now=21) == [state(0, 1, 9)]
 
 
 class FakeConsumer:
