@@ -484,3 +484,44 @@ def test_partitions_revoked_mid_batch_and_assigned_back_to_the_same_writer_are_r
         assert writer.stop() == 0, writer.text()[-3000:]
         assert cdc.stop() == 0
         proxy.close()
+
+
+def test_documents_built_from_several_tables_through_kafka_under_kills(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    """Issue 32 (2): a rule with children and lookups in Kafka mode. The reader rebuilds each
+    document from MySQL (it has the connection) and publishes it whole; the writers stay MySQL-free.
+    Under a random write load at every level, the reader is SIGKILLed twice and each of two
+    writers once; every document ends equal to a build made here by plain SQL."""
+    from test_relations import ThreeTableLoad, rules as relation_rules, seed, wait_equal
+
+    seed(db)
+    index = f"{index_prefix}-orders"
+    topic = f"t-{index_prefix}"
+    rules = relation_rules(database, index)
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic)
+    wsetup = writer_setup(tmp_path / "writers", servers, rules, kafka, topic)
+    _patch(wsetup, lambda c: c["mysql"].update(host="127.0.0.1", port=9))  # a writer that reached MySQL would fail
+    cdc = reader.run()
+    writers = [sink(wsetup), sink(wsetup)]
+    try:
+        wait_equal(db, es, index, proc=cdc)  # the snapshot's documents, through the broker
+        with ThreeTableLoad(servers, database, seed=32) as load:
+            for victim in ("reader", 0, "reader", 1):
+                time.sleep(2)
+                if victim == "reader":
+                    cdc.stop(signal.SIGKILL)
+                    cdc = reader.process("run").start()
+                    cdc.wait_for_event("start", how="resume", timeout=60)
+                else:
+                    writers[victim].stop(signal.SIGKILL)
+                    writers[victim] = sink(wsetup)
+            time.sleep(2)
+        assert load.statements > 50
+        wait_equal(db, es, index, timeout=120, proc=cdc)
+    finally:
+        for w in writers:
+            if w.proc is not None and w.proc.poll() is None:
+                assert w.stop() == 0, w.text()[-3000:]
+        assert cdc.stop() == 0, cdc.text()[-3000:]
+    for proc in (cdc, *writers):
+        assert '"level":"error"' not in proc.text(), proc.text()[-3000:]
