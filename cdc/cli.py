@@ -42,8 +42,10 @@ log = logging.getLogger("cdc")
 
 # ---------------------------------------------------------------------- options
 def config_option(fn):
-    """`--config`, the one option every command takes."""
+    """`--config`, the one option every command takes; $CDC_CONFIG when it is not given (a shell or a
+    container set up for one deployment need not repeat it on every command)."""
     return click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+                        envvar="CDC_CONFIG", show_envvar=True,
                         help="YAML configuration file (see README: Configuration).")(fn)
 
 

@@ -86,6 +86,15 @@ def test_check_config_ok(config_path):
     assert not_checked.startswith("not checked: tables, columns") and not_checked.endswith("`cdc check` checks them")
 
 
+def test_the_config_comes_from_cdc_config_when_not_given(config_path):
+    result = CliRunner().invoke(main, ["check-config"], env={"CDC_CONFIG": str(config_path)})
+    assert result.exit_code == 0, result.output
+    assert f"ok: {config_path}; 1 rule(s)" in result.output
+    missing = CliRunner().invoke(main, ["check-config"], env={"CDC_CONFIG": ""})
+    assert missing.exit_code == 2 and "--config" in missing.output
+    assert "CDC_CONFIG" in invoke("run", "--help").output
+
+
 def test_check_config_bad_key(config_path):
     config_path.write_text(CONFIG.replace("server_id: 99", "server_id: 99\n  sever_id: 98"))
     result = invoke("check-config", "--config", config_path)
