@@ -62,6 +62,7 @@ BENCH_ENV = {
     "MARIADB_PORT": "23306",
     "ES_PORT": "29200",
     "ES_TRANSPORT_PORT": "29300",
+    "MYSQL_PORT": "23307",  # MySQL 9.7 (bench/rowpath.py --mysql)
 }
 os.environ.update(BENCH_ENV)
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -138,7 +139,8 @@ def scalar(conn, sql: str, args=None):
 
 def master_position(conn) -> BinlogPosition:
     with conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
+        # MySQL 8.4 and later have no SHOW MASTER STATUS, MariaDB has no SHOW BINARY LOG STATUS.
+        cur.execute("SHOW MASTER STATUS" if "mariadb" in conn.get_server_info().lower() else "SHOW BINARY LOG STATUS")
         file, pos = cur.fetchone()[:2]
     return BinlogPosition(file, int(pos))
 

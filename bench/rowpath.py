@@ -31,6 +31,9 @@ older checkout with its own `_native` build), alternating with this code's
 native catch-up in every repeat; `--catchup-only` skips the library, convert
 and dry-run measures (and, with --baseline, the Python path's catch-up).
 
+`--mysql` reads the backlog from MySQL 9.7 instead (scripts/servers.py mysql_up on the bench's
+port), where the table's JSON column is MySQL's binary JSON (issue 28).
+
 `--profile` adds a cProfile of `convert native` (top functions by own time).
 Results: Markdown on stdout, JSON in bench/results/rowpath.json.
 """
@@ -85,7 +88,7 @@ def convert_child(args: argparse.Namespace) -> None:
         db.close()
     path = RowPath(ActionBuilder(rules, 0, ValueOptions()), args.child)
     start, end = BinlogPosition.parse(args.start), BinlogPosition.parse(args.end)
-    source = BinlogSource(config, True, {(cu.SCHEMA, cu.TABLE)}, RetryConfig(max_attempts=1),
+    source = BinlogSource(config, args.source != "mysql", {(cu.SCHEMA, cu.TABLE)}, RetryConfig(max_attempts=1),
                           stop=threading.Event(), end=end, prepare=path.prepare if args.child == "native" else None)
     batch: dict = {}
     bodies = open(args.bulk_out, "wb") if args.bulk_out else None
@@ -139,7 +142,7 @@ def convert_child(args: argparse.Namespace) -> None:
 def convert_once(ep, code: cu.Code, mode: str, start, end, profile: bool = False) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--host", ep.mariadb_host,
            "--port", str(ep.mariadb_port), "--user", ep.admin_user, "--password", ep.admin_password,
-           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end)]
+           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end), "--source", ep.source]
     if profile:
         cmd.append("--profile")
     out = subprocess.run(cmd, cwd=code.dir, capture_output=True, text=True, timeout=1800,
@@ -207,7 +210,7 @@ def make_bodies(script: Path, ep, code: cu.Code, start, end, path: Path, index: 
     --bulk-out`, convert_child) writes them with `code`'s cdc: the file's bytes (the file is removed)."""
     cmd = [sys.executable, str(script), "--child", "native", "--host", ep.mariadb_host,
            "--port", str(ep.mariadb_port), "--user", ep.admin_user, "--password", ep.admin_password,
-           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end),
+           "--server-id", str(next(cu._server_ids)), "--start", str(start), "--end", str(end), "--source", ep.source,
            "--bulk-out", str(path), "--bulk-index", index]
     out = subprocess.run(cmd, cwd=code.dir, capture_output=True, text=True, timeout=1800,
                          env={"PYTHONPATH": str(code.dir), "PATH": "/usr/bin:/bin"})
@@ -252,6 +255,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=150_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--catchup", action="store_true", help="also cdc run into Elasticsearch, both paths")
+    parser.add_argument("--mysql", action="store_true", help="the source is MySQL 9.7 instead of MariaDB")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--baseline", type=Path, help="older checkout: its native catch-up side by side")
     parser.add_argument("--catchup-only", action="store_true")
@@ -259,7 +263,7 @@ def main() -> int:
     parser.add_argument("--results", default=str(cu.RESULTS / "rowpath.json"))
     # the child process's arguments
     parser.add_argument("--child", choices=MODES)
-    for name in ("host", "user", "password", "start", "end"):
+    for name in ("host", "user", "password", "start", "end", "source"):
         parser.add_argument(f"--{name}")
     parser.add_argument("--port", type=int)
     parser.add_argument("--bulk-out")
@@ -271,6 +275,8 @@ def main() -> int:
         return 0
 
     ep = cu.servers.up()
+    if args.mysql:
+        ep = cu.servers.mysql_up()
     run_dir = Path(tempfile.mkdtemp(prefix="rowpath-", dir=cu.STATE if cu.STATE.exists() else None))
     run_id = run_dir.name.rsplit("-", 1)[-1].lower()  # index names of this run only
     code = cu.Code(run_dir, args.code.resolve(), name="code") if args.code else cu.Code(run_dir, wait_quiet=0)
