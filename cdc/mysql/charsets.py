@@ -248,7 +248,8 @@ def _ucs2(data: bytes) -> str:
     whole = len(data) & ~1
     text = data[:whole].decode("utf-16-be", "surrogatepass")
     if len(text) * 2 != whole or _SURROGATE.search(text):
-        text = "".join("\ufffd" if 0xD800 <= u < 0xE000 else chr(u) for u in struct.unpack(f">{whole // 2}H", data[:whole]))
+        units = struct.unpack(f">{whole // 2}H", data[:whole])
+        text = "".join("\ufffd" if 0xD800 <= u < 0xE000 else chr(u) for u in units)
     return text + "?" * (len(data) - whole)
 
 
