@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput and latency of `cdc run` against real MariaDB and Elasticsearch.
 
-    .venv/bin/python bench/catchup.py [--rows 200000] [--repeat 3] [--latency-seconds 30]
+    .venv/bin/python bench/catchup.py [--rows 200000] [--repeat 3] [--latency-seconds 30] [--charset latin1]
 
 Two measurements:
 
@@ -116,6 +116,12 @@ INSERT_SQL = (f"INSERT INTO `{SCHEMA}`.`{TABLE}` (id, account_id, qty, status, s
 UPDATE_SQL = (f"UPDATE `{SCHEMA}`.`{TABLE}` SET qty = qty + 1, status = %s, price = %s, updated_at = %s, note = %s"
               " WHERE id = %s")
 DELETE_SQL = f"DELETE FROM `{SCHEMA}`.`{TABLE}` WHERE id = %s"
+# The table's default charset (--charset; bench/rowpath.py --charsets): its VARCHAR and TEXT
+# columns' (MariaDB's JSON stays utf8mb4). None: the server's, utf8mb4 on the bench servers.
+CHARSET: str | None = None
+# Appended to every note (--charset): accented letters, so the text is not all ASCII.
+NOTE_TEXT = ""
+ACCENTED = " Crème brûlée à 5 €, déjà vu"
 
 
 def log(msg: str) -> None:
@@ -382,7 +388,7 @@ def setup_schema(conn) -> None:
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{SCHEMA}`")
         cur.execute(f"DROP TABLE IF EXISTS `{SCHEMA}`.`{TABLE}`")
-        cur.execute(TABLE_DDL)
+        cur.execute(TABLE_DDL + (f" DEFAULT CHARSET={CHARSET}" if CHARSET else ""))
         # A table outside the rules, used to end the backlog on a known commit.
         cur.execute(f"CREATE TABLE IF NOT EXISTS `{SCHEMA}`.marker (id INT PRIMARY KEY, n BIGINT NOT NULL)")
         cur.execute(f"INSERT IGNORE INTO `{SCHEMA}`.marker VALUES (1, 0)")
@@ -398,7 +404,7 @@ def row_values(rng: random.Random, row_id: int, t_commit: float | None = None) -
         f"SKU-{row_id:010d}-{rng.randbytes(8).hex()}",
         f"{rng.randint(0, 10**9) / 100:.2f}",
         datetime.datetime.now(),
-        rng.randbytes(50).hex(),  # 100 characters
+        rng.randbytes(50).hex() + NOTE_TEXT,  # 100 characters (and NOTE_TEXT)
         json.dumps({"color": rng.choice(["red", "green", "blue"]), "size": rng.randint(1, 50),
                     "tags": [rng.choice("abcdefgh") for _ in range(3)]}),
         t_commit,
@@ -427,7 +433,7 @@ def generate_backlog(conn, total: int, seed: int = 42) -> dict:
             if n_upd:
                 # One statement per row, as an OLTP application would send them.
                 updates = [(rng.randint(0, 5), f"{rng.randint(0, 10**9) / 100:.2f}", datetime.datetime.now(),
-                            rng.randbytes(50).hex(), rng.choice(live)) for _ in range(n_upd)]
+                            rng.randbytes(50).hex() + NOTE_TEXT, rng.choice(live)) for _ in range(n_upd)]
                 cur.executemany(UPDATE_SQL, updates)
                 assert cur.rowcount == n_upd, (cur.rowcount, n_upd)
             if n_del:
@@ -1059,6 +1065,8 @@ def main() -> int:
                         help="latency runs per refresh interval (with --baseline: of each code, alternating)")
     parser.add_argument("--search-interval", type=float, default=0.1, metavar="SECONDS",
                         help="how often the latency poller searches for new rows (its resolution)")
+    parser.add_argument("--charset", help="the table's default charset, e.g. latin1 (its notes then hold accented "
+                                          "letters); default: the server's (utf8mb4)")
     parser.add_argument("--skip-catchup", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS / "latest.json")
@@ -1070,6 +1078,9 @@ def main() -> int:
                         help="also run the cdc package in DIR/cdc on the same backlog, alternating with --code "
                              "(which goes first swaps every repeat), and compare the two")
     args = parser.parse_args()
+    global CHARSET, NOTE_TEXT
+    if args.charset:
+        CHARSET, NOTE_TEXT = args.charset, ACCENTED
 
     ep = servers.up()
     es = Elasticsearch(ep.es_url, request_timeout=120)

@@ -34,6 +34,10 @@ and dry-run measures (and, with --baseline, the Python path's catch-up).
 `--mysql` reads the backlog from MySQL 9.7 instead (scripts/servers.py mysql_up on the bench's
 port), where the table's JSON column is MySQL's binary JSON (issue 28).
 
+`--charsets utf8mb4,latin1` measures instead `convert` and `dry-run` of both paths on one
+backlog per charset (the table's default charset, catchup.py --charset: the VARCHAR and TEXT
+columns; every note then has accented letters), the charsets alternating in every repeat.
+
 `--profile` adds a cProfile of `convert native` (top functions by own time).
 Results: Markdown on stdout, JSON in bench/results/rowpath.json.
 """
@@ -250,6 +254,50 @@ def med(runs: list[dict], key: str) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
+def charsets_main(args: argparse.Namespace) -> int:
+    """--charsets: convert and dry-run of both paths, per charset, side by side in one run."""
+    ep = cu.servers.up()
+    run_dir = Path(tempfile.mkdtemp(prefix="rowpath-", dir=cu.STATE if cu.STATE.exists() else None))
+    code = cu.Code(run_dir, args.code.resolve(), name="code") if args.code else cu.Code(run_dir, wait_quiet=0)
+    conn = cu.admin_conn(ep)
+    charsets = args.charsets.split(",")
+    cu.NOTE_TEXT = cu.ACCENTED
+    ranges = {}
+    for charset in charsets:  # a backlog each; the binlog keeps each range's table definition
+        cu.CHARSET = charset
+        cu.setup_schema(conn)
+        start = cu.master_position(conn)
+        backlog = cu.generate_backlog(conn, args.rows)
+        ranges[charset] = (start, cu.end_on_marker_commit(conn))
+        cu.log(f"{charset}: backlog {backlog} from {start} to {ranges[charset][1]}")
+    results: dict = {"command": " ".join(sys.argv), "rows": args.rows, "note_text": cu.NOTE_TEXT,
+                     "code": {"head": code.head, "sha256": code.sha256, "newer_than_head": code.newer_than_head},
+                     **{c: {"convert": {m: [] for m in MODES}, "dryrun": {m: [] for m in MODES}} for c in charsets}}
+    for i in range(args.repeat):
+        order = MODES if i % 2 == 0 else tuple(reversed(MODES))
+        for charset in charsets if i % 2 == 0 else list(reversed(charsets)):
+            start, end = ranges[charset]
+            for mode in order:
+                results[charset]["convert"][mode].append(convert_once(ep, code, mode, start, end))
+            for mode in order:
+                results[charset]["dryrun"][mode].append(dryrun_once(i, ep, code, run_dir, mode, start, end, args.rows))
+    columns = [(c, m) for c in charsets for m in MODES]
+    table = ["| median of " + str(args.repeat) + " | " + " | ".join(f"{c} {m}" for c, m in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name, kind, key in (("convert only: CPU µs per row change", "convert", "cpu_us_per_row"),
+                            ("convert only: rows/s", "convert", "rows_per_s"),
+                            ("`cdc replay --dry-run`: CPU µs per row change", "dryrun", "cpu_us_per_row"),
+                            ("`cdc replay --dry-run`: rows/s", "dryrun", "rows_per_s_total")):
+        table.append(f"| {name} | " + " | ".join(str(med(results[c][kind][m], key)) for c, m in columns) + " |")
+    paths = {c: results[c]["convert"]["native"][-1]["tables"] for c in charsets}
+    table.append("| row path of the native runs | " + " | ".join(
+        f"{'; '.join(paths[c].values())}" if m == "native" else "" for c, m in columns) + " |")
+    results["table"] = table
+    Path(args.results).write_text(json.dumps(results, indent=1, default=str))
+    print("\n".join(table))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=150_000)
@@ -261,6 +309,7 @@ def main() -> int:
     parser.add_argument("--catchup-only", action="store_true")
     parser.add_argument("--code", type=Path, help="checkout whose cdc/ is measured (default: this tree)")
     parser.add_argument("--results", default=str(cu.RESULTS / "rowpath.json"))
+    parser.add_argument("--charsets", help="comma-separated table charsets to compare, e.g. utf8mb4,latin1")
     # the child process's arguments
     parser.add_argument("--child", choices=MODES)
     for name in ("host", "user", "password", "start", "end", "source"):
@@ -273,6 +322,8 @@ def main() -> int:
     if args.child:
         convert_child(args)
         return 0
+    if args.charsets:
+        return charsets_main(args)
 
     ep = cu.servers.up()
     if args.mysql:
