@@ -411,22 +411,20 @@ class Database:
         v = self.variables(*names)
         if v.get("log_bin", "OFF").upper() != "ON":
             problems.append("log_bin is OFF: start the server with log-bin=<name> (the binlog is cdc's source)")
-        expected = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
-        for name, want in expected.items():
+        for name, want, why in _REQUIRED:
             have = v.get(name)
             if have is None:
                 problems.append(f"{name} is not supported by this server ({self.info.version}); "
                                 "cdc needs MySQL >= 8.0.14 or MariaDB >= 10.5")
             elif have.upper() != want:
-                problems.append(f"{name}={have}: set {name}={want} (SET GLOBAL {name}='{want}' and in my.cnf)")
-        if v.get("binlog_row_value_options", "").upper() == "PARTIAL_JSON":
-            problems.append("binlog_row_value_options=PARTIAL_JSON: set it to '' so JSON updates carry whole values")
-        if v.get("binlog_transaction_compression", "OFF").upper() == "ON":
-            problems.append("binlog_transaction_compression=ON: set it OFF (compressed transactions cannot be read)")
-        if v.get("log_bin_compress", "OFF").upper() == "ON":
-            problems.append("log_bin_compress=ON: set it OFF (compressed events cannot be read)")
+                problems.append(setting_fix(name, have, want, why))
+        for name, bad, want, why in _REFUSED:
+            have = v.get(name, "")
+            if have.upper() == bad:
+                problems.append(setting_fix(name, have, want, why))
         if not self.info.mariadb and v.get("gtid_mode", "OFF").upper() != "ON":
-            warnings.append("gtid_mode is OFF: cdc works by file/position, but cannot follow a failover by GTID")
+            warnings.append("gtid_mode is OFF: cdc works by file/position, but cannot follow a failover by GTID "
+                            "(in my.cnf, under [mysqld]: gtid_mode = ON and enforce_gtid_consistency = ON)")
         problems.extend(self._check_grants())
         if self.info.server_id == self.config.server_id:
             problems.append(f"mysql.server_id={self.config.server_id} is the server's own server_id: "
@@ -604,6 +602,39 @@ class Database:
             if match:
                 found.setdefault(_text(row["t"]), set()).add(match.group(1))
         return {t: frozenset(c) for t, c in found.items()}
+
+
+# Binlog settings cdc needs (name, value, why) and refuses (name, the value refused, the value to set, why).
+_REQUIRED = (
+    ("binlog_format", "ROW", "statement events cannot be turned into documents"),
+    ("binlog_row_image", "FULL", "rows with columns left out would make partial documents"),
+    ("binlog_row_metadata", "FULL", "the column names must travel in the binlog; MySQL's default is MINIMAL"),
+)
+_REFUSED = (
+    ("binlog_row_value_options", "PARTIAL_JSON", "",
+     "updates must carry whole JSON values, not diffs of them"),
+    ("binlog_transaction_compression", "ON", "OFF",
+     "the rows of compressed transactions (TRANSACTION_PAYLOAD events) cannot be decoded"),
+    ("log_bin_compress", "ON", "OFF", "compressed events cannot be decoded"),
+)
+_EMPTY = "''"  # an empty value, as SET and my.cnf take it
+# Settings a session can also change for itself (SET SESSION), which SET GLOBAL does not undo.
+_SESSION_SETTINGS = frozenset({"binlog_format", "binlog_row_image", "binlog_row_value_options",
+                               "binlog_transaction_compression"})
+
+
+def setting_fix(name: str, have: str, want: str, why: str) -> str:
+    """A binlog setting cdc cannot work with: what to set and why, the statement, and the my.cnf line."""
+    return f"{name}={have}: set {name}={want or _EMPTY} ({why}). {how_to_set(name, want)}"
+
+
+def how_to_set(name: str, want: str) -> str:
+    """How to give a binlog setting the value cdc needs, now and after a restart (the my.cnf line)."""
+    text = (f"On the server: SET GLOBAL {name} = '{want}'; and add this line to my.cnf under [mysqld], "
+            f"so a restart keeps it: {name} = {want or _EMPTY}")
+    if name in _SESSION_SETTINGS:
+        text += " (client sessions opened before keep their own value until they reconnect)"
+    return text
 
 
 def _listed_id(host: dict) -> int:

@@ -49,6 +49,7 @@ from pymysqlreplication.event import (
     RotateEvent,
     XidEvent,
 )
+from pymysqlreplication.exceptions import StatusVariableMismatch
 from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import (
@@ -77,12 +78,15 @@ from cdc.model import (
 )
 from cdc.mysql import charsets
 from cdc.mysql.catalog import TableInfo
-from cdc.mysql.server import not_an_event_start
+from cdc.mysql.server import how_to_set, not_an_event_start
 from cdc.mysql.types import kind_of_field_type
 from cdc.retry import Attempts
 
 log = logging.getLogger("cdc.source")
 
+# How a stop on an event cdc will not index ends: the event stays in the binlog.
+_STUCK = ("The binlog keeps this event, so cdc stops here at every start: once the setting is fixed, rebuild "
+          "the index with `cdc run --resnapshot` (copies the tables again, then streams from the end of the binlog).")
 # Event types that hold row data the library cannot decode. Each would be
 # dropped as NotImplementedEvent, taking the transaction's rows (and for MySQL's
 # TRANSACTION_PAYLOAD even its XID) with it.
@@ -90,9 +94,12 @@ log = logging.getLogger("cdc.source")
 #   165-171  MariaDB *_COMPRESSED_EVENT (log_bin_compress=ON)
 #   26       INCIDENT_EVENT: the server itself says events were lost
 _FATAL_EVENT_TYPES = {
-    40: "a compressed transaction (binlog_transaction_compression=ON); set it OFF",
+    40: ("a compressed transaction (TRANSACTION_PAYLOAD, written with binlog_transaction_compression=ON by the "
+         "server or a session): its rows cannot be decoded; set binlog_transaction_compression=OFF. "
+         f"{how_to_set('binlog_transaction_compression', 'OFF')}. {_STUCK}"),
     26: "an INCIDENT event (the server lost binlog events); re-snapshot the tables",
-    **{t: "a compressed event (log_bin_compress=ON); set log_bin_compress=OFF" for t in range(165, 172)},
+    **{t: "a compressed event (log_bin_compress=ON): its rows cannot be decoded; set log_bin_compress=OFF. "
+          f"{how_to_set('log_bin_compress', 'OFF')}. {_STUCK}" for t in range(165, 172)},
 }
 
 _DML = re.compile(r"^\s*(/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE|LOAD\s+DATA)\b", re.I | re.S)
@@ -169,6 +176,28 @@ def _table_map_event_init(self, from_packet, event_size, table_map, ctl_connecti
 
 _table_map_event_init.__wrapped__ = _parse_table_map  # type: ignore[attr-defined]
 
+# The library's own reader of one QUERY event status variable (also if this module is imported again).
+_read_status_var = getattr(QueryEvent._read_status_vars_value_for_key, "__wrapped__",
+                           QueryEvent._read_status_vars_value_for_key)
+
+
+def _status_var(self, key: int) -> None:
+    """QueryEvent's reader of one status variable (KEY, VALUE), past keys the library does not know.
+
+    The library raises StatusVariableMismatch for a key newer than it (event.py): MySQL 9.7 writes
+    0x15 in DML logged as a statement (binlog_format STATEMENT or MIXED), which then failed the
+    event before cdc saw its query. The block's length is in the post-header, so the rest of it is
+    skipped instead; cdc reads only the schema and the query after it.
+    """
+    start = self.__dict__.setdefault("_status_vars_at", self.packet.read_bytes - 1)  # the first key's byte
+    try:
+        _read_status_var(self, key)
+    except StatusVariableMismatch:
+        self.packet.read(start + self.status_vars_length - self.packet.read_bytes)
+
+
+_status_var.__wrapped__ = _read_status_var  # type: ignore[attr-defined]
+
 # The library's names (constants/CHARSET.py `Charset.encoding`) of the charsets it renames.
 _LIBRARY_ENCODINGS = {"cp1252": "latin1", "koi8_r": "koi8r", "koi8_u": "koi8u"}
 _TEXT_TYPES = frozenset({FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.BLOB,
@@ -206,6 +235,7 @@ def install_library_hooks() -> None:
       module global MYSQL_EXPECTED_ERROR_CODES at call time, so emptying it is enough.
     * TABLE_MAP events already parsed on this connection are reused (`_TableMaps`).
     * Rows events of the native row path's tables are framed by cdc (`_Framer`).
+    * A QUERY event's status variables the library does not know are skipped (`_status_var`).
     """
     installed = _library_version()
     low, high = _SUPPORTED_LIBRARY
@@ -215,6 +245,7 @@ def install_library_hooks() -> None:
             f">= {'.'.join(map(str, low))}, < {'.'.join(map(str, high))} (setup.cfg): reinstall cdc with its pins")
     _binlogstream.MYSQL_EXPECTED_ERROR_CODES = []
     TableMapEvent.__init__ = _table_map_event_init
+    QueryEvent._read_status_vars_value_for_key = _status_var
     # fetchone calls the module's global by name; only streams whose table map carries
     # a _Framer (the native row path's) take the framing, all others get the library's wrapper.
     _binlogstream.BinLogPacketWrapper = _packet_wrapper
@@ -781,11 +812,11 @@ class BinlogSource:
                     in_transaction = False
                     gtids.discard()
                     yield Rollback(end)
-                elif _DML.match(query) and event.schema and event.schema.decode(errors="replace") in self.schemas:
+                elif _DML.match(query) and (schema := self._statement_schema(event, query)) is not None:
                     raise UnsupportedEventError(
-                        f"statement-format change at {end} in schema {event.schema.decode(errors='replace')}: "
+                        f"statement-format change at {end} in schema {schema}: "
                         f"{query[:200]!r}. A session changed binlog_format; cdc needs ROW for every write. "
-                        "Fix the client, then replay from a checkpoint before this position.")
+                        f"Fix the client, and set binlog_format=ROW. {how_to_set('binlog_format', 'ROW')}. {_STUCK}")
                 elif not in_transaction:
                     # DDL and other standalone statements end their own (implicit) transaction.
                     seen_boundary = True
@@ -798,13 +829,15 @@ class BinlogSource:
                 if reason:
                     raise UnsupportedEventError(f"binlog event type {event.event_type} at {end} is {reason}")
                 continue
-            if isinstance(event, PartialUpdateRowsEvent):
-                raise UnsupportedEventError(
-                    f"partial JSON update at {end} on {event.schema}.{event.table}: "
-                    "set binlog_row_value_options='' so updates carry the whole row")
             if isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
                 if (event.schema, event.table) not in self.tables:
                     continue
+                if isinstance(event, PartialUpdateRowsEvent):  # a table of the rules: its update is a diff
+                    raise UnsupportedEventError(
+                        f"partial JSON update at {end} on {event.schema}.{event.table} (written with "
+                        "binlog_row_value_options=PARTIAL_JSON by the server or a session): the update carries "
+                        "a diff of the JSON value, not the value: set binlog_row_value_options=''. "
+                        f"{how_to_set('binlog_row_value_options', '')}. {_STUCK}")
                 if not seen_boundary:
                     raise self._mid_transaction(start)
                 yield from self._rows(event, end)
@@ -820,8 +853,9 @@ class BinlogSource:
             self._shapes[id(event.columns)] = (event.columns, shape)
         if shape.names_missing:
             raise UnsupportedEventError(
-                f"rows event for {event.schema}.{event.table} at {end} has no column names: "
-                "set binlog_row_metadata=FULL on the server")
+                f"rows event for {event.schema}.{event.table} at {end} has no column names: it was written with "
+                "binlog_row_metadata other than FULL; set binlog_row_metadata=FULL. "
+                f"{how_to_set('binlog_row_metadata', 'FULL')}. {_STUCK}")
         op = Op.INSERT if isinstance(event, WriteRowsEvent) else Op.DELETE if isinstance(event, DeleteRowsEvent) else Op.UPDATE
         if self.prepare is not None and self._whole_rows(event, op):
             yield from self.prepare(self._raw(event, op, shape, end))
@@ -884,6 +918,21 @@ class BinlogSource:
                 before, after = (values, None) if op is Op.DELETE else (None, values)
             yield RowChange(op, event.schema, event.table, columns, before, after, end, event.timestamp, i)
 
+    def _statement_schema(self, event, query: str) -> str | None:
+        """The schema of the rules a DML statement logged as a statement may change, or None.
+
+        Its default schema (the session's USE), the databases MySQL lists as accessed
+        (Q_UPDATED_DB_NAMES), or a schema of the rules its text qualifies a table with: a session
+        without a default database writes `UPDATE shop.t ...` with an empty one.
+        """
+        named = [event.schema.decode(errors="replace")] if event.schema else []
+        named += [n.decode(errors="replace") if isinstance(n, bytes) else str(n)
+                  for n in getattr(event, "mts_accessed_db_names", None) or ()]
+        for schema in self.schemas:
+            if schema in named or re.search(rf"(?<![\w$])`?{re.escape(schema)}`?\s*\.", query):
+                return schema
+        return None
+
     def _past_end(self, position: BinlogPosition) -> bool:
         return self.end is not None and position >= self.end
 
@@ -943,9 +992,10 @@ def _fix_nones(values: dict, none_sources: dict | None, event, end: BinlogPositi
             values[name] = "0000-00-00"
         elif source == NONE_SOURCE.COLS_BITMAP:
             raise UnsupportedEventError(
-                f"row of {event.schema}.{event.table} at {end} lacks column {name!r}: a session wrote with "
-                "binlog_row_image other than FULL; cdc will not index partial documents. Fix the client, "
-                "then replay from a checkpoint before this position.")
+                f"row of {event.schema}.{event.table} at {end} lacks column {name!r}: it was written with "
+                "binlog_row_image other than FULL (MINIMAL, or NOBLOB for an unchanged BLOB or TEXT column, by "
+                "the server or a session); cdc will not index partial documents: set binlog_row_image=FULL. "
+                f"{how_to_set('binlog_row_image', 'FULL')}. {_STUCK}")
     return values
 
 

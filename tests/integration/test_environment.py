@@ -52,6 +52,9 @@ def test_mysql_has_the_settings_cdc_needs_and_users_with_its_default_authenticat
             "'binlog_row_metadata','gtid_mode','enforce_gtid_consistency')"))
         assert variables == {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL",
                              "binlog_row_metadata": "FULL", "gtid_mode": "ON", "enforce_gtid_consistency": "ON"}
+        # MySQL's default sql_mode, which the tests on MySQL run under (cdc's sessions too).
+        assert set(admin.execute("SELECT @@GLOBAL.sql_mode")[0][0].split(",")) >= {
+            "ONLY_FULL_GROUP_BY", "STRICT_TRANS_TABLES", "NO_ZERO_IN_DATE", "NO_ZERO_DATE"}
         plugins = dict(admin.execute("SELECT user, plugin FROM mysql.user WHERE host = '127.0.0.1'"))
         assert plugins == {mysql_servers.cdc_user: "caching_sha2_password",
                            mysql_servers.admin_user: "caching_sha2_password"}

@@ -183,19 +183,26 @@ def test_refuses_to_start_on_bad_rules_or_clashes(servers, db, database, es, ind
         assert first.stop() == 0
 
 
-@pytest.mark.parametrize("session_setting, expected", [
-    ("SET SESSION binlog_row_image = 'MINIMAL'", "lacks column"),
-    ("SET SESSION binlog_format = 'STATEMENT'", "statement-format change"),
+@both_sources
+@pytest.mark.parametrize("session_setting, default_database, expected", [
+    ("SET SESSION binlog_row_image = 'MINIMAL'", True, "lacks column"),
+    ("SET SESSION binlog_format = 'STATEMENT'", True, "statement-format change"),
+    # A session without a default database logs `UPDATE db.t` with an empty schema: it went by unseen.
+    ("SET SESSION binlog_format = 'STATEMENT'", False, "statement-format change"),
 ])
-def test_stops_on_a_session_that_writes_partial_or_statement_events(servers, db, database, es, index_prefix, tmp_path,
-                                                                   session_setting, expected):
+def test_stops_on_a_session_that_writes_partial_or_statement_events(source_servers, db, database, es, index_prefix,
+                                                                   tmp_path, session_setting, default_database,
+                                                                   expected):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, w INT)")
-    setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
+    setup = CdcSetup(tmp_path, source_servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
     cdc = setup.run()
     db.execute("INSERT INTO t VALUES (1,1,1)")
     wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     good = setup.checkpoint()
-    db.execute(session_setting, "UPDATE t SET v = 2 WHERE id = 1")
+    writer = db if default_database else Admin(source_servers)
+    writer.execute(session_setting, f"UPDATE `{database}`.t SET v = 2 WHERE id = 1")
+    if writer is not db:
+        writer.close()
     code = cdc.wait(60)
     assert code == 1, cdc.text()
     assert expected in cdc.text()
@@ -268,7 +275,7 @@ def test_mariadb_killed_under_load_and_restarted(servers, db, database, es, inde
     ("binlog_row_image", "MINIMAL", "binlog_row_image=MINIMAL: set binlog_row_image=FULL"),
     ("binlog_row_metadata", "MINIMAL", "binlog_row_metadata=MINIMAL: set binlog_row_metadata=FULL"),
     ("binlog_format", "MIXED", "binlog_format=MIXED: set binlog_format=ROW"),
-    ("log_bin_compress", "ON", "log_bin_compress=ON: set it OFF"),
+    ("log_bin_compress", "ON", "log_bin_compress=ON: set log_bin_compress=OFF"),
 ])
 def test_refuses_a_server_not_set_up_for_cdc(servers, db, database, index_prefix, tmp_path, variable, bad, message):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY)")

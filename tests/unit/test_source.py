@@ -171,3 +171,26 @@ def test_library_hooks_are_installed_once_and_only_on_a_known_version(monkeypatc
     monkeypatch.setattr(cdc.mysql.source, "_library_version", lambda: (1, 1, 2))
     with pytest.raises(cdc.mysql.source.SourceError, match=r"mysql-replication 1\.1\.2 is installed.*setup\.cfg"):
         cdc.mysql.source.install_library_hooks()
+
+
+# A QUERY event as MySQL 9.7.4 wrote it for `UPDATE capture.t SET v=2 WHERE id=1` in a session with
+# binlog_format=STATEMENT (CRC32 checksum, OK byte first). Its status variables end with key 0x15 (one
+# byte), which mysql-replication 1.0.17 does not know.
+STATEMENT_QUERY = bytes.fromhex(
+    "00a374166b02610000007a000000e90100000000290200000000000000000032000000000000012000a04500000000060373746404"
+    "ff00ff00ff000901000000000000000c01636170747572650012ff0015000055504441544520636170747572652e742053455420763d"
+    "322057484552452069643d31f014a94b")
+
+
+def test_a_query_event_with_a_status_variable_newer_than_the_library_is_read():
+    """Without the hook the library raised StatusVariableMismatch, and cdc stopped with a traceback
+    ('unexpected error') instead of naming the statement-format change."""
+    from pymysqlreplication.event import QueryEvent
+
+    ctl = SimpleNamespace(charset="utf8mb4", _get_dbms=lambda: "mysql")
+    wrapper = BinLogPacketWrapper(MysqlPacket(STATEMENT_QUERY, "utf8"), {}, ctl, (9, 7, 4), True,
+                                  frozenset({QueryEvent}), None, None, None, None, False, False, False, True, False)
+    event = wrapper.event
+    assert isinstance(event, QueryEvent)
+    assert event.schema == b"" and event.query == "UPDATE capture.t SET v=2 WHERE id=1"
+    assert event.sql_mode == 0x45a00020 and event.mts_accessed_db_names == [b"capture"]  # read before it
