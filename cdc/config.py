@@ -174,6 +174,19 @@ class SnapshotConfig(_Strict):
     tables: Annotated[int, Field(ge=1, le=16)] = 2
 
 
+class IndicesConfig(_Strict):
+    """Index lifecycle (README "Rebuilding an index", cdc/es/aliases.py)."""
+
+    # A fixed index name of a rule is an alias onto a versioned index cdc creates
+    # (shop-orders -> shop-orders_v1), so that `cdc rebuild` can replace the index
+    # without downtime. false: cdc writes to the name as a plain index, as before.
+    # An index that already exists under the name keeps working either way.
+    aliases: bool = True
+    # Seconds an index that `cdc rebuild` replaced is kept before `cdc rebuild --cleanup`
+    # deletes it (it is no longer written to: a copy to compare with, or to read back from).
+    keep_previous: Annotated[float, Field(ge=0)] = 86400.0
+
+
 class DeadLetterConfig(_Strict):
     """What to do with documents Elasticsearch rejects for good (see cdc/deadletter.py)."""
 
@@ -295,6 +308,7 @@ class Config(_Strict):
     start: StartConfig = StartConfig()
     rules: str = "rules"
     snapshot: SnapshotConfig = SnapshotConfig()
+    indices: IndicesConfig = IndicesConfig()
     dead_letter: DeadLetterConfig = DeadLetterConfig()
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()

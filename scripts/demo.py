@@ -11,6 +11,7 @@ then streams every change made after that.
 from __future__ import annotations
 
 import os
+import json
 import shutil
 import subprocess
 import sys
@@ -41,21 +42,33 @@ def demo_indices(demo: Path = DEMO) -> list[str]:
     return sorted({rule.index for rule in load_rules(demo / "rules").rules})
 
 
+def _get_names(url: str) -> list[str]:
+    """The concrete indices a GET of an index, alias or pattern answers for; [] for a 404."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return sorted(json.load(answer))
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:  # 404: not there, nothing to reset
+            raise
+        return []
+
+
 def reset(es_url: str, demo: Path = DEMO) -> list[str]:
     """A fresh demo: the shop tables loaded again, no saved position, no documents of an earlier run.
 
-    Returns the indices it deleted.
+    Returns the demo index names it deleted (each the indices behind it: the alias goes with them).
     """
     mariadb((demo / "schema.sql").read_text())
     shutil.rmtree(demo / "state", ignore_errors=True)
     deleted = []
     for index in demo_indices(demo):
-        try:
-            urllib.request.urlopen(urllib.request.Request(f"{es_url}/{index}", method="DELETE"), timeout=30)
+        # The name is an alias onto <name>_v1 (README "Rebuilding an index"), which DELETE refuses:
+        # delete the indices behind it, and those earlier rebuilds kept.
+        behind = _get_names(f"{es_url}/{index}") + _get_names(f"{es_url}/{index}_v*/_alias")
+        for concrete in dict.fromkeys(behind):
+            urllib.request.urlopen(urllib.request.Request(f"{es_url}/{concrete}", method="DELETE"), timeout=30)
+        if behind:
             deleted.append(index)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:  # 404: not there, nothing to reset
-                raise
     return deleted
 
 

@@ -1,5 +1,7 @@
-"""`cdc indices plan|create`: the indices and templates the rules' `create_index` asks for, and the
-unsigned 64-bit fields cdc maps for the other rules: what `cdc run` does at start-up."""
+"""`cdc indices plan|create`: the indices and templates the rules' `create_index` asks for, the
+unsigned 64-bit fields cdc maps for the other rules, and (indices.aliases) the alias each fixed name
+is: what `cdc run` does at start-up. A name that is a concrete index is shown with how to move it
+behind an alias (`cdc rebuild`)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ def index_states(config: Config, rules: RuleSet, create: bool) -> list[PlanState
         rules = resolved_or_stop(rules, db.catalog(rules))
     finally:
         db.close()
-    plans = plan_start(rules.rules, ValueOptions.from_config(config.values))
+    aliases = config.indices.aliases
+    plans = plan_start(rules.rules, ValueOptions.from_config(config.values), aliases)
     sink = Destination(config.elasticsearch)
     try:
-        return create_missing(plans, sink) if create else inspect(plans, sink)
+        return create_missing(plans, sink, aliases) if create else inspect(plans, sink, aliases)
     finally:
         sink.close()

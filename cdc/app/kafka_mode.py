@@ -41,8 +41,6 @@ from typing import Callable
 from cdc.app.session import Session, check_writable, log_summary, patiently
 from cdc.errors import CdcError, ConfigError, SinkUnavailableError
 from cdc.es.destination import Destination
-from cdc.es.indices import ensure as ensure_indices
-from cdc.es.indices import map_unsigned_fields
 from cdc.kafka.client import ActionConsumer, KafkaPublisher, Received, ensure_topic, find_topics
 from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
 from cdc.kafka.messages import MessageError, decode
@@ -52,7 +50,6 @@ from cdc.mysql.server import Database
 from cdc.mysql.types import column_from_schema
 from cdc.ops import build as operations
 from cdc.rules import ActionBuilder, RowError, Rule, RuleSet, load_rules, resolved_or_stop
-from cdc.rules.values import ValueOptions
 from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Stats
 
@@ -448,10 +445,4 @@ def refuse_unversioned(rules: RuleSet) -> None:
 
 def prepare_indices(session: Session, rules: RuleSet, destination: Destination) -> None:
     """Indices and mappings as `cdc run` makes them before its first write (Session.prepare)."""
-    config = session.config
-    options = ValueOptions.from_config(config.values)
-    if any(r.create_index is not None for r in rules.rules):
-        patiently("creating indices", lambda: ensure_indices(rules.rules, destination, options), session.stop,
-                  config.retry)
-    patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, destination, options),
-              session.stop, config.retry)
+    session.prepare_indices(rules, destination)

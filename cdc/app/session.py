@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 from cdc.config import Config
 from cdc.errors import CdcError, ConfigError, Stopped
 from cdc.es.indices import ensure as ensure_indices
-from cdc.es.indices import map_unsigned_fields
+from cdc.es.indices import ensure_aliases, map_unsigned_fields
 from cdc.es.destination import Destination
 from cdc.model import Action, BinlogPosition, RowChange, RowsData
 from cdc.mysql.server import Database
@@ -156,14 +156,25 @@ class Session:
         rules = resolved_or_stop(rules, db.catalog(rules))
         sink = Destination(config.elasticsearch)
         log.info("%s; %d rule(s): %s", self.reach(sink), len(rules), ", ".join(f"{r.name}->{r.index}" for r in rules.rules))
-        options = ValueOptions.from_config(config.values)
-        # rules' create_index (cdc/es/indices.py); a dry run creates no index (README: Replay)
-        if writes and any(r.create_index is not None for r in rules.rules):
-            patiently("creating indices", lambda: ensure_indices(rules.rules, sink, options), self.stop, config.retry)
-        if writes:  # BIGINT UNSIGNED fields of the other rules: a dynamic `long` would reject big values
-            patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, sink, options),
-                      self.stop, config.retry)
+        self.prepare_indices(rules, sink, writes)
         return db, rules, sink
+
+    def prepare_indices(self, rules: RuleSet, sink: Destination, writes: bool = True) -> None:
+        """What a start does to indices before the first write (README "Creating indices"); a dry run
+        (`writes` false) creates no index (README: Replay)."""
+        if not writes:
+            return
+        config = self.config
+        options = ValueOptions.from_config(config.values)
+        aliases = config.indices.aliases
+        if any(r.create_index is not None for r in rules.rules):  # rules' create_index (cdc/es/indices.py)
+            patiently("creating indices", lambda: ensure_indices(rules.rules, sink, options, aliases), self.stop,
+                      config.retry)
+        # BIGINT UNSIGNED fields of the other rules: a dynamic `long` would reject big values
+        patiently("mapping unsigned 64-bit fields", lambda: map_unsigned_fields(rules.rules, sink, options, aliases),
+                  self.stop, config.retry)
+        if aliases:  # every other fixed name: an alias onto a versioned index (cdc/es/aliases.py)
+            patiently("creating indices", lambda: ensure_aliases(rules.rules, sink, options), self.stop, config.retry)
 
     def reach(self, destination: Destination) -> str:
         """Wait until the search cluster answers; say how it is, naming what answered ("OpenSearch cluster is green")."""

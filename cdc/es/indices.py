@@ -8,8 +8,11 @@ An index name made from a column (`orders-{at:%Y.%m}`)
 cannot be created ahead, so it becomes an index template for `orders-*`.
 
 Rules without `create_index` still get one mapping from cdc: their BIGINT UNSIGNED
-and BIT(64) fields (`plan_unsigned_fields`, kind "fields"). `cdc run` applies both
-kinds of plan at start-up, and `cdc indices plan|create` and `cdc check` show them,
+and BIT(64) fields (`plan_unsigned_fields`, kind "fields"). With `indices.aliases`
+(the default), every other fixed index name gets a plan too (kind "alias"): the
+name is an alias onto a versioned index cdc creates (cdc/es/aliases.py), and so
+are the indices of the other two kinds when cdc creates them. `cdc run` applies
+the plans at start-up, and `cdc indices plan|create` and `cdc check` show them,
 from the same planning functions, so what they show is what a start does.
 
 `inspect` and `create_missing` talk to Elasticsearch only through
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
 from cdc.errors import PreflightError, SinkError
+from cdc.es import aliases as alias_names
+from cdc.es.aliases import Placement
 from cdc.mysql.types import BINARY_TYPES, GEOMETRY_TYPES, INTEGER_TYPES, TEXT_TYPES
 from cdc.rules import ColumnInfo, Rule, parse_template
 from cdc.rules.values import ValueOptions
@@ -42,7 +47,8 @@ KEYWORD = {"type": "keyword"}
 class IndexPlan:
     # index, template: a rule's create_index. fields: the unsigned 64-bit fields of rules
     # without it, mapped in their index (created with only them if missing; see below).
-    kind: Literal["index", "template", "fields"]
+    # alias: any other fixed name, made an alias onto a versioned index (indices.aliases).
+    kind: Literal["index", "template", "fields", "alias"]
     name: str  # the index, or the index template (cdc-<pattern>)
     body: Mapping[str, Any]  # PUT /<index> or PUT /_index_template/<name>
     rules: tuple[str, ...]  # the rules that write there
@@ -194,11 +200,26 @@ def plan_indices(rules: Iterable[Rule], options: ValueOptions) -> list[IndexPlan
     return sorted(plans, key=lambda p: (p.kind, p.name))
 
 
-def plan_start(rules: Iterable[Rule], options: ValueOptions) -> list[IndexPlan]:
+def plan_start(rules: Iterable[Rule], options: ValueOptions, aliases: bool = False) -> list[IndexPlan]:
     """Everything a start does to indices before writing: the create_index plans, then the unsigned
-    64-bit fields of the other rules (what `cdc indices plan|create` and `cdc check` show)."""
+    64-bit fields of the other rules, then (`aliases`) the other fixed names (what `cdc indices
+    plan|create` and `cdc check` show)."""
     rules = list(rules)
-    return plan_indices(rules, options) + plan_unsigned_fields(rules, options)
+    plans = plan_indices(rules, options) + plan_unsigned_fields(rules, options)
+    return plans + plan_aliases(rules, plans) if aliases else plans
+
+
+def plan_aliases(rules: Iterable[Rule], planned: Iterable[IndexPlan]) -> list[IndexPlan]:
+    """One "alias" plan per fixed index name that no other plan creates; pure."""
+    taken = {p.name for p in planned if p.kind != "template"}
+    wanted: dict[str, list[str]] = {}
+    for rule in rules:
+        kind, name = index_target(rule)
+        if kind == "index" and name not in taken:
+            sources = wanted.setdefault(name, [])
+            if rule.source not in sources:
+                sources.append(rule.source)
+    return [IndexPlan("alias", name, {}, tuple(sources)) for name, sources in sorted(wanted.items())]
 
 
 def _merge_settings(rules: list[Rule], notes: list[str]) -> dict:
@@ -289,12 +310,25 @@ class PlanState:
     differences: list[str] = field(default_factory=list)
     missing: tuple[str, ...] = ()  # "fields" plans: the fields the index lacks
     added: dict[str, str] = field(default_factory=dict)  # "fields" plans: field -> the type it was mapped as
+    # With indices.aliases, for fixed names: what the name is on the server, and the index cdc created.
+    placement: Placement | None = None
+    created: str | None = None
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"kind": self.plan.kind, "name": self.plan.name, "state": self.state,
                                "rules": list(self.plan.rules)}
         if self.plan.pattern:
             out["index_patterns"] = [self.plan.pattern]
+        if self.placement is not None:
+            out["placement"] = self.placement.to_json()
+            if self.placement.kind == "index":
+                out["move_behind_alias"] = (f"{self.plan.name} is a concrete index, not an alias: cdc goes on writing "
+                                            f"to it as it is. `cdc rebuild --index {self.plan.name}` moves it behind an "
+                                            f"alias without downtime ({self.plan.name} -> {self.plan.name}_v1; the "
+                                            "concrete index is deleted in the same step that adds the alias, "
+                                            "README \"Rebuilding an index\")")
+        if self.created:
+            out["created_index"] = self.created
         if self.differences:
             out["differences"] = self.differences
         if self.added:
@@ -305,46 +339,73 @@ class PlanState:
         return out
 
 
-def inspect(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
-    """What Elasticsearch has for each plan: missing (create), the same (exists), or not (differs)."""
+def inspect(plans: Iterable[IndexPlan], sink, aliases: bool = False) -> list[PlanState]:
+    """What Elasticsearch has for each plan: missing (create), the same (exists), or not (differs).
+
+    With `aliases`, each fixed name's placement too (an alias, or a concrete index from before)."""
     out = []
     for plan in plans:
-        if plan.kind == "fields":
-            out.append(_inspect_fields(plan, sink))
-            continue
-        if plan.kind == "index":
-            status, body = sink.admin("GET", f"/{plan.name}/_mapping")
-            if status == 404:
-                out.append(PlanState(plan, "create"))
-                continue
-            empty: dict[str, Any] = {}
-            have = next(iter(body.values()), empty).get("mappings", {}) if isinstance(body, dict) else {}
-            _, settings = sink.admin("GET", f"/{plan.name}/_settings?flat_settings=true")
-            have_settings = (next(iter(settings.values()), empty).get("settings", {}) if isinstance(settings, dict)
-                             else {})
-            diffs = compare_mappings(plan.mappings, have) + compare_settings(plan.settings, have_settings)
-        else:
-            status, body = sink.admin("GET", f"/_index_template/{plan.name}")
-            if status == 404:
-                out.append(PlanState(plan, "create"))
-                continue
-            templates = body.get("index_templates") or [{}]
-            have = templates[0].get("index_template", {})
-            diffs = compare_mappings(plan.mappings, (have.get("template") or {}).get("mappings") or {})
-            diffs += compare_settings(plan.settings, _index_settings((have.get("template") or {}).get("settings") or {}))
-            if have.get("index_patterns") != [plan.pattern]:
-                diffs.append(f"index_patterns: {have.get('index_patterns')} in Elasticsearch, {[plan.pattern]} planned")
-        out.append(PlanState(plan, "differs" if diffs else "exists", diffs))
+        state = _inspect(plan, sink)
+        if aliases and plan.kind != "template":
+            state.placement = alias_names.find(sink, plan.name)
+        out.append(state)
     return out
 
 
-def create_missing(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
-    """Create what is missing; never touch what exists (differences are only reported)."""
-    states = inspect(plans, sink)
+def _inspect(plan: IndexPlan, sink) -> PlanState:
+    if plan.kind == "fields":
+        return _inspect_fields(plan, sink)
+    if plan.kind == "alias":
+        status, _ = sink.admin("GET", f"/{plan.name}/_settings?filter_path=*.settings.index.uuid")
+        return PlanState(plan, "create" if status == 404 else "exists")
+    if plan.kind == "index":
+        status, body = sink.admin("GET", f"/{plan.name}/_mapping")
+        if status == 404:
+            return PlanState(plan, "create")
+        empty: dict[str, Any] = {}
+        have = next(iter(body.values()), empty).get("mappings", {}) if isinstance(body, dict) else {}
+        _, settings = sink.admin("GET", f"/{plan.name}/_settings?flat_settings=true")
+        have_settings = (next(iter(settings.values()), empty).get("settings", {}) if isinstance(settings, dict)
+                         else {})
+        diffs = compare_mappings(plan.mappings, have) + compare_settings(plan.settings, have_settings)
+    else:
+        status, body = sink.admin("GET", f"/_index_template/{plan.name}")
+        if status == 404:
+            return PlanState(plan, "create")
+        templates = body.get("index_templates") or [{}]
+        have = templates[0].get("index_template", {})
+        diffs = compare_mappings(plan.mappings, (have.get("template") or {}).get("mappings") or {})
+        diffs += compare_settings(plan.settings, _index_settings((have.get("template") or {}).get("settings") or {}))
+        if have.get("index_patterns") != [plan.pattern]:
+            diffs.append(f"index_patterns: {have.get('index_patterns')} in Elasticsearch, {[plan.pattern]} planned")
+    return PlanState(plan, "differs" if diffs else "exists", diffs)
+
+
+def _create_index(state: PlanState, sink, body: Mapping[str, Any], aliases: bool) -> bool:
+    """Create the plan's index: with `aliases`, a versioned one the name is an alias onto; False when it was
+    made meanwhile (by a write, or another cdc process)."""
+    name = state.plan.name
+    if not aliases:
+        try:
+            sink.admin("PUT", f"/{name}", dict(body))
+        except SinkError as exc:
+            if "resource_already_exists_exception" in str(exc):
+                return False
+            raise
+        return True
+    state.created = alias_names.create(sink, name, body)
+    return state.created is not None
+
+
+def create_missing(plans: Iterable[IndexPlan], sink, aliases: bool = False) -> list[PlanState]:
+    """Create what is missing; never touch what exists (differences are only reported).
+
+    With `aliases`, a fixed name is created as an alias onto a versioned index (cdc/es/aliases.py)."""
+    states = inspect(plans, sink, aliases)
     for n, state in enumerate(states):
         if state.plan.kind == "fields":
             try:
-                states[n] = add_fields(state, sink)
+                states[n] = add_fields(state, sink, aliases)
             except SinkError as exc:
                 state.state = "failed"
                 state.differences.append(str(exc))
@@ -352,31 +413,36 @@ def create_missing(plans: Iterable[IndexPlan], sink) -> list[PlanState]:
         if state.state != "create":
             continue
         plan = state.plan
-        path = f"/{plan.name}" if plan.kind == "index" else f"/_index_template/{plan.name}"
         try:
-            sink.admin("PUT", path, dict(plan.body))
-            state.state = "created"
+            if plan.kind == "template":
+                sink.admin("PUT", f"/_index_template/{plan.name}", dict(plan.body))
+                state.state = "created"
+            else:
+                state.state = "created" if _create_index(state, sink, plan.body, aliases) else "exists"
         except SinkError as exc:
             if "resource_already_exists_exception" in str(exc):  # created meanwhile (a race with a writer)
                 state.state = "exists"
                 continue
             state.state = "failed"
             state.differences.append(str(exc))
+        if aliases and state.state != "failed":
+            state.placement = alias_names.find(sink, plan.name) if plan.kind != "template" else None
     return states
 
 
-def ensure(rules: Iterable[Rule], sink, options: ValueOptions) -> list[PlanState]:
+def ensure(rules: Iterable[Rule], sink, options: ValueOptions, aliases: bool = False) -> list[PlanState]:
     """At start-up: create the missing indices and templates; warn about differences; stop if creation fails."""
     plans = plan_indices(rules, options)
     if not plans:
         return []
-    states = create_missing(plans, sink)
+    states = create_missing(plans, sink, aliases)
     for state in states:
         plan = state.plan
         for note in plan.notes:
             log.warning("%s %s: %s", plan.kind, plan.name, note)
         if state.state == "created":
-            log.info("created %s %s%s", plan.kind, plan.name, f" for {plan.pattern}" if plan.pattern else "")
+            log.info("created %s %s%s", plan.kind, plan.name, f" for {plan.pattern}" if plan.pattern else
+                     f" (the alias of {state.created})" if state.created else "")
         elif state.state == "differs":
             log.warning("%s %s exists and differs from the rules (cdc leaves it as it is): %s", plan.kind,
                         plan.name, "; ".join(state.differences))
@@ -460,7 +526,7 @@ def _inspect_fields(plan: IndexPlan, sink) -> PlanState:
     return PlanState(plan, "differs" if differences else "exists", differences)
 
 
-def add_fields(state: PlanState, sink) -> PlanState:
+def add_fields(state: PlanState, sink, aliases: bool = False) -> PlanState:
     """Carry out an inspected "fields" plan: create the index with the fields, or add those it lacks.
 
     `unsigned_long`, or `keyword` where the server has none (the integ-test-zip,
@@ -474,13 +540,11 @@ def add_fields(state: PlanState, sink) -> PlanState:
         try:
             if exists:
                 sink.admin("PUT", f"/{index}/_mapping", mappings)
-            else:
-                sink.admin("PUT", f"/{index}", {"mappings": mappings})
+            elif not _create_index(state, sink, {"mappings": mappings}, aliases):
+                return add_fields(_inspect_fields(state.plan, sink), sink, aliases)  # created meanwhile by a write
         except SinkError as exc:
             if field_type == "unsigned_long" and "unsigned_long" in str(exc) and "does not exist" in str(exc):
                 continue  # a build without it
-            if not exists and "resource_already_exists_exception" in str(exc):
-                return add_fields(_inspect_fields(state.plan, sink), sink)  # created meanwhile by a write
             raise
         state.state = "updated" if exists else "created"
         state.added = {name: field_type for name in state.missing}
@@ -488,7 +552,7 @@ def add_fields(state: PlanState, sink) -> PlanState:
     return state
 
 
-def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions) -> list[str]:
+def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions, aliases: bool = False) -> list[str]:
     """Map the unsigned 64-bit fields of rules without create_index before the first write; return what was done.
 
     The plans `cdc indices plan` shows (`plan_unsigned_fields`). Existing mappings
@@ -503,7 +567,7 @@ def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions) -> l
     done: list[str] = []
     for plan in plan_unsigned_fields(rules, options):
         try:
-            state = add_fields(_inspect_fields(plan, sink), sink)
+            state = add_fields(_inspect_fields(plan, sink), sink, aliases)
         except SinkError as exc:
             log.warning("index %s: could not map %s for unsigned 64-bit integers (%s); values above 2^63-1 will "
                         "be rejected if Elasticsearch maps them as long", plan.name,
@@ -515,6 +579,34 @@ def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions) -> l
             types = sorted(set(state.added.values()))
             log.info("index %s: mapped %s as %s%s (unsigned 64-bit integers; a dynamic `long` would reject values "
                      "above 2^63-1)", plan.name, ", ".join(state.added), "/".join(types),
-                     ", creating the index" if state.state == "created" else "")
+                     "" if state.state != "created" else f", creating the index {state.created} behind the alias {plan.name}"
+                     if state.created else ", creating the index")
             done.extend(f"{plan.name}.{name}: {field_type}" for name, field_type in state.added.items())
+    return done
+
+
+def ensure_aliases(rules: Iterable[Rule], sink, options: ValueOptions) -> list[str]:
+    """At start-up, with indices.aliases: every fixed name no other plan creates, made an alias onto a versioned
+    index where nothing has that name yet; return the indices created.
+
+    A refused privilege is a warning, not a stop: the first write then creates a concrete
+    index, as before aliases (cdc works on, and `cdc rebuild` can move it behind an alias
+    once the role allows; README "Rebuilding an index").
+    """
+    rules = list(rules)
+    done: list[str] = []
+    planned = plan_indices(rules, options) + plan_unsigned_fields(rules, options)
+    for plan in plan_aliases(rules, planned):
+        try:
+            state = create_missing([plan], sink, aliases=True)[0]
+        except SinkError as exc:
+            state = PlanState(plan, "failed", [str(exc)])
+        if state.state == "failed":
+            log.warning("index %s: could not create it as an alias onto %s (%s); the first write creates a plain "
+                        "index of that name instead (the role needs create_index and manage on %s_v*, and manage on "
+                        "the alias: README \"Rebuilding an index\")", plan.name, alias_names.versioned_name(plan.name, 1),
+                        "; ".join(state.differences), plan.name)
+        elif state.created:
+            log.info("created index %s with the alias %s", state.created, plan.name)
+            done.append(state.created)
     return done

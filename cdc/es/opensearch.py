@@ -29,7 +29,7 @@ from cdc.config import ElasticsearchConfig
 from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.es.engine import Engine
 from cdc.es.sink import (BULK_RESPONSE_FIELDS, RETRY_STATUSES, _certificate_refused, encode_bulk,
-                         parse_bulk_response, shortest_gc_deletes)
+                         parse_bulk_response, shortest_gc_deletes, stored_index)
 from cdc.model import Action, BulkResult, StoredDoc
 
 log = logging.getLogger("cdc.sink")
@@ -143,7 +143,7 @@ class OpenSearchSink:
                     raise SinkAccessError(f"OpenSearch denied access (403): {error.get('reason')} "
                                           "(README: Destinations, OpenSearch security)")
                 raise SinkUnavailableError(f"OpenSearch could not get {index}/{doc_id}: {error}")
-            out.append(StoredDoc(doc["_index"], doc["_id"], int(doc["_version"]), doc.get("_source") or {},
+            out.append(StoredDoc(index, doc["_id"], int(doc["_version"]), doc.get("_source") or {},
                                  doc.get("_routing", routing)) if doc.get("found") else None)
         return out
 
@@ -151,8 +151,8 @@ class OpenSearchSink:
         body = {"query": {"match_all": {}}, "version": True, "_source": list(fields) if fields else False}
         try:
             for hit in helpers.scan(self.client, query=body, index=index, size=batch, ignore_unavailable=True):
-                yield StoredDoc(hit["_index"], hit["_id"], int(hit["_version"]), hit.get("_source") or {},
-                                hit.get("_routing"))
+                yield StoredDoc(stored_index(index, hit["_index"]), hit["_id"], int(hit["_version"]),
+                                hit.get("_source") or {}, hit.get("_routing"))
         except Exception as exc:
             raise self._translate(exc) from None
 

@@ -373,7 +373,8 @@ class ElasticsearchSink:
 
         mget is realtime (it reads the translog), so no refresh is needed to see
         what the daemon has just written. A missing index is a missing document:
-        indices named from column values exist only once a row needs them.
+        indices named from column values exist only once a row needs them. A
+        document's index is the name asked for: an alias stays the alias (cdc/es/aliases.py).
         """
         if not refs:
             return []
@@ -391,7 +392,7 @@ class ElasticsearchSink:
                     out.append(None)
                     continue
                 raise SinkUnavailableError(f"Elasticsearch could not get {index}/{doc_id}: {error}")
-            out.append(StoredDoc(doc["_index"], doc["_id"], int(doc["_version"]), doc.get("_source") or {},
+            out.append(StoredDoc(index, doc["_id"], int(doc["_version"]), doc.get("_source") or {},
                                  doc.get("_routing", routing)) if doc.get("found") else None)
         return out
 
@@ -399,13 +400,13 @@ class ElasticsearchSink:
         """Every document of an index (or pattern) with its version and only `fields` of its source.
 
         A scroll, in no particular order: Elasticsearch 8 cannot sort by _id. A
-        missing index is an empty one.
+        missing index is an empty one. Documents are named by `stored_index`.
         """
         body = {"query": {"match_all": {}}, "version": True, "_source": list(fields) if fields else False}
         try:
             for hit in helpers.scan(self.client, query=body, index=index, size=batch, ignore_unavailable=True):
-                yield StoredDoc(hit["_index"], hit["_id"], int(hit["_version"]), hit.get("_source") or {},
-                                hit.get("_routing"))
+                yield StoredDoc(stored_index(index, hit["_index"]), hit["_id"], int(hit["_version"]),
+                                hit.get("_source") or {}, hit.get("_routing"))
         except Exception as exc:
             raise self._translate(exc) from None
 
@@ -440,6 +441,16 @@ class ElasticsearchSink:
         if isinstance(exc, TransportError):
             return SinkUnavailableError(f"Elasticsearch transport error: {exc}")
         return SinkError(f"Elasticsearch client error: {type(exc).__name__}: {exc}")
+
+
+def stored_index(asked: str, found: str) -> str:
+    """The index a read document is reported in: the name asked for, unless that was a pattern.
+
+    Through an alias (cdc/es/aliases.py) Elasticsearch answers with the concrete index
+    (`shop-orders_v2`); the actions cdc compares documents with (`cdc verify`) name the
+    alias, as the rules do. A pattern (`orders-*`) names many indices, each its own.
+    """
+    return found if "*" in asked or "," in asked else asked
 
 
 def _certificate_refused(exc: BaseException) -> bool:

@@ -40,7 +40,8 @@ class Reader:
         return {h["_id"]: h["_source"] for h in helpers.scan(self.client, index=index, query={"query": {"match_all": {}}})}
 
     def mapping(self, index: str) -> dict:
-        return self.client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        # Keyed by the concrete index: the name is an alias onto <name>_v1 (README "Rebuilding an index").
+        return next(iter(self.client.indices.get_mapping(index=index).values()))["mappings"]["properties"]
 
     def wait_docs(self, index: str, expected: dict, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -172,7 +172,7 @@ def test_every_type_inserted_updated_deleted(source_servers, db, database, es, i
     finally:
         assert cdc.stop() == 0
     assert "zero date(s) in a row of" in cdc.text()
-    mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    mapping = next(iter(es.indices.get_mapping(index=index).values()))["mappings"]["properties"]  # <index>_v1's
     assert mapping["bu"] == {"type": "keyword"} and mapping["dtm6"] == {"type": "date"}
     assert mapping["iu"] == {"type": "long"} and mapping["d"] == {"type": "keyword"} and mapping["fl"] == {"type": "float"}
     assert mapping["vc"]["type"] == "text" and mapping["vc"]["fields"]["keyword"]["type"] == "keyword"
