@@ -218,6 +218,51 @@ def verify(config_path: str, tables: tuple[str, ...], sample: int | None, repair
 
 @main.command()
 @config_option
+@click.option("--index", "names", multiple=True, metavar="NAME",
+              help="Rebuild the index (alias) of this name (repeatable).")
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
+              help="Rebuild the index this table's rule writes to (repeatable).")
+@click.option("--all", "everything", is_flag=True, help="Rebuild every index with a fixed name.")
+@click.option("--abandon", is_flag=True,
+              help="Give up the rebuilds of the --index names: the alias stays; the new index goes at --cleanup.")
+@click.option("--cleanup", is_flag=True,
+              help="Delete the indices rebuilds replaced once indices.keep_previous has passed (with --now: all).")
+@click.option("--now", is_flag=True, help="With --cleanup: delete them whatever their age.")
+@log_options
+def rebuild(config_path: str, names: tuple[str, ...], tables: tuple[str, ...], everything: bool, abandon: bool,
+            cleanup: bool, now: bool, log_format: str | None, log_level: str | None) -> None:
+    """Build an index again from the current rules and mappings, beside `cdc run`, and swap it in.
+
+    A new versioned index is filled from a consistent snapshot while the daemon
+    writes its changes into it too, verified against the tables, and put behind
+    the alias in one atomic step; searches on the alias never see it half full.
+    A stopped or killed rebuild resumes when run again (README: Rebuilding an index).
+    """
+    from cdc.app import rebuild as rebuild_app
+
+    if now and not cleanup:
+        raise click.UsageError("--now goes with --cleanup")
+    if abandon and not names:
+        raise click.UsageError("--abandon needs the --index names of the rebuilds to give up")
+    session = _session(_logged(config_path, log_format, log_level))
+
+    def body():
+        if cleanup:
+            click.echo(json.dumps({"deleted": rebuild_app.cleanup(session, now)}))
+        elif abandon:
+            click.echo(json.dumps({"abandoned": rebuild_app.abandon(session, list(names))}))
+        else:
+            outcomes = rebuild_app.rebuild(session, list(names), list(tables), everything)
+            click.echo(json.dumps({"rebuilds": [o.to_json() for o in outcomes]}))
+            if any(o.result == "differs" for o in outcomes):
+                sys.exit(EXIT_FATAL)
+
+    _guarded(body)
+    sys.exit(EXIT_OK)
+
+
+@main.command()
+@config_option
 @click.option("--from-position", help="Start at FILE:POS, the start of a transaction (a commit's end position).")
 @click.option("--from-gtid", help="Start after this GTID set (MariaDB 0-1-100 or MySQL uuid:1-100).")
 @click.option("--to-position", help="Stop at the first commit at or after FILE:POS (default: the end of the binlog now).")

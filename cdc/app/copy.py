@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from cdc.app.session import Session, check_writable, chosen_rules
 from cdc.copy.snapshot import OnDemandProgress, Snapshot, SnapshotState, TableReader
 from cdc.copy.verify import Verifier, VerifyReport
 from cdc.model import BinlogPosition
 from cdc.rules.values import ValueOptions
+from cdc.stream.checkpoint import FileCheckpointStore
 from cdc.stream.observe import Stats
 
 log = logging.getLogger("cdc")
@@ -41,6 +43,18 @@ def snapshot(session: Session, tables: list[str] | None, where: str | None) -> S
         sink.close()
 
 
+def daemon_caught_up(store: FileCheckpointStore) -> Callable[[BinlogPosition], bool]:
+    """Has the daemon on this checkpoint indexed everything up to a position? (`cdc verify` waits for it.)"""
+
+    def caught_up(position: BinlogPosition) -> bool:
+        if not store.is_locked_by_other():
+            return True  # no daemon: nothing is on its way to Elasticsearch
+        checkpoint = store.load()
+        return checkpoint is not None and checkpoint.position >= position
+
+    return caught_up
+
+
 def verify(session: Session, tables: list[str] | None, sample: int | None = None, repair: bool = False,
            interactive: bool | None = None) -> VerifyReport:
     """Compare the indices with their tables, also while the daemon streams (cdc/copy/verify.py).
@@ -53,19 +67,12 @@ def verify(session: Session, tables: list[str] | None, sample: int | None = None
     try:
         chosen = chosen_rules(rules, tables)
         store = session.checkpoint_store()
-
-        def caught_up(position: BinlogPosition) -> bool:
-            if not store.is_locked_by_other():
-                return True  # no daemon: nothing is on its way to Elasticsearch
-            checkpoint = store.load()
-            return checkpoint is not None and checkpoint.position >= position
-
         log.info("verify: %d table(s)%s; a daemon is %s", len(chosen), ", repairing" if repair else "",
                  "running on this checkpoint" if store.is_locked_by_other() else "not running")
         # Repairs are checked right after; a rejected one stops verify rather than going to the store.
         writer = session.writer(sink, Stats(), dead_letters=False) if repair else None
         verifier = Verifier(TableReader(db, config.snapshot.chunk_size), sink, rules, session.epoch(None),
-                            ValueOptions.from_config(config.values), caught_up, session.stop, writer=writer,
+                            ValueOptions.from_config(config.values), daemon_caught_up(store), session.stop, writer=writer,
                             sample=sample, interactive=interactive, max_chunk_age=config.snapshot.max_chunk_age)
         return verifier.run(chosen)
     finally:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from cdc.app.session import Session, check_writable, log_summary
 from cdc.app.start import ServerFacts, StartPlan, decide_start
+from cdc.copy.lifecycle import dual_writes, state_path
 from cdc.copy.snapshot import Snapshot, SnapshotState, TableProgress
 from cdc.errors import PreflightError
 from cdc.mysql.server import Database
@@ -15,6 +16,7 @@ from cdc.model import StartPoint
 from cdc.ops import build as operations
 from cdc.rules import Rule, RuleSet
 from cdc.stream.checkpoint import FileCheckpointStore
+from cdc.stream.dualwrite import DualWriteSink, FileTargets
 from cdc.stream.observe import Stats
 
 if TYPE_CHECKING:
@@ -52,7 +54,8 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
 
             sink = kafka_mode.publisher(session, destination)
         else:
-            sink = destination
+            # Actions for an alias that `cdc rebuild` is filling a new index for go into that index too.
+            sink = DualWriteSink(destination, FileTargets(state_path(config), dual_writes))  # type: ignore[assignment]
     except BaseException:
         db.close()
         finish(None)

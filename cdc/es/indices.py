@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
-from cdc.errors import PreflightError, SinkError
+from cdc.errors import PreflightError, SinkAccessError, SinkError
 from cdc.es import aliases as alias_names
 from cdc.es.aliases import Placement
 from cdc.mysql.types import BINARY_TYPES, GEOMETRY_TYPES, INTEGER_TYPES, TEXT_TYPES
@@ -266,7 +266,8 @@ def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _index_settings(settings: Mapping[str, Any]) -> dict[str, str]:
+def flat_index_settings(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Nested or dotted settings as `index.`-prefixed dotted keys with text values (as flat_settings answers)."""
     return {(k if k.startswith("index.") else f"index.{k}"): v for k, v in _flat(settings).items()}
 
 
@@ -295,7 +296,7 @@ def compare_mappings(want: Mapping[str, Any], have: Mapping[str, Any], path: str
 
 def compare_settings(want: Mapping[str, Any], have_flat: Mapping[str, Any]) -> list[str]:
     out = []
-    for key, value in _index_settings(want).items():
+    for key, value in flat_index_settings(want).items():
         have = have_flat.get(key)
         if have is None or str(have).lower() != value.lower():
             out.append(f"setting {key}: {have if have is not None else 'unset'} in Elasticsearch, {value} planned")
@@ -329,6 +330,10 @@ class PlanState:
                                             "README \"Rebuilding an index\")")
         if self.created:
             out["created_index"] = self.created
+        if self.state == "differs" and self.plan.kind in ("index", "fields"):
+            # cdc never changes a mapping in place; a new index from the rules is the way.
+            out["rebuild"] = (f"`cdc rebuild --index {self.plan.name}` makes a new index from the rules and swaps it in "
+                              "without downtime (README \"Rebuilding an index\")")
         if self.differences:
             out["differences"] = self.differences
         if self.added:
@@ -375,7 +380,8 @@ def _inspect(plan: IndexPlan, sink) -> PlanState:
         templates = body.get("index_templates") or [{}]
         have = templates[0].get("index_template", {})
         diffs = compare_mappings(plan.mappings, (have.get("template") or {}).get("mappings") or {})
-        diffs += compare_settings(plan.settings, _index_settings((have.get("template") or {}).get("settings") or {}))
+        diffs += compare_settings(plan.settings,
+                                  flat_index_settings((have.get("template") or {}).get("settings") or {}))
         if have.get("index_patterns") != [plan.pattern]:
             diffs.append(f"index_patterns: {have.get('index_patterns')} in Elasticsearch, {[plan.pattern]} planned")
     return PlanState(plan, "differs" if diffs else "exists", diffs)
@@ -393,7 +399,16 @@ def _create_index(state: PlanState, sink, body: Mapping[str, Any], aliases: bool
                 return False
             raise
         return True
-    state.created = alias_names.create(sink, name, body)
+    try:
+        state.created = alias_names.create(sink, name, body)
+    except SinkAccessError as exc:
+        if state.plan.kind == "alias":
+            raise  # nothing to create but the alias: the first write makes a plain index (ensure_aliases)
+        # A role from before aliases (create_index without manage): the index as before, said once.
+        log.warning("index %s: cannot create %s behind the alias %s (%s); creating a plain index of that name, as "
+                    "without indices.aliases (README \"Rebuilding an index\": privileges)", name,
+                    alias_names.versioned_name(name, 1), name, exc)
+        return _create_index(state, sink, body, False)
     return state.created is not None
 
 

@@ -1,6 +1,6 @@
 """Every fixed index name behind an alias (cdc/es/aliases.py): names, placements, alias actions, creation."""
 
-from cdc.errors import SinkError
+from cdc.errors import SinkAccessError, SinkError
 from cdc.es.aliases import (Placement, create, find, next_version, placement_from, swap_actions, version_of,
                             versioned_name, with_alias)
 from cdc.es.indices import IndexPlan, create_missing, plan_aliases, plan_start
@@ -61,7 +61,8 @@ class Server:
     def admin(self, method, path, body=None):
         self.calls.append((method, path))
         if path in self.fail:
-            raise SinkError(self.fail[path])
+            failure = self.fail[path]
+            raise failure if isinstance(failure, Exception) else SinkError(failure)
         if method == "GET" and path.startswith("/_alias/"):
             name = path.split("/")[2]
             found = {i: {"aliases": {name: a["aliases"][name]}} for i, a in self.indices.items()
@@ -142,3 +143,15 @@ def test_create_missing_with_aliases(tmp_path):
     assert "cdc rebuild --index old" in shown["move_behind_alias"]
     assert states["plain"].to_json()["placement"] == {"name": "plain", "is": "alias", "indices": ["plain_v1"],
                                                       "write_index": "plain_v1"}
+
+
+def test_a_role_without_manage_gets_plain_indices(tmp_path):
+    """create_index but no `manage` (a role from before aliases): the index is made as before, not refused."""
+    denied = SinkAccessError("Elasticsearch denied access (403): action [indices:admin/aliases] is unauthorized")
+    plans = [IndexPlan("index", "made", {"settings": {}, "mappings": {}}, ("r",)),
+             IndexPlan("alias", "plain", {}, ("r",))]
+    server = Server(fail={"/made_v1": denied, "/plain_v1": denied})
+    states = {s.plan.name: s for s in create_missing(plans, server, aliases=True)}
+    assert states["made"].state == "created" and states["made"].created is None and "made" in server.indices
+    # Nothing to make but the alias: left to the first write (ensure_aliases warns).
+    assert states["plain"].state == "failed" and "plain" not in server.indices
