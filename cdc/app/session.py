@@ -219,7 +219,7 @@ class Session:
         tables = rules.table_filter()  # also lets through tables created later that a pattern matches
         native = self.config.row_path != "python" and NATIVE_AVAILABLE
         return BinlogSource(self.config.mysql, db.info.mariadb, tables, self.config.retry, stop=self.stop, end=end,
-                            prepare=self._prepare_rows if native else None)
+                            prepare=self._prepare_rows if native else None, identity=db.identity)
 
     def _prepare_rows(self, rows: RowsData) -> Sequence[RowChange]:
         row_path = getattr(self, "row_path", None)  # set by new_pipeline, before the source is read

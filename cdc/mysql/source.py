@@ -78,7 +78,7 @@ from cdc.model import (
 )
 from cdc.mysql import charsets
 from cdc.mysql.catalog import TableInfo
-from cdc.mysql.server import how_to_set, not_an_event_start
+from cdc.mysql.server import Database, how_to_set, not_an_event_start
 from cdc.mysql.types import kind_of_field_type
 from cdc.retry import Attempts
 
@@ -610,8 +610,12 @@ class BinlogSource:
         stop: threading.Event | None = None,
         end: BinlogPosition | None = None,
         prepare: Callable[[RowsData], Sequence[RowChange]] | None = None,
+        identity: str | None = None,
     ):
         self.config = config
+        # The server the stream reads (Database.identity): a reconnect that finds another one at the
+        # configured address (a failover behind a virtual IP, a proxy or DNS) stops (`_same_server`).
+        self.identity = identity
         # The native row path (cdc/rules/rowpath.py): rows events go to it undecoded
         # (`RowsData`), on this reader thread, and it gives back their row changes.
         self.prepare = prepare
@@ -699,9 +703,12 @@ class BinlogSource:
         """
         attempts = Attempts(self.retry)
         resume = start
+        restarted = False
         while not (self.stop.is_set() or self._closed.is_set()):
             committed: list[StartPoint] = []
             try:
+                if restarted:
+                    self._same_server(resume)
                 for event in self._read(resume, committed):
                     attempts.succeeded()
                     yield event
@@ -722,9 +729,32 @@ class BinlogSource:
                 if self.stop.wait(delay):
                     return
                 yield StreamRestarted(resume.position or BinlogPosition("", 0))
+                restarted = True
             finally:
                 self._close_stream()
 
+    def _same_server(self, resume: StartPoint) -> None:
+        """Before a reconnect: stop if another server now answers at the address (its file/pos mean nothing).
+
+        A failover behind one address (a virtual IP, a proxy, DNS) gives the reconnect the new
+        primary, whose binlog files are not the old one's: read by the old file and position it
+        said "purged" (seen on MySQL 9.7), or could have sent events from another place. `cdc run`
+        started again sees the other server in its checkpoint and resumes by GTID with a new
+        version epoch (cdc/app/start.py), which a reconnect in the middle of a batch cannot do.
+        """
+        if self.identity is None:
+            return
+        db = Database(self.config)  # a lost connection again: SourceConnectionError, retried by `events`
+        try:
+            now = db.identity
+        finally:
+            db.close()
+        if now != self.identity:
+            raise SourceError(
+                f"the server at {self.config.host}:{self.config.port} is {now} now, not {self.identity}, whose "
+                f"binlog cdc was reading (a failover, or the address moved to another server). cdc stops rather "
+                f"than read it at the old server's {resume.position}: started again (systemd's Restart=on-failure "
+                "does that), it resumes there by GTID from its checkpoint, with a new version epoch.")
     def _read(self, start: StartPoint, committed: list[StartPoint]) -> Iterator[SourceEvent]:
         gtids = GtidTracker(start.gtid, self.mariadb)
         try:

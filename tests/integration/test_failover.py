@@ -7,7 +7,8 @@ import time
 
 import pymysql
 import yaml
-from harness import CdcSetup, es_docs, wait_until_equal
+from harness import CdcSetup, es_docs, mysql_only, wait_until_equal
+from proxy import FaultProxy
 
 
 class Server:
@@ -95,3 +96,89 @@ def test_failover_to_a_promoted_replica_resumes_by_gtid(servers, db, database, e
     finally:
         replica.close()
         dev.mariadb_down(directory=replica_dir)
+
+
+@mysql_only
+def test_a_mysql_replica_promoted_while_cdc_streams_is_followed_by_gtid(source_servers, db, database, es,
+                                                                        index_prefix, tmp_path):
+    """MySQL 9.7 GTIDs (uuid:1-N): a second mysqld of the same root replicates the test server, and is
+    promoted while cdc streams through an address that then leads to it (a proxy, as a virtual IP or a
+    DNS switch would). cdc must not read the new server by the old one's file and position."""
+    import servers as dev
+
+    replica_instance = dev.MYSQL_REPLICA
+    dev.mysql_down(instance=replica_instance)
+    shutil.rmtree(replica_instance.host, ignore_errors=True)  # a fresh server: no GTID history of its own
+    dev.mysql_up(replica_instance, server_id=98)
+    replica = Server(source_servers, replica_instance.port)
+    proxy = FaultProxy("127.0.0.1", source_servers.mariadb_port)
+    try:
+        # Replicate from the primary's current GTID state (its history holds every other test's databases).
+        gtid = db.gtid_state()
+        replica.execute("RESET BINARY LOGS AND GTIDS")
+        replica.execute("SET GLOBAL gtid_purged = %s", args=(gtid,))
+        replica.execute("SET sql_log_bin = 0", f"CREATE DATABASE `{database}`", "SET sql_log_bin = 1")
+        # GET_SOURCE_PUBLIC_KEY: the replication user logs in with caching_sha2_password, without TLS.
+        replica.execute(f"CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', "
+                        f"SOURCE_PORT={source_servers.mariadb_port}, SOURCE_USER='{source_servers.admin_user}', "
+                        f"SOURCE_PASSWORD='{source_servers.admin_password}', SOURCE_AUTO_POSITION=1, "
+                        "GET_SOURCE_PUBLIC_KEY=1", "START REPLICA")
+        db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, s VARCHAR(20))")
+        db.execute(f"INSERT INTO t SELECT seq, seq, 'primary' FROM {db.seq(50)}")
+
+        setup = CdcSetup(tmp_path, source_servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}],
+                         mysql__port=proxy.port)
+        cdc = setup.run()
+        try:
+            db.execute("UPDATE t SET v = v + 100 WHERE id <= 25", "DELETE FROM t WHERE id > 45")
+            wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
+            old = setup.checkpoint()
+            assert old["server"].startswith("mysql:") and old["epoch"] == 0
+
+            # The replica has everything: promote it, and the address now leads to it.
+            target = db.gtid_state()
+            deadline = time.monotonic() + 30
+            while replica.execute("SELECT @@GLOBAL.gtid_executed")[0][0].replace("\n", "") != target:
+                assert time.monotonic() < deadline, "the replica did not catch up"
+                time.sleep(0.2)
+            proxy.cut()
+            replica.execute("STOP REPLICA", "RESET REPLICA ALL")
+            proxy.upstream = ("127.0.0.1", replica_instance.port)
+            proxy.restore()
+            replica.execute(f"USE `{database}`", "UPDATE t SET v = -v, s = 'replica' WHERE id <= 10",
+                            "DELETE FROM t WHERE id BETWEEN 40 AND 45", "INSERT INTO t VALUES (100, 100, 'new')")
+            # The reconnect finds another server: cdc stops (exit 1: systemd's Restart=on-failure starts
+            # it again) instead of asking it for the old one's binlog file (which it called "purged").
+            assert cdc.wait(60) == 1, cdc.text()[-3000:]
+        finally:
+            if cdc.proc.poll() is None:
+                cdc.stop()
+        new_identity = f"mysql:{replica.execute('SELECT @@server_uuid')[0][0]}"
+        assert f"is {new_identity} now, not {old['server']}" in cdc.text()
+        assert "purged" not in cdc.text() and "--resnapshot" not in cdc.text()
+        assert setup.checkpoint()["server"] == old["server"]  # nothing read from the new server yet
+
+        # Started again, it resumes on the new primary by GTID (uuid:1-N sets), with a new epoch.
+        cdc = setup.run()
+        try:
+            wait_until_equal(replica, es, "t", f"{index_prefix}-t", ["id"])
+            assert es_docs(es, f"{index_prefix}-t")["1"] == {"id": 1, "v": -101, "s": "replica"}
+        finally:
+            assert cdc.stop() == 0
+        assert cdc.events("start", how="failover")
+        assert f"failover: checkpoint is from {old['server']}, this server is {new_identity}" in cdc.text()
+        saved = setup.checkpoint()
+        assert saved["server"] == new_identity and saved["epoch"] == 1 and saved["by_gtid"] is False
+        assert new_identity.split(":", 1)[1] in saved["gtid"]  # the new server's own transactions
+
+        # A plain restart on the new primary resumes by file/pos and reprocesses nothing.
+        again = setup.run()
+        again.wait_for_event("start", how="resume")
+        replica.execute(f"USE `{database}`", "INSERT INTO t VALUES (101, 101, 'after')")
+        wait_until_equal(replica, es, "t", f"{index_prefix}-t", ["id"])
+        assert again.stop() == 0
+        assert (again.stopped()["rows"], again.stopped()["transactions"]) == (1, 1)
+    finally:
+        proxy.close()
+        replica.close()
+        dev.mysql_down(instance=replica_instance)

@@ -194,3 +194,31 @@ def test_a_query_event_with_a_status_variable_newer_than_the_library_is_read():
     assert isinstance(event, QueryEvent)
     assert event.schema == b"" and event.query == "UPDATE capture.t SET v=2 WHERE id=1"
     assert event.sql_mode == 0x45a00020 and event.mts_accessed_db_names == [b"capture"]  # read before it
+
+
+def test_a_reconnect_that_finds_another_server_at_the_address_stops(monkeypatch):
+    """BinlogSource._same_server, before each reconnect: the identity of the server answering now."""
+    answering = ["mysql:new-uuid"]
+    opened = []
+
+    class Server:
+        def __init__(self, config):
+            opened.append(config)
+            self.identity = answering[0]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(cdc.mysql.source, "Database", Server)
+    at = cdc.mysql.source.StartPoint(BinlogPosition("binlog.000013", 6631271))
+    config = MysqlConfig(host="db", port=3306, user="x", server_id=1)
+    src = BinlogSource(config, False, {("s", "t")}, RetryConfig(), identity="mysql:old-uuid")
+    with pytest.raises(cdc.mysql.source.SourceError) as stopped:
+        src._same_server(at)
+    assert type(stopped.value) is cdc.mysql.source.SourceError and stopped.value.exit_code == 1
+    assert ("the server at db:3306 is mysql:new-uuid now, not mysql:old-uuid" in str(stopped.value)
+            and "binlog.000013:6631271" in str(stopped.value) and "by GTID" in str(stopped.value))
+    answering[0] = "mysql:old-uuid"
+    src._same_server(at)  # the same server: reconnect
+    BinlogSource(config, False, {("s", "t")}, RetryConfig())._same_server(at)  # no identity given: no check
+    assert len(opened) == 2
