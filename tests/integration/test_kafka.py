@@ -369,19 +369,25 @@ def test_a_message_too_large_for_the_broker_is_a_dead_letter_not_a_silent_skip(
         assert cdc.stop() == 0
 
 
-def test_partitions_taken_from_a_writer_stuck_on_elasticsearch_are_written_by_the_next(
-        tmp_path, servers, kafka, db, database, index_prefix, es):
-    """A rebalance while a writer retries: it stops that write, commits nothing, and the new owner
-    writes the batch from the last committed offset."""
+def _a_reader_and_a_writer_behind_a_proxy(tmp_path, servers, kafka, db, database, index_prefix):
+    """Table `a` (empty), a reader publishing its changes, and a writer whose way to Elasticsearch
+    goes through a FaultProxy (to cut), both started: (topic, rules, reader, proxy, writer)."""
     create_two_tables(db)
     topic = f"t-{index_prefix}"
     rules = index_rules(database, index_prefix, "a")
     reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic, snapshot__mode="never")
     es_host, es_port = servers.es_url.rsplit("//", 1)[1].split(":")
     proxy = FaultProxy(es_host, int(es_port))
-    stuck_setup = writer_setup(tmp_path / "stuck", servers, rules, kafka, topic, es_url=f"http://127.0.0.1:{proxy.port}")
-    cdc = reader.run()
-    stuck = sink(stuck_setup)
+    wsetup = writer_setup(tmp_path / "writer", servers, rules, kafka, topic, es_url=f"http://127.0.0.1:{proxy.port}")
+    return topic, rules, reader.run(), proxy, sink(wsetup)
+
+
+def test_partitions_taken_from_a_writer_stuck_on_elasticsearch_are_written_by_the_next(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    """A rebalance while a writer retries: it stops that write, commits nothing, and the new owner
+    writes the batch from the last committed offset."""
+    topic, rules, cdc, proxy, stuck = _a_reader_and_a_writer_behind_a_proxy(tmp_path, servers, kafka, db, database,
+                                                                           index_prefix)
     helper = None
     try:
         wait_for("the first writer to own every partition", lambda: len((assignments(stuck) or [[]])[-1]) == 6)
@@ -415,16 +421,9 @@ def test_partitions_revoked_mid_batch_and_assigned_back_to_the_same_writer_are_r
     """Issue 27 (0): librdkafka keeps the pause flag of a partition that is revoked and assigned back
     to the same consumer (librdkafka #1849). A writer paused while writing a batch, revoked, and
     given some of those partitions back only after it stopped that write must read them to the end."""
-    create_two_tables(db)
-    topic = f"t-{index_prefix}"
+    topic, _, cdc, proxy, writer = _a_reader_and_a_writer_behind_a_proxy(tmp_path, servers, kafka, db, database,
+                                                                        index_prefix)
     group = f"g-{topic}"
-    rules = index_rules(database, index_prefix, "a")
-    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic, snapshot__mode="never")
-    es_host, es_port = servers.es_url.rsplit("//", 1)[1].split(":")
-    proxy = FaultProxy(es_host, int(es_port))
-    wsetup = writer_setup(tmp_path / "writer", servers, rules, kafka, topic, es_url=f"http://127.0.0.1:{proxy.port}")
-    cdc = reader.run()
-    writer = sink(wsetup)
     # Bare group members in this process. The range assignor orders members by id, which starts
     # with client.id: the writer's ("cdc-sink-...") sorts before theirs ("zz-..."), so it gets
     # 0,1,2 of two members and 0,1 of three: partitions it held paused come back, and only those.
