@@ -4,6 +4,7 @@
     python scripts/servers.py up [--mysql]|down|status|env
     python scripts/servers.py mysql_up|mysql_down
     python scripts/servers.py es7_up|es7_down|opensearch_up|opensearch_down|opensearch3_up|opensearch3_down
+    python scripts/servers.py es_cluster_up|es_cluster_down
 
 `up` starts MariaDB and Elasticsearch 8; `up --mysql` also starts Oracle MySQL 9.7
 on 127.0.0.1:13307 (MYSQL_PORT; `mysql_up` starts it alone), from a Debian unstable
@@ -14,6 +15,9 @@ search engines cdc writes to (README "Destinations") start on their own ports, b
   also the server for peers that need 7.x, such as go-mysql-elasticsearch.
 * `opensearch_up`: OpenSearch 2.19.1 on 127.0.0.1:19202 (OPENSEARCH_PORT).
 * `opensearch3_up`: OpenSearch 3.6.0 on 127.0.0.1:19203 (OPENSEARCH3_PORT), on a JDK 21+.
+* `es_cluster_up`: a three-node cluster of the same Elasticsearch 8 on 127.0.0.1:19220-19222
+  (ES_CLUSTER_PORT and the next two), security off, 256 MB heaps, for the fault tests that
+  kill a node.
 
 `down` stops all of them. All servers run as local processes on loopback (no
 Docker), from files kept in CDC_DEV_HOME (default /var/tmp/cdc-dev) so a second
@@ -609,11 +613,12 @@ def extra_java_opts() -> str:
     return os.environ.get("CDC_EXTRA_JAVA_OPTS", "")
 
 
-def _es_env(java_home: str, run_dir: Path, conf_dir: Path | None = None) -> dict[str, str]:
+def _es_env(java_home: str, run_dir: Path, conf_dir: Path | None = None, heap: str | None = None) -> dict[str, str]:
+    heap = heap or os.environ.get("ES_JAVA_OPTS", "-Xms512m -Xmx512m")
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "ES_JAVA_HOME": java_home,
-        "ES_JAVA_OPTS": f'{os.environ.get("ES_JAVA_OPTS", "-Xms512m -Xmx512m")} {extra_java_opts()}'.strip(),
+        "ES_JAVA_OPTS": f"{heap} {extra_java_opts()}".strip(),
         "HOME": str(run_dir),
     }
     if (run_dir / "tmp").is_dir():  # made by _es_start, owned by ES_USER
@@ -636,10 +641,14 @@ def _launch(cmd: list[str], env: dict[str, str], out: Path) -> tuple[int, str]:
 
 
 def _es_start(version: str, run_dir: Path, port: int, transport_port: int, cluster: str,
-              settings: list[str], conf_dir: Path | None = None, health=None) -> None:
-    """Start one single-node Elasticsearch as ES_USER and wait until it is green or yellow.
+              settings: list[str], conf_dir: Path | None = None, health=None,
+              discovery: tuple[str, ...] = ("-Ediscovery.type=single-node",), heap: str | None = None,
+              wait: bool = True) -> None:
+    """Start one Elasticsearch as ES_USER and wait until it is green or yellow.
 
     `health` polls it (default: plain http on `port`); a secured node needs TLS and a user.
+    A node of a cluster (`es_cluster_up`) passes its own `discovery` and `wait=False`: alone it
+    has no master to answer health with, so the cluster is waited for once all nodes are started.
     """
     es_home, java_home = _es_install(version)
     pid_file = run_dir / "es.pid"
@@ -655,13 +664,13 @@ def _es_start(version: str, run_dir: Path, port: int, transport_port: int, clust
     log(f"elasticsearch {version}: starting {cluster} on port {port} (JDK {java_home})")
     start = _launch(
         ["runuser", "-u", ES_USER, "--", str(es_home / "bin" / "elasticsearch"), "-d", "-p", str(pid_file),
-         "-Ediscovery.type=single-node",
+         *discovery,
          "-Enetwork.host=127.0.0.1", f"-Ehttp.port={port}", f"-Etransport.port={transport_port}",
          f"-Epath.data={run_dir / 'data'}", f"-Epath.logs={run_dir / 'logs'}",
          # Development disks are small and shared; never let a watermark block writes.
          "-Ecluster.routing.allocation.disk.threshold_enabled=false",
          f"-Ecluster.name={cluster}", *settings],
-        env=_es_env(java_home, run_dir, conf_dir), out=run_dir / "start.out",
+        env=_es_env(java_home, run_dir, conf_dir, heap), out=run_dir / "start.out",
     )
     log_file = run_dir / "logs" / f"{cluster}.log"
     if start[0] != 0:
@@ -669,6 +678,8 @@ def _es_start(version: str, run_dir: Path, port: int, transport_port: int, clust
             f"Elasticsearch {version} failed to start (exit {start[0]}):\n"
             f"{start[1]}\nTail of {log_file}:\n{_tail(log_file)}"
         )
+    if not wait:
+        return
     deadline = time.monotonic() + 180
     while True:
         status = health()
@@ -771,6 +782,128 @@ def es_secure_down(es: SecureEs) -> None:
 def es_down() -> None:
     for pid_file in HOME.glob("es-run-*/es.pid"):
         _stop_pid(pid_file, f"elasticsearch ({pid_file.parent.name})")
+
+
+# --------------------------------------------------------------------------- a three-node cluster
+# For the fault tests that need replicas and a node to lose (tests/integration/test_es_cluster.py):
+# three master-eligible data nodes of the same zip and version as the default Elasticsearch, on
+# loopback (so, as the single node, in development mode: no bootstrap checks) with security off,
+# each with its own ports and data directory under CDC_DEV_HOME/es-cluster (not es-run-*, so
+# `es_up` and `es_down` of the single node never take them for another version of it).
+ES_CLUSTER_PORT = int(os.environ.get("ES_CLUSTER_PORT", "19220"))  # nodes on PORT, PORT+1, PORT+2
+ES_CLUSTER_SIZE = 3
+ES_CLUSTER_DIR = HOME / "es-cluster"
+ES_CLUSTER_NAME = "cdc-cluster"
+# Three JVMs on the shared 2-core machine: a quarter of the single node's default heap is
+# plenty for the tests' few small indices.
+ES_CLUSTER_HEAP = os.environ.get("ES_CLUSTER_JAVA_OPTS", "-Xms256m -Xmx256m")
+
+
+@dataclass(frozen=True)
+class EsCluster:
+    version: str
+    urls: tuple[str, ...]  # node i (1-based node name cdc-node-i) is urls[i - 1]
+
+    @staticmethod
+    def node_name(number: int) -> str:
+        return f"cdc-node-{number}"
+
+
+def _cluster_node(number: int) -> tuple[Path, int, int]:
+    """(run directory, http port, transport port) of node `number` (1, 2 or 3)."""
+    port = ES_CLUSTER_PORT + number - 1
+    return ES_CLUSTER_DIR / f"node-{number}", port, port + 100
+
+
+def _cluster_urls() -> tuple[str, ...]:
+    return tuple(f"http://127.0.0.1:{_cluster_node(n)[1]}" for n in range(1, ES_CLUSTER_SIZE + 1))
+
+
+def _cluster_health(nodes: int) -> dict | None:
+    """The cluster's health once `nodes` nodes have joined, asked of any node that answers."""
+    for url in _cluster_urls():
+        status = _es_health(f"{url}", timeout=5)
+        if status and status.get("number_of_nodes", 0) >= nodes and status.get("status") in ("green", "yellow"):
+            return status
+    return None
+
+
+def es_cluster_node_up(number: int, version: str | None = None) -> None:
+    """Start (or restart, after `es_cluster_node_kill`) one node of the cluster; returns once it has started.
+
+    Its data directory is kept, so a restarted node rejoins with the shard copies it had.
+    """
+    version = version or resolve_es_version()
+    run_dir, port, transport_port = _cluster_node(number)
+    if _pid_alive(run_dir / "es.pid"):
+        return
+    seeds = ",".join(f"127.0.0.1:{_cluster_node(n)[2]}" for n in range(1, ES_CLUSTER_SIZE + 1))
+    masters = ",".join(EsCluster.node_name(n) for n in range(1, ES_CLUSTER_SIZE + 1))
+    _es_start(version, run_dir, port, transport_port, ES_CLUSTER_NAME,
+              [f"-Enode.name={EsCluster.node_name(number)}", "-Expack.security.enabled=false"],
+              # initial_master_nodes only counts at the very first election (the data directories
+              # then hold the cluster); Elasticsearch 8 ignores it on a restart, with a warning.
+              discovery=(f"-Ediscovery.seed_hosts={seeds}", f"-Ecluster.initial_master_nodes={masters}"),
+              heap=ES_CLUSTER_HEAP, wait=False)
+
+
+def es_cluster_up(selector: str | None = None) -> EsCluster:
+    """The three-node cluster, started (or found running) and healthy with all three nodes."""
+    version = resolve_es_version(selector)
+    urls = _cluster_urls()
+    if es_cluster_running() and _cluster_health(ES_CLUSTER_SIZE):
+        log(f"elasticsearch {version}: cluster already running at {', '.join(urls)}")
+        return EsCluster(version, urls)
+    _es_install(version)  # once, before the nodes' threads start (each would unpack it)
+    # Together: a node's start script returns only once the node has started, and a node alone waits
+    # for a master (discovery.initial_state_timeout, 30 s) that needs two of the three to elect.
+    errors: list[BaseException] = []
+
+    def start(number: int) -> None:
+        try:
+            es_cluster_node_up(number, version)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(1, ES_CLUSTER_SIZE + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    es_cluster_wait(ES_CLUSTER_SIZE)
+    log(f"elasticsearch {version}: cluster ready at {', '.join(urls)}")
+    return EsCluster(version, urls)
+
+
+def es_cluster_wait(nodes: int, timeout: float = 180) -> dict:
+    """The cluster's health once `nodes` nodes are in it and it is green or yellow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _cluster_health(nodes)
+        if status:
+            return status
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"Tail of {d}:\n{_tail(d / 'logs' / f'{ES_CLUSTER_NAME}.log', 15)}"
+                              for d in (_cluster_node(n)[0] for n in range(1, ES_CLUSTER_SIZE + 1)))
+            raise ServerError(f"the Elasticsearch cluster did not get {nodes} nodes in {timeout:.0f}s.\n{tails}")
+        time.sleep(0.25)
+
+
+def es_cluster_node_kill(number: int) -> None:
+    """SIGKILL one node, like a crash (for fault tests); `es_cluster_node_up` starts it again."""
+    run_dir, _, _ = _cluster_node(number)
+    _stop_pid(run_dir / "es.pid", f"elasticsearch {EsCluster.node_name(number)}", sig=signal.SIGKILL)
+
+
+def es_cluster_running() -> bool:
+    return all(_pid_alive(_cluster_node(n)[0] / "es.pid") for n in range(1, ES_CLUSTER_SIZE + 1))
+
+
+def es_cluster_down() -> None:
+    for number in range(1, ES_CLUSTER_SIZE + 1):
+        _stop_pid(_cluster_node(number)[0] / "es.pid", f"elasticsearch {EsCluster.node_name(number)}")
 
 
 # --------------------------------------------------------------------------- other destinations
@@ -1063,6 +1196,7 @@ def up() -> Endpoints:
 
 def down() -> None:
     es_down()
+    es_cluster_down()
     es7_down()
     opensearch_down()
     opensearch3_down()
@@ -1094,8 +1228,14 @@ def main(argv: list[str]) -> int:
         elif command == "down":
             down()
         elif command == "status":
-            for name, ok in {**running(), "mysql": mysql_running(), **destinations_running()}.items():
+            for name, ok in {**running(), "es_cluster": es_cluster_running(), "mysql": mysql_running(),
+                             **destinations_running()}.items():
                 print(f"{name}: {'running' if ok else 'stopped'}")
+        elif command == "es_cluster_up":
+            cluster = es_cluster_up()
+            print(f"Elasticsearch {cluster.version} cluster  {' '.join(cluster.urls)}")
+        elif command == "es_cluster_down":
+            es_cluster_down()
         elif command in ("es7_up", "opensearch_up", "opensearch3_up"):
             dest = {"es7_up": es7_up, "opensearch_up": opensearch_up, "opensearch3_up": opensearch3_up}[command]()
             print(f"{'OpenSearch' if dest.engine == 'opensearch' else 'Elasticsearch'} {dest.version}  {dest.url}")

@@ -184,6 +184,15 @@ def _up_destination(name: str) -> Callable[[], list[str]]:
     return run
 
 
+def _up_es_cluster() -> list[str]:
+    import servers as dev
+
+    with _locked(".up-es-cluster.lock"):  # xdist workers: one starts it, the others find it running
+        was = dev.es_cluster_running()
+        dev.es_cluster_up()
+    return [] if was else ["es_cluster"]
+
+
 def _up_kafka() -> list[str]:
     import kafka_broker
     import servers as dev
@@ -234,6 +243,8 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
             need[engine] = _up_destination(engine)
         if "broker" in names:
             need["kafka"] = _up_kafka
+        if "es_cluster" in names:
+            need["es_cluster"] = _up_es_cluster
         # A module that starts servers of its own (a secured node) names them in WARM_UP:
         # {fixture name: (start, stop)}; its fixture takes the started one with `warmup.take`.
         for name, (start, stop) in getattr(getattr(item, "module", None), "WARM_UP", {}).items():
@@ -252,7 +263,7 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
 # (their module-scoped fixtures start once), and the order within a rank is the usual one.
 # MySQL's first start makes its root (debootstrap, about a minute); its modules come right after
 # the others on MariaDB, and the warm-up starts it right after MariaDB and Elasticsearch 8.
-_RANK = {"mysql": 1.5, "image": 2, "kafka": 2, "es7": 3, "opensearch": 3, "opensearch3": 3}
+_RANK = {"mysql": 1.5, "image": 2, "kafka": 2, "es_cluster": 2, "es7": 3, "opensearch": 3, "opensearch3": 3}
 
 
 def _rank(item) -> float:
@@ -340,6 +351,16 @@ def mysql_servers(servers):
 
 
 @pytest.fixture(scope="session")
+def es_cluster(servers):
+    """The three-node Elasticsearch 8 cluster (scripts/servers.py es_cluster_up) for the tests that kill a node:
+    started by the warm-up when a collected test asks for it (or now), reused when running."""
+    import servers as dev
+
+    return _session_servers("es_cluster", ".up-es-cluster.lock", lambda: {"es_cluster": dev.es_cluster_running()},
+                            dev.es_cluster_up, "the three-node Elasticsearch cluster")
+
+
+@pytest.fixture(scope="session")
 def warmup() -> Warmup:
     """For fixtures that use what the warm-up starts: `warmup.wait(name)` before their own start."""
     return WARMUP
@@ -349,7 +370,7 @@ def _stop(started: list[str]) -> None:
     import kafka_broker
     import servers as dev
 
-    stops = {"elasticsearch": dev.es_down, "es7": dev.es7_down, "opensearch": dev.opensearch_down,
+    stops = {"elasticsearch": dev.es_down, "es_cluster": dev.es_cluster_down, "es7": dev.es7_down, "opensearch": dev.opensearch_down,
              "opensearch3": dev.opensearch3_down, "kafka": kafka_broker.down, "mysql": dev.mysql_down,
              "mariadb": dev.mariadb_down}
     for name in stops:  # MariaDB last, as `servers.py down` does
