@@ -121,6 +121,9 @@ class Column:
     # BINARY(n): values are n bytes. The binlog drops trailing 0x00 pad bytes
     # (SELECT returns them), so the converter pads back to n.
     pad_to: int | None = None
+    # BIGINT UNSIGNED (binlog: LONGLONG with the unsigned flag): only the index mapping needs to know
+    # (unsigned_long, cdc/es/fields.py); values convert the same, so equality ignores it.
+    unsigned_64: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)

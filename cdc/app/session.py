@@ -21,6 +21,7 @@ from cdc.config import Config
 from cdc.errors import CdcError, ConfigError, Stopped
 from cdc.es.indices import ensure as ensure_indices
 from cdc.es.indices import ensure_aliases, map_unsigned_fields
+from cdc.es.fields import FieldMapper
 from cdc.es.destination import Destination
 from cdc.model import Action, BinlogPosition, RowChange, RowsData
 from cdc.mysql.server import Database
@@ -175,6 +176,10 @@ class Session:
                   self.stop, config.retry)
         if aliases:  # every other fixed name: an alias onto a versioned index (cdc/es/aliases.py)
             patiently("creating indices", lambda: ensure_aliases(rules.rules, sink, options), self.stop, config.retry)
+        # Columns the indices have not mapped yet (added while cdc was stopped, or never non-null): their planned
+        # fields, before the first document (cdc/es/fields.py); the stream does the same for each new table map.
+        mapper = FieldMapper(rules, sink, options)
+        patiently("mapping the tables' columns", lambda: mapper.start(rules.rules), self.stop, config.retry)
 
     def reach(self, destination: Destination) -> str:
         """Wait until the search cluster answers; say how it is, naming what answered ("OpenSearch cluster is green")."""
@@ -200,6 +205,7 @@ class Session:
             checkpoint_interval=config.checkpoint.min_interval,
             dry_run=dry_run, on_batch=on_batch,
             observer=self.observer(),
+            check_columns=None if dry_run else FieldMapper(rules, sink, ValueOptions.from_config(config.values)).check,
         )
         # The native row path stands in for the pipeline's ActionBuilder (README: Row path).
         log.log(*check_mode(config.row_path))

@@ -18,7 +18,8 @@ from the same planning functions, so what they show is what a start does.
 `inspect` and `create_missing` talk to Elasticsearch only through
 `ElasticsearchSink.admin`. Nothing here ever changes an existing index or
 template: a difference is reported, never fixed, because changing a mapping
-in place is impossible for most changes and unsafe for the rest.
+in place is impossible for most changes and unsafe for the rest (cdc/es/fields.py
+only adds the fields of columns an index lacks).
 """
 
 from __future__ import annotations
@@ -132,12 +133,13 @@ def value_field(value: Any) -> dict | None:
     return None
 
 
-def generated_mappings(rule: Rule, options: ValueOptions) -> dict:
-    """Mappings for the documents of one resolved rule."""
+def generated_mappings(rule: Rule, options: ValueOptions, columns: Iterable[ColumnInfo] | None = None) -> dict:
+    """Mappings for the documents of one resolved rule; `columns`: the table's definition, if not the one it was
+    resolved with (a table map after ALTER TABLE, cdc/es/fields.py)."""
     properties: dict[str, Any] = {}
     conversions = dict(rule.conversions)
     renames = dict(rule.rename)
-    for column in rule.table_columns:
+    for column in rule.table_columns if columns is None else columns:
         if rule.include is not None and column.name not in rule.include or column.name in rule.exclude:
             continue
         spec = column_field(column, options, column.name in rule.json_columns)

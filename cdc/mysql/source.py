@@ -274,7 +274,9 @@ class _Shape:
 
 
 def _shape(library_columns) -> _Shape:
-    return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None)) for c in library_columns),
+    return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None),
+                               unsigned_64=c.type == FIELD_TYPE.LONGLONG and bool(getattr(c, "unsigned", False)))
+                        for c in library_columns),
                   any(c.name is None for c in library_columns), _time2_columns(library_columns),
                   tuple(_reader_or_none(c) for c in library_columns))
 

@@ -256,10 +256,14 @@ class Pipeline:
         observer: Observer | None = None,
         dead_letters: DeadLetterStore | None = None,
         rebuild: Rebuild | None = None,
+        check_columns: Callable[[RowChange], None] | None = None,
     ):
         self.rules = rules
         # Documents built from several tables: their changes come as rebuild requests (cdc/stream/rebuild.py).
         self.rebuild = rebuild
+        # Called with each row before its actions are built: maps the fields of a table's new columns
+        # before the first document with them (cdc/es/fields.py FieldMapper.check).
+        self.check_columns = check_columns
         self.builder = ActionBuilder(rules, version_epoch, value_options)
         self.checkpoints = checkpoints
         self.batch_config = batch
@@ -399,6 +403,8 @@ class Pipeline:
             if change.position != event_position:
                 end_event()
                 event_position = change.position
+            if self.check_columns is not None:
+                self.check_columns(change)
             event_actions.extend(self._actions(change))
 
         while True:

@@ -1,0 +1,155 @@
+"""Mappings that follow the table (cdc/es/fields.py): literal table definitions in, fields and requests out."""
+
+from cdc.errors import SinkAccessError, SinkError
+from cdc.es.fields import FieldMapper, column_info, field_changes, holds, wanted_fields
+from cdc.es.indices import generated_mappings
+from cdc.model import BinlogPosition, Column, ColumnKind, Op, RowChange
+from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
+from cdc.rules.values import ValueOptions
+
+OPTIONS = ValueOptions()
+TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+
+
+def resolved(tmp_path, text, *columns, json=()):
+    path = tmp_path / "r.yml"
+    path.write_text(text)
+    table = TableInfo("shop", "t", tuple(ColumnInfo(*c) for c in columns), ("id",), frozenset(json))
+    result = resolve_rules(load_rules(path), Catalog(("shop",), {("shop", "t"): table}))
+    assert not result.problems, result.problems
+    return result.rules
+
+
+RULE = "rules:\n  - {schema: shop, table: t, index: t}\n"
+# The table after ALTER TABLE ADD COLUMN n INT, d DECIMAL(10,2), at DATETIME(6), j JSON, u BIGINT UNSIGNED, as the
+# table map gives it (the rule was resolved with `id` alone).
+AFTER = (Column("id", ColumnKind.INTEGER), Column("n", ColumnKind.INTEGER), Column("d", ColumnKind.DECIMAL),
+         Column("at", ColumnKind.DATETIME), Column("j", ColumnKind.JSON), Column("u", ColumnKind.INTEGER, unsigned_64=True),
+         Column("b", ColumnKind.BIT, 1), Column("g", ColumnKind.GEOMETRY), Column("x", ColumnKind.OTHER))
+
+
+def test_table_map_columns_map_as_information_schema_columns_do(tmp_path):
+    # The same function as `cdc indices plan`, fed the information_schema columns of that definition.
+    schema = [("id", "bigint", "bigint(20)"), ("n", "int", "int(11)"), ("d", "decimal", "decimal(10,2)"),
+              ("at", "datetime", "datetime(6)"), ("j", "json", "json"), ("u", "bigint", "bigint(20) unsigned"),
+              ("b", "bit", "bit(1)"), ("g", "geometry", "geometry")]
+    (planned,) = resolved(tmp_path, RULE, *schema).rules
+    (rule,) = resolved(tmp_path, RULE, ("id", "bigint", "bigint(20)")).rules
+    assert wanted_fields(rule, OPTIONS, AFTER) == generated_mappings(planned, OPTIONS)["properties"]
+    assert wanted_fields(rule, OPTIONS, AFTER) == {
+        "id": {"type": "long"}, "n": {"type": "long"}, "d": {"type": "keyword"}, "at": {"type": "date"},
+        "j": {"type": "object"}, "u": {"type": "unsigned_long"}, "b": {"type": "boolean"}, "g": {"type": "geo_shape"}}
+    assert column_info(Column("x", ColumnKind.OTHER)) is None  # written as it comes: left dynamic, as in the plan
+
+
+def test_rule_knowledge_applies_to_new_definitions(tmp_path):
+    # MariaDB JSON (text in the binlog) and POINT (GEOMETRY there) as the rule resolved them; renames, exclusions,
+    # conversions and given mappings as in the plan.
+    text = ("rules:\n  - {schema: shop, table: t, index: t, rename: {s: title}, exclude: [secret],"
+            " convert: {tags: {split: ','}}, create_index: {mappings: {properties: {d: {type: scaled_float,"
+            " scaling_factor: 100}}}}}\n")
+    (rule,) = resolved(tmp_path, text, ("id", "int", "int(11)"), ("mj", "longtext", "longtext"),
+                       ("p", "point", "point"), ("s", "text", "text"), ("secret", "text", "text"), ("tags", "text", "text"),
+                       json=("mj",)).rules
+    columns = (Column("id", ColumnKind.INTEGER), Column("mj", ColumnKind.STRING), Column("p", ColumnKind.GEOMETRY),
+               Column("s", ColumnKind.STRING), Column("secret", ColumnKind.STRING), Column("tags", ColumnKind.STRING),
+               Column("d", ColumnKind.DECIMAL))
+    assert wanted_fields(rule, OPTIONS, columns) == {
+        "id": {"type": "long"}, "mj": {"type": "object"}, "p": {"type": "geo_shape"}, "title": TEXT,
+        "tags": {"type": "keyword"}, "d": {"type": "scaled_float", "scaling_factor": 100}}
+
+
+def test_holds():
+    assert holds({"type": "long"}, {"type": "long"})
+    assert holds(TEXT, {"type": "keyword"})  # a DECIMAL Elasticsearch once mapped dynamically: strings still fit
+    assert holds({"type": "keyword"}, {"type": "date"})
+    assert holds({"type": "keyword"}, {"type": "unsigned_long"})  # the fallback where unsigned_long is missing
+    assert holds({"type": "double"}, {"type": "long"})
+    assert holds({"type": "object", "enabled": False}, {"type": "keyword"})
+    assert holds({"type": "my_plugin_type"}, {"type": "keyword"})  # not second-guessed
+    assert not holds({"type": "long"}, TEXT)  # INT -> VARCHAR
+    assert not holds({"type": "long"}, {"type": "keyword"})  # DECIMAL into a long: "1.5" is refused
+    assert not holds({"type": "long"}, {"type": "unsigned_long"})
+    assert not holds({"type": "date"}, {"type": "keyword"})  # DATETIME -> TIME
+    assert not holds({"type": "keyword"}, {"type": "object"})  # VARCHAR -> JSON
+    assert not holds({"properties": {"a": {"type": "long"}}}, {"type": "long"})  # JSON -> INT
+
+
+def test_field_changes():
+    wanted = {"id": {"type": "long"}, "n": {"type": "long"}, "d": {"type": "keyword"}, "a.b": {"type": "long"}}
+    have = {"id": {"type": "long"}, "d": {"type": "long"}}
+    missing, conflicts = field_changes(wanted, have)
+    assert missing == {"n": {"type": "long"}}
+    assert conflicts == ["field d is mapped as long, and the table now gives keyword values"]
+
+
+class Sink:
+    """`admin` against literal mappings: index -> properties, behind `alias`."""
+
+    def __init__(self, indices, alias=None, refuse=()):
+        self.indices, self.alias, self.refuse, self.calls = indices, alias, refuse, []
+
+    def admin(self, method, path, body=None):
+        self.calls.append((method, path, body))
+        name = path.split("/")[1]
+        if method == "GET":
+            names = [i for i in self.indices if name in (i, self.alias)]
+            return (200, {i: {"mappings": {"properties": self.indices[i]}} for i in names}) if names else (404, {})
+        for spec in body["properties"].values():
+            if spec["type"] in self.refuse:
+                raise SinkError(f"mapper_parsing_exception: No handler for type [{spec['type']}] declared on field")
+        if "forbidden" in self.refuse:
+            raise SinkAccessError("403 security_exception")
+        self.indices[name].update(body["properties"])
+        return 200, {"acknowledged": True}
+
+
+def change(columns):
+    return RowChange(Op.INSERT, "shop", "t", columns, None, {c.name: 1 for c in columns}, BinlogPosition("b.1", 4), 0)
+
+
+def test_mapper_adds_new_fields_once_per_definition(tmp_path, caplog):
+    rules = resolved(tmp_path, RULE, ("id", "bigint", "bigint(20)"))
+    sink = Sink({"t_v1": {"id": {"type": "long"}}}, alias="t")
+    mapper = FieldMapper(rules, sink, OPTIONS)
+    mapper.start(rules.rules)
+    assert [c[0] for c in sink.calls] == ["GET"]  # the index has every column: nothing to put
+    before = (Column("id", ColumnKind.INTEGER),)
+    mapper.check(change(before))
+    mapper.check(change(before))  # the same definition: no request
+    assert len(sink.calls) == 2
+    mapper.check(change(AFTER[:4]))
+    assert sink.calls[-1] == ("PUT", "/t_v1/_mapping", {"properties": {
+        "n": {"type": "long"}, "d": {"type": "keyword"}, "at": {"type": "date"}}})
+    mapper.check(change(tuple(AFTER[:4])))  # an equal tuple: no request
+    assert len(sink.calls) == 4
+    assert mapper.added == ["t_v1.n: long", "t_v1.d: keyword", "t_v1.at: date"]
+
+
+def test_mapper_falls_back_and_reports(tmp_path, caplog):
+    rules = resolved(tmp_path, RULE, ("id", "bigint", "bigint(20)"))
+    sink = Sink({"t": {"id": {"type": "long"}, "n": {"type": "long"}}}, refuse=("unsigned_long", "geo_shape"))
+    mapper = FieldMapper(rules, sink, OPTIONS)
+    # n: INT -> VARCHAR; u: no unsigned_long on this server (keyword holds every value); g: no geo_shape.
+    columns = (Column("id", ColumnKind.INTEGER), Column("n", ColumnKind.STRING),
+               Column("u", ColumnKind.INTEGER, unsigned_64=True), Column("g", ColumnKind.GEOMETRY))
+    mapper.check(change(columns))
+    assert sink.indices["t"]["u"] == {"type": "keyword"}
+    assert "g" not in sink.indices["t"] and sink.indices["t"]["n"] == {"type": "long"}
+    text = caplog.text
+    assert "field n is mapped as long, and the table now gives text values" in text
+    assert "cdc rebuild --index t" in text
+    assert "cannot map field g as {'type': 'geo_shape'}" in text
+    caplog.clear()
+    mapper.check(change(columns[:3]))  # another definition with the same conflict: said once
+    assert "field n" not in caplog.text
+
+
+def test_mapper_leaves_missing_indices_and_refused_access(tmp_path, caplog):
+    rules = resolved(tmp_path, RULE, ("id", "bigint", "bigint(20)"))
+    sink = Sink({})
+    FieldMapper(rules, sink, OPTIONS).check(change(AFTER))
+    assert [c[0] for c in sink.calls] == ["GET"]  # the first write creates it
+    sink = Sink({"t": {}}, refuse=("forbidden",))
+    FieldMapper(rules, sink, OPTIONS).check(change(AFTER[:2]))
+    assert "cannot add fields id, n" in caplog.text and sink.indices["t"] == {}
