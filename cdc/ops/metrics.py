@@ -70,6 +70,16 @@ class _ProgressCollector(Collector):
                 offset.add_metric([stage], position.pos)
         yield file_index
         yield offset
+        # Why cdc is not moving on, while it waits to send again (an outage, a 429 of a blocked
+        # index): the retry counters say that it retried, not that it still waits, nor for what.
+        # Made at scrape time from one value, so there is never more than one reason exported.
+        waiting = GaugeMetricFamily("cdc_sink_waiting",
+                                    "1 while cdc waits to send bulk items again; `reason` says what failed.",
+                                    labels=["reason"])
+        if p.started:
+            ok, problem = p.sink_ok, p.sink_problem
+            waiting.add_metric([problem or ""], 0 if ok else 1)
+        yield waiting
 
 
 class _RowPathCollector(Collector):
@@ -183,7 +193,7 @@ class PrometheusObserver(Observer):
         self.failed.labels("retry").inc(retry)
         self.failed.labels("rejected").inc(rejected)
 
-    def on_retry(self, kind: str, count: int, delay: float) -> None:
+    def on_retry(self, kind: str, count: int, delay: float, why: str = "") -> None:
         self.retries.labels(kind).inc()
 
     def on_latency(self, oldest: Commit, read_at: float) -> None:

@@ -90,11 +90,15 @@ class Progress(Observer):
         else:
             self.sink_ok, self.sink_problem = True, None
 
-    def on_retry(self, kind: str, count: int, delay: float) -> None:
+    def on_retry(self, kind: str, count: int, delay: float, why: str = "") -> None:
         if kind == "request":
             self.bulk_answered = True
             self.sink_ok = False
             self.sink_problem = "the last bulk request failed (Elasticsearch unreachable or overloaded)"
+        if why and not self.sink_ok:
+            # The server's own words (a 429 cluster_block_exception of a read-only index, say) tell
+            # an operator what to fix, where "items failed with 429/5xx" does not.
+            self.sink_problem = why
 
     def on_acknowledged(self, actions: list[Action], commit: Commit | None) -> None:
         if commit is not None:

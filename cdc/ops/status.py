@@ -51,6 +51,9 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
         # `cdc sink` (README: Kafka mode): each assigned partition's lag and the stalled ones, from
         # the writer's metrics when they answer at metrics.port; else null.
         "kafka": None,
+        # A running daemon's writer, from its metrics: {"waiting": bool, "reason": what failed}, so
+        # an operator sees why the checkpoint holds (an outage, a read-only index) without its logs.
+        "writer": None,
         "problems": [],
     }
     report["dead_letters"] = _dead_letters(config, report["problems"])
@@ -101,6 +104,10 @@ def _lag_from_metrics(config: Config, report: Report, checkpoint: BinlogPosition
     if paths:
         report["row_path"]["tables"] = {lbl["table"]: lbl["path"] + (f": {lbl['reason']}" if lbl.get("reason") else "")
                                         for lbl, _ in paths}
+    waiting = samples.get("cdc_sink_waiting", [])
+    if waiting:
+        labels, value = waiting[0]
+        report["writer"] = {"waiting": bool(value), "reason": labels.get("reason") or None}
     lag = report["lag"]
     lag["source"] = url
     lag["seconds_behind_source"] = one("cdc_seconds_behind_source")
@@ -207,6 +214,11 @@ def format_text(report: Report) -> str:
         lines.append(f"lag           {text}{read} (from {lag['source']})")
     else:
         lines.append("lag           unknown")
+    writer = report.get("writer")
+    if writer is not None and writer["waiting"]:
+        lines.append(f"writer        WAITING to retry: {writer['reason']}")
+    elif writer is not None:
+        lines.append("writer        not waiting")
     lines.append("snapshot      " + ("in progress (see --json)" if report["snapshot"] else "none in progress"))
     lines.append("dead letters  " + ("none (dead_letter.on_rejected is stop)" if report["dead_letters"] is None
                                      else f"{report['dead_letters']} (cdc dlq lists them)"))

@@ -173,7 +173,7 @@ class BulkWriter:
         delay = attempts.failed()
         if delay is None:
             raise SinkUnavailableError(f"{why}; gave up after {attempts.count} attempts")
-        self.observer.on_retry(kind, count, delay)
+        self.observer.on_retry(kind, count, delay, why)
         log.warning("%s; retrying %d actions in %.1fs (attempt %d)", why, count, delay, attempts.count,
                     extra={"event": "retry", "actions": count, "error": why})
         if self.abort is not None:

@@ -61,8 +61,9 @@ class Observer:
     def on_bulk(self, actions: int, seconds: float, ok: int, stale: int, retry: int, rejected: int) -> None:
         """One bulk request finished (whatever its items' outcomes)."""
 
-    def on_retry(self, kind: str, count: int, delay: float) -> None:
-        """`kind` is "request" (the whole bulk failed) or "items" (some items failed)."""
+    def on_retry(self, kind: str, count: int, delay: float, why: str = "") -> None:
+        """`kind` is "request" (the whole bulk failed) or "items" (some items failed); `why` is what
+        failed, as the retry log line says it (the first item's status, error type and reason)."""
 
     def on_acknowledged(self, actions: list[Action], commit: Commit | None) -> None:
         """A batch is fully in Elasticsearch; `commit` is its last transaction."""

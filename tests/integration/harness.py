@@ -238,6 +238,11 @@ class CdcSetup:
             time.sleep(0.05)
         return proc
 
+    def output(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """`cdc ARGS --config ...` with its stdout and stderr apart (a report on stdout, such as `--json`)."""
+        return subprocess.run([sys.executable, "-m", "cdc", *args, "--config", str(self.config_path)],
+                              capture_output=True, text=True, timeout=timeout, env={**os.environ, **self.env})
+
     def command(self, *args: str, timeout: float = 120) -> tuple[int, str]:
         proc = self.process(*args).start()
         code = proc.wait(timeout)

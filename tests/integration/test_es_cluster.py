@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 from elasticsearch import Elasticsearch
 from harness import CdcSetup, WriteLoad, create_two_tables, wait_for, wait_until_equal
@@ -84,8 +81,7 @@ def test_a_killed_node_holding_a_primary_is_waited_out_and_nothing_is_lost(serve
     saved = [r for r in cdc.logs() if r.get("logger") == "cdc.pipeline" and r["msg"].startswith("checkpoint ")
              and failed[0]["ts"] < r["ts"] < alive["ts"]]
     assert len(saved) > len(failed), (len(saved), [r["msg"] for r in failed])
-    verified = subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(setup.config_path)],
-                              capture_output=True, text=True, timeout=300, env={**os.environ, **setup.env})
+    verified = setup.output("verify", timeout=300)
     assert verified.returncode == 0, verified.stdout + verified.stderr[-3000:]
     for table in ("a", "b"):
         es.indices.delete(index=[name for name in es.indices.get(index=f"{unique_name}-{table}*")])

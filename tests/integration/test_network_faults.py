@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 
 import pytest
-from harness import CdcSetup, WriteLoad, create_two_tables, es_docs, index_rules, wait_until_equal
+from harness import CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules, wait_until_equal
 from proxy import FaultProxy
 
 
@@ -79,12 +80,23 @@ def test_bulk_response_that_never_arrives_is_resent_idempotently(servers, db, da
 
 
 def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, index_prefix, tmp_path):
+    """A flood-stage block (`index.blocks.read_only_allow_delete`, which answers 429
+    cluster_block_exception) is waited out as a retry: nothing dead-lettered even where rejected
+    documents would be, the checkpoint holds, `cdc status` and the metrics say why, and cdc goes on
+    by itself once the block is lifted."""
     create_two_tables(db)
     for t in ("a", "b"):
         es.indices.create(index=f"{index_prefix}-{t}")
     # The flood-stage block makes Elasticsearch answer 429 for every item of index b only.
     es.indices.put_settings(index=f"{index_prefix}-b", settings={"index.blocks.read_only_allow_delete": True})
-    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__mode="never")
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__mode="never",
+                     metrics__enabled=True, metrics__port=free_port(), dead_letter__on_rejected="dead_letter")
+
+    def writer() -> dict:
+        report = setup.output("status", "--json", timeout=60)
+        assert report.returncode == 0, report.stderr
+        return json.loads(report.stdout)["writer"]
+
     cdc = setup.run()
     try:
         db.execute("BEGIN", "INSERT INTO a VALUES (1, 1, 'x'), (2, 2, 'y')", "INSERT INTO b VALUES (1, 1, 1.5)",
@@ -92,6 +104,9 @@ def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, in
         cdc.wait_for_log("items failed with 429", timeout=30)
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])  # the good part of the bulk is in
         before = setup.position()
+        waiting = writer()
+        assert waiting["waiting"] and "429 (cluster_block_exception" in waiting["reason"], waiting
+        assert "read-only-allow-delete" in setup.output("status", timeout=60).stdout
         time.sleep(1)
         assert setup.position() == before  # but the transaction is not done, so no checkpoint past it
 
@@ -104,6 +119,8 @@ def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, in
         while setup.position() == before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert setup.position() != before
+        assert writer() == {"waiting": False, "reason": None}
     finally:
         assert cdc.stop() == 0
     assert "retrying 1 actions" in cdc.text()  # only the failed item went again
+    assert not cdc.events("dead_letter")

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -264,8 +262,7 @@ def test_systemd_notify_ready_watchdog_status_stopping(servers, db, database, es
 
 # ---------------------------------------------------------------- cdc status
 def cdc_status(setup: CdcSetup, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "cdc", "status", "--config", str(setup.config_path), *args],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, **setup.env})
+    result = setup.output("status", *args, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

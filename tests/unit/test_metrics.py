@@ -167,6 +167,33 @@ def test_sink_state_follows_bulk_outcomes_and_request_failures():
     assert progress.sink_ok
 
 
+def test_why_cdc_waits_is_the_servers_reason_in_readyz_metrics_and_status():
+    from cdc.ops.status import format_text
+
+    why = ("1 of 3 items failed with 429 (cluster_block_exception: index [shop] blocked by: "
+           "[TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block])")
+    progress = progress_with(Clock())
+    metrics = PrometheusObserver(progress)
+    assert "cdc_sink_waiting" not in samples(metrics)  # not known before start-up's cluster check
+    progress.on_start(P(4), None, None)
+    assert value(samples(metrics), "cdc_sink_waiting", reason="") == 0
+    progress.on_bulk(3, 0.1, 2, 0, 1, 0)
+    progress.on_retry("items", 1, 0.5, why)
+    assert progress.sink_detail() == why  # /readyz
+    assert value(samples(metrics), "cdc_sink_waiting", reason=why) == 1
+    assert value(samples(metrics), "cdc_sink_waiting", reason="") is None  # one reason at a time
+    report = {"checkpoint": None, "daemon_running": True, "snapshot": None, "dead_letters": None, "problems": [],
+              "lag": {"source": None}, "row_path": None, "writer": {"waiting": True, "reason": why}}
+    assert f"writer        WAITING to retry: {why}" in format_text(report)
+    progress.on_bulk(1, 0.1, 1, 0, 0, 0)  # the block lifted: the item went in
+    assert value(samples(metrics), "cdc_sink_waiting", reason="") == 0
+    report["writer"] = {"waiting": False, "reason": None}
+    assert "writer        not waiting" in format_text(report)
+    progress.on_retry("request", 5, 0.5, "bulk request failed: Elasticsearch unreachable: Connection error")
+    assert value(samples(metrics), "cdc_sink_waiting",
+                 reason="bulk request failed: Elasticsearch unreachable: Connection error") == 1
+
+
 def test_summary_names_position_checkpoint_and_lag():
     clock = Clock()
     progress = progress_with(clock)
