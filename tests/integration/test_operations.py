@@ -134,6 +134,9 @@ def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, datab
         time.sleep(2)
         assert http_get(f"{base}/healthz")[0] == 200
         assert metric(http_get(f"{base}/metrics")[1], "cdc_retries_total", kind="request") >= 1
+        # And why it waits, as /readyz has it: one cdc_sink_waiting series, at 1, with the failure.
+        [(waiting, value)] = parse_metrics(http_get(f"{base}/metrics")[1])["cdc_sink_waiting"]
+        assert value == 1 and waiting["reason"].startswith("bulk request failed: "), waiting
         es_proxy.restore()
         wait_http(f"{base}/readyz", 200, timeout=30)
         wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
