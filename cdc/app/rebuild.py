@@ -33,7 +33,7 @@ from cdc.copy.lifecycle import Rebuild, RebuildFile, RebuildState, body_hash, bu
 from cdc.copy.snapshot import OnDemandProgress, Snapshot, TableReader
 from cdc.copy.verify import Verifier, VerifyReport
 from cdc.errors import CdcError, ConfigError, PreflightError, SinkError
-from cdc.es import aliases
+from cdc.es import aliases, jsonfields
 from cdc.es.indices import index_target, plan_start
 from cdc.rules import Rule, RuleSet
 from cdc.rules.values import ValueOptions
@@ -182,7 +182,7 @@ class Rebuilder:
     def _create(self, rebuild: Rebuild, body: dict) -> None:
         create_body, _ = bulk_body(body, {})
         try:
-            self.sink.admin("PUT", f"/{rebuild.index}", create_body)
+            jsonfields.put(self.sink, f"/{rebuild.index}", create_body)
         except SinkError as exc:
             # Made by this rebuild before a crash: its name was recorded before it was made.
             if "resource_already_exists_exception" not in str(exc):

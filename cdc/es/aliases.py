@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping
 
 from cdc.errors import SinkError
+from cdc.es import jsonfields
 
 
 def versioned_name(alias: str, version: int) -> str:
@@ -125,7 +126,7 @@ def create(sink, alias: str, body: Mapping[str, Any]) -> str | None:
     made meanwhile by another cdc process or a write (the caller looks again)."""
     index = versioned_name(alias, next_version(alias, versions(sink, alias)))
     try:
-        sink.admin("PUT", f"/{index}", with_alias(body, alias))
+        jsonfields.put(sink, f"/{index}", with_alias(body, alias))
     except SinkError as exc:
         text = str(exc)
         # Another cdc process made the same index, or a write made a concrete index of the alias's name.

@@ -28,6 +28,7 @@ import logging
 from typing import Any, Iterable, Mapping, Sequence
 
 from cdc.errors import SinkAccessError, SinkError
+from cdc.es import jsonfields
 from cdc.es.indices import UNSIGNED_64, generated_mappings, index_target
 from cdc.model import Column, ColumnKind, RowChange
 from cdc.mysql.catalog import ColumnInfo
@@ -178,7 +179,8 @@ class FieldMapper:
 
     def _put(self, index: str, fields: dict[str, dict], rule: Rule) -> None:
         try:
-            self.sink.admin("PUT", f"/{index}/_mapping", {"properties": fields})
+            # What the server took: `flattened` becomes flat_object or a disabled object where it lacks the type.
+            fields = dict(jsonfields.put(self.sink, f"/{index}/_mapping", {"properties": fields})["properties"])
         except SinkAccessError as exc:
             self._error(index, f"cannot add fields {', '.join(fields)} ({exc}); Elasticsearch maps them dynamically "
                         "from their first values (the role needs manage on the index)", warn=True)

@@ -32,6 +32,8 @@ from typing import Any, Iterable, Literal, Mapping
 from cdc.errors import PreflightError, SinkAccessError, SinkError
 from cdc.es import aliases as alias_names
 from cdc.es.aliases import Placement
+from cdc.es.jsonfields import json_field, same_json_field
+from cdc.es import jsonfields
 from cdc.mysql.types import BINARY_TYPES, GEOMETRY_TYPES, INTEGER_TYPES, TEXT_TYPES
 from cdc.rules import ColumnInfo, Rule, parse_template
 from cdc.rules.values import ValueOptions
@@ -68,11 +70,12 @@ class IndexPlan:
 
 
 # ---------------------------------------------------------------------- mappings from column types
-def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False) -> dict | None:
+def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False,
+                 json_mapping: str = "object") -> dict | None:
     """The field a column's converted values fit (README "Values"); None: leave it to dynamic mapping."""
     t = column.data_type
     if json or t == "json":
-        return {"type": "object"}
+        return json_field(json_mapping)
     if t in INTEGER_TYPES or t == "year":
         if t == "bigint" and "unsigned" in column.column_type:
             return {"type": "unsigned_long"}
@@ -106,11 +109,11 @@ def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False) 
     return None
 
 
-def _after_conversion(current: dict | None, name: str) -> dict | None:
+def _after_conversion(current: dict | None, name: str, json_mapping: str = "object") -> dict | None:
     if name in ("split", "datetime"):
         return dict(KEYWORD)
     if name == "json":
-        return {"type": "object"}
+        return json_field(json_mapping)
     if name == "bool":
         return {"type": "boolean"}
     return current  # lower, upper: still text
@@ -142,9 +145,9 @@ def generated_mappings(rule: Rule, options: ValueOptions, columns: Iterable[Colu
     for column in rule.table_columns if columns is None else columns:
         if rule.include is not None and column.name not in rule.include or column.name in rule.exclude:
             continue
-        spec = column_field(column, options, column.name in rule.json_columns)
+        spec = column_field(column, options, column.name in rule.json_columns, rule.json_mapping)
         for conversion in conversions.get(column.name, ()):
-            spec = _after_conversion(spec, conversion.name)
+            spec = _after_conversion(spec, conversion.name, rule.json_mapping)
         if spec is not None:
             properties[renames.get(column.name, column.name)] = spec
     for name, value in rule.fields:
@@ -284,6 +287,8 @@ def compare_mappings(want: Mapping[str, Any], have: Mapping[str, Any], path: str
             out.append(f"{where}: not mapped (Elasticsearch would map it dynamically)")
             continue
         want_type, have_type = spec.get("type", "object"), found.get("type", "object")
+        if same_json_field(spec, found):
+            continue  # what this server has for `flattened` (cdc/es/jsonfields.py)
         if want_type != have_type:
             out.append(f"{where}: {have_type} in Elasticsearch, {want_type} planned")
         elif want_type in ("object", "nested"):
@@ -395,7 +400,7 @@ def _create_index(state: PlanState, sink, body: Mapping[str, Any], aliases: bool
     name = state.plan.name
     if not aliases:
         try:
-            sink.admin("PUT", f"/{name}", dict(body))
+            jsonfields.put(sink, f"/{name}", body)
         except SinkError as exc:
             if "resource_already_exists_exception" in str(exc):
                 return False
@@ -432,7 +437,7 @@ def create_missing(plans: Iterable[IndexPlan], sink, aliases: bool = False) -> l
         plan = state.plan
         try:
             if plan.kind == "template":
-                sink.admin("PUT", f"/_index_template/{plan.name}", dict(plan.body))
+                jsonfields.put(sink, f"/_index_template/{plan.name}", plan.body)
                 state.state = "created"
             else:
                 state.state = "created" if _create_index(state, sink, plan.body, aliases) else "exists"

@@ -152,6 +152,8 @@ class RuleSpec(BaseModel):
     # index's refresh_interval). A forced refresh per request (true) is not offered.
     refresh: Literal[False, "false", "wait_for"] = False
     create_index: Any = None
+    # The field of JSON values (cdc/es/jsonfields.py): object (mapped key by key, as before), flattened, disabled.
+    json_mapping: Literal["object", "flattened", "disabled"] = "object"
     children: dict[str, RelationSpec] = {}
     lookups: dict[str, RelationSpec] = {}
 
@@ -293,6 +295,7 @@ class RuleSpec(BaseModel):
             conversions=tuple(self.convert.items()), mode=self.mode, on_delete=self.on_delete,
             soft_delete_field=self.soft_delete_field or "deleted", pipeline=self.pipeline,
             refresh_wait_for=self.refresh == "wait_for", also=self.also, create_index=setup, checked=False,
+            json_mapping=self.json_mapping,
             allow_duplicate_ids=self.allow_duplicate_ids,
             relations=tuple([*(spec.to_relation(name, "children", schema.text, source)
                                for name, spec in self.children.items()),

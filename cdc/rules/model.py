@@ -105,6 +105,7 @@ class Rule:
     # one document (README "Document ids and routing"); without it such a rule is refused.
     allow_duplicate_ids: bool = False
     create_index: IndexSetup | None = None
+    json_mapping: str = "object"  # object | flattened | disabled: the field of JSON values (cdc/es/jsonfields.py)
     # Filled in by resolve_rules from the catalog:
     checked: bool = True  # False as loaded: not yet checked against the server
     pad_binary: tuple[tuple[str, int], ...] = ()  # BINARY(n) columns and their n

@@ -1,11 +1,17 @@
 """Mappings that follow the table (cdc/es/fields.py) against real MariaDB / MySQL 9.7 and Elasticsearch 8:
-columns added by ALTER TABLE while cdc streams get the fields `cdc indices plan` gives their types."""
+columns added by ALTER TABLE while cdc streams get the fields `cdc indices plan` gives their types; JSON
+columns with `json_mapping: flattened` take values dynamic mapping refuses, on every engine."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+import test_destinations
 from harness import CdcSetup, both_sources, es_docs, wait_for
+from test_destinations import setup_for
+
+search = test_destinations.search  # the fixture: a reader of the engine under test, its indices deleted after
 
 ADDED = ("n", "d", "at", "j")
 
@@ -83,3 +89,43 @@ def test_a_changed_column_type_is_reported_with_the_rebuild(source_servers, db, 
         assert cdc.stop() == 0
     errors = [r for r in cdc.logs() if r.get("level") == "error"]
     assert any("field v is mapped as long, and the table now gives text values" in r["msg"] for r in errors), errors
+
+
+# Values `object` mapping refuses: a number array that turns float, then text (`mapper [j.k] cannot be changed
+# from type [long] to [float]`), a key that is an array in one row and an object in the next; and a bare array,
+# which `flattened` refuses too (its value must be an object) and `disabled` takes.
+JSON_ROWS = {
+    "1": ('{"k": [1, 2]}', {"k": [1, 2]}),
+    "2": ('{"k": [1, 2.5, "x"]}', {"k": [1, 2.5, "x"]}),
+    "3": ('{"k": {"a": true}}', {"k": {"a": True}}),
+    "4": ('[1, "two", {"three": 3}]', [1, "two", {"three": 3}]),
+    "5": ('{"k": [1, 2]}', {"k": [1, 2]}),
+}
+
+
+@pytest.mark.parametrize("mode", ["flattened", "disabled"])
+def test_json_mapping_takes_heterogeneous_values_on_every_engine(mode, destination, servers, db, database, search,
+                                                                 unique_name, tmp_path):
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, j JSON)")
+    index = f"{unique_name}-t"
+    setup = setup_for(tmp_path, servers, destination, [{"schema": database, "table": "t", "index": index,
+                                                        "json_mapping": mode}], snapshot__mode="never")
+    rows = {n: v for n, v in JSON_ROWS.items() if mode == "disabled" or n != "4"}
+    cdc = setup.run()
+    try:
+        db.execute(*(f"INSERT INTO t VALUES ({n}, '{text}')" for n, (text, _) in rows.items()))
+        search.wait_docs(index, {n: {"id": int(n), "j": doc} for n, (_, doc) in rows.items()})
+        assert cdc.proc.poll() is None
+    finally:
+        assert cdc.stop() == 0
+    mapping = search.mapping(index)
+    disabled = {"type": "object", "enabled": False}
+    if mode == "disabled":
+        assert mapping["j"] == disabled
+    elif destination.engine == "opensearch":  # 2.19 and 3: flat_object (since 2.7)
+        assert mapping["j"] == {"type": "flat_object"}, mapping
+    else:  # flattened where the build has it, else what takes anything
+        assert mapping["j"] in ({"type": "flattened"}, disabled), mapping
+    assert f"mapped id as long, j as {mapping['j'].get('type')}" in cdc.text(), cdc.text()[-2000:]
+    code, out = setup.command("indices", "plan")
+    assert code == 0 and '"differs"' not in out, out

@@ -1,8 +1,11 @@
 """Mappings that follow the table (cdc/es/fields.py): literal table definitions in, fields and requests out."""
 
-from cdc.errors import SinkAccessError, SinkError
+import pytest
+
+from cdc.errors import ConfigError, SinkAccessError, SinkError
+from cdc.es import jsonfields
 from cdc.es.fields import FieldMapper, column_info, field_changes, holds, wanted_fields
-from cdc.es.indices import generated_mappings
+from cdc.es.indices import compare_mappings, generated_mappings
 from cdc.model import BinlogPosition, Column, ColumnKind, Op, RowChange
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
 from cdc.rules.values import ValueOptions
@@ -153,3 +156,56 @@ def test_mapper_leaves_missing_indices_and_refused_access(tmp_path, caplog):
     sink = Sink({"t": {}}, refuse=("forbidden",))
     FieldMapper(rules, sink, OPTIONS).check(change(AFTER[:2]))
     assert "cannot add fields id, n" in caplog.text and sink.indices["t"] == {}
+
+
+# ---------------------------------------------------------------------- json_mapping (cdc/es/jsonfields.py)
+def test_json_mapping_per_rule(tmp_path):
+    columns = (("id", "int", "int(11)"), ("j", "json", "json"), ("mj", "longtext", "longtext"), ("t", "text", "text"))
+    fields = {}
+    for mode in ("object", "flattened", "disabled"):
+        text = f"rules:\n  - {{schema: shop, table: t, index: t, json_mapping: {mode}, convert: {{t: json}}}}\n"
+        (rule,) = resolved(tmp_path, text, *columns, json=("mj",)).rules
+        props = generated_mappings(rule, OPTIONS)["properties"]
+        assert props["j"] == props["mj"] == props["t"]  # MySQL JSON, MariaDB JSON, `convert: json` alike
+        assert wanted_fields(rule, OPTIONS, (Column("j", ColumnKind.JSON),)) == {"j": props["j"]}
+        fields[mode] = props["j"]
+    assert fields == {"object": {"type": "object"}, "flattened": {"type": "flattened"},
+                      "disabled": {"type": "object", "enabled": False}}
+    path = tmp_path / "bad.yml"
+    path.write_text("rules:\n  - {schema: shop, table: t, index: t, json_mapping: flat}\n")
+    with pytest.raises(ConfigError, match="json_mapping"):
+        load_rules(path)
+
+
+class RefusingSink:
+    """Answers a PUT like a server without the types in `lacking` (Elasticsearch's message)."""
+
+    def __init__(self, *lacking):
+        self.lacking, self.puts = lacking, []
+
+    def admin(self, method, path, body=None):
+        self.puts.append(body)
+        for field_type in self.lacking:
+            if f"'type': '{field_type}'" in str(body):
+                raise SinkError(f"mapper_parsing_exception: No handler for type [{field_type}] declared on field [j]")
+        return 200, {"acknowledged": True}
+
+
+def test_flattened_becomes_what_the_server_has():
+    body = {"settings": {}, "mappings": {"properties": {"id": {"type": "long"}, "j": {"type": "flattened"},
+                                                        "o": {"properties": {"k": {"type": "flattened"}}}}}}
+    assert jsonfields.put(RefusingSink(), "/i", body) == body  # Elasticsearch
+    opensearch = {"type": "flat_object"}  # OpenSearch >= 2.7
+    sink = RefusingSink("flattened")
+    assert jsonfields.put(sink, "/i", body)["mappings"]["properties"] == {
+        "id": {"type": "long"}, "j": opensearch, "o": {"properties": {"k": opensearch}}}
+    sink = RefusingSink("flattened", "flat_object")  # an integ-test-zip, OpenSearch < 2.7
+    accepted = jsonfields.put(sink, "/i", body)
+    assert accepted["mappings"]["properties"]["j"] == {"type": "object", "enabled": False} and len(sink.puts) == 3
+    with pytest.raises(SinkError, match="geo_shape"):  # other refusals are not guessed at
+        jsonfields.put(RefusingSink("geo_shape"), "/i", {"properties": {"g": {"type": "geo_shape"}}})
+    # What the server made of it counts as planned, and holds what the plan would.
+    for have in (opensearch, {"type": "object", "enabled": False}):
+        assert compare_mappings({"properties": {"j": {"type": "flattened"}}}, {"properties": {"j": have}}) == []
+        assert holds(have, {"type": "flattened"})
+    assert compare_mappings({"properties": {"j": {"type": "flattened"}}}, {"properties": {"j": {"type": "keyword"}}})
