@@ -65,9 +65,11 @@ def decimals(draw) -> Opaque:
         value = Decimal(repr(draw(st.floats(-1e35, 1e35))))
         if -value.as_tuple().exponent > 30:  # DECIMAL's scale is at most 30
             value = round(value, 30)
-        scale = draw(st.integers(max(0, -value.as_tuple().exponent), 30))
         text = format(value, "f")
-        return decimal(text, max(1, len(text.lstrip("-").partition(".")[0].lstrip("0")) + scale), scale)
+        digits = len(text.lstrip("-").partition(".")[0].lstrip("0"))
+        # MySQL's DECIMAL has at most 65 digits: 1e35 (36 of them) takes a scale of at most 29.
+        scale = draw(st.integers(max(0, -value.as_tuple().exponent), min(30, 65 - digits)))
+        return decimal(text, max(1, digits + scale), scale)
     precision = draw(st.integers(1, 65))
     scale = draw(st.integers(0, min(30, precision)))
     whole = draw(st.integers(0, 10 ** (precision - scale) - 1) | st.just(0))
