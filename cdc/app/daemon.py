@@ -80,7 +80,8 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
         sink.close()
         finish(stats, resume_from)
         return stats
-    pipeline = session.new_pipeline(rules, sink, store)
+    # Kafka mode: the reader's sink is a topic; new columns' fields are mapped at the next start (README: Kafka mode).
+    pipeline = session.new_pipeline(rules, sink, store, map_fields=config.destination != "kafka")
     try:
         return pipeline.run(lambda: source.events(start), source.close)
     finally:

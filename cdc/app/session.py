@@ -181,6 +181,22 @@ class Session:
         mapper = FieldMapper(rules, sink, options)
         patiently("mapping the tables' columns", lambda: mapper.start(rules.rules), self.stop, config.retry)
 
+    def _mapping_fields(self, rules: RuleSet, sink) -> Callable[[RowChange], None]:
+        """FieldMapper.check, waiting out an outage as the bulk writes do (retry settings, a stop signal
+        ends the wait): Elasticsearch down while a table's new definition arrives is no reason to stop."""
+        mapper = FieldMapper(rules, sink, ValueOptions.from_config(self.config.values))
+
+        def check(change: RowChange) -> None:
+            try:
+                return mapper.check(change)  # per row: no retry machinery unless it fails
+            except CdcError as exc:
+                if not exc.retriable:
+                    raise
+            patiently(f"mapping the new columns of {change.schema}.{change.table}", lambda: mapper.check(change),
+                      self.stop, self.config.retry)
+
+        return check
+
     def reach(self, destination: Destination) -> str:
         """Wait until the search cluster answers; say how it is, naming what answered ("OpenSearch cluster is green")."""
         status = patiently(f"connecting to {destination.product} at {self.config.elasticsearch.addresses}",
@@ -188,7 +204,9 @@ class Session:
         return f"{destination.product} cluster is {status}"
 
     def new_pipeline(self, rules: RuleSet, sink, store: FileCheckpointStore | None, dry_run: bool = False,
-                     on_batch: Callable[[list[Action]], None] | None = None) -> Pipeline:
+                     on_batch: Callable[[list[Action]], None] | None = None, map_fields: bool = True) -> Pipeline:
+        """`map_fields`: map new columns' fields in the sink before their first document (cdc/es/fields.py);
+        False where the sink is not Elasticsearch (Kafka mode's reader publishes to a topic)."""
         config = self.config
         # Rules with children/lookups: their documents are rebuilt from MySQL reads (issue 15,
         # cdc/stream/rebuild.py); the row path only sees the other rules.
@@ -205,7 +223,7 @@ class Session:
             checkpoint_interval=config.checkpoint.min_interval,
             dry_run=dry_run, on_batch=on_batch,
             observer=self.observer(),
-            check_columns=None if dry_run else FieldMapper(rules, sink, ValueOptions.from_config(config.values)).check,
+            check_columns=None if dry_run or not map_fields else self._mapping_fields(rules, sink),
         )
         # The native row path stands in for the pipeline's ActionBuilder (README: Row path).
         log.log(*check_mode(config.row_path))
