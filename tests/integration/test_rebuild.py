@@ -191,15 +191,17 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
     assert rebuild_state(setup) == {}
 
 
-def _setup_rebuild(tmp_path, servers, db, database, alias, **overrides) -> CdcSetup:
+def _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size: int = 100, **overrides) -> CdcSetup:
     create_two_tables(db, ROWS)
-    return CdcSetup(tmp_path, servers, _rule(database, alias, {}), snapshot__chunk_size=100, **overrides)
+    return CdcSetup(tmp_path, servers, _rule(database, alias, {}), snapshot__chunk_size=chunk_size, **overrides)
 
 
 @pytest.mark.parametrize("kill_at", [None, "copy", "mid-copy", "swap", "swapped"])
 def test_rebuild_under_load_killed_at_each_step(servers, db, database, index_prefix, tmp_path, kill_at):
     alias = f"{index_prefix}-a"
-    setup = _setup_rebuild(tmp_path, servers, db, database, alias)
+    # Killed mid-copy from outside, timed off the progress file: chunks of 10 rows make the copy last
+    # seconds on a quiet machine (of 100, it was over in 0.2 s, before the test could see it under way).
+    setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=10 if kill_at == "mid-copy" else 100)
     reader = Reader(servers.es_url)
     try:
         rebuild_under_load(setup, reader, db, servers, database, alias, kill_at)
