@@ -24,7 +24,9 @@ test: deps $(BIN)/.installed
 	$(BIN)/python -m mypy cdc
 	# the native row path's own tests (native/src), when there is a Rust toolchain
 	if command -v cargo >/dev/null; then cargo test --release --quiet --manifest-path native/Cargo.toml; fi
-	$(BIN)/pytest
+	# with cargo here the native module must have been built: a missing one fails the run
+	# instead of skipping its tests (tests/conftest.py _require_native)
+	CDC_REQUIRE_NATIVE=$$(command -v cargo >/dev/null && echo 1 || echo 0) $(BIN)/pytest
 
 # Opt-in: two pytest-xdist workers; tests marked serial in tests/conftest.py run alone
 # (README "Quick start": measured, not faster on the shared 2-core machine, so not the default).
