@@ -10,7 +10,7 @@ for byte, so everything else stays with the Python path:
 
 * per table (logged once per table definition and result shape): whatever
   `compile_plan` refuses (`convert:`, `decimal_as: number`, a non-UTC
-  `timestamp_timezone` with TIMESTAMP columns, GEOMETRY, ...), rules with
+  `timestamp_timezone` with TIMESTAMP columns, ...), rules with
   relations, and result columns whose type and charset PyMySQL would hand over
   as something other than what the kind expects (text in a BINARY column, ...);
 * per chunk (`Decline`): a zero date (the Python path counts and logs its row),
@@ -43,6 +43,7 @@ _DECIMALS = {0, 246}
 _TEXTS = {15, 249, 250, 251, 252, 253, 254}  # VARCHAR, the BLOBs, VAR_STRING, STRING
 _JSON = 245
 _BIT = 16
+_GEOMETRY = 255
 _BINARY_CHARSET = 63
 _SIMPLE = {ColumnKind.DATE: ({10, 14}, "date"), ColumnKind.DATETIME: ({12}, "datetime"),
            ColumnKind.TIMESTAMP: ({7}, "timestamp"), ColumnKind.TIME: ({11}, "time"),
@@ -71,6 +72,9 @@ def text_columns(columns: Sequence[Column], fields: Sequence[tuple[str, int, int
             out.append(("json_text", 0))
         elif kind is ColumnKind.BIT and ftype == _BIT and binary:
             out.append(("bit", int(builder.value_options.bit1_as_bool and column.bits == 1)))
+        elif kind in (ColumnKind.GEOMETRY, ColumnKind.POINT) and ftype == _GEOMETRY and binary:
+            # PyMySQL keeps a binary-charset GEOMETRY field as bytes: values.py converts those.
+            out.append(("geometry", int(kind is ColumnKind.POINT and builder.value_options.points == "geo_point")))
         else:
             raise rowpath.Unsupported(f"column {column.name!r}: a {kind.value} column read as field type {ftype} "
                                       f"(charset {charset})")

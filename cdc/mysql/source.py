@@ -79,7 +79,7 @@ from cdc.model import (
 from cdc.mysql import charsets
 from cdc.mysql.catalog import TableInfo
 from cdc.mysql.server import Database, how_to_set, not_an_event_start
-from cdc.mysql.types import kind_of_field_type
+from cdc.mysql.types import GEOMETRY_TYPES, kind_of_field_type
 from cdc.retry import Attempts
 
 log = logging.getLogger("cdc.source")
@@ -290,8 +290,8 @@ _SIMPLE_READERS = {FIELD_TYPE.FLOAT: "float", FIELD_TYPE.DOUBLE: "double", FIELD
 
 def _reader(c) -> tuple | None:
     """How the native row path reads a library column: (reader, a, b, c, labels), mirroring
-    row_event.py __read_values_name; None for what it leaves to the library (GEOMETRY,
-    charsets cdc has no table for (`_exact_charsets`), types the library does not read)."""
+    row_event.py __read_values_name; None for what it leaves to the library (charsets cdc has no
+    table for (`_exact_charsets`), types the library does not read)."""
     t = c.type
     if t in _INT_BYTES:
         return ("int", _INT_BYTES[t], int(bool(c.unsigned)), 0, None)
@@ -310,6 +310,8 @@ def _reader(c) -> tuple | None:
         return ("set", c.size, 0, 0, list(c.set_values) if c.set_values else None)
     if t == FIELD_TYPE.BIT:
         return ("bit", c.bits, c.bytes, 0, None)
+    if t == FIELD_TYPE.GEOMETRY:  # every geometry type; b: geo_point, set by compile_plan for POINT columns
+        return ("geometry", c.length_size, 0, 0, None)
     if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB):
         prefix = c.length_size if t == FIELD_TYPE.BLOB else 2 if c.max_length > 255 else 1
         if c.character_set_name in _TEXT_CHARSETS:
@@ -353,7 +355,8 @@ def schema_readers(table: TableInfo, mariadb: bool) -> tuple[tuple | None, ...]:
     dbms = "mariadb" if mariadb else "mysql"
     columns = []
     for info in table.columns:
-        code = _SCHEMA_CODES.get(info.data_type, FIELD_TYPE.GEOMETRY)  # the rest: geometry types
+        # Geometry types are GEOMETRY in a TABLE_MAP; a type cdc does not know gets no reader (None).
+        code = _SCHEMA_CODES.get(info.data_type, FIELD_TYPE.GEOMETRY if info.data_type in GEOMETRY_TYPES else None)
         charset = None
         if code in _TEXT_TYPES:
             known = charset_by_name(info.charset, dbms) if info.charset else None

@@ -8,14 +8,20 @@ byte, so everything it does not reproduce exactly goes to the Python path:
 
 * per table, when the plan is compiled (logged once per table definition):
   `convert:` conversions, `values.decimal_as: number`, a `timestamp_timezone`
-  other than UTC with TIMESTAMP columns, GEOMETRY and
-  charsets cdc has no table for, template formats other than plain and
-  `%Y %m %d %H %M %S`, ids or index names made of FLOAT, SET or JSON columns,
-  and field names that collide;
+  other than UTC with TIMESTAMP columns, charsets cdc has no table for, types
+  the library does not read, template formats other than plain and
+  `%Y %m %d %H %M %S`, ids, routing or index names made of JSON, GEOMETRY or
+  POINT columns, and field names that collide;
 * per event, when the native code meets a value it leaves to Python (`Decline`):
-  a NULL or zero date in an id, an invalid index name, odd JSON text, ... The
-  Python path then decodes the same event through the library and gives the
-  action or the error, with its message, as before.
+  a NULL or zero date in an id, an invalid index name, odd JSON text, a
+  geometry value values.py refuses (native/src/geometry.rs), a SET in an id,
+  routing or index name (a list, which actions.py refuses), ... The Python path
+  then decodes the same event through the library and gives the action or the
+  error, with its message, as before.
+
+GEOMETRY and POINT columns (GeoJSON, or a POINT column's `{"lat", "lon"}`) and
+ids, routing and index names of FLOAT and DOUBLE columns (Python's repr of the
+value, native/src/json.rs `float_repr`) are native.
 
 Bytes that do not decode (`DecodeError`) stop cdc with the table and position.
 """
@@ -50,8 +56,9 @@ RowPathMode = Literal["auto", "native", "python"]
 NATIVE_AVAILABLE = _native is not None
 _DATE_FORMAT = re.compile(r"(?:[^%]|%[YmdHMS%])*")
 _DATE_KINDS = (ColumnKind.DATE, ColumnKind.DATETIME, ColumnKind.TIMESTAMP)
-_KEY_KINDS_REFUSED = (ColumnKind.FLOAT, ColumnKind.DOUBLE, ColumnKind.SET, ColumnKind.JSON, ColumnKind.GEOMETRY,
-                      ColumnKind.POINT, ColumnKind.OTHER)
+# Kinds no id, routing or index name is made of natively. A SET is a list, which actions.py
+# `_id_part` refuses: its plan compiles and each event declines, so the Python path names it.
+_KEY_KINDS_REFUSED = (ColumnKind.JSON, ColumnKind.GEOMETRY, ColumnKind.POINT, ColumnKind.OTHER)
 _OP_CODES = {Op.INSERT: 0, Op.UPDATE: 1, Op.DELETE: 2}
 _TYPES = (ActionType.INDEX, ActionType.DELETE, ActionType.UPDATE)
 
@@ -109,7 +116,9 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
             spec[2] = mapped[column.name].pad_to or 0
         elif spec[0] == "bit":
             spec[3] = int(options.bit1_as_bool and column.bits == 1)
-        if kind in (ColumnKind.GEOMETRY, ColumnKind.POINT, ColumnKind.OTHER):
+        elif spec[0] == "geometry":  # values.py: only a POINT column's points become {"lat", "lon"}
+            spec[2] = int(kind is ColumnKind.POINT and options.points == "geo_point")
+        if kind is ColumnKind.OTHER:
             raise Unsupported(f"column {column.name!r} of kind {kind.value}")
         specs.append(tuple(spec))
 

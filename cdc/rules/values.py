@@ -399,6 +399,9 @@ def _wkb(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
             parts.append(part)
         if code == 7:
             return {"type": name, "geometries": parts}, pos
+        if any("coordinates" not in part for part in parts):
+            # MySQL never writes one (it checks WKB it is given); was an uncaught KeyError here.
+            raise ValueError(f"a GeometryCollection inside a {name}")
         coordinates = [part["coordinates"] for part in parts]
     return {"type": name, "coordinates": coordinates}, pos
 

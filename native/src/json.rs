@@ -41,6 +41,26 @@ pub fn write_f64(out: &mut String, f: f64) {
         out.push_str("null");
         return;
     }
+    write_shortest(out, f, -5, 1);
+}
+
+/// Python's `repr(float)` (what `str()` gives, so actions.py `_id_part` of a FLOAT or DOUBLE):
+/// the same shortest digits, plain for decimal exponents -4..15, else `d.ddde+XX` with at
+/// least two exponent digits (CPython Python/pystrtod.c format_float_short, mode 'r':
+/// exponent when decpt <= -4 or decpt > 16, i.e. our exponent < -4 or > 15; "%+.02d").
+/// `None` for NaN and infinities, which `repr` writes as "nan"/"inf" (never a MySQL value).
+pub fn float_repr(f: f64) -> Option<String> {
+    if !f.is_finite() {
+        return None;
+    }
+    let mut out = String::new();
+    write_shortest(&mut out, f, -4, 2);
+    Some(out)
+}
+
+/// The shortest round-trip digits of finite `f`, plain for decimal exponents `plain_from`..15,
+/// else scientific with at least `exp_digits` exponent digits.
+fn write_shortest(out: &mut String, f: f64, plain_from: i32, exp_digits: usize) {
     let mut sci = format!("{:e}", f); // shortest round-trip digits, e.g. "-1.25e-7", "1e16"
     // On a tie between two shortest candidates (562949953421312.25 -> ...2 or ...3) Python's
     // repr, and orjson, take the correctly rounded one (half to even); so do the same.
@@ -62,7 +82,7 @@ pub fn write_f64(out: &mut String, f: f64) {
     if negative {
         out.push('-');
     }
-    if (-5..16).contains(&exp) {
+    if (plain_from..16).contains(&exp) {
         if exp >= 0 {
             if n <= exp + 1 {
                 out.push_str(&digits);
@@ -90,7 +110,7 @@ pub fn write_f64(out: &mut String, f: f64) {
         }
         out.push('e');
         out.push(if exp > 0 { '+' } else { '-' });
-        out.push_str(&exp.unsigned_abs().to_string());
+        out.push_str(&format!("{:0width$}", exp.unsigned_abs(), width = exp_digits));
     }
 }
 
@@ -414,4 +434,25 @@ fn emit(out: &mut String, v: &Node, mode: Mode) -> Result<(), Refused> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod float_repr_tests {
+    use super::float_repr;
+
+    #[test]
+    fn python_repr_of_floats() {
+        // Each pair checked against CPython 3.11's repr().
+        for (f, text) in [(0.0, "0.0"), (-0.0, "-0.0"), (1.5, "1.5"), (1e16, "1e+16"), (1e15, "1000000000000000.0"),
+                          (9999999999999998.0, "9999999999999998.0"), (1.5e-5, "1.5e-05"), (1e-4, "0.0001"),
+                          (0.00012, "0.00012"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
+                          (0.1, "0.1"), (0.30000000000000004, "0.30000000000000004"), (-2.5e-7, "-2.5e-07"),
+                          (123456789012345680.0, "1.2345678901234568e+17"), (1e100, "1e+100"), (-1e-100, "-1e-100"),
+                          (562949953421312.25, "562949953421312.2"), (16777216.0, "16777216.0"), (3.4028235e38, "3.4028235e+38")] {
+            assert_eq!(float_repr(f).as_deref(), Some(text), "{f:e}");
+        }
+        assert_eq!(float_repr(f64::NAN), None);
+        assert_eq!(float_repr(f64::INFINITY), None);
+        assert_eq!(float_repr(f64::NEG_INFINITY), None);
+    }
 }

@@ -21,6 +21,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod actions;
 mod charset;
+mod geometry;
 mod json;
 mod jsonb;
 mod text;
@@ -65,6 +66,7 @@ impl Table {
                 "enum" => Reader::Enum { size: ua, labels },
                 "set" => Reader::Set { size: ua, labels },
                 "bit" => Reader::Bit { bits: a as u32, bytes: ub, as_bool: c != 0 },
+                "geometry" => Reader::Geometry { prefix: ua, geo_point: b != 0 },
                 // "text:mariadb/latin1", "text:utf16": see cdc/mysql/charsets.py native_name.
                 other => match other.strip_prefix("text:").and_then(charset::named) {
                     Some(charset) => Reader::CharsetText { prefix: ua, charset },
@@ -74,7 +76,7 @@ impl Table {
             let bad_size = match readers.last().unwrap() {
                 Reader::Int { bytes, .. } => !(1..=8).contains(bytes),
                 Reader::Text { prefix } | Reader::JsonText { prefix } | Reader::Binary { prefix, .. } => !(1..=4).contains(prefix),
-                Reader::JsonBinary { prefix } => !(1..=4).contains(prefix),
+                Reader::JsonBinary { prefix } | Reader::Geometry { prefix, .. } => !(1..=4).contains(prefix),
                 Reader::CharsetText { prefix, .. } => !(1..=4).contains(prefix),
                 Reader::Enum { size, .. } | Reader::Set { size, .. } => !(1..=8).contains(size),
                 Reader::Bit { bits, bytes, .. } => !(1..=64).contains(bits) || *bytes != (*bits as usize).div_ceil(8),
@@ -495,6 +497,24 @@ fn format_float(f: f64) -> String {
     s
 }
 
+/// Python's repr() of a float (actions.py `_id_part`), for tests; raises Decline for NaN/inf.
+#[pyfunction]
+fn float_repr(f: f64) -> PyResult<String> {
+    json::float_repr(f).ok_or_else(|| Decline::new_err("NaN or infinity"))
+}
+
+/// A geometry value (SRID + WKB) as values.py + orjson write it, for tests; raises Decline where
+/// the Python path raises (or might).
+#[pyfunction]
+#[pyo3(name = "geometry", signature = (data, geo_point=false))]
+fn geometry_json(data: &[u8], geo_point: bool) -> PyResult<String> {
+    let mut s = String::new();
+    match geometry::write(&mut s, data, geo_point) {
+        Ok(()) => Ok(s),
+        Err(Fail::Decline(why)) | Err(Fail::Bad(why)) => Err(Decline::new_err(why)),
+    }
+}
+
 /// values.py _float32 of a float32's bits, for tests.
 #[pyfunction]
 fn float32(f: f32) -> f64 {
@@ -520,6 +540,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(format_float, m)?)?;
     m.add_function(wrap_pyfunction!(float32, m)?)?;
+    m.add_function(wrap_pyfunction!(float_repr, m)?)?;
+    m.add_function(wrap_pyfunction!(geometry_json, m)?)?;
     m.add_function(wrap_pyfunction!(json_text, m)?)?;
     m.add_function(wrap_pyfunction!(jsonb::json_binary, m)?)?;
     m.add_class::<text::TextTable>()?;

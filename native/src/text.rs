@@ -36,6 +36,9 @@ enum TextCol {
     Set,
     Bit { as_bool: bool },
     JsonText,
+    /// GEOMETRY/POINT: the same internal value as in the binlog (PyMySQL hands the bytes over: a
+    /// binary-charset field of type GEOMETRY, which no converter takes); geometry.rs writes it.
+    Geometry { geo_point: bool },
 }
 
 /// A SELECT's columns, in result order.
@@ -48,7 +51,7 @@ pub struct TextTable {
 impl TextTable {
     /// `columns`: one (reader, arg) per result column: reader one of int, float, double,
     /// decimal, date, datetime, timestamp, time, year, text, binary (arg: pad to),
-    /// set, bit (arg: 1 for a bool), json_text.
+    /// set, bit (arg: 1 for a bool), json_text, geometry (arg: 1 for a POINT column's geo_point).
     #[new]
     fn new(columns: Vec<(String, i64)>) -> PyResult<Self> {
         let mut cols = Vec::with_capacity(columns.len());
@@ -68,6 +71,7 @@ impl TextTable {
                 "set" => TextCol::Set,
                 "bit" => TextCol::Bit { as_bool: arg != 0 },
                 "json_text" => TextCol::JsonText,
+                "geometry" => TextCol::Geometry { geo_point: arg != 0 },
                 other => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown text reader {other:?}"))),
             });
         }
@@ -278,6 +282,7 @@ fn value<'a>(col: &TextCol, raw: &'a [u8]) -> R<Val<'a>> {
         TextCol::Time => time(raw)?,
         TextCol::Str => Val::Str(std::str::from_utf8(raw).or_else(|_| decline("text that is not valid UTF-8"))?),
         TextCol::JsonText => Val::JsonText(std::str::from_utf8(raw).or_else(|_| decline("JSON that is not valid UTF-8"))?),
+        TextCol::Geometry { geo_point } => Val::Geom(raw, *geo_point),
         TextCol::Bin { pad_to } => {
             let mut v = raw.to_vec();
             if v.len() < *pad_to {

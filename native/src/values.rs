@@ -7,7 +7,7 @@
 //! this code does not reproduce exactly returns `Fail::Decline`, and the caller
 //! hands the whole event to the Python path.
 
-use crate::json::{write_f64, write_str};
+use crate::json::{float_repr, write_f64, write_str};
 use base64::Engine;
 
 #[derive(Debug)]
@@ -91,6 +91,10 @@ pub enum Reader {
     Enum { size: usize, labels: Option<Vec<String>> },
     Set { size: usize, labels: Option<Vec<String>> },
     Bit { bits: u32, bytes: usize, as_bool: bool },
+    /// GEOMETRY (any geometry type; a POINT column too): MySQL's internal value, length-prefixed
+    /// (row_event.py read_length_coded_pascal_string). `geo_point`: a POINT column under
+    /// `values.points: geo_point`.
+    Geometry { prefix: usize, geo_point: bool },
 }
 
 /// A decoded value, before it is written.
@@ -113,6 +117,9 @@ pub enum Val<'a> {
     Date { y: i64, m: u32, d: u32 },
     DateTime { y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32, us: u32, utc: bool },
     Time(i64),
+    /// A geometry value (SRID + WKB) and whether a Point is written as a geo_point: written
+    /// when the document is (geometry.rs), as values.py converts only the columns it writes.
+    Geom(&'a [u8], bool),
 }
 
 fn days_in_month(y: i64, m: u32) -> u32 {
@@ -356,6 +363,10 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
             out.push(']');
             Val::Json(out)
         }
+        Reader::Geometry { prefix, geo_point } => {
+            let n = b.uint_le(*prefix)? as usize;
+            Val::Geom(b.take(n)?, *geo_point)
+        }
         Reader::Bit { bits, bytes, as_bool } => {
             let raw = b.take(*bytes)?;
             let mut n: u64 = 0;
@@ -530,12 +541,14 @@ pub fn write_json(out: &mut String, v: &Val) -> R<bool> {
             write_time(out, *t);
             out.push('"');
         }
+        Val::Geom(data, geo_point) => crate::geometry::write(out, data, *geo_point)?,
     }
     Ok(false)
 }
 
-/// actions.py _id_part of the converted value (binary columns in hex). Values the
-/// Python path refuses or writes with repr() (NULL, floats, lists) are declined.
+/// actions.py _id_part of the converted value: str() (floats as repr), binary columns in hex.
+/// Values the Python path refuses (NULL, lists: a SET, JSON, geometry) are declined, so
+/// it names them.
 pub fn key_text(v: &Val) -> R<String> {
     let mut out = String::new();
     match v {
@@ -553,7 +566,14 @@ pub fn key_text(v: &Val) -> R<String> {
         Val::Date { y, m, d } => write_date(&mut out, *y, *m, *d),
         Val::DateTime { y, m, d, h, mi, s, us, utc } => write_datetime(&mut out, *y, *m, *d, *h, *mi, *s, *us, *utc),
         Val::Time(t) => write_time(&mut out, *t),
-        Val::F(_) | Val::Json(_) | Val::JsonText(_) => return decline("a float, list or JSON value in an id, index or routing"),
+        // FLOAT arrives already rounded as values.py _float32 rounds it (`read`), DOUBLE as stored.
+        Val::F(f) => match float_repr(*f) {
+            Some(text) => out.push_str(&text),
+            None => return decline("a NaN or infinite float in an id, index or routing"),
+        },
+        Val::Json(_) | Val::JsonText(_) | Val::Geom(..) => {
+            return decline("a list, JSON or geometry value in an id, index or routing (the Python path refuses it)")
+        }
     }
     Ok(out)
 }

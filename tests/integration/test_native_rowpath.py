@@ -1,4 +1,4 @@
-"""The native row path against the Python path over a real MariaDB binlog (issue 19).
+"""The native row path against the Python path over a real MariaDB (and MySQL) binlog (issue 19).
 
 The same binlog range is read twice through `BinlogSource`: once with the library
 decoding every row and `ActionBuilder` making the actions (the reference), once
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import binlog_position
+from harness import binlog_position, both_sources
 
 from cdc.config import MysqlConfig, RetryConfig
 from cdc.es.sink import encode_bulk
@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.integration,
 
 from test_rules_values import ALL_TYPES, MAX_ROW, MIN_ROW, NULL_ROW, ZERO_ROW  # noqa: E402
 
-# The value table minus what the native plan leaves to Python (GEOMETRY/POINT):
-# those columns are in `all_types`, whose events must then come through the fallback.
+# The value table without its GEOMETRY/POINT columns (those are compared below, on both servers);
+# `all_types` has them, and its rule a conversion, so its events come through the fallback.
 NATIVE_TYPES = ALL_TYPES.replace("CREATE TABLE all_types", "CREATE TABLE native_types").replace(
     ", g GEOMETRY, pt POINT", "")
 
@@ -57,7 +57,7 @@ RULES = [
      "exclude": ["tx"], "on_delete": "soft", "soft_delete_field": "gone"},
     {"schema": None, "table": "native_types", "index": "{schema}-ign", "also": True, "on_delete": "ignore",
      "id": "x{id}"},
-    {"schema": None, "table": "all_types", "index": "{schema}-fallback"},
+    {"schema": None, "table": "all_types", "index": "{schema}-fallback", "convert": {"vc": "upper"}},
     {"schema": None, "table": "keys", "index": "{schema}-keys", "id": ["a", "b"]},
     {"schema": None, "table": "monthly", "index": "{schema}-m-{dtm:%Y.%m}", "id": "{id}-{e}", "routing": "{e}",
      "exclude": ["d2"], "on_delete": "soft", "fields": {"k": [1, "x"]}, "also": True},
@@ -75,10 +75,11 @@ def _rules_file(tmp_path: Path, schema: str) -> Path:
 
 
 def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPosition, native: bool,
-          tables: tuple[str, ...] = ("native_types", "all_types", "keys", "monthly", "decl")):
+          tables: tuple[str, ...] = ("native_types", "all_types", "keys", "monthly", "decl"),
+          options: ValueOptions | None = None):
     config = MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
                          password=servers.admin_password, server_id=4242 + native)
-    builder = ActionBuilder(rules, 0, ValueOptions())
+    builder = ActionBuilder(rules, 0, options or ValueOptions())
     path = rowpath.RowPath(builder, "native" if native else "python")
     source = BinlogSource(config, servers.source == "mariadb", {(schema, t) for t in tables}, RetryConfig(max_attempts=1),
                           stop=threading.Event(), end=end,
@@ -184,7 +185,7 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
     assert path.tables[f"{database}.native_types"] == "native"
     assert path.tables[f"{database}.keys"] == "native"
     assert path.tables[f"{database}.monthly"] == "native"
-    reason = "column(s) 'g', 'pt': a type or charset the native path leaves to the library"
+    reason = "convert: conversions"
     assert path.tables[f"{database}.all_types"] == f"python: {reason}"
     # the fallback is logged once for the table, with its reason
     logged = [r.getMessage() for r in caplog.records if f"row path for {database}.all_types" in r.getMessage()]
@@ -273,3 +274,100 @@ def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, 
 
     check()
     assert len(compared) == 10 and min(compared) >= 20
+
+
+# --------------------------------------------------------------------------- geometry, FLOAT/DOUBLE ids
+SHAPES = """CREATE TABLE shapes (id INT PRIMARY KEY, g GEOMETRY, pt POINT, ls LINESTRING, pg POLYGON,
+  mpt MULTIPOINT, mls MULTILINESTRING, mpg MULTIPOLYGON, gc GEOMETRYCOLLECTION)"""
+# (id, SRID, one WKT per column after id); SRID 0 rows are also compared with the server's ST_AsGeoJSON.
+SHAPE_ROWS = [
+    (1, 0, ["POINT(1.5 -2)", "POINT(0.1 1e16)", "LINESTRING(0 0,1 1,2.5 -0.25)",
+            "POLYGON((0 0,4 0,4 4,0 0),(1 1,2 1,2 2,1 1))", "MULTIPOINT(1 2,3 4)",
+            "MULTILINESTRING((0 0,1 1),(2 2,3 3,4 4))", "MULTIPOLYGON(((0 0,1 0,1 1,0 0)),((5 5,6 5,6 6,5 5)))",
+            "GEOMETRYCOLLECTION(POINT(1 2),LINESTRING(0 0,1 1),GEOMETRYCOLLECTION(POINT(3 4)))"]),
+    (2, 0, ["GEOMETRYCOLLECTION(POINT(1 2),POLYGON((0 0,1 0,1 1,0 0)))", "POINT(-0.0001 123456789.125)",
+            "LINESTRING(1e-7 2,3 1e300)", None, "MULTIPOINT(0 0)", None, None, "GEOMETRYCOLLECTION()"]),
+    # SRIDs other than 0 (the value's first four bytes; the documents drop them)
+    (3, 3857, ["MULTIPOLYGON(((0 0,10 0,10 10,0 0)))", "POINT(1 2)", "LINESTRING(0 0,1 1)", None, None, None, None,
+               None]),
+    (4, 4326, ["POINT(45.5 -120.25)", "POINT(10 20)", "LINESTRING(10 20,30 40)",
+               "POLYGON((10 10,10 20,20 20,10 10))", None, None, None, "GEOMETRYCOLLECTION(POINT(10 20))"]),
+    (5, 0, [None] * 8),
+]
+SHAPE_COLUMNS = ["g", "pt", "ls", "pg", "mpt", "mls", "mpg", "gc"]
+FLOAT_KEYS = "CREATE TABLE fkeys (f FLOAT NOT NULL, d DOUBLE NOT NULL, v INT, PRIMARY KEY (f, d))"
+FLOAT_ROWS = [(0.1, 0.1), (1e16, 1e16), (1.5e-5, 1.5e-5), (0.0, -0.0), (-0.0, 2.5), (3.4028234e38, 1e300),
+              (1e-45, 5e-324), (16777217.0, 0.30000000000000004), (123456789.125, 123456789.125),
+              (-2.5e-7, -2.5e-7), (1e-4, 1e-4), (12345678.0, 1e15), (0.333333333, 9007199254740993.0)]
+GEO_RULES = [
+    {"table": "shapes", "index": "{schema}-shapes", "also": True},
+    {"table": "shapes", "index": "{schema}-shapes-some", "include": ["id", "pt", "gc"], "mode": "update",
+     "on_delete": "soft", "also": True},
+    {"table": "fkeys", "index": "{schema}-f", "also": True},  # the id: the primary key (f, d)
+    {"table": "fkeys", "index": "{schema}-f-{f}", "id": "{d}/{f}", "routing": "{d}", "also": True},
+]
+
+
+def _geo_rules(servers, tmp_path: Path, database: str):
+    path = tmp_path / "geo.yml"
+    path.write_text(yaml.safe_dump({"rules": [dict(r, schema=database) for r in GEO_RULES]}))
+    rules = load_rules(path)
+    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
+                                password=servers.admin_password, server_id=4241))
+    try:
+        return resolved_or_stop(rules, conn.catalog(rules))
+    finally:
+        conn.close()
+
+
+@both_sources
+@pytest.mark.parametrize("points", ["geojson", "geo_point"])
+def test_geometry_and_float_ids_give_the_same_actions_on_both_paths(source_servers, db, database, tmp_path, points):
+    """GEOMETRY and POINT columns (GeoJSON, or {"lat", "lon"}), and ids, index names and routing
+    made of FLOAT and DOUBLE columns: native, and the same as the Python path gives."""
+    import json
+
+    import orjson
+
+    servers = source_servers
+    db.execute(SHAPES, FLOAT_KEYS)
+    rules = _geo_rules(servers, tmp_path, database)
+    start = BinlogPosition(*binlog_position(db))
+    for row_id, srid, wkts in SHAPE_ROWS:
+        values = ", ".join("NULL" if w is None else f"ST_GeomFromText('{w}', {srid})" for w in wkts)
+        db.execute(f"INSERT INTO shapes VALUES ({row_id}, {values})")
+    db.execute("UPDATE shapes SET pt = ST_GeomFromText('POINT(7 8)') WHERE id IN (1, 5)",
+               "UPDATE shapes SET id = 6 WHERE id = 2", "DELETE FROM shapes WHERE id = 3")
+    with db.conn.cursor() as cur:
+        cur.executemany("INSERT INTO fkeys VALUES (%s, %s, %s)", [(f, d, n) for n, (f, d) in enumerate(FLOAT_ROWS)])
+    db.execute("UPDATE fkeys SET v = v + 100", "UPDATE fkeys SET d = d * 2 WHERE v = 101",  # an id and routing change
+               "DELETE FROM fkeys WHERE v = 102")
+    end = BinlogPosition(*binlog_position(db))
+    options = ValueOptions(points=points)  # type: ignore[arg-type]
+    tables = ("shapes", "fkeys")
+    _, python, _ = _read(servers, database, rules, start, end, native=False, tables=tables, options=options)
+    _, native, path = _read(servers, database, rules, start, end, native=True, tables=tables, options=options)
+    assert path.tables == {f"{database}.shapes": "native", f"{database}.fkeys": "native"}
+    assert len(native) == len(python) > 50
+    assert [_fields(a) for a in python] == [_fields(b) for b in native]
+    assert all(isinstance(a, rowpath.NativeAction) for a in native)  # no event was declined
+    ids = {a.doc_id for a in native if a.index == f"{database}-f"}
+    # repr() of the float32 as values.py rounds it (FLT_MAX is 3.4028235e+38), and of the double
+    assert {"1e+16:1e+16", "1.5e-05:1.5e-05", "3.4028235e+38:1e+300", "16777216.0:0.30000000000000004",
+            "1e-45:5e-324", "0.33333334:9007199254740992.0", "123456790.0:123456789.125", "1e+16:2e+16",
+            "12345678.0:1000000000000000.0", "-2.5e-07:-2.5e-07", "0.0001:0.0001"} <= ids
+    # The documents hold what the server itself makes of the values (SRID 0: ST_AsGeoJSON).
+    docs = {orjson.loads(a.doc_json)["id"]: orjson.loads(a.doc_json) for a in native
+            if a.index == f"{database}-shapes" and a.doc_json is not None}
+    wanted = {n: dict(zip(SHAPE_COLUMNS, wkts)) for n, srid, wkts in SHAPE_ROWS if srid == 0}
+    rows = db.execute(f"SELECT id, {', '.join(f'ST_AsGeoJSON({c})' for c in SHAPE_COLUMNS)} FROM shapes "
+                      "WHERE id IN (1, 5, 6)")
+    checked = 0
+    for row in rows:
+        for column, text in zip(SHAPE_COLUMNS, row[1:]):
+            server = None if text is None else json.loads(text)
+            if column == "pt" and server is not None and points == "geo_point":
+                server = {"lat": server["coordinates"][1], "lon": server["coordinates"][0]}
+            assert docs[row[0]][column] == server, (row[0], column, wanted.get(row[0]))
+            checked += server is not None
+    assert checked >= 12

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness import both_sources
 
 from cdc.config import BatchConfig, MysqlConfig, RetryConfig, SnapshotConfig
 from cdc.copy.snapshot import Snapshot, SnapshotState
@@ -42,7 +43,7 @@ def _fields(action) -> tuple:
             action.versioned, action.doc_json, action.key, action.document)
 from test_rules_values import ALL_TYPES, MAX_ROW, MIN_ROW, NULL_ROW, ZERO_ROW  # noqa: E402
 
-# Every type of the value table but GEOMETRY/POINT (a table with those falls back; tested below).
+# Every type of the value table but GEOMETRY/POINT (those on both servers: test_geometry_...).
 SNAP_TYPES = ALL_TYPES.replace("CREATE TABLE all_types", "CREATE TABLE snap_types").replace(
     ", g GEOMETRY, pt POINT", "")
 
@@ -61,7 +62,7 @@ RULES = [
      "add_schema_name": "_s", "on_delete": "soft", "routing": "{id}"},
     {"table": "snap_types", "index": "{schema}-upd", "mode": "update", "exclude": ["tx"]},
     {"table": "snap_types", "index": "{schema}-ix", "id": "x{id}", "routing": "r{id}"},
-    {"table": "all_types", "index": "{schema}-fallback"},
+    {"table": "all_types", "index": "{schema}-fallback", "convert": {"vc": "upper"}},
     {"table": "random_rows", "index": "{schema}-r"},
 ]
 
@@ -83,11 +84,11 @@ def _config(servers) -> MysqlConfig:
                        password=servers.admin_password, server_id=4343)
 
 
-def _chunk(servers, rules, table: str, native: bool, chunk_size: int = 1000):
+def _chunk(servers, rules, table: str, native: bool, chunk_size: int = 1000, options: ValueOptions | None = None):
     """The first chunk's actions of `table` as the snapshot makes them, and the builder."""
     db = Database(_config(servers))
     try:
-        builder = ActionBuilder(rules, 0, ValueOptions())
+        builder = ActionBuilder(rules, 0, options or ValueOptions())
         unused = BulkWriter(None, BatchConfig(), RetryConfig())  # type: ignore[arg-type]  # nothing is written
         snapshot = Snapshot(db, builder, unused, SnapshotConfig(chunk_size=chunk_size),
                             lambda state: None, threading.Event(), row_path="native" if native else "python")
@@ -124,11 +125,11 @@ def test_every_type_gives_the_same_actions_on_both_paths(servers, db, database, 
     assert not any(isinstance(a, rowpath.NativeAction) for a in native)
     assert nat_builder.stats.zero_dates == py_builder.stats.zero_dates > 0
 
-    # A table the native plan leaves to Python (GEOMETRY): the same actions, and the reason recorded.
+    # A table the native plan leaves to Python (a conversion): the same actions, and the reason recorded.
     python, _, _ = _chunk(servers, rules, "all_types", native=False)
     native, _, snapshot = _chunk(servers, rules, "all_types", native=True)
     assert [_fields(a) for a in python] == [_fields(b) for b in native] and len(native) == 3
-    assert snapshot.native.tables[f"{database}.all_types"].startswith("python: column 'g'")
+    assert snapshot.native.tables[f"{database}.all_types"] == "python: convert: conversions"
 
     # Both paths into Elasticsearch through the real snapshot: the stored documents are the same.
     from cdc.config import ElasticsearchConfig
@@ -186,3 +187,27 @@ def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, 
 
     check()
     assert len(compared) == 10 and min(compared) >= 20
+
+
+@both_sources
+@pytest.mark.parametrize("points", ["geojson", "geo_point"])
+def test_geometry_and_float_ids_give_the_same_actions_on_both_paths(source_servers, db, database, tmp_path, points):
+    """GEOMETRY/POINT columns read from the SELECT's bytes, and FLOAT/DOUBLE ids: native, as the Python path."""
+    from test_native_rowpath import FLOAT_KEYS, FLOAT_ROWS, SHAPE_ROWS, SHAPES, _geo_rules
+
+    servers = source_servers
+    db.execute(SHAPES, FLOAT_KEYS)
+    for row_id, srid, wkts in SHAPE_ROWS:
+        values = ", ".join("NULL" if w is None else f"ST_GeomFromText('{w}', {srid})" for w in wkts)
+        db.execute(f"INSERT INTO shapes VALUES ({row_id}, {values})")
+    with db.conn.cursor() as cur:
+        cur.executemany("INSERT INTO fkeys VALUES (%s, %s, %s)", [(f, d, n) for n, (f, d) in enumerate(FLOAT_ROWS)])
+    rules = _geo_rules(servers, tmp_path, database)
+    options = ValueOptions(points=points)  # type: ignore[arg-type]
+    for table, count in (("shapes", 2 * len(SHAPE_ROWS)), ("fkeys", 2 * len(FLOAT_ROWS))):
+        python, _, _ = _chunk(servers, rules, table, native=False, options=options)
+        native, _, snapshot = _chunk(servers, rules, table, native=True, options=options)
+        assert len(python) == len(native) == count
+        assert [_fields(a) for a in python] == [_fields(b) for b in native]
+        assert all(isinstance(a, rowpath.NativeAction) for a in native), table
+        assert snapshot.native.tables[f"{database}.{table}"] == "native"

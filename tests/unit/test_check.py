@@ -102,20 +102,25 @@ def test_each_tables_row_path_and_why(tmp_path):
                                       ColumnInfo("t", "datetime", "datetime(6)"), ColumnInfo("b", "bit", "bit(5)"),
                                       ColumnInfo("e", "enum", "enum('a','b')", "utf8mb4"),
                                       ColumnInfo("s", "set", "set('x','y')", "utf8mb4")), ("id",)),
-        TableInfo("shop", "shapes", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("g", "geometry", "geometry")),
-                  ("id",)),
+        TableInfo("shop", "shapes", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("g", "geometry", "geometry"),
+                                     ColumnInfo("p", "point", "point"), ColumnInfo("c", "geomcollection",
+                                                                                   "geomcollection")), ("id",)),
+        TableInfo("shop", "floats", (ColumnInfo("f", "float", "float"), ColumnInfo("d", "double", "double")),
+                  ("f", "d")),
         TableInfo("shop", "converted", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("a", "int", "int(11)")),
                   ("id",)),
     ]
     config, rules = setup(tmp_path, "rules:\n" + "".join(f"  - {{schema: shop, table: {t}, index: {t}}}\n"
-                                                         for t in ("latin", "chinese", "shapes"))
+                                                         for t in ("latin", "chinese", "shapes", "floats"))
                           + "  - {schema: shop, table: converted, index: c, convert: {a: bool}}\n")
     text = run_check(config, rules, lambda: FakeDb(tables), FakeEs).text()
-    section = text[text.index("row path (row_path: auto):"):].splitlines()[1:5]
+    section = text[text.index("row path (row_path: auto):"):].splitlines()[1:6]
     if not rowpath.NATIVE_AVAILABLE:
         assert all(line.endswith("python (cdc was installed without its native module)") for line in section)
         return
+    # GEOMETRY/POINT columns and FLOAT/DOUBLE ids are native too.
     assert section == ["  shop.chinese: native",
                        "  shop.converted: python (convert: conversions)",
+                       "  shop.floats: native",
                        "  shop.latin: native",
-                       "  shop.shapes: python (column(s) 'g': a type or charset the native path leaves to the library)"]
+                       "  shop.shapes: native"]

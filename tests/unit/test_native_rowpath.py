@@ -100,7 +100,8 @@ READERS = [("int", 1, 0, 0, None), ("int", 8, 1, 0, None), ("int", 3, 0, 0, None
            ("time2", 5, 0, 0, None), ("time_old", 0, 0, 0, None), ("year", 0, 0, 0, None),
            ("text", 1, 0, 0, None), ("text", 2, 0, 0, None), ("binary", 1, 4, 0, None), ("json_text", 4, 0, 0, None),
            ("enum", 1, 0, 0, ["", "a", "b"]), ("set", 1, 0, 0, ["x", "y", "z"]), ("bit", 1, 1, 1, None),
-           ("bit", 10, 2, 0, None), ("datetime_old", 0, 0, 0, None), ("timestamp_old", 0, 0, 0, None)]
+           ("bit", 10, 2, 0, None), ("datetime_old", 0, 0, 0, None), ("timestamp_old", 0, 0, 0, None),
+           ("geometry", 4, 0, 0, None), ("geometry", 1, 1, 0, None)]
 
 
 def _plan(columns: int, **kw):
@@ -288,3 +289,289 @@ def test_untrack_leaves_objects_the_collector_does_not_track_alone():
     assert gc.is_tracked(pair)
     native.untrack(pair)
     assert not gc.is_tracked(pair) and pair == ("a", ["list"])
+
+
+# --------------------------------------------------------------------------- floats in ids (Python's repr)
+@given(st.floats())
+@settings(max_examples=3000)
+def test_float_repr_is_pythons_repr(value):
+    """actions.py `_id_part` is str() of the converted value: for a float its repr()."""
+    if math.isfinite(value):
+        assert native.float_repr(value) == repr(value)
+    else:
+        with pytest.raises(native.Decline):  # NaN and infinities: never a MySQL value
+            native.float_repr(value)
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+@settings(max_examples=3000)
+def test_float_repr_of_float32_values_as_values_py_rounds_them(value):
+    """A FLOAT id is repr() of values.py _float32 (the shortest decimal of the float32), and of the widened value."""
+    assert native.float_repr(native.float32(value)) == repr(_float32(value))
+    assert native.float_repr(value) == repr(value)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 1e-5, 0.00012, 1.5e-5, 5e-324,
+                                   2.2250738585072014e-308, 1.7976931348623157e308, 0.30000000000000004,
+                                   123456789012345680.0, 562949953421312.25, 1e22, 1e21, 1e100, -1e-100,
+                                   3.4028234663852886e38, 1.401298464324817e-45])
+def test_float_repr_edges(value):
+    assert native.float_repr(value) == repr(value) == str(value)
+
+
+# --------------------------------------------------------------------------- geometry (WKB)
+def _wkb(node) -> bytes:
+    """A geometry tree (code, little-endian?, body) as WKB, each geometry in its own byte order."""
+    code, little, body = node
+    order = "<" if little else ">"
+    out = bytes([little]) + struct.pack(order + "I", code)
+
+    def points(pts) -> bytes:
+        return struct.pack(order + "I", len(pts)) + b"".join(struct.pack(order + "dd", *p) for p in pts)
+
+    if code == 1:
+        return out + struct.pack(order + "dd", *body)
+    if code == 2:
+        return out + points(body)
+    if code == 3:
+        return out + struct.pack(order + "I", len(body)) + b"".join(points(ring) for ring in body)
+    return out + struct.pack(order + "I", len(body)) + b"".join(_wkb(part) for part in body)
+
+
+_ORDER = st.booleans()
+_XY = st.tuples(st.floats(), st.floats())  # NaN and infinities too: orjson writes them as null
+_POINT = st.tuples(st.just(1), _ORDER, _XY)
+_LINE = st.tuples(st.just(2), _ORDER, st.lists(_XY, max_size=4))
+_POLYGON = st.tuples(st.just(3), _ORDER, st.lists(st.lists(_XY, max_size=4), max_size=3))
+# Multi* as MySQL writes them (parts of their one type), and of anything else, which values.py
+# does not check: parts of other types give their coordinates, a collection among them an error.
+_MULTI = st.one_of(st.tuples(st.just(4), _ORDER, st.lists(_POINT, max_size=3)),
+                   st.tuples(st.just(5), _ORDER, st.lists(_LINE, max_size=3)),
+                   st.tuples(st.just(6), _ORDER, st.lists(_POLYGON, max_size=3)))
+GEOMETRIES = st.recursive(
+    _POINT | _LINE | _POLYGON | _MULTI,
+    lambda children: st.tuples(st.just(7), _ORDER, st.lists(children, max_size=3))
+    | st.tuples(st.sampled_from([4, 5, 6]), _ORDER, st.lists(children, max_size=3)),
+    max_leaves=12)
+_SRIDS = st.sampled_from([0, 4326, 3857, 2**32 - 1]) | st.integers(0, 2**32 - 1)
+_GEO_MODES = [(ColumnKind.GEOMETRY, "geojson"), (ColumnKind.GEOMETRY, "geo_point"), (ColumnKind.POINT, "geojson"),
+              (ColumnKind.POINT, "geo_point")]
+
+
+def _python_geometry(data: bytes, kind: ColumnKind, points: str) -> bytes | Exception:
+    from cdc.errors import ConversionError
+    from cdc.rules.values import ValueOptions, convert_value
+
+    try:
+        return orjson.dumps(convert_value(data, Column("g", kind), ValueOptions(points=points)))  # type: ignore[arg-type]
+    except ConversionError as exc:
+        return exc
+
+
+def _assert_same_geometry(data: bytes, kind: ColumnKind, points: str) -> None:
+    expected = _python_geometry(data, kind, points)
+    geo_point = kind is ColumnKind.POINT and points == "geo_point"  # as compile_plan sets it
+    if isinstance(expected, Exception):
+        with pytest.raises(native.Decline):
+            native.geometry(data, geo_point)
+    else:
+        assert native.geometry(data, geo_point).encode() == expected
+
+
+@given(GEOMETRIES, _SRIDS, st.sampled_from(_GEO_MODES))
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
+def test_random_geometries_as_values_py_writes_them(tree, srid, mode):
+    _assert_same_geometry(struct.pack("<I", srid) + _wkb(tree), *mode)
+
+
+@given(GEOMETRIES, _SRIDS, st.sampled_from(_GEO_MODES), st.sampled_from(["cut", "append", "change"]), st.data())
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
+def test_damaged_geometries_decline_where_values_py_raises(tree, srid, mode, damage, data):
+    """A cut, lengthened or changed value: the same bytes where values.py takes it, else a Decline."""
+    value = bytearray(struct.pack("<I", srid) + _wkb(tree))
+    if damage == "cut":
+        value = value[:data.draw(st.integers(0, len(value) - 1))]
+    elif damage == "append":
+        value += data.draw(st.binary(min_size=1, max_size=20))
+    else:
+        value[data.draw(st.integers(4, len(value) - 1))] = data.draw(st.integers(0, 255))
+    _assert_same_geometry(bytes(value), *mode)
+
+
+def _pt(x: float, y: float, little: bool = True) -> bytes:
+    return _wkb((1, little, (x, y)))
+
+
+GEOMETRY_CASES = [
+    b"\xe6\x10\x00\x00" + _pt(1.5, -2.0),  # SRID 4326
+    b"\x00\x00\x00\x00" + _pt(1e16, 1e-7, little=False),
+    b"\x00\x00\x00\x00" + _pt(float("nan"), float("inf")),
+    b"\x00\x00\x00\x00" + _wkb((7, True, [])),  # GEOMETRYCOLLECTION EMPTY
+    b"\x00\x00\x00\x00" + _wkb((7, False, [(7, True, [(1, False, (0.0, -0.0))]), (2, True, [(1.0, 2.0)])])),
+    b"\x00\x00\x00\x00" + _wkb((4, True, [(2, False, [(1.0, 2.0), (3.0, 4.0)])])),  # a MultiPoint of a line
+    # declined: values.py raises
+    b"", b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\x01", b"\x00\x00\x00\x00" + _pt(1.0, 2.0)[:-1],
+    b"\x00\x00\x00\x00" + _pt(1.0, 2.0) + b"\x00", b"\x00\x00\x00\x00\x02\x01\x00\x00\x00" + bytes(16),
+    b"\x00\x00\x00\x00\x01\x08\x00\x00\x00", b"\x00\x00\x00\x00\x01\xe9\x03\x00\x00" + bytes(24),  # POINT Z (1001)
+    b"\x00\x00\x00\x00\x01\x02\x00\x00\x00\xff\xff\xff\xff",  # a count past the end
+    b"\x00\x00\x00\x00" + _wkb((4, True, [(7, True, [])])),  # a collection in a Multi*
+]
+
+
+@pytest.mark.parametrize("data", GEOMETRY_CASES)
+@pytest.mark.parametrize("mode", _GEO_MODES)
+def test_geometry_literals(data, mode):
+    _assert_same_geometry(data, *mode)
+
+
+def test_deep_collections_are_declined_not_a_stack_overflow():
+    deep = b"\x00\x00\x00\x00" + b"\x01\x07\x00\x00\x00\x01\x00\x00\x00" * 5000 + b"\x01\x07\x00\x00\x00\x00\x00\x00\x00"
+    with pytest.raises(native.Decline):
+        native.geometry(deep)
+    shallow = b"\x00\x00\x00\x00" + b"\x01\x07\x00\x00\x00\x01\x00\x00\x00" * 60 + _pt(1.0, 2.0)
+    _assert_same_geometry(shallow, ColumnKind.GEOMETRY, "geojson")
+
+
+# --------------------------------------------------------------------------- whole events: both paths
+def _both_paths(rule, options, columns, readers, op, images):
+    """One rows event of `images` (each: its bytes in the event, the values the library gives) through
+    the native path and the Python path: the same actions, or the same error from the Python path
+    after the native code declined. Returns the native actions (None on an error)."""
+    from cdc.errors import RowError
+    from cdc.model import BinlogPosition, Op, RowChange, RowsData
+    from cdc.rules import ActionBuilder, RuleSet
+
+    position = BinlogPosition("binlog.000003", 777)
+    step = 2 if op is Op.UPDATE else 1
+    changes = []
+    for n, k in enumerate(range(0, len(images), step)):
+        before = images[k][1] if op is not Op.INSERT else None
+        after = images[k + step - 1][1] if op is not Op.DELETE else None
+        changes.append(RowChange(op, "s", "t", columns, before, after, position, 0, n))
+    declined = []
+
+    def decode():
+        declined.append(True)
+        return changes
+
+    rows = RowsData(op, "s", "t", columns, readers, b"".join(raw for raw, _ in images), position, 0, decode=decode)
+    reference = ActionBuilder(RuleSet([rule]), 0, options)
+    try:
+        expected = [a for c in changes for a in reference.actions(c)]
+    except RowError as exc:
+        path = rowpath.RowPath(ActionBuilder(RuleSet([rule]), 0, options), "native")
+        prepared = path.prepare(rows)
+        assert declined, "the native path must leave an event the Python path refuses to it"
+        with pytest.raises(RowError) as got:
+            [a for c in prepared for a in path.actions(c)]
+        assert str(got.value) == str(exc)
+        return None
+    path = rowpath.RowPath(ActionBuilder(RuleSet([rule]), 0, options), "native")
+    got = [a for c in path.prepare(rows) for a in path.actions(c)]
+    assert path.tables["s.t"] == "native"
+    assert not declined, "the Python path takes this event: so must the native one"
+    assert all(type(a) is rowpath.NativeAction for a in got)
+    assert [_action_fields(a) for a in got] == [_action_fields(a) for a in expected]
+    return got
+
+
+def _action_fields(action) -> tuple:
+    from cdc.es.sink import encode_bulk
+
+    return (action.type, action.index, action.doc_id, action.version, action.routing, action.schema, action.table,
+            action.position, action.pipeline, action.versioned, action.doc_json, encode_bulk([action]), action.key,
+            action.document)
+
+
+def _blob(data: bytes) -> bytes:
+    return struct.pack("<I", len(data)) + data
+
+
+@given(st.lists(st.tuples(st.none() | GEOMETRIES.map(_wkb), st.none() | _XY.map(lambda xy: _pt(*xy)),
+                          _SRIDS), min_size=1, max_size=5),
+       st.sampled_from(["geojson", "geo_point"]), st.sampled_from(["insert", "update", "delete"]))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_geometry_columns_give_the_same_actions_on_both_paths(rows, points, op):
+    """A GEOMETRY and a POINT column (a GEOMETRY in the binlog; the rule knows it from information_schema)."""
+    from cdc.model import Op
+    from cdc.rules import Rule
+    from cdc.rules.values import ValueOptions
+
+    rule = Rule("s", "t", "ix", ("id",), point_columns=frozenset({"p"}), on_delete="soft")
+    columns = (Column("id", ColumnKind.INTEGER), Column("g", ColumnKind.GEOMETRY), Column("p", ColumnKind.GEOMETRY))
+    readers = (("int", 4, 0, 0, None), ("geometry", 4, 0, 0, None), ("geometry", 4, 0, 0, None))
+    images = []
+    for n, (g, p, srid) in enumerate(rows):
+        values = {"id": n, "g": None if g is None else struct.pack("<I", srid) + g,
+                  "p": None if p is None else struct.pack("<I", srid) + p}
+        nulls = (g is None) << 1 | (p is None) << 2
+        raw = bytes([nulls]) + struct.pack("<i", n) + b"".join(_blob(values[c]) for c in "gp" if values[c] is not None)
+        images.append((raw, values))
+    opcode = {"insert": Op.INSERT, "update": Op.UPDATE, "delete": Op.DELETE}[op]
+    if opcode is Op.UPDATE:
+        images = [image for pair in zip(images, images[1:] + images[:1]) for image in pair]
+    _both_paths(rule, ValueOptions(points=points), columns, readers, opcode, images)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("points", ["geojson", "geo_point"])
+def test_geometry_documents_and_a_bad_value(points):
+    from cdc.model import Op
+    from cdc.rules import Rule
+    from cdc.rules.values import ValueOptions
+
+    rule = Rule("s", "t", "ix", ("id",), point_columns=frozenset({"p"}))
+    columns = (Column("id", ColumnKind.INTEGER), Column("g", ColumnKind.GEOMETRY), Column("p", ColumnKind.GEOMETRY))
+    readers = (("int", 4, 0, 0, None), ("geometry", 4, 0, 0, None), ("geometry", 4, 0, 0, None))
+    point = b"\xe6\x10\x00\x00" + _pt(13.4, 52.5)
+    good = (b"\x00\x01\x00\x00\x00" + _blob(point) + _blob(point), {"id": 1, "g": point, "p": point})
+    actions = _both_paths(rule, ValueOptions(points=points), columns, readers, Op.INSERT, [good])  # type: ignore
+    assert actions is not None
+    lat_lon = b'{"lat":52.5,"lon":13.4}' if points == "geo_point" else b'{"type":"Point","coordinates":[13.4,52.5]}'
+    assert actions[0].doc_json == b'{"id":1,"g":{"type":"Point","coordinates":[13.4,52.5]},"p":' + lat_lon + b"}"
+    bad = point + b"\x00"  # a trailing byte: values.py raises, cdc stops on the row (a RowError)
+    event = [good, (b"\x00\x02\x00\x00\x00" + _blob(bad) + _blob(point), {"id": 2, "g": bad, "p": point})]
+    assert _both_paths(rule, ValueOptions(points=points), columns, readers, Op.INSERT, event) is None  # type: ignore
+    # ... unless the column is not in the document: values.py converts only what it writes
+    excluded = Rule("s", "t", "ix", ("id",), exclude=("g",))
+    assert _both_paths(excluded, ValueOptions(), columns, readers, Op.INSERT, event) is not None
+
+
+_F32 = st.floats(width=32).map(lambda f: struct.pack("<f", f))
+_F64 = st.floats().map(lambda f: struct.pack("<d", f))
+
+
+@given(st.lists(st.tuples(_F32, _F64), min_size=1, max_size=5), st.sampled_from(["ids", "template", "routing"]))
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+def test_float_and_double_ids_routing_and_index_names_on_both_paths(rows, where):
+    from cdc.model import Op
+    from cdc.rules import Rule
+    from cdc.rules.values import ValueOptions
+
+    if where == "ids":
+        rule = Rule("s", "t", "ix", ("f", "d"))
+    elif where == "template":
+        rule = Rule("s", "t", "ix-{f}", None, id_template="{d}/{f}")
+    else:
+        rule = Rule("s", "t", "ix", ("v",), routing="{f}{d}")
+    columns = (Column("f", ColumnKind.FLOAT), Column("d", ColumnKind.DOUBLE), Column("v", ColumnKind.INTEGER))
+    readers = (("float", 0, 0, 0, None), ("double", 0, 0, 0, None), ("int", 1, 0, 0, None))
+    images = []
+    for n, (f, d) in enumerate(rows):
+        # the library: struct.unpack of the float32 (widened) and of the double
+        images.append((b"\x00" + f + d + bytes([n]), {"f": struct.unpack("<f", f)[0], "d": struct.unpack("<d", d)[0],
+                                                        "v": n}))
+    _both_paths(rule, ValueOptions(), columns, readers, Op.INSERT, images)
+
+
+def test_set_ids_are_left_to_the_python_path_which_refuses_them():
+    """A SET value is a list, which actions.py `_id_part` refuses: the plan compiles, each event declines."""
+    from cdc.model import Op
+    from cdc.rules import Rule
+    from cdc.rules.values import ValueOptions
+
+    columns = (Column("s", ColumnKind.SET), Column("v", ColumnKind.INTEGER))
+    readers = (("set", 1, 0, 0, ["x", "y"]), ("int", 1, 0, 0, None))
+    for rule in (Rule("s", "t", "ix", ("s",)), Rule("s", "t", "ix-{s}", ("v",)),
+                 Rule("s", "t", "ix", ("v",), routing="{s}")):
+        assert _both_paths(rule, ValueOptions(), columns, readers, Op.INSERT,
+                           [(b"\x00\x03\x01", {"s": {"x", "y"}, "v": 1})]) is None
