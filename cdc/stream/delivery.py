@@ -10,6 +10,7 @@ never succeed. Used by the stream and by snapshots alike.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -66,7 +67,24 @@ def describe_rejections(rejected: Sequence[ItemResult]) -> str:
                      f"{item.status} {item.error_type}: {item.reason}")
     if len(rejected) > 5:
         lines.append(f"  ... and {len(rejected) - 5} more")
+    if any(_is_mapping_conflict(item) for item in rejected):
+        lines.append(_MAPPING_HINT)
     return "\n".join(lines)
+
+
+# A value the index's mapping cannot take. Tried as a new user would, the usual cause is a JSON column
+# whose values differ in type from row to row ({"size": 1} then {"size": 2.5} or {"size": "L"}, a scalar
+# where an object was mapped): dynamic mapping fixed the type from the first document.
+_MAPPING_CONFLICT = re.compile(r"tried to parse field .* as object|cannot be changed from type|failed to parse field")
+_MAPPING_HINT = ("  The index's mapping takes another type than these documents give. For a JSON column, set "
+                 "`json_mapping: flattened` (or `disabled`) in its rule and move the index to the new mapping with "
+                 "`cdc rebuild`; for another column, fix its field in the index template or the rule's `convert:`. "
+                 "To keep going and set such documents aside instead, set `dead_letter.on_rejected: dead_letter`.")
+
+
+def _is_mapping_conflict(item: ItemResult) -> bool:
+    return item.error_type in ("document_parsing_exception", "mapper_parsing_exception", "illegal_argument_exception") \
+        and bool(_MAPPING_CONFLICT.search(item.reason or ""))
 
 
 class Abort(Protocol):

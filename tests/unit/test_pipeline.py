@@ -921,3 +921,33 @@ def test_a_native_rows_event_is_one_item_counted_as_its_rows():
     assert counting.rows == [("rows", 2), ("row", 0)]
     assert base_rows == [0, 0, 0]
     assert [a.doc_id for a in sink.sent] == ["1", "2", "3"]
+
+
+# --------------------------------------------------------------------------- the stop message's hint
+def _rejected(error_type: str, reason: str):
+    from cdc.model import Action, ItemResult
+
+    action = Action(ActionType.INDEX, "shop", "7", 1, {"attrs": 1}, None, "db", "t", BinlogPosition("binlog.000001", 4))
+    return ItemResult(action, Outcome.REJECTED, 400, error_type, reason)
+
+
+@pytest.mark.parametrize("error_type, reason", [
+    ("document_parsing_exception",
+     "[1:17] object mapping for [attrs] tried to parse field [attrs] as object, but found a concrete value"),
+    ("illegal_argument_exception", "mapper [attrs.size] cannot be changed from type [long] to [float]"),
+    ("document_parsing_exception", "[1:24] failed to parse field [attrs.big] of type [long] in document with id '5'"),
+])
+def test_a_mapping_conflict_is_explained_with_what_to_change(error_type, reason):
+    from cdc.stream.delivery import describe_rejections
+
+    text = describe_rejections([_rejected(error_type, reason)])
+    assert reason in text
+    assert "`json_mapping: flattened`" in text and "`cdc rebuild`" in text and "dead_letter.on_rejected" in text
+
+
+def test_other_rejections_get_no_mapping_hint():
+    from cdc.stream.delivery import describe_rejections
+
+    text = describe_rejections([_rejected("version_conflict_engine_exception", "version conflict"),
+                                _rejected("illegal_argument_exception", "pipeline with id [x] does not exist")])
+    assert "json_mapping" not in text and text.count("\n") == 2
