@@ -36,6 +36,7 @@ from typing import Callable, Iterator, Sequence
 
 import pymysql
 import pymysqlreplication.binlogstream as _binlogstream
+import pymysqlreplication.json_binary as _json_binary
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 from pymysqlreplication.constants.CHARSET import charset_by_name
@@ -222,6 +223,60 @@ def _exact_charsets(event) -> None:
             if codec is not None:
                 column.character_set_name = codec
 
+# Field types of the dates and times MySQL keeps inside binary JSON as opaque values
+# (sql-common/json_binary.cc serialize_opaque: the field type, then the packed value).
+_JSON_DATES = frozenset({FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE, FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME2,
+                         FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2})
+_JSON_TIMES = frozenset({FIELD_TYPE.TIME, FIELD_TYPE.TIME2})
+_library_parse_opaque = getattr(_json_binary.parse_opaque, "__wrapped__", _json_binary.parse_opaque)
+
+
+def _json_opaque(data: bytes):
+    """json_binary.py parse_opaque, but a date or time as the text MySQL gives it (a JSON string).
+
+    The library reads these into datetime objects: a DATETIME became "2024-01-02T03:04:05", a
+    negative TIME lost its sign, and a TIME of 24 hours or more (or a zero date part) raised, which
+    stopped cdc. A SELECT, and so a snapshot and `cdc verify`, get MySQL's own text
+    (sql-common/json_dom.cc Json_wrapper::to_string: my_date_to_str, my_datetime_to_str and
+    my_time_to_str with 6 fractional digits): "2024-01-02", "2024-01-02 03:04:05.000000",
+    "-01:30:00.250000", "838:59:59.000000". It is returned as bytes, the library's type for a JSON
+    string, so values.py writes it as a string and never parses it as JSON text.
+    native/src/jsonb.rs writes the same.
+    """
+    if len(data) >= 2 and data[0] in _JSON_DATES | _JSON_TIMES:
+        length, n = _json_binary.decode_variable_length(data[1:])
+        body = data[1 + n:1 + n + length]
+        if len(body) < 8:  # MySQL always writes 8 bytes; the native path declines such a value too
+            raise ValueError(f"a date or time in binary JSON of {len(body)} bytes, not 8")
+        packed = int.from_bytes(body[:8], "little", signed=True)
+        return (json_time_text(packed) if data[0] in _JSON_TIMES
+                else json_datetime_text(packed, date_only=data[0] in (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE))
+                ).encode()
+    return _library_parse_opaque(data)
+
+
+_json_opaque.__wrapped__ = _library_parse_opaque  # type: ignore[attr-defined]
+
+
+def json_datetime_text(packed: int, date_only: bool) -> str:
+    """MySQL's text of a packed DATETIME (my_time.cc TIME_from_longlong_datetime_packed, my_datetime_to_str)."""
+    v = abs(packed)
+    whole, us = v >> 24, v % (1 << 24)
+    ymd, hms = whole >> 17, whole % (1 << 17)
+    year, month, day = (ymd >> 5) // 13, (ymd >> 5) % 13, ymd % (1 << 5)
+    if date_only:
+        return f"{year:04d}-{month:02d}-{day:02d}"
+    return f"{year:04d}-{month:02d}-{day:02d} {hms >> 12:02d}:{(hms >> 6) % 64:02d}:{hms % 64:02d}.{us:06d}"
+
+
+def json_time_text(packed: int) -> str:
+    """MySQL's text of a packed TIME (my_time.cc TIME_from_longlong_time_packed, my_time_to_str)."""
+    v = abs(packed)
+    whole, us = v >> 24, v % (1 << 24)
+    hour, minute, second = (whole >> 12) % (1 << 10), (whole >> 6) % 64, whole % 64
+    return f"{'-' if packed < 0 else ''}{hour:02d}:{minute:02d}:{second:02d}.{us:06d}"
+
+
 # The library versions whose internals the hooks below were written against
 # (setup.cfg pins the same range); another version stops cdc at start-up
 # instead of silently losing the guards.
@@ -236,6 +291,7 @@ def install_library_hooks() -> None:
     * TABLE_MAP events already parsed on this connection are reused (`_TableMaps`).
     * Rows events of the native row path's tables are framed by cdc (`_Framer`).
     * A QUERY event's status variables the library does not know are skipped (`_status_var`).
+    * Dates and times inside MySQL's binary JSON are read as MySQL writes them (`_json_opaque`).
     """
     installed = _library_version()
     low, high = _SUPPORTED_LIBRARY
@@ -244,6 +300,7 @@ def install_library_hooks() -> None:
             f"mysql-replication {'.'.join(map(str, installed))} is installed; cdc was written and tested against "
             f">= {'.'.join(map(str, low))}, < {'.'.join(map(str, high))} (setup.cfg): reinstall cdc with its pins")
     _binlogstream.MYSQL_EXPECTED_ERROR_CODES = []
+    _json_binary.parse_opaque = _json_opaque
     TableMapEvent.__init__ = _table_map_event_init
     QueryEvent._read_status_vars_value_for_key = _status_var
     # fetchone calls the module's global by name; only streams whose table map carries

@@ -15,20 +15,20 @@
 //! What the Python path makes of it, and so this: keys and members in stored order (MySQL
 //! sorts keys by length, then bytes); numbers as they are (doubles in orjson's format, a
 //! non-finite double as null); DECIMAL opaques as a double when that double's repr is the
-//! same number (1.50 -> 1.5), else a string of every digit; DATE, DATETIME and TIMESTAMP
-//! opaques (MySQL stores a TIMESTAMP as DATETIME) as "YYYY-MM-DDTHH:MM:SS[.ffffff]" (a DATE
-//! with T00:00:00); TIME opaques as "HH:MM:SS[.ffffff]" with the sign dropped (the library
-//! reads the absolute value); any other opaque (binary strings, BIT, ...) as its bytes
+//! same number (1.50 -> 1.5), else a string of every digit; DATE, DATETIME, TIMESTAMP and TIME
+//! opaques as the string MySQL itself gives for them ("2024-01-02", "2024-01-02 03:04:05.000000",
+//! "-01:30:00.250000": cdc/mysql/source.py `_json_opaque` replaces the library's reading, which
+//! wrote ISO text, dropped a TIME's sign and raised on 24 hours or more); any other opaque
+//! (binary strings, BIT, ...) as its bytes
 //! decoded as UTF-8 with invalid bytes dropped. A whole column that is such a text opaque
 //! is then parsed as JSON text (values.py `_json_column` parses any str), as `json::rewrite`
-//! does. Where the library raises (a TIME of 24 hours or more, a year 0, bytes that do not
-//! parse) or returns something odd (a container whose value offset is past the data: None),
+//! does. Where the library raises (bytes that do not parse) or returns something odd (a container whose value offset is past the data: None),
 //! this declines and the Python path gives its result or error. Being stricter than the
 //! library where it is lax (offsets checked against the container's size, not the end of
 //! the column's bytes) only declines more, never writes anything else.
 
 use crate::json::{rewrite, write_f64, write_str};
-use crate::values::{decline, valid_date, write_datetime, write_time, R};
+use crate::values::{decline, R};
 use std::borrow::Cow;
 use std::fmt::Write;
 
@@ -228,16 +228,8 @@ fn opaque(out: &mut String, data: &[u8], top: bool) -> R<()> {
     let body = sized(rest)?;
     let as_text: Cow<str> = match field_type {
         0 | 246 => return decimal(out, body),                  // DECIMAL, NEWDECIMAL
-        11 | 19 => return time(out, body),                     // TIME, TIME2
-        10 | 12 | 18 => match datetime(body)? {                // DATE, DATETIME, DATETIME2
-            Some((y, m, d, h, mi, s, us)) => {
-                out.push('"');
-                write_datetime(out, y, m, d, h, mi, s, us, false);
-                out.push('"');
-                return Ok(());
-            }
-            None => Cow::Borrowed("0000-00-00 00:00:00"), // the library's text for a zero value
-        },
+        11 | 19 => return time(out, body),                               // TIME, TIME2
+        7 | 10 | 12 | 14 | 17 | 18 => return datetime(out, body, field_type), // TIMESTAMP, DATE, DATETIME, ...
         _ => utf8_dropping_invalid(body),
     };
     if top {
@@ -248,42 +240,40 @@ fn opaque(out: &mut String, data: &[u8], top: bool) -> R<()> {
     }
 }
 
-/// util/bytes.py parse_int64 of the first 8 bytes, made positive as decode_time/datetime do.
-fn packed(body: &[u8]) -> R<u64> {
-    Ok((uint(body, 0, 8)? as i64).unsigned_abs())
+/// The packed value: a little-endian int64 (my_time.cc TIME_to_longlong_*_packed).
+fn packed(body: &[u8]) -> R<i64> {
+    Ok(uint(body, 0, 8)? as i64)
 }
 
-/// util/bytes.py decode_time, then time.isoformat().
+/// MySQL's text of a packed TIME (my_time.cc TIME_from_longlong_time_packed, my_time_to_str with 6
+/// fractional digits): the sign kept, hours past 23 as they are ("-01:30:00.250000",
+/// "838:59:59.000000"), as cdc/mysql/source.py json_time_text.
 fn time(out: &mut String, body: &[u8]) -> R<()> {
-    let v = packed(body)?;
+    let packed = packed(body)?;
+    let v = packed.unsigned_abs();
     let whole = v >> 24;
     let (h, mi, s, us) = ((whole >> 12) % 1024, (whole >> 6) % 64, whole % 64, v % (1 << 24));
-    if h > 23 || mi > 59 || s > 59 || us > 999_999 {
-        return decline("a TIME in JSON that Python's datetime.time refuses (the library raises)");
-    }
-    out.push('"');
-    write_time(out, (((h * 60 + mi) * 60 + s) * 1_000_000 + us) as i64);
-    out.push('"');
+    let sign = if packed < 0 { "-" } else { "" };
+    let _ = write!(out, "\"{sign}{h:02}:{mi:02}:{s:02}.{us:06}\"");
     Ok(())
 }
 
-type DateTime = (i64, u32, u32, u32, u32, u32, u32);
-
-/// util/bytes.py decode_datetime: the fields, or None for the zero value.
-fn datetime(body: &[u8]) -> R<Option<DateTime>> {
-    let v = packed(body)?;
-    if v == 0 {
-        return Ok(None);
-    }
+/// MySQL's text of a packed DATE or DATETIME (TIME_from_longlong_datetime_packed, my_date_to_str,
+/// my_datetime_to_str with 6 fractional digits): "2024-01-02", "2024-01-02 03:04:05.000000", zero
+/// parts printed as they are, as cdc/mysql/source.py json_datetime_text.
+fn datetime(out: &mut String, body: &[u8], field_type: u8) -> R<()> {
+    let v = packed(body)?.unsigned_abs();
     let whole = v >> 24;
     let ymd = whole >> 17;
     let (ym, hms) = (ymd >> 5, whole % (1 << 17));
-    let (y, m, d) = ((ym / 13) as i64, (ym % 13) as u32, (ymd % 32) as u32);
-    let (h, mi, s, us) = ((hms >> 12) as u32, ((hms >> 6) % 64) as u32, (hms % 64) as u32, (v % (1 << 24)) as u32);
-    if !valid_date(y, m, d) || h > 23 || mi > 59 || s > 59 || us > 999_999 {
-        return decline("a date in JSON that Python's datetime refuses (the library raises)");
+    let (y, m, d) = (ym / 13, ym % 13, ymd % 32);
+    if field_type == 10 || field_type == 14 {
+        let _ = write!(out, "\"{y:04}-{m:02}-{d:02}\"");
+    } else {
+        let (h, mi, s, us) = (hms >> 12, (hms >> 6) % 64, hms % 64, v % (1 << 24));
+        let _ = write!(out, "\"{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}\"");
     }
-    Ok(Some((y, m, d, h, mi, s, us)))
+    Ok(())
 }
 
 /// util/bytes.py decode_decimal, then values.py _json: a double when Decimal(repr(double))
@@ -496,14 +486,20 @@ mod tests {
         // DATETIME 2024-01-02 03:04:05.5 packed: ((ymd << 17 | hms) << 24) + microseconds.
         let ymd = ((2024 * 13 + 1) << 5) | 2;
         let packed: i64 = (((ymd << 17) | (3 << 12) | (4 << 6) | 5) << 24) + 500_000;
-        assert_eq!(doc(&opaque(12, &packed.to_le_bytes())), "[\"2024-01-02T03:04:05.500000\"]");
-        assert_eq!(doc(&opaque(10, &((ymd << 41) as i64).to_le_bytes())), "[\"2024-01-02T00:00:00\"]");
-        assert_eq!(doc(&opaque(12, &0i64.to_le_bytes())), "[\"0000-00-00 00:00:00\"]");
-        // TIME -01:30:00.25: the library drops the sign.
+        // As MySQL writes them (SELECT of the same values on MySQL 9.7.4).
+        assert_eq!(doc(&opaque(12, &packed.to_le_bytes())), "[\"2024-01-02 03:04:05.500000\"]");
+        assert_eq!(doc(&opaque(18, &packed.to_le_bytes())), "[\"2024-01-02 03:04:05.500000\"]");
+        assert_eq!(doc(&opaque(10, &((ymd << 41) as i64).to_le_bytes())), "[\"2024-01-02\"]");
+        assert_eq!(doc(&opaque(12, &0i64.to_le_bytes())), "[\"0000-00-00 00:00:00.000000\"]");
+        // TIME -01:30:00.25 keeps its sign; 30:00:00 and 838:59:59 their hours.
         let time: i64 = -((((1 << 12) | (30 << 6)) << 24) + 250_000);
-        assert_eq!(doc(&opaque(11, &time.to_le_bytes())), "[\"01:30:00.250000\"]");
-        // TIME 25:00:00: datetime.time refuses it.
-        assert!(declines(&opaque(11, &((25i64 << 12) << 24).to_le_bytes())));
+        assert_eq!(doc(&opaque(11, &time.to_le_bytes())), "[\"-01:30:00.250000\"]");
+        assert_eq!(doc(&opaque(19, &((30i64 << 12) << 24).to_le_bytes())), "[\"30:00:00.000000\"]");
+        let max: i64 = ((838 << 12) | (59 << 6) | 59) << 24;
+        assert_eq!(doc(&opaque(11, &max.to_le_bytes())), "[\"838:59:59.000000\"]");
+        // A whole column that is one is a string, not JSON text to parse.
+        assert_eq!(doc(&[OPAQUE, 10, 8].iter().copied().chain(((ymd << 41) as i64).to_le_bytes()).collect::<Vec<u8>>()),
+                   "\"2024-01-02\"");
     }
 
     #[test]
