@@ -9,8 +9,7 @@ converters, then `ActionBuilder` as for an insert at the chunk's position), byte
 for byte, so everything else stays with the Python path:
 
 * per table (logged once per table definition and result shape): whatever
-  `compile_plan` refuses (`convert:`, `decimal_as: number`, a non-UTC
-  `timestamp_timezone` with TIMESTAMP columns, ...), rules with
+  `compile_plan` refuses (`convert:`, ...), rules with
   relations, and result columns whose type and charset PyMySQL would hand over
   as something other than what the kind expects (text in a BINARY column, ...);
 * per chunk (`Decline`): a zero date (the Python path counts and logs its row),
@@ -62,7 +61,9 @@ def text_columns(columns: Sequence[Column], fields: Sequence[tuple[str, int, int
     for column, (name, ftype, charset) in zip(columns, fields):
         kind = mapped[column.name].kind
         binary = charset == _BINARY_CHARSET
-        if kind in _SIMPLE and ftype in _SIMPLE[kind][0]:
+        if kind is ColumnKind.DECIMAL and ftype in _DECIMALS:
+            out.append(("decimal", int(builder.value_options.decimal_as == "number")))
+        elif kind in _SIMPLE and ftype in _SIMPLE[kind][0]:
             out.append((_SIMPLE[kind][1], 0))
         elif kind in (ColumnKind.STRING, ColumnKind.ENUM, ColumnKind.SET) and ftype in _TEXTS and not binary:
             out.append(("set" if kind is ColumnKind.SET else "text", 0))
@@ -197,7 +198,9 @@ class SnapshotRows:
                         raise rowpath.Unsupported("rules that read the table's columns differently")
                 plans = [rowpath.compile_plan(rule, schema, table, columns, _readers(columns, rule), self.builder)[1]
                          for rule in rules]
-                native_table = rowpath._native.TextTable(specs)
+                zone = (rowpath.timestamp_zone(self.builder.value_options.timestamp_tz)
+                        if any(reader == "timestamp" for reader, _ in specs) else None)
+                native_table = rowpath._native.TextTable(specs, zone)
             except rowpath.Unsupported as exc:
                 reason, plans = str(exc), None
         compiled = self._compiled[key] = _Compiled(columns, fields, rules, native_table, plans, reason,

@@ -7,21 +7,25 @@ rule and the table's definition. It must give exactly what the Python path
 byte, so everything it does not reproduce exactly goes to the Python path:
 
 * per table, when the plan is compiled (logged once per table definition):
-  `convert:` conversions, `values.decimal_as: number`, a `timestamp_timezone`
-  other than UTC with TIMESTAMP columns, charsets cdc has no table for, types
-  the library does not read, template formats other than plain and
-  `%Y %m %d %H %M %S`, ids, routing or index names made of JSON, GEOMETRY or
-  POINT columns, and field names that collide;
+  `convert:` conversions, charsets cdc has no table for, types the library
+  does not read, template formats other than plain and `%Y %m %d %H %M %S`,
+  ids, routing or index names made of JSON, GEOMETRY or POINT columns, field
+  names that collide, and a `timestamp_timezone` that is not a zoneinfo zone or
+  fixed offset (set in code; the config takes IANA names only);
 * per event, when the native code meets a value it leaves to Python (`Decline`):
   a NULL or zero date in an id, an invalid index name, odd JSON text, a
   geometry value values.py refuses (native/src/geometry.rs), a SET in an id,
-  routing or index name (a list, which actions.py refuses), ... The Python path
+  routing or index name (a list, which actions.py refuses), a TIMESTAMP outside
+  the zone table (`zone_offsets`) in a non-UTC zone, ... The Python path
   then decodes the same event through the library and gives the action or the
   error, with its message, as before.
 
 GEOMETRY and POINT columns (GeoJSON, or a POINT column's `{"lat", "lon"}`) and
 ids, routing and index names of FLOAT and DOUBLE columns (Python's repr of the
-value, native/src/json.rs `float_repr`) are native.
+value, native/src/json.rs `float_repr`) are native, and so are
+`values.decimal_as: number` (float(Decimal) of the exact value) and a non-UTC
+`timestamp_timezone` (the zone's offsets, found here, looked up per value in
+native/src/values.rs `Zone`).
 
 Bytes that do not decode (`DecodeError`) stop cdc with the table and position.
 """
@@ -79,6 +83,70 @@ def _is_utc(tz: datetime.tzinfo) -> bool:
         str(tz) in ("UTC", "Etc/UTC", "UTC+00:00", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Etc/GMT", "GMT")
 
 
+# The UTC seconds a TIMESTAMP's zone table covers: MySQL's and MariaDB's TIMESTAMP range
+# ('1970-01-01 00:00:01' to '2038-01-19 03:14:07' UTC, MySQL manual "The DATE, DATETIME, and
+# TIMESTAMP Types"), i.e. the binlog's signed 4-byte seconds. A value outside it (a zero
+# TIMESTAMP is second 0) is declined by the native code, and the Python path does the event.
+_ZONE_START, _ZONE_END = 0, 1 << 31
+_ZONE_STEP = 6 * 3600  # how far apart the offsets are sampled before the changes are bisected
+_UTC_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_zone_tables: dict[datetime.tzinfo, tuple[list[tuple[int, int]], int]] = {}
+
+
+def zone_offsets(tz: datetime.tzinfo) -> tuple[list[tuple[int, int]], int]:
+    """`tz`'s UTC offsets over TIMESTAMP's range, as the native code looks them up (values.rs `Zone`).
+
+    ([(first UTC second, offset in seconds)], end): asked of the zone itself, the way
+    values.py converts (`astimezone` of the UTC instant), so they are exactly the
+    offsets the Python path writes. The offset is sampled every `_ZONE_STEP` seconds and
+    every change is bisected to its second (zone transitions fall on whole seconds: TZif
+    stores seconds); a zone that changes offset and back within six hours would be missed,
+    which no zone in the tz database does between 1970 and 2038. Cached per zone.
+    """
+    from zoneinfo import ZoneInfo
+
+    cached = _zone_tables.get(tz)
+    if cached is not None:
+        return cached
+    if type(tz) not in (ZoneInfo, datetime.timezone):  # other tzinfo classes may change offset at any time
+        raise Unsupported(f"values.timestamp_timezone {tz} is not a zoneinfo zone")
+
+    def offset(second: int) -> int:
+        delta = (_UTC_EPOCH + datetime.timedelta(seconds=second)).astimezone(tz).utcoffset()
+        assert delta is not None
+        if delta.microseconds:
+            raise Unsupported(f"values.timestamp_timezone {tz} has an offset with a fraction of a second")
+        return delta.days * 86400 + delta.seconds
+
+    transitions = [(_ZONE_START, offset(_ZONE_START))]
+
+    def changes(low: int, low_offset: int, high: int, high_offset: int) -> None:
+        # The offset is low_offset at low and high_offset at high: find where it changes in (low, high].
+        if high - low == 1:
+            transitions.append((high, high_offset))
+            return
+        middle = (low + high) // 2
+        middle_offset = offset(middle)
+        if middle_offset != low_offset:
+            changes(low, low_offset, middle, middle_offset)
+        if high_offset != middle_offset:
+            changes(middle, middle_offset, high, high_offset)
+
+    previous, previous_offset = transitions[0]
+    for second in [*range(_ZONE_START + _ZONE_STEP, _ZONE_END, _ZONE_STEP), _ZONE_END - 1]:
+        current = offset(second)
+        if current != previous_offset:
+            changes(previous, previous_offset, second, current)
+        previous, previous_offset = second, current
+    table = _zone_tables[tz] = (transitions, _ZONE_END)
+    return table
+
+
+def timestamp_zone(tz: datetime.tzinfo) -> tuple[list[tuple[int, int]], int] | None:
+    """What the native tables take for values.timestamp_timezone: None for UTC, else `zone_offsets`."""
+    return None if _is_utc(tz) else zone_offsets(tz)
+
+
 def _key(name: str) -> str:
     return orjson.dumps(name).decode()
 
@@ -99,10 +167,7 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     options = builder.value_options
     mapped = _columns_for(columns, rule)
     kinds = [mapped[c.name].kind for c in columns]
-    if options.decimal_as != "string" and ColumnKind.DECIMAL in kinds:
-        raise Unsupported("values.decimal_as: number")
-    if ColumnKind.TIMESTAMP in kinds and not _is_utc(options.timestamp_tz):
-        raise Unsupported(f"values.timestamp_timezone {options.timestamp_tz} with TIMESTAMP columns")
+    zone = timestamp_zone(options.timestamp_tz) if ColumnKind.TIMESTAMP in kinds else None
     index_of = {c.name: i for i, c in enumerate(columns)}
     specs = []
     for column, kind, reader in zip(columns, kinds, readers):
@@ -118,6 +183,11 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
             spec[3] = int(options.bit1_as_bool and column.bits == 1)
         elif spec[0] == "geometry":  # values.py: only a POINT column's points become {"lat", "lon"}
             spec[2] = int(kind is ColumnKind.POINT and options.points == "geo_point")
+        elif spec[0] == "decimal":  # values.py gives any Decimal as float(value) under decimal_as: number
+            spec[3] = int(options.decimal_as == "number")
+        elif spec[0].startswith("timestamp") and zone is not None and kind is not ColumnKind.TIMESTAMP:
+            # values.py converts to the zone by the column's kind; the native table by the reader.
+            raise Unsupported(f"column {column.name!r}: a TIMESTAMP read as {kind.value} in a non-UTC zone")
         if kind is ColumnKind.OTHER:
             raise Unsupported(f"column {column.name!r} of kind {kind.value}")
         specs.append(tuple(spec))
@@ -193,7 +263,7 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     on_delete = {"delete": 0, "ignore": 1, "soft": 2}[rule.on_delete]
     plan = _native.Plan(doc, "".join(consts), soft, id_cols, rule.id_separator, id_tpl, index, routing,
                         rule.mode == "index", on_delete, "".join(sorted(INDEX_FORBIDDEN)))
-    return _native.Table(specs), plan
+    return _native.Table(specs, zone), plan
 
 
 @dataclass(slots=True)

@@ -40,9 +40,19 @@ struct Table {
 
 #[pymethods]
 impl Table {
-    /// `columns`: one (reader, a, b, c, labels) per column; see cdc/rules/rowpath.py `_reader`.
+    /// `columns`: one (reader, a, b, c, labels) per column; see cdc/rules/rowpath.py `_reader`
+    /// (a decimal's c: 1 for values.decimal_as: number). `zone`: the offsets of
+    /// values.timestamp_timezone ([(from UTC second, offset)], end) when it is not UTC
+    /// (cdc/rules/rowpath.py `zone_offsets`); None: TIMESTAMPs in UTC.
     #[new]
-    fn new(columns: Vec<(String, i64, i64, i64, Option<Vec<String>>)>) -> PyResult<Self> {
+    #[pyo3(signature = (columns, zone=None))]
+    fn new(columns: Vec<(String, i64, i64, i64, Option<Vec<String>>)>, zone: Option<(Vec<(i64, i32)>, i64)>) -> PyResult<Self> {
+        let zone = match zone {
+            Some((transitions, end)) => {
+                Some(std::sync::Arc::new(values::Zone::new(transitions, end).map_err(pyo3::exceptions::PyValueError::new_err)?))
+            }
+            None => None,
+        };
         let mut readers = Vec::with_capacity(columns.len());
         for (name, a, b, c, labels) in columns {
             let (ua, ub) = (a.max(0) as usize, b.max(0) as usize);
@@ -50,12 +60,12 @@ impl Table {
                 "int" => Reader::Int { bytes: ua, unsigned: b != 0 },
                 "float" => Reader::Float,
                 "double" => Reader::Double,
-                "decimal" => Reader::Decimal { precision: a as u32, decimals: b as u32 },
+                "decimal" => Reader::Decimal { precision: a as u32, decimals: b as u32, number: c != 0 },
                 "date" => Reader::Date,
                 "datetime_old" => Reader::DateTimeOld,
                 "datetime2" => Reader::DateTime2 { fsp: a as u32 },
-                "timestamp_old" => Reader::TimestampOld,
-                "timestamp2" => Reader::Timestamp2 { fsp: a as u32 },
+                "timestamp_old" => Reader::TimestampOld { zone: zone.clone() },
+                "timestamp2" => Reader::Timestamp2 { fsp: a as u32, zone: zone.clone() },
                 "time_old" => Reader::TimeOld,
                 "time2" => Reader::Time2 { fsp: a as u32 },
                 "year" => Reader::Year,
@@ -80,7 +90,7 @@ impl Table {
                 Reader::CharsetText { prefix, .. } => !(1..=4).contains(prefix),
                 Reader::Enum { size, .. } | Reader::Set { size, .. } => !(1..=8).contains(size),
                 Reader::Bit { bits, bytes, .. } => !(1..=64).contains(bits) || *bytes != (*bits as usize).div_ceil(8),
-                Reader::DateTime2 { fsp } | Reader::Timestamp2 { fsp } | Reader::Time2 { fsp } => *fsp > 6,
+                Reader::DateTime2 { fsp } | Reader::Timestamp2 { fsp, .. } | Reader::Time2 { fsp } => *fsp > 6,
                 _ => false,
             };
             if bad_size {

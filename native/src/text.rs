@@ -15,7 +15,9 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::values::{decline, float32, valid_date, Bytes, Fail, Val, R};
+use std::sync::Arc;
+
+use crate::values::{days_from_civil, decimal_float, decline, float32, timestamp, valid_date, Bytes, Fail, Val, Zone, R};
 use crate::{DecodeError, Decline, Out, Plan};
 
 /// How one column of the SELECT's result is read (cdc/copy/native.py `text_columns` chooses).
@@ -25,10 +27,13 @@ enum TextCol {
     /// FLOAT, selected as `col + 0e0` (a DOUBLE holding the stored float32 exactly).
     Float,
     Double,
-    Decimal,
+    /// `number`: values.decimal_as: number.
+    Decimal { number: bool },
     Date,
     DateTime,
-    Timestamp,
+    /// `zone`: values.timestamp_timezone when it is not UTC (the server sends UTC: the
+    /// snapshot's session has time_zone '+00:00', cdc/mysql/server.py).
+    Timestamp { zone: Option<Arc<Zone>> },
     Time,
     Year,
     Str,
@@ -50,20 +55,27 @@ pub struct TextTable {
 #[pymethods]
 impl TextTable {
     /// `columns`: one (reader, arg) per result column: reader one of int, float, double,
-    /// decimal, date, datetime, timestamp, time, year, text, binary (arg: pad to),
-    /// set, bit (arg: 1 for a bool), json_text, geometry (arg: 1 for a POINT column's geo_point).
+    /// decimal (arg: 1 for a float), date, datetime, timestamp, time, year, text, binary (arg:
+    /// pad to), set, bit (arg: 1 for a bool), json_text, geometry (arg: 1 for a POINT column's
+    /// geo_point). `zone`: the TIMESTAMP zone's offsets ([(from UTC second, offset)], end), None
+    /// for UTC (cdc/rules/rowpath.py `zone_offsets`).
     #[new]
-    fn new(columns: Vec<(String, i64)>) -> PyResult<Self> {
+    #[pyo3(signature = (columns, zone=None))]
+    fn new(columns: Vec<(String, i64)>, zone: Option<(Vec<(i64, i32)>, i64)>) -> PyResult<Self> {
+        let zone = match zone {
+            Some((transitions, end)) => Some(Arc::new(Zone::new(transitions, end).map_err(pyo3::exceptions::PyValueError::new_err)?)),
+            None => None,
+        };
         let mut cols = Vec::with_capacity(columns.len());
         for (name, arg) in columns {
             cols.push(match name.as_str() {
                 "int" => TextCol::Int,
                 "float" => TextCol::Float,
                 "double" => TextCol::Double,
-                "decimal" => TextCol::Decimal,
+                "decimal" => TextCol::Decimal { number: arg != 0 },
                 "date" => TextCol::Date,
                 "datetime" => TextCol::DateTime,
-                "timestamp" => TextCol::Timestamp,
+                "timestamp" => TextCol::Timestamp { zone: zone.clone() },
                 "time" => TextCol::Time,
                 "year" => TextCol::Year,
                 "text" => TextCol::Str,
@@ -147,7 +159,8 @@ fn date<'a>(raw: &[u8]) -> R<Val<'a>> {
     Ok(Val::Date { y, m, d })
 }
 
-fn datetime<'a>(raw: &[u8], utc: bool) -> R<Val<'a>> {
+/// A DATETIME, or a TIMESTAMP (`Some(zone)`: its text is UTC, written in `zone` or UTC).
+fn datetime<'a>(raw: &[u8], timestamp_in: Option<Option<&Zone>>) -> R<Val<'a>> {
     if raw.len() < 19 || raw[10] != b' ' || raw[13] != b':' || raw[16] != b':' {
         return Err(Fail::Bad("a DATETIME that is not YYYY-MM-DD HH:MM:SS[.ffffff]".into()));
     }
@@ -168,11 +181,12 @@ fn datetime<'a>(raw: &[u8], utc: bool) -> R<Val<'a>> {
     if !valid_date(y, m, d) || h > 23 || mi > 59 || s > 59 {
         return decline("an invalid DATETIME (PyMySQL keeps it as text)");
     }
-    // values.py: a naive TIMESTAMP at the epoch is the binlog's zero TIMESTAMP.
-    if utc && (y, m, d, h, mi, s, us) == (1970, 1, 1, 0, 0, 0, 0) {
-        return Ok(Val::Zero);
+    if let Some(zone) = timestamp_in {
+        // values.py: a naive TIMESTAMP at the epoch is the binlog's zero TIMESTAMP (`timestamp` says null).
+        let secs = days_from_civil(y, m, d) * 86400 + (h * 3600 + mi * 60 + s) as i64;
+        return timestamp(secs, us, zone);
     }
-    Ok(Val::DateTime { y, m, d, h, mi, s, us, utc })
+    Ok(Val::DateTime { y, m, d, h, mi, s, us, off: None })
 }
 
 /// pymysql converters.convert_timedelta, then values.py _time (via total microseconds).
@@ -218,8 +232,9 @@ fn float32_of(v: f64) -> f64 {
     v
 }
 
-/// format(Decimal(text), "f") for MySQL's DECIMAL text: no leading zeros, no "-0".
-fn decimal<'a>(raw: &[u8]) -> R<Val<'a>> {
+/// format(Decimal(text), "f") for MySQL's DECIMAL text: no leading zeros, no "-0"; or
+/// float(Decimal(text)) (`number`).
+fn decimal<'a>(raw: &[u8], number: bool) -> R<Val<'a>> {
     let s = ascii(raw)?;
     let (negative, body) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -233,6 +248,9 @@ fn decimal<'a>(raw: &[u8]) -> R<Val<'a>> {
         || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|c| c.is_ascii_digit()))
     {
         return decline("DECIMAL text of another shape");
+    }
+    if number {
+        return Ok(Val::F(decimal_float(s))); // "-0.00" too: Decimal('-0.00') is -0.0 as a float
     }
     let trimmed = int_part.trim_start_matches('0');
     let int_part = if trimmed.is_empty() { "0" } else { trimmed };
@@ -275,10 +293,10 @@ fn value<'a>(col: &TextCol, raw: &'a [u8]) -> R<Val<'a>> {
                 Val::F(v)
             }
         }
-        TextCol::Decimal => decimal(raw)?,
+        TextCol::Decimal { number } => decimal(raw, *number)?,
         TextCol::Date => date(raw)?,
-        TextCol::DateTime => datetime(raw, false)?,
-        TextCol::Timestamp => datetime(raw, true)?,
+        TextCol::DateTime => datetime(raw, None)?,
+        TextCol::Timestamp { zone } => datetime(raw, Some(zone.as_deref()))?,
         TextCol::Time => time(raw)?,
         TextCol::Str => Val::Str(std::str::from_utf8(raw).or_else(|_| decline("text that is not valid UTF-8"))?),
         TextCol::JsonText => Val::JsonText(std::str::from_utf8(raw).or_else(|_| decline("JSON that is not valid UTF-8"))?),
@@ -504,11 +522,11 @@ mod tests {
 
     #[test]
     fn values_as_the_python_path_writes_them() {
-        assert_eq!(json(TextCol::Decimal, b"-0.00"), "\"0.00\"");
-        assert_eq!(json(TextCol::Decimal, b"-12.50"), "\"-12.50\"");
+        assert_eq!(json(TextCol::Decimal { number: false }, b"-0.00"), "\"0.00\"");
+        assert_eq!(json(TextCol::Decimal { number: false }, b"-12.50"), "\"-12.50\"");
         assert_eq!(json(TextCol::DateTime, b"2024-01-02 03:04:05.120000"), "\"2024-01-02T03:04:05.120000\"");
         assert_eq!(json(TextCol::DateTime, b"2024-01-02 03:04:05.000000"), "\"2024-01-02T03:04:05\"");
-        assert_eq!(json(TextCol::Timestamp, b"2024-01-02 03:04:05"), "\"2024-01-02T03:04:05Z\"");
+        assert_eq!(json(TextCol::Timestamp { zone: None }, b"2024-01-02 03:04:05"), "\"2024-01-02T03:04:05Z\"");
         assert_eq!(json(TextCol::Time, b"-01:30:00.250000"), "\"-01:30:00.250000\"");
         assert_eq!(json(TextCol::Time, b"838:59:59"), "\"838:59:59\"");
         assert_eq!(json(TextCol::Set, b"b,a"), "[\"a\",\"b\"]");

@@ -8,6 +8,7 @@
 //! hands the whole event to the Python path.
 
 use crate::json::{float_repr, write_f64, write_str};
+use std::sync::Arc;
 use base64::Engine;
 
 #[derive(Debug)]
@@ -72,12 +73,14 @@ pub enum Reader {
     Int { bytes: usize, unsigned: bool },
     Float,
     Double,
-    Decimal { precision: u32, decimals: u32 },
+    /// `number`: values.decimal_as: number (a float), else the exact text.
+    Decimal { precision: u32, decimals: u32, number: bool },
     Date,
     DateTimeOld,
     DateTime2 { fsp: u32 },
-    TimestampOld,
-    Timestamp2 { fsp: u32 },
+    /// `zone`: values.timestamp_timezone when it is not UTC.
+    TimestampOld { zone: Option<Arc<Zone>> },
+    Timestamp2 { fsp: u32, zone: Option<Arc<Zone>> },
     TimeOld,
     Time2 { fsp: u32 },
     Year,
@@ -115,7 +118,8 @@ pub enum Val<'a> {
     /// MariaDB JSON text: parsed only when written, as values.py converts lazily.
     JsonText(&'a str),
     Date { y: i64, m: u32, d: u32 },
-    DateTime { y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32, us: u32, utc: bool },
+    /// `off`: None for a naive DATETIME; a TIMESTAMP's UTC offset in seconds (0 is written "Z").
+    DateTime { y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32, us: u32, off: Option<i32> },
     Time(i64),
     /// A geometry value (SRID + WKB) and whether a Point is written as a geo_point: written
     /// when the document is (geometry.rs), as values.py converts only the columns it writes.
@@ -173,17 +177,70 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn utc_datetime<'a>(secs: i64, us: u32) -> R<Val<'a>> {
-    let (y, m, d) = civil(secs.div_euclid(86400));
-    if !(1..=9999).contains(&y) {
-        return decline("TIMESTAMP out of Python's datetime range");
+/// Days since 1970-01-01 of a civil date (the inverse of `civil`; Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// A time zone's UTC offsets over TIMESTAMP's range, found in Python by asking the zone
+/// itself (cdc/rules/rowpath.py `zone_offsets`), so that they are the ones values.py's
+/// `astimezone` uses. `from[i]` is the first UTC second of `offset[i]` (seconds east of UTC);
+/// the table holds from `from[0]` up to, not including, `end`.
+#[derive(Debug)]
+pub struct Zone {
+    from: Vec<i64>,
+    offset: Vec<i32>,
+    end: i64,
+}
+
+impl Zone {
+    pub fn new(transitions: Vec<(i64, i32)>, end: i64) -> Result<Zone, String> {
+        if transitions.is_empty() || transitions.windows(2).any(|w| w[0].0 >= w[1].0) || transitions.last().unwrap().0 >= end {
+            return Err("a zone's transitions must be sorted, not empty, and start before its end".into());
+        }
+        if transitions.iter().any(|&(_, o)| o.unsigned_abs() >= 86400) {
+            return Err("a UTC offset must be less than a day (as datetime.timezone's)".into());
+        }
+        Ok(Zone { from: transitions.iter().map(|t| t.0).collect(), offset: transitions.iter().map(|t| t.1).collect(), end })
     }
-    let t = secs.rem_euclid(86400);
+
+    /// The offset at UTC second `secs`: the last transition at or before it. A fraction of a
+    /// second does not matter: zone transitions fall on whole seconds (TZif stores seconds).
+    pub fn offset(&self, secs: i64) -> Option<i32> {
+        if secs < self.from[0] || secs >= self.end {
+            return None;
+        }
+        Some(self.offset[self.from.partition_point(|&f| f <= secs) - 1])
+    }
+}
+
+/// values.py for a TIMESTAMP at UTC second `secs` (library: utcfromtimestamp): the epoch is the
+/// zero TIMESTAMP (null); else the instant in `zone` (`astimezone`), or in UTC ("Z").
+pub(crate) fn timestamp<'a>(secs: i64, us: u32, zone: Option<&Zone>) -> R<Val<'a>> {
     // values.py: a zero TIMESTAMP arrives as the epoch (utcfromtimestamp(0)) and becomes null.
     if secs == 0 && us == 0 {
         return Ok(Val::Zero);
     }
-    Ok(Val::DateTime { y, m, d, h: (t / 3600) as u32, mi: (t % 3600 / 60) as u32, s: (t % 60) as u32, us, utc: true })
+    let off = match zone {
+        None => 0,
+        Some(z) => match z.offset(secs) {
+            Some(o) => o,
+            None => return decline("a TIMESTAMP outside the range of the zone's offset table"),
+        },
+    };
+    let local = secs + off as i64;
+    let (y, m, d) = civil(local.div_euclid(86400));
+    if !(1..=9999).contains(&y) {
+        return decline("TIMESTAMP out of Python's datetime range");
+    }
+    let t = local.rem_euclid(86400);
+    Ok(Val::DateTime { y, m, d, h: (t / 3600) as u32, mi: (t % 3600 / 60) as u32, s: (t % 60) as u32, us, off: Some(off) })
 }
 
 fn text(b: &[u8]) -> R<&str> {
@@ -224,7 +281,17 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
                 Val::Null
             }
         }
-        Reader::Decimal { precision, decimals } => Val::S(decimal(b, *precision, *decimals)?),
+        Reader::Decimal { precision, decimals, number } => {
+            let (text, negative) = decimal(b, *precision, *decimals)?;
+            if !*number {
+                Val::S(text)
+            } else if negative && !text.starts_with('-') {
+                // The library's "-0.00" (a negative zero's bytes): Decimal('-0.00'), whose float is -0.0.
+                Val::F(-0.0)
+            } else {
+                Val::F(decimal_float(&text))
+            }
+        }
         Reader::Date => {
             let t = b.uint_le(3)?;
             if t == 0 {
@@ -253,7 +320,7 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
             if !valid_date(y, m, d) || h > 23 || mi > 59 || s > 59 {
                 return decline("an invalid DATETIME (the library raises)");
             }
-            Val::DateTime { y, m, d, h, mi, s, us: 0, utc: false }
+            Val::DateTime { y, m, d, h, mi, s, us: 0, off: None }
         }
         Reader::DateTime2 { fsp } => {
             let data = b.uint_be(5)?;
@@ -270,16 +337,16 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
             if !(0..=999_999).contains(&us) {
                 return decline("a DATETIME fraction out of range");
             }
-            Val::DateTime { y, m, d, h, mi, s, us: us.max(0) as u32, utc: false }
+            Val::DateTime { y, m, d, h, mi, s, us: us.max(0) as u32, off: None }
         }
-        Reader::TimestampOld => utc_datetime(b.uint_le(4)? as i64, 0)?,
-        Reader::Timestamp2 { fsp } => {
+        Reader::TimestampOld { zone } => timestamp(b.uint_le(4)? as i64, 0, zone.as_deref())?,
+        Reader::Timestamp2 { fsp, zone } => {
             let secs = b.int_be(4)?;
             let us = read_fsp(b, *fsp)?;
             if us > 999_999 {
                 return decline("a TIMESTAMP fraction out of range");
             }
-            utc_datetime(secs, us.max(0) as u32)?
+            timestamp(secs, us.max(0) as u32, zone.as_deref())?
         }
         Reader::TimeOld => {
             let t = b.uint_le(3)? as i64;
@@ -394,8 +461,18 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
     })
 }
 
-/// row_event.py __read_new_decimal, then values.py's format(Decimal, "f").
-fn decimal(b: &mut Bytes, precision: u32, decimals: u32) -> R<String> {
+/// values.py's float(Decimal) of a DECIMAL's text (decimal_as: number). CPython converts a
+/// Decimal through its text (`Decimal.__float__`: float(str(self))), correctly rounded, as
+/// Rust's `parse` is (to the nearest double, ties to even), so the double is the same.
+pub(crate) fn decimal_float(text: &str) -> f64 {
+    // The text is digits, an optional "-" and "."; a DECIMAL is below 1e65 (65 digits), so
+    // parse neither fails nor overflows.
+    text.parse().unwrap_or(f64::NAN)
+}
+
+/// row_event.py __read_new_decimal, then values.py's format(Decimal, "f"); and whether the
+/// value was stored negative (for a negative zero, which the text writes as "0").
+fn decimal(b: &mut Bytes, precision: u32, decimals: u32) -> R<(String, bool)> {
     const COMPRESSED: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
     if decimals > precision || precision > 65 {
         return Err(Fail::Bad(format!("DECIMAL({precision},{decimals}) is not a valid column")));
@@ -445,7 +522,7 @@ fn decimal(b: &mut Bytes, precision: u32, decimals: u32) -> R<String> {
         out.push('.');
         out.push_str(&frac);
     }
-    Ok(out)
+    Ok((out, negative))
 }
 
 /// values.py _float32: the shortest %g rendering (1..9 digits) that is the same float32.
@@ -473,9 +550,11 @@ pub fn write_date(out: &mut String, y: i64, m: u32, d: u32) {
     push2(out, d);
 }
 
-/// datetime.isoformat() (fraction only when non-zero), "Z" for values.py's UTC timestamps.
+/// datetime.isoformat() (fraction only when non-zero); a TIMESTAMP's offset as values.py `_iso`
+/// writes it: "Z" when it is 0, else isoformat's "+HH:MM", "+HH:MM:SS" when it has seconds
+/// (CPython Lib/datetime.py `_format_offset`; zoneinfo keeps offsets to the second).
 #[allow(clippy::too_many_arguments)]
-pub fn write_datetime(out: &mut String, y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32, us: u32, utc: bool) {
+pub fn write_datetime(out: &mut String, y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32, us: u32, off: Option<i32>) {
     write_date(out, y, m, d);
     out.push('T');
     push2(out, h);
@@ -486,8 +565,20 @@ pub fn write_datetime(out: &mut String, y: i64, m: u32, d: u32, h: u32, mi: u32,
     if us != 0 {
         out.push_str(&format!(".{:06}", us));
     }
-    if utc {
-        out.push('Z');
+    match off {
+        None => {}
+        Some(0) => out.push('Z'),
+        Some(o) => {
+            out.push(if o < 0 { '-' } else { '+' });
+            let a = o.unsigned_abs();
+            push2(out, a / 3600);
+            out.push(':');
+            push2(out, a % 3600 / 60);
+            if a % 60 != 0 {
+                out.push(':');
+                push2(out, a % 60);
+            }
+        }
     }
 }
 
@@ -531,9 +622,9 @@ pub fn write_json(out: &mut String, v: &Val) -> R<bool> {
             write_date(out, *y, *m, *d);
             out.push('"');
         }
-        Val::DateTime { y, m, d, h, mi, s, us, utc } => {
+        Val::DateTime { y, m, d, h, mi, s, us, off } => {
             out.push('"');
-            write_datetime(out, *y, *m, *d, *h, *mi, *s, *us, *utc);
+            write_datetime(out, *y, *m, *d, *h, *mi, *s, *us, *off);
             out.push('"');
         }
         Val::Time(t) => {
@@ -564,7 +655,7 @@ pub fn key_text(v: &Val) -> R<String> {
             }
         }
         Val::Date { y, m, d } => write_date(&mut out, *y, *m, *d),
-        Val::DateTime { y, m, d, h, mi, s, us, utc } => write_datetime(&mut out, *y, *m, *d, *h, *mi, *s, *us, *utc),
+        Val::DateTime { y, m, d, h, mi, s, us, off } => write_datetime(&mut out, *y, *m, *d, *h, *mi, *s, *us, *off),
         Val::Time(t) => write_time(&mut out, *t),
         // FLOAT arrives already rounded as values.py _float32 rounds it (`read`), DOUBLE as stored.
         Val::F(f) => match float_repr(*f) {
@@ -626,7 +717,7 @@ mod tests {
     #[test]
     fn decimal_as_the_library_and_values_py() {
         // DECIMAL(10,2) 1234.50 and -0.01, as MariaDB writes them (binary: 4 + 1 bytes).
-        let d = || Reader::Decimal { precision: 10, decimals: 2 };
+        let d = || Reader::Decimal { precision: 10, decimals: 2, number: false };
         assert_eq!(one(d(), &[0x80, 0x00, 0x04, 0xd2, 0x32]), "\"1234.50\"");
         assert_eq!(one(d(), &[0x7f, 0xff, 0xff, 0xff, 0xfe]), "\"-0.01\"");
         assert_eq!(one(d(), &[0x80, 0x00, 0x00, 0x00, 0x00]), "\"0.00\"");
@@ -653,7 +744,7 @@ mod tests {
 
     #[test]
     fn short_input_is_an_error_not_a_panic() {
-        for reader in [Reader::Int { bytes: 8, unsigned: false }, Reader::Decimal { precision: 65, decimals: 30 },
+        for reader in [Reader::Int { bytes: 8, unsigned: false }, Reader::Decimal { precision: 65, decimals: 30, number: true },
                        Reader::Text { prefix: 2 }, Reader::DateTime2 { fsp: 6 }, Reader::Bit { bits: 64, bytes: 8, as_bool: false }] {
             for n in 0..3 {
                 let data = vec![0xffu8; n];
@@ -661,6 +752,47 @@ mod tests {
                 assert!(matches!(read(&reader, &mut b), Err(Fail::Bad(_)) | Err(Fail::Decline(_))));
             }
         }
+    }
+
+    #[test]
+    fn timestamps_in_a_zone_carry_its_offset() {
+        // Africa/Monrovia: -0:44:30 until 1972-01-07 00:44:30 UTC (63593070), then UTC.
+        let zone = Zone::new(vec![(0, -2670), (63593070, 0)], 1 << 31).unwrap();
+        let json = |secs: i64, us: u32| {
+            let mut out = String::new();
+            write_json(&mut out, &timestamp(secs, us, Some(&zone)).unwrap()).unwrap();
+            out
+        };
+        assert_eq!(json(1, 0), "\"1969-12-31T23:15:31-00:44:30\"");
+        assert_eq!(json(63593069, 5), "\"1972-01-06T23:59:59.000005-00:44:30\"");
+        assert_eq!(json(63593070, 0), "\"1972-01-07T00:44:30Z\"");
+        assert_eq!(json(0, 0), "null"); // the zero TIMESTAMP, in any zone
+        assert!(matches!(timestamp(-1, 0, Some(&zone)), Err(Fail::Decline(_))));
+        assert!(matches!(timestamp(1 << 31, 0, Some(&zone)), Err(Fail::Decline(_))));
+        let kolkata = Zone::new(vec![(0, 19800)], 1 << 31).unwrap();
+        let mut out = String::new();
+        write_json(&mut out, &timestamp(1704164645, 0, Some(&kolkata)).unwrap()).unwrap();
+        assert_eq!(out, "\"2024-01-02T08:34:05+05:30\"");
+        assert!(Zone::new(vec![(5, 0), (5, 3600)], 10).is_err());
+        assert!(Zone::new(vec![], 10).is_err());
+        assert!(Zone::new(vec![(0, 86400)], 10).is_err());
+    }
+
+    #[test]
+    fn days_from_civil_inverts_civil() {
+        for days in (-800_000..3_000_000).step_by(997) {
+            let (y, m, d) = civil(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn decimal_as_number() {
+        let d = || Reader::Decimal { precision: 10, decimals: 2, number: true };
+        assert_eq!(one(d(), &[0x80, 0x00, 0x04, 0xd2, 0x32]), "1234.5");
+        assert_eq!(one(d(), &[0x7f, 0xff, 0xff, 0xff, 0xfe]), "-0.01");
+        assert_eq!(one(d(), &[0x80, 0x00, 0x00, 0x00, 0x00]), "0.0");
+        assert_eq!(one(d(), &[0x7f, 0xff, 0xff, 0xff, 0xff]), "-0.0"); // the library's Decimal('-0.00')
     }
 
     #[test]
