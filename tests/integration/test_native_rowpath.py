@@ -237,11 +237,65 @@ def _random_rows():
 
 
 def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, tmp_path):
+    _random_rows_on_both_paths(servers, db, database, tmp_path, ValueOptions(), {"index": "r"})
+
+
+@pytest.mark.parametrize("zone", ["Australia/Lord_Howe", "America/St_Johns"])
+def test_random_rows_with_decimals_as_numbers_and_timestamps_in_a_zone(servers, db, database, tmp_path, zone):
+    """values.decimal_as: number and a timestamp_timezone with half-hour offsets and DST, natively."""
+    from zoneinfo import ZoneInfo
+
+    _random_rows_on_both_paths(servers, db, database, tmp_path,
+                               ValueOptions(decimal_as="number", timestamp_tz=ZoneInfo(zone)), {"index": "r"})
+
+
+def test_timestamps_at_a_zones_transitions_and_decimal_keys_on_both_paths(servers, db, database, tmp_path):
+    """TIMESTAMPs at, just before and just after each Lord Howe offset change (half-hour DST) in the
+    index name's date and the id, DECIMAL(65,30) numbers in the routing (str of the float)."""
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Australia/Lord_Howe")
+    db.execute("CREATE TABLE zoned (id INT PRIMARY KEY, d DECIMAL(65,30) NOT NULL, ts TIMESTAMP(6) NOT NULL)",
+               "SET SESSION time_zone='+00:00'")
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"rules": [{"schema": database, "table": "zoned", "index": "z-{ts:%Y.%m.%d-%H}",
+                                               "id": "{id}@{ts}", "routing": "{d}"}]}))
+    rules = load_rules(path)
+    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
+                                password=servers.admin_password, server_id=4241))
+    try:
+        rules = resolved_or_stop(rules, conn.catalog(rules))
+    finally:
+        conn.close()
+    seconds = sorted({s + delta for s, _ in rowpath.zone_offsets(tz)[0][1:] for delta in (-1, 0, 1)} | {1, 2**31 - 1})
+    decimals = ["0.5", "-0.000000000000000000000000000001", "9" * 35 + "." + "9" * 30, "1e16", "123.456", "-0"]
+    rows = [(n, decimals[n % len(decimals)],
+             datetime.datetime.fromtimestamp(s, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+             + f".{n % 7 * 142857:06d}") for n, s in enumerate(seconds)]
+    start = BinlogPosition(*binlog_position(db))
+    with db.conn.cursor() as cur:
+        cur.executemany("INSERT INTO zoned VALUES (%s, %s, %s)", rows)
+        cur.execute("UPDATE zoned SET ts = TIMESTAMPADD(SECOND, 1, ts), d = -d WHERE id % 2 = 0")
+        cur.execute("DELETE FROM zoned WHERE id % 3 = 0")
+    end = BinlogPosition(*binlog_position(db))
+    options = ValueOptions(decimal_as="number", timestamp_tz=tz)
+    _, python, _ = _read(servers, database, rules, start, end, native=False, tables=("zoned",), options=options)
+    _, native, path = _read(servers, database, rules, start, end, native=True, tables=("zoned",), options=options)
+    assert path.tables[f"{database}.zoned"] == "native"
+    assert len(python) == len(native) > 2 * len(rows)
+    assert [_fields(a) for a in python] == [_fields(b) for b in native]
+    assert all(isinstance(a, rowpath.NativeAction) for a in native)
+    offsets = {a.doc_id[-6:] for a in native}
+    assert {"+10:30", "+11:00"} <= offsets  # both of Lord Howe's offsets were written
+
+
+def _random_rows_on_both_paths(servers, db, database, tmp_path, options: ValueOptions, rule: dict):
     from hypothesis import HealthCheck, given, settings
 
     db.execute(RANDOM_TABLE, "SET SESSION time_zone='+00:00'")
     path = tmp_path / "rules.yml"
-    path.write_text(yaml.safe_dump({"rules": [{"schema": database, "table": "random_rows", "index": "r"}]}))
+    path.write_text(yaml.safe_dump({"rules": [{"schema": database, "table": "random_rows", **rule}]}))
     rules = load_rules(path)
     conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
                                 password=servers.admin_password, server_id=4241))
@@ -265,8 +319,10 @@ def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, 
                             "WHERE id = %s", [(*rows[(n + 1) % len(rows)], n) for n in range(0, len(rows), 2)])
             cur.execute("DELETE FROM random_rows WHERE id % 3 = 0")
         end = BinlogPosition(*binlog_position(db))
-        _, python, _ = _read(servers, database, rules, start, end, native=False, tables=("random_rows",))
-        _, native, path = _read(servers, database, rules, start, end, native=True, tables=("random_rows",))
+        _, python, _ = _read(servers, database, rules, start, end, native=False, tables=("random_rows",),
+                             options=options)
+        _, native, path = _read(servers, database, rules, start, end, native=True, tables=("random_rows",),
+                                options=options)
         assert path.tables[f"{database}.random_rows"] == "native"
         assert [_fields(a) for a in python] == [_fields(b) for b in native]
         assert sum(isinstance(a, rowpath.NativeAction) for a in native) == len(native)

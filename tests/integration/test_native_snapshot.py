@@ -164,6 +164,18 @@ def test_every_type_gives_the_same_actions_on_both_paths(servers, db, database, 
 
 
 def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, tmp_path):
+    _random_rows_on_both_paths(servers, db, database, tmp_path, ValueOptions())
+
+
+def test_random_rows_with_decimals_as_numbers_and_timestamps_in_a_zone(servers, db, database, tmp_path):
+    """values.decimal_as: number and a timestamp_timezone with half-hour offsets and DST, natively."""
+    from zoneinfo import ZoneInfo
+
+    _random_rows_on_both_paths(servers, db, database, tmp_path,
+                               ValueOptions(decimal_as="number", timestamp_tz=ZoneInfo("America/St_Johns")))
+
+
+def _random_rows_on_both_paths(servers, db, database, tmp_path, options: ValueOptions):
     from hypothesis import HealthCheck, given, settings
 
     db.execute(RANDOM_TABLE, "SET SESSION time_zone='+00:00'")
@@ -178,8 +190,8 @@ def test_random_rows_give_the_same_actions_on_both_paths(servers, db, database, 
         with db.conn.cursor() as cur:
             cur.executemany(f"INSERT INTO random_rows (id, {columns}) VALUES ({', '.join(['%s'] * 19)})",
                             [(n, *row) for n, row in enumerate(rows)])
-        python, _, _ = _chunk(servers, rules, "random_rows", native=False, chunk_size=100)
-        native, _, snapshot = _chunk(servers, rules, "random_rows", native=True, chunk_size=100)
+        python, _, _ = _chunk(servers, rules, "random_rows", native=False, chunk_size=100, options=options)
+        native, _, snapshot = _chunk(servers, rules, "random_rows", native=True, chunk_size=100, options=options)
         assert snapshot.native.tables[f"{database}.random_rows"] == "native"
         assert [_fields(a) for a in python] == [_fields(b) for b in native]
         assert all(isinstance(a, rowpath.NativeAction) for a in native)

@@ -124,3 +124,21 @@ def test_each_tables_row_path_and_why(tmp_path):
                        "  shop.floats: native",
                        "  shop.latin: native",
                        "  shop.shapes: native"]
+
+
+def test_decimals_as_numbers_and_timestamps_in_a_zone_are_on_the_native_row_path(tmp_path):
+    """values.decimal_as: number and a timestamp_timezone other than UTC no longer send a table to Python."""
+    from cdc.config import parse_config
+    from cdc.rules import rowpath
+
+    table = TableInfo("shop", "t", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("d", "decimal", "decimal(65,30)"),
+                                    ColumnInfo("ts", "timestamp", "timestamp(6)")), ("id",))
+    _, rules = setup(tmp_path, "rules:\n"
+                               "  - {schema: shop, table: t, index: 't-{ts:%Y.%m}', id: '{id}-{d}', routing: '{ts}'}\n")
+    config = parse_config({"mysql": {"user": "cdc", "server_id": 9}, "rules": "rules",
+                           "values": {"decimal_as": "number", "timestamp_timezone": "Australia/Lord_Howe"}},
+                          base_dir=str(tmp_path))
+    text = run_check(config, rules, lambda: FakeDb([table]), FakeEs).text()
+    section = text[text.index("row path (row_path: auto):"):].splitlines()[1:2]
+    expected = "native" if rowpath.NATIVE_AVAILABLE else "python (cdc was installed without its native module)"
+    assert section == [f"  shop.t: {expected}"]

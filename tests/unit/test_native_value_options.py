@@ -150,8 +150,9 @@ def test_decimal_as_number_is_the_python_paths_float(value):
 @pytest.mark.parametrize("text, precision, scale", EDGE_DECIMALS)
 def test_decimal_edges(text, precision, scale):
     raw = decimal_bytes(text, precision, scale)
+    library = library_decimal(raw, precision, scale)
     [(_, doc_id, _, doc)] = both_paths(NUMBER, Rule("s", "t", "ix", ("c",)), ColumnKind.DECIMAL,
-                                       ("decimal", precision, scale, 0, None), [(raw, library_decimal(raw, precision, scale))])
+                                       ("decimal", precision, scale, 0, None), [(raw, library)])
     assert doc == orjson.dumps({"id": 0, "c": float(text)}) and doc_id == str(float(text))
 
 
@@ -242,8 +243,9 @@ def test_the_old_timestamp_format_and_the_zero_timestamp():
                                      ("timestamp_old", 0, 0, 0, None), [(raw, value)])
     assert doc_id == "2024-03-31T03:00:00+02:00"
     # The zero TIMESTAMP (second 0) is null in any zone, and counted; in the document only.
+    zero = (timestamp2_bytes(0, 0, 0), datetime.datetime(1970, 1, 1))
     [(_, _, _, doc)] = both_paths(ValueOptions(timestamp_tz=tz), Rule("s", "t", "ix", ("id",)), ColumnKind.TIMESTAMP,
-                                  ("timestamp2", 0, 0, 0, None), [(timestamp2_bytes(0, 0, 0), datetime.datetime(1970, 1, 1))])
+                                  ("timestamp2", 0, 0, 0, None), [zero])
     assert doc == b'{"id":0,"c":null}'
 
 
