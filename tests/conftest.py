@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
 import os
 import sys
@@ -74,7 +75,7 @@ def _require_native() -> None:
     if os.environ.get("CDC_REQUIRE_NATIVE", "") not in ("1", "true", "yes"):
         return
     try:
-        import cdc._native  # noqa: F401
+        importlib.import_module("cdc._native")
     except ImportError as e:
         raise pytest.UsageError(f"CDC_REQUIRE_NATIVE is set but cdc's native module does not load: {e}. "
                                 "Build it with `.venv/bin/pip install -e .` (needs cargo), or unset "

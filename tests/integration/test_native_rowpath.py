@@ -8,6 +8,7 @@ same actions, field by field, with byte-identical documents.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPositio
           tables: tuple[str, ...] = ("native_types", "all_types", "keys", "monthly", "decl"),
           options: ValueOptions | None = None):
     config = MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                         password=servers.admin_password, server_id=4242 + native)
+                         password=servers.admin_password, server_id=4242 + native + 2 * (os.getpid() % 5000))  # own ids: concurrent runs
     builder = ActionBuilder(rules, 0, options or ValueOptions())
     path = rowpath.RowPath(builder, "native" if native else "python")
     source = BinlogSource(config, servers.source == "mariadb", {(schema, t) for t in tables}, RetryConfig(max_attempts=1),
