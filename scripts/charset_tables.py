@@ -14,13 +14,28 @@ every two-byte sequence, and for charsets with three-byte characters (ujis, eucj
 three-byte sequence whose first byte starts no two-byte one (trail bytes 0x80-0xFF). A
 sequence the server takes but cannot convert becomes '?', as the server writes it.
 
+gb18030 (MySQL's only) also has four-byte characters, [81-FE][30-39][81-FE][30-39], about 1.6
+million sequences: its one- and two-byte ones are a table as above, and the four-byte ones are
+ranges (GB18030-2005, as MySQL's strings/ctype-gb18030.cc maps them). A four-byte sequence's
+index is (b1-0x81)*12600 + (b2-0x30)*1260 + (b3-0x81)*10 + (b4-0x30). Indexes 0..39419
+(0x81308130..0x8431A439) are the BMP code points the two-byte ones leave out, in order: the
+script asks the server for all of those (and the rest of first bytes 0x81-0x84) and writes
+them as runs. Indexes from 189000 (0x90308130) to 189000+0xFFFFF (0xE3329A35) are U+10000..
+U+10FFFF in order (`GB18030_SUPPLEMENTARY`): not written, a rule, which the script checks
+against the server on a spread of sequences and the ends. Every other four-byte sequence is
+stored by the server as it is and converted to one '?' (also checked on the spread).
+
 The file: b"CDCCS1\\n", then per charset: its section name ("mariadb/latin1") as a
 length byte and ASCII, a 2-byte node count N (little-endian), then N nodes of 256
 little-endian u16 entries, node 0 for a character's first byte. An entry is the
 character's code point (all are in the BMP and none is a surrogate), 0xFFFF for a byte
 the charset does not take there, or 0xD800 + k: the character goes on in node k.
 A MySQL charset whose nodes are MariaDB's is written with no nodes: "the same as
-mariadb/<charset>". Sections of another server kind already in the file are kept, so run
+mariadb/<charset>". A section named "<kind>/<charset>+runs" (only "mysql/gb18030+runs") is
+not a tree: its nodes, read as one list of u16, are pairs (first index, code point) of the
+four-byte runs in index order: the indexes from a run's first to the next run's first
+convert to code point + (index - first), or all to '?' where the code point is 0xFFFF; the
+last run goes on to the supplementary range, and the pairs are padded with 0xFFFF. Sections of another server kind already in the file are kept, so run
 it once per kind, MariaDB first:
 
     python3 scripts/charset_tables.py                  # MariaDB 10.11 (scripts/servers.py up)
@@ -163,6 +178,63 @@ def charset_nodes(probe: Probe, charset: str, maxlen: int) -> list[list[int]]:
     return nodes
 
 
+GB18030_FIRST = bytes.fromhex("81308130")
+GB18030_BMP_END = 39420  # 0x8431A439 + 1
+GB18030_SUPPLEMENTARY = 189000  # 0x90308130, U+10000
+
+
+def gb18030_code(index: int) -> bytes:
+    """The four-byte gb18030 sequence of an index (the module docstring)."""
+    out = []
+    for radix in (10, 126, 10):
+        index, digit = divmod(index, radix)
+        out.append(digit)
+    return bytes([0x81 + index, 0x30 + out[2], 0x81 + out[1], 0x30 + out[0]])
+
+
+def gb18030_runs(probe: Probe) -> list[tuple[int, int]]:
+    """gb18030's four-byte runs (first index, code point or ILL for '?') from the server; checks the rest."""
+    first_bytes_81_84 = list(range(4 * 12600))
+    answers = probe("gb18030", [gb18030_code(i) for i in first_bytes_81_84])
+    runs: list[tuple[int, int]] = []
+    for i in first_bytes_81_84:
+        text = answers[gb18030_code(i)]
+        if text is None:
+            raise SystemExit(f"gb18030: the server does not take {gb18030_code(i).hex()}")
+        if text == "?":
+            point = ILL
+        elif len(text) == 1 and ord(text) < 0xFFFF and not 0xD800 <= ord(text) < 0xE000:
+            point = ord(text)
+        elif text == "\uffff" and runs and runs[-1][1] + i - runs[-1][0] == 0xFFFF:
+            point = 0xFFFF  # the last BMP code point (0x8431A439), inside a run: no run starts with it
+        else:
+            raise SystemExit(f"gb18030: {gb18030_code(i).hex()} converts to {text!r}, which the format cannot hold")
+        if runs and point == (ILL if runs[-1][1] == ILL else runs[-1][1] + i - runs[-1][0]):
+            continue
+        runs.append((i, point))
+    if runs[-1] != (GB18030_BMP_END, ILL):
+        raise SystemExit(f"gb18030: the four-byte BMP codes end at {runs[-1]}, not at 0x8431A439")
+    # The rest: U+10000.. from 0x90308130 by rule, '?' around it; asked on a spread and the ends.
+    last = GB18030_SUPPLEMENTARY + 0xFFFFF
+    spread = sorted({*range(GB18030_BMP_END, 126 * 12600, 89), *range(GB18030_SUPPLEMENTARY, GB18030_SUPPLEMENTARY + 2000),
+                     *range(last - 2000, last + 3), GB18030_SUPPLEMENTARY - 1, 126 * 12600 - 1})
+    answers = probe("gb18030", [gb18030_code(i) for i in spread])
+    for i in spread:
+        expected = chr(0x10000 + i - GB18030_SUPPLEMENTARY) if GB18030_SUPPLEMENTARY <= i <= last else "?"
+        if answers[gb18030_code(i)] != expected:
+            raise SystemExit(f"gb18030: {gb18030_code(i).hex()} converts to {answers[gb18030_code(i)]!r}, "
+                             f"not {expected!r} as the rule says")
+    return runs
+
+
+def runs_nodes(runs: list[tuple[int, int]]) -> list[list[int]]:
+    flat = [v for run in runs for v in run]
+    if any(v > 0xFFFF for v in flat):
+        raise SystemExit("gb18030: a run that does not fit the format")
+    flat += [ILL] * (-len(flat) % 256)
+    return [flat[i:i + 256] for i in range(0, len(flat), 256)]
+
+
 def one_char(charset: str, sequence: bytes, text: str) -> int:
     if len(text) != 1 or ord(text) > 0xFFFF or 0xD800 <= ord(text) < 0xE000 or ord(text) == ILL:
         raise SystemExit(f"{charset}: {sequence.hex()} converts to {text!r}, which the format cannot hold")
@@ -193,10 +265,14 @@ def main() -> None:
     for charset, maxlen in sorted(charsets):
         if charset in BY_RULE:
             continue
-        if maxlen > 3:  # gb18030 (MySQL): four-byte characters, beyond the BMP; not read from tables
+        if maxlen > 3 and charset != "gb18030":
             print(f"{kind} {version} {charset}: skipped (characters of up to {maxlen} bytes)", file=sys.stderr)
             continue
-        nodes = charset_nodes(probe, charset, maxlen)
+        if maxlen > 3:  # gb18030 (MySQL): its four-byte characters as runs and a rule
+            runs = gb18030_runs(probe)
+            sections[f"{kind}/{charset}+runs"] = runs_nodes(runs)
+            print(f"{kind} {version} {charset}: {len(runs)} four-byte runs", file=sys.stderr)
+        nodes = charset_nodes(probe, charset, 2 if maxlen > 3 else maxlen)
         if kind == "mysql" and sections.get(f"mariadb/{charset}") == nodes:
             sections[f"mysql/{charset}"] = []  # converts exactly as MariaDB does: no copy
             print(f"{kind} {version} {charset}: the same as mariadb/{charset}", file=sys.stderr)

@@ -12,6 +12,12 @@ itself, on both row paths, as the server does:
 * the charsets of `charsets.bin`, tables read from the server by
   scripts/charset_tables.py (every single byte, every two-byte sequence and the three-byte
   ones of ujis/eucjpms; README "Row path" says which servers);
+* gb18030 (MySQL's only): its one- and two-byte characters with a table as above, its
+  four-byte ones ([81-FE][30-39][81-FE][30-39]) by the ranges of GB18030-2005 as MySQL maps
+  them (strings/ctype-gb18030.cc): the BMP ones as runs read from the server (the section
+  "mysql/gb18030+runs"), U+10000..U+10FFFF in order from 0x90308130 (a rule the script checks
+  against the server), any other four-byte sequence '?' (the server stores it, and converts
+  it to one '?');
 * ucs2, utf16, utf16le and utf32 by rule: UCS-2, UTF-16 and UTF-32 big-endian, UTF-16
   little-endian. The server stores UCS-2 and UTF-32 code units in the surrogate range and
   converts them to bytes that are not UTF-8; they are written as U+FFFD.
@@ -26,6 +32,7 @@ This module imports no library; cdc/mysql/source.py hooks it into pymysqlreplica
 from __future__ import annotations
 
 import codecs
+import bisect
 import functools
 import re
 import struct
@@ -38,6 +45,11 @@ _ILL, _NEXT = 0xFFFF, 0xD800
 # Decoded by rule, the same on MariaDB and MySQL (their manuals: big-endian UCS-2, UTF-16, UTF-32).
 BY_RULE = frozenset({"ucs2", "utf16", "utf16le", "utf32"})
 _CODEC_PREFIX = "cdc_mysql_"
+# gb18030's four-byte characters (scripts/charset_tables.py): a section of runs, and the index
+# of 0x90308130, U+10000, from which the supplementary planes go on in order to 0xE3329A35.
+RUNS = "+runs"
+GB18030_SUPPLEMENTARY = 189000
+_FOUR = re.compile(b"[\x81-\xfe][\x30-\x39][\x81-\xfe][\x30-\x39]")
 
 
 def parse(data: bytes) -> dict[str, tuple[int, int]]:
@@ -129,7 +141,16 @@ def decoder(kind: str, charset: str) -> Callable[[bytes], str]:
     name = section(kind, charset)
     if name is None:
         raise LookupError(f"no table for charset {charset} on {kind}")
+    if name + RUNS in _sections():
+        return _gb18030_decoder(nodes(name), runs(name + RUNS))
     return _table_decoder(nodes(name))
+
+
+def runs(name: str) -> list[tuple[int, int]]:
+    """A "+runs" section's (first four-byte index, code point or 0xFFFF for '?'), in index order."""
+    flat = [v for node in nodes(name) for v in node]
+    pairs = list(zip(flat[::2], flat[1::2]))
+    return [pair for pair in pairs if pair[0] != _ILL]
 
 
 def nodes(name: str) -> list[tuple[int, ...]]:
@@ -206,12 +227,17 @@ def _tokens(table: list[tuple[int, ...]], chars: dict[bytes, str]) -> Callable[[
     return pattern.findall
 
 
-def _walk_decode(table: list[tuple[int, ...]], data: bytes) -> str:
+def _walk_decode(table: list[tuple[int, ...]], data: bytes, four: Callable[[bytes], str] | None = None) -> str:
     """The slow way, also for bytes the charset does not take: '?' for each such byte
-    (the server's conversion, my_convert: an ill-formed byte is '?', then the next byte)."""
+    (the server's conversion, my_convert: an ill-formed byte is '?', then the next byte).
+    `four`: gb18030's four-byte characters, which the table does not hold."""
     out = []
     i, n = 0, len(data)
     while i < n:
+        if four is not None and _FOUR.match(data, i):
+            out.append(four(data[i:i + 4]))
+            i += 4
+            continue
         node, j = table[0], i
         while True:
             v = node[data[j]]
@@ -227,6 +253,47 @@ def _walk_decode(table: list[tuple[int, ...]], data: bytes) -> str:
             out.append(chr(v))
             i = j
     return "".join(out)
+
+
+def gb18030_index(sequence: bytes) -> int:
+    """A four-byte gb18030 sequence's place in order from 0x81308130 (GB18030's linear index)."""
+    b1, b2, b3, b4 = sequence
+    return (b1 - 0x81) * 12600 + (b2 - 0x30) * 1260 + (b3 - 0x81) * 10 + (b4 - 0x30)
+
+
+def _gb18030_decoder(table: list[tuple[int, ...]], run_list: list[tuple[int, int]]) -> Callable[[bytes], str]:
+    chars = _characters(table)  # the one- and two-byte characters
+    firsts = [first for first, _point in run_list]
+
+    def four(sequence: bytes) -> str:
+        index = gb18030_index(sequence)
+        if GB18030_SUPPLEMENTARY <= index <= GB18030_SUPPLEMENTARY + 0xFFFFF:
+            return chr(0x10000 + index - GB18030_SUPPLEMENTARY)
+        k = bisect.bisect_right(firsts, index) - 1
+        first, point = run_list[k]
+        # The last run ('?', from 0x8431A530) goes on past the supplementary range.
+        return "?" if k < 0 or point == _ILL else chr(point + index - first)
+
+    tokens = re.compile(b"[\x00-\x7f]+|" + _FOUR.pattern + b"|[\x81-\xfe].|.", re.S).findall
+    lookup = chars.get
+
+    def decode(data: bytes) -> str:
+        if data.isascii():
+            return data.decode("ascii")
+        parts = []
+        for token in tokens(data):
+            if token[0] < 0x80:
+                parts.append(token.decode("ascii"))
+            elif len(token) == 4:
+                parts.append(four(token))
+            else:
+                char = lookup(token)
+                if char is None:
+                    return _walk_decode(table, data, four)  # bytes the charset does not take
+                parts.append(char)
+        return "".join(parts)
+
+    return decode
 
 
 # ---------------------------------------------------------------------- the Unicode charsets, by rule

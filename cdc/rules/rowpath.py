@@ -7,7 +7,8 @@ rule and the table's definition. It must give exactly what the Python path
 byte, so everything it does not reproduce exactly goes to the Python path:
 
 * per table, when the plan is compiled (logged once per table definition):
-  `convert:` conversions, charsets cdc has no table for, types the library
+  `convert:` conversions, charsets cdc has no table or rule for (none of
+  MariaDB 10.11's or MySQL 9.7's: cdc/mysql/charsets.py), types the library
   does not read, template formats other than plain and `%Y %m %d %H %M %S`,
   ids, routing or index names made of JSON, GEOMETRY or POINT columns, field
   names that collide, and a `timestamp_timezone` that is not a zoneinfo zone or
@@ -19,6 +20,10 @@ byte, so everything it does not reproduce exactly goes to the Python path:
   the zone table (`zone_offsets`) in a non-UTC zone, ... The Python path
   then decodes the same event through the library and gives the action or the
   error, with its message, as before.
+
+Text of every charset of MariaDB 10.11 and MySQL 9.7 is native (native/src/charset.rs),
+MySQL's gb18030 with its four-byte characters too; bytes a charset does not take and
+UCS-2/UTF-32 surrogates are a `Decline`.
 
 GEOMETRY and POINT columns (GeoJSON, or a POINT column's `{"lat", "lon"}`) and
 ids, routing and index names of FLOAT and DOUBLE columns (Python's repr of the

@@ -1,11 +1,14 @@
 """Text of every charset the server has, on both row paths, against the server's own conversion (issue 28).
 
-For each charset of MariaDB that cdc decodes (cdc/mysql/charsets.py) a table stores, row by
+For each charset of MariaDB (and MySQL) that cdc decodes (cdc/mysql/charsets.py) a table stores, row by
 row, every character of the charset's table: all 256 single bytes, every two-byte
 character (one row per first byte), every three-byte one (one row per first two bytes),
 and for ucs2/utf16/utf16le/utf32 the whole BMP and a spread of the other planes. The same
 binlog is read through the Python path and the native one, and each document's text must
 be what `SELECT CONVERT(c USING utf8mb4)` gives for that row: the server is the reference.
+MySQL's gb18030 also has four-byte characters: all of the BMP ones, a spread of the
+supplementary ones and of those the server stores as '?' are checked the same way
+(`test_gb18030_four_byte_characters_on_mysql`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from harness import CdcSetup, binlog_position, both_sources, wait_until_equal
+from harness import CdcSetup, binlog_position, both_sources, mysql_only, wait_until_equal
 
 from cdc.config import MysqlConfig
 from cdc.model import BinlogPosition
@@ -71,8 +74,9 @@ def test_both_row_paths_decode_every_charset_as_the_server_converts_it(source_se
     servers = source_servers
     found = _charsets(db)
     # Every charset MariaDB 10.11 has, but binary and the UTF-8 ones (read as before); the
-    # same on MySQL 9.7, which also has gb18030 (no table: four-byte characters).
-    assert len(found) == 37 and {"latin1", "gbk", "big5", "sjis", "cp932", "euckr", "gb2312", "ujis", "ascii",
+    # same on MySQL 9.7, which also has gb18030 (its one- and two-byte characters here, the
+    # four-byte ones in test_gb18030_four_byte_characters_on_mysql).
+    assert ("gb18030" in found) == db.mysql and len(found) == 37 + db.mysql and {"latin1", "gbk", "big5", "sjis", "cp932", "euckr", "gb2312", "ujis", "ascii",
                                  "ucs2", "utf16", "utf16le", "utf32"} <= set(found)
     values: dict[str, list[bytes]] = {}
     for charset, name in found.items():
@@ -165,3 +169,63 @@ def test_latin1_and_gbk_tables_run_native_and_end_equal_in_elasticsearch(source_
         assert f"{database}.l1: python" not in proc.text() and f"{database}.g1: python" not in proc.text()
     finally:
         assert proc.stop() == 0
+
+
+def _gb18030_code(index: int) -> bytes:
+    """The four-byte gb18030 sequence of an index (charsets.gb18030_index)."""
+    b4, rest = index % 10, index // 10
+    b3, rest = rest % 126, rest // 126
+    return bytes([0x81 + rest // 10, 0x30 + rest % 10, 0x81 + b3, 0x30 + b4])
+
+
+@mysql_only
+def test_gb18030_four_byte_characters_on_mysql(source_servers, db, database, es, index_prefix, tmp_path):
+    """Every four-byte gb18030 character of the BMP, a spread of the supplementary ones and of the
+    well-formed ones the server converts to '?', on both row paths, against the server's conversion."""
+    servers = source_servers
+    supplementary, last = charsets.GB18030_SUPPLEMENTARY, charsets.GB18030_SUPPLEMENTARY + 0xFFFFF
+    indexes = [*range(39420),  # 0x81308130..0x8431A439: the BMP code points the two-byte codes leave out
+               *range(39420, supplementary, 7), *range(last + 1, 126 * 12600, 7),  # stored, converted to '?'
+               *range(supplementary, last + 1, 61), last, 126 * 12600 - 1]
+    codes = [_gb18030_code(i) for i in indexes]
+    rows = [b"".join(codes[i:i + 1000]) for i in range(0, len(codes), 1000)]
+    # ... and mixed with ASCII and two-byte characters
+    two = charsets.characters("mysql/gb18030")
+    rows.append(b"".join(two[i] + b"x" + codes[i * 37 % len(codes)] for i in range(0, len(two), 5)))
+    db.execute("CREATE TABLE g4 (id INT PRIMARY KEY, c LONGTEXT CHARACTER SET gb18030 NOT NULL)")
+    rules = _rules(servers, tmp_path / "rules.yml", database, ["g4"])
+    start = BinlogPosition(*binlog_position(db))
+    # Without the strict sql_mode: MySQL refuses the '?' ones in it (as cp1250's 0x81), and stores them without.
+    db.execute("SET SESSION sql_mode = ''")
+    for i, value in enumerate(rows):
+        db.execute("INSERT INTO g4 VALUES (%s, CAST(%s AS CHAR CHARACTER SET gb18030))", args=(i, value))
+    # Ill-formed bytes never reach the binlog: the server refuses a literal of them, and stores only
+    # what comes before them from a binary string (warning 1366), so the native path declines them.
+    for i, (value, kept) in enumerate([(b"a\x81\x30\x81", b"a"), (b"\x81\x30\x81\x30\x81\x30", b"\x81\x30\x81\x30"),
+                                       (b"\xa1\xa1\x80", b"\xa1\xa1"), (b"\xff", b""), (b"\x81\x30\x81\x20", b"")],
+                                      start=len(rows)):
+        db.execute("INSERT INTO g4 VALUES (%s, %s)", args=(i, value))
+        rows.append(kept)
+        with pytest.raises(pymysql.err.OperationalError, match="1300"):
+            db.execute(f"SELECT _gb18030 X'{value.hex()}'")
+    db.execute("SET SESSION sql_mode = DEFAULT")
+    stored = dict(db.execute("SELECT id, HEX(c) FROM g4"))
+    assert [bytes.fromhex(stored[i]) for i in range(len(rows))] == rows
+    end = BinlogPosition(*binlog_position(db))
+    server = {i: bytes.fromhex(h).decode("utf-8") for i, h in db.execute("SELECT id, HEX(CONVERT(c USING utf8mb4)) FROM g4")}
+    assert server[0][:3] == "\x80\x81\x82" and "\U0010ffff" in server[len(rows) - 7] and "?" in server[40]
+    _, python, _ = _read(servers, database, rules, start, end, native=False, tables=("g4",))
+    _, native, path = _read(servers, database, rules, start, end, native=True, tables=("g4",))
+    for actions in (python, native):
+        docs = {int(a.doc_id): a.doc["c"] for a in actions}
+        assert docs.keys() == server.keys()
+        for i, text in server.items():
+            assert docs[i] == text, f"row {i}: {rows[i][:16].hex()}..."
+    assert path.tables[f"{database}.g4"] == "native"
+    assert {type(a) for a in native} == {rowpath.NativeAction}
+    # `cdc check` says so too.
+    (tmp_path / "check").mkdir()
+    setup = CdcSetup(tmp_path / "check", servers, [{"schema": database, "table": "g4", "index": f"{index_prefix}-g4"}])
+    code, report = setup.command("check")
+    assert code == 0, report
+    assert f"  {database}.g4: native\n" in report
