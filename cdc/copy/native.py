@@ -9,12 +9,13 @@ converters, then `ActionBuilder` as for an insert at the chunk's position), byte
 for byte, so everything else stays with the Python path:
 
 * per table (logged once per table definition and result shape): whatever
-  `compile_plan` refuses (`convert:`, ...), rules with
+  `compile_plan` refuses (some `convert:` chains and formats, ...), rules with
   relations, and result columns whose type and charset PyMySQL would hand over
   as something other than what the kind expects (text in a BINARY column, ...);
 * per chunk (`Decline`): a zero date (the Python path counts and logs its row),
   an invalid date PyMySQL keeps as text, text that is not UTF-8, a NULL id, an
-  invalid index name, ... The Python path then converts the same packets.
+  invalid index name, a value a `convert:` conversion leaves to Python, ... The
+  Python path then converts the same packets.
 
 Bytes that do not parse stop the snapshot with a `RowError` naming the table, the
 row's place in the chunk and the key the chunk starts after.

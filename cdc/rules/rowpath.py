@@ -7,7 +7,8 @@ rule and the table's definition. It must give exactly what the Python path
 byte, so everything it does not reproduce exactly goes to the Python path:
 
 * per table, when the plan is compiled (logged once per table definition):
-  `convert:` conversions, charsets cdc has no table or rule for (none of
+  `convert: datetime` formats other than plain and `%Y %m %d %H %M %S %%`, a
+  `convert:` conversion after `json`, charsets cdc has no table or rule for (none of
   MariaDB 10.11's or MySQL 9.7's: cdc/mysql/charsets.py), types the library
   does not read, template formats other than plain and `%Y %m %d %H %M %S`,
   ids, routing or index names made of JSON, GEOMETRY or POINT columns, field
@@ -17,7 +18,9 @@ byte, so everything it does not reproduce exactly goes to the Python path:
   a NULL or zero date in an id, an invalid index name, odd JSON text, a
   geometry value values.py refuses (native/src/geometry.rs), a SET in an id,
   routing or index name (a list, which actions.py refuses), a TIMESTAMP outside
-  the zone table (`zone_offsets`) in a non-UTC zone, ... The Python path
+  the zone table (`zone_offsets`) in a non-UTC zone, a value a `convert:`
+  conversion cannot take or that native/src/convert.rs leaves to Python
+  (non-ASCII `bool` text, `lower` of a capital sigma, ...). The Python path
   then decodes the same event through the library and gives the action or the
   error, with its message, as before.
 
@@ -30,7 +33,7 @@ ids, routing and index names of FLOAT and DOUBLE columns (Python's repr of the
 value, native/src/json.rs `float_repr`) are native, and so are
 `values.decimal_as: number` (float(Decimal) of the exact value) and a non-UTC
 `timestamp_timezone` (the zone's offsets, found here, looked up per value in
-native/src/values.rs `Zone`).
+native/src/values.rs `Zone`), and `convert:` conversions (native/src/convert.rs).
 
 Bytes that do not decode (`DecodeError`) stop cdc with the table and position.
 """
@@ -50,7 +53,7 @@ from cdc.errors import ConfigError, RowError
 from cdc.model import (UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BinlogPosition, Column, ColumnKind, DocFromJson,
                        Op, RowChange, RowsData)
 from cdc.rules.actions import ActionBuilder, _columns_for, document_version
-from cdc.rules.model import Rule
+from cdc.rules.model import Conversion, Rule
 from cdc.rules.names import INDEX_FORBIDDEN, TemplateField, parse_template
 
 _native: Any
@@ -167,8 +170,6 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     if unread:
         raise Unsupported(f"column(s) {', '.join(map(repr, unread))}: a type or charset the native path leaves "
                           "to the library")
-    if rule.conversions:
-        raise Unsupported("convert: conversions")
     options = builder.value_options
     mapped = _columns_for(columns, rule)
     kinds = [mapped[c.name].kind for c in columns]
@@ -199,13 +200,16 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
 
     include = set(rule.include) if rule.include is not None else None
     renames = dict(rule.rename)
+    conversions = dict(rule.conversions)
     names: list[str] = []
     doc = []
+    convs = []
     for i, column in enumerate(columns):
         if include is not None and column.name not in include or column.name in rule.exclude:
             continue
         names.append(renames.get(column.name, column.name))
         doc.append((i, _key(names[-1])))
+        convs.append(_conversions(column.name, conversions.get(column.name, ())))
     consts = []
     for name, value in rule.fields:
         names.append(name)
@@ -267,8 +271,67 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     routing = template(rule.routing, "the routing") if rule.routing else None
     on_delete = {"delete": 0, "ignore": 1, "soft": 2}[rule.on_delete]
     plan = _native.Plan(doc, "".join(consts), soft, id_cols, rule.id_separator, id_tpl, index, routing,
-                        rule.mode == "index", on_delete, "".join(sorted(INDEX_FORBIDDEN)))
+                        rule.mode == "index", on_delete, "".join(sorted(INDEX_FORBIDDEN)), convs, _PAD_YEAR)
     return _native.Table(specs, zone), plan
+
+
+def _conversions(column: str, conversions: Sequence[Conversion]) -> list[tuple[str, str | None]]:
+    """A doc field's `convert:` conversions for the plan (native/src/convert.rs), or `Unsupported`."""
+    out: list[tuple[str, str | None]] = []
+    for n, conversion in enumerate(conversions):
+        name, arg = conversion.name, conversion.arg
+        if name == "json" and n < len(conversions) - 1:
+            # The parsed value may be anything JSON; the native code keeps it as written JSON.
+            raise Unsupported(f"column {column!r}: convert: a conversion after json")
+        if name == "datetime":
+            # values.py apply_conversion: arg or its default; convert.rs writes only these directives.
+            arg = arg or "%Y-%m-%dT%H:%M:%S"
+            if not _DATE_FORMAT.fullmatch(arg) or "\0" in arg:
+                raise Unsupported(f"column {column!r}: convert: datetime format {arg!r}")
+            if _PAD_YEAR is None:
+                raise Unsupported(f"column {column!r}: convert: datetime: this Python's strftime writes year 5 as "
+                                  f"{datetime.date(5, 1, 1).strftime('%Y')!r}")
+        if name in ("lower", "upper"):
+            _case_table()
+        out.append((name, arg))
+    return out
+
+
+def _pad_year() -> bool | None:
+    """Whether this Python's strftime pads %Y below year 1000 to four digits (None: neither way).
+
+    glibc's strftime writes the year as it is (year 5 -> "5"), and CPython 3.11 on Linux hands
+    %Y to it; other platforms and later CPythons write "0005". Asked once, not assumed.
+    """
+    year = datetime.date(5, 1, 1).strftime("%Y")
+    return {"5": False, "0005": True}.get(year)
+
+
+_PAD_YEAR = _pad_year()
+_CASES_SET = False
+
+
+def _case_table() -> None:
+    """Give the native code this Python's str.lower()/upper() of every BMP code point they change.
+
+    Python 3.11 follows Unicode 14.0, Rust's std a newer version, so their case mappings differ
+    for the code points added or changed since (55 each way between Rust 1.95 and Python 3.11, such
+    as U+019B, U+0264, U+1C89, U+A7CB); the native code takes Python's own, built here
+    once per process (a few ms). Text with U+03A3 to lower (Final_Sigma depends on its neighbours)
+    or with code points past U+FFFF is left to the Python path (Decline).
+    """
+    global _CASES_SET
+    if _CASES_SET:
+        return
+    lower, upper = [], []
+    for code in range(0x80, 0x10000):
+        char = chr(code)
+        if (low := char.lower()) != char:
+            lower.append((code, low))
+        if (up := char.upper()) != char:
+            upper.append((code, up))
+    _native.case_table(lower, upper)
+    _CASES_SET = True
 
 
 @dataclass(slots=True)

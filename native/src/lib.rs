@@ -22,6 +22,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 mod actions;
 mod charset;
 mod geometry;
+mod convert;
 mod json;
 mod jsonb;
 mod text;
@@ -116,6 +117,10 @@ enum Part {
 #[pyclass(frozen, module = "cdc._native")]
 struct Plan {
     doc: Vec<(usize, String)>,
+    /// Each doc field's `convert:` conversions (convert.rs), in order; empty for most.
+    convs: Vec<Vec<convert::Conv>>,
+    /// Python's strftime pads %Y to 4 digits (convert.rs, values.rs `strftime`).
+    pad_year: bool,
     consts: String,
     soft: Option<String>,
     id_cols: Vec<usize>,
@@ -130,6 +135,9 @@ struct Plan {
     forbidden: String,
 }
 
+/// One doc field's `convert:` conversions as rowpath.py hands them over: (name, argument).
+type ConvSpec = Vec<(String, Option<String>)>;
+
 fn parts(raw: Vec<(u8, String, usize)>) -> Vec<Part> {
     raw.into_iter()
         .map(|(k, s, i)| match k {
@@ -143,7 +151,7 @@ fn parts(raw: Vec<(u8, String, usize)>) -> Vec<Part> {
 #[pymethods]
 impl Plan {
     #[new]
-    #[pyo3(signature = (doc, consts, soft, id_cols, id_sep, id_tpl, index, routing, versioned, on_delete, forbidden))]
+    #[pyo3(signature = (doc, consts, soft, id_cols, id_sep, id_tpl, index, routing, versioned, on_delete, forbidden, convs=None, pad_year=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         doc: Vec<(usize, String)>,
@@ -157,9 +165,24 @@ impl Plan {
         versioned: bool,
         on_delete: u8,
         forbidden: String,
-    ) -> Self {
+        convs: Option<Vec<ConvSpec>>,
+        pad_year: bool,
+    ) -> PyResult<Self> {
+        let mut conv_lists = Vec::with_capacity(doc.len());
+        for field in convs.unwrap_or_default() {
+            let list = field.into_iter().map(|(name, arg)| convert::Conv::new(&name, arg)).collect::<Result<Vec<_>, _>>();
+            conv_lists.push(list.map_err(pyo3::exceptions::PyValueError::new_err)?);
+        }
+        if conv_lists.is_empty() {
+            conv_lists.resize(doc.len(), Vec::new());
+        }
+        if conv_lists.len() != doc.len() {
+            return Err(pyo3::exceptions::PyValueError::new_err("one list of conversions per document field"));
+        }
         let mut plan = Plan {
             doc,
+            convs: conv_lists,
+            pad_year,
             consts,
             soft,
             id_cols,
@@ -177,7 +200,7 @@ impl Plan {
         if plan.index.iter().all(|p| matches!(p, Part::Lit(_))) {
             plan.fixed_index = render(&plan.index, &[]).and_then(|name| plan.checked_index(name)).ok();
         }
-        plan
+        Ok(plan)
     }
 }
 
@@ -275,14 +298,18 @@ impl Plan {
         let mut zero = false;
         out.push('{');
         let mut first = true;
-        for (i, key) in &self.doc {
+        for ((i, key), convs) in self.doc.iter().zip(&self.convs) {
             if !first {
                 out.push(',');
             }
             first = false;
             out.push_str(key);
             out.push(':');
-            zero |= write_json(&mut out, col(row, *i)?)?;
+            zero |= if convs.is_empty() {
+                write_json(&mut out, col(row, *i)?)?
+            } else {
+                convert::write_converted(&mut out, col(row, *i)?, convs, self.pad_year)?
+            };
         }
         if !self.consts.is_empty() {
             if first {
@@ -541,6 +568,13 @@ fn json_text(text: &str) -> PyResult<String> {
     }
 }
 
+/// Python's str.lower()/str.upper() of each BMP code point they change (rowpath.py
+/// `_case_table`); set once per process, for `convert:` lower/upper of non-ASCII text.
+#[pyfunction]
+fn case_table(lower: Vec<(u32, String)>, upper: Vec<(u32, String)>) {
+    convert::set_case_table(lower, upper);
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Table>()?;
@@ -553,6 +587,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(float_repr, m)?)?;
     m.add_function(wrap_pyfunction!(geometry_json, m)?)?;
     m.add_function(wrap_pyfunction!(json_text, m)?)?;
+    m.add_function(wrap_pyfunction!(case_table, m)?)?;
     m.add_function(wrap_pyfunction!(jsonb::json_binary, m)?)?;
     m.add_class::<text::TextTable>()?;
     m.add_function(wrap_pyfunction!(text::snapshot_rows, m)?)?;

@@ -310,17 +310,9 @@ fn value<'a>(col: &TextCol, raw: &'a [u8]) -> R<Val<'a>> {
         }
         TextCol::Set => {
             let s = std::str::from_utf8(raw).or_else(|_| decline("a SET that is not valid UTF-8"))?;
-            let mut labels: Vec<&str> = if s.is_empty() { vec![] } else { s.split(',').collect() };
+            let mut labels: Vec<String> = if s.is_empty() { vec![] } else { s.split(',').map(String::from).collect() };
             labels.sort_unstable();
-            let mut out = String::from("[");
-            for (i, l) in labels.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                crate::json::write_str(&mut out, l);
-            }
-            out.push(']');
-            Val::Json(out)
+            Val::Labels(labels)
         }
         TextCol::Bit { as_bool } => {
             if raw.len() > 8 {

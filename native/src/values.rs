@@ -113,8 +113,10 @@ pub enum Val<'a> {
     S(String),
     Str(&'a str),
     Bin(Vec<u8>),
-    /// Already JSON (a SET's list).
+    /// Already JSON (MySQL's binary JSON document).
     Json(String),
+    /// A SET's labels, sorted (values.py: `sorted(value)`), kept as labels for `convert:` lower/upper.
+    Labels(Vec<String>),
     /// MariaDB JSON text: parsed only when written, as values.py converts lazily.
     JsonText(&'a str),
     Date { y: i64, m: u32, d: u32 },
@@ -415,20 +417,12 @@ pub fn read<'a>(reader: &Reader, b: &mut Bytes<'a>) -> R<Val<'a>> {
         }
         Reader::Set { size, labels } => {
             let mask = b.uint_le(*size)?;
-            let mut chosen: Vec<&String> = match labels {
-                Some(l) => l.iter().enumerate().filter(|(i, _)| *i < 64 && mask >> i & 1 == 1).map(|(_, s)| s).collect(),
+            let mut chosen: Vec<String> = match labels {
+                Some(l) => l.iter().enumerate().filter(|(i, _)| *i < 64 && mask >> i & 1 == 1).map(|(_, s)| s.clone()).collect(),
                 None => vec![],
             };
             chosen.sort();
-            let mut out = String::from("[");
-            for (i, s) in chosen.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_str(&mut out, s);
-            }
-            out.push(']');
-            Val::Json(out)
+            Val::Labels(chosen)
         }
         Reader::Geometry { prefix, geo_point } => {
             let n = b.uint_le(*prefix)? as usize;
@@ -596,6 +590,18 @@ pub fn write_time(out: &mut String, total: i64) {
     }
 }
 
+/// A list of strings as JSON.
+pub fn write_list<S: AsRef<str>>(out: &mut String, items: &[S]) {
+    out.push('[');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, s.as_ref());
+    }
+    out.push(']');
+}
+
 /// The value as JSON. Returns whether it was a zero date (values.py counts those).
 pub fn write_json(out: &mut String, v: &Val) -> R<bool> {
     match v {
@@ -616,6 +622,7 @@ pub fn write_json(out: &mut String, v: &Val) -> R<bool> {
             out.push('"');
         }
         Val::Json(j) => out.push_str(j),
+        Val::Labels(l) => write_list(out, l),
         Val::JsonText(t) => crate::json::rewrite(out, t)?,
         Val::Date { y, m, d } => {
             out.push('"');
@@ -662,7 +669,7 @@ pub fn key_text(v: &Val) -> R<String> {
             Some(text) => out.push_str(&text),
             None => return decline("a NaN or infinite float in an id, index or routing"),
         },
-        Val::Json(_) | Val::JsonText(_) | Val::Geom(..) => {
+        Val::Json(_) | Val::Labels(_) | Val::JsonText(_) | Val::Geom(..) => {
             return decline("a list, JSON or geometry value in an id, index or routing (the Python path refuses it)")
         }
     }
@@ -680,7 +687,16 @@ pub fn key_date(v: &Val, fmt: &str) -> R<String> {
     if y < 1000 {
         return decline("a year below 1000 in a date format");
     }
-    let mut out = String::new();
+    strftime(y, m, d, h, mi, s, fmt, false)
+}
+
+/// Python's `date(time).strftime(fmt)` for formats of literal text and %Y %m %d %H %M %S %%
+/// (any other directive declines). %Y is the year as glibc's strftime writes it: no padding
+/// (year 5 -> "5") unless `pad_year`, which cdc/rules/rowpath.py sets from what this Python's
+/// strftime gives for year 5 (4 digits, "0005", on platforms and Pythons that pad).
+#[allow(clippy::too_many_arguments)]
+pub fn strftime(y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32, fmt: &str, pad_year: bool) -> R<String> {
+    let mut out = String::with_capacity(fmt.len() + 8);
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
         if c != '%' {
@@ -688,6 +704,7 @@ pub fn key_date(v: &Val, fmt: &str) -> R<String> {
             continue;
         }
         match chars.next() {
+            Some('Y') if pad_year => out.push_str(&format!("{:04}", y)),
             Some('Y') => out.push_str(&y.to_string()),
             Some('m') => push2(&mut out, m),
             Some('d') => push2(&mut out, d),

@@ -109,18 +109,21 @@ def test_each_tables_row_path_and_why(tmp_path):
                   ("f", "d")),
         TableInfo("shop", "converted", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("a", "int", "int(11)")),
                   ("id",)),
+        TableInfo("shop", "dated", (ColumnInfo("id", "int", "int(11)"), ColumnInfo("d", "date", "date")), ("id",)),
     ]
     config, rules = setup(tmp_path, "rules:\n" + "".join(f"  - {{schema: shop, table: {t}, index: {t}}}\n"
                                                          for t in ("latin", "chinese", "shapes", "floats"))
-                          + "  - {schema: shop, table: converted, index: c, convert: {a: bool}}\n")
+                          + "  - {schema: shop, table: converted, index: c, convert: {a: bool}}\n"
+                          + "  - {schema: shop, table: dated, index: d, convert: {d: {datetime: '%A %Y'}}}\n")
     text = run_check(config, rules, lambda: FakeDb(tables), FakeEs).text()
-    section = text[text.index("row path (row_path: auto):"):].splitlines()[1:6]
+    section = text[text.index("row path (row_path: auto):"):].splitlines()[1:7]
     if not rowpath.NATIVE_AVAILABLE:
         assert all(line.endswith("python (cdc was installed without its native module)") for line in section)
         return
     # GEOMETRY/POINT columns and FLOAT/DOUBLE ids are native too.
     assert section == ["  shop.chinese: native",
-                       "  shop.converted: python (convert: conversions)",
+                       "  shop.converted: native",
+                       "  shop.dated: python (column 'd': convert: datetime format '%A %Y')",
                        "  shop.floats: native",
                        "  shop.latin: native",
                        "  shop.shapes: native"]

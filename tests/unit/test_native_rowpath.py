@@ -163,17 +163,17 @@ def test_status_shows_each_table_that_falls_back():
     from cdc.ops.status import format_text
 
     metrics = PrometheusObserver(Progress(5.0))
-    metrics.watch_row_paths(lambda: {"s.t": "native", "s.u": "python: convert: conversions"})
+    metrics.watch_row_paths(lambda: {"s.t": "native", "s.u": "python: values.decimal_as: number"})
     body = metrics.exposition()[0].decode()
     assert 'cdc_row_path{path="native",reason="",table="s.t"} 1.0' in body
-    assert 'cdc_row_path{path="python",reason="convert: conversions",table="s.u"} 1.0' in body
+    assert 'cdc_row_path{path="python",reason="values.decimal_as: number",table="s.u"} 1.0' in body
     report = {"checkpoint": None, "daemon_running": True, "snapshot": None, "dead_letters": None, "problems": [],
               "lag": {"source": None},
               "row_path": {"config": "auto", "native_module": True,
-                           "tables": {"s.t": "native", "s.u": "python: convert: conversions"}}}
+                           "tables": {"s.t": "native", "s.u": "python: values.decimal_as: number"}}}
     text = format_text(report)
-    assert "row path      native where the rules allow (row_path: auto)\n              s.u: python: convert: " \
-           "conversions" in text
+    assert "row path      native where the rules allow (row_path: auto)\n              s.u: python: " \
+           "values.decimal_as: number" in text
     assert "s.t" not in text
     report["row_path"] = {"config": "auto", "native_module": False, "tables": None}
     assert "row path      python (the native module is not installed)" in format_text(report)
