@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cdc against go-mysql-elasticsearch on one backlog, side by side in one run (issue 19).
 
-    .venv/bin/python bench/gomysql.py [--rows 150000] [--repeat 3]
+    .venv/bin/python bench/gomysql.py [--rows 150000] [--repeat 3] [--charset latin1] [--mysql]
 
 go-mysql-elasticsearch is built (once, cached) by bench/gomysql_build.sh from the
 commits its go.mod pins. It sends `_type`, which Elasticsearch 8 refuses, so
@@ -151,7 +151,8 @@ def es_ops(es, index: str) -> dict | None:
 
 
 def index_settings(es, index: str) -> dict:
-    s = es.indices.get_settings(index=index, include_defaults=True)[index]
+    # keyed by the concrete index: cdc's name is an alias onto NAME_v1 (README "Index aliases")
+    s = next(iter(es.indices.get_settings(index=index, include_defaults=True).values()))
     merged = {**s.get("defaults", {}).get("index", {}), **s["settings"]["index"]}
     return {k: merged.get(k) for k in ("number_of_shards", "number_of_replicas", "refresh_interval")}
 
@@ -175,7 +176,7 @@ data_dir = "{data_dir}"
 stat_addr = "127.0.0.1:{free_port()}"
 stat_path = "/metrics"
 server_id = {next(cu._server_ids)}
-flavor = "mariadb"
+flavor = "{'mysql' if ep.source == 'mysql' else 'mariadb'}"
 mysqldump = ""
 bulk_size = {BULK_SIZE}
 
@@ -338,8 +339,8 @@ def med(runs: list[dict], key: str) -> float | None:
 
 
 def drop(es, index: str) -> None:
-    try:
-        es.indices.delete(index=index)
+    try:  # the concrete indices: Elasticsearch does not delete through an alias (cdc's names are aliases)
+        es.indices.delete(index=",".join(es.indices.get(index=index)))
     except cu.NotFoundError:
         pass
 
@@ -349,6 +350,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=150_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-bulk-direct", action="store_true")
+    parser.add_argument("--charset", help="the table's default charset, e.g. latin1 (as bench/catchup.py --charset)")
+    parser.add_argument("--mysql", action="store_true", help="the source is MySQL 9.7 (its binary JSON column) "
+                                                             "instead of MariaDB")
     parser.add_argument("--wait-quiet", type=float, default=120, metavar="SECONDS",
                         help="wait up to this long for cdc/ to match the last commit before copying it")
     parser.add_argument("--results", default=str(cu.RESULTS / "gomysql.json"))
@@ -375,9 +379,14 @@ def main() -> int:
 
     binary, built = build()
     cu.log(f"go-mysql-elasticsearch: {binary} ({built})")
-    cu.servers.mariadb_up()
+    if args.charset:  # the table's default charset (a latin1 table: MariaDB's upstream default)
+        cu.CHARSET, cu.NOTE_TEXT = args.charset, cu.ACCENTED
+    if args.mysql:
+        ep = cu.servers.mysql_up()  # the bench's MySQL 9.7 (port 23307)
+    else:
+        cu.servers.mariadb_up()
+        ep = cu.servers.endpoints("8")  # the MariaDB half; the Elasticsearch half is replaced by 7.17's
     es_url = es7_up()
-    ep = cu.servers.endpoints("8")  # the MariaDB half; the Elasticsearch half is replaced by 7.17's
     import dataclasses
     ep7 = dataclasses.replace(ep, es_url=es_url, es_version=cu.servers.ES7_VERSION)
     es = Es7(cu.Elasticsearch(es_url, request_timeout=120))

@@ -78,8 +78,9 @@ def _rules_file(tmp_path: Path, schema: str) -> Path:
 def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPosition, native: bool,
           tables: tuple[str, ...] = ("native_types", "all_types", "keys", "monthly", "decl"),
           options: ValueOptions | None = None):
+    # Server ids of this process's own: two runs at once would otherwise kick each other off (error 4052).
     config = MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                         password=servers.admin_password, server_id=4242 + native + 2 * (os.getpid() % 5000))  # own ids: concurrent runs
+                         password=servers.admin_password, server_id=4242 + native + 2 * (os.getpid() % 5000))
     builder = ActionBuilder(rules, 0, options or ValueOptions())
     path = rowpath.RowPath(builder, "native" if native else "python")
     source = BinlogSource(config, servers.source == "mariadb", {(schema, t) for t in tables}, RetryConfig(max_attempts=1),
