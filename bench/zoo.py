@@ -95,6 +95,7 @@ def run_child(ep, mode: str, start, end) -> dict:
 
 
 def main() -> int:
+    global SCHEMA
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--changes", type=int, default=60_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -107,7 +108,6 @@ def main() -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--server-id", type=int)
     args = parser.parse_args()
-    global SCHEMA
     SCHEMA = args.schema
     if args.child:
         child(args)

@@ -16,7 +16,7 @@ import json
 import os
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -88,8 +88,21 @@ class DeadLetterStore:
             created = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, data)
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                try:
+                    # os.write may write part of the data (a filesystem nearly full writes what fits, and the
+                    # next write raises ENOSPC): write all of it, or take the torn tail back off, so the file
+                    # never holds half a letter and no letter is reported written that is not.
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError as exc:
+                    with suppress(OSError):
+                        os.ftruncate(fd, size)
+                        os.fsync(fd)
+                    raise DeadLetterError(f"{self.path}: cannot write {len(letters)} dead letter(s): "
+                                          f"{exc.strerror or exc}") from None
             finally:
                 os.close(fd)
             if created:  # a new file's directory entry is durable only once the directory is synced

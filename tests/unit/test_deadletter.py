@@ -92,3 +92,29 @@ def test_update_actions_keep_their_pipeline_and_unversioned_flag(tmp_path):
     a = Action(ActionType.INDEX, "idx", "9", 5, {"n": 9}, "r1", "db", "t", POS, pipeline="p", versioned=False)
     store.add([ItemResult(a, Outcome.REJECTED, 400, "x", "y")])
     assert store.list()[0].action == a
+
+
+def test_a_write_the_disk_cuts_short_leaves_no_torn_letter_and_raises(tmp_path, monkeypatch):
+    """A filesystem nearly full writes what fits (os.write returns less), then refuses (ENOSPC): the file
+    keeps the letters before, whole, and the caller learns that these were not written (it stops)."""
+    import cdc.stream.deadletter as dl
+    from cdc.errors import DeadLetterError
+
+    store = DeadLetterStore(tmp_path / "dl.jsonl")
+    [first] = store.add([ItemResult(action(1), Outcome.REJECTED, 400, "mapper", "why")])
+    before = (tmp_path / "dl.jsonl").read_bytes()
+    real_write, calls = dl.os.write, []
+
+    def short_write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))  # what fit
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dl.os, "write", short_write)
+    with pytest.raises(DeadLetterError, match=r"dl\.jsonl: cannot write 1 dead letter\(s\): No space left on device"):
+        store.add([ItemResult(action(2, {"big": "x" * 5000}), Outcome.REJECTED, 400, "mapper", "why")])
+    monkeypatch.undo()
+    assert len(calls) == 2  # it went on writing after the short write
+    assert (tmp_path / "dl.jsonl").read_bytes() == before
+    assert store.list() == [first]
