@@ -16,7 +16,8 @@ into cdc's. It guards against the library's traps (python-mysql-replication
   on those that carry data we would otherwise lose (compressed transactions).
 
 It also saves the library work: a TABLE_MAP event whose bytes this connection has
-already parsed reuses that parse (see `_TableMaps`).
+already parsed reuses that parse (see `_TableMaps`), and each transaction's GTID,
+BEGIN and XID events are framed by cdc, not the library (see `_frame_boundary`).
 """
 
 from __future__ import annotations
@@ -289,7 +290,8 @@ def install_library_hooks() -> None:
     * Its own reconnect is turned off (see the module docstring): it reads the
       module global MYSQL_EXPECTED_ERROR_CODES at call time, so emptying it is enough.
     * TABLE_MAP events already parsed on this connection are reused (`_TableMaps`).
-    * Rows events of the native row path's tables are framed by cdc (`_Framer`).
+    * Rows events of the native row path's tables are framed by cdc (`_Framer`), and so are
+      transaction boundaries (`_frame_boundary`).
     * A QUERY event's status variables the library does not know are skipped (`_status_var`).
     * Dates and times inside MySQL's binary JSON are read as MySQL writes them (`_json_opaque`).
     """
@@ -458,11 +460,12 @@ def _full_image(bitmap: bytes, count: int) -> bool:
 # (BinLogPacketWrapper with its 17 arguments, RowsEvent.__init__ and its filters,
 # BinLogEvent.__init__ asking the connection for the DBMS) was about a third of a
 # native catch-up's GIL time (issue 19, py-spy). The library still reads every
-# packet, and frames everything else: TABLE_MAP (which fills the table map read
-# here), rotations, GTIDs, heartbeats, queries. Anything unusual in a rows event
-# (extra row data, more than 250 columns, a partial row image, a size that does
-# not add up, checksums to verify) is left to the library as before, and so is
-# every event of a table without column names, so the error is the same.
+# packet, and frames everything else but transaction boundaries (framed below):
+# TABLE_MAP (which fills the table map read here), rotations, heartbeats, queries.
+# Anything unusual in a rows event (extra row data, more than 250 columns, a
+# partial row image, a size that does not add up, checksums to verify) is left
+# to the library as before, and so is every event of a table without column
+# names, so the error is the same.
 # Layout (MySQL source, libbinlogevents rows_event.h; MariaDB log_event.h): the
 # 19-byte common header, a post-header of table id (6 bytes) and flags (2), in
 # v2 events a 2-byte extra-data length that counts itself, then the column count
@@ -591,6 +594,156 @@ class _Framer:
         return _FramedRows(op, event_type, timestamp, log_pos, table, shape, data[at:end], (packet, args))
 
 
+# ---------------------------------------------------------------------- transaction boundaries framed here
+# Every transaction brings a GTID event (MySQL also a BEGIN query) and an XID
+# event around its rows. On an OLTP load of one row change per transaction the
+# library's work for these (BinLogPacketWrapper with its 17 arguments, the
+# event's __init__, BinLogEvent.__init__ asking the connection for the DBMS) was
+# most of the CPU per row change: cProfile of 28,811 single-row transactions on
+# MariaDB, 1.76 s of 3.7 s in fetchone against 0.09 s decoding rows natively.
+# So cdc frames them too, for every stream of `_read` (Python or native row
+# path), into a `_FramedEvent` carrying what `_read` uses. Only an event laid
+# out exactly as documented is framed, with the values the library would give;
+# anything else (a short or oversized event, a query other than BEGIN, a status
+# variable the library would read differently, checksums to verify) goes to the
+# library as before. Layouts, after the 19-byte common header (timestamp, type,
+# server id, event size, next position, flags) and before a CRC32 trailer:
+# * XID_EVENT (16): the 8-byte XID, no post-header (MySQL libbinlogevents
+#   control_events.h `Xid_event`; MariaDB log_event.h `Xid_log_event`).
+# * MariaDB GTID_EVENT (162, log_event.h `Gtid_log_event`, GTID_HEADER_LEN 19):
+#   sequence number (8), domain id (4), flags2 (1: FL_STANDALONE = 1, ...), then a
+#   commit id (8) with FL_GROUP_COMMIT_ID or 6 unused bytes, then XA/extra fields.
+#   The GTID's server id is the common header's (as event.py MariadbGtidEvent takes it).
+# * MySQL GTID_LOG_EVENT (33) and ANONYMOUS_GTID_LOG_EVENT (34) (control_events.h
+#   `Gtid_event`, POST_HEADER_LENGTH 42): gtid flags (1), source UUID (16), GNO (8),
+#   logical-clock type (1), last_committed (8), sequence_number (8), then commit
+#   timestamps, transaction length and server versions. The library reads 26 or 42
+#   of them (event.py GtidEvent); an anonymous one it does not parse
+#   (NotImplementedEvent), and `_read` only checks its type. GTID_TAGGED_LOG_EVENT (42,
+#   MySQL 9.x), a serialized format, stays with the library.
+# * QUERY_EVENT (2) (statement_events.h `Query_event`, QUERY_HEADER_LEN 13):
+#   thread id (4), execution time (4), schema length (1), error code (2), status
+#   variables length (2), then any longer post-header the format description
+#   declares, the status variables, the schema, a NUL, and the query to the end.
+#   Framed only when the query is exactly BEGIN.
+# MySQL: https://dev.mysql.com/doc/dev/mysql-server/latest/ classmysql_1_1binlog_1_1event_1_1
+#   {Xid__event,Gtid__event,Query__event}.html; MariaDB: https://mariadb.com/kb/en/gtid_event/,
+#   https://mariadb.com/kb/en/xid_event/, https://mariadb.com/kb/en/query_event/.
+_XID_EVENT, _QUERY_EVENT, _GTID_LOG_EVENT, _ANONYMOUS_GTID_LOG_EVENT, _MARIADB_GTID_EVENT = 16, 2, 33, 34, 162
+# Event type -> the library's class for it (packet.py __event_map), which the framed event stands for.
+_BOUNDARY_EVENTS: dict[int, type] = {
+    _XID_EVENT: XidEvent, _QUERY_EVENT: QueryEvent, _GTID_LOG_EVENT: GtidEvent,
+    _ANONYMOUS_GTID_LOG_EVENT: NotImplementedEvent, _MARIADB_GTID_EVENT: MariadbGtidEvent}
+_MARIADB_GTID = struct.Struct("<QIB")  # sequence number, domain id, flags2
+_QUERY_POST_HEADER = struct.Struct("<IIBHH")
+_BEGIN = b"BEGIN"
+# Status variable key -> its value's length as event.py QueryEvent._read_status_vars_value_for_key
+# reads it: a fixed length, or _PREFIXED (a length byte, then that many bytes), or _INVOKER (two
+# such: user, host). Keys it reads as empty although a server writes a value (0x02 CATALOG, 0x0A,
+# 0x0E, 0x0F), and the list of schema names (0x0C), are `_STATUS_VAR_DOUBTS`: such an event goes to
+# the library. A key the library does not know at all takes `_status_var`'s path: the rest of the
+# block is skipped.
+_PREFIXED, _INVOKER = -1, -2
+_STATUS_VAR_LENGTHS = {
+    0x00: 4, 0x01: 8, 0x03: 4, 0x04: 6, 0x05: _PREFIXED, 0x06: _PREFIXED, 0x07: 2, 0x08: 2, 0x09: 8,
+    0x0B: _INVOKER, 0x0D: 3, 0x10: 1, 0x11: 8, 0x12: 2, 0x13: 1, 0x14: 1, 0x80: 3, 0x81: 8}
+_STATUS_VAR_DOUBTS = frozenset({0x02, 0x0A, 0x0C, 0x0E, 0x0F})
+
+
+class _FramedEvent:
+    """A transaction-boundary event framed by `_frame_boundary` instead of the library.
+
+    `kind` is the library class it stands for (XidEvent, MariadbGtidEvent, GtidEvent,
+    QueryEvent for BEGIN, NotImplementedEvent for an anonymous GTID): `_read` dispatches
+    on it as on the class of the library's events, so both take one path. It has the
+    attributes `_read` reads of that class (`timestamp`, `packet.log_pos`, `gtid`,
+    `flags`, `query`, `event_type`) and what `fetchone` reads (see `_FramedRows`).
+    """
+
+    __slots__ = ("kind", "event_type", "timestamp", "log_pos", "gtid", "flags", "query")
+
+    def __init__(self, kind: type, event_type: int, timestamp: int, log_pos: int, gtid: str | None = None,
+                 flags: int = 0, query: str | None = None):
+        self.kind, self.event_type, self.timestamp, self.log_pos = kind, event_type, timestamp, log_pos
+        self.gtid, self.flags, self.query = gtid, flags, query
+
+    @property
+    def event(self) -> "_FramedEvent":
+        return self  # a property for the reason _FramedRows.event gives
+
+    @property
+    def packet(self) -> "_FramedEvent":
+        return self  # `_read` reads the end position of a library event as event.packet.log_pos
+
+    def __repr__(self) -> str:
+        return f"<_FramedEvent {self.kind.__name__} {self.gtid or self.query or ''} at {self.log_pos}>"
+
+
+def _frame_boundary(data: bytes, kind: type, use_checksum: bool, post_header_lengths) -> _FramedEvent | None:
+    """The event in DATA (OK byte, common header, body) as a `_FramedEvent`, or None for the library."""
+    timestamp, event_type, server_id, event_size, log_pos = _EVENT_HEADER.unpack_from(data, 1)
+    end = len(data) - 4 if use_checksum else len(data)
+    size = end - 20  # post-header and payload
+    if event_size + 1 != len(data) or size < 0:
+        return None
+    if event_type == _XID_EVENT:
+        return _FramedEvent(kind, event_type, timestamp, log_pos) if size == 8 else None
+    if event_type == _MARIADB_GTID_EVENT:
+        if size < 19:
+            return None
+        seq_no, domain_id, flags = _MARIADB_GTID.unpack_from(data, 20)
+        return _FramedEvent(kind, event_type, timestamp, log_pos, f"{domain_id}-{server_id}-{seq_no}", flags)
+    if event_type == _GTID_LOG_EVENT or event_type == _ANONYMOUS_GTID_LOG_EVENT:
+        if size < 42:
+            return None
+        gtid = None
+        if event_type == _GTID_LOG_EVENT:  # event.py GtidEvent.gtid: the UUID's 8-4-4-4-12 hex digits, ':', GNO
+            sid = data[21:37].hex()
+            gtid = f"{sid[:8]}-{sid[8:12]}-{sid[12:16]}-{sid[16:20]}-{sid[20:]}:{int.from_bytes(data[37:45], 'little')}"
+        return _FramedEvent(kind, event_type, timestamp, log_pos, gtid)
+    if event_type == _QUERY_EVENT and data.endswith(_BEGIN, 0, end) and _query_begins(data, end, post_header_lengths):
+        return _FramedEvent(kind, event_type, timestamp, log_pos, query="BEGIN")
+    return None
+
+
+def _query_begins(data: bytes, end: int, post_header_lengths) -> bool:
+    """The QUERY event in DATA (its body ending at END) is BEGIN as the library reads it (event.py QueryEvent)."""
+    size = end - 20
+    if size < 13:
+        return False
+    _thread, _time, schema_length, _error, status_length = _QUERY_POST_HEADER.unpack_from(data, 20)
+    declared = 13
+    if post_header_lengths and len(post_header_lengths) >= _QUERY_EVENT:
+        declared = post_header_lengths[_QUERY_EVENT - 1]  # BinLogEvent._advance_to_payload
+    if declared < 13:  # the library raises MalformedBinLogEvent (a longer one than the event fails below)
+        return False
+    at = 20 + declared
+    status_end = at + status_length
+    # The library's walk over the status variables (its loop in QueryEvent.__init__); it
+    # must land on the block's end, or it reads the schema and query from elsewhere.
+    if status_end > end:
+        return False  # the library reads the schema and query from past the event
+    while at < status_end:  # ends on status_end: a value running past it returns below
+        key = data[at]
+        at += 1
+        length = _STATUS_VAR_LENGTHS.get(key)
+        if length is None:
+            if key in _STATUS_VAR_DOUBTS:
+                return False
+            at = status_end  # unknown to the library: `_status_var` skips the rest
+        elif length >= 0:
+            at += length
+        else:
+            for _ in range(1 if length == _PREFIXED else 2):
+                if at >= status_end:
+                    return False  # the library would read the length past the block
+                at += 1 + data[at]
+        if at > status_end:
+            return False
+    query_at = status_end + schema_length + 1  # the schema, then a NUL the library skips unread
+    return end - query_at == len(_BEGIN)
+
+
 # The library's own wrapper (also if this module is imported again).
 _library_packet_wrapper = getattr(BinLogPacketWrapper, "__wrapped__", BinLogPacketWrapper)
 
@@ -599,18 +752,29 @@ def _packet_wrapper(from_packet, table_map, ctl_connection, mysql_version, use_c
                     ignored_tables, only_schemas, ignored_schemas, freeze_schema, ignore_decode_errors,
                     verify_checksum, optional_meta_data, enable_logging, use_column_name_cache=False,
                     post_header_lengths=None):
-    """`BinLogPacketWrapper` as binlogstream.py `fetchone` calls it: cdc's rows events framed by `_Framer`."""
+    """`BinLogPacketWrapper` as binlogstream.py `fetchone` calls it: in `_read`'s streams, TABLE_MAP events
+    seen before answered by `_KnownTableMap`, transaction boundaries framed by `_frame_boundary`, and
+    cdc's rows events framed by `_Framer`."""
     args = (ctl_connection, mysql_version, use_checksum, allowed_events, only_tables, ignored_tables, only_schemas,
             ignored_schemas, freeze_schema, ignore_decode_errors, verify_checksum, optional_meta_data,
             enable_logging, use_column_name_cache, post_header_lengths)
     if type(table_map) is _TableMaps and not verify_checksum:
         data = from_packet.get_all_data()
         event_type = data[5] if len(data) > 20 else None
-        if event_type == _TABLE_MAP_EVENT and optional_meta_data and not freeze_schema:
-            # The conditions of _table_map_event_init's reuse, and the same key.
-            known = table_map.parsed.get(data[20:len(data) - 4] if use_checksum else data[20:])
-            if known is not None:
-                return _KnownTableMap(data, known["table_id"], known["table_obj"])
+        if event_type == _TABLE_MAP_EVENT:
+            if optional_meta_data and not freeze_schema:
+                # The conditions of _table_map_event_init's reuse, and the same key.
+                known = table_map.parsed.get(data[20:len(data) - 4] if use_checksum else data[20:])
+                if known is not None:
+                    return _KnownTableMap(data, known["table_id"], known["table_obj"])
+        elif event_type in _BOUNDARY_EVENTS:
+            kind = _BOUNDARY_EVENTS[event_type]
+            # Framed only if the stream asked for the library's class (else the library drops the
+            # event) and for _FramedEvent (else fetchone drops it): what _read sees is unchanged.
+            if kind in allowed_events and _FramedEvent in allowed_events:
+                boundary = _frame_boundary(data, kind, use_checksum, post_header_lengths)
+                if boundary is not None:
+                    return boundary
         elif table_map.framer is not None:
             framed = table_map.framer.frame(from_packet, table_map, use_checksum, post_header_lengths, args)
             if framed is not None:
@@ -620,6 +784,12 @@ def _packet_wrapper(from_packet, table_map, ctl_connection, mysql_version, use_c
 
 _packet_wrapper.__wrapped__ = _library_packet_wrapper  # type: ignore[attr-defined]
 
+
+# The event classes `_read` asks its stream for (only_events): the library drops all others
+# (TABLE_MAP events still fill its table map), and so does cdc's framing (`_packet_wrapper`).
+_STREAM_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, PartialUpdateRowsEvent, XidEvent, QueryEvent,
+                  GtidEvent, MariadbGtidEvent, RotateEvent, HeartbeatLogEvent, NotImplementedEvent, _FramedRows,
+                  _FramedEvent)
 
 class GtidTracker:
     """The server's GTID state as of the last commit read (MariaDB and MySQL forms)."""
@@ -713,9 +883,7 @@ class BinlogSource:
             connection_settings=settings,
             server_id=self.config.server_id,
             blocking=True,
-            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, PartialUpdateRowsEvent, XidEvent,
-                         QueryEvent, GtidEvent, MariadbGtidEvent, RotateEvent, HeartbeatLogEvent,
-                         NotImplementedEvent, _FramedRows],
+            only_events=list(_STREAM_EVENTS),
             filter_non_implemented_events=False,
             only_schemas=self.schemas or None,
             slave_heartbeat=self.config.heartbeat,
@@ -860,35 +1028,38 @@ class BinlogSource:
                 assert prepare is not None
                 yield from prepare(self._framed(event, end))
                 continue
+            # The library's class of the event; for a boundary event framed by cdc (_frame_boundary),
+            # the class it stands for. One path for both: the checks below are on `kind`.
+            kind = event.kind if event.__class__ is _FramedEvent else event.__class__
             end = BinlogPosition(file, event.packet.log_pos)
 
-            if isinstance(event, RotateEvent):
+            if issubclass(kind, RotateEvent):
                 file = event.next_binlog
                 # A rotate outside a transaction is a safe resume point in the new file.
                 if not in_transaction and event.timestamp != 0:
                     yield commit(BinlogPosition(file, event.position), event.timestamp)
                 continue
-            if isinstance(event, HeartbeatLogEvent):
+            if issubclass(kind, HeartbeatLogEvent):
                 yield Heartbeat(time.time())
                 continue
             if self._past_end(end) and not in_transaction:
                 return
-            if isinstance(event, MariadbGtidEvent):
+            if issubclass(kind, MariadbGtidEvent):
                 gtids.begin(event.gtid)
                 seen_boundary = True
                 # FL_STANDALONE (bit 0): no COMMIT follows (DDL); the statement itself ends it.
                 in_transaction = not (event.flags & 0x01)
                 continue
-            if isinstance(event, GtidEvent):
+            if issubclass(kind, GtidEvent):
                 gtids.begin(event.gtid)
                 seen_boundary = True
                 continue
             query = upper = ""
-            if isinstance(event, QueryEvent):
+            if issubclass(kind, QueryEvent):
                 query = event.query.strip() if isinstance(event.query, str) else event.query.decode(errors="replace")
                 upper = query.upper()
             # XID ends InnoDB transactions; a COMMIT query ends those of other engines.
-            if isinstance(event, XidEvent) or upper == "COMMIT" or upper.startswith("XA COMMIT"):
+            if issubclass(kind, XidEvent) or upper == "COMMIT" or upper.startswith("XA COMMIT"):
                 if not seen_boundary:
                     raise self._mid_transaction(start)
                 in_transaction = False
@@ -896,7 +1067,7 @@ class BinlogSource:
                 if self._past_end(end):
                     return
                 continue
-            if isinstance(event, QueryEvent):
+            if issubclass(kind, QueryEvent):
                 if upper == "BEGIN":
                     in_transaction = True
                     seen_boundary = True
@@ -916,15 +1087,15 @@ class BinlogSource:
                     if self._past_end(end):
                         return
                 continue
-            if isinstance(event, NotImplementedEvent):
+            if issubclass(kind, NotImplementedEvent):
                 reason = _FATAL_EVENT_TYPES.get(event.event_type)
                 if reason:
                     raise UnsupportedEventError(f"binlog event type {event.event_type} at {end} is {reason}")
                 continue
-            if isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
+            if issubclass(kind, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
                 if (event.schema, event.table) not in self.tables:
                     continue
-                if isinstance(event, PartialUpdateRowsEvent):  # a table of the rules: its update is a diff
+                if issubclass(kind, PartialUpdateRowsEvent):  # a table of the rules: its update is a diff
                     raise UnsupportedEventError(
                         f"partial JSON update at {end} on {event.schema}.{event.table} (written with "
                         "binlog_row_value_options=PARTIAL_JSON by the server or a session): the update carries "
