@@ -812,12 +812,31 @@ class GtidTracker:
             return
         if self.mariadb:
             self._domains[self._pending.split("-", 1)[0]] = self._pending
-        else:
+        elif not self._next_of_its_server(self._pending):
             gtid = Gtid(self._pending)
             # Already in the set when a replay re-reads it; merging would raise on overlap.
             if gtid not in self._set:
                 self._set.merge_gtid(gtid)
         self._pending = None
+
+    def _next_of_its_server(self, gtid: str) -> bool:
+        """Add GTID (`uuid:gno`) in place if its GNO is the one after its server's last: the common case.
+
+        The library's merge (gtid.py GtidSet.merge_gtid, Gtid.__add__) deep-copies the server's
+        Gtid and re-sorts its intervals for every transaction: a fifth of MySQL's CPU per row
+        change on an OLTP load. Its intervals are sorted, right-open and disjoint, so a GNO equal
+        to the last interval's end is in no interval and only extends that one, which is what the
+        merge would give. Anything else (another server, a gap, a replay) takes the library's path.
+        """
+        sid, _, gno = gtid.rpartition(":")
+        for existing in self._set.gtids:
+            if existing.sid == sid:
+                intervals = existing.intervals
+                if intervals and gno.isascii() and gno.isdigit() and intervals[-1][1] == int(gno):
+                    intervals[-1] = (intervals[-1][0], intervals[-1][1] + 1)
+                    return True
+                return False
+        return False
 
     def discard(self) -> None:
         self._pending = None
@@ -1004,8 +1023,9 @@ class BinlogSource:
             # A commit is the only place a reconnect may resume from.
             gtids.commit()
             # Only the latest commit is a resume point; keep one, not one per transaction.
-            committed[:] = [StartPoint(end, gtids.state)]
-            return Commit(end, gtids.state, timestamp)
+            state = gtids.state
+            committed[:] = [StartPoint(end, state)]
+            return Commit(end, state, timestamp)
 
         while not self.stop.is_set():
             if type(stream.table_map) is not _TableMaps:  # new, or replaced by a plain dict at a rotate
