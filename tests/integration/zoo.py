@@ -235,7 +235,7 @@ def statements(seed: int, changes: int) -> Iterator[str]:
     rng = random.Random(seed)
     alive: dict[str, list[int]] = {t: [] for t in TABLES}
     next_key = {t: 1 for t in TABLES}
-    limits = {"category": 250, "language": 250, "staff": 250, "store": 250}
+    limits = {"category": 250, "language": 250, "staff": 250, "store": 250, "film_text": 32000}  # key types
     done = 0
     while done < changes:
         table = rng.choice(TABLES)
