@@ -304,6 +304,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--catchup", action="store_true", help="also cdc run into Elasticsearch, both paths")
     parser.add_argument("--mysql", action="store_true", help="the source is MySQL 9.7 instead of MariaDB")
+    parser.add_argument("--charset", help="the table's default charset for the whole run, e.g. latin1 "
+                                          "(catchup.py --charset; --charsets compares several)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--baseline", type=Path, help="older checkout: its native catch-up side by side")
     parser.add_argument("--catchup-only", action="store_true")
@@ -325,6 +327,8 @@ def main() -> int:
     if args.charsets:
         return charsets_main(args)
 
+    if args.charset:
+        cu.CHARSET, cu.NOTE_TEXT = args.charset, cu.ACCENTED
     ep = cu.servers.up()
     if args.mysql:
         ep = cu.servers.mysql_up()

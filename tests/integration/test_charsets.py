@@ -19,29 +19,21 @@ import pymysql
 import pytest
 from harness import CdcSetup, binlog_position, both_sources, mysql_only, wait_until_equal
 
-from cdc.config import MysqlConfig
 from cdc.model import BinlogPosition
 from cdc.mysql import charsets
-from cdc.mysql.server import Database
-from cdc.rules import load_rules, resolved_or_stop, rowpath
+from cdc.rules import rowpath
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")]
 
-from test_native_rowpath import _read  # noqa: E402
+from test_native_rowpath import _read, resolved  # noqa: E402
 
 
 def _rules(servers, path: Path, database: str, tables: list[str]):
     """One rule per table, checked against the server as at start-up (the native plan needs that)."""
     path.write_text("rules:\n" + "".join(f"  - {{schema: {database}, table: {t}, index: {database}-{t}}}\n"
                                           for t in tables))
-    rules = load_rules(path)
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4241))
-    try:
-        return resolved_or_stop(rules, conn.catalog(rules))
-    finally:
-        conn.close()
+    return resolved(servers, path)
 
 
 def _values(name: str) -> list[bytes]:

@@ -18,13 +18,11 @@ import orjson
 import pytest
 import yaml
 from harness import CdcSetup, binlog_position, es_docs, mysql_only, wait_for
-from test_native_rowpath import _fields, _read
+from test_native_rowpath import _fields, _read, resolved
 
-from cdc.config import MysqlConfig
 from cdc.model import BinlogPosition, Column, ColumnKind
 from cdc.mysql import source
-from cdc.mysql.server import Database
-from cdc.rules import load_rules, resolved_or_stop, rowpath
+from cdc.rules import rowpath
 from cdc.rules.values import convert_value
 
 pytestmark = [pytest.mark.integration, mysql_only,
@@ -71,13 +69,7 @@ _AS_SELECTED = {20: ("d", "dt", "tm", "t0", "t30"), 21: None, 24: None}
 def _rules(tmp_path, servers, database: str, rules: list[dict]):
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"rules": [dict(r, schema=database) for r in rules]}))
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4241))
-    try:
-        loaded = load_rules(path)
-        return resolved_or_stop(loaded, conn.catalog(loaded))
-    finally:
-        conn.close()
+    return resolved(servers, path)
 
 
 def _both_paths(servers, database, rules, start, end, monkeypatch):

@@ -75,6 +75,18 @@ def _rules_file(tmp_path: Path, schema: str) -> Path:
     return path
 
 
+def resolved(servers, path: Path):
+    """The rules file at `path`, loaded and checked against the source server as `cdc run` does at start-up
+    (the native plan needs checked rules)."""
+    rules = load_rules(path)
+    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
+                                password=servers.admin_password, server_id=4241))
+    try:
+        return resolved_or_stop(rules, conn.catalog(rules))
+    finally:
+        conn.close()
+
+
 def _read(servers, schema: str, rules, start: BinlogPosition, end: BinlogPosition, native: bool,
           tables: tuple[str, ...] = ("native_types", "all_types", "keys", "monthly", "decl"),
           options: ValueOptions | None = None):
@@ -108,13 +120,7 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
     db.execute(NATIVE_TYPES, ALL_TYPES, MONTHLY,
                "CREATE TABLE `keys` (a VARCHAR(20), b BINARY(3), v INT, PRIMARY KEY (a, b))",
                "CREATE TABLE decl (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)")
-    rules = load_rules(_rules_file(tmp_path, database))
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4241))
-    try:
-        rules = resolved_or_stop(rules, conn.catalog(rules))
-    finally:
-        conn.close()
+    rules = resolved(servers, _rules_file(tmp_path, database))
     start = BinlogPosition(*binlog_position(db))
     db.execute("SET SESSION sql_mode=''", "SET time_zone='+00:00'")
     for row in (MAX_ROW, MIN_ROW, NULL_ROW, ZERO_ROW):
@@ -263,13 +269,7 @@ def test_timestamps_at_a_zones_transitions_and_decimal_keys_on_both_paths(server
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"rules": [{"schema": database, "table": "zoned", "index": "z-{ts:%Y.%m.%d-%H}",
                                                "id": "{id}@{ts}", "routing": "{d}"}]}))
-    rules = load_rules(path)
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4241))
-    try:
-        rules = resolved_or_stop(rules, conn.catalog(rules))
-    finally:
-        conn.close()
+    rules = resolved(servers, path)
     seconds = sorted({s + delta for s, _ in rowpath.zone_offsets(tz)[0][1:] for delta in (-1, 0, 1)} | {1, 2**31 - 1})
     decimals = ["0.5", "-0.000000000000000000000000000001", "9" * 35 + "." + "9" * 30, "1e16", "123.456", "-0"]
     rows = [(n, decimals[n % len(decimals)],
@@ -298,13 +298,7 @@ def _random_rows_on_both_paths(servers, db, database, tmp_path, options: ValueOp
     db.execute(RANDOM_TABLE, "SET SESSION time_zone='+00:00'")
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"rules": [{"schema": database, "table": "random_rows", **rule}]}))
-    rules = load_rules(path)
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4241))
-    try:
-        rules = resolved_or_stop(rules, conn.catalog(rules))
-    finally:
-        conn.close()
+    rules = resolved(servers, path)
     columns = RANDOM_COLUMNS
     compared = []
 
@@ -369,13 +363,7 @@ GEO_RULES = [
 def _geo_rules(servers, tmp_path: Path, database: str):
     path = tmp_path / "geo.yml"
     path.write_text(yaml.safe_dump({"rules": [dict(r, schema=database) for r in GEO_RULES]}))
-    rules = load_rules(path)
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4241))
-    try:
-        return resolved_or_stop(rules, conn.catalog(rules))
-    finally:
-        conn.close()
+    return resolved(servers, path)
 
 
 @both_sources
@@ -499,13 +487,7 @@ def test_conversions_give_the_same_actions_on_both_paths(source_servers, db, dat
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"rules": [{"schema": database, "table": "conv_rows", "index": "c",
                                                "convert": CONVERT}]}))
-    rules = load_rules(path)
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4241))
-    try:
-        rules = resolved_or_stop(rules, conn.catalog(rules))
-    finally:
-        conn.close()
+    rules = resolved(servers, path)
     compared = []
 
     def run(rows, changes=True):

@@ -14,26 +14,18 @@ import yaml
 import zoo
 from harness import CdcSetup, binlog_position, both_sources, wait_for
 
-from cdc.config import MysqlConfig
 from cdc.model import BinlogPosition
-from cdc.mysql.server import Database
-from cdc.rules import load_rules, resolved_or_stop, rowpath
+from cdc.rules import rowpath
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")]
 
-from test_native_rowpath import _fields, _read  # noqa: E402
+from test_native_rowpath import _fields, _read, resolved  # noqa: E402
 
 
 def _resolved(servers, path, rules):
     path.write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
-    loaded = load_rules(path)
-    conn = Database(MysqlConfig(host=servers.mariadb_host, port=servers.mariadb_port, user=servers.admin_user,
-                                password=servers.admin_password, server_id=4243))
-    try:
-        return resolved_or_stop(loaded, conn.catalog(loaded))
-    finally:
-        conn.close()
+    return resolved(servers, path)
 
 
 @both_sources
