@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+import hypothesis
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,12 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "serial: restarts or reconfigures the shared servers; runs alone under xdist")
     _require_native()
     config.pluginmanager.register(_Order(), "cdc-test-order")
+
+
+# No time limit per hypothesis example: the machine is shared and noisy, and a first example may
+# build a cache (a zone's offsets, ~0.3 s); speed is measured in bench/, never in tests.
+hypothesis.settings.register_profile("cdc", deadline=None)
+hypothesis.settings.load_profile("cdc")
 
 
 def _require_native() -> None:
