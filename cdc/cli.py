@@ -56,6 +56,29 @@ def log_options(fn):
                         help="Log format (default from config: text on a terminal, else JSON lines).")(fn)
 
 
+def json_option(always: bool = False, help: str = "Print the report as one JSON object instead of text."):
+    """`--json`, on every command that reports something (docs/cli.md has each command's shape).
+
+    `always`: the command printed JSON before `--json` existed, and scripts read it, so JSON stays its
+    output either way; the flag is accepted so that every reporting command takes it.
+    """
+    if always:
+        help = "Output is JSON with or without it (accepted so every reporting command takes --json)."
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def _report(command: str, ok: bool, body: dict[str, Any], indent: int | None = None) -> None:
+    """Print one JSON report: the command's own keys first (scripts find them where they always were),
+    then `command` and `ok` (true exactly when the exit code is 0; `status`: no problems)."""
+    click.echo(json.dumps({**body, "command": command, "ok": ok}, indent=indent, default=str))
+
+
+def _deprecated(old: str, new: str) -> None:
+    """An old command name, kept working for one release: say so on stderr; stdout and exit code are unchanged."""
+    click.echo(f"warning: `cdc {old}` is deprecated and will be removed in the next release; use `cdc {new}`",
+               err=True)
+
+
 # ---------------------------------------------------------------------- building
 def _exit(exc: CdcError, echo: str | None = None) -> NoReturn:
     """Report a stopping error and exit with its code; `echo`: print it with this prefix instead of logging."""
@@ -166,8 +189,10 @@ def run(config_path: str, resnapshot: bool, log_format: str | None, log_level: s
 @click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
               help="Copy only this table (repeatable; default: every table in the rules).")
 @click.option("--where", help="Copy only rows matching this SQL condition, e.g. \"updated_at > '2024-01-01'\".")
+@json_option(always=True)
 @log_options
-def snapshot(config_path: str, tables: tuple[str, ...], where: str | None, log_format, log_level) -> None:
+def snapshot(config_path: str, tables: tuple[str, ...], where: str | None, as_json: bool, log_format,
+             log_level) -> None:
     """Copy tables into Elasticsearch again, also while the daemon is streaming.
 
     Chunks are read consistently and written with versions from their binlog
@@ -178,7 +203,7 @@ def snapshot(config_path: str, tables: tuple[str, ...], where: str | None, log_f
 
     def body():
         state = copy_app.snapshot(session, list(tables) or None, where)
-        click.echo(json.dumps({"tables": state.to_json(), "finished": not state.pending}))
+        _report("snapshot", True, {"tables": state.to_json(), "finished": not state.pending})
 
     _guarded(body)
     sys.exit(EXIT_OK)
@@ -192,7 +217,7 @@ def snapshot(config_path: str, tables: tuple[str, ...], where: str | None, log_f
               help="Check N random rows per table instead of all (no orphan check; ORDER BY RAND() reads every key).")
 @click.option("--repair", is_flag=True,
               help="Re-index missing and differing rows and delete orphans, with versions that never beat the daemon.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@json_option()
 @log_options
 def verify(config_path: str, tables: tuple[str, ...], sample: int | None, repair: bool, as_json: bool,
            log_format: str | None, log_level: str | None) -> None:
@@ -208,7 +233,10 @@ def verify(config_path: str, tables: tuple[str, ...], sample: int | None, repair
 
     def body():
         report = copy_app.verify(session, list(tables) or None, sample=sample, repair=repair)
-        click.echo(json.dumps(report.to_json(), default=str) if as_json else report.text())
+        if as_json:
+            _report("verify", report.ok, report.to_json())
+        else:
+            click.echo(report.text())
         if not report.ok:
             sys.exit(EXIT_FATAL)
 
@@ -228,9 +256,10 @@ def verify(config_path: str, tables: tuple[str, ...], sample: int | None, repair
 @click.option("--cleanup", is_flag=True,
               help="Delete the indices rebuilds replaced once indices.keep_previous has passed (with --now: all).")
 @click.option("--now", is_flag=True, help="With --cleanup: delete them whatever their age.")
+@json_option(always=True)
 @log_options
 def rebuild(config_path: str, names: tuple[str, ...], tables: tuple[str, ...], everything: bool, abandon: bool,
-            cleanup: bool, now: bool, log_format: str | None, log_level: str | None) -> None:
+            cleanup: bool, now: bool, as_json: bool, log_format: str | None, log_level: str | None) -> None:
     """Build an index again from the current rules and mappings, beside `cdc run`, and swap it in.
 
     A new versioned index is filled from a consistent snapshot while the daemon
@@ -248,13 +277,14 @@ def rebuild(config_path: str, names: tuple[str, ...], tables: tuple[str, ...], e
 
     def body():
         if cleanup:
-            click.echo(json.dumps({"deleted": rebuild_app.cleanup(session, now)}))
+            _report("rebuild", True, {"deleted": rebuild_app.cleanup(session, now)})
         elif abandon:
-            click.echo(json.dumps({"abandoned": rebuild_app.abandon(session, list(names))}))
+            _report("rebuild", True, {"abandoned": rebuild_app.abandon(session, list(names))})
         else:
             outcomes = rebuild_app.rebuild(session, list(names), list(tables), everything)
-            click.echo(json.dumps({"rebuilds": [o.to_json() for o in outcomes]}))
-            if any(o.result == "differs" for o in outcomes):
+            differs = any(o.result == "differs" for o in outcomes)
+            _report("rebuild", not differs, {"rebuilds": [o.to_json() for o in outcomes]})
+            if differs:
                 sys.exit(EXIT_FATAL)
 
     _guarded(body)
@@ -274,8 +304,9 @@ def rebuild(config_path: str, names: tuple[str, ...], tables: tuple[str, ...], e
 @click.option("--move-checkpoint", is_flag=True, help="Also save the daemon's checkpoint as the replay advances.")
 @click.option("--server-id", type=click.IntRange(1, 2**32 - 1), default=None,
               help="server_id to read the binlog with (default: mysql.server_id + 1, so it can run beside the daemon).")
+@json_option(always=True)
 @log_options
-def replay(config_path, from_position, from_gtid, to_position, dry_run, limit, move_checkpoint, server_id,
+def replay(config_path, from_position, from_gtid, to_position, dry_run, limit, move_checkpoint, server_id, as_json,
            log_format, log_level):
     """Re-apply a range of the binlog to Elasticsearch, then exit.
 
@@ -301,7 +332,7 @@ def replay(config_path, from_position, from_gtid, to_position, dry_run, limit, m
     def body():
         summary = replay_app(session, ReplayRange(start, end), dry_run=dry_run, move_checkpoint=move_checkpoint,
                              server_id=server_id, show=show, limit=limit)
-        click.echo(json.dumps(summary))
+        _report("replay", True, summary)
 
     _guarded(body)
     sys.exit(EXIT_OK)
@@ -314,7 +345,7 @@ def dlq() -> None:
 
 @dlq.command("list")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option(help="One JSON object per dead letter, one per line.")
 def dlq_list(config_path: str, as_json: bool) -> None:
     """List dead letters: id, time, table, document, position and error."""
     config = _config(config_path)
@@ -339,7 +370,8 @@ def dlq_list(config_path: str, as_json: bool) -> None:
 @dlq.command("show")
 @config_option
 @click.argument("letter_id")
-def dlq_show(config_path: str, letter_id: str) -> None:
+@json_option(always=True)
+def dlq_show(config_path: str, letter_id: str, as_json: bool) -> None:
     """Print one dead letter in full, with its document."""
     config = _config(config_path)
     letter = deadletters.find(config, letter_id)
@@ -352,14 +384,15 @@ def dlq_show(config_path: str, letter_id: str) -> None:
 @dlq.command("retry")
 @config_option
 @click.argument("letter_ids", nargs=-1)
-def dlq_retry(config_path: str, letter_ids: tuple[str, ...]) -> None:
+@json_option(always=True)
+def dlq_retry(config_path: str, letter_ids: tuple[str, ...], as_json: bool) -> None:
     """Send dead letters again (all, or the ids given); those that now succeed are removed."""
     config = _config(config_path)
     setup_logging(config.logging.level, config.logging.format)
     done, failing = _guarded(lambda: deadletters.retry(config, set(letter_ids) if letter_ids else None),
                              echo="retry failed: ")
-    click.echo(json.dumps({"done": done, "still_failing": [
-        {"id": f.id, "status": f.status, "error_type": f.error_type, "reason": f.reason} for f in failing]}))
+    _report("dlq retry", not failing, {"done": done, "still_failing": [
+        {"id": f.id, "status": f.status, "error_type": f.error_type, "reason": f.reason} for f in failing]})
     sys.exit(EXIT_OK if not failing else EXIT_FATAL)
 
 
@@ -367,66 +400,93 @@ def dlq_retry(config_path: str, letter_ids: tuple[str, ...]) -> None:
 @config_option
 @click.option("--all", "purge_all", is_flag=True, help="Remove every dead letter.")
 @click.argument("letter_ids", nargs=-1)
-def dlq_purge(config_path: str, purge_all: bool, letter_ids: tuple[str, ...]) -> None:
+@json_option(always=True)
+def dlq_purge(config_path: str, purge_all: bool, letter_ids: tuple[str, ...], as_json: bool) -> None:
     """Remove dead letters for good (the ids given, or --all)."""
     if not purge_all and not letter_ids:
         raise click.UsageError("give dead letter ids, or --all")
     config = _config(config_path)
-    click.echo(json.dumps({"removed": deadletters.purge(config, None if purge_all else set(letter_ids))}))
-
-
-@main.command("check-config")
-@config_option
-def check_config(config_path: str) -> None:
-    """Validate the config and rule files without connecting anywhere (`cdc check` also asks the servers)."""
-    from cdc.app.check import check_offline
-
-    config, rules = _config_and_rules(config_path)
-    for warning in security_warnings(config, config_path):
-        click.echo(f"warning: {warning}", err=True)
-    for line in check_offline(config, rules, config_path):
-        click.echo(line)
+    _report("dlq purge", True, {"removed": deadletters.purge(config, None if purge_all else set(letter_ids))})
 
 
 @main.command()
 @config_option
-def position(config_path: str) -> None:
-    """Print the saved checkpoint as JSON."""
-    config = _config(config_path)
-    click.echo(json.dumps(_guarded(lambda: position_app.position(config), echo="")))
-
-
-@main.command()
-@config_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def status(config_path: str, as_json: bool) -> None:
+@click.option("--position", "position_only", is_flag=True,
+              help="Print only the saved checkpoint and whether a daemon holds it, as JSON (what `cdc position` "
+                   "printed); reads the checkpoint file alone.")
+@json_option()
+def status(config_path: str, position_only: bool, as_json: bool) -> None:
     """Show position, GTID, checkpoint age, lag and whether a daemon is running (README: Operations)."""
     from cdc.ops.status import format_text
 
     config = _config(config_path)
+    if position_only:
+        # The shape `cdc position` printed, key for key: scripts parse it (docs/cli.md).
+        click.echo(json.dumps(_guarded(lambda: position_app.position(config), echo="")))
+        return
     report = _guarded(lambda: position_app.status(config), echo="")
-    click.echo(json.dumps(report) if as_json else format_text(report))
+    if as_json:
+        _report("status", not report["problems"], report)
+    else:
+        click.echo(format_text(report))
+
+
+@main.command(hidden=True)
+@config_option
+@click.pass_context
+def position(ctx: click.Context, config_path: str) -> None:
+    """Deprecated: `cdc status --position` (same output)."""
+    _deprecated("position", "status --position")
+    ctx.invoke(status, config_path=config_path, position_only=True)
 
 
 @main.command()
 @config_option
+@click.option("--offline", is_flag=True,
+              help="Check only the config and rule files and where cdc would write; connect to nothing.")
+@json_option()
 @log_options
-def check(config_path: str, log_format: str | None, log_level: str | None) -> None:
+def check(config_path: str, offline: bool, as_json: bool, log_format: str | None, log_level: str | None) -> None:
     """Check the config and every rule against the live schema and both servers; print a report.
 
+    With --offline, only the files are checked (and where cdc will write), without
+    connecting anywhere; the tables, columns and servers are then not checked.
     Exit code 0 if `cdc run` would start (warnings are printed too), 2 if not.
     """
-    from cdc.app.check import run_check
+    from cdc.app.check import check_offline, run_check
 
     config, rules = _config_and_rules(config_path)
+    if offline:
+        offline_report = check_offline(config, rules, config_path)
+        offline_report.security = security_warnings(config, config_path)
+        for warning in offline_report.security:
+            click.echo(f"warning: {warning}", err=True)
+        if as_json:
+            click.echo(json.dumps(offline_report.to_json()))
+        else:
+            for line in offline_report.lines():
+                click.echo(line)
+        sys.exit(EXIT_OK)
     setup_logging(log_level or "ERROR", log_format or "text")  # the report is the output
     try:
         report = run_check(config, rules)
     except CdcError as exc:  # documented: 0 if `cdc run` would start, 2 if not, whatever stopped the check
         click.echo(f"check failed: {exc}", err=True)
+        if as_json:
+            click.echo(json.dumps({"command": "check", "ok": False, "offline": False, "sections": [],
+                                   "problems": [f"check failed: {exc}"], "warnings": []}))
         sys.exit(EXIT_CHECK_FAILED)
-    click.echo(report.text())
+    click.echo(json.dumps(report.to_json()) if as_json else report.text())
     sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
+
+
+@main.command("check-config", hidden=True)
+@config_option
+@click.pass_context
+def check_config(ctx: click.Context, config_path: str) -> None:
+    """Deprecated: `cdc check --offline` (same output)."""
+    _deprecated("check-config", "check --offline")
+    ctx.invoke(check, config_path=config_path, offline=True)
 
 
 @main.group()
@@ -441,23 +501,27 @@ def _index_states(config_path: str, create: bool, log_format: str | None, log_le
     config, rules = _config_and_rules(config_path)
     setup_logging(log_level or "ERROR", log_format or "text")  # the JSON is the output
     states = _guarded(lambda: index_states(config, rules, create), echo="error: ")
-    click.echo(json.dumps({"indices": [s.to_json() for s in states]}, indent=2))
-    if any(s.state == "failed" for s in states):
+    failed = any(s.state == "failed" for s in states)
+    _report(f"indices {'create' if create else 'plan'}", not failed, {"indices": [s.to_json() for s in states]},
+            indent=2)
+    if failed:
         sys.exit(EXIT_FATAL)
 
 
 @indices.command("plan")
 @config_option
+@json_option(always=True)
 @log_options
-def indices_plan(config_path: str, log_format: str | None, log_level: str | None) -> None:
+def indices_plan(config_path: str, as_json: bool, log_format: str | None, log_level: str | None) -> None:
     """Print (JSON) what would be created, what exists, and what differs from the rules; change nothing."""
     _index_states(config_path, False, log_format, log_level)
 
 
 @indices.command("create")
 @config_option
+@json_option(always=True)
 @log_options
-def indices_create(config_path: str, log_format: str | None, log_level: str | None) -> None:
+def indices_create(config_path: str, as_json: bool, log_format: str | None, log_level: str | None) -> None:
     """Create the missing indices and templates, and map missing unsigned 64-bit fields; never change an existing
     mapping or setting (differences are printed)."""
     _index_states(config_path, True, log_format, log_level)

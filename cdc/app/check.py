@@ -47,6 +47,11 @@ class CheckReport:
                      if self.ok else f"result: FAILED, {len(self.problems)} problem(s)")
         return "\n".join(lines)
 
+    def to_json(self) -> dict:
+        return {"command": "check", "ok": self.ok, "offline": False,
+                "sections": [{"title": title.rstrip(":"), "lines": body} for title, body in self.sections],
+                "problems": self.problems, "warnings": self.warnings}
+
 
 def _problem_list(exc: CdcError) -> list[str]:
     """PreflightError messages hold a headline and "  - item" lines; keep the items."""
@@ -154,19 +159,49 @@ def _check_indices(report: CheckReport, resolution: Resolution, options: ValueOp
         sink.close()
 
 
-def check_offline(config: Config, rules: RuleSet, config_path: str) -> list[str]:
-    """`cdc check-config`: what was checked without connecting anywhere, and what was not."""
+@dataclass
+class OfflineReport:
+    """`cdc check --offline`: what was checked without connecting anywhere, and what was not."""
+
+    config_path: str
+    rules: int
+    writes: dict[str, str]  # config key -> the file cdc will write there
+    state_dir: str | None
+    warnings: list[str] = field(default_factory=list)  # files cdc could not write, as this user
+    security: list[str] = field(default_factory=list)  # config.security_warnings; the text form prints them on stderr
+
+    # Offline, the rules' columns and the servers are not checked: the report says so, and which command does.
+    NOT_CHECKED = ("tables, columns and types the rules name, the servers' settings and grants "
+                   "(no connection); `cdc check` checks them")
+
+    @property
+    def ok(self) -> bool:  # a file that failed to load stopped the command before this report (exit 2)
+        return True
+
+    def lines(self) -> list[str]:
+        """The text `cdc check-config` printed, kept line for line for the scripts that read it."""
+        lines = [f"ok: {self.config_path}; {self.rules} rule(s)"]
+        lines.append("writes: " + ", ".join(f"{key} {path}" for key, path in self.writes.items())
+                     + (f" (state_dir {self.state_dir})" if self.state_dir else " (beside the config: no state_dir "
+                        "and no $STATE_DIRECTORY)"))
+        for problem in self.warnings:
+            lines.append(f"warning: {problem} (here, as this user; `cdc run` refuses to start on it)")
+        lines.append(f"not checked: {self.NOT_CHECKED}")
+        return lines
+
+    def to_json(self) -> dict:
+        return {"command": "check", "ok": self.ok, "offline": True, "config": self.config_path, "rules": self.rules,
+                "writes": self.writes, "state_dir": self.state_dir, "problems": [], "warnings": self.security + self.warnings,
+                "not_checked": self.NOT_CHECKED}
+
+
+def check_offline(config: Config, rules: RuleSet, config_path: str) -> OfflineReport:
+    """`cdc check --offline` (formerly `cdc check-config`): the files, and where cdc would write, unconnected."""
     from cdc.app.session import writable_problems
 
-    lines = [f"ok: {config_path}; {len(rules)} rule(s)"]
     writes = {"checkpoint.path": config.resolve(config.checkpoint.path)}
     if config.dead_letter.on_rejected == "dead_letter":
         writes["dead_letter.path"] = config.resolve(config.dead_letter.path)
-    lines.append("writes: " + ", ".join(f"{key} {path}" for key, path in writes.items())
-                 + (f" (state_dir {config.state_dir})" if config.state_dir else " (beside the config: no state_dir "
-                    "and no $STATE_DIRECTORY)"))
-    for problem in writable_problems(writes, create=False):
-        lines.append(f"warning: {problem} (here, as this user; `cdc run` refuses to start on it)")
-    lines.append("not checked: tables, columns and types the rules name, the servers' settings and grants "
-                 "(no connection); `cdc check` checks them")
-    return lines
+    return OfflineReport(str(config_path), len(rules), {key: str(path) for key, path in writes.items()},
+                         str(config.state_dir) if config.state_dir else None,
+                         writable_problems(writes, create=False))

@@ -71,12 +71,14 @@ def test_version():
 def test_help_lists_commands():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("run", "replay", "check-config", "position"):
-        assert command in result.output
+    # The deprecated aliases work (below) but are not offered any more.
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
+    assert {"run", "replay", "check", "status"} <= listed
+    assert not listed & {"check-config", "position"}
 
 
 def test_check_config_ok(config_path):
-    result = invoke("check-config", "--config", config_path)
+    result = invoke("check", "--offline", "--config", config_path)
     assert result.exit_code == 0, result.output
     ok, writes, not_checked = result.output.strip().splitlines()
     assert ok == f"ok: {config_path}; 1 rule(s)"
@@ -87,17 +89,17 @@ def test_check_config_ok(config_path):
 
 
 def test_the_config_comes_from_cdc_config_when_not_given(config_path):
-    result = CliRunner().invoke(main, ["check-config"], env={"CDC_CONFIG": str(config_path)})
+    result = CliRunner().invoke(main, ["check", "--offline"], env={"CDC_CONFIG": str(config_path)})
     assert result.exit_code == 0, result.output
     assert f"ok: {config_path}; 1 rule(s)" in result.output
-    missing = CliRunner().invoke(main, ["check-config"], env={"CDC_CONFIG": ""})
+    missing = CliRunner().invoke(main, ["check", "--offline"], env={"CDC_CONFIG": ""})
     assert missing.exit_code == 2 and "--config" in missing.output
     assert "CDC_CONFIG" in invoke("run", "--help").output
 
 
 def test_check_config_bad_key(config_path):
     config_path.write_text(CONFIG.replace("server_id: 99", "server_id: 99\n  sever_id: 98"))
-    result = invoke("check-config", "--config", config_path)
+    result = invoke("check", "--offline", "--config", config_path)
     assert result.exit_code == 2
     assert "configuration error" in result.output
     assert f"{config_path}:4: mysql.sever_id: unknown key (did you mean 'server_id'?)" in result.output
@@ -105,7 +107,7 @@ def test_check_config_bad_key(config_path):
 
 def test_check_config_bad_rules(config_path):
     (config_path.parent / "rules" / "bad.yml").write_text("rules:\n  - {schema: s, table: t, index: Upper}\n")
-    result = invoke("check-config", "--config", config_path)
+    result = invoke("check", "--offline", "--config", config_path)
     assert result.exit_code == 2
     assert "bad.yml" in result.output
     assert "must be lowercase" in result.output
@@ -114,19 +116,19 @@ def test_check_config_bad_rules(config_path):
 def test_check_config_missing_rules_dir(tmp_path):
     path = tmp_path / "cdc.yml"
     path.write_text(CONFIG)
-    result = invoke("check-config", "--config", path)
+    result = invoke("check", "--offline", "--config", path)
     assert result.exit_code == 2
     assert "rules path does not exist" in result.output
 
 
 def test_check_config_missing_file(tmp_path):
-    result = invoke("check-config", "--config", tmp_path / "nope.yml")
+    result = invoke("check", "--offline", "--config", tmp_path / "nope.yml")
     assert result.exit_code == 2
     assert "cannot read config" in result.output
 
 
 def test_check_config_requires_option():
-    result = invoke("check-config")
+    result = invoke("check", "--offline")
     assert result.exit_code == 2
     assert "--config" in result.output
 
@@ -164,7 +166,7 @@ def test_replay_bad_config_exits_2(config_path):
 
 
 def test_position_without_checkpoint(config_path):
-    result = invoke("position", "--config", config_path)
+    result = invoke("status", "--position", "--config", config_path)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"checkpoint": None, "locked": False}
 
@@ -173,7 +175,7 @@ def test_position_after_save(config_path):
     store = FileCheckpointStore(config_path.parent / "state" / "cp.json")
     (config_path.parent / "state").mkdir()
     store.save(BinlogPosition("binlog.000004", 1234), "0-1-77")
-    result = invoke("position", "--config", config_path)
+    result = invoke("status", "--position", "--config", config_path)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["file"] == "binlog.000004"
@@ -188,7 +190,7 @@ def test_position_shows_lock(config_path):
     holder = FileCheckpointStore(config_path.parent / "state" / "cp.json")
     holder.lock()
     try:
-        result = invoke("position", "--config", config_path)
+        result = invoke("status", "--position", "--config", config_path)
     finally:
         holder.unlock()
     assert result.exit_code == 0, result.output
@@ -198,7 +200,7 @@ def test_position_shows_lock(config_path):
 def test_position_corrupt_checkpoint(config_path):
     (config_path.parent / "state").mkdir()
     (config_path.parent / "state" / "cp.json").write_text("{")
-    result = invoke("position", "--config", config_path)
+    result = invoke("status", "--position", "--config", config_path)
     assert result.exit_code == 2
     assert "not valid JSON" in result.output
 
@@ -261,21 +263,22 @@ def test_config_option_is_defined_once():
         assert built_elsewhere not in source
     commands = [cmd for group in (main, main.commands["dlq"], main.commands["indices"])
                 for cmd in group.commands.values() if not hasattr(cmd, "commands")]
-    assert len(commands) >= 14  # run, snapshot, verify, replay, check-config, position, status, check, 4 dlq, 2 indices
+    assert len(commands) >= 15  # run, snapshot, verify, replay, check-config, position, status, check, sink, 4 dlq,
+    # 2 indices
     for command in commands:
         assert any(p.name == "config_path" and p.required for p in command.params), command.name
 
 
 def test_check_config_names_the_writable_paths_and_warns_when_they_are_not(config_path, monkeypatch, tmp_path):
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "var"))
-    result = invoke("check-config", "--config", config_path)
+    result = invoke("check", "--offline", "--config", config_path)
     assert result.exit_code == 0, result.output
     assert f"writes: checkpoint.path {tmp_path / 'var' / 'state' / 'cp.json'} (state_dir {tmp_path / 'var'})" \
         in result.output
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("STATE_DIRECTORY", str(blocker))  # a file: no directory can be made under it
-    result = invoke("check-config", "--config", config_path)
+    result = invoke("check", "--offline", "--config", config_path)
     assert result.exit_code == 0, result.output
     assert "warning: checkpoint.path: cannot write" in result.output
 
@@ -293,9 +296,65 @@ def test_looking_at_dead_letters_and_the_checkpoint_creates_no_file(tmp_path):
     assert f"no dead letters ({tmp_path / 'dead-letters.jsonl'} does not exist; dead_letter.on_rejected is stop)" \
         in result.output
     for args in (["dlq", "list", "--json"], ["dlq", "purge", "--all"], ["dlq", "purge", "abc"], ["dlq", "retry"],
-                 ["position"], ["status", "--json"], ["check-config"]):
+                 ["position"], ["status", "--json"], ["status", "--position"], ["check-config"],
+                 ["check", "--offline"], ["check", "--offline", "--json"]):
         result = invoke(*args, "--config", path)
         assert result.exit_code == 0, (args, result.output)
         assert sorted(tmp_path.rglob("*")) == before, args
     assert invoke("dlq", "show", "abc", "--config", path).exit_code == 1
     assert sorted(tmp_path.rglob("*")) == before
+
+
+# ---------------------------------------------------------------- deprecated aliases (issue 30)
+DEPRECATED = "is deprecated and will be removed in the next release"
+
+
+def _same_as(old: list, new: list, config_path) -> None:
+    """The alias prints what the new form prints on stdout, exits as it does, and adds one stderr line."""
+    before, after = invoke(*old, "--config", config_path), invoke(*new, "--config", config_path)
+    assert before.exit_code == after.exit_code
+    assert before.stdout == after.stdout
+    assert before.stderr.splitlines() == [f"warning: `cdc {old[0]}` {DEPRECATED}; use `cdc {' '.join(new)}`"] + \
+        after.stderr.splitlines()
+
+
+def test_check_config_is_check_offline_with_a_deprecation_on_stderr(config_path):
+    _same_as(["check-config"], ["check", "--offline"], config_path)
+    assert invoke("check-config", "--config", config_path).stdout.startswith(f"ok: {config_path}; 1 rule(s)\n")
+
+
+def test_check_config_keeps_its_exit_code_on_a_bad_config(config_path):
+    (config_path.parent / "rules" / "bad.yml").write_text("rules:\n  - {schema: s, table: t, index: Upper}\n")
+    _same_as(["check-config"], ["check", "--offline"], config_path)
+    result = invoke("check-config", "--config", config_path)
+    assert result.exit_code == 2 and "must be lowercase" in result.stderr
+
+
+def test_check_config_keeps_the_security_warning(config_path):
+    """A world-readable config with a literal password: check-config warned on stderr, check --offline still does."""
+    config_path.write_text(CONFIG.replace("user: cdc", "user: cdc\n  password: secret"))
+    config_path.chmod(0o644)
+    result = invoke("check", "--offline", "--config", config_path)
+    assert result.exit_code == 0 and "warning:" in result.stderr and "password" in result.stderr
+    assert "warning" not in result.stdout
+    report = json.loads(invoke("check", "--offline", "--json", "--config", config_path).stdout)
+    assert any("password" in w for w in report["warnings"])
+    _same_as(["check-config"], ["check", "--offline"], config_path)
+
+
+def test_position_is_status_position_with_a_deprecation_on_stderr(config_path):
+    _same_as(["position"], ["status", "--position"], config_path)
+    (config_path.parent / "state").mkdir()
+    FileCheckpointStore(config_path.parent / "state" / "cp.json").save(BinlogPosition("binlog.000004", 1234), "0-1-7")
+    _same_as(["position"], ["status", "--position"], config_path)
+    # The shape scripts read: the checkpoint file's keys, "position" and "locked", nothing added.
+    data = json.loads(invoke("position", "--config", config_path).stdout)
+    assert set(data) == {"format", "file", "pos", "gtid", "saved_at", "snapshotted", "snapshot", "server", "epoch",
+                         "by_gtid", "position", "locked"}
+
+
+def test_position_keeps_its_exit_code_on_a_corrupt_checkpoint(config_path):
+    (config_path.parent / "state").mkdir()
+    (config_path.parent / "state" / "cp.json").write_text("{")
+    _same_as(["position"], ["status", "--position"], config_path)
+    assert invoke("position", "--config", config_path).exit_code == 2
