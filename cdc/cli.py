@@ -51,7 +51,9 @@ def config_option(fn):
 
 def log_options(fn):
     """`--log-format` and `--log-level`, for the commands that log while they work."""
-    fn = click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)(fn)
+    fn = click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
+                      help="Log level (default from config: logging.level; ERROR for commands whose output is "
+                           "their report).")(fn)
     return click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
                         help="Log format (default from config: text on a terminal, else JSON lines).")(fn)
 

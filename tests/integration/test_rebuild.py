@@ -186,7 +186,7 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
     assert [p["index"] for p in rebuild_state(setup)["previous"]] == [first]
     assert reader.client.indices.exists(index=first)
     code, text = setup.command("rebuild", "--cleanup", "--now")
-    assert code == 0 and json.loads(text[text.index('{"deleted"'):].splitlines()[0]) == {"deleted": [first]}, text
+    assert code == 0 and json.loads(text[text.index('{"deleted"'):].splitlines()[0]) == {"deleted": [first], "command": "rebuild", "ok": True}, text
     assert not reader.client.indices.exists(index=first)
     assert rebuild_state(setup) == {}
 
