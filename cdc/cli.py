@@ -529,6 +529,65 @@ def indices_create(config_path: str, as_json: bool, log_format: str | None, log_
     _index_states(config_path, True, log_format, log_level)
 
 
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="MySQL/MariaDB server to read the tables from.")
+@click.option("--port", type=click.IntRange(1, 65535), default=3306, show_default=True)
+@click.option("--user", required=True, help="The user cdc will connect as (README: Server requirements).")
+@click.option("--password-env", default="CDC_MYSQL_PASSWORD", show_default=True, metavar="VAR",
+              help="Environment variable with the password: read now to connect, and written into the config as "
+                   "${VAR} (the password itself is never written). Unset: asked for on a terminal, else none.")
+@click.option("--schema", "schemas", multiple=True, metavar="SCHEMA", help="Map every table of this schema (repeatable).")
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE", help="Map this table (repeatable).")
+@click.option("--es", "es_url", default="http://127.0.0.1:9200", show_default=True, metavar="URL",
+              help="Elasticsearch (or OpenSearch) URL for the config.")
+@click.option("--rules-dir", default="rules", show_default=True, metavar="DIR",
+              help="Where the rules files go (one per schema), relative to the config file.")
+@click.option("--force", is_flag=True, help="Overwrite the config and rules files if they exist.")
+@json_option(help="Print what was written as one JSON object instead of text.")
+def init(config_path: str, host: str, port: int, user: str, password_env: str, schemas: tuple[str, ...],
+         tables: tuple[str, ...], es_url: str, rules_dir: str, force: bool, as_json: bool) -> None:
+    """Connect to a server and write a commented starter config (--config) and rules for the tables chosen.
+
+    The password stays in the environment (the config says ${VAR}); the
+    server_id is one no reader of the server is listed with; a table without a
+    primary key gets its rule commented out with what it needs. Check the result
+    with `cdc check`.
+    """
+    from pathlib import Path
+
+    from cdc.app import init as init_app
+    from cdc.config import MysqlConfig
+
+    target = Path(config_path)
+    if not force and target.exists():
+        raise click.UsageError(f"{target} exists; --force overwrites it")
+    password = os.environ.get(password_env) if password_env else None
+    if password is None and sys.stdin.isatty():
+        password = click.prompt(f"password for {user}@{host}:{port} (${password_env} is not set)", hide_input=True,
+                                default="", show_default=False)
+    mysql = MysqlConfig(host=host, port=port, user=user, password=password or "", server_id=1)
+    plan = _guarded(lambda: init_app.plan_init(mysql, target, target.parent / rules_dir, list(schemas), list(tables)),
+                    echo="init: ")
+    files = {target: init_app.config_text(plan, host, port, user, password_env if password else None, es_url),
+             **plan.files()}
+    present = init_app.existing(list(files))
+    if present and not force:
+        raise click.UsageError(f"{', '.join(map(str, present))} exist(s); --force overwrites")
+    init_app.write(files)
+    if as_json:
+        _report("init", True, plan.to_json())
+        return
+    for t in plan.tables:
+        click.echo(f"{t.schema}.{t.table} -> {init_app.index_name(t.schema, t.table)}"
+                   + ("" if t.primary_key else "  (no primary key: rule commented out, needs id:)"))
+    click.echo(f"wrote {', '.join(map(str, files))}")
+    if password:
+        click.echo(f"next: export {password_env}=...; cdc check --config {target}")
+    else:
+        click.echo(f"next: cdc check --config {target}")
+
+
 @main.command("sink")
 @config_option
 @log_options

@@ -61,3 +61,47 @@ def test_the_reporting_commands_print_their_documented_json(servers, db, databas
     assert status["command"] == "status" and status["checkpoint"] is None and status["problems"] == []
     assert report(setup, "rebuild", "--cleanup", "--json") == {"deleted": [], "command": "rebuild", "ok": True}
     assert report(setup, "dlq", "purge", "--all", "--json") == {"removed": 0, "command": "dlq purge", "ok": True}
+
+
+def test_init_writes_a_config_and_rules_that_cdc_check_passes(servers, db, database, es, index_prefix, tmp_path):
+    """`cdc init` on a real schema: a table with a composite primary key and one without any. The
+    files it writes pass `cdc check` as they are, the keyless table's rule is commented out, and
+    the password is only in the environment."""
+    import os
+    import subprocess
+    import sys
+
+    db.execute("CREATE TABLE orders (id INT PRIMARY KEY, total DECIMAL(10,2))",
+               "CREATE TABLE order_lines (order_id INT, n INT, PRIMARY KEY (order_id, n))",
+               "CREATE TABLE logs (msg TEXT)")
+    path = tmp_path / "cdc.yml"
+    env = {**os.environ, "CDC_TEST_PW": servers.cdc_password}
+
+    def cdc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cdc", *args, "--config", str(path)], capture_output=True,
+                              text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+    made = cdc("init", "--host", servers.mariadb_host, "--port", str(servers.mariadb_port), "--user",
+               servers.cdc_user, "--password-env", "CDC_TEST_PW", "--schema", database, "--es", servers.es_url,
+               "--json")
+    assert made.returncode == 0, made.stderr
+    out = json.loads(made.stdout)
+    assert out["command"] == "init" and out["ok"] is True and out["rules"] == [str(tmp_path / "rules" /
+                                                                                  f"{database}.yml")]
+    assert [(t["table"], t["primary_key"], t["rule"]) for t in out["tables"]] == [
+        (f"{database}.logs", [], "commented out"), (f"{database}.order_lines", ["order_id", "n"], "written"),
+        (f"{database}.orders", ["id"], "written")]
+    passwords = [line.split("#")[0].strip() for line in path.read_text().splitlines() if "password:" in line
+                 and not line.strip().startswith("#")]
+    assert passwords == ["password: ${CDC_TEST_PW}"]  # the test's password is "cdc": a substring test cannot tell
+    # Running it again leaves the files alone.
+    again = cdc("init", "--user", servers.cdc_user, "--schema", database)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+    check = cdc("check", "--json")
+    assert check.returncode == 0, (check.stdout, check.stderr)
+    report = json.loads(check.stdout)
+    assert report["ok"] is True and report["problems"] == []
+    [rules] = [s["lines"] for s in report["sections"] if s["title"] == "rules"]
+    assert [line.split(": ")[-1] for line in rules] == [
+        f"{database}.order_lines -> {database}-order_lines", f"{database}.orders -> {database}-orders"]

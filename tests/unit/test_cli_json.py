@@ -241,3 +241,50 @@ def test_indices_json(config_path, monkeypatch, sub):
     monkeypatch.setattr(indices_app, "index_states", lambda config, rules, create: [State("failed")])
     result = run(config_path, "indices", sub)
     assert result.exit_code == 1 and one_json(result)["ok"] is False
+
+
+# ---------------------------------------------------------------- cdc init (the parts that need no server)
+def test_init_needs_tables_chosen_and_leaves_an_existing_config_alone(tmp_path):
+    path = tmp_path / "cdc.yml"
+    result = CliRunner().invoke(main, ["init", "--config", str(path), "--user", "cdc", "--port", "1"])
+    assert result.exit_code == 2 and "choose what to map: --schema SCHEMA" in result.stderr
+    assert not path.exists()
+    path.write_text("# mine\n")
+    result = CliRunner().invoke(main, ["init", "--config", str(path), "--user", "cdc", "--schema", "shop"])
+    assert result.exit_code == 2 and f"{path} exists; --force overwrites it" in result.output
+    assert path.read_text() == "# mine\n"
+
+
+@pytest.mark.parametrize("schema, table, index", [
+    ("shop", "Orders", "shop-orders"), ("my shop", "a,b#c", "my_shop-a_b_c"), ("_x", "t", "x-t"),
+    ("s", "a:b*c?", "s-a_b_c_")])
+def test_init_index_names_are_ones_elasticsearch_takes(schema, table, index):
+    from cdc.app.init import index_name
+
+    assert index_name(schema, table) == index
+
+
+def test_init_files_load_as_the_config_and_rules_they_describe(tmp_path, monkeypatch):
+    """What init writes is read back by cdc's own loaders as the tables chosen, names quoted where YAML
+    would read them as something else; a table without a primary key is no rule."""
+    from cdc.app.init import InitPlan, Table, config_text
+    from cdc.config import load_config
+    from cdc.rules import load_rules
+
+    plan = InitPlan(tmp_path / "cdc.yml", tmp_path / "rules", "MariaDB 10.11 at db:3306", 1002, [
+        Table("shop", "orders", ["id"]), Table("shop", "on", ["k"]), Table("shop", "logs", []),
+        Table("123", "it's", ["a", "b"])])
+    files = {plan.config_path: config_text(plan, "db.example", 3307, "no", "MY_PW", "http://es:9200"), **plan.files()}
+    assert sorted(p.name for p in files) == ["123.yml", "cdc.yml", "shop.yml"]
+    for path, text in files.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setenv("MY_PW", "s3cret")
+    config = load_config(str(plan.config_path))
+    assert (config.mysql.host, config.mysql.port, config.mysql.user, config.mysql.password, config.mysql.server_id) \
+        == ("db.example", 3307, "no", "s3cret", 1002)
+    assert config.elasticsearch.hosts == ["http://es:9200"] and "s3cret" not in files[plan.config_path]
+    rules = load_rules(config.resolve(config.rules))
+    assert sorted((r.schema, r.table, r.index) for r in rules.rules) == [
+        ("123", "it's", "123-it's"), ("shop", "on", "shop-on"), ("shop", "orders", "shop-orders")]
+    assert "#   table: logs" in files[tmp_path / "rules" / "shop.yml"]
