@@ -8,6 +8,8 @@ Exit codes come from the error that stopped a command (`exit_code` in cdc/errors
      for `verify`: differences remain
   2  configuration, rules or server set-up error (fix and start again)
   3  the resume position is gone from the server (binlog purged): re-snapshot needed
+
+docs/cli.md documents every command, option and `--json` shape; tests/unit/test_cli_docs.py holds it to this file.
 """
 
 from __future__ import annotations
