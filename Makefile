@@ -22,6 +22,8 @@ demo: deps $(BIN)/.installed
 test: deps $(BIN)/.installed
 	$(BIN)/python -m pyflakes cdc scripts tests bench
 	$(BIN)/python -m mypy cdc
+	# the documentation site (mkdocs.yml): any warning fails, a broken link or anchor included
+	$(BIN)/mkdocs build --strict --quiet
 	# the native row path's own tests (native/src), when there is a Rust toolchain
 	if command -v cargo >/dev/null; then cargo test --release --quiet --manifest-path native/Cargo.toml; fi
 	# with cargo here the native module must have been built: a missing one fails the run
@@ -29,7 +31,7 @@ test: deps $(BIN)/.installed
 	CDC_REQUIRE_NATIVE=$$(command -v cargo >/dev/null && echo 1 || echo 0) $(BIN)/pytest
 
 # Opt-in: two pytest-xdist workers; tests marked serial in tests/conftest.py run alone
-# (README "Quick start": measured, not faster on the shared 2-core machine, so not the default).
+# (docs/development.md "In parallel": measured, not faster on the shared 2-core machine, so not the default).
 test-parallel: deps $(BIN)/.installed
 	$(BIN)/python -m pyflakes cdc scripts tests bench
 	$(BIN)/pytest -n 2

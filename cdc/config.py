@@ -24,32 +24,43 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The docstring under each field is its description (Field.description), which
+    # scripts/config_reference.py writes into docs/configuration.md's reference table.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class MysqlConfig(_Strict):
     host: str = "127.0.0.1"
+    """The MySQL or MariaDB server to read the binlog from (the primary, or a replica with its own binlog)."""
     port: Annotated[int, Field(ge=1, le=65535)] = 3306
+    """Its TCP port."""
     user: str
+    """The user cdc logs in as; it needs REPLICATION SLAVE, REPLICATION CLIENT, SELECT and RELOAD."""
     password: str = ""
-    # Must differ from every other replica's server_id (and the server's own):
-    # a second reader with the same id makes the server drop the first one.
+    """The user's password; `${VAR}` keeps it out of the file (or use password_file, not both)."""
     server_id: Annotated[int, Field(ge=1, le=2**32 - 1)]
+    """cdc's replica id. Must differ from every other replica's server_id (and the server's own):
+    a second reader with the same id makes the server drop the first one."""
     flavor: Literal["auto", "mariadb", "mysql"] = "auto"
+    """Which server it is; auto reads VERSION()."""
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
-    # No packet for this long means the connection is dead; the server sends
-    # heartbeats every `heartbeat` seconds, so this only fires on a real outage.
+    """Seconds to wait for a connection."""
     read_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds without any packet after which the connection counts as dead and cdc reconnects from its last
+    commit. The server sends heartbeats every `heartbeat` seconds, so this only fires on a real outage."""
     heartbeat: Annotated[float, Field(gt=0)] = 5.0
-    # The password in a file (its first line), so it need be neither in the YAML nor in the environment.
+    """Seconds between the server's heartbeats on the binlog connection."""
     password_file: str | None = None
-    # TLS is on when ssl_ca or ssl_cert is set. ssl_cert/ssl_key: a client certificate (PEM).
+    """The password in a file (its first line), so it need be neither in the YAML nor in the environment."""
     ssl_ca: str | None = None
+    """CA file to check the server's certificate with; setting ssl_ca or ssl_cert turns TLS on."""
     ssl_cert: str | None = None
+    """Client certificate (PEM), with ssl_key, for a REQUIRE X509 user."""
     ssl_key: str | None = None
-    # Check the server's certificate (against ssl_ca, else the system CAs) and host name.
-    # Turning it off must be said explicitly, and is logged as a warning.
+    """The client certificate's key (PEM)."""
     ssl_verify: bool = True
+    """Check the server's certificate (against ssl_ca, else the system CAs) and host name.
+    Turning it off must be said explicitly, and is logged as a warning."""
 
     @model_validator(mode="after")
     def _tls_and_secrets(self) -> "MysqlConfig":
@@ -78,24 +89,33 @@ class MysqlConfig(_Strict):
 
 class ElasticsearchConfig(_Strict):
     hosts: list[str] = ["http://127.0.0.1:9200"]
-    # Which engine elasticsearch.hosts is: auto asks the server; a server that is not
-    # the one named here stops cdc at start-up (cdc/es/engine.py, README "Destinations").
+    """URLs (http:// or https://) of the cluster's nodes; requests go round them, and a dead one is set aside."""
     engine: Literal["auto", "elasticsearch", "opensearch"] = "auto"
+    """Which engine elasticsearch.hosts is: auto asks the server; a server that is not the one named here
+    stops cdc at start-up (cdc/es/engine.py, docs/destinations.md)."""
     username: str | None = None
+    """User for basic authentication."""
     password: str | None = None
+    """Its password (or password_file, not both)."""
     api_key: str | None = None
-    password_file: str | None = None  # the password in a file (its first line)
+    """An Elasticsearch API key instead of a user (OpenSearch has none)."""
+    password_file: str | None = None
+    """The password in a file (its first line)."""
     api_key_file: str | None = None
+    """The API key in a file (its first line)."""
     ca_certs: str | None = None
-    # Pin the server's certificate by its SHA-256 fingerprint (hex, colons allowed).
+    """CA file to check the certificates of https:// hosts with."""
     ssl_assert_fingerprint: str | None = None
+    """Pin the server's certificate by its SHA-256 fingerprint (hex, colons allowed)."""
     verify_certs: bool = True
-    # Turns certificate checks off. Must be said explicitly, and is logged as a warning.
+    """false only together with insecure: true."""
     insecure: bool = False
+    """Turns certificate checks off. Must be said explicitly, and is logged as a warning."""
     request_timeout: Annotated[float, Field(gt=0)] = 30.0
-    # High bits of every document version; raise it after RESET MASTER or a
-    # failover to a server whose binlog file numbers are lower (README: versions).
+    """Seconds per request (a bulk request included)."""
     version_epoch: Annotated[int, Field(ge=0, le=127)] = 0
+    """High bits of every document version; raise it after RESET MASTER or a failover to a server whose
+    binlog file numbers are lower (docs/internals.md#versions-and-failover)."""
 
     @field_validator("hosts")
     @classmethod
@@ -134,15 +154,18 @@ class ElasticsearchConfig(_Strict):
 
 class CheckpointConfig(_Strict):
     path: str = "cdc.checkpoint.json"
-    # Saving is cheap but not free; at most this often unless stopping.
+    """The checkpoint file (JSON, replaced atomically; a .lock file beside it), relative to state_dir."""
     min_interval: Annotated[float, Field(ge=0)] = 1.0
+    """Seconds between checkpoint saves: saving is cheap but not free; always saved on stop."""
 
 
 class StartConfig(_Strict):
     """Where to begin when there is no checkpoint yet."""
 
-    position: str = "end"  # "end" or FILE:POS
+    position: str = "end"
+    """Where to start when there is no checkpoint: end (the end of the binlog, after a snapshot) or FILE:POS."""
     gtid: str | None = None
+    """The GTID state at that position (looked up on MariaDB if omitted)."""
 
     @field_validator("position")
     @classmethod
@@ -155,81 +178,90 @@ class StartConfig(_Strict):
 class SnapshotConfig(_Strict):
     """Copying existing rows (see cdc/snapshot.py)."""
 
-    # initial: copy the rules' tables on first start, and tables new to the
-    # rules on later starts; never: stream only; when_needed: like initial,
-    # and also copy everything again if the checkpoint's binlog was purged.
     mode: Literal["initial", "never", "when_needed"] = "initial"
-    # Rows per chunk (one consistent read, and as many bulk requests as batch.max_actions and
-    # batch.max_bytes make of it), at most; fewer when rows are wide: a chunk stops near
-    # chunk_bytes of row data (the rows as the server sends them, averaged over the last chunk).
+    """initial: copy the rules' tables on first start, and tables new to the rules on later starts;
+    never: stream only; when_needed: like initial, and also copy everything again if the checkpoint's
+    binlog was purged."""
     chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    """Rows per chunk (one consistent read, and as many bulk requests as batch.max_actions and
+    batch.max_bytes make of it), at most; fewer when rows are wide (chunk_bytes)."""
     chunk_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
-    # A chunk must be in Elasticsearch this soon after it was read, or it is
-    # read again (capped at half the index's gc_deletes; see snapshot.py).
+    """A chunk stops near this many bytes of row data (the rows as the server sends them, averaged over
+    the last chunk)."""
     max_chunk_age: Annotated[float, Field(gt=0)] = 25.0
-    # Bulk requests in flight per table while the next chunks are read, and
-    # tables copied at once (each on its own connection). Memory: at most
-    # tables x (2 x concurrency + 1) chunks, each about chunk_bytes or chunk_size rows.
+    """Seconds: a chunk must be in Elasticsearch this soon after it was read, or it is read again (capped
+    at half the index's gc_deletes; see cdc/copy/snapshot.py)."""
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    """Bulk requests in flight per table while the next chunks are read. Memory: at most
+    tables x (2 x concurrency + 1) chunks, each about chunk_bytes or chunk_size rows."""
     tables: Annotated[int, Field(ge=1, le=16)] = 2
+    """Tables copied at once, each on its own connection."""
 
 
 class IndicesConfig(_Strict):
     """Index lifecycle (README "Rebuilding an index", cdc/es/aliases.py)."""
 
-    # A fixed index name of a rule is an alias onto a versioned index cdc creates
-    # (shop-orders -> shop-orders_v1), so that `cdc rebuild` can replace the index
-    # without downtime. false: cdc writes to the name as a plain index, as before.
-    # An index that already exists under the name keeps working either way.
     aliases: bool = True
-    # Seconds an index that `cdc rebuild` replaced is kept before `cdc rebuild --cleanup`
-    # deletes it (it is no longer written to: a copy to compare with, or to read back from).
+    """A fixed index name of a rule is an alias onto a versioned index cdc creates
+    (shop-orders -> shop-orders_v1), so that `cdc rebuild` can replace the index
+    without downtime. false: cdc writes to the name as a plain index, as before.
+    An index that already exists under the name keeps working either way."""
     keep_previous: Annotated[float, Field(ge=0)] = 86400.0
+    """Seconds an index that `cdc rebuild` replaced is kept before `cdc rebuild --cleanup`
+    deletes it (it is no longer written to: a copy to compare with, or to read back from)."""
 
 
 class DeadLetterConfig(_Strict):
     """What to do with documents Elasticsearch rejects for good (see cdc/deadletter.py)."""
 
-    # stop: stop the daemon, naming the document (the checkpoint stays before it);
-    # dead_letter: keep it in `path` and go on (`cdc dlq` lists and re-sends them).
     on_rejected: Literal["stop", "dead_letter"] = "stop"
+    """stop: stop the daemon, naming the document (the checkpoint stays before it);
+    dead_letter: keep it in `path` and go on (`cdc dlq` lists and re-sends them)."""
     path: str = "dead-letters.jsonl"
+    """The dead-letter store (JSON lines), relative to state_dir."""
 
 
 class BatchConfig(_Strict):
     max_actions: Annotated[int, Field(ge=1)] = 2000
+    """Documents per bulk request, at most."""
     max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
-    # A batch goes out as soon as the source has nothing more to read and no bulk
-    # request is in flight; while input keeps coming it waits at most this many
-    # seconds (README "Batching and latency").
+    """Bytes per bulk request, at most."""
     max_interval: Annotated[float, Field(gt=0)] = 0.5
-    # Bulk requests in flight at once. Writes of one document never overtake
-    # each other, and the checkpoint moves only over batches acknowledged in order.
+    """A batch goes out as soon as the source has nothing more to read and no bulk
+    request is in flight; while input keeps coming it waits at most this many
+    seconds (docs/internals.md#batching-and-latency)."""
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    """Bulk requests in flight at once. Writes of one document never overtake
+    each other, and the checkpoint moves only over batches acknowledged in order."""
 
 
 class RetryConfig(_Strict):
     initial_backoff: Annotated[float, Field(gt=0)] = 0.5
+    """Seconds before the first retry; doubles per attempt, with jitter."""
     max_backoff: Annotated[float, Field(gt=0)] = 30.0
-    # None = keep trying forever (a CDC daemon should outwait an outage).
+    """Seconds between retries, at most."""
     max_attempts: Annotated[int, Field(ge=1)] | None = None
+    """Attempts before giving up; null = keep trying forever (a CDC daemon should outwait an outage)."""
 
 
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """The lowest level logged (--log-level overrides it)."""
     format: Literal["auto", "text", "json"] = "auto"
+    """auto: text on a terminal, else JSON lines (--log-format overrides it)."""
 
 
 class ValuesConfig(_Strict):
     """How column values become document values (README "Values"; cdc/values.py)."""
 
-    # string keeps every digit of DECIMAL(65,30); number is a double (loses digits past ~15).
     decimal_as: Literal["string", "number"] = "string"
-    # TIMESTAMP values are instants; they are written with this zone's offset (IANA name).
+    """string keeps every digit of DECIMAL(65,30); number is a double (loses digits past ~15)."""
     timestamp_timezone: str = "UTC"
+    """TIMESTAMP values are instants; they are written with this zone's offset (IANA name)."""
     bit1_as_bool: bool = True
-    # POINT as GeoJSON, or as {"lat": .., "lon": ..} for a geo_point field.
+    """BIT(1) as true/false; false: as 0/1."""
     points: Literal["geojson", "geo_point"] = "geojson"
+    """POINT as GeoJSON, or as {"lat": .., "lon": ..} for a geo_point field."""
 
     @field_validator("timestamp_timezone")
     @classmethod
@@ -247,41 +279,50 @@ class MetricsConfig(_Strict):
     """The HTTP port for /metrics, /healthz and /readyz (README: Operations)."""
 
     enabled: bool = False
-    # Loopback by default: the endpoints have no authentication.
+    """Serve /metrics, /healthz and /readyz."""
     host: str = "127.0.0.1"
+    """The address to listen on. Loopback by default: the endpoints have no authentication
+    (0.0.0.0 to be scraped from other hosts)."""
     port: Annotated[int, Field(ge=1, le=65535)] = 9108
-    # /readyz fails while cdc is further behind the source than this.
+    """The port for all three endpoints."""
     max_lag_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """/readyz fails while cdc is further behind the source than this."""
 
 
 class KafkaConfig(_Strict):
     """Kafka mode (README: Kafka mode): `cdc run` publishes actions, `cdc sink` writes them to Elasticsearch."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port list
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """The brokers: a comma-separated host:port list."""
     topic: str = "cdc.actions"
-    # cdc: the versioned action message `cdc sink` reads; debezium: a Debezium-style change
-    # envelope (payload only) for other consumers, which `cdc sink` also reads.
+    """The topic `cdc run` publishes to and `cdc sink` reads (kafka.input: cdc)."""
     format: Literal["cdc", "debezium"] = "cdc"
-    # Made by `cdc run` when the topic is missing; a document's actions share a partition (key: index/id).
+    """cdc: the versioned action message `cdc sink` reads; debezium: a Debezium-style change
+    envelope (payload only) for other consumers, which `cdc sink` also reads."""
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 12
-    replication_factor: Annotated[int, Field(ge=1)] | None = None  # None: the broker's default
-    group_id: str = "cdc-sink"  # the consumer group of `cdc sink` workers
-    # Extra librdkafka settings (security.protocol, sasl.*, ssl.*, ...). cdc's own guarantees
-    # (enable.idempotence, acks=all, manual offset commits) cannot be overridden.
+    """Made by `cdc run` when the topic is missing; a document's actions share a partition (key: index/id)."""
+    replication_factor: Annotated[int, Field(ge=1)] | None = None
+    """The new topic's replication factor; null: the broker's default."""
+    group_id: str = "cdc-sink"
+    """The consumer group of the `cdc sink` workers."""
     producer: dict[str, str | int | float | bool] = {}
+    """Extra librdkafka settings (security.protocol, sasl.*, ssl.*, ...). cdc's own guarantees
+    (enable.idempotence, acks=all) cannot be overridden."""
     consumer: dict[str, str | int | float | bool] = {}
-    # Seconds a publish may wait for the broker before it counts as failed and is sent again.
+    """Extra librdkafka consumer settings, e.g. session.timeout.ms (cdc's default 10000); manual offset
+    commits, the classic group protocol and an eager assignment cannot be overridden."""
     delivery_timeout: Annotated[float, Field(gt=0)] = 60.0
-    # What `cdc sink` reads: cdc's actions (`topic`), or the change events of a Debezium MySQL/MariaDB
-    # connector (`topics`), which it turns into actions through the rules (README: Kafka mode).
+    """Seconds a publish may wait for the broker before it counts as failed and is sent again."""
     input: Literal["cdc", "debezium"] = "cdc"
-    # input: debezium: the connector's table topics (<topic.prefix>.<db>.<table>); an entry that starts
-    # with ^ is a regular expression (librdkafka's subscription convention), e.g. ^shop\.inventory\..*
+    """What `cdc sink` reads: cdc's actions (`topic`), or the change events of a Debezium MySQL/MariaDB
+    connector (`topics`), which it turns into actions through the rules (docs/kafka.md)."""
     topics: list[str] = []
-    # `cdc sink`: seconds an assigned partition may have messages waiting and not be read (while the
-    # writer does not hold its partitions paused on purpose) before it counts as stalled: logged, resumed, and shown in
-    # metrics and `cdc status` (README: Kafka mode).
+    """input: debezium: the connector's table topics (<topic.prefix>.<db>.<table>); an entry that starts
+    with ^ is a regular expression (librdkafka's subscription convention), e.g. ^shop\\.inventory\\..*"""
     stall_after: Annotated[float, Field(gt=0)] = 60.0
+    """`cdc sink`: seconds an assigned partition may have messages waiting and not be read (while the
+    writer does not hold its partitions paused on purpose) before it counts as stalled: logged, resumed,
+    and shown in metrics and `cdc status`."""
 
     @model_validator(mode="after")
     def _input_topics(self) -> "KafkaConfig":
@@ -303,32 +344,44 @@ class KafkaConfig(_Strict):
 
 class Config(_Strict):
     mysql: MysqlConfig
+    """The source server."""
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
+    """The destination: Elasticsearch or OpenSearch."""
     checkpoint: CheckpointConfig = CheckpointConfig()
+    """The saved binlog position."""
     start: StartConfig = StartConfig()
+    """Where to begin when there is no checkpoint yet."""
     rules: str = "rules"
+    """A directory of *.yml rule files (or one file), relative to the config file (docs/rules.md)."""
     snapshot: SnapshotConfig = SnapshotConfig()
+    """Copying existing rows."""
     indices: IndicesConfig = IndicesConfig()
+    """Index aliases and `cdc rebuild`."""
     dead_letter: DeadLetterConfig = DeadLetterConfig()
+    """Documents Elasticsearch rejects for good."""
     batch: BatchConfig = BatchConfig()
+    """Bulk requests."""
     retry: RetryConfig = RetryConfig()
+    """Retries of failed requests and items."""
     logging: LoggingConfig = LoggingConfig()
+    """Log level and format."""
     metrics: MetricsConfig = MetricsConfig()
+    """The HTTP port for /metrics, /healthz and /readyz."""
     values: ValuesConfig = ValuesConfig()
-    # Rows events to actions: `native` (the compiled row path, cdc._native), `python`
-    # (the library and cdc/rules), or `auto`: native where the plan allows (README: Row path).
+    """How column values become document values (docs/values.md)."""
     row_path: Literal["auto", "native", "python"] = "auto"
-    # Where `cdc run` writes its actions: Elasticsearch, or a Kafka topic that `cdc sink` workers
-    # write to Elasticsearch (README: Kafka mode).
+    """Rows events to actions: `native` (the compiled row path, cdc._native), `python`
+    (the library and cdc/rules), or `auto`: native where the plan allows (docs/row-path.md)."""
     destination: Literal["elasticsearch", "kafka"] = "elasticsearch"
+    """Where `cdc run` writes its actions: Elasticsearch, or a Kafka topic that `cdc sink` workers
+    write to Elasticsearch (docs/kafka.md)."""
     kafka: KafkaConfig = KafkaConfig()
-    # Where cdc writes: relative checkpoint.path and dead_letter.path (and the
-    # lock and snapshot-progress files beside them) resolve against it. Default:
-    # $STATE_DIRECTORY, which systemd's StateDirectory= sets (deploy/systemd/cdc.service)
-    # and the container image sets to its /var/lib/cdc volume; else the config
-    # file's directory. Under systemd and in the image the config directory
-    # /etc/cdc is read-only, so nothing may default to it.
+    """Kafka mode's broker, topic and consumer group."""
     state_dir: str | None = None
+    """Where cdc writes: relative checkpoint.path and dead_letter.path (and the lock and
+    snapshot-progress files beside them) resolve against it. Default: $STATE_DIRECTORY, which
+    systemd's StateDirectory= sets and the container image sets to its /var/lib/cdc volume; else the
+    config file's directory (under systemd and in the image /etc/cdc is read-only)."""
 
     # Set by load_config: relative paths in the file are relative to the file.
     base_dir: str = Field(default=".", exclude=True)

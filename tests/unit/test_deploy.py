@@ -442,10 +442,11 @@ def test_the_init_sql_says_what_setup_cfg_installs():
     assert "which cdc does not install" not in init and "PyMySQL[rsa]" in init
 
 
-def test_readme_starts_the_stack_the_way_the_compose_file_says():
+def test_the_docs_start_the_stack_the_way_the_compose_file_says():
+    """docs/operations.md "Docker" (README.md until issue 30 moved its operations prose there)."""
     compose_command = re.search(r"#\s+(CDC_MYSQL_PASSWORD=\S+ docker compose up[^\n]*)",
                                 (ROOT / "docker-compose.yml").read_text()).group(1).strip()
-    assert f"`{compose_command}`" in (ROOT / "README.md").read_text()
+    assert f"`{compose_command}`" in (ROOT / "docs" / "operations.md").read_text()
 
 
 # ---------------------------------------------------------------- (f) image names
@@ -557,6 +558,7 @@ def test_the_wheel_is_tagged_for_the_stable_abi():
 def _install_arguments() -> list[tuple[str, str]]:
     """(file, argument) of every `pip install` in the documentation and the deployment files."""
     files = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "RELIABILITY.md", DOCKERFILE, ROOT / "Makefile",
+             *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "bench").glob("*.md")),
              *sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())]
     found = []
     for path in files:
@@ -581,7 +583,8 @@ def _installs_what_the_project_builds(argument: str) -> bool:
 def test_install_lines_name_only_what_the_project_builds():
     """PyPI's `cdc` is another project, and no build made the py3-none-any wheel deploy/ once named."""
     arguments = _install_arguments()
-    assert ("README.md", ".") in arguments and any(f == "cdc.service" for f, _ in arguments)
+    assert ("README.md", ".") in arguments and ("install.md", ".") in arguments
+    assert any(f == "cdc.service" for f, _ in arguments)
     assert [f"{f}: pip install {a}" for f, a in arguments if not _installs_what_the_project_builds(a)] == []
 
 
