@@ -169,7 +169,7 @@ class DebeziumInput:
                 # into deletes. Said once per message, with where it is, never passed over silently.
                 self.truncates += 1
                 log.warning("%s (message %s/%s@%s): cdc does not turn a TRUNCATE into deletes; the index keeps "
-                            "the table's documents until they are deleted or copied again (README: Kafka mode)",
+                            "the table's documents until they are deleted or copied again (docs/kafka.md)",
                             exc, m.topic, m.partition, m.offset,
                             extra={"event": "truncate", "table": f"{exc.schema}.{exc.table}",
                                    "position": str(exc.position)})

@@ -73,7 +73,7 @@ def chosen_aliases(rules: RuleSet, names: list[str], tables: list[str], everythi
             problems.append(f"--table {table}: no rule maps this table")
         elif by_table[table][0] != "index":
             problems.append(f"--table {table}: its index name {by_table[table][1]} comes from columns; such indices "
-                            "are not rebuilt (README \"Rebuilding an index\")")
+                            "are not rebuilt (docs/verify-and-rebuild.md, \"Rebuilding an index\")")
         else:
             wanted.append(by_table[table][1])
     for name in names:

@@ -61,7 +61,7 @@ def _answer(sink: ElasticsearchSink | OpenSearchSink, path: str) -> tuple[int, A
                               "and password (or password_file), or api_key")
     if status == 403:
         raise SinkAccessError(f"the search cluster denied access (403): {_reason(body)} (cdc reads the server's "
-                              "version with the cluster privilege `monitor`; README: Minimal Elasticsearch role)")
+                              "version with the cluster privilege `monitor`; docs/security.md, Minimal Elasticsearch role)")
     return status, headers, body
 
 

@@ -87,7 +87,7 @@ def from_root(status: int, headers: Mapping[str, str], body: Any) -> Engine | No
         return Engine("elasticsearch", number)
     raise UnknownServer(f"the server at elasticsearch.hosts answered GET / with version {number!r} but is "
                         "neither Elasticsearch nor OpenSearch (no X-Elastic-Product header, no "
-                        "version.distribution); cdc writes only to those (README: Destinations)")
+                        "version.distribution); cdc writes only to those (docs/destinations.md)")
 
 
 def from_nodes(headers: Mapping[str, str], body: Any) -> Engine:

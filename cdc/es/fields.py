@@ -123,7 +123,7 @@ def rebuild_hint(rule: Rule) -> str:
         return (f"index names made from columns ({name}) are not rebuilt by `cdc rebuild`: change the rule's "
                 "create_index mappings, which a new index gets from the template, or reindex by hand")
     return (f"put the new mapping in place with `cdc rebuild --index {name}` beside the running "
-            "daemon (README \"Rebuilding an index\")")
+            "daemon (docs/verify-and-rebuild.md, \"Rebuilding an index\")")
 
 
 class FieldMapper:

@@ -334,13 +334,13 @@ class PlanState:
                                             f"to it as it is. `cdc rebuild --index {self.plan.name}` moves it behind an "
                                             f"alias without downtime ({self.plan.name} -> {self.plan.name}_v1; the "
                                             "concrete index is deleted in the same step that adds the alias, "
-                                            "README \"Rebuilding an index\")")
+                                            "docs/verify-and-rebuild.md, \"Rebuilding an index\")")
         if self.created:
             out["created_index"] = self.created
         if self.state == "differs" and self.plan.kind in ("index", "fields"):
             # cdc never changes a mapping in place; a new index from the rules is the way.
             out["rebuild"] = (f"`cdc rebuild --index {self.plan.name}` makes a new index from the rules and swaps it in "
-                              "without downtime (README \"Rebuilding an index\")")
+                              "without downtime (docs/verify-and-rebuild.md, \"Rebuilding an index\")")
         if self.differences:
             out["differences"] = self.differences
         if self.added:
@@ -413,7 +413,7 @@ def _create_index(state: PlanState, sink, body: Mapping[str, Any], aliases: bool
             raise  # nothing to create but the alias: the first write makes a plain index (ensure_aliases)
         # A role from before aliases (create_index without manage): the index as before, said once.
         log.warning("index %s: cannot create %s behind the alias %s (%s); creating a plain index of that name, as "
-                    "without indices.aliases (README \"Rebuilding an index\": privileges)", name,
+                    "without indices.aliases (docs/verify-and-rebuild.md, \"Rebuilding an index\": privileges)", name,
                     alias_names.versioned_name(name, 1), name, exc)
         return _create_index(state, sink, body, False)
     return state.created is not None
@@ -626,7 +626,7 @@ def ensure_aliases(rules: Iterable[Rule], sink, options: ValueOptions) -> list[s
         if state.state == "failed":
             log.warning("index %s: could not create it as an alias onto %s (%s); the first write creates a plain "
                         "index of that name instead (the role needs create_index and manage on %s_v*, and manage on "
-                        "the alias: README \"Rebuilding an index\")", plan.name, alias_names.versioned_name(plan.name, 1),
+                        "the alias: docs/verify-and-rebuild.md, \"Rebuilding an index\")", plan.name, alias_names.versioned_name(plan.name, 1),
                         "; ".join(state.differences), plan.name)
         elif state.created:
             log.info("created index %s with the alias %s", state.created, plan.name)

@@ -141,7 +141,7 @@ class OpenSearchSink:
                     # OpenSearch's security plugin refuses mget per document, not per request
                     # (Elasticsearch answers 403 for the whole request): the same set-up error.
                     raise SinkAccessError(f"OpenSearch denied access (403): {error.get('reason')} "
-                                          "(README: Destinations, OpenSearch security)")
+                                          "(docs/destinations.md, Security on OpenSearch)")
                 raise SinkUnavailableError(f"OpenSearch could not get {index}/{doc_id}: {error}")
             out.append(StoredDoc(index, doc["_id"], int(doc["_version"]), doc.get("_source") or {},
                                  doc.get("_routing", routing)) if doc.get("found") else None)
@@ -179,7 +179,7 @@ class OpenSearchSink:
                                        "elasticsearch.username and password (or password_file)")
             if status == 403:
                 return SinkAccessError(f"OpenSearch denied access (403): {_reason(exc)} "
-                                       "(README: Destinations, OpenSearch security)")
+                                       "(docs/destinations.md, Security on OpenSearch)")
             if status == 413:
                 return RequestTooLargeError("bulk request too large for OpenSearch (413): lower "
                                             "batch.max_bytes or raise http.max_content_length")

@@ -433,7 +433,7 @@ class ElasticsearchSink:
                                        "elasticsearch.username and password (or password_file), or api_key")
             if status == 403:
                 return SinkAccessError(f"Elasticsearch denied access (403): {_reason(exc)} "
-                                       "(README: Minimal Elasticsearch role)")
+                                       "(docs/security.md, Minimal Elasticsearch role)")
             if status == 413:
                 return RequestTooLargeError("bulk request too large for Elasticsearch (413): lower "
                                             "batch.max_bytes or raise http.max_content_length")

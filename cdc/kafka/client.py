@@ -67,7 +67,7 @@ def _settings(config: KafkaConfig, extra: dict[str, Any], fixed: dict[str, Any],
     clash = sorted(k for k in extra if k in fixed and extra[k] != fixed[k])
     if clash:
         raise ConfigError(f"kafka.{side}: {', '.join(clash)} cannot be changed (cdc's delivery guarantee rests "
-                          "on them; README: Kafka mode)")
+                          "on them; docs/kafka.md)")
     return {"bootstrap.servers": config.bootstrap_servers, **extra, **fixed}
 
 
@@ -266,7 +266,7 @@ class ActionConsumer:
         if "cooperative" in str(settings.get("partition.assignment.strategy", "")):
             raise ConfigError("kafka.consumer: partition.assignment.strategy must be eager (range or roundrobin): "
                               "cdc sink drops an unfinished batch when partitions are revoked and relies on "
-                              "reading all of it again (README: Kafka mode)")
+                              "reading all of it again (docs/kafka.md)")
         settings.setdefault("group.id", config.group_id)
         settings.setdefault("auto.offset.reset", "earliest")  # a new group starts at the topic's beginning
         # A killed writer's partitions move after this (librdkafka's default is 45 s). The writer

@@ -152,7 +152,7 @@ class PrometheusObserver(Observer):
         self.partition_stalled = Gauge(
             "cdc_kafka_partition_stalled",
             "cdc sink: 1 for an assigned partition with messages waiting that the writer has not read for "
-            "kafka.stall_after seconds while not paused on purpose (README: Kafka mode).",
+            "kafka.stall_after seconds while not paused on purpose (docs/kafka.md).",
             ["topic", "partition"], registry=r)
         r.register(_ProgressCollector(progress))
         # Known label values start at 0, so rate() works from the first scrape.

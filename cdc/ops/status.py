@@ -231,7 +231,7 @@ def format_text(report: Report) -> str:
         if stalled:
             lines.append("              STALLED: " + ", ".join(f"{p['topic']}[{p['partition']}] ({p['lag']:,} waiting)"
                                                          for p in stalled) +
-                         " assigned to this writer but not read (README: Kafka mode)")
+                         " assigned to this writer but not read (docs/kafka.md)")
     rp = report.get("row_path")
     if rp is None:
         pass

@@ -113,7 +113,7 @@ def _unique_id(rule: Rule, info: TableInfo, columns: Iterable[str], where: str) 
             f"(its unique NOT NULL keys: {keys}): rows with equal values would share one document, and "
             "deleting one of them would delete it while the others remain. Use a unique NOT NULL key (or leave "
             "out `id:` for the primary key), or say `allow_duplicate_ids: true` in the rule to accept that "
-            "(README: Document ids and routing)"]
+            "(docs/rules.md, Document ids and routing)"]
 
 
 def _check_table(rule: Rule, info: TableInfo) -> tuple[Rule | None, list[str]]:
