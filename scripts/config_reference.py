@@ -125,7 +125,7 @@ def render(text: str) -> str:
         _, tail = rest.split(END, 1)
     except ValueError:
         raise SystemExit(f"{DOC}: the markers {START} and {END} are missing") from None
-    return f"{head}{START}\n{table()}\n{END}{tail}"
+    return f"{head}{START}\n\n{table()}\n\n{END}{tail}"  # blank lines: a table must be its own block
 
 
 def main() -> int:
