@@ -141,3 +141,42 @@ def test_the_readme_is_short_and_leads_to_the_fixes():
     for fix in ("troubleshooting.md#wrong-mysql-password", "troubleshooting.md#unknown-config-key",
                 "troubleshooting.md#a-binlog-setting-is-missing-or-wrong"):
         assert f"(docs/{fix})" in readme
+
+
+# ------------------------------------------------------------------ Markdown that renders the same in MkDocs
+def layout_problems(text: str, name: str = "page.md") -> list[str]:
+    """Lists MkDocs (Python-Markdown) would render flat or as running text, though GitHub renders them.
+
+    Python-Markdown nests a list only when it is indented by four spaces, starts a list or a table
+    only after a blank line, and does not fence code inside a list item.
+    """
+    problems, fence, prev = [], False, ""
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.lstrip().startswith("```"):
+            if line.startswith(" "):
+                problems.append(f"{name}:{number}: a code fence inside a list item")
+            fence = not fence
+        elif not fence:
+            marker = re.match(r"^( *)([*-]|\d+\.) ", line)
+            if marker and len(marker.group(1)) % 4:
+                problems.append(f"{name}:{number}: a nested list indented by {len(marker.group(1))}, not a multiple of 4")
+            starts_block = (marker and not marker.group(1)) or (line.startswith("|") and not prev.startswith("|"))
+            if starts_block and prev.strip() and not re.match(r"^( +|([*-]|\d+\.) )", prev):
+                problems.append(f"{name}:{number}: a list or table right after a paragraph, without a blank line")
+        prev = line
+    return problems
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_the_docs_render_in_mkdocs_as_on_github(path):
+    assert layout_problems(path.read_text(), path.name) == []
+
+
+def test_the_layout_check_finds_what_mkdocs_renders_flat():
+    text = "Extras:\n* a\n  * nested by two\n\n* b\n\n    ```json\n    {}\n    ```\nText\n| a |\n|---|\n"
+    assert layout_problems(text) == [
+        "page.md:2: a list or table right after a paragraph, without a blank line",
+        "page.md:3: a nested list indented by 2, not a multiple of 4",
+        "page.md:7: a code fence inside a list item",
+        "page.md:9: a code fence inside a list item",
+        "page.md:11: a list or table right after a paragraph, without a blank line"]
