@@ -5,7 +5,7 @@ a failure means). The start-up waits (cdc/app/session.py `patiently`) read it;
 the pipeline's writer and the binlog reader catch the retriable classes by name.
 
 `exit_code` is what a command exits with when the error stops it (cdc/cli.py
-reads it; README "Exit codes", and systemd's RestartPreventExitStatus=2 3):
+reads it; docs/troubleshooting.md "Exit codes", and systemd's RestartPreventExitStatus=2 3):
 
   0  not a failure: a stop signal came while a command waited at start-up (`Stopped`)
   1  a runtime error; the checkpoint is safe, a restart may help

@@ -1,7 +1,7 @@
 """Write the configuration reference table of docs/configuration.md from the models in cdc/config.py.
 
-    python3 scripts/config_reference.py           # rewrite the table between the markers
-    python3 scripts/config_reference.py --check   # exit 1 if the table is stale (tests/unit/test_docs.py)
+    .venv/bin/python scripts/config_reference.py           # rewrite the table between the markers
+    .venv/bin/python scripts/config_reference.py --check   # exit 1 if the table is stale (tests/unit/test_docs.py)
 
 One row per key (`mysql.host`: `host:` under `mysql:`): its type, its default and its description,
 which is the docstring under the field in cdc/config.py (pydantic's use_attribute_docstrings makes it
@@ -141,7 +141,7 @@ def main() -> int:
     new = render(text)
     if args.check:
         if new != text:
-            print(f"{DOC} is stale: run python3 scripts/config_reference.py", file=sys.stderr)
+            print(f"{DOC} is stale: run .venv/bin/python scripts/config_reference.py", file=sys.stderr)
             return 1
         return 0
     if new != text:

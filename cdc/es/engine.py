@@ -110,7 +110,7 @@ def check_supported(engine: Engine, configured: str) -> None:
     if engine.numbers[:2] < minimum:
         raise PreflightError(f"{engine.name} is not supported: cdc needs "
                              f"{PRODUCT_NAMES[engine.product]} "
-                             f"{minimum[0]}.{minimum[1]} or later (README: Destinations)")
+                             f"{minimum[0]}.{minimum[1]} or later (docs/destinations.md)")
 
 
 def refused_settings(engine: Engine | Product, api_key: bool) -> list[str]:

@@ -297,7 +297,7 @@ def _schema_decoder(schema: Mapping[str, Any]) -> Decoder:
         return _refuse(f"Connect type {kind!r} is not a column type cdc knows")
     convert = _LOGICAL.get(name)
     if convert is None:
-        return _refuse(f"logical type {name} is not one cdc converts (README \"Kafka mode\" lists those it does)")
+        return _refuse(f"logical type {name} is not one cdc converts (docs/kafka.md lists those it does)")
     parameters = schema.get("parameters") or {}
     return lambda value: convert(value, parameters)
 

@@ -154,7 +154,7 @@ class BulkWriter:
                 # would be refused too: stop with the position unchanged, dead-letter nothing.
                 raise SinkAccessError(
                     f"Elasticsearch refused {len(denied)} of {len(pending)} actions for lack of access "
-                    f"(README: Minimal Elasticsearch role):\n{describe_rejections(denied)}", tuple(denied))
+                    f"(docs/security.md, Minimal Elasticsearch role):\n{describe_rejections(denied)}", tuple(denied))
             if rejected:
                 self._reject(rejected)
             self.stats.actions_stale += len(stale)

@@ -31,7 +31,7 @@ def test_the_config_reference_table_is_current():
     script = _script()
     text = script.DOC.read_text()
     assert script.START in text and script.END in text
-    assert script.render(text) == text, "docs/configuration.md is stale: run python3 scripts/config_reference.py"
+    assert script.render(text) == text, "docs/configuration.md is stale: run .venv/bin/python scripts/config_reference.py"
 
 
 def test_every_config_key_is_documented():
