@@ -77,7 +77,7 @@ def _type_name(annotation: Any) -> str:
     if origin is typing.Annotated:
         return _type_name(args[0])
     if origin is list:
-        return f"list of {_type_name(args[0])}"
+        return "list of strings" if args[0] is str else f"list of {_type_name(args[0])}"
     if origin is dict:
         return "mapping"
     if _is_model(annotation):
