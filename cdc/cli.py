@@ -48,7 +48,7 @@ def config_option(fn):
     container set up for one deployment need not repeat it on every command)."""
     return click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
                         envvar="CDC_CONFIG", show_envvar=True,
-                        help="YAML configuration file (see README: Configuration).")(fn)
+                        help="YAML configuration file (see docs/configuration.md).")(fn)
 
 
 def log_options(fn):
@@ -134,7 +134,7 @@ def _install_signals(session: Session) -> None:
     signal.signal(signal.SIGINT, handler)
 
     def hangup(signum, frame):
-        # Not a reload (README: Operations): new rules can need a snapshot of the
+        # Not a reload (docs/operations.md): new rules can need a snapshot of the
         # tables they add, which only a start does. SIGHUP's default would end the process.
         log.warning("SIGHUP ignored: cdc does not reload its config or rules; restart it to apply changes")
 
@@ -269,7 +269,7 @@ def rebuild(config_path: str, names: tuple[str, ...], tables: tuple[str, ...], e
     A new versioned index is filled from a consistent snapshot while the daemon
     writes its changes into it too, verified against the tables, and put behind
     the alias in one atomic step; searches on the alias never see it half full.
-    A stopped or killed rebuild resumes when run again (README: Rebuilding an index).
+    A stopped or killed rebuild resumes when run again (docs/verify-and-rebuild.md).
     """
     from cdc.app import rebuild as rebuild_app
 
@@ -420,7 +420,7 @@ def dlq_purge(config_path: str, purge_all: bool, letter_ids: tuple[str, ...], as
                    "printed); reads the checkpoint file alone.")
 @json_option()
 def status(config_path: str, position_only: bool, as_json: bool) -> None:
-    """Show position, GTID, checkpoint age, lag and whether a daemon is running (README: Operations)."""
+    """Show position, GTID, checkpoint age, lag and whether a daemon is running (docs/operations.md)."""
     from cdc.ops.status import format_text
 
     config = _config(config_path)
@@ -496,7 +496,7 @@ def check_config(ctx: click.Context, config_path: str) -> None:
 @main.group()
 def indices() -> None:
     """Indices and index templates the rules' `create_index` asks for, and the unsigned 64-bit fields cdc maps
-    for the other rules: what `cdc run` does at start-up (README: Creating indices)."""
+    for the other rules: what `cdc run` does at start-up (docs/rules.md, Creating indices)."""
 
 
 def _index_states(config_path: str, create: bool, log_format: str | None, log_level: str | None) -> None:
@@ -535,7 +535,7 @@ def indices_create(config_path: str, as_json: bool, log_format: str | None, log_
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="MySQL/MariaDB server to read the tables from.")
 @click.option("--port", type=click.IntRange(1, 65535), default=3306, show_default=True)
-@click.option("--user", required=True, help="The user cdc will connect as (README: Server requirements).")
+@click.option("--user", required=True, help="The user cdc will connect as (docs/server-setup.md).")
 @click.option("--password-env", default="CDC_MYSQL_PASSWORD", show_default=True, metavar="VAR",
               help="Environment variable with the password: read now to connect, and written into the config as "
                    "${VAR} (the password itself is never written). Unset: asked for on a terminal, else none.")

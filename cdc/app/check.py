@@ -115,7 +115,7 @@ def _describe(rules: RuleSet, resolution: Resolution) -> list[str]:
 
 def _row_paths(resolution: Resolution, catalog: Catalog, mariadb: bool, mode: RowPathMode,
                options: ValueOptions) -> list[str]:
-    """Each mapped table's row path for binlog rows, and why it is python (README "Row path"), as
+    """Each mapped table's row path for binlog rows, and why it is python (docs/row-path.md), as
     `cdc run` decides it from the table's definition (here information_schema's, not a TABLE_MAP)."""
     path = RowPath(ActionBuilder(resolution.rules, 0, options), mode)
     lines = []

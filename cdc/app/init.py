@@ -3,7 +3,7 @@
 Only what the server says is written: the tables chosen (by `--schema` or `--table`), an index per
 table, and a `server_id` no reader of the server is listed with. The password is never written: the
 config reads it from the environment variable it came from. A table without a primary key gets its
-rule commented out, saying what it needs (`id:` columns that are unique and NOT NULL, README
+rule commented out, saying what it needs (`id:` columns that are unique and NOT NULL, docs/rules.md
 "Document ids and routing"), since `cdc check` would refuse it as it is.
 """
 
@@ -65,7 +65,7 @@ def _file_safe(name: str) -> str:
 
 def rules_text(tables: list[Table], server: str) -> str:
     lines = [f"# Rules written by `cdc init` from {server}, {time.strftime('%Y-%m-%d')}.",
-             "# One index per table; every column becomes a field (README \"Rules reference\" has the rest:",
+             "# One index per table; every column becomes a field (docs/rules.md has the rest:",
              "# columns, renames, conversions, documents from several tables). The repository's rules/",
              "# directory has a commented example of every feature.",
              "rules:"]
@@ -105,7 +105,7 @@ def config_text(plan: InitPlan, host: str, port: int, user: str, password_env: s
                 if password_env else ["  # password: ${CDC_MYSQL_PASSWORD}   # the user had no password at `cdc init`"])
     return "\n".join([
         f"# Written by `cdc init` from {plan.server}, {time.strftime('%Y-%m-%d')}.",
-        "# Every key: README \"Configuration reference\". Check it, and every rule against the server, with",
+        "# Every key: docs/configuration.md, \"Reference\". Check it, and every rule against the server, with",
         "#   cdc check --config THIS_FILE",
         "# then start with `cdc run --config THIS_FILE`: it copies the tables, then streams their changes.",
         "mysql:",
