@@ -151,7 +151,7 @@ def es_ops(es, index: str) -> dict | None:
 
 
 def index_settings(es, index: str) -> dict:
-    # keyed by the concrete index: cdc's name is an alias onto NAME_v1 (README "Index aliases")
+    # keyed by the concrete index: cdc's name is an alias onto NAME_v1 (docs/rules.md "Creating indices")
     s = next(iter(es.indices.get_settings(index=index, include_defaults=True).values()))
     merged = {**s.get("defaults", {}).get("index", {}), **s["settings"]["index"]}
     return {k: merged.get(k) for k in ("number_of_shards", "number_of_replicas", "refresh_interval")}

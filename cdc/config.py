@@ -199,7 +199,7 @@ class SnapshotConfig(_Strict):
 
 
 class IndicesConfig(_Strict):
-    """Index lifecycle (README "Rebuilding an index", cdc/es/aliases.py)."""
+    """Index lifecycle (docs/verify-and-rebuild.md "Rebuilding an index", cdc/es/aliases.py)."""
 
     aliases: bool = True
     """A fixed index name of a rule is an alias onto a versioned index cdc creates
@@ -252,7 +252,7 @@ class LoggingConfig(_Strict):
 
 
 class ValuesConfig(_Strict):
-    """How column values become document values (README "Values"; cdc/values.py)."""
+    """How column values become document values (docs/values.md "Values"; cdc/values.py)."""
 
     decimal_as: Literal["string", "number"] = "string"
     """string keeps every digit of DECIMAL(65,30); number is a double (loses digits past ~15)."""

@@ -191,7 +191,7 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class RowsData:
-    """A rows event handed over undecoded, for the native row path (README "Row path").
+    """A rows event handed over undecoded, for the native row path (docs/row-path.md "Row path").
 
     `readers` says how each column is read from `body` (the rows, after the
     columns-present bitmaps); `decode` gives the same event as `RowChange`s

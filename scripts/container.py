@@ -19,7 +19,7 @@ base plus gcc from Debian, with this machine's Rust toolchain mounted read-only
 at /opt/rust for the build (no Rust image can be pulled, and Debian's rustc is
 too old for the crate's lock file). Without a toolchain on the host the image
 is built without the native path and runs the Python one. Two traps of this machine are handled by
-the flags in `PODMAN_FLAGS` (README "Docker", tested with podman 4.3.1):
+the flags in `PODMAN_FLAGS` (docs/operations.md "Docker", tested with podman 4.3.1):
 crun refuses the host's cgroup layout, so runc runs the containers; and
 containers may not raise RLIMIT_NOFILE above the host's, so the limits are given.
 """

@@ -62,7 +62,7 @@ def reset(es_url: str, demo: Path = DEMO) -> list[str]:
     shutil.rmtree(demo / "state", ignore_errors=True)
     deleted = []
     for index in demo_indices(demo):
-        # The name is an alias onto <name>_v1 (README "Rebuilding an index"), which DELETE refuses:
+        # The name is an alias onto <name>_v1 (docs/verify-and-rebuild.md "Rebuilding an index"), which DELETE refuses:
         # delete the indices behind it, and those earlier rebuilds kept.
         behind = _get_names(f"{es_url}/{index}") + _get_names(f"{es_url}/{index}_v*/_alias")
         for concrete in dict.fromkeys(behind):

@@ -95,7 +95,7 @@ def libs() -> Path:
 
 def mariadb_connector(name: str, *, prefix: str, host: str, port: int, user: str, password: str, server_id: int,
                       databases: list[str], history: Path) -> dict[str, str]:
-    """Debezium MariaDB connector settings with the value encodings README "Kafka mode" asks for."""
+    """Debezium MariaDB connector settings with the value encodings docs/kafka.md "Kafka mode" asks for."""
     return {
         "name": name,
         "connector.class": CONNECTOR_CLASS,
@@ -112,7 +112,7 @@ def mariadb_connector(name: str, *, prefix: str, host: str, port: int, user: str
         "schema.history.internal.store.only.captured.tables.ddl": "true",
         "schema.history.internal.store.only.captured.databases.ddl": "true",
         "include.schema.changes": "false",
-        # README "Kafka mode": the encodings cdc converts exactly.
+        # docs/kafka.md "Kafka mode": the encodings cdc converts exactly.
         "decimal.handling.mode": "string",
         "time.precision.mode": "adaptive_time_microseconds",
         "bigint.unsigned.handling.mode": "precise",

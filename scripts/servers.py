@@ -9,7 +9,7 @@
 `up` starts MariaDB and Elasticsearch 8; `up --mysql` also starts Oracle MySQL 9.7
 on 127.0.0.1:13307 (MYSQL_PORT; `mysql_up` starts it alone), from a Debian unstable
 root that debootstrap makes once in CDC_DEV_HOME/sid-root (see `sid_root`). The other
-search engines cdc writes to (README "Destinations") start on their own ports, beside it:
+search engines cdc writes to (docs/destinations.md "Destinations") start on their own ports, beside it:
 
 * `es7_up`: Elasticsearch 7.17.29 on 127.0.0.1:19201 (ES7_PORT), security off;
   also the server for peers that need 7.x, such as go-mysql-elasticsearch.
@@ -455,7 +455,7 @@ def mysql_up(instance: MysqlInstance = MYSQL, server_id: int = 97, settings: str
     mysql_client(
         f"CREATE USER IF NOT EXISTS '{CDC_USER}'@'127.0.0.1' IDENTIFIED WITH caching_sha2_password "
         f"BY '{CDC_PASSWORD}'",
-        # The daemon's least privileges (README "Server requirements"); REPLICATION SLAVE also
+        # The daemon's least privileges (docs/server-setup.md "Server requirements"); REPLICATION SLAVE also
         # lets it list SHOW REPLICAS to detect a clashing server_id.
         f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD ON *.* TO '{CDC_USER}'@'127.0.0.1'",
         f"CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED WITH caching_sha2_password "

@@ -165,7 +165,7 @@ class DebeziumInput:
             try:
                 change = self.decoder.decode(m.value)
             except Truncated as exc:
-                # As `cdc run` treats a TRUNCATE in the binlog (README "Limitations"): not turned
+                # As `cdc run` treats a TRUNCATE in the binlog (docs/limitations.md "Limitations"): not turned
                 # into deletes. Said once per message, with where it is, never passed over silently.
                 self.truncates += 1
                 log.warning("%s (message %s/%s@%s): cdc does not turn a TRUNCATE into deletes; the index keeps "

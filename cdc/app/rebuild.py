@@ -1,6 +1,6 @@
 """`cdc rebuild`: a new index from the current rules, filled beside the running daemon, verified, swapped in.
 
-For each alias chosen (README "Rebuilding an index"), the phases of
+For each alias chosen (docs/verify-and-rebuild.md "Rebuilding an index"), the phases of
 cdc/copy/lifecycle.py, each recorded before it is taken, so a killed rebuild
 resumes where it was when run again:
 

@@ -161,7 +161,7 @@ class Session:
         return db, rules, sink
 
     def prepare_indices(self, rules: RuleSet, sink: Destination, writes: bool = True) -> None:
-        """What a start does to indices before the first write (README "Creating indices"); a dry run
+        """What a start does to indices before the first write (docs/rules.md "Creating indices"); a dry run
         (`writes` false) creates no index (README: Replay)."""
         if not writes:
             return

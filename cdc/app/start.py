@@ -7,7 +7,7 @@ current position when the plan says so, saves, logs). Nothing here touches a
 server or a file, so every branch has a unit test (tests/unit/test_start.py);
 the integration test of the whole path is tests/integration/test_failover.py.
 
-The policy (README "Running", RELIABILITY.md "Failover"):
+The policy (docs/running.md, RELIABILITY.md "Failover"):
 
 * **Resume.** A checkpoint of this server: stream from its position. Tables
   new to the rules (or an unfinished snapshot) are copied first.

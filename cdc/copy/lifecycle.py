@@ -3,7 +3,7 @@
 One JSON file beside the checkpoint (`<checkpoint>.rebuild.json`), replaced
 atomically, written only by `cdc rebuild` (one at a time: a lock file beside it)
 and read by `cdc run`, which writes every action for an alias being rebuilt into
-the new index too (cdc/stream/dualwrite.py). README "Rebuilding an index".
+the new index too (cdc/stream/dualwrite.py). docs/verify-and-rebuild.md "Rebuilding an index".
 
 A rebuild of one alias goes through these phases; each is recorded before the
 step it names is taken, so a process killed anywhere resumes at the step it was

@@ -7,7 +7,7 @@ updates (external versions work through an alias with one write index: tried on
 Elasticsearch 8.19, 7.17 and OpenSearch 2 and 3, tests/integration/test_rebuild.py),
 mget and verify. `cdc rebuild` (cdc/app/rebuild.py) fills `shop-orders_v2` and
 moves the alias over in one `_aliases` request, so searches never see a half-full
-index (README "Rebuilding an index").
+index (docs/verify-and-rebuild.md "Rebuilding an index").
 
 Why `_v<n>` and not `-v<n>`: a dash would give a one-dash name a second one, and
 Elasticsearch's built-in templates `logs-*-*`, `metrics-*-*`, `synthetics-*-*`

@@ -6,7 +6,7 @@ version or a setting cdc does not support with it. The modules that talk to a
 server are cdc/es/sink.py (the elasticsearch client, for Elasticsearch 7.17, 8
 and 9) and cdc/es/opensearch.py (opensearch-py); cdc/es/destination.py picks one.
 
-How an engine is told apart (README "Destinations"):
+How an engine is told apart (docs/destinations.md "Destinations"):
 * OpenSearch answers `GET /` with `version.distribution: "opensearch"`, also when
   `compatibility.override_main_response_version` makes it claim 7.10.2
   (OpenSearch's `MainResponse`, opensearch-project/OpenSearch server/src/main/java/

@@ -73,7 +73,7 @@ def wanted_fields(rule: Rule, options: ValueOptions, columns: Sequence[Column] |
     return properties
 
 
-# Which mapped types take the values cdc writes for a planned type (README "Values"). Text and keyword take
+# Which mapped types take the values cdc writes for a planned type (docs/values.md "Values"). Text and keyword take
 # every scalar; numbers take numbers (a DECIMAL as text holds, "01:30:00" does not); the rest only their own.
 _NUMBERS = frozenset({"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float",
                       "unsigned_long"})

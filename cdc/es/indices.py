@@ -72,7 +72,7 @@ class IndexPlan:
 # ---------------------------------------------------------------------- mappings from column types
 def column_field(column: ColumnInfo, options: ValueOptions, json: bool = False,
                  json_mapping: str = "object") -> dict | None:
-    """The field a column's converted values fit (README "Values"); None: leave it to dynamic mapping."""
+    """The field a column's converted values fit (docs/values.md "Values"); None: leave it to dynamic mapping."""
     t = column.data_type
     if json or t == "json":
         return json_field(json_mapping)
@@ -479,7 +479,7 @@ def ensure(rules: Iterable[Rule], sink, options: ValueOptions, aliases: bool = F
 # Without a mapping, Elasticsearch maps the first number it sees as `long` (dynamic
 # mapping), and then rejects every BIGINT UNSIGNED or BIT(64) value above 2^63-1:
 # cdc would stop on the first such row. So for rules without create_index, cdc adds
-# these fields' mappings itself before writing (README "Creating indices"):
+# these fields' mappings itself before writing (docs/rules.md "Creating indices"):
 # `unsigned_long` (Elasticsearch's default distribution), or `keyword` where the
 # server has no unsigned_long (the integ-test-zip, OpenSearch < 2.8). Every other
 # field stays dynamic. Documents are unchanged: the values stay exact JSON numbers.
@@ -613,7 +613,7 @@ def ensure_aliases(rules: Iterable[Rule], sink, options: ValueOptions) -> list[s
 
     A refused privilege is a warning, not a stop: the first write then creates a concrete
     index, as before aliases (cdc works on, and `cdc rebuild` can move it behind an alias
-    once the role allows; README "Rebuilding an index").
+    once the role allows; docs/verify-and-rebuild.md "Rebuilding an index").
     """
     rules = list(rules)
     done: list[str] = []

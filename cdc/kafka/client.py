@@ -182,7 +182,7 @@ class KafkaPublisher:
         """Publish; return once the broker acknowledged every message (see the module docstring).
 
         `refresh` (a rule's `refresh: wait_for`) has no meaning for a topic, and the message
-        does not carry it: README "Kafka mode" lists that as a limit.
+        does not carry it: docs/kafka.md "Kafka mode" lists that as a limit.
         """
         call = _Call(len(actions))
         outcomes: dict[int, ItemResult] = {}

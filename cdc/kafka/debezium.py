@@ -24,7 +24,7 @@ names (io.debezium.time.MicroTimestamp, org.apache.kafka.connect.data.Decimal,
 binlog library gives for that column (Decimal, naive datetime for DATETIME,
 aware for TIMESTAMP, timedelta for TIME, bytes, ...). Without schemas the
 column kinds cdc read from information_schema (`Shape`) say it, assuming the
-connector settings README "Kafka mode" lists (decimal.handling.mode=string,
+connector settings docs/kafka.md "Kafka mode" lists (decimal.handling.mode=string,
 time.precision.mode=adaptive_time_microseconds, binary.handling.mode=bytes).
 The rules' value conversion (cdc/rules/values.py) then makes the same document
 values as `cdc run`. Anything else is refused (`DebeziumError`), never guessed.
@@ -74,7 +74,7 @@ class DebeziumError(ValueError):
 
 
 class Truncated(DebeziumError):
-    """A TRUNCATE (op "t"): cdc does not turn it into deletes (README "Kafka mode")."""
+    """A TRUNCATE (op "t"): cdc does not turn it into deletes (docs/kafka.md "Kafka mode")."""
 
     def __init__(self, schema: str, table: str, position: BinlogPosition):
         self.schema, self.table, self.position = schema, table, position

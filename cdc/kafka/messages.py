@@ -6,7 +6,7 @@ hashes it, so every action of one document lands in one partition, in order.
 Routing is not part of the key on purpose: a routing change is "delete at the
 old routing, index at the new", and those two must stay in order.
 
-Value (``format: cdc``, README "Kafka mode" documents every field)::
+Value (``format: cdc``, docs/kafka.md "Kafka mode" documents every field)::
 
     {"cdc": 1, "action": "index" | "delete" | "update", "index": "...", "id": "...",
      "routing": null | "...", "version": 123 | null, "pipeline": null | "...",

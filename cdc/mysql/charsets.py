@@ -11,7 +11,7 @@ itself, on both row paths, as the server does:
 
 * the charsets of `charsets.bin`, tables read from the server by
   scripts/charset_tables.py (every single byte, every two-byte sequence and the three-byte
-  ones of ujis/eucjpms; README "Row path" says which servers);
+  ones of ujis/eucjpms; docs/row-path.md "Row path" says which servers);
 * gb18030 (MySQL's only): its one- and two-byte characters with a table as above, its
   four-byte ones ([81-FE][30-39][81-FE][30-39]) by the ranges of GB18030-2005 as MySQL maps
   them (strings/ctype-gb18030.cc): the BMP ones as runs read from the server (the section

@@ -6,7 +6,7 @@ pipeline can each have theirs), and computes lag, checkpoint age and positions
 from `Progress` at scrape time, so a scrape never shows a stale gauge.
 `read_metrics(url)` parses another daemon's /metrics (for `cdc status`).
 
-Names are listed in README "Operations"; a metric that is not measured yet
+Names are listed in docs/operations.md "Operations"; a metric that is not measured yet
 (snapshot progress) is left out rather than exported as a 0 that never moves.
 """
 

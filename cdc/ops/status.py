@@ -44,7 +44,7 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
         # An unfinished snapshot as the checkpoint records it (cdc/snapshot.py), else null.
         "snapshot": getattr(checkpoint, "snapshot", None),
         "dead_letters": None,
-        # README "Row path": the configured path, whether the native module is installed, and
+        # docs/row-path.md "Row path": the configured path, whether the native module is installed, and
         # (from a running daemon's metrics) each table's path, with why a table falls back.
         "row_path": {"config": config.row_path, "native_module": importlib.util.find_spec("cdc._native") is not None,
                      "tables": None},

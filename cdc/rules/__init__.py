@@ -21,7 +21,7 @@ A rule in YAML (every key but schema, table and index is optional):
         index: "orders-{created_at:%Y.%m}"    # fixed, {schema}/{table}/{table.1} captures, {column[:format]}
         id: [order_id, line]                  # column, list (joined by id_separator) or "{a}-{b}" template
         routing: customer_id                  # column or template
-        ...                                   # see README "Rules reference"
+        ...                                   # see docs/rules.md
 
 The package, one concern per module:
 

@@ -73,7 +73,7 @@ class _CreateIndexSpec(BaseModel):
 
 
 class RelationSpec(BaseModel):
-    """One entry of a rule's `children:` or `lookups:` (issue 15, README "Documents from several tables")."""
+    """One entry of a rule's `children:` or `lookups:` (issue 15, docs/rules.md "Documents from several tables")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -305,7 +305,7 @@ class RuleSpec(BaseModel):
 
 
 def _relational_limits(spec: RuleSpec) -> list[str]:
-    """What a rule with children or lookups may not do (first version, README "Documents from several tables").
+    """What a rule with children or lookups may not do (first version, docs/rules.md "Documents from several tables").
 
     Its documents are rebuilt whole from MySQL reads and versioned by the read's
     binlog position, so they must be whole documents (mode: index) of one fixed

@@ -47,7 +47,7 @@ class Relation:
     values: "Rule"
     children: tuple["Relation", ...] = ()
     lookups: tuple["Relation", ...] = ()
-    max_children: int = 10_000  # children only: a parent with more is refused (README "Bounds")
+    max_children: int = 10_000  # children only: a parent with more is refused (docs/rules.md "Documents from several tables")
 
     @property
     def relations(self) -> tuple["Relation", ...]:
@@ -98,11 +98,11 @@ class Rule:
     soft_delete_field: str = "deleted"
     pipeline: str | None = None
     # refresh: wait_for: a bulk request holding this rule's writes is answered only
-    # once a refresh made them searchable (README "Read your writes").
+    # once a refresh made them searchable (docs/rules.md "Read your writes").
     refresh_wait_for: bool = False
     also: bool = False  # may share tables with other `also` rules
     # The rule accepts an `id:` that no unique NOT NULL key backs: rows with the same id share
-    # one document (README "Document ids and routing"); without it such a rule is refused.
+    # one document (docs/rules.md "Document ids and routing"); without it such a rule is refused.
     allow_duplicate_ids: bool = False
     create_index: IndexSetup | None = None
     json_mapping: str = "object"  # object | flattened | disabled: the field of JSON values (cdc/es/jsonfields.py)

@@ -55,7 +55,7 @@ def index_prefix(es, unique_name):
         es.indices.delete(index=",".join(names))
 
 
-# ---------------------------------------------------------------- other destinations (README "Destinations")
+# ---------------------------------------------------------------- other destinations (docs/destinations.md "Destinations")
 DESTINATIONS = ("es8", "es7", "opensearch", "opensearch3")
 
 
@@ -119,7 +119,7 @@ def destination(request, servers, destination_pool, warmup):
     return destination_pool.get(request.param, servers)
 
 
-# ---------------------------------------------------------------- the container image (README "Docker")
+# ---------------------------------------------------------------- the container image (docs/operations.md "Docker")
 @pytest.fixture(scope="session")
 def image(warmup):
     """cdc's image, built by scripts/container.py on the local base (the warm-up starts the build early)."""

@@ -1,7 +1,7 @@
 """docker-compose.yml's cdc service, brought up with podman-compose against the test servers.
 
 The project's compose file runs MySQL 8.4 and Elasticsearch 9 from images that cannot
-be pulled here (README "Tested where"), so only its cdc service is brought up, with
+be pulled here (docs/tested-where.md "Tested where"), so only its cdc service is brought up, with
 docker-compose.local.yml on top: the image built by scripts/container.py (the `image`
 fixture, shared with test_container.py), the host's network, no services to wait for,
 and this test's config and rules. Everything else comes from docker-compose.yml as a
@@ -9,7 +9,7 @@ user gets it: the password variable, the `cdc-state` volume, the stop grace peri
 the restart policy, and the image's entrypoint and HEALTHCHECK.
 
 podman-compose (PyPI, a test extra) turns the files into podman commands; this
-machine's podman traps (README "Docker") go in as `--podman-run-args`.
+machine's podman traps (docs/operations.md "Docker") go in as `--podman-run-args`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The same cdc on every engine it writes to (issue 18, README "Destinations").
+"""The same cdc on every engine it writes to (issue 18, docs/destinations.md "Destinations").
 
 Each test runs once per engine (the `destination` fixture: Elasticsearch 8 on
 the shared server; Elasticsearch 7.17, OpenSearch 2 and OpenSearch 3 started
@@ -40,7 +40,7 @@ class Reader:
         return {h["_id"]: h["_source"] for h in helpers.scan(self.client, index=index, query={"query": {"match_all": {}}})}
 
     def mapping(self, index: str) -> dict:
-        # Keyed by the concrete index: the name is an alias onto <name>_v1 (README "Rebuilding an index").
+        # Keyed by the concrete index: the name is an alias onto <name>_v1 (docs/verify-and-rebuild.md "Rebuilding an index").
         return next(iter(self.client.indices.get_mapping(index=index).values()))["mappings"]["properties"]
 
     def wait_docs(self, index: str, expected: dict, timeout: float = 60) -> None:

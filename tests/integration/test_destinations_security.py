@@ -1,4 +1,4 @@
-"""Elasticsearch 7.17 and OpenSearch with security on, end to end (issue 18, README "Destinations").
+"""Elasticsearch 7.17 and OpenSearch with security on, end to end (issue 18, docs/destinations.md "Destinations").
 
 The 7.17.29 integ-test-zip ships x-pack security (its modules: transport-netty4,
 x-pack-core, x-pack-security), so a second node is started as for
@@ -7,7 +7,7 @@ TLS on HTTP from a generated CA, file-realm users with the roles of README
 "Minimal Elasticsearch role". OpenSearch's integ-test-zips have no security
 plugin, but Maven Central has the plugin's zip for 2.11.1, whose integ-test-zip
 is there too: scripts/servers.py opensearch_secure_up installs it and starts a
-node with TLS and internal users and roles (README "Destinations").
+node with TLS and internal users and roles (docs/destinations.md "Destinations").
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _stop_secure_node(started: dict) -> None:
 
 
 def _drop(reader, index: str) -> None:
-    """Delete the index, or the indices behind it if the name is an alias (README "Rebuilding an index")."""
+    """Delete the index, or the indices behind it if the name is an alias (docs/verify-and-rebuild.md "Rebuilding an index")."""
     names = list(reader.client.indices.get(index=f"{index}*", params={"expand_wildcards": "all"}))
     if names:
         reader.client.indices.delete(index=",".join(names))
@@ -146,7 +146,7 @@ def test_verify_needs_read_and_a_wrong_password_stops_with_exit_2(secure_es7, se
 
 
 # ------------------------------------------------------------------ OpenSearch with its security plugin
-# README "Destinations", OpenSearch security: the roles the README documents.
+# docs/destinations.md "Destinations", OpenSearch security: the roles the README documents.
 OS_WRITER = {"cluster_permissions": ["cluster_monitor", "cluster_composite_ops"],
              "index_permissions": [{"index_patterns": [f"{PREFIX}*"],
                                     "allowed_actions": ["write", "create_index", "indices_monitor"]}]}

@@ -31,7 +31,7 @@ PREFIX = f"sec{uuid.uuid4().hex[:8]}"
 PASSWORDS = {name: f"{name}-pw-{uuid.uuid4().hex[:10]}"
              for name in ("writer", "reader", "creator", "elsewhere", "nomonitor")}
 
-# README "Minimal Elasticsearch role", with this module's index names.
+# docs/security.md "Minimal Elasticsearch role", with this module's index names.
 WRITER = {"cluster": ["monitor"],
           "indices": [{"names": [f"{PREFIX}*"],
                        "privileges": ["auto_configure", "index", "delete", "view_index_metadata"]}]}
@@ -110,7 +110,7 @@ def secure_es(servers, warmup):
 def index(secure_es, unique_name):
     name = f"{PREFIX}-{unique_name}"
     yield name
-    # The name may be an alias (README "Rebuilding an index"): delete the indices behind it.
+    # The name may be an alias (docs/verify-and-rebuild.md "Rebuilding an index"): delete the indices behind it.
     names = list(secure_es["admin"].indices.get(index=f"{name}*", expand_wildcards="all"))
     if names:
         secure_es["admin"].indices.delete(index=",".join(names))

@@ -1,4 +1,4 @@
-"""`cdc sink` with `kafka.input: debezium` fed by a REAL Debezium connector (README "Kafka mode").
+"""`cdc sink` with `kafka.input: debezium` fed by a REAL Debezium connector (docs/kafka.md "Kafka mode").
 
 Debezium's MariaDB connector runs in a Kafka Connect standalone worker
 (scripts/kafka_connect.py, jars from Maven Central, cached in CDC_DEV_HOME;

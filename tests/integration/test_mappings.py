@@ -39,7 +39,7 @@ def test_columns_added_mid_stream_get_the_planned_fields(source_servers, db, dat
             db.execute(f"INSERT INTO {table} VALUES (2, 2, 7, 12.30, '2024-01-02 03:04:05.123456', '{{\"a\": 1}}')")
             wait_for(f"{table} 2", lambda t=table: "2" in es_docs(es, f"{index_prefix}-{t}"))
         # MariaDB's binlog does not mark JSON (it is LONGTEXT with a CHECK): a JSON column added while cdc streams
-        # is text until cdc restarts and reads information_schema (README "Creating indices").
+        # is text until cdc restarts and reads information_schema (docs/rules.md "Creating indices").
         j = {"a": 1} if db.mysql else '{"a": 1}'
         assert es_docs(es, f"{index_prefix}-plain")["2"] == {"id": 2, "v": 2, "n": 7, "d": "12.30",
                                                             "at": "2024-01-02T03:04:05.123456", "j": j}

@@ -6,7 +6,7 @@ with the rows handed undecoded to `RowPath` (native/src/jsonb.rs reads the JSON)
 give the same actions with byte-identical documents, and every event must have run natively.
 The documents are also compared with what MySQL itself prints for the column (`SELECT j`,
 converted as a snapshot converts it): the same for JSON written as text; for values MySQL keeps
-as its own types inside the JSON, what README "Values" ("Inside MySQL's binary JSON") says.
+as its own types inside the JSON, what docs/values.md "Values" ("Inside MySQL's binary JSON") says.
 """
 
 from __future__ import annotations

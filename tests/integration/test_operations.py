@@ -175,7 +175,7 @@ def test_metrics_port_in_use_is_a_set_up_error(servers, db, database, index_pref
 def test_a_signal_while_elasticsearch_is_unreachable_at_start_up_is_a_normal_stop(servers, db, database, index_prefix,
                                                                                  tmp_path, command):
     """SIGINT while cdc waits for an Elasticsearch it cannot reach: exit 0 with an info line, as a signal
-    is everywhere else (README "Exit codes"; systemd counts 1 as a failure). The retry line names the
+    is everywhere else (docs/troubleshooting.md "Exit codes"; systemd counts 1 as a failure). The retry line names the
     host, without the credentials its URL carries. `cdc sink` reaches Elasticsearch before Kafka."""
     items_table(db)
     closed = free_port()

@@ -1,4 +1,4 @@
-"""`python -m build --wheel` (README "Install") gives the wheel deploy/ installs, with and without Rust.
+"""`python -m build --wheel` (docs/install.md "Install") gives the wheel deploy/ installs, with and without Rust.
 
 No servers: a build from a copy of the source (PyPI for the build's own requirements, as pip
 does), then the wheel installed into a new venv. With cargo the crate is compiled in the

@@ -1,4 +1,4 @@
-"""Index lifecycle (issue 31, README "Rebuilding an index"): every fixed name behind an alias, and `cdc rebuild`.
+"""Index lifecycle (issue 31, docs/verify-and-rebuild.md "Rebuilding an index"): every fixed name behind an alias, and `cdc rebuild`.
 
 On every engine (the `destination` fixture): the name a rule gives is an alias
 onto `<name>_v1`, and every kind of write cdc makes (versioned index and delete,

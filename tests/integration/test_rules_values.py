@@ -1,7 +1,7 @@
 """Rules and values against real MariaDB and Elasticsearch (issue 4).
 
 Every document is compared with the exact JSON it must be, written out here by
-hand from README "Values" and "Rules reference".
+hand from docs/values.md "Values" and "Rules reference".
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def test_problems_of_the_server_the_rules_and_elasticsearch_all_fail_it(tmp_path
 
 
 def test_each_tables_row_path_and_why(tmp_path):
-    """README "Row path": which path reads each table's binlog rows, decided from information_schema."""
+    """docs/row-path.md "Row path": which path reads each table's binlog rows, decided from information_schema."""
     from cdc.rules import rowpath
 
     tables = [

@@ -1,4 +1,4 @@
-"""Kafka mode's configuration: the keys README "Kafka mode" lists, and the settings cdc will not let go of."""
+"""Kafka mode's configuration: the keys docs/kafka.md "Kafka mode" lists, and the settings cdc will not let go of."""
 
 import pytest
 import yaml

@@ -206,7 +206,7 @@ def test_the_real_row_becomes_the_binlog_librarys_values(tmp_path):
 
 @pytest.mark.parametrize("with_schema", [True, False])
 def test_the_document_equals_what_cdcs_own_stream_makes(tmp_path, with_schema):
-    """The real Debezium row and the binlog library's row give one document (README "Values")."""
+    """The real Debezium row and the binlog library's row give one document (docs/values.md "Values")."""
     rules, items = items_shape(tmp_path)
     value = json.loads(REAL_SNAPSHOT_ROW)
     if not with_schema:
