@@ -204,9 +204,20 @@ def _up_destination(name: str) -> Callable[[], list[str]]:
     def run() -> list[str]:
         import servers as dev
 
+        up, down = {"es7": (dev.es7_up, dev.es7_down), "opensearch": (dev.opensearch_up, dev.opensearch_down),
+                    "opensearch3": (dev.opensearch3_up, dev.opensearch3_down)}[name]
         with _locked(f".up-{name}.lock"):
             was = dev.destinations_running()[name]
-            {"es7": dev.es7_up, "opensearch": dev.opensearch_up, "opensearch3": dev.opensearch3_up}[name]()
+            try:
+                up()
+            except BaseException:
+                # A start that gave up waiting (seen on a loaded machine) can leave the node coming up;
+                # the fixture would then find it running, take it for someone else's and never stop it
+                # (three JVMs left behind after a run). Stop it: the fixture starts it again as its own.
+                if not was:
+                    with contextlib.suppress(Exception):
+                        down()
+                raise
         return [] if was else [name]
     return run
 
