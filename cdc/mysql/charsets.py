@@ -188,8 +188,14 @@ def _table_decoder(table: list[tuple[int, ...]]) -> Callable[[bytes], str]:
     # A multibyte one: split the bytes into ASCII runs (ASCII is itself in every such
     # charset the server has, which `_tokens` checks) and characters, each looked up whole.
     chars = _characters(table)
-    tokens = _tokens(table, chars)
-    lookup = chars.get
+    return _by_tokens(table, _tokens(table, chars), chars.get)
+
+
+def _by_tokens(table: list[tuple[int, ...]], tokens: Callable[[bytes], list[bytes]],
+               lookup: Callable[[bytes], str | None], four: Callable[[bytes], str] | None = None) -> Callable[[bytes], str]:
+    """A decoder of the bytes `tokens` splits: ASCII runs as they are, characters looked up whole
+    (`four`: gb18030's four-byte ones, which the table does not hold), and bytes the charset does
+    not take the slow way (`_walk_decode`)."""
 
     def decode(data: bytes) -> str:
         if data.isascii():
@@ -199,9 +205,12 @@ def _table_decoder(table: list[tuple[int, ...]]) -> Callable[[bytes], str]:
             if token[0] < 0x80:
                 parts.append(token.decode("ascii"))
                 continue
+            if four is not None and len(token) == 4:
+                parts.append(four(token))
+                continue
             char = lookup(token)
             if char is None:
-                return _walk_decode(table, data)  # bytes the charset does not take
+                return _walk_decode(table, data, four)  # bytes the charset does not take
             parts.append(char)
         return "".join(parts)
 
@@ -275,25 +284,7 @@ def _gb18030_decoder(table: list[tuple[int, ...]], run_list: list[tuple[int, int
         return "?" if k < 0 or point == _ILL else chr(point + index - first)
 
     tokens = re.compile(b"[\x00-\x7f]+|" + _FOUR.pattern + b"|[\x81-\xfe].|.", re.S).findall
-    lookup = chars.get
-
-    def decode(data: bytes) -> str:
-        if data.isascii():
-            return data.decode("ascii")
-        parts = []
-        for token in tokens(data):
-            if token[0] < 0x80:
-                parts.append(token.decode("ascii"))
-            elif len(token) == 4:
-                parts.append(four(token))
-            else:
-                char = lookup(token)
-                if char is None:
-                    return _walk_decode(table, data, four)  # bytes the charset does not take
-                parts.append(char)
-        return "".join(parts)
-
-    return decode
+    return _by_tokens(table, tokens, chars.get, four)
 
 
 # ---------------------------------------------------------------------- the Unicode charsets, by rule
