@@ -1,18 +1,32 @@
 #!/usr/bin/env python3
-"""A soak (issue 33): `cdc run` under a steady write load for an hour, SIGKILLed now and then, then verified.
+"""A soak (issue 33): `cdc run` under a steady write load for an hour, with faults, then verified.
 
-    .venv/bin/python bench/soak.py [--minutes 60] [--rate 200] [--kill-every 600] [--mysql]
+    .venv/bin/python bench/soak.py [--minutes 60] [--rate 2000] [--statements-per-tx 10]
+        [--kill-every 300] [--es-restart-at 25] [--mariadb-restart-at 45] [--mysql]
 
 On bench/catchup.py's own servers (MariaDB 10.11 on 23306, or MySQL 9.7 with --mysql, and
 Elasticsearch 8 on the bench's port; never the test servers). The load is the schema zoo's
 (tests/integration/zoo.py: Sakila's 16 tables and the latin1, gbk, JSON, GEOMETRY and
-`convert:` tables) at about `--rate` statements per second, each its own transaction, for
-`--minutes`. `cdc run` streams it into one index per table; every `--kill-every` seconds
-it is SIGKILLed and started again at once (it resumes from its checkpoint). Every 10 s the
-bench records cdc's resident memory (VmRSS), CPU seconds, the bytes of binlog between the
-server's position and cdc's checkpoint, and the statements written. At the end the load
-stops, cdc catches up and is stopped with SIGTERM, and `cdc verify` must find every index
-equal to its table (exit 0).
+`convert:` tables): about `--rate` row changes per second (inserts, some of 3 rows, one-column
+updates and deletes), `--statements-per-tx` statements to a transaction, for `--minutes`.
+`cdc run` streams it into one index per table. Faults:
+
+* every `--kill-every` seconds cdc is SIGKILLed and started again at once (it resumes from
+  its checkpoint);
+* at `--es-restart-at` minutes Elasticsearch is stopped and started again (a node restart;
+  cdc waits it out), and at `--mariadb-restart-at` minutes the database server is (cdc
+  reconnects from its last commit; the load reconnects too and drops the transaction it
+  was in).
+
+Every 10 s the bench records cdc's resident memory (VmRSS), CPU seconds, the bytes of binlog
+between the server's position and cdc's checkpoint, and the rows written. Commit ->
+acknowledged latency is measured per transaction (MariaDB only): the load notes each
+commit's GTID (`@@last_gtid`) and when COMMIT returned; a watcher notes when cdc's
+checkpoint (saved with `min_interval: 0`, only after Elasticsearch acknowledged everything
+before it) first reached that GTID. Reported per 10-minute window, a kill's or a restart's
+downtime included. At the end the load stops, cdc catches up and is stopped with SIGTERM, and
+`cdc verify` must find every index equal to its table (exit 0): no document lost, stale or
+extra.
 
 Results: Markdown on stdout, JSON (with every sample) in bench/results/soak.json.
 """
@@ -30,6 +44,7 @@ import threading
 import time
 from pathlib import Path
 
+import pymysql
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +63,23 @@ def proc_stat(pid: int) -> tuple[float, float]:
     return rss, (int(fields[11]) + int(fields[12])) / cu.CLK_TCK
 
 
+class Reconnecting:
+    """An admin connection that reconnects after the server restarts (the sampler's view of positions)."""
+
+    def __init__(self, ep):
+        self.ep = ep
+        self.conn = None
+
+    def call(self, fn):
+        try:
+            if self.conn is None:
+                self.conn = cu.admin_conn(self.ep, autocommit=True)
+            return fn(self.conn)
+        except pymysql.err.Error:  # the server is restarting: no sample this time
+            self.conn = None
+            return None
+
+
 def binlog_distance(conn, checkpoint: Path) -> int | None:
     try:
         saved = json.loads(checkpoint.read_text())
@@ -58,36 +90,138 @@ def binlog_distance(conn, checkpoint: Path) -> int | None:
 
 
 class Load(threading.Thread):
-    def __init__(self, ep, rate: float):
+    """The zoo's statements, `per_tx` to a transaction, paced to `rate` row changes a second.
+
+    A transaction cut by a server restart is dropped (rolled back, or committed: cdc's view and the
+    table agree either way) and the load reconnects; the statements generator's idea of which keys
+    exist may then be off, which only turns a later update or delete into one of 0 rows.
+    """
+
+    def __init__(self, ep, rate: float, per_tx: int, gtids: bool):
         super().__init__(daemon=True)
-        self.conn = cu.admin_conn(ep, autocommit=True)
-        self.rate = rate
+        self.ep, self.rate, self.per_tx, self.gtids = ep, rate, per_tx, gtids
         self.stop_event = threading.Event()
-        self.statements = 0
+        self.rows = 0
+        self.transactions = 0
+        self.dropped = 0  # transactions cut by a server restart
+        self.commits: list[tuple[int, float]] = []  # (GTID sequence number, when COMMIT returned)
+        self.error: BaseException | None = None
+
+    def _connect(self):
+        while not self.stop_event.is_set():
+            try:
+                conn = cu.admin_conn(self.ep, autocommit=True)
+                with conn.cursor() as cur:
+                    cur.execute(f"USE `{SCHEMA}`")
+                return conn
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
+                time.sleep(0.5)
+        return None
+
+    def run(self) -> None:
+        try:
+            statements = zoo.statements(seed=33, changes=10 ** 9)
+            conn = self._connect()
+            started = time.monotonic()
+            while conn is not None and not self.stop_event.is_set():
+                batch = [next(statements) for _ in range(self.per_tx)]
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("BEGIN")
+                        rows = 0
+                        for statement in batch:
+                            rows += cur.execute(statement)
+                        cur.execute("COMMIT")
+                        committed = time.time()
+                        if self.gtids:
+                            cur.execute("SELECT @@last_gtid")
+                            gtid = cur.fetchone()[0]
+                            self.commits.append((int(gtid.rsplit("-", 1)[1]), committed))
+                except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
+                    self.dropped += 1
+                    conn = self._connect()
+                    continue
+                self.rows += rows
+                self.transactions += 1
+                ahead = self.rows / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except BaseException as exc:  # reported at the end
+            self.error = exc
+
+
+class Faults(threading.Thread):
+    """Restarts Elasticsearch and the database server at their times, beside the kills of the main loop."""
+
+    def __init__(self, t0: float, plan: list[tuple[float, str]], mysql: bool):
+        super().__init__(daemon=True)
+        self.t0, self.plan, self.mysql = t0, sorted(plan), mysql
+        self.done: list[dict] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            with self.conn.cursor() as cur:
-                cur.execute(f"USE `{SCHEMA}`")
-                started = time.monotonic()
-                for statement in zoo.statements(seed=33, changes=10 ** 9):
-                    if self.stop_event.is_set():
-                        return
-                    cur.execute(statement)
-                    self.statements += 1
-                    ahead = self.statements / self.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
-        except BaseException as exc:  # reported at the end
+            for at, what in self.plan:
+                time.sleep(max(0.0, self.t0 + at - time.monotonic()))
+                began = time.monotonic() - self.t0
+                if what == "elasticsearch":
+                    cu.servers.es_down()
+                    cu.servers.es_up()
+                elif self.mysql:
+                    cu.servers.mysql_down()
+                    cu.servers.mysql_up()
+                else:
+                    cu.servers.mariadb_down()
+                    cu.servers.mariadb_up()
+                self.done.append({"what": what, "down_at": round(began, 1),
+                                  "up_at": round(time.monotonic() - self.t0, 1)})
+                cu.log(f"soak restart {self.done[-1]}")
+        except BaseException as exc:
             self.error = exc
+
+
+def windows(results: dict, window_s: float, acked_at) -> list[dict]:
+    """Per window of the run: RSS range, rows written, and commit -> acknowledged p50/p99/max."""
+    out = []
+    n = max(1, round(results["seconds"] / window_s))  # a last few seconds join the last window
+    t0 = results["t0_epoch"]
+    for w in range(n):
+        lo, hi = w * window_s, (w + 1) * window_s if w < n - 1 else float("inf")
+        samples = [s for s in results["samples"] if lo <= s["t"] < hi]
+        latencies = []
+        unacked = 0
+        for seq, committed in results["commits"]:
+            if lo <= committed - t0 < hi:
+                at = acked_at(seq)
+                if at is None:
+                    unacked += 1
+                else:
+                    latencies.append(max(0.0, at - committed))
+        events = [k["t"] for k in results["kills"] if lo <= k["t"] < hi]
+        events += [f"{r['what']} {r['down_at']}-{r['up_at']}" for r in results["restarts"] if lo <= r["down_at"] < hi]
+        rss = [s["rss_mb"] for s in samples]
+        out.append({
+            "window": f"{lo / 60:g}-{round(min(hi, results['seconds']) / 60, 1):g} min",
+            "rss_mb_min": min(rss) if rss else None, "rss_mb_max": max(rss) if rss else None,
+            "transactions": len(latencies) + unacked,
+            "ack_s_p50": cu._r(cu.pct(latencies, 50)), "ack_s_p99": cu._r(cu.pct(latencies, 99)),
+            "ack_s_max": cu._r(max(latencies) if latencies else None), "never_acked": unacked,
+            "faults": events,
+        })
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=60)
-    parser.add_argument("--rate", type=float, default=200, help="statements per second")
-    parser.add_argument("--kill-every", type=float, default=600, metavar="SECONDS")
+    parser.add_argument("--rate", type=float, default=2000, help="row changes per second")
+    parser.add_argument("--statements-per-tx", type=int, default=10)
+    parser.add_argument("--kill-every", type=float, default=300, metavar="SECONDS")
+    parser.add_argument("--es-restart-at", type=float, default=25, metavar="MINUTES", help="negative: none")
+    parser.add_argument("--mariadb-restart-at", type=float, default=45, metavar="MINUTES", help="negative: none")
+    parser.add_argument("--window", type=float, default=10, metavar="MINUTES")
+    parser.add_argument("--warmup", type=float, default=60, metavar="SECONDS",
+                        help="load before the measured run, until cdc has also caught up once")
     parser.add_argument("--mysql", action="store_true")
     parser.add_argument("--results", type=Path, default=cu.RESULTS / "soak.json")
     args = parser.parse_args()
@@ -103,6 +237,9 @@ def main() -> int:
         for statement in zoo.ddl():
             cur.execute(statement)
     start = cu.master_position(conn)
+    server = cu.scalar(conn, "SELECT VERSION()")
+    conn.close()
+    positions = Reconnecting(ep)
     work = Path(tempfile.mkdtemp(prefix="soak-", dir=cu.STATE if cu.STATE.exists() else None))
     prefix = f"bench-soak-{work.name.rsplit('-', 1)[-1].lower()}"
     (work / "rules").mkdir()
@@ -112,7 +249,9 @@ def main() -> int:
         "mysql": {"host": ep.mariadb_host, "port": ep.mariadb_port, "user": ep.cdc_user,
                   "password": ep.cdc_password, "server_id": next(cu._server_ids)},
         "elasticsearch": {"hosts": [ep.es_url]},
-        "checkpoint": {"path": str(work / "checkpoint.json")},
+        # min_interval 0: the checkpoint file is the bench's view of "acknowledged" (as in
+        # bench/catchup.py's latency runs); the default 1 s throttle would hide up to a second.
+        "checkpoint": {"path": str(work / "checkpoint.json"), "min_interval": 0},
         "start": {"position": str(start)}, "snapshot": {"mode": "never"},
         "rules": str(work / "rules")}))
     config.chmod(0o600)
@@ -125,13 +264,35 @@ def main() -> int:
                                 cwd=cu.ROOT)
 
     results: dict = {"command": " ".join([".venv/bin/python", "bench/soak.py", *sys.argv[1:]]),
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "server": cu.scalar(conn, "SELECT VERSION()"),
+                     "code": cu.git_head(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "server": server,
                      "work": str(work), "samples": [], "kills": [], "loadavg_start": os.getloadavg()}
-    load = Load(ep, args.rate)
+    gtids = not args.mysql  # @@last_gtid and a domain-server-seq checkpoint are MariaDB's
+    load = Load(ep, args.rate, args.statements_per_tx, gtids)
+    watcher = cu.CheckpointWatcher(checkpoint)
     runs = 1
     cdc = start_cdc(runs)
     load.start()
+    watcher.start()
+    # Warm-up, outside the measured hour: cdc creates the 21 indices with their first documents
+    # (seconds each on a busy machine), so the first minute says more about index creation than
+    # about streaming. Measuring starts once cdc has been at the head of the binlog.
+    warmup_end = time.monotonic() + args.warmup
+    while True:
+        time.sleep(1)
+        if cdc.poll() is not None:
+            raise RuntimeError(f"cdc exited with {cdc.returncode} during the warm-up; see {work}/cdc-1.log")
+        behind = positions.call(lambda c: binlog_distance(c, checkpoint))
+        if time.monotonic() >= warmup_end and behind is not None and behind < 1_000_000:
+            break
+    results["warmup_s"] = round(time.monotonic() - warmup_end + args.warmup, 1)
+    results["rss_mb_after_warmup"] = round(proc_stat(cdc.pid)[0], 1)
+    rows_at_t0 = load.rows
     t0 = time.monotonic()
+    results["t0_epoch"] = time.time()
+    plan = [(m * 60, what) for m, what in ((args.es_restart_at, "elasticsearch"),
+                                           (args.mariadb_restart_at, "database")) if m >= 0]
+    faults = Faults(t0, plan, args.mysql)
+    faults.start()
     next_kill = t0 + args.kill_every
     cpu_before = 0.0  # CPU seconds of the processes killed so far
     last_cpu = 0.0
@@ -140,13 +301,14 @@ def main() -> int:
             time.sleep(10)
             if cdc.poll() is not None:
                 raise RuntimeError(f"cdc exited with {cdc.returncode}; see {work}/cdc-{runs}.log")
-            if load.error:
-                raise load.error
+            for thread in (load, faults):
+                if thread.error:
+                    raise thread.error
             rss, cpu = proc_stat(cdc.pid)
             last_cpu = cpu
             sample = {"t": round(time.monotonic() - t0, 1), "rss_mb": round(rss, 1),
-                      "cpu_s": round(cpu_before + cpu, 2), "statements": load.statements,
-                      "behind_bytes": binlog_distance(conn, checkpoint), "run": runs}
+                      "cpu_s": round(cpu_before + cpu, 2), "rows": load.rows, "transactions": load.transactions,
+                      "behind_bytes": positions.call(lambda c: binlog_distance(c, checkpoint)), "run": runs}
             results["samples"].append(sample)
             cu.log(f"soak {sample}")
             if time.monotonic() >= next_kill:
@@ -160,34 +322,53 @@ def main() -> int:
     finally:
         load.stop_event.set()
         load.join(60)
-    end = cu.master_position(conn)
-    deadline = time.monotonic() + 600
-    while binlog_distance(conn, checkpoint) and time.monotonic() < deadline:
+        faults.join(600)
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    end = positions.call(cu.master_position)
+    deadline = time.monotonic() + 900
+    while positions.call(lambda c: binlog_distance(c, checkpoint)) != 0 and time.monotonic() < deadline:
         time.sleep(1)
+    results["caught_up_after_s"] = round(time.monotonic() - t0 - results["seconds"], 1)
     cdc.send_signal(signal.SIGTERM)
     results["exit_code"] = cdc.wait(120)
+    watcher.stop.set()
+    watcher.join()
     results["caught_up_to"] = str(end)
-    verify = subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(config)], capture_output=True,
-                            text=True, env=env, cwd=cu.ROOT, timeout=1800)
-    results["verify"] = {"exit_code": verify.returncode, "output": verify.stdout[-4000:] + verify.stderr[-2000:]}
+    verify = subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(config), "--json"],
+                            capture_output=True, text=True, env=env, cwd=cu.ROOT, timeout=1800)
+    results["verify"] = {"exit_code": verify.returncode, "output": verify.stdout[-20000:] + verify.stderr[-2000:]}
     results["loadavg_end"] = os.getloadavg()
-    results["statements"] = load.statements
+    results["rows"], results["transactions"], results["dropped_transactions"] = load.rows, load.transactions, load.dropped
+    results["restarts"] = faults.done
+    results["commits"] = load.commits
+    results["windows"] = windows(results, args.window * 60, watcher.acked_at)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    args.results.write_text(json.dumps(results, indent=1) + "\n")
 
     samples = results["samples"]
-    rss = [s["rss_mb"] for s in samples]
     behind = [s["behind_bytes"] for s in samples if s["behind_bytes"] is not None]
-    print(f"\n{results['server']}, {args.minutes:g} min at {args.rate:g} statements/s over {len(zoo.TABLES)} tables, "
-          f"SIGKILL every {args.kill_every:g} s\n")
+    print(f"\n{server}, {results['seconds'] / 60:.1f} min at {args.rate:g} row changes/s "
+          f"({args.statements_per_tx} statements a transaction) over {len(zoo.TABLES)} tables, "
+          f"SIGKILL every {args.kill_every:g} s, restarts {faults.done}\n")
     print("| measure | value |\n|---|---|")
-    print(f"| statements written (each its own transaction) | {load.statements:,} |")
+    print(f"| row changes written (warm-up included), transactions (cut by a restart) | {load.rows:,}, "
+          f"{load.transactions:,} ({load.dropped}); measured part {(load.rows - rows_at_t0) / results['seconds']:.0f}"
+          f" rows/s |")
+    rss = [s["rss_mb"] for s in samples]
+    print(f"| cdc RSS MB: after the {results['warmup_s']} s warm-up, peak, last sample | "
+          f"{results['rss_mb_after_warmup']}, {max(rss)}, {rss[-1]} |")
     print(f"| cdc runs (SIGKILLs + 1) | {runs} |")
-    print(f"| RSS MB: first sample, max, last | {rss[0]}, {max(rss)}, {rss[-1]} |")
     print(f"| binlog bytes behind the checkpoint: median, max | {sorted(behind)[len(behind) // 2]:,}, {max(behind):,} |")
     print(f"| cdc CPU seconds, all runs | {samples[-1]['cpu_s']} |")
+    print(f"| caught up after the load stopped | {results['caught_up_after_s']} s |")
     print(f"| last run's exit on SIGTERM | {results['exit_code']} |")
-    print(f"| `cdc verify` exit code | {verify.returncode} |")
+    print(f"| `cdc verify` exit code | {verify.returncode} |\n")
+    print("| window | faults (s from start) | transactions | commit -> acknowledged p50 / p99 / max (s) "
+          "| never acknowledged | RSS MB min-max |\n|---|---|---|---|---|---|")
+    for w in results["windows"]:
+        print(f"| {w['window']} | {', '.join(map(str, w['faults'])) or '-'} | {w['transactions']:,} | "
+              f"{w['ack_s_p50']} / {w['ack_s_p99']} / {w['ack_s_max']} | {w['never_acked']} | "
+              f"{w['rss_mb_min']}-{w['rss_mb_max']} |")
     return 0 if verify.returncode == 0 and results["exit_code"] == 0 else 1
 
 
