@@ -196,6 +196,10 @@ class SnapshotConfig(_Strict):
     tables x (2 x concurrency + 1) chunks, each about chunk_bytes or chunk_size rows."""
     tables: Annotated[int, Field(ge=1, le=16)] = 2
     """Tables copied at once, each on its own connection."""
+    bulk_settings: bool = True
+    """`cdc run`'s copy into an index that holds no document yet turns its refreshes off and its replicas
+    to 0 while it fills, as `cdc rebuild` does, and puts both back before streaming starts
+    (docs/running.md "Snapshots"). false: the index keeps its settings during the copy."""
 
 
 class IndicesConfig(_Strict):

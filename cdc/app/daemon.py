@@ -6,8 +6,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from cdc.app.session import Session, check_writable, log_summary
+from cdc.app.session import Session, check_writable, log_summary, patiently
 from cdc.app.start import ServerFacts, StartPlan, decide_start
+from cdc.copy.bulkload import BulkLoad
 from cdc.copy.lifecycle import dual_writes, state_path
 from cdc.copy.snapshot import Snapshot, SnapshotState, TableProgress
 from cdc.errors import PreflightError
@@ -65,8 +66,12 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
             start, copy = _start(session, db, rules, store, resnapshot)
             # Start-up checks passed (systemd READY=1): a snapshot is work, not start-up.
             session.observers.on_start(start.position, start.gtid, _saved_at(store))
-            if copy and not session.stop.is_set():
-                _snapshot(session, db, rules, sink, store, start, copy, stats)
+            # Also with nothing left to copy: a run killed after its copy and before the checkpoint said
+            # so has bulk-load settings to put back (cdc/copy/bulkload.py).
+            if (copy or SnapshotState.from_json(store.snapshot).bulk_load) and not session.stop.is_set():
+                # Kafka mode: the writers fill the indices after the reader's copy ends; no bulk-load settings.
+                bulk = config.destination != "kafka" and config.snapshot.bulk_settings
+                _snapshot(session, db, rules, sink, store, start, copy, stats, BulkLoad(destination), bulk)
             source = session.source(db, rules)
         finally:
             db.close()
@@ -135,8 +140,11 @@ def _saved_at(store: FileCheckpointStore) -> float | None:
 
 
 def _snapshot(session: Session, db: Database, rules: RuleSet, sink, store: FileCheckpointStore, start: StartPoint,
-              copy: list[Rule], stats: Stats) -> None:
-    """Copy tables before streaming; progress rides in the checkpoint, whose position does not move."""
+              copy: list[Rule], stats: Stats, loads: BulkLoad, bulk: bool) -> None:
+    """Copy tables before streaming; progress rides in the checkpoint, whose position does not move.
+
+    With `bulk`, the empty indices the copy fills get bulk-load settings first and their own back at the end,
+    before the checkpoint says the copy is done (cdc/copy/bulkload.py: the order makes it crash-safe)."""
     assert start.position is not None
     position = start.position
     state = SnapshotState.from_json(store.snapshot)
@@ -147,7 +155,14 @@ def _snapshot(session: Session, db: Database, rules: RuleSet, sink, store: FileC
         store.snapshot = state.to_json()
         store.save(position, start.gtid, by_gtid=start.by_gtid)
 
+    def save_loading(loading: dict) -> None:
+        state.bulk_load = loading
+        save(state)
+
     save(state)
+    if bulk and copy:
+        patiently("setting bulk-load settings", lambda: loads.begin(copy, state.bulk_load, save_loading),
+                  session.stop, session.config.retry)
     snapshot = Snapshot(db, session.builder(rules, store), session.writer(sink, stats, observed=True),
                         session.config.snapshot, save, session.stop, gc_deletes=sink.gc_deletes,
                         row_path=session.config.row_path)
@@ -156,6 +171,9 @@ def _snapshot(session: Session, db: Database, rules: RuleSet, sink, store: FileC
     if state.pending:
         log.info("snapshot stopped with %s still to copy; it resumes on the next start", ", ".join(state.pending))
         return
+    if state.bulk_load:  # also when bulk_settings was turned off since they were set
+        patiently("putting index settings back", lambda: loads.end(state.bulk_load), session.stop,
+                  session.config.retry)
     store.snapshotted = tuple(sorted(set(store.snapshotted or ()) | {r.name for r in copy}))
     store.snapshot = None
     store.save(position, start.gtid, by_gtid=start.by_gtid)

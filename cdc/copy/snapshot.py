@@ -79,18 +79,31 @@ class TableProgress:
         return cls(data.get("last_key"), int(data.get("rows", 0)), bool(data.get("done", False)))
 
 
+# Beside the tables' "schema.table" keys in the checkpoint's snapshot object; no table name lacks the dot.
+BULK_LOAD_KEY = "_bulk_load"
+
+
 @dataclass
 class SnapshotState:
     """Progress of one snapshot run, keyed by "schema.table"."""
 
     tables: dict[str, TableProgress] = field(default_factory=dict)
+    # index -> the settings to put back once the copy is done (cdc/copy/bulkload.py); saved here, in
+    # the checkpoint, before the bulk-load settings are applied, so that a killed run puts them back too.
+    bulk_load: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {name: p.to_json() for name, p in self.tables.items()}
+        out: dict[str, Any] = {name: p.to_json() for name, p in self.tables.items()}
+        if self.bulk_load:
+            out[BULK_LOAD_KEY] = self.bulk_load
+        return out
 
     @classmethod
     def from_json(cls, data: dict | None) -> "SnapshotState":
-        return cls({name: TableProgress.from_json(p) for name, p in (data or {}).items()})
+        data = dict(data or {})
+        bulk_load = data.pop(BULK_LOAD_KEY, None) or {}
+        return cls({name: TableProgress.from_json(p) for name, p in data.items()},
+                   {index: dict(values) for index, values in bulk_load.items()})
 
     @property
     def pending(self) -> list[str]:

@@ -61,15 +61,52 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(source_servers, db, databas
     first = setup.run()
     done_before = _kill_mid_snapshot(setup, first, f"{database}.big", 2000)
     assert not done_before["done"] and done_before["rows"] % 500 == 0 and done_before["last_key"] == [done_before["rows"]]
+    # The new, empty index is filled with bulk-load settings (cdc/copy/bulkload.py); what to put back was
+    # saved in the checkpoint before they were set, so the killed copy still knows it.
+    index = next(iter(es.indices.get_alias(name=f"{index_prefix}-big")))
+    assert _bulk_settings(es, index) == ("-1", "0")
+    assert setup.checkpoint()["snapshot"]["_bulk_load"] == {
+        index: {"index.refresh_interval": None, "index.number_of_replicas": "1"}}
 
     second = setup.run()
     second.wait_for_event("snapshot_done", timeout=120)
+    # Put back before the checkpoint said the copy was done: the server's default refresh, one replica.
+    assert _bulk_settings(es, index) == (None, "1")
+    assert setup.checkpoint()["snapshot"] is None
     assert second.stop() == 0
     text = second.text()
     assert f"resuming snapshot of {database}.big after key [{done_before['last_key'][0]}]" in text
     written = int(re.search(r"snapshot done: (\d+) rows", text).group(1))
     assert written == rows - done_before["rows"]  # the rest, not everything again
+    assert f"index {index}: settings put back after the snapshot" in text
     wait_until_equal(db, es, "big", f"{index_prefix}-big", ["id"], timeout=30)
+
+
+def _bulk_settings(es, index: str) -> tuple[str | None, str | None]:
+    """(refresh_interval, number_of_replicas) the index has set (None: the server's default)."""
+    settings = es.indices.get_settings(index=index, flat_settings=True)[index]["settings"]
+    return settings.get("index.refresh_interval"), settings.get("index.number_of_replicas")
+
+
+def test_a_snapshot_into_an_index_with_documents_keeps_its_settings(servers, db, database, es, index_prefix,
+                                                                     tmp_path):
+    """A table added to the rules later, into an index that already serves documents: no bulk-load
+    settings (its searches must keep seeing new documents)."""
+    create_two_tables(db, 50)
+    rules = [{"schema": database, "table": t, "index": f"{index_prefix}-shared", "id": "{id}" if t == "a" else
+              "b-{k1}-{k2}"} for t in ("a", "b")]
+    setup = CdcSetup(tmp_path, servers, rules[:1])
+    cdc = setup.run()
+    cdc.wait_for_event("snapshot_done")
+    assert cdc.stop() == 0
+    assert "bulk-load settings" in cdc.text()  # the first copy, into the new empty index
+    (tmp_path / "rules" / "rules.yml").write_text(json.dumps({"rules": rules}))
+    again = setup.run()
+    again.wait_for_event("snapshot_done")
+    assert again.stop() == 0
+    assert f"snapshot of {database}.b" in again.text() and "bulk-load settings" not in again.text()
+    index = next(iter(es.indices.get_alias(name=f"{index_prefix}-shared")))
+    assert _bulk_settings(es, index) == (None, "1")
 
 
 def test_wide_rows_make_small_chunks_and_a_killed_copy_of_them_resumes(servers, db, database, es, index_prefix,
