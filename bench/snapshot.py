@@ -16,7 +16,9 @@ bodies encoded before the clock starts) into a new index: the rate
 the cluster takes these documents at when nothing else has to happen; then
 once more with the external version each was written with, as cdc's
 requests carry one (what Elasticsearch takes of cdc's very actions).
-With --baseline DIR, the cdc in DIR/cdc runs too, alternating with --code.
+With --baseline DIR, the cdc in DIR/cdc runs too, alternating with --code; --baseline-snapshot
+KEY=V gives the baseline its own snapshot settings (alone: the same code, e.g.
+`--baseline-snapshot bulk_settings=false` for cdc without bulk-load settings, side by side).
 Runs on its own servers (ports 23306/29200, as bench/catchup.py).
 """
 
@@ -106,8 +108,7 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False, snapsho
     """One `cdc run` of the table to "snapshot done"; `snapshot`: settings for its config's `snapshot:`."""
     es = Elasticsearch(ep.es_url, request_timeout=60)
     index = f"benchsnap-{n}"
-    if es.indices.exists(index=index):
-        es.indices.delete(index=index)
+    drop(es, index)
     work = RUNS / f"snapshot-{int(time.time())}-{n}"
     (work / "rules").mkdir(parents=True)
     (work / "rules" / "r.yml").write_text(yaml.safe_dump({"rules": [
@@ -145,7 +146,7 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False, snapsho
     count = es.count(index=index)["count"]
     raw_result = raw_bulk(es, index, n) if raw else None
     raw_versioned = raw_bulk(es, index, n, versioned=True) if raw else None
-    es.indices.delete(index=index)
+    drop(es, index)
     es.close()
     if count != rows:
         raise SystemExit(f"index has {count} documents, table {rows} rows")
@@ -154,6 +155,13 @@ def run_cdc(ep, rows: int, n: int, code: Path = ROOT, raw: bool = False, snapsho
             "cpu_seconds": cpu, "cpu_us_per_row": 1e6 * cpu / rows, "server_cpu_seconds": servers_cpu,
             "raw_bulk": raw_result,
             "raw_bulk_versioned": raw_versioned}
+
+
+def drop(es: Elasticsearch, name: str) -> None:
+    """Delete `name`: an alias onto a versioned index (cdc's default, indices.aliases) or a plain index;
+    Elasticsearch refuses to delete an index by an alias's name."""
+    if es.indices.exists(index=name):
+        es.indices.delete(index=list(es.indices.get(index=name)))
 
 
 def logged_snapshot_seconds(path: Path) -> float:
@@ -248,10 +256,20 @@ def main() -> int:
     parser.add_argument("--code", type=Path, default=ROOT, metavar="DIR", help="run the cdc package in DIR/cdc")
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help="also run the cdc in DIR/cdc, alternating with --code (which goes first swaps)")
-    parser.add_argument("--snapshot", action="append", default=[], metavar="KEY=N",
+    parser.add_argument("--snapshot", action="append", default=[], metavar="KEY=V",
                         help="a snapshot setting for both codes' config, e.g. chunk_size=5000 (repeatable)")
+    parser.add_argument("--baseline-snapshot", action="append", default=[], metavar="KEY=V",
+                        help="a snapshot setting for the baseline only, e.g. bulk_settings=false; without "
+                             "--baseline, the baseline is --code itself")
     args = parser.parse_args()
-    settings = {key: int(value) for key, value in (option.split("=", 1) for option in args.snapshot)}
+
+    def settings_of(options: list[str]) -> dict:
+        return {key: yaml.safe_load(value) for key, value in (option.split("=", 1) for option in options)}
+
+    settings = settings_of(args.snapshot)
+    base_settings = {**settings, **settings_of(args.baseline_snapshot)}
+    if args.baseline_snapshot and not args.baseline:
+        args.baseline = args.code
     ep = servers.up()
     load(ep, args.rows)
     cdc_runs, dump_runs, base_runs = [], [], []
@@ -263,7 +281,8 @@ def main() -> int:
             if n % 2 == 0:
                 order.reverse()
         for k, (name, code) in enumerate(order):
-            run = run_cdc(ep, args.rows, 10 * n + k, code, raw=(name == "code"), snapshot=settings)
+            run = run_cdc(ep, args.rows, 10 * n + k, code, raw=(name == "code"),
+                          snapshot=settings if name == "code" else base_settings)
             (cdc_runs if name == "code" else base_runs).append(run)
             raw = run["raw_bulk"]
             print(f"run {n + 1} {name}: cdc {run['rows_per_s']:.0f} rows/s ({run['snapshot_rows_per_s']:.0f} over the "
