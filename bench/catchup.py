@@ -718,6 +718,45 @@ class CheckpointWatcher(threading.Thread):
         return self.times[k] if k < len(self.times) else None
 
 
+def write_config(work: Path, ep, rules: list[dict], **extra) -> Path:
+    """`work`/rules/rules.yml and `work`/cdc.yml for the bench servers, with the checkpoint saved after every
+    acknowledged batch (min_interval 0: the checkpoint file is these benches' view of "acknowledged", and the
+    default 1 s throttle would hide up to a second); `extra`: more top-level config keys."""
+    (work / "rules").mkdir(parents=True, exist_ok=True)
+    (work / "rules" / "rules.yml").write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
+    config = work / "cdc.yml"
+    config.write_text(yaml.safe_dump({
+        "mysql": {"host": ep.mariadb_host, "port": ep.mariadb_port, "user": ep.cdc_user,
+                  "password": ep.cdc_password, "server_id": next(_server_ids)},
+        "elasticsearch": {"hosts": [ep.es_url]},
+        "checkpoint": {"path": str(work / "checkpoint.json"), "min_interval": 0},
+        "rules": str(work / "rules"), **extra}))
+    config.chmod(0o600)  # it holds a password; cdc warns about world-readable ones
+    return config
+
+
+def pace(done: float, rate: float, started: float) -> None:
+    """Sleep until `done` units of work at `rate` a second since `started` (monotonic) are due: an absolute
+    schedule, so a slow moment is made up for, not dropped."""
+    ahead = done / rate - (time.monotonic() - started)
+    if ahead > 0:
+        time.sleep(ahead)
+
+
+def ack_latencies(commits: list[tuple[int, float]], acked_at, lo: float, hi: float) -> tuple[list[float], int]:
+    """(commit -> acknowledged seconds, count never acknowledged) of the `commits` (GTID sequence number, when
+    COMMIT returned) made in [lo, hi); `acked_at` is CheckpointWatcher.acked_at."""
+    values, unacked = [], 0
+    for seq, committed in commits:
+        if lo <= committed < hi:
+            at = acked_at(seq)
+            if at is None:
+                unacked += 1
+            else:
+                values.append(max(0.0, at - committed))
+    return values, unacked
+
+
 class RssSampler(threading.Thread):
     """cdc's resident memory once a second, to tell a steady state from growth."""
 

@@ -34,8 +34,6 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import catchup as cu  # noqa: E402  (sets the bench servers' ports first)
@@ -76,22 +74,13 @@ class Load(threading.Thread):
                     self.commits.append((int(cur.fetchone()[0].rsplit("-", 1)[1]), committed))
                     self.next_id += 5
                     self.rows += 10
-                    ahead = self.rows / self.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    cu.pace(self.rows, self.rate, started)
         except BaseException as exc:  # reported at the end
             self.error = exc
 
 
 def latencies(commits: list[tuple[int, float]], acked_at, lo: float, hi: float) -> dict:
-    values, unacked = [], 0
-    for seq, committed in commits:
-        if lo <= committed < hi:
-            at = acked_at(seq)
-            if at is None:
-                unacked += 1
-            else:
-                values.append(max(0.0, at - committed))
+    values, unacked = cu.ack_latencies(commits, acked_at, lo, hi)
     return {"transactions": len(values) + unacked, "never_acked": unacked,
             "p50_ms": cu._r(cu.pct(values, 50), 1000), "p99_ms": cu._r(cu.pct(values, 99), 1000),
             "max_ms": cu._r(max(values) if values else None, 1000)}
@@ -115,17 +104,7 @@ def main() -> int:
     if left:
         es.indices.delete(index=left)
     work = cu.STATE / f"rebuild-latency-{int(time.time())}"
-    (work / "rules").mkdir(parents=True)
-    (work / "rules" / "r.yml").write_text(yaml.safe_dump({"rules": [
-        {"schema": sb.SCHEMA, "table": sb.TABLE, "index": INDEX}]}))
-    config = work / "cdc.yml"
-    config.write_text(yaml.safe_dump({
-        "mysql": {"host": ep.mariadb_host, "port": ep.mariadb_port, "user": ep.cdc_user,
-                  "password": ep.cdc_password, "server_id": next(cu._server_ids)},
-        "elasticsearch": {"hosts": [ep.es_url]},
-        "checkpoint": {"path": str(work / "checkpoint.json"), "min_interval": 0},
-        "rules": str(work / "rules")}))
-    config.chmod(0o600)
+    config = cu.write_config(work, ep, [{"schema": sb.SCHEMA, "table": sb.TABLE, "index": INDEX}])
     env = {**os.environ, "PYTHONPATH": str(cu.ROOT)}
     daemon = subprocess.Popen([sys.executable, "-m", "cdc", "run", "--config", str(config), "--log-format", "json"],
                               stdout=open(work / "run.log", "wb"), stderr=subprocess.STDOUT, env=env, cwd=cu.ROOT)

@@ -45,7 +45,6 @@ import time
 from pathlib import Path
 
 import pymysql
-import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -143,9 +142,7 @@ class Load(threading.Thread):
                     continue
                 self.rows += rows
                 self.transactions += 1
-                ahead = self.rows / self.rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
+                cu.pace(self.rows, self.rate, started)
         except BaseException as exc:  # reported at the end
             self.error = exc
 
@@ -188,15 +185,7 @@ def windows(results: dict, window_s: float, acked_at) -> list[dict]:
     for w in range(n):
         lo, hi = w * window_s, (w + 1) * window_s if w < n - 1 else float("inf")
         samples = [s for s in results["samples"] if lo <= s["t"] < hi]
-        latencies = []
-        unacked = 0
-        for seq, committed in results["commits"]:
-            if lo <= committed - t0 < hi:
-                at = acked_at(seq)
-                if at is None:
-                    unacked += 1
-                else:
-                    latencies.append(max(0.0, at - committed))
+        latencies, unacked = cu.ack_latencies(results["commits"], acked_at, t0 + lo, t0 + hi)
         events = [k["t"] for k in results["kills"] if lo <= k["t"] < hi]
         events += [f"{r['what']} {r['down_at']}-{r['up_at']}" for r in results["restarts"] if lo <= r["down_at"] < hi]
         rss = [s["rss_mb"] for s in samples]
@@ -242,19 +231,8 @@ def main() -> int:
     positions = Reconnecting(ep)
     work = Path(tempfile.mkdtemp(prefix="soak-", dir=cu.STATE if cu.STATE.exists() else None))
     prefix = f"bench-soak-{work.name.rsplit('-', 1)[-1].lower()}"
-    (work / "rules").mkdir()
-    (work / "rules" / "zoo.yml").write_text(yaml.safe_dump({"rules": zoo.rules(SCHEMA, prefix)}, sort_keys=False))
-    config = work / "cdc.yml"
-    config.write_text(yaml.safe_dump({
-        "mysql": {"host": ep.mariadb_host, "port": ep.mariadb_port, "user": ep.cdc_user,
-                  "password": ep.cdc_password, "server_id": next(cu._server_ids)},
-        "elasticsearch": {"hosts": [ep.es_url]},
-        # min_interval 0: the checkpoint file is the bench's view of "acknowledged" (as in
-        # bench/catchup.py's latency runs); the default 1 s throttle would hide up to a second.
-        "checkpoint": {"path": str(work / "checkpoint.json"), "min_interval": 0},
-        "start": {"position": str(start)}, "snapshot": {"mode": "never"},
-        "rules": str(work / "rules")}))
-    config.chmod(0o600)
+    config = cu.write_config(work, ep, zoo.rules(SCHEMA, prefix), start={"position": str(start)},
+                             snapshot={"mode": "never"})
     checkpoint = work / "checkpoint.json"
     cmd = [sys.executable, "-m", "cdc", "run", "--config", str(config), "--log-format", "json"]
     env = {**os.environ, "PYTHONPATH": str(cu.ROOT)}
