@@ -103,6 +103,7 @@ class Load(threading.Thread):
         self.rows = 0
         self.transactions = 0
         self.dropped = 0  # transactions cut by a server restart
+        self.drop_errors: list[str] = []
         self.commits: list[tuple[int, float]] = []  # (GTID sequence number, when COMMIT returned)
         self.error: BaseException | None = None
 
@@ -136,8 +137,10 @@ class Load(threading.Thread):
                             cur.execute("SELECT @@last_gtid")
                             gtid = cur.fetchone()[0]
                             self.commits.append((int(gtid.rsplit("-", 1)[1]), committed))
-                except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
+                except pymysql.err.Error as exc:  # a restart cut it (lost connection, server shutting down)
                     self.dropped += 1
+                    self.drop_errors.append(repr(exc)[:200])
+                    conn.close() if conn.open else None
                     conn = self._connect()
                     continue
                 self.rows += rows
@@ -317,6 +320,7 @@ def main() -> int:
     results["verify"] = {"exit_code": verify.returncode, "output": verify.stdout[-20000:] + verify.stderr[-2000:]}
     results["loadavg_end"] = os.getloadavg()
     results["rows"], results["transactions"], results["dropped_transactions"] = load.rows, load.transactions, load.dropped
+    results["drop_errors"] = load.drop_errors
     results["restarts"] = faults.done
     results["commits"] = load.commits
     results["windows"] = windows(results, args.window * 60, watcher.acked_at)
