@@ -209,11 +209,13 @@ def test_rebuild_under_load_killed_at_each_step(servers, db, database, index_pre
         reader.close()
 
 
-def test_rebuild_on_the_other_engines(destination, servers, db, database, search, unique_name, tmp_path):
-    """The same on Elasticsearch 7.17 and OpenSearch 2 and 3, killed between verify and the swap (Elasticsearch 8
-    runs every kill point above)."""
-    if destination.name == "es8":
-        pytest.skip("Elasticsearch 8: test_rebuild_under_load_killed_at_each_step")
+@pytest.mark.parametrize("destination,kill_at", [
+    *((engine, kill_at) for engine in ("es7", "opensearch") for kill_at in ("copy", "mid-copy", "swap", "swapped")),
+    ("opensearch3", "swap")], indirect=["destination"])
+def test_rebuild_on_the_other_engines(destination, servers, db, database, search, unique_name, tmp_path, kill_at):
+    """The same on Elasticsearch 7.17 and OpenSearch 2 at every kill point, and on OpenSearch 3 killed between
+    verify and the swap (Elasticsearch 8: test_rebuild_under_load_killed_at_each_step)."""
     alias = f"{unique_name}-a"
-    setup = _setup_rebuild(tmp_path, servers, db, database, alias, elasticsearch__hosts=[destination.url])
-    rebuild_under_load(setup, search, db, servers, database, alias, "swap")
+    setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=10 if kill_at == "mid-copy" else 100,
+                           elasticsearch__hosts=[destination.url])
+    rebuild_under_load(setup, search, db, servers, database, alias, kill_at)
