@@ -15,10 +15,10 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from cdc.config import ElasticsearchConfig
-from cdc.errors import SinkAccessError, SinkUnavailableError
 from cdc.es.engine import (NODES_VERSION_PATH, PRODUCT_NAMES, Engine, UnknownServer, check_supported, from_nodes,
                            from_root, refuse)
-from cdc.es.sink import RETRY_STATUSES, ElasticsearchSink
+from cdc.es.sink import ElasticsearchSink
+from cdc.es.statuses import ELASTICSEARCH_ROLE, error_reason, status_error
 from cdc.model import Action, BulkResult, StoredDoc
 
 if TYPE_CHECKING:
@@ -54,23 +54,13 @@ def detect(sink: ElasticsearchSink | OpenSearchSink) -> Engine:
 
 def _answer(sink: ElasticsearchSink | OpenSearchSink, path: str) -> tuple[int, Any, Any]:
     status, headers, body = sink.probe(path)
-    if status in RETRY_STATUSES:
-        raise SinkUnavailableError(f"the search cluster answered {status} to GET {path}")
-    if status == 401:
-        raise SinkAccessError("the search cluster refused the credentials (401); check elasticsearch.username "
-                              "and password (or password_file), or api_key")
-    if status == 403:
-        raise SinkAccessError(f"the search cluster denied access (403): {_reason(body)} (cdc reads the server's "
-                              "version with the cluster privilege `monitor`; docs/security.md, Minimal Elasticsearch role)")
+    # Which product answered is what this asks; 401 carries no message worth repeating here.
+    known = status_error("the search cluster", status, f" to GET {path}" if status not in (401, 403) else "",
+                         error_reason(body, str(body)[:300]),
+                         role=f"cdc reads the server's version with the cluster privilege `monitor`; {ELASTICSEARCH_ROLE}")
+    if known is not None and status != 413:
+        raise known
     return status, headers, body
-
-
-def _reason(body: Any) -> str:
-    """`error.reason` of an error answer (it names the action, the user and the privilege that grants it)."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("reason"):
-        return str(error["reason"])
-    return str(body)[:300]
 
 
 class Destination:

@@ -26,10 +26,11 @@ from opensearchpy import exceptions as ose
 from opensearchpy import helpers
 
 from cdc.config import ElasticsearchConfig
-from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
+from cdc.errors import SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.es.engine import Engine
-from cdc.es.sink import (BULK_RESPONSE_FIELDS, RETRY_STATUSES, _certificate_refused, encode_bulk,
+from cdc.es.sink import (BULK_RESPONSE_FIELDS, _certificate_refused, encode_bulk,
                          parse_bulk_response, shortest_gc_deletes, stored_index)
+from cdc.es.statuses import OPENSEARCH_ROLE, error_reason, status_error
 from cdc.model import Action, BulkResult, StoredDoc
 
 log = logging.getLogger("cdc.sink")
@@ -140,8 +141,7 @@ class OpenSearchSink:
                 if isinstance(error, dict) and error.get("type") == "security_exception":
                     # OpenSearch's security plugin refuses mget per document, not per request
                     # (Elasticsearch answers 403 for the whole request): the same set-up error.
-                    raise SinkAccessError(f"OpenSearch denied access (403): {error.get('reason')} "
-                                          "(docs/destinations.md, Security on OpenSearch)")
+                    raise SinkAccessError(f"OpenSearch denied access (403): {error.get('reason')} ({OPENSEARCH_ROLE})")
                 raise SinkUnavailableError(f"OpenSearch could not get {index}/{doc_id}: {error}")
             out.append(StoredDoc(index, doc["_id"], int(doc["_version"]), doc.get("_source") or {},
                                  doc.get("_routing", routing)) if doc.get("found") else None)
@@ -172,26 +172,11 @@ class OpenSearchSink:
             return SinkUnavailableError(f"OpenSearch unreachable: {exc}")
         if isinstance(exc, ose.TransportError):
             status = exc.status_code if isinstance(exc.status_code, int) else 0
-            if status in RETRY_STATUSES:
-                return SinkUnavailableError(f"OpenSearch answered {status}: {exc.error}")
-            if status == 401:
-                return SinkAccessError(f"OpenSearch refused the credentials (401): {exc.error}; check "
-                                       "elasticsearch.username and password (or password_file)")
-            if status == 403:
-                return SinkAccessError(f"OpenSearch denied access (403): {_reason(exc)} "
-                                       "(docs/destinations.md, Security on OpenSearch)")
-            if status == 413:
-                return RequestTooLargeError("bulk request too large for OpenSearch (413): lower "
-                                            "batch.max_bytes or raise http.max_content_length")
+            known = status_error("OpenSearch", status, f": {exc.error}", error_reason(exc.info, str(exc.error)),
+                                 api_key=False, role=OPENSEARCH_ROLE)
+            if known is not None:
+                return known
             return SinkError(f"OpenSearch answered {status}: {exc.error} {exc.info if exc.info else ''}")
         if isinstance(exc, ose.OpenSearchException):
             return SinkError(f"OpenSearch client error: {type(exc).__name__}: {exc}")
         return SinkError(f"OpenSearch client error: {type(exc).__name__}: {exc}")
-
-
-def _reason(exc: ose.TransportError) -> str:
-    info = exc.info if isinstance(exc.info, dict) else {}
-    error = info.get("error")
-    if isinstance(error, dict) and error.get("reason"):
-        return str(error["reason"])
-    return str(exc.error)

@@ -27,15 +27,13 @@ from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
 from cdc.config import ElasticsearchConfig
 from cdc.es.engine import Engine
-from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
+from cdc.es.statuses import RETRY_STATUSES, error_reason, status_error
+from cdc.errors import SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.model import (UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BulkResult, EncodedActions, ItemResult, Outcome,
                        StoredDoc)
 
 log = logging.getLogger("cdc.sink")
 
-# Item statuses worth sending again: overload (429) and server-side trouble (5xx).
-# Anything else (400 mapping errors, 413 too large, ...) will fail the same way again.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Every item has a status, so none is filtered out and items still pair with actions in order;
 # `errors` says whether any failed (parse_bulk_response).
 BULK_RESPONSE_FIELDS = "errors,items.*.status,items.*.error"
@@ -426,17 +424,9 @@ class ElasticsearchSink:
             return SinkUnavailableError(f"Elasticsearch unreachable: {exc}")
         if isinstance(exc, ApiError):
             status = exc.meta.status if exc.meta else 0
-            if status in RETRY_STATUSES:
-                return SinkUnavailableError(f"Elasticsearch answered {status}: {exc.message}")
-            if status == 401:
-                return SinkAccessError(f"Elasticsearch refused the credentials (401): {exc.message}; check "
-                                       "elasticsearch.username and password (or password_file), or api_key")
-            if status == 403:
-                return SinkAccessError(f"Elasticsearch denied access (403): {_reason(exc)} "
-                                       "(docs/security.md, Minimal Elasticsearch role)")
-            if status == 413:
-                return RequestTooLargeError("bulk request too large for Elasticsearch (413): lower "
-                                            "batch.max_bytes or raise http.max_content_length")
+            known = status_error("Elasticsearch", status, f": {exc.message}", error_reason(exc.body, str(exc.message)))
+            if known is not None:
+                return known
             return SinkError(f"Elasticsearch answered {status}: {exc.message} {exc.body if exc.body else ''}")
         if isinstance(exc, TransportError):
             return SinkUnavailableError(f"Elasticsearch transport error: {exc}")
@@ -464,15 +454,6 @@ def _certificate_refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _reason(exc: ApiError) -> str:
-    """The `error.reason` of an error response (it names the action, user and missing privilege)."""
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error")
-    if isinstance(error, dict) and error.get("reason"):
-        return str(error["reason"])
-    return str(exc.message)
 
 
 def shortest_gc_deletes(settings_by_index: Mapping[str, Any]) -> float | None:
