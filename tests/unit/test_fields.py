@@ -76,6 +76,9 @@ def test_holds():
     assert not holds({"type": "date"}, {"type": "keyword"})  # DATETIME -> TIME
     assert not holds({"type": "keyword"}, {"type": "object"})  # VARCHAR -> JSON
     assert not holds({"properties": {"a": {"type": "long"}}}, {"type": "long"})  # JSON -> INT
+    # GEOMETRY on a server without geo_shape: the dynamic mapping of its first GeoJSON value holds the next
+    assert holds({"properties": {"type": TEXT, "coordinates": {"type": "float"}}}, {"type": "geo_shape"})
+    assert not holds({"type": "keyword"}, {"type": "geo_shape"})
 
 
 def test_field_changes():
