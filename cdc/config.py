@@ -176,7 +176,7 @@ class StartConfig(_Strict):
 
 
 class SnapshotConfig(_Strict):
-    """Copying existing rows (see cdc/snapshot.py)."""
+    """Copying existing rows (see cdc/copy/snapshot.py)."""
 
     mode: Literal["initial", "never", "when_needed"] = "initial"
     """initial: copy the rules' tables on first start, and tables new to the rules on later starts;
@@ -216,7 +216,7 @@ class IndicesConfig(_Strict):
 
 
 class DeadLetterConfig(_Strict):
-    """What to do with documents Elasticsearch rejects for good (see cdc/deadletter.py)."""
+    """What to do with documents Elasticsearch rejects for good (see cdc/stream/deadletter.py)."""
 
     on_rejected: Literal["stop", "dead_letter"] = "stop"
     """stop: stop the daemon, naming the document (the checkpoint stays before it);
@@ -256,7 +256,7 @@ class LoggingConfig(_Strict):
 
 
 class ValuesConfig(_Strict):
-    """How column values become document values (docs/values.md "Values"; cdc/values.py)."""
+    """How column values become document values (docs/values.md "Values"; cdc/rules/values.py)."""
 
     decimal_as: Literal["string", "number"] = "string"
     """string keeps every digit of DECIMAL(65,30); number is a double (loses digits past ~15)."""

@@ -352,7 +352,7 @@ class ElasticsearchSink:
         return shortest_gc_deletes(resp.body or {})
 
     def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        """One index-administration request (cdc/indices.py): (status, body); a 404 is an answer, not an error."""
+        """One index-administration request (cdc/es/indices.py): (status, body); a 404 is an answer, not an error."""
         headers = {"accept": "application/json"}
         if body is not None:
             headers["content-type"] = "application/json"

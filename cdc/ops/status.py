@@ -41,7 +41,7 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
         "daemon_running": store.is_locked_by_other(),
         "lag": {"source": None, "seconds_behind_source": None, "read_position": None, "server_position": None,
                 "files_behind": None, "bytes_behind": None},
-        # An unfinished snapshot as the checkpoint records it (cdc/snapshot.py), else null.
+        # An unfinished snapshot as the checkpoint records it (cdc/copy/snapshot.py), else null.
         "snapshot": getattr(checkpoint, "snapshot", None),
         "dead_letters": None,
         # docs/row-path.md "Row path": the configured path, whether the native module is installed, and

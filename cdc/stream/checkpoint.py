@@ -32,7 +32,7 @@ class Checkpoint:
     saved_at: float = 0.0
     # Tables ("schema.table") whose rows have been copied; None: not recorded (format 1).
     snapshotted: tuple[str, ...] | None = ()
-    # Progress of a snapshot that has not finished (cdc/snapshot.py SnapshotState).
+    # Progress of a snapshot that has not finished (cdc/copy/snapshot.py SnapshotState).
     snapshot: dict | None = None
     # The server the position belongs to ("mariadb:<server_id>" / "mysql:<server_uuid>").
     server: str | None = None

@@ -10,7 +10,7 @@
 //! * `key`: `Action.key` (index, id, routing; schema and table too for partial updates);
 //! * `document`: `Action.document` (index, id);
 //! * `bulk_meta`: the action line of its `_bulk` request, the bytes `cdc.es.sink.encode_bulk`
-//!   makes from the fields (tests/unit/test_native_actions.py compares them).
+//!   makes from the fields (tests/unit/test_native_rowpath.py compares them).
 //!
 //! `Action` reads all three through non-data descriptors, so these dict entries are what
 //! it finds; an action made any other way (`dataclasses.replace`, the Python path)

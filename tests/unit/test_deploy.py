@@ -359,7 +359,7 @@ def test_unit_runs_cdc_run_as_user_cdc(unit):
 
 
 def test_unit_is_type_notify_with_a_watchdog(unit):
-    # cdc/notify.py sends READY=1, WATCHDOG=1 (every WatchdogSec/2), STATUS= and STOPPING=1.
+    # cdc/ops/notify.py sends READY=1, WATCHDOG=1 (every WatchdogSec/2), STATUS= and STOPPING=1.
     assert _one(unit, "Service", "Type") == "notify"
     assert _one(unit, "Service", "WatchdogSec") == "30"
     # The pings come from a thread of the main process, which NotifyAccess=main (the default) accepts.

@@ -1,4 +1,4 @@
-"""The write window of snapshot chunks and verify repairs (cdc/snapshot.py write_while_fresh), over fakes."""
+"""The write window of snapshot chunks and verify repairs (cdc/copy/snapshot.py write_while_fresh), over fakes."""
 
 import threading
 

@@ -1,4 +1,4 @@
-"""cdc/source.py's reuse of parsed TABLE_MAP events and of per-table column work (no server)."""
+"""cdc/mysql/source.py's reuse of parsed TABLE_MAP events and of per-table column work (no server)."""
 
 import datetime
 from types import SimpleNamespace

@@ -1,4 +1,4 @@
-"""cdc/verify.py: the pure comparison, and the Verifier's confirm-then-report logic over fakes."""
+"""cdc/copy/verify.py: the pure comparison, and the Verifier's confirm-then-report logic over fakes."""
 
 from __future__ import annotations
 
