@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import json
 import os
 import sys
@@ -81,12 +80,12 @@ def _require_native() -> None:
     """
     if os.environ.get("CDC_REQUIRE_NATIVE", "") not in ("1", "true", "yes"):
         return
-    try:
-        importlib.import_module("cdc._native")
-    except ImportError as e:
-        raise pytest.UsageError(f"CDC_REQUIRE_NATIVE is set but cdc's native module does not load: {e}. "
-                                "Build it with `.venv/bin/pip install -e .` (needs cargo), or unset "
-                                "CDC_REQUIRE_NATIVE to run the Python path only.") from e
+    from cdc import native
+
+    if not native.AVAILABLE:
+        raise pytest.UsageError(f"CDC_REQUIRE_NATIVE is set but cdc's native module does not load: "
+                                f"{native.LOAD_ERROR}. Build it with `.venv/bin/pip install -e .` (needs cargo), "
+                                "or unset CDC_REQUIRE_NATIVE to run the Python path only.")
 
 
 def _worker() -> str | None:

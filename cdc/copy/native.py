@@ -30,6 +30,8 @@ from typing import Any, Callable, Sequence
 from cdc.errors import RowError
 from cdc.model import Action, BinlogPosition, Column, ColumnKind, EncodedActions, EncodedParts
 from cdc.mysql.server import PacketRows
+from cdc.native import AVAILABLE as NATIVE_AVAILABLE
+from cdc.native import native as _native
 from cdc.rules import ActionBuilder, document_version, rowpath
 from cdc.rules.actions import _columns_for
 from cdc.rules.model import Rule
@@ -110,10 +112,10 @@ class _Compiled:
     columns: tuple[Column, ...]
     fields: tuple[tuple[str, int, int], ...]
     rules: Sequence[Rule]
-    table: Any  # native TextTable, None: the Python path
-    plans: Any
+    table: _native.TextTable | None  # None: the Python path
+    plans: list[_native.Plan] | None
     reason: str | None
-    maker: Any = None  # makes the rules' NativeAction objects (native/src/actions.rs)
+    maker: _native.Maker | None = None  # makes the rules' NativeAction objects (native/src/actions.rs)
 
 
 class SnapshotRows:
@@ -130,22 +132,24 @@ class SnapshotRows:
 
     @property
     def enabled(self) -> bool:
-        return self.mode != "python" and rowpath.NATIVE_AVAILABLE
+        return self.mode != "python" and NATIVE_AVAILABLE
 
     def actions(self, schema: str, table: str, columns: tuple[Column, ...], position: BinlogPosition,
                 rows: PacketRows, after: Any = None) -> Sequence[Action] | None:
         """The chunk's actions (encoded: `EncodedActions`, or `EncodedParts` when bigger than a bulk request),
         or None for the Python path (this table, or this chunk)."""
         compiled = self._compile(schema, table, columns, rows.fields)
-        if compiled.table is None:
+        native_table, plans, maker = compiled.table, compiled.plans, compiled.maker
+        if native_table is None:
             return None
-        native = rowpath._native
+        assert plans is not None and maker is not None  # set with the table (`_compile`)
+        native = _native
         version = document_version(position, self.builder.version_epoch)
         packets = rows.packets
         try:
             # The chunk's bulk bodies, each a request, without a Python object per action (issue 13);
             # the actions are made from the same packets only if something asks for them.
-            parts = native.snapshot_body(compiled.table, compiled.plans, packets, compiled.maker, version,
+            parts = native.snapshot_body(native_table, plans, packets, maker, version,
                                          *self.request)
         except native.Decline:
             return None  # the Python path gives these rows' exact actions, or their exact error
@@ -158,8 +162,8 @@ class SnapshotRows:
 
         def make_all() -> list[Action]:
             if not made:
-                made.append(native.snapshot_rows(compiled.table, compiled.plans, packets,
-                                                 (compiled.maker, schema, table, position, version)))
+                made.append(native.snapshot_rows(native_table, plans, packets,
+                                                 (maker, schema, table, position, version)))
             return made[0]
 
         if len(parts) == 1:
@@ -201,7 +205,7 @@ class SnapshotRows:
                          for rule in rules]
                 zone = (rowpath.timestamp_zone(self.builder.value_options.timestamp_tz)
                         if any(reader == "timestamp" for reader, _ in specs) else None)
-                native_table = rowpath._native.TextTable(specs, zone)
+                native_table = _native.TextTable(specs, zone)
             except rowpath.Unsupported as exc:
                 reason, plans = str(exc), None
         compiled = self._compiled[key] = _Compiled(columns, fields, rules, native_table, plans, reason,

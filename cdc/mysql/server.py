@@ -15,15 +15,12 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import pymysql
 
-try:  # the row framing of snapshot chunks (issue 13); the package works without its native module
-    from cdc import _native  # type: ignore[attr-defined]
-except ImportError:
-    _native = None
-
 from cdc.config import MysqlConfig
 from cdc.errors import (PreflightError, SchemaChanged, SourceConnectionError, SourceError,
                         StartPositionError)
 from cdc.model import BinlogPosition
+from cdc.native import AVAILABLE as NATIVE_AVAILABLE
+from cdc.native import native
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
 
 log = logging.getLogger("cdc.database")
@@ -138,7 +135,8 @@ class _PacketResult(pymysql.connections.MySQLResult):
 
 
 _MAX_PACKET_LEN = 0xFFFFFF  # pymysql.connections.MAX_PACKET_LEN
-_frame_rows = getattr(_native, "frame_rows", None)
+# The row framing of snapshot chunks (issue 13); the package works without its native module.
+_frame_rows = native.frame_rows if NATIVE_AVAILABLE else None
 _CR_SERVER_LOST = 2013  # pymysql.constants.CR.CR_SERVER_LOST: the client error for a lost connection
 
 

@@ -9,7 +9,6 @@ past the checkpoint. Nothing here writes anything or registers as a replica.
 
 from __future__ import annotations
 
-import importlib.util
 
 import re
 import time
@@ -19,6 +18,7 @@ from cdc.stream.checkpoint import FileCheckpointStore
 from cdc.config import Config
 from cdc.errors import CdcError
 from cdc.model import BinlogPosition
+from cdc.native import AVAILABLE as NATIVE_AVAILABLE
 
 Report = dict[str, Any]
 
@@ -46,7 +46,7 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
         "dead_letters": None,
         # docs/row-path.md "Row path": the configured path, whether the native module is installed, and
         # (from a running daemon's metrics) each table's path, with why a table falls back.
-        "row_path": {"config": config.row_path, "native_module": importlib.util.find_spec("cdc._native") is not None,
+        "row_path": {"config": config.row_path, "native_module": NATIVE_AVAILABLE,
                      "tables": None},
         # `cdc sink` (README: Kafka mode): each assigned partition's lag and the stalled ones, from
         # the writer's metrics when they answer at metrics.port; else null.

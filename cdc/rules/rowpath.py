@@ -41,7 +41,6 @@ Bytes that do not decode (`DecodeError`) stop cdc with the table and position.
 from __future__ import annotations
 
 import datetime
-import importlib
 import logging
 import re
 from dataclasses import dataclass
@@ -50,22 +49,17 @@ from typing import Any, Literal, Sequence
 import orjson
 
 from cdc.errors import ConfigError, RowError
+from cdc.native import AVAILABLE as NATIVE_AVAILABLE
+from cdc.native import native as _native
 from cdc.model import (UPDATE_RETRY_ON_CONFLICT, Action, ActionType, BinlogPosition, Column, ColumnKind, DocFromJson,
                        Op, RowChange, RowsData)
 from cdc.rules.actions import ActionBuilder, _columns_for, document_version
 from cdc.rules.model import Conversion, Rule
 from cdc.rules.names import INDEX_FORBIDDEN, TemplateField, parse_template
 
-_native: Any
-try:
-    _native = importlib.import_module("cdc._native")
-except ImportError:  # installed without a Rust toolchain: the Python path only
-    _native = None
-
 log = logging.getLogger("cdc.rowpath")
 
 RowPathMode = Literal["auto", "native", "python"]
-NATIVE_AVAILABLE = _native is not None
 _DATE_FORMAT = re.compile(r"(?:[^%]|%[YmdHMS%])*")
 _DATE_KINDS = (ColumnKind.DATE, ColumnKind.DATETIME, ColumnKind.TIMESTAMP)
 # Kinds no id, routing or index name is made of natively. A SET is a list, which actions.py
@@ -160,9 +154,9 @@ def _key(name: str) -> str:
 
 
 def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...],
-                 readers: Sequence[tuple | None], builder: ActionBuilder) -> tuple[Any, Any]:
+                 readers: Sequence[tuple | None], builder: ActionBuilder) -> tuple[_native.Table, _native.Plan]:
     """(native Table, Plan) for one rule and table definition, or `Unsupported` with the reason."""
-    if _native is None:
+    if not NATIVE_AVAILABLE:
         raise Unsupported("cdc was installed without its native module")
     if not rule.checked:
         raise Unsupported("the table was not checked at start-up")
@@ -271,7 +265,10 @@ def compile_plan(rule: Rule, schema: str, table: str, columns: tuple[Column, ...
     routing = template(rule.routing, "the routing") if rule.routing else None
     on_delete = {"delete": 0, "ignore": 1, "soft": 2}[rule.on_delete]
     plan = _native.Plan(doc, "".join(consts), soft, id_cols, rule.id_separator, id_tpl, index, routing,
-                        rule.mode == "index", on_delete, "".join(sorted(INDEX_FORBIDDEN)), convs, _PAD_YEAR)
+                        rule.mode == "index", on_delete, "".join(sorted(INDEX_FORBIDDEN)), convs,
+                        # None (strftime pads neither way) refused every datetime conversion above,
+                        # so no plan that reads the value gets here; pyo3 takes a bool only.
+                        bool(_PAD_YEAR))
     return _native.Table(specs, zone), plan
 
 
@@ -340,11 +337,11 @@ class _Compiled:
 
     columns: Any
     readers: Any
-    table: Any
-    plans: Any
+    table: _native.Table | None
+    plans: list[_native.Plan] | None
     rules: Any
     reason: Any
-    maker: Any = None  # makes the rules' NativeAction objects (native/src/actions.rs)
+    maker: _native.Maker | None = None  # makes the rules' NativeAction objects (native/src/actions.rs)
 
 
 class PreparedChange(RowChange):
@@ -406,7 +403,7 @@ class RowPath(ActionBuilder):
 
     @property
     def native(self) -> bool:
-        return self.mode != "python" and _native is not None
+        return self.mode != "python" and NATIVE_AVAILABLE
 
     def actions(self, change: RowChange) -> list[Action]:
         if change.__class__ is PreparedChange:
@@ -416,11 +413,14 @@ class RowPath(ActionBuilder):
     def prepare(self, rows: RowsData) -> Sequence[RowChange]:
         """The event's row changes: native ones with their actions, or the library's."""
         compiled = self._compile(rows)
-        if compiled.plans is not None:
+        plans = compiled.plans
+        if plans is not None:
+            table, maker = compiled.table, compiled.maker
+            assert table is not None and maker is not None  # set with the plans (`_compile`)
             try:
-                count, actions, zero_rows = _native.decode(compiled.table, compiled.plans, _OP_CODES[rows.op],
-                                                           rows.body, (compiled.maker, rows.schema, rows.table,
-                                                                       rows.position, self._version(rows.position)))
+                count, actions, zero_rows = _native.decode(table, plans, _OP_CODES[rows.op], rows.body,
+                                                           (maker, rows.schema, rows.table, rows.position,
+                                                            self._version(rows.position)))
             except _native.Decline:
                 pass  # the Python path gives this event's exact actions, or its exact error
             except _native.DecodeError as exc:
@@ -506,7 +506,7 @@ def _stand_in(rows: RowsData, count: int, prepared: list[Action]) -> PreparedCha
     return change
 
 
-def action_maker(rules: Sequence[Rule]) -> Any:
+def action_maker(rules: Sequence[Rule]) -> _native.Maker:
     """What the native code needs to make the rules' actions as `NativeAction` objects (one per plan, in order)."""
     return _native.Maker(NativeAction, _TYPES, [(rule.pipeline if rule.mode == "index" else None, rule.mode == "index")
                                                 for rule in rules], UPDATE_RETRY_ON_CONFLICT)
@@ -516,7 +516,7 @@ def check_mode(mode: RowPathMode) -> tuple[int, str]:
     """The start-up log line about the row path (level, text); `native` without the module is an error."""
     if mode == "python":
         return logging.INFO, "row path: python (row_path: python)"
-    if _native is None:
+    if not NATIVE_AVAILABLE:
         if mode == "native":
             raise ConfigError("row_path: native, but cdc was installed without its native module (cdc._native): "
                               "install it with a Rust toolchain (cargo) on PATH, or set row_path: auto")

@@ -59,6 +59,7 @@ def test_the_wheel_is_abi3_and_installs_with_its_native_module(tmp_path):
     assert wheel.name == NAME
     with zipfile.ZipFile(wheel) as archive:
         assert "cdc/_native.abi3.so" in archive.namelist()
+        assert "cdc/_native.pyi" in archive.namelist()  # its types (setup.cfg package_data)
         assert f"Tag: cp311-abi3-{PLATFORM}" in archive.read(f"cdc-{cdc.__version__}.dist-info/WHEEL").decode()
     # pip on CPython 3.11, 3.12 and 3.13 takes it (it refused the cp311-cp311 wheel on 3.12).
     _, _, _, [tag] = parse_wheel_filename(wheel.name)

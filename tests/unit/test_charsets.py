@@ -24,10 +24,10 @@ from pymysqlreplication.row_event import RowsEvent
 
 from cdc.model import Column, ColumnKind
 from cdc.mysql import charsets, source
+from cdc.native import native
 from cdc.rules import rowpath
 from cdc.rules.values import ValueOptions, convert_value
 
-native = rowpath._native
 needs_native = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
 
 # "mariadb/latin1", ... ("mysql/gb18030+runs" is gb18030's four-byte runs, no table of its own)

@@ -22,12 +22,12 @@ from pymysql import converters
 
 from cdc.errors import ConversionError, RowError
 from cdc.model import BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
+from cdc.native import native
 from cdc.rules import ActionBuilder, Rule, RuleSet, rowpath
 from cdc.rules.model import Conversion
 from cdc.rules.values import ValueOptions, apply_conversion, convert_value
 
 pytestmark = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
-native = rowpath._native
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d{6})?Z?)?", re.ASCII)
 
 

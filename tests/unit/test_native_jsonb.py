@@ -24,13 +24,13 @@ from pymysqlreplication.json_binary import parse_json
 
 from cdc.mysql import source
 from cdc.model import BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
+from cdc.native import native
 from cdc.rules import ActionBuilder, Rule, RuleSet, rowpath
 from cdc.rules.values import ValueOptions, convert_value
 
 from .mysql_jsonb import Opaque, Raw, decimal, encode, packed_datetime, packed_time, var_len
 
 pytestmark = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
-native = rowpath._native
 # The library's reading with cdc's hooks, as in `cdc run`: dates and times inside the JSON as MySQL
 # writes them (cdc/mysql/source.py _json_opaque).
 source.install_library_hooks()

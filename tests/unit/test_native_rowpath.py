@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdc.model import Column, ColumnKind
+from cdc.native import native
 from cdc.rules import rowpath
 from cdc.rules.values import _float32, _json, _parse_json_text
 
 pytestmark = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
-native = rowpath._native
 
 
 def python_json_text(text: str) -> bytes:
@@ -283,7 +283,6 @@ def test_untrack_leaves_objects_the_collector_does_not_track_alone():
     """cdc._native.untrack checks before it untracks: types without the collector's header are skipped."""
     import gc
 
-    native = rowpath._native
     native.untrack(1, "text", b"bytes", None, 2.5, int, ("a", "b"))  # nothing to do, nothing read amiss
     pair = ("a", ["list"])
     assert gc.is_tracked(pair)

@@ -23,13 +23,13 @@ from cdc.copy.native import SnapshotRows
 from cdc.errors import RowError
 from cdc.model import BinlogPosition, Column, ColumnKind
 from cdc.mysql.server import PacketRows
+from cdc.native import native
 from cdc.rules import ActionBuilder, Rule, RuleSet, rowpath
 from cdc.rules.values import ValueOptions, convert_value
 
 from .test_native_rowpath import _GEO_MODES, _SRIDS, GEOMETRIES, _wkb
 
 pytestmark = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
-native = rowpath._native
 
 
 def _plan(columns: int):

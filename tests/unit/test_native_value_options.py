@@ -28,13 +28,13 @@ from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import RowsEvent
 
 from cdc.model import BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
+from cdc.native import native
 from cdc.rules import ActionBuilder, Rule, RuleSet, rowpath
 from cdc.rules.values import ValueOptions, convert_value
 
 from .mysql_jsonb import decimal as jsonb_decimal
 
 pytestmark = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
-native = rowpath._native
 NUMBER = ValueOptions(decimal_as="number")
 POSITION = BinlogPosition("binlog.000001", 400)
 

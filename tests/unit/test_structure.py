@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cdc"
-BASE = {"model", "errors", "config", "retry", "durable", "log"}
+BASE = {"model", "errors", "config", "retry", "durable", "log", "native"}
 
 # What each folder may import besides the base modules above (and itself).
 ALLOWED = {
@@ -31,6 +31,8 @@ LIBRARIES = {
     "elastic_transport": {"cdc.es.sink"},
     "opensearchpy": {"cdc.es.opensearch"},
     "confluent_kafka": {"cdc.kafka.client"},
+    # the compiled row path, optional: one loader, which says whether it loaded
+    "cdc._native": {"cdc.native"},
 }
 
 
@@ -100,3 +102,15 @@ def test_no_import_cycles():
     for m in sorted(edges):
         if m not in state:
             visit(m, [m])
+
+
+def test_the_native_stub_lists_what_the_native_module_exports():
+    """cdc/_native.pyi gives mypy the module's types: a name the Rust code adds or drops must show there."""
+    from cdc import native
+
+    if not native.AVAILABLE:
+        pytest.skip("cdc._native is not built")
+    stub = ast.parse((PACKAGE / "_native.pyi").read_text())
+    declared = {node.name for node in stub.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))}
+    exported = {name for name in dir(native.native) if not name.startswith("_")}
+    assert declared == exported
