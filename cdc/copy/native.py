@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 from cdc.errors import RowError
 from cdc.model import Action, BinlogPosition, Column, ColumnKind, EncodedActions, EncodedParts
 from cdc.mysql.server import PacketRows
+from cdc.mysql.types import BINARY_CHARSET, INTEGER_CODES, STRING_CODES, FieldType
 from cdc.native import AVAILABLE as NATIVE_AVAILABLE
 from cdc.native import native as _native
 from cdc.rules import ActionBuilder, document_version, rowpath
@@ -38,18 +39,14 @@ from cdc.rules.model import Rule
 
 log = logging.getLogger("cdc.snapshot")
 
-# MySQL field types (include/mysql_com.h enum_field_types, as pymysql.constants.FIELD_TYPE).
-_INTS = {1, 2, 3, 8, 9}  # TINY, SHORT, LONG, LONGLONG, INT24
-_FLOATS = {4, 5}
-_DECIMALS = {0, 246}
-_TEXTS = {15, 249, 250, 251, 252, 253, 254}  # VARCHAR, the BLOBs, VAR_STRING, STRING
-_JSON = 245
-_BIT = 16
-_GEOMETRY = 255
-_BINARY_CHARSET = 63
-_SIMPLE = {ColumnKind.DATE: ({10, 14}, "date"), ColumnKind.DATETIME: ({12}, "datetime"),
-           ColumnKind.TIMESTAMP: ({7}, "timestamp"), ColumnKind.TIME: ({11}, "time"),
-           ColumnKind.YEAR: ({13}, "year"), ColumnKind.INTEGER: (_INTS, "int"),
+# A result column's field type (cdc/mysql/types.py `FieldType`) -> how text.rs reads it, by the column's kind.
+_FLOATS = frozenset({FieldType.FLOAT, FieldType.DOUBLE})
+_DECIMALS = frozenset({FieldType.DECIMAL, FieldType.NEWDECIMAL})
+_SIMPLE = {ColumnKind.DATE: (frozenset({FieldType.DATE, FieldType.NEWDATE}), "date"),
+           ColumnKind.DATETIME: (frozenset({FieldType.DATETIME}), "datetime"),
+           ColumnKind.TIMESTAMP: (frozenset({FieldType.TIMESTAMP}), "timestamp"),
+           ColumnKind.TIME: (frozenset({FieldType.TIME}), "time"),
+           ColumnKind.YEAR: (frozenset({FieldType.YEAR}), "year"), ColumnKind.INTEGER: (INTEGER_CODES, "int"),
            ColumnKind.DECIMAL: (_DECIMALS, "decimal"), ColumnKind.FLOAT: (_FLOATS, "float"),
            ColumnKind.DOUBLE: (_FLOATS, "double")}
 
@@ -63,20 +60,20 @@ def text_columns(columns: Sequence[Column], fields: Sequence[tuple[str, int, int
     out = []
     for column, (name, ftype, charset) in zip(columns, fields):
         kind = mapped[column.name].kind
-        binary = charset == _BINARY_CHARSET
+        binary = charset == BINARY_CHARSET
         if kind is ColumnKind.DECIMAL and ftype in _DECIMALS:
             out.append(("decimal", int(builder.value_options.decimal_as == "number")))
         elif kind in _SIMPLE and ftype in _SIMPLE[kind][0]:
             out.append((_SIMPLE[kind][1], 0))
-        elif kind in (ColumnKind.STRING, ColumnKind.ENUM, ColumnKind.SET) and ftype in _TEXTS and not binary:
+        elif kind in (ColumnKind.STRING, ColumnKind.ENUM, ColumnKind.SET) and ftype in STRING_CODES and not binary:
             out.append(("set" if kind is ColumnKind.SET else "text", 0))
-        elif kind is ColumnKind.BINARY and ftype in _TEXTS and binary:
+        elif kind is ColumnKind.BINARY and ftype in STRING_CODES and binary:
             out.append(("binary", mapped[column.name].pad_to or 0))
-        elif kind is ColumnKind.JSON and (ftype == _JSON or ftype in _TEXTS and not binary):
+        elif kind is ColumnKind.JSON and (ftype == FieldType.JSON or ftype in STRING_CODES and not binary):
             out.append(("json_text", 0))
-        elif kind is ColumnKind.BIT and ftype == _BIT and binary:
+        elif kind is ColumnKind.BIT and ftype == FieldType.BIT and binary:
             out.append(("bit", int(builder.value_options.bit1_as_bool and column.bits == 1)))
-        elif kind in (ColumnKind.GEOMETRY, ColumnKind.POINT) and ftype == _GEOMETRY and binary:
+        elif kind in (ColumnKind.GEOMETRY, ColumnKind.POINT) and ftype == FieldType.GEOMETRY and binary:
             # PyMySQL keeps a binary-charset GEOMETRY field as bytes: values.py converts those.
             out.append(("geometry", int(kind is ColumnKind.POINT and builder.value_options.points == "geo_point")))
         else:

@@ -22,6 +22,8 @@ from cdc.model import BinlogPosition
 from cdc.native import AVAILABLE as NATIVE_AVAILABLE
 from cdc.native import native
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
+from cdc.mysql.error_codes import (CR_SERVER_LOST, ER_BAD_FIELD, ER_COMMAND_FAILED, ER_SPECIFIC_ACCESS_DENIED,
+                                   access_denied, connection_lost, error_code)
 
 log = logging.getLogger("cdc.database")
 
@@ -118,12 +120,12 @@ class _PacketResult(pymysql.connections.MySQLResult):
         except _Lost:
             conn._next_seq_id = seq
             conn._force_close()
-            raise pymysql.err.OperationalError(_CR_SERVER_LOST,
+            raise pymysql.err.OperationalError(CR_SERVER_LOST,
                                                "Lost connection to MySQL server during query") from None
         except OSError as exc:
             conn._next_seq_id = seq
             conn._force_close()
-            raise pymysql.err.OperationalError(_CR_SERVER_LOST,
+            raise pymysql.err.OperationalError(CR_SERVER_LOST,
                                                f"Lost connection to MySQL server during query ({exc})") from None
         except pymysql.err.MySQLError:
             raise
@@ -137,7 +139,6 @@ class _PacketResult(pymysql.connections.MySQLResult):
 _MAX_PACKET_LEN = 0xFFFFFF  # pymysql.connections.MAX_PACKET_LEN
 # The row framing of snapshot chunks (issue 13); the package works without its native module.
 _frame_rows = native.frame_rows if NATIVE_AVAILABLE else None
-_CR_SERVER_LOST = 2013  # pymysql.constants.CR.CR_SERVER_LOST: the client error for a lost connection
 
 
 class _Lost(Exception):
@@ -149,7 +150,7 @@ def _wrong_sequence(conn, got: int) -> None:
     expected = conn._next_seq_id
     conn._force_close()
     if got == 0:  # MariaDB sends an error packet numbered 0 when it shuts down
-        raise pymysql.err.OperationalError(_CR_SERVER_LOST,
+        raise pymysql.err.OperationalError(CR_SERVER_LOST,
                                            "Lost connection to MySQL server during query")
     raise pymysql.err.InternalError(f"Packet sequence number wrong - got {got} expected {expected}")
 
@@ -184,10 +185,9 @@ class Database:
                 ssl=config.ssl_context(),
             )
         except pymysql.err.OperationalError as exc:
-            code = exc.args[0] if exc.args else None
             msg = f"cannot connect to MySQL at {config.host}:{config.port} as {config.user!r}: {exc.args[-1]}"
-            # 1045 access denied is a set-up problem, everything else may pass.
-            raise (PreflightError(msg) if code == 1045 else SourceConnectionError(msg)) from None
+            # A refused login is a set-up problem, everything else may pass.
+            raise (PreflightError(msg) if access_denied(exc) else SourceConnectionError(msg)) from None
         except RuntimeError as exc:
             if "cryptography" not in str(exc):
                 raise
@@ -224,7 +224,7 @@ class Database:
                 cur.execute(sql, args)
                 return list(cur.fetchall())
         except pymysql.err.OperationalError as exc:
-            if exc.args and exc.args[0] >= 2000:
+            if connection_lost(exc):
                 raise SourceConnectionError(f"MySQL connection lost: {exc.args[-1]}") from None
             raise
 
@@ -313,7 +313,7 @@ class Database:
                 finally:
                     cur.execute("COMMIT")
         except pymysql.err.MySQLError as exc:
-            if exc.args and exc.args[0] == _ER_BAD_FIELD:
+            if error_code(exc) == ER_BAD_FIELD:
                 raise SchemaChanged(str(exc.args[-1])) from None
             raise SourceError(str(exc.args[-1] if exc.args else exc)) from None
         return position, result
@@ -353,7 +353,7 @@ class Database:
         except pymysql.err.ProgrammingError:
             rows = self.rows("SHOW MASTER STATUS")
         except pymysql.err.OperationalError as exc:
-            if exc.args and exc.args[0] in (1227,):
+            if error_code(exc) == ER_SPECIFIC_ACCESS_DENIED:
                 raise PreflightError(
                     f"user {self.config.user!r} may not read the binlog position: "
                     "GRANT REPLICATION CLIENT ON *.* TO the cdc user") from None
@@ -391,7 +391,7 @@ class Database:
         try:
             self.rows("SHOW BINLOG EVENTS IN %s FROM %s LIMIT 1", (position.file, position.pos))
         except pymysql.err.MySQLError as exc:
-            if exc.args and exc.args[0] == _ER_COMMAND_FAILED:
+            if error_code(exc) == ER_COMMAND_FAILED:
                 raise StartPositionError(not_an_event_start(position, str(exc.args[-1]))) from None
             log.debug("cannot check that an event starts at %s: %s", position, exc)
 
@@ -640,10 +640,6 @@ def _listed_id(host: dict) -> int:
     return int(next((v for k, v in host.items() if k.lower() == "server_id"), 0))
 
 
-# ER_ERROR_WHEN_EXECUTING_COMMAND: SHOW BINLOG EVENTS from an offset where no event starts.
-_ER_COMMAND_FAILED = 1220
-
-
 def not_an_event_start(position: BinlogPosition, message: str) -> str:
     """Why `position` cannot be read from, and how to find one that can (issue 16: it is not a purge)."""
     return (f"the server cannot read the binlog at {position}: {message}. {position} is not the start of an "
@@ -651,7 +647,3 @@ def not_an_event_start(position: BinlogPosition, message: str) -> str:
             f"a Xid/COMMIT event in SHOW BINLOG EVENTS IN '{position.file}' (mysqlbinlog prints it as '# at N' "
             "before the next event), or a position cdc printed: a checkpoint, or `last_commit` and the "
             "actions' `position` of `cdc replay --dry-run`.")
-
-
-# MySQL/MariaDB ER_BAD_FIELD_ERROR: "Unknown column"; here, a column an ALTER removed or renamed.
-_ER_BAD_FIELD = 1054

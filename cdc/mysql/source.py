@@ -39,7 +39,7 @@ import pymysql
 import pymysqlreplication.binlogstream as _binlogstream
 import pymysqlreplication.json_binary as _json_binary
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
+from pymysqlreplication.constants import NONE_SOURCE
 from pymysqlreplication.constants.CHARSET import charset_by_name
 from pymysqlreplication.event import (
     BinLogEvent,
@@ -81,7 +81,8 @@ from cdc.model import (
 from cdc.mysql import charsets
 from cdc.mysql.catalog import TableInfo
 from cdc.mysql.server import Database, how_to_set, not_an_event_start
-from cdc.mysql.types import GEOMETRY_TYPES, kind_of_field_type
+from cdc.mysql.error_codes import ER_BINLOG_FATAL, connection_lost, error_code
+from cdc.mysql.types import GEOMETRY_TYPES, STRING_CODES, FieldType, kind_of_field_type
 from cdc.retry import Attempts
 
 log = logging.getLogger("cdc.source")
@@ -106,11 +107,6 @@ _FATAL_EVENT_TYPES = {
 
 _DML = re.compile(r"^\s*(/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE|LOAD\s+DATA)\b", re.I | re.S)
 
-# MySQL/MariaDB error 1236 (ER_MASTER_FATAL_ERROR_READING_BINLOG): the requested
-# position or GTID state is gone (purged, or never existed).
-_ER_BINLOG_FATAL = 1236
-# Client-side connection errors (CR_*) and server shutdown (1053): try again.
-_CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1053, 1927}
 
 
 # ---------------------------------------------------------------------- TABLE_MAP reuse
@@ -202,8 +198,6 @@ _status_var.__wrapped__ = _read_status_var  # type: ignore[attr-defined]
 
 # The library's names (constants/CHARSET.py `Charset.encoding`) of the charsets it renames.
 _LIBRARY_ENCODINGS = {"cp1252": "latin1", "koi8_r": "koi8r", "koi8_u": "koi8u"}
-_TEXT_TYPES = frozenset({FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.BLOB,
-                         FIELD_TYPE.TINY_BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB})
 
 
 def _exact_charsets(event) -> None:
@@ -219,16 +213,16 @@ def _exact_charsets(event) -> None:
     kind = "mariadb" if event.dbms == "mariadb" else "mysql"
     for column in event.columns:
         name = getattr(column, "character_set_name", None)
-        if column.type in _TEXT_TYPES and isinstance(name, str):
+        if column.type in STRING_CODES and isinstance(name, str):
             codec = charsets.codec_name(kind, _LIBRARY_ENCODINGS.get(name, name))
             if codec is not None:
                 column.character_set_name = codec
 
 # Field types of the dates and times MySQL keeps inside binary JSON as opaque values
 # (sql-common/json_binary.cc serialize_opaque: the field type, then the packed value).
-_JSON_DATES = frozenset({FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE, FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME2,
-                         FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2})
-_JSON_TIMES = frozenset({FIELD_TYPE.TIME, FIELD_TYPE.TIME2})
+_JSON_DATES = frozenset({FieldType.DATE, FieldType.NEWDATE, FieldType.DATETIME, FieldType.DATETIME2,
+                         FieldType.TIMESTAMP, FieldType.TIMESTAMP2})
+_JSON_TIMES = frozenset({FieldType.TIME, FieldType.TIME2})
 _library_parse_opaque = getattr(_json_binary.parse_opaque, "__wrapped__", _json_binary.parse_opaque)
 
 
@@ -251,7 +245,7 @@ def _json_opaque(data: bytes):
             raise ValueError(f"a date or time in binary JSON of {len(body)} bytes, not 8")
         packed = int.from_bytes(body[:8], "little", signed=True)
         return (json_time_text(packed) if data[0] in _JSON_TIMES
-                else json_datetime_text(packed, date_only=data[0] in (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE))
+                else json_datetime_text(packed, date_only=data[0] in (FieldType.DATE, FieldType.NEWDATE))
                 ).encode()
     return _library_parse_opaque(data)
 
@@ -334,17 +328,17 @@ class _Shape:
 
 def _shape(library_columns) -> _Shape:
     return _Shape(tuple(Column(c.name, kind_of_field_type(c.type, c.character_set_name), getattr(c, "bits", None),
-                               unsigned_64=c.type == FIELD_TYPE.LONGLONG and bool(getattr(c, "unsigned", False)))
+                               unsigned_64=c.type == FieldType.LONGLONG and bool(getattr(c, "unsigned", False)))
                         for c in library_columns),
                   any(c.name is None for c in library_columns), _time2_columns(library_columns),
                   tuple(_reader_or_none(c) for c in library_columns))
 
 
-_INT_BYTES = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4, FIELD_TYPE.LONGLONG: 8}
+_INT_BYTES = {FieldType.TINY: 1, FieldType.SHORT: 2, FieldType.INT24: 3, FieldType.LONG: 4, FieldType.LONGLONG: 8}
 _TEXT_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8"})  # pymysql decodes these as strict UTF-8
-_SIMPLE_READERS = {FIELD_TYPE.FLOAT: "float", FIELD_TYPE.DOUBLE: "double", FIELD_TYPE.DATE: "date",
-                   FIELD_TYPE.DATETIME: "datetime_old", FIELD_TYPE.TIMESTAMP: "timestamp_old",
-                   FIELD_TYPE.TIME: "time_old", FIELD_TYPE.YEAR: "year"}
+_SIMPLE_READERS = {FieldType.FLOAT: "float", FieldType.DOUBLE: "double", FieldType.DATE: "date",
+                   FieldType.DATETIME: "datetime_old", FieldType.TIMESTAMP: "timestamp_old",
+                   FieldType.TIME: "time_old", FieldType.YEAR: "year"}
 
 
 def _reader(c) -> tuple | None:
@@ -356,23 +350,23 @@ def _reader(c) -> tuple | None:
         return ("int", _INT_BYTES[t], int(bool(c.unsigned)), 0, None)
     if t in _SIMPLE_READERS:
         return (_SIMPLE_READERS[t], 0, 0, 0, None)
-    if t == FIELD_TYPE.NEWDECIMAL:
+    if t == FieldType.NEWDECIMAL:
         return ("decimal", c.precision, c.decimals, 0, None)
-    if t == FIELD_TYPE.JSON:  # MySQL's binary JSON (native/src/jsonb.rs)
+    if t == FieldType.JSON:  # MySQL's binary JSON (native/src/jsonb.rs)
         return ("json_binary", c.length_size, 0, 0, None)
-    if t in (FIELD_TYPE.DATETIME2, FIELD_TYPE.TIMESTAMP2, FIELD_TYPE.TIME2):
-        name = {FIELD_TYPE.DATETIME2: "datetime2", FIELD_TYPE.TIMESTAMP2: "timestamp2", FIELD_TYPE.TIME2: "time2"}[t]
+    if t in (FieldType.DATETIME2, FieldType.TIMESTAMP2, FieldType.TIME2):
+        name = {FieldType.DATETIME2: "datetime2", FieldType.TIMESTAMP2: "timestamp2", FieldType.TIME2: "time2"}[t]
         return (name, c.fsp, 0, 0, None)
-    if t == FIELD_TYPE.ENUM:
+    if t == FieldType.ENUM:
         return ("enum", c.size, 0, 0, list(c.enum_values) if c.enum_values else None)
-    if t == FIELD_TYPE.SET:
+    if t == FieldType.SET:
         return ("set", c.size, 0, 0, list(c.set_values) if c.set_values else None)
-    if t == FIELD_TYPE.BIT:
+    if t == FieldType.BIT:
         return ("bit", c.bits, c.bytes, 0, None)
-    if t == FIELD_TYPE.GEOMETRY:  # every geometry type; b: geo_point, set by compile_plan for POINT columns
+    if t == FieldType.GEOMETRY:  # every geometry type; b: geo_point, set by compile_plan for POINT columns
         return ("geometry", c.length_size, 0, 0, None)
-    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB):
-        prefix = c.length_size if t == FIELD_TYPE.BLOB else 2 if c.max_length > 255 else 1
+    if t in (FieldType.VARCHAR, FieldType.STRING, FieldType.BLOB):
+        prefix = c.length_size if t == FieldType.BLOB else 2 if c.max_length > 255 else 1
         if c.character_set_name in _TEXT_CHARSETS:
             return ("text", prefix, 0, 0, None)
         native = charsets.native_name(c.character_set_name)
@@ -393,14 +387,14 @@ def _reader_or_none(c) -> tuple | None:
 # information_schema DATA_TYPE -> the type code a TABLE_MAP gives the column (MySQL 5.6+ and
 # MariaDB 10.1+ temporal formats), for `schema_readers`.
 _SCHEMA_CODES = {
-    "tinyint": FIELD_TYPE.TINY, "smallint": FIELD_TYPE.SHORT, "mediumint": FIELD_TYPE.INT24, "int": FIELD_TYPE.LONG,
-    "integer": FIELD_TYPE.LONG, "bigint": FIELD_TYPE.LONGLONG, "decimal": FIELD_TYPE.NEWDECIMAL,
-    "float": FIELD_TYPE.FLOAT, "double": FIELD_TYPE.DOUBLE, "real": FIELD_TYPE.DOUBLE, "date": FIELD_TYPE.DATE,
-    "datetime": FIELD_TYPE.DATETIME2, "timestamp": FIELD_TYPE.TIMESTAMP2, "time": FIELD_TYPE.TIME2,
-    "year": FIELD_TYPE.YEAR, "char": FIELD_TYPE.STRING, "binary": FIELD_TYPE.STRING, "varchar": FIELD_TYPE.VARCHAR,
-    "varbinary": FIELD_TYPE.VARCHAR, "enum": FIELD_TYPE.ENUM, "set": FIELD_TYPE.SET, "bit": FIELD_TYPE.BIT,
-    "json": FIELD_TYPE.JSON,
-    **{t: FIELD_TYPE.BLOB for t in ("tinytext", "text", "mediumtext", "longtext", "tinyblob", "blob", "mediumblob",
+    "tinyint": FieldType.TINY, "smallint": FieldType.SHORT, "mediumint": FieldType.INT24, "int": FieldType.LONG,
+    "integer": FieldType.LONG, "bigint": FieldType.LONGLONG, "decimal": FieldType.NEWDECIMAL,
+    "float": FieldType.FLOAT, "double": FieldType.DOUBLE, "real": FieldType.DOUBLE, "date": FieldType.DATE,
+    "datetime": FieldType.DATETIME2, "timestamp": FieldType.TIMESTAMP2, "time": FieldType.TIME2,
+    "year": FieldType.YEAR, "char": FieldType.STRING, "binary": FieldType.STRING, "varchar": FieldType.VARCHAR,
+    "varbinary": FieldType.VARCHAR, "enum": FieldType.ENUM, "set": FieldType.SET, "bit": FieldType.BIT,
+    "json": FieldType.JSON,
+    **{t: FieldType.BLOB for t in ("tinytext", "text", "mediumtext", "longtext", "tinyblob", "blob", "mediumblob",
                                     "longblob")},
 }
 
@@ -415,20 +409,20 @@ def schema_readers(table: TableInfo, mariadb: bool) -> tuple[tuple | None, ...]:
     columns = []
     for info in table.columns:
         # Geometry types are GEOMETRY in a TABLE_MAP; a type cdc does not know gets no reader (None).
-        code = _SCHEMA_CODES.get(info.data_type, FIELD_TYPE.GEOMETRY if info.data_type in GEOMETRY_TYPES else None)
+        code = _SCHEMA_CODES.get(info.data_type, FieldType.GEOMETRY if info.data_type in GEOMETRY_TYPES else None)
         charset = None
-        if code in _TEXT_TYPES:
+        if code in STRING_CODES:
             known = charset_by_name(info.charset, dbms) if info.charset else None
             charset = known.encoding if known else info.charset or "binary"
         sizes = _SIZES.search(info.column_type)
         numbers = [int(n) for n in sizes.groups() if n] if sizes else []
         labels = info.column_type.count("','") + 1
-        bits = numbers[0] if numbers and code == FIELD_TYPE.BIT else 1
+        bits = numbers[0] if numbers and code == FieldType.BIT else 1
         columns.append(SimpleNamespace(
             type=code, character_set_name=charset, unsigned="unsigned" in info.column_type,
             precision=numbers[0] if numbers else 10, decimals=numbers[1] if len(numbers) > 1 else 0,
-            fsp=numbers[0] if numbers and code != FIELD_TYPE.NEWDECIMAL else 0, bits=bits, bytes=(bits + 7) // 8,
-            size=(1 if labels < 256 else 2) if code == FIELD_TYPE.ENUM else (labels + 7) // 8, enum_values=None,
+            fsp=numbers[0] if numbers and code != FieldType.NEWDECIMAL else 0, bits=bits, bytes=(bits + 7) // 8,
+            size=(1 if labels < 256 else 2) if code == FieldType.ENUM else (labels + 7) // 8, enum_values=None,
             set_values=None, length_size=4, max_length=300))
     _exact_charsets(SimpleNamespace(_processed=True, columns=columns, dbms=dbms))
     return tuple(_reader_or_none(c) for c in columns)
@@ -1227,11 +1221,11 @@ class BinlogSource:
             "e.g. from SHOW BINLOG EVENTS or a checkpoint).")
 
     def _translate(self, exc: pymysql.err.MySQLError, start: StartPoint) -> SourceError:
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        code = error_code(exc)
         message = exc.args[1] if len(exc.args) > 1 else str(exc)
-        if code == _ER_BINLOG_FATAL:
+        if code == ER_BINLOG_FATAL:
             return binlog_fatal(message, start)
-        if code in _CONNECTION_ERRORS or isinstance(exc, pymysql.err.OperationalError) and code and code >= 2000:
+        if connection_lost(exc):
             return SourceConnectionError(f"MySQL error {code}: {message}")
         return SourceError(f"MySQL error {code}: {message}")
 
@@ -1287,7 +1281,7 @@ _ZERO_DATE_SOURCES = (NONE_SOURCE.OUT_OF_DATE_RANGE, NONE_SOURCE.OUT_OF_DATETIME
 
 
 def _time2_columns(library_columns) -> tuple:
-    return tuple(c for c in library_columns if c.type == FIELD_TYPE.TIME2 and getattr(c, "fsp", 0))
+    return tuple(c for c in library_columns if c.type == FieldType.TIME2 and getattr(c, "fsp", 0))
 
 
 def _fix_times(values: dict, event, time2: tuple | None = None) -> dict:

@@ -68,7 +68,8 @@ def column_from_schema(name: str, data_type: str, column_type: str, charset: str
 
 # ---------------------------------------------------------------------- binlog field type codes
 class FieldType:
-    """`enum_field_types` codes as TABLE_MAP events carry them."""
+    """`enum_field_types` codes as TABLE_MAP events carry them, and a result's column definitions
+    (the text protocol, cdc/copy/native.py; never the *2 codes there)."""
 
     DECIMAL = 0
     TINY = 1
@@ -103,9 +104,13 @@ class FieldType:
     GEOMETRY = 255
 
 
-_INTEGER_CODES = frozenset({FieldType.TINY, FieldType.SHORT, FieldType.LONG, FieldType.LONGLONG, FieldType.INT24})
+# A column definition's character set number that means bytes, not text (`SELECT id FROM
+# information_schema.COLLATIONS WHERE collation_name = 'binary'`, on MariaDB and MySQL alike).
+BINARY_CHARSET = 63
+
+INTEGER_CODES = frozenset({FieldType.TINY, FieldType.SHORT, FieldType.LONG, FieldType.LONGLONG, FieldType.INT24})
 # Text and binary strings share these codes; the column's charset tells them apart.
-_STRING_CODES = frozenset({FieldType.VARCHAR, FieldType.VAR_STRING, FieldType.STRING, FieldType.TINY_BLOB,
+STRING_CODES = frozenset({FieldType.VARCHAR, FieldType.VAR_STRING, FieldType.STRING, FieldType.TINY_BLOB,
                            FieldType.MEDIUM_BLOB, FieldType.LONG_BLOB, FieldType.BLOB})
 _CODE_KINDS = {
     FieldType.NEWDECIMAL: ColumnKind.DECIMAL, FieldType.DECIMAL: ColumnKind.DECIMAL,
@@ -125,8 +130,8 @@ def kind_of_field_type(code: int, charset: str | None) -> ColumnKind:
     ENUM and SET arrive as STRING with the real type in the metadata; the
     library resolves that before we see the column, so `code` is already ENUM/SET.
     """
-    if code in _INTEGER_CODES:
+    if code in INTEGER_CODES:
         return ColumnKind.INTEGER
-    if code in _STRING_CODES:
+    if code in STRING_CODES:
         return ColumnKind.BINARY if charset == "binary" else ColumnKind.STRING
     return _CODE_KINDS.get(code, ColumnKind.OTHER)

@@ -4,7 +4,7 @@ import pytest
 
 from cdc.model import Column, ColumnKind
 from cdc.mysql.types import FieldType as F
-from cdc.mysql.types import KNOWN_TYPES, column_from_schema, kind_of_data_type, kind_of_field_type
+from cdc.mysql.types import BINARY_CHARSET, KNOWN_TYPES, column_from_schema, kind_of_data_type, kind_of_field_type
 
 # Every row of README's value table: (DATA_TYPE, charset) as information_schema gives it,
 # and (type code, charset) as the binlog's TABLE_MAP gives the same column.
@@ -75,3 +75,15 @@ def test_codes_match_the_binlog_library():
     assert ours == {name: getattr(FIELD_TYPE, name) for name in ours}
     assert kind_of_field_type(FIELD_TYPE.FLOAT, None) is ColumnKind.FLOAT
     assert kind_of_field_type(FIELD_TYPE.DOUBLE, None) is ColumnKind.DOUBLE
+
+
+def test_codes_match_pymysql_for_result_columns():
+    """The snapshot reads a result's column types as PyMySQL hands them (cdc/copy/native.py)."""
+    from pymysql.charset import charset_by_name
+    from pymysql.constants import FIELD_TYPE
+
+    theirs = {name: value for name, value in vars(FIELD_TYPE).items() if name.isupper()}
+    shared = {name for name in vars(F) if name.isupper()} & set(theirs)
+    assert len(shared) >= 28  # all but the binlog's TIMESTAMP2, DATETIME2 and TIME2
+    assert {name: getattr(F, name) for name in shared} == {name: theirs[name] for name in shared}
+    assert charset_by_name("binary").id == BINARY_CHARSET
