@@ -19,11 +19,10 @@ from cdc.config import MysqlConfig
 from cdc.errors import (PreflightError, SchemaChanged, SourceConnectionError, SourceError,
                         StartPositionError)
 from cdc.model import BinlogPosition
-from cdc.native import AVAILABLE as NATIVE_AVAILABLE
-from cdc.native import native
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
-from cdc.mysql.error_codes import (CR_SERVER_LOST, ER_BAD_FIELD, ER_COMMAND_FAILED, ER_SPECIFIC_ACCESS_DENIED,
+from cdc.mysql.error_codes import (ER_BAD_FIELD, ER_COMMAND_FAILED, ER_SPECIFIC_ACCESS_DENIED,
                                    access_denied, connection_lost, error_code)
+from cdc.mysql.pymysql_hooks import PacketResult, convert_row, read_packet_rows
 
 log = logging.getLogger("cdc.database")
 
@@ -48,120 +47,13 @@ class ServerInfo:
     server_id: int
 
 
-class _PacketResult(pymysql.connections.MySQLResult):
-    """A result whose rows are their packets' bytes (a row's length-encoded column values)."""
-
-    def _read_row_from_packet(self, packet):
-        return packet.get_all_data()
-
-    def _read_rowdata_packet(self):
-        """`MySQLResult._read_rowdata_packet` and `Connection._read_packet` (PyMySQL 1.x), for row bytes only.
-
-        PyMySQL makes a `MysqlPacket` per row and asks it whether it is an error or
-        the end: about half of a snapshot chunk's reading time (issue 13). Here a
-        row is its header and payload read from the buffered socket file; the
-        sequence check, rows over 16 MB in several packets, error packets and the
-        end of the rows are handled as PyMySQL handles them (an error or the end
-        is a `MysqlPacket` again, given to PyMySQL's own checks).
-        """
-        conn = self.connection
-        if conn._current_timeout != conn._read_timeout:
-            conn._sock.settimeout(conn._read_timeout)
-            conn._current_timeout = conn._read_timeout
-        read = conn._rfile.read
-        # The row packets already in the socket file's buffer, framed in Rust (cdc._native.frame_rows,
-        # without a Python call per row), when the native module is there; the packet it stops at
-        # (not all read yet, the end, an error, out of sequence, a row in several packets) is read
-        # below as before, then the buffer again. `peek` only looks: nothing past the rows is taken.
-        peek = getattr(conn._rfile, "peek", None) if _frame_rows is not None else None
-        rows: list[bytes] = []
-        append = rows.append
-        seq = conn._next_seq_id
-
-        def packet() -> bytes:
-            nonlocal seq
-            header = read(4)
-            if len(header) < 4:
-                raise _Lost()
-            length = header[0] | header[1] << 8 | header[2] << 16
-            if header[3] != seq:
-                conn._next_seq_id = seq
-                _wrong_sequence(conn, header[3])
-            seq = (seq + 1) & 0xFF
-            data = read(length)
-            if len(data) < length:
-                raise _Lost()
-            return data
-
-        try:
-            while True:
-                if peek is not None:
-                    ahead = peek(1)
-                    if ahead:
-                        taken, seq = _frame_rows(ahead, seq, rows)
-                        if taken:
-                            read(taken)
-                data = packet()
-                if len(data) == _MAX_PACKET_LEN:  # a row of 16 MB or more: continued in the next packets
-                    parts = [data]
-                    while len(parts[-1]) == _MAX_PACKET_LEN:
-                        parts.append(packet())
-                    data = b"".join(parts)
-                first = data[0] if data else -1
-                if first == 0xFF or first == 0xFE and len(data) < 9:
-                    conn._next_seq_id = seq
-                    last = pymysql.protocol.MysqlPacket(data, conn.encoding)
-                    if last.is_error_packet():
-                        last.raise_for_error()
-                    self._check_packet_is_eof(last)
-                    self.connection = None  # as PyMySQL: no reference cycle
-                    break
-                append(data)
-        except _Lost:
-            conn._next_seq_id = seq
-            conn._force_close()
-            raise pymysql.err.OperationalError(CR_SERVER_LOST,
-                                               "Lost connection to MySQL server during query") from None
-        except OSError as exc:
-            conn._next_seq_id = seq
-            conn._force_close()
-            raise pymysql.err.OperationalError(CR_SERVER_LOST,
-                                               f"Lost connection to MySQL server during query ({exc})") from None
-        except pymysql.err.MySQLError:
-            raise
-        except BaseException:
-            conn._force_close()
-            raise
-        self.affected_rows = len(rows)
-        self.rows = tuple(rows)
-
-
-_MAX_PACKET_LEN = 0xFFFFFF  # pymysql.connections.MAX_PACKET_LEN
-# The row framing of snapshot chunks (issue 13); the package works without its native module.
-_frame_rows = native.frame_rows if NATIVE_AVAILABLE else None
-
-
-class _Lost(Exception):
-    """The server closed the connection in the middle of a packet."""
-
-
-def _wrong_sequence(conn, got: int) -> None:
-    """PyMySQL's `_read_packet` on a packet out of sequence."""
-    expected = conn._next_seq_id
-    conn._force_close()
-    if got == 0:  # MariaDB sends an error packet numbered 0 when it shuts down
-        raise pymysql.err.OperationalError(CR_SERVER_LOST,
-                                           "Lost connection to MySQL server during query")
-    raise pymysql.err.InternalError(f"Packet sequence number wrong - got {got} expected {expected}")
-
-
 @dataclass(frozen=True)
 class PacketRows(Sequence[tuple]):
     """The rows of a SELECT as text-protocol packets; indexing gives a row as PyMySQL's cursor would."""
 
     packets: list[bytes]
     fields: tuple[tuple[str, int, int], ...]  # (name, field type, charset number) per column
-    result: Any  # the _PacketResult: its converters are PyMySQL's for these fields
+    result: PacketResult  # its converters are PyMySQL's for these fields
     encoding: str
 
     def __len__(self) -> int:
@@ -170,8 +62,7 @@ class PacketRows(Sequence[tuple]):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self.packets)))]
-        packet = pymysql.protocol.MysqlPacket(self.packets[i], self.encoding)
-        return pymysql.connections.MySQLResult._read_row_from_packet(self.result, packet)
+        return convert_row(self.result, self.packets[i], self.encoding)
 
 
 class Database:
@@ -262,19 +153,10 @@ class Database:
         here it only frames them. `PacketRows` still gives any row as PyMySQL would
         (the last key of a chunk, and the Python path when the native one declines).
         """
-        def work(cur) -> PacketRows:
-            conn: Any = self.conn  # PyMySQL's private query steps (below) are not in its stubs
-            # Connection.query and _read_query_result (PyMySQL 2.2), with the result
-            # class that keeps each row's packet instead of converting it.
-            conn._execute_command(pymysql.constants.COMMAND.COM_QUERY, cur.mogrify(sql, args))
-            conn._result = None
-            result = _PacketResult(conn)
-            result.read()
-            conn._result = result
-            if result.server_status is not None:
-                conn.server_status = result.server_status
+        def work(cur: pymysql.cursors.Cursor) -> PacketRows:
+            result = read_packet_rows(self.conn, cur.mogrify(sql, args))
             fields = tuple((f.name, f.type_code, f.charsetnr) for f in getattr(result, "fields", None) or ())
-            return PacketRows(list(result.rows or ()), fields, result, conn.encoding)
+            return PacketRows(list(result.rows or ()), fields, result, self.conn.encoding)
 
         return self._consistent(pymysql.cursors.Cursor, work)
 

@@ -481,7 +481,7 @@ fn frame(buf: &[u8], mut seq: u8, mut row: impl FnMut(&[u8])) -> (usize, u8) {
 /// Stops before the first packet that is anything but a whole, in-sequence row packet of
 /// one packet: not all in `buf` yet, out of sequence, an error, the end of the rows (0xFE
 /// under 9 bytes, as PyMySQL's `MysqlPacket.is_eof_packet`), or a row of 16 MB or more in
-/// several packets. cdc/mysql/server.py `_PacketResult` reads that one as PyMySQL would and
+/// several packets. cdc/mysql/pymysql_hooks.py `PacketResult` reads that one as PyMySQL would and
 /// gives the rest here again; so this only saves the per-packet Python work of the rows
 /// in between (issue 13), and decides nothing.
 #[pyfunction]

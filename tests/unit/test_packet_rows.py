@@ -1,4 +1,4 @@
-"""`_PacketResult._read_rowdata_packet`: a result's row packets read as PyMySQL reads them (issue 13).
+"""`PacketResult._read_rowdata_packet` (cdc/mysql/pymysql_hooks.py): a result's row packets read as PyMySQL reads them (issue 13).
 
 Both readers get the same bytes on a stand-in connection (a real PyMySQL
 `Connection` without a socket: its `_rfile` is a byte stream), and must give the
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdc.mysql import server
-from cdc.mysql.server import _PacketResult
+from cdc.mysql import pymysql_hooks
+from cdc.mysql.pymysql_hooks import PacketResult
 
 
 class _Socket:
@@ -59,7 +59,7 @@ ERROR_PACKET = b"\xff\x48\x04#HY000Query execution was interrupted"
 
 def _read(reader, stream: bytes, seq: int = 2, buffer: int = io.DEFAULT_BUFFER_SIZE):
     conn = _connection(stream, seq, buffer)
-    result = _PacketResult.__new__(_PacketResult)
+    result = PacketResult.__new__(PacketResult)
     result.connection = conn
     result.unbuffered_active = False
     try:
@@ -71,7 +71,7 @@ def _read(reader, stream: bytes, seq: int = 2, buffer: int = io.DEFAULT_BUFFER_S
 
 
 def _both(stream: bytes, seq: int = 2, buffer: int = io.DEFAULT_BUFFER_SIZE):
-    ours = _read(_PacketResult._read_rowdata_packet, stream, seq, buffer)
+    ours = _read(PacketResult._read_rowdata_packet, stream, seq, buffer)
     theirs = _read(pymysql.connections.MySQLResult._read_rowdata_packet, stream, seq)
     assert ours == theirs
     return ours
@@ -84,8 +84,8 @@ _ROW = st.binary(min_size=1, max_size=300).filter(lambda b: b[0] != 0xFF and not
 def framing(request, monkeypatch):
     """With the row packets framed in Rust (cdc._native.frame_rows), and without the native module."""
     if request.param == "python":
-        monkeypatch.setattr(server, "_frame_rows", None)
-    elif server._frame_rows is None:
+        monkeypatch.setattr(pymysql_hooks, "_frame_rows", None)
+    elif pymysql_hooks._frame_rows is None:
         pytest.skip("cdc was built without its native module")
     return request.param
 
@@ -130,7 +130,7 @@ def test_a_packet_out_of_sequence(framing, got):
 
 
 def test_the_native_framing_takes_the_rows_in_the_buffer(monkeypatch):
-    if server._frame_rows is None:
+    if pymysql_hooks._frame_rows is None:
         pytest.skip("cdc was built without its native module")
     calls = []
 
@@ -139,8 +139,8 @@ def test_the_native_framing_takes_the_rows_in_the_buffer(monkeypatch):
         calls.append(taken)
         return taken, seq
 
-    real = server._frame_rows
-    monkeypatch.setattr(server, "_frame_rows", counted)
+    real = pymysql_hooks._frame_rows
+    monkeypatch.setattr(pymysql_hooks, "_frame_rows", counted)
     rows = [b"\x03abc"] * 1000
     assert list(_both(_packets([*rows, EOF_PACKET]))[0]) == rows
     # 1,000 rows of 8 bytes in buffers of 8 KB: a few calls take nearly all; Python reads the packets cut

@@ -26,7 +26,7 @@ ALLOWED = {
 # Outside libraries and the only modules that may import them.
 LIBRARIES = {
     "pymysqlreplication": {"cdc.mysql.source"},
-    "pymysql": {"cdc.mysql.source", "cdc.mysql.server", "cdc.mysql.error_codes"},
+    "pymysql": {"cdc.mysql.source", "cdc.mysql.server", "cdc.mysql.error_codes", "cdc.mysql.pymysql_hooks"},
     "elasticsearch": {"cdc.es.sink"},
     "elastic_transport": {"cdc.es.sink"},
     "opensearchpy": {"cdc.es.opensearch"},
