@@ -191,7 +191,7 @@ class CdcSetup:
         (tmp_path / "rules").mkdir(exist_ok=True)
         (tmp_path / "rules" / "rules.yml").write_text(yaml.safe_dump({"rules": rules}))
         self.server_id = next(_server_ids)
-        config = {
+        config: dict[str, Any] = {
             "mysql": {"host": servers.mariadb_host, "port": servers.mariadb_port, "user": servers.cdc_user,
                       "password": "${CDC_TEST_PASSWORD}", "server_id": self.server_id,
                       "read_timeout": 10, "heartbeat": 1},
@@ -234,7 +234,9 @@ class CdcSetup:
         # cdc logs where it starts just before it saves that first checkpoint;
         # tests that read the position right away must not see the gap.
         deadline = time.monotonic() + 10
-        while not self.checkpoint_path.exists() and proc.proc.poll() is None and time.monotonic() < deadline:
+        process = proc.proc
+        assert process is not None  # started
+        while not self.checkpoint_path.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         return proc
 

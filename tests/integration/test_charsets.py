@@ -57,7 +57,9 @@ def _charsets(db) -> dict[str, str]:
     for charset in sorted(have):
         codec = charsets.codec_name("mysql" if db.mysql else "mariadb", charset)
         if codec is not None:
-            out[charset] = charsets.native_name(codec)
+            name = charsets.native_name(codec)
+            assert name is not None, codec  # codec_name names cdc's own decodings only
+            out[charset] = name
     return out
 
 

@@ -50,24 +50,30 @@ class Sidecar:
                "-e", f"CDC_HEALTHCHECK_URL=http://127.0.0.1:{self.metrics_port}/readyz", self.image)
         return self
 
+    @property
+    def started(self) -> str:
+        """The container's name; the methods below need one that was started."""
+        assert self.name is not None, "the sidecar was not started"
+        return self.name
+
     def logs(self) -> str:
-        result = podman("logs", self.name, check=False)
+        result = podman("logs", self.started, check=False)
         return result.stdout + result.stderr
 
     def healthy(self) -> bool:
-        return podman("healthcheck", "run", self.name, check=False).returncode == 0
+        return podman("healthcheck", "run", self.started, check=False).returncode == 0
 
     def wait_health(self, healthy: bool, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while self.healthy() != healthy:
-            state = podman("inspect", "--format", "{{.State.Status}}", self.name).stdout.strip()
+            state = podman("inspect", "--format", "{{.State.Status}}", self.started).stdout.strip()
             assert state == "running", f"the container is {state}:\n{self.logs()[-3000:]}"
             assert time.monotonic() < deadline, f"not {'healthy' if healthy else 'unhealthy'}:\n{self.logs()[-3000:]}"
             time.sleep(0.5)
 
     def stop(self) -> int:
-        podman("stop", "-t", "60", self.name, timeout=90)
-        return int(podman("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout.strip())
+        podman("stop", "-t", "60", self.started, timeout=90)
+        return int(podman("inspect", "--format", "{{.State.ExitCode}}", self.started).stdout.strip())
 
     def remove(self) -> None:
         if self.name:

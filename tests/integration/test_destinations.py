@@ -262,7 +262,7 @@ def _ordered(position: tuple[str, int]) -> tuple[int, int]:
 
 def _checkpoint_passes(setup: CdcSetup, cdc, position: tuple[str, int], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while (setup.position() is None or _ordered(setup.position()) <= _ordered(position)):
+    while (now := setup.position()) is None or _ordered(now) <= _ordered(position):
         assert cdc.proc.poll() is None, cdc.text()[-3000:]
         assert time.monotonic() < deadline, f"checkpoint {setup.position()} never passed {position}"
         time.sleep(0.05)

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from certs import CA
@@ -147,7 +148,7 @@ def test_verify_needs_read_and_a_wrong_password_stops_with_exit_2(secure_es7, se
 
 # ------------------------------------------------------------------ OpenSearch with its security plugin
 # docs/destinations.md "Destinations", OpenSearch security: the roles the README documents.
-OS_WRITER = {"cluster_permissions": ["cluster_monitor", "cluster_composite_ops"],
+OS_WRITER: dict[str, Any] = {"cluster_permissions": ["cluster_monitor", "cluster_composite_ops"],
              "index_permissions": [{"index_patterns": [f"{PREFIX}*"],
                                     "allowed_actions": ["write", "create_index", "indices_monitor"]}]}
 OS_ROLES = {"cdc_writer": OS_WRITER,

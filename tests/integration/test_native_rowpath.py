@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -48,7 +49,7 @@ def _native_row(sql: str) -> str:
 MONTHLY = """CREATE TABLE monthly (id INT PRIMARY KEY, e ENUM('a','b') NOT NULL, dtm DATETIME(6) NOT NULL,
   ts TIMESTAMP(3) NOT NULL, vc VARCHAR(50), js JSON, d2 DECIMAL(10,2))"""
 
-RULES = [
+RULES: list[dict[str, Any]] = [
     {"schema": None, "table": "native_types", "index": "{schema}-all", "also": True},
     {"schema": None, "table": "native_types", "index": "{schema}-some", "also": True,
      "include": ["id", "d2", "vc", "dtm", "js", "e", "st"], "rename": {"vc": "title"},
@@ -224,9 +225,9 @@ def _random_rows():
 
     json_values = st.recursive(
         st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
-        | st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+        | st.text(st.characters(blacklist_categories=["Cs"]), max_size=8),
         lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=8)
-    text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+    text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
     row = st.tuples(
         nullable(st.integers(-(2**63), 2**63 - 1)), nullable(st.integers(0, 2**64 - 1)),
         nullable(st.decimals(min_value=-(10**19), max_value=10**19, places=10)),
@@ -389,7 +390,7 @@ def test_geometry_and_float_ids_give_the_same_actions_on_both_paths(source_serve
     db.execute("UPDATE fkeys SET v = v + 100", "UPDATE fkeys SET d = d * 2 WHERE v = 101",  # an id and routing change
                "DELETE FROM fkeys WHERE v = 102")
     end = BinlogPosition(*binlog_position(db))
-    options = ValueOptions(points=points)  # type: ignore[arg-type]
+    options = ValueOptions(points=points)
     tables = ("shapes", "fkeys")
     _, python, _ = _read(servers, database, rules, start, end, native=False, tables=tables, options=options)
     _, native, path = _read(servers, database, rules, start, end, native=True, tables=tables, options=options)
@@ -439,13 +440,13 @@ def _convert_rows():
         return st.one_of(st.none(), strategy)
 
     # Basic Multilingual Plane text without U+03A3: what the native code cases itself (convert.rs).
-    text = st.text(st.characters(max_codepoint=0xFFFF, blacklist_categories=("Cs",), blacklist_characters="\u03a3"),
+    text = st.text(st.characters(max_codepoint=0xFFFF, blacklist_categories=["Cs"], blacklist_characters="\u03a3"),
                    max_size=30)
     scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False,
                                                                                      allow_infinity=False)
     # No non-ASCII numerals (²): native/src/json.rs leaves JSON text holding them to the Python path
     # (values.py's r"\d{20}" check), which MySQL's SELECT of a JSON column writes unescaped.
-    chars = st.characters(blacklist_categories=("Cs",)).filter(lambda c: c.isascii() or not c.isnumeric())
+    chars = st.characters(blacklist_categories=["Cs"]).filter(lambda c: c.isascii() or not c.isnumeric())
     json_values = st.recursive(scalars | st.text(chars, max_size=6), lambda c: st.lists(c, max_size=3)
                                | st.dictionaries(st.text(chars, max_size=4), c, max_size=3), max_leaves=6)
     row = st.tuples(

@@ -11,6 +11,7 @@ through both into Elasticsearch and the stored documents are compared.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import threading
 from pathlib import Path
@@ -56,7 +57,7 @@ def _snap_row(sql: str) -> str:
     return sql
 
 
-RULES = [
+RULES: list[dict[str, Any]] = [
     {"table": "snap_types", "index": "{schema}-all"},
     {"table": "snap_types", "index": "{schema}-some", "include": ["id", "d2", "vc", "dtm", "js", "e", "st", "l1"],
      "rename": {"vc": "title"}, "fields": {"source": "mysql", "n": 2.5}, "add_table_name": "_t",
@@ -153,7 +154,7 @@ def test_every_type_gives_the_same_actions_on_both_paths(servers, db, database, 
             sink = ElasticsearchSink(ElasticsearchConfig(hosts=[servers.es_url]))
             writer = BulkWriter(sink, BatchConfig(), RetryConfig(max_attempts=2), Stats())
             snapshot = Snapshot(conn, ActionBuilder(one, 0, ValueOptions()), writer, SnapshotConfig(chunk_size=2),
-                                lambda state: None, threading.Event(), row_path=mode)  # type: ignore[arg-type]
+                                lambda state: None, threading.Event(), row_path=mode)
             state = snapshot.run(one.rules, SnapshotState())
             assert not state.pending and snapshot.rows_written == 6
         finally:
@@ -217,7 +218,7 @@ def test_geometry_and_float_ids_give_the_same_actions_on_both_paths(source_serve
     with db.conn.cursor() as cur:
         cur.executemany("INSERT INTO fkeys VALUES (%s, %s, %s)", [(f, d, n) for n, (f, d) in enumerate(FLOAT_ROWS)])
     rules = _geo_rules(servers, tmp_path, database)
-    options = ValueOptions(points=points)  # type: ignore[arg-type]
+    options = ValueOptions(points=points)
     for table, count in (("shapes", 2 * len(SHAPE_ROWS)), ("fkeys", 2 * len(FLOAT_ROWS))):
         python, _, _ = _chunk(servers, rules, table, native=False, options=options)
         native, _, snapshot = _chunk(servers, rules, table, native=True, options=options)

@@ -46,12 +46,12 @@ def http_get(url: str) -> tuple[int, str]:
 
 def wait_http(url: str, status: int, timeout: float = 30, check=lambda body: True) -> str:
     deadline = time.monotonic() + timeout
-    last = None
+    last: object = None  # the last answer, or why there was none
     while time.monotonic() < deadline:
         try:
-            last = http_get(url)
-            if last[0] == status and check(last[1]):
-                return last[1]
+            last = answer = http_get(url)
+            if answer[0] == status and check(answer[1]):
+                return answer[1]
         except OSError as exc:
             last = exc
         time.sleep(0.2)

@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import time
+from typing import Any
 
 from harness import (Admin, CdcSetup, binlog_position, binlog_position_and_gtid, both_sources, es_docs, wait_for,
                      wait_until_equal)
@@ -15,7 +16,7 @@ from harness import (Admin, CdcSetup, binlog_position, binlog_position_and_gtid,
 def rules_for(database: str, index_prefix: str, **tables: list[str] | None) -> list[dict]:
     rules = []
     for table, id_columns in tables.items():
-        rule = {"schema": database, "table": table, "index": f"{index_prefix}-{table}"}
+        rule: dict[str, Any] = {"schema": database, "table": table, "index": f"{index_prefix}-{table}"}
         if id_columns:
             rule["id"] = id_columns
         rules.append(rule)

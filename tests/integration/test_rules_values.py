@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from elasticsearch import ApiError
@@ -133,7 +134,7 @@ MIN_DOC = {
     "e": "small", "st": [], "bit1": False, "bit10": 0, "bit64": 0,
     "js": [], "g": {"type": "Point", "coordinates": [0.0, 0.0]}, "pt": {"lat": 0.0, "lon": 0.0},
 }
-NULL_DOC = {name: None for name in MAX_DOC} | {"id": 3}
+NULL_DOC: dict[str, Any] = {name: None for name in MAX_DOC} | {"id": 3}
 ZERO_DOC = NULL_DOC | {"id": 4, "dt": None, "dtm": None, "dtm6": None, "ts": None, "ts6": None, "yr": 0, "e": "",
                        "fl": 1.2345678, "db": 1.2345678, "tm": "00:00:00", "l1": "x?", "st": []}
 

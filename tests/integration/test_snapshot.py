@@ -24,7 +24,9 @@ def _kill_mid_snapshot(setup: CdcSetup, cdc, table: str, rows: int) -> dict:
         assert time.monotonic() < deadline, cdc.text()[-2000:]
         time.sleep(0.02)
     cdc.stop(signal.SIGKILL)
-    return setup.checkpoint()["snapshot"][table]
+    checkpoint = setup.checkpoint()
+    assert checkpoint is not None  # it had chunks saved (above)
+    return checkpoint["snapshot"][table]
 
 
 @both_sources

@@ -91,7 +91,8 @@ def assert_same(framed, wrapper) -> None:
     """FRAMED carries every value `_read` and `fetchone` use with the library's value."""
     event = wrapper.event
     assert isinstance(framed, source._FramedEvent)
-    assert framed.event is framed and framed.kind is type(event)
+    library_class = type(event)  # not `framed.kind is type(event)`: mypy would narrow `event` to object
+    assert framed.event is framed and framed.kind is library_class
     assert (framed.event_type, framed.timestamp, framed.log_pos) == (wrapper.event_type, wrapper.timestamp,
                                                                      wrapper.log_pos)
     assert (framed.event.event_type, framed.event.timestamp, framed.event.packet.log_pos) == (

@@ -37,6 +37,7 @@ class FakeAdmin:
         if method == "PUT" and rest == "_settings":
             if self.refuse:
                 raise SinkAccessError("403 security_exception: action [indices:admin/settings/update] is unauthorized")
+            assert body is not None  # a settings PUT has a body
             for key, value in body.items():
                 if value is None:
                     index["settings"].pop(key, None)

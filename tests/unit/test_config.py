@@ -177,10 +177,10 @@ def test_version_epoch_bounds():
         parse_config({**MINIMAL, "elasticsearch": {"version_epoch": 128}})
 
 
-def test_config_is_frozen():
+def test_config_is_frozen() -> None:
     config = parse_config(MINIMAL)
     with pytest.raises(ValidationError):
-        config.rules = "other"  # type: ignore[misc]
+        config.rules = "other"
 
 
 def _write(path: Path, text: str) -> Path:

@@ -471,7 +471,9 @@ def _fully_qualified(reference: str) -> bool:
 
 def _containerfile_images(path: Path) -> list[str]:
     """The images a Dockerfile/Containerfile pulls: FROM (with its ARG defaults) and the syntax directive."""
-    images, args, stages = [], {}, set()
+    images: list[str] = []
+    args: dict[str, str] = {}
+    stages: set[str] = set()
     first = path.read_text().splitlines()[0]
     if first.startswith("# syntax="):
         images.append(first.split("=", 1)[1].strip())

@@ -49,7 +49,7 @@ class _Failing:
 
 
 @pytest.mark.parametrize("code", [2013, 1053, 1927])
-def test_a_query_on_a_lost_connection_is_a_source_connection_error(code):
+def test_a_query_on_a_lost_connection_is_a_source_connection_error(code: int) -> None:
     """Database.rows says what the binlog source says: a server shutting down or a killed connection
     is a lost connection (retried), as a client error is; before, it raised PyMySQL's own error."""
     db = Database.__new__(Database)
@@ -58,7 +58,7 @@ def test_a_query_on_a_lost_connection_is_a_source_connection_error(code):
         db.rows("SELECT 1")
 
 
-def test_a_query_error_stays_the_servers_error():
+def test_a_query_error_stays_the_servers_error() -> None:
     db = Database.__new__(Database)
     db.conn = _Failing(_err.OperationalError(1227, "Access denied"))  # type: ignore[assignment]  # no server here
     with pytest.raises(_err.OperationalError):

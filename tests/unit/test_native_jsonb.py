@@ -63,16 +63,22 @@ def assert_same(data: bytes, may_decline: bool) -> None:
     assert got == expected
 
 
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), value  # a finite value (NaN and infinity have a letter here)
+    return exponent
+
+
 @st.composite
 def decimals(draw) -> Opaque:
     if draw(st.booleans()):  # a double's shortest digits (maybe with zeros after): the Python path writes that double
         value = Decimal(repr(draw(st.floats(-1e35, 1e35))))
-        if -value.as_tuple().exponent > 30:  # DECIMAL's scale is at most 30
+        if -_exponent(value) > 30:  # DECIMAL's scale is at most 30
             value = round(value, 30)
         text = format(value, "f")
         digits = len(text.lstrip("-").partition(".")[0].lstrip("0"))
         # MySQL's DECIMAL has at most 65 digits: 1e35 (36 of them) takes a scale of at most 29.
-        scale = draw(st.integers(max(0, -value.as_tuple().exponent), min(30, 65 - digits)))
+        scale = draw(st.integers(max(0, -_exponent(value)), min(30, 65 - digits)))
         return decimal(text, max(1, digits + scale), scale)
     precision = draw(st.integers(1, 65))
     scale = draw(st.integers(0, min(30, precision)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from typing import Any
 
 import orjson
 import pytest
@@ -105,11 +106,11 @@ READERS = [("int", 1, 0, 0, None), ("int", 8, 1, 0, None), ("int", 3, 0, 0, None
 
 
 def _plan(columns: int, **kw):
-    options = dict(doc=[(i, f'"c{i}"') for i in range(columns)], consts=',"k":1', soft=None, id_cols=[0],
-                   id_sep=":", id_tpl=None, index=[(0, "ix", 0)], routing=None, versioned=True, on_delete=0,
-                   forbidden="".join(sorted(rowpath.INDEX_FORBIDDEN)))
+    options: dict[str, Any] = dict(doc=[(i, f'"c{i}"') for i in range(columns)], consts=',"k":1', soft=None,
+                                   id_cols=[0], id_sep=":", id_tpl=None, index=[(0, "ix", 0)], routing=None,
+                                   versioned=True, on_delete=0, forbidden="".join(sorted(rowpath.INDEX_FORBIDDEN)))
     options.update(kw)
-    return native.Plan(*options.values())
+    return native.Plan(**options)
 
 
 @given(st.lists(st.sampled_from(READERS), min_size=1, max_size=8), st.binary(max_size=300), st.integers(0, 2),
@@ -209,7 +210,7 @@ def _text_event(values: list[str]) -> bytes:
     return body
 
 
-_ID_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40).filter(
+_ID_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40).filter(
     lambda t: len(t.encode()) < 250)
 
 
@@ -509,7 +510,7 @@ def test_geometry_columns_give_the_same_actions_on_both_paths(rows, points, op):
     opcode = {"insert": Op.INSERT, "update": Op.UPDATE, "delete": Op.DELETE}[op]
     if opcode is Op.UPDATE:
         images = [image for pair in zip(images, images[1:] + images[:1]) for image in pair]
-    _both_paths(rule, ValueOptions(points=points), columns, readers, opcode, images)  # type: ignore[arg-type]
+    _both_paths(rule, ValueOptions(points=points), columns, readers, opcode, images)
 
 
 @pytest.mark.parametrize("points", ["geojson", "geo_point"])
@@ -523,13 +524,13 @@ def test_geometry_documents_and_a_bad_value(points):
     readers = (("int", 4, 0, 0, None), ("geometry", 4, 0, 0, None), ("geometry", 4, 0, 0, None))
     point = b"\xe6\x10\x00\x00" + _pt(13.4, 52.5)
     good = (b"\x00\x01\x00\x00\x00" + _blob(point) + _blob(point), {"id": 1, "g": point, "p": point})
-    actions = _both_paths(rule, ValueOptions(points=points), columns, readers, Op.INSERT, [good])  # type: ignore
+    actions = _both_paths(rule, ValueOptions(points=points), columns, readers, Op.INSERT, [good])
     assert actions is not None
     lat_lon = b'{"lat":52.5,"lon":13.4}' if points == "geo_point" else b'{"type":"Point","coordinates":[13.4,52.5]}'
     assert actions[0].doc_json == b'{"id":1,"g":{"type":"Point","coordinates":[13.4,52.5]},"p":' + lat_lon + b"}"
     bad = point + b"\x00"  # a trailing byte: values.py raises, cdc stops on the row (a RowError)
     event = [good, (b"\x00\x02\x00\x00\x00" + _blob(bad) + _blob(point), {"id": 2, "g": bad, "p": point})]
-    assert _both_paths(rule, ValueOptions(points=points), columns, readers, Op.INSERT, event) is None  # type: ignore
+    assert _both_paths(rule, ValueOptions(points=points), columns, readers, Op.INSERT, event) is None
     # ... unless the column is not in the document: values.py converts only what it writes
     excluded = Rule("s", "t", "ix", ("id",), exclude=("g",))
     assert _both_paths(excluded, ValueOptions(), columns, readers, Op.INSERT, event) is not None

@@ -8,6 +8,7 @@ same rows, the same end-of-rows state and the same errors.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pymysql
 import pytest
@@ -23,8 +24,9 @@ class _Socket:
         pass
 
 
-def _connection(stream: bytes, seq: int = 2, buffer: int = io.DEFAULT_BUFFER_SIZE) -> pymysql.connections.Connection:
-    conn = pymysql.connections.Connection.__new__(pymysql.connections.Connection)
+def _connection(stream: bytes, seq: int = 2, buffer: int = io.DEFAULT_BUFFER_SIZE) -> Any:
+    """A PyMySQL Connection with the private state the readers use (not in PyMySQL's stubs: typed Any)."""
+    conn: Any = pymysql.connections.Connection.__new__(pymysql.connections.Connection)
     conn._rfile = io.BufferedReader(io.BytesIO(stream), buffer)
     conn._sock = _Socket()
     conn._read_timeout = None
@@ -70,9 +72,13 @@ def _read(reader, stream: bytes, seq: int = 2, buffer: int = io.DEFAULT_BUFFER_S
             conn._next_seq_id, conn._rfile.read())
 
 
+# PyMySQL's own reader of a result's rows (private, not in its stubs).
+_PYMYSQL_READER = getattr(pymysql.connections.MySQLResult, "_read_rowdata_packet")
+
+
 def _both(stream: bytes, seq: int = 2, buffer: int = io.DEFAULT_BUFFER_SIZE):
     ours = _read(PacketResult._read_rowdata_packet, stream, seq, buffer)
-    theirs = _read(pymysql.connections.MySQLResult._read_rowdata_packet, stream, seq)
+    theirs = _read(_PYMYSQL_READER, stream, seq)
     assert ours == theirs
     return ours
 

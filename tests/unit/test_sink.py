@@ -77,7 +77,7 @@ def _encode_bulk_with_dicts(actions) -> bytes:
     return b"\n".join([*lines, b""])
 
 
-_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+_names = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12)
 
 
 @given(st.lists(st.tuples(st.sampled_from(list(ActionType)), _names, _names, st.integers(0, 2**64 - 1),

@@ -111,6 +111,7 @@ def test_split_document_id_refuses_ids_no_row_can_make():
 
 
 def _plan(rule: Rule, *columns: Column) -> TablePlan:
+    assert rule.id_columns is not None  # the tests' rules name their id columns
     return TablePlan(rule, columns, tuple(c.name for c in columns), tuple(rule.id_columns), True, 0)
 
 
@@ -232,8 +233,9 @@ class FakeWorld:
 
 def _verify(world: FakeWorld, repair: bool = False) -> VerifyReport:
     rule = _rule()
-    verifier = Verifier(world, world, RuleSet([rule]), 0, None, lambda position: True, threading.Event(),
-                        writer=world if repair else None, interactive=False)
+    # FakeWorld stands in for the TableReader (plan, read_chunk, read_keys), which Verifier takes as the class.
+    verifier = Verifier(world, world, RuleSet([rule]), 0, None, lambda position: True,  # type: ignore[arg-type]
+                        threading.Event(), writer=world if repair else None, interactive=False)
     return verifier.run([rule])
 
 
