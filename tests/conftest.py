@@ -6,7 +6,7 @@ background threads as soon as the tests are collected (`Warmup` below), while th
 unit tests run first; the fixtures that use them wait for that start.
 
 Under `make test-parallel` (pytest-xdist) integration tests share MariaDB and
-Elasticsearch, so a test that restarts or reconfigures them (`serial`, below) takes
+Elasticsearch, so a test that restarts or reconfigures them (marked `serial`) takes
 an exclusive lock and runs alone, while the others hold a shared one and run side by
 side. A plain `pytest` takes no locks.
 """
@@ -35,30 +35,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 # CDC_EXTRA_JAVA_OPTS="" for the full JIT. Servers already running keep the options they started with.
 os.environ.setdefault("CDC_EXTRA_JAVA_OPTS", "-XX:TieredStopAtLevel=1")
 
-# Tests that stop, restart, purge or reconfigure (SET GLOBAL) the shared servers, that
-# replicate everything the primary writes, or that compare a position with the end of the
-# binlog ("nothing else was written since"): nothing else may run meanwhile. A test can
-# also say so itself with @pytest.mark.serial.
-SERIAL = (
-    "test_replication.py::test_graceful_stop_saves_position_and_restart_reprocesses_nothing",
-    "test_operations.py::test_systemd_notify_ready_watchdog_status_stopping",
-    "test_operations.py::test_status_reads_a_running_daemons_metrics_then_measures_from_mysql",
-    "test_operations.py::test_metrics_and_health_follow_the_stream_and_its_outages",
-    "test_faults.py::test_kill_in_the_middle_of_a_200k_row_transaction",
-    "test_faults.py::test_mapping_conflict_in_a_busy_batch",
-    "test_faults.py::test_elasticsearch_down_during_writes",
-    "test_faults.py::test_purged_binlog_is_a_clear_fatal_error",
-    "test_faults.py::test_mariadb_killed_under_load_and_restarted",
-    "test_faults.py::test_refuses_a_server_not_set_up_for_cdc",
-    "test_replication.py::test_rotation_and_mariadb_restart",
-    "test_failover.py::",
-    "test_container.py::",
-    "test_compose.py::",
-    "test_destinations.py::",
-)
-
 
 def pytest_configure(config):
+    # @pytest.mark.serial on a test (or pytestmark on a module): it stops, restarts, purges or
+    # reconfigures (SET GLOBAL) the shared servers, replicates everything the primary writes, or
+    # compares a position with the end of the binlog ("nothing else was written since"): nothing
+    # else may run meanwhile.
     config.addinivalue_line("markers", "serial: restarts or reconfigures the shared servers; runs alone under xdist")
     _require_native()
     config.pluginmanager.register(_Order(), "cdc-test-order")
@@ -314,8 +296,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
-        if item.nodeid.rsplit("/", 1)[-1].startswith(SERIAL):
-            item.add_marker(pytest.mark.serial)
 
 
 class _Order:

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PODMAN_COMPOSE = shutil.which("podman-compose", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 pytestmark = [
+    pytest.mark.serial,  # the whole module (tests/conftest.py says what serial means)
     pytest.mark.skipif(container.available() is not None,
                        reason=f"podman cannot build images here: {container.available()}"),
     pytest.mark.skipif(PODMAN_COMPOSE is None, reason="podman-compose is not installed (pip install -e '.[test]')"),

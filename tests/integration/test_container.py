@@ -20,8 +20,11 @@ from proxy import FaultProxy
 
 import container
 
-pytestmark = pytest.mark.skipif(container.available() is not None,
-                                reason=f"podman cannot build images here: {container.available()}")
+pytestmark = [
+    pytest.mark.serial,  # the whole module (tests/conftest.py says what serial means)
+    pytest.mark.skipif(container.available() is not None,
+                       reason=f"podman cannot build images here: {container.available()}"),
+]
 
 CDC_UID = 10001  # the Dockerfile's cdc user
 

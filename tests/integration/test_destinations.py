@@ -23,6 +23,8 @@ from opensearchpy import OpenSearch, helpers
 from test_rules_values import ALL_TYPES, MAX_DOC, MAX_ROW, MIN_DOC, MIN_ROW, NULL_DOC, NULL_ROW, ZERO_DOC, ZERO_ROW
 from test_verify import _found, verify
 
+pytestmark = pytest.mark.serial  # the whole module (tests/conftest.py says what serial means)
+
 ENGINE_NAMES = {"es8": "Elasticsearch 8.", "es7": "Elasticsearch 7.17.", "opensearch": "OpenSearch 2.",
                 "opensearch3": "OpenSearch 3."}
 

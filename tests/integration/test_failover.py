@@ -6,9 +6,12 @@ import shutil
 import time
 
 import pymysql
+import pytest
 import yaml
 from harness import CdcSetup, es_docs, mysql_only, wait_until_equal
 from proxy import FaultProxy
+
+pytestmark = pytest.mark.serial  # the whole module (tests/conftest.py says what serial means)
 
 
 class Server:

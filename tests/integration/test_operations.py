@@ -74,6 +74,7 @@ def rules(database: str, index_prefix: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------- metrics and health
+@pytest.mark.serial
 def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, database, es, index_prefix, tmp_path,
                                                               proxies):
     items_table(db)
@@ -195,6 +196,7 @@ def test_a_signal_while_elasticsearch_is_unreachable_at_start_up_is_a_normal_sto
 
 
 # ---------------------------------------------------------------- systemd notify
+@pytest.mark.serial  # compares positions with the end of the binlog
 def test_systemd_notify_ready_watchdog_status_stopping(servers, db, database, es, index_prefix, tmp_path):
     items_table(db)
     directory = tempfile.mkdtemp(prefix="cdcn")  # unix socket paths are limited to 107 bytes
@@ -274,6 +276,7 @@ def status(setup: CdcSetup) -> dict:
     return json.loads(cdc_status(setup, "--json"))
 
 
+@pytest.mark.serial  # measures against the end of the binlog
 def test_status_reads_a_running_daemons_metrics_then_measures_from_mysql(servers, db, database, es, index_prefix,
                                                                         tmp_path):
     items_table(db)

@@ -9,6 +9,7 @@ import signal
 import time
 from typing import Any
 
+import pytest
 from harness import (Admin, CdcSetup, binlog_position, binlog_position_and_gtid, both_sources, es_docs, wait_for,
                      wait_until_equal)
 
@@ -116,6 +117,7 @@ def test_alter_table_mid_stream_uses_event_time_columns(source_servers, db, data
 
 
 @both_sources
+@pytest.mark.serial  # restarts the shared server
 def test_rotation_and_mariadb_restart(source_servers, db, database, es, index_prefix, tmp_path):
     """Also on MySQL: its restart empties caching_sha2_password's cache, so the reconnect logs in in full."""
     import servers as dev
@@ -147,6 +149,7 @@ def test_rotation_and_mariadb_restart(source_servers, db, database, es, index_pr
 
 
 @both_sources
+@pytest.mark.serial  # compares positions with the end of the binlog
 def test_graceful_stop_saves_position_and_restart_reprocesses_nothing(source_servers, db, database, es, index_prefix,
                                                                       tmp_path):
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
