@@ -85,12 +85,14 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
         sink.close()
         finish(stats, resume_from)
         return stats
-    # Kafka mode: the reader's sink is a topic; new columns' fields are mapped at the next start (README: Kafka mode).
-    pipeline = session.new_pipeline(rules, sink, store, map_fields=config.destination != "kafka")
+    # New columns' fields go into Elasticsearch itself, also in Kafka mode, where the sink is a topic.
+    pipeline = session.new_pipeline(rules, sink, store, fields_in=destination)
     try:
         return pipeline.run(lambda: source.events(start), source.close)
     finally:
         sink.close()
+        if config.destination == "kafka":
+            destination.close()  # the reader's connection for mapping fields (the sink is the topic)
         finish(pipeline.stats, resume_from)
 
 

@@ -66,11 +66,11 @@ def publisher(session: Session, destination) -> KafkaPublisher:
     """`cdc run` with `destination: kafka`: the topic (made if missing) in place of Elasticsearch.
 
     `destination` (Elasticsearch, reached and checked at start-up so that rules'
-    indices and mappings exist before writers write) is closed: the reader
-    writes nothing else there.
+    indices and mappings exist before writers write) stays open: the reader maps the
+    fields of columns added while it runs there (cdc/es/fields.py), and writes no
+    document there. The daemon closes it.
     """
     config = session.config
-    destination.close()
     described = patiently(f"connecting to Kafka at {config.kafka.bootstrap_servers}",
                           lambda: ensure_topic(config.kafka), session.stop, config.retry)
     log.info("publishing to Kafka at %s: %s, format %s", config.kafka.bootstrap_servers, described,

@@ -204,9 +204,11 @@ class Session:
         return f"{destination.product} cluster is {status}"
 
     def new_pipeline(self, rules: RuleSet, sink, store: FileCheckpointStore | None, dry_run: bool = False,
-                     on_batch: Callable[[list[Action]], None] | None = None, map_fields: bool = True) -> Pipeline:
-        """`map_fields`: map new columns' fields in the sink before their first document (cdc/es/fields.py);
-        False where the sink is not Elasticsearch (Kafka mode's reader publishes to a topic)."""
+                     on_batch: Callable[[list[Action]], None] | None = None, fields_in=None) -> Pipeline:
+        """New columns' fields are mapped before their first document (cdc/es/fields.py) in `fields_in`, by
+        default the sink. Kafka mode's reader passes the Elasticsearch its writers write to: it maps a field when
+        it reads the table map, before it publishes a document that carries the column, so the mapping is in
+        place before any writer can write one."""
         config = self.config
         # Rules with children/lookups: their documents are rebuilt from MySQL reads (issue 15,
         # cdc/stream/rebuild.py); the row path only sees the other rules.
@@ -223,7 +225,7 @@ class Session:
             checkpoint_interval=config.checkpoint.min_interval,
             dry_run=dry_run, on_batch=on_batch,
             observer=self.observer(),
-            check_columns=None if dry_run or not map_fields else self._mapping_fields(rules, sink),
+            check_columns=None if dry_run else self._mapping_fields(rules, sink if fields_in is None else fields_in),
         )
         # The native row path stands in for the pipeline's ActionBuilder (README: Row path).
         log.log(*check_mode(config.row_path))

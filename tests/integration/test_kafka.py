@@ -197,6 +197,39 @@ def test_reader_publishes_documented_messages_and_a_writer_indexes_them(
     assert reader.position() is not None
 
 
+def test_a_column_added_while_the_reader_runs_is_mapped_before_a_writer_writes_it(
+        tmp_path, servers, kafka, db, database, index_prefix, es):
+    """ALTER TABLE ADD COLUMN while the reader streams: the reader puts the planned fields into Elasticsearch
+    when it reads the new table definition, before it publishes the first document with the columns; the
+    writer, started only after, finds them there (a DECIMAL is `keyword`, not the `text` dynamic mapping
+    would make of its string; a DATETIME(6) `date`)."""
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT)", "INSERT INTO a VALUES (1, 1)")
+    topic = f"t-{index_prefix}"
+    rules = index_rules(database, index_prefix, "a")
+    reader = reader_setup(tmp_path / "reader", servers, rules, kafka, topic)
+    cdc = reader.run()
+    try:
+        cdc.wait_for_event("snapshot_done", timeout=60)
+        db.execute("ALTER TABLE a ADD COLUMN d DECIMAL(10,2), ADD COLUMN at DATETIME(6)",
+                   "INSERT INTO a VALUES (2, 2, 12.30, '2024-01-02 03:04:05.123456')",
+                   "UPDATE a SET v = 5 WHERE id = 1")  # its document gets the new columns (null) too
+        wait_for("the reader to map the new columns", lambda: "mapped d as keyword, at as date" in cdc.text(),
+                 timeout=60)
+        # Mapped in Elasticsearch by the reader alone: no writer has run yet.
+        index = f"{index_prefix}-a"
+        properties = next(iter(es.indices.get_mapping(index=index).values()))["mappings"]["properties"]
+        assert properties["d"] == {"type": "keyword"} and properties["at"] == {"type": "date"}, properties
+        writer = sink(writer_setup(tmp_path / "writer", servers, rules, kafka, topic))
+        try:
+            wait_until_equal(db, es, "a", index, ["id"])
+        finally:
+            assert writer.stop() == 0
+    finally:
+        assert cdc.stop() == 0
+    properties = next(iter(es.indices.get_mapping(index=index).values()))["mappings"]["properties"]
+    assert properties["d"] == {"type": "keyword"} and properties["at"] == {"type": "date"}, properties
+
+
 def test_debezium_envelope_is_published_and_written_by_cdc_sink(tmp_path, servers, kafka, db, database,
                                                                  index_prefix, es):
     create_two_tables(db)
