@@ -265,7 +265,8 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
         if "es_cluster" in names:
             need["es_cluster"] = _up_es_cluster
         # A module that starts servers of its own (a secured node) names them in WARM_UP:
-        # {fixture name: (start, stop)}; its fixture takes the started one with `warmup.take`.
+        # {fixture name: (start, stop)}; its fixture takes the started one with `warmup.take`. Modules
+        # that share a session-scoped node name the same entry (tests/integration/es_secure_node.py).
         for name, (start, stop) in getattr(getattr(item, "module", None), "WARM_UP", {}).items():
             if name in names:
                 need[name] = _module_start(name, start, stop)

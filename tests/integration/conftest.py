@@ -46,6 +46,38 @@ def es(servers):
     client.close()
 
 
+@pytest.fixture(scope="session")
+def secure_es(servers, warmup):
+    """The Elasticsearch with security on (tests/integration/es_secure_node.py), shared by the modules that
+    name it in WARM_UP: started by the warm-up (or now), stopped at the session's end."""
+    import servers as dev
+    from es_secure_node import start_secure_es, stop_secure_es
+
+    try:
+        started = warmup.take("secure_es", start_secure_es)
+    except dev.ServerError as exc:
+        pytest.fail(f"could not start the secured Elasticsearch: {exc}", pytrace=False)
+    node = started["node"]
+    admin = Elasticsearch(node.url, ca_certs=str(started["ca"]), basic_auth=(node.admin_user, node.admin_password),
+                          request_timeout=30)
+    yield {**started, "admin": admin}
+    admin.close()
+    stop_secure_es(started)
+
+
+@pytest.fixture
+def secure_index(secure_es, unique_name):
+    """An index name on the secured node that its roles cover; its indices are deleted afterwards."""
+    from es_secure_node import PREFIX
+
+    name = f"{PREFIX}-{unique_name}"
+    yield name
+    # The name may be an alias (docs/verify-and-rebuild.md "Rebuilding an index"): delete the indices behind it.
+    names = list(secure_es["admin"].indices.get(index=f"{name}*", expand_wildcards="all"))
+    if names:
+        secure_es["admin"].indices.delete(index=",".join(names))
+
+
 @pytest.fixture
 def index_prefix(es, unique_name):
     yield unique_name

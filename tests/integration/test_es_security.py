@@ -1,119 +1,34 @@
 """Elasticsearch with security on, end to end: https with a generated CA, users with passwords, roles.
 
-The shared Elasticsearch runs with security off; this module starts a second
-node (scripts/servers.py es_secure_up) with TLS on HTTP and file-realm users,
-one per role below, and stops it afterwards. MariaDB is the shared server.
+The shared Elasticsearch runs with security off; these tests use a second node
+(scripts/servers.py es_secure_up) with TLS on HTTP and file-realm users, one per
+role, which tests/integration/es_secure_node.py defines and the session-scoped
+`secure_es` fixture starts (test_secrets.py uses it too). MariaDB is the shared server.
 
 API keys are not tested here: they live in the `.security` index, whose
 mappings need the analysis-common module that the integ-test-zip lacks
 (creating one answers "Unknown filter type [pattern_capture]"). The client
-arguments for `api_key` are unit-tested (tests/unit/test_security.py).
+arguments for `api_key` are unit-tested (tests/unit/test_security.py), and
+test_secrets.py sends one the server refuses.
 """
-
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from certs import CA
-from cryptography.hazmat.primitives import serialization
-from elasticsearch import Elasticsearch
-from harness import CdcSetup, binlog_position, free_port, wait_until_equal
+from es_secure_node import PASSWORDS, SECURE_ES
+from harness import CdcSetup, binlog_position, wait_until_equal
 
-# Every index of this module starts with it, so the roles can name "<prefix>*".
-PREFIX = f"sec{uuid.uuid4().hex[:8]}"
-PASSWORDS = {name: f"{name}-pw-{uuid.uuid4().hex[:10]}"
-             for name in ("writer", "reader", "creator", "elsewhere", "nomonitor")}
-
-# docs/security.md "Minimal Elasticsearch role", with this module's index names.
-WRITER = {"cluster": ["monitor"],
-          "indices": [{"names": [f"{PREFIX}*"],
-                       "privileges": ["auto_configure", "index", "delete", "view_index_metadata"]}]}
-ROLES = {
-    "cdc_writer": WRITER,
-    # README: `cdc verify` reads documents too.
-    "cdc_verify": {"cluster": ["monitor"],
-                   "indices": [{"names": [f"{PREFIX}*"],
-                                "privileges": ["auto_configure", "index", "delete", "view_index_metadata",
-                                               "read"]}]},
-    # README: rules' `create_index` makes indices (create_index) and templates (manage_index_templates).
-    "cdc_creator": {"cluster": ["monitor", "manage_index_templates"],
-                    "indices": [{"names": [f"{PREFIX}*"],
-                                 "privileges": ["auto_configure", "index", "delete", "view_index_metadata",
-                                                "create_index"]}]},
-    # Privileges on other indices only: every write to ours is refused (403 per bulk item).
-    "cdc_elsewhere": {"cluster": ["monitor"],
-                      "indices": [{"names": ["other-*"], "privileges": ["auto_configure", "index", "delete"]}]},
-    # No cluster privilege: the start-up health check is refused (403 for the request).
-    "cdc_nomonitor": {"indices": WRITER["indices"]},
-}
-USERS = {"writer": ["cdc_writer"], "reader": ["cdc_verify"], "creator": ["cdc_creator"],
-         "elsewhere": ["cdc_elsewhere"], "nomonitor": ["cdc_nomonitor"]}
-
-
-def _start_secure_es() -> dict:
-    """The secured node (servers.ServerError if it cannot start); started early by the warm-up (WARM_UP)."""
-    import servers as dev  # scripts/servers.py
-
-    certs_dir = Path(tempfile.mkdtemp(prefix="cdcescerts"))
-    os.chmod(certs_dir, 0o755)
-    ca, other = CA(certs_dir, "es-test"), CA(certs_dir, "es-other")
-    cert, key, server_cert = ca.issue("es-http", server=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="es-secure-", dir=dev.HOME))  # esrun must reach it
-    try:
-        node = dev.es_secure_up(run_dir, free_port(), free_port(), cert, key, ca.path,
-                                users={name: (PASSWORDS[name], roles) for name, roles in USERS.items()},
-                                roles=ROLES)
-    except dev.ServerError:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.rmtree(certs_dir, ignore_errors=True)
-        raise
-    fingerprint = hashlib.sha256(server_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-    return {"node": node, "url": node.url, "ca": ca.path, "other_ca": other.path, "fingerprint": fingerprint,
-            "certs_dir": certs_dir}
-
-
-def _stop_secure_es(started: dict) -> None:
-    import servers as dev
-
-    dev.es_secure_down(started["node"])
-    shutil.rmtree(started["node"].run_dir, ignore_errors=True)
-    shutil.rmtree(started["certs_dir"], ignore_errors=True)
-
-
-WARM_UP = {"secure_es": (_start_secure_es, _stop_secure_es)}  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def secure_es(servers, warmup):
-    import servers as dev
-
-    try:
-        started = warmup.take("secure_es", _start_secure_es)
-    except dev.ServerError as exc:
-        pytest.fail(f"could not start the secured Elasticsearch: {exc}", pytrace=False)
-    node = started["node"]
-    admin = Elasticsearch(node.url, ca_certs=str(started["ca"]), basic_auth=(node.admin_user, node.admin_password),
-                          request_timeout=30)
-    yield {**started, "admin": admin}
-    admin.close()
-    _stop_secure_es(started)
+# The node, its users and roles: tests/integration/es_secure_node.py (shared with test_secrets.py).
+WARM_UP = {"secure_es": SECURE_ES}  # tests/conftest.py
 
 
 @pytest.fixture
-def index(secure_es, unique_name):
-    name = f"{PREFIX}-{unique_name}"
-    yield name
-    # The name may be an alias (docs/verify-and-rebuild.md "Rebuilding an index"): delete the indices behind it.
-    names = list(secure_es["admin"].indices.get(index=f"{name}*", expand_wildcards="all"))
-    if names:
-        secure_es["admin"].indices.delete(index=",".join(names))
+def index(secure_index):
+    return secure_index  # tests/integration/conftest.py
 
 
 def _setup(tmp_path: Path, servers, secure_es, database: str, index: str, user: str | None = "writer",
