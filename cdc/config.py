@@ -571,11 +571,18 @@ def security_warnings(config: Config, path: str | Path | None = None) -> list[st
     if (config.mysql.ssl_ca or config.mysql.ssl_cert) and not config.mysql.ssl_verify:
         warnings.append("mysql.ssl_verify: false: the MySQL server's TLS certificate is NOT checked")
     if any(h.startswith("http://") for h in config.elasticsearch.hosts) and (
-            config.elasticsearch.password or config.elasticsearch.api_key):
+            config.elasticsearch.password or config.elasticsearch.api_key
+            or any(_url_credentials(h) for h in config.elasticsearch.hosts if h.startswith("http://"))):
         warnings.append("elasticsearch: credentials are sent over plain http://; use https://")
     if path is not None:
         warnings.extend(_exposed_secrets(Path(path)))
     return warnings
+
+
+def _url_credentials(url: str) -> str:
+    """The `user:password` of `scheme://user:password@host...`, else ""."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    return authority.rsplit("@", 1)[0] if "@" in authority else ""
 
 
 def _exposed_secrets(path: Path) -> list[str]:
@@ -591,6 +598,17 @@ def _exposed_secrets(path: Path) -> list[str]:
         # A ${VAR} reference is not a secret; a literal is.
         if isinstance(value, (str, int)) and _ENV.sub("", str(value)).strip():
             found.append(f"{section}.{key}")
+    if isinstance(data, dict):
+        hosts = (data.get("elasticsearch") or {}).get("hosts") or []
+        if isinstance(hosts, list) and any(isinstance(h, str) and _ENV.sub("", _url_credentials(h)).strip(": ")
+                                           for h in hosts):
+            found.append("elasticsearch.hosts (user:password@ in a URL)")
+        kafka = data.get("kafka") or {}
+        for client in ("producer", "consumer"):  # librdkafka settings: sasl.password, ssl.key.password
+            settings = kafka.get(client) if isinstance(kafka, dict) else None
+            if isinstance(settings, dict):
+                found.extend(f"kafka.{client}.{key}" for key, value in settings.items() if "password" in str(key)
+                             and isinstance(value, (str, int)) and _ENV.sub("", str(value)).strip())
     if not found:
         return []
     # "; chmod", not ": chmod": log redaction (cdc/log.py) takes the word after "password:" for a secret.

@@ -160,6 +160,8 @@ def test_elasticsearch_insecure_must_be_explicit(es_kwargs):
 
 def test_credentials_over_plain_http_are_warned():
     assert security_warnings(config_with(elasticsearch={"username": "u", "password": "p"}))
+    assert security_warnings(config_with(elasticsearch={"hosts": ["http://u:p@es:9200"]}))  # in the URL
+    assert not security_warnings(config_with(elasticsearch={"hosts": ["http://es:9200"]}))
     assert not security_warnings(config_with(elasticsearch={"hosts": ["https://es:9200"], "username": "u",
                                                             "password": "p"}))
 
@@ -206,6 +208,21 @@ def test_world_readable_config_with_a_secret_is_warned(tmp_path, monkeypatch, my
     path = _write(tmp_path / "cdc.yml", {"mysql": mysql}, mode)
     warnings = security_warnings(load_config(path), path)
     assert any("readable by every user" in w and "mysql.password" in w for w in warnings) == warned
+
+
+@pytest.mark.parametrize("top, named", [
+    ({"elasticsearch": {"hosts": ["https://cdc:literal@es:9200"]}}, "elasticsearch.hosts"),
+    ({"elasticsearch": {"hosts": ["https://${CDC_TEST_USER}:${CDC_TEST_PW}@es:9200"]}}, None),  # references
+    ({"elasticsearch": {"hosts": ["https://es:9200"]}}, None),
+    ({"kafka": {"producer": {"sasl.password": "literal"}}}, "kafka.producer.sasl.password"),
+    ({"kafka": {"consumer": {"ssl.key.password": "${CDC_TEST_PW}"}}}, None),
+])
+def test_world_readable_credentials_in_urls_and_kafka_settings_are_warned(tmp_path, monkeypatch, top, named):
+    monkeypatch.setenv("CDC_TEST_PW", "x")
+    monkeypatch.setenv("CDC_TEST_USER", "u")
+    path = _write(tmp_path / "cdc.yml", {"mysql": MYSQL, **top}, 0o644)
+    readable = [w for w in security_warnings(load_config(path), path) if "readable by every user" in w]
+    assert (named in readable[0]) if named else not readable, readable
 
 
 def test_run_logs_the_warnings_and_check_config_prints_them(tmp_path):
