@@ -180,6 +180,26 @@ class Faults(threading.Thread):
             self.error = exc
 
 
+def recoveries(results: dict, acked_at) -> list[dict]:
+    """Per fault: the longest commit -> acknowledged of the transactions committed from the fault until 60 s
+    after it ended, and how long after the fault began commits were acknowledged within 1 s again."""
+    t0 = results["t0_epoch"]
+    faults = [("SIGKILL of cdc", k["t"], k["t"]) for k in results["kills"]]
+    faults += [(f"{r['what']} restart", r["down_at"], r["up_at"]) for r in results["restarts"]]
+    out = []
+    for what, began, ended in sorted(faults, key=lambda f: f[1]):
+        after = [(committed, acked_at(seq)) for seq, committed in results["commits"]
+                 if t0 + began <= committed < t0 + ended + 60]
+        waits = [at - committed for committed, at in after if at is not None]
+        normal = next((committed - t0 - began for committed, at in after
+                       if committed >= t0 + ended and at is not None and at - committed < 1.0), None)
+        out.append({"fault": what, "at_s": began, "down_s": round(ended - began, 1),
+                    "longest_wait_s": cu._r(max(waits) if waits else None),
+                    "acknowledged_within_1s_again_after_s": cu._r(normal),
+                    "never_acked": sum(1 for _, at in after if at is None)})
+    return out
+
+
 def windows(results: dict, window_s: float, acked_at) -> list[dict]:
     """Per window of the run: RSS range, rows written, and commit -> acknowledged p50/p99/max."""
     out = []
@@ -324,6 +344,8 @@ def main() -> int:
     results["restarts"] = faults.done
     results["commits"] = load.commits
     results["windows"] = windows(results, args.window * 60, watcher.acked_at)
+    results["recoveries"] = recoveries(results, watcher.acked_at)
+    results["acks"] = list(zip(watcher.seqs, watcher.times))  # for later analysis: when each GTID was acked
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=1) + "\n")
 
@@ -351,6 +373,11 @@ def main() -> int:
         print(f"| {w['window']} | {', '.join(map(str, w['faults'])) or '-'} | {w['transactions']:,} | "
               f"{w['ack_s_p50']} / {w['ack_s_p99']} / {w['ack_s_max']} | {w['never_acked']} | "
               f"{w['rss_mb_min']}-{w['rss_mb_max']} |")
+    print("\n| fault | at (s) | down (s) | longest commit -> acknowledged after it (s) | acknowledged within 1 s "
+          "again after (s) | never acknowledged |\n|---|---|---|---|---|---|")
+    for r in results["recoveries"]:
+        print(f"| {r['fault']} | {r['at_s']} | {r['down_s']} | {r['longest_wait_s']} | "
+              f"{r['acknowledged_within_1s_again_after_s']} | {r['never_acked']} |")
     return 0 if verify.returncode == 0 and results["exit_code"] == 0 else 1
 
 
