@@ -4,7 +4,7 @@
     python scripts/servers.py up [--mysql]|down|status|env
     python scripts/servers.py mysql_up|mysql_down
     python scripts/servers.py es7_up|es7_down|opensearch_up|opensearch_down|opensearch3_up|opensearch3_down
-    python scripts/servers.py es_cluster_up|es_cluster_down
+    python scripts/servers.py es_cluster_up|es_cluster_down|opensearch_cluster_up|opensearch_cluster_down
 
 `up` starts MariaDB and Elasticsearch 8; `up --mysql` also starts Oracle MySQL 9.7
 on 127.0.0.1:13307 (MYSQL_PORT; `mysql_up` starts it alone), from a Debian unstable
@@ -17,7 +17,8 @@ search engines cdc writes to (docs/destinations.md "Destinations") start on thei
 * `opensearch3_up`: OpenSearch 3.6.0 on 127.0.0.1:19203 (OPENSEARCH3_PORT), on a JDK 21+.
 * `es_cluster_up`: a three-node cluster of the same Elasticsearch 8 on 127.0.0.1:19220-19222
   (ES_CLUSTER_PORT and the next two), security off, 256 MB heaps, for the fault tests that
-  kill a node.
+  kill a node; `opensearch_cluster_up`: the same of OpenSearch 2.19.1 on 127.0.0.1:19230-19232
+  (OPENSEARCH_CLUSTER_PORT).
 
 `down` stops all of them. All servers run as local processes on loopback (no
 Docker), from files kept in CDC_DEV_HOME (default /var/tmp/cdc-dev) so a second
@@ -680,15 +681,21 @@ def _es_start(version: str, run_dir: Path, port: int, transport_port: int, clust
         )
     if not wait:
         return
-    deadline = time.monotonic() + 180
+    _wait_healthy(f"Elasticsearch {version}", health, pid_file, log_file)
+    log(f"elasticsearch {version}: {cluster} ready")
+
+
+def _wait_healthy(what: str, health, pid_file: Path, log_file: Path, timeout: float = 180) -> None:
+    """Until `health()` says green or yellow; a ServerError with the log's tail once `timeout` is
+    over or the server's process has gone."""
+    deadline = time.monotonic() + timeout
     while True:
         status = health()
         if status and status.get("status") in ("green", "yellow"):
-            break
+            return
         if time.monotonic() > deadline or (pid_file.exists() and _pid_alive(pid_file) is None):
-            raise ServerError(f"Elasticsearch {version} did not become healthy. Tail of {log_file}:\n{_tail(log_file)}")
+            raise ServerError(f"{what} did not become healthy. Tail of {log_file}:\n{_tail(log_file)}")
         time.sleep(0.25)  # a start takes 10-60 s; a 1 s poll added 0.5 s to each on average
-    log(f"elasticsearch {version}: {cluster} ready")
 
 
 def es_up(selector: str | None = None) -> str:
@@ -786,82 +793,137 @@ def es_down() -> None:
 
 # --------------------------------------------------------------------------- a three-node cluster
 # For the fault tests that need replicas and a node to lose (tests/integration/test_es_cluster.py):
-# three master-eligible data nodes of the same zip and version as the default Elasticsearch, on
-# loopback (so, as the single node, in development mode: no bootstrap checks) with security off,
-# each with its own ports and data directory under CDC_DEV_HOME/es-cluster (not es-run-*, so
-# `es_up` and `es_down` of the single node never take them for another version of it).
+# three master-eligible data nodes of the same zip and version as the default Elasticsearch (or
+# as `opensearch_up`'s OpenSearch 2), on loopback (so, as the single node, in development mode: no
+# bootstrap checks) with security off, each with its own ports and data directory under
+# CDC_DEV_HOME/es-cluster (opensearch-cluster; not es-run-*, so `es_up` and `es_down` of the
+# single node never take them for another version of it).
 ES_CLUSTER_PORT = int(os.environ.get("ES_CLUSTER_PORT", "19220"))  # nodes on PORT, PORT+1, PORT+2
+OPENSEARCH_CLUSTER_PORT = int(os.environ.get("OPENSEARCH_CLUSTER_PORT", "19230"))  # the same for OpenSearch
 ES_CLUSTER_SIZE = 3
-ES_CLUSTER_DIR = HOME / "es-cluster"
-ES_CLUSTER_NAME = "cdc-cluster"
 # Three JVMs on the shared 2-core machine: a quarter of the single node's default heap is
 # plenty for the tests' few small indices.
 ES_CLUSTER_HEAP = os.environ.get("ES_CLUSTER_JAVA_OPTS", "-Xms256m -Xmx256m")
+OPENSEARCH_CLUSTER_HEAP = os.environ.get("OPENSEARCH_CLUSTER_JAVA_OPTS", "-Xms256m -Xmx256m")
+
+
+@dataclass(frozen=True)
+class _ClusterKind:
+    """What differs between the Elasticsearch and the OpenSearch cluster."""
+
+    engine: str  # elasticsearch | opensearch (cdc's elasticsearch.engine)
+    port: int  # node i's http port is port + i - 1, its transport port 100 above
+    dir: Path
+    name: str  # cluster.name, also the name of each node's log file
+    heap: str
+    pid: str  # the pid file's name in a node's run directory (_es_start's, _opensearch_start's)
+
+    def version(self, selector: str | None = None) -> str:
+        return OPENSEARCH_VERSION if self.engine == "opensearch" else resolve_es_version(selector)
+
+    def node(self, number: int) -> tuple[Path, int, int]:
+        """(run directory, http port, transport port) of node `number` (1, 2 or 3)."""
+        port = self.port + number - 1
+        return self.dir / f"node-{number}", port, port + 100
+
+    def pid_file(self, number: int) -> Path:
+        return self.node(number)[0] / self.pid
+
+    def urls(self) -> tuple[str, ...]:
+        return tuple(f"http://127.0.0.1:{self.node(n)[1]}" for n in range(1, ES_CLUSTER_SIZE + 1))
+
+    def label(self, number: int | None = None) -> str:
+        return f"{self.engine} {self.name}" + (f" {EsCluster.node_name(number)}" if number else "")
+
+
+def _cluster_kind(engine: str) -> _ClusterKind:
+    if engine == "opensearch":
+        return _ClusterKind("opensearch", OPENSEARCH_CLUSTER_PORT, HOME / "opensearch-cluster", "cdc-os-cluster",
+                            OPENSEARCH_CLUSTER_HEAP, "opensearch.pid")
+    return _ClusterKind("elasticsearch", ES_CLUSTER_PORT, HOME / "es-cluster", "cdc-cluster", ES_CLUSTER_HEAP, "es.pid")
 
 
 @dataclass(frozen=True)
 class EsCluster:
+    """A running three-node cluster of Elasticsearch 8 or OpenSearch 2 (`engine`), and its nodes' faults."""
+
     version: str
     urls: tuple[str, ...]  # node i (1-based node name cdc-node-i) is urls[i - 1]
+    engine: str = "elasticsearch"
 
     @staticmethod
     def node_name(number: int) -> str:
         return f"cdc-node-{number}"
 
+    def node_kill(self, number: int) -> None:
+        """SIGKILL one node, like a crash; `node_up` starts it again."""
+        cluster_node_stop(number, self.engine, signal.SIGKILL)
 
-def _cluster_node(number: int) -> tuple[Path, int, int]:
-    """(run directory, http port, transport port) of node `number` (1, 2 or 3)."""
-    port = ES_CLUSTER_PORT + number - 1
-    return ES_CLUSTER_DIR / f"node-{number}", port, port + 100
+    def node_stop(self, number: int) -> None:
+        """SIGTERM one node, a clean shutdown (it leaves the cluster); returns once it has exited."""
+        cluster_node_stop(number, self.engine, signal.SIGTERM)
+
+    def node_up(self, number: int) -> None:
+        cluster_node_up(number, self.engine, self.version)
+
+    def wait(self, nodes: int, timeout: float = 180) -> dict:
+        return cluster_wait(nodes, self.engine, timeout)
 
 
-def _cluster_urls() -> tuple[str, ...]:
-    return tuple(f"http://127.0.0.1:{_cluster_node(n)[1]}" for n in range(1, ES_CLUSTER_SIZE + 1))
-
-
-def _cluster_health(nodes: int) -> dict | None:
+def _cluster_health(kind: _ClusterKind, nodes: int) -> dict | None:
     """The cluster's health once `nodes` nodes have joined, asked of any node that answers."""
-    for url in _cluster_urls():
+    for url in kind.urls():
         status = _es_health(f"{url}", timeout=5)
         if status and status.get("number_of_nodes", 0) >= nodes and status.get("status") in ("green", "yellow"):
             return status
     return None
 
 
-def es_cluster_node_up(number: int, version: str | None = None) -> None:
-    """Start (or restart, after `es_cluster_node_kill`) one node of the cluster; returns once it has started.
+def cluster_node_up(number: int, engine: str = "elasticsearch", version: str | None = None) -> None:
+    """Start (or restart, after `cluster_node_stop`) one node of the cluster; returns once it has started.
 
     Its data directory is kept, so a restarted node rejoins with the shard copies it had.
     """
-    version = version or resolve_es_version()
-    run_dir, port, transport_port = _cluster_node(number)
-    if _pid_alive(run_dir / "es.pid"):
+    kind = _cluster_kind(engine)
+    version = version or kind.version()
+    run_dir, port, transport_port = kind.node(number)
+    if _pid_alive(kind.pid_file(number)):
         return
-    seeds = ",".join(f"127.0.0.1:{_cluster_node(n)[2]}" for n in range(1, ES_CLUSTER_SIZE + 1))
+    seeds = "-Ediscovery.seed_hosts=" + ",".join(f"127.0.0.1:{kind.node(n)[2]}" for n in range(1, ES_CLUSTER_SIZE + 1))
     masters = ",".join(EsCluster.node_name(n) for n in range(1, ES_CLUSTER_SIZE + 1))
-    _es_start(version, run_dir, port, transport_port, ES_CLUSTER_NAME,
-              [f"-Enode.name={EsCluster.node_name(number)}", "-Expack.security.enabled=false"],
-              # initial_master_nodes only counts at the very first election (the data directories
-              # then hold the cluster); Elasticsearch 8 ignores it on a restart, with a warning.
-              discovery=(f"-Ediscovery.seed_hosts={seeds}", f"-Ecluster.initial_master_nodes={masters}"),
-              heap=ES_CLUSTER_HEAP, wait=False)
+    name = f"-Enode.name={EsCluster.node_name(number)}"
+    # The initial masters only count at the very first election (the data directories then hold
+    # the cluster); a restarted node ignores them, with a warning.
+    if engine == "opensearch":
+        # OpenSearch 2 calls the master the cluster manager (the old setting is deprecated).
+        _opensearch_start(version, run_dir, port, transport_port, kind.name, (name,),
+                          discovery=(seeds, f"-Ecluster.initial_cluster_manager_nodes={masters}"),
+                          heap=kind.heap, wait=False)
+    else:
+        _es_start(version, run_dir, port, transport_port, kind.name, [name, "-Expack.security.enabled=false"],
+                  discovery=(seeds, f"-Ecluster.initial_master_nodes={masters}"), heap=kind.heap, wait=False)
 
 
-def es_cluster_up(selector: str | None = None) -> EsCluster:
+def cluster_up(engine: str = "elasticsearch", selector: str | None = None) -> EsCluster:
     """The three-node cluster, started (or found running) and healthy with all three nodes."""
-    version = resolve_es_version(selector)
-    urls = _cluster_urls()
-    if es_cluster_running() and _cluster_health(ES_CLUSTER_SIZE):
-        log(f"elasticsearch {version}: cluster already running at {', '.join(urls)}")
-        return EsCluster(version, urls)
-    _es_install(version)  # once, before the nodes' threads start (each would unpack it)
+    kind = _cluster_kind(engine)
+    version = kind.version(selector)
+    urls = kind.urls()
+    if cluster_running(engine) and _cluster_health(kind, ES_CLUSTER_SIZE):
+        log(f"{kind.label()} {version}: already running at {', '.join(urls)}")
+        return EsCluster(version, urls, engine)
+    # once, before the nodes' threads start (each would unpack it)
+    if engine == "opensearch":
+        _opensearch_install(version)
+    else:
+        _es_install(version)
     # Together: a node's start script returns only once the node has started, and a node alone waits
     # for a master (discovery.initial_state_timeout, 30 s) that needs two of the three to elect.
     errors: list[BaseException] = []
 
     def start(number: int) -> None:
         try:
-            es_cluster_node_up(number, version)
+            cluster_node_up(number, engine, version)
         except BaseException as exc:
             errors.append(exc)
 
@@ -872,38 +934,65 @@ def es_cluster_up(selector: str | None = None) -> EsCluster:
         thread.join()
     if errors:
         raise errors[0]
-    es_cluster_wait(ES_CLUSTER_SIZE)
-    log(f"elasticsearch {version}: cluster ready at {', '.join(urls)}")
-    return EsCluster(version, urls)
+    cluster_wait(ES_CLUSTER_SIZE, engine)
+    log(f"{kind.label()} {version}: ready at {', '.join(urls)}")
+    return EsCluster(version, urls, engine)
 
 
-def es_cluster_wait(nodes: int, timeout: float = 180) -> dict:
+def cluster_wait(nodes: int, engine: str = "elasticsearch", timeout: float = 180) -> dict:
     """The cluster's health once `nodes` nodes are in it and it is green or yellow."""
+    kind = _cluster_kind(engine)
     deadline = time.monotonic() + timeout
     while True:
-        status = _cluster_health(nodes)
+        status = _cluster_health(kind, nodes)
         if status:
             return status
         if time.monotonic() > deadline:
-            tails = "\n".join(f"Tail of {d}:\n{_tail(d / 'logs' / f'{ES_CLUSTER_NAME}.log', 15)}"
-                              for d in (_cluster_node(n)[0] for n in range(1, ES_CLUSTER_SIZE + 1)))
-            raise ServerError(f"the Elasticsearch cluster did not get {nodes} nodes in {timeout:.0f}s.\n{tails}")
+            tails = "\n".join(f"Tail of {d}:\n{_tail(d / 'logs' / f'{kind.name}.log', 15)}"
+                              for d in (kind.node(n)[0] for n in range(1, ES_CLUSTER_SIZE + 1)))
+            raise ServerError(f"the {engine} cluster did not get {nodes} nodes in {timeout:.0f}s.\n{tails}")
         time.sleep(0.25)
 
 
-def es_cluster_node_kill(number: int) -> None:
-    """SIGKILL one node, like a crash (for fault tests); `es_cluster_node_up` starts it again."""
-    run_dir, _, _ = _cluster_node(number)
-    _stop_pid(run_dir / "es.pid", f"elasticsearch {EsCluster.node_name(number)}", sig=signal.SIGKILL)
+def cluster_node_stop(number: int, engine: str = "elasticsearch", sig: int = signal.SIGKILL) -> None:
+    """Stop one node (for fault tests): SIGKILL, like a crash, or SIGTERM, a clean shutdown (given 60 s)."""
+    kind = _cluster_kind(engine)
+    _stop_pid(kind.pid_file(number), kind.label(number), sig=sig)
+
+
+def cluster_running(engine: str = "elasticsearch") -> bool:
+    kind = _cluster_kind(engine)
+    return all(_pid_alive(kind.pid_file(n)) for n in range(1, ES_CLUSTER_SIZE + 1))
+
+
+def cluster_down(engine: str = "elasticsearch") -> None:
+    kind = _cluster_kind(engine)
+    for number in range(1, ES_CLUSTER_SIZE + 1):
+        _stop_pid(kind.pid_file(number), kind.label(number))
+
+
+def es_cluster_up(selector: str | None = None) -> EsCluster:
+    return cluster_up("elasticsearch", selector)
 
 
 def es_cluster_running() -> bool:
-    return all(_pid_alive(_cluster_node(n)[0] / "es.pid") for n in range(1, ES_CLUSTER_SIZE + 1))
+    return cluster_running("elasticsearch")
 
 
 def es_cluster_down() -> None:
-    for number in range(1, ES_CLUSTER_SIZE + 1):
-        _stop_pid(_cluster_node(number)[0] / "es.pid", f"elasticsearch {EsCluster.node_name(number)}")
+    cluster_down("elasticsearch")
+
+
+def opensearch_cluster_up() -> EsCluster:
+    return cluster_up("opensearch")
+
+
+def opensearch_cluster_running() -> bool:
+    return cluster_running("opensearch")
+
+
+def opensearch_cluster_down() -> None:
+    cluster_down("opensearch")
 
 
 # --------------------------------------------------------------------------- other destinations
@@ -977,47 +1066,51 @@ def _opensearch_where(major: int) -> tuple[str, int, Path, str]:
 def opensearch_up(major: int = 2) -> Destination:
     """OpenSearch 2.x on OPENSEARCH_PORT (3.x on OPENSEARCH3_PORT), as ES_USER (OpenSearch refuses root too)."""
     version, port, run_dir, name = _opensearch_where(major)
-    pid_file = run_dir / "opensearch.pid"
     url = f"http://127.0.0.1:{port}"
-    if _pid_alive(pid_file) and _es_health(url):
+    if _pid_alive(run_dir / "opensearch.pid") and _es_health(url):
         log(f"opensearch {version}: already running at {url}")
         return Destination(name, "opensearch", version, url)
+    _opensearch_start(version, run_dir, port, port + 100, "cdc-opensearch")
+    return Destination(name, "opensearch", version, url)
+
+
+def _opensearch_start(version: str, run_dir: Path, port: int, transport_port: int, cluster: str,
+                      settings: tuple[str, ...] = (), discovery: tuple[str, ...] = ("-Ediscovery.type=single-node",),
+                      heap: str | None = None, wait: bool = True) -> None:
+    """Start one OpenSearch as ES_USER and wait until it is green or yellow: `_es_start` for OpenSearch,
+    with the same `discovery` and `wait=False` for a node of a cluster (`cluster_up`)."""
     home = _opensearch_install(version)
+    major = int(version.split(".")[0])
     # OpenSearch 2 runs on 11+ (the JDK 17 that ES 8 uses); 3 needs 21+, as ES 9 does.
     try:
         java_home = _java_home("9.0.0" if major >= 3 else "8.0.0")
     except ServerError:
         raise ServerError(f"OpenSearch {version} needs a JDK {21 if major >= 3 else 17}+; none found in "
                           "/usr/lib/jvm (set ES_JAVA_HOME)") from None
+    pid_file = run_dir / "opensearch.pid"
     for sub in ("logs", "data", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     subprocess.run(["chown", "-R", ES_USER, str(run_dir)], check=True)
+    heap = heap or os.environ.get("OPENSEARCH_JAVA_OPTS", "-Xms512m -Xmx512m")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OPENSEARCH_JAVA_HOME": java_home, "HOME": str(run_dir),
-           "OPENSEARCH_JAVA_OPTS": f'{os.environ.get("OPENSEARCH_JAVA_OPTS", "-Xms512m -Xmx512m")} '
-                                   f"{extra_java_opts()}".strip(),
+           "OPENSEARCH_JAVA_OPTS": f"{heap} {extra_java_opts()}".strip(),
            "OPENSEARCH_TMPDIR": str(run_dir / "tmp")}
-    log(f"opensearch {version}: starting on port {port} (JDK {java_home})")
+    log(f"opensearch {version}: starting {cluster} on port {port} (JDK {java_home})")
     start = _launch(
         ["runuser", "-u", ES_USER, "--", str(home / "bin" / "opensearch"), "-d", "-p", str(pid_file),
-         "-Ediscovery.type=single-node",
-         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={port}", f"-Etransport.port={port + 100}",
+         *discovery,
+         "-Enetwork.host=127.0.0.1", f"-Ehttp.port={port}", f"-Etransport.port={transport_port}",
          f"-Epath.data={run_dir / 'data'}", f"-Epath.logs={run_dir / 'logs'}",
-         "-Ecluster.routing.allocation.disk.threshold_enabled=false", "-Ecluster.name=cdc-opensearch"],
+         "-Ecluster.routing.allocation.disk.threshold_enabled=false", f"-Ecluster.name={cluster}", *settings],
         env=env, out=run_dir / "start.out")
-    log_file = run_dir / "logs" / "cdc-opensearch.log"
+    log_file = run_dir / "logs" / f"{cluster}.log"
     if start[0] != 0:
         raise ServerError(f"OpenSearch {version} failed to start (exit {start[0]}):\n"
                           f"{start[1]}\nTail of {log_file}:\n{_tail(log_file)}")
-    deadline = time.monotonic() + 180
-    while True:
-        status = _es_health(url)
-        if status and status.get("status") in ("green", "yellow"):
-            break
-        if time.monotonic() > deadline or (pid_file.exists() and _pid_alive(pid_file) is None):
-            raise ServerError(f"OpenSearch {version} did not become healthy. Tail of {log_file}:\n{_tail(log_file)}")
-        time.sleep(0.25)
-    log(f"opensearch {version}: ready")
-    return Destination(name, "opensearch", version, url)
+    if not wait:
+        return
+    _wait_healthy(f"OpenSearch {version}", lambda: _es_health(f"http://127.0.0.1:{port}"), pid_file, log_file)
+    log(f"opensearch {version}: {cluster} ready")
 
 
 def opensearch_down(major: int = 2) -> None:
@@ -1197,6 +1290,7 @@ def up() -> Endpoints:
 def down() -> None:
     es_down()
     es_cluster_down()
+    opensearch_cluster_down()
     es7_down()
     opensearch_down()
     opensearch3_down()
@@ -1228,14 +1322,18 @@ def main(argv: list[str]) -> int:
         elif command == "down":
             down()
         elif command == "status":
-            for name, ok in {**running(), "es_cluster": es_cluster_running(), "mysql": mysql_running(),
+            for name, ok in {**running(), "es_cluster": es_cluster_running(),
+                             "opensearch_cluster": opensearch_cluster_running(), "mysql": mysql_running(),
                              **destinations_running()}.items():
                 print(f"{name}: {'running' if ok else 'stopped'}")
-        elif command == "es_cluster_up":
-            cluster = es_cluster_up()
-            print(f"Elasticsearch {cluster.version} cluster  {' '.join(cluster.urls)}")
+        elif command in ("es_cluster_up", "opensearch_cluster_up"):
+            cluster = es_cluster_up() if command == "es_cluster_up" else opensearch_cluster_up()
+            print(f"{'OpenSearch' if cluster.engine == 'opensearch' else 'Elasticsearch'} {cluster.version} cluster  "
+                  f"{' '.join(cluster.urls)}")
         elif command == "es_cluster_down":
             es_cluster_down()
+        elif command == "opensearch_cluster_down":
+            opensearch_cluster_down()
         elif command in ("es7_up", "opensearch_up", "opensearch3_up"):
             dest = {"es7_up": es7_up, "opensearch_up": opensearch_up, "opensearch3_up": opensearch3_up}[command]()
             print(f"{'OpenSearch' if dest.engine == 'opensearch' else 'Elasticsearch'} {dest.version}  {dest.url}")

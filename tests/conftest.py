@@ -203,13 +203,22 @@ def _up_destination(name: str) -> Callable[[], list[str]]:
     return run
 
 
-def _up_es_cluster() -> list[str]:
-    import servers as dev
+def _up_cluster(engine: str) -> Callable[[], list[str]]:
+    """The start of the three-node cluster of `engine` (scripts/servers.py cluster_up), warm-up name
+    `CLUSTERS[engine]`."""
+    def run() -> list[str]:
+        import servers as dev
 
-    with _locked(".up-es-cluster.lock"):  # xdist workers: one starts it, the others find it running
-        was = dev.es_cluster_running()
-        dev.es_cluster_up()
-    return [] if was else ["es_cluster"]
+        name = CLUSTERS[engine]
+        with _locked(f".up-{name}.lock"):  # xdist workers: one starts it, the others find it running
+            was = dev.cluster_running(engine)
+            dev.cluster_up(engine)
+        return [] if was else [name]
+    return run
+
+
+# The three-node clusters: engine -> the fixture (and warm-up) name of its cluster.
+CLUSTERS = {"elasticsearch": "es_cluster", "opensearch": "opensearch_cluster"}
 
 
 def _up_kafka() -> list[str]:
@@ -262,8 +271,11 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
             need[engine] = _up_destination(engine)
         if "broker" in names:
             need["kafka"] = _up_kafka
-        if "es_cluster" in names:
-            need["es_cluster"] = _up_es_cluster
+        # A cluster asked for by name, or by the engine `search_cluster` (below) is parametrised with.
+        for engine, name in CLUSTERS.items():
+            if name in names or "search_cluster" in names and callspec is not None \
+                    and callspec.params.get("search_cluster") == engine:
+                need[name] = _up_cluster(engine)
         # A module that starts servers of its own (a secured node) names them in WARM_UP:
         # {fixture name: (start, stop)}; its fixture takes the started one with `warmup.take`. Modules
         # that share a session-scoped node name the same entry (tests/integration/es_secure_node.py).
@@ -283,7 +295,8 @@ def _needs(items) -> dict[str, Callable[[], list[str]]]:
 # (their module-scoped fixtures start once), and the order within a rank is the usual one.
 # MySQL's first start makes its root (debootstrap, about a minute); its modules come right after
 # the others on MariaDB, and the warm-up starts it right after MariaDB and Elasticsearch 8.
-_RANK = {"mysql": 1.5, "image": 2, "kafka": 2, "es_cluster": 2, "es7": 3, "opensearch": 3, "opensearch3": 3}
+_RANK = {"mysql": 1.5, "image": 2, "kafka": 2, "es_cluster": 2, "opensearch_cluster": 2, "es7": 3, "opensearch": 3,
+         "opensearch3": 3}
 
 
 def _rank(item) -> float:
@@ -374,8 +387,25 @@ def es_cluster(servers):
     started by the warm-up when a collected test asks for it (or now), reused when running."""
     import servers as dev
 
-    return _session_servers("es_cluster", ".up-es-cluster.lock", lambda: {"es_cluster": dev.es_cluster_running()},
+    return _session_servers("es_cluster", ".up-es_cluster.lock", lambda: {"es_cluster": dev.es_cluster_running()},
                             dev.es_cluster_up, "the three-node Elasticsearch cluster")
+
+
+@pytest.fixture(params=list(CLUSTERS))
+def search_cluster(request):
+    """The three-node cluster of each engine (its `engine` is cdc's elasticsearch.engine): `es_cluster`, then
+    `opensearch_cluster`."""
+    return request.getfixturevalue(CLUSTERS[request.param])
+
+
+@pytest.fixture(scope="session")
+def opensearch_cluster(servers):
+    """The same of OpenSearch 2 (scripts/servers.py opensearch_cluster_up)."""
+    import servers as dev
+
+    return _session_servers("opensearch_cluster", ".up-opensearch_cluster.lock",
+                            lambda: {"opensearch_cluster": dev.opensearch_cluster_running()},
+                            dev.opensearch_cluster_up, "the three-node OpenSearch cluster")
 
 
 @pytest.fixture(scope="session")
@@ -388,7 +418,8 @@ def _stop(started: list[str]) -> None:
     import kafka_broker
     import servers as dev
 
-    stops = {"elasticsearch": dev.es_down, "es_cluster": dev.es_cluster_down, "es7": dev.es7_down, "opensearch": dev.opensearch_down,
+    stops = {"elasticsearch": dev.es_down, "es_cluster": dev.es_cluster_down,
+             "opensearch_cluster": dev.opensearch_cluster_down, "es7": dev.es7_down, "opensearch": dev.opensearch_down,
              "opensearch3": dev.opensearch3_down, "kafka": kafka_broker.down, "mysql": dev.mysql_down,
              "mariadb": dev.mariadb_down}
     for name in stops:  # MariaDB last, as `servers.py down` does

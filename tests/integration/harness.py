@@ -22,6 +22,8 @@ import pymysql
 import pytest
 import yaml
 from elasticsearch import helpers
+from opensearchpy import OpenSearch
+from opensearchpy import helpers as opensearch_helpers
 
 # Every pytest process (xdist workers, and other engineers' runs on the shared servers) takes its
 # own block of 1,000 ids, so no two concurrent readers ever share a server_id; replay uses id + 1.
@@ -276,13 +278,18 @@ def plain(value: Any) -> Any:
 
 
 def es_docs(es, index: str) -> dict[str, dict]:
+    """The index's documents by id; `es` is an elasticsearch client or an opensearch-py one (which reads
+    Elasticsearch too: the cluster tests read both engines with it)."""
     if not es.indices.exists(index=index):
         return {}
-    # A just-created index answers searches with 503 until its shard is active.
-    es.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
+    opensearch = isinstance(es, OpenSearch)
+    # A just-created index answers searches with 503 until its shard is active. (opensearch-py takes
+    # a `timeout` for the request's own: the server's default, 30 s, then.)
+    es.cluster.health(index=index, wait_for_status="yellow", **({} if opensearch else {"timeout": "30s"}))
     es.indices.refresh(index=index)
     # scan: a plain search returns at most 10,000 hits (index.max_result_window)
-    return {hit["_id"]: hit["_source"] for hit in helpers.scan(es, index=index, query={"query": {"match_all": {}}})}
+    scan = opensearch_helpers.scan if opensearch else helpers.scan
+    return {hit["_id"]: hit["_source"] for hit in scan(es, index=index, query={"query": {"match_all": {}}})}
 
 
 def db_docs(db, table: str, id_columns: list[str]) -> dict[str, dict]:
