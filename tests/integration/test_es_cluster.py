@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from harness import CdcSetup, WriteLoad, create_two_tables, wait_for, wait_until_equal
 from opensearchpy import OpenSearch
 
@@ -49,10 +50,11 @@ def primary_node(client, index: str) -> str | None:
                  if s["prirep"] == "p" and s["state"] == "STARTED"), None)
 
 
-def _green_primary(client, index: str) -> int:
-    """The number of the node holding the index's primary, once both copies are placed (so the primary's
-    node has a replica elsewhere to promote)."""
-    wait_for(f"{index} green", lambda: client.cluster.health(index=index)["status"] == "green", timeout=60)
+def _green_primary(client, index: str, every: str | None = None) -> int:
+    """The number of the node holding the index's primary, once all copies of the indices `every` (a
+    pattern; default the index) are placed (so the primary's node has a replica elsewhere to promote)."""
+    wait_for(f"{every or index} green", lambda: client.cluster.health(index=every or index)["status"] == "green",
+             timeout=60)
     return int(primary_node(client, index).rsplit("-", 1)[1])
 
 
@@ -97,11 +99,13 @@ def _load_setup(cluster, servers, db, database: str, unique_name: str, tmp_path)
 
 
 def _primary_of_a(client, unique_name: str) -> int:
-    """The node holding the primary of index a, once it has documents and both copies are placed."""
+    """The node holding the primary of index a, once it has documents and both copies of every index of
+    the test are placed: the initial snapshot fills an empty index with no replica, and puts it back at
+    its end (snapshot.bulk_settings); a kill before the replica of b is placed stalls the writes to b."""
     index = f"{unique_name}-a"
     wait_for("index a with documents", lambda: client.indices.exists(index=index)
              and client.count(index=index)["count"] > 0, timeout=60)
-    return _green_primary(client, index)
+    return _green_primary(client, index, f"{unique_name}-*")
 
 
 def _wait_all_equal(db, client, unique_name: str, tables) -> None:
@@ -244,12 +248,17 @@ def test_a_node_stopped_for_a_minute_is_written_around_and_used_again(servers, e
     _check_and_clean(setup, cdc, client, unique_name, tables)
 
 
-def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, db, database, unique_name,
-                                                           tmp_path):
+@pytest.mark.parametrize("bulk_settings", [True, False], ids=["bulk_settings", "replicated"])
+def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, db, database, unique_name, tmp_path,
+                                                           bulk_settings):
     """SIGKILL of the node holding the primary of the index an initial snapshot is copying 20,000 rows into,
-    in chunks of 100, while a write load goes on: the copy goes on through the other nodes, the node is
-    started again, the snapshot finishes with every row, streaming continues, and at the end every index
-    equals MariaDB and `cdc verify` agrees; nothing dead-lettered."""
+    in chunks of 50, while a write load goes on, then the node started again: the snapshot finishes with
+    every row, streaming continues, and at the end every index equals MariaDB and `cdc verify` agrees;
+    nothing dead-lettered.
+
+    With snapshot.bulk_settings (the default) the index has no replica during the copy, so the kill takes
+    its only copy away: the copy waits (retrying) until the node is back with it. Without, the replica
+    is promoted and the copy goes on through the other nodes while the node is down."""
     cluster = es_cluster
     client = _client(cluster)
     rows = 20_000
@@ -257,14 +266,18 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
     db.execute("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200))")
     db.execute(f"INSERT INTO big SELECT seq, REPEAT('x', 150) FROM {db.seq(rows)}")
     tables = ("big", "a", "b")
-    setup = _setup(cluster, servers, database, unique_name, tmp_path, tables, snapshot__chunk_size=100)
+    # One chunk of 50 rows in flight at a time: with the default 4 of 100 the copy took under 2 s on a quiet
+    # machine, too short to be sure the kill lands in it.
+    setup = _setup(cluster, servers, database, unique_name, tmp_path, tables, snapshot__chunk_size=50,
+                   snapshot__concurrency=1, snapshot__bulk_settings=bulk_settings)
     table, index = f"{database}.big", f"{unique_name}-big"
 
     def copied() -> dict:
         return ((setup.checkpoint() or {}).get("snapshot") or {}).get(table, {})
 
     # Made here, both copies placed before cdc starts, so that the kill can come early in the copy (cdc
-    # would make it at its start, and the copy could be well on by the time the replica is placed).
+    # would make it at its start, and the copy could be well on by the time the replica is placed). It is
+    # empty, so bulk_settings still drops the replica for the copy.
     client.indices.create(index=index, body={"settings": {"number_of_shards": 1, "number_of_replicas": 1}})
     killed = _green_primary(client, index)
     dead_url, dead_name = cluster.urls[killed - 1], cluster.node_name(killed)
@@ -272,19 +285,32 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
         cdc = setup.run()
         try:
             wait_for("2,000 rows copied", lambda: copied().get("rows", 0) >= 2000, timeout=120, interval=0.02)
+            replicas = client.indices.get_settings(index=index)[index]["settings"]["index"]["number_of_replicas"]
+            assert replicas == ("0" if bulk_settings else "1"), replicas
             kill_time = time.monotonic()
             cluster.node_kill(killed)
             at_kill = copied()
             assert not at_kill["done"] and at_kill["rows"] < rows, at_kill  # the copy is under way
-            wait_for("the copy to go on with the node down", lambda: copied().get("rows", 0) > at_kill["rows"]
-                     or copied().get("done"), timeout=120, interval=0.05)
-            print(f"\nthe copy moved again {time.monotonic() - kill_time:.1f} s after the kill "
-                  f"(at {at_kill['rows']} of {rows} rows)")
-            wait_for("the replica promoted", lambda: primary_node(client, index) not in (None, dead_name),
-                     timeout=120)
+
+            def went_on() -> bool:
+                return copied().get("rows", 0) > at_kill["rows"] or bool(copied().get("done"))
+
+            if bulk_settings:
+                # Its only copy gone, the index has no primary until the node is back.
+                wait_for("the index without a primary", lambda: primary_node(client, index) is None, timeout=60)
+            else:
+                wait_for("the copy to go on with the node down", went_on, timeout=120, interval=0.05)
+                print(f"\nthe copy moved again {time.monotonic() - kill_time:.1f} s after the kill "
+                      f"(at {at_kill['rows']} of {rows} rows)")
+                wait_for("the replica promoted", lambda: primary_node(client, index) not in (None, dead_name),
+                         timeout=120)
             cluster.node_up(killed)
             cluster.wait(3)
             killed = None
+            if bulk_settings:
+                wait_for("the copy to go on with the node back", went_on, timeout=120, interval=0.05)
+                print(f"\nthe copy moved again {time.monotonic() - kill_time:.1f} s after the kill, the node's "
+                      f"restart included (at {at_kill['rows']} of {rows} rows)")
             done = cdc.wait_for_event("snapshot_done", timeout=180)
             print(f"the snapshot finished {time.monotonic() - kill_time:.1f} s after the kill")
             # The kill hit the copy: requests of it went to the dead node, failed and were sent again.
@@ -301,4 +327,6 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
         _wait_all_equal(db, client, unique_name, tables)
     finally:
         assert cdc.stop() == 0, cdc.text()[-3000:]
+    # The index's own settings are back after the copy (its replica too).
+    assert client.indices.get_settings(index=index)[index]["settings"]["index"]["number_of_replicas"] == "1"
     _check_and_clean(setup, cdc, client, unique_name, tables)
