@@ -197,8 +197,8 @@ class SnapshotConfig(_Strict):
     tables: Annotated[int, Field(ge=1, le=16)] = 2
     """Tables copied at once, each on its own connection."""
     bulk_settings: bool = True
-    """`cdc run`'s copy into an index that holds no document yet turns its refreshes off and its replicas
-    to 0 while it fills, as `cdc rebuild` does, and puts both back before streaming starts
+    """`cdc run`'s copy into an index that holds no document yet turns its refreshes off while it fills,
+    and puts them back before streaming starts (replicas stay)
     (docs/running.md "Snapshots"). false: the index keeps its settings during the copy."""
 
 

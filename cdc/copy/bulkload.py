@@ -2,11 +2,18 @@
 
 Elasticsearch's advice for filling an index is to turn refreshes off and replicas to
 zero while it fills, and to put them back afterwards (the reference's "Tune for indexing
-speed"); `cdc rebuild` does that for the index it fills (cdc/copy/lifecycle.py
-BULK_SETTINGS). `cdc run` does the same for the indices its initial snapshot fills,
-but only for an index that holds no document when the copy begins: nobody searches an
-empty index for what is in it, while a populated one (a table added to a shared index,
-a `--resnapshot`) is serving searches that a turned-off refresh would freeze.
+speed"); `cdc rebuild` does both for the index it fills (cdc/copy/lifecycle.py
+BULK_SETTINGS). `cdc run`'s initial snapshot turns refreshes off only, and only for an
+index that holds no document when the copy begins: nobody searches an empty index for
+what is in it, while a populated one (a table added to a shared index, a `--resnapshot`)
+is serving searches that a turned-off refresh would freeze.
+
+Replicas stay, because the snapshot's checkpoint counts a chunk as done once
+Elasticsearch has acknowledged it: with no replica, a node lost for good during the
+copy would take acknowledged documents along, and nothing would copy them again.
+`cdc rebuild` can drop them because it verifies the new index against the tables
+before the alias moves (found by the three-node cluster test,
+tests/integration/test_es_cluster.py, killing the primary's node mid-copy).
 
 The order, and why it is crash-safe: the settings to put back are saved in the
 checkpoint's snapshot state *before* the bulk settings are applied, and they are put
@@ -22,7 +29,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Mapping
 
-from cdc.copy.lifecycle import BULK_SETTINGS
 from cdc.errors import SinkAccessError
 from cdc.es import aliases as alias_names
 from cdc.es.indices import index_target
@@ -30,11 +36,14 @@ from cdc.rules.model import Rule
 
 log = logging.getLogger("cdc.snapshot")
 
+# Refreshes off while the index fills; its replicas are left as they are (module docstring).
+SNAPSHOT_SETTINGS = {"index.refresh_interval": "-1"}
+
 
 def restore_settings(current_flat: Mapping[str, Any]) -> dict[str, Any]:
     """What to put back after the load: the index's own value of each bulk setting, or None (which resets the
     setting to the server's default: an index created without a refresh_interval gets its default back)."""
-    return {key: current_flat.get(key) for key in BULK_SETTINGS}
+    return {key: current_flat.get(key) for key in SNAPSHOT_SETTINGS}
 
 
 def fixed_names(rules: Iterable[Rule]) -> list[str]:
@@ -73,7 +82,7 @@ class BulkLoad:
             loading[index] = restore_settings(current)
             save(loading)  # first: a crash after the change below still knows what to put back
             try:
-                self.sink.admin("PUT", f"/{index}/_settings", dict(BULK_SETTINGS))
+                self.sink.admin("PUT", f"/{index}/_settings", dict(SNAPSHOT_SETTINGS))
             except SinkAccessError as exc:  # a role without `manage` on the index: load as it is
                 log.warning("index %s: cannot set bulk-load settings for the snapshot (%s); copying with the "
                             "index's own settings", index, exc)
@@ -81,7 +90,7 @@ class BulkLoad:
                 save(loading)
                 continue
             log.info("index %s: bulk-load settings for the snapshot (%s); put back when it is done", index,
-                     ", ".join(f"{k} {v}" for k, v in BULK_SETTINGS.items()),
+                     ", ".join(f"{k} {v}" for k, v in SNAPSHOT_SETTINGS.items()),
                      extra={"event": "bulk_load_settings", "index": index})
         return loading
 

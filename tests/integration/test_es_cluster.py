@@ -112,8 +112,7 @@ def _load_setup(cluster, servers, db, database: str, unique_name: str, tmp_path)
 
 def _primary_of_a(client, unique_name: str) -> int:
     """The node holding the primary of index a, once it has documents and both copies of every index of
-    the test are placed: the initial snapshot fills an empty index with no replica, and puts it back at
-    its end (snapshot.bulk_settings); a kill before the replica of b is placed stalls the writes to b."""
+    the test are placed (a kill before the replica of a new index is placed takes its only copy)."""
     index = f"{unique_name}-a"
     wait_for("index a with documents", lambda: client.indices.exists(index=index)
              and client.count(index=index)["count"] > 0, timeout=60)
@@ -262,9 +261,10 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
     every row, streaming continues, and at the end every index equals MariaDB and `cdc verify` agrees;
     nothing dead-lettered.
 
-    With snapshot.bulk_settings (the default) the index has no replica during the copy, so the kill takes
-    its only copy away: the copy waits (retrying) until the node is back with it. Without, the replica
-    is promoted and the copy goes on through the other nodes while the node is down."""
+    The replica is promoted and the copy goes on through the other nodes while the node is down, with
+    snapshot.bulk_settings (the default: refreshes off during the copy) and without. The bulk settings once
+    dropped the replica too, and the kill then took the only copy of the shard: the copy waited for the node,
+    and a node that never came back would have taken acknowledged chunks along (cdc/copy/bulkload.py)."""
     cluster = es_cluster
     rows = 20_000
     create_two_tables(db)
@@ -282,7 +282,7 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
 
     # Made here, both copies placed before cdc starts, so that the kill can come early in the copy (cdc
     # would make it at its start, and the copy could be well on by the time the replica is placed). It is
-    # empty, so bulk_settings still drops the replica for the copy.
+    # empty, so bulk_settings turns its refreshes off for the copy.
     client.indices.create(index=index, body={"settings": {"number_of_shards": 1, "number_of_replicas": 1}})
     _green_primary(client, index)
     killed = None
@@ -290,8 +290,9 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
         cdc = setup.run()
         try:
             wait_for("2,000 rows copied", lambda: copied().get("rows", 0) >= 2000, timeout=120, interval=0.02)
-            replicas = client.indices.get_settings(index=index)[index]["settings"]["index"]["number_of_replicas"]
-            assert replicas == ("0" if bulk_settings else "1"), replicas
+            settings = client.indices.get_settings(index=index)[index]["settings"]["index"]
+            assert settings["number_of_replicas"] == "1", settings  # the replica stays, bulk settings or not
+            assert settings.get("refresh_interval") == ("-1" if bulk_settings else None), settings
             # The node holding the primary now (not before the copy: a lone copy may be moved to balance).
             killed = int(wait_for("a started primary", lambda: primary_node(client, index)).rsplit("-", 1)[1])
             dead_url, dead_name = cluster.urls[killed - 1], cluster.node_name(killed)
@@ -303,22 +304,14 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
             def went_on() -> bool:
                 return copied().get("rows", 0) > at_kill["rows"] or bool(copied().get("done"))
 
-            if bulk_settings:
-                # Its only copy gone, the index has no primary until the node is back.
-                wait_for("the index without a primary", lambda: primary_node(client, index) is None, timeout=60)
-            else:
-                wait_for("the copy to go on with the node down", went_on, timeout=120, interval=0.05)
-                print(f"\nthe copy moved again {time.monotonic() - kill_time:.1f} s after the kill "
-                      f"(at {at_kill['rows']} of {rows} rows)")
-                wait_for("the replica promoted", lambda: primary_node(client, index) not in (None, dead_name),
-                         timeout=120)
+            wait_for("the copy to go on with the node down", went_on, timeout=120, interval=0.05)
+            print(f"\nthe copy moved again {time.monotonic() - kill_time:.1f} s after the kill "
+                  f"(at {at_kill['rows']} of {rows} rows)")
+            wait_for("the replica promoted", lambda: primary_node(client, index) not in (None, dead_name),
+                     timeout=120)
             cluster.node_up(killed)
             cluster.wait(3)
             killed = None
-            if bulk_settings:
-                wait_for("the copy to go on with the node back", went_on, timeout=120, interval=0.05)
-                print(f"\nthe copy moved again {time.monotonic() - kill_time:.1f} s after the kill, the node's "
-                      f"restart included (at {at_kill['rows']} of {rows} rows)")
             done = cdc.wait_for_event("snapshot_done", timeout=180)
             print(f"the snapshot finished {time.monotonic() - kill_time:.1f} s after the kill")
             # The kill hit the copy: requests of it failed and were sent again; those to the dead node when the
@@ -326,9 +319,8 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
             # primary and times out, and the client sets that node aside too: a request to the dead node
             # during the outage is likely, not certain.)
             assert [r for r in cdc.events("retry") if r["ts"] < done["ts"]], cdc.text()[-3000:]
-            if not bulk_settings:
-                failed = _pool_lines(cdc, cluster.engine, dead_url, "failed")
-                assert failed and failed[0]["ts"] < done["ts"], cdc.text()[-3000:]
+            failed = _pool_lines(cdc, cluster.engine, dead_url, "failed")
+            assert failed and failed[0]["ts"] < done["ts"], cdc.text()[-3000:]
             assert f"snapshot of {table} done: {rows} rows" in cdc.text()
             # Streaming continues after the copy.
             _moved_after(setup, setup.position(), time.monotonic(), "the checkpoint to move after the snapshot")

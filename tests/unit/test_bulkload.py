@@ -11,7 +11,7 @@ from cdc.copy.snapshot import SnapshotState, TableProgress
 from cdc.errors import SinkAccessError
 from cdc.rules import Rule
 
-BULK = {"index.refresh_interval": "-1", "index.number_of_replicas": "0"}
+BULK = {"index.refresh_interval": "-1"}
 
 
 class FakeAdmin:
@@ -52,10 +52,9 @@ def rule(table: str, index: str) -> Rule:
 
 
 def test_what_is_put_back_is_the_index_s_own_value_or_the_default():
-    assert restore_settings({"index.number_of_replicas": "2", "index.uuid": "x"}) == {
-        "index.refresh_interval": None, "index.number_of_replicas": "2"}
-    assert restore_settings({"index.refresh_interval": "30s", "index.number_of_replicas": "0"}) == {
-        "index.refresh_interval": "30s", "index.number_of_replicas": "0"}
+    # Replicas are not touched: acknowledged documents keep their copies (cdc/copy/bulkload.py).
+    assert restore_settings({"index.number_of_replicas": "2", "index.uuid": "x"}) == {"index.refresh_interval": None}
+    assert restore_settings({"index.refresh_interval": "30s"}) == {"index.refresh_interval": "30s"}
 
 
 def test_only_fixed_names_each_once():
@@ -73,8 +72,8 @@ def test_an_empty_index_is_loaded_in_bulk_and_the_values_to_put_back_are_saved_f
         assert sink.indices["shop-a_v1"]["settings"] == {"index.number_of_replicas": "1"}
 
     loading = BulkLoad(sink).begin([rule("a", "shop-a")], {}, save)
-    assert loading == saved[-1] == {"shop-a_v1": {"index.refresh_interval": None, "index.number_of_replicas": "1"}}
-    assert sink.indices["shop-a_v1"]["settings"] == BULK
+    assert loading == saved[-1] == {"shop-a_v1": {"index.refresh_interval": None}}
+    assert sink.indices["shop-a_v1"]["settings"] == {**BULK, "index.number_of_replicas": "1"}
     BulkLoad(sink).end(loading)
     assert sink.indices["shop-a_v1"]["settings"] == {"index.number_of_replicas": "1"}
 
@@ -82,14 +81,14 @@ def test_an_empty_index_is_loaded_in_bulk_and_the_values_to_put_back_are_saved_f
 def test_an_index_with_documents_or_already_loading_or_missing_is_left_alone():
     sink = FakeAdmin({"shop-a": {"count": 3, "settings": {"index.number_of_replicas": "1"}},
                       "shop-b_v1": {"count": 7, "settings": dict(BULK)}}, {"shop-b": "shop-b_v1"})
-    resumed = {"shop-b_v1": {"index.refresh_interval": "5s", "index.number_of_replicas": "1"}}
+    resumed = {"shop-b_v1": {"index.refresh_interval": "5s"}}
     saves: list[dict] = []
     loading = BulkLoad(sink).begin([rule("a", "shop-a"), rule("b", "shop-b"), rule("c", "shop-c")], resumed,
                                    saves.append)
     assert loading == resumed and not saves
     assert not [c for c in sink.calls if c[0] == "PUT"]
     BulkLoad(sink).end(loading)
-    assert sink.indices["shop-b_v1"]["settings"] == {"index.refresh_interval": "5s", "index.number_of_replicas": "1"}
+    assert sink.indices["shop-b_v1"]["settings"] == {"index.refresh_interval": "5s"}
 
 
 def test_a_role_that_may_not_change_settings_copies_with_the_index_as_it_is(caplog):
