@@ -31,7 +31,10 @@ def _pool_lines(cdc, engine: str, url: str, what: str) -> list[dict]:
 
 
 def _failure_numbers(lines: list[dict]) -> list[int]:
-    return [int(re.search(r"for (\d+) times", r["msg"]).group(1)) for r in lines]
+    """The N of each "has failed for N times in a row" line (every line given is one: _pool_lines)."""
+    found = [re.search(r"for (\d+) times", r["msg"]) for r in lines]
+    assert all(found), [r["msg"] for r in lines]
+    return [int(m.group(1)) for m in found if m]
 
 
 def _log_ts() -> str:
@@ -67,7 +70,9 @@ def _green_primary(client, index: str, every: str | None = None) -> int:
     pattern; default the index) are placed (so the primary's node has a replica elsewhere to promote)."""
     wait_for(f"{every or index} green", lambda: client.cluster.health(index=every or index)["status"] == "green",
              timeout=60)
-    return int(primary_node(client, index).rsplit("-", 1)[1])
+    name = primary_node(client, index)
+    assert name is not None, f"{index}: green, yet no started primary"
+    return int(name.rsplit("-", 1)[1])
 
 
 def _coordinated_bytes(client, node: str) -> int:
