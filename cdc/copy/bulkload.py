@@ -69,25 +69,28 @@ class BulkLoad:
         to put back, from the checkpoint); returns the new map, saved through `save` before any change."""
         loading = {index: dict(values) for index, values in saved.items()}
         for name in fixed_names(rules):
-            placement = alias_names.find(self.sink, name)
-            index = placement.write_index
-            if index is None or index in loading:
-                continue  # missing (the first write creates it) or already loading (a resumed snapshot)
-            status, answer = self.sink.admin("GET", f"/{index}/_count")
-            if status != 200 or not isinstance(answer, dict) or answer.get("count") != 0:
-                continue  # in use: its searches must keep seeing new documents
-            _, settings = self.sink.admin("GET", f"/{index}/_settings?flat_settings=true")
-            answer_for = next(iter(settings.values())) if isinstance(settings, dict) and settings else {}
-            current: Mapping[str, Any] = answer_for.get("settings", {}) if isinstance(answer_for, dict) else {}
-            loading[index] = restore_settings(current)
-            save(loading)  # first: a crash after the change below still knows what to put back
+            index = None
             try:
+                index = alias_names.find(self.sink, name).write_index
+                if index is None or index in loading:
+                    continue  # missing (the first write creates it) or already loading (a resumed snapshot)
+                status, answer = self.sink.admin("GET", f"/{index}/_count")
+                if status != 200 or not isinstance(answer, dict) or answer.get("count") != 0:
+                    continue  # in use: its searches must keep seeing new documents
+                _, settings = self.sink.admin("GET", f"/{index}/_settings?flat_settings=true")
+                answer_for = next(iter(settings.values())) if isinstance(settings, dict) and settings else {}
+                current: Mapping[str, Any] = answer_for.get("settings", {}) if isinstance(answer_for, dict) else {}
+                loading[index] = restore_settings(current)
+                save(loading)  # first: a crash after the change below still knows what to put back
                 self.sink.admin("PUT", f"/{index}/_settings", dict(SNAPSHOT_SETTINGS))
-            except SinkAccessError as exc:  # a role without `manage` on the index: load as it is
+            except SinkAccessError as exc:
+                # A role that may write documents but not read or change index settings (the documented
+                # minimal roles): the copy goes on with the index as it is, as before bulk-load settings.
                 log.warning("index %s: cannot set bulk-load settings for the snapshot (%s); copying with the "
-                            "index's own settings", index, exc)
-                del loading[index]
-                save(loading)
+                            "index's own settings", index or name, exc)
+                if index is not None and index in loading and index not in saved:
+                    del loading[index]
+                    save(loading)
                 continue
             log.info("index %s: bulk-load settings for the snapshot (%s); put back when it is done", index,
                      ", ".join(f"{k} {v}" for k, v in SNAPSHOT_SETTINGS.items()),

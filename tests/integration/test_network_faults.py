@@ -36,6 +36,8 @@ def test_blackholed_binlog_connection_is_detected_and_resumed(servers, db, datab
                      mysql__connect_timeout=2)
     cdc = setup.run()
     try:
+        # Streaming before the cut: the connection blackholed is the binlog's, not the snapshot's.
+        cdc.wait_for_event("snapshot_done", timeout=60)
         db.execute("INSERT INTO a VALUES (1, 1, 'x')")
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
         cut = time.monotonic()
@@ -128,3 +130,74 @@ def test_items_rejected_with_429_are_retried_alone(servers, db, database, es, in
         assert cdc.stop() == 0
     assert "retrying 1 actions" in cdc.text()  # only the failed item went again
     assert not cdc.events("dead_letter")
+
+
+_WATERMARKS = ("cluster.routing.allocation.disk.watermark.low", "cluster.routing.allocation.disk.watermark.high",
+               "cluster.routing.allocation.disk.watermark.flood_stage")
+
+
+@pytest.fixture
+def past_flood_stage(es):
+    """A callable that puts the node past its flood-stage watermark as a full disk would: every watermark raised
+    to more free space than any disk has (a byte value is the free space below which it trips), and disk usage
+    checked every 10 s (the least Elasticsearch takes) instead of every 30. Puts the watermarks back at the end, whatever happened: the
+    block would stop every later test's writes (the test is serial for the same reason)."""
+    def trip() -> None:
+        # The test servers start with the disk checks off (scripts/servers.py: shared development disks);
+        # a persistent cluster setting overrides that node setting for the test.
+        es.cluster.put_settings(persistent={"cluster.routing.allocation.disk.threshold_enabled": True,
+                                            "cluster.info.update.interval": "10s",  # its minimum
+                                            **{key: "100pb" for key in _WATERMARKS}})
+
+    yield trip
+    es.cluster.put_settings(persistent={key: None for key in _WATERMARKS})
+    # Elasticsearch lifts the flood-stage block itself at its next disk check once usage is under the high
+    # watermark (with the checks still on); wait for that before the checks go back off.
+    wait_for("the flood-stage blocks lifted", lambda: not _blocked(es, "*"), timeout=120)
+    es.cluster.put_settings(persistent={"cluster.routing.allocation.disk.threshold_enabled": None,
+                                        "cluster.info.update.interval": None})
+
+
+def _blocked(es, index: str) -> list[str]:
+    """The indices matching `index` that carry the read-only-allow-delete block."""
+    answer = es.indices.get_settings(index=index, name="index.blocks.read_only_allow_delete",
+                                     expand_wildcards="all", flat_settings=True)
+    return [name for name, body in answer.body.items()
+            if body.get("settings", {}).get("index.blocks.read_only_allow_delete") == "true"]
+
+
+@pytest.mark.serial
+def test_a_node_past_its_flood_stage_is_waited_out_until_elasticsearch_lifts_its_own_block(
+        servers, db, database, es, index_prefix, tmp_path, past_flood_stage):
+    """The node's disk past the flood-stage watermark (the watermarks lowered under its free space, issue 33
+    item 2): Elasticsearch itself puts `read_only_allow_delete` on the index, cdc waits (429 retried, nothing
+    dead-lettered, the checkpoint held, `cdc status` says why), and when the disk is back under the high
+    watermark Elasticsearch lifts the block by itself and cdc goes on with nothing lost."""
+    create_two_tables(db)
+    index = f"{index_prefix}-a"
+    # metrics on: `cdc status` asks the running daemon why it waits
+    setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a"), snapshot__mode="never",
+                     dead_letter__on_rejected="dead_letter", metrics__enabled=True, metrics__port=free_port())
+    cdc = setup.run()
+    try:
+        db.execute("INSERT INTO a VALUES (1, 1, 'x')")
+        wait_until_equal(db, es, "a", index, ["id"])
+        past_flood_stage()
+        wait_for("Elasticsearch's own flood-stage block", lambda: _blocked(es, index), timeout=60)
+        before = setup.position()
+        db.execute("INSERT INTO a VALUES (2, 2, 'y')", "UPDATE a SET v = 10 WHERE id = 1")
+        cdc.wait_for_log("items failed with 429", timeout=60)
+        report = setup.output("status", "--json", timeout=60)
+        writer = json.loads(report.stdout)["writer"]
+        assert writer["waiting"] and "cluster_block_exception" in writer["reason"], writer
+        assert setup.position() == before  # the transactions are not done: no checkpoint past them
+        # The disk "frees up": the watermarks back to their defaults. Elasticsearch lifts the block at its next
+        # disk check, and cdc's retries get through.
+        es.cluster.put_settings(persistent={key: None for key in _WATERMARKS})
+        wait_for("Elasticsearch to lift its block", lambda: not _blocked(es, index), timeout=120)
+        wait_until_equal(db, es, "a", index, ["id"], timeout=120)
+        wait_for("the checkpoint to move on", lambda: setup.position() != before, timeout=60)
+    finally:
+        assert cdc.stop() == 0, cdc.text()[-3000:]
+    assert not cdc.events("dead_letter")
+

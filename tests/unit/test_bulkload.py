@@ -17,13 +17,16 @@ BULK = {"index.refresh_interval": "-1"}
 class FakeAdmin:
     """Indices by concrete name: {"count": n, "settings": {flat}}; aliases name -> index."""
 
-    def __init__(self, indices: dict, aliases: dict | None = None, refuse_settings: bool = False):
-        self.indices, self.aliases, self.refuse = indices, aliases or {}, refuse_settings
+    def __init__(self, indices: dict, aliases: dict | None = None, refuse_settings: bool = False,
+                 refuse_reads: bool = False):
+        self.indices, self.aliases, self.refuse, self.refuse_reads = indices, aliases or {}, refuse_settings, refuse_reads
         self.calls: list[tuple] = []
 
     def admin(self, method: str, path: str, body: dict | None = None):
         self.calls.append((method, path, body))
         name, _, rest = path.lstrip("/").partition("/")
+        if self.refuse_reads and method == "GET":
+            raise SinkAccessError("403 security_exception: no permissions for [indices:admin/aliases/get]")
         if name == "_alias":
             target = self.aliases.get(rest)
             return (200, {target: {"aliases": {rest: {}}}}) if target else (404, {})
@@ -98,6 +101,16 @@ def test_a_role_that_may_not_change_settings_copies_with_the_index_as_it_is(capl
         loading = BulkLoad(sink).begin([rule("a", "shop-a")], {}, saves.append)
     assert loading == {} and saves[-1] == {}
     assert "cannot set bulk-load settings" in caplog.text
+
+
+def test_a_role_that_may_only_write_documents_copies_as_before(caplog):
+    """The documented minimal roles write documents but may not read aliases or settings: no stop."""
+    sink = FakeAdmin({"shop-a": {"count": 0, "settings": {}}}, refuse_reads=True)
+    saves: list[dict] = []
+    with caplog.at_level(logging.WARNING):
+        assert BulkLoad(sink).begin([rule("a", "shop-a")], {}, saves.append) == {}
+    assert not saves and "cannot set bulk-load settings" in caplog.text
+    assert not [c for c in sink.calls if c[0] == "PUT"]
 
 
 def test_an_index_deleted_meanwhile_has_nothing_to_put_back():
