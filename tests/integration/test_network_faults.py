@@ -63,6 +63,9 @@ def test_bulk_response_that_never_arrives_is_resent_idempotently(servers, db, da
                      elasticsearch__hosts=[f"http://127.0.0.1:{proxy_to_es.port}"], elasticsearch__request_timeout=2)
     cdc = setup.run()
     try:
+        # Streaming first: a row written while the tables are copied is copied and streamed, and the stream's
+        # copy of it could be the batch held below, with the test's transaction queued behind it.
+        cdc.wait_for_event("snapshot_done", timeout=60)
         db.execute("INSERT INTO a VALUES (1, 1, 'x')")
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"])
         proxy_to_es.set_mode("hold")  # requests reach Elasticsearch; their answers do not come back
