@@ -196,9 +196,10 @@ class SnapshotConfig(_Strict):
     tables x (2 x concurrency + 1) chunks, each about chunk_bytes or chunk_size rows."""
     tables: Annotated[int, Field(ge=1, le=16)] = 2
     """Tables copied at once, each on its own connection."""
-    bulk_settings: bool = True
-    """`cdc run`'s copy into an index that holds no document yet turns its refreshes off while it fills,
-    and puts them back before streaming starts (replicas stay)
+    bulk_settings: bool = False
+    """true: `cdc run`'s copy into an index that holds no document yet turns its refreshes off while it
+    fills, and puts them back before streaming starts (replicas stay). Off by default: it gained nothing
+    measurable on a single node (BENCHMARKS.md), and its admin calls delay the copy's start
     (docs/running.md "Snapshots"). false: the index keeps its settings during the copy."""
 
 

@@ -267,7 +267,7 @@ def test_a_node_holding_a_primary_killed_during_a_snapshot(servers, es_cluster, 
     nothing dead-lettered.
 
     The replica is promoted and the copy goes on through the other nodes while the node is down, with
-    snapshot.bulk_settings (the default: refreshes off during the copy) and without. The bulk settings once
+    snapshot.bulk_settings: true (refreshes off during the copy) and without. The bulk settings once
     dropped the replica too, and the kill then took the only copy of the shard: the copy waited for the node,
     and a node that never came back would have taken acknowledged chunks along (cdc/copy/bulkload.py)."""
     cluster = es_cluster

@@ -59,7 +59,8 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(source_servers, db, databas
     rows = 20_000
     db.execute("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200))")
     db.execute(f"INSERT INTO big SELECT seq, REPEAT('x', 150) FROM {db.seq(rows)}")
-    setup = CdcSetup(tmp_path, source_servers, index_rules(database, index_prefix, "big"), snapshot__chunk_size=500)
+    setup = CdcSetup(tmp_path, source_servers, index_rules(database, index_prefix, "big"), snapshot__chunk_size=500,
+                     snapshot__bulk_settings=True)
     first = setup.run()
     done_before = _kill_mid_snapshot(setup, first, f"{database}.big", 2000)
     assert not done_before["done"] and done_before["rows"] % 500 == 0 and done_before["last_key"] == [done_before["rows"]]
@@ -96,7 +97,7 @@ def test_a_snapshot_into_an_index_with_documents_keeps_its_settings(servers, db,
     create_two_tables(db, 50)
     rules = [{"schema": database, "table": t, "index": f"{index_prefix}-shared", "id": "{id}" if t == "a" else
               "b-{k1}-{k2}"} for t in ("a", "b")]
-    setup = CdcSetup(tmp_path, servers, rules[:1])
+    setup = CdcSetup(tmp_path, servers, rules[:1], snapshot__bulk_settings=True)
     cdc = setup.run()
     cdc.wait_for_event("snapshot_done")
     assert cdc.stop() == 0
