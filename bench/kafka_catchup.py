@@ -143,16 +143,39 @@ def committed(topic: str, partitions: list[int], group: str | None = None) -> di
         consumer.close()
 
 
+def fresh_index(es, name: str) -> None:
+    """The reader's index, emptied: deleted and made again with its mappings, settings and aliases
+    (the reader made it before publishing; a writer run after another must not find its documents)."""
+    for concrete, got in es.indices.get(index=name).body.items():
+        index_settings = got["settings"]["index"]
+        settings = {k: index_settings[k] for k in ("number_of_shards", "number_of_replicas", "refresh_interval")
+                    if k in index_settings}
+        es.indices.delete(index=concrete)
+        es.indices.create(index=concrete, mappings=got["mappings"], settings=settings,
+                          aliases=got.get("aliases") or None)
+
+
 def writer_once(i: int, ep, es, code, run_dir: Path, tag: str, reader: dict, rows: int, truth: dict,
-                timeout: float, debezium_topic: str | None = None) -> dict:
-    """3 (cdc's topic, the reader's config), or with `debezium_topic` 4 (the connector's topic)."""
+                timeout: float, debezium_topic: str | None = None, count: int = 1) -> dict:
+    """3 (cdc's topic, the reader's config), or with `debezium_topic` 4 (the connector's topic);
+    `count` writers in one group (--writers)."""
     topic = debezium_topic or reader["topic"]
     kind = "dbz" if debezium_topic else "kafka"
-    index = f"{cu.INDEX_PREFIX}-{tag}-{kind}-{i}"
-    workdir = run_dir / f"{kind}-writer-{i}"
+    suffix = f"-x{count}" if count > 1 else ""
+    index = f"{cu.INDEX_PREFIX}-{tag}-{kind}-{i}{suffix}"
+    workdir = run_dir / f"{kind}-writer-{i}{suffix}"
     workdir.mkdir(parents=True, exist_ok=True)
     config = Path(reader["config"])
     group = None
+    if count > 1:  # its own group and index: the topic is read from the start again
+        group = f"g-{kind}-{tag}-{i}{suffix}"
+        settings = yaml.safe_load(config.read_text())
+        settings["kafka"]["group_id"] = group
+        config = workdir / "cdc.yml"
+        config.write_text(yaml.safe_dump(settings))
+        # The reader's rules name its index; the writers write where the messages say.
+        index = None
+        fresh_index(es, f"{cu.INDEX_PREFIX}-{tag}-kafka-{i}")
     if debezium_topic:
         group = f"g-{kind}-{tag}-{i}"
         config = write_config(workdir, ep, index, "binlog.000001:4", code, None)
@@ -165,28 +188,38 @@ def writer_once(i: int, ep, es, code, run_dir: Path, tag: str, reader: dict, row
     pids = {**cu.server_pids(), "kafka": broker_pid()}
     before = cpu_of(pids)
     log_path = workdir / "cdc.log"
-    with open(log_path, "wb") as out:
+    outs = [open(workdir / f"cdc-{n}.log" if n else log_path, "wb") for n in range(count)]
+    try:
         t0 = time.time()
-        proc = subprocess.Popen(code.command("sink", "--config", str(config), "--log-format", "json"),
-                                stdout=out, stderr=subprocess.STDOUT, cwd=code.dir)
+        procs = [subprocess.Popen(code.command("sink", "--config", str(config), "--log-format", "json"),
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=code.dir) for out in outs]
         while True:
             done = committed(topic, list(end), group)
             if all(done.get(p, -1) >= offset for p, offset in end.items()):
                 t_done = time.time()
                 break
-            if proc.poll() is not None:
-                raise RuntimeError(f"cdc sink exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"cdc sink exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             if time.time() - t0 > timeout:
-                proc.kill()
+                for proc in procs:
+                    proc.kill()
                 raise RuntimeError(f"cdc sink {i} did not finish the topic in {timeout}s")
             time.sleep(0.1)
-        cdc_cpu = cu.proc_cpu(proc.pid)
+        cpus = [cu.proc_cpu(proc.pid) for proc in procs]
+        cdc_cpu = round(sum(c for c in cpus if c), 2)
         servers_cpu = cpu_delta(before, cpu_of(pids))
-        proc.terminate()
-        exit_code = proc.wait(60)
+        for proc in procs:
+            proc.terminate()
+        exit_code = max(proc.wait(60) for proc in procs)
+    finally:
+        for out in outs:
+            out.close()
     total = t_done - t0
+    if index is None:  # the reader's index, as its rules name it
+        index = f"{cu.INDEX_PREFIX}-{tag}-kafka-{i}"
     have = cu.index_truth(es, index)
-    result = {"index": index, "messages": messages, "seconds_total": round(total, 3),
+    result = {"index": index, "writers": count, "messages": messages, "seconds_total": round(total, 3),
               "rows_per_s_total": round(rows / total, 1), "messages_per_s": round(messages / total, 1),
               "cdc_cpu_seconds": cdc_cpu, "server_cpu_seconds": servers_cpu,
               "cdc_cpu_ms_per_message": round(cdc_cpu * 1000 / messages, 4) if cdc_cpu else None,
@@ -263,6 +296,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--results", type=Path, default=cu.RESULTS / "kafka.json")
+    parser.add_argument("--writers", default="1",
+                        help="comma-separated writer counts, each measured in its own group, e.g. 1,2,4 "
+                             "(1 always comes first: it is the kafka_writer the ratios use)")
     parser.add_argument("--debezium", action="store_true",
                         help="also measure cdc sink reading a Debezium connector's topic of the same backlog")
     args = parser.parse_args()
@@ -290,7 +326,9 @@ def main() -> int:
     truth = cu.table_truth(conn)
     rows = backlog["rows"]
     timeout = max(600, rows / 50)
+    counts = sorted({1, *(int(n) for n in args.writers.split(","))})
     single, readers, writers, dbz_writers = [], [], [], []
+    more_writers: dict[int, list[dict]] = {n: [] for n in counts if n > 1}
     # One uncounted run of each first: the bench's servers may have just started (cold JVMs).
     cu.log("warm-up (not counted)")
     cu.catchup_once(0, ep, es, code, run_dir, tag, start, end, rows, truth, timeout, label="-warmup")
@@ -319,6 +357,9 @@ def main() -> int:
                                                                                              run_writer]
         for step in steps:
             step()
+        for n in more_writers:
+            more_writers[n].append(writer_once(i, ep, es, code, run_dir, tag, readers[-1], rows, truth, timeout,
+                                               count=n))
     conn.close()
     for r in single:  # keep the file small: catchup's per-run detail is in its own logs
         r.pop("es", None), r.pop("db", None), r.pop("checkpoint_progress", None), r.pop("cdc_rss_mb_samples", None)
@@ -334,8 +375,17 @@ def main() -> int:
                    "es_cpu_ms_per_message": median(writers, "es_cpu_ms_per_message")},
         "ratios_reader_to_single": [round(r["rows_per_s_total"] / s["rows_per_s_total"], 3)
                                     for r, s in zip(readers, single)],
-        "all_correct": all(s["correct"] for s in single) and all(w["correct"] for w in writers + dbz_writers),
+        "ratios_writer_to_single": [round(w["rows_per_s_total"] / s["rows_per_s_total"], 3)
+                                    for w, s in zip(writers, single)],
+        "all_correct": all(s["correct"] for s in single) and all(
+            w["correct"] for w in writers + dbz_writers + [r for runs in more_writers.values() for r in runs]),
     }
+    for n, runs in more_writers.items():
+        results[f"kafka_writers_{n}"] = runs
+        results["median"][f"kafka_writers_{n}_rows_per_s"] = median(runs, "rows_per_s_total")
+        results["median"][f"kafka_writers_{n}_cpu_ms_per_message"] = median(runs, "cdc_cpu_ms_per_message")
+        results[f"ratios_writers_{n}_to_one"] = [round(r["rows_per_s_total"] / w["rows_per_s_total"], 3)
+                                                 for r, w in zip(runs, writers)]
     if feed is not None:
         results["debezium_writer"] = dbz_writers
         results["median"].update({
@@ -347,9 +397,8 @@ def main() -> int:
                                                        for d, w in zip(dbz_writers, writers)]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(json.dumps({k: results[k] for k in ("command", "backlog", "median", "ratios_reader_to_single",
-                                               "ratios_debezium_writer_to_writer", "all_correct")
-                      if k in results}, indent=2))
+    print(json.dumps({k: v for k, v in results.items()
+                      if k in ("command", "backlog", "median", "all_correct") or k.startswith("ratios_")}, indent=2))
     return 0 if results["all_correct"] else 1
 
 

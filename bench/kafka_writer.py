@@ -40,7 +40,7 @@ import yaml  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from cdc.kafka.messages import encode, key  # noqa: E402
+from cdc.kafka import messages  # noqa: E402
 from cdc.model import Action, ActionType, BinlogPosition  # noqa: E402
 
 PARTITIONS = 12
@@ -61,7 +61,10 @@ def fill(bootstrap: str, topic: str, index: str, count: int) -> None:
                         position=position)
         while True:
             try:
-                producer.produce(topic, encode(action), key(action))
+                # This checkout's format; --base's writer must read it (both read version 1; only
+                # writers of issue 32 on read version 2, which carries its version in a header).
+                found = messages.headers(action) if hasattr(messages, "headers") else None
+                producer.produce(topic, messages.encode(action), messages.key(action), headers=found)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -96,6 +96,11 @@ class SinkUnavailableError(SinkError):
     retriable = True
 
 
+class RetryAbandoned(SinkUnavailableError):
+    """A writer stopped waiting to retry because another one failed or its work was taken away
+    (`BulkWriter.abort`): not a failure of its own, and nothing it held was acknowledged."""
+
+
 class SinkAccessError(SinkError):
     """Elasticsearch refused the credentials (401) or the role lacks a privilege (403).
 

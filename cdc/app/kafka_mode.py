@@ -5,45 +5,55 @@ The reader (`cdc run` with `destination: kafka`) is the ordinary pipeline with
 acknowledged every earlier message (cdc/kafka/client.py), exactly as it is
 saved only after Elasticsearch acknowledged them in single-process mode.
 
-A writer (`cdc sink`) is a consumer-group member. One turn of its loop:
+A writer (`cdc sink`) is a consumer-group member. Its loop:
 
-1. read up to `batch.max_actions` x `batch.concurrency` messages (at most
-   `batch.max_interval` s) and keep the last write of each document;
-2. write them through the same `BulkWriter` as `cdc run` (retries, 429, 413
-   split, dead letters, metrics) in up to `batch.concurrency` bulk requests at
-   once (all writes of one document in one lane, in order; lanes may finish in
-   any order), on other threads, while this thread reads the next batch and,
-   once it has it, keeps serving the group with every partition paused (so an
-   Elasticsearch outage is waited out without the broker declaring the worker
-   dead, holding at most two batches);
-3. commit the offsets after the last message of each partition, and only after
-   Elasticsearch acknowledged the batch (Kafka Connect's sink commits the same
-   way: offsets flushed after the records are written, WorkerSinkTask).
+1. read up to `batch.max_actions` x `batch.concurrency` messages (waiting at
+   most `batch.max_interval` s when nothing is in flight) and keep the last
+   write of each document (cdc/kafka/messages.py `plan`: the values of cdc's
+   topic are `_bulk` lines, put together into bodies without being parsed);
+2. hand each lane (`batch.concurrency` of them, threads with the same
+   `BulkWriter` as `cdc run`: retries, 429, 413 split, dead letters, metrics)
+   its part: every write of one document goes to the same lane, and a lane
+   sends its parts one after another, so a document's writes reach
+   Elasticsearch in partition order. Then read the next batch at once: reading
+   and Elasticsearch's work overlap, and no lane waits for the slowest one
+   (the loop once wrote a batch, waited for every lane, committed, and only
+   then sent the next: a writer ran at a fifth of `cdc run`'s rate, issue 32);
+3. commit the offsets after the last message of each partition of a batch once
+   every lane acknowledged its part and every earlier batch is committed, as
+   Kafka Connect's sink commits: offsets flushed after the records are written
+   (WorkerSinkTask).
 
-A rebalance that takes partitions away during step 2 stops the write at its
-next retry wait and drops the batch uncommitted: the new owner reads it again
-from the last committed offset. The revocation callback returns only after the
-write stopped, so two workers never write the same partition at once and a
-document's writes reach Elasticsearch in partition order. Redelivered messages
-carry their binlog versions and come back "already newer".
+With two batches unacknowledged (an Elasticsearch outage) the writer stops
+fetching, holding every partition paused, and keeps serving the group, so the
+broker does not declare it dead and it holds at most two batches.
+
+A rebalance that takes partitions away stops the lanes at their next retry
+wait, commits what was acknowledged and drops the rest uncommitted: the new
+owner reads it again from the last committed offset. The revocation callback
+returns only after the lanes stopped, so two workers never write the same
+partition at once. Redelivered messages carry their binlog versions and come
+back "already newer".
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from cdc.app.session import Session, check_writable, log_summary, patiently
-from cdc.errors import CdcError, ConfigError, SinkUnavailableError
+from cdc.errors import CdcError, ConfigError, RetryAbandoned, SinkUnavailableError
 from cdc.es.destination import Destination
-from cdc.kafka.client import ActionConsumer, KafkaPublisher, Received, ensure_topic, find_topics
+from cdc.kafka.client import ActionConsumer, KafkaPublisher, ensure_topic, find_topics
 from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
-from cdc.kafka.messages import MessageError, decode
+from cdc.kafka.messages import MessageError, Received, decode, plan
 from cdc.kafka.stall import StallWatch
 from cdc.model import Action, ColumnKind
 from cdc.mysql.server import Database
@@ -119,7 +129,7 @@ def decoded(messages: list[Received]) -> list[Action]:
     actions = []
     for m in messages:
         try:
-            actions.append(decode(m.value))
+            actions.append(decode(m.value, m.headers))
         except MessageError as exc:
             raise _unreadable(m, "a cdc action", exc) from None
     return actions
@@ -186,25 +196,44 @@ class DebeziumInput:
         return actions
 
 
+@dataclass
+class _Batch:
+    """Messages read together and handed to the lanes: committed once every lane acknowledged its part."""
+
+    offsets: dict[tuple[str, int], int]
+    messages: int
+    left: int  # lanes still writing their part
+    newest: int | None  # the newest message's timestamp (ms)
+
+
 class SinkWorker:
     """The loop of `cdc sink` (see the module docstring)."""
 
     def __init__(self, session: Session, destination, stats: Stats,
                  consumer_factory: Callable[..., ActionConsumer] = ActionConsumer,
-                 decode_batch: Callable[[list[Received]], list[Action]] = decoded):
+                 decode_batch: Callable[[list[Received]], list[Action]] | None = None):
         self.session = session
         self.config = session.config
         self.destination = destination
         self.stats = stats
+        # None: cdc's own topic, whose values are bulk lines put together unparsed (cdc/kafka/messages.py plan)
         self.decode_batch = decode_batch
         self.last_loop: float | None = None
         self._abort = threading.Event()
-        self._revoked = False
         self._carry: list[Received] = []
         self.partitions: list[int] = []
         client_id = f"cdc-sink-{socket.gethostname()}-{os.getpid()}"
         self.consumer = consumer_factory(self.config.kafka, self._assigned, self._revoked_cb, client_id=client_id)
-        self._writing: threading.Thread | None = None
+        # Batches handed to the lanes, oldest first, by number; acknowledged ones leave from the front.
+        self._batches: dict[int, _Batch] = {}
+        self._next_batch = 0
+        self._unacknowledged = 0  # messages of the batches above
+        self._outstanding = 0  # parts handed to lanes and not reported
+        self._reports: queue.SimpleQueue = queue.SimpleQueue()
+        self._inboxes: list[queue.SimpleQueue] = []
+        self._failures: list[BaseException] = []
+        self._revoking = False
+        self._held_at: float | None = None
         # Partitions assigned but not read (cdc/kafka/stall.py), looked at every few seconds between batches.
         self.stalls = StallWatch(self.config.kafka.stall_after)
         self._held_for = 0.0  # seconds its partitions were paused on purpose, which the stall clock leaves out
@@ -224,123 +253,200 @@ class SinkWorker:
         log.info("assigned partitions %s", self._describe(partitions))
 
     def _revoked_cb(self, partitions: list[tuple[str, int]]) -> None:
-        """Inside poll: stop writing what we are losing before the group hands it to someone else."""
-        self._revoked = True
+        """Inside poll: stop writing what we are losing before the group hands it to someone else.
+
+        What the lanes finished is committed; the rest is dropped uncommitted, and the next owner
+        reads it again from there (its versions make any write done twice harmless)."""
         self._carry.clear()  # read before the revocation; the next owner reads them again
-        writing = self._writing
-        if writing is not None and writing.is_alive():
-            log.info("partitions %s revoked while writing a batch: stopping it (it is left uncommitted)",
-                     self._describe(partitions))
+        if self._outstanding:
+            log.info("partitions %s revoked while writing a batch: stopping it (what is not acknowledged is "
+                     "left uncommitted)", self._describe(partitions))
             self._abort.set()
-            writing.join()
+            self._revoking = True
+            try:
+                while self._outstanding:
+                    self._reap(0.1)
+            finally:
+                self._revoking = False
+        self._commit_acknowledged(asynchronous=False)
+        self._batches.clear()
+        self._unacknowledged = 0
+        # A lane that gave up because the partitions went away failed at nothing; any other error stands.
+        self._failures = [f for f in self._failures if not isinstance(f, SinkUnavailableError)]
+        self._abort.clear()
         log.info("revoked partitions %s", self._describe(partitions))
 
     def run(self) -> Stats:
         observers = self.session.observer()
-        lanes = self.config.batch.concurrency
+        count = self.config.batch.concurrency
         # One bulk writer per lane (a writer's counters are its own thread's).
-        writers = [self.session.writer(self.destination, Stats(), observed=True) for _ in range(lanes)]
+        writers = [self.session.writer(self.destination, Stats(), observed=True) for _ in range(count)]
         for writer in writers:
             writer.abort = self._abort
+        self._inboxes = [queue.SimpleQueue() for _ in writers]
+        lanes = [threading.Thread(target=self._lane, args=(w, inbox), name=f"cdc-sink-lane-{k}", daemon=True)
+                 for k, (w, inbox) in enumerate(zip(writers, self._inboxes))]
+        for lane in lanes:
+            lane.start()
         stop = self.session.stop
-        # Up to `concurrency` bulk requests of `max_actions` in flight, as `cdc run` sends them.
-        most, wait = self.config.batch.max_actions * lanes, self.config.batch.max_interval
+        # A batch is what `cdc run` has in flight at most: `concurrency` requests of `max_actions`.
+        most, wait = self.config.batch.max_actions * count, self.config.batch.max_interval
         try:
             while not stop.is_set():
                 self.last_loop = time.monotonic()
+                self._reap(0)
+                if self._unacknowledged >= 2 * most:
+                    # Two batches unacknowledged: stop fetching, so that an Elasticsearch outage holds
+                    # no more than that; `poll` still serves the group (heartbeats, rebalances).
+                    self._hold()
+                    self._reap(0.05)
+                    got = self.consumer.poll(0)  # paused: only a new assignment can hand out a message
+                    if got is not None:
+                        self._carry.append(got)
+                    continue
+                self._release()
                 messages, self._carry = self._carry, []
                 if len(messages) < most:
-                    messages += self.consumer.consume(most - len(messages), wait)
+                    # While lanes write, read on without waiting: the broker's fetches and the batching
+                    # overlap Elasticsearch's work instead of taking turns with it.
+                    messages += self.consumer.consume(most - len(messages), 0.05 if self._batches else wait)
                 if messages:
-                    self._write_and_commit(messages, writers, most)
-                elif observers is not None:
+                    self._submit(messages)
+                elif not self._batches and observers is not None:
                     observers.on_event(time.time())  # caught up: like the server's heartbeat
                 if time.monotonic() >= self._next_look:
                     self.look_at_partitions(time.monotonic() - self._held_for)
+            # Stopping: what the lanes hold is finished and committed first (SIGTERM's promise).
+            self._hold()
+            while self._outstanding:
+                self.last_loop = time.monotonic()  # waiting for Elasticsearch is not being stuck
+                self._reap(0.1)
+                self.consumer.poll(0)
+            self._commit_acknowledged(asynchronous=False)
         finally:
-            for writer in writers:
-                self._count(writer)
+            self._abort.set()  # on an error: lanes waiting to retry give up (nothing of theirs is committed)
+            for inbox in self._inboxes:
+                inbox.put(None)
+            for lane in lanes:
+                lane.join()
             self.consumer.close()  # leaves the group: the others take over at once
         return self.stats
 
-    def _write_and_commit(self, messages: list[Received], writers: list[BulkWriter], most: int) -> None:
-        actions = latest(self.decode_batch(messages))
-        failure: list[BaseException] = []
-        self._revoked = False
-        self._abort.clear()
-        # A document's writes (an update per table of a `mode: update` index, a routing change's
-        # delete and index) all go to one lane, in order; lanes may finish in any order.
-        lanes: list[list[Action]] = [[] for _ in writers]
-        for action in actions:
-            lanes[hash((action.index, action.doc_id)) % len(lanes)].append(action)
-
-        def write() -> None:
-            def lane(writer: BulkWriter, mine: list[Action]) -> None:
+    def _lane(self, writer: BulkWriter, inbox: queue.SimpleQueue) -> None:
+        """One lane: its parts in the order handed over, one after another, so a document's writes
+        (always in the same lane) reach Elasticsearch in partition order."""
+        while True:
+            item = inbox.get()
+            if item is None:
+                return
+            number, requests = item
+            error: BaseException | None = None
+            if self._abort.is_set():
+                error = RetryAbandoned("not sent: the batch was given up")
+            else:
                 try:
-                    writer.write(mine)  # in bulk requests of at most batch.max_actions / max_bytes
+                    writer.write(requests)  # in bulk requests of at most batch.max_actions / max_bytes
                 except BaseException as exc:
-                    failure.append(exc)
+                    error = exc
                     self._abort.set()  # the other lanes stop at their next retry wait
+            counts = tuple(getattr(writer.stats, name) for name in _COUNTED)
+            for name in _COUNTED:
+                setattr(writer.stats, name, 0)
+            self._reports.put((number, error, counts))
 
-            threads = [threading.Thread(target=lane, args=(w, lanes[k]), name=f"cdc-sink-lane-{k}", daemon=True)
-                       for k, w in enumerate(writers) if lanes[k]]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+    def _submit(self, messages: list[Received]) -> None:
+        batch = self.config.batch
+        if self.decode_batch is None:
+            planned = plan(messages, len(self._inboxes), batch.max_actions, batch.max_bytes,
+                           lambda m, exc: _unreadable(m, "a cdc action", exc))
+            parts = planned.lanes
+        else:  # Debezium change events, through the rules
+            lists: list[list[Action]] = [[] for _ in self._inboxes]
+            for action in latest(self.decode_batch(messages)):
+                lists[hash((action.index, action.doc_id)) % len(lists)].append(action)
+            parts = list(lists)
+        number = self._next_batch
+        self._next_batch += 1
+        busy = [(inbox, part) for inbox, part in zip(self._inboxes, parts) if len(part)]
+        newest = max((m.timestamp_ms for m in messages if m.timestamp_ms is not None), default=None)
+        self._batches[number] = _Batch(next_offsets(messages), len(messages), len(busy), newest)
+        self._unacknowledged += len(messages)
+        for inbox, part in busy:
+            self._outstanding += 1
+            inbox.put((number, part))
+        if not busy:  # nothing to write (tombstones, a truncate): its offsets are committed as they come
+            self._commit_acknowledged(asynchronous=True)
 
-        held_at: float | None = None
-        self._writing = threading.Thread(target=write, name="cdc-sink-write", daemon=True)
-        self._writing.start()
-        while self._writing.is_alive():
-            self.last_loop = time.monotonic()  # waiting for Elasticsearch is not being stuck
-            room = most - len(self._carry)
-            if room > 0 and held_at is None and not self._revoked:
-                # The next batch is read while this one is written, so that the broker's fetches
-                # and the decoding overlap Elasticsearch's work instead of taking turns with it
-                # (a third of a writer's time went to fetching again after each batch). It is
-                # written only after this one: a document's writes stay in order.
-                self._carry += self.consumer.consume(min(room, 1000), 0.2)
-                if time.monotonic() >= self._next_look:  # its broker round trips overlap the write too
-                    self.look_at_partitions(time.monotonic() - self._held_for)
-                continue
-            if held_at is None:
-                # The next batch is complete (or partitions were revoked): stop fetching, so that an
-                # Elasticsearch outage holds at most two batches; `poll` still serves the group.
-                held_at = time.monotonic()
-                self.consumer.hold()
-            got = self.consumer.poll(0.2)  # paused: only a new assignment can hand out a message
-            if got is not None:
-                self._carry.append(got)
-        self._writing.join()
-        self._writing = None
-        self.consumer.release()
-        if held_at is not None:  # paused on purpose: not a stall (cdc/kafka/stall.py)
-            self._held_for += time.monotonic() - held_at
-        for writer in writers:
-            self._count(writer)
-        if self._revoked:
-            # Partitions were taken away while (or just before) writing: never commit for them.
-            real = [f for f in failure if not isinstance(f, SinkUnavailableError)]
-            if real:
-                raise real[0]
-            return
-        if failure:
-            # The first error that is not another lane giving up because of it.
-            real = [f for f in failure if "stopped while waiting to retry" not in str(f)]
-            raise (real or failure)[0]
+    def _reap(self, timeout: float) -> None:
+        """Take the lanes' reports (waiting up to `timeout` for the first), commit what is acknowledged."""
         try:
-            self.consumer.commit(next_offsets(messages))
+            report = self._reports.get(timeout=timeout) if timeout > 0 else self._reports.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            number, error, counts = report
+            self._outstanding -= 1
+            for name, value in zip(_COUNTED, counts):
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+            if error is not None:
+                self._failures.append(error)
+            elif number in self._batches:
+                self._batches[number].left -= 1
+            try:
+                report = self._reports.get_nowait()
+            except queue.Empty:
+                break
+        if self._revoking:
+            return
+        if self._failures:
+            # The first error that is not another lane giving up because of it.
+            real = [f for f in self._failures if not isinstance(f, RetryAbandoned)]
+            raise (real or self._failures)[0]
+        self._commit_acknowledged(asynchronous=True)
+
+    def _commit_acknowledged(self, asynchronous: bool) -> None:
+        """Commit the offsets after the batches that Elasticsearch acknowledged, with every one before them.
+
+        Asynchronously while running (as Kafka Connect's sink commits offsets after the records are
+        written, WorkerSinkTask): a commit that is lost only means those messages are written again,
+        harmlessly. On a revocation and at the end, synchronously."""
+        offsets: dict[tuple[str, int], int] = {}
+        done, newest = 0, None
+        while self._batches:
+            number, batch = next(iter(self._batches.items()))
+            if batch.left > 0:
+                break
+            del self._batches[number]
+            self._unacknowledged -= batch.messages
+            done += 1
+            for where, offset in batch.offsets.items():
+                offsets[where] = max(offsets.get(where, 0), offset)
+            if batch.newest is not None:
+                newest = batch.newest if newest is None else max(newest, batch.newest)
+        if not done:
+            return
+        try:
+            self.consumer.commit(offsets, asynchronous=asynchronous)
         except SinkUnavailableError as exc:
             log.warning("%s; the batch is written, and is written again (harmlessly) by whoever reads it next", exc)
             return
-        self.stats.batches += 1
-        newest = max((m.timestamp_ms for m in messages if m.timestamp_ms is not None), default=None)
+        self.stats.batches += done
         observers = self.session.observer()
         if observers is not None:
             if newest is not None:
                 observers.on_event(newest / 1000)
-            observers.on_acknowledged(actions, None)
+            observers.on_acknowledged([], None)
+
+    def _hold(self) -> None:
+        if self._held_at is None:
+            self._held_at = time.monotonic()
+            self.consumer.hold()
+
+    def _release(self) -> None:
+        if self._held_at is not None:
+            self._held_for += time.monotonic() - self._held_at  # paused on purpose: not a stall (kafka/stall.py)
+            self._held_at = None
+            self.consumer.release()
 
     def look_at_partitions(self, now: float) -> None:
         """Report each assigned partition's lag, and find, log and resume the stalled ones.
@@ -372,10 +478,8 @@ class SinkWorker:
         if observers is not None:
             observers.on_partitions({(s.topic, s.partition): s.lag for s in states}, keys)
 
-    def _count(self, writer: BulkWriter) -> None:
-        for name in ("actions_sent", "actions_stale", "item_retries", "request_retries", "dead_lettered"):
-            setattr(self.stats, name, getattr(self.stats, name) + getattr(writer.stats, name))
-            setattr(writer.stats, name, 0)
+# The counters of a lane's writer that add up into the worker's.
+_COUNTED = ("actions_sent", "actions_stale", "item_retries", "request_retries", "dead_lettered")
 
 
 def sink(session: Session) -> Stats:
@@ -387,7 +491,7 @@ def sink(session: Session) -> Stats:
     close_operations = operations.start(config, session.observers,
                                         lambda: worker.last_loop if worker is not None else None)
     debezium = config.kafka.input == "debezium"
-    decode_batch = debezium_input(session) if debezium else decoded
+    decode_batch = debezium_input(session) if debezium else None
     destination = Destination(config.elasticsearch)
     try:
         cluster = session.reach(destination)

@@ -26,19 +26,20 @@ Elasticsearch writes come out the same.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from cdc.config import KafkaConfig
 from cdc.errors import ConfigError, SinkError, SinkUnavailableError
-from cdc.kafka.messages import Format, encode, key
+from cdc.kafka.messages import Format, Received, encode, headers, key
 from cdc.kafka.stall import PartitionState
 from cdc.model import Action, BulkResult, ItemResult, Outcome
 
@@ -75,13 +76,18 @@ def _client(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "logger": _LIBRDKAFKA_LOG}
 
 
+def _admin(config: KafkaConfig, client: dict[str, Any], role: str) -> AdminClient:
+    """An admin client with the security settings of the producer or consumer section."""
+    return AdminClient(_client(_settings(config, {k: v for k, v in client.items()
+                                                  if k.startswith(("security.", "sasl.", "ssl."))}, {}, role)))
+
+
 def _topics(config: KafkaConfig, client: dict[str, Any], role: str, timeout: float) -> tuple[AdminClient, Any]:
     """An admin client with the security settings of the producer or consumer section, and the cluster's topics.
 
     Raises SinkUnavailableError while the broker cannot be reached (start-up waits it out).
     """
-    admin = AdminClient(_client(_settings(config, {k: v for k, v in client.items()
-                                                   if k.startswith(("security.", "sasl.", "ssl."))}, {}, role)))
+    admin = _admin(config, client, role)
     try:
         return admin, admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -192,9 +198,10 @@ class KafkaPublisher:
             if self.format == "debezium":
                 timestamp = int(time.time())
             value = encode(action, self.format, timestamp)
+            found = headers(action, self.format)
             while True:
                 try:
-                    self.producer.produce(topic, value, key(action), on_delivery=call.report(i))
+                    self.producer.produce(topic, value, key(action), headers=cast(Any, found), on_delivery=call.report(i))
                     break
                 except BufferError:  # the local queue is full: serve delivery reports, then try again
                     self.producer.poll(0.05)
@@ -240,15 +247,11 @@ class KafkaPublisher:
         del self.producer
 
 
-@dataclass(frozen=True)
-class Received:
-    """One consumed message: where it is, and its value (decoded by the caller)."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    timestamp_ms: int | None
+def _committed(err, partitions) -> None:
+    """librdkafka's report of an offset commit (an asynchronous one is not waited for)."""
+    if err is not None:
+        log.warning("committing Kafka offsets failed: %s; those messages are written again (harmlessly) by "
+                    "whoever reads them next", err.str() if hasattr(err, "str") else err)
 
 
 class ActionConsumer:
@@ -268,6 +271,8 @@ class ActionConsumer:
                               "cdc sink drops an unfinished batch when partitions are revoked and relies on "
                               "reading all of it again (docs/kafka.md)")
         settings.setdefault("group.id", config.group_id)
+        self.group = str(settings["group.id"])
+        self._admin: AdminClient | None = None  # made on the first look at the partitions
         settings.setdefault("auto.offset.reset", "earliest")  # a new group starts at the topic's beginning
         # A killed writer's partitions move after this (librdkafka's default is 45 s). The writer
         # keeps polling while it writes, so only a dead or cut-off process misses it.
@@ -276,6 +281,7 @@ class ActionConsumer:
         if client_id:
             settings.setdefault("client.id", client_id)
         settings["error_cb"] = lambda err: log.warning("Kafka consumer: %s", err.str())
+        settings["on_commit"] = _committed
         self.consumer = Consumer(_client(settings))
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._held = False
@@ -315,7 +321,8 @@ class ActionConsumer:
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None and partition is not None and offset is not None  # set on every message
             received.append(Received(topic, partition, offset, msg.value(),
-                                     ts if kind != 0 else None))  # 0: TIMESTAMP_NOT_AVAILABLE
+                                     ts if kind != 0 else None,  # 0: TIMESTAMP_NOT_AVAILABLE
+                                     msg.key(), cast(Any, msg.headers())))
         return received
 
     def hold(self) -> None:
@@ -332,13 +339,18 @@ class ActionConsumer:
         got = self.consume(1, timeout)
         return got[0] if got else None
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit `offsets` ((topic, partition) -> next offset to read), synchronously."""
+    def commit(self, offsets: dict[tuple[str, int], int], asynchronous: bool = False) -> None:
+        """Commit `offsets` ((topic, partition) -> next offset to read); a failed asynchronous commit
+        is logged (`_committed`): the messages were written, and whoever reads them next writes them
+        again, harmlessly."""
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                 asynchronous=False)
+            listed = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            if asynchronous:
+                self.consumer.commit(offsets=listed, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=listed, asynchronous=False)
         except KafkaException as exc:
             # Not fatal: the messages were written; whoever reads them next writes them again,
             # and their versions make that harmless.
@@ -354,16 +366,30 @@ class ActionConsumer:
             assigned = self.consumer.assignment()
             if not assigned:
                 return []
+            # Asked through an admin client, on a connection of its own: on the consumer's, each
+            # request waited behind its fetch (a broker answers one connection's requests in order,
+            # and a fetch waits up to fetch.wait.max.ms for data), so a look at 12 partitions held
+            # the writer's loop for seconds (issue 32).
+            admin = self._admin
+            if admin is None:
+                admin = self._admin = _admin(self.config, self.config.consumer, "consumer")
+            wanted = [TopicPartition(tp.topic, tp.partition) for tp in assigned]
+            high = admin.list_offsets({tp: OffsetSpec.latest() for tp in wanted}, request_timeout=timeout)
+            low = admin.list_offsets({tp: OffsetSpec.earliest() for tp in wanted}, request_timeout=timeout)
+            group = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(self.group, wanted)], request_timeout=timeout)
             positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(assigned)}
-            commits = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.committed(assigned, timeout=timeout)}
+            commits = {(tp.topic, tp.partition): tp.offset
+                       for tp in group[self.group].result(timeout).topic_partitions}
+            highs = {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in high.items()}
+            lows = {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in low.items()}
             states = []
             for tp in assigned:
                 key = (tp.topic, tp.partition)
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-                read_to = next((o for o in (positions.get(key, -1), commits.get(key, -1)) if o >= 0), low)
-                states.append(PartitionState(tp.topic, tp.partition, read_to, high))
+                read_to = next((o for o in (positions.get(key, -1), commits.get(key, -1)) if o >= 0), lows[key])
+                states.append(PartitionState(tp.topic, tp.partition, read_to, highs[key]))
             return states
-        except KafkaException as exc:
+        except (KafkaException, concurrent.futures.TimeoutError, KeyError) as exc:
             log.debug("partition positions not known: %s", exc)
             return None
 
@@ -373,6 +399,7 @@ class ActionConsumer:
         A closed Consumer crashes the interpreter on any further call (confluent-kafka-python #255,
         #1942), so it is dropped as well, which also frees it here rather than in a later GC.
         """
+        self._admin = None
         consumer = self.__dict__.pop("consumer", None)
         if consumer is not None:
             consumer.close()

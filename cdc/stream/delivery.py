@@ -16,7 +16,8 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
-from cdc.errors import RejectedActionsError, RequestTooLargeError, SinkAccessError, SinkUnavailableError
+from cdc.errors import (RejectedActionsError, RequestTooLargeError, RetryAbandoned, SinkAccessError,
+                        SinkUnavailableError)
 from cdc.model import Action, EncodedActions, EncodedParts, ItemResult, Outcome
 from cdc.stream.protocols import Sink
 from cdc.stream.observe import Observer, Stats
@@ -196,6 +197,6 @@ class BulkWriter:
                     extra={"event": "retry", "actions": count, "error": why})
         if self.abort is not None:
             if self.abort.wait(delay):
-                raise SinkUnavailableError(f"{why}; stopped while waiting to retry")
+                raise RetryAbandoned(f"{why}; stopped while waiting to retry")
         else:
             time.sleep(delay)

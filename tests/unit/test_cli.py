@@ -214,7 +214,7 @@ def test_every_error_carries_its_exit_code():
         errors.CdcError: 1, errors.SourceError: 1, errors.SourceConnectionError: 1, errors.SinkError: 1,
         errors.SinkUnavailableError: 1, errors.RejectedActionsError: 1, errors.UnsupportedEventError: 1,
         errors.DeadLetterError: 1, errors.SchemaChanged: 1, errors.RowError: 1, errors.ConversionError: 1,
-        errors.RequestTooLargeError: 1, errors.Stopped: 0,
+        errors.RequestTooLargeError: 1, errors.RetryAbandoned: 1, errors.Stopped: 0,
     }
     classes = {c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.CdcError)}
     assert classes == set(expected), "a new error class needs its exit code decided here"

@@ -20,7 +20,7 @@ ALLOWED = {
     "stream": {"rules"},
     "ops": {"mysql", "stream"},
     "copy": {"mysql", "rules", "es", "stream"},
-    "kafka": {"stream"},
+    "kafka": {"stream", "es"},  # the cdc format's value is the action's _bulk lines (cdc/kafka/messages.py)
     "app": {"mysql", "rules", "es", "stream", "ops", "copy", "kafka"},
 }
 # Outside libraries and the only modules that may import them.
