@@ -121,15 +121,27 @@ class ChangeDecoder:
     def decode(self, value: bytes | None, timestamp: int = 0) -> RowChange | None:
         if value is None:
             return None
+        schema: Mapping[str, Any] | None = None
+        schema_json: bytes | None = None  # the schema's JSON text, as the plans know it
         try:
-            data = orjson.loads(value)
+            at = value.find(_PAYLOAD)
+            if value.startswith(_SCHEMA) and at > 0 and value.endswith(b"}") and value.count(_PAYLOAD) == 1:
+                # JsonConverter's layout (schemas.enable=true): the schema, then the payload, with no
+                # spaces. The one `,"payload":` in the value is where the payload starts (the schema is
+                # nine tenths of a message: parsed only for a plan not made yet, `_plan`).
+                schema_json = value[len(_SCHEMA):at]
+                data = orjson.loads(value[at + len(_PAYLOAD):-1])
+                if data is None:
+                    return None  # a tombstone written with schemas
+            else:
+                data = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise DebeziumError(f"not JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise DebeziumError("not a JSON object")
-        schema: Mapping[str, Any] | None = None
-        if "payload" in data and "schema" in data:  # JsonConverter with schemas.enable=true
+            raise DebeziumError("not a JSON object" if schema_json is None else "the payload is not a JSON object")
+        if schema_json is None and "payload" in data and "schema" in data:  # the same, laid out otherwise
             schema, data = data["schema"], data["payload"]
+            schema_json = orjson.dumps(schema)
             if data is None:
                 return None  # a tombstone written with schemas
             if not isinstance(data, dict):
@@ -156,7 +168,7 @@ class ChangeDecoder:
                                 "carries the streaming position it was read at, not one cdc can version it by; "
                                 "cdc sink takes the initial snapshot and streamed changes only")
         shape = self.shape_of(db, table) or NO_SHAPE
-        decoders = self._plan(db, table, schema, shape)
+        decoders = self._plan(db, table, schema_json, shape)
         before = _row(data.get("before"), decoders, shape, f"{db}.{table} before")
         after = _row(data.get("after"), decoders, shape, f"{db}.{table} after")
         if kind is Op.DELETE and before is None:
@@ -174,18 +186,29 @@ class ChangeDecoder:
         return RowChange(kind, db, table, columns, before, after, position, when,
                          row_index=row if isinstance(row, int) else 0)
 
-    def _plan(self, db: str, table: str, schema: Mapping[str, Any] | None, shape: Shape) -> dict[str, Decoder]:
+    def _plan(self, db: str, table: str, schema_json: bytes | None, shape: Shape) -> dict[str, Decoder]:
         """Column name -> decoder for this table and envelope schema (made on first use)."""
-        key = (db, table, orjson.dumps(schema) if schema is not None else None)
+        key = (db, table, schema_json)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= self.PLANS:
                 self._plans.clear()
-            fields = _fields(schema).get("after", {}) if schema is not None else {}
+            fields = {}
+            if schema_json is not None:
+                try:
+                    schema = orjson.loads(schema_json)
+                except orjson.JSONDecodeError as exc:
+                    raise DebeziumError(f"the schema is not JSON: {exc}") from None
+                if not isinstance(schema, dict):
+                    raise DebeziumError("the schema is not a JSON object")
+                fields = _fields(schema).get("after", {})
             names = dict.fromkeys([*fields, *shape.columns])
             plan = self._plans[key] = {name: _decoder(fields.get(name), shape.columns.get(name),
                                                       shape.fractions.get(name, 0)) for name in names}
         return plan
+
+
+_SCHEMA, _PAYLOAD = b'{"schema":', b',"payload":'
 
 
 def _position(source: Mapping[str, Any], op: str) -> BinlogPosition:

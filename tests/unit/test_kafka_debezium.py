@@ -204,6 +204,27 @@ def test_the_real_row_becomes_the_binlog_librarys_values(tmp_path):
     assert after["s"] == "a,c" and after["e"] == "y" and after["y"] == 2024 and after["j"] == '{"a":1}'
 
 
+def test_the_payload_is_found_without_parsing_the_schema_and_decodes_as_a_whole_parse_would(tmp_path):
+    """JsonConverter writes the schema first and the payload last: the payload is sliced out and the
+    schema parsed once per table and schema. Other layouts, and a value in which `,"payload":` occurs
+    twice (a column named payload), are parsed whole: the same row either way."""
+    _, items = items_shape(tmp_path)
+
+    def shape_of(db, table):
+        return items if (db, table) == ("t14_try", "items") else None
+
+    plain = REAL_SNAPSHOT_ROW.encode()
+    parsed = orjson.loads(plain)
+    spaced = json.dumps(parsed).encode()  # `, "payload": ` with spaces: not sliced
+    reordered = orjson.dumps({"payload": parsed["payload"], "schema": parsed["schema"]})
+    rows = [decode(v, shape_of) for v in (plain, spaced, reordered)]
+    assert rows[0] == rows[1] == rows[2] and rows[0].after["name"] == "one"
+    parsed["payload"]["after"]["payload"] = "a column named payload"
+    twice = orjson.dumps(parsed)
+    assert twice.count(b',"payload":') == 2
+    assert decode(twice, shape_of).after["payload"] == "a column named payload"
+
+
 @pytest.mark.parametrize("with_schema", [True, False])
 def test_the_document_equals_what_cdcs_own_stream_makes(tmp_path, with_schema):
     """The real Debezium row and the binlog library's row give one document (docs/values.md "Values")."""
