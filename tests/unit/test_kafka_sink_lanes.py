@@ -1,0 +1,215 @@
+"""`cdc sink`'s lanes (cdc/app/kafka_mode.py SinkWorker): a document's writes in partition order, offsets
+committed only after Elasticsearch acknowledged the batch and every batch before it (pure: a fake
+consumer and a fake Elasticsearch, real BulkWriters on real threads)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import yaml
+
+from cdc.app.kafka_mode import SinkWorker
+from cdc.config import load_config
+from cdc.errors import RejectedActionsError
+from cdc.kafka.messages import Received, encode, headers, key
+from cdc.model import Action, ActionType, BinlogPosition, BulkResult, EncodedActions, ItemResult, Outcome
+from cdc.stream.observe import Stats
+
+TOPIC = "t"
+
+
+def message(offset: int, doc_id: str, version: int, partition: int = 0) -> Received:
+    action = Action(ActionType.INDEX, "i", doc_id, version, {"v": version}, schema="s", table="t",
+                    position=BinlogPosition("binlog.000001", version))
+    return Received(TOPIC, partition, offset, encode(action), None, key(action), headers(action))
+
+
+class FakeConsumer:
+    """Hands out the messages a test queued, `count` at a time; records commits."""
+
+    def __init__(self, config, on_assign, on_revoke, client_id=None):
+        self.queued: list[Received] = []
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.lock = threading.Lock()
+
+    def consume(self, count: int, timeout: float) -> list[Received]:
+        with self.lock:
+            taken, self.queued = self.queued[:count], self.queued[count:]
+        if not taken:
+            time.sleep(min(timeout, 0.01))
+        return taken
+
+    def poll(self, timeout: float):
+        got = self.consume(1, timeout)
+        return got[0] if got else None
+
+    def commit(self, offsets, asynchronous: bool = False) -> None:
+        with self.lock:
+            self.commits.append(dict(offsets))
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def partition_states(self, timeout: float = 2.0):
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class FakeElasticsearch:
+    """Acknowledges every item, in the order given, unless told to hold or refuse a document."""
+
+    def __init__(self):
+        self.written: list[tuple[str, int]] = []  # (doc_id, version) in the order applied
+        self.bodies: list[bool] = []  # whether each request came as the values put together
+        self.lock = threading.Lock()
+        self.hold: dict[str, threading.Event] = {}
+        self.refuse: set[str] = set()
+        self.delays: random.Random | None = None  # requests take 0-5 ms, so that lanes overtake each other
+
+    def write(self, actions, refresh: bool = False) -> BulkResult:
+        encoded = isinstance(actions, EncodedActions)
+        if self.delays is not None:
+            with self.lock:
+                delay = self.delays.uniform(0, 0.005)
+            time.sleep(delay)
+        for action in actions:
+            gate = self.hold.get(action.doc_id)
+            if gate is not None:
+                gate.wait(10)
+        items = []
+        with self.lock:
+            self.bodies.append(encoded)
+            for action in actions:
+                if action.doc_id in self.refuse:
+                    items.append(ItemResult(action, Outcome.REJECTED, 400, "mapper_parsing_exception", "no"))
+                    continue
+                self.written.append((action.doc_id, action.version))
+                items.append(ItemResult(action, Outcome.OK, 201))
+        return BulkResult(tuple(items))
+
+
+class FakeSession:
+    def __init__(self, config):
+        self.config = config
+        self.stop = threading.Event()
+
+    def writer(self, sink, stats, observed=False):
+        from cdc.stream.delivery import BulkWriter
+
+        return BulkWriter(sink, self.config.batch, self.config.retry, stats)
+
+    def observer(self):
+        return None
+
+
+@pytest.fixture
+def setup(tmp_path):
+    path = tmp_path / "cdc.yml"
+    path.write_text(yaml.safe_dump({"mysql": {"user": "cdc", "server_id": 5},
+                                    "batch": {"max_actions": 3, "concurrency": 2},
+                                    "retry": {"initial_backoff": 0.01, "max_backoff": 0.01, "max_attempts": 2}}))
+    session = FakeSession(load_config(str(path)))
+    es = FakeElasticsearch()
+    worker = SinkWorker(session, es, Stats(), consumer_factory=FakeConsumer)
+    return session, es, worker
+
+
+def run_in_thread(worker: SinkWorker) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def wait(what: str, condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def committed(consumer: FakeConsumer) -> dict[tuple[str, int], int]:
+    merged: dict[tuple[str, int], int] = {}
+    for offsets in consumer.commits:
+        for where, offset in offsets.items():
+            assert offset >= merged.get(where, 0), "a commit went backwards"
+            merged[where] = offset
+    return merged
+
+
+def test_every_document_is_written_in_partition_order_and_everything_is_committed(setup):
+    """300 messages over 3 partitions and 5 documents, read 6 at a time (max_actions x concurrency):
+    each document's writes arrive in the order of its partition, as request bodies put together from
+    the values, and the offsets end committed one past each partition's last message."""
+    session, es, worker = setup
+    es.delays = random.Random(5)
+    messages = []
+    for n in range(300):
+        doc = str(n % 5)
+        messages.append(message(n // 3, doc, n, partition=int(doc) % 3))
+    worker.consumer.queued = list(messages)
+    thread, errors = run_in_thread(worker)
+    wait("every message committed", lambda: committed(worker.consumer) == {
+        (TOPIC, p): max(m.offset for m in messages if m.partition == p) + 1 for p in range(3)})
+    session.stop.set()
+    thread.join(10)
+    assert not errors
+    for doc in map(str, range(5)):
+        versions = [v for d, v in es.written if d == doc]
+        assert versions == sorted(versions) and versions, (doc, versions)
+        assert versions[-1] == max(n for n in range(300) if str(n % 5) == doc)  # the last write arrived
+    assert all(es.bodies)
+    assert worker.stats.batches >= 2 and worker.stats.actions_sent == len(es.written)
+
+
+def test_offsets_wait_for_the_slowest_lane_and_later_batches_do_not_jump_it(setup):
+    """A document whose request Elasticsearch holds: later batches are written by the other lane
+    meanwhile, but nothing is committed past the held batch until it is acknowledged."""
+    session, es, worker = setup
+    gate = es.hold["slow"] = threading.Event()
+    worker.consumer.queued = [message(0, "slow", 1)]
+    thread, errors = run_in_thread(worker)
+    wait("the held request", lambda: worker._outstanding == 1)
+    others = [message(n, f"d{n}", n + 1) for n in range(1, 12)]
+    worker.consumer.queued = list(others)
+    lane_of_slow = hash(b"i/slow") % 2
+    free = [m for m in others if hash(m.key) % 2 != lane_of_slow]
+    wait("the other lane's writes", lambda: len(es.written) >= len(free))
+    assert committed(worker.consumer) == {}  # the first batch is not acknowledged: nothing may be committed
+    gate.set()
+    wait("everything committed", lambda: committed(worker.consumer) == {(TOPIC, 0): 12})
+    session.stop.set()
+    thread.join(10)
+    assert not errors
+    # In its lane, the held write went first: the writes queued behind it came after it.
+    behind = [(m.key.decode().split("/")[1], m.offset + 1) for m in others if hash(m.key) % 2 == lane_of_slow]
+    assert all(es.written.index(("slow", 1)) < es.written.index(w) for w in behind)
+
+
+def test_a_refused_document_stops_the_writer_and_nothing_after_it_is_committed(setup):
+    """Without a dead-letter store, a refused item stops `cdc sink` (never a skip); the offsets of its
+    batch and of every later one stay uncommitted, so a restart writes them again."""
+    session, es, worker = setup
+    es.refuse.add("bad")
+    worker.consumer.queued = [message(0, "ok", 1), message(1, "bad", 2), message(2, "later", 3)]
+    thread, errors = run_in_thread(worker)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], RejectedActionsError), errors
+    assert "i/bad" in str(errors[0])
+    assert committed(worker.consumer) == {}  # one batch: none of its offsets
