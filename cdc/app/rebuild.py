@@ -34,6 +34,7 @@ from cdc.copy.snapshot import OnDemandProgress, Snapshot, TableReader
 from cdc.copy.verify import Verifier, VerifyReport
 from cdc.errors import CdcError, ConfigError, PreflightError, SinkError
 from cdc.es import aliases, jsonfields
+from cdc.es.destination import Destination
 from cdc.es.indices import index_target, plan_start
 from cdc.rules import Rule, RuleSet
 from cdc.rules.values import ValueOptions
@@ -93,7 +94,7 @@ def chosen_aliases(rules: RuleSet, names: list[str], tables: list[str], everythi
 class Rebuilder:
     """Carries rebuilds through their phases; every step is safe to take again after a crash."""
 
-    def __init__(self, session: Session, db, rules: RuleSet, sink, file: RebuildFile):
+    def __init__(self, session: Session, db, rules: RuleSet, sink: Destination, file: RebuildFile):
         self.session = session
         self.config = session.config
         self.db = db

@@ -36,6 +36,7 @@ from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Observers, Stats
 from cdc.stream.pipeline import Pipeline
 from cdc.stream.rebuild import Rebuild
+from cdc.stream.protocols import SearchAdmin
 
 log = logging.getLogger("cdc")
 
@@ -181,7 +182,7 @@ class Session:
         mapper = FieldMapper(rules, sink, options)
         patiently("mapping the tables' columns", lambda: mapper.start(rules.rules), self.stop, config.retry)
 
-    def _mapping_fields(self, rules: RuleSet, sink) -> Callable[[RowChange], None]:
+    def _mapping_fields(self, rules: RuleSet, sink: SearchAdmin) -> Callable[[RowChange], None]:
         """FieldMapper.check, waiting out an outage as the bulk writes do (retry settings, a stop signal
         ends the wait): Elasticsearch down while a table's new definition arrives is no reason to stop."""
         mapper = FieldMapper(rules, sink, ValueOptions.from_config(self.config.values))

@@ -33,6 +33,7 @@ from cdc.errors import SinkAccessError
 from cdc.es import aliases as alias_names
 from cdc.es.indices import index_target
 from cdc.rules.model import Rule
+from cdc.stream.protocols import SearchAdmin
 
 log = logging.getLogger("cdc.snapshot")
 
@@ -60,7 +61,7 @@ def fixed_names(rules: Iterable[Rule]) -> list[str]:
 class BulkLoad:
     """Applies and puts back the bulk-load settings of the indices a snapshot fills."""
 
-    def __init__(self, sink) -> None:
+    def __init__(self, sink: SearchAdmin) -> None:
         self.sink = sink
 
     def begin(self, rules: Iterable[Rule], saved: Mapping[str, Mapping[str, Any]],

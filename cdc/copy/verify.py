@@ -59,6 +59,7 @@ from cdc.model import Action, ActionType, BinlogPosition, ColumnKind, StoredDoc
 from cdc.rules import ActionBuilder, Rule, RuleSet, document_version
 from cdc.copy.snapshot import Progress, TablePlan, TableReader, fresh_window, last_key, row_change, write_while_fresh
 from cdc.rules.relations import Assembler, document_actions, read_documents, root_pk
+from cdc.stream.protocols import SearchAdmin
 
 log = logging.getLogger("cdc.verify")
 
@@ -424,7 +425,7 @@ def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 class Verifier:
     """Runs the checks of the module docstring for each rule; writes only with `repair`."""
 
-    def __init__(self, reader: TableReader, sink, rules: RuleSet, epoch: int, value_options,
+    def __init__(self, reader: TableReader, sink: SearchAdmin, rules: RuleSet, epoch: int, value_options,
                  caught_up: Callable[[BinlogPosition], bool], stop: threading.Event, writer=None,
                  sample: int | None = None, rounds: int = 2, settle: float = 10.0, suspect_limit: int | None = None,
                  interactive: bool | None = None, max_chunk_age: float = 25.0):

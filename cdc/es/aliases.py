@@ -31,6 +31,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from cdc.errors import SinkError
 from cdc.es import jsonfields
+from cdc.stream.protocols import SearchAdmin
 
 
 def versioned_name(alias: str, version: int) -> str:
@@ -104,7 +105,7 @@ def with_alias(body: Mapping[str, Any], alias: str) -> dict:
 
 
 # ---------------------------------------------------------------------- asking the server
-def find(sink, name: str) -> Placement:
+def find(sink: SearchAdmin, name: str) -> Placement:
     """What `name` is on the server (two small GETs)."""
     status, body = sink.admin("GET", f"/_alias/{name}")
     if status == 200 and isinstance(body, dict) and body:
@@ -113,7 +114,7 @@ def find(sink, name: str) -> Placement:
     return placement_from(name, None, status == 200)
 
 
-def versions(sink, alias: str) -> list[str]:
+def versions(sink: SearchAdmin, alias: str) -> list[str]:
     """Every concrete index named like one of `alias`'s versions, whatever points at it."""
     status, body = sink.admin("GET", f"/{alias}_v*/_alias?expand_wildcards=all")
     if status != 200 or not isinstance(body, dict):
@@ -121,7 +122,7 @@ def versions(sink, alias: str) -> list[str]:
     return sorted(index for index in body if version_of(alias, index) is not None)
 
 
-def create(sink, alias: str, body: Mapping[str, Any]) -> str | None:
+def create(sink: SearchAdmin, alias: str, body: Mapping[str, Any]) -> str | None:
     """Create the first versioned index of `alias` with the alias on it; its name, or None when it was
     made meanwhile by another cdc process or a write (the caller looks again)."""
     index = versioned_name(alias, next_version(alias, versions(sink, alias)))

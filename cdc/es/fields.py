@@ -34,6 +34,7 @@ from cdc.model import Column, ColumnKind, RowChange
 from cdc.mysql.catalog import ColumnInfo
 from cdc.rules import Rule
 from cdc.rules.values import ValueOptions
+from cdc.stream.protocols import SearchAdmin
 
 log = logging.getLogger("cdc.indices")
 
@@ -134,7 +135,7 @@ def rebuild_hint(rule: Rule) -> str:
 class FieldMapper:
     """Puts the fields of new columns into the rules' indices before their first document (module docstring)."""
 
-    def __init__(self, rules, sink, options: ValueOptions):
+    def __init__(self, rules, sink: SearchAdmin, options: ValueOptions):
         self.rules = rules  # a RuleSet: matches(schema, table)
         self.sink = sink
         self.options = options

@@ -37,6 +37,7 @@ from cdc.es import jsonfields
 from cdc.mysql.types import BINARY_TYPES, GEOMETRY_TYPES, INTEGER_TYPES, TEXT_TYPES
 from cdc.rules import ColumnInfo, Rule, parse_template
 from cdc.rules.values import ValueOptions
+from cdc.stream.protocols import SearchAdmin
 
 log = logging.getLogger("cdc.indices")
 
@@ -351,7 +352,7 @@ class PlanState:
         return out
 
 
-def inspect(plans: Iterable[IndexPlan], sink, aliases: bool = False) -> list[PlanState]:
+def inspect(plans: Iterable[IndexPlan], sink: SearchAdmin, aliases: bool = False) -> list[PlanState]:
     """What Elasticsearch has for each plan: missing (create), the same (exists), or not (differs).
 
     With `aliases`, each fixed name's placement too (an alias, or a concrete index from before)."""
@@ -364,7 +365,7 @@ def inspect(plans: Iterable[IndexPlan], sink, aliases: bool = False) -> list[Pla
     return out
 
 
-def _inspect(plan: IndexPlan, sink) -> PlanState:
+def _inspect(plan: IndexPlan, sink: SearchAdmin) -> PlanState:
     if plan.kind == "fields":
         return _inspect_fields(plan, sink)
     if plan.kind == "alias":
@@ -394,7 +395,7 @@ def _inspect(plan: IndexPlan, sink) -> PlanState:
     return PlanState(plan, "differs" if diffs else "exists", diffs)
 
 
-def _create_index(state: PlanState, sink, body: Mapping[str, Any], aliases: bool) -> bool:
+def _create_index(state: PlanState, sink: SearchAdmin, body: Mapping[str, Any], aliases: bool) -> bool:
     """Create the plan's index: with `aliases`, a versioned one the name is an alias onto; False when it was
     made meanwhile (by a write, or another cdc process)."""
     name = state.plan.name
@@ -419,7 +420,7 @@ def _create_index(state: PlanState, sink, body: Mapping[str, Any], aliases: bool
     return state.created is not None
 
 
-def create_missing(plans: Iterable[IndexPlan], sink, aliases: bool = False) -> list[PlanState]:
+def create_missing(plans: Iterable[IndexPlan], sink: SearchAdmin, aliases: bool = False) -> list[PlanState]:
     """Create what is missing; never touch what exists (differences are only reported).
 
     With `aliases`, a fixed name is created as an alias onto a versioned index (cdc/es/aliases.py)."""
@@ -452,7 +453,7 @@ def create_missing(plans: Iterable[IndexPlan], sink, aliases: bool = False) -> l
     return states
 
 
-def ensure(rules: Iterable[Rule], sink, options: ValueOptions, aliases: bool = False) -> list[PlanState]:
+def ensure(rules: Iterable[Rule], sink: SearchAdmin, options: ValueOptions, aliases: bool = False) -> list[PlanState]:
     """At start-up: create the missing indices and templates; warn about differences; stop if creation fails."""
     plans = plan_indices(rules, options)
     if not plans:
@@ -525,7 +526,7 @@ def unsigned_template_warnings(rules: Iterable[Rule], options: ValueOptions) -> 
     return out
 
 
-def _inspect_fields(plan: IndexPlan, sink) -> PlanState:
+def _inspect_fields(plan: IndexPlan, sink: SearchAdmin) -> PlanState:
     """A "fields" plan against the index: missing (create), lacking fields (update), all there (exists),
     or some mapped as a type that cannot hold them (differs: cdc never changes a mapping)."""
     status, body = sink.admin("GET", f"/{plan.name}/_mapping")
@@ -548,7 +549,7 @@ def _inspect_fields(plan: IndexPlan, sink) -> PlanState:
     return PlanState(plan, "differs" if differences else "exists", differences)
 
 
-def add_fields(state: PlanState, sink, aliases: bool = False) -> PlanState:
+def add_fields(state: PlanState, sink: SearchAdmin, aliases: bool = False) -> PlanState:
     """Carry out an inspected "fields" plan: create the index with the fields, or add those it lacks.
 
     `unsigned_long`, or `keyword` where the server has none (the integ-test-zip,
@@ -574,7 +575,7 @@ def add_fields(state: PlanState, sink, aliases: bool = False) -> PlanState:
     return state
 
 
-def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions, aliases: bool = False) -> list[str]:
+def map_unsigned_fields(rules: Iterable[Rule], sink: SearchAdmin, options: ValueOptions, aliases: bool = False) -> list[str]:
     """Map the unsigned 64-bit fields of rules without create_index before the first write; return what was done.
 
     The plans `cdc indices plan` shows (`plan_unsigned_fields`). Existing mappings
@@ -607,7 +608,7 @@ def map_unsigned_fields(rules: Iterable[Rule], sink, options: ValueOptions, alia
     return done
 
 
-def ensure_aliases(rules: Iterable[Rule], sink, options: ValueOptions) -> list[str]:
+def ensure_aliases(rules: Iterable[Rule], sink: SearchAdmin, options: ValueOptions) -> list[str]:
     """At start-up, with indices.aliases: every fixed name no other plan creates, made an alias onto a versioned
     index where nothing has that name yet; return the indices created.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from cdc.errors import SinkError
+from cdc.stream.protocols import SearchAdmin
 
 DISABLED = {"type": "object", "enabled": False}
 # What a planned `flattened` field becomes where the server lacks the type before it.
@@ -55,7 +56,7 @@ def _uses(body: Any, field_type: str) -> bool:
     return isinstance(body, list) and any(_uses(v, field_type) for v in body)
 
 
-def put(sink, path: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+def put(sink: SearchAdmin, path: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
     """PUT `body` (an index, template or mapping with planned fields); where the server has no handler for
     `flattened` (then `flat_object`), again with the next type. Returns the body that was accepted."""
     while True:

@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 from cdc.durable import atomic_write, sync_directory
 from cdc.errors import DeadLetterError
 from cdc.model import Action, ActionType, BinlogPosition, ItemResult
+from cdc.stream.protocols import Sink
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class DeadLetterStore:
         return len(letters) - len(keep)
 
 
-def retry(store: DeadLetterStore, sink, ids: set[str] | None = None) -> tuple[list[str], list[DeadLetter]]:
+def retry(store: DeadLetterStore, sink: Sink, ids: set[str] | None = None) -> tuple[list[str], list[DeadLetter]]:
     """Send dead letters again; those Elasticsearch now accepts (or already has newer) leave the store.
 
     Returns (ids done, letters still failing). Versions are the original ones,

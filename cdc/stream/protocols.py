@@ -1,15 +1,17 @@
 """The swappable parts of a stream, as the pipeline sees them.
 
-The daemon plugs in `BinlogSource` (cdc/mysql/source.py), `ElasticsearchSink`
-(cdc/es/sink.py) and `FileCheckpointStore` (cdc/stream/checkpoint.py); unit
-tests plug in the fakes of tests/unit/fakes.py. mypy checks both against these.
+The daemon plugs in `BinlogSource` (cdc/mysql/source.py), `Destination`
+(cdc/es/destination.py, for every engine) and `FileCheckpointStore`
+(cdc/stream/checkpoint.py); unit tests plug in the fakes of tests/unit/fakes.py.
+mypy checks both against these. cdc/es/ may import this module (and no other of
+cdc/stream/, tests/unit/test_structure.py): its functions take a `SearchAdmin`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
-from cdc.model import Action, BinlogPosition, BulkResult, SourceEvent, StartPoint
+from cdc.model import Action, BinlogPosition, BulkResult, SourceEvent, StartPoint, StoredDoc
 
 if TYPE_CHECKING:
     from cdc.stream.checkpoint import Checkpoint
@@ -30,6 +32,32 @@ class Sink(Protocol):
         """One bulk request; an outcome per action. Raises SinkError subclasses (cdc/errors.py).
 
         `refresh`: answer only once a refresh made the writes searchable (refresh=wait_for)."""
+        ...
+
+
+class SearchAdmin(Protocol):
+    """Reads and index administration on the search cluster, the same for every engine (cdc/es/admin.py).
+
+    What index creation, mappings, aliases, verify, bulk-load settings and rebuilds take; the
+    write path takes a `Sink`. Raises SinkError subclasses (cdc/errors.py)."""
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        """One request, e.g. ("PUT", "/orders_v1", {...}): (status, decoded body); a 404 is an answer."""
+        ...
+
+    def mget(self, refs: Sequence[tuple[str, str, str | None]]) -> list[StoredDoc | None]:
+        """(index, id, routing) -> the stored document or None, in order; realtime."""
+        ...
+
+    def scan_ids(self, index: str, fields: Sequence[str] = (), batch: int = 1000) -> Iterator[StoredDoc]:
+        """Every document of an index or pattern, with its version and only `fields` of its source."""
+        ...
+
+    def refresh(self, index: str) -> None:
+        ...
+
+    def gc_deletes(self, index: str) -> float | None:
+        """The shortest `index.gc_deletes` of the matching indices, in seconds; None if there is none."""
         ...
 
 
