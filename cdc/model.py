@@ -214,7 +214,7 @@ SourceEvent = RowChange | Commit | Rollback | StreamRestarted | Heartbeat
 
 # Per update action: how often Elasticsearch itself re-applies a partial update
 # that lost a race with another write to the same document (its `_bulk` line says so:
-# cdc/es/sink.py encode_bulk, native/src/actions.rs).
+# cdc/es/bulk.py encode_bulk, native/src/actions.rs).
 UPDATE_RETRY_ON_CONFLICT = 3
 
 
@@ -256,7 +256,7 @@ class Action:
         return bytes(memoryview(orjson.dumps(self.doc)))
 
     # The action line of its `_bulk` request, made with the action by the native row path
-    # (native/src/actions.rs, the same bytes `cdc.es.sink.encode_bulk` makes from the
+    # (native/src/actions.rs, the same bytes `cdc.es.bulk.encode_bulk` makes from the
     # fields); None here: encode_bulk makes it. Not a field: `replace` gives an action
     # without it, whose line is made from its (new) fields.
     bulk_meta: ClassVar[bytes | None] = None

@@ -1,18 +1,20 @@
-"""The sink commands use: finds which engine is at `elasticsearch.hosts` and writes through that engine's module.
+"""The sink commands use: finds which engine is at `elasticsearch.hosts` and writes through its transport.
 
 `Destination(config)` makes no request. The first `check()` (which the
 commands retry while the cluster is unreachable) asks the server what it is
 (cdc/es/engine.py), refuses a mismatch with `elasticsearch.engine` or an
 unsupported version (exit code 2), and from then on every call goes to one
-sink: `ElasticsearchSink` for Elasticsearch 8 and 9, the same with
-Elasticsearch 7's media type for 7.17, `OpenSearchSink` for OpenSearch. Only
-cdc/es/ knows which engine it talks to; the rest of cdc sees one sink.
+`ElasticsearchSink` (cdc/es/sink.py) over that engine's transport
+(cdc/es/transport.py: elasticsearch-py for Elasticsearch 8 and 9, the same with
+Elasticsearch 7's media type for 7.17, opensearch-py for OpenSearch). Only
+cdc/es/transport.py knows which client library it talks through; the rest of cdc
+sees the Protocols of cdc/stream/protocols.py.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from cdc.config import ElasticsearchConfig
 from cdc.es.engine import (NODES_VERSION_PATH, PRODUCT_NAMES, Engine, UnknownServer, check_supported, from_nodes,
@@ -21,25 +23,10 @@ from cdc.es.sink import ElasticsearchSink
 from cdc.es.statuses import ELASTICSEARCH_ROLE, error_reason, status_error
 from cdc.model import Action, BulkResult, StoredDoc
 
-if TYPE_CHECKING:
-    from cdc.es.opensearch import OpenSearchSink
-
 log = logging.getLogger("cdc.sink")
 
 
-def _opensearch_sink() -> type[OpenSearchSink]:
-    """OpenSearch's sink, imported only when the destination is OpenSearch.
-
-    opensearch-py is a second client stack: importing it took about 22 ms of
-    every cdc command's ~0.4 s start-up (`python -X importtime`), also for the
-    users who never talk to OpenSearch.
-    """
-    from cdc.es.opensearch import OpenSearchSink
-
-    return OpenSearchSink
-
-
-def detect(sink: ElasticsearchSink | OpenSearchSink) -> Engine:
+def detect(sink: ElasticsearchSink) -> Engine:
     """Ask the server what it is: `GET /`, else the nodes info API (cdc/es/engine.py says why)."""
     status, headers, body = _answer(sink, "/")
     engine = from_root(status, headers, body)
@@ -52,7 +39,7 @@ def detect(sink: ElasticsearchSink | OpenSearchSink) -> Engine:
     return engine
 
 
-def _answer(sink: ElasticsearchSink | OpenSearchSink, path: str) -> tuple[int, Any, Any]:
+def _answer(sink: ElasticsearchSink, path: str) -> tuple[int, Any, Any]:
     status, headers, body = sink.probe(path)
     # Which product answered is what this asks; 401 carries no message worth repeating here.
     known = status_error("the search cluster", status, f" to GET {path}" if status not in (401, 403) else "",
@@ -67,17 +54,16 @@ class Destination:
     def __init__(self, config: ElasticsearchConfig):
         self.config = config
         self.engine: Engine | None = None
-        self._sink: ElasticsearchSink | OpenSearchSink | None = None
+        self._sink: ElasticsearchSink | None = None
         if config.engine != "auto":
             refuse(config.engine, bool(config.api_key))  # before any request
 
-    def connect(self) -> ElasticsearchSink | OpenSearchSink:
+    def connect(self) -> ElasticsearchSink:
         """The engine's sink, after finding the engine (once)."""
         if self._sink is not None:
             return self._sink
         config = self.config
-        probe: ElasticsearchSink | OpenSearchSink = (
-            _opensearch_sink()(config) if config.engine == "opensearch" else ElasticsearchSink(config))
+        probe = ElasticsearchSink(config)  # through the configured engine's library (auto: Elasticsearch's)
         try:
             engine = detect(probe)
         finally:
@@ -85,8 +71,7 @@ class Destination:
         check_supported(engine, config.engine)
         refuse(engine, bool(config.api_key))
         self.engine = engine
-        self._sink = (_opensearch_sink()(config, engine) if engine.product == "opensearch"
-                      else ElasticsearchSink(config, engine))
+        self._sink = ElasticsearchSink(config, engine)
         log.info("destination: %s at %s", engine.name, config.addresses)
         return self._sink
 
@@ -97,7 +82,7 @@ class Destination:
             return PRODUCT_NAMES[self.engine.product]
         return PRODUCT_NAMES["opensearch" if self.config.engine == "opensearch" else "elasticsearch"]
 
-    # The Sink of cdc/stream/protocols.py and what snapshot, verify and indices use.
+    # The Sink and SearchAdmin of cdc/stream/protocols.py.
     def check(self) -> str:
         return self.connect().check()
 

@@ -2,9 +2,9 @@
 
 Pure: a server's answer to `GET /` (or, where `GET /` is not served, to a nodes
 info request) in, an `Engine` out, and the checks that refuse an engine, a
-version or a setting cdc does not support with it. The modules that talk to a
-server are cdc/es/sink.py (the elasticsearch client, for Elasticsearch 7.17, 8
-and 9) and cdc/es/opensearch.py (opensearch-py); cdc/es/destination.py picks one.
+version or a setting cdc does not support with it. cdc/es/destination.py asks,
+and cdc/es/transport.py talks to the engine found (elasticsearch-py for
+Elasticsearch 7.17, 8 and 9, opensearch-py for OpenSearch).
 
 How an engine is told apart (docs/destinations.md "Destinations"):
 * OpenSearch answers `GET /` with `version.distribution: "opensearch"`, also when
@@ -57,7 +57,7 @@ class Engine:
 
     @property
     def legacy_media_type(self) -> bool:
-        """Elasticsearch 7: the 8.x client must send 7's media type (cdc/es/sink.py, Elasticsearch7)."""
+        """Elasticsearch 7: the 8.x client must send 7's media type (cdc/es/transport.py, Elasticsearch7)."""
         return self.product == "elasticsearch" and self.major == 7
 
 

@@ -1,9 +1,9 @@
-"""What an HTTP status from the search cluster means to cdc: the one table, for both client stacks.
+"""What an HTTP status from the search cluster means to cdc: the one table, for every engine.
 
 Elasticsearch and OpenSearch answer alike (the same REST API); only the words differ: the
 product's name, whether API keys exist, and where the docs describe the role to grant.
-`cdc/es/sink.py` (elasticsearch-py), `cdc/es/opensearch.py` (opensearch-py) and the
-version probe in `cdc/es/destination.py` turn their client's errors into these.
+`cdc/es/transport.py` turns both client libraries' error answers into these (`http_error`),
+and the version probe in `cdc/es/destination.py` its answers (`status_error`).
 """
 
 from __future__ import annotations
@@ -45,3 +45,16 @@ def status_error(product: str, status: int, detail: str, reason: str, *, api_key
         return RequestTooLargeError(f"bulk request too large for {product} (413): lower batch.max_bytes or raise "
                                     "http.max_content_length")
     return None
+
+
+def http_error(product: str, status: int, message: str, body: Any, *, api_key: bool = True,
+               role: str = ELASTICSEARCH_ROLE) -> SinkError:
+    """The error of a whole request the server answered with `status` (not 2xx).
+
+    `message` is what the client library makes of the answer: the `error.type` of an error
+    body, else the body (both libraries alike); `body` the answer, decoded."""
+    known = status_error(product, status, f": {message}", error_reason(body, str(message)), api_key=api_key,
+                         role=role)
+    if known is not None:
+        return known
+    return SinkError(f"{product} answered {status}: {message} {body if body else ''}")

@@ -9,7 +9,7 @@
 //!
 //! * `key`: `Action.key` (index, id, routing; schema and table too for partial updates);
 //! * `document`: `Action.document` (index, id);
-//! * `bulk_meta`: the action line of its `_bulk` request, the bytes `cdc.es.sink.encode_bulk`
+//! * `bulk_meta`: the action line of its `_bulk` request, the bytes `cdc.es.bulk.encode_bulk`
 //!   makes from the fields (tests/unit/test_native_rowpath.py compares them).
 //!
 //! `Action` reads all three through non-data descriptors, so these dict entries are what
@@ -111,7 +111,7 @@ impl Maker {
     }
 }
 
-/// `cdc.es.sink.encode_bulk`'s action line for these fields.
+/// `cdc.es.bulk.encode_bulk`'s action line for these fields.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn bulk_meta(out: &mut String, kind: u8, index: &str, id: &str, routing: Option<&str>, version: i64,
              versioned: bool, pipeline: Option<&str>, retry_on_conflict: u32) {
@@ -125,7 +125,7 @@ pub(crate) fn bulk_meta(out: &mut String, kind: u8, index: &str, id: &str, routi
     write_str(out, index);
     out.push_str(",\"_id\":");
     write_str(out, id);
-    // Updates cannot carry an external version (sink.py says why).
+    // Updates cannot carry an external version (cdc/es/bulk.py says why).
     if versioned && kind != UPDATE {
         let _ = write!(out, ",\"version\":{version},\"version_type\":\"external\"");
     }
@@ -266,7 +266,7 @@ fn untrack(objects: &[&Bound<'_, PyAny>]) {
     }
 }
 
-/// The `_bulk` bodies of `outs` (what `cdc.es.sink.encode_bulk` makes of their actions), each
+/// The `_bulk` bodies of `outs` (what `cdc.es.bulk.encode_bulk` makes of their actions), each
 /// with its number of actions and their weight as `cdc.stream.delivery.action_weight` counts it:
 /// parts of at most `max_actions` actions and `max_bytes` of weight, split as
 /// `cdc.stream.delivery.chunks` splits actions (an action that alone weighs more is a part of

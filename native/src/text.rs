@@ -412,7 +412,7 @@ pub fn snapshot_rows<'py>(
 /// bulk request.
 ///
 /// The same actions as `snapshot_rows` with `into` (which makes them as objects when they
-/// are asked for: a failed item, a dead letter), encoded as `cdc.es.sink.encode_bulk`
+/// are asked for: a failed item, a dead letter), encoded as `cdc.es.bulk.encode_bulk`
 /// would, without a Python object per action; the GIL is released throughout. A chunk
 /// whose actions exceed `max_actions` or `max_bytes` of weight (`batch.max_actions`,
 /// `batch.max_bytes`) comes in several parts, split as `cdc.stream.delivery.chunks`

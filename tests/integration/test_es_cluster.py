@@ -17,7 +17,7 @@ from opensearchpy import OpenSearch
 # The logger of each client's node pool, which warns when a request to a node fails and the node is set
 # aside: "Node <Urllib3HttpNode(URL)> has failed for N times in a row, putting on T second timeout"
 # (elastic_transport) or "Connection <Urllib3HttpConnection: URL> has failed for N times in a row, ..."
-# (opensearch-py, cdc/es/opensearch.py lets these through).
+# (opensearch-py, cdc/es/transport.py lets these through).
 POOL = {"elasticsearch": "elastic_transport.node_pool", "opensearch": "opensearch"}
 
 

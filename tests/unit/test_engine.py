@@ -1,4 +1,4 @@
-"""Telling engines apart and talking to each (cdc/es/engine.py, destination.py, the 7.17 media type, opensearch.py).
+"""Telling engines apart and talking to each (cdc/es/engine.py, destination.py, the 7.17 media type, transport.py).
 
 The server answers here are the ones seen from the real servers (Elasticsearch
 8.19.21 and 7.17.29 integ-test-zips, OpenSearch 2.19.1); a tiny local HTTP
@@ -20,8 +20,7 @@ from cdc.errors import (ConfigError, PreflightError, RequestTooLargeError, SinkA
                         SinkError, SinkUnavailableError)
 from cdc.es.destination import Destination
 from cdc.es.engine import Engine, UnknownServer, check_supported, from_nodes, from_root, refused_settings
-from cdc.es.opensearch import OpenSearchSink
-from cdc.es.sink import Elasticsearch7
+from cdc.es.transport import Elasticsearch7, OpenSearchTransport
 
 ES_PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
 OPENSEARCH_ROOT = {"name": "vm", "version": {"distribution": "opensearch", "number": "2.19.1"},
@@ -137,7 +136,7 @@ def test_destination_picks_the_sink_of_the_engine_it_finds(stub):
     handler.answers[:] = [(200, ES_PRODUCT, ES7_ROOT), (200, ES_PRODUCT, {"status": "green"})]
     dest = Destination(ElasticsearchConfig(hosts=[url]))
     assert dest.check() == "green"
-    assert dest.engine == Engine("elasticsearch", "7.17.29") and isinstance(dest._sink.client, Elasticsearch7)
+    assert dest.engine == Engine("elasticsearch", "7.17.29") and isinstance(dest._sink.transport.client, Elasticsearch7)
     method, path, headers, _ = handler.seen[-1]
     assert path.startswith("/_cluster/health")
     assert headers["accept"] == "application/vnd.elasticsearch+json; compatible-with=7"
@@ -155,7 +154,7 @@ def test_destination_picks_the_sink_of_the_engine_it_finds(stub):
     # OpenSearch: opensearch-py, plain JSON.
     handler.answers[:] = [(200, {}, OPENSEARCH_ROOT), (200, {}, {"status": "green"})]
     dest = Destination(ElasticsearchConfig(hosts=[url]))
-    assert dest.check() == "green" and isinstance(dest._sink, OpenSearchSink)
+    assert dest.check() == "green" and isinstance(dest._sink.transport, OpenSearchTransport)
     assert handler.seen[-1][2].get("accept", "application/json") == "application/json"
     dest.close()
 
@@ -195,7 +194,7 @@ def test_unreachable_is_retriable_for_both_clients():
         assert caught.value.retriable
 
 
-# ------------------------------------------------------------------ opensearch.py errors
+# ------------------------------------------------------------------ transport.py: opensearch-py's errors
 @pytest.mark.parametrize("exc, kind, text", [
     (ose.ConnectionError("N/A", "refused", None), SinkUnavailableError, "OpenSearch unreachable"),
     (ose.ConnectionTimeout("TIMEOUT", "read timed out", None), SinkUnavailableError, "OpenSearch unreachable"),
@@ -211,14 +210,14 @@ def test_unreachable_is_retriable_for_both_clients():
      "OpenSearch's TLS certificate was refused"),
 ])
 def test_opensearch_errors_become_cdcs(exc, kind, text):
-    out = OpenSearchSink._translate(exc)
+    out = OpenSearchTransport.translate(exc)
     assert type(out) is kind and out.exit_code == kind.exit_code
     assert re.search(text, str(out)), str(out)
 
 
 def test_opensearch_pins_the_certificate_instead_of_checking_the_ca():
     pin = ":".join(["AB"] * 32)
-    sink = OpenSearchSink(ElasticsearchConfig(hosts=["https://127.0.0.1:9"], ssl_assert_fingerprint=pin))
+    sink = OpenSearchTransport(ElasticsearchConfig(hosts=["https://127.0.0.1:9"], ssl_assert_fingerprint=pin))
     pool = sink.client.transport.get_connection().pool
     # urllib3 compares the pin itself (the integration test also sees another pin refused)
     assert pool.assert_fingerprint == "ab" * 32

@@ -283,7 +283,8 @@ def test_a_chunk_bigger_than_a_request_is_encoded_in_parts_as_chunks_splits_acti
 
 def test_an_encoded_chunk_goes_as_one_request_made_into_actions_only_when_an_item_failed():
     from cdc.config import BatchConfig, RetryConfig
-    from cdc.es.sink import _OrjsonSerializer, parse_bulk_response
+    from cdc.es.bulk import parse_bulk_response
+    from cdc.es.transport import _OrjsonSerializer
     from cdc.model import EncodedActions, Outcome
     from cdc.stream.delivery import BulkWriter, chunks
 

@@ -117,7 +117,7 @@ def test_the_tls_context_reaches_both_mysql_connections(monkeypatch, pem):
 # ---------------------------------------------------------------- Elasticsearch TLS
 @pytest.fixture
 def es_kwargs(monkeypatch):
-    import cdc.es.sink
+    import cdc.es.transport
 
     seen = {}
 
@@ -125,11 +125,11 @@ def es_kwargs(monkeypatch):
         def __init__(self, **kwargs):
             seen.update(kwargs)
 
-    monkeypatch.setattr(cdc.es.sink, "Elasticsearch", Client)
+    monkeypatch.setattr(cdc.es.transport, "Elasticsearch", Client)
 
     def build(**elasticsearch):
         seen.clear()
-        cdc.es.sink.ElasticsearchSink(config_with(elasticsearch=elasticsearch).elasticsearch)
+        cdc.es.transport.ElasticsearchTransport(config_with(elasticsearch=elasticsearch).elasticsearch)
         return dict(seen)
 
     return build

@@ -9,7 +9,9 @@ from elasticsearch import ApiError, BadRequestError, ConnectionError, Connection
 
 from cdc.errors import RequestTooLargeError, SinkAccessError, SinkCertificateError, SinkError, SinkUnavailableError
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, Outcome
-from cdc.es.sink import ElasticsearchSink, classify, encode_bulk, parse_bulk_response
+from cdc.es.bulk import classify, encode_bulk, parse_bulk_response
+from cdc.es.sink import ElasticsearchSink
+from cdc.es.transport import ElasticsearchTransport
 
 POS = BinlogPosition("binlog.000001", 300)
 
@@ -208,13 +210,14 @@ def test_parse_bulk_response_without_errors_makes_item_results_only_when_asked()
 
 
 def test_bulk_requests_ask_for_the_errors_flag_and_each_items_status():
-    from cdc.es.sink import BULK_RESPONSE_FIELDS
+    from cdc.es.bulk import BULK_RESPONSE_FIELDS
 
     assert set(BULK_RESPONSE_FIELDS.split(",")) == {"errors", "items.*.status", "items.*.error"}
 
 
 def test_acknowledged_bulk_responses_are_counted_not_parsed_and_give_the_same_results():
-    from cdc.es.sink import AcknowledgedItems, _OrjsonSerializer
+    from cdc.es.bulk import AcknowledgedItems
+    from cdc.es.transport import _OrjsonSerializer
 
     loads = _OrjsonSerializer().json_loads
     actions = [index("1"), delete("2"), index("3")]
@@ -240,7 +243,7 @@ def test_acknowledged_bulk_responses_are_counted_not_parsed_and_give_the_same_re
     {"cluster_name": "c", "status": "green"},
 ])
 def test_other_responses_are_parsed_whole(body):
-    from cdc.es.sink import _OrjsonSerializer
+    from cdc.es.transport import _OrjsonSerializer
 
     assert _OrjsonSerializer().json_loads(orjson.dumps(body)) == body
 
@@ -263,25 +266,25 @@ def meta(status):
 
 def test_translate_connection_error():
     exc = ConnectionError("Connection error", errors=(OSError("refused"),))
-    out = ElasticsearchSink._translate(exc)
+    out = ElasticsearchTransport.translate(exc)
     assert isinstance(out, SinkUnavailableError)
     assert out.retriable
     assert "unreachable" in str(out)
 
 
 def test_translate_connection_timeout():
-    out = ElasticsearchSink._translate(ConnectionTimeout("Connection timed out"))
+    out = ElasticsearchTransport.translate(ConnectionTimeout("Connection timed out"))
     assert isinstance(out, SinkUnavailableError)
 
 
 def test_translate_generic_transport_error():
-    assert isinstance(ElasticsearchSink._translate(TransportError("boom")), SinkUnavailableError)
+    assert isinstance(ElasticsearchTransport.translate(TransportError("boom")), SinkUnavailableError)
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
 def test_translate_api_error_retry_statuses(status):
     exc = ApiError("unavailable", meta(status), {"error": "busy", "status": status})
-    out = ElasticsearchSink._translate(exc)
+    out = ElasticsearchTransport.translate(exc)
     assert isinstance(out, SinkUnavailableError)
     assert str(status) in str(out)
 
@@ -289,7 +292,7 @@ def test_translate_api_error_retry_statuses(status):
 def test_translate_api_error_400_is_not_retriable():
     body = {"error": {"root_cause": [{"type": "parse_exception", "reason": "bad"}], "type": "parse_exception",
                       "reason": "request body is required"}, "status": 400}
-    out = ElasticsearchSink._translate(BadRequestError("parse_exception", meta(400), body))
+    out = ElasticsearchTransport.translate(BadRequestError("parse_exception", meta(400), body))
     assert isinstance(out, SinkError)
     assert not isinstance(out, SinkUnavailableError)
     assert not out.retriable
@@ -300,7 +303,7 @@ def test_translate_api_error_400_is_not_retriable():
 def test_translate_401_names_the_settings_to_check():
     body = {"error": {"type": "security_exception", "reason": "unable to authenticate user [cdc] for REST request [/_bulk]"},
             "status": 401}
-    out = ElasticsearchSink._translate(ApiError("security_exception", meta(401), body))
+    out = ElasticsearchTransport.translate(ApiError("security_exception", meta(401), body))
     assert type(out) is SinkAccessError and not out.retriable
     assert "401" in str(out) and "elasticsearch.username" in str(out) and "api_key" in str(out)
 
@@ -308,7 +311,7 @@ def test_translate_401_names_the_settings_to_check():
 def test_translate_403_gives_the_servers_reason():
     reason = ("action [cluster:monitor/health] is unauthorized for user [cdc] with effective roles [writer], "
               "this action is granted by the cluster privileges [monitor,manage,all]")
-    out = ElasticsearchSink._translate(ApiError("security_exception", meta(403),
+    out = ElasticsearchTransport.translate(ApiError("security_exception", meta(403),
                                                 {"error": {"type": "security_exception", "reason": reason}}))
     assert type(out) is SinkAccessError
     assert reason in str(out) and "Minimal Elasticsearch role" in str(out)
@@ -327,7 +330,7 @@ def _tls_error(cause: Exception) -> TlsError:
 def test_translate_unknown_ca_is_not_retried():
     cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
                                             "unable to get local issuer certificate (_ssl.c:1006)")
-    out = ElasticsearchSink._translate(_tls_error(cause))
+    out = ElasticsearchTransport.translate(_tls_error(cause))
     assert type(out) is SinkCertificateError and not out.retriable
     assert "unable to get local issuer certificate" in str(out) and "elasticsearch.ca_certs" in str(out)
 
@@ -335,24 +338,24 @@ def test_translate_unknown_ca_is_not_retried():
 def test_translate_fingerprint_mismatch_is_not_retried():
     # As urllib3 reports a pinned fingerprint that does not match (seen against a real node).
     cause = ssl.SSLError('Fingerprints did not match. Expected "00", got "d2ed"')
-    out = ElasticsearchSink._translate(_tls_error(cause))
+    out = ElasticsearchTransport.translate(_tls_error(cause))
     assert type(out) is SinkCertificateError and "ssl_assert_fingerprint" in str(out)
 
 
 def test_translate_handshake_cut_short_is_retried():
     # A node restarting mid-handshake is an outage, not a refused certificate.
     cause = ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:992)")
-    assert type(ElasticsearchSink._translate(_tls_error(cause))) is SinkUnavailableError
+    assert type(ElasticsearchTransport.translate(_tls_error(cause))) is SinkUnavailableError
 
 
 def test_translate_413():
-    out = ElasticsearchSink._translate(ApiError("too large", meta(413), None))
+    out = ElasticsearchTransport.translate(ApiError("too large", meta(413), None))
     assert type(out) is RequestTooLargeError  # the writer splits the bulk on this one
     assert "batch.max_bytes" in str(out)
 
 
 def test_translate_unknown_exception():
-    out = ElasticsearchSink._translate(RuntimeError("oops"))
+    out = ElasticsearchTransport.translate(RuntimeError("oops"))
     assert type(out) is SinkError
     assert "RuntimeError: oops" in str(out)
 
@@ -491,13 +494,17 @@ def test_write_asks_only_for_the_fields_it_reads():
                           {"index": {"status": 409, "error": {"type": "version_conflict_engine_exception",
                                                               "reason": "newer"}}}]}
 
-    def bulk(**kwargs):
-        seen.update(kwargs)
+        meta = ApiResponseMeta(status=200, http_version="1.1", headers=HttpHeaders(), duration=0.01,
+                               node=NodeConfig("http", "127.0.0.1", 9))
+
+    def perform_request(method, path, **kwargs):
+        seen.update(kwargs, method=method, path=path)
         return Response()
 
-    sink.client.bulk = bulk
+    sink.transport.client.perform_request = perform_request
     result = sink.write([index("1"), delete("2"), index("3")])
-    assert seen["filter_path"] == "errors,items.*.status,items.*.error"
+    assert (seen["method"], seen["path"]) == ("PUT", "/_bulk")
+    assert seen["params"]["filter_path"] == "errors,items.*.status,items.*.error"
     assert seen["body"] == encode_bulk([index("1"), delete("2"), index("3")])
     assert [i.outcome for i in result.items] == [Outcome.OK, Outcome.OK, Outcome.STALE]
     assert result.items[2].reason == "newer"
@@ -528,12 +535,14 @@ def test_refresh_wait_for_reaches_the_bulk_query_string_only_when_asked():
 
     class Response:
         body = {"items": [{"index": {"status": 201}}]}
+        meta = ApiResponseMeta(status=200, http_version="1.1", headers=HttpHeaders(), duration=0.01,
+                               node=NodeConfig("http", "127.0.0.1", 9))
 
     def perform_request(method, path, **kwargs):
         requests.append((method, path, dict(kwargs.get("params") or {})))
         return Response()
 
-    sink.client.perform_request = perform_request
+    sink.transport.client.perform_request = perform_request
     sink.write([index("1")])
     sink.write([index("1")], refresh=True)
     assert [path for _, path, _ in requests] == ["/_bulk", "/_bulk"]
@@ -549,7 +558,7 @@ def test_a_bulk_body_goes_to_the_transport_as_it_is(legacy):
 
     engine = Engine("elasticsearch", "7.17.29" if legacy else "8.19.0")
     sink = ElasticsearchSink(ElasticsearchConfig(hosts=["http://127.0.0.1:9"]), engine)
-    serializers = sink.client.transport.serializers
+    serializers = sink.transport.client.transport.serializers
     body = encode_bulk([index("1", {"a": 1})])
     for mimetype in ("application/x-ndjson", "application/vnd.elasticsearch+x-ndjson"):
         assert serializers.dumps(body, mimetype=mimetype) is body
