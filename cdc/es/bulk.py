@@ -182,11 +182,14 @@ class _Acknowledged(BulkResult):
 
 
 def decode_response(data: bytes):
-    """A JSON answer's bytes -> its value, with orjson (the Elasticsearch client's JSON deserializer).
+    """A JSON answer's bytes -> its value, with orjson (both transports' JSON deserializer).
 
     Responses are parsed with orjson: a bulk response holds an item per action, and the
     standard library's json took 10% of a native catch-up's GIL time (issue 19, py-spy).
-    orjson's errors are ValueErrors, which JsonSerializer.loads turns into SerializationError.
+    While OpenSearch's answers went through opensearch-py's own (the standard library's),
+    a 2,000-document request cost 2.48 ms of client CPU there against 1.07 ms on
+    Elasticsearch; through this, 0.95 ms (bench/clients.py, issue 29). orjson's errors are
+    ValueErrors, which both libraries' serializers report as before (SerializationError).
     """
     if data[:_ACKNOWLEDGED_LEN] == _ACKNOWLEDGED and b'"error"' not in data:
         # A bulk response in which every item succeeded: its items are counted

@@ -258,6 +258,24 @@ class _PoolWarningsOnly(logging.Filter):
 _POOL_WARNINGS_ONLY = _PoolWarningsOnly()
 
 
+def _opensearch_serializer():
+    """opensearch-py's JSON serializer, reading answers with cdc/es/bulk.py `decode_response` as the
+    Elasticsearch client does: with the library's own (the standard library's json), a 2,000-document
+    bulk request took 2.48 ms of client CPU, with this 0.95 ms (bench/clients.py, issue 29)."""
+    from opensearchpy.exceptions import SerializationError
+    from opensearchpy.serializer import JSONSerializer
+
+    class OrjsonSerializer(JSONSerializer):
+        def loads(self, s):
+            try:
+                # The connection hands over the answer decoded (str); the fast path reads bytes.
+                return decode_response(s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s)
+            except (ValueError, TypeError) as e:
+                raise SerializationError(s, e)
+
+    return OrjsonSerializer()
+
+
 class OpenSearchTransport(Transport):
     product = "OpenSearch"
     role = OPENSEARCH_ROLE
@@ -282,6 +300,7 @@ class OpenSearchTransport(Transport):
             # tests/integration/test_es_cluster.py).
             dead_timeout=1,
             timeout_cutoff=5,
+            serializer=_opensearch_serializer(),
         )
         if config.username:
             kwargs["http_auth"] = (config.username, config.password or "")

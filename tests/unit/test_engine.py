@@ -222,3 +222,21 @@ def test_opensearch_pins_the_certificate_instead_of_checking_the_ca():
     # urllib3 compares the pin itself (the integration test also sees another pin refused)
     assert pool.assert_fingerprint == "ab" * 32
     sink.close()
+
+
+def test_opensearch_answers_are_read_as_elasticsearch_ones():
+    """opensearch-py's deserializer is cdc's (cdc/es/bulk.py decode_response): an acknowledged bulk answer
+    is counted, not parsed, as on Elasticsearch; anything else parses to the same value; garbage is still
+    the library's SerializationError."""
+    from cdc.es.bulk import AcknowledgedItems
+
+    transport = OpenSearchTransport(ElasticsearchConfig(hosts=["http://127.0.0.1:9"]))
+    loads = transport.client.transport.deserializer.loads
+    acknowledged = loads('{"errors":false,"items":[{"index":{"status":201}},{"delete":{"status":404}}]}',
+                         "application/json; charset=UTF-8")
+    assert isinstance(acknowledged["items"], AcknowledgedItems) and len(acknowledged["items"]) == 2
+    assert loads('{"cluster_name":"c","status":"green","n":18446744073709551615}', "application/json") == \
+        {"cluster_name": "c", "status": "green", "n": 18446744073709551615}
+    with pytest.raises(ose.SerializationError):
+        loads('{"status":', "application/json")
+    transport.close()
