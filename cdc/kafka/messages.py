@@ -8,7 +8,7 @@ old routing, index at the new", and those two must stay in order.
 
 Value (``format: cdc``, version 2; docs/kafka.md "Message format" documents it):
 the action's lines of an Elasticsearch ``_bulk`` body, each ending in a newline,
-exactly as `cdc run` would send them (cdc/es/sink.py `encode_bulk`)::
+exactly as `cdc run` would send them (cdc/es/bulk.py `encode_bulk`)::
 
     {"index":{"_index":"shop-orders","_id":"7","version":180388627690,"version_type":"external"}}
     {"id":7,"total":"12.50"}
@@ -49,7 +49,7 @@ from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import orjson
 
-from cdc.es.sink import encode_bulk
+from cdc.es.bulk import encode_bulk
 from cdc.model import Action, ActionType, BinlogPosition, DocFromJson, EncodedActions, EncodedParts
 
 FORMAT_VERSION = 2  # format: cdc
