@@ -141,19 +141,39 @@ def find_topics(config: KafkaConfig, timeout: float = 10.0) -> str:
 
 
 class _Call:
-    """The delivery reports of one `write` call (librdkafka calls back from whichever thread polls)."""
+    """The delivery reports of one `write`: how many are missing, and the failed ones.
+
+    One bound method serves every message of the call: a closure per message (to know its
+    index) cost a third of the reader's producing CPU (4 against 6-7 us per message, by hand).
+    A failed report is matched back to its action by key and value, only when one fails."""
 
     def __init__(self, count: int):
-        self.results: list[KafkaError | None | bool] = [False] * count  # False: no report yet
         self.remaining = count
+        self.failed: list[tuple[bytes | None, bytes | None, KafkaError]] = []
         self.lock = threading.Lock()
 
-    def report(self, i: int) -> Callable:
-        def on_delivery(err, msg) -> None:
-            with self.lock:
-                self.results[i] = err
-                self.remaining -= 1
-        return on_delivery
+    def on_delivery(self, err, msg) -> None:
+        with self.lock:
+            self.remaining -= 1
+            if err is not None:
+                self.failed.append((msg.key(), msg.value(), err))
+
+    def errors(self, keys: Sequence[bytes], values: Sequence[bytes]) -> dict[int, KafkaError]:
+        """Index of the call's message -> its delivery error."""
+        if not self.failed:
+            return {}
+        where: dict[tuple[bytes, bytes], list[int]] = {}
+        for i, pair in enumerate(zip(keys, values)):
+            where.setdefault(pair, []).append(i)
+        found = {}
+        for k, v, err in self.failed:
+            indices = where.get((k, v))  # type: ignore[arg-type]
+            if not indices:
+                # Not one of ours as sent (it cannot happen; if it did, sending all again is harmless,
+                # while counting a failed one delivered would lose it).
+                return {i: err for i in range(len(keys))}
+            found[indices.pop(0)] = err
+        return found
 
 
 class KafkaPublisher:
@@ -193,15 +213,20 @@ class KafkaPublisher:
         call = _Call(len(actions))
         outcomes: dict[int, ItemResult] = {}
         topic = self.config.topic
+        report = call.on_delivery
+        keys, values = [], []
         for i, action in enumerate(actions):
             timestamp = None
             if self.format == "debezium":
                 timestamp = int(time.time())
             value = encode(action, self.format, timestamp)
             found = headers(action, self.format)
+            message_key = key(action)
+            keys.append(message_key)
+            values.append(value)
             while True:
                 try:
-                    self.producer.produce(topic, value, key(action), headers=cast(Any, found), on_delivery=call.report(i))
+                    self.producer.produce(topic, value, message_key, headers=cast(Any, found), on_delivery=report)
                     break
                 except BufferError:  # the local queue is full: serve delivery reports, then try again
                     self.producer.poll(0.05)
@@ -218,12 +243,13 @@ class KafkaPublisher:
         if self.fatal is not None:
             raise SinkError(f"the Kafka producer stopped with a fatal error: {self.fatal.str()}; restart cdc "
                             "(the checkpoint is before every message not acknowledged)")
+        errors = call.errors(keys, values)
         items = []
         for i, action in enumerate(actions):
             if i in outcomes:
                 items.append(outcomes[i])
                 continue
-            err = call.results[i]
+            err = errors.get(i)
             items.append(ItemResult(action, Outcome.OK, 201) if err is None else self._outcome(action, err))
         return BulkResult(tuple(items))
 
