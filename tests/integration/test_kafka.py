@@ -208,6 +208,32 @@ def test_reader_publishes_documented_messages_and_a_writer_indexes_them(
     assert reader.position() is not None
 
 
+def test_a_writer_refuses_a_format_version_it_does_not_know_naming_where_it_is(
+        tmp_path, servers, kafka, database, index_prefix, es):
+    """A message of a newer format (a reader upgraded before its writers) stops `cdc sink` with exit 2,
+    naming the partition and offset, and nothing of it or after it is written or committed."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"t-{index_prefix}"
+    admin = AdminClient({"bootstrap.servers": kafka})  # kept: a client destroyed before its result fails it
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": kafka})
+    index = f"{index_prefix}-a"
+    line = b'{"index":{"_index":"%s","_id":"1","version":5,"version_type":"external"}}\n{"id":1}\n' % index.encode()
+    producer.produce(topic, line, f"{index}/1".encode(), headers=[("cdc", b"2"), ("cdc-source", b'["s","a","binlog.000001",5]')])
+    producer.produce(topic, line.replace(b'"1"', b'"2"'), f"{index}/2".encode(), headers=[("cdc", b"3")])
+    producer.flush(30)
+    rules = index_rules(database, index_prefix, "a")
+    writer = sink(writer_setup(tmp_path / "writer", servers, rules, kafka, topic))
+    code = writer.wait(timeout=120)
+    assert code == 2, writer.text()[-3000:]
+    assert re.search(rf"message {re.escape(topic)}/0@1 .*format version 3.*--to-offset 2", writer.text()), \
+        writer.text()[-3000:]
+    assert committed(kafka, f"g-{topic}", topic, 1) == 0  # the batch held the refused message: nothing committed
+    assert "2" not in es_docs(es, index)
+
+
 def test_a_column_added_while_the_reader_runs_is_mapped_before_a_writer_writes_it(
         tmp_path, servers, kafka, db, database, index_prefix, es):
     """ALTER TABLE ADD COLUMN while the reader streams: the reader puts the planned fields into Elasticsearch
