@@ -277,6 +277,9 @@ def flat_index_settings(settings: Mapping[str, Any]) -> dict[str, str]:
     return {(k if k.startswith("index.") else f"index.{k}"): v for k, v in _flat(settings).items()}
 
 
+_ANALYSIS_KEYS = ("analyzer", "search_analyzer", "normalizer")
+
+
 def compare_mappings(want: Mapping[str, Any], have: Mapping[str, Any], path: str = "") -> list[str]:
     """How `have` (Elasticsearch's) falls short of `want` (the plan's); [] if it has every field as planned."""
     out = []
@@ -292,7 +295,12 @@ def compare_mappings(want: Mapping[str, Any], have: Mapping[str, Any], path: str
             continue  # what this server has for `flattened` (cdc/es/jsonfields.py)
         if want_type != have_type:
             out.append(f"{where}: {have_type} in Elasticsearch, {want_type} planned")
-        elif want_type in ("object", "nested"):
+        else:
+            # How a field is analyzed is as much a reason for a new index as its type (an analyzer cannot change
+            # in place), so one a rule gives is compared too; the index's own (the rule gives none) is not.
+            out.extend(f"{where}: {key} {found.get(key, 'default')} in Elasticsearch, {spec[key]} planned"
+                       for key in _ANALYSIS_KEYS if key in spec and found.get(key) != spec[key])
+        if want_type == have_type and want_type in ("object", "nested"):
             out.extend(compare_mappings(spec, found, f"{where}."))
         for sub, sub_spec in (spec.get("fields") or {}).items():
             have_sub = (found.get("fields") or {}).get(sub)
@@ -467,8 +475,11 @@ def ensure(rules: Iterable[Rule], sink: SearchAdmin, options: ValueOptions, alia
             log.info("created %s %s%s", plan.kind, plan.name, f" for {plan.pattern}" if plan.pattern else
                      f" (the alias of {state.created})" if state.created else "")
         elif state.state == "differs":
-            log.warning("%s %s exists and differs from the rules (cdc leaves it as it is): %s", plan.kind,
-                        plan.name, "; ".join(state.differences))
+            # The command that puts the rules' mapping in place, as `cdc indices plan` names it.
+            rebuild = state.to_json().get("rebuild")
+            log.warning("%s %s exists and differs from the rules (cdc leaves it as it is): %s%s", plan.kind,
+                        plan.name, "; ".join(state.differences), f". {rebuild}" if rebuild else "",
+                        extra={"event": "index_differs", "index": plan.name})
     failed = [s for s in states if s.state == "failed"]
     if failed:
         raise PreflightError("cannot create indices the rules ask for:\n  - " + "\n  - ".join(

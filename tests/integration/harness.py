@@ -345,6 +345,7 @@ class WriteLoad:
         self.rng = random.Random(seed)
         self.stop_event = threading.Event()
         self.ops = 0
+        self.deleted_a = 0  # rows of `a` deleted so far, counted before the DELETE commits (never too few)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -381,7 +382,9 @@ class WriteLoad:
             self.admin.execute("UPDATE a SET v = v + 1, s = CONCAT('u', v) WHERE id BETWEEN %s AND %s",
                                args=(k, k + 3))
         elif r < 0.75:
+            self.deleted_a += 1  # before the commit: a reader that sees the delete sees it counted
             self.admin.execute("DELETE FROM a WHERE id = %s", args=(k,))
+            self.deleted_a -= 1 - self.admin.conn.affected_rows()  # the row was gone already
         else:
             # a multi-statement transaction across both tables
             self.admin.execute("BEGIN")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import pytest
 import yaml
@@ -74,15 +73,20 @@ def test_fixed_names_are_aliases_on_every_engine(destination, servers, db, datab
 # ------------------------------------------------------------------ cdc rebuild under load, killed at each step
 ROWS = 4000
 UNTOUCHED = 500  # WriteLoad changes ids below 404 only: the index holds exactly ROWS - UNTOUCHED + 1 ids from here up
+# The rule change that needs a new index: `s` gets an analyzer of the index's own settings (tokens of at most 3
+# characters: "s1234" -> "s12", "34"), and each document of `a` gains the rows of `b` whose k1 is its id.
+ANALYSIS = {"analysis": {"analyzer": {"short_words": {"type": "standard", "max_token_length": 3}}}}
+LINES = {"lines": {"table": "b", "key": "k1", "include": ["k2", "amount"]}}
 
 
 class Searcher:
     """Queries the alias every 50 ms the whole time, as a search front end would: counts and errors."""
 
-    def __init__(self, reader: Reader, alias: str):
-        self.reader, self.alias = reader, alias
+    def __init__(self, reader: Reader, alias: str, load: WriteLoad):
+        self.reader, self.alias, self.load = reader, alias, load
         self.errors: list[str] = []
         self.counts: list[tuple[int, int]] = []  # (all documents, documents of untouched ids)
+        self.short: list[tuple[int, int]] = []  # (all documents, the least the table held): fewer than it held
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -101,6 +105,11 @@ class Searcher:
                 total = self.reader.client.count(index=self.alias)["count"]
                 fixed = self.reader.client.count(index=self.alias, body=untouched)["count"]
                 self.counts.append((total, fixed))
+                # The index held the table's ROWS rows when the searches began; since then at most the rows deleted
+                # so far can have left it (read after the answer, so every delete it may reflect is counted).
+                least = ROWS - self.load.deleted_a
+                if total < least:
+                    self.short.append((total, least))
             except Exception as exc:  # every failure counts: the alias must always answer
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             self.stop.wait(0.05)
@@ -118,31 +127,42 @@ def rebuild_state(setup: CdcSetup) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _rule(database: str, alias: str, mapping: dict) -> list[dict]:
-    return [{"schema": database, "table": "a", "index": alias, "create_index": {"mappings": {"properties": mapping}}},
-            {"schema": database, "table": "b", "index": f"{alias}-b"}]
+def _rules(database: str, alias: str, changed: bool = False) -> list[dict]:
+    a: dict = {"schema": database, "table": "a", "index": alias, "create_index": {"mappings": {"properties": {}}}}
+    if changed:
+        a = {**a, "create_index": {"settings": ANALYSIS, "mappings": {"properties": {
+            "s": {"type": "text", "analyzer": "short_words"}}}}, "children": LINES}
+    return [a, {"schema": database, "table": "b", "index": f"{alias}-b"}]
 
 
 def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: str, alias: str,
                        kill_at: str | None) -> None:
-    """The daemon streams a write load; a rule's mapping changes (s: text -> keyword); `cdc rebuild` runs, is
-    SIGKILLed at `kill_at` (copy, mid-copy, swap, swapped, or None), and is run again to the end. A thread
-    searches the alias every 50 ms all along."""
+    """The daemon streams a write load; the rule changes (an analyzer on `s`, and `b`'s rows embedded as children),
+    and the daemon is restarted on it; `cdc rebuild` runs, is SIGKILLed at `kill_at` (copy, mid-copy, swap,
+    swapped, or None), and is run again to the end. A thread searches the alias every 50 ms all along."""
     cdc = setup.run()
     try:
         cdc.wait_for_event("snapshot_done", timeout=120)
         first = f"{alias}_v1"
         assert aliases_of(reader, alias) == {first: {alias: {"is_write_index": True}}}
         reader.client.indices.refresh(index=alias)  # the initial snapshot, searchable before the searches start
-        with WriteLoad(servers, database, rate=100) as load, Searcher(reader, alias) as searcher:
-            time.sleep(1)
-            # The rule changes: a mapping Elasticsearch cannot change in place.
-            (setup.dir / "rules" / "rules.yml").write_text(yaml.safe_dump({"rules": _rule(
-                database, alias, {"s": {"type": "keyword"}})}))
+        with WriteLoad(servers, database, rate=100) as load, Searcher(reader, alias, load) as searcher:
+            wait_for("searches", lambda: len(searcher.counts) >= 5, interval=0.05)
+            # The rule changes in ways Elasticsearch cannot apply to an index in place (an analyzer), and in what
+            # the documents hold (children): the daemon goes on with the new rules first, as the docs say.
+            (setup.dir / "rules" / "rules.yml").write_text(yaml.safe_dump({"rules": _rules(database, alias, True)}))
+            assert cdc.stop() == 0, cdc.text()[-3000:]
+            cdc = setup.run()
+            # Its start-up says so too, with the command.
+            assert f"cdc rebuild --index {alias}" in cdc.wait_for_event("index_differs", index=alias)["msg"]
             code, text = setup.command("indices", "plan")
             assert code == 0, text
             [plan] = [p for p in json.loads(text[text.index("{"):])["indices"] if p["name"] == alias]
-            assert plan["state"] == "differs" and "s: text in Elasticsearch, keyword planned" in plan["differences"]
+            # Both the field's analyzer and the settings that define it: either alone names the rebuild.
+            assert plan["state"] == "differs" and "s: analyzer default in Elasticsearch, short_words planned" in \
+                plan["differences"] and any(d.startswith("setting index.analysis.analyzer.short_words")
+                                            for d in plan["differences"]), plan
+            assert f"cdc rebuild --index {alias}" in plan["rebuild"], plan
             if kill_at is not None:
                 proc = rebuild_process(setup, "--index", alias, kill_at=None if kill_at == "mid-copy" else kill_at)
                 if kill_at == "mid-copy":
@@ -159,7 +179,8 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
                 # The alias is on a complete index: the old one, or (killed right after the swap) the new one.
                 on = set(aliases_of(reader, alias))
                 assert on == ({entry["index"]} if kill_at == "swapped" else {first}), on
-                time.sleep(1)  # searches go on meanwhile
+                searched = len(searcher.counts)
+                wait_for("searches meanwhile", lambda: len(searcher.counts) >= searched + 5, interval=0.05)
             proc = rebuild_process(setup, "--index", alias)
             assert proc.wait(300) == 0, proc.text()[-4000:]
             [outcome] = json.loads(proc.text()[proc.text().index('{"rebuilds"'):].splitlines()[0])["rebuilds"]
@@ -167,21 +188,33 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
             second = outcome["index"]
             assert second == f"{alias}_v2"
             assert aliases_of(reader, alias) == {second: {alias: {"is_write_index": True}}}
-            time.sleep(1)  # the daemon writes to the new index through the alias
+            # The daemon writes to the new index through the alias, while the searches go on.
+            searched = len(searcher.counts)
+            wait_for("searches after the swap", lambda: len(searcher.counts) >= searched + 10, interval=0.05)
             load.stop()
-            time.sleep(0.5)
         assert searcher.errors == [], searcher.errors[:5]
         assert len(searcher.counts) > 40, len(searcher.counts)
-        # Never a half-empty index: the untouched ids are all there in every answer, old index or new.
+        # Never a half-empty index: the untouched ids are all there in every answer, old index or new, and no answer
+        # counted fewer documents than the table held less the rows deleted meanwhile.
         assert {fixed for _, fixed in searcher.counts} == {ROWS - UNTOUCHED + 1}, sorted(set(searcher.counts))[:5]
-        reader.wait_equal(db, "a", alias, ["id"])
+        assert searcher.short == [], searcher.short[:5]
+        assert load.deleted_a > 0
         code, report, log = verify(setup)
         assert code == 0, (report, log[-3000:])
     finally:
         assert cdc.stop() == 0, cdc.text()[-3000:]
     assert "rebuild_dual_write" in cdc.text()
-    mapping = next(iter(reader.client.indices.get_mapping(index=alias).values()))["mappings"]["properties"]
-    assert mapping["s"] == {"type": "keyword"}
+    # The new index really has the new rule's analyzer and the children's field.
+    mapping = reader.mapping(alias)
+    assert mapping["s"] == {"type": "text", "analyzer": "short_words"}, mapping["s"]
+    assert set(mapping["lines"]["properties"]) == {"k2", "amount"}, mapping.get("lines")
+    tokens = reader.client.indices.analyze(index=alias, body={"field": "s", "text": "s1234"})["tokens"]
+    assert [t["token"] for t in tokens] == ["s12", "34"], tokens
+    doc = reader.client.get(index=alias, id=str(ROWS))["_source"]  # untouched; b rows with k1 = 4000: none
+    assert doc["lines"] == [], doc
+    lines = [{"k2": k2, "amount": str(amount)} for k2, amount in db.execute(
+        f"SELECT k2, amount FROM b WHERE k1 = {UNTOUCHED - 100} ORDER BY k1, k2")]
+    assert lines and reader.client.get(index=alias, id=str(UNTOUCHED - 100))["_source"]["lines"] == lines
     # The replaced index is kept until indices.keep_previous has passed; --cleanup --now deletes it.
     assert [p["index"] for p in rebuild_state(setup)["previous"]] == [first]
     assert reader.client.indices.exists(index=first)
@@ -193,15 +226,16 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
 
 def _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size: int = 100, **overrides) -> CdcSetup:
     create_two_tables(db, ROWS)
-    return CdcSetup(tmp_path, servers, _rule(database, alias, {}), snapshot__chunk_size=chunk_size, **overrides)
+    return CdcSetup(tmp_path, servers, _rules(database, alias), snapshot__chunk_size=chunk_size, **overrides)
 
 
 @pytest.mark.parametrize("kill_at", [None, "copy", "mid-copy", "swap", "swapped"])
 def test_rebuild_under_load_killed_at_each_step(servers, db, database, index_prefix, tmp_path, kill_at):
     alias = f"{index_prefix}-a"
-    # Killed mid-copy from outside, timed off the progress file: chunks of 10 rows make the copy last
-    # seconds on a quiet machine (of 100, it was over in 0.2 s, before the test could see it under way).
-    setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=10 if kill_at == "mid-copy" else 100)
+    # Killed mid-copy from outside, timed off the progress file: chunks of 25 rows (each with its children) make
+    # the copy last seconds (of 100 rows without children, it was over in 0.2 s, before the test could see it
+    # under way; of 10 with children, the run took a minute).
+    setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=25 if kill_at == "mid-copy" else 100)
     reader = Reader(servers.es_url)
     try:
         rebuild_under_load(setup, reader, db, servers, database, alias, kill_at)
@@ -216,6 +250,6 @@ def test_rebuild_on_the_other_engines(destination, servers, db, database, search
     """The same on Elasticsearch 7.17 and OpenSearch 2 at every kill point, and on OpenSearch 3 killed between
     verify and the swap (Elasticsearch 8: test_rebuild_under_load_killed_at_each_step)."""
     alias = f"{unique_name}-a"
-    setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=10 if kill_at == "mid-copy" else 100,
+    setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=25 if kill_at == "mid-copy" else 100,
                            elasticsearch__hosts=[destination.url])
     rebuild_under_load(setup, search, db, servers, database, alias, kill_at)

@@ -166,6 +166,15 @@ def test_compare_mappings():
     assert compare_mappings(want, want) == []
 
 
+def test_compare_mappings_sees_a_changed_analyzer():
+    want = {"properties": {"s": {"type": "text", "analyzer": "short"}, "k": {"type": "keyword", "normalizer": "low"},
+                           "t": {"type": "text"}}}
+    have = {"properties": {"s": {"type": "text"}, "k": {"type": "keyword", "normalizer": "low"},
+                           "t": {"type": "text", "analyzer": "english"}}}
+    # t: the index's own analyzer, which the rule does not give, is no difference.
+    assert compare_mappings(want, have) == ["s: analyzer default in Elasticsearch, short planned"]
+
+
 class FakeSink:
     def __init__(self, existing=None, fail=None):
         self.existing = existing or {}
