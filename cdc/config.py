@@ -214,6 +214,18 @@ class IndicesConfig(_Strict):
     keep_previous: Annotated[float, Field(ge=0)] = 86400.0
     """Seconds an index that `cdc rebuild` replaced is kept before `cdc rebuild --cleanup`
     deletes it (it is no longer written to: a copy to compare with, or to read back from)."""
+    on_change: Literal["report", "rebuild"] = "report"
+    """What `cdc run` does when it starts and finds that an index a rule writes differs from
+    the rules (a mapping, an analyzer, a setting: what `cdc indices plan` reports as differs),
+    or a rebuild unfinished. report: log it with the `cdc rebuild` to run. rebuild: run that
+    rebuild itself, in the background while it streams, with the same steps and crash safety
+    (needs `aliases`)."""
+
+    @model_validator(mode="after")
+    def _rebuild_needs_aliases(self) -> "IndicesConfig":
+        if self.on_change == "rebuild" and not self.aliases:
+            raise ValueError("on_change: rebuild swaps a new index in behind the rule's name, which needs aliases: true")
+        return self
 
 
 class DeadLetterConfig(_Strict):
@@ -380,6 +392,7 @@ class Config(_Strict):
     destination: Literal["elasticsearch", "kafka"] = "elasticsearch"
     """Where `cdc run` writes its actions: Elasticsearch, or a Kafka topic that `cdc sink` workers
     write to Elasticsearch (docs/kafka.md)."""
+
     kafka: KafkaConfig = KafkaConfig()
     """Kafka mode's broker, topic and consumer group."""
     state_dir: str | None = None
@@ -390,6 +403,13 @@ class Config(_Strict):
 
     # Set by load_config: relative paths in the file are relative to the file.
     base_dir: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="after")
+    def _rebuild_not_in_kafka_mode(self) -> "Config":
+        if self.destination == "kafka" and self.indices.on_change == "rebuild":
+            raise ValueError("indices.on_change: rebuild needs cdc run to write to Elasticsearch itself (destination: "
+                             "elasticsearch): in Kafka mode the writers are `cdc sink` processes")
+        return self
 
     def resolve(self, path: str) -> Path:
         p = Path(path)

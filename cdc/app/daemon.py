@@ -11,7 +11,7 @@ from cdc.app.start import ServerFacts, StartPlan, decide_start
 from cdc.copy.bulkload import BulkLoad
 from cdc.copy.lifecycle import dual_writes, state_path
 from cdc.copy.snapshot import Snapshot, SnapshotState, TableProgress
-from cdc.errors import PreflightError
+from cdc.errors import CdcError, PreflightError
 from cdc.mysql.server import Database
 from cdc.model import StartPoint
 from cdc.ops import build as operations
@@ -87,13 +87,33 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
         return stats
     # New columns' fields go into Elasticsearch itself, also in Kafka mode, where the sink is a topic.
     pipeline = session.new_pipeline(rules, sink, store, fields_in=destination)
+    background = _rebuild_on_change(session, rules, destination)
     try:
         return pipeline.run(lambda: source.events(start), source.close)
     finally:
+        if background is not None:
+            # Stopped with the stream (the same stop event): at a chunk's end, its state saved to resume from.
+            background.join(60)
         sink.close()
         if config.destination == "kafka":
             destination.close()  # the reader's connection for mapping fields (the sink is the topic)
         finish(pipeline.stats, resume_from)
+
+
+def _rebuild_on_change(session: Session, rules: RuleSet, destination: "Destination"):
+    """indices.on_change: rebuild: the rebuilds start-up calls for, run in the background (cdc/app/rebuild.py
+    `in_background`); None when there are none or the setting is `report` (start-up has logged the command)."""
+    if session.config.indices.on_change != "rebuild" or session.config.destination != "elasticsearch":
+        return None
+    from cdc.app import rebuild
+
+    try:
+        names = rebuild.needed(session, rules, destination)
+    except CdcError as exc:  # Elasticsearch unreachable a moment: the stream waits it out; the rebuild waits a start
+        log.warning("indices.on_change: rebuild: cannot tell which indices differ from the rules (%s); not "
+                    "rebuilding in this run", exc)
+        return None
+    return rebuild.in_background(session, names) if names else None
 
 
 def _start(session: Session, db: Database, rules: RuleSet, store: FileCheckpointStore,

@@ -23,19 +23,20 @@ import dataclasses
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from cdc.app.copy import daemon_caught_up
 from cdc.app.session import Session, check_writable
-from cdc.copy.lifecycle import Rebuild, RebuildFile, RebuildState, body_hash, bulk_body, state_path
+from cdc.copy.lifecycle import Rebuild, RebuildFile, RebuildState, body_hash, bulk_body, progress_path, state_path
 from cdc.copy.snapshot import OnDemandProgress, Snapshot, TableReader
 from cdc.copy.verify import Verifier, VerifyReport
-from cdc.errors import CdcError, ConfigError, PreflightError, SinkError
+from cdc.errors import CdcError, CheckpointError, ConfigError, PreflightError, SinkError
 from cdc.es import aliases, jsonfields
 from cdc.es.destination import Destination
-from cdc.es.indices import index_target, plan_start
+from cdc.es.indices import index_target, inspect, plan_start
 from cdc.rules import Rule, RuleSet
 from cdc.rules.values import ValueOptions
 from cdc.stream.observe import Stats
@@ -260,7 +261,7 @@ class Rebuilder:
             raise CdcError(f"{self.file.path}: cannot save the rebuild state: {exc.strerror}") from None
 
     def _progress_path(self, alias: str):
-        return self.config.resolve(f"{self.config.checkpoint.path}.rebuild-{alias}.snapshot.json")
+        return progress_path(self.config, alias)
 
     def session_product(self) -> str:
         return getattr(self.sink, "product", "the search cluster")
@@ -283,8 +284,9 @@ class Rebuilder:
         return deleted
 
 
-def rebuild(session: Session, names: list[str], tables: list[str], everything: bool) -> list[Outcome]:
-    rebuilder = _open(session)
+def rebuild(session: Session, names: list[str], tables: list[str], everything: bool,
+            prepared: bool = False) -> list[Outcome]:
+    rebuilder = _open(session, prepared)
     try:
         chosen = chosen_aliases(rebuilder.rules, names, tables, everything)
         rebuilder.cleanup(False)
@@ -323,6 +325,50 @@ def cleanup(session: Session, everything: bool) -> list[str]:
         _close(rebuilder)
 
 
+# ------------------------------------------------------------------ inside `cdc run` (indices.on_change: rebuild)
+def needed(session: Session, rules: RuleSet, sink: Destination) -> list[str]:
+    """The fixed names to rebuild at start-up: those with a rebuild unfinished (it resumes), then those whose index
+    differs from the rules, as `cdc indices plan` reports them (the same plans and comparison)."""
+    fixed = {index_target(r)[1] for r in rules.rules if index_target(r)[0] == "index"}
+    unfinished = [r.alias for r in RebuildFile(state_path(session.config)).load().rebuilds if r.alias in fixed]
+    plans = plan_start(rules.rules, ValueOptions.from_config(session.config.values))
+    differs = [s.plan.name for s in inspect(plans, sink)
+               if s.state == "differs" and s.plan.kind in ("index", "fields") and s.plan.name in fixed]
+    return list(dict.fromkeys(unfinished + differs))
+
+
+def in_background(session: Session, names: list[str]) -> threading.Thread:
+    """Rebuild `names` beside the stream of this same process, as `cdc rebuild` would beside it: the stream reads
+    the state file before each bulk request, so it writes into the new index from the copy on. A failure is logged
+    and leaves the stream alone (the alias stays on its index); a stop (SIGTERM) or a kill resumes at the next
+    start, which finds the rebuild unfinished."""
+
+    def work() -> None:
+        log.info("indices.on_change: rebuild: rebuilding %s in the background while streaming", ", ".join(names),
+                 extra={"event": "rebuild_background", "index": ", ".join(names)})
+        try:
+            outcomes = rebuild(session, names, [], False, prepared=True)
+        except CheckpointError as exc:  # a `cdc rebuild` holds the lock: it does the work
+            log.warning("indices.on_change: rebuild: %s; not rebuilding here", exc)
+            return
+        except Exception as exc:  # never the stream's end: the alias stays where it is
+            log.error("indices.on_change: rebuild of %s failed: %s; the aliases stay where they are. Run `cdc "
+                      "rebuild --index NAME` to see it through, or restart cdc run to try again", ", ".join(names),
+                      exc, exc_info=not isinstance(exc, CdcError), extra={"event": "rebuild_failed"})
+            return
+        for outcome in outcomes:
+            if outcome.result == "differs":
+                continue  # logged by the rebuild, with what to do
+            log.info("indices.on_change: rebuild of %s: %s", outcome.alias,
+                     "done" if outcome.result == "swapped" else "stopped; it resumes at the next start",
+                     extra={"event": f"rebuild_{'done' if outcome.result == 'swapped' else 'stopped'}",
+                            "index": outcome.index})
+
+    thread = threading.Thread(target=work, name="cdc-rebuild", daemon=True)
+    thread.start()
+    return thread
+
+
 def crash_point(step: str) -> None:
     """Fault injection for the crash tests (tests/integration/test_rebuild.py): with CDC_REBUILD_KILL_AT=<step>
     the process SIGKILLs itself right after that step (copy: recorded, before the first chunk; swap: verified
@@ -337,7 +383,7 @@ def crash_point(step: str) -> None:
 ABANDONED_GRACE = 60.0
 
 
-def _open(session: Session) -> Rebuilder:
+def _open(session: Session, prepared: bool = False) -> Rebuilder:
     config = session.config
     if config.destination == "kafka":
         raise ConfigError("cdc rebuild needs `cdc run` to write to Elasticsearch itself (destination: elasticsearch): "
@@ -347,7 +393,8 @@ def _open(session: Session) -> Rebuilder:
     check_writable(session.writable_paths(checkpoint=False, extra={"checkpoint.path (.rebuild.json)": file.path}))
     file.lock()
     try:
-        db, rules, sink = session.prepare(reads_binlog=False)
+        # prepared: inside `cdc run`, which made the indices ready itself (and said how they differ).
+        db, rules, sink = session.prepare(reads_binlog=False, writes=not prepared)
     except BaseException:
         file.unlock()
         raise

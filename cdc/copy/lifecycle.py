@@ -156,6 +156,11 @@ def state_path(config: Config) -> Path:
     return config.resolve(config.checkpoint.path + ".rebuild.json")
 
 
+def progress_path(config: Config, alias: str) -> Path:
+    """Where the copy of a rebuild of `alias` keeps its progress (cdc/copy/snapshot.py OnDemandProgress)."""
+    return config.resolve(f"{config.checkpoint.path}.rebuild-{alias}.snapshot.json")
+
+
 def dual_writes(path: Path) -> dict[str, str]:
     """What `cdc run` writes twice (cdc/stream/dualwrite.py), from the state file."""
     return RebuildFile(path).load().dual_writes()

@@ -43,6 +43,9 @@ def gather(config: Config, timeout: float = 3.0) -> Report:
                 "files_behind": None, "bytes_behind": None},
         # An unfinished snapshot as the checkpoint records it (cdc/copy/snapshot.py), else null.
         "snapshot": getattr(checkpoint, "snapshot", None),
+        # Unfinished rebuilds (`cdc rebuild`, or `cdc run` with indices.on_change: rebuild), added by
+        # cdc/app/position.py (the rebuild state is cdc/copy's); [] when none is under way.
+        "rebuilds": [],
         "dead_letters": None,
         # docs/row-path.md "Row path": the configured path, whether the native module is installed, and
         # (from a running daemon's metrics) each table's path, with why a table falls back.
@@ -220,6 +223,8 @@ def format_text(report: Report) -> str:
     elif writer is not None:
         lines.append("writer        not waiting")
     lines.append("snapshot      " + ("in progress (see --json)" if report["snapshot"] else "none in progress"))
+    for rebuild in report.get("rebuilds") or ():
+        lines.append(f"rebuild       {rebuild['alias']} -> {rebuild['index']}: {rebuild['phase']} (see --json)")
     lines.append("dead letters  " + ("none (dead_letter.on_rejected is stop)" if report["dead_letters"] is None
                                      else f"{report['dead_letters']} (cdc dlq lists them)"))
     kafka = report.get("kafka")

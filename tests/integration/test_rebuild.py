@@ -135,6 +135,17 @@ def _rules(database: str, alias: str, changed: bool = False) -> list[dict]:
     return [a, {"schema": database, "table": "b", "index": f"{alias}-b"}]
 
 
+def change_the_rule(setup: CdcSetup, cdc, database: str, alias: str):
+    """The rule changes in ways Elasticsearch cannot apply to an index in place (an analyzer), and in what the
+    documents hold (children): the daemon goes on with the new rules (restarted), as the docs say. Its start-up
+    reports the difference with the command. The new daemon."""
+    (setup.dir / "rules" / "rules.yml").write_text(yaml.safe_dump({"rules": _rules(database, alias, True)}))
+    assert cdc.stop() == 0, cdc.text()[-3000:]
+    cdc = setup.run()
+    assert f"cdc rebuild --index {alias}" in cdc.wait_for_event("index_differs", index=alias)["msg"]
+    return cdc
+
+
 def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: str, alias: str,
                        kill_at: str | None) -> None:
     """The daemon streams a write load; the rule changes (an analyzer on `s`, and `b`'s rows embedded as children),
@@ -148,13 +159,7 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
         reader.client.indices.refresh(index=alias)  # the initial snapshot, searchable before the searches start
         with WriteLoad(servers, database, rate=100) as load, Searcher(reader, alias, load) as searcher:
             wait_for("searches", lambda: len(searcher.counts) >= 5, interval=0.05)
-            # The rule changes in ways Elasticsearch cannot apply to an index in place (an analyzer), and in what
-            # the documents hold (children): the daemon goes on with the new rules first, as the docs say.
-            (setup.dir / "rules" / "rules.yml").write_text(yaml.safe_dump({"rules": _rules(database, alias, True)}))
-            assert cdc.stop() == 0, cdc.text()[-3000:]
-            cdc = setup.run()
-            # Its start-up says so too, with the command.
-            assert f"cdc rebuild --index {alias}" in cdc.wait_for_event("index_differs", index=alias)["msg"]
+            cdc = change_the_rule(setup, cdc, database, alias)
             code, text = setup.command("indices", "plan")
             assert code == 0, text
             [plan] = [p for p in json.loads(text[text.index("{"):])["indices"] if p["name"] == alias]
@@ -192,19 +197,39 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
             searched = len(searcher.counts)
             wait_for("searches after the swap", lambda: len(searcher.counts) >= searched + 10, interval=0.05)
             load.stop()
-        assert searcher.errors == [], searcher.errors[:5]
-        assert len(searcher.counts) > 40, len(searcher.counts)
-        # Never a half-empty index: the untouched ids are all there in every answer, old index or new, and no answer
-        # counted fewer documents than the table held less the rows deleted meanwhile.
-        assert {fixed for _, fixed in searcher.counts} == {ROWS - UNTOUCHED + 1}, sorted(set(searcher.counts))[:5]
-        assert searcher.short == [], searcher.short[:5]
-        assert load.deleted_a > 0
-        code, report, log = verify(setup)
-        assert code == 0, (report, log[-3000:])
+        assert_searches_never_fell_short(searcher, load)
+        assert_verified(setup)
     finally:
         assert cdc.stop() == 0, cdc.text()[-3000:]
     assert "rebuild_dual_write" in cdc.text()
-    # The new index really has the new rule's analyzer and the children's field.
+    assert_rebuilt(reader, db, alias)
+    # The replaced index is kept until indices.keep_previous has passed; --cleanup --now deletes it.
+    assert [p["index"] for p in rebuild_state(setup)["previous"]] == [first]
+    assert reader.client.indices.exists(index=first)
+    code, text = setup.command("rebuild", "--cleanup", "--now")
+    assert code == 0 and json.loads(text[text.index('{"deleted"'):].splitlines()[0]) == {"deleted": [first], "command": "rebuild", "ok": True}, text
+    assert not reader.client.indices.exists(index=first)
+    assert rebuild_state(setup) == {}
+
+
+def assert_searches_never_fell_short(searcher: Searcher, load: WriteLoad) -> None:
+    assert searcher.errors == [], searcher.errors[:5]
+    assert len(searcher.counts) > 40, len(searcher.counts)
+    # Never a half-empty index: the untouched ids are all there in every answer, old index or new, and no answer
+    # counted fewer documents than the table held less the rows deleted meanwhile.
+    assert {fixed for _, fixed in searcher.counts} == {ROWS - UNTOUCHED + 1}, sorted(set(searcher.counts))[:5]
+    assert searcher.short == [], searcher.short[:5]
+    assert load.deleted_a > 0
+
+
+def assert_verified(setup: CdcSetup) -> None:
+    """After the swap, `cdc verify` finds the new index equal to the table."""
+    code, report, log = verify(setup)
+    assert code == 0, (report, log[-3000:])
+
+
+def assert_rebuilt(reader: Reader, db, alias: str) -> None:
+    """The new index really has the new rule's analyzer and the children's field."""
     mapping = reader.mapping(alias)
     assert mapping["s"] == {"type": "text", "analyzer": "short_words"}, mapping["s"]
     assert set(mapping["lines"]["properties"]) == {"k2", "amount"}, mapping.get("lines")
@@ -215,13 +240,6 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
     lines = [{"k2": k2, "amount": str(amount)} for k2, amount in db.execute(
         f"SELECT k2, amount FROM b WHERE k1 = {UNTOUCHED - 100} ORDER BY k1, k2")]
     assert lines and reader.client.get(index=alias, id=str(UNTOUCHED - 100))["_source"]["lines"] == lines
-    # The replaced index is kept until indices.keep_previous has passed; --cleanup --now deletes it.
-    assert [p["index"] for p in rebuild_state(setup)["previous"]] == [first]
-    assert reader.client.indices.exists(index=first)
-    code, text = setup.command("rebuild", "--cleanup", "--now")
-    assert code == 0 and json.loads(text[text.index('{"deleted"'):].splitlines()[0]) == {"deleted": [first], "command": "rebuild", "ok": True}, text
-    assert not reader.client.indices.exists(index=first)
-    assert rebuild_state(setup) == {}
 
 
 def _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size: int = 100, **overrides) -> CdcSetup:
@@ -253,3 +271,55 @@ def test_rebuild_on_the_other_engines(destination, servers, db, database, search
     setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=25 if kill_at == "mid-copy" else 100,
                            elasticsearch__hosts=[destination.url])
     rebuild_under_load(setup, search, db, servers, database, alias, kill_at)
+
+
+def test_cdc_run_rebuilds_by_itself_with_on_change_rebuild_and_finishes_after_a_kill(servers, db, database,
+                                                                                    index_prefix, tmp_path):
+    """indices.on_change: rebuild: the daemon restarted on the changed rule rebuilds the index in the background
+    while it streams (progress in `cdc status`); SIGKILLed mid-copy and started again, it resumes and swaps. The
+    same searches and checks as above."""
+    alias = f"{index_prefix}-a"
+    first = f"{alias}_v1"
+    setup = _setup_rebuild(tmp_path, servers, db, database, alias, chunk_size=25, indices__on_change="rebuild")
+    reader = Reader(servers.es_url)
+    cdc = setup.run()
+    try:
+        cdc.wait_for_event("snapshot_done", timeout=120)
+        reader.client.indices.refresh(index=alias)
+        with WriteLoad(servers, database, rate=100) as load, Searcher(reader, alias, load) as searcher:
+            wait_for("searches", lambda: len(searcher.counts) >= 5, interval=0.05)
+            assert not cdc.events("rebuild_background")  # nothing differed: nothing to rebuild
+            cdc = change_the_rule(setup, cdc, database, alias)
+            # The copy takes a second or two (chunks of 25 rows): polled from its progress file, not the log.
+            progress = setup.checkpoint_path.with_name(f"checkpoint.json.rebuild-{alias}.snapshot.json")
+            wait_for("the copy under way", lambda: progress.exists() and any(
+                t["rows"] > 0 and not t["done"] for t in json.loads(progress.read_text())["tables"].values()),
+                timeout=120, interval=0.01)
+            cdc.stop(signal.SIGKILL)
+            assert cdc.events("rebuild_background", index=alias), cdc.text()[-3000:]
+            [entry] = rebuild_state(setup)["rebuilds"]
+            assert entry["phase"] == "copy" and set(aliases_of(reader, alias)) == {first}, entry
+            # Shown as a snapshot's progress is, by table, in `cdc status`: where the next start resumes.
+            [shown] = json.loads(setup.output("status", "--json").stdout)["rebuilds"]
+            assert shown["alias"] == alias and shown["index"] == f"{alias}_v2" and shown["phase"] == "copy", shown
+            [(table, copied)] = shown["copy"].items()
+            assert table == f"{database}.a" and 0 < copied["rows"] < ROWS and not copied["done"], shown
+            cdc = setup.run()
+            assert cdc.wait_for_event("rebuild_resume")["index"] == f"{alias}_v2"
+            cdc.wait_for_event("rebuild_done", timeout=180, index=f"{alias}_v2")
+            assert aliases_of(reader, alias) == {f"{alias}_v2": {alias: {"is_write_index": True}}}
+            assert json.loads(setup.output("status", "--json").stdout)["rebuilds"] == []
+            searched = len(searcher.counts)
+            wait_for("searches after the swap", lambda: len(searcher.counts) >= searched + 10, interval=0.05)
+            load.stop()
+        assert_searches_never_fell_short(searcher, load)
+        assert_verified(setup)
+        assert_rebuilt(reader, db, alias)
+        # The next start finds the index as the rules want it: no rebuild.
+        assert cdc.stop() == 0, cdc.text()[-3000:]
+        cdc = setup.run()
+        cdc.wait_for_event("start")
+        assert not cdc.events("index_differs") and not cdc.events("rebuild_background"), cdc.text()[-3000:]
+    finally:
+        assert cdc.stop() == 0, cdc.text()[-3000:]
+        reader.close()

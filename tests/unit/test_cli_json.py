@@ -100,9 +100,10 @@ def test_status_json_adds_command_and_ok_to_its_keys(config_path):
     result = run(config_path, "status", "--json")
     assert result.exit_code == 0, result.output
     report = one_json(result)
-    assert set(report) == {"checkpoint", "daemon_running", "lag", "snapshot", "dead_letters", "row_path", "kafka",
-                           "writer", "problems", "command", "ok"}
+    assert set(report) == {"checkpoint", "daemon_running", "lag", "snapshot", "rebuilds", "dead_letters", "row_path",
+                           "kafka", "writer", "problems", "command", "ok"}
     assert report["command"] == "status" and report["ok"] is True and report["checkpoint"] is None
+    assert report["rebuilds"] == []
 
 
 def test_status_json_ok_is_false_with_a_problem_and_the_exit_code_stays_0(config_path):

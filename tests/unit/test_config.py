@@ -329,3 +329,14 @@ def test_load_config_scalar_document_is_config_error(tmp_path):
     path = _write(tmp_path / "cdc.yml", "42\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(path)
+
+
+def test_indices_on_change_is_report_by_default_and_rebuild_needs_aliases_and_elasticsearch():
+    assert parse_config(MINIMAL).indices.on_change == "report"
+    assert parse_config({**MINIMAL, "indices": {"on_change": "rebuild"}}).indices.on_change == "rebuild"
+    with pytest.raises(ConfigError, match="indices.on_change: Input should be 'report' or 'rebuild'"):
+        parse_config({**MINIMAL, "indices": {"on_change": "swap"}})
+    with pytest.raises(ConfigError, match="needs aliases: true"):
+        parse_config({**MINIMAL, "indices": {"on_change": "rebuild", "aliases": False}})
+    with pytest.raises(ConfigError, match="in Kafka mode the writers are `cdc sink` processes"):
+        parse_config({**MINIMAL, "destination": "kafka", "indices": {"on_change": "rebuild"}})
