@@ -160,7 +160,11 @@ def decide_start(checkpoint: Checkpoint | None, server: ServerFacts, config: Con
         raise never_on_server(position, server.binlog_files, "start.position", remedy) or PurgedPositionError(
             f"start.position {position}: binlog file {position.file} is not on the server (oldest is "
             f"{server.binlog_files[0] if server.binlog_files else 'none'}): purged. {remedy}")
-    return StartPlan("fresh", None, position, (), server.identity, epoch, (), None, save_now=True,
+    # The rules' tables count as copied: the binlog from start.position is replayed instead of a copy.
+    # Recorded as none copied (()), the first resume took every table for new to the rules and copied
+    # them all (seen with docker-compose.yml, whose cdc.yml starts at binlog.000001:4); a table added
+    # to the rules later is still copied.
+    return StartPlan("fresh", None, position, (), server.identity, epoch, tuple(tables), None, save_now=True,
                      notes=tuple(notes))
 
 

@@ -45,6 +45,12 @@ def test_no_checkpoint_with_snapshot_never_copies_nothing():
 def test_no_checkpoint_with_a_configured_position_replays_instead_of_copying():
     plan = decide_start(None, HERE, config(start={"position": "binlog.000003:4"}), TABLES)
     assert plan.fresh_at == BinlogPosition("binlog.000003", 4) and plan.copy == () and plan.save_now
+    # The replay stands for a copy: the checkpoint records the tables as copied, so a resume copies none
+    # of them (and still copies a table added to the rules later).
+    assert plan.snapshotted == tuple(TABLES)
+    resumed = decide_start(checkpoint(snapshotted=plan.snapshotted), HERE, config(start={"position": "binlog.000003:4"}),
+                           [*TABLES, "shop.c"])
+    assert resumed.how == "resume" and resumed.copy == ("shop.c",)
 
 
 def test_a_configured_position_in_a_purged_file_is_refused():
