@@ -10,12 +10,11 @@ RESET BINARY LOGS AND GTIDS;
 
 -- The password must match CDC_MYSQL_PASSWORD in docker-compose.yml (default `cdc`);
 -- change both together.
--- mysql_native_password (enabled by --mysql-native-password=ON in the compose file).
--- cdc could also use MySQL 8's default caching_sha2_password: it installs PyMySQL[rsa],
--- whose `cryptography` lets PyMySQL do that over a plain connection too (RSA key
--- exchange). This stack keeps mysql_native_password because it is the set-up that was
--- written for it; no MySQL 8 server runs on the project's machines to test the switch.
-CREATE USER 'cdc'@'%' IDENTIFIED WITH mysql_native_password BY 'cdc';
+-- caching_sha2_password, MySQL 8's and 9's default: cdc installs PyMySQL[rsa], whose
+-- `cryptography` lets PyMySQL log in with it over a plain connection too (RSA key
+-- exchange). Not mysql_native_password: MySQL 9 no longer has it, and the stack is
+-- tested with a local MySQL 9.7 image (docker-compose.podman.yml).
+CREATE USER 'cdc'@'%' IDENTIFIED BY 'cdc';
 -- REPLICATION SLAVE: read the binlog; REPLICATION CLIENT: SHOW BINARY LOGS and the
 -- current position; SELECT: table definitions for the rules; RELOAD: FLUSH (snapshot tools).
 GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD ON *.* TO 'cdc'@'%';
