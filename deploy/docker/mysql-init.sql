@@ -14,7 +14,7 @@ RESET BINARY LOGS AND GTIDS;
 -- `cryptography` lets PyMySQL log in with it over a plain connection too (RSA key
 -- exchange). Not mysql_native_password: MySQL 9 no longer has it, and the stack is
 -- tested with a local MySQL 9.7 image (docker-compose.podman.yml).
-CREATE USER 'cdc'@'%' IDENTIFIED BY 'cdc';
+CREATE USER 'cdc'@'%' IDENTIFIED WITH caching_sha2_password BY 'cdc';
 -- REPLICATION SLAVE: read the binlog; REPLICATION CLIENT: SHOW BINARY LOGS and the
 -- current position; SELECT: table definitions for the rules; RELOAD: FLUSH (snapshot tools).
 GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD ON *.* TO 'cdc'@'%';
