@@ -74,8 +74,11 @@ class Stack:
     def name(self, service: str, number: int = 1) -> str:
         return f"{self.project}-{service}-{number}"
 
+    def inspect(self, service: str, number: int = 1) -> dict:
+        return json.loads(_podman("inspect", self.name(service, number)))[0]
+
     def state(self, service: str, number: int = 1) -> dict:
-        return json.loads(_podman("inspect", self.name(service, number)))[0]["State"]
+        return self.inspect(service, number)["State"]
 
     def logs(self, service: str, number: int = 1) -> str:
         return _podman("logs", self.name(service, number), stderr=True)
@@ -184,7 +187,15 @@ def _stopped(logs: str) -> list[dict]:
 
 def _assert_started_after_healthy(stack: Stack, health: compose_stack.HealthChecks, service: str,
                                   dependencies: list[str], number: int = 1) -> None:
-    started = _when(stack.state(service, number)["StartedAt"])
+    """The service's container started after each dependency's first passing health check (since
+    `health.reset()`), and was not restarted since (`restart: on-failure` after a failed connection
+    would move StartedAt past the checks)."""
+    info = stack.inspect(service, number)
+    state, restarts = info["State"], info["RestartCount"]
+    assert restarts == 0 and state["Status"] == "running", (
+        f"{service} restarted or stopped ({state['Status']}, {restarts} restarts):\n"
+        f"{stack.logs(service, number)[-3000:]}")
+    started = _when(state["StartedAt"])
     for dependency in dependencies:
         passed = health.first_passed.get(stack.name(dependency))
         assert passed is not None, f"{service} started, yet {dependency} never passed its health check"
