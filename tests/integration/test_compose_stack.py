@@ -232,6 +232,9 @@ def test_compose_stack_replicates_stops_resumes_and_cleans_up():
             stack("stop")
             state = stack.state("cdc")
             assert (state["Status"], state["ExitCode"]) == ("exited", 0), stack.logs("cdc")[-3000:]
+            # The servers shut down cleanly too (stop_grace_period): mysqld exits 0, the JVM 143 on SIGTERM.
+            assert stack.state("mysql")["ExitCode"] == 0, stack.logs("mysql")[-3000:]
+            assert stack.state("elasticsearch")["ExitCode"] == 143, stack.logs("elasticsearch")[-3000:]
             [first] = _stopped(stack.logs("cdc"))
             assert "SIGTERM received" in stack.logs("cdc")
             saved = json.loads((stack.volume_path("cdc-state") / "checkpoint.json").read_text())
@@ -309,6 +312,8 @@ def test_compose_kafka_stack_replicates_through_the_broker():
             for service, number in (("cdc", 1), ("sink", 1), ("sink", 2)):
                 state = stack.state(service, number)
                 assert (state["Status"], state["ExitCode"]) == ("exited", 0), stack.logs(service, number)[-3000:]
+            # The broker shut down by SIGTERM (the JVM's 143), not killed (137): see stop_grace_period.
+            assert stack.state("kafka")["ExitCode"] == 143, stack.logs("kafka")[-3000:]
             [reader] = _stopped(stack.logs("cdc"))
             writers = [_stopped(stack.logs("sink", number))[0] for number in (1, 2)]
             # Every action the reader published was written once, by one writer or the other.
