@@ -21,7 +21,7 @@ import re
 import subprocess
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,7 +133,9 @@ def _try(make, *args):
 
 
 def _utc(value: datetime) -> str:
-    return value.replace(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A TIMESTAMP as cdc indexes it: ISO 8601 in UTC, the fraction left out when it is zero (as
+    datetime.isoformat does: 18:25:01Z, not 18:25:01.000000Z)."""
+    return value.replace(tzinfo=None).isoformat() + "Z"
 
 
 def _expected(db: Admin) -> dict[str, dict[str, dict]]:
@@ -148,7 +150,7 @@ def _expected(db: Admin) -> dict[str, dict[str, dict]]:
             "updated_at": _utc(row["updated_at"]),
         }
     # DATETIME has no time zone: no Z.
-    orders = {str(row["id"]): {**row, "created_at": row["created_at"].strftime("%Y-%m-%dT%H:%M:%S.%f")}
+    orders = {str(row["id"]): {**row, "created_at": row["created_at"].isoformat()}
               for row in db.query("SELECT * FROM orders")}
     lines = {f"{row['order_id']}:{row['line']}": row for row in db.query("SELECT * FROM order_lines")}
     return {"shop-products": products, "shop-orders": orders, "shop-order-lines": lines}
