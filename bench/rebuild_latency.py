@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import catchup as cu  # noqa: E402  (sets the bench servers' ports first)
 import snapshot as sb  # noqa: E402
+import yaml  # noqa: E402
 
 INDEX = "benchrb-items"
 
@@ -92,6 +93,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000, help="row changes per second")
     parser.add_argument("--before", type=float, default=60, metavar="SECONDS")
     parser.add_argument("--after", type=float, default=30, metavar="SECONDS")
+    parser.add_argument("--copy-rate", type=float, default=None, metavar="ROWS_PER_S",
+                        help="snapshot.max_rows_per_second for `cdc rebuild` (its config only; the daemon's "
+                             "own copy ran before the load, unthrottled)")
     parser.add_argument("--results", type=Path, default=cu.RESULTS / "rebuild_latency.json")
     args = parser.parse_args()
 
@@ -120,6 +124,11 @@ def main() -> int:
     load.start()
     t_load = time.time()
     time.sleep(args.before)
+    if args.copy_rate is not None:
+        # Read by `cdc rebuild` only: the running daemon read the file at its start.
+        settings = yaml.safe_load(config.read_text())
+        settings.setdefault("snapshot", {})["max_rows_per_second"] = args.copy_rate
+        config.write_text(yaml.safe_dump(settings))
     t_rebuild = time.time()
     cu.log("cdc rebuild starts")
     rebuild = subprocess.run([sys.executable, "-m", "cdc", "rebuild", "--config", str(config), "--index", INDEX,
@@ -145,7 +154,7 @@ def main() -> int:
     result = {
         "command": " ".join([".venv/bin/python", "bench/rebuild_latency.py", *sys.argv[1:]]), "code": cu.git_head(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_load)), "rows": args.rows,
-        "rate": args.rate, "achieved_rows_per_s": round(load.rows / (t_end - t_load), 1),
+        "rate": args.rate, "copy_rate": args.copy_rate, "achieved_rows_per_s": round(load.rows / (t_end - t_load), 1),
         "loadavg": os.getloadavg(), "rebuild_seconds": round(t_swapped - t_rebuild, 1),
         "rebuild_exit": rebuild.returncode, "rebuild_output": rebuild.stdout[-3000:] + rebuild.stderr[-3000:],
         "before": latencies(load.commits, watcher.acked_at, t_load + 5, t_rebuild),

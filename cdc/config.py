@@ -196,6 +196,10 @@ class SnapshotConfig(_Strict):
     tables x (2 x concurrency + 1) chunks, each about chunk_bytes or chunk_size rows."""
     tables: Annotated[int, Field(ge=1, le=16)] = 2
     """Tables copied at once, each on its own connection."""
+    max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
+    """A ceiling on the copy's rate, all tables together (null: as fast as Elasticsearch takes it).
+    For a `cdc rebuild` or `cdc snapshot` beside a live stream: the copy then leaves room for the
+    stream's writes (docs/verify-and-rebuild.md "Rebuilding an index")."""
     bulk_settings: bool = False
     """true: `cdc run`'s copy into an index that holds no document yet turns its refreshes off while it
     fills, and puts them back before streaming starts (replicas stay). Off by default: it gained nothing

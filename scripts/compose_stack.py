@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -174,9 +175,26 @@ def _api_answers() -> bool:
         return False
 
 
+def _stale_service() -> bool:
+    """The running service's working directory is gone (a checkout or clone removed since it started):
+    conmon, which it starts in that directory, then fails ("Failed to get working directory") and every
+    container start answers "write child: broken pipe". Stopped here, it is started again below."""
+    try:
+        pid = int((HOME / "service.pid").read_text())
+        if not os.readlink(f"/proc/{pid}/cwd").endswith(" (deleted)"):
+            return False
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return False
+    deadline = time.monotonic() + 30
+    while _api_answers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return True
+
+
 def service() -> str:
     """podman's Docker API on SOCKET, started (detached) unless it answers; returns DOCKER_HOST."""
-    if _api_answers():
+    if _api_answers() and not _stale_service():
         return DOCKER_HOST
     HOME.mkdir(parents=True, exist_ok=True)
     conf = HOME / "containers.conf"
@@ -185,9 +203,10 @@ def service() -> str:
     SOCKET.unlink(missing_ok=True)
     log(f"starting podman system service on {DOCKER_HOST}")
     with open(HOME / "service.log", "ab") as out:
+        # cwd "/": the service outlives the checkout that started it (see _stale_service)
         process = subprocess.Popen(["podman", "system", "service", "--time=0", DOCKER_HOST],
                                    env={**os.environ, "CONTAINERS_CONF": str(conf)}, stdout=out, stderr=out,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
     (HOME / "service.pid").write_text(f"{process.pid}\n")
     deadline = time.monotonic() + 30
     while not _api_answers():

@@ -95,3 +95,31 @@ def test_a_chunk_read_earlier_is_written_as_read_when_still_fresh():
     first = (time.monotonic(), ["queued"])
     assert write_while_fresh(writer, threading.Event(), 30.0, read, "chunk", "shop.t", first=first) == ["queued"]
     assert calls == [] and writer.written == [["queued"]]
+
+
+def test_the_copy_is_paced_to_its_rate_without_credit_from_slow_chunks():
+    """snapshot.max_rows_per_second: chunks handed over faster than the rate wait for the rest of
+    their share; a chunk slower than its share waits nothing, and banks no credit for later ones."""
+    import threading
+
+    from cdc.copy.snapshot import Pace
+
+    now = [100.0]
+    waited = []
+
+    class Stop:
+        def wait(self, seconds):
+            waited.append(round(seconds, 6))
+            now[0] += seconds
+            return False
+
+    pace = Pace(1000, clock=lambda: now[0])
+    assert pace.take(500, Stop()) == 0  # the first chunk counts as having taken its 0.5 s
+    now[0] += 0.1  # the next 500 rows came in 0.1 s: 0.4 s more to wait
+    assert round(pace.take(500, Stop()), 6) == 0.4
+    now[0] += 2.0  # a slow chunk: 2 s for 500 rows
+    assert pace.take(500, Stop()) == 0
+    now[0] += 0.1  # and no credit from it: the next fast one waits its share again
+    assert round(pace.take(500, Stop()), 6) == 0.4
+    assert waited == [0.4, 0.4]
+    assert Pace(None).take(10**6, threading.Event()) == 0  # no limit
