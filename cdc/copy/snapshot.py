@@ -196,6 +196,8 @@ class Pace:
 class Snapshot:
     """Copies the tables of a rule set, chunk by chunk, into Elasticsearch."""
 
+    pace = Pace(None)  # __init__ sets the configured one; this no-limit default serves a bare instance
+
     def __init__(self, db: Database, builder: ActionBuilder, writer: BulkWriter, config: SnapshotConfig,
                  save_progress: Callable[[SnapshotState], None], stop: threading.Event,
                  gc_deletes: Callable[[str], float | None] | None = None, where: str | None = None,
