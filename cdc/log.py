@@ -23,7 +23,7 @@ import time
 import orjson
 
 FIELDS = ("event", "how", "table", "position", "gtid", "doc_id", "index", "error", "lag_seconds", "server_id",
-          "rows", "transactions", "actions")
+          "rows", "transactions", "actions", "targets", "row_path", "roots")
 # Belt and braces: never print a password or API key even if a library puts one in a message
 # (an Authorization header's scheme is taken with its credentials). Except MySQL's "Access denied
 # for user 'cdc'@'host' (using password: YES)": YES/NO only say whether a password was sent, and

@@ -358,3 +358,23 @@ def test_position_keeps_its_exit_code_on_a_corrupt_checkpoint(config_path):
     (config_path.parent / "state" / "cp.json").write_text("{")
     _same_as(["position"], ["status", "--position"], config_path)
     assert invoke("position", "--config", config_path).exit_code == 2
+
+
+def test_every_field_cdc_logs_with_a_line_reaches_the_json_log():
+    """A key given in `extra=` that JsonFormatter does not list is dropped from JSON logs, silently:
+    `rebuild_dual_write`'s documented `targets` and the row path's `row_path` were."""
+    import ast
+    from pathlib import Path
+
+    from cdc.log import FIELDS
+
+    given = set()
+    for path in (Path(__file__).resolve().parents[2] / "cdc").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("debug", "info", "warning", "error", "exception", "critical", "log")):
+                continue  # other functions take an `extra` of their own
+            for keyword in node.keywords:
+                if keyword.arg == "extra" and isinstance(keyword.value, ast.Dict):
+                    given.update(k.value for k in keyword.value.keys if isinstance(k, ast.Constant))
+    assert given and given <= set(FIELDS), sorted(given - set(FIELDS))
