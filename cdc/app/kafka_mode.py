@@ -53,7 +53,7 @@ from cdc.errors import CdcError, ConfigError, RetryAbandoned, SinkUnavailableErr
 from cdc.es.destination import Destination
 from cdc.kafka.client import ActionConsumer, KafkaPublisher, ensure_topic, find_topics
 from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
-from cdc.kafka.messages import MessageError, Received, decode, plan
+from cdc.kafka.messages import Received, plan
 from cdc.kafka.stall import StallWatch
 from cdc.model import Action, ColumnKind
 from cdc.mysql.server import Database
@@ -123,16 +123,6 @@ def _unreadable(m: Received, what: str, exc: Exception) -> UnreadableMessage:
         f"message {m.topic}/{m.partition}@{m.offset} is not {what} ({exc}); nothing after it in "
         f"that partition is written and its offset is not committed. Remove or skip it (e.g. "
         f"kafka-consumer-groups --reset-offsets --to-offset {m.offset + 1}) and start again")
-
-
-def decoded(messages: list[Received]) -> list[Action]:
-    actions = []
-    for m in messages:
-        try:
-            actions.append(decode(m.value, m.headers))
-        except MessageError as exc:
-            raise _unreadable(m, "a cdc action", exc) from None
-    return actions
 
 
 _FRACTION = re.compile(r"\((\d+)\)")

@@ -250,21 +250,20 @@ _LINES = {b'{"index":': (ActionType.INDEX, 2), b'{"delete":': (ActionType.DELETE
 _UPSERT_HEAD, _UPSERT_TAIL = b'{"doc":', b',"doc_as_upsert":true}'
 
 
-def _lines(value: bytes) -> int:
-    """The number of items (1) a version 2 value adds to a bulk body, after checking it cannot
-    shift the lines of the values around it: an action line cdc writes, and exactly as many
-    newlines as that action has lines. A broken document on its own line is Elasticsearch's to
-    refuse (a dead letter or a stop with its position), as `cdc run`'s would be."""
+def _kind(value: bytes) -> ActionType:
+    """The action of a version 2 value, after checking it cannot shift the lines of the values
+    around it in a bulk body: an action line cdc writes, and exactly as many newlines as that
+    action has lines. A broken document on its own line is Elasticsearch's to refuse (a dead
+    letter or a stop with its position), as `cdc run`'s would be."""
     shape = _LINES.get(value[:value.find(b":") + 1])
     if shape is None or not value.endswith(b"\n") or value.count(b"\n") != shape[1]:
         raise MessageError("not the _bulk lines of one action (format version 2)")
-    return 1
+    return shape[0]
 
 
 def _from_lines(value: bytes, source: bytes | None) -> Action:
-    _lines(value)
+    kind = _kind(value)
     meta, _, rest = value.partition(b"\n")
-    kind = _LINES[value[:value.find(b":") + 1]][0]
     try:
         line = orjson.loads(meta)[kind.value]
         index, doc_id = line["_index"], line["_id"]
@@ -340,7 +339,7 @@ def plan(messages: Sequence[Received], lanes: int, max_actions: int, max_bytes: 
         value = m.value
         assert value is not None  # decode refused a tombstone
         try:
-            _lines(value)
+            _kind(value)
         except MessageError as exc:
             raise unreadable(m, exc) from None
         k = (m.key, extra)

@@ -205,6 +205,15 @@ def _assert_started_after_healthy(stack: Stack, health: compose_stack.HealthChec
                                   "passing health check began")
 
 
+def _change_rows(stack, db) -> None:
+    """The documented way to change a row (docker-compose.yml's header), then more changes."""
+    stack("exec", "-T", "mysql", "mysql", "-uroot", "-proot", "shop", "-e",
+          "UPDATE products SET price = 5.25 WHERE sku = 'TEA-01'")
+    db.execute("INSERT INTO products (sku, name, price, tags) VALUES ('CUP-01', 'Cup', 6.00, 'sale')",
+               "UPDATE orders SET status = 'shipped' WHERE customer = 'ada'",
+               "DELETE FROM order_lines WHERE order_id = 2")
+
+
 def test_compose_stack_replicates_stops_resumes_and_cleans_up():
     """docker-compose.yml end to end: health-ordered start, the demo rows and later changes replicate,
     `stop` saves the position, `up` resumes from it (changes made while stopped arrive, nothing is
@@ -221,12 +230,7 @@ def test_compose_stack_replicates_stops_resumes_and_cleans_up():
             # The demo rows, from binlog.000001 (mysql-init.sql resets the binlog; cdc.yml starts there).
             db = _admin(stack)
             wait_until_replicated(db, es)
-            # The documented way to change a row (docker-compose.yml's header), then more changes.
-            stack("exec", "-T", "mysql", "mysql", "-uroot", "-proot", "shop", "-e",
-                  "UPDATE products SET price = 5.25 WHERE sku = 'TEA-01'")
-            db.execute("INSERT INTO products (sku, name, price, tags) VALUES ('CUP-01', 'Cup', 6.00, 'sale')",
-                       "UPDATE orders SET status = 'shipped' WHERE customer = 'ada'",
-                       "DELETE FROM order_lines WHERE order_id = 2")
+            _change_rows(stack, db)
             wait_until_replicated(db, es)
             written = binlog_position(db)
 
@@ -296,11 +300,7 @@ def test_compose_kafka_stack_replicates_through_the_broker():
 
             db = _admin(stack)
             wait_until_replicated(db, es)
-            stack("exec", "-T", "mysql", "mysql", "-uroot", "-proot", "shop", "-e",
-                  "UPDATE products SET price = 5.25 WHERE sku = 'TEA-01'")
-            db.execute("INSERT INTO products (sku, name, price, tags) VALUES ('CUP-01', 'Cup', 6.00, 'sale')",
-                       "UPDATE orders SET status = 'shipped' WHERE customer = 'ada'",
-                       "DELETE FROM order_lines WHERE order_id = 2")
+            _change_rows(stack, db)
             wait_until_replicated(db, es)
 
             # Through the broker: cdc published, the writers wrote (each was given partitions).

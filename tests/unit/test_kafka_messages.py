@@ -5,7 +5,7 @@ import orjson
 
 import pytest
 
-from cdc.app.kafka_mode import UnreadableMessage, _unreadable, decoded, latest, next_offsets
+from cdc.app.kafka_mode import UnreadableMessage, _unreadable, latest, next_offsets
 from cdc.kafka.messages import FORMAT_VERSION, MessageError, Received, decode, encode, headers, key, plan
 from cdc.es.sink import encode_bulk
 from cdc.model import Action, ActionType, BinlogPosition
@@ -141,7 +141,7 @@ def test_an_unreadable_message_stops_the_writer_naming_where_it_is():
     good = Received("t", 0, 5, encode(index_action()), None, None, headers(index_action()))
     bad = Received("t", 3, 17, b"{}", None)
     with pytest.raises(UnreadableMessage, match=r"t/3@17 .*--to-offset 18") as err:
-        decoded([good, bad])
+        plan([good, bad], 1, 100, 10**6, _unreadable_error)
     assert err.value.exit_code == 2
 
 
