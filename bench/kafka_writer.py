@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/kafka_writer.py [--messages 200000] [--repeat 3] [--base /path/to/other/checkout]
 
-A topic of --messages cdc-format messages (index actions of 10-field documents,
+A topic of --messages cdc-format messages (index actions of 10-field documents; format version 1
+for a --base writer, this checkout's format for its own,
 ~410 bytes each, 12 partitions) is written by a producer in this process, once per
 run (each run has its own topic and index). Then a writer (`cdc sink`, this
 checkout's code, or --base's with PYTHONPATH) is started, and the clock runs from
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import kafka_broker  # noqa: E402
 import servers  # noqa: E402
+import orjson  # noqa: E402
 import yaml  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -46,7 +48,16 @@ from cdc.model import Action, ActionType, BinlogPosition  # noqa: E402
 PARTITIONS = 12
 
 
-def fill(bootstrap: str, topic: str, index: str, count: int) -> None:
+def version_1(action: Action) -> bytes:
+    """The message value of format version 1 (docs/kafka.md "Message format"), which every writer reads."""
+    return orjson.dumps({"cdc": 1, "action": action.type.value, "index": action.index, "id": action.doc_id,
+                         "routing": action.routing, "version": action.version, "pipeline": action.pipeline,
+                         "source": {"schema": action.schema, "table": action.table, "file": action.position.file,
+                                    "pos": action.position.pos}, "doc": action.doc})
+
+
+def fill(bootstrap: str, topic: str, index: str, count: int, old_format: bool = False) -> None:
+    """`old_format`: version 1 values, for a --base writer from before version 2; else this checkout's."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000,
@@ -61,10 +72,11 @@ def fill(bootstrap: str, topic: str, index: str, count: int) -> None:
                         position=position)
         while True:
             try:
-                # This checkout's format; --base's writer must read it (both read version 1; only
-                # writers of issue 32 on read version 2, which carries its version in a header).
-                found = messages.headers(action) if hasattr(messages, "headers") else None
-                producer.produce(topic, messages.encode(action), messages.key(action), headers=found)
+                if old_format:
+                    producer.produce(topic, version_1(action), messages.key(action))
+                else:
+                    producer.produce(topic, messages.encode(action), messages.key(action),
+                                     headers=messages.headers(action))
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -88,7 +100,7 @@ def proc_cpu(pid: int) -> float:
 def one(code: Path | None, bootstrap: str, es_url: str, count: int, workdir: Path) -> dict:
     tag = uuid.uuid4().hex[:8]
     topic, index = f"bench-writer-{tag}", f"bench-writer-{tag}"
-    fill(bootstrap, topic, index, count)
+    fill(bootstrap, topic, index, count, old_format=code is not None)
     (workdir / "rules").mkdir(parents=True, exist_ok=True)
     (workdir / "rules" / "none.yml").write_text("rules: []\n")
     config = workdir / f"{tag}.yml"
