@@ -202,15 +202,20 @@ def service() -> str:
     SOCKET.parent.mkdir(parents=True, exist_ok=True)
     SOCKET.unlink(missing_ok=True)
     log(f"starting podman system service on {DOCKER_HOST}")
-    with open(HOME / "service.log", "ab") as out:
-        # cwd "/": the service outlives the checkout that started it (see _stale_service)
-        process = subprocess.Popen(["podman", "system", "service", "--time=0", DOCKER_HOST],
-                                   env={**os.environ, "CONTAINERS_CONF": str(conf)}, stdout=out, stderr=out,
-                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
-    (HOME / "service.pid").write_text(f"{process.pid}\n")
+    # Detached through a shell that exits at once: the service is init's child, not this process's, so
+    # no Popen is left to warn "still running" when a test's interpreter lets go of it (a ResourceWarning
+    # that pytest turns into a failure), and nothing waits to reap it. cwd "/": the service outlives the
+    # checkout that started it (see _stale_service).
+    launched = subprocess.run(
+        ["sh", "-c", 'exec "$@" </dev/null >>"$SERVICE_LOG" 2>&1 & echo $!', "sh",
+         "podman", "system", "service", "--time=0", DOCKER_HOST],
+        env={**os.environ, "CONTAINERS_CONF": str(conf), "SERVICE_LOG": str(HOME / "service.log")},
+        capture_output=True, text=True, start_new_session=True, cwd="/", check=True)
+    pid = int(launched.stdout)
+    (HOME / "service.pid").write_text(f"{pid}\n")
     deadline = time.monotonic() + 30
     while not _api_answers():
-        if process.poll() is not None or time.monotonic() > deadline:
+        if not Path(f"/proc/{pid}").exists() or time.monotonic() > deadline:
             raise StackError(f"podman system service did not answer on {SOCKET}; see {HOME / 'service.log'}")
         time.sleep(0.2)
     return DOCKER_HOST
