@@ -72,7 +72,8 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
                 # Kafka mode: the writers fill the indices after the reader's copy ends; no bulk-load settings.
                 bulk = config.destination != "kafka" and config.snapshot.bulk_settings
                 _snapshot(session, db, rules, sink, store, start, copy, stats, BulkLoad(destination), bulk)
-            source = session.source(db, rules)
+            conversion = session.conversion(rules, store)
+            source = session.source(db, rules, conversion)
         finally:
             db.close()
     except BaseException:
@@ -86,10 +87,10 @@ def run(session: Session, resnapshot: bool = False) -> Stats:
         finish(stats, resume_from)
         return stats
     # New columns' fields go into Elasticsearch itself, also in Kafka mode, where the sink is a topic.
-    pipeline = session.new_pipeline(rules, sink, store, fields_in=destination)
+    pipeline = session.new_pipeline(conversion, sink, store, fields_in=destination)
     background = _rebuild_on_change(session, rules, destination)
     try:
-        return pipeline.run(lambda: source.events(start), source.close)
+        return pipeline.run(source, start)
     finally:
         if background is not None:
             # Stopped with the stream (the same stop event): at a chunk's end, its state saved to resume from.

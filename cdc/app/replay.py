@@ -117,7 +117,8 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
             db.check_event_start(start.position)
             if start.gtid is None:
                 start = StartPoint(start.position, db.gtid_at(start.position))
-        source = session.source(db, rules, end=end)
+        conversion = session.conversion(rules, store)
+        source = session.source(db, rules, conversion, end=end)
         log.info("replaying from %s to %s%s", start.position or f"GTID {start.gtid}", end,
                  " (dry run)" if dry_run else "")
     except BaseException:
@@ -125,9 +126,9 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
         raise
     finally:
         db.close()
-    pipeline = session.new_pipeline(rules, sink, store, dry_run=dry_run, on_batch=on_batch)
+    pipeline = session.new_pipeline(conversion, sink, store, dry_run=dry_run, on_batch=on_batch)
     try:
-        stats = pipeline.run(lambda: source.events(start), source.close)
+        stats = pipeline.run(source, start)
     finally:
         sink.close()
         log_summary(pipeline.stats, None, dry_run=dry_run)

@@ -14,8 +14,9 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from cdc.config import Config
 from cdc.errors import CdcError, ConfigError, Stopped
@@ -23,7 +24,7 @@ from cdc.es.indices import ensure as ensure_indices
 from cdc.es.indices import ensure_aliases, map_unsigned_fields
 from cdc.es.fields import FieldMapper
 from cdc.es.destination import Destination
-from cdc.model import Action, BinlogPosition, RowChange, RowsData
+from cdc.model import Action, BinlogPosition, RowChange
 from cdc.mysql.server import Database
 from cdc.mysql.source import BinlogSource
 from cdc.retry import Attempts
@@ -36,7 +37,7 @@ from cdc.stream.delivery import BulkWriter
 from cdc.stream.observe import Observers, Stats
 from cdc.stream.pipeline import Pipeline
 from cdc.stream.rebuild import Rebuild
-from cdc.stream.protocols import SearchAdmin
+from cdc.stream.protocols import Converter, SearchAdmin
 
 log = logging.getLogger("cdc")
 
@@ -110,6 +111,16 @@ def chosen_rules(rules: RuleSet, tables: list[str] | None) -> list[Rule]:
         raise ConfigError(f"--table {', '.join(unknown)}: no rule maps these tables "
                           f"(known: {', '.join(r.name for r in rules.rules)})")
     return [r for r in rules.rules if not tables or r.name in tables]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One command's conversion stage (`Session.conversion`), handed to its source and its pipeline."""
+
+    rules: RuleSet  # the rules the row path converts: without those of documents built from several tables
+    converter: Converter  # row change -> actions, for the pipeline
+    row_path: RowPath  # the native path inside it: `prepare` runs on the source's reader thread
+    rebuild: Rebuild | None  # reads and writes the documents built from several tables
 
 
 class Session:
@@ -204,57 +215,58 @@ class Session:
                            destination.check, self.stop, self.config.retry)
         return f"{destination.product} cluster is {status}"
 
-    def new_pipeline(self, rules: RuleSet, sink, store: FileCheckpointStore | None, dry_run: bool = False,
+    def conversion(self, rules: RuleSet, store: FileCheckpointStore | None) -> Conversion:
+        """The conversion stage, built once for the source and the pipeline (README: Code map): the rules'
+        `ActionBuilder`, the native row path around it (README: Row path), and around that the rebuild
+        requests of documents built from several tables (issue 15, cdc/stream/rebuild.py)."""
+        config = self.config
+        # Rules with children/lookups: their documents are rebuilt from MySQL reads; the row path
+        # converts the other rules, and decodes the rows of the tables joined into those documents
+        # (their rebuild requests need the values, which the native path keeps in Rust).
+        relational = [r for r in rules.rules if r.relations]
+        rebuild = None
+        joined: frozenset[tuple[str, str]] = frozenset()
+        if relational:
+            rebuild = Rebuild(relational, lambda: Database(config.mysql), config.retry, self.epoch(store),
+                              ValueOptions.from_config(config.values), stop=self.stop)
+            joined = frozenset(t for r in relational for t in ((r.schema, r.table), *r.relation_tables()))
+            rules = rules.replace([r for r in rules.rules if not r.relations])
+        log.log(*check_mode(config.row_path))
+        row_path = RowPath(self.builder(rules, store), config.row_path, decoded=joined)
+        converter: Converter = row_path if rebuild is None else rebuild.builder(row_path)
+        for observer in self.observers.observers:  # cdc_row_path for `cdc status`
+            if hasattr(observer, "watch_row_paths"):
+                observer.watch_row_paths(lambda: dict(row_path.tables))
+        return Conversion(rules, converter, row_path, rebuild)
+
+    def new_pipeline(self, conversion: Conversion, sink, store: FileCheckpointStore | None, dry_run: bool = False,
                      on_batch: Callable[[list[Action]], None] | None = None, fields_in=None) -> Pipeline:
         """New columns' fields are mapped before their first document (cdc/es/fields.py) in `fields_in`, by
         default the sink. Kafka mode's reader passes the Elasticsearch its writers write to: it maps a field when
         it reads the table map, before it publishes a document that carries the column, so the mapping is in
         place before any writer can write one."""
         config = self.config
-        # Rules with children/lookups: their documents are rebuilt from MySQL reads (issue 15,
-        # cdc/stream/rebuild.py); the row path only sees the other rules.
-        relational = [r for r in rules.rules if r.relations]
-        rebuild = None
-        if relational:
-            rebuild = Rebuild(relational, lambda: Database(config.mysql), config.retry, self.epoch(store),
-                              ValueOptions.from_config(config.values), stop=self.stop)
-            rules = rules.replace([r for r in rules.rules if not r.relations])
+        rules = conversion.rules
         self.pipeline = Pipeline(
-            rules, sink, store, config.batch, config.retry, dead_letters=self.dead_letters(), rebuild=rebuild,
-            version_epoch=self.epoch(store),
-            value_options=ValueOptions.from_config(config.values),
+            rules, sink, store, config.batch, config.retry, dead_letters=self.dead_letters(),
+            rebuild=conversion.rebuild, converter=conversion.converter,
             checkpoint_interval=config.checkpoint.min_interval,
             dry_run=dry_run, on_batch=on_batch,
             observer=self.observer(),
             check_columns=None if dry_run else self._mapping_fields(rules, sink if fields_in is None else fields_in),
         )
-        # The native row path stands in for the pipeline's ActionBuilder (README: Row path).
-        log.log(*check_mode(config.row_path))
-        self.row_path = self.pipeline.builder = RowPath(self.pipeline.builder, config.row_path)
-        row_path = self.row_path
-        if rebuild is not None:
-            self.pipeline.builder = rebuild.builder(row_path)
-            self.rebuilt_tables = {t for r in relational for t in ((r.schema, r.table), *r.relation_tables())}
-        for observer in self.observers.observers:  # cdc_row_path for `cdc status`
-            if hasattr(observer, "watch_row_paths"):
-                observer.watch_row_paths(lambda: dict(row_path.tables))
         if self.stop.is_set():
             self.pipeline.request_stop()
         return self.pipeline
 
-    def source(self, db: Database, rules: RuleSet, end: BinlogPosition | None = None) -> BinlogSource:
+    def source(self, db: Database, rules: RuleSet, conversion: Conversion,
+               end: BinlogPosition | None = None) -> BinlogSource:
+        """The binlog source of `rules`' tables; on the native path it hands each rows event to the
+        conversion's row path (`RowPath.prepare`) on its reader thread."""
         tables = rules.table_filter()  # also lets through tables created later that a pattern matches
         native = self.config.row_path != "python" and NATIVE_AVAILABLE
         return BinlogSource(self.config.mysql, db.info.mariadb, tables, self.config.retry, stop=self.stop, end=end,
-                            prepare=self._prepare_rows if native else None, identity=db.identity)
-
-    def _prepare_rows(self, rows: RowsData) -> Sequence[RowChange]:
-        row_path = getattr(self, "row_path", None)  # set by new_pipeline, before the source is read
-        if row_path is None or (rows.schema, rows.table) in getattr(self, "rebuilt_tables", ()):
-            # A table joined into documents (issue 15): its rebuild requests need the row values,
-            # which the native path keeps in Rust.
-            return rows.decode()
-        return row_path.prepare(rows)
+                            prepare=conversion.row_path.prepare if native else None, identity=db.identity)
 
     def epoch(self, store: FileCheckpointStore | None) -> int:
         """Config epoch plus failovers so far. Commands that do not hold the

@@ -379,24 +379,27 @@ def row_count(change: RowChange) -> int:
     return change.count if change.__class__ is PreparedChange else 1
 
 
-class RowPath(ActionBuilder):
-    """Which path turns a `RowsData` into actions, and the native one.
+class RowPath:
+    """Which path turns a `RowsData` into actions, and the native one; a `Converter`
+    (cdc/stream/protocols.py) wrapping the Python path's `ActionBuilder`.
 
     `prepare` runs on the source's reader thread: it gives the event's rows as
     one `PreparedChange` (native) or as the library decodes them (`RowsData.decode`,
-    the Python path). `actions` stands in for `ActionBuilder.actions` in the
-    pipeline. `mode`: `python` never uses the native code; `native` and `auto` use it
+    the Python path). `actions` gives a `PreparedChange`'s ready actions and
+    hands every other change to the builder. `mode`: `python` never uses the native code; `native` and `auto` use it
     where the plan allows (`native` without the module stops cdc: `check_mode`).
     Every table that falls back is logged once per table definition, with why.
     """
 
     LIMIT = 1024  # table definitions kept; past it, start over
 
-    def __init__(self, builder: ActionBuilder, mode: RowPathMode = "auto"):
-        # The same rules, settings and counters as `builder` (shared, not copied).
-        self.__dict__.update(builder.__dict__)
-        self.builder = builder
+    def __init__(self, builder: ActionBuilder, mode: RowPathMode = "auto",
+                 decoded: frozenset[tuple[str, str]] = frozenset()):
+        self.builder = builder  # the Python path: its rules, settings and counters are the native path's too
         self.mode = mode
+        # (schema, table)s whose rows the chain needs as values (tables joined into documents built
+        # from several tables, issue 15): decoded by the library, whatever their rules allow.
+        self.decoded = decoded
         self._compiled: dict[tuple[str, str], _Compiled] = {}
         self.tables: dict[str, str] = {}  # "schema.table" -> "native" or "python: reason", as last compiled
         self._version_base: tuple[str, int] = ("", 0)  # (binlog file, its version without the offset)
@@ -408,10 +411,12 @@ class RowPath(ActionBuilder):
     def actions(self, change: RowChange) -> list[Action]:
         if change.__class__ is PreparedChange:
             return change.prepared
-        return ActionBuilder.actions(self, change)
+        return self.builder.actions(change)
 
     def prepare(self, rows: RowsData) -> Sequence[RowChange]:
         """The event's row changes: native ones with their actions, or the library's."""
+        if self.decoded and (rows.schema, rows.table) in self.decoded:
+            return rows.decode()
         compiled = self._compile(rows)
         plans = compiled.plans
         if plans is not None:

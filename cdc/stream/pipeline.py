@@ -47,7 +47,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
@@ -61,15 +61,14 @@ from cdc.model import (
     Heartbeat,
     Rollback,
     RowChange,
-    SourceEvent,
+    StartPoint,
     StreamRestarted,
 )
-from cdc.stream.protocols import CheckpointStore, Sink
+from cdc.stream.protocols import CheckpointStore, Converter, Sink, Source
 from cdc.stream.rebuild import Rebuild
 from cdc.stream.observe import Observer, Stats
 from cdc.rules import ActionBuilder, RowError, RuleSet
 from cdc.rules.rowpath import PreparedChange
-from cdc.rules.values import ValueOptions
 
 log = logging.getLogger("cdc.pipeline")
 
@@ -248,8 +247,7 @@ class Pipeline:
         batch: BatchConfig,
         retry: RetryConfig,
         *,
-        version_epoch: int = 0,
-        value_options: ValueOptions | None = None,
+        converter: Converter | None = None,
         checkpoint_interval: float = 1.0,
         dry_run: bool = False,
         on_batch: Callable[[list[Action]], None] | None = None,
@@ -264,7 +262,9 @@ class Pipeline:
         # Called with each row before its actions are built: maps the fields of a table's new columns
         # before the first document with them (cdc/es/fields.py FieldMapper.check).
         self.check_columns = check_columns
-        self.builder = ActionBuilder(rules, version_epoch, value_options)
+        # The conversion stage, built once by the command (cdc/app/session.py `conversion`: the
+        # builder, the native row path, rebuild requests); the plain builder of `rules` by default.
+        self.converter: Converter = converter if converter is not None else ActionBuilder(rules)
         self.checkpoints = checkpoints
         self.batch_config = batch
         self.concurrency = batch.concurrency
@@ -302,11 +302,11 @@ class Pipeline:
     def request_stop(self) -> None:
         self.stop_requested.set()
 
-    def run(self, events: Callable[[], Iterator[SourceEvent]], close_source: Callable[[], None]) -> Stats:
-        """Consume `events()` until it ends or a stop is requested; raise on a fatal error."""
+    def run(self, source: Source, start: StartPoint) -> Stats:
+        """Consume `source` from `start` until it ends or a stop is requested; raise on a fatal error."""
         inbox: queue.Queue = queue.Queue(maxsize=INBOX_ITEMS)
         self._inbox = inbox
-        reader = threading.Thread(target=self._read, args=(events, inbox), name="cdc-reader", daemon=True)
+        reader = threading.Thread(target=self._read, args=(source, start, inbox), name="cdc-reader", daemon=True)
         writers = [threading.Thread(target=self._write_loop, args=(w,), name=f"cdc-writer-{i}", daemon=True)
                    for i, w in enumerate(self.writers)]
         reader.start()
@@ -316,7 +316,7 @@ class Pipeline:
             self._loop(inbox)
         finally:
             self.stop_requested.set()
-            close_source()
+            source.close()
             with self._lock:
                 # Writers finish what was handed over (unless one failed), then end.
                 self._closing = True
@@ -333,7 +333,7 @@ class Pipeline:
             raise self._writer_error
         return self.stats
 
-    def _read(self, events: Callable[[], Iterator[SourceEvent]], inbox: queue.Queue) -> None:
+    def _read(self, source: Source, start: StartPoint, inbox: queue.Queue) -> None:
         # Row changes go to the main loop in lists, with the event that ends them (a
         # commit, mostly) as the last item: a row is of no use before its commit, so
         # holding rows back until then delays nothing, and one queue item per
@@ -344,7 +344,7 @@ class Pipeline:
         count = 0
         item: object
         try:
-            for event in events():
+            for event in source.events(start):
                 if isinstance(event, RowChange):
                     rows.append(event)
                     count += event.count if event.__class__ is PreparedChange else 1
@@ -480,7 +480,7 @@ class Pipeline:
 
     def _actions(self, change: RowChange) -> list[Action]:
         try:
-            return self.builder.actions(change)
+            return self.converter.actions(change)
         except RowError as exc:
             raise CdcError(str(exc)) from None
 

@@ -1,6 +1,7 @@
 """The swappable parts of a stream, as the pipeline sees them.
 
-The daemon plugs in `BinlogSource` (cdc/mysql/source.py), `Destination`
+The daemon plugs in `BinlogSource` (cdc/mysql/source.py), the conversion chain
+(`Converter`: cdc/app/session.py `Session.conversion`), `Destination`
 (cdc/es/destination.py, for every engine) and `FileCheckpointStore`
 (cdc/stream/checkpoint.py); unit tests plug in the fakes of tests/unit/fakes.py.
 mypy checks both against these. cdc/es/ may import this module (and no other of
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
-from cdc.model import Action, BinlogPosition, BulkResult, SourceEvent, StartPoint, StoredDoc
+from cdc.model import Action, BinlogPosition, BulkResult, RowChange, SourceEvent, StartPoint, StoredDoc
 
 if TYPE_CHECKING:
     from cdc.stream.checkpoint import Checkpoint
@@ -24,6 +25,19 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Stop reading; `events` returns soon after (callable from another thread)."""
+        ...
+
+
+class Converter(Protocol):
+    """The conversion stage: a row change -> its actions, through the rules.
+
+    `ActionBuilder` (cdc/rules/actions.py) is one; `RowPath` (cdc/rules/rowpath.py: the
+    native path's ready actions) and `RelationBuilder` (cdc/stream/rebuild.py: rebuild
+    requests for documents built from several tables) wrap another. The chain is built
+    once per command and handed to the pipeline (and its `prepare` to the source)."""
+
+    def actions(self, change: RowChange) -> list[Action]:
+        """Raises RowError (cdc/errors.py) for a row the rules cannot convert, naming it."""
         ...
 
 

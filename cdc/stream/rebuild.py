@@ -47,10 +47,11 @@ from cdc.config import RetryConfig
 from cdc.errors import CdcError, SchemaChanged, SourceError
 from cdc.model import Action, ActionType, BinlogPosition, ItemResult, Outcome, RowChange
 from cdc.retry import Attempts
-from cdc.rules import ActionBuilder, Rule, document_version
+from cdc.rules import Rule, document_version
 from cdc.rules.relations import (Assembler, Need, Query, RootQuery, document_actions, needs_for, read_documents,
                                  roots_of, roots_page)
 from cdc.rules.values import ValueOptions
+from cdc.stream.protocols import Converter
 
 log = logging.getLogger("cdc.rebuild")
 
@@ -114,12 +115,12 @@ class RebuildRequest(Action):
         return (_SHARED, self.rule_no, self.need)
 
 
-class RelationBuilder(ActionBuilder):
-    """Stands in for the pipeline's ActionBuilder: plain rules' actions, plus rebuild requests."""
+class RelationBuilder:
+    """The last link of the conversion chain (a `Converter`): the plain rules' actions from the
+    converter it wraps, plus a rebuild request for each document built from several tables
+    that the change touches."""
 
-    def __init__(self, inner: ActionBuilder, rules: Sequence[Rule]):
-        # The same rules, settings and counters as `inner` (shared, not copied), as RowPath does.
-        self.__dict__.update(inner.__dict__)
+    def __init__(self, inner: Converter, rules: Sequence[Rule]):
         self.inner = inner
         self.relational = tuple(rules)
         self._tables: dict[tuple[str, str], list[int]] = {}
@@ -159,7 +160,7 @@ class Rebuild:
         self.statements = 0
         self.documents = 0
 
-    def builder(self, inner: ActionBuilder) -> RelationBuilder:
+    def builder(self, inner: Converter) -> RelationBuilder:
         return RelationBuilder(inner, self.rules)
 
     def close(self) -> None:

@@ -6,12 +6,12 @@ Pure logic only: integration tests use the real servers.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from cdc.errors import RequestTooLargeError
-from cdc.model import Action, BinlogPosition, BulkResult, ItemResult, Outcome
+from cdc.model import Action, BinlogPosition, BulkResult, ItemResult, Outcome, SourceEvent, StartPoint
 from cdc.stream.checkpoint import Checkpoint
-from cdc.stream.protocols import CheckpointStore, Sink
+from cdc.stream.protocols import CheckpointStore, Sink, Source
 
 STATUS = {Outcome.OK: 201, Outcome.STALE: 409, Outcome.RETRY: 429, Outcome.REJECTED: 400}
 ERROR = {
@@ -88,8 +88,29 @@ class MemoryStore:
         return self.last
 
 
-def _conforms(sink: Sink, store: CheckpointStore) -> None:
+class ListSource:
+    """A source whose events are what `events()` gives (a list, or a generator function so that a test
+    can pause or fail the stream); `close` calls `on_close` (from the pipeline's thread)."""
+
+    def __init__(self, events: Iterable[SourceEvent] | Callable[[], Iterable[SourceEvent]],
+                 on_close: Callable[[], None] = lambda: None):
+        self._events = events
+        self.on_close = on_close
+        self.started: list[StartPoint] = []
+
+    def events(self, start: StartPoint) -> Iterator[SourceEvent]:
+        self.started.append(start)
+        yield from (self._events() if callable(self._events) else self._events)
+
+    def close(self) -> None:
+        self.on_close()
+
+
+START = StartPoint(BinlogPosition("binlog.000001", 4), None)
+
+
+def _conforms(sink: Sink, store: CheckpointStore, source: Source) -> None:
     """Never called: mypy checks here that the fakes fit the protocols."""
 
 
-_conforms(FakeSink(), MemoryStore())
+_conforms(FakeSink(), MemoryStore(), ListSource([]))

@@ -36,7 +36,7 @@ from cdc.stream.pipeline import Pipeline
 from cdc.ops.progress import Progress
 from cdc.rules import Rule, RuleSet
 
-from .fakes import FakeSink, MemoryStore
+from .fakes import START, FakeSink, ListSource, MemoryStore
 
 FILE = "binlog.000007"
 COLUMNS = (Column("id", ColumnKind.INTEGER),)
@@ -315,7 +315,7 @@ def run(pipeline: Pipeline, events, timeout: float = 5.0) -> None:
 
     def target():
         try:
-            pipeline.run(lambda: iter(events), lambda: None)
+            pipeline.run(ListSource(events), START)
         except BaseException as exc:
             errors.append(exc)
         done.set()

@@ -26,8 +26,8 @@ from cdc.model import (
 )
 from cdc.stream.delivery import chunks
 from cdc.stream.pipeline import Pipeline
-from cdc.rules import Rule, RuleSet, actions_for, document_version
-from .fakes import FakeSink, MemoryStore
+from cdc.rules import ActionBuilder, Rule, RuleSet, actions_for, document_version
+from .fakes import START, FakeSink, ListSource, MemoryStore
 
 FILE = "binlog.000001"
 COLUMNS = (Column("id", ColumnKind.INTEGER), Column("name", ColumnKind.STRING))
@@ -66,16 +66,12 @@ def make(sink, store, max_actions=1000, max_bytes=1 << 20, max_interval=0.05, re
 
 def run_pipeline(pipeline, events, close=lambda: None, timeout=20.0):
     """Run with a generator over `events` (a list, or a generator function)."""
-    if callable(events):
-        source = events
-    else:
-        def source():
-            yield from events
+    source = ListSource(events, close)
     outcome = {}
 
     def target():
         try:
-            outcome["stats"] = pipeline.run(source, close)
+            outcome["stats"] = pipeline.run(source, START)
         except BaseException as exc:  # handed to the test
             outcome["error"] = exc
 
@@ -914,8 +910,7 @@ def test_a_native_rows_event_is_one_item_counted_as_its_rows():
     base_rows = []
     base.on_row = lambda change: base_rows.append(change.row_index)  # the default on_rows falls back to on_row
     sink, store = FakeSink(), MemoryStore()
-    pipeline = make(sink, store, observer=Observers([counting, base]))
-    pipeline.builder = RowPath(pipeline.builder)  # as Session.new_pipeline does
+    pipeline = make(sink, store, observer=Observers([counting, base]), converter=RowPath(ActionBuilder(RULES)))
     stats = run_pipeline(pipeline, [event, ins(3, 200), commit(300)])
     assert stats.rows == 3
     assert counting.rows == [("rows", 2), ("row", 0)]
