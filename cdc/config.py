@@ -199,7 +199,8 @@ class SnapshotConfig(_Strict):
     max_rows_per_second: Annotated[float, Field(gt=0)] | None = None
     """A ceiling on the copy's rate, all tables together (null: as fast as Elasticsearch takes it).
     For a `cdc rebuild` or `cdc snapshot` beside a live stream: the copy then leaves room for the
-    stream's writes (docs/verify-and-rebuild.md "Rebuilding an index")."""
+    stream's writes (docs/verify-and-rebuild.md "Rebuilding an index"). A verify (`cdc verify`, and a
+    rebuild's) keeps to it too, counting rows read and documents scanned."""
     bulk_settings: bool = False
     """true: `cdc run`'s copy into an index that holds no document yet turns its refreshes off while it
     fills, and puts them back before streaming starts (replicas stay). Off by default: it gained nothing

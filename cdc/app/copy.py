@@ -6,7 +6,7 @@ import logging
 from typing import Callable
 
 from cdc.app.session import Session, check_writable, chosen_rules
-from cdc.copy.snapshot import OnDemandProgress, Snapshot, SnapshotState, TableReader
+from cdc.copy.snapshot import OnDemandProgress, Pace, Snapshot, SnapshotState, TableReader
 from cdc.copy.verify import Verifier, VerifyReport
 from cdc.model import BinlogPosition
 from cdc.rules.values import ValueOptions
@@ -73,7 +73,8 @@ def verify(session: Session, tables: list[str] | None, sample: int | None = None
         writer = session.writer(sink, Stats(), dead_letters=False) if repair else None
         verifier = Verifier(TableReader(db, config.snapshot.chunk_size), sink, rules, session.epoch(None),
                             ValueOptions.from_config(config.values), daemon_caught_up(store), session.stop, writer=writer,
-                            sample=sample, interactive=interactive, max_chunk_age=config.snapshot.max_chunk_age)
+                            sample=sample, interactive=interactive, max_chunk_age=config.snapshot.max_chunk_age,
+                            pace=Pace(config.snapshot.max_rows_per_second))
         return verifier.run(chosen)
     finally:
         db.close()

@@ -31,7 +31,7 @@ from typing import Any
 from cdc.app.copy import daemon_caught_up
 from cdc.app.session import Session, check_writable
 from cdc.copy.lifecycle import Rebuild, RebuildFile, RebuildState, body_hash, bulk_body, progress_path, state_path
-from cdc.copy.snapshot import OnDemandProgress, Snapshot, TableReader
+from cdc.copy.snapshot import OnDemandProgress, Pace, Snapshot, TableReader
 from cdc.copy.verify import Verifier, VerifyReport
 from cdc.errors import CdcError, CheckpointError, ConfigError, PreflightError, SinkError
 from cdc.es import aliases, jsonfields
@@ -230,7 +230,7 @@ class Rebuilder:
         config = self.config
         verifier = Verifier(TableReader(self.db, config.snapshot.chunk_size), self.sink, self.rules.replace(new_rules),
                             self.session.epoch(None), self.options, daemon_caught_up(self.store), self.session.stop,
-                            max_chunk_age=config.snapshot.max_chunk_age)
+                            max_chunk_age=config.snapshot.max_chunk_age, pace=Pace(config.snapshot.max_rows_per_second))
         return verifier.run(new_rules)
 
     def _swap(self, rebuild: Rebuild) -> None:

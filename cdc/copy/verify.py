@@ -57,7 +57,8 @@ from cdc.errors import CdcError
 from cdc.es.indices import index_target
 from cdc.model import Action, ActionType, BinlogPosition, ColumnKind, StoredDoc
 from cdc.rules import ActionBuilder, Rule, RuleSet, document_version
-from cdc.copy.snapshot import Progress, TablePlan, TableReader, fresh_window, last_key, row_change, write_while_fresh
+from cdc.copy.snapshot import (Pace, Progress, TablePlan, TableReader, fresh_window, last_key, row_change,
+                               write_while_fresh)
 from cdc.rules.relations import Assembler, document_actions, read_documents, root_pk
 from cdc.stream.protocols import SearchAdmin
 
@@ -428,7 +429,7 @@ class Verifier:
     def __init__(self, reader: TableReader, sink: SearchAdmin, rules: RuleSet, epoch: int, value_options,
                  caught_up: Callable[[BinlogPosition], bool], stop: threading.Event, writer=None,
                  sample: int | None = None, rounds: int = 2, settle: float = 10.0, suspect_limit: int | None = None,
-                 interactive: bool | None = None, max_chunk_age: float = 25.0):
+                 interactive: bool | None = None, max_chunk_age: float = 25.0, pace: Pace | None = None):
         self.reader = reader
         self.sink = sink
         self.rules = rules
@@ -444,6 +445,9 @@ class Verifier:
         self.suspect_limit = suspect_limit or 10 * reader.chunk_size
         self.interactive = interactive
         self.max_chunk_age = max_chunk_age  # snapshot.max_chunk_age: repairs write rows read from the table
+        # snapshot.max_rows_per_second: a verify beside the live stream (a rebuild's, or `cdc verify`) reads MySQL
+        # and Elasticsearch as hard as a copy writes; it keeps to the same ceiling, rows and scanned documents.
+        self.pace = pace or Pace(None)
         self._behind_warned = False
 
     @property
@@ -502,6 +506,7 @@ class Verifier:
                     self._confirm_rows(plan, builder, policy, suspects, result)
                     suspects = []
                 bar.advance(len(rows))
+                self.pace.take(len(rows), self.stop)
             self._confirm_rows(plan, builder, policy, suspects, result)
         finally:
             bar.close()
@@ -624,6 +629,7 @@ class Verifier:
             batch.append(doc)
             if len(batch) >= self.chunk:
                 suspects.extend(self._orphan_suspects(plan, builder, policy, batch, result))
+                self.pace.take(len(batch), self.stop)
                 batch = []
             if len(suspects) >= self.suspect_limit:
                 self._confirm_orphans(plan, builder, policy, suspects, result)

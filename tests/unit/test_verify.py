@@ -327,3 +327,26 @@ def test_verifier_soft_delete_orphans_are_marked_deleted_not_removed():
     [t] = verifier.run([rule]).tables
     assert (t.orphans, t.soft_deleted, t.repaired, t.unrepaired) == (1, 1, 1, 0)
     assert world.docs["3"][0] == {**_doc(3, 30), "gone": True} and world.docs["3"][1] > old
+
+
+def test_verify_keeps_to_the_copy_rate_ceiling_for_rows_read_and_documents_scanned():
+    """snapshot.max_rows_per_second paces a verify as it paces a copy (a rebuild's verify runs beside
+    the live stream): each chunk of rows read and each chunk of documents scanned is counted."""
+    from cdc.copy.snapshot import Pace
+
+    class Recorded(Pace):
+        def __init__(self):
+            super().__init__(1000.0)
+            self.taken: list[int] = []
+
+        def take(self, rows, stop):
+            self.taken.append(rows)
+            return 0.0
+
+    world = FakeWorld({i: i for i in range(1, 6)}, {str(i): (_doc(i, i), 1) for i in range(1, 6)})
+    rule = _rule()
+    pace = Recorded()
+    verifier = Verifier(world, world, RuleSet([rule]), 0, None, lambda position: True,  # type: ignore[arg-type]
+                        threading.Event(), interactive=False, pace=pace)
+    verifier.run([rule])
+    assert pace.taken == [2, 2, 1, 2, 2]  # rows in chunks of 2 (5 rows), then full chunks of scanned documents
