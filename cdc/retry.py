@@ -25,11 +25,16 @@ class RetrySettings(Protocol):
     max_attempts: int | None
 
 
+# One generator for every Backoff: seeding one from os.urandom costs more than a bulk request's other
+# bookkeeping, and BulkWriter makes an `Attempts` per request (its `random()` is safe across threads).
+_RNG = random.Random()
+
+
 class Backoff:
     def __init__(self, initial: float = 0.5, cap: float = 30.0, factor: float = 2.0, rng: random.Random | None = None):
         self.initial, self.cap, self.factor = initial, cap, factor
         self.attempt = 0
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
 
     def next(self) -> float:
         """The delay before the next attempt: random in [ceiling/2, ceiling], ceiling doubling up to the cap."""
