@@ -186,6 +186,9 @@ def test_a_restart_by_gtid_resumes_after_the_saved_gtid_set(source_servers, db, 
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
     setup = CdcSetup(tmp_path, source_servers, rules_for(database, index_prefix, t=None))
     cdc = setup.run()
+    # After the copy of the empty table, so that the saved set has these two transactions: rows written
+    # during the copy can reach the index by the copy before the stream has read their commits.
+    cdc.wait_for_event("snapshot_done")
     db.execute("INSERT INTO t VALUES (1,1),(2,2)", "UPDATE t SET v=20 WHERE id=2")
     wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     assert cdc.stop() == 0
