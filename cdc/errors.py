@@ -89,6 +89,12 @@ class UnsupportedEventError(SourceError):
 class SinkError(CdcError):
     """Writing to Elasticsearch failed."""
 
+    # What the search cluster answered, when it did (cdc/es/statuses.py `http_error`): the HTTP status and
+    # the answer's `error.type` (e.g. "resource_already_exists_exception"), for a caller that expects
+    # one answer; never matched in the message's text.
+    status: int | None = None
+    error_type: str | None = None
+
 
 class SinkUnavailableError(SinkError):
     """Elasticsearch is unreachable, timing out or overloaded; send again later."""

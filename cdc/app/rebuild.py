@@ -187,7 +187,7 @@ class Rebuilder:
             jsonfields.put(self.sink, f"/{rebuild.index}", create_body)
         except SinkError as exc:
             # Made by this rebuild before a crash: its name was recorded before it was made.
-            if "resource_already_exists_exception" not in str(exc):
+            if exc.error_type != "resource_already_exists_exception":
                 raise
         if not self.store.is_locked_by_other():
             log.warning("rebuild of %s: no `cdc run` holds %s, so nothing writes the tables' changes into %s while "

@@ -129,9 +129,8 @@ def create(sink: SearchAdmin, alias: str, body: Mapping[str, Any]) -> str | None
     try:
         jsonfields.put(sink, f"/{index}", with_alias(body, alias))
     except SinkError as exc:
-        text = str(exc)
         # Another cdc process made the same index, or a write made a concrete index of the alias's name.
-        if "resource_already_exists_exception" in text or "invalid_alias_name_exception" in text:
+        if exc.error_type in ("resource_already_exists_exception", "invalid_alias_name_exception"):
             return None
         raise
     return index

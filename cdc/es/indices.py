@@ -411,7 +411,7 @@ def _create_index(state: PlanState, sink: SearchAdmin, body: Mapping[str, Any], 
         try:
             jsonfields.put(sink, f"/{name}", body)
         except SinkError as exc:
-            if "resource_already_exists_exception" in str(exc):
+            if exc.error_type == "resource_already_exists_exception":
                 return False
             raise
         return True
@@ -451,7 +451,7 @@ def create_missing(plans: Iterable[IndexPlan], sink: SearchAdmin, aliases: bool 
             else:
                 state.state = "created" if _create_index(state, sink, plan.body, aliases) else "exists"
         except SinkError as exc:
-            if "resource_already_exists_exception" in str(exc):  # created meanwhile (a race with a writer)
+            if exc.error_type == "resource_already_exists_exception":  # created meanwhile (a race with a writer)
                 state.state = "exists"
                 continue
             state.state = "failed"

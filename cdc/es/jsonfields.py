@@ -64,7 +64,8 @@ def put(sink: SearchAdmin, path: str, body: Mapping[str, Any]) -> Mapping[str, A
             sink.admin("PUT", path, dict(body))
             return body
         except SinkError as exc:
-            # "No handler for type [flattened] declared on field [j]" (mapper_parsing_exception)
+            # "No handler for type [flattened] declared on field [j]": only the answer's reason names the
+            # type, and the error type differs between an index and a template, so the reason is read.
             lacking = next((old for old, _ in _FALLBACKS if f"[{old}]" in str(exc) and _uses(body, old)), None)
             if lacking is None:
                 raise

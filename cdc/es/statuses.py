@@ -47,14 +47,21 @@ def status_error(product: str, status: int, detail: str, reason: str, *, api_key
     return None
 
 
+def error_type(body: Any) -> str | None:
+    """The `error.type` of an error answer ("resource_already_exists_exception", ...), if it has one."""
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return str(kind) if kind else None
+
+
 def http_error(product: str, status: int, message: str, body: Any, *, api_key: bool = True,
                role: str = ELASTICSEARCH_ROLE) -> SinkError:
-    """The error of a whole request the server answered with `status` (not 2xx).
+    """The error of a whole request the server answered with `status` (not 2xx), with the status and the
+    answer's `error.type` on it (`SinkError.status`, `error_type`).
 
     `message` is what the client library makes of the answer: the `error.type` of an error
     body, else the body (both libraries alike); `body` the answer, decoded."""
-    known = status_error(product, status, f": {message}", error_reason(body, str(message)), api_key=api_key,
-                         role=role)
-    if known is not None:
-        return known
-    return SinkError(f"{product} answered {status}: {message} {body if body else ''}")
+    error = status_error(product, status, f": {message}", error_reason(body, str(message)), api_key=api_key,
+                         role=role) or SinkError(f"{product} answered {status}: {message} {body if body else ''}")
+    error.status, error.error_type = status, error_type(body)
+    return error

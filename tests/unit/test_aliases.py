@@ -3,6 +3,7 @@
 from cdc.errors import SinkAccessError, SinkError
 from cdc.es.aliases import (Placement, create, find, next_version, placement_from, swap_actions, version_of,
                             versioned_name, with_alias)
+from cdc.es.statuses import http_error
 from cdc.es.indices import IndexPlan, create_missing, plan_aliases, plan_start
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
 from cdc.rules.values import ValueOptions
@@ -50,6 +51,11 @@ def test_with_alias():
     assert "aliases" not in body
 
 
+def answered(status: int, error_type: str, reason: str = "") -> SinkError:
+    """An error answer, as cdc/es/transport.py translates the client libraries' errors."""
+    return http_error("Elasticsearch", status, error_type, {"error": {"type": error_type, "reason": reason}})
+
+
 class Server:
     """Answers the admin requests of cdc/es/aliases.py and indices.py like Elasticsearch, from a dict of indices."""
 
@@ -81,7 +87,7 @@ class Server:
             return 404, {}
         if method == "PUT" and "/" not in path[1:]:
             if name in self.indices:
-                raise SinkError("Elasticsearch answered 400: resource_already_exists_exception")
+                raise answered(400, "resource_already_exists_exception", f"index [{name}] already exists")
             self.indices[name] = {"aliases": dict((body or {}).get("aliases", {})),
                                   "mappings": (body or {}).get("mappings", {})}
         return 200, {"acknowledged": True}
@@ -96,7 +102,7 @@ def test_find_and_create():
     assert server.indices["o_v2"] == {"aliases": {"o": {"is_write_index": True}},
                                       "mappings": {"properties": {"a": {"type": "long"}}}}
     assert find(server, "o") == Placement("o", "alias", ("o_v2",), "o_v2")
-    raced = Server(fail={"/n_v1": "Elasticsearch answered 400: invalid_alias_name_exception: an index exists"})
+    raced = Server(fail={"/n_v1": answered(400, "invalid_alias_name_exception", "an index exists")})
     assert create(raced, "n", {}) is None  # a write made a concrete index of the name meanwhile
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cdc.errors import RequestTooLargeError, SinkAccessError, SinkUnavailableError
-from cdc.es.statuses import OPENSEARCH_ROLE, RETRY_STATUSES, error_reason, status_error
+from cdc.es.statuses import OPENSEARCH_ROLE, RETRY_STATUSES, error_reason, http_error, status_error
 
 
 @pytest.mark.parametrize("status", sorted(RETRY_STATUSES))
@@ -40,3 +40,15 @@ def test_the_reason_is_error_reason_else_the_fallback():
     assert error_reason({"error": {"type": "security_exception", "reason": "no"}}, "x") == "no"
     assert error_reason({"error": "a string"}, "fallback") == "fallback"
     assert error_reason(None, "fallback") == "fallback"
+
+
+def test_an_error_answer_carries_its_status_and_error_type_for_callers_that_expect_one():
+    """Callers act on `error_type` (an index created meanwhile), never on the message's words."""
+    body = {"error": {"type": "resource_already_exists_exception", "reason": "index [o_v1/abc] already exists"},
+            "status": 400}
+    error = http_error("Elasticsearch", 400, "resource_already_exists_exception", body)
+    assert (error.status, error.error_type) == (400, "resource_already_exists_exception")
+    overloaded = http_error("OpenSearch", 429, "es_rejected_execution_exception",
+                            {"error": {"type": "es_rejected_execution_exception", "reason": "queue full"}})
+    assert isinstance(overloaded, SinkUnavailableError) and overloaded.error_type == "es_rejected_execution_exception"
+    assert http_error("Elasticsearch", 502, "Bad Gateway", "<html>bad gateway</html>").error_type is None
