@@ -6,12 +6,12 @@ Pure logic only: integration tests use the real servers.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from cdc.errors import RequestTooLargeError
-from cdc.model import Action, BinlogPosition, BulkResult, ItemResult, Outcome, SourceEvent, StartPoint
+from cdc.model import Action, BinlogPosition, BulkResult, ItemResult, Outcome, SourceEvent, StartPoint, StoredDoc
 from cdc.stream.checkpoint import Checkpoint
-from cdc.stream.protocols import CheckpointStore, Sink, Source
+from cdc.stream.protocols import CheckpointStore, SearchAdmin, Sink, Source
 
 STATUS = {Outcome.OK: 201, Outcome.STALE: 409, Outcome.RETRY: 429, Outcome.REJECTED: 400}
 ERROR = {
@@ -19,6 +19,10 @@ ERROR = {
     Outcome.RETRY: ("es_rejected_execution_exception", "queue full"),
     Outcome.REJECTED: ("mapper_parsing_exception", "failed to parse field [name]"),
 }
+
+
+# One answer of FakeSink: see its docstring.
+Step = BaseException | Outcome | dict[str, Outcome] | None
 
 
 class FakeSink:
@@ -30,7 +34,8 @@ class FakeSink:
     requests of more than `limit` actions are refused as too large (HTTP 413).
     """
 
-    def __init__(self, log: list | None = None, script=(), always=None, delay: float = 0.0, *, bad=(),
+    def __init__(self, log: list | None = None, script: Sequence[Step] = (), always: Step = None,
+                 delay: float = 0.0, *, bad: Sequence[str] = (),
                  limit: int | None = None, status: int = 400, error: str = "mapper_parsing_exception"):
         self.calls: list[list[Action]] = []
         self.refreshes: list[bool] = []  # per call: did it ask to wait for a refresh?
@@ -51,7 +56,7 @@ class FakeSink:
         step = self.script.pop(0) if self.script else self.always
         if isinstance(step, BaseException):
             raise step
-        items = []
+        items: list[ItemResult] = []
         for action in actions:
             if action.doc_id in self.bad:
                 items.append(ItemResult(action, Outcome.REJECTED, self.status, self.error, f"bad {action.doc_id}"))
@@ -109,8 +114,35 @@ class ListSource:
 START = StartPoint(BinlogPosition("binlog.000001", 4), None)
 
 
-def _conforms(sink: Sink, store: CheckpointStore, source: Source) -> None:
-    """Never called: mypy checks here that the fakes fit the protocols."""
+def doc_of(action: Action) -> Mapping[str, Any]:
+    """The document an action carries: the test knows it is a write with one (a delete has none)."""
+    assert action.doc is not None, action
+    return action.doc
 
 
-_conforms(FakeSink(), MemoryStore(), ListSource([]))
+class AdminBase:
+    """A `SearchAdmin` whose every request fails the test: a test's fake subclasses it and
+    overrides what the code under test may call, with the protocol's signatures (mypy
+    checks the overrides), so a fake stands where a `SearchAdmin` is expected."""
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        raise AssertionError(f"unexpected request {method} {path}")
+
+    def mget(self, refs: Sequence[tuple[str, str, str | None]]) -> list[StoredDoc | None]:
+        raise AssertionError(f"unexpected mget of {len(refs)} documents")
+
+    def scan_ids(self, index: str, fields: Sequence[str] = (), batch: int = 1000) -> Iterator[StoredDoc]:
+        raise AssertionError(f"unexpected scan of {index}")
+
+    def refresh(self, index: str) -> None:
+        raise AssertionError(f"unexpected refresh of {index}")
+
+    def gc_deletes(self, index: str) -> float | None:
+        raise AssertionError(f"unexpected gc_deletes of {index}")
+
+
+# mypy checks here that the fakes fit the protocols (cdc/stream/protocols.py)
+_sink: Sink = FakeSink()
+_store: CheckpointStore = MemoryStore()
+_admin: SearchAdmin = AdminBase()
+_source: Source = ListSource([])

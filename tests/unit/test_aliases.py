@@ -1,5 +1,7 @@
 """Every fixed index name behind an alias (cdc/es/aliases.py): names, placements, alias actions, creation."""
 
+from typing import Any
+
 from cdc.errors import SinkAccessError, SinkError
 from cdc.es.aliases import (Placement, create, find, next_version, placement_from, swap_actions, version_of,
                             versioned_name, with_alias)
@@ -7,6 +9,8 @@ from cdc.es.statuses import http_error
 from cdc.es.indices import IndexPlan, create_missing, plan_aliases, plan_start
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
 from cdc.rules.values import ValueOptions
+
+from .fakes import AdminBase
 
 
 def test_names_and_versions():
@@ -23,7 +27,7 @@ def test_names_and_versions():
 def test_placement_from_answers():
     assert placement_from("o", None, False) == Placement("o", "missing")
     assert placement_from("o", None, True) == Placement("o", "index", ("o",), "o")
-    one = {"o_v1": {"aliases": {"o": {}}}}
+    one: dict[str, dict] = {"o_v1": {"aliases": {"o": {}}}}
     assert placement_from("o", one, True) == Placement("o", "alias", ("o_v1",), "o_v1")
     two = {"o_v2": {"aliases": {"o": {"is_write_index": True}}}, "o_v1": {"aliases": {"o": {}}}}
     assert placement_from("o", two, True) == Placement("o", "alias", ("o_v1", "o_v2"), "o_v2")
@@ -56,15 +60,15 @@ def answered(status: int, error_type: str, reason: str = "") -> SinkError:
     return http_error("Elasticsearch", status, error_type, {"error": {"type": error_type, "reason": reason}})
 
 
-class Server:
+class Server(AdminBase):
     """Answers the admin requests of cdc/es/aliases.py and indices.py like Elasticsearch, from a dict of indices."""
 
-    def __init__(self, indices=None, fail=None):
+    def __init__(self, indices: dict | None = None, fail: dict[str, Exception | str] | None = None):
         self.indices = dict(indices or {})  # name -> {"aliases": {...}, "mappings": {...}}
         self.fail = fail or {}
-        self.calls = []
+        self.calls: list[tuple[str, str]] = []
 
-    def admin(self, method, path, body=None):
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         self.calls.append((method, path))
         if path in self.fail:
             failure = self.fail[path]

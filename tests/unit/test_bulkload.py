@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -11,10 +12,12 @@ from cdc.copy.snapshot import SnapshotState, TableProgress
 from cdc.errors import SinkAccessError
 from cdc.rules import Rule
 
+from .fakes import AdminBase
+
 BULK = {"index.refresh_interval": "-1"}
 
 
-class FakeAdmin:
+class FakeAdmin(AdminBase):
     """Indices by concrete name: {"count": n, "settings": {flat}}; aliases name -> index."""
 
     def __init__(self, indices: dict, aliases: dict | None = None, refuse_settings: bool = False,
@@ -22,7 +25,7 @@ class FakeAdmin:
         self.indices, self.aliases, self.refuse, self.refuse_reads = indices, aliases or {}, refuse_settings, refuse_reads
         self.calls: list[tuple] = []
 
-    def admin(self, method: str, path: str, body: dict | None = None):
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         self.calls.append((method, path, body))
         name, _, rest = path.lstrip("/").partition("/")
         if self.refuse_reads and method == "GET":

@@ -1,5 +1,7 @@
 """Mappings that follow the table (cdc/es/fields.py): literal table definitions in, fields and requests out."""
 
+from typing import Any
+
 import pytest
 
 from cdc.errors import ConfigError, SinkAccessError, SinkError
@@ -9,6 +11,8 @@ from cdc.es.indices import compare_mappings, generated_mappings
 from cdc.model import BinlogPosition, Column, ColumnKind, Op, RowChange
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
 from cdc.rules.values import ValueOptions
+
+from .fakes import AdminBase
 
 OPTIONS = ValueOptions()
 TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
@@ -89,18 +93,20 @@ def test_field_changes():
     assert conflicts == ["field d is mapped as long, and the table now gives keyword values"]
 
 
-class Sink:
+class Sink(AdminBase):
     """`admin` against literal mappings: index -> properties, behind `alias`."""
 
-    def __init__(self, indices, alias=None, refuse=()):
-        self.indices, self.alias, self.refuse, self.calls = indices, alias, refuse, []
+    def __init__(self, indices: dict, alias: str | None = None, refuse: tuple[str, ...] = ()):
+        self.indices, self.alias, self.refuse = indices, alias, refuse
+        self.calls: list[tuple[str, str, dict | None]] = []
 
-    def admin(self, method, path, body=None):
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         self.calls.append((method, path, body))
         name = path.split("/")[1]
         if method == "GET":
             names = [i for i in self.indices if name in (i, self.alias)]
             return (200, {i: {"mappings": {"properties": self.indices[i]}} for i in names}) if names else (404, {})
+        assert body is not None  # a PUT of the new fields
         for spec in body["properties"].values():
             if spec["type"] in self.refuse:
                 raise SinkError(f"mapper_parsing_exception: No handler for type [{spec['type']}] declared on field")
@@ -180,13 +186,14 @@ def test_json_mapping_per_rule(tmp_path):
         load_rules(path)
 
 
-class RefusingSink:
+class RefusingSink(AdminBase):
     """Answers a PUT like a server without the types in `lacking` (Elasticsearch's message)."""
 
-    def __init__(self, *lacking):
-        self.lacking, self.puts = lacking, []
+    def __init__(self, *lacking: str):
+        self.lacking = lacking
+        self.puts: list[dict | None] = []
 
-    def admin(self, method, path, body=None):
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         self.puts.append(body)
         for field_type in self.lacking:
             if f"'type': '{field_type}'" in str(body):

@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from cdc.errors import PreflightError, SinkError
@@ -14,6 +16,8 @@ from cdc.es.indices import (
 )
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
 from cdc.rules.values import ValueOptions
+
+from .fakes import AdminBase
 
 OPTIONS = ValueOptions()
 TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
@@ -175,13 +179,13 @@ def test_compare_mappings_sees_a_changed_analyzer():
     assert compare_mappings(want, have) == ["s: analyzer default in Elasticsearch, short planned"]
 
 
-class FakeSink:
-    def __init__(self, existing=None, fail=None):
+class FakeSink(AdminBase):
+    def __init__(self, existing: dict | None = None, fail: dict[str, str] | None = None):
         self.existing = existing or {}
         self.fail = fail or {}
-        self.calls = []
+        self.calls: list[tuple[str, str, dict | None]] = []
 
-    def admin(self, method, path, body=None):
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         self.calls.append((method, path, body))
         name = path.split("/")[1] if not path.startswith("/_index_template/") else path
         if method == "GET":

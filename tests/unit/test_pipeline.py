@@ -6,14 +6,17 @@ deadline, so that a hang fails the test instead of stalling the suite.
 
 import threading
 import time
+from typing import Iterable, Sequence
 
 import pytest
 
 from cdc.config import BatchConfig, RetryConfig
 from cdc.errors import CdcError, RejectedActionsError, SinkUnavailableError, SourceError
 from cdc.model import (
+    Action,
     ActionType,
     BinlogPosition,
+    BulkResult,
     Column,
     ColumnKind,
     Commit,
@@ -27,7 +30,7 @@ from cdc.model import (
 from cdc.stream.delivery import chunks
 from cdc.stream.pipeline import Pipeline
 from cdc.rules import ActionBuilder, Rule, RuleSet, actions_for, document_version
-from .fakes import START, FakeSink, ListSource, MemoryStore
+from .fakes import START, FakeSink, ListSource, MemoryStore, doc_of
 
 FILE = "binlog.000001"
 COLUMNS = (Column("id", ColumnKind.INTEGER), Column("name", ColumnKind.STRING))
@@ -158,7 +161,7 @@ def test_stream_restarted_drops_open_transaction():
         ins(2, 300), StreamRestarted(P(200)),
         ins(2, 300, name="again"), commit(400),
     ])
-    assert [(a.doc_id, a.doc["name"]) for a in sink.sent] == [("1", "n1"), ("2", "again")]
+    assert [(a.doc_id, doc_of(a)["name"]) for a in sink.sent] == [("1", "n1"), ("2", "again")]
     assert store.saves[-1] == (P(400), None)
 
 
@@ -178,7 +181,7 @@ def test_commit_of_unmapped_table_moves_checkpoint():
 
 # ---------------------------------------------------------------- checkpoints
 def test_checkpoint_saved_after_each_acknowledged_batch():
-    log = []
+    log: list[tuple] = []
     sink, store = FakeSink(log), MemoryStore(log)
     run_pipeline(make(sink, store, max_actions=1), [
         ins(1, 100), commit(200, "0-1-1"),
@@ -193,7 +196,7 @@ def test_checkpoint_saved_after_each_acknowledged_batch():
 
 
 def test_checkpoint_is_last_commit_of_batch():
-    log = []
+    log: list[tuple] = []
     sink, store = FakeSink(log), MemoryStore(log)
     run_pipeline(make(sink, store), [
         ins(1, 100), commit(200, "0-1-1"),
@@ -224,7 +227,7 @@ def test_checkpoint_interval_defers_saves_but_final_is_forced():
 
 def test_a_checkpoint_is_written_outside_the_pipeline_lock():
     """The file write (and its fsyncs) must not hold up the main loop and the other writers."""
-    free = []  # per save: could another thread take the pipeline's lock meanwhile?
+    free: list[bool] = []  # per save: could another thread take the pipeline's lock meanwhile?
 
     def probe():
         taken = pipeline._lock.acquire(timeout=1)
@@ -282,7 +285,7 @@ def test_last_index_wins_across_transactions_in_a_batch():
         ins(1, 100, name="first"), commit(200),
         upd((1, "first"), (1, "second"), 300), commit(400),
     ])
-    assert [(a.doc_id, a.doc["name"]) for a in sink.sent] == [("1", "second")]
+    assert [(a.doc_id, doc_of(a)["name"]) for a in sink.sent] == [("1", "second")]
     assert store.saves == [(P(400), None)]
 
 
@@ -310,13 +313,13 @@ def test_pk_swap_through_temporary_key_in_separate_events():
     ])
     sent = {a.doc_id: a for a in sink.sent}
     assert len(sink.sent) == 3
-    assert sent["1"].type is ActionType.INDEX and sent["1"].doc["name"] == "b"
-    assert sent["2"].type is ActionType.INDEX and sent["2"].doc["name"] == "a"
+    assert sent["1"].type is ActionType.INDEX and doc_of(sent["1"])["name"] == "b"
+    assert sent["2"].type is ActionType.INDEX and doc_of(sent["2"])["name"] == "a"
     assert sent["3"].type is ActionType.DELETE
 
 
 def test_big_transaction_is_sent_in_chunks_then_checkpointed():
-    log = []
+    log: list[tuple] = []
     sink, store = FakeSink(log), MemoryStore(log)
     run_pipeline(make(sink, store, max_actions=2), [ins(i, 100 * i) for i in range(1, 6)] + [commit(700)])
     assert [len(c) for c in sink.calls] == [2, 2, 1]
@@ -332,13 +335,15 @@ def test_chunks_by_bytes():
 
 
 def index_action(i, name):
-    (action,) = actions_for(ins(i, 100 + i, name=name), RULES.match("shop", "items"), 1)
+    rule = RULES.match("shop", "items")
+    assert rule is not None
+    (action,) = actions_for(ins(i, 100 + i, name=name), rule, 1)
     return action
 
 
 # ---------------------------------------------------------------- retries
 def test_item_retry_resends_only_failed_items_then_checkpoints():
-    log = []
+    log: list[tuple] = []
     sink, store = FakeSink(log, script=[{"2": Outcome.RETRY}]), MemoryStore(log)
     stats = run_pipeline(make(sink, store), [ins(1, 100), ins(2, 200), ins(3, 300), commit(400, "0-1-4")])
     assert log == [("write", ("1", "2", "3")), ("write", ("2",)), ("save", P(400), "0-1-4")]
@@ -355,7 +360,7 @@ def test_stale_items_count_as_done():
 
 
 def test_sink_unavailable_once_then_success():
-    log = []
+    log: list[tuple] = []
     sink, store = FakeSink(log, script=[SinkUnavailableError("down")]), MemoryStore(log)
     stats = run_pipeline(make(sink, store), [ins(1, 100), ins(2, 200), commit(300)])
     assert log == [("write", ("1", "2")), ("write", ("1", "2")), ("save", P(300), None)]
@@ -476,7 +481,7 @@ def test_stop_requested_before_run():
 
 
 def test_dry_run_does_not_write():
-    batches = []
+    batches: list[list[Action]] = []
     sink = FakeSink()
     stats = run_pipeline(make(sink, None, dry_run=True, on_batch=batches.append),
                          [ins(1, 100), dele(2, 200), commit(300)])
@@ -487,6 +492,22 @@ def test_dry_run_does_not_write():
 
 # ---------------------------------------------------------------- several bulk requests in flight
 from cdc.stream.pipeline import Batch, InFlight  # noqa: E402
+
+
+def taken(flight: InFlight) -> InFlight.Part:
+    """The next part to send: the test knows there is one."""
+    part = flight.take()
+    assert part is not None, "nothing to take"
+    return part
+
+
+def positions(batches: Iterable[Batch]) -> list[BinlogPosition]:
+    """Where the batches' commits are (a batch handed to InFlight has its commit)."""
+    out = []
+    for batch in batches:
+        assert batch.commit is not None
+        out.append(batch.commit.position)
+    return out
 
 
 def batch_of(*doc_ids, pos=100):
@@ -507,13 +528,13 @@ def test_in_flight_holds_only_the_shared_documents_and_acknowledges_in_order():
     second = flight.add(batch_of("3", pos=200))
     third = flight.add(batch_of("2", "4", pos=300))  # shares document 2 with the first
     fourth = flight.add(batch_of("5", pos=400))
-    part = flight.take()
+    part = taken(flight)
     assert (part.seq, docs(part)) == (first, ["1", "2"])
-    part2 = flight.take()
+    part2 = taken(flight)
     assert (part2.seq, docs(part2)) == (second, ["3"])
-    part3 = flight.take()
+    part3 = taken(flight)
     assert (part3.seq, docs(part3)) == (third, ["4"])  # 2 waits for the first batch; 4 need not
-    part4 = flight.take()
+    part4 = taken(flight)
     assert (part4.seq, docs(part4)) == (fourth, ["5"])
     assert flight.take() is None
     # Later parts finishing first acknowledge nothing: the first batch is still out,
@@ -523,11 +544,11 @@ def test_in_flight_holds_only_the_shared_documents_and_acknowledges_in_order():
     assert flight.finish(part2) == []
     assert flight.take() is None
     done = flight.finish(part)
-    assert [b.commit.position for b in done] == [P(100), P(200)]
-    rest = flight.take()
+    assert positions(done) == [P(100), P(200)]
+    rest = taken(flight)
     assert (rest.seq, docs(rest)) == (third, ["2"])  # document 2's earlier write is acknowledged now
     assert flight.take() is None
-    assert [b.commit.position for b in flight.finish(rest)] == [P(300), P(400)]
+    assert positions(flight.finish(rest)) == [P(300), P(400)]
     assert len(flight) == 0 and flight.running == 0
 
 
@@ -536,31 +557,31 @@ def test_in_flight_unsent_write_holds_back_later_writes_of_its_document():
     flight.add(batch_of("1", pos=100))
     flight.add(batch_of("1", "2", pos=200))
     flight.add(batch_of("2", "3", pos=300))  # the second's 2 is not sent yet: the third's 2 waits for it
-    a = flight.take()
-    b = flight.take()
-    c = flight.take()
+    a = taken(flight)
+    b = taken(flight)
+    c = taken(flight)
     assert (docs(a), docs(b), docs(c)) == (["1"], ["2"], ["3"])
     assert flight.take() is None
     flight.finish(b)  # the second's 2 is acknowledged, but its 1 is not sent yet
-    c2 = flight.take()
+    c2 = taken(flight)
     assert docs(c2) == ["2"] and c2.seq == c.seq
     assert flight.take() is None
     assert flight.finish(a) != []
-    b2 = flight.take()
+    b2 = taken(flight)
     assert docs(b2) == ["1"] and b2.seq == b.seq
     flight.finish(c)
     flight.finish(c2)
-    assert [x.commit.position for x in flight.finish(b2)] == [P(200), P(300)]
+    assert positions(flight.finish(b2)) == [P(200), P(300)]
 
 
 def test_in_flight_batch_of_commits_only_is_acknowledged_in_its_turn():
     flight = InFlight()
     flight.add(batch_of("1", pos=100))
     flight.add(batch_of(pos=200))  # only unmapped tables' commits: nothing to write, a position to save
-    a, empty = flight.take(), flight.take()
+    a, empty = taken(flight), taken(flight)
     assert docs(empty) == [] and flight.take() is None
     assert flight.finish(empty) == []
-    assert [x.commit.position for x in flight.finish(a)] == [P(100), P(200)]
+    assert positions(flight.finish(a)) == [P(100), P(200)]
 
 
 def test_in_flight_keeps_a_routing_move_together_in_batch_order():
@@ -578,10 +599,10 @@ def test_in_flight_keeps_a_routing_move_together_in_batch_order():
     flight = InFlight()
     flight.add(first)
     flight.add(move)
-    a, b = flight.take(), flight.take()
+    a, b = taken(flight), taken(flight)
     assert docs(b) == ["2"]
     flight.finish(a)
-    held = flight.take()
+    held = taken(flight)
     assert [(x.type, x.routing) for x in held.actions] == [(ActionType.DELETE, "a"), (ActionType.INDEX, "b")]
 
 
@@ -597,7 +618,9 @@ def test_in_flight_never_sends_a_write_before_an_earlier_write_of_its_document_i
                    for i in range(rng.randint(1, 8))]
         for batch in batches:
             flight.add(batch)
-        running, acked, last_acked_seq = [], [], {}
+        running: list[InFlight.Part] = []
+        acked: list[Batch] = []
+        last_acked_seq: dict[str, int] = {}
         sent_seq: dict[str, list[int]] = {}
         while len(flight):
             part = flight.take() if rng.random() < 0.6 or not running else None
@@ -613,7 +636,7 @@ def test_in_flight_never_sends_a_write_before_an_earlier_write_of_its_document_i
             for doc in docs(done):
                 last_acked_seq[doc] = done.seq
             acked += flight.finish(done)
-        assert [b.commit.position for b in acked] == [b.commit.position for b in batches]
+        assert positions(acked) == positions(batches)
         for doc, seqs in sent_seq.items():
             assert seqs == sorted(seqs)
             assert seqs == [i for i, b in enumerate(batches) if any(a.doc_id == doc for a in b.actions.values())]
@@ -628,7 +651,7 @@ class GatedSink(FakeSink):
         self.lock = threading.Lock()
         self.running = 0
 
-    def write(self, actions):
+    def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
         with self.lock:
             self.running += 1
         try:
@@ -636,7 +659,7 @@ class GatedSink(FakeSink):
                 gate = self.held.get(action.doc_id)
                 if gate is not None:
                     assert gate.wait(5), f"gate for {action.doc_id} never opened"
-            return super().write(actions)
+            return super().write(actions, refresh)
         finally:
             with self.lock:
                 self.running -= 1
@@ -644,10 +667,10 @@ class GatedSink(FakeSink):
 
 def test_later_batches_are_written_while_one_is_in_flight_but_not_saved_past_it():
     gate = threading.Event()
-    log = []
+    log: list[tuple] = []
     sink = GatedSink({"1": gate}, log=log)
     store = MemoryStore(log)
-    seen = {}
+    seen: dict[str, object] = {}
 
     def events():
         yield ins(1, 100)
@@ -679,7 +702,18 @@ def test_later_batches_are_written_while_one_is_in_flight_but_not_saved_past_it(
 
 def test_writes_of_one_document_never_overtake_each_other():
     gate = threading.Event()
-    sink = GatedSink({"first": gate})
+
+    class HoldFirstWriteOf1(GatedSink):
+        """The gates are looked up by doc_id, and both writes are of document "1": this holds its first only."""
+        first_done = False
+
+        def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
+            if not self.first_done and any(a.doc_id == "1" for a in actions):
+                self.first_done = True
+                assert gate.wait(5)
+            return super().write(actions, refresh)
+
+    sink = HoldFirstWriteOf1({})
     store = MemoryStore()
     named = RowChange(Op.INSERT, "shop", "items", COLUMNS, None, {"id": 1, "name": "first"}, P(100), 0)
 
@@ -696,20 +730,8 @@ def test_writes_of_one_document_never_overtake_each_other():
         time.sleep(0.1)  # give a (wrong) overtaking write of document 1 the chance to happen
         gate.set()
 
-    # The gate is looked up by doc_id; use a sink that holds document "1" only on its first write.
-    sink.held = {}
-    original = sink.write
-    first = {"done": False}
-
-    def write(actions):
-        if not first["done"] and any(a.doc_id == "1" for a in actions):
-            first["done"] = True
-            assert gate.wait(5)
-        return original(actions)
-
-    sink.write = write
     run_pipeline(make(sink, store, max_actions=1, concurrency=4), events, timeout=30)
-    writes_of_1 = [a.doc["name"] for call in sink.calls for a in call if a.doc_id == "1"]
+    writes_of_1 = [doc_of(a)["name"] for call in sink.calls for a in call if a.doc_id == "1"]
     assert writes_of_1 == ["first", "second"]
     # Document 2 did not wait for document 1: it went out while the first write was held.
     assert [a.doc_id for a in sink.calls[0]] == ["2"]
@@ -789,19 +811,19 @@ def test_batch_grows_while_the_only_slot_is_busy():
 def test_retries_and_too_large_split_with_concurrency():
     class RetryTwoOnce(FakeSink):
         lock = threading.Lock()
+        retried = False
 
-        def write(self, actions):
+        def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
             with self.lock:  # the scripted step must reach this very request
-                return self._write(actions)
+                return self._write(actions, refresh)
 
-        def _write(self, actions):
+        def _write(self, actions: Sequence[Action], refresh: bool) -> BulkResult:
             if len(actions) <= 2 and any(a.doc_id == "2" for a in actions) and not self.retried:
                 self.script.append({"2": Outcome.RETRY})
                 self.retried = True
-            return super().write(actions)
+            return super().write(actions, refresh)
 
     sink = RetryTwoOnce(limit=2)
-    sink.retried = False
     store = MemoryStore()
     events = []
     for t in range(6):
@@ -826,9 +848,9 @@ def test_concurrency_keeps_index_equal_to_source_under_random_delays():
     rng = random.Random(3)
 
     class Slow(FakeSink):
-        def write(self, actions):
+        def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
             time.sleep(rng.uniform(0, 0.004))
-            return super().write(actions)
+            return super().write(actions, refresh)
 
     sink, store = Slow(), MemoryStore()
     events, expected = [], {}
@@ -846,7 +868,7 @@ def test_concurrency_keeps_index_equal_to_source_under_random_delays():
     final = {}
     for call in sink.calls:
         for a in call:
-            final[a.doc_id] = a.doc["name"]
+            final[a.doc_id] = doc_of(a)["name"]
     assert final == expected
     saves = [p for p, _ in store.saves]
     assert saves == sorted(saves) and saves[-1] == P(pos)
@@ -906,9 +928,13 @@ def test_a_native_rows_event_is_one_item_counted_as_its_rows():
     event = PreparedChange.__new__(PreparedChange)
     event.__dict__.update(op=Op.INSERT, schema="shop", table="items", columns=COLUMNS, before=None, after=None,
                           position=P(100), timestamp=0, row_index=0, prepared=prepared, count=2)
-    counting, base = Counting(), Observer()
-    base_rows = []
-    base.on_row = lambda change: base_rows.append(change.row_index)  # the default on_rows falls back to on_row
+    base_rows: list[int] = []
+
+    class OnRowOnly(Observer):
+        def on_row(self, change: RowChange) -> None:  # the default on_rows falls back to on_row
+            base_rows.append(change.row_index)
+
+    counting, base = Counting(), OnRowOnly()
     sink, store = FakeSink(), MemoryStore()
     pipeline = make(sink, store, observer=Observers([counting, base]), converter=RowPath(ActionBuilder(RULES)))
     stats = run_pipeline(pipeline, [event, ins(3, 200), commit(300)])

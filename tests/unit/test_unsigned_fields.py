@@ -2,11 +2,14 @@
 first write (issue 16): a dynamic `long` would reject values above 2^63-1 and stop cdc."""
 
 import logging
+from typing import Any
 
 from cdc.errors import SinkAccessError, SinkError
 from cdc.es.indices import map_unsigned_fields, unsigned_fields
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules, resolve_rules
 from cdc.rules.values import ValueOptions
+
+from .fakes import AdminBase
 
 OPTIONS = ValueOptions()
 ORDERS = TableInfo("shop", "orders", (
@@ -22,16 +25,16 @@ def rules(tmp_path, text):
     return result.rules.rules
 
 
-class Admin:
+class Admin(AdminBase):
     """Answers GET /<index>/_mapping from `mappings` (index -> properties, absent: 404); records PUTs."""
 
-    def __init__(self, mappings=None, unsigned_long=True, refuse=None):
+    def __init__(self, mappings: dict | None = None, unsigned_long: bool = True, refuse: Exception | None = None):
         self.mappings = dict(mappings or {})
         self.unsigned_long = unsigned_long
         self.refuse = refuse
-        self.puts = []
+        self.puts: list[tuple[str, dict | None]] = []
 
-    def admin(self, method, path, body=None):
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         index = path.split("/")[1]
         if method == "GET":
             if index not in self.mappings:
@@ -39,6 +42,7 @@ class Admin:
             return 200, {index: {"mappings": {"properties": self.mappings[index]}}}
         if self.refuse:
             raise self.refuse
+        assert body is not None
         properties = (body.get("mappings") or body)["properties"]
         if not self.unsigned_long and any(p["type"] == "unsigned_long" for p in properties.values()):
             raise SinkError("Elasticsearch answered 400: mapper_parsing_exception The mapper type [unsigned_long] "
