@@ -1,52 +1,60 @@
 """`cdc check` with fake servers: what goes into the report, and when it fails."""
 
-from types import SimpleNamespace
+from typing import Any, Sequence
 
 from cdc.app.check import run_check
 from cdc.config import parse_config
 from cdc.errors import PreflightError, SinkUnavailableError
+from cdc.es.destination import Destination
+from cdc.mysql.catalog import TableChooser
+from cdc.mysql.server import Database, ServerInfo
 from cdc.rules import Catalog, ColumnInfo, TableInfo, load_rules
 
 
-class FakeDb:
-    def __init__(self, tables, problems=(), warnings=(), cascades=()):
-        self.info = SimpleNamespace(mariadb=True, version="10.11.19-MariaDB")
+# The fakes subclass what run_check takes, without their __init__ (which connects), and
+# override what it calls: mypy checks the overrides' signatures against the real ones.
+class FakeDb(Database):
+    def __init__(self, tables: list[TableInfo], problems: Sequence[str] = (), warnings: Sequence[str] = (),
+                 cascades: Sequence[str] = ()):
+        self.info = ServerInfo("10.11.19-MariaDB", True, 1)
         self.tables = tables
         self.problems, self.warnings, self.cascades = problems, warnings, cascades
         self.closed = False
 
-    def preflight(self, reads_binlog=True):
+    def preflight(self, reads_binlog: bool = True) -> list[str]:
         assert reads_binlog is False  # a check may run beside the daemon and its server_id
         if self.problems:
             raise PreflightError("the MySQL server is not ready for cdc:\n  - " + "\n  - ".join(self.problems))
         return list(self.warnings)
 
-    def catalog(self, rules):
+    def catalog(self, chooser: TableChooser) -> Catalog:
         return Catalog(("shop",), {(t.schema, t.table): t for t in self.tables})
 
-    def cascading_foreign_keys(self, tables):
+    def cascading_foreign_keys(self, tables: list[tuple[str, str]]) -> list[str]:
         return [c for c in self.cascades if tuple(c.split(":")[0].split(".")) in tables]
 
-    def close(self):
+    def close(self) -> None:
         self.closed = True
 
 
-class FakeEs:
-    product = "Elasticsearch"  # what Destination names before and after it found the engine
-    engine = None
-
-    def __init__(self, down=False):
+class FakeEs(Destination):
+    def __init__(self, down: bool = False):
         self.down = down
+        self.engine = None
 
-    def check(self):
+    @property
+    def product(self) -> str:
+        return "Elasticsearch"  # what Destination names before and after it found the engine
+
+    def check(self) -> str:
         if self.down:
             raise SinkUnavailableError("Elasticsearch unreachable: refused")
         return "green"
 
-    def admin(self, method, path, body=None):
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         return 404, {}
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 

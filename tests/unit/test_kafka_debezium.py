@@ -14,6 +14,7 @@ import json
 import logging
 import struct
 from decimal import Decimal
+from typing import Any, Callable, Mapping
 
 import orjson
 import pytest
@@ -103,6 +104,19 @@ def rules_for(tmp_path, text, *tables) -> RuleSet:
     return resolution.rules
 
 
+def decoded(value: bytes, shape_of: Callable[[str, str], Shape | None]) -> RowChange:
+    """`decode` of a message that is a row change, not a tombstone."""
+    change = decode(value, shape_of)
+    assert change is not None, value
+    return change
+
+
+def row_after(change: RowChange) -> Mapping[str, Any]:
+    """The row after an insert or update."""
+    assert change.after is not None, change
+    return change.after
+
+
 def received(value, offset=0, topic="dbz.t14_try.items"):
     return Received(topic, 0, offset, value if value is None or isinstance(value, bytes) else orjson.dumps(value),
                     None)
@@ -113,16 +127,16 @@ def received(value, offset=0, topic="dbz.t14_try.items"):
 @pytest.mark.parametrize("with_schema", [True, False])
 def test_the_documentations_create_update_delete(with_schema):
     encode = wrapped if with_schema else orjson.dumps
-    created = decode(encode(DOCS_CREATE), no_shape)
+    created = decoded(encode(DOCS_CREATE), no_shape)
     assert created.op is Op.INSERT and (created.schema, created.table) == ("inventory", "customers")
     assert created.before is None and created.after == ANNE
     # A streamed row's position is inside its event: Debezium's pos (the event's start) + 2.
     assert created.position == BinlogPosition("mysql-bin.000003", 154 + STREAM_OFFSET)
     assert created.timestamp == 0 and created.row_index == 0
-    updated = decode(encode(DOCS_UPDATE), no_shape)
+    updated = decoded(encode(DOCS_UPDATE), no_shape)
     assert updated.op is Op.UPDATE and updated.before == ANNE and updated.after == ANNE_MARIE
     assert updated.position == BinlogPosition("mysql-bin.000003", 486) and updated.timestamp == 1465581029
-    deleted = decode(encode(DOCS_DELETE), no_shape)
+    deleted = decoded(encode(DOCS_DELETE), no_shape)
     assert deleted.op is Op.DELETE and deleted.before == ANNE_MARIE and deleted.after is None
     assert [c.name for c in deleted.columns] == ["id", "first_name", "last_name", "email"]
 
@@ -133,14 +147,14 @@ def test_tombstones_are_none_with_or_without_schemas():
 
 
 def test_a_snapshot_row_keeps_the_snapshots_binlog_position():
-    change = decode(REAL_SNAPSHOT_ROW.encode(), no_shape)
+    change = decoded(REAL_SNAPSHOT_ROW.encode(), no_shape)
     assert change.op is Op.INSERT  # op r: a write like an insert
     # The position read when the snapshot began: the same kind cdc's own snapshot versions by.
     assert change.position == BinlogPosition("binlog.000059", 11168956)
     streamed = json.loads(REAL_SNAPSHOT_ROW)
     streamed["payload"].update(op="c")
     streamed["payload"]["source"]["snapshot"] = "false"
-    assert decode(orjson.dumps(streamed), no_shape).position == BinlogPosition("binlog.000059", 11168958)
+    assert decoded(orjson.dumps(streamed), no_shape).position == BinlogPosition("binlog.000059", 11168958)
 
 
 def test_versions_order_with_cdcs_own_stream():
@@ -148,9 +162,9 @@ def test_versions_order_with_cdcs_own_stream():
     a_start, a_end = 1000, 1200
     b_start, b_end = a_end, 1450
     cdc_a = document_version(BinlogPosition("binlog.000007", a_end))
-    dbz_a = document_version(decode(orjson.dumps({**DOCS_CREATE, "source": {
+    dbz_a = document_version(decoded(orjson.dumps({**DOCS_CREATE, "source": {
         **DOCS_CREATE["source"], "file": "binlog.000007", "pos": a_start}}), no_shape).position)
-    dbz_b = document_version(decode(orjson.dumps({**DOCS_UPDATE, "source": {
+    dbz_b = document_version(decoded(orjson.dumps({**DOCS_UPDATE, "source": {
         **DOCS_UPDATE["source"], "file": "binlog.000007", "pos": b_start}}), no_shape).position)
     cdc_b = document_version(BinlogPosition("binlog.000007", b_end))
     assert dbz_a < cdc_a < dbz_b - 1 < dbz_b < cdc_b  # dbz_b - 1: a routing change's delete
@@ -194,8 +208,8 @@ def items_shape(tmp_path):
 
 def test_the_real_row_becomes_the_binlog_librarys_values(tmp_path):
     _, items = items_shape(tmp_path)
-    change = decode(REAL_SNAPSHOT_ROW.encode(), lambda db, t: items if (db, t) == ("t14_try", "items") else None)
-    after = dict(change.after)
+    change = decoded(REAL_SNAPSHOT_ROW.encode(), lambda db, t: items if (db, t) == ("t14_try", "items") else None)
+    after = dict(row_after(change))
     assert after["price"] == Decimal("1.50") and str(after["price"]) == "1.50"
     assert after["ts"] == datetime.datetime(2024, 1, 2, 3, 4, 5, 123000, tzinfo=datetime.timezone.utc)
     assert after["dt"] == BINLOG_ROW["dt"] and after["d"] == BINLOG_ROW["d"] and after["t"] == BINLOG_ROW["t"]
@@ -217,12 +231,12 @@ def test_the_payload_is_found_without_parsing_the_schema_and_decodes_as_a_whole_
     parsed = orjson.loads(plain)
     spaced = json.dumps(parsed).encode()  # `, "payload": ` with spaces: not sliced
     reordered = orjson.dumps({"payload": parsed["payload"], "schema": parsed["schema"]})
-    rows = [decode(v, shape_of) for v in (plain, spaced, reordered)]
-    assert rows[0] == rows[1] == rows[2] and rows[0].after["name"] == "one"
+    rows = [decoded(v, shape_of) for v in (plain, spaced, reordered)]
+    assert rows[0] == rows[1] == rows[2] and row_after(rows[0])["name"] == "one"
     parsed["payload"]["after"]["payload"] = "a column named payload"
     twice = orjson.dumps(parsed)
     assert twice.count(b',"payload":') == 2
-    assert decode(twice, shape_of).after["payload"] == "a column named payload"
+    assert row_after(decoded(twice, shape_of))["payload"] == "a column named payload"
 
 
 @pytest.mark.parametrize("with_schema", [True, False])
@@ -232,7 +246,7 @@ def test_the_document_equals_what_cdcs_own_stream_makes(tmp_path, with_schema):
     value = json.loads(REAL_SNAPSHOT_ROW)
     if not with_schema:
         value = value["payload"]  # schemas.enable=false: the column kinds from information_schema decide
-    change = decode(orjson.dumps(value), lambda db, t: items)
+    change = decoded(orjson.dumps(value), lambda db, t: items)
     builder = ActionBuilder(rules)
     from_debezium = builder.actions(change)
     binlog = RowChange(Op.INSERT, "t14_try", "items", BINLOG_COLUMNS, None, BINLOG_ROW, change.position, 0)
@@ -262,7 +276,7 @@ def one_value(schema_field, value, column=None, fraction=0):
                 "payload": {"op": "c", "before": None, "after": {name: value},
                             "source": {"db": "s", "table": "t", "file": "binlog.000001", "pos": 4}}}
     shape_ = Shape({name: column} if column else {}, {name: fraction})
-    return decode(orjson.dumps(envelope), lambda db, t: shape_).after[name]
+    return row_after(decoded(orjson.dumps(envelope), lambda db, t: shape_))[name]
 
 
 @pytest.mark.parametrize("schema_field, value, expected", [
@@ -307,7 +321,7 @@ def test_without_schema_the_column_precision_picks_the_unit():
            "after": {"ms": 1704164645123, "us": 1704164645123456}}
     kinds = Shape({"ms": Column("ms", ColumnKind.DATETIME), "us": Column("us", ColumnKind.DATETIME)},
                   {"ms": 3, "us": 6})
-    after = decode(orjson.dumps(row), lambda db, t: kinds).after
+    after = row_after(decoded(orjson.dumps(row), lambda db, t: kinds))
     assert after == {"ms": datetime.datetime(2024, 1, 2, 3, 4, 5, 123000),
                      "us": datetime.datetime(2024, 1, 2, 3, 4, 5, 123456)}
 

@@ -1,6 +1,8 @@
 """Kafka mode's message format (cdc/kafka/messages.py) and the writer's batch bookkeeping (pure)."""
 
 import dataclasses
+from typing import Any, Sequence
+
 import orjson
 
 import pytest
@@ -8,14 +10,27 @@ import pytest
 from cdc.app.kafka_mode import UnreadableMessage, _unreadable, latest, next_offsets
 from cdc.kafka.messages import FORMAT_VERSION, MessageError, Received, decode, encode, headers, key, plan
 from cdc.es.sink import encode_bulk
-from cdc.model import Action, ActionType, BinlogPosition
+from cdc.model import Action, ActionType, BinlogPosition, EncodedActions, EncodedParts
 from cdc.stream.deadletter import DeadLetter
 
 POS = BinlogPosition("binlog.000042", 1234)
 
 
+def cdc_headers(action: Action) -> list[tuple[str, bytes]]:
+    """The headers of the cdc format (the Debezium envelope has none)."""
+    found = headers(action)
+    assert found is not None
+    return found
+
+
+def requests(lane: Sequence[Action]) -> tuple[EncodedActions, ...]:
+    """A planned lane's bulk requests: the writer's lanes are encoded, their bodies the values as published."""
+    assert isinstance(lane, EncodedParts), lane
+    return lane.parts
+
+
 def index_action(**kw):
-    base = dict(type=ActionType.INDEX, index="shop-orders", doc_id="7", version=(42 << 32) | 1234,
+    base: dict[str, Any] = dict(type=ActionType.INDEX, index="shop-orders", doc_id="7", version=(42 << 32) | 1234,
                 doc={"id": 7, "total": "12.50", "tags": ["a", "é"]}, routing="r1", schema="shop", table="orders",
                 position=POS)
     base.update(kw)
@@ -79,12 +94,12 @@ def test_the_cdc_format_is_the_documented_one():
     assert orjson.loads(doc) == {"id": 7, "total": "12.50", "tags": ["a", "é"]} and end == b""
     assert headers(action) == [("cdc", str(FORMAT_VERSION).encode()),
                                ("cdc-source", b'["shop","orders","binlog.000042",1234]')]
-    assert dict(headers(index_action()))["cdc-key"] == b'["r1"]'  # routing: a write of its own
+    assert dict(cdc_headers(index_action()))["cdc-key"] == b'["r1"]'  # routing: a write of its own
     update = index_action(type=ActionType.UPDATE, versioned=False)
     meta, doc, _ = encode(update).split(b"\n")
     assert "version" not in orjson.loads(meta)["update"]  # unversioned
     assert orjson.loads(doc) == {"doc": update.doc, "doc_as_upsert": True}
-    assert dict(headers(update))["cdc-key"] == b'["r1","shop","orders"]'  # a partial update of its table
+    assert dict(cdc_headers(update))["cdc-key"] == b'["r1","shop","orders"]'  # a partial update of its table
     assert encode(index_action(type=ActionType.DELETE, doc=None)).count(b"\n") == 1
 
 
@@ -192,14 +207,14 @@ def test_the_writer_puts_values_together_into_the_bodies_cdc_run_would_send():
     planned = plan(received(actions), 3, 2, 10_000, _unreadable_error)
     assert planned.writes == 10
     for lane in planned.lanes:
-        for request in lane.parts:
+        for request in requests(lane):
             assert len(request) <= 2
             assert request.body == encode_bulk(list(request))  # `list` makes the actions
     made = sorted((a for lane in lane_actions(planned) for a in lane), key=lambda a: a.version)
     assert [fields(a) for a in made] == [fields(a) for a in actions]
     # bytes bound the requests too
     tight = plan(received(actions), 1, 100, len(encode(actions[0])) * 3, _unreadable_error)
-    assert [len(r) for r in tight.lanes[0].parts] == [3, 3, 3, 1]
+    assert [len(r) for r in requests(tight.lanes[0])] == [3, 3, 3, 1]
 
 
 def _unreadable_error(m, exc):
@@ -241,8 +256,8 @@ def test_version_1_messages_are_written_as_version_2_ones():
         "cdc": 1, "action": "index", "index": a.index, "id": a.doc_id, "routing": a.routing, "version": a.version,
         "pipeline": None, "source": {"schema": "shop", "table": "orders", "file": "binlog.000042", "pos": 1234},
         "doc": a.doc}), None, key(a)) for i, a in enumerate(actions)]
-    assert [r.body for r in plan(old, 1, 100, 10**6, _unreadable_error).lanes[0].parts] == \
-        [r.body for r in plan(received(actions), 1, 100, 10**6, _unreadable_error).lanes[0].parts]
+    assert [r.body for r in requests(plan(old, 1, 100, 10**6, _unreadable_error).lanes[0])] == \
+        [r.body for r in requests(plan(received(actions), 1, 100, 10**6, _unreadable_error).lanes[0])]
 
 
 def test_a_message_the_writer_cannot_write_stops_it_naming_where_it_is():

@@ -7,16 +7,22 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Callable, Sequence
 
 import pytest
 import yaml
 
 from cdc.app.kafka_mode import SinkWorker
-from cdc.config import load_config
+from cdc.app.session import Session
+from cdc.config import Config, KafkaConfig, load_config
 from cdc.errors import RejectedActionsError
+from cdc.kafka.client import ActionConsumer
 from cdc.kafka.messages import Received, encode, headers, key
+from cdc.kafka.stall import PartitionState
 from cdc.model import Action, ActionType, BinlogPosition, BulkResult, EncodedActions, ItemResult, Outcome
-from cdc.stream.observe import Stats
+from cdc.stream.delivery import BulkWriter
+from cdc.stream.observe import Observers, Stats
+from cdc.stream.protocols import Sink
 
 TOPIC = "t"
 
@@ -27,10 +33,13 @@ def message(offset: int, doc_id: str, version: int, partition: int = 0) -> Recei
     return Received(TOPIC, partition, offset, encode(action), None, key(action), headers(action))
 
 
-class FakeConsumer:
+# The fakes subclass what SinkWorker takes, without their __init__ (which connects), and
+# override what it calls: mypy checks the overrides' signatures against the real ones.
+class FakeConsumer(ActionConsumer):
     """Hands out the messages a test queued, `count` at a time; records commits."""
 
-    def __init__(self, config, on_assign, on_revoke, client_id=None):
+    def __init__(self, config: KafkaConfig, on_assign: Callable[[list[tuple[str, int]]], None],
+                 on_revoke: Callable[[list[tuple[str, int]]], None], client_id: str | None = None):
         self.queued: list[Received] = []
         self.commits: list[dict[tuple[str, int], int]] = []
         self.lock = threading.Lock()
@@ -42,11 +51,11 @@ class FakeConsumer:
             time.sleep(min(timeout, 0.01))
         return taken
 
-    def poll(self, timeout: float):
+    def poll(self, timeout: float) -> Received | None:
         got = self.consume(1, timeout)
         return got[0] if got else None
 
-    def commit(self, offsets, asynchronous: bool = False) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int], asynchronous: bool = False) -> None:
         with self.lock:
             self.commits.append(dict(offsets))
 
@@ -56,7 +65,7 @@ class FakeConsumer:
     def release(self) -> None:
         pass
 
-    def partition_states(self, timeout: float = 2.0):
+    def partition_states(self, timeout: float = 2.0) -> list[PartitionState] | None:
         return []
 
     def close(self) -> None:
@@ -66,7 +75,7 @@ class FakeConsumer:
 class FakeElasticsearch:
     """Acknowledges every item, in the order given, unless told to hold or refuse a document."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.written: list[tuple[str, int]] = []  # (doc_id, version) in the order applied
         self.bodies: list[bool] = []  # whether each request came as the values put together
         self.lock = threading.Lock()
@@ -74,7 +83,7 @@ class FakeElasticsearch:
         self.refuse: set[str] = set()
         self.delays: random.Random | None = None  # requests take 0-5 ms, so that lanes overtake each other
 
-    def write(self, actions, refresh: bool = False) -> BulkResult:
+    def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
         encoded = isinstance(actions, EncodedActions)
         if self.delays is not None:
             with self.lock:
@@ -84,7 +93,7 @@ class FakeElasticsearch:
             gate = self.hold.get(action.doc_id)
             if gate is not None:
                 gate.wait(10)
-        items = []
+        items: list[ItemResult] = []
         with self.lock:
             self.bodies.append(encoded)
             for action in actions:
@@ -96,18 +105,19 @@ class FakeElasticsearch:
         return BulkResult(tuple(items))
 
 
-class FakeSession:
-    def __init__(self, config):
+class FakeSession(Session):
+    def __init__(self, config: Config):
         self.config = config
         self.stop = threading.Event()
 
-    def writer(self, sink, stats, observed=False):
-        from cdc.stream.delivery import BulkWriter
-
+    def writer(self, sink: Sink, stats: Stats, observed: bool = False, dead_letters: bool = True) -> BulkWriter:
         return BulkWriter(sink, self.config.batch, self.config.retry, stats)
 
-    def observer(self):
+    def observer(self) -> Observers | None:
         return None
+
+
+_: Sink = FakeElasticsearch()  # mypy checks it fits the protocol
 
 
 @pytest.fixture
@@ -141,6 +151,12 @@ def wait(what: str, condition, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
+
+
+def doc_of(m: Received) -> str:
+    """The document of a message made by `message`, from its key (index/id)."""
+    assert m.key is not None
+    return m.key.decode().split("/")[1]
 
 
 def committed(consumer: FakeConsumer) -> dict[tuple[str, int], int]:
@@ -197,7 +213,7 @@ def test_offsets_wait_for_the_slowest_lane_and_later_batches_do_not_jump_it(setu
     thread.join(10)
     assert not errors
     # In its lane, the held write went first: the writes queued behind it came after it.
-    behind = [(m.key.decode().split("/")[1], m.offset + 1) for m in others if hash(m.key) % 2 == lane_of_slow]
+    behind = [(doc_of(m), m.offset + 1) for m in others if hash(m.key) % 2 == lane_of_slow]
     assert all(es.written.index(("slow", 1)) < es.written.index(w) for w in behind)
 
 

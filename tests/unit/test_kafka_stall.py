@@ -1,12 +1,15 @@
 """A `cdc sink` writer's partitions assigned but not read (issue 27): found, logged, resumed, reported."""
 
 import logging
+from typing import Callable
 
 import pytest
 import yaml
 
 from cdc.app.kafka_mode import SinkWorker
-from cdc.config import load_config
+from cdc.app.session import Session
+from cdc.config import Config, KafkaConfig, load_config
+from cdc.kafka.client import ActionConsumer
 from cdc.kafka.stall import PartitionState, StallWatch
 from cdc.ops.metrics import PrometheusObserver, parse_metrics
 from cdc.ops.progress import Progress
@@ -46,26 +49,33 @@ def test_a_new_assignment_starts_the_clocks_again():
     assert watch.update([state(0, 1, 9)], now=21) == [state(0, 1, 9)]
 
 
-class FakeConsumer:
+# The fakes subclass what SinkWorker takes, without their __init__ (which connects), and
+# override what it calls: mypy checks the overrides' signatures against the real ones.
+class FakeConsumer(ActionConsumer):
     """Reports the partition states a test sets; counts resumes."""
 
-    def __init__(self, config, on_assign, on_revoke, client_id=None):
+    def __init__(self, config: KafkaConfig, on_assign: Callable[[list[tuple[str, int]]], None],
+                 on_revoke: Callable[[list[tuple[str, int]]], None], client_id: str | None = None):
         self.states: list[PartitionState] | None = []
         self.released = 0
 
-    def partition_states(self, timeout: float = 2.0):
+    def partition_states(self, timeout: float = 2.0) -> list[PartitionState] | None:
         return self.states
 
     def release(self) -> None:
         self.released += 1
 
 
-class FakeSession:
-    def __init__(self, config, observers):
+class FakeSession(Session):
+    def __init__(self, config: Config, observers: Observers):
         self.config, self.observers = config, observers
 
-    def observer(self):
+    def observer(self) -> Observers | None:
         return self.observers
+
+
+class WatchedWorker(SinkWorker):
+    metrics: PrometheusObserver  # what the test reads the worker's exported partitions from
 
 
 @pytest.fixture
@@ -73,7 +83,7 @@ def worker(tmp_path):
     path = tmp_path / "cdc.yml"
     path.write_text(yaml.safe_dump({"mysql": {"user": "cdc", "server_id": 5}, "kafka": {"stall_after": 30}}))
     metrics = PrometheusObserver(Progress(heartbeat=1))
-    w = SinkWorker(FakeSession(load_config(str(path)), Observers([metrics])), None, Stats(),
+    w = WatchedWorker(FakeSession(load_config(str(path)), Observers([metrics])), None, Stats(),
                    consumer_factory=FakeConsumer)
     w.metrics = metrics
     return w
