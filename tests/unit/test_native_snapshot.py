@@ -18,10 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymysql import converters
+from pymysql.connections import Connection
 
 from cdc.copy.native import SnapshotRows
 from cdc.errors import RowError
 from cdc.model import BinlogPosition, Column, ColumnKind
+from cdc.mysql.pymysql_hooks import PacketResult
 from cdc.mysql.server import PacketRows
 from cdc.native import native
 from cdc.rules import ActionBuilder, Rule, RuleSet, rowpath
@@ -95,8 +97,8 @@ def test_decimal_edges(text):
 def test_dates_and_times(t, fsp):
     t = t.replace(microsecond=t.microsecond // 10 ** (6 - fsp) * 10 ** (6 - fsp))
     frac = f".{t.microsecond:06d}"[:fsp + 1] if fsp else ""
-    text = f"{t:%Y-%m-%d %H:%M:%S}"
-    text = f"{t.year:04d}{text[text.index('-'):]}{frac}".encode()
+    shown = f"{t:%Y-%m-%d %H:%M:%S}"
+    text = f"{t.year:04d}{shown[shown.index('-'):]}{frac}".encode()
     _same(("date", 0), converters.convert_date, ColumnKind.DATE, text[:10])
     _same(("datetime", 0), converters.convert_datetime, ColumnKind.DATETIME, text)
     # TIMESTAMP's range starts at 1970-01-01 00:00:01 UTC (MySQL and MariaDB docs): the
@@ -189,18 +191,24 @@ def test_garbage_rows_never_crash(readers, packets):
         orjson.loads(action[5])  # whatever came out is valid JSON
 
 
+def raw_rows(packets: list[bytes], fields: tuple[tuple[str, int, int], ...]) -> PacketRows:
+    """Rows as packets with no query behind them (the result of a connection never opened): the
+    native path never converts a row to Python values."""
+    return PacketRows(packets, fields, PacketResult(Connection(defer_connect=True)), "utf8")
+
+
 def test_a_bad_row_stops_the_snapshot_naming_table_row_and_key():
     builder = ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 0, ValueOptions())
     rows = SnapshotRows(builder, "native")
     columns = (Column("id", ColumnKind.INTEGER), Column("v", ColumnKind.STRING))
     fields = (("id", 3, 63), ("v", 253, 45))
     good = _lenenc(b"7") + _lenenc(b"x")
-    truncated = PacketRows([good, _lenenc(b"8") + b"\x05ab"], fields, None, "utf8")
+    truncated = raw_rows([good, _lenenc(b"8") + b"\x05ab"], fields)
     with pytest.raises(RowError, match=r"snapshot rows of s\.t at binlog\.000007:1234 \(chunk after key \[5\], 2 rows\)"
                                        r": row 1: truncated"):
         rows.actions("s", "t", columns, BinlogPosition("binlog.000007", 1234), truncated, after=[5])
     actions = rows.actions("s", "t", columns, BinlogPosition("binlog.000007", 1234),
-                           PacketRows([good], fields, None, "utf8"))
+                           raw_rows([good], fields))
     assert actions is not None
     assert [(a.index, a.doc_id, a.doc_json, a.version) for a in actions] == [
         ("ix", "7", b'{"id":7,"v":"x"}', (7 << 32) | 1234)]
@@ -208,10 +216,10 @@ def test_a_bad_row_stops_the_snapshot_naming_table_row_and_key():
     # A column PyMySQL would hand over as bytes where the kind wants text: the Python path, with why.
     other = SnapshotRows(builder, "native")
     assert other.actions("s", "t", columns, BinlogPosition("binlog.000007", 1234),
-                         PacketRows([good], (("id", 3, 63), ("v", 253, 63)), None, "utf8")) is None
+                         raw_rows([good], (("id", 3, 63), ("v", 253, 63)))) is None
     assert other.tables["s.t"].startswith("python: column 'v': a string column read as field type 253 (charset 63)")
     assert SnapshotRows(builder, "python").actions("s", "t", columns, BinlogPosition("binlog.000007", 1234),
-                                                   PacketRows([good], fields, None, "utf8")) is None
+                                                   raw_rows([good], fields)) is None
 
 
 # --------------------------------------------------------------------------- a chunk's body, encoded in Rust
@@ -237,8 +245,7 @@ def test_a_chunks_body_is_what_encode_bulk_makes_of_its_actions(rows, mode, rout
     columns = (Column("id", ColumnKind.STRING), Column("v", ColumnKind.STRING))
     fields = (("id", 253, 45), ("v", 253, 45))
     packets = [_lenenc(i.encode()) + _lenenc(None if v is None else v.encode()) for i, v in rows]
-    encoded = snapshot.actions("s", "t", columns, BinlogPosition("binlog.000003", 77), PacketRows(packets, fields,
-                                                                                                   None, "utf8"))
+    encoded = snapshot.actions("s", "t", columns, BinlogPosition("binlog.000003", 77), raw_rows(packets, fields))
     assert isinstance(encoded, EncodedActions) and encoded._actions is None
     assert len(encoded) == len(rows) * len(rules)
     assert encode_bulk(encoded) is encoded.body  # sent as it came
@@ -265,7 +272,7 @@ def test_a_chunk_bigger_than_a_request_is_encoded_in_parts_as_chunks_splits_acti
 
     def chunk(request):
         return SnapshotRows(builder, "native", request).actions("s", "t", columns, BinlogPosition("binlog.000001", 4),
-                                                                PacketRows(packets, fields, None, "utf8"))
+                                                                raw_rows(packets, fields))
 
     whole = chunk(None)
     assert isinstance(whole, EncodedActions)
@@ -296,8 +303,7 @@ def test_an_encoded_chunk_goes_as_one_request_made_into_actions_only_when_an_ite
 
     def chunk() -> EncodedActions:
         packets = [_lenenc(str(i).encode()) + _lenenc(b"x" * 50) for i in range(1, 11)]
-        # No PyMySQL result behind the packets: the native path never converts a row to Python values.
-        rows = PacketRows(packets, fields, None, "utf8")  # type: ignore[arg-type]
+        rows = raw_rows(packets, fields)
         encoded = snapshot.actions("s", "t", columns, BinlogPosition("binlog.000001", 4), rows)
         assert isinstance(encoded, EncodedActions)
         return encoded

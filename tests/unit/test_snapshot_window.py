@@ -1,37 +1,54 @@
 """The write window of snapshot chunks and verify repairs (cdc/copy/snapshot.py write_while_fresh), over fakes."""
 
 import threading
+from typing import Callable, Sequence
 
 import pytest
 
 from cdc.errors import SinkUnavailableError
 from cdc.copy.snapshot import fresh_window, write_while_fresh
+from cdc.model import Action, ActionType
+from cdc.stream.delivery import BulkWriter
 
 
-class Writer:
-    """Fails the first `outages` writes the way BulkWriter does: waits on `abort`, or gives up after `patience`."""
+class Writer(BulkWriter):
+    """Fails the first `outages` writes the way BulkWriter does: waits on `abort`, or gives up after `patience`.
+
+    Records the ids of what it wrote. A BulkWriter without its __init__: mypy checks `write` against it."""
 
     def __init__(self, outages: int, patience: float = 5.0):
         self.outages, self.patience = outages, patience
         self.abort = None
         self.written: list[list[str]] = []
 
-    def write(self, actions):
+    def write(self, actions: Sequence[Action]) -> None:
         if self.outages:
             self.outages -= 1
+            assert self.abort is not None  # write_while_fresh sets it around each write
             if self.abort.wait(self.patience):
                 raise SinkUnavailableError("bulk request failed; stopped while waiting to retry")
             raise SinkUnavailableError("bulk request failed; gave up after 3 attempts")
-        self.written.append(list(actions))
+        self.written.append([a.doc_id for a in actions])
 
 
-def reads(*batches):
+def chunk(*doc_ids: str) -> list[Action]:
+    """A chunk's actions, named by their ids."""
+    return [Action(ActionType.DELETE, "i", doc_id, 1) for doc_id in doc_ids]
+
+
+def ids(actions: Sequence[Action] | None) -> list[str] | None:
+    return None if actions is None else [a.doc_id for a in actions]
+
+
+def reads(*batches: list[str] | None) -> tuple[Callable[[], list[Action] | None], list[int]]:
+    """A read giving a chunk of these ids each time (None: nothing left), and the calls made."""
     made = iter(batches)
-    calls = []
+    calls: list[int] = []
 
-    def read():
+    def read() -> list[Action] | None:
         calls.append(1)
-        return next(made)
+        names = next(made)
+        return None if names is None else chunk(*names)
     return read, calls
 
 
@@ -45,7 +62,7 @@ def test_window_is_half_of_gc_deletes_at_most():
 def test_a_write_that_outlasts_the_window_reads_again():
     writer = Writer(outages=1)
     read, calls = reads(["old"], ["new"])
-    assert write_while_fresh(writer, threading.Event(), 0.05, read, "chunk", "shop.t") == ["new"]
+    assert ids(write_while_fresh(writer, threading.Event(), 0.05, read, "chunk", "shop.t")) == ["new"]
     assert len(calls) == 2 and writer.written == [["new"]]  # the stale read was never written
     assert writer.abort is None
 
@@ -82,8 +99,8 @@ def test_a_chunk_read_earlier_counts_from_its_read_not_from_the_write():
 
     writer = Writer(outages=1)
     read, calls = reads(["fresh"])
-    first = (time.monotonic() - 0.2, ["queued"])
-    assert write_while_fresh(writer, threading.Event(), 0.1, read, "chunk", "shop.t", first=first) == ["fresh"]
+    first = (time.monotonic() - 0.2, chunk("queued"))
+    assert ids(write_while_fresh(writer, threading.Event(), 0.1, read, "chunk", "shop.t", first=first)) == ["fresh"]
     assert len(calls) == 1 and writer.written == [["fresh"]]
 
 
@@ -92,8 +109,8 @@ def test_a_chunk_read_earlier_is_written_as_read_when_still_fresh():
     read, calls = reads(["never"])
     import time
 
-    first = (time.monotonic(), ["queued"])
-    assert write_while_fresh(writer, threading.Event(), 30.0, read, "chunk", "shop.t", first=first) == ["queued"]
+    first = (time.monotonic(), chunk("queued"))
+    assert ids(write_while_fresh(writer, threading.Event(), 30.0, read, "chunk", "shop.t", first=first)) == ["queued"]
     assert calls == [] and writer.written == [["queued"]]
 
 
@@ -107,8 +124,9 @@ def test_the_copy_is_paced_to_its_rate_without_credit_from_slow_chunks():
     now = [100.0]
     waited = []
 
-    class Stop:
-        def wait(self, seconds):
+    class Stop(threading.Event):
+        def wait(self, seconds: float | None = None) -> bool:
+            assert seconds is not None
             waited.append(round(seconds, 6))
             now[0] += seconds
             return False

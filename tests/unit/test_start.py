@@ -4,6 +4,7 @@ The same policy end to end, on two real MariaDB servers: tests/integration/test_
 """
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def config(**sections):
 
 
 def checkpoint(**fields):
-    values = dict(position=POS, gtid="0-1-50", snapshotted=tuple(TABLES), server="mariadb:1")
+    values: dict[str, Any] = dict(position=POS, gtid="0-1-50", snapshotted=tuple(TABLES), server="mariadb:1")
     values.update(fields)
     return Checkpoint(**values)
 
@@ -123,14 +124,14 @@ def test_failover_resumes_by_gtid_raises_the_epoch_and_saves_at_once():
 def test_a_restart_after_the_failover_switch_resumes_by_gtid_without_raising_the_epoch_again():
     saved = checkpoint(epoch=1, server="mariadb:2", by_gtid=True)
     plan = decide_start(saved, NEW_PRIMARY, config(), TABLES)
-    assert plan.how == "failover" and plan.start.by_gtid and plan.epoch == 1 and not plan.save_now
+    assert plan.how == "failover" and plan.start is not None and plan.start.by_gtid and plan.epoch == 1 and not plan.save_now
     assert plan.notes == ((logging.INFO, "resuming from GTID 0-1-50 after a failover (version epoch 1)"),)
 
 
 def test_after_the_first_commit_on_the_new_primary_restarts_are_plain_resumes():
     saved = checkpoint(position=BinlogPosition("binlog.000001", 800), epoch=1, server="mariadb:2")
     plan = decide_start(saved, NEW_PRIMARY, config(), TABLES)
-    assert plan.how == "resume" and plan.epoch == 1 and not plan.start.by_gtid
+    assert plan.how == "resume" and plan.epoch == 1 and plan.start is not None and not plan.start.by_gtid
 
 
 def test_failover_without_gtid_state_is_refused():
@@ -152,7 +153,7 @@ def test_an_unfinished_snapshot_at_a_failover_is_refused_after_saving_the_raised
     # and without it the new copy's versions could lose to the old primary's documents.
     unfinished = {"shop.b": {"rows": 10, "last_key": [5], "done": False}}
     plan = decide_start(checkpoint(snapshot=unfinished), NEW_PRIMARY, config(), TABLES)
-    assert plan.save_now and plan.epoch == 1 and "unfinished" in plan.refusal
+    assert plan.save_now and plan.epoch == 1 and plan.refusal is not None and "unfinished" in plan.refusal
 
 
 def test_failover_copies_only_tables_new_to_the_rules():
