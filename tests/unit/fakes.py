@@ -35,7 +35,7 @@ class FakeSink:
     """
 
     def __init__(self, log: list | None = None, script: Sequence[Step] = (), always: Step = None,
-                 delay: float = 0.0, *, bad: Sequence[str] = (),
+                 delay: float = 0.0, *, bad: Iterable[str] = (),
                  limit: int | None = None, status: int = 400, error: str = "mapper_parsing_exception"):
         self.calls: list[list[Action]] = []
         self.refreshes: list[bool] = []  # per call: did it ask to wait for a refresh?

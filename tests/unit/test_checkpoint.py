@@ -191,6 +191,7 @@ def test_lock_held_by_child_process(tmp_path):
         [sys.executable, "-c", child_code, str(path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
+    assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "locked"
         parent = FileCheckpointStore(path)
@@ -215,10 +216,12 @@ def test_snapshot_record_survives_stream_saves(store):
     store.save(BinlogPosition("binlog.000002", 100), "0-1-5")
     fresh = FileCheckpointStore(store.path)
     loaded = fresh.load()
+    assert loaded is not None
     assert loaded.snapshotted == ("db.a", "db.b")
     assert loaded.snapshot == {"db.c": {"last_key": [5], "rows": 5, "done": False}}
     fresh.save(BinlogPosition("binlog.000002", 200), "0-1-6")  # a stream save keeps the record
-    assert FileCheckpointStore(store.path).load().snapshotted == ("db.a", "db.b")
+    again = FileCheckpointStore(store.path).load()
+    assert again is not None and again.snapshotted == ("db.a", "db.b")
 
 
 def test_format_1_reads_as_snapshot_not_recorded(store):

@@ -32,6 +32,7 @@ def test_sigkill_during_checkpoint_writes_never_tears_the_file(tmp_path):
     for _ in range(25):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
                                 env={**os.environ, "PYTHONPATH": os.getcwd()})
+        assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.01, 0.15))
         proc.send_signal(signal.SIGKILL)
@@ -39,7 +40,7 @@ def test_sigkill_during_checkpoint_writes_never_tears_the_file(tmp_path):
         proc.stdout.close()
         checkpoint = FileCheckpointStore(path).load()  # raises on a torn or empty file
         assert checkpoint is not None and checkpoint.gtid == f"0-1-{checkpoint.position.pos - 4}"
-        assert len(checkpoint.snapshotted) == 200
+        assert checkpoint.snapshotted is not None and len(checkpoint.snapshotted) == 200
         last_seen = checkpoint.position.pos
         json.loads(path.read_text())
     assert last_seen > 4
@@ -48,6 +49,7 @@ def test_sigkill_during_checkpoint_writes_never_tears_the_file(tmp_path):
     store.lock()
     try:
         assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-        assert store.load().position.pos == last_seen
+        final = store.load()
+        assert final is not None and final.position.pos == last_seen
     finally:
         store.unlock()

@@ -168,7 +168,7 @@ def test_sink_state_follows_bulk_outcomes_and_request_failures():
 
 
 def test_why_cdc_waits_is_the_servers_reason_in_readyz_metrics_and_status():
-    from cdc.ops.status import format_text
+    from cdc.ops.status import Report, format_text
 
     why = ("1 of 3 items failed with 429 (cluster_block_exception: index [shop] blocked by: "
            "[TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block])")
@@ -182,8 +182,9 @@ def test_why_cdc_waits_is_the_servers_reason_in_readyz_metrics_and_status():
     assert progress.sink_detail() == why  # /readyz
     assert value(samples(metrics), "cdc_sink_waiting", reason=why) == 1
     assert value(samples(metrics), "cdc_sink_waiting", reason="") is None  # one reason at a time
-    report = {"checkpoint": None, "daemon_running": True, "snapshot": None, "dead_letters": None, "problems": [],
-              "lag": {"source": None}, "row_path": None, "writer": {"waiting": True, "reason": why}}
+    report: Report = {"checkpoint": None, "daemon_running": True, "snapshot": None, "dead_letters": None,
+                      "problems": [], "lag": {"source": None}, "row_path": None,
+                      "writer": {"waiting": True, "reason": why}}
     assert f"writer        WAITING to retry: {why}" in format_text(report)
     progress.on_bulk(1, 0.1, 1, 0, 0, 0)  # the block lifted: the item went in
     assert value(samples(metrics), "cdc_sink_waiting", reason="") == 0
@@ -349,7 +350,8 @@ def test_pipeline_hooks_reach_the_metrics():
     assert value(s, "cdc_actions_written_total", outcome="ok") == 2
     assert value(s, "cdc_commit_to_acknowledged_seconds_count") == 1
     assert value(s, "cdc_read_to_acknowledged_seconds_count") == 1
-    assert 0 < value(s, "cdc_read_to_acknowledged_seconds_sum") < 5
+    read_to_acknowledged = value(s, "cdc_read_to_acknowledged_seconds_sum")
+    assert read_to_acknowledged is not None and 0 < read_to_acknowledged < 5
     assert value(s, "cdc_checkpoints_total") == 1
     assert value(s, "cdc_binlog_offset_bytes", stage="checkpoint") == 200
     assert value(s, "cdc_binlog_offset_bytes", stage="read") == 200

@@ -383,7 +383,7 @@ def test_a_value_the_python_path_cannot_convert_stops_cdc_the_same_way():
     (table, position, row and key): the pipeline stops on it (pipeline.py `_actions` -> CdcError)."""
     rule = Rule("s", "t", "ix", ("id",), conversions=(("tags", (Conversion("bool"),)),))
     day = datetime.date(2024, 1, 2)
-    rows = [(1, "yes", day, set(), "1", 0), (2, "maybe", day, set(), "1", 0)]
+    rows: list[tuple] = [(1, "yes", day, set(), "1", 0), (2, "maybe", day, set(), "1", 0)]
     with pytest.raises(RowError) as from_native:
         _both(rows, rule)
     builder = ActionBuilder(RuleSet([rule]), 0, ValueOptions())

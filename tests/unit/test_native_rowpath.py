@@ -161,17 +161,17 @@ def test_decode_error_in_the_row_path_names_table_and_position():
 def test_status_shows_each_table_that_falls_back():
     from cdc.ops.metrics import PrometheusObserver
     from cdc.ops.progress import Progress
-    from cdc.ops.status import format_text
+    from cdc.ops.status import Report, format_text
 
     metrics = PrometheusObserver(Progress(5.0))
     metrics.watch_row_paths(lambda: {"s.t": "native", "s.u": "python: values.decimal_as: number"})
     body = metrics.exposition()[0].decode()
     assert 'cdc_row_path{path="native",reason="",table="s.t"} 1.0' in body
     assert 'cdc_row_path{path="python",reason="values.decimal_as: number",table="s.u"} 1.0' in body
-    report = {"checkpoint": None, "daemon_running": True, "snapshot": None, "dead_letters": None, "problems": [],
-              "lag": {"source": None},
-              "row_path": {"config": "auto", "native_module": True,
-                           "tables": {"s.t": "native", "s.u": "python: values.decimal_as: number"}}}
+    report: Report = {"checkpoint": None, "daemon_running": True, "snapshot": None, "dead_letters": None,
+                      "problems": [], "lag": {"source": None},
+                      "row_path": {"config": "auto", "native_module": True,
+                                   "tables": {"s.t": "native", "s.u": "python: values.decimal_as: number"}}}
     text = format_text(report)
     assert "row path      native where the rules allow (row_path: auto)\n              s.u: python: " \
            "values.decimal_as: number" in text
@@ -269,6 +269,7 @@ def test_native_actions_are_left_out_of_the_cyclic_collector_and_freed_by_refere
     changes, actions = path.changes_and_actions(rows)
     assert len(actions) == 2
     (change,) = changes
+    assert isinstance(change, rowpath.PreparedChange)
     assert not any(gc.is_tracked(o) for o in (change, change.__dict__, change.prepared, change.position))
     del change, changes
     for action in actions:
@@ -462,9 +463,9 @@ def _both_paths(rule, options, columns, readers, op, images):
         path = rowpath.RowPath(ActionBuilder(RuleSet([rule]), 0, options), "native")
         prepared = path.prepare(rows)
         assert declined, "the native path must leave an event the Python path refuses to it"
-        with pytest.raises(RowError) as got:
+        with pytest.raises(RowError) as raised:
             [a for c in prepared for a in path.actions(c)]
-        assert str(got.value) == str(exc)
+        assert str(raised.value) == str(exc)
         return None
     path = rowpath.RowPath(ActionBuilder(RuleSet([rule]), 0, options), "native")
     got = [a for c in path.prepare(rows) for a in path.actions(c)]
@@ -502,7 +503,7 @@ def test_geometry_columns_give_the_same_actions_on_both_paths(rows, points, op):
     readers = (("int", 4, 0, 0, None), ("geometry", 4, 0, 0, None), ("geometry", 4, 0, 0, None))
     images = []
     for n, (g, p, srid) in enumerate(rows):
-        values = {"id": n, "g": None if g is None else struct.pack("<I", srid) + g,
+        values: dict[str, Any] = {"id": n, "g": None if g is None else struct.pack("<I", srid) + g,
                   "p": None if p is None else struct.pack("<I", srid) + p}
         nulls = (g is None) << 1 | (p is None) << 2
         raw = bytes([nulls]) + struct.pack("<i", n) + b"".join(_blob(values[c]) for c in "gp" if values[c] is not None)

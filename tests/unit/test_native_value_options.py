@@ -198,7 +198,7 @@ def _timestamp_rule() -> Rule:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_timestamps_in_a_zone_are_the_python_paths_text(tz, moments, fsp):
     options = ValueOptions(timestamp_tz=tz)
-    values = []
+    values: list[tuple[bytes, object]] = []
     for second, micros in moments:
         micros = micros // 10 ** (6 - fsp) * 10 ** (6 - fsp)
         raw = timestamp2_bytes(second, micros, fsp)
@@ -212,7 +212,7 @@ def test_every_transition_of_a_zone_and_the_seconds_around_it(tz):
     seconds = {1, 2**31 - 1}
     for t in _transitions(tz):
         seconds.update(s for s in (t - 1, t, t + 1) if 1 <= s < 2**31)
-    values = []
+    values: list[tuple[bytes, object]] = []
     for second in sorted(seconds):
         raw = timestamp2_bytes(second, 0, 0)
         values.append((raw, library_timestamp2(raw, 0)))
@@ -300,6 +300,7 @@ def test_a_zone_table_samples_as_the_zone_converts():
         starts = [s for s, _ in table]
         for second in range(1, end, 3 * 86400 + 3607):  # every weekday and hour, over the range
             expected = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).astimezone(tz).utcoffset()
+            assert expected is not None
             assert table[bisect.bisect_right(starts, second) - 1][1] == expected.total_seconds()
 
 
@@ -310,6 +311,9 @@ def test_a_tzinfo_that_is_not_zoneinfo_stays_with_the_python_path():
 
         def dst(self, dt):
             return None
+
+        def tzname(self, dt):
+            return "Odd"
 
     builder = ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 0, ValueOptions(timestamp_tz=Odd()))
     columns = (Column("id", ColumnKind.INTEGER), Column("c", ColumnKind.TIMESTAMP))
@@ -364,6 +368,7 @@ def test_snapshot_tables_with_both_options_go_native():
     snapshot = SnapshotRows(ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 0, options), "native")
     compiled = snapshot._compile("s", "t", columns, (("id", 3, 63), ("d", 246, 63), ("ts", 7, 63)))
     assert compiled.reason is None and snapshot.tables == {"s.t": "native"}
+    assert compiled.table is not None and compiled.plans is not None
     row = _lenenc(b"7") + _lenenc(b"-12.50") + _lenenc(b"2024-01-02 03:04:05.250000")
     [(_, _, _, _, _, doc)] = native.snapshot_rows(compiled.table, compiled.plans, [row])
     assert doc == b'{"id":7,"d":-12.5,"ts":"2024-01-02T08:34:05.250000+05:30"}'

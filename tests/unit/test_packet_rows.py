@@ -138,7 +138,7 @@ def test_a_packet_out_of_sequence(framing, got):
 def test_the_native_framing_takes_the_rows_in_the_buffer(monkeypatch):
     if pymysql_hooks._frame_rows is None:
         pytest.skip("cdc was built without its native module")
-    calls = []
+    calls: list[int] = []
 
     def counted(buf, seq, rows):
         taken, seq = real(buf, seq, rows)

@@ -140,6 +140,7 @@ def test_rows_of_one_table_definition_share_one_columns_tuple():
     assert one[0].columns is one[1].columns is two[0].columns
     assert one[0].columns == (Column("id", ColumnKind.INTEGER), Column("d", ColumnKind.TIME),
                               Column("b", ColumnKind.BINARY))
+    assert one[0].after is not None and two[0].after is not None
     assert one[0].after["d"] == two[0].after["d"] == -datetime.timedelta(hours=1, seconds=1, microseconds=250000)
     assert [c.op for c in one + two] == [Op.INSERT] * 3 and [c.row_index for c in one] == [0, 1]
 
@@ -166,7 +167,8 @@ def test_library_hooks_are_installed_once_and_only_on_a_known_version(monkeypatc
     cdc.mysql.source.install_library_hooks()
     assert binlogstream.MYSQL_EXPECTED_ERROR_CODES == []
     assert TableMapEvent.__init__ is cdc.mysql.source._table_map_event_init
-    assert TableMapEvent.__init__.__wrapped__ is cdc.mysql.source._parse_table_map
+    # a function's __wrapped__ is set by cdc, not declared (typeshed knows it on functools' wrappers only)
+    assert getattr(TableMapEvent.__init__, "__wrapped__") is cdc.mysql.source._parse_table_map
 
     monkeypatch.setattr(cdc.mysql.source, "_library_version", lambda: (1, 1, 2))
     with pytest.raises(cdc.mysql.source.SourceError, match=r"mysql-replication 1\.1\.2 is installed.*setup\.cfg"):

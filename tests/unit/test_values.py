@@ -461,7 +461,7 @@ def test_values_config_rejects_unknown_zone_and_keys():
     with pytest.raises(ValidationError, match="unknown time zone"):
         ValuesConfig(timestamp_timezone="Mars/Olympus")
     with pytest.raises(ValidationError):
-        ValuesConfig(decimal_as="float")
+        ValuesConfig.model_validate({"decimal_as": "float"})
     with pytest.raises(ValidationError):
         ValuesConfig.model_validate({"points": "geojson", "bogus": 1})
 
