@@ -317,7 +317,7 @@ class _Order:
 
     @pytest.hookimpl(trylast=True)  # after -m/-k deselection: only what runs
     def pytest_collection_modifyitems(self, items):
-        ranks: dict[str, int] = {}
+        ranks: dict[str, float] = {}
         for item in items:
             module = str(item.fspath)
             ranks[module] = max(ranks.get(module, 0), _rank(item))

@@ -231,9 +231,12 @@ def test_indices_json(config_path, monkeypatch, sub):
         def to_json(self):
             return {"kind": "index", "name": "items", "state": self.state, "rules": ["shop.items"]}
 
-    seen = []
-    monkeypatch.setattr(indices_app, "index_states", lambda config, rules, create: seen.append(create) or [
-        State("exists")])
+    seen: list[bool] = []
+
+    def index_states(config, rules, create):
+        seen.append(create)
+        return [State("exists")]
+    monkeypatch.setattr(indices_app, "index_states", index_states)
     result = run(config_path, "indices", sub, "--json")
     assert result.exit_code == 0, result.output
     assert seen == [sub == "create"]

@@ -410,6 +410,7 @@ def test_the_image_puts_every_writable_path_in_its_volume(monkeypatch):
     """The image's STATE_DIRECTORY is its volume: a config with the default (relative) paths writes
     nothing to the read-only /etc/cdc; so does deploy/docker/cdc.yml."""
     state = _env_instructions().get("STATE_DIRECTORY")
+    assert state is not None
     runtime = dict(_runtime_stage())
     volume = runtime["VOLUME"]
     assert [state] == (json.loads(volume) if volume.startswith("[") else volume.split())
@@ -444,8 +445,9 @@ def test_the_init_sql_says_what_setup_cfg_installs():
 
 def test_the_docs_start_the_stack_the_way_the_compose_file_says():
     """docs/operations.md "Docker" (README.md until issue 30 moved its operations prose there)."""
-    compose_command = re.search(r"#\s+(CDC_MYSQL_PASSWORD=\S+ docker compose up[^\n]*)",
-                                (ROOT / "docker-compose.yml").read_text()).group(1).strip()
+    found = re.search(r"#\s+(CDC_MYSQL_PASSWORD=\S+ docker compose up[^\n]*)", (ROOT / "docker-compose.yml").read_text())
+    assert found is not None
+    compose_command = found.group(1).strip()
     assert f"`{compose_command}`" in (ROOT / "docs" / "operations.md").read_text()
 
 

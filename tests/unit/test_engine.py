@@ -29,17 +29,24 @@ ES7_ROOT = {"name": "vm", "version": {"number": "7.17.29", "build_flavor": "oss"
 
 
 # ------------------------------------------------------------------ engine.py (pure)
+def found(status: int, headers: dict, root: dict) -> Engine:
+    """`from_root` of an answer the test knows names an engine."""
+    engine = from_root(status, headers, root)
+    assert engine is not None
+    return engine
+
+
 def test_opensearch_is_known_by_its_distribution_also_when_it_claims_7_10():
     assert from_root(200, {}, OPENSEARCH_ROOT) == Engine("opensearch", "2.19.1")
     # compatibility.override_main_response_version: the number lies, the distribution does not
     claimed = {"version": {"distribution": "opensearch", "number": "7.10.2"}}
-    assert from_root(200, {}, claimed).product == "opensearch"
+    assert found(200, {}, claimed).product == "opensearch"
 
 
 def test_elasticsearch_is_known_by_its_product_header_or_tagline():
     assert from_root(200, ES_PRODUCT, ES7_ROOT) == Engine("elasticsearch", "7.17.29")
-    assert from_root(200, {"x-elastic-product": "Elasticsearch"}, {"version": {"number": "8.19.21"}}).major == 8
-    assert from_root(200, {}, ES7_ROOT).product == "elasticsearch"
+    assert found(200, {"x-elastic-product": "Elasticsearch"}, {"version": {"number": "8.19.21"}}).major == 8
+    assert found(200, {}, ES7_ROOT).product == "elasticsearch"
 
 
 def test_something_else_is_refused_by_name():
@@ -136,7 +143,8 @@ def test_destination_picks_the_sink_of_the_engine_it_finds(stub):
     handler.answers[:] = [(200, ES_PRODUCT, ES7_ROOT), (200, ES_PRODUCT, {"status": "green"})]
     dest = Destination(ElasticsearchConfig(hosts=[url]))
     assert dest.check() == "green"
-    assert dest.engine == Engine("elasticsearch", "7.17.29") and isinstance(dest._sink.transport.client, Elasticsearch7)
+    assert dest.engine == Engine("elasticsearch", "7.17.29") and dest._sink is not None
+    assert isinstance(dest._sink.transport.client, Elasticsearch7)
     method, path, headers, _ = handler.seen[-1]
     assert path.startswith("/_cluster/health")
     assert headers["accept"] == "application/vnd.elasticsearch+json; compatible-with=7"
@@ -154,7 +162,7 @@ def test_destination_picks_the_sink_of_the_engine_it_finds(stub):
     # OpenSearch: opensearch-py, plain JSON.
     handler.answers[:] = [(200, {}, OPENSEARCH_ROOT), (200, {}, {"status": "green"})]
     dest = Destination(ElasticsearchConfig(hosts=[url]))
-    assert dest.check() == "green" and isinstance(dest._sink.transport, OpenSearchTransport)
+    assert dest.check() == "green" and dest._sink is not None and isinstance(dest._sink.transport, OpenSearchTransport)
     assert handler.seen[-1][2].get("accept", "application/json") == "application/json"
     dest.close()
 

@@ -28,7 +28,8 @@ def test_phases_in_order_and_dual_writes_from_copy_on():
     assert state.dual_writes() == {}  # the index may not exist yet: a write would create it with dynamic mappings
     for phase in ("copy", "verify", "swap"):
         state = state.advance("o", phase)
-        assert state.get("o").phase == phase and state.dual_writes() == {"o": "o_v2"}
+        rebuild = state.get("o")
+        assert rebuild is not None and rebuild.phase == phase and state.dual_writes() == {"o": "o_v2"}
     with pytest.raises(AssertionError):
         state.advance("o", "copy")  # never backwards
 
@@ -115,7 +116,8 @@ def test_dual_writes_go_in_the_same_request_and_answer_for_the_action():
         ("2", Outcome.RETRY),  # sent again with its copy: the checkpoint never passes a change the new index lacks
         ("x", Outcome.OK), ("3", Outcome.OK),  # a rejected copy is the rebuild's failure (verify), not the daemon's
         ("4", Outcome.STALE)]
-    assert result.items[1].reason.startswith("in o_v2 (rebuild)")
+    reason = result.items[1].reason
+    assert reason is not None and reason.startswith("in o_v2 (rebuild)")
     targets.clear()
     dual.write([action("5")])
     assert sink.requests[-1] == [("o", "5")]

@@ -1,4 +1,5 @@
 import ssl
+from typing import Any, Sequence
 
 import orjson
 import pytest
@@ -130,7 +131,7 @@ def test_classify_version_conflict_stale():
         "reason": "[1]: version conflict, current version [20] is higher or equal to the one provided [10]"}})
     assert item.outcome is Outcome.STALE
     assert item.error_type == "version_conflict_engine_exception"
-    assert "version conflict" in item.reason
+    assert item.reason is not None and "version conflict" in item.reason
 
 
 def test_classify_other_409_is_rejected():
@@ -196,7 +197,7 @@ def test_parse_bulk_response_mixed_in_order():
 
 def test_parse_bulk_response_without_errors_makes_item_results_only_when_asked():
     actions = [index("1"), delete("2"), index("3")]
-    body = {"errors": False, "items": [{"index": {"status": 201}}, {"delete": {"status": 404}},
+    body: dict[str, Any] = {"errors": False, "items": [{"index": {"status": 201}}, {"delete": {"status": 404}},
                                        {"index": {"status": 200}}]}
     result = parse_bulk_response(actions, body)
     # What BulkWriter asks for: nothing failed, so nothing to retry, count stale or reject.
@@ -451,15 +452,16 @@ def test_each_document_is_serialised_once_through_batching_splits_and_retries(mo
     class Sink:
         """413 for more than two actions; a 429 for document 1 the first time it is sent."""
 
-        def __init__(self):
-            self.bodies, self.busy = [], {"1"}
+        def __init__(self) -> None:
+            self.bodies: list[bytes] = []
+            self.busy = {"1"}
 
-        def write(self, actions):
+        def write(self, actions: Sequence[Action], refresh: bool = False) -> BulkResult:
             body = encode_bulk(actions)
             if len(actions) > 2:
                 raise RequestTooLargeError("too large")
             self.bodies.append(body)
-            items = []
+            items: list[ItemResult] = []
             for a in actions:
                 if a.doc_id in self.busy:
                     self.busy.discard(a.doc_id)
@@ -484,7 +486,7 @@ def test_write_asks_only_for_the_fields_it_reads():
     from cdc.config import ElasticsearchConfig
 
     sink = ElasticsearchSink(ElasticsearchConfig(hosts=["http://127.0.0.1:9"]))
-    seen = {}
+    seen: dict[str, Any] = {}
 
     class Response:
         # What Elasticsearch answers with that filter_path.
