@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -355,21 +355,22 @@ GEOMETRIES = st.recursive(
     | st.tuples(st.sampled_from([4, 5, 6]), _ORDER, st.lists(children, max_size=3)),
     max_leaves=12)
 _SRIDS = st.sampled_from([0, 4326, 3857, 2**32 - 1]) | st.integers(0, 2**32 - 1)
-_GEO_MODES = [(ColumnKind.GEOMETRY, "geojson"), (ColumnKind.GEOMETRY, "geo_point"), (ColumnKind.POINT, "geojson"),
+Points = Literal["geojson", "geo_point"]  # values.points
+_GEO_MODES: list[tuple[ColumnKind, Points]] = [(ColumnKind.GEOMETRY, "geojson"), (ColumnKind.GEOMETRY, "geo_point"), (ColumnKind.POINT, "geojson"),
               (ColumnKind.POINT, "geo_point")]
 
 
-def _python_geometry(data: bytes, kind: ColumnKind, points: str) -> bytes | Exception:
+def _python_geometry(data: bytes, kind: ColumnKind, points: Points) -> bytes | Exception:
     from cdc.errors import ConversionError
     from cdc.rules.values import ValueOptions, convert_value
 
     try:
-        return orjson.dumps(convert_value(data, Column("g", kind), ValueOptions(points=points)))  # type: ignore[arg-type]
+        return orjson.dumps(convert_value(data, Column("g", kind), ValueOptions(points=points)))
     except ConversionError as exc:
         return exc
 
 
-def _assert_same_geometry(data: bytes, kind: ColumnKind, points: str) -> None:
+def _assert_same_geometry(data: bytes, kind: ColumnKind, points: Points) -> None:
     expected = _python_geometry(data, kind, points)
     geo_point = kind is ColumnKind.POINT and points == "geo_point"  # as compile_plan sets it
     if isinstance(expected, Exception):

@@ -32,6 +32,8 @@ def _snapshot(concurrency: int, write) -> tuple[Snapshot, TablePlan, list]:
         start = 0 if after is None else after[0]
         return BinlogPosition("binlog.000001", 4), [(i,) for i in range(start + 1, min(start + CHUNK, ROWS) + 1)]
 
+    # A Snapshot made without its __init__: its reads and writes are these stand-ins (mypy refuses
+    # assigning to methods, which is the point here).
     snapshot._read_chunk = read_chunk  # type: ignore[method-assign]
     snapshot._actions = lambda plan, position, rows, db=None, after=None: []  # type: ignore[method-assign]
     snapshot._write_range = write  # type: ignore[method-assign]

@@ -7,19 +7,26 @@ the rows of the last chunk as the server sent them. Over a stand-in `Database`.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
+from pymysql.connections import Connection
+
 from cdc.copy.snapshot import TableReader
 from cdc.model import BinlogPosition
-from cdc.mysql.server import PacketRows
+from cdc.mysql.pymysql_hooks import PacketResult
+from cdc.mysql.server import Database, PacketRows
 from cdc.rules import Rule
 
 
-class _Db:
+class _Db(Database):
+    """A Database without its __init__ (which connects): what TableReader asks, answered here."""
+
     def __init__(self, avg_row_length: int | None):
         self.avg_row_length = avg_row_length
         self.width = 100  # bytes per row packet the next chunk returns
         self.limits: list[int] = []
 
-    def rows(self, sql: str, args=()) -> list[dict]:
+    def rows(self, sql: str, args=None) -> list[dict]:
         if "information_schema.COLUMNS" in sql:
             return [{"name": "id", "dtype": "int", "ctype": "int(11)", "cs": None},
                     {"name": "body", "dtype": "longtext", "ctype": "longtext", "cs": "utf8mb4"}]
@@ -29,17 +36,18 @@ class _Db:
             return [{"n": 1_000_000, "width": self.avg_row_length}]
         raise AssertionError(sql)
 
-    def consistent_read_raw(self, sql: str, args=()):
+    def consistent_read_raw(self, sql: str, args: Sequence[Any] = ()) -> tuple[BinlogPosition, PacketRows]:
         limit = int(sql.rsplit("LIMIT ", 1)[1])
         self.limits.append(limit)
         fields = (("id", 3, 63), ("body", 252, 45))
-        # No PyMySQL result behind these packets: nothing here converts a row to Python values.
-        return BinlogPosition("binlog.000001", 4), PacketRows([b"x" * self.width] * limit, fields,
-                                                              None, "utf8")  # type: ignore[arg-type]
+        # No query behind these packets (the result of a connection never opened): nothing
+        # here converts a row to Python values.
+        result = PacketResult(Connection(defer_connect=True))
+        return BinlogPosition("binlog.000001", 4), PacketRows([b"x" * self.width] * limit, fields, result, "utf8")
 
 
 def _reader(db: _Db, chunk_bytes: int | None) -> TableReader:
-    return TableReader(db, 5000, raw=True, chunk_bytes=chunk_bytes)  # type: ignore[arg-type]
+    return TableReader(db, 5000, raw=True, chunk_bytes=chunk_bytes)
 
 
 def test_wide_rows_make_smaller_chunks_and_narrow_ones_stop_at_chunk_size():

@@ -9,7 +9,7 @@ import pytest
 
 from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, StoredDoc
 from cdc.rules import Rule, RuleSet, document_id, document_version
-from cdc.copy.snapshot import TablePlan
+from cdc.copy.snapshot import TablePlan, TableReader
 from cdc.copy.verify import (
     Difference,
     FieldDiff,
@@ -188,8 +188,10 @@ def test_a_table_that_could_not_be_verified_is_never_identical_nor_ok():
 
 
 # ---------------------------------------------------------------------- the Verifier over fakes
-class FakeWorld(AdminBase):
-    """A table and an index; every read moves the binlog on, and `on_read` can change either in between."""
+class FakeWorld(AdminBase, TableReader):
+    """A table and an index; every read moves the binlog on, and `on_read` can change either in between.
+
+    The TableReader (plan, read_chunk, read_keys) without its __init__, and a SearchAdmin."""
 
     def __init__(self, rows: dict[int, int], docs: dict[str, tuple[dict, int]]):
         self.rows = rows
@@ -242,9 +244,7 @@ class FakeWorld(AdminBase):
 
 def _verify(world: FakeWorld, repair: bool = False, rule: Rule | None = None) -> VerifyReport:
     rule = rule or _rule()
-    # FakeWorld stands in for the TableReader (plan, read_chunk, read_keys), which Verifier takes as
-    # the class (no protocol for it in cdc/copy/snapshot.py); it is a SearchAdmin by its base.
-    verifier = Verifier(world, world, RuleSet([rule]), 0, None, lambda position: True,  # type: ignore[arg-type]
+    verifier = Verifier(world, world, RuleSet([rule]), 0, None, lambda position: True,
                         threading.Event(), writer=world if repair else None, interactive=False)
     return verifier.run([rule])
 
