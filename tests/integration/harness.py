@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -97,6 +98,12 @@ class CdcProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+
+    @property
+    def popen(self) -> subprocess.Popen:
+        """The process, once `start` ran."""
+        assert self.proc is not None, "not started"
+        return self.proc
 
     def start(self) -> "CdcProcess":
         self._log = open(self.log_path, "ab")
@@ -221,10 +228,21 @@ class CdcSetup:
         except FileNotFoundError:
             return None
 
+    def saved(self) -> dict:
+        """The checkpoint, where the test knows cdc saved one."""
+        checkpoint = self.checkpoint()
+        assert checkpoint is not None, f"no checkpoint at {self.checkpoint_path}"
+        return checkpoint
+
     def position(self) -> tuple[str, int] | None:
         """The checkpoint's file/pos (other fields, e.g. snapshot bookkeeping, change on their own)."""
         saved = self.checkpoint()
         return (saved["file"], saved["pos"]) if saved else None
+
+    def saved_position(self) -> tuple[str, int]:
+        """`position`, where the test knows cdc saved a checkpoint."""
+        saved = self.saved()
+        return saved["file"], saved["pos"]
 
     def process(self, *args: str) -> CdcProcess:
         self._runs += 1
@@ -394,6 +412,13 @@ class WriteLoad:
             if self.rng.random() < 0.3:
                 self.admin.execute("DELETE FROM b WHERE k1 = %s AND k2 > 2", args=(k % 50,))
             self.admin.execute("COMMIT")
+
+
+def matched(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    """`re.search` where the test expects a match (else an AssertionError showing the text's end)."""
+    found = re.search(pattern, text, flags)
+    assert found is not None, f"no {pattern!r} in:\n{text[-3000:]}"
+    return found
 
 
 def wait_for(what: str, check, timeout: float = 60, interval: float = 0.2):

@@ -147,7 +147,7 @@ def test_sidecar_streams_checks_health_keeps_state_and_stops_cleanly(
             assert f"row path for {database}.t: native" in sidecar.logs(), sidecar.logs()[-3000:]
 
         # The daemon is the image's non-root user.
-        status = podman("exec", sidecar.name, "cat", "/proc/1/status").stdout
+        status = podman("exec", sidecar.started, "cat", "/proc/1/status").stdout
         assert [line.split()[1] for line in status.splitlines() if line.startswith("Uid:")] == [str(CDC_UID)]
 
         # Elasticsearch unreachable: the next bulk request fails, the container turns unhealthy ...
@@ -167,7 +167,7 @@ def test_sidecar_streams_checks_health_keeps_state_and_stops_cleanly(
         after_writes = binlog_position(db)
 
         # No compiler in the final image: the native stage's toolchain stays behind.
-        assert podman("exec", sidecar.name, "sh", "-c", "command -v gcc cc cargo rustc", check=False).stdout == ""
+        assert podman("exec", sidecar.started, "sh", "-c", "command -v gcc cc cargo rustc", check=False).stdout == ""
 
         # SIGTERM: finish, save the position, exit 0.
         assert sidecar.stop() == 0, sidecar.logs()[-3000:]

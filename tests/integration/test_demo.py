@@ -33,7 +33,7 @@ def test_a_second_demo_leaves_nothing_of_the_first(servers, db, es, tmp_path):
         db.execute("INSERT INTO shop.orders (customer) VALUES ('a'), ('b'), ('c'), ('d'), ('e')")
         deadline = time.monotonic() + 60
         while len(es_docs(es, "shop-orders")) != 7:
-            assert first.proc.poll() is None, first.text()
+            assert first.popen.poll() is None, first.text()
             assert time.monotonic() < deadline, f"7 orders expected in shop-orders:\n{first.text()[-3000:]}"
             time.sleep(0.1)
     finally:

@@ -106,7 +106,7 @@ def _checkpoint_moves(setup: CdcSetup, cdc, since, timeout: float = 60) -> None:
     """Wait until cdc saved a checkpoint past `since` (the event a kill should land after)."""
     deadline = time.monotonic() + timeout
     while setup.position() == since:
-        assert cdc.proc.poll() is None, cdc.text()[-3000:]
+        assert cdc.popen.poll() is None, cdc.text()[-3000:]
         assert time.monotonic() < deadline, f"checkpoint stayed at {since}"
         time.sleep(0.05)
 
@@ -133,7 +133,7 @@ def test_streams_and_loses_nothing_when_killed_under_load(destination, servers, 
         search.wait_equal(db, "b", f"{unique_name}-b", ["k1", "k2"])
     finally:
         # Also when the load failed: no cdc is left running behind the test.
-        if cdc is not None and cdc.proc.poll() is None:
+        if cdc is not None and cdc.popen.poll() is None:
             assert cdc.stop() == 0
     assert f"destination: {ENGINE_NAMES[destination.name]}" in cdc.text()
 
@@ -265,7 +265,7 @@ def _ordered(position: tuple[str, int]) -> tuple[int, int]:
 def _checkpoint_passes(setup: CdcSetup, cdc, position: tuple[str, int], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while (now := setup.position()) is None or _ordered(now) <= _ordered(position):
-        assert cdc.proc.poll() is None, cdc.text()[-3000:]
+        assert cdc.popen.poll() is None, cdc.text()[-3000:]
         assert time.monotonic() < deadline, f"checkpoint {setup.position()} never passed {position}"
         time.sleep(0.05)
 

@@ -23,7 +23,7 @@ import pytest
 from certs import CA
 from harness import CdcSetup, db_docs, free_port
 from test_destinations import Reader
-from test_verify import verify
+from test_verify import verify, verify_refused
 
 PREFIX = f"sec7{uuid.uuid4().hex[:8]}"
 PASSWORDS = {name: f"{name}-pw-{uuid.uuid4().hex[:10]}" for name in ("writer", "reader")}
@@ -131,7 +131,7 @@ def test_verify_needs_read_and_a_wrong_password_stops_with_exit_2(secure_es7, se
     writer = _setup(tmp_path / "w", servers, secure_es7, database, index, "writer", PASSWORDS["writer"])
     code, log = writer.command("snapshot", timeout=120)
     assert code == 0, log[-3000:]
-    code, report, log = verify(writer)
+    code, log = verify_refused(writer)
     assert code == 2 and "denied access (403)" in log and "indices:data/read/" in log, log[-3000:]
     reader_setup = _setup(tmp_path / "r", servers, secure_es7, database, index, "reader", PASSWORDS["reader"])
     code, report, log = verify(reader_setup)
@@ -262,7 +262,7 @@ def test_opensearch_roles_stream_verify_and_refuse(secure_os, servers, db, datab
     assert "destination: OpenSearch 2.11.1" in cdc.text() and PASSWORDS["writer"] not in cdc.text()
     try:
         # verify reads documents: refused without `read`, clean with it
-        code, report, log = verify(writer)
+        code, log = verify_refused(writer)
         assert code == 2 and "denied access (403)" in log and "indices:data/read/" in log, log[-3000:]
         code, report, log = verify(_os_setup(tmp_path / "r", servers, secure_os, database, index, "reader",
                                              PASSWORDS["reader"]))

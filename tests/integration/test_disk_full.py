@@ -101,8 +101,8 @@ def test_a_full_disk_under_the_dead_letters_stops_cdc_and_the_letter_is_kept_aft
         cdc.wait_for_event("snapshot_done", timeout=60)
         db.execute("INSERT INTO c VALUES (1, '1')", "INSERT INTO c VALUES (2, 'not a number')")
         wait_for("the first dead letter", lambda: letters.exists() and letters.read_text().count("\n") == 1)
-        wait_for("the checkpoint past it", lambda: setup.position() is not None
-                 and setup.position() >= binlog_position(db), timeout=60)
+        wait_for("the checkpoint past it", lambda: (position := setup.position()) is not None
+                 and position >= binlog_position(db), timeout=60)
         filler = state / "filler"
         _fill(filler)
         with open(filler, "r+b") as f:  # one page free again: less than the next letter

@@ -18,7 +18,7 @@ def test_row_travels_from_mariadb_binlog_to_elasticsearch(servers, db, database,
         server_id=991, resume_stream=True, log_file=file, log_pos=pos, blocking=False,
         only_events=[WriteRowsEvent, XidEvent], only_schemas=[database],
     )
-    rows = []
+    rows: list[dict] = []
     try:
         for event in stream:
             if isinstance(event, WriteRowsEvent):

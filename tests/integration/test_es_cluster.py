@@ -172,7 +172,7 @@ def test_a_killed_node_holding_a_primary_is_waited_out_and_nothing_is_lost(serve
                      timeout=120)
             wait_for("two failed tries of the dead node",
                      lambda: len(_pool_lines(cdc, cluster.engine, dead_url, "failed")) >= 2, timeout=120)
-            assert cdc.proc.poll() is None, cdc.text()[-3000:]
+            assert cdc.popen.poll() is None, cdc.text()[-3000:]
             cluster.node_up(killed)
             cluster.wait(3)
             back = _log_ts()  # the node is in the cluster again
@@ -231,7 +231,7 @@ def test_a_node_stopped_for_a_minute_is_written_around_and_used_again(servers, e
                 if (position := setup.position()) != last:
                     moves.append(elapsed)
                     last = position
-                assert cdc.proc.poll() is None, cdc.text()[-3000:]
+                assert cdc.popen.poll() is None, cdc.text()[-3000:]
                 time.sleep(0.1)
             gaps = [b - a for a, b in zip([0.0, *moves], moves)]
             print(f"the checkpoint moved {len(moves)} times in the minute, first {moves[0] if moves else None:.1f} "

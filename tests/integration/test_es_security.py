@@ -195,7 +195,7 @@ def test_a_refused_write_stops_without_dead_letters_and_loses_nothing(secure_es,
     assert code == 2, log[-3000:]
     assert "lack of access" in log and "is unauthorized for user [elsewhere]" in log, log[-3000:]
     assert not (denied.dir / "dead-letters.jsonl").exists() or not (denied.dir / "dead-letters.jsonl").read_text()
-    assert start is not None and denied.position() < after_insert
+    assert start is not None and (position := denied.position()) is not None and position < after_insert
     # The operator fixes the role (here: the right user) and restarts; the rows come
     # from the binlog after the saved position (no snapshot to paper over a loss).
     fixed = _setup(tmp_path / "denied", servers, secure_es, database, index, snapshot__mode="never")

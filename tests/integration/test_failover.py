@@ -58,7 +58,7 @@ def test_failover_to_a_promoted_replica_resumes_by_gtid(servers, db, database, e
         db.execute("UPDATE t SET v = v + 100 WHERE id <= 25", "DELETE FROM t WHERE id > 45")
         wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
         assert cdc.stop() == 0
-        old = setup.checkpoint()
+        old = setup.saved()
         assert old["server"] == "mariadb:1" and old["epoch"] == 0
 
         # Wait for the replica to have everything, then promote it.
@@ -84,7 +84,7 @@ def test_failover_to_a_promoted_replica_resumes_by_gtid(servers, db, database, e
             assert cdc.stop() == 0
         assert cdc.events("start", how="failover")
         assert "failover: checkpoint is from mariadb:1, this server is mariadb:2" in cdc.text()  # says why
-        saved = setup.checkpoint()
+        saved = setup.saved()
         assert saved["server"] == "mariadb:2" and saved["epoch"] == 1 and saved["by_gtid"] is False
 
         # A plain restart on the new primary resumes by file/pos and reprocesses nothing.
@@ -135,7 +135,7 @@ def test_a_mysql_replica_promoted_while_cdc_streams_is_followed_by_gtid(source_s
         try:
             db.execute("UPDATE t SET v = v + 100 WHERE id <= 25", "DELETE FROM t WHERE id > 45")
             wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
-            old = setup.checkpoint()
+            old = setup.saved()
             assert old["server"].startswith("mysql:") and old["epoch"] == 0
 
             # The replica has everything: promote it, and the address now leads to it.
@@ -154,12 +154,12 @@ def test_a_mysql_replica_promoted_while_cdc_streams_is_followed_by_gtid(source_s
             # it again) instead of asking it for the old one's binlog file (which it called "purged").
             assert cdc.wait(60) == 1, cdc.text()[-3000:]
         finally:
-            if cdc.proc.poll() is None:
+            if cdc.popen.poll() is None:
                 cdc.stop()
         new_identity = f"mysql:{replica.execute('SELECT @@server_uuid')[0][0]}"
         assert f"is {new_identity} now, not {old['server']}" in cdc.text()
         assert "purged" not in cdc.text() and "--resnapshot" not in cdc.text()
-        assert setup.checkpoint()["server"] == old["server"]  # nothing read from the new server yet
+        assert setup.saved()["server"] == old["server"]  # nothing read from the new server yet
 
         # Started again, it resumes on the new primary by GTID (uuid:1-N sets), with a new epoch.
         cdc = setup.run()
@@ -170,7 +170,7 @@ def test_a_mysql_replica_promoted_while_cdc_streams_is_followed_by_gtid(source_s
             assert cdc.stop() == 0
         assert cdc.events("start", how="failover")
         assert f"failover: checkpoint is from {old['server']}, this server is {new_identity}" in cdc.text()
-        saved = setup.checkpoint()
+        saved = setup.saved()
         assert saved["server"] == new_identity and saved["epoch"] == 1 and saved["by_gtid"] is False
         assert new_identity.split(":", 1)[1] in saved["gtid"]  # the new server's own transactions
 

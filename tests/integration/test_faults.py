@@ -74,7 +74,7 @@ def test_elasticsearch_down_during_writes(servers, db, database, es, index_prefi
                 # that backs off to the longest wait and keeps trying there.
                 deadline = time.monotonic() + 120
                 while attempts() < 7 or load.ops < 300:
-                    assert cdc.proc.poll() is None, cdc.text()[-3000:]
+                    assert cdc.popen.poll() is None, cdc.text()[-3000:]
                     assert time.monotonic() < deadline, f"{load.ops} writes; {cdc.text()[-3000:]}"
                     time.sleep(0.2)
             # Nothing was acknowledged, so the checkpoint must not have moved.
@@ -201,7 +201,7 @@ def test_stops_on_a_session_that_writes_partial_or_statement_events(source_serve
     cdc = setup.run()
     db.execute("INSERT INTO t VALUES (1,1,1)")
     wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
-    good = setup.checkpoint()
+    good = setup.saved()
     writer = db if default_database else Admin(source_servers)
     writer.execute(session_setting, f"UPDATE `{database}`.t SET v = 2 WHERE id = 1")
     if writer is not db:
@@ -211,7 +211,7 @@ def test_stops_on_a_session_that_writes_partial_or_statement_events(source_serve
     assert expected in cdc.text()
     # The partial change was not indexed and the checkpoint did not pass it.
     assert es_docs(es, f"{index_prefix}-t")["1"] == {"id": 1, "v": 1, "w": 1}
-    assert setup.checkpoint()["pos"] <= binlog_position(db)[1] and setup.checkpoint()["file"] == good["file"]
+    assert setup.saved()["pos"] <= binlog_position(db)[1] and setup.saved()["file"] == good["file"]
 
 
 @pytest.mark.serial  # purges the shared binlog
@@ -222,7 +222,7 @@ def test_purged_binlog_is_a_clear_fatal_error(servers, db, database, es, index_p
     db.execute("INSERT INTO t VALUES (1)")
     wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     assert cdc.stop() == 0
-    old = setup.checkpoint()["file"]
+    old = setup.saved()["file"]
     db.execute("FLUSH BINARY LOGS", "FLUSH BINARY LOGS")
     current = binlog_position(db)[0]
     # MariaDB silently keeps a file that a dump thread still reads; the stopped
@@ -246,7 +246,7 @@ def test_purged_binlog_is_a_clear_fatal_error(servers, db, database, es, index_p
         wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     finally:
         assert proc.stop() == 0
-    assert setup.checkpoint()["file"] != old
+    assert setup.saved()["file"] != old
 
 
 @pytest.mark.serial  # kills the shared MariaDB
@@ -331,7 +331,7 @@ def test_kill_in_the_middle_of_a_200k_row_transaction(servers, db, database, es,
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT, s VARCHAR(30))")
     setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": f"{index_prefix}-t"}])
     cdc = setup.run()
-    before = setup.position()
+    before = setup.saved_position()
     db.execute("INSERT INTO t SELECT seq, seq MOD 97, CONCAT('row ', seq) FROM seq_1_to_200000")  # one transaction
     domain, _, seq = db.execute("SELECT @@last_gtid")[0][0].split("-")  # this session's: the big transaction's
     index = f"{index_prefix}-t"
@@ -348,7 +348,7 @@ def test_kill_in_the_middle_of_a_200k_row_transaction(servers, db, database, es,
     deadline = time.monotonic() + 240
     while not 0 < (seen := count()) < 200_000:
         assert seen < 200_000, "all 200k rows arrived before the kill: poll faster or use a bigger transaction"
-        assert time.monotonic() < deadline and cdc.proc.poll() is None, cdc.text()[-4000:]
+        assert time.monotonic() < deadline and cdc.popen.poll() is None, cdc.text()[-4000:]
         time.sleep(0.05)
     cdc.stop(signal.SIGKILL)
     # Nothing of it can have been checkpointed: only whole, acknowledged transactions move the position.
@@ -378,7 +378,7 @@ def test_mapping_conflict_in_a_busy_batch(servers, db, database, es, index_prefi
     setup = CdcSetup(tmp_path, servers, [{"schema": database, "table": "t", "index": index}],
                      dead_letter__on_rejected=on_rejected)
     cdc = setup.run()
-    before = setup.position()
+    before = setup.saved_position()
     db.execute("BEGIN", *[f"INSERT INTO t VALUES ({i}, {i}, '{i}')" for i in range(1, 50)],
                "INSERT INTO t VALUES (50, 50, 'not a number')",
                *[f"INSERT INTO t VALUES ({i}, {i}, '{i}')" for i in range(51, 100)], "COMMIT")

@@ -19,7 +19,7 @@ import uuid
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from harness import (CdcProcess, kafka_broker_up, kafka_lock, wait_for, CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules,
+from harness import (CdcProcess, kafka_broker_up, kafka_lock, matched, wait_for, CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules,
                      wait_until_equal)
 from proxy import FaultProxy
 
@@ -170,7 +170,7 @@ def test_reader_publishes_documented_messages_and_a_writer_indexes_them(
         # writes a batch replaced (a/3's copy and update, a/4's copy and delete, if read together).
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
             text = answer.read().decode()
-        ok = float(re.search(r'^cdc_actions_written_total\{outcome="ok"\} (\S+)$', text, re.M).group(1))
+        ok = float(matched(r'^cdc_actions_written_total\{outcome="ok"\} (\S+)$', text, re.M).group(1))
         assert 101 <= ok <= 103, text
         code, report = verify(reader)
         assert code == 0 and report["summary"]["ok"], report
@@ -582,6 +582,7 @@ def test_documents_built_from_several_tables_through_kafka_under_kills(
                     cdc = reader.process("run").start()
                     cdc.wait_for_event("start", how="resume", timeout=60)
                 else:
+                    assert isinstance(victim, int)  # a writer's number
                     writers[victim].stop(signal.SIGKILL)
                     writers[victim] = sink(wsetup)
             time.sleep(2)

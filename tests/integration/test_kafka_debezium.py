@@ -293,9 +293,10 @@ def test_a_real_debezium_connector_feeds_cdc_sink(tmp_path, servers, broker, deb
         ours, theirs = versions(es, sink_index), versions(es, cdc_index)
         streamed = sorted(changes.written & set(map(int, docs)))
         assert len(streamed) > 50
-        for i in map(str, streamed):
-            assert theirs[i] >> 32 == ours[i] >> 32 and 0 < theirs[i] - ours[i] < 1 << 16, (i, ours[i], theirs[i])
-        assert plain.proc.poll() is None  # the truncate stopped nothing
+        for doc_id in map(str, streamed):
+            assert theirs[doc_id] >> 32 == ours[doc_id] >> 32 and 0 < theirs[doc_id] - ours[doc_id] < 1 << 16, \
+                (doc_id, ours[doc_id], theirs[doc_id])
+        assert plain.popen.poll() is None  # the truncate stopped nothing
         killed = [p for p in processes if p.proc and p.proc.returncode == -signal.SIGKILL]
         assert len(killed) == 1
     finally:

@@ -19,7 +19,7 @@ def _wait_checkpoint(setup: CdcSetup, cdc, at_least: tuple[str, int], timeout: f
         saved = setup.position()
         if saved is not None and _seq(saved) >= _seq(at_least):
             return
-        assert time.monotonic() < deadline and cdc.proc.poll() is None, cdc.text()[-3000:]
+        assert time.monotonic() < deadline and cdc.popen.poll() is None, cdc.text()[-3000:]
         time.sleep(0.005)
 
 

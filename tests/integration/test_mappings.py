@@ -103,7 +103,7 @@ def test_a_changed_column_type_is_reported_with_the_rebuild_that_puts_it_right(s
         assert _mapping(es, index)["v"]["type"] == "text"
         db.execute("INSERT INTO t VALUES (3, 'three')")
         wait_for("doc 3", lambda: es_docs(es, index).get("3") == {"id": 3, "v": "three"})
-        assert cdc.proc.poll() is None
+        assert cdc.popen.poll() is None
     finally:
         assert cdc.stop() == 0
 
@@ -132,7 +132,7 @@ def test_json_mapping_takes_heterogeneous_values_on_every_engine(mode, destinati
     try:
         db.execute(*(f"INSERT INTO t VALUES ({n}, '{text}')" for n, (text, _) in rows.items()))
         search.wait_docs(index, {n: {"id": int(n), "j": doc} for n, (_, doc) in rows.items()})
-        assert cdc.proc.poll() is None
+        assert cdc.popen.poll() is None
     finally:
         assert cdc.stop() == 0
     mapping = search.mapping(index)

@@ -9,7 +9,7 @@ import re
 import subprocess
 
 import pytest
-from harness import CdcSetup, es_docs, mysql_only, wait_for
+from harness import CdcSetup, es_docs, matched, mysql_only, wait_for
 
 pytestmark = mysql_only
 
@@ -92,7 +92,7 @@ def test_an_event_cdc_cannot_index_stops_the_stream_and_resnapshot_gets_past_it(
     cdc = setup.run()
     try:
         wait_for("the snapshot", lambda: es_docs(es, index) == {"1": first})
-        good = setup.checkpoint()
+        good = setup.saved()
         db.execute(setting)
         try:
             if "PARTIAL_JSON" in setting:  # a partial update of a table cdc does not index passes
@@ -102,14 +102,14 @@ def test_an_event_cdc_cannot_index_stops_the_stream_and_resnapshot_gets_past_it(
             db.execute(restore)
         code = cdc.wait(60)
     finally:
-        if cdc.proc.poll() is None:
+        if cdc.popen.poll() is None:
             cdc.stop()
     text = cdc.text()
     assert code == 1, text
     assert says in text and "so a restart keeps it:" in text and "`cdc run --resnapshot`" in text, text
     assert es_docs(es, index) == {"1": first}  # nothing of it indexed
-    file, pos = re.search(r'"fatal: [^"]*? at (binlog\.\d+):(\d+)', text).groups()  # the event's position
-    assert (good["file"], good["pos"]) <= (setup.checkpoint()["file"], setup.checkpoint()["pos"]) < (file, int(pos))
+    file, pos = matched(r'"fatal: [^"]*? at (binlog\.\d+):(\d+)', text).groups()  # the event's position
+    assert (good["file"], good["pos"]) <= (setup.saved()["file"], setup.saved()["pos"]) < (file, int(pos))
 
     code, out = setup.command("run")  # the event is still there
     assert code == 1 and says in out, out

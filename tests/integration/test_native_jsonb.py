@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import orjson
 import pytest
@@ -48,7 +49,7 @@ TEXTS = {
     12: json.loads("[" * 99 + "{\"deep\": 1}" + "]" * 99),  # 100 levels, MySQL's most
 }
 # Values MySQL keeps as its own types inside the JSON, and what the binlog gives for them.
-TYPED = {
+TYPED: dict[int, tuple[str, Any]] = {
     20: ("JSON_OBJECT('dec', CAST(1.50 AS DECIMAL(5,2)), 'big', CAST('12345678901234567890.5' AS DECIMAL(30,1)), "
          "'neg', CAST(-0.25 AS DECIMAL(4,2)), 'lit', 12345678901234567890123, 'd', DATE'2024-02-29', "
          "'dt', TIMESTAMP'2024-01-02 03:04:05.123456', 'tm', CAST('-01:30:00.25' AS TIME(2)), "

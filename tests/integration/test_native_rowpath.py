@@ -178,7 +178,7 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
     for i, (a, b) in enumerate(zip(python, native)):
         assert _fields(a) == _fields(b), f"action {i}"
         assert a.doc == b.doc
-    by_table = {}
+    by_table: dict[str, set[str]] = {}
     for action in native:
         by_table.setdefault(action.table, set()).add(type(action).__name__)
     assert by_table == {"native_types": {"NativeAction"}, "keys": {"NativeAction"}, "monthly": {"NativeAction"},
@@ -333,7 +333,7 @@ def _random_rows_on_both_paths(servers, db, database, tmp_path, options: ValueOp
 SHAPES = """CREATE TABLE shapes (id INT PRIMARY KEY, g GEOMETRY, pt POINT, ls LINESTRING, pg POLYGON,
   mpt MULTIPOINT, mls MULTILINESTRING, mpg MULTIPOLYGON, gc GEOMETRYCOLLECTION)"""
 # (id, SRID, one WKT per column after id); SRID 0 rows are also compared with the server's ST_AsGeoJSON.
-SHAPE_ROWS = [
+SHAPE_ROWS: list[tuple[int, int, list[str | None]]] = [
     (1, 0, ["POINT(1.5 -2)", "POINT(0.1 1e16)", "LINESTRING(0 0,1 1,2.5 -0.25)",
             "POLYGON((0 0,4 0,4 4,0 0),(1 1,2 1,2 2,1 1))", "MULTIPOINT(1 2,3 4)",
             "MULTILINESTRING((0 0,1 1),(2 2,3 3,4 4))", "MULTIPOLYGON(((0 0,1 0,1 1,0 0)),((5 5,6 5,6 6,5 5)))",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 
 import pytest
-from harness import (CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules, wait_for,
+from harness import (CdcSetup, WriteLoad, create_two_tables, es_docs, free_port, index_rules, matched, wait_for,
                      wait_until_equal)
 from proxy import FaultProxy
 
@@ -79,12 +78,12 @@ def test_bulk_response_that_never_arrives_is_resent_idempotently(servers, db, da
             return {"1", "2", "3"} <= docs.keys() and docs["1"]["v"] == 10
 
         wait_for("the held writes applied in Elasticsearch", applied, timeout=30)
-        assert setup.checkpoint()["pos"] < db.execute("SHOW MASTER STATUS")[0][1]  # not acknowledged, not saved
+        assert setup.saved()["pos"] < db.execute("SHOW MASTER STATUS")[0][1]  # not acknowledged, not saved
         proxy_to_es.set_mode("forward")
         wait_until_equal(db, es, "a", f"{index_prefix}-a", ["id"], timeout=60)
     finally:
         assert cdc.stop() == 0
-    stale = int(re.search(r"\((\d+) already newer\)", cdc.text()).group(1))
+    stale = int(matched(r"\((\d+) already newer\)", cdc.text()).group(1))
     assert stale >= 3  # the re-sent writes found their own earlier copies: counted done, nothing overwritten
 
 

@@ -65,6 +65,13 @@ def metric(body: str, name: str, **labels) -> float | None:
     return None
 
 
+def exported(body: str, name: str, **labels) -> float:
+    """The value of a series the test knows cdc exports."""
+    value = metric(body, name, **labels)
+    assert value is not None, f"{name} {labels} is not exported"
+    return value
+
+
 def items_table(db) -> None:
     db.execute("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50))")
 
@@ -101,7 +108,7 @@ def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, datab
         table = f"{database}.items"
 
         def caught_up(body: str) -> bool:
-            checkpoint = setup.checkpoint()
+            checkpoint = setup.saved()
             return (metric(body, "cdc_binlog_offset_bytes", stage="checkpoint") == checkpoint["pos"]
                     and metric(body, "cdc_rows_total", table=table, op="delete") == 1)
 
@@ -111,20 +118,20 @@ def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, datab
         assert metric(body, "cdc_rows_total", table=table, op="insert") == 3
         assert metric(body, "cdc_binlog_events_total", table=table, op="insert") == 1
         assert metric(body, "cdc_rows_total", table=table, op="update") == 1
-        assert metric(body, "cdc_transactions_total") >= 3
+        assert exported(body, "cdc_transactions_total") >= 3
         # One action per document and batch: how many depends on how the three commits were batched.
-        assert 3 <= metric(body, "cdc_actions_written_total", outcome="ok") <= 5
+        assert 3 <= exported(body, "cdc_actions_written_total", outcome="ok") <= 5
         assert metric(body, "cdc_actions_failed_total", outcome="retry") == 0
-        assert metric(body, "cdc_bulk_duration_seconds_count") >= 1
-        assert metric(body, "cdc_commit_to_acknowledged_seconds_count") >= 1
-        assert metric(body, "cdc_checkpoints_total") >= 1
-        checkpoint = setup.checkpoint()
+        assert exported(body, "cdc_bulk_duration_seconds_count") >= 1
+        assert exported(body, "cdc_commit_to_acknowledged_seconds_count") >= 1
+        assert exported(body, "cdc_checkpoints_total") >= 1
+        checkpoint = setup.saved()
         file_index = int(checkpoint["file"].rsplit(".", 1)[1])
         assert metric(body, "cdc_binlog_file_index", stage="checkpoint") == file_index
         assert metric(body, "cdc_binlog_file_index", stage="read") == file_index
         assert metric(body, "cdc_binlog_offset_bytes", stage="read") >= checkpoint["pos"]
-        assert 0 <= metric(body, "cdc_checkpoint_age_seconds") < 10
-        assert 0 <= metric(body, "cdc_seconds_behind_source") < 5
+        assert 0 <= exported(body, "cdc_checkpoint_age_seconds") < 10
+        assert 0 <= exported(body, "cdc_seconds_behind_source") < 5
 
         # Elasticsearch goes away: not ready (the bulk fails), but alive (waiting is not stuck).
         es_proxy.cut()
@@ -134,7 +141,7 @@ def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, datab
         assert ready["checks"]["source"]["ok"]
         time.sleep(2)
         assert http_get(f"{base}/healthz")[0] == 200
-        assert metric(http_get(f"{base}/metrics")[1], "cdc_retries_total", kind="request") >= 1
+        assert exported(http_get(f"{base}/metrics")[1], "cdc_retries_total", kind="request") >= 1
         # And why it waits, as /readyz has it: one cdc_sink_waiting series, at 1, with the failure.
         [(waiting, value)] = parse_metrics(http_get(f"{base}/metrics")[1])["cdc_sink_waiting"]
         assert value == 1 and waiting["reason"].startswith("bulk request failed: "), waiting
@@ -148,7 +155,7 @@ def test_metrics_and_health_follow_the_stream_and_its_outages(servers, db, datab
                                      ["source"]["ok"]))
         assert ready["checks"]["elasticsearch"]["ok"]
         assert http_get(f"{base}/healthz")[0] == 200
-        assert metric(http_get(f"{base}/metrics")[1], "cdc_seconds_behind_source") > 1
+        assert exported(http_get(f"{base}/metrics")[1], "cdc_seconds_behind_source") > 1
         mysql_proxy.restore()
         wait_http(f"{base}/readyz", 200, timeout=30)
         db.execute("INSERT INTO items VALUES (5,'e')")
@@ -237,11 +244,11 @@ def test_systemd_notify_ready_watchdog_status_stopping(servers, db, database, es
         watchdogs_before_stop = sum(1 for _, m in messages if m == "WATCHDOG=1")
         ready_at = next(t for t, m in messages if m.startswith("READY=1"))
         # SIGHUP is not a reload, and must not end the daemon either (its default action would).
-        proc.proc.send_signal(signal.SIGHUP)
+        proc.popen.send_signal(signal.SIGHUP)
         proc.wait_for_log("SIGHUP ignored")
         db.execute("INSERT INTO items VALUES (3,'c')")
         wait_until_equal(db, es, "items", f"{index_prefix}-items", ["id"])
-        assert proc.proc.poll() is None
+        assert proc.popen.poll() is None
     finally:
         code = proc.stop(signal.SIGTERM)
         time.sleep(0.3)
@@ -291,12 +298,12 @@ def test_status_reads_a_running_daemons_metrics_then_measures_from_mysql(servers
         assert report["daemon_running"] is True
         assert report["lag"]["source"] == f"http://127.0.0.1:{port}/metrics"
         assert 0 <= report["lag"]["seconds_behind_source"] < 5
-        assert report["lag"]["read_position"].startswith(setup.checkpoint()["file"] + ":")
-        assert report["checkpoint"]["position"] == f"{setup.checkpoint()['file']}:{setup.checkpoint()['pos']}"
+        assert report["lag"]["read_position"].startswith(setup.saved()["file"] + ":")
+        assert report["checkpoint"]["position"] == f"{setup.saved()['file']}:{setup.saved()['pos']}"
         assert report["snapshot"] is None and report["dead_letters"] is None
     finally:
         assert proc.stop() == 0
-    saved = setup.checkpoint()
+    saved = setup.saved()
     # Stopped: status measures what the server wrote since the checkpoint.
     report = status(setup)
     assert report["daemon_running"] is False and report["lag"]["source"] == "mysql"

@@ -86,7 +86,7 @@ def test_the_stop_line_names_the_position_a_restart_resumes_from(servers, db, da
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
     setup = CdcSetup(tmp_path, servers, table_rule(database, index_prefix))
     cdc = setup.run()
-    saved = setup.position()
+    saved = setup.saved_position()
     assert cdc.stop(signal.SIGINT) == 0  # nothing written in this run
     [stopped] = [r for r in cdc.logs() if r.get("msg", "").startswith("stopped:")]
     assert f"last checkpoint {saved[0]}:{saved[1]}" in stopped["msg"], stopped
@@ -115,7 +115,7 @@ def test_a_purged_checkpoint_points_to_resnapshot_which_fixes_it(servers, db, da
         wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     finally:
         assert proc.stop() == 0
-    assert setup.position()[0] != gone
+    assert setup.saved_position()[0] != gone
 
 
 @both_sources
@@ -130,7 +130,7 @@ def test_waiting_for_a_server_id_in_use_is_logged(source_servers, db, database, 
     finally:
         assert daemon.stop() == 0
     assert code == 2, out
-    assert (f"server_id {setup.server_id} is listed in {db.replicas_statement} (cdc pid {daemon.proc.pid} on ") in out
+    assert (f"server_id {setup.server_id} is listed in {db.replicas_statement} (cdc pid {daemon.popen.pid} on ") in out
     assert "waiting up to 5s for the entry to go away" in out
     assert f"server_id {setup.server_id} is already used by a replica" in out
 
@@ -191,7 +191,7 @@ def test_a_read_only_config_directory_is_a_start_up_error_and_the_state_director
             assert run.poll() is None, (tmp_path / "run.log").read_text()
             assert time.monotonic() < deadline + 30, (tmp_path / "run.log").read_text()
             time.sleep(0.1)
-        docs = {}
+        docs: dict[str, dict] = {}
         while set(docs) != {"1", "3"}:
             assert time.monotonic() < deadline + 60, docs
             docs = es_docs(es, index)

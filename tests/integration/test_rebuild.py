@@ -175,7 +175,7 @@ def rebuild_under_load(setup: CdcSetup, reader: Reader, db, servers, database: s
                     wait_for("the copy under way", lambda: progress.exists() and any(
                         t["rows"] > 0 and not t["done"] for t in json.loads(progress.read_text())["tables"].values()),
                         timeout=120, interval=0.01)
-                    proc.proc.send_signal(signal.SIGKILL)
+                    proc.popen.send_signal(signal.SIGKILL)
                 assert proc.wait(180) == -signal.SIGKILL, proc.text()[-3000:]
                 killed = rebuild_state(setup)
                 [entry] = killed["rebuilds"]

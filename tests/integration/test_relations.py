@@ -80,8 +80,8 @@ def wait_equal(db, es, index: str, timeout: float = 60, proc=None) -> None:
         want, have = fresh_build(db), es_docs(es, index)
         if want == have:
             return
-        if proc is not None and proc.proc.poll() is not None:
-            raise AssertionError(f"cdc exited with {proc.proc.returncode}:\n{proc.text()[-4000:]}")
+        if proc is not None and proc.popen.poll() is not None:
+            raise AssertionError(f"cdc exited with {proc.popen.returncode}:\n{proc.text()[-4000:]}")
         if time.monotonic() > deadline:
             differ = [(k, want.get(k), have.get(k)) for k in sorted(set(want) | set(have))
                       if want.get(k) != have.get(k)][:4]
@@ -227,10 +227,10 @@ def test_random_three_table_workload_with_sigkills_ends_equal_to_a_fresh_build(t
                 # Kill once rebuilds have been acknowledged past the start (the checkpoint moved), mid-load.
                 start = setup.position()
                 deadline = time.monotonic() + 30
-                while setup.position() == start and time.monotonic() < deadline and proc.proc.poll() is None:
+                while setup.position() == start and time.monotonic() < deadline and proc.popen.poll() is None:
                     time.sleep(0.05)
                 time.sleep(random.Random(kills).uniform(0.2, 1.5))
-                assert proc.proc.poll() is None, proc.text()[-4000:]
+                assert proc.popen.poll() is None, proc.text()[-4000:]
                 proc.stop(signal.SIGKILL)
                 kills += 1
                 proc = setup.run()

@@ -131,7 +131,7 @@ def test_rotation_and_mariadb_restart(source_servers, db, database, es, index_pr
         db.execute("FLUSH BINARY LOGS")
         db.execute("INSERT INTO t VALUES (3,3)", "UPDATE t SET v=10 WHERE id=1")
         wait_until_equal(db, es, "t", index, ["id"])
-        before = setup.checkpoint()["file"]
+        before = setup.saved()["file"]
 
         db.close()
         # table ids are reused after a restart; names must still line up
@@ -141,7 +141,7 @@ def test_rotation_and_mariadb_restart(source_servers, db, database, es, index_pr
         admin = Admin(source_servers, database)
         admin.execute("INSERT INTO t VALUES (4,4)", "DELETE FROM t WHERE id=2", "UPDATE t SET v=30 WHERE id=3")
         wait_until_equal(admin, es, "t", index, ["id"], timeout=90)
-        assert setup.checkpoint()["file"] != before  # the checkpoint followed the rotation
+        assert setup.saved()["file"] != before  # the checkpoint followed the rotation
         admin.close()
     finally:
         assert cdc.stop() == 0
@@ -162,7 +162,7 @@ def test_graceful_stop_saves_position_and_restart_reprocesses_nothing(source_ser
     wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     assert cdc.stop(signal.SIGTERM) == 0
     file, pos, gtid = binlog_position_and_gtid(db)
-    saved = setup.checkpoint()
+    saved = setup.saved()
     assert (saved["file"], saved["pos"]) == (file, pos)  # nothing else was written since
     assert saved["gtid"] == gtid  # MariaDB's 0-1-N, MySQL's uuid:1-N
 
@@ -192,7 +192,7 @@ def test_a_restart_by_gtid_resumes_after_the_saved_gtid_set(source_servers, db, 
     db.execute("INSERT INTO t VALUES (1,1),(2,2)", "UPDATE t SET v=20 WHERE id=2")
     wait_until_equal(db, es, "t", f"{index_prefix}-t", ["id"])
     assert cdc.stop() == 0
-    saved = setup.checkpoint()
+    saved = setup.saved()
     assert saved["gtid"] and not saved["by_gtid"]
     setup.checkpoint_path.write_text(json.dumps({**saved, "by_gtid": True}))
 
@@ -207,7 +207,7 @@ def test_a_restart_by_gtid_resumes_after_the_saved_gtid_set(source_servers, db, 
     assert f"resuming from GTID {saved['gtid']} after a failover" in again.text()
     stopped = again.stopped()
     assert (stopped["rows"], stopped["transactions"]) == (3, 3)  # the three since, nothing before them
-    resumed = setup.checkpoint()
+    resumed = setup.saved()
     _, _, gtid = binlog_position_and_gtid(db)
     assert resumed["gtid"] == gtid and resumed["gtid"] != saved["gtid"]
     if db.mysql:  # one server's uuid, its transactions 1..N

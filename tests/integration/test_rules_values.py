@@ -107,7 +107,7 @@ ZERO_ROW = """INSERT INTO all_types (id, dt, dtm, dtm6, ts, ts6, yr, e, fl, db, 
   '0000-00-00', '2024-02-00 10:00:00', '0000-00-00 00:00:00', '0000-00-00 00:00:00', '0000-00-00 00:00:00',
   0, 'bogus', 1.2345678, 1.2345678, '00:00:00', 'x😀', '')"""
 
-MAX_DOC = {
+MAX_DOC: dict[str, Any] = {
     "id": 1, "ti": 127, "tu": 255, "si": 32767, "su": 65535, "mi": 8388607, "mu": 16777215, "i": 2147483647,
     "iu": 4294967295, "bi": 9223372036854775807, "bu": 18446744073709551615, "b1": 1,
     "d": "99999999999999999999999999999999999.999999999999999999999999999999", "d2": "12345678.90",
@@ -224,7 +224,7 @@ def test_sharded_tables_into_one_index_and_a_new_shard(servers, db, database, es
                    "INSERT INTO order_03 VALUES (7, 7.00)")
         assert cdc.wait(60) == 1
     finally:
-        if cdc.proc.poll() is None:
+        if cdc.popen.poll() is None:
             cdc.stop()
     assert "matches" in cdc.text() and "Restart cdc to pick it up" in cdc.text()
     # ... and a restart picks it up, from a checkpoint before its rows.
@@ -427,7 +427,7 @@ def test_snapshot_into_monthly_indices(servers, db, database, es, index_prefix, 
             (f"{index_prefix}-inv-2024.02", "2"): (None, {"id": 2, "issued": "2024-02-01"}),
         }, timeout=20)
     finally:
-        if cdc.proc.poll() is None:
+        if cdc.popen.poll() is None:
             cdc.stop()
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import time
 
-from harness import CdcSetup, WriteLoad, both_sources, create_two_tables, es_docs, index_rules, wait_until_equal
+from harness import (CdcSetup, WriteLoad, both_sources, create_two_tables, es_docs, index_rules, matched,
+                     wait_until_equal)
 
 
 def _create_index(es, index: str, gc_deletes: str) -> None:
@@ -50,7 +50,7 @@ def test_initial_snapshot_under_load_then_streaming_is_exact(source_servers, db,
         assert cdc.stop() == 0
     assert ("MySQL FLUSH TABLES WITH READ LOCK held while reading the position" if db.mysql
             else "MariaDB consistent snapshot with binlog_snapshot_position (no locks)") in cdc.text()
-    saved = setup.checkpoint()
+    saved = setup.saved()
     assert sorted(saved["snapshotted"]) == sorted([f"{database}.a", f"{database}.b"]) and saved["snapshot"] is None
 
 
@@ -68,17 +68,17 @@ def test_killed_snapshot_resumes_at_a_chunk_boundary(source_servers, db, databas
     # saved in the checkpoint before they were set, so the killed copy still knows it.
     index = next(iter(es.indices.get_alias(name=f"{index_prefix}-big")))
     assert _bulk_settings(es, index) == ("-1", "1")  # refreshes off; the replica stays (cdc/copy/bulkload.py)
-    assert setup.checkpoint()["snapshot"]["_bulk_load"] == {index: {"index.refresh_interval": None}}
+    assert setup.saved()["snapshot"]["_bulk_load"] == {index: {"index.refresh_interval": None}}
 
     second = setup.run()
     second.wait_for_event("snapshot_done", timeout=120)
     # Put back before the checkpoint said the copy was done: the server's default refresh.
     assert _bulk_settings(es, index) == (None, "1")
-    assert setup.checkpoint()["snapshot"] is None
+    assert setup.saved()["snapshot"] is None
     assert second.stop() == 0
     text = second.text()
     assert f"resuming snapshot of {database}.big after key [{done_before['last_key'][0]}]" in text
-    written = int(re.search(r"snapshot done: (\d+) rows", text).group(1))
+    written = int(matched(r"snapshot done: (\d+) rows", text).group(1))
     assert written == rows - done_before["rows"]  # the rest, not everything again
     assert f"index {index}: settings put back after the snapshot" in text
     wait_until_equal(db, es, "big", f"{index_prefix}-big", ["id"], timeout=30)
@@ -122,7 +122,7 @@ def test_wide_rows_make_small_chunks_and_a_killed_copy_of_them_resumes(servers, 
                      snapshot__chunk_bytes=65536)
     first = setup.run()
     done_before = _kill_mid_snapshot(setup, first, f"{database}.wide", 300)
-    limit = int(re.search(rf"snapshot of {database}\.wide into \S+: ~\d+ rows, chunks of up to (\d+) rows",
+    limit = int(matched(rf"snapshot of {database}\.wide into \S+: ~\d+ rows, chunks of up to (\d+) rows",
                           first.text()).group(1))
     assert 1 <= limit <= 16  # 65,536 bytes over rows of more than 4,000
     assert not done_before["done"] and done_before["last_key"] == [done_before["rows"]]
@@ -130,7 +130,7 @@ def test_wide_rows_make_small_chunks_and_a_killed_copy_of_them_resumes(servers, 
     second = setup.run()
     second.wait_for_event("snapshot_done", timeout=120)
     assert second.stop() == 0
-    written = int(re.search(r"snapshot done: (\d+) rows", second.text()).group(1))
+    written = int(matched(r"snapshot done: (\d+) rows", second.text()).group(1))
     assert written == rows - done_before["rows"]  # the rest, not everything again
     wait_until_equal(db, es, "wide", f"{index_prefix}-wide", ["id"], timeout=30)
 

@@ -62,7 +62,8 @@ def tls_mariadb(servers, certs):
     root = pymysql.connect(unix_socket=sock, user="root", autocommit=True)
     with root.cursor() as cur:
         cur.execute("SHOW VARIABLES LIKE 'have_ssl'")
-        assert cur.fetchone()[1] == "YES"
+        have_ssl = cur.fetchone()
+        assert have_ssl is not None and have_ssl[1] == "YES"
         cur.execute(f"CREATE USER 'cdc'@'127.0.0.1' IDENTIFIED BY '{servers.cdc_password}' "
                     "REQUIRE SUBJECT '/CN=client' AND ISSUER '/CN=test'")
         cur.execute("GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, REPLICATION MASTER ADMIN "

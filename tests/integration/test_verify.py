@@ -7,25 +7,35 @@ import os
 import subprocess
 import sys
 
-from harness import (CdcSetup, WriteLoad, both_sources, create_two_tables, index_rules, mysql_only, wait_for,
-                     wait_until_equal)
+from harness import (CdcProcess, CdcSetup, WriteLoad, both_sources, create_two_tables, index_rules, mysql_only,
+                     wait_for, wait_until_equal)
 
 # WriteLoad writes a.id 1..402 and b.k1 0..49; corruption stays above both, so the
 # load cannot mend it by chance and the expected findings are exact.
 
 
-def verify(setup: CdcSetup, *args: str) -> tuple[int, dict | None, str]:
-    """Run `cdc verify --json`; (exit code, the report (None if it failed to run), the log)."""
-    proc = subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(setup.config_path), "--json",
+def _verify(setup: CdcSetup, args: tuple[str, ...]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cdc", "verify", "--config", str(setup.config_path), "--json",
                            "--log-format", "json", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **setup.env})
-    if proc.returncode not in (0, 1):
-        return proc.returncode, None, proc.stderr
+
+
+def verify(setup: CdcSetup, *args: str) -> tuple[int, dict, str]:
+    """Run `cdc verify --json` where it is to report (exit 0 or 1): (exit code, the report, the log)."""
+    proc = _verify(setup, args)
     try:
+        if proc.returncode not in (0, 1):
+            raise ValueError("no report")
         report = json.loads(proc.stdout)
     except ValueError:
         raise AssertionError(f"verify exited {proc.returncode} without a report:\n{proc.stdout}\n{proc.stderr[-4000:]}")
     return proc.returncode, report, proc.stderr
+
+
+def verify_refused(setup: CdcSetup, *args: str) -> tuple[int, str]:
+    """Run `cdc verify --json` where it is to refuse to run (exit 2, no report): (exit code, the log)."""
+    proc = _verify(setup, args)
+    return proc.returncode, proc.stderr
 
 
 def _found(report: dict, table: str) -> dict[str, set[str]]:
@@ -34,7 +44,7 @@ def _found(report: dict, table: str) -> dict[str, set[str]]:
     return {kind: {e["id"] for e in t["examples"] if e["kind"] == kind} for kind in ("missing", "differ", "orphan")}
 
 
-def _started(tmp_path, servers, db, database, index_prefix) -> tuple[CdcSetup, object]:
+def _started(tmp_path, servers, db, database, index_prefix) -> tuple[CdcSetup, CdcProcess]:
     create_two_tables(db, 600)
     setup = CdcSetup(tmp_path, servers, index_rules(database, index_prefix, "a", "b"), snapshot__chunk_size=100)
     cdc = setup.run()
@@ -104,7 +114,7 @@ def test_clean_index_under_load_has_no_differences(servers, db, database, es, in
             assert a["rows"] == 50 and a["sample"] == 50 and a["docs_scanned"] is None
             assert a["not_verified"] == ["--sample checks rows only: documents without rows (orphans) NOT VERIFIED"]
         assert load.ops > 100
-        code, _, log = verify(setup, "--table", "nope.nope")
+        code, log = verify_refused(setup, "--table", "nope.nope")
         assert code == 2 and "no rule maps these tables" in log
     finally:
         assert cdc.stop() == 0
