@@ -22,8 +22,9 @@ demo: deps $(BIN)/.installed
 test: deps $(BIN)/.installed
 	$(BIN)/python -m pyflakes cdc scripts tests bench
 	$(BIN)/python -m mypy cdc
-	# the tests against cdc's types (the fakes against cdc/stream/protocols.py), in two runs: each
-	# folder has a conftest.py, and the integration tests import harness.py and scripts/servers.py by name
+	# the tests against cdc's types (the fakes against cdc/stream/protocols.py), the bodies of test
+	# functions included (setup.cfg check_untyped_defs), in two runs: each folder has a
+	# conftest.py, and the integration tests import harness.py and scripts/servers.py by name
 	MYPYPATH=scripts $(BIN)/python -m mypy tests/unit tests/conftest.py
 	MYPYPATH=tests/integration:scripts $(BIN)/python -m mypy tests/integration
 	# the documentation site (mkdocs.yml): any warning fails, a broken link or anchor included
