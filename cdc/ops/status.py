@@ -159,7 +159,7 @@ def _lag_from_mysql(config: Config, report: Report, checkpoint: BinlogPosition) 
         status = db.binary_log_status()
         server = BinlogPosition(status["File"], int(status["Position"]))
         logs = [(r["Log_name"], int(r["File_size"])) for r in db.rows("SHOW BINARY LOGS")]
-    except Exception as exc:  # a report, not a run: any failure here is a note (pymysql stays in database.py)
+    except Exception as exc:  # a report, not a run: any failure here is a note (pymysql stays in cdc/mysql/server.py)
         report["problems"].append(f"cannot measure lag: {type(exc).__name__}: {exc}")
         return
     finally:

@@ -36,7 +36,7 @@ class Checkpoint:
     snapshot: dict | None = None
     # The server the position belongs to ("mariadb:<server_id>" / "mysql:<server_uuid>").
     server: str | None = None
-    # Added to every document version; raised at each failover (see app.py).
+    # Added to every document version; raised at each failover (see cdc/app/start.py).
     epoch: int = 0
     # True right after a failover: file/pos are the old server's; resume by GTID.
     by_gtid: bool = False
