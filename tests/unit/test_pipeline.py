@@ -800,10 +800,13 @@ def test_batch_grows_while_the_only_slot_is_busy():
         for i in range(2, 12):  # ten transactions while the first bulk is in flight
             yield ins(i, i * 100)
             yield commit(i * 100 + 50)
-        time.sleep(0.1)
+        # The main loop counts a transaction once it is in the waiting batch: all eleven are.
+        while pipeline.stats.transactions < 11 and time.monotonic() < deadline:
+            time.sleep(0.005)
         gate.set()
 
-    run_pipeline(make(sink, store, max_interval=10.0, concurrency=1), events)
+    pipeline = make(sink, store, max_interval=10.0, concurrency=1)
+    run_pipeline(pipeline, events)
     assert sink.sent_ids == [["1"], [str(i) for i in range(2, 12)]]
     assert store.saves[-1][0] == P(1150)
 
