@@ -353,7 +353,7 @@ def test_verify_keeps_to_the_copy_rate_ceiling_for_rows_read_and_documents_scann
     world = FakeWorld({i: i for i in range(1, 6)}, {str(i): (_doc(i, i), 1) for i in range(1, 6)})
     rule = _rule()
     pace = Recorded()
-    verifier = Verifier(world, world, RuleSet([rule]), 0, None, lambda position: True,  # type: ignore[arg-type]
+    verifier = Verifier(world, world, RuleSet([rule]), 0, None, lambda position: True,
                         threading.Event(), interactive=False, pace=pace)
     verifier.run([rule])
     assert pace.taken == [2, 2, 1, 2, 2]  # rows in chunks of 2 (5 rows), then full chunks of scanned documents
