@@ -53,6 +53,7 @@ from cdc.errors import CdcError, ConfigError, RetryAbandoned, SinkUnavailableErr
 from cdc.es.destination import Destination
 from cdc.kafka.client import ActionConsumer, KafkaPublisher, ensure_topic, find_topics
 from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
+from cdc.kafka.debezium_plan import Planner
 from cdc.kafka.messages import Received, plan
 from cdc.kafka.stall import StallWatch
 from cdc.model import Action, ColumnKind
@@ -148,11 +149,14 @@ class DebeziumInput:
     as it stops `cdc run`, naming the message.
     """
 
-    def __init__(self, rules: RuleSet, builder: ActionBuilder):
+    def __init__(self, rules: RuleSet, builder: ActionBuilder, planned: bool = True):
         self.rules = rules
         self.builder = builder
         self.shapes = {(r.schema, r.table): shape(r) for r in rules.rules}
         self.decoder = ChangeDecoder(self.shape_of)
+        # The same actions without the RowChange and ActionBuilder layers, for the messages its plans
+        # cover (cdc/kafka/debezium_plan.py); the others, and every error, go the way below.
+        self.planner = Planner(builder, self.decoder, self.shape_of) if planned else None
         self.tombstones = 0
         self.truncates = 0
 
@@ -161,7 +165,13 @@ class DebeziumInput:
 
     def __call__(self, messages: list[Received]) -> list[Action]:
         actions: list[Action] = []
+        planner = self.planner
         for m in messages:
+            if planner is not None and m.value is not None:
+                planned = planner.actions(m.value)
+                if planned is not None:
+                    actions += planned
+                    continue
             try:
                 change = self.decoder.decode(m.value)
             except Truncated as exc:

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 
 from cdc.errors import RowError  # importable from here and from cdc.rules too
@@ -216,7 +216,13 @@ class _KeyView(Mapping):
 
 
 def _place(row: _Row, rule: Rule) -> _Place:
-    keys = _KeyView(row)
+    return place_of(_KeyView(row), rule, row.raw)
+
+
+def place_of(keys: Mapping[str, Any], rule: Rule, names: Iterable[str]) -> _Place:
+    """Where a row's document lives, from its values as ids, index names and routing take them
+    (`_Row.key_value`; cdc/kafka/debezium_plan.py passes the few it needs in a dict). `names`: the
+    row's columns, for the error message."""
     if rule.id_template:
         doc_id = _render(parse_template(rule.id_template), rule, keys, "document id")
     else:
@@ -224,14 +230,14 @@ def _place(row: _Row, rule: Rule) -> _Place:
         try:
             doc_id = document_id(keys, rule.id_columns, rule.id_separator)
         except KeyError as exc:
-            raise RowError(f"row has no key column {exc.args[0]!r} (columns: {', '.join(row.raw)})") from None
+            raise RowError(f"row has no key column {exc.args[0]!r} (columns: {', '.join(names)})") from None
     if not doc_id:
         raise RowError("the document id is empty")
     if len(doc_id.encode()) > 512:
         raise RowError(f"the document id {doc_id[:60]!r}... is longer than Elasticsearch's 512 bytes")
     index = _render(parse_template(rule.index), rule, keys, "index name")
     index = index.lower()  # Elasticsearch index names are lowercase; captures and values may not be
-    if not index or index[0] in "-_+" or any(c in INDEX_FORBIDDEN for c in index) or index in (".", ".."):
+    if not index or index[0] in "-_+" or not INDEX_FORBIDDEN.isdisjoint(index) or index in (".", ".."):
         raise RowError(f"index name {index!r} made by {rule.index!r} is not a valid index name")
     routing = _render(parse_template(rule.routing), rule, keys, "routing") if rule.routing else None
     return _Place(index, doc_id, routing)

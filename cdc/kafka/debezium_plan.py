@@ -1,0 +1,438 @@
+"""Debezium change events straight to actions, per table and message schema planned once (issue 32).
+
+`DebeziumInput` (cdc/app/kafka_mode.py) turned every message into a `RowChange`
+(cdc/kafka/debezium.py `ChangeDecoder`) and that into actions through
+`ActionBuilder` (cdc/rules/actions.py, values.py): layers that cost about 95 µs of
+CPU a message, four times the cdc-format writer. `Planner` makes the same actions
+without those layers: per (table, envelope schema, column order) it compiles, for
+each rule of the table, each column's way from its JSON value to its document
+value, and then builds each message's documents, ids, versions, routings and
+index names directly.
+
+Exact by construction. A column's value goes through the very functions of the
+slow path (its `ChangeDecoder` decoder, then `values.convert_value` with the
+rule's column), except where the JSON value is provably already the document
+value; that is checked per value by its exact Python type (an `int` of an
+integer column, a `str` of a text or ENUM column, a `float` of a DOUBLE column,
+JSON text that orjson parses, a plain DECIMAL text), and any other value takes
+the functions. Places come from `actions.place_of`, versions from
+`actions.document_version`.
+
+What it leaves to the slow path, which then gives today's actions or error:
+
+* per table and schema (the plan is not made): rules in `mode: update`, rules not
+  checked at start-up, an id, index name or routing made of a BINARY column
+  (`_Row.key_value`'s padding), field names that collide (rename, fields,
+  add_table_name, soft delete field);
+* per message: tombstones, truncates, anything `ChangeDecoder.decode` would refuse
+  or that is not the plain layout (a second `,"payload":`, an unknown op, no
+  position, an incremental snapshot row, before and after with other columns),
+  tables no rule maps, a value any function refuses (an exception of any kind,
+  wherever it comes from: the slow path raises it again with its message), and a
+  row with a zero date (`ActionBuilder` counts and logs those per row).
+
+So a message the plan does not cover costs what it cost before, and nothing comes out
+differently: tests/unit/test_kafka_debezium_plan.py runs both paths over generated
+messages of every column type and rule option and compares the actions byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from datetime import timedelta
+from typing import Any, Callable
+
+import orjson
+
+from cdc.kafka.debezium import _EPOCH, _EPOCH_DAY, _OPS, _PAYLOAD, _SCHEMA, _SNAPSHOT, NO_SHAPE, STREAM_OFFSET, \
+    ChangeDecoder, Shape, _decoder, _fields
+from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op
+from cdc.rules.actions import ActionBuilder, _columns_for, _Place, document_id, document_version, place_of
+from cdc.rules.model import Rule
+from cdc.rules.names import parse_template
+from cdc.rules.values import _LONG_DIGITS, convert_value, apply_conversion
+
+log = logging.getLogger("cdc.sink")
+
+# How a column's JSON value becomes its document value (see the module docstring).
+_GENERIC, _INT, _STR, _FLOAT, _JSON, _DECIMAL, _DATETIME, _DATE = range(8)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # values.py `_int`: what orjson.dumps writes as a number
+_INT_TYPES = ("int8", "int16", "int32", "int64")
+# BigDecimal.toPlainString() of decimal.handling.mode=string: format(Decimal(text), "f") is the text itself
+# (no exponent, no leading zeros, the scale kept); a negative zero is not (values.py writes it unsigned).
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+
+
+class _Fallback(Exception):
+    """This message goes the slow way."""
+
+
+class _RulePlan:
+    """One rule's columns and document for one table plan."""
+
+    def __init__(self, rule: Rule, names: tuple[str, ...], convert: dict[str, Callable[[Any], Any]],
+                 fast: dict[str, tuple[int, int]], schema: str, table: str):
+        self.rule = rule
+        # (name, its fast code, its slow conversion): every column, as the images hold them.
+        self.columns = [(name, *fast[name], convert[name]) for name in names]
+        include = set(rule.include) if rule.include is not None else None
+        exclude = set(rule.exclude)
+        renames = dict(rule.rename)
+        conversions = dict(rule.conversions)
+        # (column, field name, its `convert:` conversions) in the document's order, as `_document` puts them.
+        self.doc_columns = [(name, renames.get(name, name), tuple(conversions.get(name, ())))
+                            for name in names if not (include is not None and name not in include or name in exclude)]
+        constants = list(rule.fields)
+        if rule.add_table_name:
+            constants.append((rule.add_table_name, table))
+        if rule.add_schema_name:
+            constants.append((rule.add_schema_name, schema))
+        self.constants = constants
+        out = [f for _, f, _ in self.doc_columns] + [n for n, _ in constants]
+        self.soft = rule.on_delete == "soft"
+        if self.soft:
+            out.append(rule.soft_delete_field)
+        if len(set(out)) != len(out):
+            raise _Fallback("field names collide")  # `_document` raises ConversionError: the slow path says it
+        self.ignore_deletes = rule.on_delete == "ignore"
+        # The columns ids, index names and routing are made of (`_Row.key_value` is the converted value but for
+        # BINARY, whose bytes it pads: left to the slow path).
+        templates = [rule.index, *([rule.id_template] if rule.id_template else []),
+                     *([rule.routing] if rule.routing else [])]
+        keys = set(rule.id_columns or ()) if not rule.id_template else set()
+        for text in templates:
+            keys |= {f.name for f in parse_template(text).fields if not f.meta}
+        self.keys = [k for k in names if k in keys]
+        self.pipeline = rule.pipeline
+        self.id_columns = rule.id_columns or ()
+        self.id_separator = rule.id_separator
+        # The index name when it is made of the rule alone (its text, schema, table, captures) and the id of
+        # key columns without routing: place_of's index, rendered and checked once.
+        self.simple: str | None = None
+        if not rule.id_template and rule.id_columns and not rule.routing \
+                and not any(not f.meta for f in parse_template(rule.index).fields):
+            try:
+                self.simple = place_of({c: 0 for c in rule.id_columns}, rule, names).index
+            except ValueError:
+                self.simple = None  # an invalid name: place_of says so for each row
+
+
+class _TablePlan:
+    def __init__(self, rules: list[_RulePlan]):
+        self.rules = rules
+
+
+class Planner:
+    """Messages -> actions for the tables whose rules a plan covers; None: the slow path does the message."""
+
+    PLANS = 1024  # as ChangeDecoder.PLANS: tables x schemas x column orders; past it, start over
+
+    def __init__(self, builder: ActionBuilder, decoder: ChangeDecoder, shape_of: Callable[[str, str], Shape | None]):
+        self.builder = builder
+        self.rules = builder.rules
+        self.decoder = decoder
+        self.shape_of = shape_of
+        # (db, table, schema JSON or None, column names in order) -> plan, or None when not covered
+        self._plans: dict[tuple, _TablePlan | None] = {}
+        self._seqs: dict[str, int] = {}  # binlog file name -> its number
+        self._last_schema: bytes | None = None  # the schema JSON of the last message, kept whole...
+        self._last_schema_key: bytes | None = None  # ...and the object the plans are keyed by (hashed once)
+
+    def actions(self, value: bytes) -> list[Action] | None:
+        stats = self.builder.stats
+        zero_dates = stats.zero_dates
+        try:
+            actions = self._actions(value)
+        except Exception:  # any surprise: the slow path gives the result or the error, as before
+            actions = None
+        if stats.zero_dates != zero_dates:
+            # ActionBuilder counts and logs rows with zero dates (written as null), and a conversion that
+            # failed may have counted some: the slow path does this row, and counts what it counts.
+            stats.zero_dates = zero_dates
+            return None
+        return actions
+
+    def _actions(self, value: bytes) -> list[Action] | None:
+        # ChangeDecoder.decode's test for JsonConverter's layout: `{"schema":` first, `}` last and one
+        # `,"payload":`. When the bytes before the last `,"payload":` are the last message's schema, which has
+        # none, that one is the only one (it cannot overlap another: no prefix of it is a suffix of it), so
+        # the whole value need not be searched twice.
+        at = value.rfind(_PAYLOAD)
+        schema_json: bytes | None = value[len(_SCHEMA):at] if at > 0 else None
+        if schema_json is not None and schema_json == self._last_schema and value.startswith(_SCHEMA) \
+                and value.endswith(b"}"):
+            schema_json = self._last_schema_key  # the same bytes, the object the plans' dict hashed already
+            data = orjson.loads(value[at + len(_PAYLOAD):-1])
+        elif value.startswith(_SCHEMA) and at > 0 and value.endswith(b"}") and value.count(_PAYLOAD) == 1:
+            self._last_schema = self._last_schema_key = schema_json
+            data = orjson.loads(value[at + len(_PAYLOAD):-1])
+        else:
+            schema_json = None
+            data = orjson.loads(value)
+            if type(data) is not dict or ("payload" in data and "schema" in data):
+                return None
+        if type(data) is not dict:
+            return None
+        source = data.get("source")
+        op = data.get("op")
+        if type(source) is not dict or "cdc" in source:
+            return None
+        kind = _OPS.get(op)  # type: ignore[arg-type]
+        db, table = source.get("db"), source.get("table")
+        file, pos = source.get("file"), source.get("pos")
+        if kind is None or type(db) is not str or type(table) is not str or not db or not table \
+                or type(file) is not str or not file or type(pos) is not int or pos < 0:
+            return None
+        snapshot = source.get("snapshot")
+        if snapshot == "incremental":
+            return None
+        before, after = data.get("before"), data.get("after")
+        if kind is Op.DELETE:
+            if type(before) is not dict or after is not None and type(after) is not dict:
+                return None
+            image = before
+        else:
+            if type(after) is not dict or before is not None and type(before) is not dict:
+                return None
+            if kind is Op.UPDATE and before is None:
+                return None
+            image = after
+        names = tuple(image)
+        if after is not None and before is not None and tuple(before) != names:
+            return None  # images of other columns: the column map comes from `after` alone
+        key = (db, table, schema_json, names)
+        plan = self._plans.get(key, self)  # self: not looked at yet
+        if plan is self:
+            plan = self._plan(db, table, schema_json, names)
+        if not isinstance(plan, _TablePlan):
+            return None
+        seq = self._seqs.get(file)
+        snapshotted = op == "r" and str(snapshot or "false").lower() in _SNAPSHOT
+        position = BinlogPosition(file, pos if snapshotted else pos + STREAM_OFFSET)
+        if seq is None:
+            seq = self._seqs[file] = position.file_seq  # a name without a number: ValueError, the slow path
+        else:
+            position.__dict__["file_seq"] = seq  # what the property would compute
+        version = document_version(position, self.builder.version_epoch)
+        actions: list[Action] = []
+        for rule_plan in plan.rules:
+            new = _convert(after, rule_plan) if after is not None else None
+            old = _convert(before, rule_plan) if before is not None else None
+            if kind is Op.DELETE:
+                assert old is not None
+                actions += _remove(rule_plan, old, _place(old, rule_plan, names), version, db, table, position)
+                continue
+            assert new is not None
+            place = _place(new, rule_plan, names)
+            if kind is Op.UPDATE:  # as actions_for: only an update moves a document
+                assert old is not None
+                was = _place(old, rule_plan, names)
+                if was != place:
+                    same_doc = (was.index, was.doc_id) == (place.index, place.doc_id)
+                    actions += _remove(rule_plan, old, was, version - 1 if same_doc else version, db, table,
+                                       position)
+            actions.append(_write(rule_plan, new, place, False, version, db, table, position))
+        return actions
+
+    def _plan(self, db: str, table: str, schema_json: bytes | None, names: tuple[str, ...]) -> _TablePlan | None:
+        if len(self._plans) >= self.PLANS:
+            self._plans.clear()
+        key = (db, table, schema_json, names)
+        self._plans[key] = None
+        rules = self.rules.matches(db, table)
+        if not rules or any(not r.checked or r.mode != "index" for r in rules):
+            return None  # nothing to write (the slow path decodes the row, as before), or a RowError to raise
+        shape = self.shape_of(db, table) or NO_SHAPE
+        decoders = self.decoder._plan(db, table, schema_json, shape)
+        fields: dict[str, Any] = {}
+        if schema_json is not None:
+            schema = orjson.loads(schema_json)
+            if type(schema) is not dict:
+                return None
+            fields = _fields(schema).get("after", {})
+        # The RowChange's columns, as ChangeDecoder.decode makes them.
+        columns = tuple(shape.columns.get(name) or Column(name, ColumnKind.OTHER) for name in names)
+        options = self.builder.value_options
+        stats = self.builder.stats
+        plans = []
+        for rule in rules:
+            mapped = _columns_for(columns, rule)
+            convert, fast = {}, {}
+            for name in names:
+                decode = decoders.get(name) or _decoder(None, shape.columns.get(name), shape.fractions.get(name, 0))
+                column = mapped[name]
+                convert[name] = _slow(decode, column, options, stats)
+                fast[name] = _fast_code(fields.get(name), shape.columns.get(name), column,
+                                        shape.fractions.get(name, 0), options)
+            try:
+                rule_plan = _RulePlan(rule, names, convert, fast, db, table)
+            except _Fallback as exc:
+                log.info("%s.%s under %s: the slow path makes its actions (%s)", db, table, rule.source, exc)
+                return None
+            if any(mapped[k].kind is ColumnKind.BINARY for k in rule_plan.keys):
+                log.info("%s.%s under %s: the slow path makes its actions (an id, index name or routing of a "
+                         "BINARY column)", db, table, rule.source)
+                return None
+            plans.append(rule_plan)
+        plan = self._plans[key] = _TablePlan(plans)
+        return plan
+
+
+def _slow(decode: Callable[[Any], Any], column: Column, options, stats) -> Callable[[Any], Any]:
+    """The slow path's functions for one (non-null) value: ChangeDecoder's decoder, then values.py."""
+    def convert(value: Any) -> Any:
+        return convert_value(decode(value), column, options, stats)
+    return convert
+
+
+def _fast_code(field: dict | None, shape_column: Column | None, column: Column, fraction: int,
+               options) -> tuple[int, int]:
+    """Which JSON values of this column are their own document value, or have a short way to it
+    (checked per value by type), and the unit of a DATETIME's number in microseconds (0: nanoseconds)."""
+    shape_kind = shape_column.kind if shape_column is not None else ColumnKind.OTHER
+    kind = column.kind
+    ftype = field.get("type") if field is not None else None
+    fname = field.get("name") if field is not None else None
+    # An `int` of an integer column: ChangeDecoder's `_integer`/`_by_kind` and `_integral` keep it,
+    # values.py `_by_type` -> `_int` keeps it in orjson's range.
+    if shape_kind in (ColumnKind.INTEGER, ColumnKind.OTHER) and kind in (ColumnKind.INTEGER, ColumnKind.OTHER) \
+            and (field is None or ftype in _INT_TYPES and fname is None):
+        return _INT, 0
+    # A `str` of a text or ENUM column: `_same`/`_text`/`_by_kind` keep it, values.py keeps a str.
+    if shape_kind in (ColumnKind.STRING, ColumnKind.ENUM, ColumnKind.OTHER) \
+            and kind in (ColumnKind.STRING, ColumnKind.ENUM, ColumnKind.OTHER) \
+            and (field is None or ftype == "string" and fname in (None, "io.debezium.data.Enum")):
+        return _STR, 0
+    # A `float` of a DOUBLE column: `_float` keeps it; values.py keeps a finite one.
+    if shape_kind in (ColumnKind.DOUBLE, ColumnKind.OTHER) and kind in (ColumnKind.DOUBLE, ColumnKind.OTHER) \
+            and (field is None or ftype in ("double", "float64") and fname is None):
+        return _FLOAT, 0
+    # JSON text of a JSON column: values.py `_parse_json_text` gives orjson.loads(text) when the text has no
+    # run of 20 digits and orjson takes it, and `_json` of that is itself (str keys, ints in orjson's range,
+    # finite floats, strings).
+    if kind is ColumnKind.JSON and options.parse_json \
+            and shape_kind in (ColumnKind.STRING, ColumnKind.JSON, ColumnKind.OTHER) \
+            and (field is None or ftype == "string" and fname in (None, "io.debezium.data.Json")):
+        return _JSON, 0
+    # DECIMAL as text (decimal.handling.mode=string): `_decimal_text` then format(..., "f") is the plain text.
+    if shape_kind is ColumnKind.DECIMAL and kind is ColumnKind.DECIMAL and options.decimal_as == "string" \
+            and (field is None or ftype == "string" and fname is None):
+        return _DECIMAL, 0
+    # DATETIME as a number since the epoch: debezium.py `_scaled` makes the naive datetime, values.py
+    # `_iso` its isoformat() (no offset).
+    if shape_kind is ColumnKind.DATETIME and kind is ColumnKind.DATETIME:
+        if field is None:
+            return _DATETIME, 1000 if fraction <= 3 else 1  # debezium.py `_by_kind`
+        unit = _DATETIME_UNITS.get(fname) if ftype == "int64" and isinstance(fname, str) else None
+        if unit is not None:
+            return _DATETIME, unit
+    # DATE as days since the epoch: `_date`, then values.py's date.isoformat().
+    if shape_kind is ColumnKind.DATE and kind is ColumnKind.DATE \
+            and (field is None or ftype == "int32" and fname in ("io.debezium.time.Date",
+                                                                 "org.apache.kafka.connect.data.Date")):
+        return _DATE, 0
+    return _GENERIC, 0
+
+
+# The logical types of DATETIME as numbers (debezium.py `_LOGICAL`): their unit in microseconds, 0 for nanoseconds.
+_DATETIME_UNITS = {"io.debezium.time.MicroTimestamp": 1, "io.debezium.time.Timestamp": 1000,
+                   "org.apache.kafka.connect.data.Timestamp": 1000, "io.debezium.time.NanoTimestamp": 0}
+
+
+def _convert(image: dict[str, Any], plan: _RulePlan) -> dict[str, Any]:
+    """Every column of a row image as the document holds it (before any `convert:`)."""
+    out: dict[str, Any] = {}
+    for name, code, unit, slow in plan.columns:
+        value = image[name]
+        if value is None:
+            out[name] = None
+            continue
+        kind = type(value)
+        if code == _INT:
+            if kind is int and _INT_MIN <= value <= _INT_MAX:
+                out[name] = value
+                continue
+        elif code == _STR:
+            if kind is str:
+                out[name] = value
+                continue
+        elif code == _FLOAT:
+            if kind is float and math.isfinite(value):
+                out[name] = value
+                continue
+        elif code == _JSON:
+            if kind is str and not _LONG_DIGITS.search(value):
+                try:
+                    out[name] = orjson.loads(value)
+                    continue
+                except orjson.JSONDecodeError:
+                    pass  # perhaps JSON orjson refuses: the slow conversion decides
+        elif code == _DATETIME:
+            if kind is int:
+                out[name] = (_EPOCH + timedelta(microseconds=value // 1000 if unit == 0 else value * unit)).isoformat()
+                continue
+        elif code == _DATE:
+            if kind is int:
+                out[name] = (_EPOCH_DAY + timedelta(days=value)).isoformat()
+                continue
+        elif code == _DECIMAL:
+            if kind is str and _PLAIN_DECIMAL.fullmatch(value) and not (value[0] == "-" and not value.strip("-0.")):
+                out[name] = value
+                continue
+        out[name] = slow(value)
+    return out
+
+
+def _place(values: dict[str, Any], plan: _RulePlan, names: tuple[str, ...]) -> _Place:
+    """`actions.place_of`, with what it makes of the rule alone made once (`_RulePlan.simple`).
+
+    `values` has every column of the image converted: the same columns as `_KeyView`, and for the
+    columns a plan takes (no BINARY key) the same values."""
+    if plan.simple is None:
+        return place_of(values, plan.rule, names)
+    doc_id = document_id(values, plan.id_columns, plan.id_separator)  # a missing column: KeyError, slow path
+    if not doc_id or len(doc_id) > 128 and len(doc_id.encode()) > 512:
+        raise _Fallback("an empty or long id")  # place_of's RowError
+    return _Place(plan.simple, doc_id, None)
+
+
+def _document(values: dict[str, Any], plan: _RulePlan) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for name, out, conversions in plan.doc_columns:
+        value = values[name]
+        for conversion in conversions:
+            value = apply_conversion(value, conversion.name, conversion.arg, name)
+        doc[out] = value
+    for name, value in plan.constants:
+        doc[name] = value
+    return doc
+
+
+def _action(kind: ActionType, place, version: int, doc: dict[str, Any] | None, pipeline: str | None, schema: str,
+            table: str, position: BinlogPosition) -> Action:
+    action = object.__new__(Action)
+    # The fields Action(...) would set (a frozen dataclass: no __post_init__), without its per-field setattr.
+    # `key` as its _computed_once would make it for an index or delete (batches and writers ask for it).
+    action.__dict__.update(type=kind, index=place.index, doc_id=place.doc_id, version=version, doc=doc,
+                           routing=place.routing, schema=schema, table=table, position=position, pipeline=pipeline,
+                           versioned=True, key=(place.index, place.doc_id, place.routing))
+    return action
+
+
+def _write(plan: _RulePlan, values: dict[str, Any], place, deleted: bool, version: int, schema: str, table: str,
+           position: BinlogPosition) -> Action:
+    doc = _document(values, plan)
+    if plan.soft:
+        doc[plan.rule.soft_delete_field] = deleted
+    return _action(ActionType.INDEX, place, version, doc, plan.pipeline, schema, table, position)
+
+
+def _remove(plan: _RulePlan, values: dict[str, Any], place, version: int, schema: str, table: str,
+            position: BinlogPosition) -> list[Action]:
+    if plan.ignore_deletes:
+        return []
+    if plan.soft:
+        return [_write(plan, values, place, True, version, schema, table, position)]
+    return [_action(ActionType.DELETE, place, version, None, None, schema, table, position)]
