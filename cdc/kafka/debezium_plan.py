@@ -73,7 +73,8 @@ class _RulePlan:
     """One rule's columns and document for one table plan."""
 
     def __init__(self, rule: Rule, names: tuple[str, ...], convert: dict[str, Callable[[Any], Any]],
-                 fast: dict[str, tuple[int, int]], schema: str, table: str):
+                 fast: dict[str, tuple[int, int]], decoders: dict[str, Callable[[Any], Any]], schema: str,
+                 table: str):
         self.rule = rule
         # (name, its fast code, its slow conversion): every column, as the images hold them.
         self.columns = [(name, *fast[name], convert[name]) for name in names]
@@ -117,6 +118,7 @@ class _RulePlan:
                 self.simple = place_of({c: 0 for c in rule.id_columns}, rule, names).index
             except ValueError:
                 self.simple = None  # an invalid name: place_of says so for each row
+        self.convert, self.convert_keys, self.document = _compile(self, decoders)
 
 
 class _TablePlan:
@@ -218,21 +220,28 @@ class Planner:
         version = document_version(position, self.builder.version_epoch)
         actions: list[Action] = []
         for rule_plan in plan.rules:
-            new = _convert(after, rule_plan) if after is not None else None
-            old = _convert(before, rule_plan) if before is not None else None
+            # Every value of both images is decoded, as ChangeDecoder does (it refuses a message with a value
+            # that does not decode); converted are those the actions need, as _Row converts them on demand.
+            soft = rule_plan.soft
             if kind is Op.DELETE:
-                assert old is not None
+                if after is not None:
+                    rule_plan.convert_keys(after)
+                old = rule_plan.convert(before) if soft else rule_plan.convert_keys(before)
                 actions += _remove(rule_plan, old, _place(old, rule_plan, names), version, db, table, position)
                 continue
-            assert new is not None
+            new = rule_plan.convert(after)
             place = _place(new, rule_plan, names)
             if kind is Op.UPDATE:  # as actions_for: only an update moves a document
-                assert old is not None
+                old = rule_plan.convert_keys(before)
                 was = _place(old, rule_plan, names)
                 if was != place:
+                    if soft:
+                        old = rule_plan.convert(before)
                     same_doc = (was.index, was.doc_id) == (place.index, place.doc_id)
                     actions += _remove(rule_plan, old, was, version - 1 if same_doc else version, db, table,
                                        position)
+            elif before is not None:
+                rule_plan.convert_keys(before)
             actions.append(_write(rule_plan, new, place, False, version, db, table, position))
         return actions
 
@@ -259,15 +268,16 @@ class Planner:
         plans = []
         for rule in rules:
             mapped = _columns_for(columns, rule)
-            convert, fast = {}, {}
+            convert, fast, decoding = {}, {}, {}
             for name in names:
                 decode = decoders.get(name) or _decoder(None, shape.columns.get(name), shape.fractions.get(name, 0))
                 column = mapped[name]
+                decoding[name] = decode
                 convert[name] = _slow(decode, column, options, stats)
                 fast[name] = _fast_code(fields.get(name), shape.columns.get(name), column,
                                         shape.fractions.get(name, 0), options)
             try:
-                rule_plan = _RulePlan(rule, names, convert, fast, db, table)
+                rule_plan = _RulePlan(rule, names, convert, fast, decoding, db, table)
             except _Fallback as exc:
                 log.info("%s.%s under %s: the slow path makes its actions (%s)", db, table, rule.source, exc)
                 return None
@@ -341,73 +351,101 @@ _DATETIME_UNITS = {"io.debezium.time.MicroTimestamp": 1, "io.debezium.time.Times
                    "org.apache.kafka.connect.data.Timestamp": 1000, "io.debezium.time.NanoTimestamp": 0}
 
 
-def _convert(image: dict[str, Any], plan: _RulePlan) -> dict[str, Any]:
-    """Every column of a row image as the document holds it (before any `convert:`)."""
-    out: dict[str, Any] = {}
-    for name, code, unit, slow in plan.columns:
-        value = image[name]
-        if value is None:
-            out[name] = None
-            continue
-        kind = type(value)
+def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
+    """The plan's three functions, as Python code made for its columns (a loop over them, with its tuple
+    unpacking and branches per value, cost twice as much):
+
+    * convert(image): every column as the document holds it before any `convert:` (a dict in column order);
+    * convert_keys(image): the key columns so, the other values only decoded (to refuse what
+      ChangeDecoder refuses): a `before` image whose document is not written;
+    * document(values): the document, as actions.py `_document` puts it together.
+
+    Each column's value: None stays None; a value of the type its short way takes (see `_fast_code`) goes
+    that way; any other goes through the slow path's functions (`_slow`)."""
+    space: dict[str, Any] = {"_type": type, "_isfinite": math.isfinite, "_plain": _PLAIN_DECIMAL.fullmatch,
+                             "_long": _LONG_DIGITS.search, "_loads": orjson.loads, "_JSONError": orjson.JSONDecodeError,
+                             "_td": timedelta, "_EPOCH": _EPOCH, "_EPOCH_DAY": _EPOCH_DAY, "_apply": apply_conversion,
+                             "_INT_MIN": _INT_MIN, "_INT_MAX": _INT_MAX}
+    keys = set(plan.keys)
+    convert, check = ["def convert(image):"], ["def convert_keys(image):"]
+    for n, (name, code, unit, slow) in enumerate(plan.columns):
+        space[f"slow{n}"], space[f"decode{n}"] = slow, decoders[name]
+        take = f"v{n} = image[{name!r}]"
         if code == _INT:
-            if kind is int and _INT_MIN <= value <= _INT_MAX:
-                out[name] = value
-                continue
+            short = f"_type(v{n}) is int and _INT_MIN <= v{n} <= _INT_MAX"
         elif code == _STR:
-            if kind is str:
-                out[name] = value
-                continue
+            short = f"_type(v{n}) is str"
         elif code == _FLOAT:
-            if kind is float and math.isfinite(value):
-                out[name] = value
-                continue
-        elif code == _JSON:
-            if kind is str and not _LONG_DIGITS.search(value):
-                try:
-                    out[name] = orjson.loads(value)
-                    continue
-                except orjson.JSONDecodeError:
-                    pass  # perhaps JSON orjson refuses: the slow conversion decides
-        elif code == _DATETIME:
-            if kind is int:
-                out[name] = (_EPOCH + timedelta(microseconds=value // 1000 if unit == 0 else value * unit)).isoformat()
-                continue
-        elif code == _DATE:
-            if kind is int:
-                out[name] = (_EPOCH_DAY + timedelta(days=value)).isoformat()
-                continue
+            short = f"_type(v{n}) is float and _isfinite(v{n})"
         elif code == _DECIMAL:
-            if kind is str and _PLAIN_DECIMAL.fullmatch(value) and not (value[0] == "-" and not value.strip("-0.")):
-                out[name] = value
-                continue
-        out[name] = slow(value)
-    return out
+            short = f"_type(v{n}) is str and _plain(v{n}) and not (v{n}[0] == '-' and not v{n}.strip('-0.'))"
+        else:
+            short = ""
+        if code == _JSON:
+            space[f"json{n}"] = _json_way(slow)
+            way = [f"    if v{n} is not None: v{n} = json{n}(v{n})"]
+        elif code == _DATETIME:
+            micros = f"v{n} // 1000" if unit == 0 else f"v{n} * {unit}"
+            way = [f"    if v{n} is not None:",
+                   f"        v{n} = (_EPOCH + _td(microseconds={micros})).isoformat() if _type(v{n}) is int "
+                   f"else slow{n}(v{n})"]
+        elif code == _DATE:
+            way = [f"    if v{n} is not None:",
+                   f"        v{n} = (_EPOCH_DAY + _td(days=v{n})).isoformat() if _type(v{n}) is int else slow{n}(v{n})"]
+        elif short:
+            way = [f"    if v{n} is not None and not ({short}): v{n} = slow{n}(v{n})"]
+        else:
+            way = [f"    if v{n} is not None: v{n} = slow{n}(v{n})"]
+        convert += [f"    {take}", *way]
+        if name in keys:
+            check += [f"    {take}", *way]
+        elif short or code == _JSON:  # a value of the short way's type decodes (see _fast_code); another is decoded
+            short = short or f"_type(v{n}) is str"  # JSON text: `_same`/`_text` take any str
+            check += [f"    {take}", f"    if v{n} is not None and not ({short}): decode{n}(v{n})"]
+        else:
+            check += [f"    {take}", f"    if v{n} is not None: decode{n}(v{n})"]
+    index = {name: n for n, (name, *_) in enumerate(plan.columns)}
+    convert.append("    return {" + ", ".join(f"{name!r}: v{n}" for name, n in index.items()) + "}")
+    check.append("    return {" + ", ".join(f"{name!r}: v{index[name]}" for name in plan.keys) + "}")
+    fields = []
+    for name, out, conversions in plan.doc_columns:
+        value = f"c[{name!r}]"
+        for k, conversion in enumerate(conversions):
+            space[f"conv{index[name]}_{k}"] = conversion
+            value = (f"_apply({value}, conv{index[name]}_{k}.name, conv{index[name]}_{k}.arg, {name!r})")
+        fields.append(f"{out!r}: {value}")
+    for k, (name, value) in enumerate(plan.constants):
+        space[f"const{k}"] = value  # the rule's own object, as `_document` puts it in every document
+        fields.append(f"{name!r}: const{k}")
+    document = ["def document(c):", "    return {" + ", ".join(fields) + "}"]
+    exec("\n".join(convert + check + document), space)  # noqa: S102 - code made above from repr()s only
+    return space["convert"], space["convert_keys"], space["document"]
+
+
+def _json_way(slow: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """JSON text the short way: values.py `_parse_json_text` is orjson.loads when the text has no run of
+    20 digits and orjson takes it, and `_json` of what orjson gives is that itself."""
+    def way(value: Any) -> Any:
+        if type(value) is str and not _LONG_DIGITS.search(value):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                pass  # perhaps JSON orjson refuses: the slow conversion decides
+        return slow(value)
+    return way
 
 
 def _place(values: dict[str, Any], plan: _RulePlan, names: tuple[str, ...]) -> _Place:
     """`actions.place_of`, with what it makes of the rule alone made once (`_RulePlan.simple`).
 
-    `values` has every column of the image converted: the same columns as `_KeyView`, and for the
-    columns a plan takes (no BINARY key) the same values."""
+    `values` holds at least the key columns the image has, converted: for place_of the same as
+    `_KeyView` (the same values, for the key columns a plan takes: no BINARY one)."""
     if plan.simple is None:
         return place_of(values, plan.rule, names)
     doc_id = document_id(values, plan.id_columns, plan.id_separator)  # a missing column: KeyError, slow path
     if not doc_id or len(doc_id) > 128 and len(doc_id.encode()) > 512:
         raise _Fallback("an empty or long id")  # place_of's RowError
     return _Place(plan.simple, doc_id, None)
-
-
-def _document(values: dict[str, Any], plan: _RulePlan) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for name, out, conversions in plan.doc_columns:
-        value = values[name]
-        for conversion in conversions:
-            value = apply_conversion(value, conversion.name, conversion.arg, name)
-        doc[out] = value
-    for name, value in plan.constants:
-        doc[name] = value
-    return doc
 
 
 def _action(kind: ActionType, place, version: int, doc: dict[str, Any] | None, pipeline: str | None, schema: str,
@@ -423,7 +461,7 @@ def _action(kind: ActionType, place, version: int, doc: dict[str, Any] | None, p
 
 def _write(plan: _RulePlan, values: dict[str, Any], place, deleted: bool, version: int, schema: str, table: str,
            position: BinlogPosition) -> Action:
-    doc = _document(values, plan)
+    doc = plan.document(values)
     if plan.soft:
         doc[plan.rule.soft_delete_field] = deleted
     return _action(ActionType.INDEX, place, version, doc, plan.pipeline, schema, table, position)

@@ -16,6 +16,7 @@ import datetime
 import random
 import struct
 import zlib
+from collections import Counter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -272,20 +273,23 @@ def test_the_planned_path_makes_todays_actions(tmp_path, rules, options):
     today = DebeziumInput(ruleset, ActionBuilder(ruleset, epoch, value_options), planned=False)
     planned = DebeziumInput(ruleset, ActionBuilder(ruleset, epoch, value_options))
     assert planned.planner is not None
-    taken = 0
+    taken: Counter[str] = Counter()  # messages planned, by op
     for message in messages(seed=zlib.crc32(f"{rules}/{options}".encode()), count=500):
         if message.value is not None and planned.planner.actions(message.value) is not None:
-            taken += 1
+            data = orjson.loads(message.value)
+            taken[data.get("payload", data)["op"]] += 1
         # (the planner's own counters and zero dates are left as they were when it declines)
         assert outcome(planned, message) == outcome(today, message), message.value
     assert (planned.tombstones, planned.truncates) == (today.tombstones, today.truncates)
     assert planned.builder.stats == today.builder.stats
     assert planned.builder.zero_date_rows == today.builder.zero_date_rows
     if rules == "binary_id":
-        assert taken == 0  # not planned: every message the slow way
+        assert not taken  # not planned: every message the slow way
     else:
-        # Most messages are planned; the rest are the odd ones (a seventh), or have a bad value or a zero date.
-        assert taken > 100, taken
+        # Most messages are planned, of every op; the rest are the odd ones (a seventh), or have a bad value
+        # or a zero date.
+        assert sum(taken.values()) > 100 and set(taken) == {"c", "r", "u", "d"}, taken
+        assert min(taken.values()) >= 10, taken
 
 
 def test_every_short_way_is_taken(tmp_path):
