@@ -12,10 +12,12 @@ index names directly.
 Exact by construction. A column's value goes through the very functions of the
 slow path (its `ChangeDecoder` decoder, then `values.convert_value` with the
 rule's column), except where the JSON value is provably already the document
-value; that is checked per value by its exact Python type (an `int` of an
-integer column, a `str` of a text or ENUM column, a `float` of a DOUBLE column,
-JSON text that orjson parses, a plain DECIMAL text), and any other value takes
-the functions. Places come from `actions.place_of`, versions from
+value or has a short way there; that is checked per value by its exact Python
+type (an `int` of an integer column, a `str` of a text or ENUM column, a `float`
+of a DOUBLE column, JSON text that orjson parses, a plain DECIMAL text, a
+DATETIME or DATE number since the epoch: `_fast_code` says why each is the
+same), and any other value takes the functions. The per-column code is Python
+made per plan (`_compile`). Places come from `actions.place_of`, versions from
 `actions.document_version`.
 
 What it leaves to the slow path, which then gives today's actions or error:
@@ -31,8 +33,8 @@ What it leaves to the slow path, which then gives today's actions or error:
   wherever it comes from: the slow path raises it again with its message), and a
   row with a zero date (`ActionBuilder` counts and logs those per row).
 
-So a message the plan does not cover costs what it cost before, and nothing comes out
-differently: tests/unit/test_kafka_debezium_plan.py runs both paths over generated
+So a message the plan does not cover costs what it cost before (and the attempt), and
+nothing comes out differently (`Planner.declined` counts those messages): tests/unit/test_kafka_debezium_plan.py runs both paths over generated
 messages of every column type and rule option and compares the actions byte for byte.
 """
 
@@ -139,6 +141,7 @@ class Planner:
         # (db, table, schema JSON or None, column names in order) -> plan, or None when not covered
         self._plans: dict[tuple, _TablePlan | None] = {}
         self._seqs: dict[str, int] = {}  # binlog file name -> its number
+        self.declined = 0  # messages left to the slow path (tombstones and truncates among them)
         self._last_schema: bytes | None = None  # the schema JSON of the last message, kept whole...
         self._last_schema_key: bytes | None = None  # ...and the object the plans are keyed by (hashed once)
 
@@ -147,13 +150,17 @@ class Planner:
         zero_dates = stats.zero_dates
         try:
             actions = self._actions(value)
-        except Exception:  # any surprise: the slow path gives the result or the error, as before
+        except Exception as exc:  # any surprise: the slow path gives the result or the error, as before
+            if not self.declined:  # the first one, for whoever wonders why messages go the slow way
+                log.debug("a Debezium message goes the slow way: %s: %s", type(exc).__name__, exc)
             actions = None
         if stats.zero_dates != zero_dates:
             # ActionBuilder counts and logs rows with zero dates (written as null), and a conversion that
             # failed may have counted some: the slow path does this row, and counts what it counts.
             stats.zero_dates = zero_dates
-            return None
+            actions = None
+        if actions is None:
+            self.declined += 1
         return actions
 
     def _actions(self, value: bytes) -> list[Action] | None:
