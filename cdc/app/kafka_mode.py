@@ -53,7 +53,7 @@ from cdc.errors import CdcError, ConfigError, RetryAbandoned, SinkUnavailableErr
 from cdc.es.destination import Destination
 from cdc.kafka.client import ActionConsumer, KafkaPublisher, ensure_topic, find_topics
 from cdc.kafka.debezium import ChangeDecoder, DebeziumError, Shape, Truncated
-from cdc.kafka.debezium_plan import Planner
+from cdc.app.debezium_plan import Planner
 from cdc.kafka.messages import Received, plan
 from cdc.kafka.stall import StallWatch
 from cdc.model import Action, ColumnKind
@@ -155,7 +155,7 @@ class DebeziumInput:
         self.shapes = {(r.schema, r.table): shape(r) for r in rules.rules}
         self.decoder = ChangeDecoder(self.shape_of)
         # The same actions without the RowChange and ActionBuilder layers, for the messages its plans
-        # cover (cdc/kafka/debezium_plan.py); the others, and every error, go the way below.
+        # cover (cdc/app/debezium_plan.py); the others, and every error, go the way below.
         self.planner = Planner(builder, self.decoder, self.shape_of) if planned else None
         self.tombstones = 0
         self.truncates = 0

@@ -221,7 +221,7 @@ def _place(row: _Row, rule: Rule) -> _Place:
 
 def place_of(keys: Mapping[str, Any], rule: Rule, names: Iterable[str]) -> _Place:
     """Where a row's document lives, from its values as ids, index names and routing take them
-    (`_Row.key_value`; cdc/kafka/debezium_plan.py passes the few it needs in a dict). `names`: the
+    (`_Row.key_value`; cdc/app/debezium_plan.py passes the few it needs in a dict). `names`: the
     row's columns, for the error message."""
     if rule.id_template:
         doc_id = _render(parse_template(rule.id_template), rule, keys, "document id")

@@ -1,4 +1,4 @@
-"""The planned Debezium path (cdc/kafka/debezium_plan.py) against RowChange + ActionBuilder: the same actions.
+"""The planned Debezium path (cdc/app/debezium_plan.py) against RowChange + ActionBuilder: the same actions.
 
 Generated messages of a table with every column type cdc converts, in each connector
 encoding (schemas on and off; decimal.handling.mode precise, string and double;
@@ -25,7 +25,7 @@ import pytest
 
 from cdc.app.kafka_mode import DebeziumInput, UnreadableMessage
 from cdc.es.bulk import encode_bulk
-from cdc.kafka import debezium_plan
+from cdc.app import debezium_plan
 from cdc.kafka.client import Received
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableInfo
 from cdc.rules import ActionBuilder, load_rules, resolve_rules

@@ -34,8 +34,9 @@ What it leaves to the slow path, which then gives today's actions or error:
   row with a zero date (`ActionBuilder` counts and logs those per row).
 
 So a message the plan does not cover costs what it cost before (and the attempt), and
-nothing comes out differently (`Planner.declined` counts those messages): tests/unit/test_kafka_debezium_plan.py runs both paths over generated
-messages of every column type and rule option and compares the actions byte for byte.
+nothing comes out differently (`Planner.declined` counts those messages):
+tests/unit/test_kafka_debezium_plan.py runs both paths over generated messages of every
+column type and rule option and compares the actions byte for byte.
 """
 
 from __future__ import annotations
