@@ -295,12 +295,12 @@ def test_the_planned_path_makes_todays_actions(tmp_path, rules, options):
 def test_every_short_way_is_taken(tmp_path):
     """The plans of the table use every short way the planner has (so the comparison above tests them)."""
     ruleset = rule_set(tmp_path, "plain")
-    planned = DebeziumInput(ruleset, ActionBuilder(ruleset))
+    planner = DebeziumInput(ruleset, ActionBuilder(ruleset)).planner
+    assert planner is not None
     for message in messages(seed=7, count=200):
         if message.value is not None:
-            planned.planner.actions(message.value)
-    assert planned.planner is not None
-    codes = {code for plan in planned.planner._plans.values() if plan is not None
+            planner.actions(message.value)
+    codes = {code for plan in planner._plans.values() if plan is not None
              for rule_plan in plan.rules for _, code, _, _ in rule_plan.columns}
     assert codes == set(range(8)), codes
     assert debezium_plan._GENERIC in codes and debezium_plan._DATE in codes
