@@ -12,7 +12,7 @@ from typing import Callable
 from cdc.config import Config
 from cdc.model import BinlogPosition, Op, RowsData
 from cdc.mysql.catalog import Catalog
-from cdc.mysql.source import schema_readers
+from cdc.mysql.replication_hooks import schema_readers
 from cdc.mysql.types import column_from_schema
 from cdc.mysql.server import Database
 from cdc.errors import CdcError, PreflightError

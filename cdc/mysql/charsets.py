@@ -26,7 +26,7 @@ Bytes a charset does not take (which the server does not store: it refuses them,
 writes '?' in their place) become '?', one per byte, as the server's conversion does.
 native/src/charset.rs reads the same file and must give the same text (it declines
 where the text has U+FFFD or '?' for bytes the charset does not take).
-This module imports no library; cdc/mysql/source.py hooks it into pymysqlreplication.
+This module imports no library; cdc/mysql/replication_hooks.py hooks it into pymysqlreplication.
 """
 
 from __future__ import annotations

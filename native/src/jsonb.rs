@@ -17,7 +17,7 @@
 //! non-finite double as null); DECIMAL opaques as a double when that double's repr is the
 //! same number (1.50 -> 1.5), else a string of every digit; DATE, DATETIME, TIMESTAMP and TIME
 //! opaques as the string MySQL itself gives for them ("2024-01-02", "2024-01-02 03:04:05.000000",
-//! "-01:30:00.250000": cdc/mysql/source.py `_json_opaque` replaces the library's reading, which
+//! "-01:30:00.250000": cdc/mysql/replication_hooks.py `_json_opaque` replaces the library's reading, which
 //! wrote ISO text, dropped a TIME's sign and raised on 24 hours or more); any other opaque
 //! (binary strings, BIT, ...) as its bytes
 //! decoded as UTF-8 with invalid bytes dropped. A whole column that is such a text opaque
@@ -247,7 +247,7 @@ fn packed(body: &[u8]) -> R<i64> {
 
 /// MySQL's text of a packed TIME (my_time.cc TIME_from_longlong_time_packed, my_time_to_str with 6
 /// fractional digits): the sign kept, hours past 23 as they are ("-01:30:00.250000",
-/// "838:59:59.000000"), as cdc/mysql/source.py json_time_text.
+/// "838:59:59.000000"), as cdc/mysql/replication_hooks.py json_time_text.
 fn time(out: &mut String, body: &[u8]) -> R<()> {
     let packed = packed(body)?;
     let v = packed.unsigned_abs();
@@ -260,7 +260,7 @@ fn time(out: &mut String, body: &[u8]) -> R<()> {
 
 /// MySQL's text of a packed DATE or DATETIME (TIME_from_longlong_datetime_packed, my_date_to_str,
 /// my_datetime_to_str with 6 fractional digits): "2024-01-02", "2024-01-02 03:04:05.000000", zero
-/// parts printed as they are, as cdc/mysql/source.py json_datetime_text.
+/// parts printed as they are, as cdc/mysql/replication_hooks.py json_datetime_text.
 fn datetime(out: &mut String, body: &[u8], field_type: u8) -> R<()> {
     let v = packed(body)?.unsigned_abs();
     let whole = v >> 24;

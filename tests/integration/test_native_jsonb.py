@@ -23,6 +23,7 @@ from test_native_rowpath import _fields, _read, resolved
 
 from cdc.model import BinlogPosition, Column, ColumnKind
 from cdc.mysql import source
+from cdc.mysql import replication_hooks as hooks
 from cdc.rules import rowpath
 from cdc.rules.values import convert_value
 
@@ -76,8 +77,8 @@ def _rules(tmp_path, servers, database: str, rules: list[dict]):
 def _both_paths(servers, database, rules, start, end, monkeypatch):
     """The range through the Python path and the native one, compared: the native actions."""
     py_rows, python, _ = _read(servers, database, rules, start, end, native=False, tables=("jdocs",))
-    by_library = []  # rows events the library framed on the native run (source._Framer frames the others)
-    library_wrapper = source._library_packet_wrapper
+    by_library = []  # rows events the library framed on the native run (hooks.Framer frames the others)
+    library_wrapper = hooks._library_packet_wrapper
 
     def count_library(*args):
         wrapper = library_wrapper(*args)

@@ -22,6 +22,7 @@ from cdc.es.sink import encode_bulk
 from cdc.model import BinlogPosition, RowChange
 from cdc.mysql.server import Database
 from cdc.mysql import source
+from cdc.mysql import replication_hooks as hooks
 from cdc.mysql.source import BinlogSource
 from cdc.rules import ActionBuilder, load_rules, resolved_or_stop
 from cdc.rules import rowpath
@@ -153,11 +154,11 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
     )
     end = BinlogPosition(*binlog_position(db))
     py_rows, python, _ = _read(servers, database, rules, start, end, native=False)
-    # Which rows events cdc framed itself (source._Framer) and which the library framed.
+    # Which rows events cdc framed itself (hooks.Framer) and which the library framed.
     framed: list[str] = []
     by_library: list[str] = []
     cdc_framed = source.BinlogSource._framed
-    library_wrapper = source._library_packet_wrapper
+    library_wrapper = hooks._library_packet_wrapper
 
     def count_framed(self, event, end):
         framed.append(event.table.table)

@@ -21,8 +21,9 @@ from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, NotImplemented
 from pymysqlreplication.exceptions import MalformedBinLogEvent
 
 from cdc.mysql import source
+from cdc.mysql import replication_hooks as hooks
 
-source.install_library_hooks()  # the library's QUERY event reads unknown status variables as cdc has it
+hooks.install_library_hooks()  # the library's QUERY event reads unknown status variables as cdc has it
 
 H = bytes.fromhex
 # Captured with the library's wrapper recording each packet (OK byte, header, body, CRC32).
@@ -46,7 +47,7 @@ MYSQL_COMMIT = H("00c299166b026100000048000000c733080008006f00000000000000000000
 
 CAPTURED = [MARIADB_GTID_STANDALONE, MARIADB_GTID, MARIADB_XID, MYSQL_GTID, MYSQL_GTID_DDL, MYSQL_BEGIN,
             MYSQL_BEGIN_FOR_UPDATE, MYSQL_XID]
-ALLOWED = frozenset(source._STREAM_EVENTS)
+ALLOWED = frozenset(hooks.STREAM_EVENTS)
 
 
 class Ctl:
@@ -76,21 +77,21 @@ def args(checksum: bool, allowed=ALLOWED, verify=False, post_header_lengths=None
 
 
 def table_maps():
-    return source._TableMaps({}, None, None)
+    return hooks.TableMaps({}, None, None)
 
 
 def library(data: bytes, checksum: bool, **kw):
-    return source._library_packet_wrapper(MysqlPacket(data, "utf8"), table_maps(), *args(checksum, **kw))
+    return hooks._library_packet_wrapper(MysqlPacket(data, "utf8"), table_maps(), *args(checksum, **kw))
 
 
 def cdc(data: bytes, checksum: bool, **kw):
-    return source._packet_wrapper(MysqlPacket(data, "utf8"), table_maps(), *args(checksum, **kw))
+    return hooks._packet_wrapper(MysqlPacket(data, "utf8"), table_maps(), *args(checksum, **kw))
 
 
 def assert_same(framed, wrapper) -> None:
     """FRAMED carries every value `_read` and `fetchone` use with the library's value."""
     event = wrapper.event
-    assert isinstance(framed, source._FramedEvent)
+    assert isinstance(framed, hooks.FramedEvent)
     library_class = type(event)  # not `framed.kind is type(event)`: mypy would narrow `event` to object
     assert framed.event is framed and framed.kind is library_class
     assert (framed.event_type, framed.timestamp, framed.log_pos) == (wrapper.event_type, wrapper.timestamp,
@@ -226,29 +227,29 @@ def assert_library(data: bytes, checksum: bool) -> None:
     except Exception as exc:  # noqa: BLE001 - the library's errors on malformed bytes vary
         assert library_outcome(data, checksum) == ("raises", type(exc))
         return
-    assert isinstance(wrapper, source._library_packet_wrapper)
+    assert isinstance(wrapper, hooks._library_packet_wrapper)
 
 
 def test_checksums_to_verify_and_events_the_stream_did_not_ask_for_go_to_the_library():
-    assert not isinstance(cdc(MYSQL_XID, True, verify=True), source._FramedEvent)
+    assert not isinstance(cdc(MYSQL_XID, True, verify=True), hooks.FramedEvent)
     for data, kind in [(MYSQL_XID, XidEvent), (MYSQL_GTID, GtidEvent), (MARIADB_GTID, MariadbGtidEvent),
                        (MYSQL_BEGIN, QueryEvent)]:
         without_kind = cdc(data, True, allowed=ALLOWED - {kind})
         assert without_kind.event is None  # dropped by the library, as it would be without cdc's framing
-        assert not isinstance(cdc(data, True, allowed=ALLOWED - {source._FramedEvent}), source._FramedEvent)
+        assert not isinstance(cdc(data, True, allowed=ALLOWED - {hooks.FramedEvent}), hooks.FramedEvent)
 
 
 def test_other_streams_get_the_library_wrapper():
     """Only `_read`'s streams (their table map a _TableMaps) take cdc's framing."""
-    wrapper = source._packet_wrapper(MysqlPacket(MYSQL_XID, "utf8"), {}, *args(True))
-    assert isinstance(wrapper, source._library_packet_wrapper) and isinstance(wrapper.event, XidEvent)
+    wrapper = hooks._packet_wrapper(MysqlPacket(MYSQL_XID, "utf8"), {}, *args(True))
+    assert isinstance(wrapper, hooks._library_packet_wrapper) and isinstance(wrapper.event, XidEvent)
 
 
 def test_read_dispatches_every_class_of_its_stream():
     """Every class `_read` asks for is one its `kind` checks know, and a framed event is one of them."""
-    for kind in source._BOUNDARY_EVENTS.values():
-        assert kind in source._STREAM_EVENTS
-    assert source._FramedEvent in source._STREAM_EVENTS
+    for kind in hooks._BOUNDARY_EVENTS.values():
+        assert kind in hooks.STREAM_EVENTS
+    assert hooks.FramedEvent in hooks.STREAM_EVENTS
 
 
 @settings(max_examples=400, deadline=None)
@@ -267,10 +268,10 @@ def test_a_changed_byte_is_framed_only_as_the_library_reads_it(data, at, value, 
     except Exception:  # noqa: BLE001 - only the library raises: cdc's framing returns None instead
         assert_library(data, checksum)
         return
-    if isinstance(framed, source._FramedEvent):
+    if isinstance(framed, hooks.FramedEvent):
         assert_same(framed, library(data, checksum))
     else:
-        assert isinstance(framed, source._library_packet_wrapper)
+        assert isinstance(framed, hooks._library_packet_wrapper)
 
 
 def test_framed_events_are_freed_by_reference_count_alone():
@@ -294,5 +295,5 @@ def test_read_treats_a_framed_event_as_the_library_event():
     framed = cdc(MYSQL_XID, True)
     event = library(MYSQL_XID, True).event
     for e in (framed, event):
-        kind = e.kind if e.__class__ is source._FramedEvent else e.__class__
+        kind = e.kind if e.__class__ is hooks.FramedEvent else e.__class__
         assert issubclass(kind, XidEvent) and not issubclass(kind, (QueryEvent, GtidEvent, NotImplementedEvent))

@@ -23,7 +23,8 @@ from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.row_event import RowsEvent
 
 from cdc.model import Column, ColumnKind
-from cdc.mysql import charsets, source
+from cdc.mysql import charsets
+from cdc.mysql import replication_hooks as hooks
 from cdc.native import native
 from cdc.rules import rowpath
 from cdc.rules.values import ValueOptions, convert_value
@@ -217,11 +218,11 @@ def _column(type_code: int, charset: str):
 ])
 def test_table_maps_get_cdcs_codec_and_the_native_reader(dbms, library_name, reader):
     column = _column(FIELD_TYPE.VARCHAR, library_name)
-    source._exact_charsets(SimpleNamespace(_processed=True, columns=[column], dbms=dbms))
-    spec = source._reader(column)
+    hooks.exact_charsets(SimpleNamespace(_processed=True, columns=[column], dbms=dbms))
+    spec = hooks.column_reader(column)
     assert (spec[0] if spec else None) == reader
     if reader is not None and reader != "text":
         codecs.lookup(column.character_set_name)
     enum = _column(FIELD_TYPE.ENUM, library_name)
-    source._exact_charsets(SimpleNamespace(_processed=True, columns=[enum], dbms=dbms))
+    hooks.exact_charsets(SimpleNamespace(_processed=True, columns=[enum], dbms=dbms))
     assert enum.character_set_name == library_name  # only text columns are decoded with it

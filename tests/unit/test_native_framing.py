@@ -16,7 +16,7 @@ import pytest
 from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc.model import Op
-from cdc.mysql import source
+from cdc.mysql import replication_hooks as hooks
 
 
 class Packet:
@@ -57,7 +57,7 @@ ROWS = b"\x00" + struct.pack("<ii", 1, 2)  # one row: null bitmap, two INTs
 
 
 def frame(data: bytes, known=None, tables=frozenset({("s", "t")}), checksum=True, post_header_lengths=None):
-    framer = source._Framer(tables)
+    framer = hooks.Framer(tables)
     known = known or table()
     return framer.frame(Packet(data), {known.table_id: known}, checksum, post_header_lengths, ())
 
@@ -118,7 +118,7 @@ def test_leaves_events_other_than_rows_and_short_packets_to_the_library():
 
 
 def test_a_table_definition_is_looked_at_once():
-    framer = source._Framer(frozenset({("s", "t")}))
+    framer = hooks.Framer(frozenset({("s", "t")}))
     known = table()
     first = framer.frame(Packet(event(23, ROWS)), {7: known}, True, None, ())
     second = framer.frame(Packet(event(25, ROWS)), {7: known}, True, None, ())
@@ -135,7 +135,7 @@ def test_framed_events_are_freed_by_reference_count_alone():
         for _ in range(200):
             framed = frame(event(23, ROWS))
             assert framed is not None and framed.event is framed
-            known = source._KnownTableMap(event(19, b"\x00" * 8), 7, table())
+            known = hooks._KnownTableMap(event(19, b"\x00" * 8), 7, table())
             assert known.event is known
         del framed, known
         assert gc.collect() < 50  # before: at least two objects per event were cyclic garbage

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymysqlreplication.json_binary import parse_json
 
-from cdc.mysql import source
+from cdc.mysql import replication_hooks as hooks
 from cdc.model import BinlogPosition, Column, ColumnKind, Op, RowChange, RowsData
 from cdc.native import native
 from cdc.rules import ActionBuilder, Rule, RuleSet, rowpath
@@ -33,7 +33,7 @@ from .mysql_jsonb import Opaque, Raw, decimal, encode, packed_datetime, packed_t
 pytestmark = pytest.mark.skipif(not rowpath.NATIVE_AVAILABLE, reason="cdc._native is not built")
 # The library's reading with cdc's hooks, as in `cdc run`: dates and times inside the JSON as MySQL
 # writes them (cdc/mysql/source.py _json_opaque).
-source.install_library_hooks()
+hooks.install_library_hooks()
 JSON = Column("j", ColumnKind.JSON)
 
 
@@ -265,21 +265,21 @@ def test_rows_events_with_a_json_column_give_the_python_paths_actions(values, rn
 def test_a_mysql_json_column_is_read_natively():
     from pymysqlreplication.constants import FIELD_TYPE
 
-    from cdc.mysql.source import _reader
+    from cdc.mysql.replication_hooks import column_reader
 
     class LibraryColumn:
         type, length_size = FIELD_TYPE.JSON, 4
 
-    assert _reader(LibraryColumn()) == ("json_binary", 4, 0, 0, None)
+    assert column_reader(LibraryColumn()) == ("json_binary", 4, 0, 0, None)
     builder = ActionBuilder(RuleSet([Rule("s", "t", "ix", ("id",))]), 0, ValueOptions())
     columns = (Column("id", ColumnKind.INTEGER), Column("j", ColumnKind.JSON))
     table, _plan = rowpath.compile_plan(builder.rules.matches("s", "t")[0], "s", "t", columns,
-                                        (("int", 4, 0, 0, None), _reader(LibraryColumn())), builder)
+                                        (("int", 4, 0, 0, None), column_reader(LibraryColumn())), builder)
     assert len(table) == 2
     # A JSON column in the id stays refused, as for MariaDB's JSON.
     with pytest.raises(rowpath.Unsupported, match="the id made of a json column"):
         rowpath.compile_plan(Rule("s", "t", "ix", ("j",)), "s", "t", columns,
-                             (("int", 4, 0, 0, None), _reader(LibraryColumn())), builder)
+                             (("int", 4, 0, 0, None), column_reader(LibraryColumn())), builder)
 
 
 def test_the_encoder_is_what_the_library_reads():

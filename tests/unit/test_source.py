@@ -1,4 +1,4 @@
-"""cdc/mysql/source.py's reuse of parsed TABLE_MAP events and of per-table column work (no server)."""
+"""cdc/mysql/source.py and replication_hooks.py: the reuse of parsed TABLE_MAP events and of per-table column work (no server)."""
 
 import datetime
 from types import SimpleNamespace
@@ -10,15 +10,17 @@ from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
 
 import cdc.mysql.source
+from cdc.mysql import replication_hooks as hooks
 from cdc.config import MysqlConfig, RetryConfig
 from cdc.model import BinlogPosition, Column, ColumnKind, Op
-from cdc.mysql.source import BinlogSource, _TableMaps
+from cdc.mysql.source import BinlogSource
+from cdc.mysql.replication_hooks import TableMaps
 
 
 @pytest.fixture(autouse=True)
 def library_hooks():
     """BinlogSource installs them; these tests drive the library's parser directly."""
-    cdc.mysql.source.install_library_hooks()
+    hooks.install_library_hooks()
 
 # TABLE_MAP events as MariaDB 10.11 sent them (binlog_row_metadata=FULL, CRC32 checksums),
 # OK byte first, for capture.t (id INT PRIMARY KEY, name VARCHAR(20), d TIME(3)), and
@@ -50,13 +52,13 @@ def parse(packet: bytes, table_map, optional_meta_data=True) -> TableMapEvent:
 def parses(monkeypatch):
     """Counts the library's own TABLE_MAP parses."""
     seen = []
-    library = cdc.mysql.source._parse_table_map
+    library = hooks._parse_table_map
 
     def counting(self, *args, **kwargs):
         seen.append(1)
         return library(self, *args, **kwargs)
 
-    monkeypatch.setattr(cdc.mysql.source, "_parse_table_map", counting)
+    monkeypatch.setattr(hooks, "_parse_table_map", counting)
     return seen
 
 
@@ -67,7 +69,7 @@ def described(event: TableMapEvent) -> tuple:
 
 
 def test_a_table_map_seen_before_is_not_parsed_again(parses):
-    maps = _TableMaps({})
+    maps = TableMaps({})
     first = parse(TABLE_MAP, maps)
     again = parse(later(TABLE_MAP, 1800000000, 5000, b"\x01\x02\x03\x04"), maps)
     assert len(parses) == 1
@@ -82,7 +84,7 @@ def test_a_table_map_seen_before_is_not_parsed_again(parses):
 
 
 def test_a_changed_table_is_parsed_anew(parses):
-    maps = _TableMaps({})
+    maps = TableMaps({})
     before = parse(TABLE_MAP, maps)
     after = parse(ALTERED, maps)
     assert len(parses) == 2
@@ -97,15 +99,15 @@ def test_other_streams_and_settings_use_the_library_as_it_is(parses):
     parse(TABLE_MAP, {})
     parse(TABLE_MAP, {})  # a plain dict: someone else's BinLogStreamReader
     # Without the optional metadata the library asks the server for the names.
-    maps = _TableMaps({})
+    maps = TableMaps({})
     parse(TABLE_MAP, maps, optional_meta_data=False)
     parse(TABLE_MAP, maps, optional_meta_data=False)
     assert len(parses) == 4 and maps.parsed == {}
 
 
 def test_the_cache_starts_over_past_its_limit(parses, monkeypatch):
-    monkeypatch.setattr(cdc.mysql.source, "_TABLE_MAP_CACHE_LIMIT", 1)
-    maps = _TableMaps({})
+    monkeypatch.setattr(hooks, "_TABLE_MAP_CACHE_LIMIT", 1)
+    maps = TableMaps({})
     parse(TABLE_MAP, maps)
     parse(ALTERED, maps)
     parse(later(ALTERED, 1, 2, b"\0\0\0\0"), maps)
@@ -163,16 +165,16 @@ def test_library_hooks_are_installed_once_and_only_on_a_known_version(monkeypatc
     import pymysqlreplication.binlogstream as binlogstream
     from pymysqlreplication.row_event import TableMapEvent
 
-    cdc.mysql.source.install_library_hooks()
-    cdc.mysql.source.install_library_hooks()
+    hooks.install_library_hooks()
+    hooks.install_library_hooks()
     assert binlogstream.MYSQL_EXPECTED_ERROR_CODES == []
-    assert TableMapEvent.__init__ is cdc.mysql.source._table_map_event_init
+    assert TableMapEvent.__init__ is hooks._table_map_event_init
     # a function's __wrapped__ is set by cdc, not declared (typeshed knows it on functools' wrappers only)
-    assert getattr(TableMapEvent.__init__, "__wrapped__") is cdc.mysql.source._parse_table_map
+    assert getattr(TableMapEvent.__init__, "__wrapped__") is hooks._parse_table_map
 
-    monkeypatch.setattr(cdc.mysql.source, "_library_version", lambda: (1, 1, 2))
+    monkeypatch.setattr(hooks, "_library_version", lambda: (1, 1, 2))
     with pytest.raises(cdc.mysql.source.SourceError, match=r"mysql-replication 1\.1\.2 is installed.*setup\.cfg"):
-        cdc.mysql.source.install_library_hooks()
+        hooks.install_library_hooks()
 
 
 # A QUERY event as MySQL 9.7.4 wrote it for `UPDATE capture.t SET v=2 WHERE id=1` in a session with

@@ -28,7 +28,7 @@ ALLOWED = {
 ALLOWED_MODULES = {"es": {"cdc.stream.protocols"}}
 # Outside libraries and the only modules that may import them.
 LIBRARIES = {
-    "pymysqlreplication": {"cdc.mysql.source"},
+    "pymysqlreplication": {"cdc.mysql.source", "cdc.mysql.replication_hooks"},
     "pymysql": {"cdc.mysql.source", "cdc.mysql.server", "cdc.mysql.error_codes", "cdc.mysql.pymysql_hooks"},
     # one transport for every engine (cdc/es/transport.py): above it nothing knows the client library
     "elasticsearch": {"cdc.es.transport"},
