@@ -22,7 +22,6 @@ from harness import CdcSetup, binlog_position, es_docs, mysql_only, wait_for
 from test_native_rowpath import _fields, _read, resolved
 
 from cdc.model import BinlogPosition, Column, ColumnKind
-from cdc.mysql import source
 from cdc.mysql import replication_hooks as hooks
 from cdc.rules import rowpath
 from cdc.rules.values import convert_value
@@ -87,7 +86,7 @@ def _both_paths(servers, database, rules, start, end, monkeypatch):
         return wrapper
 
     with monkeypatch.context() as patch:
-        patch.setattr(source, "_library_packet_wrapper", count_library)
+        patch.setattr(hooks, "_library_packet_wrapper", count_library)
         nat_rows, native, path = _read(servers, database, rules, start, end, native=True, tables=("jdocs",))
     assert by_library == []  # MySQL's bitmaps (unused bits set) are framed by cdc too
     assert py_rows == nat_rows > 0

@@ -171,7 +171,7 @@ def test_native_and_python_paths_give_the_same_actions(servers, db, database, tm
         return wrapper
 
     monkeypatch.setattr(source.BinlogSource, "_framed", count_framed)
-    monkeypatch.setattr(source, "_library_packet_wrapper", count_library)
+    monkeypatch.setattr(hooks, "_library_packet_wrapper", count_library)
     nat_rows, native, path = _read(servers, database, rules, start, end, native=True)
     monkeypatch.undo()
     assert py_rows == nat_rows > 20
