@@ -24,9 +24,11 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _Strict(BaseModel):
-    # The docstring under each field is its description (Field.description), which
-    # scripts/config_reference.py writes into docs/configuration.md's reference table.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # The docstring under each field is its description, which scripts/config_reference.py reads
+    # from this file's source and writes into docs/configuration.md's reference table. Not pydantic's
+    # use_attribute_docstrings: it parses this module's source at every import, a tenth of every
+    # command's start-up (issue 28), for descriptions nothing at run time reads.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MysqlConfig(_Strict):

@@ -4,15 +4,20 @@
     .venv/bin/python scripts/config_reference.py --check   # exit 1 if the table is stale (tests/unit/test_docs.py)
 
 One row per key (`mysql.host`: `host:` under `mysql:`): its type, its default and its description,
-which is the docstring under the field in cdc/config.py (pydantic's use_attribute_docstrings makes it
-the field's `description`). The table is generated so that it cannot drift from what cdc accepts.
+which is the docstring under the field in cdc/config.py (read here from the models' source, as
+pydantic's use_attribute_docstrings would, which cdc does not turn on: it would parse the source at
+every start). The table is generated so that it cannot drift from what cdc accepts.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
+import inspect
 import json
 import sys
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -36,15 +41,38 @@ def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
+def docstrings(model: type[BaseModel]) -> dict[str, str]:
+    """Field name -> the string literal right under its annotated assignment in the class body (and
+    its bases'), cleaned as pydantic's use_attribute_docstrings cleans it (inspect.cleandoc)."""
+    found: dict[str, str] = {}
+    for cls in reversed([c for c in model.__mro__ if _is_model(c) and c is not BaseModel]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        except (OSError, TypeError):  # no source (a class made at run time): no docstrings
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                found[node.target.id] = inspect.cleandoc(after.value.value)
+    return found
+
+
 def fields(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, FieldInfo]]:
-    """Every key of the config file, sections included, as (dotted key, field), in the models' order."""
+    """Every key of the config file, sections included, as (dotted key, field), in the models' order;
+    each field's `description` is its docstring (`docstrings`) unless the field has one of its own."""
     if model is None:
         from cdc.config import Config
         model = Config
     found = []
+    described = docstrings(model)
     for name, info in model.model_fields.items():
         if name in _HIDDEN:
             continue
+        if not info.description and name in described:
+            info = copy.copy(info)
+            info.description = described[name]
         found.append((prefix + name, info))
         if _is_model(info.annotation):
             found += fields(info.annotation, f"{prefix}{name}.")

@@ -8,16 +8,19 @@ with its own server_id, so it can run beside the daemon.
 from __future__ import annotations
 
 import logging
+import operator
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from cdc.app.session import Session, check_writable, log_summary, patiently
 from cdc.app.start import never_on_server
 from cdc.errors import PurgedPositionError
-from cdc.model import Action, BinlogPosition, StartPoint
+from cdc.model import Action, ActionType, BinlogPosition, StartPoint
 from cdc.mysql.server import Database
 
 log = logging.getLogger("cdc")
+_kind = operator.attrgetter("type", "index")  # what a dry run counts an action under
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,32 @@ def action_json(action: Action) -> dict[str, Any]:
             "position": str(action.position) if action.position else None, "doc": action.doc}
 
 
+class DryRunReport:
+    """What a dry run says about the batches it would write: the first `limit` actions (all without a
+    limit) go to `show`, and every action is counted under its type and index ("index shop-orders")."""
+
+    def __init__(self, show: Callable[[dict[str, Any]], None] | None, limit: int | None):
+        self.show = show
+        self.limit = limit
+        self.shown = 0
+        # (type, index) -> actions, in the order each was first seen. Counted in C (Counter.update), not
+        # by a Python loop per action: `add` runs per batch on the writer holding the pipeline's lock, and
+        # shares the GIL with the reader's decoding (issue 28). Named as the summary names them in `counts`.
+        self._tally: Counter[tuple[ActionType, str]] = Counter()
+
+    def add(self, actions: list[Action]) -> None:
+        show, limit = self.show, self.limit
+        if show is not None and (limit is None or self.shown < limit):
+            for action in actions if limit is None else actions[:limit - self.shown]:
+                show(action_json(action))
+                self.shown += 1
+        self._tally.update(map(_kind, actions))
+
+    def counts(self) -> dict[str, int]:
+        """The summary's `would_write`: actions per "type index", in the order each was first seen."""
+        return {f"{kind.value} {index}": n for (kind, index), n in self._tally.items()}
+
+
 def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_checkpoint: bool = False,
            server_id: int | None = None, show: Callable[[dict[str, Any]], None] | None = None,
            limit: int | None = None) -> dict[str, Any]:
@@ -92,19 +121,7 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
         store.load()  # so that saves keep its snapshot record, server and epoch
     elif not dry_run:
         check_writable(session.writable_paths(checkpoint=False))
-    counts: dict[str, int] = {}
-    shown = 0
-
-    def on_batch(actions: list[Action]) -> None:
-        nonlocal shown
-        if not dry_run:
-            return
-        for action in actions:
-            key = f"{action.type.value} {action.index}"
-            counts[key] = counts.get(key, 0) + 1
-            if show is not None and (limit is None or shown < limit):
-                show(action_json(action))
-                shown += 1
+    report = DryRunReport(show, limit)
 
     db, rules, sink = session.prepare(writes=not dry_run)
     try:
@@ -126,7 +143,8 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
         raise
     finally:
         db.close()
-    pipeline = session.new_pipeline(conversion, sink, store, dry_run=dry_run, on_batch=on_batch)
+    pipeline = session.new_pipeline(conversion, sink, store, dry_run=dry_run,
+                                    on_batch=report.add if dry_run else None)
     try:
         stats = pipeline.run(source, start)
     finally:
@@ -139,7 +157,7 @@ def replay(session: Session, span: ReplayRange, dry_run: bool = False, move_chec
         "actions": stats.actions_sent, "already_newer": stats.actions_stale,
         "last_commit": str(stats.last_commit.position) if stats.last_commit else None}
     if dry_run:
-        summary["would_write"] = counts
-        if limit is not None and shown < sum(counts.values()):
-            summary["shown"] = shown
+        summary["would_write"] = counts = report.counts()
+        if limit is not None and report.shown < sum(counts.values()):
+            summary["shown"] = report.shown
     return summary

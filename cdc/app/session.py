@@ -20,9 +20,6 @@ from typing import Callable
 
 from cdc.config import Config
 from cdc.errors import CdcError, ConfigError, Stopped
-from cdc.es.indices import ensure as ensure_indices
-from cdc.es.indices import ensure_aliases, map_unsigned_fields
-from cdc.es.fields import FieldMapper
 from cdc.es.destination import Destination
 from cdc.model import Action, BinlogPosition, RowChange
 from cdc.mysql.server import Database
@@ -177,6 +174,11 @@ class Session:
         (`writes` false) creates no index (README: Replay)."""
         if not writes:
             return
+        # Here, not at the top: a dry run (and every command that writes no index) does without them.
+        from cdc.es.fields import FieldMapper
+        from cdc.es.indices import ensure as ensure_indices
+        from cdc.es.indices import ensure_aliases, map_unsigned_fields
+
         config = self.config
         options = ValueOptions.from_config(config.values)
         aliases = config.indices.aliases
@@ -196,6 +198,8 @@ class Session:
     def _mapping_fields(self, rules: RuleSet, sink: SearchAdmin) -> Callable[[RowChange], None]:
         """FieldMapper.check, waiting out an outage as the bulk writes do (retry settings, a stop signal
         ends the wait): Elasticsearch down while a table's new definition arrives is no reason to stop."""
+        from cdc.es.fields import FieldMapper  # as in prepare_indices: not for a dry run
+
         mapper = FieldMapper(rules, sink, ValueOptions.from_config(self.config.values))
 
         def check(change: RowChange) -> None:

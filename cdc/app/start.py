@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from cdc.config import Config
-from cdc.copy.snapshot import SnapshotState
 from cdc.errors import PreflightError, PurgedPositionError, StartPositionError
 from cdc.model import BinlogPosition, StartPoint
 from cdc.stream.checkpoint import Checkpoint
@@ -129,6 +128,8 @@ def decide_start(checkpoint: Checkpoint | None, server: ServerFacts, config: Con
             return _failover(checkpoint, server, config, tables)
         if checkpoint.position.file in server.binlog_files:
             snapshotted = checkpoint.snapshotted if checkpoint.snapshotted is not None else tuple(tables)
+            from cdc.copy.snapshot import SnapshotState  # here: `cdc replay` imports this module, not the snapshot
+
             state = SnapshotState.from_json(checkpoint.snapshot)
             copy = tuple(t for t in tables if t in state.pending
                          or (mode != "never" and t not in snapshotted and t not in state.tables))
@@ -187,6 +188,8 @@ def _failover(checkpoint: Checkpoint, server: ServerFacts, config: Config, table
     else:
         notes.append((logging.INFO, f"resuming from GTID {checkpoint.gtid} after a failover "
                                     f"(version epoch {epoch})"))
+    from cdc.copy.snapshot import SnapshotState  # as in the start plan above
+
     refusal = None
     if SnapshotState.from_json(checkpoint.snapshot).pending:
         refusal = "a snapshot was unfinished at the failover; finish it with `cdc run --resnapshot`"

@@ -1,4 +1,5 @@
-"""cdc's hooks into PyMySQL's internals: a result whose rows stay their packets (issue 13).
+"""cdc's hooks into PyMySQL's internals: a result whose rows stay their packets (issue 13), and one TLS
+context for the connections that give PyMySQL no TLS settings (issue 28, `install_pymysql_hooks`).
 
 The snapshot's native row path (cdc/copy/native.py) wants a chunk's rows as the
 server's text-protocol row packets, not as Python values. PyMySQL has no way to ask
@@ -13,9 +14,12 @@ the same bytes through PyMySQL's own reader and this one and compares.
 
 from __future__ import annotations
 
+import ssl
+import threading
 from typing import Any, Callable
 
 import pymysql
+import pymysql.connections
 import pymysql.protocol
 
 from cdc.mysql.error_codes import CR_SERVER_LOST
@@ -155,3 +159,60 @@ _convert_row: Callable[[Any, pymysql.protocol.MysqlPacket], tuple] = getattr(pym
 def convert_row(result: PacketResult, packet: bytes, encoding: str) -> tuple:
     """A row packet of `result` as PyMySQL's cursor would give it, with the result's field converters."""
     return _convert_row(result, pymysql.protocol.MysqlPacket(packet, encoding))
+
+
+class _PreferredTls:
+    """The TLS context of PyMySQL's PREFERRED mode (a connection without TLS settings: TLS when the server
+    offers it, no certificate check), one for the whole process and made when a server first offers TLS.
+
+    PyMySQL 1.2 makes this context in every `Connection.__init__` (`_create_ssl_ctx({})`:
+    `ssl.create_default_context()`, which loads the system's CA certificates): 20-35 ms each on an
+    idle machine, up to 100 on a busy one, three or four times per command, also for a MariaDB that
+    offers no TLS and never uses it. The context is the same each time (nothing of the connection
+    goes into it), and an `SSLContext` is meant to be shared by many connections (Python's ssl docs).
+    PyMySQL only calls `wrap_socket` on it; anything else is asked of the real context.
+    """
+
+    def __init__(self, make: Callable[[], ssl.SSLContext]):
+        self._make = make
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = self._make()
+            return self._context
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        return self.context().wrap_socket(sock, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.context(), name)
+
+
+# PyMySQL's own method (also if this module is imported again after the hook was installed).
+_installed = getattr(pymysql.connections.Connection, "_create_ssl_ctx")
+_original_create_ssl_ctx: Callable[[Any, Any], Any] = getattr(_installed, "__wrapped__", _installed)
+_preferred_tls: _PreferredTls | None = None
+
+
+def _create_ssl_ctx(conn: Any, sslp: Any) -> Any:
+    # `{}` is PREFERRED mode (PyMySQL 1.2 Connection.__init__, no ssl settings given); cdc's own
+    # settings (mysql.ssl_ca, ssl_cert) come as an SSLContext and take PyMySQL's path as before.
+    if isinstance(sslp, dict) and not sslp and _preferred_tls is not None:
+        return _preferred_tls
+    return _original_create_ssl_ctx(conn, sslp)
+
+
+_create_ssl_ctx.__wrapped__ = _original_create_ssl_ctx  # type: ignore[attr-defined]
+
+
+def install_pymysql_hooks() -> None:
+    """Share PREFERRED mode's TLS context (`_PreferredTls`); idempotent."""
+    global _preferred_tls
+    if _preferred_tls is None:
+        # PyMySQL's own code makes it (the method uses nothing of the connection), so the context
+        # and its settings are exactly those PyMySQL gives each connection.
+        _preferred_tls = _PreferredTls(lambda: _original_create_ssl_ctx(None, {}))
+        setattr(pymysql.connections.Connection, "_create_ssl_ctx", _create_ssl_ctx)

@@ -22,7 +22,7 @@ from cdc.model import BinlogPosition
 from cdc.mysql.catalog import Catalog, ColumnInfo, TableChooser, TableInfo
 from cdc.mysql.error_codes import (ER_BAD_FIELD, ER_COMMAND_FAILED, ER_SPECIFIC_ACCESS_DENIED,
                                    access_denied, connection_lost, error_code)
-from cdc.mysql.pymysql_hooks import PacketResult, convert_row, read_packet_rows
+from cdc.mysql.pymysql_hooks import PacketResult, convert_row, install_pymysql_hooks, read_packet_rows
 
 log = logging.getLogger("cdc.database")
 
@@ -68,6 +68,7 @@ class PacketRows(Sequence[tuple]):
 class Database:
     def __init__(self, config: MysqlConfig):
         self.config = config
+        install_pymysql_hooks()
         try:
             self.conn = pymysql.connect(
                 host=config.host, port=config.port, user=config.user, password=config.password,

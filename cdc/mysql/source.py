@@ -69,6 +69,7 @@ from cdc.model import (
 )
 from cdc.mysql.server import Database, how_to_set, not_an_event_start
 from cdc.mysql.error_codes import ER_BINLOG_FATAL, connection_lost, error_code
+from cdc.mysql.pymysql_hooks import install_pymysql_hooks
 from cdc.mysql.replication_hooks import (STREAM_EVENTS, FramedEvent, FramedRows, Framer, Shape, TableMaps,
                                          full_image, install_library_hooks, shape_of, time2_columns)
 from cdc.retry import Attempts
@@ -182,6 +183,7 @@ class BinlogSource:
         self.schemas = sorted({s for s, _ in tables})
         self.retry = retry
         install_library_hooks()
+        install_pymysql_hooks()  # the binlog connections share the query connections' TLS context
         self.stop = stop or threading.Event()
         self.end = end
         self._stream: BinLogStreamReader | None = None

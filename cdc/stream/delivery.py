@@ -26,13 +26,16 @@ from cdc.retry import Attempts
 log = logging.getLogger("cdc.delivery")
 
 
+ACTION_OVERHEAD = 100  # an action's metadata line in a bulk body, about
+
+
 def action_weight(action: Action) -> int:
     """Approximate bytes of an action in a bulk body (metadata line ~100 bytes).
 
     The document is encoded once per action (`Action.doc_json`); the bulk body reuses those bytes.
     """
     doc = action.doc_json
-    return 100 + (len(doc) if doc is not None else 0)
+    return ACTION_OVERHEAD + (len(doc) if doc is not None else 0)
 
 
 def chunks(actions: Sequence[Action], max_actions: int, max_bytes: int) -> Iterator[Sequence[Action]]:

@@ -43,6 +43,7 @@ Bounded queues between them keep memory flat when Elasticsearch is slow.
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import threading
 import time
@@ -51,7 +52,7 @@ from typing import Callable
 
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
-from cdc.stream.delivery import BulkWriter, action_weight
+from cdc.stream.delivery import ACTION_OVERHEAD, BulkWriter, action_weight
 from cdc.errors import CdcError
 from cdc.model import (
     Action,
@@ -103,6 +104,20 @@ class Batch:
             del actions[key]  # re-inserted at the end: the batch keeps binlog order
         actions[key] = action
         self.bytes += action_weight(action)
+
+    def add_all(self, actions: list[Action]) -> None:
+        """`add` of each action in order (a committed transaction's), in one loop: per row change on the
+        main loop, which shares the GIL with the reader's decoding (issue 28)."""
+        kept = self.actions
+        pop = kept.pop
+        weight = 0
+        for action in actions:
+            key = action.key
+            pop(key, None)  # re-inserted at the end: the batch keeps binlog order
+            kept[key] = action
+            doc = action.doc_json
+            weight += ACTION_OVERHEAD if doc is None else ACTION_OVERHEAD + len(doc)
+        self.bytes += weight
 
     def committed(self, commit: Commit) -> None:
         if self.first_commit is None:
@@ -170,7 +185,7 @@ class InFlight:
         seq = self._next
         self._next += 1
         actions = list(batch.actions.values())
-        self.entries.append(InFlight.Entry(seq, batch, actions, {a.document for a in actions}))
+        self.entries.append(InFlight.Entry(seq, batch, actions, set(map(_document, actions))))
         return seq
 
     def take(self) -> "InFlight.Part | None":
@@ -208,6 +223,9 @@ class InFlight:
     @property
     def running(self) -> int:
         return sum(e.running for e in self.entries)
+
+
+_document = operator.attrgetter("document")  # an action's (index, _id), got without a Python call per action
 
 
 def _not_delete(action: Action) -> bool:
@@ -280,9 +298,14 @@ class Pipeline:
         wait_for_refresh: Callable[[Action], bool] | None = None
         if any(r.refresh_wait_for for r in (*rules.rules, *rules.patterns)):
             wait_for_refresh = lambda action: rules.waits_for_refresh(action.schema, action.table)  # noqa: E731
+        # A dry run's writers send nothing: a part is done as soon as it is taken, and one thread does
+        # them all (still up to `concurrency` batches in flight, so batches form as in a run). Four
+        # threads woken at every hand-over only took the GIL from the reader and this loop (issue 28).
+        # Documents built from several tables are read from MySQL by the writers, dry run or not.
+        threads = 1 if dry_run and rebuild is None else self.concurrency
         self.writers = [BulkWriter(sink, batch, retry, Stats(), self.observer, abort=self._abort,
                                    dead_letters=dead_letters, wait_for_refresh=wait_for_refresh)
-                        for _ in range(self.concurrency)]
+                        for _ in range(threads)]
         self.writer = self.writers[0]
         self._lock = threading.Condition()
         self._in_flight = InFlight()
@@ -442,8 +465,7 @@ class Pipeline:
                 self.observer.on_event(event.timestamp)
                 self.observer.on_commit(event)
                 end_event()
-                for action in transaction:
-                    batch.add(action)
+                batch.add_all(transaction)
                 transaction.clear()
                 batch.committed(event)
                 self.stats.transactions += 1

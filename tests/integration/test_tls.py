@@ -18,7 +18,7 @@ from pathlib import Path
 import pymysql
 import pytest
 from certs import CA
-from harness import CdcSetup, free_port, wait_until_equal
+from harness import CdcSetup, both_sources, free_port, wait_until_equal
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,39 @@ def test_insecure_verify_off_connects_and_is_warned(tls_mariadb, certs, servers,
     proc = setup.run()
     assert proc.stop() == 0, proc.text()[-3000:]
     assert "mysql.ssl_verify: false" in proc.text()
+
+
+@both_sources
+def test_connections_without_tls_settings_share_one_context_where_the_server_offers_tls(source, source_servers):
+    """No mysql.ssl_* settings is PyMySQL's PREFERRED mode: TLS when the server offers it, as before, with
+    one context for every connection of the process (cdc/mysql/pymysql_hooks.py, issue 28), the binlog
+    stream's too. MySQL 9.7 offers TLS with its own certificate; the test MariaDB offers none."""
+    import ssl
+
+    from cdc.config import MysqlConfig, RetryConfig
+    from cdc.model import StartPoint
+    from cdc.mysql.server import Database
+    from cdc.mysql.source import BinlogSource
+
+    config = MysqlConfig(host=source_servers.mariadb_host, port=source_servers.mariadb_port,
+                         user=source_servers.cdc_user, password=source_servers.cdc_password, server_id=1)
+    first, second = Database(config), Database(config)
+    try:
+        position, _ = first.current_position()
+        reader = BinlogSource(config.model_copy(update={"server_id": 9000 + os.getpid() % 1000}),
+                              source == "mariadb", set(), RetryConfig(max_attempts=1))
+        stream = reader._open(StartPoint(position))
+        try:
+            stream.fetchone()  # connects the stream (and the library's own query connection)
+            socks = [first.conn._sock, second.conn._sock, stream._stream_connection._sock]
+            versions = [db.rows("SHOW SESSION STATUS LIKE 'Ssl_version'")[0]["Value"] for db in (first, second)]
+        finally:
+            stream.close()
+    finally:
+        first.close()
+        second.close()
+    if source == "mysql":
+        assert all(isinstance(s, ssl.SSLSocket) for s in socks) and all(v.startswith("TLS") for v in versions)
+        assert socks[0].context is socks[1].context is socks[2].context
+    else:
+        assert not any(isinstance(s, ssl.SSLSocket) for s in socks) and versions == ["", ""]

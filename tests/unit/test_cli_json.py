@@ -173,14 +173,14 @@ def test_rebuild_json(config_path, monkeypatch):
 
 
 def test_replay_dry_run_json(config_path, monkeypatch):
-    import cdc.cli
+    from cdc.app import replay as replay_app  # `cdc replay` imports it when it runs
 
     def replay(session, span, dry_run, move_checkpoint, server_id, show, limit):
         show({"action": "index", "index": "items", "id": "1"})
         return {"rows": 1, "transactions": 1, "actions": 0, "already_newer": 0, "last_commit": "binlog.000001:900",
                 "would_write": {"index items": 1}}
 
-    monkeypatch.setattr(cdc.cli, "replay_app", replay)
+    monkeypatch.setattr(replay_app, "replay", replay)
     result = run(config_path, "replay", "--from-position", "binlog.000001:4", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     action, summary = map(json.loads, result.stdout.splitlines())

@@ -490,6 +490,19 @@ def test_dry_run_does_not_write():
     assert stats.actions_sent == 2
 
 
+def test_a_dry_run_has_one_writer_thread_and_still_holds_concurrency_batches():
+    """Its writers send nothing (issue 28): one thread, and as many batches in flight as a run has;
+    every action of every batch reaches on_batch, in order."""
+    batches: list[list[Action]] = []
+    pipeline = make(FakeSink(), None, dry_run=True, on_batch=batches.append, concurrency=4, max_actions=2)
+    assert len(pipeline.writers) == 1 and pipeline.concurrency == 4
+    events = [e for n in range(1, 41) for e in (ins(n, 100 * n), commit(100 * n + 50))]
+    stats = run_pipeline(pipeline, events)
+    assert [i for b in batches for _, i in ids(b)] == [str(n) for n in range(1, 41)]
+    assert stats.actions_sent == 40 and stats.transactions == 40
+    assert len(make(FakeSink(), None, concurrency=4).writers) == 4  # a run: one per request in flight
+
+
 # ---------------------------------------------------------------- several bulk requests in flight
 from cdc.stream.pipeline import Batch, InFlight  # noqa: E402
 
