@@ -31,6 +31,11 @@ older checkout with its own `_native` build), alternating with this code's
 native catch-up in every repeat; `--catchup-only` skips the library, convert
 and dry-run measures (and, with --baseline, the Python path's catch-up).
 
+`--dryrun-baseline DIR` adds `dry-run before`: `cdc replay --dry-run` (native) with the cdc/ of DIR (an
+older checkout with its own `_native` build), alternating with this code's native dry run in every
+repeat, both against the library's decode of the same range (issue 28); `--native-only` leaves
+out the Python path's convert and dry run.
+
 `--mysql` reads the backlog from MySQL 9.7 instead (scripts/servers.py mysql_up on the bench's
 port), where the table's JSON column is MySQL's binary JSON (issue 28).
 
@@ -238,10 +243,11 @@ def bulk_direct(i: int, ep, code: cu.Code, run_dir: Path, start, end, rows: int,
     return result
 
 
-def dryrun_once(i: int, ep, code: cu.Code, run_dir: Path, mode: str, start, end, rows: int) -> dict:
+def dryrun_once(i: int, ep, code: cu.Code, run_dir: Path, mode: str, start, end, rows: int,
+                label: str = "") -> dict:
     code.extra_config["row_path"] = mode
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = cu.dryrun_once(i, ep, code, run_dir, "rowpath", start, end, rows, label=f"-{mode}")
+    result = cu.dryrun_once(i, ep, code, run_dir, "rowpath", start, end, rows, label=f"-{mode}{label}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     result["cpu_seconds"] = round(cpu, 3)
@@ -309,6 +315,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--baseline", type=Path, help="older checkout: its native catch-up side by side")
     parser.add_argument("--catchup-only", action="store_true")
+    parser.add_argument("--dryrun-baseline", type=Path, help="older checkout: its native dry run side by side")
+    parser.add_argument("--native-only", action="store_true", help="no Python path convert or dry run")
     parser.add_argument("--code", type=Path, help="checkout whose cdc/ is measured (default: this tree)")
     parser.add_argument("--results", default=str(cu.RESULTS / "rowpath.json"))
     parser.add_argument("--charsets", help="comma-separated table charsets to compare, e.g. utf8mb4,latin1")
@@ -336,6 +344,18 @@ def main() -> int:
     run_id = run_dir.name.rsplit("-", 1)[-1].lower()  # index names of this run only
     code = cu.Code(run_dir, args.code.resolve(), name="code") if args.code else cu.Code(run_dir, wait_quiet=0)
     base = cu.Code(run_dir, args.baseline.resolve(), name="baseline") if args.baseline else None
+    dry_base = (cu.Code(run_dir, args.dryrun_baseline.resolve(), name="dryrun-baseline")
+                if args.dryrun_baseline else None)
+    if dry_base is not None:
+        dry_base.extra_config["row_path"] = "native"
+    modes = ("native",) if args.native_only else MODES
+    # Bytecode compiled up front, as an installed cdc has it (pip compiles on install): else each
+    # process would compile what earlier ones did not (PYTHONDONTWRITEBYTECODE, or modules no convert
+    # child imported), a start-up cost of the copy, not of cdc.
+    for copy in (code, base, dry_base):
+        if copy is not None:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(copy.dir / "cdc")], check=True,
+                           stdout=subprocess.DEVNULL)
     if base is not None:
         base.extra_config["row_path"] = "native"
         args.catchup = True
@@ -350,7 +370,9 @@ def main() -> int:
                      "end": str(end), "code": {"head": code.head, "sha256": code.sha256,
                                                "newer_than_head": code.newer_than_head},
                      "baseline": {"dir": str(args.baseline), "sha256": base.sha256} if base else None,
-                     "catchup_before": [],
+                     "dryrun_baseline": ({"dir": str(args.dryrun_baseline), "sha256": dry_base.sha256}
+                                         if dry_base else None),
+                     "catchup_before": [], "dryrun_before": [],
                      "library": [], "convert": {m: [] for m in MODES}, "dryrun": {m: [] for m in MODES},
                      "catchup": {m: [] for m in MODES},
                      "bulk_direct": {n: [] for n in (1, BatchConfig().concurrency)}}
@@ -371,13 +393,19 @@ def main() -> int:
                         timeout=1800)
         tidy()
     for i in range(args.repeat):
-        order = MODES if i % 2 == 0 else tuple(reversed(MODES))
+        order = modes if i % 2 == 0 else tuple(reversed(modes))
         if not args.catchup_only:
             results["library"].append(cu.decode_once(i, ep, start, end))
             for mode in order:
                 results["convert"][mode].append(convert_once(ep, code, mode, start, end))
+            if dry_base is not None and i % 2 == 0:
+                results["dryrun_before"].append(dryrun_once(i, ep, dry_base, run_dir, "native", start, end,
+                                                            args.rows, label="before"))
             for mode in order:
                 results["dryrun"][mode].append(dryrun_once(i, ep, code, run_dir, mode, start, end, args.rows))
+            if dry_base is not None and i % 2 == 1:
+                results["dryrun_before"].append(dryrun_once(i, ep, dry_base, run_dir, "native", start, end,
+                                                            args.rows, label="before"))
         if base is not None and i % 2 == 0:
             results["catchup_before"].append(cu.catchup_once(i + 1, ep, es, base, run_dir, f"rowpath-{run_id}",
                                                              start, end, args.rows, truth, timeout=1800,
@@ -408,7 +436,7 @@ def main() -> int:
     table = ["| measure | python | native | native / python |", "|---|---|---|---|"]
 
     def row(name: str, runs: dict, key: str, ratio: bool = True) -> None:
-        p, n = med(runs["python"], key), med(runs["native"], key)
+        p, n = med(runs.get("python", []), key), med(runs["native"], key)
         table.append(f"| {name} | {p} | {n} | {round(n / p, 2) if ratio and p and n else ''} |")
 
     if base is not None:
@@ -419,6 +447,18 @@ def main() -> int:
         table.append(f"| catch-up before: index == table in every run | "
                      f"{all(r['correct'] for r in results['catchup_before'])} | | |")
 
+    if dry_base is not None:
+        for name, key in (("rows/s (process start to exit)", "rows_per_s_total"),
+                          ("CPU µs per row change", "cpu_us_per_row"), ("start-up seconds", "seconds_startup"),
+                          ("rows/s after start-up", "rows_per_s_after_startup")):
+            b, n = med(results["dryrun_before"], key), med(results["dryrun"]["native"], key)
+            table.append(f"| `cdc replay --dry-run` native {name}: before (baseline) / this code | {b} | {n} | "
+                         f"{round(n / b, 2) if b and n else ''} |")
+        for name, runs in (("before (baseline)", results["dryrun_before"]), ("this code", results["dryrun"]["native"])):
+            # each repeat's dry run against that repeat's library decode, then the median of those
+            ratios = [r["rows_per_s_total"] / lib_run["rows_per_s"] for r, lib_run in zip(runs, results["library"])]
+            table.append(f"| dry run {name} / library decode: median of rows/s ratios per repeat "
+                         f"{[round(x, 2) for x in ratios]} | | | {round(statistics.median(ratios), 2)} |")
     row("convert only: rows/s", results["convert"], "rows_per_s")
     row("convert only: CPU µs per row change", results["convert"], "cpu_us_per_row")
     row("convert only: peak RSS MB", results["convert"], "peak_rss_mb")
@@ -442,6 +482,9 @@ def main() -> int:
     n_conv = med(results["convert"]["native"], "rows_per_s")
     if lib and n_conv:
         table.append(f"| native convert / library decode | | | {round(n_conv / lib, 2)} |")
+    n_dry = med(results["dryrun"]["native"], "rows_per_s_total")
+    if lib and n_dry:
+        table.append(f"| native dry run (process start to exit) / library decode | | | {round(n_dry / lib, 2)} |")
     results["table"] = table
     Path(args.results).write_text(json.dumps(results, indent=1, default=str))
     print("\n".join(table))
