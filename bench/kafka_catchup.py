@@ -26,6 +26,11 @@ before any measurement), and each repeat adds:
    index, measured as 3 (the rules are applied in the writer here), right
    before or after 3, alternating.
 
+With --baseline DIR (and --debezium), the Debezium writer of the cdc in DIR/cdc
+(a work tree of the code before a change) runs too, in each repeat beside the
+code's two writers, the three taking turns at going first; --skip-single
+leaves out phase 1 (the writers' ratios do not use it).
+
 CPU seconds of cdc, Elasticsearch and the broker are read from /proc around
 each phase; every index is compared with the table at the end (count, sum of
 ids, sum of qty). It uses the bench's own MariaDB and Elasticsearch
@@ -156,11 +161,11 @@ def fresh_index(es, name: str) -> None:
 
 
 def writer_once(i: int, ep, es, code, run_dir: Path, tag: str, reader: dict, rows: int, truth: dict,
-                timeout: float, debezium_topic: str | None = None, count: int = 1) -> dict:
+                timeout: float, debezium_topic: str | None = None, count: int = 1, label: str = "") -> dict:
     """3 (cdc's topic, the reader's config), or with `debezium_topic` 4 (the connector's topic);
-    `count` writers in one group (--writers)."""
+    `count` writers in one group (--writers); `label` tells the --baseline code's runs apart."""
     topic = debezium_topic or reader["topic"]
-    kind = "dbz" if debezium_topic else "kafka"
+    kind = ("dbz" if debezium_topic else "kafka") + label
     suffix = f"-x{count}" if count > 1 else ""
     index = f"{cu.INDEX_PREFIX}-{tag}-{kind}-{i}{suffix}"
     workdir = run_dir / f"{kind}-writer-{i}{suffix}"
@@ -301,6 +306,11 @@ def main() -> int:
                              "(1 always comes first: it is the kafka_writer the ratios use)")
     parser.add_argument("--debezium", action="store_true",
                         help="also measure cdc sink reading a Debezium connector's topic of the same backlog")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="with --debezium: also measure the Debezium writer of the cdc in DIR/cdc (a work tree of "
+                             "the code before), each repeat beside the code's, the writers' order rotating")
+    parser.add_argument("--skip-single", action="store_true",
+                        help="leave out single-process `cdc run` (the writers' ratios do not use it)")
     args = parser.parse_args()
 
     ep = servers.up()
@@ -313,6 +323,9 @@ def main() -> int:
         es.indices.delete(index=name)
     conn = cu.admin_conn(ep)
     code = cu.Code(run_dir)
+    if args.baseline and not args.debezium:
+        parser.error("--baseline compares Debezium writers: it needs --debezium")
+    base = cu.Code(run_dir, args.baseline.resolve(), name="baseline") if args.baseline else None
     cu.setup_schema(conn)
     feed = DebeziumFeed(ep, run_dir, tag) if args.debezium else None
     start = cu.master_position(conn)
@@ -327,15 +340,18 @@ def main() -> int:
     rows = backlog["rows"]
     timeout = max(600, rows / 50)
     counts = sorted({1, *(int(n) for n in args.writers.split(","))})
-    single, readers, writers, dbz_writers = [], [], [], []
+    single, readers, writers, dbz_writers, base_dbz_writers = [], [], [], [], []
     more_writers: dict[int, list[dict]] = {n: [] for n in counts if n > 1}
     # One uncounted run of each first: the bench's servers may have just started (cold JVMs).
     cu.log("warm-up (not counted)")
-    cu.catchup_once(0, ep, es, code, run_dir, tag, start, end, rows, truth, timeout, label="-warmup")
+    if not args.skip_single:
+        cu.catchup_once(0, ep, es, code, run_dir, tag, start, end, rows, truth, timeout, label="-warmup")
     warm_reader = reader_once(0, ep, code, run_dir, tag, start, end, rows, timeout)
     writer_once(0, ep, es, code, run_dir, tag, warm_reader, rows, truth, timeout)
     if feed is not None:
         writer_once(0, ep, es, code, run_dir, tag, warm_reader, rows, truth, timeout, feed.topic)
+    if base is not None:
+        writer_once(0, ep, es, base, run_dir, tag, warm_reader, rows, truth, timeout, feed.topic, label="-base")
     for i in range(1, args.repeat + 1):
         def run_single() -> None:
             single.append(cu.catchup_once(i, ep, es, code, run_dir, tag, start, end, rows, truth, timeout))
@@ -344,7 +360,8 @@ def main() -> int:
             readers.append(reader_once(i, ep, code, run_dir, tag, start, end, rows, timeout))
 
         for step in ([run_single, run_reader] if i % 2 else [run_reader, run_single]):
-            step()
+            if step is run_reader or not args.skip_single:
+                step()
         def run_writer() -> None:
             writers.append(writer_once(i, ep, es, code, run_dir, tag, readers[-1], rows, truth, timeout))
 
@@ -353,8 +370,16 @@ def main() -> int:
             dbz_writers.append(writer_once(i, ep, es, code, run_dir, tag, readers[-1], rows, truth, timeout,
                                            feed.topic))
 
+        def run_base_dbz_writer() -> None:
+            assert feed is not None and base is not None
+            base_dbz_writers.append(writer_once(i, ep, es, base, run_dir, tag, readers[-1], rows, truth, timeout,
+                                                feed.topic, label="-base"))
+
         steps = [run_writer] if feed is None else [run_writer, run_dbz_writer] if i % 2 else [run_dbz_writer,
                                                                                              run_writer]
+        if base is not None:  # each of the three first, second and third once in three repeats
+            steps = [run_writer, run_dbz_writer, run_base_dbz_writer]
+            steps = steps[(i - 1) % 3:] + steps[:(i - 1) % 3]
         for step in steps:
             step()
         for n in more_writers:
@@ -378,7 +403,8 @@ def main() -> int:
         "ratios_writer_to_single": [round(w["rows_per_s_total"] / s["rows_per_s_total"], 3)
                                     for w, s in zip(writers, single)],
         "all_correct": all(s["correct"] for s in single) and all(
-            w["correct"] for w in writers + dbz_writers + [r for runs in more_writers.values() for r in runs]),
+            w["correct"] for w in writers + dbz_writers + base_dbz_writers
+            + [r for runs in more_writers.values() for r in runs]),
     }
     for n, runs in more_writers.items():
         results[f"kafka_writers_{n}"] = runs
@@ -395,6 +421,14 @@ def main() -> int:
             "debezium_es_cpu_ms_per_message": median(dbz_writers, "es_cpu_ms_per_message")})
         results["ratios_debezium_writer_to_writer"] = [round(d["rows_per_s_total"] / w["rows_per_s_total"], 3)
                                                        for d, w in zip(dbz_writers, writers)]
+    if base is not None:
+        results["baseline_code"] = {"source": str(base.source), "sha256_16": base.sha256}
+        results["debezium_writer_baseline"] = base_dbz_writers
+        results["median"].update({
+            "baseline_debezium_writer_rows_per_s": median(base_dbz_writers, "rows_per_s_total"),
+            "baseline_debezium_writer_cpu_ms_per_message": median(base_dbz_writers, "cdc_cpu_ms_per_message")})
+        results["ratios_baseline_debezium_writer_to_writer"] = [
+            round(d["rows_per_s_total"] / w["rows_per_s_total"], 3) for d, w in zip(base_dbz_writers, writers)]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in results.items()

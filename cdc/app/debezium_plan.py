@@ -52,12 +52,14 @@ import orjson
 from cdc.kafka.debezium import _EPOCH, _EPOCH_DAY, _OPS, _PAYLOAD, _SCHEMA, _SNAPSHOT, NO_SHAPE, STREAM_OFFSET, \
     ChangeDecoder, Shape, _decoder, _fields
 from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op
-from cdc.rules.actions import ActionBuilder, _columns_for, _Place, document_id, document_version, place_of
+from cdc.rules.actions import _EPOCH_SHIFT, _FILE_SHIFT, ActionBuilder, _columns_for, _id_part, document_id, \
+    place_of
 from cdc.rules.model import Rule
 from cdc.rules.names import parse_template
 from cdc.rules.values import _LONG_DIGITS, convert_value, apply_conversion
 
 log = logging.getLogger("cdc.sink")
+_new, _set, _loads, _dumps = object.__new__, object.__setattr__, orjson.loads, orjson.dumps
 
 # How a column's JSON value becomes its document value (see the module docstring).
 _GENERIC, _INT, _STR, _FLOAT, _JSON, _DECIMAL, _DATETIME, _DATE = range(8)
@@ -121,7 +123,20 @@ class _RulePlan:
                 self.simple = place_of({c: 0 for c in rule.id_columns}, rule, names).index
             except ValueError:
                 self.simple = None  # an invalid name: place_of says so for each row
-        self.convert, self.convert_keys, self.document = _compile(self, decoders)
+        # The document is the converted image itself when the rule keeps every column as it is, in order
+        # (`_document` would copy it key by key): `document` is then None.
+        self.identity = [(n, f, c) for n, f, c in self.doc_columns] == [(n, n, ()) for n in names] \
+            and not constants
+        self.convert, self.convert_keys, document, self.place = _compile(self, decoders)
+        self.document = None if self.identity else document
+        # The action lines of a `simple` place, as encode_bulk makes them (cdc/es/bulk.py), up to the id:
+        # made here once per plan instead of per action in every bulk body.
+        self.index_head = self.delete_head = self.index_tail = b""
+        if self.simple is not None:
+            name = orjson.dumps(self.simple)
+            self.index_head = b'{"index":{"_index":' + name + b',"_id":'
+            self.delete_head = b'{"delete":{"_index":' + name + b',"_id":'
+            self.index_tail = b',"pipeline":' + orjson.dumps(self.pipeline) if self.pipeline else b""
 
 
 class _TablePlan:
@@ -143,8 +158,12 @@ class Planner:
         self._plans: dict[tuple, _TablePlan | None] = {}
         self._seqs: dict[str, int] = {}  # binlog file name -> its number
         self.declined = 0  # messages left to the slow path (tombstones and truncates among them)
-        self._last_schema: bytes | None = None  # the schema JSON of the last message, kept whole...
-        self._last_schema_key: bytes | None = None  # ...and the object the plans are keyed by (hashed once)
+        # The last message's schema JSON (the object the plans are keyed by, hashed once), its value up to
+        # and with its `,"payload":`, and where that begins.
+        self._last_schema_key: bytes | None = None
+        self._prefix = b""
+        self._payload_at: int | None = None
+        self._epoch = builder.version_epoch << _EPOCH_SHIFT
 
     def actions(self, value: bytes) -> list[Action] | None:
         stats = self.builder.stats
@@ -166,21 +185,21 @@ class Planner:
 
     def _actions(self, value: bytes) -> list[Action] | None:
         # ChangeDecoder.decode's test for JsonConverter's layout: `{"schema":` first, `}` last and one
-        # `,"payload":`. When the bytes before the last `,"payload":` are the last message's schema, which has
-        # none, that one is the only one (it cannot overlap another: no prefix of it is a suffix of it), so
-        # the whole value need not be searched twice.
+        # `,"payload":`. When the value begins with the last message's `{"schema":...,"payload":` and its last
+        # `,"payload":` is that one, the schema is the last message's, which has none, so that one is the only
+        # one (it cannot overlap another: no prefix of it is a suffix of it), and neither the whole value need
+        # be searched twice nor its schema copied out to be compared.
         at = value.rfind(_PAYLOAD)
-        schema_json: bytes | None = value[len(_SCHEMA):at] if at > 0 else None
-        if schema_json is not None and schema_json == self._last_schema and value.startswith(_SCHEMA) \
-                and value.endswith(b"}"):
-            schema_json = self._last_schema_key  # the same bytes, the object the plans' dict hashed already
-            data = orjson.loads(value[at + len(_PAYLOAD):-1])
+        if at == self._payload_at and value.startswith(self._prefix) and value.endswith(b"}"):
+            schema_json: bytes | None = self._last_schema_key  # the object the plans' dict hashed already
+            data = _loads(value[at + len(_PAYLOAD):-1])
         elif value.startswith(_SCHEMA) and at > 0 and value.endswith(b"}") and value.count(_PAYLOAD) == 1:
-            self._last_schema = self._last_schema_key = schema_json
-            data = orjson.loads(value[at + len(_PAYLOAD):-1])
+            self._last_schema_key = schema_json = value[len(_SCHEMA):at]
+            self._prefix, self._payload_at = value[:at + len(_PAYLOAD)], at
+            data = _loads(value[at + len(_PAYLOAD):-1])
         else:
             schema_json = None
-            data = orjson.loads(value)
+            data = _loads(value)
             if type(data) is not dict or ("payload" in data and "schema" in data):
                 return None
         if type(data) is not dict:
@@ -220,12 +239,16 @@ class Planner:
             return None
         seq = self._seqs.get(file)
         snapshotted = op == "r" and str(snapshot or "false").lower() in _SNAPSHOT
-        position = BinlogPosition(file, pos if snapshotted else pos + STREAM_OFFSET)
-        if seq is None:
-            seq = self._seqs[file] = position.file_seq  # a name without a number: ValueError, the slow path
-        else:
-            position.__dict__["file_seq"] = seq  # what the property would compute
-        version = document_version(position, self.builder.version_epoch)
+        if not snapshotted:
+            pos += STREAM_OFFSET
+        if seq is None:  # a name without a number: ValueError, the slow path
+            seq = self._seqs[file] = BinlogPosition(file, pos).file_seq
+        # BinlogPosition(file, pos) with its file_seq, without the frozen dataclass's per-field setattr.
+        position = _new(BinlogPosition)
+        _set(position, "__dict__", {"file": file, "pos": pos, "file_seq": seq})
+        if seq >= 1 << 24 or pos >= 1 << 32:  # document_version's ValueError: the slow path says it
+            raise _Fallback("a position past what a document version holds")
+        version = self._epoch | (seq << _FILE_SHIFT) | pos  # document_version(position, epoch)
         actions: list[Action] = []
         for rule_plan in plan.rules:
             # Every value of both images is decoded, as ChangeDecoder does (it refuses a message with a value
@@ -235,17 +258,17 @@ class Planner:
                 if after is not None:
                     rule_plan.convert_keys(after)
                 old = rule_plan.convert(before) if soft else rule_plan.convert_keys(before)
-                actions += _remove(rule_plan, old, _place(old, rule_plan, names), version, db, table, position)
+                actions += _remove(rule_plan, old, rule_plan.place(old, names), version, db, table, position)
                 continue
             new = rule_plan.convert(after)
-            place = _place(new, rule_plan, names)
+            place = rule_plan.place(new, names)
             if kind is Op.UPDATE:  # as actions_for: only an update moves a document
                 old = rule_plan.convert_keys(before)
-                was = _place(old, rule_plan, names)
+                was = rule_plan.place(old, names)
                 if was != place:
                     if soft:
                         old = rule_plan.convert(before)
-                    same_doc = (was.index, was.doc_id) == (place.index, place.doc_id)
+                    same_doc = was[0] == place[0] and was[1] == place[1]
                     actions += _remove(rule_plan, old, was, version - 1 if same_doc else version, db, table,
                                        position)
             elif before is not None:
@@ -390,8 +413,17 @@ def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
         else:
             short = ""
         if code == _JSON:
-            space[f"json{n}"] = _json_way(slow)
-            way = [f"    if v{n} is not None: v{n} = json{n}(v{n})"]
+            # values.py `_parse_json_text` is orjson.loads when the text has no run of 20 digits and orjson
+            # takes it, and `_json` of what orjson gives is that itself; any other text, or JSON orjson
+            # refuses, the slow conversion decides.
+            way = [f"    if v{n} is not None:",
+                   f"        if _type(v{n}) is str and not _long(v{n}):",
+                   "            try:",
+                   f"                v{n} = _loads(v{n})",
+                   "            except _JSONError:",
+                   f"                v{n} = slow{n}(v{n})",
+                   "        else:",
+                   f"            v{n} = slow{n}(v{n})"]
         elif code == _DATETIME:
             micros = f"v{n} // 1000" if unit == 0 else f"v{n} * {unit}"
             way = [f"    if v{n} is not None:",
@@ -426,59 +458,83 @@ def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
         space[f"const{k}"] = value  # the rule's own object, as `_document` puts it in every document
         fields.append(f"{name!r}: const{k}")
     document = ["def document(c):", "    return {" + ", ".join(fields) + "}"]
-    exec("\n".join(convert + check + document), space)  # noqa: S102 - code made above from repr()s only
-    return space["convert"], space["convert_keys"], space["document"]
-
-
-def _json_way(slow: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """JSON text the short way: values.py `_parse_json_text` is orjson.loads when the text has no run of
-    20 digits and orjson takes it, and `_json` of what orjson gives is that itself."""
-    def way(value: Any) -> Any:
-        if type(value) is str and not _LONG_DIGITS.search(value):
-            try:
-                return orjson.loads(value)
-            except orjson.JSONDecodeError:
-                pass  # perhaps JSON orjson refuses: the slow conversion decides
-        return slow(value)
-    return way
-
-
-def _place(values: dict[str, Any], plan: _RulePlan, names: tuple[str, ...]) -> _Place:
-    """`actions.place_of`, with what it makes of the rule alone made once (`_RulePlan.simple`).
-
-    `values` holds at least the key columns the image has, converted: for place_of the same as
-    `_KeyView` (the same values, for the key columns a plan takes: no BINARY one)."""
+    # place(c, names): (index, id, routing) of the converted key columns, as `actions.place_of` (the
+    # action's key); made of the rule alone but for the id when the plan is `simple` (no routing).
+    space.update(_place_of=place_of, _rule=plan.rule, _idpart=_id_part, _docid=document_id, _Fallback=_Fallback,
+                 _id_columns=tuple(plan.id_columns), _separator=plan.id_separator)
     if plan.simple is None:
-        return place_of(values, plan.rule, names)
-    doc_id = document_id(values, plan.id_columns, plan.id_separator)  # a missing column: KeyError, slow path
-    if not doc_id or len(doc_id) > 128 and len(doc_id.encode()) > 512:
-        raise _Fallback("an empty or long id")  # place_of's RowError
-    return _Place(plan.simple, doc_id, None)
+        place = ["def place(c, names):", "    p = _place_of(c, _rule, names)", "    return (p.index, p.doc_id, p.routing)"]
+    else:
+        if len(plan.id_columns) == 1:  # document_id of one column: its `_id_part`
+            place = ["def place(c, names):",
+                     f"    v = c[{plan.id_columns[0]!r}]",  # a missing column: KeyError, the slow path
+                     "    if v is None:",
+                     "        raise _Fallback('a NULL key')",  # document_id's ValueError: the slow path says it
+                     "    t = _type(v)",
+                     "    d = v if t is str else str(v) if t is int else _idpart(v)"]
+        else:
+            place = ["def place(c, names):", "    d = _docid(c, _id_columns, _separator)"]
+        place += ["    if not d or len(d) > 128 and len(d.encode()) > 512:",
+                  "        raise _Fallback('an empty or long id')",  # place_of's RowError
+                  f"    return ({plan.simple!r}, d, None)"]
+    exec("\n".join(convert + check + document + place), space)  # noqa: S102 - code made above from repr()s only
+    return space["convert"], space["convert_keys"], space["document"], space["place"]
 
 
-def _action(kind: ActionType, place, version: int, doc: dict[str, Any] | None, pipeline: str | None, schema: str,
-            table: str, position: BinlogPosition) -> Action:
-    action = object.__new__(Action)
-    # The fields Action(...) would set (a frozen dataclass: no __post_init__), without its per-field setattr.
-    # `key` as its _computed_once would make it for an index or delete (batches and writers ask for it).
-    action.__dict__.update(type=kind, index=place.index, doc_id=place.doc_id, version=version, doc=doc,
-                           routing=place.routing, schema=schema, table=table, position=position, pipeline=pipeline,
-                           versioned=True, key=(place.index, place.doc_id, place.routing))
+# An action's fields but for those of each action (`_action`), copied: faster than a dict made key by key.
+_ACTION_FIELDS: dict[str, Any] = {"type": None, "index": None, "doc_id": None, "version": None, "doc": None, "routing": None,
+                                   "schema": None, "table": None, "position": None, "pipeline": None, "versioned": True,
+                                   "key": None}
+
+
+def _action(kind: ActionType, place: tuple[str, str, str | None], version: int, doc: dict[str, Any] | None,
+            doc_json: bytes | None, meta: bytes | None, pipeline: str | None, schema: str, table: str,
+            position: BinlogPosition) -> Action:
+    action = _new(Action)
+    # The fields Action(...) would set (a frozen dataclass: no __post_init__), without its per-field setattr;
+    # `key` as its _computed_once would make it for an index or delete (batches and writers ask for it), and
+    # `doc_json` as it would encode it (the batch's sizing asks for it next). `bulk_meta`, when the plan has
+    # made it, is the action line encode_bulk would make of these fields.
+    fields = _ACTION_FIELDS.copy()
+    fields["type"] = kind
+    fields["index"], fields["doc_id"], fields["routing"] = place
+    fields["version"] = version
+    fields["doc"] = doc
+    fields["schema"] = schema
+    fields["table"] = table
+    fields["position"] = position
+    fields["pipeline"] = pipeline
+    fields["key"] = place
+    if doc_json is not None:
+        fields["doc_json"] = doc_json
+    if meta is not None:
+        fields["bulk_meta"] = meta
+    _set(action, "__dict__", fields)
     return action
 
 
-def _write(plan: _RulePlan, values: dict[str, Any], place, deleted: bool, version: int, schema: str, table: str,
-           position: BinlogPosition) -> Action:
-    doc = plan.document(values)
+def _write(plan: _RulePlan, values: dict[str, Any], place: tuple[str, str, str | None], deleted: bool,
+           version: int, schema: str, table: str, position: BinlogPosition) -> Action:
+    document = plan.document
+    doc = values if document is None else document(values)  # None: the converted image is the document
     if plan.soft:
         doc[plan.rule.soft_delete_field] = deleted
-    return _action(ActionType.INDEX, place, version, doc, plan.pipeline, schema, table, position)
+    # Action.doc_json's bytes (orjson's own result keeps its whole output buffer: copied, as there).
+    doc_json = bytes(memoryview(_dumps(doc)))
+    meta = None
+    if plan.index_head:
+        meta = b"%s%s,\"version\":%d,\"version_type\":\"external\"%s}}" % (
+            plan.index_head, _dumps(place[1]), version, plan.index_tail)
+    return _action(ActionType.INDEX, place, version, doc, doc_json, meta, plan.pipeline, schema, table, position)
 
 
-def _remove(plan: _RulePlan, values: dict[str, Any], place, version: int, schema: str, table: str,
-            position: BinlogPosition) -> list[Action]:
+def _remove(plan: _RulePlan, values: dict[str, Any], place: tuple[str, str, str | None], version: int,
+            schema: str, table: str, position: BinlogPosition) -> list[Action]:
     if plan.ignore_deletes:
         return []
     if plan.soft:
         return [_write(plan, values, place, True, version, schema, table, position)]
-    return [_action(ActionType.DELETE, place, version, None, None, schema, table, position)]
+    meta = None
+    if plan.delete_head:
+        meta = b"%s%s,\"version\":%d,\"version_type\":\"external\"}}" % (plan.delete_head, _dumps(place[1]), version)
+    return [_action(ActionType.DELETE, place, version, None, None, meta, None, schema, table, position)]

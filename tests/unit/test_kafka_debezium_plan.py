@@ -75,6 +75,13 @@ RULES = {
     # Index names and ids of values: upper case lowered, empty ids, ids with the separator in them.
     "values_in_names": "- {schema: shop, table: zoo, index: 'zoo-{e}-{flag}', id: '{name}', allow_duplicate_ids: true}",
     "pattern": "- {schema: shop, table: {glob: 'zo*'}, index: 'x-{table}'}",
+    # Every column as it is (the converted image is the document), marked deleted, through a pipeline: the
+    # action lines the plan makes for an index name of the rule alone.
+    # Ids of one column of other types (a bool is "true"/"false", not str()), and documents that only rename or
+    # only convert (not the converted image itself).
+    "other_ids": """- {schema: shop, table: zoo, index: zoo-f, id: flag, allow_duplicate_ids: true, also: true, rename: {name: title}}
+- {schema: shop, table: zoo, index: zoo-g, id: dbl, allow_duplicate_ids: true, also: true, convert: {e: upper}}""",
+    "whole_soft_pipeline": "- {schema: shop, table: zoo, index: 'zoo-{table}', on_delete: soft, pipeline: p2}",
 }
 OPTIONS = {
     "default": (ValueOptions(), 0),
@@ -303,4 +310,8 @@ def test_every_short_way_is_taken(tmp_path):
     codes = {code for plan in planner._plans.values() if plan is not None
              for rule_plan in plan.rules for _, code, _, _ in rule_plan.columns}
     assert codes == set(range(8)), codes
+    # ... and its document is the converted image, with the action lines made by the plan (which encode_bulk
+    # then sends as they are: the comparison above compares its bodies).
+    rule_plans = [rule_plan for plan in planner._plans.values() if plan is not None for rule_plan in plan.rules]
+    assert rule_plans and all(p.identity and p.document is None and p.index_head for p in rule_plans)
     assert debezium_plan._GENERIC in codes and debezium_plan._DATE in codes
