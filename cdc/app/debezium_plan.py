@@ -482,9 +482,9 @@ def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
 
 
 # An action's fields but for those of each action (`_action`), copied: faster than a dict made key by key.
-_ACTION_FIELDS: dict[str, Any] = {"type": None, "index": None, "doc_id": None, "version": None, "doc": None, "routing": None,
-                                   "schema": None, "table": None, "position": None, "pipeline": None, "versioned": True,
-                                   "key": None}
+_ACTION_FIELDS: dict[str, Any] = {"type": None, "index": None, "doc_id": None, "version": None, "doc": None,
+                                   "routing": None, "schema": None, "table": None, "position": None,
+                                   "pipeline": None, "versioned": True, "key": None}
 
 
 def _action(kind: ActionType, place: tuple[str, str, str | None], version: int, doc: dict[str, Any] | None,
