@@ -463,7 +463,8 @@ def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
     space.update(_place_of=place_of, _rule=plan.rule, _idpart=_id_part, _docid=document_id, _Fallback=_Fallback,
                  _id_columns=tuple(plan.id_columns), _separator=plan.id_separator)
     if plan.simple is None:
-        place = ["def place(c, names):", "    p = _place_of(c, _rule, names)", "    return (p.index, p.doc_id, p.routing)"]
+        place = ["def place(c, names):", "    p = _place_of(c, _rule, names)",
+                 "    return (p.index, p.doc_id, p.routing)"]
     else:
         if len(plan.id_columns) == 1:  # document_id of one column: its `_id_part`
             place = ["def place(c, names):",

@@ -79,7 +79,8 @@ RULES = {
     # action lines the plan makes for an index name of the rule alone.
     # Ids of one column of other types (a bool is "true"/"false", not str()), and documents that only rename or
     # only convert (not the converted image itself).
-    "other_ids": """- {schema: shop, table: zoo, index: zoo-f, id: flag, allow_duplicate_ids: true, also: true, rename: {name: title}}
+    "other_ids": """- {schema: shop, table: zoo, index: zoo-f, id: flag, allow_duplicate_ids: true, also: true,
+   rename: {name: title}}
 - {schema: shop, table: zoo, index: zoo-g, id: dbl, allow_duplicate_ids: true, also: true, convert: {e: upper}}""",
     "whole_soft_pipeline": "- {schema: shop, table: zoo, index: 'zoo-{table}', on_delete: soft, pipeline: p2}",
 }
