@@ -229,3 +229,24 @@ def test_a_refused_document_stops_the_writer_and_nothing_after_it_is_committed(s
     assert len(errors) == 1 and isinstance(errors[0], RejectedActionsError), errors
     assert "i/bad" in str(errors[0])
     assert committed(worker.consumer) == {}  # one batch: none of its offsets
+
+
+def test_full_collections_are_rarer_while_a_writer_runs(setup):
+    """A writer's batches hold no cycles: full collections are ten times rarer while it runs (SinkWorker.run),
+    and the thresholds are as they were once it returns."""
+    import gc
+
+    session, es, worker = setup
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    consume = worker.consumer.consume
+
+    def watched(count: int, timeout: float) -> list[Received]:
+        seen.append(gc.get_threshold())
+        session.stop.set()
+        return consume(count, timeout)
+
+    worker.consumer.consume = watched  # type: ignore[method-assign]
+    worker.run()
+    assert seen and seen[0] == (before[0], before[1], max(before[2], 100))
+    assert gc.get_threshold() == before
