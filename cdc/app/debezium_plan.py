@@ -51,7 +51,7 @@ import orjson
 
 from cdc.kafka.debezium import _EPOCH, _EPOCH_DAY, _OPS, _PAYLOAD, _SCHEMA, _SNAPSHOT, NO_SHAPE, STREAM_OFFSET, \
     ChangeDecoder, Shape, _decoder, _fields
-from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, Op
+from cdc.model import Action, ActionType, BinlogPosition, Column, ColumnKind, DocFromJson, Op
 from cdc.rules.actions import _EPOCH_SHIFT, _FILE_SHIFT, ActionBuilder, _columns_for, _id_part, document_id, \
     place_of
 from cdc.rules.model import Rule
@@ -482,25 +482,36 @@ def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
     return space["convert"], space["convert_keys"], space["document"], space["place"]
 
 
+class PlannedAction(Action):
+    """An index action of the planned path: its document kept as the JSON it was encoded to once (`doc_json`),
+    decoded again only if asked for (dead letters, dry runs), as the native row path's `NativeAction`. The
+    document's dicts and lists then die at once instead of living, and being walked by the cyclic collector,
+    for as long as the batch."""
+
+    doc = DocFromJson()
+
+
 # An action's fields but for those of each action (`_action`), copied: faster than a dict made key by key.
-_ACTION_FIELDS: dict[str, Any] = {"type": None, "index": None, "doc_id": None, "version": None, "doc": None,
-                                   "routing": None, "schema": None, "table": None, "position": None,
-                                   "pipeline": None, "versioned": True, "key": None}
+# An index action's have no `doc` (PlannedAction's comes from doc_json).
+_INDEX_FIELDS: dict[str, Any] = {"type": ActionType.INDEX, "index": None, "doc_id": None, "version": None,
+                                 "routing": None, "schema": None, "table": None, "position": None,
+                                 "pipeline": None, "versioned": True, "key": None, "doc_json": None}
+_DELETE_FIELDS: dict[str, Any] = {"type": ActionType.DELETE, "index": None, "doc_id": None, "version": None,
+                                  "doc": None, "routing": None, "schema": None, "table": None, "position": None,
+                                  "pipeline": None, "versioned": True, "key": None}
 
 
-def _action(kind: ActionType, place: tuple[str, str, str | None], version: int, doc: dict[str, Any] | None,
+def _action(cls: type[Action], template: dict[str, Any], place: tuple[str, str, str | None], version: int,
             doc_json: bytes | None, meta: bytes | None, pipeline: str | None, schema: str, table: str,
             position: BinlogPosition) -> Action:
-    action = _new(Action)
+    action = _new(cls)
     # The fields Action(...) would set (a frozen dataclass: no __post_init__), without its per-field setattr;
     # `key` as its _computed_once would make it for an index or delete (batches and writers ask for it), and
     # `doc_json` as it would encode it (the batch's sizing asks for it next). `bulk_meta`, when the plan has
     # made it, is the action line encode_bulk would make of these fields.
-    fields = _ACTION_FIELDS.copy()
-    fields["type"] = kind
+    fields = template.copy()
     fields["index"], fields["doc_id"], fields["routing"] = place
     fields["version"] = version
-    fields["doc"] = doc
     fields["schema"] = schema
     fields["table"] = table
     fields["position"] = position
@@ -526,7 +537,8 @@ def _write(plan: _RulePlan, values: dict[str, Any], place: tuple[str, str, str |
     if plan.index_head:
         meta = b"%s%s,\"version\":%d,\"version_type\":\"external\"%s}}" % (
             plan.index_head, _dumps(place[1]), version, plan.index_tail)
-    return _action(ActionType.INDEX, place, version, doc, doc_json, meta, plan.pipeline, schema, table, position)
+    return _action(PlannedAction, _INDEX_FIELDS, place, version, doc_json, meta, plan.pipeline, schema, table,
+                   position)
 
 
 def _remove(plan: _RulePlan, values: dict[str, Any], place: tuple[str, str, str | None], version: int,
@@ -538,4 +550,4 @@ def _remove(plan: _RulePlan, values: dict[str, Any], place: tuple[str, str, str 
     meta = None
     if plan.delete_head:
         meta = b"%s%s,\"version\":%d,\"version_type\":\"external\"}}" % (plan.delete_head, _dumps(place[1]), version)
-    return [_action(ActionType.DELETE, place, version, None, None, meta, None, schema, table, position)]
+    return [_action(Action, _DELETE_FIELDS, place, version, None, meta, None, schema, table, position)]
