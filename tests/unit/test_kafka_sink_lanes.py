@@ -246,7 +246,51 @@ def test_full_collections_are_rarer_while_a_writer_runs(setup):
         session.stop.set()
         return consume(count, timeout)
 
-    worker.consumer.consume = watched  # type: ignore[method-assign]
+    worker.consumer.consume = watched
     worker.run()
     assert seen and seen[0] == (before[0], before[1], max(before[2], 100))
     assert gc.get_threshold() == before
+
+
+def test_consume_hands_out_each_message_as_a_received_tuple():
+    """ActionConsumer.consume makes a Received per message (through tuple.__new__): the same fields, in order,
+    and a message without a timestamp (type 0) has None."""
+
+    class Message:
+        def __init__(self, offset: int, ts: tuple[int, int]):
+            self.offset_, self.ts = offset, ts
+
+        def error(self):
+            return None
+
+        def timestamp(self):
+            return self.ts
+
+        def topic(self):
+            return TOPIC
+
+        def partition(self):
+            return 3
+
+        def offset(self):
+            return self.offset_
+
+        def value(self):
+            return b"v%d" % self.offset_
+
+        def key(self):
+            return b"k"
+
+        def headers(self):
+            return [("h", b"1")]
+
+    class Consumer:
+        def consume(self, count: int, timeout: float):
+            return [Message(7, (1, 1796000000000)), Message(8, (0, -1))][:count]
+
+    consumer = object.__new__(ActionConsumer)
+    consumer.consumer = Consumer()  # type: ignore[assignment]
+    got = consumer.consume(10, 0)
+    assert got == [Received(TOPIC, 3, 7, b"v7", 1796000000000, b"k", [("h", b"1")]),
+                   Received(TOPIC, 3, 8, b"v8", None, b"k", [("h", b"1")])]
+    assert all(type(r) is Received for r in got) and got[1].timestamp_ms is None and got[0].headers == [("h", b"1")]
