@@ -292,6 +292,9 @@ class ActionConsumer:
     def __init__(self, config: KafkaConfig, on_assign: Callable[[list[tuple[str, int]]], None],
                  on_revoke: Callable[[list[tuple[str, int]]], None], client_id: str | None = None):
         self.config = config
+        # A Debezium-fed writer reads no headers (the connector's four, on every message, made a list and four
+        # tuples per message that lived with its batch): Received.headers is None there.
+        self.headers = config.input != "debezium"
         settings = _settings(config, config.consumer, CONSUMER_FIXED, "consumer")
         if "cooperative" in str(settings.get("partition.assignment.strategy", "")):
             raise ConfigError("kafka.consumer: partition.assignment.strategy must be eager (range or roundrobin): "
@@ -337,6 +340,7 @@ class ActionConsumer:
         except KafkaException as exc:
             raise SinkUnavailableError(f"Kafka consume failed: {exc}") from None
         received = []
+        with_headers = self.headers
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -351,7 +355,7 @@ class ActionConsumer:
             # 0.12 µs a message, measured here).
             received.append(_tuple_new(Received, (topic, partition, offset, msg.value(),
                                                   ts if kind != 0 else None,  # 0: TIMESTAMP_NOT_AVAILABLE
-                                                  msg.key(), msg.headers())))
+                                                  msg.key(), msg.headers() if with_headers else None)))
         return received
 
     def hold(self) -> None:

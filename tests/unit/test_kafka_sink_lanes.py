@@ -290,7 +290,27 @@ def test_consume_hands_out_each_message_as_a_received_tuple():
 
     consumer = object.__new__(ActionConsumer)
     consumer.consumer = Consumer()  # type: ignore[assignment]
+    consumer.headers = True
     got = consumer.consume(10, 0)
     assert got == [Received(TOPIC, 3, 7, b"v7", 1796000000000, b"k", [("h", b"1")]),
                    Received(TOPIC, 3, 8, b"v8", None, b"k", [("h", b"1")])]
     assert all(type(r) is Received for r in got) and got[1].timestamp_ms is None and got[0].headers == [("h", b"1")]
+    # A Debezium-fed writer's (kafka.input: debezium) are read without their headers, which nothing reads.
+    consumer.headers = False
+    assert consumer.consume(10, 0) == [Received(TOPIC, 3, 7, b"v7", 1796000000000, b"k", None),
+                                       Received(TOPIC, 3, 8, b"v8", None, b"k", None)]
+
+
+def test_only_a_debezium_fed_consumer_leaves_headers_out(tmp_path):
+    """ActionConsumer reads headers for cdc's own topic (they carry the format version) and not for Debezium's."""
+    from cdc.config import load_config
+
+    made = {}
+    for name, kafka in (("cdc", {"topic": "t"}), ("debezium", {"input": "debezium", "topics": ["p.s.t"]})):
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump({"mysql": {"user": "cdc", "server_id": 5}, "destination": "kafka",
+                                        "kafka": {"bootstrap_servers": "127.0.0.1:1", **kafka}}))
+        consumer = ActionConsumer(load_config(str(path)).kafka, lambda p: None, lambda p: None)
+        made[name] = consumer.headers
+        consumer.close()
+    assert made == {"cdc": True, "debezium": False}
