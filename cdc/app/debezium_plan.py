@@ -382,6 +382,22 @@ _DATETIME_UNITS = {"io.debezium.time.MicroTimestamp": 1, "io.debezium.time.Times
                    "org.apache.kafka.connect.data.Timestamp": 1000, "io.debezium.time.NanoTimestamp": 0}
 
 
+# DATETIME values' whole seconds since the epoch -> their isoformat() text; rows written close together share
+# it. Started over past SECONDS_KEPT.
+_SECONDS: dict[int, str] = {}
+SECONDS_KEPT = 10_000
+
+
+def _second(seconds: int) -> str:
+    """The naive datetime `seconds` after the epoch, as isoformat() writes it (out of range: OverflowError,
+    as the microseconds' own datetime would be: the second is the floor of it, in range when that is)."""
+    text = (_EPOCH + timedelta(seconds=seconds)).isoformat()
+    if len(_SECONDS) >= SECONDS_KEPT:
+        _SECONDS.clear()
+    _SECONDS[seconds] = text
+    return text
+
+
 def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
     """The plan's three functions, as Python code made for its columns (a loop over them, with its tuple
     unpacking and branches per value, cost twice as much):
@@ -395,7 +411,7 @@ def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
     that way; any other goes through the slow path's functions (`_slow`)."""
     space: dict[str, Any] = {"_type": type, "_isfinite": math.isfinite, "_plain": _PLAIN_DECIMAL.fullmatch,
                              "_long": _LONG_DIGITS.search, "_loads": orjson.loads, "_JSONError": orjson.JSONDecodeError,
-                             "_td": timedelta, "_EPOCH": _EPOCH, "_EPOCH_DAY": _EPOCH_DAY, "_apply": apply_conversion,
+                             "_td": timedelta, "_EPOCH": _EPOCH, "_divmod": divmod, "_seconds": _SECONDS, "_second": _second, "_EPOCH_DAY": _EPOCH_DAY, "_apply": apply_conversion,
                              "_INT_MIN": _INT_MIN, "_INT_MAX": _INT_MAX}
     keys = set(plan.keys)
     convert, check = ["def convert(image):"], ["def convert_keys(image):"]
@@ -425,10 +441,18 @@ def _compile(plan: _RulePlan, decoders: dict[str, Callable[[Any], Any]]):
                    "        else:",
                    f"            v{n} = slow{n}(v{n})"]
         elif code == _DATETIME:
-            micros = f"v{n} // 1000" if unit == 0 else f"v{n} * {unit}"
+            # (_EPOCH + timedelta(microseconds=m)).isoformat(), from its whole second's text (`_second`) and
+            # the microseconds after it, which isoformat() writes only when not 0.
+            micros = f"v{n} // 1000" if unit == 0 else f"v{n} * {unit}" if unit != 1 else f"v{n}"
             way = [f"    if v{n} is not None:",
-                   f"        v{n} = (_EPOCH + _td(microseconds={micros})).isoformat() if _type(v{n}) is int "
-                   f"else slow{n}(v{n})"]
+                   f"        if _type(v{n}) is int:",
+                   f"            s, us = _divmod({micros}, 1000000)",
+                   "            t = _seconds.get(s)",
+                   "            if t is None:",
+                   "                t = _second(s)",
+                   f"            v{n} = t + '.%06d' % us if us else t",
+                   "        else:",
+                   f"            v{n} = slow{n}(v{n})"]
         elif code == _DATE:
             way = [f"    if v{n} is not None:",
                    f"        v{n} = (_EPOCH_DAY + _td(days=v{n})).isoformat() if _type(v{n}) is int else slow{n}(v{n})"]

@@ -317,3 +317,26 @@ def test_every_short_way_is_taken(tmp_path):
     rule_plans = [rule_plan for plan in planner._plans.values() if plan is not None for rule_plan in plan.rules]
     assert rule_plans and all(p.identity and p.document is None and p.index_head for p in rule_plans)
     assert debezium_plan._GENERIC in codes and debezium_plan._DATE in codes
+
+
+def test_datetimes_at_the_edges(tmp_path):
+    """DATETIME numbers the planned path writes from their whole second's text (`_second`, kept per second):
+    around 0 and negative ones, with and without microseconds, the first and last that fit a datetime and the
+    first that do not (the slow path's error), each twice (the second time from the kept text)."""
+    ruleset = rule_set(tmp_path, "plain")
+    today = DebeziumInput(ruleset, ActionBuilder(ruleset), planned=False)
+    planned = DebeziumInput(ruleset, ActionBuilder(ruleset))
+    assert planned.planner is not None
+    first = (datetime.datetime.min - EPOCH) // datetime.timedelta(microseconds=1)
+    last = (datetime.datetime.max - EPOCH) // datetime.timedelta(microseconds=1)
+    fit = [0, 1, -1, 999_999, 1_000_000, -1_000_000, -1_000_001, 1796680435010375, 1796680435000000,
+           first, first + 1, last, last - 999_999]
+    beyond = [first - 1, last + 1, 2**63 - 1, -2**63]
+    enc = ENCODINGS[0]
+    for n, micros in enumerate((fit + beyond) * 2):
+        row = {name: (f, v) for name, (f, v) in column_values(random.Random(1), enc).items()}
+        row["dt6"] = (row["dt6"][0], micros)
+        message = Received("p.shop.zoo", 0, n, envelope(enc, "c", None, row, 1000 + n), None)
+        assert message.value is not None
+        assert (planned.planner.actions(message.value) is not None) == (micros in fit), micros
+        assert outcome(planned, message) == outcome(today, message), micros
