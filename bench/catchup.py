@@ -290,8 +290,13 @@ class Code:
 
 
 def _head_file() -> Path:
-    head = (ROOT / ".git" / "HEAD").read_text().strip()
-    return ROOT / ".git" / head[5:] if head.startswith("ref: ") else ROOT / ".git" / "HEAD"
+    git = ROOT / ".git"
+    common = git
+    if git.is_file():  # a work tree of its own (git worktree): "gitdir: <its directory>", refs in the common one
+        git = Path(git.read_text().split(":", 1)[1].strip())
+        common = (git / (git / "commondir").read_text().strip()).resolve() if (git / "commondir").exists() else git
+    head = (git / "HEAD").read_text().strip()
+    return common / head[5:] if head.startswith("ref: ") else git / "HEAD"
 
 
 def git_head() -> str | None:
