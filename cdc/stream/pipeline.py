@@ -48,11 +48,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from cdc.config import BatchConfig, RetryConfig
 from cdc.stream.deadletter import DeadLetterStore
-from cdc.stream.delivery import ACTION_OVERHEAD, BulkWriter, action_weight
+from cdc.stream.delivery import ACTION_OVERHEAD, BulkWriter
 from cdc.errors import CdcError
 from cdc.model import (
     Action,
@@ -98,16 +98,12 @@ class Batch:
         self.opened = time.monotonic()
 
     def add(self, action: Action) -> None:
-        key = action.key
-        actions = self.actions
-        if key in actions:
-            del actions[key]  # re-inserted at the end: the batch keeps binlog order
-        actions[key] = action
-        self.bytes += action_weight(action)
+        self.add_all((action,))
 
-    def add_all(self, actions: list[Action]) -> None:
-        """`add` of each action in order (a committed transaction's), in one loop: per row change on the
-        main loop, which shares the GIL with the reader's decoding (issue 28)."""
+    def add_all(self, actions: Sequence[Action]) -> None:
+        """The actions, in order (a committed transaction's): the last write of a document wins and moves
+        to the end. One loop, with `action_weight` inlined: it runs per row change on the main loop, which
+        shares the GIL with the reader's decoding (issue 28)."""
         kept = self.actions
         pop = kept.pop
         weight = 0
